@@ -1,0 +1,31 @@
+# p3b_hf developer targets. `make install` builds .venv with the CPU torch wheel first (GPU users:
+# install your CUDA torch into the venv before `pip install -e .`).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install test lint demo bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check p3b_hf tests recipes
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m p3b_hf demo --output-dir outputs/demo
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m p3b_hf bench --random-arch deit-tiny --device cpu --batch-size 1
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,55 @@
+"""``p3b-hf`` command line (also ``python -m p3b_hf``).
+
+Each subcommand lives in ``p3b_hf/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so ``--help`` is fast.
+Errors derived from :class:`p3b_hf.P3BError` are printed as one line (no traceback), exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, str] = {
+    "prune": "Fine-tune and prune a ViT/DeiT (P3B, VBP or grouped global pruning) -> smaller HF model dir.",
+    "finetune": "Fine-tune a (pruned) model with the standard DeiT recipe, optionally with KD.",
+    "cost": "Print params and MACs of a model dir, Hub id or config (dense or pruned).",
+    "push": "Upload a pruned model dir (weights, config, code, processor, model card) to the Hub.",
+    "bench": "Images/s of a pruned model vs its dense original vs an ideal plain ViT of equal shapes.",
+    "compare": "Run several methods at equal whole-model parameter budgets and tabulate/plot them.",
+    "demo": "Offline end-to-end demo: transfer-prune a small ViT on generated glyph data (< 5 min on CPU).",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p3b-hf", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"p3b_hf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(f"p3b_hf.commands.{name}")
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import P3BError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._module.run(args) or 0)
+    except P3BError as e:
+        print(f"p3b-hf {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

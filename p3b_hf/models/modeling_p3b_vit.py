@@ -1,0 +1,393 @@
+# Self-contained: this file is copied next to pruned checkpoints (``auto_map``) and must import only
+# torch/transformers public API (plus the sibling configuration file), so that stock transformers
+# loads it with ``trust_remote_code=True`` on a machine without p3b_hf.
+"""A ViT / DeiT whose every layer may have its own widths.
+
+Parameter names are those of the legacy HF ViT/DeiT checkpoints
+(``vit.encoder.layer.{i}.attention.attention.query`` ...), so a full-width config loads a stock
+checkpoint unchanged, and a pruned checkpoint is just a smaller safetensors file with the same keys.
+
+Written in the style of ``modeling_vit.py``: explicit modules, no hooks, SDPA attention with an
+explicit softmax scale (kept at the dense value after head-dimension pruning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
+
+try:  # transformers >= 5: initialisers that respect already-loaded tensors
+    from transformers import initialization as _init
+except ImportError:  # transformers 4.x
+    _init = nn.init
+
+
+class _IndexCache:
+    """Holds a channel subset as a Python list and hands out device tensors lazily.
+
+    Index tensors are *not* buffers: transformers 5 builds models on the meta device and would
+    leave buffers created in ``__init__`` uninitialised; the indices live in the config anyway.
+    """
+
+    def __init__(self, indices: list[int] | None) -> None:
+        self.indices = None if indices is None else [int(i) for i in indices]
+        self._cache: dict[torch.device, torch.Tensor] = {}
+
+    def get(self, device: torch.device) -> torch.Tensor | None:
+        if self.indices is None:
+            return None
+        t = self._cache.get(device)
+        if t is None:
+            t = torch.tensor(self.indices, dtype=torch.long, device=device)
+            self._cache[device] = t
+        return t
+
+
+class P3BLayerNorm(nn.Module):
+    """LayerNorm whose affine part (and output) covers a subset of the residual channels.
+
+    ``full_stats=True``: statistics over all input channels, then only the kept channels are
+    produced -- identical to ``LayerNorm(C)`` followed by a gather, but with ``2*len(subset)``
+    parameters. ``full_stats=False``: an ordinary LayerNorm over the gathered subset.
+    """
+
+    def __init__(self, subset: list[int] | None, width: int, eps: float, full_stats: bool = True) -> None:
+        super().__init__()
+        self.subset = _IndexCache(subset)
+        n = width if subset is None else len(subset)
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.eps = eps
+        self.full_stats = full_stats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = self.subset.get(x.device)
+        if idx is None:
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        if not self.full_stats:
+            sub = x.index_select(-1, idx)
+            return F.layer_norm(sub, (sub.shape[-1],), self.weight, self.bias, self.eps)
+        normed = F.layer_norm(x, (x.shape[-1],), None, None, self.eps)
+        return normed.index_select(-1, idx) * self.weight + self.bias
+
+
+class P3BConstantOutput(nn.Module):
+    """What is left of a removed sub-block: a constant added to its output channels."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(width))
+
+    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+        return self.bias.to(reference.dtype).expand(*reference.shape[:-1], -1)
+
+
+def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache) -> torch.Tensor:
+    idx = out_index.get(residual.device)
+    if idx is None:
+        return residual + update
+    return residual.index_add(-1, idx, update.to(residual.dtype))
+
+
+class P3BViTEmbeddings(nn.Module):
+    def __init__(self, config: P3BViTConfig) -> None:
+        super().__init__()
+        c = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
+        if config.distilled:
+            self.distillation_token = nn.Parameter(torch.zeros(1, 1, c))
+        self.patch_embeddings = P3BViTPatchEmbeddings(config)
+        num_tokens = self.patch_embeddings.num_patches + config.num_special_tokens
+        self.position_embeddings = nn.Parameter(torch.zeros(1, num_tokens, c))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embeddings(pixel_values)
+        b = x.shape[0]
+        special = [self.cls_token.expand(b, -1, -1)]
+        if hasattr(self, "distillation_token"):
+            special.append(self.distillation_token.expand(b, -1, -1))
+        x = torch.cat([*special, x], dim=1) + self.position_embeddings
+        return self.dropout(x)
+
+
+class P3BViTPatchEmbeddings(nn.Module):
+    def __init__(self, config: P3BViTConfig) -> None:
+        super().__init__()
+        self.image_size = int(config.image_size)
+        self.patch_size = int(config.patch_size)
+        self.num_patches = (self.image_size // self.patch_size) ** 2
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=self.patch_size,
+                                    stride=self.patch_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        h, w = pixel_values.shape[-2:]
+        if h != self.image_size or w != self.image_size:
+            raise ValueError(f"Input image size ({h}*{w}) doesn't match model ({self.image_size}*{self.image_size}).")
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+class P3BViTSelfAttention(nn.Module):
+    def __init__(self, config: P3BViTConfig, layer: int, in_width: int) -> None:
+        super().__init__()
+        self.num_heads = config.layer_num_heads[layer]
+        self.head_dim = config.layer_head_dims[layer]
+        self.scale = config.layer_attention_scales[layer]
+        self.dropout = config.attention_probs_dropout_prob
+        inner = self.num_heads * self.head_dim
+        self.query = nn.Linear(in_width, inner, bias=config.qkv_bias)
+        self.key = nn.Linear(in_width, inner, bias=config.qkv_bias)
+        self.value = nn.Linear(in_width, inner, bias=config.qkv_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        shape = (b, n, self.num_heads, self.head_dim)
+        q = self.query(x).view(shape).transpose(1, 2)
+        k = self.key(x).view(shape).transpose(1, 2)
+        v = self.value(x).view(shape).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                             scale=self.scale)
+        return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
+
+
+class P3BViTSelfOutput(nn.Module):
+    def __init__(self, in_width: int, out_width: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_width, out_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(x)
+
+
+class P3BViTAttention(nn.Module):
+    def __init__(self, config: P3BViTConfig, layer: int, in_width: int, out_width: int) -> None:
+        super().__init__()
+        self.attention = P3BViTSelfAttention(config, layer, in_width)
+        inner = config.layer_num_heads[layer] * config.layer_head_dims[layer]
+        self.output = P3BViTSelfOutput(inner, out_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.attention(x))
+
+
+class P3BViTIntermediate(nn.Module):
+    def __init__(self, config: P3BViTConfig, in_width: int, hidden: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_width, hidden)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(x))
+
+
+class P3BViTOutput(nn.Module):
+    def __init__(self, hidden: int, out_width: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, out_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(x)
+
+
+class _Removed(nn.Module):
+    """Container keeping the legacy key path ``<...>.dense.bias`` for a removed sub-block."""
+
+    def __init__(self, out_width: int) -> None:
+        super().__init__()
+        self.dense = P3BConstantOutput(out_width)
+
+    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+        return self.dense(reference)
+
+
+def _width(subset: list[int] | None, full: int) -> int:
+    return full if subset is None else len(subset)
+
+
+class P3BViTLayer(nn.Module):
+    """One encoder layer. Each sub-block reads ``in`` channels and writes ``out`` channels of
+    the full-width residual stream; a removed sub-block only adds its constant output."""
+
+    def __init__(self, config: P3BViTConfig, layer: int) -> None:
+        super().__init__()
+        c = config.hidden_size
+        full_stats = config.layernorm_mode == "full_stats"
+        a_in, a_out = config.layer_attn_in[layer], config.layer_attn_out[layer]
+        m_in, m_out = config.layer_mlp_in[layer], config.layer_mlp_out[layer]
+        self.attn_out_index = _IndexCache(a_out)
+        self.mlp_out_index = _IndexCache(m_out)
+        self.attn_removed = config.layer_num_heads[layer] * config.layer_head_dims[layer] == 0
+        self.mlp_removed = config.layer_intermediate_sizes[layer] == 0
+        a_out_w, m_out_w = _width(a_out, c), _width(m_out, c)
+        # a removed sub-block that writes no channel contributes nothing at all
+        self.attn_active = a_out_w > 0
+        self.mlp_active = m_out_w > 0
+        if self.attn_removed:
+            if self.attn_active:
+                self.attention = nn.Module()
+                self.attention.output = _Removed(a_out_w)
+        else:
+            self.layernorm_before = P3BLayerNorm(a_in, c, config.layer_norm_eps, full_stats)
+            self.attention = P3BViTAttention(config, layer, _width(a_in, c), a_out_w)
+        if self.mlp_removed:
+            if self.mlp_active:
+                self.output = _Removed(m_out_w)
+        else:
+            self.layernorm_after = P3BLayerNorm(m_in, c, config.layer_norm_eps, full_stats)
+            self.intermediate = P3BViTIntermediate(config, _width(m_in, c), config.layer_intermediate_sizes[layer])
+            self.output = P3BViTOutput(config.layer_intermediate_sizes[layer], m_out_w)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn_active:
+            if self.attn_removed:
+                update = self.attention.output(x[..., :1])
+            else:
+                update = self.dropout(self.attention(self.layernorm_before(x)))
+            x = _add_into(x, update, self.attn_out_index)
+        if self.mlp_active:
+            if self.mlp_removed:
+                update = self.output(x[..., :1])
+            else:
+                update = self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
+            x = _add_into(x, update, self.mlp_out_index)
+        return x
+
+
+class P3BViTEncoder(nn.Module):
+    def __init__(self, config: P3BViTConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList([P3BViTLayer(config, i) for i in range(config.num_hidden_layers)])
+
+    def forward(self, x: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, list]:
+        states = [x] if output_hidden_states else []
+        for layer in self.layer:
+            x = layer(x)
+            if output_hidden_states:
+                states.append(x)
+        return x, states
+
+
+class P3BViTModel(nn.Module):
+    def __init__(self, config: P3BViTConfig) -> None:
+        super().__init__()
+        self.embeddings = P3BViTEmbeddings(config)
+        self.encoder = P3BViTEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, list]:
+        x, states = self.encoder(self.embeddings(pixel_values), output_hidden_states)
+        return self.layernorm(x), states
+
+
+class P3BViTPreTrainedModel(PreTrainedModel):
+    config_class = P3BViTConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    _no_split_modules = ["P3BViTEmbeddings", "P3BViTLayer"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            _init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                _init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, P3BLayerNorm)):
+            _init.ones_(module.weight)
+            _init.zeros_(module.bias)
+        elif isinstance(module, P3BConstantOutput):
+            _init.zeros_(module.bias)
+        elif isinstance(module, P3BViTEmbeddings):
+            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+            if hasattr(module, "distillation_token"):
+                _init.trunc_normal_(module.distillation_token, mean=0.0, std=std)
+
+    def _loss(self, labels: torch.Tensor | None, logits: torch.Tensor, **kwargs: Any) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        return self.loss_function(labels, logits, self.config, **kwargs)
+
+
+class P3BViTForImageClassification(P3BViTPreTrainedModel):
+    """Pruned (or full-width) ``ViTForImageClassification`` with legacy parameter names."""
+
+    def __init__(self, config: P3BViTConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vit = P3BViTModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_hidden_states: bool | None = None, return_dict: bool | None = None,
+                **kwargs: Any) -> ImageClassifierOutput | tuple:
+        seq, states = self.vit(pixel_values, bool(output_hidden_states))
+        logits = self.classifier(seq[:, 0, :])
+        loss = self._loss(labels, logits, **kwargs)
+        out = ImageClassifierOutput(loss=loss, logits=logits,
+                                    hidden_states=tuple(states) if output_hidden_states else None)
+        return out if return_dict is not False else out.to_tuple()
+
+
+@dataclass
+class P3BDeiTForImageClassificationOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cls_logits: torch.Tensor | None = None
+    distillation_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
+    """Pruned DeiT (distillation token). With ``config.distillation_head`` it mirrors
+    ``DeiTForImageClassificationWithTeacher``: ``logits = (cls_logits + distillation_logits) / 2``;
+    unlike the stock class it accepts ``labels`` and then returns the cross-entropy of ``logits``."""
+
+    config_class = P3BDeiTConfig
+    base_model_prefix = "deit"
+
+    def __init__(self, config: P3BDeiTConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.deit = P3BViTModel(config)
+        k = config.num_labels
+        c = config.hidden_size
+        if config.distillation_head:
+            self.cls_classifier = nn.Linear(c, k) if k > 0 else nn.Identity()
+            self.distillation_classifier = nn.Linear(c, k) if k > 0 else nn.Identity()
+        else:
+            self.classifier = nn.Linear(c, k) if k > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_hidden_states: bool | None = None, return_dict: bool | None = None,
+                **kwargs: Any) -> P3BDeiTForImageClassificationOutput | tuple:
+        seq, states = self.deit(pixel_values, bool(output_hidden_states))
+        cls_logits = dist_logits = None
+        if self.config.distillation_head:
+            cls_logits = self.cls_classifier(seq[:, 0, :])
+            dist_logits = self.distillation_classifier(seq[:, 1, :])
+            logits = (cls_logits + dist_logits) / 2
+        else:
+            logits = self.classifier(seq[:, 0, :])
+        loss = self._loss(labels, logits, **kwargs)
+        out = P3BDeiTForImageClassificationOutput(
+            loss=loss, logits=logits, cls_logits=cls_logits, distillation_logits=dist_logits,
+            hidden_states=tuple(states) if output_hidden_states else None)
+        return out if return_dict is not False else out.to_tuple()
+
+
+__all__ = ["P3BViTForImageClassification", "P3BDeiTForImageClassification", "P3BViTPreTrainedModel"]

@@ -1,0 +1,333 @@
+"""WidthPlan -- which channels to keep -- and :func:`apply_width_plan`, the only code in p3b_hf
+that slices weights.
+
+Every method (P3B, VBP, grouped global pruning) ends by producing a :class:`WidthPlan`; they
+differ only in how they choose indices. A plan is pure data: sorted index lists into the
+*original dense* tensors, JSON round-trippable, validated with clear errors.
+
+Per layer ``i`` (``plan.layers[i]``):
+
+- ``head_dims``: kept head-dimension indices ``j`` in ``range(head_dim)``, shared by q, k, v and
+  every kept head (P3B's qkv gate, Torch-Pruning's head-dim group).
+- ``heads``: kept heads (``None`` = all).
+- ``mlp``: kept MLP neurons.
+- ``attn_in`` / ``attn_out`` / ``mlp_in`` / ``mlp_out``: residual channels a sub-block reads
+  from / writes to (P3B's in/out gates). The residual stream keeps its full width.
+- ``attn_bias_delta`` / ``mlp_bias_delta``: additive corrections of the dense output bias (length
+  ``hidden_size``), computed from dense weights before slicing (VBP's mean-shift fold).
+
+Model level: ``embed`` prunes the residual stream itself (Torch-Pruning's embedding group): the
+cls/distillation tokens, position embeddings, patch projection, every LayerNorm and the classifier
+inputs are sliced with it; the layer subsets above must then be subsets of ``embed``.
+
+``None`` always means "keep all". An empty list removes the structure; a sub-block that keeps no
+inner width, reads nothing or writes nothing is *removed* and replaced by its exact constant output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import PlanError
+from .models.configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
+from .models.locator import ViTModules, locate
+from .models.modeling_p3b_vit import P3BDeiTForImageClassification, P3BViTForImageClassification
+
+SUBSETS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
+PLAN_VERSION = 1
+
+
+@dataclass
+class LayerPlan:
+    head_dims: list[int] | None = None
+    heads: list[int] | None = None
+    mlp: list[int] | None = None
+    attn_in: list[int] | None = None
+    attn_out: list[int] | None = None
+    mlp_in: list[int] | None = None
+    mlp_out: list[int] | None = None
+    attn_bias_delta: list[float] | None = None
+    mlp_bias_delta: list[float] | None = None
+
+
+@dataclass
+class WidthPlan:
+    """Kept channels per layer of a dense ViT/DeiT (see module docstring)."""
+
+    hidden_size: int
+    num_attention_heads: int
+    head_dim: int
+    intermediate_size: int
+    layers: list[LayerPlan]
+    embed: list[int] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction / IO
+    @classmethod
+    def full(cls, config: Any) -> WidthPlan:
+        """A plan that keeps everything of a model with this (dense) config."""
+        heads = int(config.num_attention_heads)
+        return cls(hidden_size=int(config.hidden_size), num_attention_heads=heads,
+                   head_dim=int(config.hidden_size) // heads, intermediate_size=int(config.intermediate_size),
+                   layers=[LayerPlan() for _ in range(int(config.num_hidden_layers))])
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["version"] = PLAN_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WidthPlan:
+        d = dict(d)
+        d.pop("version", None)
+        try:
+            layers = [LayerPlan(**layer) for layer in d.pop("layers")]
+            plan = cls(layers=layers, **d)
+        except (KeyError, TypeError) as e:
+            raise PlanError(f"Not a WidthPlan: {e}. Write plans with WidthPlan.to_json().") from e
+        plan.validate()
+        return plan
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> WidthPlan:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError as e:
+            raise PlanError(f"WidthPlan file {path} does not exist.") from e
+        except json.JSONDecodeError as e:
+            raise PlanError(f"WidthPlan file {path} is not valid JSON ({e}).") from e
+        return cls.from_dict(data)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`PlanError` on out-of-range, duplicate or unsorted indices."""
+        c, h, d, f = self.hidden_size, self.num_attention_heads, self.head_dim, self.intermediate_size
+        _check_indices(self.embed, c, "embed")
+        for i, lp in enumerate(self.layers):
+            _check_indices(lp.head_dims, d, f"layers[{i}].head_dims")
+            _check_indices(lp.heads, h, f"layers[{i}].heads")
+            _check_indices(lp.mlp, f, f"layers[{i}].mlp")
+            for name in SUBSETS:
+                sub = getattr(lp, name)
+                _check_indices(sub, c, f"layers[{i}].{name}")
+                if sub is not None and self.embed is not None and not set(sub) <= set(self.embed):
+                    raise PlanError(f"layers[{i}].{name} reads/writes residual channels that plan.embed removes; "
+                                    "make every layer subset a subset of plan.embed.")
+            for name in ("attn_bias_delta", "mlp_bias_delta"):
+                delta = getattr(lp, name)
+                if delta is not None and len(delta) != c:
+                    raise PlanError(f"layers[{i}].{name} has {len(delta)} values; it must have hidden_size={c}.")
+
+    def check_matches(self, mods: ViTModules) -> None:
+        mine = (self.hidden_size, self.num_attention_heads, self.head_dim, self.intermediate_size, self.num_layers)
+        theirs = (mods.hidden_size, mods.num_heads, mods.head_dim, mods.intermediate_size, mods.num_layers)
+        if mine != theirs:
+            raise PlanError(
+                "This WidthPlan was made for another model: plan (hidden, heads, head_dim, mlp, layers) = "
+                f"{mine}, model = {theirs}. Build the plan from this model's config (WidthPlan.full(model.config)).")
+
+    # ------------------------------------------------------------------ summaries
+    def kept(self, i: int) -> dict[str, int]:
+        """Kept widths of layer ``i`` (heads, head_dim, mlp, and subset sizes)."""
+        lp, c = self.layers[i], len(self.embed) if self.embed is not None else self.hidden_size
+        return {
+            "heads": _n(lp.heads, self.num_attention_heads), "head_dim": _n(lp.head_dims, self.head_dim),
+            "mlp": _n(lp.mlp, self.intermediate_size),
+            **{name: _n(getattr(lp, name), c) for name in SUBSETS},
+        }
+
+
+def _n(sub: list[int] | None, full: int) -> int:
+    return full if sub is None else len(sub)
+
+
+def _check_indices(sub: list[int] | None, size: int, name: str) -> None:
+    if sub is None:
+        return
+    if not isinstance(sub, (list, tuple)):
+        raise PlanError(f"{name} must be a list of ints or None, got {type(sub).__name__}.")
+    prev = -1
+    for v in sub:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise PlanError(f"{name} holds {v!r}; indices must be ints.")
+        if v < 0 or v >= size:
+            raise PlanError(f"{name} holds index {v}, out of range [0, {size}).")
+        if v == prev:
+            raise PlanError(f"{name} holds index {v} twice; indices must be unique.")
+        if v < prev:
+            raise PlanError(f"{name} is not sorted ({prev} before {v}); sort the kept indices.")
+        prev = v
+
+
+# ====================================================================== slicing
+def _idx(sub: list[int] | None, full: int) -> torch.Tensor:
+    return torch.arange(full) if sub is None else torch.tensor(sub, dtype=torch.long)
+
+
+def _remap(sub: list[int] | None, embed: list[int] | None) -> list[int] | None:
+    """Express a residual subset as positions inside the kept embedding channels."""
+    if embed is None:
+        return sub
+    pos = {c: p for p, c in enumerate(embed)}
+    if sub is None:
+        return None
+    return [pos[c] for c in sub]
+
+
+@torch.no_grad()
+def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bool = False,
+                     layernorm_mode: str = "full_stats", provenance: dict[str, Any] | None = None) -> nn.Module:
+    """Return a physically smaller :class:`P3BViTForImageClassification` (or the DeiT variant).
+
+    ``model`` is a dense HF ``ViTForImageClassification`` / ``DeiTForImageClassification[WithTeacher]``
+    or a full-width P3B model; it is not modified. By default the attention softmax scale stays at
+    the dense ``head_dim**-0.5`` (function preserving: removing head dims equals zero-masking them);
+    ``rescale_attention=True`` uses ``kept_head_dim**-0.5`` as Isomorphic Pruning does.
+    ``layernorm_mode`` is recorded in the config (see :class:`P3BViTConfig`).
+    """
+    mods = locate(model)
+    plan.validate()
+    plan.check_matches(mods)
+    c, hd = mods.hidden_size, mods.head_dim
+    e_idx = _idx(plan.embed, c)
+    c_kept = len(e_idx)
+    dense_scale = hd ** -0.5
+    sd: dict[str, torch.Tensor] = {}
+    prefix = mods.family
+    lay: dict[str, list] = {k: [] for k in ("heads", "hd", "mlp", "attn_in", "attn_out", "mlp_in", "mlp_out",
+                                            "scale")}
+
+    sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
+    if mods.dist_token is not None:
+        sd[f"{prefix}.embeddings.distillation_token"] = mods.dist_token[..., e_idx]
+    sd[f"{prefix}.embeddings.position_embeddings"] = mods.position_embeddings[..., e_idx]
+    sd[f"{prefix}.embeddings.patch_embeddings.projection.weight"] = mods.patch_projection.weight[e_idx]
+    sd[f"{prefix}.embeddings.patch_embeddings.projection.bias"] = mods.patch_projection.bias[e_idx]
+    sd[f"{prefix}.layernorm.weight"] = mods.final_norm.weight[e_idx]
+    sd[f"{prefix}.layernorm.bias"] = mods.final_norm.bias[e_idx]
+    for name, head in mods.heads.items():
+        sd[f"{name}.weight"] = head.weight[:, e_idx]
+        sd[f"{name}.bias"] = head.bias
+
+    for i, (lm, lp) in enumerate(zip(mods.layers, plan.layers)):
+        pre = f"{prefix}.encoder.layer.{i}"
+        # ---- attention
+        heads = _idx(lp.heads, mods.num_heads)
+        dims = _idx(lp.head_dims, hd)
+        inner = (heads[:, None] * hd + dims[None, :]).reshape(-1)
+        a_in = _idx(lp.attn_in, c) if lp.attn_in is not None else e_idx
+        a_out = _idx(lp.attn_out, c) if lp.attn_out is not None else e_idx
+        o_bias = lm.o.bias + (torch.tensor(lp.attn_bias_delta, dtype=lm.o.bias.dtype, device=lm.o.bias.device)
+                              if lp.attn_bias_delta is not None else 0)
+        if len(inner) == 0 or len(a_in) == 0 or len(a_out) == 0:
+            # Removed: its output is constant. With an empty input the (uniform) attention returns the
+            # value bias for every token, so the constant is o(v_bias); with no inner width, o's bias.
+            const = o_bias.double()
+            if len(inner) and len(a_in) == 0 and lm.v.bias is not None:
+                const = const + lm.o.weight.double()[:, inner] @ lm.v.bias.double()[inner]
+            if len(a_out):
+                sd[f"{pre}.attention.output.dense.bias"] = const[a_out].to(o_bias.dtype)
+            lay["heads"].append(0)
+            lay["hd"].append(0)
+            lay["attn_in"].append([])
+            lay["attn_out"].append(_remap(lp.attn_out, plan.embed))
+        else:
+            sd[f"{pre}.layernorm_before.weight"] = lm.ln_before.weight[a_in]
+            sd[f"{pre}.layernorm_before.bias"] = lm.ln_before.bias[a_in]
+            for name, lin in (("query", lm.q), ("key", lm.k), ("value", lm.v)):
+                sd[f"{pre}.attention.attention.{name}.weight"] = lin.weight[inner][:, a_in]
+                if lin.bias is not None:
+                    sd[f"{pre}.attention.attention.{name}.bias"] = lin.bias[inner]
+            sd[f"{pre}.attention.output.dense.weight"] = lm.o.weight[a_out][:, inner]
+            sd[f"{pre}.attention.output.dense.bias"] = o_bias[a_out]
+            lay["heads"].append(len(heads))
+            lay["hd"].append(len(dims))
+            lay["attn_in"].append(_remap(lp.attn_in, plan.embed))
+            lay["attn_out"].append(_remap(lp.attn_out, plan.embed))
+        lay["scale"].append(dense_scale if not rescale_attention or len(dims) == 0 else len(dims) ** -0.5)
+        # ---- MLP
+        hid = _idx(lp.mlp, mods.intermediate_size)
+        m_in = _idx(lp.mlp_in, c) if lp.mlp_in is not None else e_idx
+        m_out = _idx(lp.mlp_out, c) if lp.mlp_out is not None else e_idx
+        b2 = lm.fc2.bias + (torch.tensor(lp.mlp_bias_delta, dtype=lm.fc2.bias.dtype, device=lm.fc2.bias.device)
+                            if lp.mlp_bias_delta is not None else 0)
+        if len(hid) == 0 or len(m_in) == 0 or len(m_out) == 0:
+            const = b2.double()
+            if len(hid) and len(m_in) == 0:
+                const = const + lm.fc2.weight.double()[:, hid] @ lm.act(lm.fc1.bias.double()[hid])
+            if len(m_out):
+                sd[f"{pre}.output.dense.bias"] = const[m_out].to(b2.dtype)
+            lay["mlp"].append(0)
+            lay["mlp_in"].append([])
+            lay["mlp_out"].append(_remap(lp.mlp_out, plan.embed))
+        else:
+            sd[f"{pre}.layernorm_after.weight"] = lm.ln_after.weight[m_in]
+            sd[f"{pre}.layernorm_after.bias"] = lm.ln_after.bias[m_in]
+            sd[f"{pre}.intermediate.dense.weight"] = lm.fc1.weight[hid][:, m_in]
+            sd[f"{pre}.intermediate.dense.bias"] = lm.fc1.bias[hid]
+            sd[f"{pre}.output.dense.weight"] = lm.fc2.weight[m_out][:, hid]
+            sd[f"{pre}.output.dense.bias"] = b2[m_out]
+            lay["mlp"].append(len(hid))
+            lay["mlp_in"].append(_remap(lp.mlp_in, plan.embed))
+            lay["mlp_out"].append(_remap(lp.mlp_out, plan.embed))
+
+    config = _pruned_config(model, mods, plan, lay, c_kept, layernorm_mode, provenance)
+    cls = P3BDeiTForImageClassification if mods.family == "deit" else P3BViTForImageClassification
+    dtype = mods.patch_projection.weight.dtype
+    with torch.device("meta"):
+        pruned = cls(config)
+    missing = set(pruned.state_dict()) ^ set(sd)
+    if missing:  # an internal invariant: the slicer and the model class must agree on every key
+        raise RuntimeError(f"apply_width_plan produced mismatching keys: {sorted(missing)[:8]}")
+    pruned.load_state_dict({k: v.detach().clone().contiguous().to(dtype) for k, v in sd.items()},
+                           strict=True, assign=True)
+    pruned.train(model.training)
+    return pruned.to(mods.patch_projection.weight.device)
+
+
+def _pruned_config(model: nn.Module, mods: ViTModules, plan: WidthPlan, lay: dict[str, list], c_kept: int,
+                   layernorm_mode: str, provenance: dict[str, Any] | None) -> P3BViTConfig:
+    dense_cfg = model.config
+    cfg_cls = P3BDeiTConfig if mods.family == "deit" else P3BViTConfig
+    extra: dict[str, Any] = {}
+    if mods.family == "deit":
+        extra["distillation_head"] = "cls_classifier" in mods.heads
+    base = cfg_cls.from_dense_config(dense_cfg, **extra) if not isinstance(dense_cfg, P3BViTConfig) else None
+    kwargs = base.to_dict() if base is not None else dense_cfg.to_dict()
+    for k in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
+        kwargs.pop(k, None)
+    kwargs.update(
+        hidden_size=c_kept, layer_num_heads=lay["heads"], layer_head_dims=lay["hd"],
+        layer_intermediate_sizes=lay["mlp"], layer_attn_in=lay["attn_in"], layer_attn_out=lay["attn_out"],
+        layer_mlp_in=lay["mlp_in"], layer_mlp_out=lay["mlp_out"], layer_attention_scales=lay["scale"],
+        layernorm_mode=layernorm_mode,
+    )
+    meta = dict(plan.meta)
+    meta.update(provenance or {})
+    if "method" in meta:
+        kwargs["pruning_method"] = meta["method"]
+    if "prune_ratio" in meta:
+        kwargs["prune_ratio"] = meta["prune_ratio"]
+    if meta.get("base_model_name_or_path"):
+        kwargs["base_model_name_or_path"] = meta["base_model_name_or_path"]
+    from . import __version__
+
+    kwargs["p3b_hf_version"] = __version__
+    return cfg_cls(**kwargs)

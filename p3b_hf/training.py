@@ -1,0 +1,133 @@
+"""Shared Trainer pieces: the ViT resume fix, optional knowledge distillation, accuracy metrics.
+
+Every method's fine-tune (P3B's pruning run, VBP's KD fine-tune, the global-pruning fine-tune and
+the plain fine-tune of a pruned model) is a :class:`FineTuneTrainer` run; P3B's trainer subclasses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import EvalPrediction, Trainer
+
+
+@dataclass
+class KDConfig:
+    """Knowledge distillation: ``loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(t/T || s/T)``.
+
+    ``kind="hard"`` uses DeiT's hard distillation ``CE(s_dist, argmax t)`` instead of the KL term.
+    For two-headed (distilled DeiT) students the KD term is applied to the distillation logits and
+    the CE to the class logits, as in DeiT; for one-headed students both act on ``logits``.
+    """
+
+    alpha: float = 0.5
+    temperature: float = 1.0
+    kind: str = "soft"
+
+
+def logits_of(outputs: Any) -> torch.Tensor:
+    return outputs["logits"] if isinstance(outputs, dict) or hasattr(outputs, "keys") else outputs[0]
+
+
+def kd_loss(student_out: Any, teacher_logits: torch.Tensor, labels: torch.Tensor, cfg: KDConfig,
+            ce: nn.Module | None = None) -> torch.Tensor:
+    """Distillation loss of a student output against frozen teacher logits (mean over the batch)."""
+    logits = logits_of(student_out)
+    cls_logits = getattr(student_out, "cls_logits", None)
+    dist_logits = getattr(student_out, "distillation_logits", None)
+    cls_logits = logits if cls_logits is None else cls_logits
+    dist_logits = logits if dist_logits is None else dist_logits
+    base = ce(cls_logits, labels) if ce is not None else F.cross_entropy(cls_logits, labels)
+    if cfg.kind == "hard":
+        distill = F.cross_entropy(dist_logits, teacher_logits.argmax(-1))
+    else:
+        t = cfg.temperature
+        distill = F.kl_div(F.log_softmax(dist_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
+                           reduction="batchmean", log_target=True) * (t * t)
+    return (1 - cfg.alpha) * base + cfg.alpha * distill
+
+
+def soft_target_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against dense (mixup/cutmix/label-smoothed) targets or class indices."""
+    if targets.dim() == logits.dim():
+        return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, targets)
+
+
+def compute_accuracy(pred: EvalPrediction) -> dict[str, float]:
+    """Top-1 (and top-5 when there are >5 classes) accuracy; no network (no ``evaluate.load``)."""
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    labels = pred.label_ids
+    if labels.ndim > 1:  # dense targets: compare with their argmax
+        labels = labels.argmax(-1)
+    out = {"accuracy": float((logits.argmax(-1) == labels).mean())}
+    if logits.shape[-1] > 5:
+        top5 = np.argpartition(-logits, 5, axis=-1)[:, :5]
+        out["top5"] = float((top5 == labels[:, None]).any(-1).mean())
+    return out
+
+
+class FineTuneTrainer(Trainer):
+    """``transformers.Trainer`` with three fixes/extensions used by every p3b_hf method.
+
+    * ``teacher`` + ``kd``: frozen teacher (kept out of the optimizer and DDP) for KD.
+    * dense (mixup/cutmix) targets in ``labels`` are handled by a soft-target cross-entropy.
+    * ``_load_from_checkpoint`` reloads with ``from_pretrained`` semantics: transformers 5.17/5.18
+      load ViT checkpoints with a raw ``load_state_dict(strict=False)`` and silently keep random
+      encoder weights (huggingface/transformers#43701); see docs/hf notes.
+    """
+
+    def __init__(self, *args: Any, teacher: nn.Module | None = None, kd: KDConfig | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        self.kd = kd or (KDConfig() if teacher is not None else None)
+        if self.teacher is not None:
+            self.teacher.eval().requires_grad_(False)
+            self.teacher.to(self.args.device)
+        # our losses are batch means: let the Trainer handle gradient-accumulation scaling
+        self.model_accepts_loss_kwargs = False
+
+    def task_loss(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
+        return soft_target_ce(logits_of(outputs), labels)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        if self.teacher is not None and model.training:
+            with torch.no_grad():
+                t_logits = logits_of(self.teacher(pixel_values=inputs["pixel_values"]))
+            hard = labels.argmax(-1) if labels.dim() > 1 else labels
+            loss = kd_loss(outputs, t_logits.float(), hard, self.kd,
+                           ce=None if labels.dim() == 1 else _DenseCE(labels))
+        else:
+            loss = self.task_loss(outputs, labels)
+        inputs["labels"] = labels
+        return (loss, outputs) if return_outputs else loss
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        model = self.model if model is None else model
+        ref = type(model).from_pretrained(resume_from_checkpoint, config=model.config, dtype=next(
+            model.parameters()).dtype)
+        missing = model.load_state_dict(ref.state_dict(), strict=False)
+        if missing.missing_keys and any(not k.startswith("_") for k in missing.missing_keys):
+            # keys that are not part of the HF model (e.g. p3b gates) are restored by subclasses
+            self._extra_missing_keys = list(missing.missing_keys)
+        del ref
+
+
+class _DenseCE(nn.Module):
+    """CE against the dense targets of the current batch (used as KD's base term)."""
+
+    def __init__(self, targets: torch.Tensor) -> None:
+        super().__init__()
+        self.targets = targets
+
+    def forward(self, logits: torch.Tensor, _labels: torch.Tensor) -> torch.Tensor:
+        return soft_target_ce(logits, self.targets)

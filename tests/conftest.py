@@ -1,0 +1,57 @@
+"""Offline, deterministic test environment: no Hub, temp HF cache, tiny random ViT/DeiT models."""
+
+import os
+import tempfile
+
+_HF_HOME = tempfile.mkdtemp(prefix="p3b_hf_test_home_")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", _HF_HOME)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    DeiTConfig,
+    DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+TINY = dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96, image_size=32,
+            patch_size=8, num_labels=7)
+
+
+def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial LayerNorm / bias values, so that masking tests can actually fail."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "layernorm" in name or "token" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if "layernorm" in name and
+                                                                     name.endswith("weight") else 0.0))
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_vit() -> ViTForImageClassification:
+    torch.manual_seed(0)
+    return _randomise(ViTForImageClassification(ViTConfig(**TINY)), 0)
+
+
+@pytest.fixture
+def tiny_deit_teacher() -> DeiTForImageClassificationWithTeacher:
+    torch.manual_seed(1)
+    return _randomise(DeiTForImageClassificationWithTeacher(DeiTConfig(**TINY)), 1)
+
+
+@pytest.fixture
+def tiny_deit() -> DeiTForImageClassification:
+    torch.manual_seed(2)
+    return _randomise(DeiTForImageClassification(DeiTConfig(**TINY)), 2)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
