@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loading import load_config
     from ..cost import count_cost
+    from ..loading import load_config
 
     cfg = load_config(args.model)
     cost = count_cost(cfg, image_size=args.image_size)
