@@ -110,10 +110,14 @@ def _split_of(name: str, splits: Sequence[str] = ("train", "validation", "valid"
     return "train"
 
 
-def _load_raw(source: str) -> tuple[Any, str]:
+def _load_raw(source: Any) -> tuple[Any, str]:
     """Return (DatasetDict, how it was loaded)."""
     import datasets
 
+    if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
+        dd = datasets.DatasetDict({"train": source}) if isinstance(source, datasets.Dataset) else source
+        return dd, "in-memory"
+    source = os.fspath(source)
     p = Path(source).expanduser()
     looks_local = source.startswith((".", "/", "~")) or source.count("/") > 1 or p.exists()
     if looks_local and not p.exists():
@@ -204,19 +208,21 @@ def _subsample(ds: Any, n: int | None, seed: int) -> Any:
     return ds.shuffle(seed=seed).select(range(n))
 
 
-def load_image_dataset(source: str, *, image_column: str | None = None, label_column: str | None = None,
+def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: str | None = None, label_column: str | None = None,
                        train_split: str = "train", eval_split: str | None = None, preset: str | None = None,
                        max_train_samples: int | None = None, max_eval_samples: int | None = None,
                        seed: int = 0, eval_fraction: float = 0.1) -> ImageData:
     """Load train/eval splits of an image-classification data set and validate columns and labels.
 
     ``preset`` (or a ``source`` that names one) supplies Hub id, columns and splits; explicit arguments
-    win. Labels: a ``ClassLabel`` column gives the names; integer columns become ``"0".."K-1"``; string
+    win. ``source`` may also be an in-memory ``Dataset``/``DatasetDict`` (the demo uses that). Labels: a ``ClassLabel`` column gives the names; integer columns become ``"0".."K-1"``; string
     columns are mapped to sorted train label names (eval may not introduce new ones).
     """
     import datasets
 
-    key = (preset or (source if source in PRESETS else "")).lower()
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    key = (preset or (source if isinstance(source, str) and source in PRESETS else "")).lower()
     if preset is not None and key not in PRESETS:
         raise DataError(f"Unknown preset {preset!r}; known: {', '.join(PRESETS)}.")
     pre = PRESETS.get(key)
@@ -231,12 +237,13 @@ def load_image_dataset(source: str, *, image_column: str | None = None, label_co
                                 f"its directory: --dataset /path/to/{key} --preset {key} (see docs/data.md).")
             source = pre.hub_id
     dd, how = _load_raw(source)
+    name = source if isinstance(source, str) else f"<{how} data set>"
     splits = list(dd.keys())
     if train_split not in dd:
-        raise DataError(f"Split {train_split!r} not in {source!r} (splits: {splits}). Pass --train-split.")
+        raise DataError(f"Split {train_split!r} not in {name!r} (splits: {splits}). Pass --train-split.")
     train = dd[train_split]
     if len(train) == 0:
-        raise DataError(f"Split {train_split!r} of {source!r} is empty. Check the data set or pass another "
+        raise DataError(f"Split {train_split!r} of {name!r} is empty. Check the data set or pass another "
                         "--train-split.")
     cols = train.column_names
     img_col = _detect(cols, train.features, image_column, IMAGE_COLUMNS, "Image", "--image-column",
@@ -246,7 +253,7 @@ def load_image_dataset(source: str, *, image_column: str | None = None, label_co
 
     if eval_split is not None:
         if eval_split not in dd:
-            raise DataError(f"Split {eval_split!r} not in {source!r} (splits: {splits}). Pass --eval-split, "
+            raise DataError(f"Split {eval_split!r} not in {name!r} (splits: {splits}). Pass --eval-split, "
                             "or leave it out to carve a stratified eval set from train.")
         evald, origin = dd[eval_split], f"split {eval_split!r}"
     else:
@@ -258,7 +265,7 @@ def load_image_dataset(source: str, *, image_column: str | None = None, label_co
             raise DataError(f"Eval split ({origin}) lacks column(s) {missing}; it has {evald.column_names}. "
                             "Use a split with the same columns (--eval-split).")
         if len(evald) == 0:
-            raise DataError(f"Eval {origin} of {source!r} is empty. Pass another --eval-split, or none to carve "
+            raise DataError(f"Eval {origin} of {name!r} is empty. Pass another --eval-split, or none to carve "
                             "one from train.")
 
     feat = train.features[lab_col]
@@ -306,7 +313,7 @@ def load_image_dataset(source: str, *, image_column: str | None = None, label_co
     train = _subsample(train, max_train_samples, seed)
     evald = _subsample(evald, max_eval_samples, seed)
     return ImageData(train=train, eval=evald, image_column=img_col, label_column=lab_col, labels=names,
-                     source=source, eval_origin=origin, info={"loaded_with": how, "splits": splits})
+                     source=name, eval_origin=origin, info={"loaded_with": how, "splits": splits})
 
 
 # ---------------------------------------------------------------------------------- transforms
