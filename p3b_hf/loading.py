@@ -18,7 +18,7 @@ from .errors import CheckpointError
 
 def _check_source(name: str) -> None:
     p = Path(name)
-    looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/") and p.exists() or p.exists()
+    looks_local = name.startswith((".", "/", "~")) or p.exists()
     if looks_local and not p.exists():
         raise CheckpointError(f"Model path {name} does not exist. Give a model directory (with config.json) "
                               "or a Hub id such as facebook/deit-small-patch16-224.")
@@ -34,13 +34,48 @@ def load_config(name: str) -> PretrainedConfig:
     _check_source(name)
     try:
         return AutoConfig.from_pretrained(name)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise CheckpointError(f"Cannot load the config of {name!r}: {e}. Check the path/Hub id; offline "
                               "(HF_HUB_OFFLINE=1) only cached or local models load.") from e
 
 
+def validate_checkpoint(model_dir: str | os.PathLike, config: PretrainedConfig | None = None) -> None:
+    """Check that the tensors in ``model.safetensors`` have exactly the shapes the config implies.
+
+    Reads only the safetensors header (no tensor data, no pickle). Raises :class:`CheckpointError`
+    naming the disagreeing tensors, so a config edited by hand or weights from another run are caught
+    before any weight is used.
+    """
+    from safetensors import safe_open
+
+    model_dir = Path(model_dir)
+    config = config or load_config(str(model_dir))
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{model_dir} holds no .safetensors weights.")
+    actual: dict[str, tuple[int, ...]] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                for key in fh.keys():
+                    actual[key] = tuple(fh.get_slice(key).get_shape())
+        except Exception as e:
+            raise CheckpointError(f"{f} is corrupt or truncated ({e}). Re-save or re-download the model.") from e
+    with torch.device("meta"):
+        model = AutoModelForImageClassification.from_config(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    bad = [f"{k}: config implies {expected[k]}, file has {actual[k]}" for k in expected
+           if k in actual and expected[k] != actual[k]]
+    missing = [k for k in expected if k not in actual]
+    if bad or missing:
+        detail = "; ".join(bad[:4] + [f"{k}: missing from the weights" for k in missing[:4]])
+        raise CheckpointError(f"{model_dir}: config.json and the weights disagree ({detail}). They come from "
+                              "different runs or the config was edited; re-save the model with save_pretrained.")
+
+
 def load_model(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> torch.nn.Module:
-    """``AutoModelForImageClassification.from_pretrained`` restricted to safetensors."""
+    """``AutoModelForImageClassification.from_pretrained`` restricted to safetensors; local p3b models
+    are validated against their config first (:func:`validate_checkpoint`)."""
     _check_source(name)
     p = Path(name)
     if p.is_dir() and not any(p.glob("*.safetensors")):
@@ -50,6 +85,10 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> 
                                   "unpickles. Convert them once in a trusted environment with "
                                   "model.save_pretrained(dir) (writes model.safetensors).")
         raise CheckpointError(f"{name} holds no model.safetensors.")
+    if p.is_dir():
+        cfg = load_config(name)
+        if getattr(cfg, "model_type", "").startswith("p3b_"):
+            validate_checkpoint(p, cfg)
     try:
         return AutoModelForImageClassification.from_pretrained(name, dtype=dtype, use_safetensors=True, **kwargs)
     except OSError as e:

@@ -1,0 +1,106 @@
+"""Bad-input catalogue (loading and run outputs): one clear error naming problem and fix, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from p3b_hf import CheckpointError, P3BError, UnsupportedModelError, WidthPlan, apply_width_plan
+from p3b_hf.loading import load_model, validate_checkpoint
+from p3b_hf.pipeline import check_output_dir, check_ratio
+from p3b_hf.report import atomic_dir, save_pruned_model
+
+
+@pytest.fixture
+def saved(tmp_path, tiny_vit) -> Path:
+    plan = WidthPlan.full(tiny_vit.config)
+    plan.layers[0].mlp = list(range(40))
+    plan.layers[1].attn_in = list(range(0, 48, 3))
+    d = tmp_path / "model"
+    save_pruned_model(apply_width_plan(tiny_vit, plan), d, plan=plan)
+    return d
+
+
+def test_loads_and_validates(saved):
+    model = load_model(str(saved))
+    assert model.config.layer_intermediate_sizes[0] == 40
+    validate_checkpoint(saved)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(str(tmp_path / "nope"))
+
+
+def test_file_instead_of_dir(saved):
+    with pytest.raises(CheckpointError, match="is a file"):
+        load_model(str(saved / "model.safetensors"))
+
+
+def test_config_widths_disagree_with_tensors(saved):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["layer_intermediate_sizes"][0] = 50
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"intermediate.dense.weight: config implies \(50, 48\), file has \(40, 48\)"):
+        load_model(str(saved))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_safetensors(saved, damage):
+    f = saved / "model.safetensors"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(str(saved))
+
+
+def test_pickle_weights_are_refused(saved):
+    torch.save(load_file(saved / "model.safetensors"), saved / "pytorch_model.bin")
+    os.remove(saved / "model.safetensors")
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        load_model(str(saved))
+
+
+def test_invalid_config_json(saved):
+    (saved / "config.json").write_text("{oops")
+    with pytest.raises(CheckpointError, match="config"):
+        load_model(str(saved))
+
+
+def test_non_vit_model_is_refused():
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    with pytest.raises(UnsupportedModelError, match="cannot prune a ResNetForImageClassification"):
+        apply_width_plan(ResNetForImageClassification(ResNetConfig()), WidthPlan.full(ResNetConfig(
+            hidden_size=8, num_attention_heads=1, intermediate_size=8, num_hidden_layers=1)))
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5])
+def test_impossible_ratio(ratio):
+    with pytest.raises(P3BError, match="strictly between 0 and 1"):
+        check_ratio(ratio)
+
+
+def test_output_dir_with_another_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "pruning_report.json").write_text("{}")
+    with pytest.raises(P3BError, match="already holds a previous run.*--overwrite"):
+        check_output_dir(out, overwrite=False)
+    check_output_dir(out, overwrite=True)
+
+
+def test_crash_mid_save_keeps_previous_model(saved, tiny_vit):
+    before = sorted(p.name for p in saved.iterdir())
+    digest = (saved / "model.safetensors").read_bytes()
+    with pytest.raises(RuntimeError, match="disk full"), atomic_dir(saved) as staging:
+        tiny_vit.save_pretrained(staging)
+        raise RuntimeError("disk full")
+    assert sorted(p.name for p in saved.iterdir()) == before
+    assert (saved / "model.safetensors").read_bytes() == digest
+    assert not [p for p in saved.parent.iterdir() if ".staging-" in p.name]
