@@ -1,0 +1,177 @@
+"""Variance-Based Pruning (VBP, Berisha et al., ICCV'25), clean-room, on the shared WidthPlan path.
+
+1. Statistics: mean and (unbiased) variance of every MLP neuron's post-GELU activation over every
+   token of the target training split (eval transforms, model in eval mode; float64 Chan merge,
+   reducible across DDP ranks -- :func:`~p3b_hf.methods.importance.collect_mlp_activation_stats`).
+2. Selection: one global ranking of all ``L*F`` MLP neurons by raw variance; the lowest
+   ``floor(p * L * F)`` are removed (``p = --percentage``), keeping at least one neuron per layer.
+3. Mean-shift fold, computed from the *dense* weights: ``b2' = b2 + W2[:, R] @ mu[R]`` (the
+   plan's ``mlp_bias_delta``), so the pruned model equals the dense model with every removed
+   activation replaced by its mean. Only :func:`~p3b_hf.plan.apply_width_plan` slices weights.
+4. Fine-tune with knowledge distillation from the dense (target-fine-tuned) model: 10 epochs,
+   AdamW 1.5e-5, cosine, wd 0.01 by default. The paper does not state its KD loss; we use
+   ``0.5 * CE(student, y) + 0.5 * KL(softmax(t) || softmax(s))`` at T = 1 (:class:`KDConfig`
+   defaults; for two-headed DeiT students the KL acts on the distillation head).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import BudgetError, P3BError
+from ..models.locator import locate
+from ..plan import LayerPlan, WidthPlan, apply_width_plan
+from ..training import KDConfig
+from .budget_convert import neurons_for_percentage, percentage_for_prune_ratio
+from .importance import RunningMoments, collect_mlp_activation_stats
+
+PAPER_RECIPE = {"epochs": 10.0, "lr": 1.5e-5, "weight_decay": 0.01}
+
+
+# ====================================================================== plain API
+@torch.no_grad()
+def vbp_plan_from_stats(model: nn.Module, stats: list[RunningMoments], percentage: float, *,
+                        min_keep: int = 1) -> WidthPlan:
+    """WidthPlan (kept MLP neurons + mean-shift ``mlp_bias_delta``) from per-layer activation moments."""
+    mods = locate(model)
+    n_layers, f = mods.num_layers, mods.intermediate_size
+    if len(stats) != n_layers or any(s.mean.numel() != f for s in stats):
+        raise P3BError(f"VBP statistics do not match the model ({n_layers} layers x {f} neurons); collect them "
+                       "with collect_mlp_activation_stats(model, ...) on this model.")
+    n_remove = neurons_for_percentage(model.config, percentage)
+    if n_remove > n_layers * (f - min_keep):
+        raise BudgetError(f"VBP --percentage {percentage} would remove {n_remove} of {n_layers * f} MLP neurons, "
+                          f"but {min_keep} per layer must stay; use --percentage <= "
+                          f"{(f - min_keep) / f:.4f}.")
+    var = torch.stack([s.variance().cpu() for s in stats])  # [L, F] float64
+    # the min_keep highest-variance neurons of every layer are never candidates
+    ranked = var.scatter(1, torch.topk(var, min_keep, dim=1).indices, float("inf"))
+    order = torch.argsort(ranked.flatten(), stable=True)[:n_remove]
+    removed = torch.zeros(n_layers * f, dtype=torch.bool)
+    removed[order] = True
+    removed = removed.view(n_layers, f)
+
+    plan = WidthPlan.full(model.config)
+    layers = []
+    for i, lm in enumerate(mods.layers):
+        r = removed[i].nonzero().flatten()
+        w2 = lm.fc2.weight.detach().double().cpu()
+        delta = w2[:, r] @ stats[i].mean.detach().double().cpu()[r]
+        keep = (~removed[i]).nonzero().flatten().tolist()
+        layers.append(LayerPlan(mlp=keep if len(keep) < f else None,
+                                mlp_bias_delta=delta.tolist() if len(r) else None))
+    plan.layers = layers
+    plan.meta.update(method="vbp", percentage=float(percentage), removed_neurons=int(n_remove),
+                     kept_mlp=[f - int(removed[i].sum()) for i in range(n_layers)])
+    plan.validate()
+    return plan
+
+
+def vbp_plan(model: nn.Module, dataloader: Iterable[Any], percentage: float | None = None, *,
+             prune_ratio: float | None = None, max_batches: int | None = None, min_keep: int = 1) -> WidthPlan:
+    """Collect statistics over ``dataloader`` and return VBP's WidthPlan.
+
+    Give either ``percentage`` (fraction of all MLP neurons, the paper's knob) or ``prune_ratio``
+    (fraction of whole-model parameters; converted exactly, :class:`BudgetError` if unreachable).
+    """
+    if (percentage is None) == (prune_ratio is None):
+        raise P3BError("Give exactly one of percentage (fraction of MLP neurons) or prune_ratio (fraction of "
+                       "whole-model parameters) to vbp_plan.")
+    if percentage is None:
+        percentage = percentage_for_prune_ratio(model, prune_ratio, min_keep)
+    stats = collect_mlp_activation_stats(model, dataloader, max_batches=max_batches)
+    return vbp_plan_from_stats(model, stats, percentage, min_keep=min_keep)
+
+
+# ====================================================================== CLI
+def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
+    g = parser
+    g.add_argument("--percentage", type=float, default=None,
+                   help="VBP: fraction of ALL MLP neurons to remove (paper knob); alternative to --prune-ratio")
+    g.add_argument("--teacher", default=None,
+                   help="VBP: KD teacher dir (the dense model fine-tuned on the target); default: the input model")
+    g.add_argument("--vbp-epochs", type=float, default=PAPER_RECIPE["epochs"],
+                   help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is not used by VBP)")
+    g.add_argument("--vbp-lr", type=float, default=PAPER_RECIPE["lr"], help="VBP: AdamW lr (paper: 1.5e-5)")
+    g.add_argument("--vbp-weight-decay", type=float, default=PAPER_RECIPE["weight_decay"],
+                   help="VBP: weight decay (paper: 0.01)")
+    g.add_argument("--kd-alpha", type=float, default=0.5, help="VBP: weight of the KD term (default 0.5)")
+    g.add_argument("--kd-temperature", type=float, default=1.0, help="VBP: KD temperature (default 1)")
+    g.add_argument("--stats-batches", type=int, default=None,
+                   help="VBP: limit the statistics pass to N batches (default: the whole training split)")
+
+
+def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
+    from . import MethodResult
+    from .baseline_common import (
+        cached_plan,
+        calibration_dataset,
+        calibration_loader,
+        evaluate,
+        finetune,
+        run_device,
+        save_plan_cache,
+    )
+
+    percentage, prune_ratio = getattr(args, "percentage", None), getattr(args, "prune_ratio", None)
+    if percentage is not None and prune_ratio is not None:
+        raise P3BError("Give either --percentage (fraction of MLP neurons) or --prune-ratio (fraction of "
+                       "whole-model params) for --method vbp, not both.")
+    if percentage is None and prune_ratio is None:
+        raise P3BError("--method vbp needs --prune-ratio (fraction of whole-model params, e.g. 0.5) or "
+                       "--percentage (fraction of MLP neurons, the paper's knob, e.g. 0.55).")
+    model = ctx.model.to(run_device(ctx))
+    if percentage is None:
+        percentage = percentage_for_prune_ratio(model, prune_ratio)  # BudgetError before any work
+    timings: dict[str, float] = {}
+    dense_eval = evaluate(ctx, model, "dense eval")
+
+    plan = cached_plan(ctx, "vbp")
+    if plan is None:
+        t0 = time.time()
+        loader = calibration_loader(calibration_dataset(ctx), getattr(args, "batch_size", 64),
+                                    num_workers=getattr(args, "num_workers", 0))
+        stats = collect_mlp_activation_stats(model, loader, max_batches=getattr(args, "stats_batches", None))
+        timings["statistics_s"] = time.time() - t0
+        plan = vbp_plan_from_stats(model, stats, percentage)
+        save_plan_cache(ctx, "vbp", plan)
+    plan.meta.update(method="vbp", prune_ratio=prune_ratio)
+
+    pruned = apply_width_plan(model, plan, provenance={"method": "vbp"})
+    before_ft = evaluate(ctx, pruned, "pruned eval (before fine-tune)")
+    teacher = _load_teacher(getattr(args, "teacher", None), model)
+    kd = KDConfig(alpha=getattr(args, "kd_alpha", 0.5), temperature=getattr(args, "kd_temperature", 1.0))
+    train = finetune(ctx, pruned, phase="vbp_kd", epochs=args.vbp_epochs, lr=args.vbp_lr,
+                     weight_decay=args.vbp_weight_decay, teacher=teacher, kd=kd)
+    final = evaluate(ctx, pruned, "pruned eval")
+    dense_acc = dense_eval.get("accuracy")
+    history = {
+        "method": "vbp", "percentage": float(percentage), "prune_ratio": prune_ratio,
+        "removed_neurons": plan.meta["removed_neurons"], "kept_mlp": plan.meta["kept_mlp"],
+        "accuracy_before_finetune": before_ft.get("accuracy"),
+        "retained_accuracy_before_finetune": (before_ft["accuracy"] / dense_acc) if dense_acc else None,
+        "eval_before_finetune": before_ft, "finetune": train, "timings": timings,
+        "kd": {"loss": f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*T^2*KL(teacher||student), T={kd.temperature:g}",
+               "teacher": getattr(args, "teacher", None) or "dense input model"},
+    }
+    return MethodResult(pruned_model=pruned, plan=plan, eval_metrics=final, dense_eval_metrics=dense_eval,
+                        history=history)
+
+
+def _load_teacher(path: str | None, dense: nn.Module) -> nn.Module:
+    if path is None:
+        return copy.deepcopy(dense).eval()
+    from ..loading import load_model
+
+    teacher = load_model(path)
+    if teacher.config.num_labels != dense.config.num_labels:
+        raise P3BError(f"--teacher {path} has {teacher.config.num_labels} classes but the target data has "
+                       f"{dense.config.num_labels}; give the dense model fine-tuned on this data set.")
+    return teacher.eval()
