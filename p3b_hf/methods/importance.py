@@ -85,9 +85,13 @@ class RunningMoments:
         n = x.shape[0]
         if n == 0:
             return
-        m_b = x.mean(0)
-        m2_b = (x - m_b).pow(2).sum(0)
-        self._merge_parts(float(n), m_b.double(), m2_b.double())
+        # Reduce in float32 around a shift (the running mean, or the first sample): the float32 sums
+        # then only see deviations, so a large common offset costs no precision.
+        shift = self.mean.to(x.device, torch.float32) if self.count > 0 else x[0].clone()
+        d = x - shift
+        m_d = d.mean(0)
+        m2_b = (d - m_d).pow(2).sum(0)
+        self._merge_parts(float(n), shift.double() + m_d.double(), m2_b.double())
 
     def _merge_parts(self, n: float, mean: torch.Tensor, m2: torch.Tensor) -> None:
         if n == 0:
@@ -191,12 +195,15 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[Any], *, max_batche
 
 
 def mean_squared_per_sample_gradients(model: nn.Module, batches: Iterable[Any], *, max_samples: int = 256,
-                                      chunk: int = 8) -> dict[str, torch.Tensor]:
+                                      chunk: int = 8, use_vmap: bool = True) -> dict[str, torch.Tensor]:
     """``E_n[(dL_n/dw)^2]`` over up to ``max_samples`` samples (empirical Fisher diagonal, float32).
 
     Per-sample gradients come from ``torch.func.vmap`` over chunks of ``chunk`` samples (memory:
-    ``chunk`` x model size); if vmap cannot run the model, one backward per sample is used instead.
+    ``chunk`` x model size); if vmap cannot run the model (or ``use_vmap=False``), one backward per
+    sample is used instead.
     """
+    import warnings
+
     from torch.func import functional_call, grad, vmap
 
     device, dtype = _device_dtype(model)
@@ -212,7 +219,6 @@ def mean_squared_per_sample_gradients(model: nn.Module, batches: Iterable[Any], 
         return F.cross_entropy(out.logits.float(), y[None])
 
     per_sample = vmap(grad(one), in_dims=(None, 0, 0))
-    use_vmap = True
     try:
         for x, y in iter_batches(batches):
             if y is None:
@@ -224,7 +230,9 @@ def mean_squared_per_sample_gradients(model: nn.Module, batches: Iterable[Any], 
                 xs, ys = x[s:s + min(chunk, max_samples - count)], y[s:s + min(chunk, max_samples - count)]
                 if use_vmap:
                     try:
-                        g = per_sample(params, xs, ys)
+                        with warnings.catch_warnings():  # "no batching rule for SDPA": falls back, fine
+                            warnings.simplefilter("ignore", UserWarning)
+                            g = per_sample(params, xs, ys)
                         for n in names:
                             sums[n] += g[n].float().pow(2).sum(0)
                         count += xs.shape[0]

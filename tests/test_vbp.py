@@ -1,0 +1,141 @@
+"""VBP: activation statistics, global variance ranking, mean-shift fold, budget conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from masking import masked_forward
+from transformers import ViTConfig
+
+from p3b_hf import BudgetError, apply_width_plan
+from p3b_hf.cost import count_cost
+from p3b_hf.methods.budget_convert import (
+    percentage_for_prune_ratio,
+    vbp_max_prune_ratio,
+    vbp_params,
+)
+from p3b_hf.methods.importance import RunningMoments, collect_mlp_activation_stats
+from p3b_hf.methods.selectors import plan_config
+from p3b_hf.methods.vbp import vbp_plan, vbp_plan_from_stats
+from p3b_hf.models.locator import locate
+from p3b_hf.plan import WidthPlan
+
+
+def _ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = x.astype(np.float64).reshape(-1, x.shape[-1])
+    return x.mean(0), x.var(0, ddof=1)
+
+
+def test_running_moments_equal_float64_reference_and_merge_across_ranks():
+    rng = np.random.default_rng(0)
+    # offset + spread: a naive float32 sum-of-squares would lose most digits here
+    parts = [(1000 + 3 * rng.standard_normal((n, 197, 20))).astype(np.float32) for n in (3, 1, 5, 2)]
+    full = np.concatenate(parts, axis=0)
+    mean_ref, var_ref = _ref(full)
+
+    one = RunningMoments.empty(20)
+    for p in parts:
+        one.update(torch.from_numpy(p))
+    assert one.count == full.shape[0] * 197
+    np.testing.assert_allclose(one.mean.numpy(), mean_ref, rtol=1e-9)
+    np.testing.assert_allclose(one.variance().numpy(), var_ref, rtol=1e-6)
+
+    rank0, rank1 = RunningMoments.empty(20), RunningMoments.empty(20)
+    for p in parts[:2]:
+        rank0.update(torch.from_numpy(p))
+    for p in parts[2:]:
+        rank1.update(torch.from_numpy(p))
+    merged = rank0.merge(rank1)
+    np.testing.assert_allclose(merged.mean.numpy(), mean_ref, rtol=1e-9)
+    np.testing.assert_allclose(merged.variance().numpy(), var_ref, rtol=1e-6)
+    assert merged.mean.dtype == torch.float64
+    np.testing.assert_allclose(merged.variance(unbiased=False).numpy(), full.astype(np.float64).reshape(-1, 20)
+                               .var(0), rtol=1e-6)
+
+
+def test_collected_stats_cover_every_token_post_gelu(tiny_deit_teacher, images):
+    model = tiny_deit_teacher
+    mods = locate(model)
+    captured = {i: [] for i in range(mods.num_layers)}
+    hooks = [lm.fc2.register_forward_pre_hook(lambda _m, inp, i=i: captured[i].append(inp[0].detach().clone()))
+             for i, lm in enumerate(mods.layers)]
+    with torch.no_grad():
+        model(pixel_values=images)
+    for h in hooks:
+        h.remove()
+    batches = [{"pixel_values": images[:2]}, {"pixel_values": images[2:]}]
+    stats = collect_mlp_activation_stats(model, batches)
+    for i, s in enumerate(stats):
+        acts = torch.cat(captured[i]).numpy()  # [B, tokens (16 patches + cls + dist), F]
+        assert acts.shape[1] == 18 and s.count == 3 * 18
+        mean_ref, var_ref = _ref(acts)
+        np.testing.assert_allclose(s.mean.numpy(), mean_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(s.variance().numpy(), var_ref, rtol=1e-4, atol=1e-7)
+        assert (acts.min() < 0) and (acts.min() > -0.2)  # post-GELU: bounded below by ~-0.17
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_deit_teacher"])
+def test_folded_model_equals_dense_with_removed_activations_replaced_by_means(fixture, request, images):
+    model = request.getfixturevalue(fixture)
+    g = torch.Generator().manual_seed(4)
+    calib = [{"pixel_values": torch.randn(4, 3, 32, 32, generator=g)} for _ in range(2)]
+    plan = vbp_plan(model, calib, percentage=0.6)
+    stats = collect_mlp_activation_stats(model, calib)
+    n_removed = sum(96 - k for k in plan.meta["kept_mlp"])
+    assert n_removed == int(0.6 * 3 * 96)
+    # global ranking by variance: every removed neuron has lower variance than every kept one
+    var = torch.cat([s.variance() for s in stats])
+    kept_mask = torch.zeros(3 * 96, dtype=torch.bool)
+    for i, lp in enumerate(plan.layers):
+        kept_mask[torch.tensor(lp.mlp) + 96 * i] = True
+    assert var[~kept_mask].max() <= var[kept_mask].min()
+    assert len(set(plan.meta["kept_mlp"])) > 1  # layers lose different numbers of neurons
+
+    pruned = apply_width_plan(model, plan)
+    fills = {i: s.mean.float() for i, s in enumerate(stats)}
+    with torch.no_grad():
+        got = pruned(pixel_values=images).logits
+    ref = masked_forward(model, plan, images, mlp_fill=fills)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    no_fold = masked_forward(model, plan, images)  # zero-filled: the fold must matter
+    assert (no_fold - ref).abs().max() > 1e-3
+    assert sum(p.numel() for p in pruned.parameters()) == vbp_params(model, 0.6) == count_cost(pruned)["params"]
+
+
+def test_keeps_at_least_one_neuron_per_layer(tiny_vit):
+    stats = [RunningMoments.empty(96) for _ in range(3)]
+    g = torch.Generator().manual_seed(0)
+    for i, s in enumerate(stats):
+        s.update(torch.randn(50, 96, generator=g) * (1e-3 if i == 1 else 1.0))  # layer 1: tiny variance
+    plan = vbp_plan_from_stats(tiny_vit, stats, percentage=0.40)  # 115 > 96 neurons: would empty layer 1
+    assert plan.meta["kept_mlp"][1] == 1
+    assert sum(plan.meta["kept_mlp"]) == 3 * 96 - int(0.40 * 288)
+    with pytest.raises(BudgetError, match="per layer must stay"):
+        vbp_plan_from_stats(tiny_vit, stats, percentage=0.995)
+
+
+def test_deit_b_p055_gives_55_40_m_params_from_config_alone():
+    cfg = ViTConfig(num_labels=1000)  # defaults are DeiT-B/16 at 224
+    assert count_cost(cfg)["params"] == 86_567_656
+    params = vbp_params(cfg, 0.55)
+    assert round(params / 1e6, 2) == 55.40
+    # same number through a would-be pruned config of an uneven VBP-shaped plan
+    plan = WidthPlan.full(cfg)
+    per_layer = [1690] * 11 + [20275 - 1690 * 11]
+    for lp, r in zip(plan.layers, per_layer):
+        lp.mlp = list(range(3072 - r))
+    assert count_cost(plan_config(cfg, plan))["params"] == params
+
+
+def test_budget_conversion_is_tight_and_unreachable_budgets_fail_clearly():
+    cfg = ViTConfig(num_labels=1000)
+    dense = count_cost(cfg)["params"]
+    p = percentage_for_prune_ratio(cfg, 0.5)
+    assert 0.75 < p < 0.77  # reference: DeiT-B needs p ~ 0.76 for a 50 % whole-model cut
+    assert vbp_params(cfg, p) <= 0.5 * dense < vbp_params(cfg, p - 1 / (12 * 3072)) + 1
+    assert 0.64 < vbp_max_prune_ratio(cfg) < 0.66
+    with pytest.raises(BudgetError) as e:
+        percentage_for_prune_ratio(cfg, 0.7)
+    msg = str(e.value)
+    assert "unreachable" in msg and "MLP" in msg and "--method global" in msg and "65.4" in msg
