@@ -1,0 +1,320 @@
+"""Push a pruned model dir to the Hugging Face Hub, with a generated model card.
+
+Why not ``model.push_to_hub``: it uploads only what ``save_pretrained`` writes (no image processor, no
+pruning report or plots) and its card says nothing about the pruning. :func:`push_pruned` uploads an
+explicit list of files from a model dir written by ``p3b-hf prune`` / ``p3b-hf finetune``:
+
+- ``model.safetensors`` (or its shards + index) and ``config.json`` with the per-layer widths and
+  ``auto_map``;
+- the two self-contained code files named in ``auto_map`` (``configuration_p3b_vit.py``,
+  ``modeling_p3b_vit.py``), so stock transformers loads the repo with ``trust_remote_code=True``
+  (with ``p3b_hf`` installed the locally registered classes are used and no remote code runs);
+- ``preprocessor_config.json``, ``width_plan.json``, ``pruning_report.json``, ``plots/*.png``;
+- a ``README.md`` model card built from ``pruning_report.json`` (base model, data set, method,
+  ratio, params/MACs before and after, accuracy, the widths plot).
+
+Everything goes up in **one** ``HfApi.create_commit`` (atomic on the Hub: no half-pushed repo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
+from huggingface_hub.repocard_data import EvalResult
+
+from .errors import CheckpointError, P3BError
+
+REPORT_NAME = "pruning_report.json"
+P3B_MODEL_TYPES = ("p3b_vit", "p3b_deit")
+#: files uploaded when present (besides the weights, the auto_map code files and plots/*.png)
+EXTRA_FILES = ("preprocessor_config.json", "width_plan.json", REPORT_NAME)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class PushResult:
+    """What was pushed where (also handy for tests and logs)."""
+
+    repo_id: str
+    revision: str | None
+    commit_url: str
+    commit_oid: str
+    files: list[str] = field(default_factory=list)
+    model_card: str = ""
+
+
+# ---------------------------------------------------------------------------------------- model dir checks
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); re-save the model dir.") from e
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Return ``config.json`` of a pushable model dir, or raise :class:`CheckpointError` naming the fix."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise CheckpointError(f"--model {d} is not a directory; give the output dir of `p3b-hf prune` or "
+                              "`p3b-hf finetune` (it holds config.json and model.safetensors).")
+    config = _read_json(d / "config.json")
+    if config is None:
+        raise CheckpointError(f"{d} has no config.json; it is not a saved HF model dir.")
+    if not _weight_files(d):
+        pickles = sorted(p.name for p in d.iterdir() if p.suffix in (".bin", ".pth", ".pt"))
+        hint = (f" It holds pickle weights ({', '.join(pickles)}); re-save with model.save_pretrained(dir) "
+                "to get safetensors." if pickles else "")
+        raise CheckpointError(f"{d} has no model.safetensors; only safetensors weights are pushed.{hint}")
+    return config
+
+
+def _weight_files(d: Path) -> list[str]:
+    names = sorted(p.name for p in d.glob("*.safetensors"))
+    if (d / "model.safetensors.index.json").exists():
+        names.append("model.safetensors.index.json")
+    return names
+
+
+def _code_files(config: dict[str, Any]) -> list[str]:
+    """The ``.py`` files named by ``auto_map`` (``"modeling_p3b_vit.P3BViTForImageClassification"``)."""
+    files = []
+    for ref in (config.get("auto_map") or {}).values():
+        ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+        if not ref or "--" in ref:  # code hosted in another repo: nothing to upload from here
+            continue
+        files.append(ref.rsplit(".", 1)[0] + ".py")
+    return sorted(set(files))
+
+
+def _resave_with_code(model_dir: Path, staging: Path) -> list[str]:
+    """Re-save weights + config through ``save_pretrained`` so the auto_map code files are written."""
+    import p3b_hf  # noqa: F401  (registers the classes and their auto_map)
+
+    from .loading import load_model
+
+    model = load_model(str(model_dir))
+    model.save_pretrained(staging)
+    return sorted(p.name for p in staging.iterdir() if p.is_file())
+
+
+def verify_loads(model_dir: str | os.PathLike) -> None:
+    """Load the dir with p3b_hf and run one forward, so a broken dir is never pushed."""
+    import torch
+
+    from .loading import load_model
+
+    model = load_model(str(model_dir)).eval()
+    cfg = model.config
+    size = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
+    with torch.no_grad():
+        out = model(pixel_values=torch.zeros(1, cfg.num_channels, size, size))
+    if not torch.isfinite(out.logits).all():
+        raise CheckpointError(f"{model_dir} produces non-finite logits; not pushing it.")
+
+
+# ---------------------------------------------------------------------------------------- model card
+def _fmt_count(n: float | None, unit: str) -> str:
+    if n is None:
+        return "n/a"
+    if unit == "G":
+        return f"{n / 1e9:.3f} G"
+    return f"{n / 1e6:.2f} M"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def _hub_id(name: Any) -> str | None:
+    """``name`` if it looks like a Hub repo id (``org/name``) rather than a local path."""
+    if not isinstance(name, str) or not _HUB_ID.match(name) or Path(name).exists():
+        return None
+    return name
+
+
+def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[str, Any] | None = None,
+                     report: dict[str, Any] | None = None, dataset: str | None = None,
+                     license: str | None = None) -> str:
+    """Model card text (YAML metadata + markdown) from ``pruning_report.json`` and ``config.json``.
+
+    Works without a report too (then params/MACs come from the config via :func:`count_cost`).
+    """
+    d = Path(model_dir)
+    config = config if config is not None else check_model_dir(d)
+    report = report if report is not None else (_read_json(d / REPORT_NAME) or {})
+    ft = report.get("finetune") or {}
+    base = report.get("base_model") or config.get("base_model_name_or_path")
+    data_name = dataset or ft.get("dataset") or report.get("dataset")
+    method = report.get("method") or config.get("pruning_method") or "unknown"
+    ratio = report.get("prune_ratio_requested", config.get("prune_ratio"))
+    dense = report.get("dense") or {}
+    pruned = report.get("pruned") or {}
+    if not pruned:
+        from transformers import AutoConfig
+
+        from . import count_cost
+
+        try:
+            cost = count_cost(AutoConfig.from_pretrained(str(d)))
+            pruned = {"params": cost["params"], "macs": cost["macs"]}
+        except (OSError, ValueError):  # unknown model type: leave the numbers out
+            pruned = {}
+    acc = (report.get("eval") or {}).get("accuracy")
+    dense_acc = (report.get("dense_eval") or {}).get("accuracy")
+    ft_acc = (ft.get("eval") or {}).get("accuracy")
+    final_acc = ft_acc if ft_acc is not None else acc
+
+    eval_results = None
+    if final_acc is not None and _hub_id(data_name):
+        eval_results = [EvalResult(task_type="image-classification", dataset_type=data_name,
+                                   dataset_name=data_name, metric_type="accuracy", metric_value=float(final_acc))]
+    card_data = ModelCardData(
+        base_model=_hub_id(base), datasets=[data_name] if _hub_id(data_name) else None, library_name="transformers",
+        pipeline_tag="image-classification", license=license, model_name=repo_id.split("/")[-1],
+        tags=["p3b_hf", "pruning", "structured-pruning", "vision-transformer", f"pruning-{method}"],
+        eval_results=eval_results)
+
+    lines = [f"# {repo_id.split('/')[-1]}", ""]
+    lines.append(f"A structurally pruned {config.get('model_type', 'ViT')} image classifier made with "
+                 f"[p3b_hf](https://github.com/) (method **{method}**"
+                 + (f", requested prune ratio **{ratio:g}** of all parameters" if isinstance(ratio, (int, float))
+                    else "") + ").")
+    lines.append("")
+    lines += ["| | |", "|---|---|",
+              f"| base model | {base or 'n/a'} |",
+              f"| data set | {data_name or 'n/a'} |",
+              f"| method | {method} |",
+              f"| requested prune ratio | {ratio if ratio is not None else 'n/a'} |",
+              f"| params | {_fmt_count(dense.get('params'), 'M')} -> {_fmt_count(pruned.get('params'), 'M')} |",
+              f"| MACs / image | {_fmt_count(dense.get('macs'), 'G')} -> {_fmt_count(pruned.get('macs'), 'G')} |"]
+    if report.get("achieved_param_reduction") is not None:
+        lines.append(f"| achieved param reduction | {_pct(report['achieved_param_reduction'])} |")
+    if report.get("achieved_mac_reduction") is not None:
+        lines.append(f"| achieved MAC reduction | {_pct(report['achieved_mac_reduction'])} |")
+    lines.append(f"| top-1 accuracy, dense | {_pct(dense_acc)} |")
+    lines.append(f"| top-1 accuracy, right after pruning | {_pct(acc)} |")
+    if ft:
+        lines.append(f"| top-1 accuracy, after fine-tuning ({ft.get('epochs', '?')} epochs"
+                     + (", KD" if ft.get("teacher") else "") + f") | {_pct(ft_acc)} |")
+    removed = report.get("removed_sub_blocks") or []
+    if removed:
+        lines.append(f"| removed sub-blocks | {', '.join(removed)} |")
+    lines.append("")
+    if (d / "plots" / "widths.png").exists():
+        lines += ["## Kept widths per layer", "", "![kept widths per layer](plots/widths.png)", ""]
+    widths = report.get("widths")
+    if widths:
+        lines += ["| layer | heads | head dim | MLP | attn in/out | MLP in/out |", "|---|---|---|---|---|---|"]
+        for i, w in enumerate(widths):
+            lines.append(f"| {i} | {w.get('heads')} | {w.get('head_dim')} | {w.get('mlp')} | "
+                         f"{w.get('attn_in')}/{w.get('attn_out')} | {w.get('mlp_in')}/{w.get('mlp_out')} |")
+        lines.append("")
+    lines += [
+        "## Usage", "",
+        "With `p3b_hf` installed (`pip install p3b_hf`), no remote code runs:", "",
+        "```python",
+        "import p3b_hf  # registers the p3b_vit / p3b_deit classes",
+        "from transformers import AutoImageProcessor, AutoModelForImageClassification",
+        f'model = AutoModelForImageClassification.from_pretrained("{repo_id}")',
+        f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
+        "```", "",
+        "With stock transformers only, the self-contained code files in this repo are used:", "",
+        "```python",
+        f'model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)',
+        "```", "",
+        "Each layer has its own widths (`layer_num_heads`, `layer_head_dims`, `layer_intermediate_sizes`, "
+        "and the residual channel subsets `layer_attn_in/out`, `layer_mlp_in/out` in `config.json`); the "
+        "weights are physically smaller, parameter names follow HF ViT/DeiT. `pruning_report.json` holds "
+        "the full run report.", "",
+    ]
+    body = "\n".join(lines)
+    return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}"))
+
+
+# ---------------------------------------------------------------------------------------- push
+def collect_files(model_dir: str | os.PathLike, config: dict[str, Any]) -> dict[str, Path]:
+    """``path_in_repo -> local file`` for everything :func:`push_pruned` uploads (card excluded)."""
+    d = Path(model_dir)
+    files: dict[str, Path] = {name: d / name for name in _weight_files(d)}
+    files["config.json"] = d / "config.json"
+    for name in _code_files(config):
+        files[name] = d / name
+    for name in EXTRA_FILES:
+        if (d / name).exists():
+            files[name] = d / name
+    for png in sorted((d / "plots").glob("*.png")) if (d / "plots").is_dir() else []:
+        files[f"plots/{png.name}"] = png
+    return files
+
+
+def push_pruned(model_dir: str | os.PathLike, repo_id: str, *, private: bool | None = None,
+                revision: str | None = None, commit_message: str | None = None, token: str | None = None,
+                create_pr: bool = False, dataset: str | None = None, license: str | None = None,
+                model_card: bool = True, verify: bool = True, api: HfApi | None = None) -> PushResult:
+    """Upload a pruned model dir to ``repo_id`` in one commit and return what was pushed.
+
+    ``revision``: a branch (created from ``main`` if missing). ``api``: an ``HfApi`` (tests pass a
+    recording subclass); the default talks to ``HF_ENDPOINT``. ``verify``: load the dir and run one
+    forward pass before uploading anything.
+    """
+    if not _HUB_ID.match(repo_id or ""):
+        raise P3BError(f"--repo-id {repo_id!r} is not a Hub repo id; use 'user-or-org/name'.")
+    d = Path(model_dir)
+    config = check_model_dir(d)
+    api = api if api is not None else HfApi()
+    with tempfile.TemporaryDirectory(prefix="p3b_hf_push_") as tmp:
+        staging = Path(tmp)
+        files = collect_files(d, config)
+        is_p3b = config.get("model_type") in P3B_MODEL_TYPES
+        missing_code = [n for n in _code_files(config) if not (d / n).exists()]
+        if is_p3b and (not config.get("auto_map") or missing_code):
+            # saved without `import p3b_hf` (no register_for_auto_class) or the .py files were lost:
+            # re-save through save_pretrained, which writes the code files and auto_map.
+            for name in _resave_with_code(d, staging):
+                files[name] = staging / name
+            config = json.loads((staging / "config.json").read_text())
+            files = {k: v for k, v in files.items() if not k.endswith(".py") or k in _code_files(config)}
+        if is_p3b and not _code_files(config):
+            raise CheckpointError(f"{d}/config.json has no auto_map even after re-saving; import p3b_hf before "
+                                  "save_pretrained so the classes register for AutoModel.")
+        if not (d / "preprocessor_config.json").exists():
+            import warnings
+
+            warnings.warn(f"{d} has no preprocessor_config.json: AutoImageProcessor.from_pretrained('{repo_id}') "
+                          "will fail. Save the image processor into the model dir first.", stacklevel=2)
+        if verify:
+            check_dir = d
+            if any(p.parent == staging for p in files.values()):
+                for k, p in files.items():
+                    if p.parent != staging and "/" not in k:
+                        shutil.copy2(p, staging / k)
+                check_dir = staging
+            verify_loads(check_dir)
+        card = ""
+        if model_card:
+            card = build_model_card(d, repo_id, config=config, dataset=dataset, license=license)
+        elif (d / "README.md").exists():
+            files["README.md"] = d / "README.md"
+
+        operations = [CommitOperationAdd(path_in_repo=k, path_or_fileobj=str(v)) for k, v in sorted(files.items())]
+        if card:
+            operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
+        api.create_repo(repo_id, private=private, exist_ok=True, token=token, repo_type="model")
+        if revision and revision != "main" and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
+        info = api.create_commit(
+            repo_id, operations, commit_message=commit_message or f"Upload pruned model ({config.get('model_type')})",
+            revision=revision, create_pr=create_pr, token=token, repo_type="model")
+    return PushResult(repo_id=repo_id, revision=revision, commit_url=str(getattr(info, "commit_url", info)),
+                      commit_oid=str(getattr(info, "oid", "")), files=[op.path_in_repo for op in operations],
+                      model_card=card)
