@@ -338,8 +338,8 @@ def run_python(code: str, cwd: Path, env: dict[str, str], args: tuple[str, ...] 
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-I", "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run([sys.executable, "-I", "-c", code, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc.stdout

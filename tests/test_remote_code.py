@@ -1,0 +1,92 @@
+"""Pruned checkpoints load on stock transformers (``trust_remote_code=True``) in a process where p3b_hf
+cannot be imported, and give exactly the logits of the in-memory pruned model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from fake_hub import BLOCK_P3B, clean_env, nontrivial_plan, run_python
+
+from p3b_hf import apply_width_plan
+
+LOAD = r"""
+import json, sys, torch
+try:
+    import p3b_hf  # noqa
+    raise SystemExit("p3b_hf is importable: the test would not prove anything")
+except ModuleNotFoundError:
+    pass
+from transformers import AutoModelForImageClassification
+x_path, out_path, dirs = sys.argv[1], sys.argv[2], sys.argv[3:]
+x = torch.load(x_path)
+res, info = {}, {}
+for d in dirs:
+    try:
+        AutoModelForImageClassification.from_pretrained(d)
+        refused = None
+    except ValueError as e:
+        refused = str(e)
+    model = AutoModelForImageClassification.from_pretrained(d, trust_remote_code=True).eval()
+    with torch.no_grad():
+        out = model(pixel_values=x)
+    res[d] = {k: out[k] for k in ("logits", "cls_logits", "distillation_logits") if out.get(k) is not None}
+    info[d] = {"cls": type(model).__module__ + "." + type(model).__name__, "refused": refused,
+               "params": sum(p.numel() for p in model.parameters()), "layernorm_mode": model.config.layernorm_mode}
+info["p3b_imported"] = any(m == "p3b_hf" or m.startswith("p3b_hf.") for m in sys.modules)
+torch.save(res, out_path)
+print("\nRESULT " + json.dumps(info))
+"""
+
+
+def _with_embed(plan):  # noqa: ANN001, ANN202
+    """Also prune the residual stream: drop every 5th channel everywhere (layer subsets stay inside it)."""
+    keep = [c for c in range(plan.hidden_size) if c % 5 != 4]
+    plan.embed = keep
+    for lp in plan.layers:
+        for name in ("attn_in", "attn_out", "mlp_in", "mlp_out"):
+            sub = getattr(lp, name)
+            if sub is not None:
+                setattr(lp, name, [c for c in sub if c in set(keep)])
+    return plan
+
+
+def test_pruned_vit_and_deit_load_without_p3b_hf(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit,  # noqa: ANN001
+                                                  images: torch.Tensor) -> None:
+    cases = {
+        "vit": apply_width_plan(tiny_vit, nontrivial_plan(tiny_vit.config)),
+        "deit_distilled": apply_width_plan(tiny_deit_teacher, _with_embed(nontrivial_plan(tiny_deit_teacher.config)),
+                                           rescale_attention=True, layernorm_mode="subset_stats"),
+        "deit": apply_width_plan(tiny_deit, nontrivial_plan(tiny_deit.config)),
+    }
+    refs = {}
+    for name, model in cases.items():
+        model.eval().save_pretrained(tmp_path / name)
+        assert (tmp_path / name / "modeling_p3b_vit.py").read_bytes() == (
+            Path(__file__).parents[1] / "p3b_hf/models/modeling_p3b_vit.py").read_bytes()
+        with torch.no_grad():
+            out = model(pixel_values=images)
+        refs[name] = out
+    assert cases["deit_distilled"].config.distillation_head and cases["deit_distilled"].config.hidden_size < 48
+    assert cases["vit"].config.layer_num_heads == [3, 4, 0] and cases["vit"].config.layer_intermediate_sizes[1] == 0
+
+    outside = tmp_path / "elsewhere"  # cwd outside the repo; -I keeps cwd and PYTHONPATH off sys.path
+    outside.mkdir()
+    torch.save(images, tmp_path / "x.pt")
+    out = run_python(BLOCK_P3B + LOAD, cwd=outside, env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
+                     args=(str(tmp_path / "x.pt"), str(tmp_path / "out.pt"), *(str(tmp_path / n) for n in cases)))
+    info = json.loads(out.rsplit("RESULT ", 1)[1])
+    res = torch.load(tmp_path / "out.pt")
+    assert info["p3b_imported"] is False
+    for name, model in cases.items():
+        d = str(tmp_path / name)
+        assert info[d]["cls"].startswith("transformers_modules."), info[d]
+        assert info[d]["cls"].endswith(type(model).__name__)
+        assert "trust_remote_code" in info[d]["refused"]  # stock transformers refuses without the flag
+        assert info[d]["params"] == sum(p.numel() for p in model.parameters())
+        assert info[d]["layernorm_mode"] == model.config.layernorm_mode
+        assert torch.equal(res[d]["logits"], refs[name].logits), name
+    distilled = str(tmp_path / "deit_distilled")
+    assert torch.equal(res[distilled]["cls_logits"], refs["deit_distilled"].cls_logits)
+    assert torch.equal(res[distilled]["distillation_logits"], refs["deit_distilled"].distillation_logits)
