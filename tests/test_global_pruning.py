@@ -40,17 +40,17 @@ def _per_sample_grads(model, batches):
     return out
 
 
-@pytest.mark.parametrize("use_vmap", [True, False])
-def test_hessian_statistic_is_the_mean_of_per_sample_squared_gradients(tiny_vit, use_vmap):
+def test_hessian_statistic_is_the_mean_of_per_sample_squared_gradients(tiny_vit):
     batches = _batches(2, 3)
     ref = _per_sample_grads(tiny_vit, batches)
-    got = mean_squared_per_sample_gradients(tiny_vit, batches, max_samples=5, chunk=2, use_vmap=use_vmap)
     name = "vit.layers.1.mlp.fc1.weight"
     expect = torch.stack([r[name] ** 2 for r in ref[:5]]).mean(0)
-    torch.testing.assert_close(got[name], expect, rtol=1e-4, atol=1e-10)
+    for use_vmap in (True, False):
+        got = mean_squared_per_sample_gradients(tiny_vit, batches, max_samples=5, chunk=2, use_vmap=use_vmap)
+        torch.testing.assert_close(got[name], expect, rtol=1e-4, atol=1e-10)
+        assert set(got) == {n for n, _ in tiny_vit.named_parameters()}
     # ... and not what Torch-Pruning 1.6.1's accumulate_grad keeps (the last sample only)
     assert (got[name] - ref[4][name] ** 2).abs().max() > 1e-3 * expect.abs().max()
-    assert set(got) == {n for n, _ in tiny_vit.named_parameters()}
 
 
 def test_taylor_gradients_are_summed_batch_means(tiny_vit):
@@ -137,3 +137,19 @@ def test_bad_budgets_fail_clearly(tiny_vit):
         global_plan(tiny_vit, None, "l1", ratio=0.5, prune_ratio=0.5)
     with pytest.raises(ValueError, match="needs calibration batches"):
         global_plan(tiny_vit, None, "taylor", ratio=0.5)
+
+
+def test_run_cli_end_to_end(tiny_vit, tmp_path):
+    from test_vbp import _cli_context
+
+    from p3b_hf.methods import global_pruning
+
+    ctx = _cli_context(tiny_vit, tmp_path, ["--method", "global", "--importance", "taylor", "--prune-ratio", "0.5",
+                                            "--epochs", "1", "--taylor-batches", "2", "--calib-batch-size", "4"])
+    result = global_pruning.run_cli(ctx.args, ctx)
+    h = result.history
+    assert h["criterion"] == "taylor" and h["selector"] == "param_matched" and h["finetune"]["epochs"] == 1
+    params = sum(p.numel() for p in result.pruned_model.parameters())
+    assert params == h["params_after_pruning"]
+    assert abs(params - 0.5 * count_cost(tiny_vit)["params"]) < 0.01 * params
+    assert set(h["kept"]) == {"embed", "head_dims", "mlp"} and "accuracy" in result.eval_metrics

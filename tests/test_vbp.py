@@ -139,3 +139,42 @@ def test_budget_conversion_is_tight_and_unreachable_budgets_fail_clearly():
         percentage_for_prune_ratio(cfg, 0.7)
     msg = str(e.value)
     assert "unreachable" in msg and "MLP" in msg and "--method global" in msg and "65.4" in msg
+
+
+def _cli_context(model, tmp_path, argv):
+    """A PruneContext over tiny in-memory data, with args parsed by the real ``p3b-hf prune`` parser."""
+    import argparse
+    from unittest import mock
+
+    from p3b_hf.commands.prune import add_arguments
+    from p3b_hf.data import make_collator
+    from p3b_hf.methods import METHODS
+    from p3b_hf.pipeline import PruneContext
+
+    parser = argparse.ArgumentParser()
+    baselines = {k: v for k, v in METHODS.items() if k in ("vbp", "global")}  # independent of P3B's own flags
+    with mock.patch.dict(METHODS, baselines, clear=True):
+        add_arguments(parser)
+    args = parser.parse_args(["--model", "x", "--dataset", "y", "--output-dir", str(tmp_path / "out"),
+                              "--device", "cpu", "--batch-size", "4", *argv])
+    g = torch.Generator().manual_seed(9)
+    items = [{"pixel_values": torch.randn(3, 32, 32, generator=g), "labels": i % 7} for i in range(16)]
+    return PruneContext(args=args, model=model, image_processor=None, data=None, train_ds=items[:12],
+                        eval_ds=items[12:], collator=make_collator(7, enabled=False), num_labels=7,
+                        staging_dir=tmp_path / "staging", work_dir=tmp_path / "work")
+
+
+def test_run_cli_end_to_end(tiny_vit, tmp_path):
+    from p3b_hf.methods import vbp
+
+    ctx = _cli_context(tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.3", "--vbp-epochs", "1"])
+    result = vbp.run_cli(ctx.args, ctx)
+    h = result.history
+    assert h["method"] == "vbp" and len(h["kept_mlp"]) == 3 and h["finetune"]["epochs"] == 1
+    target = 0.7 * count_cost(tiny_vit)["params"]
+    params = sum(p.numel() for p in result.pruned_model.parameters())
+    assert target - (2 * 48 + 1) < params <= target
+    assert set(result.eval_metrics) >= {"accuracy", "loss"} and h["accuracy_before_finetune"] is not None
+    assert (tmp_path / "work" / "vbp.width_plan.json").exists()
+    with pytest.raises(BudgetError, match="unreachable"):
+        vbp.run_cli(_cli_context(tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.8"]).args, ctx)

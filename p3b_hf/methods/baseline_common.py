@@ -19,6 +19,13 @@ from ..plan import WidthPlan
 from ..training import FineTuneTrainer, KDConfig
 
 
+def add_flag(parser: Any, flag: str, **kwargs: Any) -> None:
+    """``parser.add_argument`` unless another method already registered ``flag`` (e.g. a shared --teacher)."""
+    if flag in getattr(parser, "_option_string_actions", {}):
+        return
+    parser.add_argument(flag, **kwargs)
+
+
 def calib_collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack images and *integer* labels (no Mixup: statistics want clean samples)."""
     return {"pixel_values": torch.stack([torch.as_tensor(f["pixel_values"]) for f in features]),

@@ -92,18 +92,20 @@ def vbp_plan(model: nn.Module, dataloader: Iterable[Any], percentage: float | No
 
 # ====================================================================== CLI
 def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
+    from .baseline_common import add_flag
+
     g = parser
     g.add_argument("--percentage", type=float, default=None,
                    help="VBP: fraction of ALL MLP neurons to remove (paper knob); alternative to --prune-ratio")
-    g.add_argument("--teacher", default=None,
+    add_flag(g, "--teacher", default=None,
                    help="VBP: KD teacher dir (the dense model fine-tuned on the target); default: the input model")
     g.add_argument("--vbp-epochs", type=float, default=PAPER_RECIPE["epochs"],
                    help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is not used by VBP)")
     g.add_argument("--vbp-lr", type=float, default=PAPER_RECIPE["lr"], help="VBP: AdamW lr (paper: 1.5e-5)")
     g.add_argument("--vbp-weight-decay", type=float, default=PAPER_RECIPE["weight_decay"],
                    help="VBP: weight decay (paper: 0.01)")
-    g.add_argument("--kd-alpha", type=float, default=0.5, help="VBP: weight of the KD term (default 0.5)")
-    g.add_argument("--kd-temperature", type=float, default=1.0, help="VBP: KD temperature (default 1)")
+    add_flag(g, "--kd-alpha", type=float, default=0.5, help="VBP: weight of the KD term (default 0.5)")
+    add_flag(g, "--kd-temperature", type=float, default=1.0, help="VBP: KD temperature (default 1)")
     g.add_argument("--stats-batches", type=int, default=None,
                    help="VBP: limit the statistics pass to N batches (default: the whole training split)")
 
