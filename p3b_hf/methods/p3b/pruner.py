@@ -1,0 +1,250 @@
+"""The P3B engine, independent of the Trainer: attaches gates / BPI heads to a HF ViT/DeiT, accumulates
+ΔΨ and Taylor scores, runs mask updates (§3 + §4 + §5) and finalisation (§7 -> WidthPlan).
+
+The Trainer integration (loss, optimizer groups, hooks into the training loop, checkpoints) is in
+:mod:`p3b_hf.trainer`; this module only needs tensors and a schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ...errors import P3BError
+from ...models.locator import locate
+from ...plan import LayerPlan, WidthPlan
+from .bpi import BPIHeads
+from .budget import block_importance, ema, ramp, solve_keep_ratios
+from .gates import BLOCK_GATES, GATES, Dims, GateSet, block_params, install_gates, non_block_params
+from .local import block_masks, taylor_score
+from .schedule import Schedule
+from .state import P3BState
+
+if TYPE_CHECKING:
+    from ...trainer import P3BConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _all_reduce_(t: torch.Tensor, mean: bool = False) -> torch.Tensor:
+    """In-place SUM (or mean) over ranks; a no-op in single-process runs."""
+    world = _world()
+    if world > 1:
+        dist.all_reduce(t)
+        if mean:
+            t /= world
+    return t
+
+
+class P3BPruner:
+    """Soft-mask pruning state machine for one model (see module docstring)."""
+
+    def __init__(self, model: nn.Module, config: P3BConfig) -> None:
+        self.config = config
+        self.model = model
+        mods = locate(model)
+        self.dims = Dims.from_config(model.config)
+        self.num_blocks = self.dims.num_blocks
+        self.full = block_params(self.dims)
+        self.non_block = 0.0 if config.block_param_only else float(
+            non_block_params(model, reference=config.reference_non_block))
+        if config.handcrafted_keep is not None and len(config.handcrafted_keep) != self.num_blocks:
+            raise P3BError(f"handcrafted_keep needs {self.num_blocks} values (attn0, mlp0, attn1, ...), got "
+                           f"{len(config.handcrafted_keep)}.")
+        if not 0.0 <= config.prune_ratio < 1.0:
+            raise P3BError(f"prune_ratio must be in [0, 1), got {config.prune_ratio}.")
+        self.gates: GateSet | None = None
+        self.bpi: BPIHeads | None = None
+        self.handles: list[Any] = []
+        if config.frozen:
+            for p in model.parameters():
+                p.requires_grad_(False)
+        else:
+            self.gates = GateSet(self.dims)
+            model.p3b_gates = self.gates
+            self.handles += install_gates(model, self.gates, mods)
+        if config.handcrafted_keep is None:
+            self.bpi = BPIHeads.for_model(mods, int(model.config.num_labels), frozen_bn=config.bpi_frozen_bn)
+            model.p3b_bpi = self.bpi
+            self.handles += self.bpi.install(model, mods)
+        n_mask = sum(m.numel() for _, _, m in self.gates.named_masks()) if self.gates is not None else 0
+        self.state = P3BState.fresh(self.num_blocks, n_mask, self.full)
+        self.schedule: Schedule | None = None
+        self.plan: WidthPlan | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def device(self) -> torch.device:
+        src = self.gates if self.gates is not None else self.bpi
+        return next(src.parameters()).device
+
+    def sync_device(self) -> None:
+        self.state.to(self.device)
+
+    def detach(self) -> None:
+        """Remove hooks and the attached modules: leaves the plain HF model (hard masks are NOT applied)."""
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        for name in ("p3b_gates", "p3b_bpi"):
+            if name in self.model._modules:
+                del self.model._modules[name]
+
+    # ------------------------------------------------------------------ accumulation
+    @torch.no_grad()
+    def record_dpsi(self, ce_cls: torch.Tensor, ce_patch: torch.Tensor) -> None:
+        """Add one micro-batch's ``CE_in - CE_out`` per block (``ce_*``: ``[2L, 2]`` batch-mean CEs)."""
+        st = self.state
+        st.dpsi_cls_sum += (ce_cls[:, 0] - ce_cls[:, 1]).double().to(st.dpsi_cls_sum.device)
+        st.dpsi_patch_sum += (ce_patch[:, 0] - ce_patch[:, 1]).double().to(st.dpsi_patch_sum.device)
+        st.dpsi_count += 1
+
+    @torch.no_grad()
+    def record_taylor(self, step: int, grad_scale: float = 1.0) -> bool:
+        """Add ``(m · dL/dm)^2`` of the current mask gradients (once per optimizer step).
+
+        ``grad_scale`` is the AMP loss scale still contained in the gradients. Non-finite steps (fp16
+        overflow, skipped by the scaler anyway) are skipped. Returns True when something was added.
+        """
+        st = self.state
+        if self.gates is None or st.last_taylor_step == step:
+            return False
+        st.last_taylor_step = step
+        grad = self.gates.flat_grad()
+        if grad is None:
+            return False
+        masks = torch.cat([m.detach().reshape(-1) for _, _, m in self.gates.named_masks()])
+        score = taylor_score(masks, grad.double() / grad_scale)
+        if not bool(torch.isfinite(score).all()):
+            st.skipped_taylor_steps += 1
+            return False
+        st.taylor_sum += score.to(st.taylor_sum.device)
+        st.taylor_count += 1
+        return True
+
+    # ------------------------------------------------------------------ updates
+    def _reduce_window(self) -> None:
+        st = self.state
+        for t in (st.dpsi_cls_sum, st.dpsi_patch_sum, st.dpsi_count):
+            _all_reduce_(t)
+        # gradients are DDP-averaged already, so the Taylor sums agree; the mean keeps them exact either way
+        _all_reduce_(st.taylor_sum, mean=True)
+        _all_reduce_(st.taylor_count, mean=True)
+
+    def _block_keep_ratios(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        cfg, st = self.config, self.state
+        if cfg.handcrafted_keep is not None:
+            return torch.tensor(cfg.handcrafted_keep, dtype=torch.float64, device=st.remaining.device), None, None
+        cnt = float(st.dpsi_count.clamp_min(1).item())
+        d_cls, d_patch = st.dpsi_cls_sum / cnt, st.dpsi_patch_sum / cnt
+        imp_c = block_importance(d_cls, st.remaining, cfg.block_imp_scale, guard=cfg.guards)
+        imp_p = block_importance(d_patch, st.remaining, cfg.block_imp_scale, guard=cfg.guards)
+        st.ema_cls = ema(imp_c, st.ema_cls, cfg.pr_gamma)
+        st.ema_patch = ema(imp_p, st.ema_patch, cfg.pr_gamma)
+        imp = cfg.pr_alpha * st.ema_cls + (1 - cfg.pr_alpha) * st.ema_patch
+        kappa = solve_keep_ratios(imp, self.full.to(imp.device), self.non_block, 1.0 - cfg.prune_ratio,
+                                  guard=cfg.guards)
+        return kappa, d_cls, d_patch
+
+    @torch.no_grad()
+    def update(self, done: int, *, rho: float | None = None, tau: float | None = None) -> dict[str, Any]:
+        """One mask update after ``done`` optimizer steps; returns (and records) its history entry."""
+        assert self.schedule is not None, "call P3BPruner.schedule = Schedule(...) before updating"
+        st = self.state
+        self._reduce_window()
+        kappa, d_cls, d_patch = self._block_keep_ratios()
+        st.kappa = kappa
+        rho = self.schedule.rho(done) if rho is None else rho
+        tau = self.schedule.tau(done) if tau is None else tau
+        applied = ramp(kappa, rho)
+        if self.gates is not None:
+            self._apply_local(applied, tau)
+            st.remaining = block_params(self.dims, self.gates.kept_widths()).to(st.remaining.device)
+        full = self.full.to(st.remaining.device)
+        entry = {
+            "step": int(done), "phase": self.schedule.phase(done), "rho": float(rho), "tau": float(tau),
+            "keep_target": kappa.tolist(), "keep_applied": applied.tolist(),
+            "keep_achieved": (st.remaining / full).tolist(),
+            "model_keep": float((st.remaining.sum() + self.non_block) / (full.sum() + self.non_block)),
+            "dpsi_cls": None if d_cls is None else d_cls.tolist(),
+            "dpsi_patch": None if d_patch is None else d_patch.tolist(),
+            "window_forwards": int(st.dpsi_count.item()), "window_steps": int(st.taylor_count.item()),
+        }
+        st.history.append(entry)
+        st.num_updates += 1
+        st.roll_window()
+        return entry
+
+    def _apply_local(self, applied: torch.Tensor, tau: float) -> None:
+        gates, st, scales = self.gates, self.state, self.config.gate_scales
+        offsets, pos = {}, 0
+        for g, layer, m in gates.named_masks():
+            offsets[(g, layer)] = (pos, m.numel())
+            pos += m.numel()
+        cnt = float(st.taylor_count.clamp_min(1).item())
+        mean = st.taylor_sum / cnt
+        for layer in range(self.dims.layers):
+            for k, kind in enumerate(("attn", "mlp")):
+                names = BLOCK_GATES[kind]
+                scores = [mean[offsets[(g, layer)][0]:sum(offsets[(g, layer)])] for g in names]
+                masks, _, _ = block_masks(self.dims, kind, scores, [scales.get(g, 1.0) for g in names],
+                                          float(applied[2 * layer + k]), tau, exact=self.config.exact_budget)
+                for g, new in zip(names, masks):
+                    gates.mask(g, layer).data.copy_(new.to(gates.mask(g, layer).dtype))
+
+    # ------------------------------------------------------------------ finalisation
+    @torch.no_grad()
+    def finalize(self, done: int) -> WidthPlan:
+        """Hard masks -> :class:`WidthPlan` (clean: from the last applied masks; with
+        ``finalize_reselect`` the reference's extra update on the merged last two windows)."""
+        st = self.state
+        if self.gates is not None:
+            if self.config.finalize_reselect and st.num_updates > 0:
+                st.merge_previous_window()
+                entry = self.update(done, rho=1.0, tau=self.config.tau_max)
+                entry["phase"] = "finalize_reselect"
+            if st.num_updates == 0 and self.config.prune_ratio > 0:
+                logger.warning("P3B finalised before any mask update: nothing was pruned. Train longer or "
+                               "lower --prune-start-epoch / --update-every.")
+            self.gates.harden()
+            st.remaining = block_params(self.dims, self.gates.kept_widths()).to(st.remaining.device)
+        if self.bpi is not None:
+            self.bpi.active = False
+        st.finalized, st.finalize_step = True, int(done)
+        self.plan = self.width_plan()
+        return self.plan
+
+    def width_plan(self) -> WidthPlan:
+        plan = WidthPlan.full(self.model.config)
+        if self.gates is not None:
+            for layer in range(plan.num_layers):
+                kept = {g: self.gates.kept_indices(g, layer) for g in GATES}
+                plan.layers[layer] = LayerPlan(head_dims=kept["attn_qkv"], mlp=kept["mlp_hid"],
+                                               attn_in=kept["attn_in"], attn_out=kept["attn_out"],
+                                               mlp_in=kept["mlp_in"], mlp_out=kept["mlp_out"])
+        plan.meta = {"method": "p3b", "prune_ratio": self.config.prune_ratio,
+                     "base_model_name_or_path": getattr(self.model.config, "_name_or_path", None) or None}
+        return plan
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        if self.gates is not None:
+            out.update({f"gates.{k}": v for k, v in self.gates.state_dict().items()})
+        if self.bpi is not None:
+            out.update({f"bpi.{k}": v for k, v in self.bpi.state_dict().items()})
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.gates is not None:
+            self.gates.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("gates.")})
+        if self.bpi is not None:
+            self.bpi.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("bpi.")})

@@ -1,0 +1,419 @@
+"""P3B inside a HF ``Trainer``: :class:`P3BConfig`, :class:`PruningCallback` and :class:`P3BTrainer`.
+
+Quick start::
+
+    from p3b_hf.trainer import P3BConfig, P3BTrainer
+    trainer = P3BTrainer(model=model, args=TrainingArguments("out", num_train_epochs=50, ...),
+                         train_dataset=train_ds, eval_dataset=eval_ds, p3b=P3BConfig(prune_ratio=0.5))
+    trainer.train()
+    pruned = trainer.pruned_model          # a physically smaller P3BViT/P3BDeiT model
+
+What goes where: the trainer adds the BPI losses to the task loss (and records ΔΨ), builds the optimizer
+groups (backbone / BPI at a constant lr / optional masks), reads the mask gradients for the Taylor
+scores before gradient clipping, and saves / restores the P3B state in checkpoints. The callback runs
+the schedule: mask updates every ``update_every`` optimizer steps, finalisation (hard masks ->
+``WidthPlan`` -> :func:`apply_width_plan`), evaluation and saving of the pruned model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from .methods.p3b.bpi import per_head_ce
+from .methods.p3b.local import DEFAULT_GATE_SCALES
+from .methods.p3b.pruner import P3BPruner, _all_reduce_
+from .methods.p3b.schedule import Schedule, default_phase_epochs
+from .methods.p3b.state import P3BState
+from .plan import apply_width_plan
+from .training import FineTuneTrainer, compute_accuracy, logits_of
+
+logger = logging.getLogger(__name__)
+
+_NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token")
+
+
+@dataclass
+class P3BConfig:
+    """Every P3B hyper-parameter, with the paper/reference defaults.
+
+    Phases: ``prune_*_epoch`` (None = the paper's proportions 3/25/50 of the run's epochs) or absolute
+    ``prune_*_step`` overrides, all in optimizer steps / epochs of the Trainer. ``update_every``: optimizer
+    steps between mask updates (None = spread ~78 updates over the pruning window like the README run).
+
+    Reference quirks (each ``None`` = follow ``reference``; ``reference=True`` switches them all on):
+
+    * ``train_masks``: masks are trained by AdamW at ``mask_lr`` (None = the model lr) in a no-decay group
+      between updates (§9.1). Clean: masks are only set at updates.
+    * ``bpi_frozen_bn``: the BPI BatchNorms stay in eval mode (the reference trains in eval mode, §9.2).
+    * ``finalize_reselect``: finalisation runs one more update on the last two windows (§9.4). Clean:
+      finalise from the last applied masks.
+    * ``layernorm_mode``: "full_stats" (clean: pruned model == hard-masked model exactly) or
+      "subset_stats" (reference: LN over the kept channels only, §9.3).
+    * ``reference_non_block``: ignore the distillation token / head in the non-block parameter count.
+    * ``exact_budget``: False = the reference's pure rank threshold (can miss an attention block's goal by
+      up to ~0.75 % of the block, one head-dim element); clean: the head-dim gate may keep one element
+      more/fewer so every block lands within 0.25 %.
+    """
+
+    prune_ratio: float = 0.5
+    prune_start_epoch: float | None = None
+    prune_sparse_epoch: float | None = None
+    prune_finalize_epoch: float | None = None
+    prune_start_step: int | None = None
+    prune_sparse_step: int | None = None
+    prune_finalize_step: int | None = None
+    update_every: int | None = None
+    bpi_lr: float = 5e-4
+    bpi_weight_decay: float = 0.05
+    mask_lr: float | None = None
+    gate_scales: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GATE_SCALES))
+    pr_gamma: float = 0.2
+    pr_alpha: float = 0.5
+    tau_max: float = 0.1
+    tau_min: float = 0.0
+    block_imp_scale: float = 10.0
+    block_param_only: bool = False
+    handcrafted_keep: list[float] | None = None
+    frozen: bool = False
+    guards: bool = True
+    reference: bool = False
+    train_masks: bool | None = None
+    bpi_frozen_bn: bool | None = None
+    finalize_reselect: bool | None = None
+    layernorm_mode: str | None = None
+    reference_non_block: bool | None = None
+    exact_budget: bool | None = None
+    evaluate_pruned: bool = True
+    save_dir: str | None = "auto"
+
+    def resolved(self) -> P3BConfig:
+        """A copy with every ``None`` quirk flag set from ``reference``."""
+        r = self.reference
+        c = dataclasses.replace(self, gate_scales=dict(self.gate_scales))
+        for name in ("bpi_frozen_bn", "finalize_reselect", "reference_non_block"):
+            if getattr(c, name) is None:
+                setattr(c, name, r)
+        if c.exact_budget is None:
+            c.exact_budget = not r
+        if c.train_masks is None:
+            c.train_masks = r or c.mask_lr is not None
+        if c.layernorm_mode is None:
+            c.layernorm_mode = "subset_stats" if r else "full_stats"
+        if c.layernorm_mode not in ("full_stats", "subset_stats"):
+            raise ValueError(f"layernorm_mode must be 'full_stats' or 'subset_stats', got {c.layernorm_mode!r}.")
+        unknown = set(c.gate_scales) - set(DEFAULT_GATE_SCALES)
+        if unknown:
+            raise ValueError(f"Unknown gate(s) in gate_scales: {sorted(unknown)}; use {sorted(DEFAULT_GATE_SCALES)}.")
+        return c
+
+
+class PruningCallback(TrainerCallback):
+    """Runs P3B's schedule inside a :class:`P3BTrainer` (added automatically; pass your own instance in
+    ``callbacks=[PruningCallback(P3BConfig(...))]`` to share it, e.g. to read its history live)."""
+
+    def __init__(self, config: P3BConfig | None = None) -> None:
+        self.config = (config or P3BConfig()).resolved()
+        self.pruner: P3BPruner | None = None
+        self.trainer: P3BTrainer | None = None
+        self.pruned_model: nn.Module | None = None
+        self.finalize_metrics: dict[str, Any] = {}
+        self.wall_time_s: float = 0.0
+        self._t0: float | None = None
+
+    # ------------------------------------------------------------------ wiring
+    def setup(self, model: nn.Module) -> P3BPruner:
+        if self.pruner is None:
+            self.pruner = P3BPruner(model, self.config)
+        return self.pruner
+
+    def bind(self, trainer: P3BTrainer) -> None:
+        self.trainer = trainer
+
+    @property
+    def state(self) -> P3BState:
+        return self.pruner.state
+
+    @property
+    def history(self) -> dict[str, Any]:
+        """Per-update keep ratios / ΔΨ, phase boundaries and finalisation results (JSON-able)."""
+        sched = self.pruner.schedule
+        return {"updates": self.state.history, "schedule": sched.to_dict() if sched else None,
+                "finalize": self.finalize_metrics, "skipped_taylor_steps": self.state.skipped_taylor_steps,
+                "non_block_params": self.pruner.non_block, "block_params_full": self.pruner.full.tolist()}
+
+    def _make_schedule(self, args: TrainingArguments, state: TrainerState, steps_per_epoch: int) -> Schedule:
+        c = self.config
+        epochs = state.max_steps / steps_per_epoch
+        d0, d1, d2 = default_phase_epochs(epochs)
+        e0 = d0 if c.prune_start_epoch is None else c.prune_start_epoch
+        e1 = d1 if c.prune_sparse_epoch is None else c.prune_sparse_epoch
+        e2 = d2 if c.prune_finalize_epoch is None else c.prune_finalize_epoch
+        s = Schedule.from_epochs(steps_per_epoch, e0, e1, e2, c.update_every, c.tau_max, c.tau_min)
+        if any(x is not None for x in (c.prune_start_step, c.prune_sparse_step, c.prune_finalize_step)):
+            s0 = s.start if c.prune_start_step is None else c.prune_start_step
+            s1 = s.sparse if c.prune_sparse_step is None else c.prune_sparse_step
+            s2 = s.finalize if c.prune_finalize_step is None else c.prune_finalize_step
+            u = c.update_every or max(1, (s2 - s0) // 78)
+            s = Schedule(s0, s1, s2, u, c.tau_max, c.tau_min)
+        if s.finalize > state.max_steps:
+            logger.warning("P3B finalize step %d is after the last training step %d: the model will be "
+                           "finalised at the end of training with the masks reached by then.", s.finalize,
+                           state.max_steps)
+        return s
+
+    # ------------------------------------------------------------------ events
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       train_dataloader: Any = None, **kwargs: Any) -> None:
+        self._t0 = time.perf_counter()
+        ga = args.gradient_accumulation_steps
+        n = len(train_dataloader) if train_dataloader is not None else None
+        steps_per_epoch = max(n // ga + int(n % ga > 0), 1) if n else max(state.max_steps, 1)
+        self.pruner.schedule = self._make_schedule(args, state, steps_per_epoch)
+        self.pruner.sync_device()
+        logger.info("P3B schedule (optimizer steps): %s", self.pruner.schedule)
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                              **kwargs: Any) -> None:
+        if self.trainer is not None:
+            self.trainer._p3b_taylor()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        pr = self.pruner
+        done = state.global_step
+        if pr.state.finalized or pr.schedule is None:
+            return
+        if pr.schedule.is_update(done):
+            entry = pr.update(done)
+            logger.info("P3B update at step %d (%s): model keep %.4f", done, entry["phase"], entry["model_keep"])
+        if done >= pr.schedule.finalize:
+            self.finalize(done)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        pr = self.pruner
+        if not pr.state.finalized:
+            self.finalize(state.global_step)
+        elif state.global_step > (pr.state.finalize_step or 0):
+            # trained on with hard masks after finalisation: rebuild from the final weights
+            self._build_and_save(pr.plan, stage="train_end")
+        if self._t0 is not None:
+            self.wall_time_s = time.perf_counter() - self._t0
+
+    # ------------------------------------------------------------------ finalisation
+    def finalize(self, done: int) -> nn.Module:
+        plan = self.pruner.finalize(done)
+        return self._build_and_save(plan, stage="finalize")
+
+    def _build_and_save(self, plan: Any, stage: str) -> nn.Module:
+        tr, c = self.trainer, self.config
+        model = self.pruner.model
+        pruned = apply_width_plan(model, plan, layernorm_mode=c.layernorm_mode,
+                                  provenance={"method": "p3b", "prune_ratio": c.prune_ratio})
+        pruned.eval()
+        self.pruned_model = pruned
+        metrics: dict[str, Any] = {"step": int(tr.state.global_step) if tr else None,
+                                   "params": sum(p.numel() for p in pruned.parameters())}
+        if tr is not None and c.evaluate_pruned and tr.eval_dataset is not None:
+            metrics["pruned"] = tr.evaluate_model(pruned)
+            if self.pruner.gates is not None:
+                metrics["hard_masked"] = tr.evaluate_model(model)
+        self.finalize_metrics[stage] = metrics
+        if tr is not None and c.save_dir is not None and tr.is_world_process_zero():
+            from .report import save_pruned_model
+
+            out = os.path.join(tr.args.output_dir, "pruned_model") if c.save_dir == "auto" else c.save_dir
+            save_pruned_model(pruned, out, image_processor=tr.processing_class, plan=plan)
+            metrics["saved_to"] = out
+        return pruned
+
+
+class P3BTrainer(FineTuneTrainer):
+    """:class:`~p3b_hf.training.FineTuneTrainer` that prunes with P3B while it fine-tunes.
+
+    Extra keyword ``p3b``: a :class:`P3BConfig`. KD (P3B-Dist) uses the parent's ``teacher=`` / ``kd=``.
+    ``trainer.pruned_model`` holds the physically pruned model after training.
+    """
+
+    def __init__(self, model: nn.Module | None = None, args: TrainingArguments | None = None, *,
+                 p3b: P3BConfig | None = None, callbacks: list[TrainerCallback] | None = None,
+                 compute_metrics: Any = None, **kwargs: Any) -> None:
+        callbacks = list(callbacks or [])
+        cb = next((c for c in callbacks if isinstance(c, PruningCallback)), None)
+        if cb is None:
+            cb = PruningCallback(p3b)
+            callbacks.append(cb)
+        elif p3b is not None:
+            raise ValueError("Pass the P3BConfig either as p3b= or inside your PruningCallback, not both.")
+        if model is None:
+            raise ValueError("P3BTrainer needs a model (a HF ViT/DeiT image classifier).")
+        self.pruning = cb
+        self.p3b = cb.config
+        cb.setup(model)
+        if args is not None and args.label_names is None:
+            args.label_names = ["labels"]  # DeiT-with-teacher forwards have no `labels` argument
+        super().__init__(model=model, args=args, callbacks=callbacks,
+                         compute_metrics=compute_metrics or compute_accuracy, **kwargs)
+        cb.bind(self)
+
+    @property
+    def pruned_model(self) -> nn.Module | None:
+        return self.pruning.pruned_model
+
+    @property
+    def pruner(self) -> P3BPruner:
+        return self.pruning.pruner
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        pr = self.pruner
+        use_bpi = model.training and pr.bpi is not None and not pr.state.finalized
+        if pr.bpi is not None:
+            pr.bpi.active = use_bpi
+        try:
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+        finally:
+            if pr.bpi is not None:
+                pr.bpi.active = False
+        if use_bpi:
+            labels = inputs["labels"]
+            ce_cls = per_head_ce(outputs["p3b_bpi_cls"], labels)
+            ce_patch = per_head_ce(outputs["p3b_bpi_patch"], labels)
+            if self.p3b.frozen:
+                loss = ce_cls.sum() + ce_patch.sum()
+            else:
+                loss = loss + ce_cls.sum() + ce_patch.sum()
+            if pr.schedule is not None and pr.schedule.accumulating(self.state.global_step):
+                pr.record_dpsi(ce_cls.detach(), ce_patch.detach())
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ optimizer / scheduler
+    def _param_groups(self) -> list[dict[str, Any]]:
+        model, c = self.model, self.p3b
+        groups = {k: [] for k in ("decay", "no_decay", "bpi_decay", "bpi_no_decay", "masks")}
+        for n, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if n.startswith("p3b_gates."):
+                if c.train_masks:
+                    groups["masks"].append(p)
+                continue
+            no_decay = p.ndim <= 1 or n.endswith(".bias") or any(k in n for k in _NO_DECAY_NAMES)
+            prefix = "bpi_" if n.startswith("p3b_bpi.") else ""
+            groups[prefix + ("no_decay" if no_decay else "decay")].append(p)
+        lr, wd = self.args.learning_rate, self.args.weight_decay
+        spec = {"decay": (lr, wd), "no_decay": (lr, 0.0), "bpi_decay": (c.bpi_lr, c.bpi_weight_decay),
+                "bpi_no_decay": (c.bpi_lr, 0.0), "masks": (c.mask_lr if c.mask_lr is not None else lr, 0.0)}
+        return [{"params": ps, "lr": spec[k][0], "weight_decay": spec[k][1], "p3b_group": k}
+                for k, ps in groups.items() if ps]
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Backbone decay / no-decay at the model lr, BPI decay / no-decay at ``bpi_lr`` (constant), and
+        the masks (no decay, ``mask_lr``) only with ``train_masks``."""
+        if self.optimizer is None:
+            cls, kw = (self.optimizer_cls_and_kwargs if self.optimizer_cls_and_kwargs is not None
+                       else self.get_optimizer_cls_and_kwargs(self.args, self.model))
+            kw = {k: v for k, v in kw.items() if k not in ("params", "lr")}
+            self.optimizer = cls(self._param_groups(), lr=self.args.learning_rate, **kw)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """The args' schedule for the backbone; BPI heads keep their constant lr (as in the reference)."""
+        sched = super().create_scheduler(num_training_steps, optimizer)
+        lambdas = getattr(sched, "lr_lambdas", None)
+        if lambdas is not None:
+            for i, group in enumerate(sched.optimizer.param_groups):
+                if str(group.get("p3b_group", "")).startswith("bpi"):
+                    lambdas[i] = _constant
+                    group["lr"] = group["initial_lr"]
+        return sched
+
+    # ------------------------------------------------------------------ Taylor scores
+    def _p3b_taylor(self) -> None:
+        """Read the mask gradients once per optimizer step, *before* clipping / AMP unscaling."""
+        pr = self.pruner
+        if pr.gates is None or pr.schedule is None or pr.state.finalized:
+            return
+        step = self.state.global_step
+        if not pr.schedule.accumulating(step):
+            return
+        scaler = getattr(self.accelerator, "scaler", None)
+        scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+        pr.record_taylor(step, grad_scale=scale)
+
+    def _clip_grad_norm(self, model: nn.Module) -> Any:
+        self._p3b_taylor()
+        params = [p for n, p in model.named_parameters() if "p3b_gates." not in n]
+        return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
+        if grad_norm is None:
+            self._p3b_taylor()
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+    # ------------------------------------------------------------------ evaluation of other models
+    @torch.no_grad()
+    def evaluate_model(self, model: nn.Module) -> dict[str, float]:
+        """Accuracy / loss of ``model`` on the eval set (used right after finalisation for the pruned
+        and the hard-masked model); sums are all-reduced across ranks."""
+        was_training = model.training
+        model.eval()
+        dl = self.get_eval_dataloader()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)
+        for batch in dl:
+            batch = self._prepare_inputs(batch)
+            labels = batch["labels"]
+            with self.autocast_smart_context_manager():
+                logits = logits_of(model(pixel_values=batch["pixel_values"])).float()
+            hard = labels.argmax(-1) if labels.dim() > 1 else labels
+            sums[0] += (logits.argmax(-1) == hard).sum()
+            sums[1] += torch.nn.functional.cross_entropy(logits, hard, reduction="sum")
+            sums[2] += hard.numel()
+        _all_reduce_(sums)
+        model.train(was_training)
+        n = max(float(sums[2]), 1.0)
+        return {"accuracy": float(sums[0]) / n, "loss": float(sums[1]) / n, "samples": int(sums[2])}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Model weights without the P3B modules (so the checkpoint is a plain HF model), plus
+        ``p3b_state.safetensors`` / ``p3b_state.json``."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if state_dict is None:
+            state_dict = self.accelerator.unwrap_model(self.model).state_dict()
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("p3b_gates.", "p3b_bpi."))}
+        super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            pr = self.pruner
+            pr.state.save(output_dir, pr.state_tensors(),
+                          {"schedule": pr.schedule.to_dict() if pr.schedule else None,
+                           "config": _jsonable(dataclasses.asdict(self.p3b))})
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        tensors, meta = P3BState.read(resume_from_checkpoint)
+        pr = self.pruner
+        pr.load_state_tensors(tensors)
+        pr.state.load(tensors, meta, pr.device)
+        if pr.state.finalized:  # the plan is a pure function of the (hard) masks
+            pr.plan = pr.width_plan()
+
+
+def _constant(_step: int) -> float:
+    return 1.0
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in d.items()}
