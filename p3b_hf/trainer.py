@@ -252,7 +252,7 @@ class P3BTrainer(FineTuneTrainer):
         cb = next((c for c in callbacks if isinstance(c, PruningCallback)), None)
         if cb is None:
             cb = PruningCallback(p3b)
-            callbacks.append(cb)
+            callbacks.insert(0, cb)  # user callbacks then see the state after each update
         elif p3b is not None:
             raise ValueError("Pass the P3BConfig either as p3b= or inside your PruningCallback, not both.")
         if model is None:

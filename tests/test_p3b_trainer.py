@@ -1,0 +1,168 @@
+"""End-to-end P3B runs on CPU with tiny synthetic data: ratio, save/reload, resume, variants, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from p3b_tiny_run import synthetic_dataset, tiny_model, training_args
+from transformers import AutoModelForImageClassification, TrainerCallback
+
+import p3b_hf  # noqa: F401  (registers the pruned classes)
+from p3b_hf.methods.p3b import add_cli_arguments, config_from_args
+from p3b_hf.methods.p3b.state import STATE_JSON, STATE_TENSORS
+from p3b_hf.trainer import P3BConfig, P3BTrainer, PruningCallback
+
+torch.set_num_threads(1)
+
+PHASES = dict(prune_start_epoch=1, prune_sparse_epoch=4, prune_finalize_epoch=8, update_every=3)
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("p3b_"))
+
+
+def _widths(trainer: P3BTrainer) -> list[dict]:
+    plan = trainer.pruner.plan
+    return [plan.kept(i) | {"idx": plan.layers[i].__dict__} for i in range(plan.num_layers)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = synthetic_dataset(192)
+    return ds, ds.select(range(64))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, data):
+    out = tmp_path_factory.mktemp("p3b_full")
+    model = tiny_model("vit")
+    dense = _params(model)
+    trainer = P3BTrainer(model=model, args=training_args(str(out)), train_dataset=data[0], eval_dataset=data[1],
+                         p3b=P3BConfig(prune_ratio=0.5, **PHASES))
+    trainer.train()
+    return trainer, model, dense, out
+
+
+def test_quick_start_reaches_ratio_and_saves_reloadable_model(full_run, data):
+    trainer, model, dense, out = full_run
+    pruned = trainer.pruned_model
+    n_pruned = sum(p.numel() for p in pruned.parameters())
+    assert abs((1 - n_pruned / dense) - 0.5) <= 0.01
+    hist = trainer.pruning.history
+    assert hist["schedule"] == {"start": 6, "sparse": 24, "finalize": 48, "update_every": 3, "tau_max": 0.1,
+                                "tau_min": 0.0}
+    steps = [u["step"] for u in hist["updates"]]
+    assert steps == list(range(9, 48, 3))
+    keeps = [u["model_keep"] for u in hist["updates"]]
+    assert keeps[0] > 0.9 and abs(keeps[-1] - 0.5) < 0.01  # ramped, then at the target
+    assert all(len(u["keep_achieved"]) == 4 and len(u["dpsi_cls"]) == 4 for u in hist["updates"])
+    fin = hist["finalize"]["finalize"]
+    assert fin["pruned"]["accuracy"] == pytest.approx(fin["hard_masked"]["accuracy"])
+    # the saved model reloads with plain transformers and equals the hard-masked model at finalize
+    saved = Path(fin["saved_to"])
+    assert (saved / "preprocessor_config.json").exists() or trainer.processing_class is None
+    assert (saved / "width_plan.json").exists()
+    reloaded = AutoModelForImageClassification.from_pretrained(saved).eval()
+    x = data[1][:16]["pixel_values"]
+    model.eval()
+    assert trainer.pruner.gates.kept_widths() and all(
+        set(m.unique().tolist()) <= {0.0, 1.0} for _, _, m in trainer.pruner.gates.named_masks())
+    with torch.no_grad():
+        assert torch.allclose(reloaded(pixel_values=x).logits, model(pixel_values=x).logits, atol=1e-5)
+    assert sum(p.numel() for p in reloaded.parameters()) == n_pruned
+
+
+class _StopAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resume_mid_sparsify_gives_identical_widths(full_run, data, tmp_path):
+    ref_trainer = full_run[0]
+    args = training_args(str(tmp_path), save_strategy="steps", save_steps=15)
+    first = P3BTrainer(model=tiny_model("vit"), args=args, train_dataset=data[0], eval_dataset=data[1],
+                       p3b=P3BConfig(prune_ratio=0.5, save_dir=None, **PHASES), callbacks=[_StopAt(15)])
+    first.train()
+    ckpt = tmp_path / "checkpoint-15"
+    assert (ckpt / STATE_TENSORS).exists() and (ckpt / STATE_JSON).exists()
+    assert json.loads((ckpt / STATE_JSON).read_text())["num_updates"] == 3  # updates at 9, 12, 15
+    # checkpoints hold a plain HF model: no P3B keys in model.safetensors
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
+        assert not any(k.startswith("p3b") for k in f.keys())
+    resumed = P3BTrainer(model=tiny_model("vit", seed=123), args=args, train_dataset=data[0],
+                         eval_dataset=data[1], p3b=P3BConfig(prune_ratio=0.5, save_dir=None, **PHASES))
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert _widths(resumed) == _widths(ref_trainer)
+    assert [u["keep_achieved"] for u in resumed.pruning.history["updates"]] == [
+        u["keep_achieved"] for u in ref_trainer.pruning.history["updates"]]
+
+
+def test_distilled_deit_with_teacher_and_reference_quirks(data, tmp_path):
+    """P3B-Dist on a distilled DeiT (2 special tokens, 2 heads) with every reference quirk switched on."""
+    teacher = tiny_model("vit", seed=5)
+    model = tiny_model("deit")
+    dense = _params(model)
+    cfg = P3BConfig(prune_ratio=0.4, reference=True, prune_start_epoch=0.5, prune_sparse_epoch=1.5,
+                    prune_finalize_epoch=3, update_every=2, save_dir=None)
+    trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=3), train_dataset=data[0],
+                         eval_dataset=data[1], p3b=cfg, teacher=teacher)
+    assert trainer.p3b.train_masks and trainer.p3b.layernorm_mode == "subset_stats"
+    groups = {g["p3b_group"]: g for g in trainer.create_optimizer().param_groups}
+    assert set(groups) == {"decay", "no_decay", "bpi_decay", "bpi_no_decay", "masks"}
+    assert groups["bpi_decay"]["lr"] == 5e-4 and groups["masks"]["weight_decay"] == 0.0
+    trainer.train()
+    assert trainer.pruner.bpi.special_tokens == 2
+    pruned = trainer.pruned_model
+    assert pruned.config.layernorm_mode == "subset_stats"
+    assert abs((1 - sum(p.numel() for p in pruned.parameters()) / dense) - 0.4) <= 0.02
+    assert trainer.pruning.history["updates"][-1]["phase"] == "finalize_reselect"
+
+
+def test_handcrafted_and_frozen_variants(data, tmp_path):
+    keep = [0.5, 0.25, 1.0, 0.5]
+    t = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / "h"), num_train_epochs=2),
+                   train_dataset=data[0], p3b=P3BConfig(handcrafted_keep=keep, prune_start_epoch=0.5,
+                                                        prune_sparse_epoch=1, prune_finalize_epoch=2,
+                                                        update_every=2, save_dir=None))
+    assert t.pruner.bpi is None
+    t.train()
+    achieved = t.pruning.history["updates"][-1]["keep_achieved"]
+    assert achieved == pytest.approx([k * x for k, x in zip(keep, [1, 1, 1, 1])], abs=0.02)
+    model = tiny_model("vit")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    f = P3BTrainer(model=model, args=training_args(str(tmp_path / "f"), num_train_epochs=2),
+                   train_dataset=data[0], p3b=P3BConfig(frozen=True, prune_start_epoch=0.5, prune_sparse_epoch=1,
+                                                        prune_finalize_epoch=2, update_every=2, save_dir=None))
+    f.train()
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if not n.startswith("p3b"))
+    updates = f.pruning.history["updates"]
+    assert updates and all(u["dpsi_cls"] is not None for u in updates)
+    assert sum(p.numel() for p in f.pruned_model.parameters()) == _params(model)  # nothing pruned
+
+
+def test_explicit_callback_and_cli_flags(tmp_path):
+    cb = PruningCallback(P3BConfig(prune_ratio=0.3))
+    t = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path)), callbacks=[cb],
+                   train_dataset=synthetic_dataset(32))
+    assert t.pruning is cb and hasattr(t.model, "p3b_gates")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prune-ratio", type=float)
+    add_cli_arguments(parser)
+    args = parser.parse_args(["--prune-ratio", "0.5", "--gate-scales", "mlp_hid:0.5", "--mask-lr", "1e-4",
+                              "--update-every", "7", "--layernorm-mode", "subset_stats"])
+    cfg = config_from_args(args)
+    assert cfg.gate_scales["mlp_hid"] == 0.5 and cfg.gate_scales["attn_out"] == 1.5
+    assert cfg.train_masks and cfg.mask_lr == 1e-4 and cfg.update_every == 7
+    assert cfg.layernorm_mode == "subset_stats" and not cfg.finalize_reselect
+    with pytest.raises(p3b_hf.P3BError, match="gate"):
+        config_from_args(parser.parse_args(["--prune-ratio", "0.5", "--gate-scales", "bogus:1"]))
