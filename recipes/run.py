@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Run a YAML recipe (prune -> fine-tune -> optional push) on 1..N processes.
+
+    accelerate launch --config_file recipes/accelerate/4gpu_bf16.yaml recipes/run.py \
+        recipes/p3b/deit_small_cifar100_p50.yaml [--set vars.dataset=/data/cifar100] [--stages prune]
+
+A recipe is YAML with
+  ``base``: another recipe file to inherit from (deep-merged; this file wins),
+  ``vars``: strings substituted into every ``{name}`` of the stage args (``output_root`` et al.),
+  ``stages``: ``name -> {command: prune|finetune, global_batch_size: N?, args: {flag: value}}`` run in order;
+      args are the command's CLI flags with ``_`` for ``-`` (``prune_ratio: 0.5`` -> ``--prune-ratio 0.5``,
+      ``true`` -> a bare switch, ``null``/``false`` -> left out),
+  ``push_to_hub`` / ``hub_repo_id`` / ``hub_private``: push the last stage's output dir with
+      :func:`p3b_hf.hub.push_pruned` (main process only).
+
+``global_batch_size`` keeps a recipe's optimisation identical on any number of processes: the runner sets
+``--grad-accum-steps`` (when the command has it) or the per-device ``--batch-size`` so that
+per-device x processes x accumulation equals it. Mixed precision and ``--cpu`` come from the accelerate
+config (``ACCELERATE_MIXED_PRECISION`` / ``ACCELERATE_USE_CPU``) unless the stage sets them.
+``--fingerprint-dir DIR``: every rank writes ``DIR/<stage>.rank<r>.json`` (per-layer widths + sha256 of its
+final weights) for stages whose command returns its model -- the DDP consistency check used by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COMMANDS = ("prune", "finetune")
+
+
+# ------------------------------------------------------------------------------------------- recipe files
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a recipe and the chain of ``base`` files it inherits from."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"recipe {path} does not exist (see recipes/README.md for the list)")
+    data = yaml.safe_load(path.read_text()) or {}
+    base = data.pop("base", None)
+    if base:
+        data = deep_merge(load_recipe(path.parent / base), data)
+    return data
+
+
+def apply_overrides(recipe: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """``--set a.b.c=value`` (value parsed as YAML: numbers, true/false, null, strings)."""
+    recipe = copy.deepcopy(recipe)
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: use dotted.key=value, e.g. stages.prune.args.epochs=1")
+        parts = key.split(".")
+        if parts[0] in recipe.get("stages", {}) and parts[0] not in ("vars", "stages"):
+            parts = ["stages", parts[0], "args", *parts[1:]]  # shorthand: prune.epochs=1
+        node = recipe
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return recipe
+
+
+def _substitute(value: Any, variables: dict[str, Any]) -> Any:
+    if isinstance(value, str) and "{" in value:
+        try:
+            return value.format_map(variables)
+        except KeyError as e:
+            raise SystemExit(f"recipe value {value!r} uses {{{e.args[0]}}}, which is not in vars") from e
+    if isinstance(value, list):
+        return [_substitute(v, variables) for v in value]
+    return value
+
+
+def resolve_vars(raw: dict[str, Any]) -> dict[str, str]:
+    """Vars may refer to each other (``dataset: "{data_root}/ifood2019"``); resolve until nothing changes."""
+    variables = {k: str(v) for k, v in raw.items()}
+    for _ in range(len(variables) + 1):
+        new = {k: _substitute(v, variables) for k, v in variables.items()}
+        if new == variables:
+            return variables
+        variables = new
+    raise SystemExit(f"recipe vars refer to each other in a cycle: {variables}")
+
+
+def to_argv(args: dict[str, Any], variables: dict[str, Any]) -> list[str]:
+    argv: list[str] = []
+    for key, value in args.items():
+        value = _substitute(value, variables)
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+# ------------------------------------------------------------------------------------------- launching
+def world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def command_parser(name: str) -> tuple[Any, argparse.ArgumentParser]:
+    if name not in COMMANDS:
+        raise SystemExit(f"unknown command {name!r} in recipe; use one of {COMMANDS}")
+    module = importlib.import_module(f"p3b_hf.commands.{name}")
+    parser = argparse.ArgumentParser(prog=f"p3b-hf {name}")
+    module.add_arguments(parser)
+    return module, parser
+
+
+def _has_flag(parser: argparse.ArgumentParser, flag: str) -> bool:
+    return flag in parser._option_string_actions
+
+
+def stage_args(stage: dict[str, Any], parser: argparse.ArgumentParser, variables: dict[str, Any]) -> list[str]:
+    """The stage's argv, with global batch, precision and device filled in for this launch."""
+    args = dict(stage.get("args") or {})
+    _, n_proc = world()
+    gbs = stage.get("global_batch_size")
+    if gbs:
+        per_device = int(args.get("batch_size") or parser.get_default("batch_size"))
+        if _has_flag(parser, "--grad-accum-steps") and gbs % (per_device * n_proc) == 0:
+            args["grad_accum_steps"] = gbs // (per_device * n_proc)
+        elif gbs % n_proc == 0:
+            args["batch_size"] = gbs // n_proc
+            args.pop("grad_accum_steps", None)
+        else:
+            raise SystemExit(f"global_batch_size {gbs} is not divisible by {n_proc} processes; change "
+                             "--num_processes or the recipe's global_batch_size")
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if precision in ("bf16", "fp16") and not args.get("bf16") and not args.get("fp16"):
+        args[precision] = True
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") and _has_flag(parser, "--device"):
+        args["device"] = "cpu"
+    return to_argv(args, variables)
+
+
+def fingerprint(model: Any) -> dict[str, Any]:
+    from p3b_hf.commands.finetune import model_fingerprint
+
+    return model_fingerprint(model)
+
+
+def barrier() -> None:
+    """Wait for every rank (the Trainer has set up the process group; nothing to wait for otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("recipe", help="recipe YAML")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe value: vars.dataset=/data/x, prune.epochs=1, push_to_hub=true")
+    ap.add_argument("--stages", default=None, help="comma-separated subset of the recipe's stages to run")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    ap.add_argument("--fingerprint-dir", default=None, help="write per-rank model fingerprints here")
+    opts = ap.parse_args(argv)
+
+    recipe = apply_overrides(load_recipe(opts.recipe), opts.set)
+    variables = resolve_vars(recipe.get("vars") or {})
+    stages: dict[str, Any] = recipe.get("stages") or {}
+    chosen = opts.stages.split(",") if opts.stages else list(stages)
+    unknown = [s for s in chosen if s not in stages]
+    if unknown:
+        raise SystemExit(f"stages {unknown} are not in the recipe (it has {list(stages)})")
+    from p3b_hf.errors import P3BError
+
+    rank, n_proc = world()
+    last_output = None
+    for name in chosen:
+        stage = stages[name]
+        module, parser = command_parser(stage.get("command", name))
+        argv_stage = stage_args(stage, parser, variables)
+        print(f"[rank {rank}/{n_proc}] stage {name}: p3b-hf {stage.get('command', name)} {' '.join(argv_stage)}",
+              flush=True)
+        if opts.dry_run:
+            continue
+        args = parser.parse_args(argv_stage)
+        try:
+            if hasattr(module, "execute"):
+                outcome = module.execute(args)
+                if opts.fingerprint_dir and getattr(outcome, "model", None) is not None:
+                    out = Path(opts.fingerprint_dir)
+                    out.mkdir(parents=True, exist_ok=True)
+                    (out / f"{name}.rank{rank}.json").write_text(json.dumps(fingerprint(outcome.model)))
+            else:
+                rc = module.run(args)
+                if rc:
+                    return int(rc)
+        except P3BError as e:  # one line, as `p3b-hf` prints it
+            print(f"[rank {rank}] stage {name}: error: {e}", file=sys.stderr)
+            return 2
+        barrier()
+        last_output = args.output_dir
+    if recipe.get("push_to_hub") and not opts.dry_run and rank == 0:
+        from p3b_hf.hub import push_pruned
+
+        repo = _substitute(recipe.get("hub_repo_id"), variables)
+        if not repo or last_output is None:
+            raise SystemExit("push_to_hub: true needs hub_repo_id and at least one stage that ran")
+        result = push_pruned(last_output, repo, private=recipe.get("hub_private"))
+        print(f"pushed {last_output} to {result.commit_url}")
+    print(f"[rank {rank}/{n_proc}] recipe {opts.recipe} done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    sys.exit(main())
