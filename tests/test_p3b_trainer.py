@@ -166,3 +166,41 @@ def test_explicit_callback_and_cli_flags(tmp_path):
     assert cfg.layernorm_mode == "subset_stats" and not cfg.finalize_reselect
     with pytest.raises(p3b_hf.P3BError, match="gate"):
         config_from_args(parser.parse_args(["--prune-ratio", "0.5", "--gate-scales", "bogus:1"]))
+
+
+def test_run_cli_through_the_prune_parser(tmp_path):
+    """``p3b-hf prune --method p3b`` flags (all methods registered: no clashes) -> run_cli -> finish_run."""
+    import copy
+
+    from p3b_hf.commands.prune import add_arguments
+    from p3b_hf.data import make_collator
+    from p3b_hf.methods import p3b
+    from p3b_hf.pipeline import PruneContext, finish_run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([
+        "--model", "x", "--dataset", "y", "--output-dir", str(tmp_path / "out"), "--device", "cpu",
+        "--batch-size", "16", "--epochs", "2", "--prune-ratio", "0.4", "--prune-start-epoch", "0.5",
+        "--prune-sparse-epoch", "1", "--update-every", "1", "--lr", "1e-3"])
+    ds = synthetic_dataset(64)
+    items = [{"pixel_values": ds[i]["pixel_values"], "labels": int(ds[i]["labels"])} for i in range(64)]
+    model = tiny_model("vit")
+    dense = copy.deepcopy(model)
+    (tmp_path / "staging").mkdir()
+    ctx = PruneContext(args=args, model=model, image_processor=None, data=None, train_ds=items[:48],
+                       eval_ds=items[48:], collator=make_collator(4, mixup=0.8, cutmix=1.0, label_smoothing=0.1),
+                       num_labels=4, staging_dir=tmp_path / "staging", work_dir=tmp_path / "work")
+    result = p3b.run_cli(args, ctx)
+    h = result.history
+    assert h["schedule"]["start"] == 2 and h["schedule"]["finalize"] == 6 and len(h["updates"]) == 3
+    assert set(h["plots"]) == {"p3b_dpsi.png", "p3b_keep_history.png", "p3b_keep_final.png"}
+    assert all((tmp_path / "staging" / "plots" / p).stat().st_size > 0 for p in h["plots"])
+    assert set(result.eval_metrics) >= {"accuracy", "loss"}
+    assert not hasattr(model, "p3b_gates")  # run_cli hands back a clean HF model
+    report = finish_run(ctx, result, dense)
+    assert abs(report["achieved_param_reduction"] - 0.4) <= 0.01 and report["plan_meta"]["method"] == "p3b"
+    saved = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
+    assert sum(p.numel() for p in saved.parameters()) == sum(p.numel() for p in result.pruned_model.parameters())
+    assert abs(1 - sum(p.numel() for p in saved.parameters()) / _params(dense) - 0.4) <= 0.01
+    assert json.loads((tmp_path / "out" / "pruning_report.json").read_text())["history"]["updates"]
