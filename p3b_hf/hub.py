@@ -136,10 +136,15 @@ def _pct(x: float | None) -> str:
 
 
 def _hub_id(name: Any) -> str | None:
-    """``name`` if it looks like a Hub repo id (``org/name``) rather than a local path."""
-    if not isinstance(name, str) or not _HUB_ID.match(name) or Path(name).exists():
+    """``name`` if it is a Hub repo id (``org/name``, or a data preset such as ``cifar100``), not a local path."""
+    if not isinstance(name, str) or Path(name).exists():
         return None
-    return name
+    from .data import PRESETS
+
+    preset = PRESETS.get(name.lower())
+    if preset is not None:
+        return preset.hub_id
+    return name if _HUB_ID.match(name) else None
 
 
 def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[str, Any] | None = None,
@@ -155,6 +160,7 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
     ft = report.get("finetune") or {}
     base = report.get("base_model") or config.get("base_model_name_or_path")
     data_name = dataset or ft.get("dataset") or report.get("dataset")
+    data_name = _hub_id(data_name) or data_name
     method = report.get("method") or config.get("pruning_method") or "unknown"
     ratio = report.get("prune_ratio_requested", config.get("prune_ratio"))
     dense = report.get("dense") or {}

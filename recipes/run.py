@@ -91,7 +91,9 @@ def resolve_vars(raw: dict[str, Any]) -> dict[str, str]:
     for _ in range(len(variables) + 1):
         new = {k: _substitute(v, variables) for k, v in variables.items()}
         if new == variables:
-            return variables
+            if not any("{" + k + "}" in v for k in variables for v in variables.values()):
+                return variables
+            break
         variables = new
     raise SystemExit(f"recipe vars refer to each other in a cycle: {variables}")
 
@@ -167,6 +169,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def push_output(recipe: dict[str, Any], output_dir: str | None, variables: dict[str, str], api: Any = None) -> Any:
+    """``push_to_hub: true``: upload the last stage's model dir (weights, code, processor, report, card)."""
+    from p3b_hf.hub import push_pruned
+
+    repo = _substitute(recipe.get("hub_repo_id"), variables)
+    if not repo or output_dir is None:
+        raise SystemExit("push_to_hub: true needs hub_repo_id and at least one stage that ran")
+    result = push_pruned(output_dir, repo, private=recipe.get("hub_private"), api=api)
+    print(f"pushed {output_dir} to {result.commit_url}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipe", help="recipe YAML")
@@ -214,13 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         barrier()
         last_output = args.output_dir
     if recipe.get("push_to_hub") and not opts.dry_run and rank == 0:
-        from p3b_hf.hub import push_pruned
-
-        repo = _substitute(recipe.get("hub_repo_id"), variables)
-        if not repo or last_output is None:
-            raise SystemExit("push_to_hub: true needs hub_repo_id and at least one stage that ran")
-        result = push_pruned(last_output, repo, private=recipe.get("hub_private"))
-        print(f"pushed {last_output} to {result.commit_url}")
+        push_output(recipe, last_output, variables)
     print(f"[rank {rank}/{n_proc}] recipe {opts.recipe} done", flush=True)
     return 0
 

@@ -298,7 +298,7 @@ def nontrivial_plan(config: Any) -> Any:
     return plan
 
 
-def save_pruned_dir(dense: Any, out: Path, *, method: str = "p3b", dataset: str = "uoft-cs/cifar100",
+def save_pruned_dir(dense: Any, out: Path, *, method: str = "p3b", dataset: str = "cifar100",
                     accuracy: float | None = 0.5, with_report: bool = True) -> Any:
     """apply_width_plan + the lead's save/report/plot helpers, as `p3b-hf prune` writes a model dir."""
     from transformers import ViTImageProcessorPil

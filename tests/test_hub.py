@@ -105,7 +105,7 @@ def test_push_uploads_files_and_model_card(pruned_dir: tuple[Path, torch.nn.Modu
     assert card == result.model_card
     report = json.loads((model_dir / "pruning_report.json").read_text())
     assert "base_model: facebook/deit-tiny-patch16-224" in card
-    assert "- uoft-cs/cifar100" in card and "library_name: transformers" in card
+    assert "- uoft-cs/cifar100" in card and "library_name: transformers" in card  # preset -> Hub id
     assert "pipeline_tag: image-classification" in card and "pruning-p3b" in card
     assert f"{report['dense']['params'] / 1e6:.2f} M -> {count_cost(pruned)['params'] / 1e6:.2f} M" in card
     assert f"{report['dense']['macs'] / 1e9:.3f} G -> {count_cost(pruned)['macs'] / 1e9:.3f} G" in card
