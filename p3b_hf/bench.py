@@ -228,28 +228,43 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_round_robin(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, repeats: int,
-                     warmup: int, min_repeat_s: float) -> dict[str, dict[str, Any]]:
-    """Median images/s of each runner, timed round-robin (see module docstring)."""
-    device = x.device
+def warm_up(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, warmup: int,
+            min_repeat_s: float, call_s: dict[str, float] | None = None) -> dict[str, int]:
+    """Run each runner ``warmup`` times (this is where ``torch.compile`` compiles), then time one call
+    to choose how many calls one timed repeat makes (at least ``min_repeat_s`` long). The seconds of
+    that call are stored in ``call_s`` if given."""
     inner: dict[str, int] = {}
     with torch.inference_mode():
         for name, fn in runners.items():
             for _ in range(max(1, warmup)):
                 fn(x)
-            _sync(device)
+            _sync(x.device)
             t0 = time.perf_counter()
             fn(x)
-            _sync(device)
-            inner[name] = max(1, math.ceil(min_repeat_s / max(time.perf_counter() - t0, 1e-9)))
-        times: dict[str, list[float]] = {name: [] for name in runners}
+            _sync(x.device)
+            dt = max(time.perf_counter() - t0, 1e-9)
+            inner[name] = max(1, math.ceil(min_repeat_s / dt))
+            if call_s is not None:
+                call_s[name] = dt
+    return inner
+
+
+def time_round_robin(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, repeats: int,
+                     warmup: int, min_repeat_s: float, inner: dict[str, int] | None = None
+                     ) -> dict[str, dict[str, Any]]:
+    """Median images/s of each runner, timed round-robin (see module docstring). ``inner`` (from
+    :func:`warm_up`) skips the warm-up."""
+    if inner is None:
+        inner = warm_up(runners, x, warmup, min_repeat_s)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    with torch.inference_mode():
         for _ in range(repeats):
             for name, fn in runners.items():
-                _sync(device)
+                _sync(x.device)
                 t0 = time.perf_counter()
                 for _ in range(inner[name]):
                     fn(x)
-                _sync(device)
+                _sync(x.device)
                 times[name].append((time.perf_counter() - t0) / inner[name])
     out = {}
     for name, ts in times.items():

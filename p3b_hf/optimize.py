@@ -407,8 +407,19 @@ def optimize_for_inference(model: nn.Module, *, compile: bool = True, patch_embe
     ref = next(model.parameters())
     fast = fast.to(device=ref.device, dtype=dtype or ref.dtype)
     if compile:
+        _allow_many_compiled_models()
         return torch.compile(fast, dynamic=False, mode=compile_mode)
     return fast
+
+
+def _allow_many_compiled_models() -> None:
+    """Every compiled FastViT adds guards on the same ``forward`` code; past dynamo's recompile limit
+    (8 by default) further models would silently run uncompiled, e.g. in a benchmark of 10 models."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the name since torch 2.6, the older one
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(64, getattr(cfg, name)))
+            return
 
 
 def describe(fast: nn.Module) -> dict[str, Any]:
