@@ -44,11 +44,35 @@ def calibration_dataset(ctx: Any) -> Any:
     return ctx.train_ds
 
 
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def calibration_loader(dataset: Any, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                       num_workers: int = 0) -> torch.utils.data.DataLoader:
+                       num_workers: int = 0, shard: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of ``dataset``; ``shard=True`` gives each DDP rank a disjoint strided slice (no padding,
+    so all-reduced statistics count every sample exactly once)."""
+    rank, world = _dist()
+    if shard and world > 1:
+        dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g,
                                        collate_fn=calib_collate, num_workers=num_workers)
+
+
+def broadcast_plan(plan: WidthPlan) -> WidthPlan:
+    """Rank 0's plan on every DDP rank (gradient scores can differ in the last bits between GPUs)."""
+    import torch.distributed as dist
+
+    if _dist()[1] == 1:
+        return plan
+    box = [plan.to_dict()]
+    dist.broadcast_object_list(box, src=0)
+    return WidthPlan.from_dict(box[0])
 
 
 def run_device(ctx: Any) -> str:
@@ -77,6 +101,8 @@ def cached_plan(ctx: Any, name: str) -> WidthPlan | None:
 
 
 def save_plan_cache(ctx: Any, name: str, plan: WidthPlan) -> None:
+    if _dist()[0] != 0:
+        return
     Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
     plan.to_json(Path(ctx.work_dir) / f"{name}.width_plan.json")
 
@@ -88,7 +114,10 @@ def finetune(ctx: Any, model: nn.Module, *, phase: str, epochs: float, lr: float
 
     if epochs <= 0:
         return {"epochs": 0, "train_time_s": 0.0}
-    targs = training_arguments(ctx, phase, epochs=epochs, lr=lr, weight_decay=weight_decay)
+    overrides = {}
+    if getattr(ctx.args, "save_strategy", None):  # e.g. "no" for benchmark runs without checkpoints
+        overrides["save_strategy"] = ctx.args.save_strategy
+    targs = training_arguments(ctx, phase, epochs=epochs, lr=lr, weight_decay=weight_decay, **overrides)
     trainer = FineTuneTrainer(model=model, args=targs, train_dataset=ctx.train_ds, data_collator=ctx.collator,
                               teacher=teacher, kd=kd)
     resume = None

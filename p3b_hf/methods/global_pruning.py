@@ -79,6 +79,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
 def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
     from . import MethodResult
     from .baseline_common import (
+        broadcast_plan,
         cached_plan,
         calibration_dataset,
         calibration_loader,
@@ -107,6 +108,7 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
                            taylor_batches=getattr(args, "taylor_batches", 10),
                            hessian_samples=getattr(args, "hessian_samples", 640), seed=getattr(args, "seed", 0))
         timings["scoring_s"] = time.time() - t0
+        plan = broadcast_plan(plan)
         save_plan_cache(ctx, "global", plan)
     pruned = apply_width_plan(model, plan, provenance={"method": "global"})
     before_ft = evaluate(ctx, pruned, "pruned eval (before fine-tune)")

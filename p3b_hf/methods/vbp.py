@@ -113,6 +113,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
 def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
     from . import MethodResult
     from .baseline_common import (
+        broadcast_plan,
         cached_plan,
         calibration_dataset,
         calibration_loader,
@@ -139,10 +140,10 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
     if plan is None:
         t0 = time.time()
         loader = calibration_loader(calibration_dataset(ctx), getattr(args, "batch_size", 64),
-                                    num_workers=getattr(args, "num_workers", 0))
+                                    num_workers=getattr(args, "num_workers", 0), shard=True)
         stats = collect_mlp_activation_stats(model, loader, max_batches=getattr(args, "stats_batches", None))
         timings["statistics_s"] = time.time() - t0
-        plan = vbp_plan_from_stats(model, stats, percentage)
+        plan = broadcast_plan(vbp_plan_from_stats(model, stats, percentage))
         save_plan_cache(ctx, "vbp", plan)
     plan.meta.update(method="vbp", prune_ratio=prune_ratio)
 
