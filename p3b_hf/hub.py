@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +282,8 @@ def push_pruned(model_dir: str | os.PathLike, repo_id: str, *, private: bool | N
         files = collect_files(d, config)
         is_p3b = config.get("model_type") in P3B_MODEL_TYPES
         missing_code = [n for n in _code_files(config) if not (d / n).exists()]
-        if is_p3b and (not config.get("auto_map") or missing_code):
+        resaved = is_p3b and (not config.get("auto_map") or bool(missing_code))
+        if resaved:
             # saved without `import p3b_hf` (no register_for_auto_class) or the .py files were lost:
             # re-save through save_pretrained, which writes the code files and auto_map.
             for name in _resave_with_code(d, staging):
@@ -299,13 +299,7 @@ def push_pruned(model_dir: str | os.PathLike, repo_id: str, *, private: bool | N
             warnings.warn(f"{d} has no preprocessor_config.json: AutoImageProcessor.from_pretrained('{repo_id}') "
                           "will fail. Save the image processor into the model dir first.", stacklevel=2)
         if verify:
-            check_dir = d
-            if any(p.parent == staging for p in files.values()):
-                for k, p in files.items():
-                    if p.parent != staging and "/" not in k:
-                        shutil.copy2(p, staging / k)
-                check_dir = staging
-            verify_loads(check_dir)
+            verify_loads(staging if resaved else d)
         card = ""
         if model_card:
             card = build_model_card(d, repo_id, config=config, dataset=dataset, license=license)

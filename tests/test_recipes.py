@@ -142,19 +142,40 @@ def test_smoke_recipe_prune_finetune_push_in_process(tmp_path: Path, monkeypatch
     out = tmp_path / "run"
     rc = run.main([str(RECIPES / "smoke/p3b_tiny_cpu.yaml"), "--set", f"vars.model={dense}", "--set",
                    f"vars.dataset={data}", "--set", f"vars.output_root={out}", "--set", "push_to_hub=true", "--set",
-                   "hub_repo_id=me/tiny-p3b", "--fingerprint-dir", str(tmp_path / "fp")])
+                   "hub_repo_id=me/tiny-p3b", "--set", f"finetune.teacher={dense}",  # KD from the dense model
+                   "--fingerprint-dir", str(tmp_path / "fp")])
     assert rc == 0
     pruned_report = json.loads((out / "pruned/pruning_report.json").read_text())
     assert pruned_report["method"] == "p3b" and 0.4 < pruned_report["achieved_param_reduction"] < 0.6
     final = json.loads((out / "finetuned/pruning_report.json").read_text())
     assert final["finetune"]["epochs"] == 1 and final["finetune"]["source_model"] == str(out / "pruned")
+    assert final["finetune"]["teacher"] == str(dense) and final["finetune"]["kd"]["alpha"] == 0.5
     assert final["widths"] == pruned_report["widths"]  # fine-tuning never changes the structure
     fp = json.loads((tmp_path / "fp/finetune.rank0.json").read_text())
     assert fp["widths"] == pruned_report["widths"]
     hub = snapshot_bytes(store, "me/tiny-p3b")
     assert hub["model.safetensors"] == (out / "finetuned/model.safetensors").read_bytes()
     card = hub["README.md"].decode()
-    assert "after fine-tuning (1.0 epochs)" in card and "| method | p3b |" in card
+    assert "after fine-tuning (1.0 epochs, KD)" in card and "| method | p3b |" in card
+
+
+def test_finetune_rejects_bad_input(tmp_path: Path, tiny_vit: torch.nn.Module) -> None:
+    """Errors name the problem and the fix (labels of another task, conflicting precisions)."""
+    import argparse
+
+    from p3b_hf.commands import finetune
+    from p3b_hf.errors import DataError, P3BError
+
+    data = _tiny_data(tmp_path)
+    tiny_vit.save_pretrained(tmp_path / "seven_labels")  # 7 labels, the data set has 4
+    parser = argparse.ArgumentParser()
+    finetune.add_arguments(parser)
+    base = ["--dataset", str(data), "--output-dir", str(tmp_path / "out"), "--epochs", "1", "--device", "cpu"]
+    with pytest.raises(DataError, match="--new-head"):
+        finetune.execute(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base]))
+    with pytest.raises(P3BError, match="at most one of --bf16 / --fp16"):
+        finetune.execute(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base, "--bf16", "--fp16"]))
+    assert not (tmp_path / "out").exists()
 
 
 def _free_port() -> int:
