@@ -77,8 +77,12 @@ class P3BLayerNorm(nn.Module):
         if not self.full_stats:
             sub = x.index_select(-1, idx)
             return F.layer_norm(sub, (sub.shape[-1],), self.weight, self.bias, self.eps)
-        normed = F.layer_norm(x, (x.shape[-1],), None, None, self.eps)
-        return normed.index_select(-1, idx) * self.weight + self.bias
+        # LayerNorm(C) with the affine scattered to full width, then the gather: one normalisation
+        # pass and one gather (not gather + scale + shift passes over the subset).
+        c = x.shape[-1]
+        weight = self.weight.new_zeros(c).index_copy(0, idx, self.weight)
+        bias = self.bias.new_zeros(c).index_copy(0, idx, self.bias)
+        return F.layer_norm(x, (c,), weight, bias, self.eps).index_select(-1, idx)
 
 
 class P3BConstantOutput(nn.Module):
@@ -92,11 +96,17 @@ class P3BConstantOutput(nn.Module):
         return self.bias.to(reference.dtype).expand(*reference.shape[:-1], -1)
 
 
-def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache) -> torch.Tensor:
+def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache,
+              owned: bool = False) -> torch.Tensor:
+    """``residual`` plus ``update`` scattered into the ``out_index`` channels. ``owned``: the caller
+    holds no other reference to ``residual``, so without autograd it may be updated in place."""
     idx = out_index.get(residual.device)
     if idx is None:
         return residual + update
-    return residual.index_add(-1, idx, update.to(residual.dtype))
+    update = update.to(residual.dtype)
+    if owned and not torch.is_grad_enabled():
+        return residual.index_add_(-1, idx, update)
+    return residual.index_add(-1, idx, update)
 
 
 class P3BViTEmbeddings(nn.Module):
@@ -260,7 +270,8 @@ class P3BViTLayer(nn.Module):
                 update = self.output(x[..., :1])
             else:
                 update = self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
-            x = _add_into(x, update, self.mlp_out_index)
+            # after the attention's (out-of-place) add, x is this layer's own tensor
+            x = _add_into(x, update, self.mlp_out_index, owned=self.attn_active)
         return x
 
 
