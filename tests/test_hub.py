@@ -3,9 +3,7 @@ serves through ``HF_ENDPOINT``; loads run in subprocesses (HF_ENDPOINT / HF_HUB_
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from fake_hub import (
 )
 
 from p3b_hf import count_cost
-from p3b_hf.commands import push as push_cmd
+from p3b_hf.cli import main as cli_main
 from p3b_hf.errors import CheckpointError, P3BError
 from p3b_hf.hub import build_model_card, push_pruned
 
@@ -50,14 +48,8 @@ torch.save(res, out_path)
 
 
 def cli_push(argv: list[str]) -> int:
-    """``p3b-hf push ...`` through the push command module (what ``p3b_hf.cli.main`` dispatches to)."""
-    parser = argparse.ArgumentParser(prog="p3b-hf push")
-    push_cmd.add_arguments(parser)
-    try:
-        return push_cmd.run(parser.parse_args(argv))
-    except P3BError as e:  # as p3b_hf.cli.main reports it
-        print(f"p3b-hf push: error: {e}", file=sys.stderr)
-        return 2
+    """``p3b-hf push ...`` through the real CLI entry point."""
+    return cli_main(["push", *argv])
 
 
 def _named(requests: list[tuple[str, str]], store: HubStore) -> list[tuple[str, str]]:
