@@ -204,8 +204,8 @@ class PruningCallback(TrainerCallback):
         pr = self.pruner
         if not pr.state.finalized:
             self.finalize(state.global_step)
-        elif state.global_step > (pr.state.finalize_step or 0):
-            # trained on with hard masks after finalisation: rebuild from the final weights
+        elif self.pruned_model is None or state.global_step > (pr.state.finalize_step or 0):
+            # resumed after finalisation, or trained on with hard masks: build from the final weights
             self._build_and_save(pr.plan, stage="train_end")
         if self._t0 is not None:
             self.wall_time_s = time.perf_counter() - self._t0
