@@ -1,13 +1,276 @@
-"""``p3b-hf demo`` -- not implemented yet (filled in by a later issue)."""
+"""``p3b-hf demo``: an offline transfer-pruning run on a CPU in a few minutes.
+
+1. SOURCE: render Latin letters/digits with 22 bundled fonts and pretrain a small ViT on them
+   (cached in ``DIR/source_model``; see :mod:`p3b_hf.demo_data`).
+2. TARGET: render 44 Greek/Cyrillic glyphs, train/eval split by font, saved as ``DIR/data/target``.
+3. Dense fine-tune on the target (the baseline; same recipe as the pruning run).
+4. P3B: ``p3b-hf prune --method p3b`` on the target -- the same code path as the CLI (``prepare_context``
+   -> ``methods.p3b.run_cli`` = ``P3BTrainer`` with ``P3BConfig`` -> ``finish_run``), so the demo
+   prints the equivalent command line.
+5. Report: dense vs pruned accuracy, params, MACs, CPU images/s; plots; the saved model directory is
+   reloaded with ``AutoModelForImageClassification.from_pretrained`` and its logits are checked.
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "Not implemented yet."
+    parser.add_argument("--output-dir", default="outputs/demo", help="where everything goes (default outputs/demo)")
+    parser.add_argument("--prune-ratio", type=float, default=0.5, help="fraction of parameters to remove (0.5)")
+    parser.add_argument("--epochs", type=float, default=8.0, help="target fine-tune / P3B epochs (8)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=5e-4, help="target fine-tune lr (AdamW, constant)")
+    parser.add_argument("--augment", choices=["glyph", "basic", "none"], default="glyph",
+                        help="target training augmentation (default: the dev-bench glyph recipe)")
+    parser.add_argument("--pretrain-steps", type=int, default=450, help="source pretraining steps (batch 64)")
+    parser.add_argument("--source-renders", type=int, default=4, help="renders per (font, class) on the source")
+    parser.add_argument("--train-renders", type=int, default=3, help="renders per (font, class), target train")
+    parser.add_argument("--eval-renders", type=int, default=2, help="renders per (font, class), target eval")
+    parser.add_argument("--skip-dense", action="store_true", help="skip the dense fine-tune baseline")
+    parser.add_argument("--bench-iters", type=int, default=10, help="timed batches per model for images/s")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the idle cores by load average, at least 1)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _auto_threads() -> int:
+    """Idle cores: on a shared 2-core machine, 2 OpenMP threads competing with other jobs are several
+    times slower than 1 thread, so use only the cores the load average leaves free."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
+
+
+def _prune_argv(args: argparse.Namespace, model_dir: Path, data_dir: Path, out: Path) -> list[str]:
+    """The ``p3b-hf prune`` command line the demo runs (printed so users can rerun it)."""
+    return ["prune", "--method", "p3b", "--model", str(model_dir), "--dataset", str(data_dir),
+            "--output-dir", str(out), "--overwrite", "--prune-ratio", str(args.prune_ratio),
+            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+            "--weight-decay", "0.05", "--augment", args.augment, "--mixup", "0", "--cutmix", "0",
+            "--label-smoothing", "0.1", "--device", "cpu", "--seed", str(args.seed), "--logging-steps", "20"]
+
+
+@torch.inference_mode()
+def cpu_images_per_s(model: torch.nn.Module, image_size: int, batch_size: int = 64, iters: int = 10) -> float:
+    """Median images/s of ``model`` (fp32, eval) on random input; 2 warm-up batches."""
+    model = model.eval().cpu()
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        model(pixel_values=x)
+    times = []
+    for _ in range(max(1, iters)):
+        t = time.perf_counter()
+        model(pixel_values=x)
+        times.append(time.perf_counter() - t)
+    return batch_size / statistics.median(times)
+
+
+def _dense_finetune(ctx: Any, args: argparse.Namespace, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
+    """The baseline: the same fine-tune recipe as the P3B run (constant lr, no clipping), no pruning."""
+    from ..pipeline import evaluate_accuracy, training_arguments
+    from ..training import FineTuneTrainer, compute_accuracy
+
+    targs = training_arguments(ctx, "dense", epochs=args.epochs, lr=args.lr, weight_decay=0.05,
+                               lr_scheduler_type="constant", max_grad_norm=0.0, save_strategy="no")
+    trainer = FineTuneTrainer(model=model, args=targs, train_dataset=ctx.train_ds, eval_dataset=ctx.eval_ds,
+                              data_collator=ctx.collator, processing_class=ctx.image_processor,
+                              compute_metrics=compute_accuracy)
+    trainer.train()
+    model = trainer.model.cpu().eval()
+    return model, evaluate_accuracy(model, ctx.eval_ds, device="cpu", desc="eval dense")
+
+
+def _reload_check(model_dir: Path, pruned: torch.nn.Module, eval_ds: Any) -> dict[str, Any]:
+    """Reload the saved directory the way users will, and compare logits with the in-memory model."""
+    from transformers import AutoModelForImageClassification
+
+    from ..pipeline import evaluate_accuracy
+
+    reloaded = AutoModelForImageClassification.from_pretrained(str(model_dir)).eval()
+    n = min(len(eval_ds), 64)
+    x = torch.stack([eval_ds[i]["pixel_values"] for i in range(n)])
+    with torch.inference_mode():
+        a = pruned.eval().cpu()(pixel_values=x).logits
+        b = reloaded(pixel_values=x).logits
+    diff = float((a - b).abs().max())
+    acc = evaluate_accuracy(reloaded, eval_ds, device="cpu", desc="eval reloaded")["accuracy"]
+    return {"class": type(reloaded).__name__, "max_abs_logit_diff": diff, "accuracy": acc,
+            "params": sum(p.numel() for p in reloaded.parameters()), "ok": diff <= 1e-4}
+
+
+def _sample_grid(datasets_: list[Any], path: Path, per_row: int = 16) -> Path:
+    """Plot a few source and target images (first row source, second target train, third target eval)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(datasets_), per_row, figsize=(per_row * 0.6, len(datasets_) * 0.75))
+    for r, (title, ds) in enumerate(datasets_):
+        step = max(1, len(ds) // per_row)
+        for c in range(per_row):
+            ax = axes[r][c]
+            ax.imshow(ds[min(c * step, len(ds) - 1)]["image"])
+            ax.axis("off")
+        axes[r][0].set_title(title, fontsize=7, loc="left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("p3b-hf demo is not implemented yet.")
+    from .. import demo_data
+    from ..cli import build_parser
+    from ..cost import count_cost
+    from ..errors import P3BError
+    from ..methods import p3b as p3b_method
+    from ..pipeline import check_ratio, finish_run, prepare_context, summarize
+
+    check_ratio(args.prune_ratio)
+    t_start = time.time()
+    threads = args.threads or _auto_threads()
+    torch.set_num_threads(threads)
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise P3BError(f"--output-dir {out} is a file; give a directory.")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[demo] output: {out} | torch threads: {threads}")
+    times: dict[str, float] = {}
+
+    # 1. source domain + pretraining (cached)
+    t = time.time()
+    spec = demo_data.SourceModelSpec(steps=args.pretrain_steps, renders_per_font=args.source_renders,
+                                     seed=args.seed)
+    source_dir, source_info = demo_data.pretrain_source_model(out / "source_model", spec)
+    times["pretrain_s"] = time.time() - t
+
+    # 2. target domain (deterministic; regenerated each run, it takes seconds)
+    t = time.time()
+    target = demo_data.target_dataset_dict(args.train_renders, args.eval_renders, seed=args.seed)
+    data_dir = out / "data" / "target"
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    target.save_to_disk(str(data_dir))
+    times["target_data_s"] = time.time() - t
+    print(f"[demo] target: {target['train'].features['label'].num_classes} classes (Greek + Cyrillic), "
+          f"{len(target['train'])} train images ({len(set(target['train']['font']))} fonts) / "
+          f"{len(target['validation'])} eval images ({len(set(target['validation']['font']))} unseen fonts)")
+
+    # 3. the prune run's context (same code as `p3b-hf prune`)
+    argv = _prune_argv(args, source_dir, data_dir, out / "pruned_model")
+    pargs = build_parser().parse_args(argv)
+    ctx = prepare_context(pargs)
+    dense_init = copy.deepcopy(ctx.model).cpu()
+    try:
+        _sample_grid([("source (pretraining)", _source_preview()), ("target train", target["train"]),
+                      ("target eval (unseen fonts)", target["validation"])], out / "plots" / "samples.png")
+        dense_metrics = None
+        dense_model = dense_init
+        if not args.skip_dense:
+            t = time.time()
+            print("[demo] dense fine-tune on the target (baseline) ...")
+            dense_model, dense_metrics = _dense_finetune(ctx, pargs, copy.deepcopy(dense_init))
+            times["dense_finetune_s"] = time.time() - t
+        # 4. P3B: fine-tune + prune
+        t = time.time()
+        print(f"[demo] P3B fine-tune + prune ({100 * args.prune_ratio:.0f} % of parameters) ...")
+        result = p3b_method.run_cli(pargs, ctx)
+        times["p3b_s"] = time.time() - t
+    except BaseException:
+        shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+        raise
+    result.dense_eval_metrics = dense_metrics
+    prune_report = finish_run(ctx, result, dense_init)
+    model_dir = Path(pargs.output_dir)
+
+    # 5. speed, reload check, report
+    size = int(dense_init.config.image_size)
+    speed = {"threads": threads, "batch_size": 64, "dtype": "float32",
+             "dense_images_per_s": cpu_images_per_s(dense_model, size, iters=args.bench_iters),
+             "pruned_images_per_s": cpu_images_per_s(result.pruned_model, size, iters=args.bench_iters)}
+    speed["speedup"] = speed["pruned_images_per_s"] / speed["dense_images_per_s"]
+    reload = _reload_check(model_dir, result.pruned_model, ctx.eval_ds)
+    times["total_s"] = time.time() - t_start
+    dense_cost, pruned_cost = count_cost(dense_init), count_cost(result.pruned_model)
+    report = {
+        "source": {k: source_info[k] for k in ("spec", "source_eval_accuracy", "source_classes", "source_fonts")},
+        "target": {"classes": ctx.data.labels, "train_images": len(target["train"]),
+                   "eval_images": len(target["validation"]), "eval_origin": ctx.data.eval_origin},
+        "dense": {"accuracy": (dense_metrics or {}).get("accuracy"), **dense_cost},
+        "pruned": {"accuracy": result.eval_metrics.get("accuracy"), **pruned_cost},
+        "prune_ratio": args.prune_ratio,
+        "achieved_param_reduction": prune_report.get("achieved_param_reduction"),
+        "cpu_speed": speed, "reload": reload, "times": times,
+        "model_dir": str(model_dir), "pruning_report": str(model_dir / "pruning_report.json"),
+        "plots": sorted(str(p) for p in [*(model_dir / "plots").glob("*.png"), *(out / "plots").glob("*.png")]),
+        "command": "p3b-hf " + " ".join(argv),
+    }
+    (out / "demo_report.json").write_text(json.dumps(report, indent=1, default=str))
+    text = _summary(report, prune_report, summarize)
+    (out / "demo_summary.txt").write_text(text + "\n")
+    print(text)
+    if not reload["ok"]:
+        print(f"[demo] ERROR: reloaded logits differ by {reload['max_abs_logit_diff']:.3g}")
+        return 1
+    return 0
+
+
+def _source_preview(n: int = 62) -> Any:
+    """One render of each source class in the first font, for the sample plot."""
+    from .. import demo_data
+
+    dom = demo_data.render_domain(demo_data.SOURCE_CLASSES[:n], demo_data.source_fonts()[:1], 1, seed=0)
+    return demo_data.to_dataset(dom)
+
+
+def _summary(report: dict[str, Any], prune_report: dict[str, Any], summarize: Any) -> str:
+    d, p, s = report["dense"], report["pruned"], report["cpu_speed"]
+    src = report["source"]
+
+    def pct(v: float | None) -> str:
+        return "n/a (--skip-dense)" if v is None else f"{100 * v:.1f} %"
+
+    lines = [
+        "",
+        "=" * 72,
+        "p3b-hf demo: transfer pruning of a small ViT (source: Latin glyphs -> target: Greek/Cyrillic)",
+        "=" * 72,
+        f"source pretraining   {src['source_classes']} classes, {100 * src['source_eval_accuracy']:.1f} % on fresh renders",
+        f"target               {len(report['target']['classes'])} classes, {report['target']['train_images']} train /"
+        f" {report['target']['eval_images']} eval images ({report['target']['eval_origin']}; unseen fonts)",
+        f"accuracy             dense fine-tune {pct(d['accuracy'])}  |  P3B pruned {pct(p['accuracy'])}",
+        f"params               {d['params'] / 1e6:.3f} M -> {p['params'] / 1e6:.3f} M "
+        f"({100 * (1 - p['params'] / d['params']):.1f} % removed, target {100 * report['prune_ratio']:.0f} %)",
+        f"MACs / image         {d['macs'] / 1e6:.2f} M -> {p['macs'] / 1e6:.2f} M",
+        f"CPU images/s         dense {s['dense_images_per_s']:.0f} -> pruned {s['pruned_images_per_s']:.0f} "
+        f"(x{s['speedup']:.2f}; fp32, batch {s['batch_size']}, {s['threads']} thread(s))",
+        f"reload check         AutoModelForImageClassification -> {report['reload']['class']}, max |logit diff| "
+        f"{report['reload']['max_abs_logit_diff']:.2e}, accuracy {pct(report['reload']['accuracy'])}"
+        f" -> {'OK' if report['reload']['ok'] else 'MISMATCH'}",
+        f"time                 {report['times']['total_s']:.0f} s total ("
+        + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in report["times"].items() if k != "total_s") + ")",
+        f"model dir            {report['model_dir']}",
+        f"report               {report['pruning_report']}",
+        "plots                " + "\n                     ".join(report["plots"]),
+        "same P3B step via CLI:",
+        "  " + report["command"],
+        "",
+        summarize(prune_report),
+    ]
+    return "\n".join(lines)
