@@ -172,6 +172,12 @@ def finish_run(ctx: PruneContext, result: Any, dense_model_for_cost: nn.Module) 
 
     a = ctx.args
     staging = ctx.staging_dir
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: every rank holds the same model; only rank 0 writes
+        shutil.rmtree(staging, ignore_errors=True)  # (ranks renaming the same --output-dir race otherwise)
+        return base_report(dense_model_for_cost, result.pruned_model, method=a.method,
+                           prune_ratio=getattr(a, "prune_ratio", None), plan=result.plan,
+                           eval_metrics=result.eval_metrics, dense_eval_metrics=result.dense_eval_metrics,
+                           wall_time_s=time.time() - ctx.started)
     try:
         _write_model(result.pruned_model, staging, ctx.image_processor, result.plan)
         report = base_report(

@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from fake_hub import HubStore, RecordingHfApi, nontrivial_plan, snapshot_bytes
-
-from p3b_hf import apply_width_plan
-from p3b_hf.report import layer_widths, save_pruned_model
+from fake_hub import HubStore, RecordingHfApi, save_pruned_dir, snapshot_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -129,34 +126,36 @@ def _tiny_dense(root: Path) -> tuple[Path, torch.nn.Module]:
     return root / "dense", model
 
 
-def test_smoke_recipe_prune_finetune_push_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The P3B recipe chain on one process: P3B prune -> fine-tune of the pruned dir -> push_to_hub."""
+def test_recipe_finetune_with_kd_then_push_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe's fine-tune stage on a pruned dir (with a KD teacher) followed by ``push_to_hub: true``."""
     import p3b_hf.hub
 
     data = _tiny_data(tmp_path)
-    dense, _ = _tiny_dense(tmp_path)
+    dense_dir, dense = _tiny_dense(tmp_path)
+    out = tmp_path / "run"
+    save_pruned_dir(dense, out / "pruned", accuracy=0.25)
     store = HubStore(tmp_path / "hub")
     monkeypatch.setattr(p3b_hf.hub, "HfApi", lambda: RecordingHfApi(store))
     for k in ("WORLD_SIZE", "RANK", "ACCELERATE_MIXED_PRECISION"):
         monkeypatch.delenv(k, raising=False)
-    out = tmp_path / "run"
-    rc = run.main([str(RECIPES / "smoke/p3b_tiny_cpu.yaml"), "--set", f"vars.model={dense}", "--set",
-                   f"vars.dataset={data}", "--set", f"vars.output_root={out}", "--set", "push_to_hub=true", "--set",
-                   "hub_repo_id=me/tiny-p3b", "--set", f"finetune.teacher={dense}",  # KD from the dense model
+    rc = run.main([str(RECIPES / "smoke/p3b_tiny_cpu.yaml"), "--stages", "finetune", "--set", f"vars.model={dense_dir}",
+                   "--set", f"vars.dataset={data}", "--set", f"vars.output_root={out}", "--set", "push_to_hub=true",
+                   "--set", "hub_repo_id=me/tiny-p3b", "--set", f"finetune.teacher={dense_dir}",
                    "--fingerprint-dir", str(tmp_path / "fp")])
     assert rc == 0
     pruned_report = json.loads((out / "pruned/pruning_report.json").read_text())
-    assert pruned_report["method"] == "p3b" and 0.4 < pruned_report["achieved_param_reduction"] < 0.6
     final = json.loads((out / "finetuned/pruning_report.json").read_text())
     assert final["finetune"]["epochs"] == 1 and final["finetune"]["source_model"] == str(out / "pruned")
-    assert final["finetune"]["teacher"] == str(dense) and final["finetune"]["kd"]["alpha"] == 0.5
-    assert final["widths"] == pruned_report["widths"]  # fine-tuning never changes the structure
-    fp = json.loads((tmp_path / "fp/finetune.rank0.json").read_text())
-    assert fp["widths"] == pruned_report["widths"]
+    assert final["finetune"]["teacher"] == str(dense_dir) and final["finetune"]["kd"]["alpha"] == 0.5
+    assert final["widths"] == pruned_report["widths"] and final["eval"] == pruned_report["eval"]
+    assert json.loads((tmp_path / "fp/finetune.rank0.json").read_text())["widths"] == pruned_report["widths"]
     hub = snapshot_bytes(store, "me/tiny-p3b")
     assert hub["model.safetensors"] == (out / "finetuned/model.safetensors").read_bytes()
+    assert hub["plots/widths.png"] == (out / "pruned/plots/widths.png").read_bytes()
     card = hub["README.md"].decode()
-    assert "after fine-tuning (1.0 epochs, KD)" in card and "| method | p3b |" in card
+    acc = final["finetune"]["eval"]["accuracy"]
+    assert f"| top-1 accuracy, after fine-tuning (1.0 epochs, KD) | {100 * acc:.2f} % |" in card
+    assert "| top-1 accuracy, right after pruning | 25.00 % |" in card and "| method | p3b |" in card
 
 
 def test_finetune_rejects_bad_input(tmp_path: Path, tiny_vit: torch.nn.Module) -> None:
@@ -187,35 +186,38 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_launch_ranks_agree(tmp_path: Path) -> None:
-    """``accelerate launch`` (2 CPU processes, gloo DDP) of the fine-tune stage of the P3B recipe on a pruned
-    model: both ranks finish with the same widths and bit-identical weights, which is what gets saved."""
-    from transformers import ViTImageProcessorPil
-
+def test_two_process_gloo_p3b_recipe_ranks_agree(tmp_path: Path) -> None:
+    """``accelerate launch`` of the P3B recipe chain (P3B prune -> fine-tune) on 2 CPU processes (gloo DDP):
+    one complete pruned dir, no leftovers of the other rank, and both ranks end with bit-identical weights,
+    which are the ones saved."""
     from p3b_hf.commands.finetune import model_fingerprint
     from p3b_hf.loading import load_model
+    from p3b_hf.report import layer_widths
 
     data = _tiny_data(tmp_path)
-    dense_dir, dense = _tiny_dense(tmp_path)
+    dense_dir, _ = _tiny_dense(tmp_path)
     out = tmp_path / "run"
-    pruned = apply_width_plan(dense, nontrivial_plan(dense.config))
-    save_pruned_model(pruned, out / "pruned", image_processor=ViTImageProcessorPil(size={"height": 32, "width": 32}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_"))}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
-           str(RECIPES / "accelerate/cpu_2proc_gloo.yaml"), "--main_process_port", str(_free_port()), str(RECIPES / "run.py"),
-           str(RECIPES / "smoke/p3b_tiny_cpu.yaml"), "--stages", "finetune", "--set", f"vars.model={dense_dir}",
+           str(RECIPES / "accelerate/cpu_2proc_gloo.yaml"), "--main_process_port", str(_free_port()),
+           str(RECIPES / "run.py"), str(RECIPES / "smoke/p3b_tiny_cpu.yaml"), "--set", f"vars.model={dense_dir}",
            "--set", f"vars.dataset={data}", "--set", f"vars.output_root={out}",
            "--fingerprint-dir", str(tmp_path / "fp")]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert "[rank 0/2] recipe" in proc.stdout and "[rank 1/2] recipe" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["finetuned", "pruned"]  # no staging/work/old dirs left
+    report = json.loads((out / "pruned/pruning_report.json").read_text())
+    assert report["method"] == "p3b" and 0.4 < report["achieved_param_reduction"] < 0.6
+    pruned = load_model(str(out / "pruned"))
+    assert report["widths"] == layer_widths(pruned)
     fps = [json.loads((tmp_path / f"fp/finetune.rank{r}.json").read_text()) for r in (0, 1)]
     assert fps[0]["widths"] == fps[1]["widths"] == layer_widths(pruned)
     assert fps[0]["sha256"] == fps[1]["sha256"]
     saved = load_model(str(out / "finetuned"))
     assert model_fingerprint(saved) == fps[0]  # the saved model is the one both ranks hold
     assert model_fingerprint(saved)["sha256"] != model_fingerprint(pruned)["sha256"]  # and it was trained
-    report = json.loads((out / "finetuned/pruning_report.json").read_text())
-    assert report["finetune"]["world_size"] == 2 and report["finetune"]["grad_accum_steps"] == 1
+    final = json.loads((out / "finetuned/pruning_report.json").read_text())
+    assert final["finetune"]["world_size"] == 2 and final["finetune"]["grad_accum_steps"] == 1
