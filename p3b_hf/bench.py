@@ -342,22 +342,31 @@ def run_bench(pruned: nn.Module, dense: nn.Module | None = None, *, device: str 
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """``pruned_vs_dense`` (speed-up of each pruned variant over the dense model in the same
-    variant, and over dense eager) and ``pruned_vs_ideal`` (target >= 0.95)."""
-    ips = {(r["model"], r["variant"]): r["images_per_s"] for r in results}
-    out: dict[str, dict[str, float]] = {"pruned_vs_dense": {}, "pruned_vs_dense_eager": {}, "pruned_vs_ideal": {}}
-    for (model, variant), v in ips.items():
+    """Speed ratios of each pruned variant (images/s of pruned / images/s of the reference):
+
+    ``pruned_vs_dense`` (dense in the same variant, or its base variant), ``pruned_vs_dense_eager``,
+    ``pruned_vs_ideal`` (target >= 0.95) -- ratios of medians -- and ``*_paired``: the median over
+    repeats of the per-round ratio (round-robin timing makes rounds comparable), robust to load
+    drift on a shared machine.
+    """
+    rows = {(r["model"], r["variant"]): r for r in results}
+    keys = ("pruned_vs_dense", "pruned_vs_dense_eager", "pruned_vs_ideal", "pruned_vs_dense_paired",
+            "pruned_vs_ideal_paired")
+    out: dict[str, dict[str, float]] = {k: {} for k in keys}
+    for (model, variant), row in rows.items():
         if model != "pruned":
             continue
         base = variant.split("+")[0]
-        dense = ips.get(("dense", variant), ips.get(("dense", base)))
-        if dense:
-            out["pruned_vs_dense"][variant] = v / dense
-        if ("dense", "eager") in ips:
-            out["pruned_vs_dense_eager"][variant] = v / ips[("dense", "eager")]
-        ideal = ips.get(("ideal", variant), ips.get(("ideal", base)))
-        if ideal:
-            out["pruned_vs_ideal"][variant] = v / ideal
+        refs = {"dense": rows.get(("dense", variant), rows.get(("dense", base))),
+                "dense_eager": rows.get(("dense", "eager")),
+                "ideal": rows.get(("ideal", variant), rows.get(("ideal", base)))}
+        for name, ref in refs.items():
+            if ref is None:
+                continue
+            out[f"pruned_vs_{name}"][variant] = row["images_per_s"] / ref["images_per_s"]
+            if name != "dense_eager" and len(ref["times_ms"]) == len(row["times_ms"]):
+                out[f"pruned_vs_{name}_paired"][variant] = statistics.median(
+                    r / p for r, p in zip(ref["times_ms"], row["times_ms"]))
     return out
 
 
@@ -367,12 +376,14 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [f"{env.get('device_name', env['device'])}  torch {env['torch']}  {s['dtype']}  batch {s['batch_size']}  "
              f"median of {s['repeats']} repeats",
              f"{'model':8} {'variant':22} {'params (M)':>10} {'images/s':>12} {'ms/batch':>10} "
-             f"{'vs dense':>9} {'vs ideal':>9}"]
+             f"{'vs dense':>9} {'vs ideal':>9} {'(paired)':>9}"]
     r = report["ratios"]
     for row in report["results"]:
         m, v = row["model"], row["variant"]
-        vd = f"{r['pruned_vs_dense'].get(v, float('nan')):9.2f}" if m == "pruned" else f"{'':9}"
-        vi = f"{r['pruned_vs_ideal'].get(v, float('nan')):9.3f}" if m == "pruned" else f"{'':9}"
+        cells = ""
+        if m == "pruned":
+            cells = (f"{r['pruned_vs_dense'].get(v, float('nan')):9.2f} {r['pruned_vs_ideal'].get(v, float('nan')):9.3f}"
+                     f" {r['pruned_vs_ideal_paired'].get(v, float('nan')):9.3f}")
         lines.append(f"{m:8} {v:22} {report['models'][m]['params'] / 1e6:10.2f} {row['images_per_s']:12.1f} "
-                     f"{row['median_ms']:10.2f} {vd} {vi}")
+                     f"{row['median_ms']:10.2f} {cells}".rstrip())
     return "\n".join(lines)

@@ -90,6 +90,12 @@ def _pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- modules
+def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[..., idx]`` as ``torch.gather``: ~2x faster than ``index_select`` on the last dim on CPU,
+    coalesced on CUDA, and an indirect load under inductor."""
+    return torch.gather(x, -1, idx.expand(*x.shape[:-1], -1))
+
+
 class _Read(nn.Module):
     """LayerNorm of the channels a sub-block reads (affine part optional: it may be folded)."""
 
@@ -107,8 +113,8 @@ class _Read(nn.Module):
         if self.kind == "prefix":
             return F.layer_norm(x[..., : self.width], (self.width,), self.weight, self.bias, self.eps)
         if not self.full_stats:
-            return F.layer_norm(x.index_select(-1, self.idx), (self.width,), self.weight, self.bias, self.eps)
-        h = F.layer_norm(x, (self.full,), None, None, self.eps).index_select(-1, self.idx)
+            return F.layer_norm(_take(x, self.idx), (self.width,), self.weight, self.bias, self.eps)
+        h = _take(F.layer_norm(x, (self.full,), None, None, self.eps), self.idx)
         return h if self.weight is None else torch.addcmul(self.bias, h, self.weight)
 
 
@@ -132,7 +138,7 @@ class _Write(nn.Module):
             x[..., : self.width] += u
             return x
         if self.scatter == "gather":
-            return x + F.pad(u, (0, 1)).index_select(-1, self.inv)
+            return x + _take(F.pad(u, (0, 1)), self.inv)
         return x.index_add_(-1, self.idx, u)
 
 

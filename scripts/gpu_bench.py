@@ -91,8 +91,15 @@ def add_runners(group: dict[str, tuple[torch.nn.Module, str]], runners: dict[str
             log(f"skip {key}")
             continue
         t0 = time.perf_counter()
-        fn = make_runner(model, variant)
-        inner.update(warm_up({key: fn}, x, args.warmup, 0.0, call_s))
+        try:
+            fn = make_runner(model, variant)
+            inner.update(warm_up({key: fn}, x, args.warmup, 0.0, call_s))
+        except Exception as e:  # one failing variant must not cost the whole table
+            doc["errors"].append({"runner": key, "error": f"{type(e).__name__}: {str(e)[:500]}"})
+            log(f"FAILED {key}: {type(e).__name__}: {str(e)[:300]}")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
         dt = time.perf_counter() - t0
         if compiled:
             budget.compile_s.append(dt)
@@ -101,9 +108,120 @@ def add_runners(group: dict[str, tuple[torch.nn.Module, str]], runners: dict[str
         log(f"ready {key} ({dt:.1f} s, {x.shape[0] / call_s[key]:.0f} img/s) at {budget.elapsed():.0f} s")
 
 
+def robust_time(runners: dict[str, Any], x: torch.Tensor, args: argparse.Namespace, inner: dict[str, int],
+                doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Round-robin timing; if a runner fails there, time the others one by one without it."""
+    try:
+        return time_round_robin(runners, x, args.repeats, args.warmup, 0.0, inner)
+    except Exception as e:
+        log(f"round-robin failed ({type(e).__name__}: {str(e)[:200]}); timing runners one by one")
+    out: dict[str, dict[str, Any]] = {}
+    for key, fn in runners.items():
+        try:
+            out.update(time_round_robin({key: fn}, x, args.repeats, args.warmup, 0.0, inner))
+        except Exception as e:
+            doc["errors"].append({"runner": key, "error": f"timing: {type(e).__name__}: {str(e)[:500]}"})
+    return out
+
+
 def timing_reserve(call_s: dict[str, float], repeats: int, pending: int) -> float:
     per_call = max(call_s.values(), default=0.5)
     return repeats * (sum(call_s.values()) + pending * per_call) + 5.0
+
+
+def build_models(arch: str, reductions: list[float], seed: int, dev: torch.device, dtype: torch.dtype,
+                 uniform_for: float | None = None) -> dict[str, torch.nn.Module]:
+    """Deterministic (seeded) models of one architecture: ``0%`` (dense HF ViT), ``75%`` (pruned),
+    ``75% ideal`` (its plain twin) ... and optionally ``75% uniform`` (uniformly slimmed, same size)."""
+    cfg = dense_arch_config(arch)
+    torch.manual_seed(seed)
+    dense = ViTForImageClassification(cfg).eval()
+    models: dict[str, torch.nn.Module] = {"0%": dense}
+    for red in reductions:
+        pruned = apply_width_plan(dense, random_plan(cfg, 1 - red, "p3b", seed)).eval()
+        models[f"{red:.0%}"], models[f"{red:.0%} ideal"] = pruned, plain_like(pruned)
+    if uniform_for is not None:
+        models[f"{uniform_for:.0%} uniform"] = apply_width_plan(
+            dense, random_plan(cfg, 1 - uniform_for, "uniform", seed)).eval()
+    for m in models.values():
+        m.to(dev, dtype)
+    return models
+
+
+def extras_group(arch: str, red: float, ref: str) -> list[tuple[str, str]]:
+    """(model key, variant) of the formulation extras on one pruned model."""
+    key, base = f"{red:.0%}", ref.split("+")[0]
+    return [(key, "fast"), (f"{key} ideal", "fast"), (key, f"{base}+round8"), (f"{key} ideal", f"{base}+round8"),
+            (key, f"{base}+index_add"), (key, "fast+gather"), (f"{key} uniform", "eager"),
+            (f"{key} uniform", ref), (key, f"{base}+dense")]
+
+
+def compile_jobs(archs: list[str], reductions: list[float], variants: list[str], extras: bool) -> list[str]:
+    """Runner keys that compile, most important first (what ``--precompile-workers`` warms up)."""
+    keys = ["0%"] + [k for red in reductions for k in (f"{red:.0%}", f"{red:.0%} ideal")]
+    jobs = [f"{arch}/{k}/{v}" for arch in archs for v in variants if v.startswith("compiled") for k in keys]
+    if extras and archs:
+        jobs += [f"{archs[0]}/{k}/{v}" for k, v in extras_group(archs[0], reductions[0], variants[-1])
+                 if v.startswith("compiled")]
+    return jobs
+
+
+def compile_only(args: argparse.Namespace, jobs: list[str]) -> int:
+    """Worker: compile and run each job once at the benchmark's shapes, filling the on-disk inductor /
+    Triton caches that the main process then hits."""
+    dev, dtype = torch.device(args.device), torch.bfloat16
+    torch.manual_seed(args.seed)
+    x = torch.randn(args.batch_size, 3, 224, 224, device=dev, dtype=dtype)
+    reductions = [float(r) for r in args.reductions.split(",")]
+    built: dict[str, dict[str, torch.nn.Module]] = {}
+    for job in jobs:
+        arch, key, variant = job.split("/")
+        if arch not in built:
+            built[arch] = build_models(arch, reductions, args.seed, dev, dtype, uniform_for=reductions[0])
+        try:
+            fn = make_runner(built[arch][key], variant)
+            with torch.inference_mode():
+                fn(x)
+            log(f"[precompile] {job} ok")
+        except Exception as e:
+            log(f"[precompile] {job} failed: {type(e).__name__}: {str(e)[:200]}")
+    return 0
+
+
+def precompile(args: argparse.Namespace, jobs: list[str], doc: dict[str, Any]) -> None:
+    """Compile ``jobs`` in ``--precompile-workers`` parallel processes (best effort, bounded time)."""
+    import os
+    import subprocess
+
+    n = min(args.precompile_workers, len(jobs))
+    if n <= 0:
+        return
+    t0 = time.perf_counter()
+    threads = max(1, (os.cpu_count() or 8) // n)
+    env = dict(os.environ, TORCHINDUCTOR_COMPILE_THREADS=str(threads))
+    by_arch: dict[str, list[str]] = {}
+    for job in jobs:
+        by_arch.setdefault(job.split("/")[0], []).append(job)
+    shares: list[list[str]] = []  # each worker builds the models of one architecture only
+    for arch_jobs in by_arch.values():
+        k = max(1, min(len(arch_jobs), round(n * len(arch_jobs) / len(jobs))))
+        shares += [arch_jobs[w::k] for w in range(k)]
+    procs = []
+    for mine in shares:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--compile-only", ",".join(mine),
+               "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--reductions", args.reductions,
+               "--device", args.device]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL))
+    deadline = t0 + args.precompile_timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    doc["precompile"] = {"workers": len(shares), "jobs": len(jobs), "seconds": round(time.perf_counter() - t0, 1),
+                         "exit_codes": [p.returncode for p in procs]}
+    log(f"precompile: {doc['precompile']}")
 
 
 def main() -> int:
@@ -118,7 +236,13 @@ def main() -> int:
     p.add_argument("--no-extras", action="store_true")
     p.add_argument("--variants", default="eager,compiled", help="first one is the 'as measured by the paper' one")
     p.add_argument("--device", default="cuda", help="cpu only for a smoke test of this script")
+    p.add_argument("--precompile-workers", type=int, default=6,
+                   help="compile the models first in this many parallel processes (on-disk caches); 0 = off")
+    p.add_argument("--precompile-timeout", type=float, default=170.0)
+    p.add_argument("--compile-only", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.compile_only is not None:
+        return compile_only(args, args.compile_only.split(","))
     if args.device == "cuda" and not torch.cuda.is_available():
         log("No CUDA device: this script measures the GPU half of P3B Table 7.")
         return 2
@@ -132,33 +256,30 @@ def main() -> int:
         "settings": {"dtype": "bf16", "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
                      "image_size": 224, "plan": "random P3B-like (residual in/out subsets), seed "
                      f"{args.seed}", "statistic": "median images/s, round-robin per architecture"},
-        "paper_table7_rtx3090": PAPER_TABLE7_GPU, "rows": [], "extras": {}, "skipped": [], "compile_s": {},
+        "paper_table7_rtx3090": PAPER_TABLE7_GPU, "rows": [], "extras": {}, "skipped": [], "errors": [],
+        "compile_s": {},
     }
+    precompile(args, compile_jobs(archs, reductions, variants, not args.no_extras), doc)
     torch.manual_seed(args.seed)
     x = torch.randn(args.batch_size, 3, 224, 224, device=dev, dtype=dtype)
     kept_for_extras: dict[str, Any] = {}
     for arch in archs:
-        cfg = dense_arch_config(arch)
-        torch.manual_seed(args.seed)
-        dense = ViTForImageClassification(cfg).eval()
-        models: dict[str, torch.nn.Module] = {"0%": dense}
-        for red in reductions:
-            plan = random_plan(cfg, 1 - red, "p3b", args.seed)
-            pruned = apply_width_plan(dense, plan).eval()
-            models[f"{red:.0%}"], models[f"{red:.0%} ideal"] = pruned, plain_like(pruned)
-        for m in models.values():
-            m.to(dev, dtype)
+        extras_here = not args.no_extras and arch == archs[0]
+        models = build_models(arch, reductions, args.seed, dev, dtype,
+                              uniform_for=reductions[0] if extras_here else None)
         runners: dict[str, Any] = {}
         call_s: dict[str, float] = {}
         inner: dict[str, int] = {}
+        main_models = {k: m for k, m in models.items() if not k.endswith("uniform")}
         for j, v in enumerate(variants):
-            group = {f"{arch}/{k}/{v}": (m, v) for k, m in models.items()}
+            group = {f"{arch}/{k}/{v}": (m, v) for k, m in main_models.items()}
             add_runners(group, runners, x, args, budget,
-                        timing_reserve(call_s, args.repeats, (len(variants) - j) * len(models)), doc, call_s, inner)
+                        timing_reserve(call_s, args.repeats, (len(variants) - j) * len(main_models)), doc, call_s,
+                        inner)
         log(f"timing {len(runners)} runners of {arch} at {budget.elapsed():.0f} s")
-        timed = time_round_robin(runners, x, args.repeats, args.warmup, 0.0, inner)
+        timed = robust_time(runners, x, args, inner, doc)
         ips = {k: v["images_per_s"] for k, v in timed.items()}
-        for k, m in models.items():
+        for k, m in main_models.items():
             if k.endswith("ideal"):
                 continue
             row: dict[str, Any] = {"arch": arch, "pruned": k, "params_M": round(count_cost(m)["params"] / 1e6, 2),
@@ -177,13 +298,12 @@ def main() -> int:
                 row[f"{v}_speedup_vs_dense_{variants[0]}"] = mine / dense_first if mine and dense_first else None
             doc["rows"].append(row)
             log(json.dumps(row))
-        if arch == archs[0]:
-            kept_for_extras = {"arch": arch, "cfg": cfg, "dense": dense, "models": models, "runners": runners,
-                               "inner": inner, "call_s": call_s}
+        if extras_here:
+            kept_for_extras = {"arch": arch, "models": models, "runners": runners, "inner": inner, "call_s": call_s}
         else:
-            del runners
+            del runners, models
         doc["elapsed_s"] = round(budget.elapsed(), 1)
-    if not args.no_extras and kept_for_extras:
+    if kept_for_extras:
         run_extras(kept_for_extras, reductions[0], variants[-1], x, args, budget, doc)
     doc["elapsed_s"] = round(budget.elapsed(), 1)
     print(json.dumps(doc, indent=1))
@@ -192,38 +312,28 @@ def main() -> int:
 
 def run_extras(kept: dict[str, Any], red: float, ref: str, x: torch.Tensor, args: argparse.Namespace,
                budget: Budget, doc: dict[str, Any]) -> None:
-    """Formulation choices on one pruned model, timed against its compiled ideal and pruned runners."""
+    """Formulation choices on one pruned model, timed against its ``ref`` (compiled) ideal and pruned runners."""
     arch, models = kept["arch"], kept["models"]
     key = f"{red:.0%}"
-    pruned, ideal = models[key], models[f"{key} ideal"]
     runners = {k: v for k, v in kept["runners"].items() if k.endswith(f"/{key}/{ref}")
                or k.endswith(f"/{key} ideal/{ref}")}
     if not runners:
         return
     call_s = {k: kept["call_s"][k] for k in runners}
     inner = {k: kept["inner"][k] for k in runners}
-    torch.manual_seed(args.seed)
-    uniform = apply_width_plan(kept["dense"], random_plan(kept["cfg"], 1 - red, "uniform", args.seed)).eval()
-    uniform.to(x.device, x.dtype)
-    base = ref.split("+")[0]
-    group = {f"{arch}/{key}/fast": (pruned, "fast"), f"{arch}/{key} ideal/fast": (ideal, "fast"),
-             f"{arch}/{key}/{base}+round8": (pruned, f"{base}+round8"),
-             f"{arch}/{key} ideal/{base}+round8": (ideal, f"{base}+round8"),
-             f"{arch}/{key}/{base}+index_add": (pruned, f"{base}+index_add"),
-             f"{arch}/{key} uniform/eager": (uniform, "eager"), f"{arch}/{key} uniform/{ref}": (uniform, ref),
-             f"{arch}/{key}/{base}+dense": (pruned, f"{base}+dense")}
+    group = {f"{arch}/{k}/{v}": (models[k], v) for k, v in extras_group(arch, red, ref)}
     group = {k: v for k, v in group.items() if k not in runners}
     add_runners(group, runners, x, args, budget, timing_reserve(call_s, args.repeats, 2), doc, call_s, inner)
     if len(runners) <= 2 or not budget.fits(timing_reserve(call_s, args.repeats, 0)):
         return
-    timed = time_round_robin(runners, x, args.repeats, args.warmup, 0.0, inner)
-    ideal_c = timed.get(f"{arch}/{key} ideal/{ref}", {}).get("images_per_s")
+    timed = robust_time(runners, x, args, inner, doc)
+    ideal_ref = timed.get(f"{arch}/{key} ideal/{ref}", {}).get("images_per_s")
     doc["extras"] = {
-        "model": f"{arch} {key} (uniform: same size, uniformly slimmed, no subsets)",
+        "model": f"{arch} {key} ('uniform': same size, uniformly slimmed, no residual subsets)",
         "images_per_s": {k.split("/", 1)[1]: round(v["images_per_s"], 1) for k, v in timed.items()},
-        f"vs_ideal_{ref}": {k.split("/", 1)[1]: round(v["images_per_s"] / ideal_c, 3)
-                              for k, v in timed.items()} if ideal_c else {},
-        "uniform_params_M": round(count_cost(uniform)["params"] / 1e6, 2),
+        f"vs_ideal_{ref}": {k.split("/", 1)[1]: round(v["images_per_s"] / ideal_ref, 3)
+                            for k, v in timed.items()} if ideal_ref else {},
+        "uniform_params_M": round(count_cost(models[f"{key} uniform"])["params"] / 1e6, 2),
     }
     log(json.dumps(doc["extras"]))
 

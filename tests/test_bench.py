@@ -139,7 +139,8 @@ def test_bench_cli_json_fields(tmp_path, tiny_vit):
     assert rows == {(m, v) for m in ("pruned", "dense", "ideal") for v in ("eager", "fast")} | {("pruned", "fast+round8")}
     for r in report["results"]:
         assert math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0 and len(r["times_ms"]) == 2
-    for key in ("pruned_vs_dense", "pruned_vs_ideal", "pruned_vs_dense_eager"):
+    for key in ("pruned_vs_dense", "pruned_vs_ideal", "pruned_vs_dense_eager", "pruned_vs_ideal_paired",
+                "pruned_vs_dense_paired"):
         assert set(report["ratios"][key]) == {"eager", "fast", "fast+round8"}
         assert all(v > 0 and math.isfinite(v) for v in report["ratios"][key].values())
 

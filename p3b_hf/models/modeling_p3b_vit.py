@@ -53,6 +53,11 @@ class _IndexCache:
         return t
 
 
+def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[..., idx]`` as ``torch.gather`` (about 2x faster than ``index_select`` on the last dim on CPU)."""
+    return torch.gather(x, -1, idx.expand(*x.shape[:-1], -1))
+
+
 class P3BLayerNorm(nn.Module):
     """LayerNorm whose affine part (and output) covers a subset of the residual channels.
 
@@ -75,14 +80,14 @@ class P3BLayerNorm(nn.Module):
         if idx is None:
             return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
         if not self.full_stats:
-            sub = x.index_select(-1, idx)
+            sub = _take(x, idx)
             return F.layer_norm(sub, (sub.shape[-1],), self.weight, self.bias, self.eps)
         # LayerNorm(C) with the affine scattered to full width, then the gather: one normalisation
         # pass and one gather (not gather + scale + shift passes over the subset).
         c = x.shape[-1]
         weight = self.weight.new_zeros(c).index_copy(0, idx, self.weight)
         bias = self.bias.new_zeros(c).index_copy(0, idx, self.bias)
-        return F.layer_norm(x, (c,), weight, bias, self.eps).index_select(-1, idx)
+        return _take(F.layer_norm(x, (c,), weight, bias, self.eps), idx)
 
 
 class P3BConstantOutput(nn.Module):
