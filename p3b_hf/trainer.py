@@ -174,6 +174,11 @@ class PruningCallback(TrainerCallback):
     # ------------------------------------------------------------------ events
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        train_dataloader: Any = None, **kwargs: Any) -> None:
+        if self.pruner is None or self.trainer is None:
+            from .errors import P3BError
+
+            raise P3BError("PruningCallback only works inside a P3BTrainer (it needs the BPI loss and the "
+                           "mask-gradient hooks): use P3BTrainer(..., callbacks=[PruningCallback(cfg)]).")
         self._t0 = time.perf_counter()
         ga = args.gradient_accumulation_steps
         n = len(train_dataloader) if train_dataloader is not None else None

@@ -75,7 +75,8 @@ def _ddp_main(out: str) -> None:
             hist = trainer.pruning.state.history
             if hist and hist[-1]["step"] == state.global_step:
                 with open(os.path.join(out, f"masks_rank{rank}.txt"), "a") as f:
-                    f.write(f"{state.global_step} {mask_hash(model)} {hist[-1]['model_keep']:.6f}\n")
+                    f.write(f"{state.global_step} {mask_hash(model)} {hist[-1]['model_keep']:.6f} "
+                            f"{hist[-1]['window_forwards']} {hist[-1]['window_steps']}\n")
 
     model = tiny_model("vit")
     ds = synthetic_dataset(128)

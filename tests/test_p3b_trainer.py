@@ -167,6 +167,12 @@ def test_explicit_callback_and_cli_flags(tmp_path):
     t = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path)), callbacks=[cb],
                    train_dataset=synthetic_dataset(32))
     assert t.pruning is cb and hasattr(t.model, "p3b_gates")
+    from transformers import Trainer
+
+    plain = Trainer(model=tiny_model("vit"), args=training_args(str(tmp_path / "plain"), max_steps=1),
+                    train_dataset=synthetic_dataset(32), callbacks=[PruningCallback(P3BConfig())])
+    with pytest.raises(p3b_hf.P3BError, match="P3BTrainer"):
+        plain.train()
     parser = argparse.ArgumentParser()
     parser.add_argument("--prune-ratio", type=float)
     add_cli_arguments(parser)
