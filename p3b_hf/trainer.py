@@ -201,6 +201,9 @@ class PruningCallback(TrainerCallback):
         if pr.schedule.is_update(done):
             entry = pr.update(done)
             logger.info("P3B update at step %d (%s): model keep %.4f", done, entry["phase"], entry["model_keep"])
+            if self.trainer is not None and state.is_world_process_zero:
+                self.trainer.log({"p3b_model_keep": entry["model_keep"], "p3b_rho": entry["rho"],
+                                  "p3b_tau": entry["tau"]})
         if done >= pr.schedule.finalize:
             self.finalize(done)
 
