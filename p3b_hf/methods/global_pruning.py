@@ -62,14 +62,16 @@ def global_plan(model: nn.Module, dataloader: Iterable[Any] | None, importance: 
 
 # ====================================================================== CLI
 def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
+    from .baseline_common import add_flag
+
     g = parser
     g.add_argument("--importance", choices=list(CRITERIA), default="taylor",
                    help="global: structure importance criterion (default taylor)")
     g.add_argument("--ratio", type=float, default=None,
                    help="global: Torch-Pruning CHANNEL ratio (as in arXiv 2504.04196: 0.5/0.75/0.95); "
                         "alternative to the param-matched --prune-ratio / --target-params")
-    g.add_argument("--target-params", type=int, default=None, help="global: whole-model parameter target")
-    g.add_argument("--round-to", type=int, default=None, help="global: round kept widths to a multiple (e.g. 8)")
+    add_flag(g, "--target-params", type=int, default=None, help="global: whole-model parameter target")
+    add_flag(g, "--round-to", type=int, default=None, help="global: round kept widths to a multiple (e.g. 8)")
     g.add_argument("--taylor-batches", type=int, default=10, help="global/taylor: gradient batches (TP: 10)")
     g.add_argument("--hessian-samples", type=int, default=640,
                    help="global/hessian: samples for the per-sample squared gradients (TP: 10 x 64)")
