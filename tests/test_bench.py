@@ -59,7 +59,7 @@ def test_optimized_path_gives_the_eager_logits(fixture, options, request, images
     fast = optimize_for_inference(pruned, compile=False, **options)
     with torch.no_grad():
         out = fast(images)
-    assert out.shape == ref.shape
+    assert out.shape == ref.shape and ref.abs().max() > 0.1  # logits of a size where 1e-5 means something
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
     # the optimised module really uses index subsets (not silently a dense model)
     assert describe(fast)["reads"]["index"] == 4  # 2 attentions + 2 MLPs are left
@@ -102,7 +102,9 @@ def test_plain_ideal_vit_has_the_pruned_shapes(tiny_deit_teacher, images):
     out = _logits(plain, images)
     assert torch.isfinite(out).all() and not torch.allclose(out, _logits(pruned, images))
     with torch.no_grad():
-        torch.testing.assert_close(optimize_for_inference(plain, compile=False)(images), out, atol=1e-5, rtol=1e-4)
+        for round_to in (None, 8):
+            torch.testing.assert_close(optimize_for_inference(plain, compile=False, round_to=round_to)(images), out,
+                                       atol=1e-5, rtol=1e-4)
     assert describe(optimize_for_inference(plain, compile=False))["reads"]["index"] == 0
 
 
