@@ -4,9 +4,12 @@ cannot be imported, and give exactly the logits of the in-memory pruned model.""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 import torch
+import transformers
 from fake_hub import BLOCK_P3B, clean_env, nontrivial_plan, run_python
 
 from p3b_hf import apply_width_plan
@@ -34,6 +37,7 @@ for d in dirs:
     res[d] = {k: out[k] for k in ("logits", "cls_logits", "distillation_logits") if out.get(k) is not None}
     info[d] = {"cls": type(model).__module__ + "." + type(model).__name__, "refused": refused,
                "params": sum(p.numel() for p in model.parameters()), "layernorm_mode": model.config.layernorm_mode}
+info["transformers"] = __import__("transformers").__version__
 info["p3b_imported"] = any(m == "p3b_hf" or m.startswith("p3b_hf.") for m in sys.modules)
 torch.save(res, out_path)
 print("\nRESULT " + json.dumps(info))
@@ -54,6 +58,21 @@ def _with_embed(plan):  # noqa: ANN001, ANN202
 
 def test_pruned_vit_and_deit_load_without_p3b_hf(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit,  # noqa: ANN001
                                                   images: torch.Tensor) -> None:
+    _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=None)
+
+
+@pytest.mark.skipif(not os.environ.get("P3B_HF_COMPAT_SITE"),
+                    reason="set P3B_HF_COMPAT_SITE to a `pip install --target` dir holding another transformers")
+def test_remote_code_loads_on_another_transformers(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit,  # noqa: ANN001
+                                                   images: torch.Tensor) -> None:
+    """Version matrix (hf notes 2.4: remote code rots): checkpoints saved here load on e.g. transformers 4.57.
+    ``pip install --target /tmp/tf457 "transformers==4.57.6" "huggingface_hub<1.0" && rm -rf /tmp/tf457/numpy*``
+    then ``P3B_HF_COMPAT_SITE=/tmp/tf457 pytest tests/test_remote_code.py``."""
+    _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=os.environ["P3B_HF_COMPAT_SITE"])
+
+
+def _check_stock_load(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit, images: torch.Tensor,  # noqa: ANN001
+                      site: str | None) -> None:
     cases = {
         "vit": apply_width_plan(tiny_vit, nontrivial_plan(tiny_vit.config)),
         "deit_distilled": apply_width_plan(tiny_deit_teacher, _with_embed(nontrivial_plan(tiny_deit_teacher.config)),
@@ -74,11 +93,13 @@ def test_pruned_vit_and_deit_load_without_p3b_hf(tmp_path: Path, tiny_vit, tiny_
     outside = tmp_path / "elsewhere"  # cwd outside the repo; -I keeps cwd and PYTHONPATH off sys.path
     outside.mkdir()
     torch.save(images, tmp_path / "x.pt")
-    out = run_python(BLOCK_P3B + LOAD, cwd=outside, env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
+    prefix = f"import sys; sys.path.insert(0, {site!r})\n" if site else ""
+    out = run_python(prefix + BLOCK_P3B + LOAD, cwd=outside, env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
                      args=(str(tmp_path / "x.pt"), str(tmp_path / "out.pt"), *(str(tmp_path / n) for n in cases)))
     info = json.loads(out.rsplit("RESULT ", 1)[1])
     res = torch.load(tmp_path / "out.pt")
     assert info["p3b_imported"] is False
+    assert (info["transformers"] == transformers.__version__) == (site is None), info["transformers"]
     for name, model in cases.items():
         d = str(tmp_path / name)
         assert info[d]["cls"].startswith("transformers_modules."), info[d]
