@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -283,6 +284,19 @@ def _torchvision_v2() -> object | None:
     return v2
 
 
+def _torchvision_deit(v2: Any, pre: Preprocess) -> Callable[[Image.Image], torch.Tensor] | None:
+    """The DeiT recipe with torchvision v2 (None if this torchvision lacks a piece: use the fallback)."""
+    try:
+        return v2.Compose([
+            v2.RandomResizedCrop(pre.image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomHorizontalFlip(), v2.RandAugment(num_ops=2, magnitude=9),
+            v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(pre.mean), list(pre.std)), v2.RandomErasing(p=0.25, value="random"),
+        ])
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def make_image_transform(augment: str, pre: Preprocess, *, train: bool,
                          use_torchvision: bool | None = None) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> normalised float tensor [3, S, S] for one recipe (``train=False``: eval transform).
@@ -302,13 +316,8 @@ def make_image_transform(augment: str, pre: Preprocess, *, train: bool,
         return eval_tf
     if augment == "deit":
         v2 = _torchvision_v2() if use_torchvision in (None, True) else None
-        if v2 is not None:
-            tv = v2.Compose([
-                v2.RandomResizedCrop(s, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-                v2.RandomHorizontalFlip(), v2.RandAugment(num_ops=2, magnitude=9),
-                v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(list(pre.mean), list(pre.std)), v2.RandomErasing(p=0.25, value="random"),
-            ])
+        tv = _torchvision_deit(v2, pre) if v2 is not None else None
+        if tv is not None:
             return lambda img: tv(img.convert("RGB"))
 
         def deit_tf(img: Image.Image) -> torch.Tensor:
