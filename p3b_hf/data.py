@@ -102,11 +102,13 @@ def _parquet_files(p: Path) -> list[Path]:
     return sorted(p.rglob("*.parquet"))
 
 
-def _split_of(name: str, splits: Sequence[str] = ("train", "validation", "valid", "val", "test")) -> str:
-    stem = name.lower()
-    for s in splits:
-        if stem == s or stem.startswith(s + "-") or stem.startswith(s + "_") or stem.startswith(s + "."):
-            return s
+def _split_of(parts: Sequence[str], splits: Sequence[str] = ("train", "validation", "valid", "val", "test")) -> str:
+    """Split named by the file name (``train-00000-of-00001.parquet``) or else its nearest folder."""
+    for name in reversed(parts):
+        stem = name.lower()
+        for s in splits:
+            if stem == s or stem.startswith((s + "-", s + "_", s + ".")):
+                return s
     return "train"
 
 
@@ -132,8 +134,8 @@ def _load_raw(source: Any) -> tuple[Any, str]:
             elif pq := _parquet_files(p):
                 files: dict[str, list[str]] = {}
                 for f in pq:
-                    files.setdefault(_split_of(f.name if f.parent == p else f.relative_to(p).parts[0])
-                                     if p.is_dir() else "train", []).append(str(f))
+                    split = _split_of(f.relative_to(p).parts) if p.is_dir() else "train"
+                    files.setdefault(split, []).append(str(f))
                 ds = datasets.load_dataset("parquet", data_files=files)
                 how = "parquet"
             elif p.is_dir():

@@ -279,7 +279,8 @@ def pretrain_source_model(cache_dir: str | os.PathLike[str], spec: SourceModelSp
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        loss_ema = float(loss) if loss_ema is None else 0.9 * loss_ema + 0.1 * float(loss)
+        value = loss.item()
+        loss_ema = value if loss_ema is None else 0.9 * loss_ema + 0.1 * value
         bar.set_postfix(loss=f"{loss_ema:.3f}")
     acc = _accuracy(model, held)
     model.eval()

@@ -85,11 +85,11 @@ def test_imagefolder_with_splits(tmp_path: Path) -> None:
 
 def test_parquet_int_labels_and_string_labels(tmp_path: Path) -> None:
     pqd = tmp_path / "pq"
-    pqd.mkdir()
+    (pqd / "data").mkdir(parents=True)  # the Hub's parquet layout: data/<split>-00000-of-00001.parquet
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
     datasets.Dataset.from_dict({"image": [_img(i) for i in range(6)], "label": [0, 1, 2, 0, 1, 2]},
-                               features=feats).to_parquet(str(pqd / "train.parquet"))
-    datasets.Dataset.from_dict({"image": [_img(9)], "label": [2]}, features=feats).to_parquet(str(pqd / "test.parquet"))
+                               features=feats).to_parquet(str(pqd / "data" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_dict({"image": [_img(9)], "label": [2]}, features=feats).to_parquet(str(pqd / "data" / "test-00000-of-00001.parquet"))
     data = load_image_dataset(str(pqd))
     assert data.labels == ["0", "1", "2"] and data.eval_origin == "split 'test'" and len(data.train) == 6
 

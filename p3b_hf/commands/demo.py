@@ -29,9 +29,9 @@ import torch
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="outputs/demo", help="where everything goes (default outputs/demo)")
     parser.add_argument("--prune-ratio", type=float, default=0.5, help="fraction of parameters to remove (0.5)")
-    parser.add_argument("--epochs", type=float, default=8.0, help="target fine-tune / P3B epochs (8)")
+    parser.add_argument("--epochs", type=float, default=6.0, help="target fine-tune / P3B epochs (6)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=5e-4, help="target fine-tune lr (AdamW, constant)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="target fine-tune lr (AdamW, constant; 1e-3)")
     parser.add_argument("--augment", choices=["glyph", "basic", "none"], default="glyph",
                         help="target training augmentation (default: the dev-bench glyph recipe)")
     parser.add_argument("--pretrain-steps", type=int, default=450, help="source pretraining steps (batch 64)")
