@@ -236,9 +236,9 @@ def main() -> int:
     p.add_argument("--no-extras", action="store_true")
     p.add_argument("--variants", default="eager,compiled", help="first one is the 'as measured by the paper' one")
     p.add_argument("--device", default="cuda", help="cpu only for a smoke test of this script")
-    p.add_argument("--precompile-workers", type=int, default=6,
+    p.add_argument("--precompile-workers", type=int, default=8,
                    help="compile the models first in this many parallel processes (on-disk caches); 0 = off")
-    p.add_argument("--precompile-timeout", type=float, default=170.0)
+    p.add_argument("--precompile-timeout", type=float, default=150.0)
     p.add_argument("--compile-only", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.compile_only is not None:
