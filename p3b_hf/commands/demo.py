@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -114,18 +115,20 @@ def _reload_check(model_dir: Path, pruned: torch.nn.Module, eval_ds: Any) -> dic
 
 
 def _sample_grid(datasets_: list[Any], path: Path, per_row: int = 16) -> Path:
-    """Plot a few source and target images (first row source, second target train, third target eval)."""
+    """Plot random images of each data set, one row per data set (seeded: the same picture every run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(datasets_), per_row, figsize=(per_row * 0.6, len(datasets_) * 0.75))
+    rng = np.random.default_rng(0)
     for r, (title, ds) in enumerate(datasets_):
-        step = max(1, len(ds) // per_row)
+        picks = rng.choice(len(ds), size=min(per_row, len(ds)), replace=False)
         for c in range(per_row):
             ax = axes[r][c]
-            ax.imshow(ds[min(c * step, len(ds) - 1)]["image"])
+            if c < len(picks):
+                ax.imshow(ds[int(picks[c])]["image"])
             ax.axis("off")
         axes[r][0].set_title(title, fontsize=7, loc="left")
     path.parent.mkdir(parents=True, exist_ok=True)
