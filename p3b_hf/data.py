@@ -20,6 +20,7 @@ and the fix) instead of a KeyError deep inside a Trainer step.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ import torch
 
 from .errors import DataError
 from .transforms import AUGMENTS, make_image_transform, mix_batch, preprocess_from_processor
+
+logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("img", "image", "images", "picture", "pixel_values")
 LABEL_COLUMNS = ("fine_label", "label", "labels", "class", "target", "category")
@@ -355,20 +358,34 @@ def build_datasets(data: ImageData, image_processor: Any, *, image_size: int | N
 class MixCollator:
     """Stacks ``pixel_values``/``labels``; on training batches applies Mixup/CutMix/label smoothing.
 
-    Training batches are recognised by the marker the train transform adds (the Trainer uses one
-    collator for train and eval, and eval must stay unmixed with integer labels).
+    Training batches are recognised by the marker the train transform of :func:`build_datasets` adds
+    (the Trainer uses one collator for train and eval, and eval must stay unmixed with integer labels).
+    Items without the marker (eval items, or a data set built elsewhere) are collated as eval unless
+    ``mix_unmarked=True``; when mixing is configured and no marked batch has been seen yet, a one-time
+    warning says so (it catches foreign training sets, whose first batch is a training batch).
     """
 
     def __init__(self, num_classes: int, mixup: float, cutmix: float, label_smoothing: float,
-                 enabled: bool) -> None:
+                 enabled: bool, mix_unmarked: bool = False) -> None:
         self.num_classes, self.mixup, self.cutmix = num_classes, mixup, cutmix
-        self.label_smoothing, self.enabled = label_smoothing, enabled
+        self.label_smoothing, self.enabled, self.mix_unmarked = label_smoothing, enabled, mix_unmarked
+        self._warned = self._seen_marked = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        is_train = all(f.get(TRAIN_MARKER, False) for f in features)
+        wants = self.enabled and (self.mixup > 0 or self.cutmix > 0 or self.label_smoothing > 0)
+        marked = all(TRAIN_MARKER in f for f in features)
+        is_train = marked or self.mix_unmarked
+        self._seen_marked = self._seen_marked or marked
+        # unmarked batches are eval batches of build_datasets, or train batches of a foreign data set:
+        # warn while no marked (train) batch has been seen, since then the second case is likely
+        if wants and not marked and not self.mix_unmarked and not self._seen_marked and not self._warned:
+            self._warned = True
+            logger.warning("make_collator: batch items lack the build_datasets train marker, so they are "
+                           "collated without Mixup/CutMix/label smoothing (as eval). Build the data sets with "
+                           "p3b_hf.data.build_datasets, or pass mix_unmarked=True for a train-only collator.")
         pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in features])
         labels = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
-        active = self.enabled and is_train and (self.mixup > 0 or self.cutmix > 0 or self.label_smoothing > 0)
+        active = wants and is_train
         if active:
             if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise DataError(f"Batch labels {labels.tolist()[:5]} exceed num_classes={self.num_classes}; "
@@ -380,11 +397,15 @@ class MixCollator:
 
 
 def make_collator(num_classes: int, *, mixup: float = 0.8, cutmix: float = 1.0, label_smoothing: float = 0.1,
-                  enabled: bool = True) -> MixCollator:
-    """The Trainer's ``data_collator``: dense float targets [B, K] on mixed training batches."""
+                  enabled: bool = True, mix_unmarked: bool = False) -> MixCollator:
+    """The Trainer's ``data_collator``: dense float targets [B, K] on mixed training batches.
+
+    ``mix_unmarked=True``: also mix items that do not come from :func:`build_datasets` (use that only for
+    a collator that never sees eval batches).
+    """
     if num_classes < 1:
         raise DataError(f"num_classes must be >= 1, got {num_classes}.")
-    return MixCollator(num_classes, mixup, cutmix, label_smoothing, enabled)
+    return MixCollator(num_classes, mixup, cutmix, label_smoothing, enabled, mix_unmarked)
 
 
 # ------------------------------------------------------------------------------------ dev-bench

@@ -188,7 +188,7 @@ def test_rand_augment_and_glyph_augment_statistics() -> None:
     assert corners.std(0).min() > 0.02  # background colour is re-drawn per image and channel
 
 
-def test_collator_mixes_train_batches_only() -> None:
+def test_collator_mixes_train_batches_only(caplog: pytest.LogCaptureFixture) -> None:
     k, b = 5, 6
     labels = torch.arange(b) % k
     # each image is constant = its label index, so the mixing weight can be read back from the pixels
@@ -211,9 +211,17 @@ def test_collator_mixes_train_batches_only() -> None:
     assert 0 < lam < 1 or t[i, labels[j]] == pytest.approx(0.1 / k + 0.9 * (1 - float(lam)))
     assert t[i, labels[i]] == pytest.approx(float(lam) * 0.9 + 0.1 / k, abs=1e-5)
     assert t[i, labels[j]] == pytest.approx((1 - float(lam)) * 0.9 + 0.1 / k, abs=1e-5)
-    plain = col([{k2: v for k2, v in f.items() if k2 != TRAIN_MARKER} for f in feats])  # eval batch
+    unmarked = [{k2: v for k2, v in f.items() if k2 != TRAIN_MARKER} for f in feats]  # eval items
+    with caplog.at_level("WARNING", logger="p3b_hf.data"):
+        plain = col(unmarked)
     assert plain["labels"].dtype == torch.long and torch.equal(plain["labels"], labels)
     assert set(plain) == {"pixel_values", "labels"}
+    assert "train marker" not in caplog.text  # a marked train batch was seen: unmarked = eval, no warning
+    fresh = make_collator(k)
+    with caplog.at_level("WARNING", logger="p3b_hf.data"):
+        assert fresh(unmarked)["labels"].dtype == torch.long  # a foreign train set? warn once
+    assert "train marker" in caplog.text
+    assert make_collator(k, mix_unmarked=True)(unmarked)["labels"].shape == (b, k)
     off = make_collator(k, enabled=False)(feats)
     assert off["labels"].dtype == torch.long and TRAIN_MARKER not in off
 
