@@ -175,7 +175,7 @@ def _rand_aug_space(num_bins: int, width: int, height: int) -> dict[str, tuple[n
         "Color": (np.linspace(0.0, 0.9, num_bins), True),
         "Contrast": (np.linspace(0.0, 0.9, num_bins), True),
         "Sharpness": (np.linspace(0.0, 0.9, num_bins), True),
-        "Posterize": (8 - (np.arange(num_bins) // ((num_bins - 1) / 4)).round().astype(int), False),
+        "Posterize": (8 - (np.arange(num_bins) / ((num_bins - 1) / 4)).round().astype(int), False),
         "Solarize": (np.linspace(255.0, 0.0, num_bins), False),
         "AutoContrast": (None, False),
         "Equalize": (None, False),

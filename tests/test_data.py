@@ -20,7 +20,13 @@ from p3b_hf.data import (
     make_collator,
 )
 from p3b_hf.errors import DataError
-from p3b_hf.transforms import glyph_augment, mix_batch, preprocess_from_processor, rand_augment
+from p3b_hf.transforms import (
+    _rand_aug_space,
+    glyph_augment,
+    mix_batch,
+    preprocess_from_processor,
+    rand_augment,
+)
 
 DEVBENCH = Path("/work/shared/dev-bench")
 
@@ -178,6 +184,15 @@ def test_rand_augment_and_glyph_augment_statistics() -> None:
     img = _img(90, size=32)
     outs = {np.asarray(rand_augment(img)).tobytes() for _ in range(20)}
     assert len(outs) > 5  # 14 ops, 2 per call
+    space = _rand_aug_space(31, 32, 24)  # torchvision's bins at magnitude 9 of 31
+    assert len(space) == 14
+    m9 = {k: (float(v[0][9]) if v[0] is not None else None, v[1]) for k, v in space.items()}
+    assert m9["Rotate"] == (pytest.approx(9.0), True) and m9["ShearX"] == (pytest.approx(0.09), True)
+    assert m9["TranslateX"][0] == pytest.approx(150 / 331 * 32 * 0.3)
+    assert m9["TranslateY"][0] == pytest.approx(150 / 331 * 24 * 0.3)
+    assert m9["Brightness"] == (pytest.approx(0.27), True) and m9["Posterize"] == (7.0, False)
+    assert m9["Solarize"] == (pytest.approx(178.5), False) and m9["Equalize"] == (None, False)
+    assert [int(b) for b in space["Posterize"][0][[0, 4, 12, 19, 30]]] == [8, 7, 6, 5, 4]
     x = torch.ones(3, 32, 32)
     x[:, 8:24, 14:18] = 0.0  # a black bar on white
     y = glyph_augment(x)
