@@ -239,7 +239,7 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
         if source == key:
             if pre.hub_id is None:
                 raise DataError(f"Preset {key!r} has no Hub repo: {pre.note}. Build that layout locally and pass "
-                                f"its directory: --dataset /path/to/{key} --preset {key} (see docs/data.md).")
+                                f"its directory: --dataset /path/to/{key} (see docs/data.md).")
             source = pre.hub_id
     dd, how = _load_raw(source)
     name = source if isinstance(source, str) else f"<{how} data set>"
