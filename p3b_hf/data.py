@@ -234,8 +234,6 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
     if pre is not None:
         image_column = image_column or pre.image_column
         label_column = label_column or pre.label_column
-        if eval_split is None:
-            eval_split = pre.eval_split
         if source == key:
             if pre.hub_id is None:
                 raise DataError(f"Preset {key!r} has no Hub repo: {pre.note}. Build that layout locally and pass "
@@ -262,7 +260,8 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
                             "or leave it out to carve a stratified eval set from train.")
         evald, origin = dd[eval_split], f"split {eval_split!r}"
     else:
-        found = [s for s in EVAL_SPLITS if s in dd and s != train_split]
+        preferred = (pre.eval_split,) if pre is not None and pre.eval_split else ()
+        found = [s for s in (*preferred, *EVAL_SPLITS) if s in dd and s != train_split]
         evald, origin = (dd[found[0]], f"split {found[0]!r}") if found else (None, "")
     if evald is not None:
         missing = [c for c in (img_col, lab_col) if c not in evald.column_names]

@@ -257,3 +257,13 @@ def test_devbench_subset_conversion(tmp_path: Path) -> None:
     dd.save_to_disk(str(tmp_path / "db"))
     data = load_image_dataset(str(tmp_path / "db"))
     assert data.num_labels == 200 and data.eval_origin == "split 'validation'"
+
+
+def test_preset_pins_columns_and_prefers_its_eval_split(tmp_path: Path) -> None:
+    ds = _cifar_like(2, 2).rename_column("img", "picture")  # the preset says "img": override it explicitly
+    path = _write_dd(tmp_path / "p", ds, validation=ds, test=ds.select([0, 1, 2]))
+    assert load_image_dataset(path).eval_origin == "split 'validation'"  # auto: validation first
+    data = load_image_dataset(path, preset="cifar100", image_column="picture")
+    assert data.eval_origin == "split 'test'" and len(data.eval) == 3 and data.label_column == "fine_label"
+    only_train = _write_dd(tmp_path / "q", ds)
+    assert "stratified" in load_image_dataset(only_train, preset="cifar100", image_column="picture").eval_origin
