@@ -143,6 +143,8 @@ def test_errors_name_problem_and_fix(tmp_path: Path) -> None:
                     validation=datasets.Dataset.from_dict({"image": [_img(3)], "label": ["y"]}, features=strs))
     with pytest.raises(DataError, match="unknown label set"):
         load_image_dataset(unk)
+    with pytest.raises(DataError, match="uoft-cs/cifar100.*HF_HUB_OFFLINE"):  # preset -> Hub id, offline
+        load_image_dataset("cifar100")
     with pytest.raises(DataError, match="no Hub repo"):
         load_image_dataset("ifood2019")
     with pytest.raises(DataError, match="Unknown preset"):
