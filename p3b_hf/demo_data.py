@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from .transforms import glyph_batch_augment
+
 SOURCE_CLASSES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 TARGET_CLASSES = "αβγδεζηθικλμνξοπρστυφχψω" + "БГДЖЗИЙЛПФЦЧШЩЪЫЬЭЮЯ"
 # matplotlib TTFs that map Latin letters and digits to ordinary glyphs (cmex/cmsy/cmmi are math symbol
@@ -176,30 +178,6 @@ class SourceModelSpec:
     weight_decay: float = 0.05
     colour_augment: bool = False  # plain black-on-white learns much faster in a one-minute budget
     seed: int = 0
-
-
-def glyph_batch_augment(cov: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Batched dev-bench glyph augmentation: coverage [B,1,S,S] in [0,1] -> RGB [B,3,S,S] in [0,1].
-
-    Same recipe as :func:`p3b_hf.transforms.glyph_augment` (ink/background colours, +-8 deg, scale
-    0.9-1.1, noise 0.03), vectorised because pretraining runs on in-memory tensors.
-    """
-    b = cov.shape[0]
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator)
-
-    angle = (rand(b) * 2 - 1) * math.radians(8.0)
-    scale = 0.9 + 0.2 * rand(b)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], -1), torch.stack([sin, cos, torch.zeros(b)], -1)], 1)
-    grid = F.affine_grid(theta, list(cov.shape), align_corners=False)
-    cov = F.grid_sample(cov, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
-    ink = 0.45 * rand(b, 3, 1, 1)
-    bg = 0.55 + 0.45 * rand(b, 3, 1, 1)
-    out = bg + (ink - bg) * cov
-    noise = torch.randn(out.shape, generator=generator) * 0.03
-    return (out + noise).clamp(0, 1)
 
 
 def build_source_model(spec: SourceModelSpec, classes: Sequence[str]) -> Any:

@@ -22,6 +22,7 @@ see :func:`mix_batch`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,9 +113,13 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    mean = torch.tensor(pre.mean, dtype=x.dtype).view(3, 1, 1)
-    std = torch.tensor(pre.std, dtype=x.dtype).view(3, 1, 1)
-    return (x - mean) / std
+    return (x - _stats(pre.mean)) / _stats(pre.std)
+
+
+@functools.lru_cache(maxsize=32)
+def _stats(values: tuple[float, float, float]) -> torch.Tensor:
+    """Mean/std as a cached [3, 1, 1] tensor (a new tensor per image costs more than the arithmetic)."""
+    return torch.tensor(values, dtype=torch.float32).view(3, 1, 1)
 
 
 def resize_eval(img: Image.Image, pre: Preprocess) -> Image.Image:
@@ -252,26 +257,33 @@ def random_erasing(x: torch.Tensor, p: float = 0.25, scale: tuple[float, float] 
 
 # --------------------------------------------------------------------------------------- glyphs
 
-def glyph_augment(x: torch.Tensor, max_rotation: float = 8.0, scale: tuple[float, float] = (0.9, 1.1),
-                  ink: tuple[float, float] = (0.0, 0.45), background: tuple[float, float] = (0.55, 1.0),
-                  noise: float = 0.03) -> torch.Tensor:
-    """dev-bench glyph augmentation on a [0, 1] CHW image of dark ink on a light background.
+def glyph_batch_augment(cov: torch.Tensor, generator: torch.Generator | None = None, max_rotation: float = 8.0,
+                        scale: tuple[float, float] = (0.9, 1.1), ink: tuple[float, float] = (0.0, 0.45),
+                        background: tuple[float, float] = (0.55, 1.0), noise: float = 0.03) -> torch.Tensor:
+    """dev-bench glyph augmentation of ink coverage ``[B, 1, H, W]`` in [0, 1] -> RGB ``[B, 3, H, W]`` in [0, 1].
 
-    The ink coverage ``1 - gray`` is jittered (rotation, scale; bilinear, empty border) and re-coloured
-    with a random dark ink and a random light background per image, then Gaussian noise is added.
+    Per image: rotation +-``max_rotation`` degrees and scale in ``scale`` (bilinear, empty border), a
+    random dark ink colour (channels in ``ink``) on a random light background (``background``), then
+    Gaussian noise. All random numbers come from ``generator`` (default: torch's global RNG).
     """
-    cov = 1.0 - x.mean(0, keepdim=True)
-    angle = math.radians(_uniform(-max_rotation, max_rotation))
-    s = _uniform(*scale)
-    cos, sin = math.cos(angle) / s, math.sin(angle) / s
-    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype).unsqueeze(0)
-    grid = F.affine_grid(theta, [1, 1, *cov.shape[-2:]], align_corners=False)
-    cov = F.grid_sample(cov.unsqueeze(0), grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=False)[0].clamp_(0, 1)
-    ink_c = ink[0] + (ink[1] - ink[0]) * torch.rand(3, 1, 1, dtype=x.dtype)
-    bg_c = background[0] + (background[1] - background[0]) * torch.rand(3, 1, 1, dtype=x.dtype)
+    b = cov.shape[0]
+    r = torch.rand(b, 8, generator=generator, dtype=cov.dtype)
+    angle = (2 * r[:, 0] - 1) * math.radians(max_rotation)
+    s = scale[0] + (scale[1] - scale[0]) * r[:, 1]
+    cos, sin, zero = torch.cos(angle) / s, torch.sin(angle) / s, torch.zeros_like(s)
+    theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
+    grid = F.affine_grid(theta, [b, 1, *cov.shape[-2:]], align_corners=False)
+    cov = F.grid_sample(cov, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0, 1)
+    ink_c = ink[0] + (ink[1] - ink[0]) * r[:, 2:5].reshape(b, 3, 1, 1)
+    bg_c = background[0] + (background[1] - background[0]) * r[:, 5:8].reshape(b, 3, 1, 1)
     out = bg_c + (ink_c - bg_c) * cov
-    return (out + noise * torch.randn_like(out)).clamp_(0, 1)
+    return (out + noise * torch.randn(out.shape, generator=generator, dtype=out.dtype)).clamp_(0, 1)
+
+
+def glyph_augment(x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """:func:`glyph_batch_augment` of one [0, 1] CHW image of dark ink on a light background
+    (coverage = ``1 - gray``)."""
+    return glyph_batch_augment((1.0 - x.mean(0, keepdim=True)).unsqueeze(0), **kwargs)[0]
 
 
 # ----------------------------------------------------------------------------------- pipelines

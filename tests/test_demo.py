@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from p3b_hf import demo_data
+from p3b_hf.transforms import glyph_batch_augment
 
 
 def test_rendering_is_deterministic_and_split_by_font() -> None:
@@ -30,7 +31,7 @@ def test_rendering_is_deterministic_and_split_by_font() -> None:
 def test_glyph_batch_augment_colours_and_range() -> None:
     cov = torch.zeros(4, 1, 32, 32)
     cov[:, :, 10:22, 14:18] = 1.0
-    out = demo_data.glyph_batch_augment(cov, torch.Generator().manual_seed(0))
+    out = glyph_batch_augment(cov, torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
     assert (out[:, :, :3, :3].mean((1, 2, 3)) > out[:, :, 14:18, 15:17].mean((1, 2, 3)) + 0.1).all()
 
