@@ -7,7 +7,7 @@
 4. P3B: ``p3b-hf prune --method p3b`` on the target -- the same code path as the CLI (``prepare_context``
    -> ``methods.p3b.run_cli`` = ``P3BTrainer`` with ``P3BConfig`` -> ``finish_run``), so the demo
    prints the equivalent command line.
-5. Report: dense vs pruned accuracy, params, MACs, CPU images/s; plots; the saved model directory is
+5. Report: dense vs pruned accuracy, params, MACs, CPU images/s (``p3b_hf.bench``); plots; the saved model directory is
    reloaded with ``AutoModelForImageClassification.from_pretrained`` and its logits are checked.
 """
 
@@ -18,7 +18,6 @@ import copy
 import json
 import os
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-renders", type=int, default=3, help="renders per (font, class), target train")
     parser.add_argument("--eval-renders", type=int, default=2, help="renders per (font, class), target eval")
     parser.add_argument("--skip-dense", action="store_true", help="skip the dense fine-tune baseline")
-    parser.add_argument("--bench-iters", type=int, default=10, help="timed batches per model for images/s")
+    parser.add_argument("--bench-iters", type=int, default=7,
+                        help="timed repeats per model and variant for images/s (round-robin, median)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the idle cores by load average, at least 1)")
     parser.add_argument("--seed", type=int, default=0)
@@ -66,21 +66,6 @@ def _prune_argv(args: argparse.Namespace, model_dir: Path, data_dir: Path, out: 
             "--label-smoothing", "0.1", "--device", "cpu", "--seed", str(args.seed), "--logging-steps", "20"]
 
 
-@torch.inference_mode()
-def cpu_images_per_s(model: torch.nn.Module, image_size: int, batch_size: int = 64, iters: int = 10) -> float:
-    """Median images/s of ``model`` (fp32, eval) on random input; 2 warm-up batches."""
-    model = model.eval().cpu()
-    x = torch.randn(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    for _ in range(2):
-        model(pixel_values=x)
-    times = []
-    for _ in range(max(1, iters)):
-        t = time.perf_counter()
-        model(pixel_values=x)
-        times.append(time.perf_counter() - t)
-    return batch_size / statistics.median(times)
-
-
 def _dense_finetune(ctx: Any, args: argparse.Namespace, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
     """The baseline: the same fine-tune recipe as the P3B run (constant lr, no clipping), no pruning."""
     from ..pipeline import evaluate_accuracy, training_arguments
@@ -94,6 +79,12 @@ def _dense_finetune(ctx: Any, args: argparse.Namespace, model: torch.nn.Module) 
     trainer.train()
     model = trainer.model.cpu().eval()
     return model, evaluate_accuracy(model, ctx.eval_ds, device="cpu", desc="eval dense")
+
+
+def _ratio(bench: dict[str, Any], variant: str) -> float:
+    """Pruned / dense images/s: the per-round (paired) median, robust to load drift on a shared CPU."""
+    r = bench["ratios"]
+    return float(r["pruned_vs_dense_paired"].get(variant, r["pruned_vs_dense"][variant]))
 
 
 def _reload_check(model_dir: Path, pruned: torch.nn.Module, eval_ds: Any) -> dict[str, Any]:
@@ -148,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .. import demo_data
+    from ..bench import format_table, run_bench
     from ..cli import build_parser
     from ..cost import count_cost
     from ..errors import P3BError
@@ -211,12 +203,18 @@ def _run(args: argparse.Namespace) -> int:
     prune_report = finish_run(ctx, result, dense_init)
     model_dir = Path(pargs.output_dir)
 
-    # 5. speed, reload check, report
-    size = int(dense_init.config.image_size)
-    speed = {"threads": threads, "batch_size": 64, "dtype": "float32",
-             "dense_images_per_s": cpu_images_per_s(dense_model, size, iters=args.bench_iters),
-             "pruned_images_per_s": cpu_images_per_s(result.pruned_model, size, iters=args.bench_iters)}
-    speed["speedup"] = speed["pruned_images_per_s"] / speed["dense_images_per_s"]
+    # 5. speed (p3b_hf.bench: round-robin timing of dense / pruned / ideal plain ViT, eager and the
+    #    exact fast inference path), reload check, report
+    t = time.time()
+    bench = run_bench(copy.deepcopy(result.pruned_model), copy.deepcopy(dense_model), device="cpu", dtype="fp32",
+                      batch_size=64, repeats=args.bench_iters, warmup=2, variants=("eager", "fast"),
+                      min_repeat_s=0.1)
+    times["bench_s"] = time.time() - t
+    ips = {(r["model"], r["variant"]): r["images_per_s"] for r in bench["results"]}
+    speed = {"threads": threads, "batch_size": 64, "dtype": "float32", "bench_table": format_table(bench),
+             "dense_images_per_s": ips[("dense", "eager")], "pruned_images_per_s": ips[("pruned", "eager")],
+             "pruned_fast_images_per_s": ips[("pruned", "fast")],
+             "speedup": _ratio(bench, "eager"), "speedup_fast": _ratio(bench, "fast"), "bench": bench}
     reload = _reload_check(model_dir, result.pruned_model, ctx.eval_ds)
     times["total_s"] = time.time() - t_start
     dense_cost, pruned_cost = count_cost(dense_init), count_cost(result.pruned_model)
@@ -271,7 +269,8 @@ def _summary(report: dict[str, Any], prune_report: dict[str, Any], summarize: An
         f"({100 * (1 - p['params'] / d['params']):.1f} % removed, target {100 * report['prune_ratio']:.0f} %)",
         f"MACs / image         {d['macs'] / 1e6:.2f} M -> {p['macs'] / 1e6:.2f} M",
         f"CPU images/s         dense {s['dense_images_per_s']:.0f} -> pruned {s['pruned_images_per_s']:.0f} "
-        f"(x{s['speedup']:.2f}; fp32, batch {s['batch_size']}, {s['threads']} thread(s))",
+        f"(x{s['speedup']:.2f}; fast path {s['pruned_fast_images_per_s']:.0f}, x{s['speedup_fast']:.2f} vs dense"
+        f" fast; fp32, batch {s['batch_size']}, {s['threads']} thread(s))",
         f"reload check         AutoModelForImageClassification -> {report['reload']['class']}, max |logit diff| "
         f"{report['reload']['max_abs_logit_diff']:.2e}, accuracy {pct(report['reload']['accuracy'])}"
         f" -> {'OK' if report['reload']['ok'] else 'MISMATCH'}",
@@ -284,5 +283,7 @@ def _summary(report: dict[str, Any], prune_report: dict[str, Any], summarize: An
         "  " + report["command"],
         "",
         summarize(prune_report),
+        "",
+        s["bench_table"],
     ]
     return "\n".join(lines)
