@@ -40,6 +40,11 @@ from .training import FineTuneTrainer, compute_accuracy, logits_of
 logger = logging.getLogger(__name__)
 
 _NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token")
+#: fast-mode defaults of the BPI sub-batch fraction and period (see P3BConfig, docs/p3b.md "Step cost")
+FAST_BPI_SUBBATCH = 0.25
+FAST_BPI_EVERY = 2
+BPI_MODES = ("reference", "grouped")
+GATE_MODES = ("hooks", "fused")
 
 
 @dataclass
@@ -63,6 +68,19 @@ class P3BConfig:
     * ``exact_budget``: False = the reference's pure rank threshold (can miss an attention block's goal by
       up to ~0.75 % of the block, one head-dim element); clean: the head-dim gate may keep one element
       more/fewer so every block lands within 0.25 %.
+
+    Step cost (docs/p3b.md "Step cost"; each ``None`` = reference value with ``reference=True``, else the
+    fast default):
+
+    * ``bpi_mode``: "reference" (2L separate head stacks, ~100 kernels each) or "grouped" (all heads in
+      one grouped conv / batched matmul per stage; same logits up to float rounding). Fast default: grouped.
+    * ``bpi_subbatch``: fraction of each micro-batch the BPI heads score (its first samples; the loader
+      shuffles, so the ΔΨ window mean stays unbiased). Reference 1.0; fast default
+      :data:`FAST_BPI_SUBBATCH`.
+    * ``bpi_every``: run the BPI heads on every k-th training micro-batch only (ΔΨ is averaged over the
+      micro-batches that ran them). Reference 1; fast default :data:`FAST_BPI_EVERY`.
+    * ``gate_mode``: "hooks" (multiply each gated activation in a hook, as the reference) or "fused"
+      (fold the masks into the LayerNorm affines / Linear weights, same function). Fast default: fused.
     """
 
     prune_ratio: float = 0.5
@@ -93,6 +111,10 @@ class P3BConfig:
     layernorm_mode: str | None = None
     reference_non_block: bool | None = None
     exact_budget: bool | None = None
+    bpi_mode: str | None = None
+    bpi_subbatch: float | None = None
+    bpi_every: int | None = None
+    gate_mode: str | None = None
     evaluate_pruned: bool = True
     save_dir: str | None = "auto"
 
@@ -109,6 +131,20 @@ class P3BConfig:
             c.train_masks = r or c.mask_lr is not None
         if c.layernorm_mode is None:
             c.layernorm_mode = "subset_stats" if r else "full_stats"
+        for name, ref_value, fast_value in (("bpi_mode", "reference", "grouped"),
+                                            ("bpi_subbatch", 1.0, FAST_BPI_SUBBATCH),
+                                            ("bpi_every", 1, FAST_BPI_EVERY), ("gate_mode", "hooks", "fused")):
+            if getattr(c, name) is None:
+                setattr(c, name, ref_value if r else fast_value)
+        if c.bpi_mode not in BPI_MODES:
+            raise ValueError(f"bpi_mode must be one of {BPI_MODES}, got {c.bpi_mode!r}.")
+        if c.gate_mode not in GATE_MODES:
+            raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {c.gate_mode!r}.")
+        if not 0.0 < c.bpi_subbatch <= 1.0:
+            raise ValueError(f"bpi_subbatch must be in (0, 1] (fraction of each batch), got {c.bpi_subbatch}.")
+        if int(c.bpi_every) != c.bpi_every or c.bpi_every < 1:
+            raise ValueError(f"bpi_every must be an integer >= 1, got {c.bpi_every}.")
+        c.bpi_every = int(c.bpi_every)
         if c.layernorm_mode not in ("full_stats", "subset_stats"):
             raise ValueError(f"layernorm_mode must be 'full_stats' or 'subset_stats', got {c.layernorm_mode!r}.")
         unknown = set(c.gate_scales) - set(DEFAULT_GATE_SCALES)
@@ -286,17 +322,20 @@ class P3BTrainer(FineTuneTrainer):
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         pr = self.pruner
-        use_bpi = model.training and pr.bpi is not None and not pr.state.finalized
+        bpi_phase = model.training and pr.bpi is not None and not pr.state.finalized
+        use_bpi = bpi_phase and self._bpi_due()
         if pr.bpi is not None:
             pr.bpi.active = use_bpi
+            pr.bpi.rows = self._bpi_rows(inputs) if use_bpi else None
         try:
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
         finally:
             if pr.bpi is not None:
-                pr.bpi.active = False
+                pr.bpi.active, pr.bpi.rows = False, None
         if use_bpi:
-            labels = inputs["labels"]
+            rows = outputs["p3b_bpi_cls"].shape[2]
+            labels = inputs["labels"][:rows]
             ce_cls = per_head_ce(outputs["p3b_bpi_cls"], labels)
             ce_patch = per_head_ce(outputs["p3b_bpi_patch"], labels)
             if self.p3b.frozen:
@@ -305,7 +344,26 @@ class P3BTrainer(FineTuneTrainer):
                 loss = loss + ce_cls.sum() + ce_patch.sum()
             if pr.schedule is not None and pr.schedule.accumulating(self.state.global_step):
                 pr.record_dpsi(ce_cls.detach(), ce_patch.detach())
+        elif bpi_phase and (self.p3b.frozen or self.args.world_size > 1):
+            # BPI skipped (bpi_every): a zero-valued term keeps the heads in the graph, so DDP without
+            # find_unused_parameters sees every gradient and a frozen backbone still gives a loss with grad
+            zero = sum(p.sum() for p in pr.bpi.parameters()) * 0.0
+            loss = zero if self.p3b.frozen else loss + zero
         return (loss, outputs) if return_outputs else loss
+
+    def _bpi_due(self) -> bool:
+        """Does this training micro-batch run the BPI heads (every ``bpi_every``-th one)?"""
+        st = self.pruner.state
+        due = st.train_forwards % self.p3b.bpi_every == 0
+        st.train_forwards += 1
+        return due
+
+    def _bpi_rows(self, inputs: dict[str, Any]) -> int | None:
+        """BPI sub-batch size: ``ceil(bpi_subbatch x B)`` leading samples (None = the whole batch)."""
+        if self.p3b.bpi_subbatch >= 1.0:
+            return None
+        batch = int(inputs["labels"].shape[0])
+        return max(1, math.ceil(self.p3b.bpi_subbatch * batch))
 
     # ------------------------------------------------------------------ optimizer / scheduler
     def _param_groups(self) -> list[dict[str, Any]]:

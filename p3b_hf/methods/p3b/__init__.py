@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import P3BError
-from .bpi import BPIHeads, PatchHead, per_head_ce
+from .bpi import BPIHeads, BPITaps, PatchHead, per_head_ce
 from .budget import block_importance, ema, gamma, ramp, solve_keep_ratios
+from .fast_bpi import GroupedBPIHeads
+from .fast_gates import install_fused_gates
 from .gates import GATES, Dims, GateSet, block_params, install_gates, non_block_params, param_per_element
 from .local import DEFAULT_GATE_SCALES, block_masks, rank_normalise, soft_mask_values, taylor_score
 from .pruner import P3BPruner
@@ -25,7 +27,7 @@ from .state import P3BState
 
 __all__ = [
     "GATES", "Dims", "GateSet", "block_params", "install_gates", "non_block_params", "param_per_element",
-    "BPIHeads", "PatchHead", "per_head_ce", "gamma", "block_importance", "ema", "solve_keep_ratios", "ramp",
+    "BPIHeads", "BPITaps", "GroupedBPIHeads", "install_fused_gates", "PatchHead", "per_head_ce", "gamma", "block_importance", "ema", "solve_keep_ratios", "ramp",
     "DEFAULT_GATE_SCALES", "block_masks", "rank_normalise", "soft_mask_values", "taylor_score", "P3BPruner",
     "Schedule", "default_phase_epochs", "P3BState", "add_cli_arguments", "run_cli", "config_from_args",
     "parse_gate_scales",
@@ -71,6 +73,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
                         "re-selection, subset LayerNorm stats, pure rank threshold)")
     g.add_argument("--layernorm-mode", choices=["full_stats", "subset_stats"], default=None,
                    help="P3B: pruned LayerNorms keep full statistics (default, exact) or normalise the subset")
+    g.add_argument("--bpi-mode", choices=["reference", "grouped"], default=None,
+                   help="P3B: BPI heads as 2L separate stacks (reference) or one grouped computation "
+                        "(default; same logits, far fewer kernels)")
+    g.add_argument("--bpi-subbatch", type=float, default=None,
+                   help="P3B: fraction of each batch the BPI heads score (default 0.25; 1.0 with --reference)")
+    g.add_argument("--bpi-every", type=int, default=None,
+                   help="P3B: run the BPI heads on every k-th micro-batch (default 2; 1 with --reference)")
+    g.add_argument("--gate-mode", choices=["hooks", "fused"], default=None,
+                   help="P3B: masks as activation hooks (reference) or folded into LN/Linear weights (default)")
     _add(g, "--teacher", default=None, help="KD teacher model dir/Hub id (P3B-Dist, VBP)")
     _add(g, "--kd-alpha", type=float, default=0.5, help="weight of the KD term (default 0.5)")
     _add(g, "--kd-temperature", type=float, default=1.0, help="KD temperature (default 1)")
@@ -113,6 +124,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         pr_gamma=args.pr_gamma, pr_alpha=args.pr_alpha, tau_max=args.tau_max, tau_min=args.tau_min,
         block_imp_scale=args.block_imp_scale, block_param_only=args.block_param_only, handcrafted_keep=keep,
         frozen=args.frozen, reference=args.reference, layernorm_mode=args.layernorm_mode, save_dir=None,
+        bpi_mode=getattr(args, "bpi_mode", None), bpi_subbatch=getattr(args, "bpi_subbatch", None),
+        bpi_every=getattr(args, "bpi_every", None), gate_mode=getattr(args, "gate_mode", None),
     ).resolved()
 
 

@@ -36,41 +36,31 @@ class PatchHead(nn.Module):
         return self.fc(self.body(x).mean(dim=(2, 3)))
 
 
-class BPIHeads(nn.Module):
-    """2L class heads and 2L patch heads plus the tap hooks that feed them.
+class BPITaps(nn.Module):
+    """The tap plumbing shared by every BPI head implementation: hooks that collect the detached fp32
+    residual streams ``X_0..X_2L`` of a training forward and a top-level hook that adds the heads'
+    logits to the model output. Subclasses implement :meth:`evaluate`.
 
     ``frozen_bn=True`` keeps the BatchNorms in eval mode forever (the reference trains in eval mode,
-    so its BNs act as affine layers with their initial running stats).
+    so its BNs act as affine layers with their initial running stats). ``rows`` (set per forward by
+    the trainer) restricts the heads to the first ``rows`` samples of the batch (BPI sub-batch).
     """
 
-    def __init__(self, hidden: int, num_labels: int, num_blocks: int, grid: int, special_tokens: int,
-                 frozen_bn: bool = False) -> None:
+    def __init__(self, num_blocks: int, grid: int, special_tokens: int, frozen_bn: bool = False) -> None:
         super().__init__()
-        self.cls_heads = nn.ModuleList([nn.Linear(hidden, num_labels) for _ in range(num_blocks)])
-        self.patch_heads = nn.ModuleList([PatchHead(hidden, num_labels) for _ in range(num_blocks)])
+        self.num_blocks = num_blocks
         self.grid = grid
         self.special_tokens = special_tokens
         self.frozen_bn = frozen_bn
         self.active = False  # set by the trainer for training forwards only
+        self.rows: int | None = None  # BPI sub-batch: score only the first ``rows`` samples (None = all)
         self._taps: list[torch.Tensor] = []
-
-    @classmethod
-    def for_model(cls, mods: ViTModules, num_labels: int, frozen_bn: bool = False) -> BPIHeads:
-        return cls(mods.hidden_size, num_labels, 2 * mods.num_layers, mods.image_size // mods.patch_size,
-                   mods.num_special_tokens, frozen_bn)
-
-    def train(self, mode: bool = True) -> BPIHeads:
-        super().train(mode)
-        if self.frozen_bn:
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-        return self
 
     # ------------------------------------------------------------------ taps
     def _tap(self, x: torch.Tensor) -> None:
         if self.active:
-            self._taps.append(x.detach().float())
+            x = x.detach()
+            self._taps.append((x if self.rows is None else x[:self.rows]).float())
 
     def install(self, model: nn.Module, mods: ViTModules) -> list[Any]:
         """Hooks: X0 = embeddings output, post-attention stream = input of layernorm_after,
@@ -93,13 +83,47 @@ class BPIHeads(nn.Module):
         if not self.active:
             return out
         taps, self._taps = self._taps, []
-        if len(taps) != len(self.cls_heads) + 1:
-            raise RuntimeError(f"BPI expected {len(self.cls_heads) + 1} residual taps, got {len(taps)}; "
+        if len(taps) != self.num_blocks + 1:
+            raise RuntimeError(f"BPI expected {self.num_blocks + 1} residual taps, got {len(taps)}; "
                                "was the model called twice inside one forward?")
         cls_logits, patch_logits = self.evaluate(taps)
         out["p3b_bpi_cls"] = cls_logits
         out["p3b_bpi_patch"] = patch_logits
         return out
+
+    def _grid(self, x: torch.Tensor) -> torch.Tensor:
+        p = x[:, self.special_tokens:]
+        b, n, c = p.shape
+        if n != self.grid * self.grid:
+            raise RuntimeError(f"BPI patch head expects {self.grid}x{self.grid} patch tokens, got {n}.")
+        return p.transpose(1, 2).reshape(b, c, self.grid, self.grid)
+
+    def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[2L, 2 (in/out), B, K]`` of the class and patch heads on taps ``X_0..X_2L``."""
+        raise NotImplementedError
+
+
+class BPIHeads(BPITaps):
+    """2L class heads and 2L patch heads (separate modules, the reference layout) plus the tap hooks."""
+
+    def __init__(self, hidden: int, num_labels: int, num_blocks: int, grid: int, special_tokens: int,
+                 frozen_bn: bool = False) -> None:
+        super().__init__(num_blocks, grid, special_tokens, frozen_bn)
+        self.cls_heads = nn.ModuleList([nn.Linear(hidden, num_labels) for _ in range(num_blocks)])
+        self.patch_heads = nn.ModuleList([PatchHead(hidden, num_labels) for _ in range(num_blocks)])
+
+    @classmethod
+    def for_model(cls, mods: ViTModules, num_labels: int, frozen_bn: bool = False) -> BPIHeads:
+        return cls(mods.hidden_size, num_labels, 2 * mods.num_layers, mods.image_size // mods.patch_size,
+                   mods.num_special_tokens, frozen_bn)
+
+    def train(self, mode: bool = True) -> BPIHeads:
+        super().train(mode)
+        if self.frozen_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     # ------------------------------------------------------------------ heads
     def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,13 +134,6 @@ class BPIHeads(nn.Module):
             cls_out.append(torch.stack([ch(x[:, 0]) for x in xs]))
             patch_out.append(torch.stack([ph(self._grid(x)) for x in xs]))
         return torch.stack(cls_out), torch.stack(patch_out)
-
-    def _grid(self, x: torch.Tensor) -> torch.Tensor:
-        p = x[:, self.special_tokens:]
-        b, n, c = p.shape
-        if n != self.grid * self.grid:
-            raise RuntimeError(f"BPI patch head expects {self.grid}x{self.grid} patch tokens, got {n}.")
-        return p.transpose(1, 2).reshape(b, c, self.grid, self.grid)
 
 
 def _parent_of(model: nn.Module, module: nn.Module, levels: int) -> nn.Module:

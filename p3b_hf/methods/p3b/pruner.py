@@ -17,8 +17,10 @@ from torch import nn
 from ...errors import P3BError
 from ...models.locator import locate
 from ...plan import LayerPlan, WidthPlan
-from .bpi import BPIHeads
+from .bpi import BPIHeads, BPITaps
 from .budget import block_importance, ema, ramp, solve_keep_ratios
+from .fast_bpi import GroupedBPIHeads
+from .fast_gates import install_fused_gates
 from .gates import BLOCK_GATES, GATES, Dims, GateSet, block_params, install_gates, non_block_params
 from .local import block_masks, taylor_score
 from .schedule import Schedule
@@ -62,7 +64,7 @@ class P3BPruner:
         if not 0.0 <= config.prune_ratio < 1.0:
             raise P3BError(f"prune_ratio must be in [0, 1), got {config.prune_ratio}.")
         self.gates: GateSet | None = None
-        self.bpi: BPIHeads | None = None
+        self.bpi: BPITaps | None = None
         self.handles: list[Any] = []
         if config.frozen:
             for p in model.parameters():
@@ -70,9 +72,11 @@ class P3BPruner:
         else:
             self.gates = GateSet(self.dims)
             model.p3b_gates = self.gates
-            self.handles += install_gates(model, self.gates, mods)
+            install = install_fused_gates if getattr(config, "gate_mode", "hooks") == "fused" else install_gates
+            self.handles += install(model, self.gates, mods)
         if config.handcrafted_keep is None:
-            self.bpi = BPIHeads.for_model(mods, int(model.config.num_labels), frozen_bn=config.bpi_frozen_bn)
+            heads = GroupedBPIHeads if getattr(config, "bpi_mode", "reference") == "grouped" else BPIHeads
+            self.bpi = heads.for_model(mods, int(model.config.num_labels), frozen_bn=config.bpi_frozen_bn)
             model.p3b_bpi = self.bpi
             self.handles += self.bpi.install(model, mods)
         n_mask = sum(m.numel() for _, _, m in self.gates.named_masks()) if self.gates is not None else 0
@@ -143,7 +147,14 @@ class P3BPruner:
         cfg, st = self.config, self.state
         if cfg.handcrafted_keep is not None:
             return torch.tensor(cfg.handcrafted_keep, dtype=torch.float64, device=st.remaining.device), None, None
-        cnt = float(st.dpsi_count.clamp_min(1).item())
+        cnt = float(st.dpsi_count.item())
+        if cnt == 0:
+            # no forward of this window ran the BPI heads (bpi_every > window length): nothing new to learn
+            logger.warning("P3B update with no BPI forward in its window: keeping the previous block keep "
+                           "ratios. Use --bpi-every <= --update-every x gradient accumulation steps.")
+            if st.kappa is not None:
+                return st.kappa, None, None
+        cnt = max(cnt, 1.0)
         d_cls, d_patch = st.dpsi_cls_sum / cnt, st.dpsi_patch_sum / cnt
         imp_c = block_importance(d_cls, st.remaining, cfg.block_imp_scale, guard=cfg.guards)
         imp_p = block_importance(d_patch, st.remaining, cfg.block_imp_scale, guard=cfg.guards)

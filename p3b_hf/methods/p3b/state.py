@@ -49,6 +49,7 @@ class P3BState:
     finalize_step: int | None = None
     skipped_taylor_steps: int = 0
     last_taylor_step: int = -1
+    train_forwards: int = 0  # training micro-batches seen before finalisation (drives ``bpi_every``)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -93,7 +94,7 @@ class P3BState:
         save_file(tensors, str(out / STATE_TENSORS), metadata={"format": "pt"})
         meta = {"num_updates": self.num_updates, "finalized": self.finalized, "finalize_step": self.finalize_step,
                 "skipped_taylor_steps": self.skipped_taylor_steps, "last_taylor_step": self.last_taylor_step,
-                "history": self.history, **extra_json}
+                "train_forwards": self.train_forwards, "history": self.history, **extra_json}
         tmp = out / (STATE_JSON + ".tmp")
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, out / STATE_JSON)
@@ -113,3 +114,4 @@ class P3BState:
         for k in ("num_updates", "finalized", "finalize_step", "skipped_taylor_steps", "last_taylor_step",
                   "history"):
             setattr(self, k, meta[k])
+        self.train_forwards = int(meta.get("train_forwards", 0))  # absent in checkpoints before bpi_every

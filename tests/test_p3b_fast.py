@@ -1,0 +1,213 @@
+"""The fast P3B step: grouped BPI heads == separate heads, fused gates == hook gates, sub-batch / every-k
+ΔΨ accounting, and a tiny run in the fast mode that reaches its ratio."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from p3b_tiny_run import synthetic_dataset, tiny_model, training_args
+
+from p3b_hf.methods.p3b import add_cli_arguments, config_from_args
+from p3b_hf.methods.p3b.bpi import BPIHeads, per_head_ce
+from p3b_hf.methods.p3b.fast_bpi import GroupedBPIHeads
+from p3b_hf.methods.p3b.fast_gates import ForwardOverride, install_fused_gates
+from p3b_hf.methods.p3b.gates import Dims, GateSet, install_gates
+from p3b_hf.models.locator import locate
+from p3b_hf.trainer import P3BConfig, P3BTrainer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _taps(n_blocks: int, batch: int, tokens: int, hidden: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, tokens, hidden, generator=g) * (1 + i / 4) for i in range(n_blocks + 1)]
+
+
+@pytest.mark.parametrize("frozen_bn", [False, True])
+def test_grouped_heads_equal_separate_heads(frozen_bn):
+    torch.manual_seed(0)
+    ref = BPIHeads(hidden=12, num_labels=5, num_blocks=4, grid=3, special_tokens=2, frozen_bn=frozen_bn)
+    fast = GroupedBPIHeads.from_heads(ref)
+    with torch.no_grad():  # non-trivial BN affine so a wrong channel order would show
+        for i in (1, 2):
+            getattr(fast, f"bn{i}_weight").uniform_(0.5, 1.5)
+            getattr(fast, f"bn{i}_bias").normal_()
+            for b, h in enumerate(ref.patch_heads):
+                bn = h.body[1 if i == 1 else 4]
+                bn.weight.copy_(getattr(fast, f"bn{i}_weight")[b * 12:(b + 1) * 12])
+                bn.bias.copy_(getattr(fast, f"bn{i}_bias")[b * 12:(b + 1) * 12])
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    for step in range(2):  # second step: running stats from the first must agree too (eval below)
+        ref.train()
+        fast.train()
+        taps = _taps(4, 6, 2 + 9, 12, seed=step)
+        (c1, p1), (c2, p2) = ref.evaluate(taps), fast.evaluate(taps)
+        assert c1.shape == c2.shape == p1.shape == p2.shape == (4, 2, 6, 5)
+        torch.testing.assert_close(c2, c1, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(p2, p1, rtol=1e-5, atol=1e-5)
+        ref.zero_grad()
+        fast.zero_grad()
+        (per_head_ce(c1, labels).sum() + per_head_ce(p1, labels).sum()).backward()
+        (per_head_ce(c2, labels).sum() + per_head_ce(p2, labels).sum()).backward()
+        torch.testing.assert_close(fast.conv1_weight.grad, torch.cat([h.body[0].weight.grad for h in ref.patch_heads]),
+                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(fast.cls_weight.grad, torch.stack([h.weight.grad for h in ref.cls_heads]))
+        torch.testing.assert_close(fast.bn2_bias.grad, torch.cat([h.body[4].bias.grad for h in ref.patch_heads]),
+                                   rtol=1e-4, atol=1e-6)
+    for name, idx in (("bn1", 1), ("bn2", 4)):
+        for stat in ("running_mean", "running_var"):
+            torch.testing.assert_close(getattr(fast, f"{name}_{stat}"),
+                                       torch.cat([getattr(h.body[idx], stat) for h in ref.patch_heads]))
+    if not frozen_bn:  # the running stats moved: two momentum updates per step, as the reference
+        assert not torch.allclose(fast.bn1_running_var, torch.ones_like(fast.bn1_running_var))
+        assert int(fast.bn1_num_batches_tracked) == int(ref.patch_heads[0].body[1].num_batches_tracked) == 4
+    ref.eval()
+    fast.eval()
+    taps = _taps(4, 3, 11, 12, seed=7)
+    torch.testing.assert_close(fast.evaluate(taps)[1], ref.evaluate(taps)[1], rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_heads_installed_give_same_logits_and_init(tiny_deit_teacher, images):
+    mods = locate(tiny_deit_teacher)
+    torch.manual_seed(3)
+    ref = BPIHeads.for_model(mods, 7)
+    torch.manual_seed(3)
+    fast = GroupedBPIHeads.for_model(mods, 7)  # same RNG draws -> same initial heads
+    torch.testing.assert_close(fast.conv2_weight, torch.cat([h.body[3].weight for h in ref.patch_heads]))
+    outs = []
+    for heads in (ref, fast):
+        handles = heads.install(tiny_deit_teacher, mods)
+        heads.active, heads.rows = True, 3
+        out = tiny_deit_teacher(pixel_values=images)
+        heads.active = False
+        for h in handles:
+            h.remove()
+        outs.append((out["p3b_bpi_cls"], out["p3b_bpi_patch"]))
+    assert outs[0][1].shape == (6, 2, 3, 7)  # rows=3: only the first 3 samples are scored
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_fused_gates_equal_hook_gates(tiny_vit, images, hard):
+    gates = GateSet(Dims.from_config(tiny_vit.config))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, _, m in gates.named_masks():
+            m.copy_(torch.rand(m.shape, generator=g) * 1.2)
+    gates.hard = hard
+    results = []
+    for install in (install_gates, install_fused_gates):
+        handles = install(tiny_vit, gates)
+        gates.zero_grad()
+        out = tiny_vit(pixel_values=images).logits
+        out.square().sum().backward()
+        results.append((out.detach(), [m.grad.clone() if m.grad is not None else None
+                                       for _, _, m in gates.named_masks()]))
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        if hard:  # hard masks are detached: no gradient either way
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+    assert all("forward" not in lm.q.__dict__ for lm in locate(tiny_vit).layers)  # removed cleanly
+
+
+def test_fast_defaults_cli_and_validation():
+    fast, ref = P3BConfig().resolved(), P3BConfig(reference=True).resolved()
+    assert (fast.bpi_mode, fast.gate_mode, fast.bpi_every, fast.bpi_subbatch) == ("grouped", "fused", 2, 0.25)
+    assert (ref.bpi_mode, ref.gate_mode, ref.bpi_every, ref.bpi_subbatch) == ("reference", "hooks", 1, 1.0)
+    for bad in (dict(bpi_subbatch=0.0), dict(bpi_every=0), dict(bpi_mode="fast"), dict(gate_mode="x")):
+        with pytest.raises(ValueError):
+            P3BConfig(**bad).resolved()
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_cli_arguments(p)
+    args = p.parse_args(["--bpi-mode", "reference", "--bpi-every", "3", "--bpi-subbatch", "0.5"])
+    args.prune_ratio = 0.5
+    cfg = config_from_args(args)
+    assert (cfg.bpi_mode, cfg.bpi_every, cfg.bpi_subbatch, cfg.gate_mode) == ("reference", 3, 0.5, "fused")
+
+
+def test_subbatch_and_every_k_dpsi_accounting(tmp_path):
+    """ΔΨ of each update is the mean over exactly the micro-batches that ran the heads, on ceil(f·B) rows."""
+    every, frac, batch = 3, 0.4, 16
+    model = tiny_model("vit")
+    cfg = P3BConfig(prune_ratio=0.3, prune_start_step=2, prune_sparse_step=6, prune_finalize_step=12, update_every=3,
+                    bpi_every=every, bpi_subbatch=frac, save_dir=None, evaluate_pruned=False)
+    trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=3,
+                                                         per_device_train_batch_size=batch),
+                         train_dataset=synthetic_dataset(64), p3b=cfg)
+    pr = trainer.pruner
+    seen: list[tuple[int, torch.Tensor, int]] = []
+    orig_record, orig_eval = pr.record_dpsi, pr.bpi.evaluate
+    rows: list[int] = []
+
+    def record(ce_cls: torch.Tensor, ce_patch: torch.Tensor) -> None:
+        seen.append((trainer.state.global_step, (ce_cls[:, 0] - ce_cls[:, 1]).double(), 1))
+        orig_record(ce_cls, ce_patch)
+
+    def evaluate(taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows.append(taps[0].shape[0])
+        return orig_eval(taps)
+
+    pr.record_dpsi, pr.bpi.evaluate = record, evaluate
+    trainer.train()
+    assert isinstance(pr.bpi, GroupedBPIHeads)
+    # 12 steps of 16: the heads ran on forwards 0, 3, 6, 9 with ceil(0.4*16) = 7 rows
+    assert rows == [math.ceil(frac * batch)] * 4
+    assert pr.state.train_forwards == 12
+    updates = pr.state.history
+    assert [u["step"] for u in updates] == [5, 8, 11]
+    prev = 0
+    for u in updates:
+        window = [d for s, d, _ in seen if prev <= s < u["step"]]
+        expected = sum(1 for s in range(max(prev, 2), u["step"]) if s % every == 0)
+        assert u["window_forwards"] == len(window) == expected
+        assert u["window_steps"] == u["step"] - max(prev, 2)  # Taylor scores still every step
+        torch.testing.assert_close(torch.tensor(u["dpsi_cls"], dtype=torch.float64), torch.stack(window).mean(0))
+        prev = u["step"]
+
+
+def test_empty_bpi_window_keeps_previous_keep_ratios(tmp_path):
+    model = tiny_model("vit")
+    cfg = P3BConfig(prune_ratio=0.3, prune_start_step=2, prune_sparse_step=6, prune_finalize_step=10,
+                    update_every=2, bpi_every=4, save_dir=None, evaluate_pruned=False)
+    trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=2,
+                                                         per_device_train_batch_size=16),
+                         train_dataset=synthetic_dataset(80), p3b=cfg)
+    trainer.train()
+    hist = trainer.pruning.state.history
+    # updates after steps 4, 6, 8 (windows [2,4) [4,6) [6,8)); the heads ran at forwards 0, 4, 8 only
+    assert [u["window_forwards"] for u in hist] == [0, 1, 0]
+    assert hist[2]["keep_target"] == hist[1]["keep_target"] and hist[2]["dpsi_cls"] is None
+
+
+def test_tiny_run_in_fast_mode_reaches_ratio(tmp_path):
+    model = tiny_model("vit")
+    dense = sum(p.numel() for n, p in model.named_parameters())
+    ds = synthetic_dataset(192)
+    trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=4), train_dataset=ds,
+                         eval_dataset=ds.select(range(64)),
+                         p3b=P3BConfig(prune_ratio=0.5, prune_start_epoch=1, prune_sparse_epoch=2,
+                                       prune_finalize_epoch=4, update_every=2, save_dir=None))
+    pr = trainer.pruner
+    assert isinstance(pr.bpi, GroupedBPIHeads)
+    assert all(isinstance(h, ForwardOverride) for h in pr.handles[:7])
+    trainer.train()
+    n_pruned = sum(p.numel() for p in trainer.pruned_model.parameters())
+    assert abs((1 - n_pruned / dense) - 0.5) <= 0.01
+    fin = trainer.pruning.history["finalize"]["finalize"]
+    assert fin["pruned"]["accuracy"] == pytest.approx(fin["hard_masked"]["accuracy"])
+    assert all(u["window_forwards"] == 1 for u in trainer.pruning.state.history)  # every 2nd of 2 steps
