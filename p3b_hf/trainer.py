@@ -237,7 +237,9 @@ class PruningCallback(TrainerCallback):
         if pr.schedule.is_update(done):
             entry = pr.update(done)
             logger.info("P3B update at step %d (%s): model keep %.4f", done, entry["phase"], entry["model_keep"])
-            if self.trainer is not None and state.is_world_process_zero:
+            # on EVERY rank: Trainer.log runs the on_log callbacks, which reset control.should_log; logging on
+            # rank 0 only made rank 1 alone enter the loss all_gather of a coinciding logging step (DDP hang)
+            if self.trainer is not None:
                 self.trainer.log({"p3b_model_keep": entry["model_keep"], "p3b_rho": entry["rho"],
                                   "p3b_tau": entry["tau"]})
         if done >= pr.schedule.finalize:
