@@ -204,7 +204,7 @@ def test_two_process_gloo_p3b_recipe_ranks_agree(tmp_path: Path) -> None:
            str(RECIPES / "run.py"), str(RECIPES / "smoke/p3b_tiny_cpu.yaml"), "--set", f"vars.model={dense_dir}",
            "--set", f"vars.dataset={data}", "--set", f"vars.output_root={out}",
            "--fingerprint-dir", str(tmp_path / "fp")]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert "[rank 0/2] recipe" in proc.stdout and "[rank 1/2] recipe" in proc.stdout
