@@ -83,7 +83,7 @@ def _ddp_main(out: str) -> None:
     args = training_args(os.path.join(out, "run"), num_train_epochs=4, per_device_train_batch_size=16,
                          ddp_backend="gloo", ddp_find_unused_parameters=False)
     cfg = P3BConfig(prune_ratio=0.5, prune_start_epoch=1, prune_sparse_epoch=2, prune_finalize_epoch=4,
-                    update_every=2, save_dir=None)
+                    update_every=2, bpi_every=2, save_dir=None)
     trainer = P3BTrainer(model=model, args=args, train_dataset=ds, eval_dataset=ds.select(range(32)), p3b=cfg,
                          callbacks=[Hashes()])
     trainer.train()

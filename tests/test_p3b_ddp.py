@@ -39,7 +39,7 @@ def test_two_ranks_have_identical_masks_after_every_update(tmp_path):
     assert len({line.split()[1] for line in r0}) == len(r0)  # the masks really change between updates
     assert (tmp_path / "final_rank0.txt").read_text() == (tmp_path / "final_rank1.txt").read_text()
     assert abs(float(r0[-1].split()[2]) - 0.5) < 0.01
-    # ΔΨ windows are summed over ranks: the fast default runs the heads on every 2nd micro-batch, so a
+    # ΔΨ windows are summed over ranks: the script runs the heads on every 2nd micro-batch (bpi_every=2), so a
     # 2-step window has 1 BPI forward per rank x 2 ranks (skipped forwards keep the heads in the DDP graph
     # through a zero term: find_unused_parameters is off); Taylor sums are averaged (2 steps)
     assert all(line.split()[3:] == ["2", "2"] for line in r0)

@@ -15,7 +15,7 @@ from p3b_hf.methods.p3b.fast_bpi import GroupedBPIHeads
 from p3b_hf.methods.p3b.fast_gates import ForwardOverride, install_fused_gates
 from p3b_hf.methods.p3b.gates import Dims, GateSet, install_gates
 from p3b_hf.models.locator import locate
-from p3b_hf.trainer import P3BConfig, P3BTrainer
+from p3b_hf.trainer import FAST_BPI_EVERY, FAST_BPI_SUBBATCH, P3BConfig, P3BTrainer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -125,7 +125,9 @@ def test_fused_gates_equal_hook_gates(tiny_vit, images, hard):
 
 def test_fast_defaults_cli_and_validation():
     fast, ref = P3BConfig().resolved(), P3BConfig(reference=True).resolved()
-    assert (fast.bpi_mode, fast.gate_mode, fast.bpi_every, fast.bpi_subbatch) == ("grouped", "fused", 2, 0.25)
+    assert (fast.bpi_mode, fast.gate_mode, fast.bpi_every, fast.bpi_subbatch) == (
+        "grouped", "fused", FAST_BPI_EVERY, FAST_BPI_SUBBATCH)
+    assert FAST_BPI_EVERY >= 1 and 0 < FAST_BPI_SUBBATCH <= 1
     assert (ref.bpi_mode, ref.gate_mode, ref.bpi_every, ref.bpi_subbatch) == ("reference", "hooks", 1, 1.0)
     for bad in (dict(bpi_subbatch=0.0), dict(bpi_every=0), dict(bpi_mode="fast"), dict(gate_mode="x")):
         with pytest.raises(ValueError):
@@ -210,4 +212,6 @@ def test_tiny_run_in_fast_mode_reaches_ratio(tmp_path):
     assert abs((1 - n_pruned / dense) - 0.5) <= 0.01
     fin = trainer.pruning.history["finalize"]["finalize"]
     assert fin["pruned"]["accuracy"] == pytest.approx(fin["hard_masked"]["accuracy"])
-    assert all(u["window_forwards"] == 1 for u in trainer.pruning.state.history)  # every 2nd of 2 steps
+    every = trainer.p3b.bpi_every  # the fast default; 2-step windows starting at step 6
+    assert [u["window_forwards"] for u in trainer.pruning.state.history] == [
+        sum(1 for s in range(d - 2, d) if s % every == 0) for d in range(8, 24, 2)]
