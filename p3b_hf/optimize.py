@@ -369,7 +369,7 @@ def _constant(bias: torch.Tensor, ch: _Channels, full: int) -> _Constant:
 
 
 @torch.no_grad()
-def optimize_for_inference(model: nn.Module, *, compile: bool = True, patch_embed_as_matmul: bool = True,
+def optimize_for_inference(model: nn.Module, *, compile: bool | None = None, patch_embed_as_matmul: bool = True,
                            fold_norms: bool = True, scatter: str = "auto", round_to: int | None = None,
                            prune_last_layer_tokens: bool = True, compile_mode: str | None = None,
                            dtype: torch.dtype | None = None) -> nn.Module:
@@ -380,7 +380,9 @@ def optimize_for_inference(model: nn.Module, *, compile: bool = True, patch_embe
     The result holds its own copies of the weights (as buffers) on the model's device and dtype
     (or ``dtype``). See the module docstring for what each option does; all are exact rewrites.
     ``compile=True`` wraps it in ``torch.compile(dynamic=False, mode=compile_mode)``; the first call
-    compiles (tens of seconds for a 12-layer model).
+    compiles (tens of seconds for a 12-layer model on a GPU machine). ``compile=None`` (default)
+    compiles on CUDA only: on CPU the inductor C++ kernels were measured several times *slower* than
+    the uncompiled fast path (2 shared vCPUs) and compiling took minutes.
     """
     if scatter not in SCATTER_MODES:
         raise ValueError(f"scatter={scatter!r} is not one of {SCATTER_MODES}.")
@@ -388,6 +390,9 @@ def optimize_for_inference(model: nn.Module, *, compile: bool = True, patch_embe
         raise ValueError(f"round_to={round_to} must be a positive int (or None for no rounding).")
     plain = is_plain_vit(model)
     model = _as_p3b(model)
+    ref = next(model.parameters())
+    if compile is None:
+        compile = ref.device.type == "cuda"
     cfg: P3BViTConfig = model.config
     opt = _Options(fold_norms, scatter, round_to)
     base = getattr(model, model.base_model_prefix)
@@ -410,7 +415,6 @@ def optimize_for_inference(model: nn.Module, *, compile: bool = True, patch_embe
     norm = (base.layernorm.weight.detach(), base.layernorm.bias.detach(), base.layernorm.eps)
     fast = FastViT(embeddings, blocks, last_start, norm, heads, head_tokens, prune_last_layer_tokens).eval()
     fast.requires_grad_(False)
-    ref = next(model.parameters())
     fast = fast.to(device=ref.device, dtype=dtype or ref.dtype)
     if compile:
         _allow_many_compiled_models()

@@ -15,7 +15,7 @@ from p3b_hf.bench import dense_arch_config, parse_variant, plan_config, random_p
 from p3b_hf.commands import bench as bench_command
 from p3b_hf.errors import P3BError
 from p3b_hf.models.plain_vit import plain_like
-from p3b_hf.optimize import describe, optimize_for_inference
+from p3b_hf.optimize import FastViT, describe, optimize_for_inference
 
 
 def _p3b_plan(model: nn.Module, seed: int = 0) -> WidthPlan:
@@ -71,6 +71,7 @@ def test_optimized_subset_stats_and_dense_models(tiny_vit, images):
         with torch.no_grad():
             torch.testing.assert_close(optimize_for_inference(model, compile=False, round_to=8)(images),
                                        _logits(model, images), atol=1e-5, rtol=1e-4)
+    assert isinstance(optimize_for_inference(tiny_vit), FastViT)  # compile=None: not compiled on CPU
     # an identity plan leaves nothing to scatter
     assert describe(optimize_for_inference(tiny_vit, compile=False))["writes"] == {"all": 6, "prefix": 0, "index": 0}
 
