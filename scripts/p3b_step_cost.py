@@ -30,6 +30,7 @@ Prints one JSON document (also written to ``--out``). Examples::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -150,6 +151,9 @@ def time_variant(preset: str, cfg: P3BConfig | None, batch: int, device: torch.d
     if device.type == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     del trainer, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return out
 
 
@@ -177,7 +181,7 @@ def compare_keep(preset: str, steps: int, batch: int, ratio: float, device: torc
     shape = dict(PRESETS[preset], num_labels=classes)
     ds = _Prototypes(batch * 16, shape["image_size"], classes)
     phases = dict(prune_start_step=steps // 10, prune_sparse_step=steps // 2, prune_finalize_step=steps,
-                  update_every=max(2, steps // 20), evaluate_pruned=False, save_dir=None)
+                  update_every=max(8, steps // 10), evaluate_pruned=False, save_dir=None)
     runs: dict[str, Any] = {}
     for name, extra in (("reference_path", REFERENCE_PATH), ("fast", {})):
         torch.manual_seed(0)
@@ -208,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="model shapes (default: devbench on CPU, deit-s deit-t on GPU)")
     p.add_argument("--batches", type=int, nargs="+", default=None, help="default: 64 on CPU, 64 256 on GPU")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: fp32 on CPU, bf16 on GPU")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (default 2 CPU, 3 GPU)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 4 CPU, 10 GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (default 2)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per variant, a multiple of bpi_every (default 4 CPU, 8 GPU)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the reference BPI path in clean mode, grouped heads on the full batch, "
                         "and the gates alone (hooks vs fused, no BPI)")
     p.add_argument("--compare-steps", type=int, default=None,
-                   help="length of the keep-ratio comparison runs (default 60 CPU, 200 GPU; 0 = skip)")
+                   help="length of the keep-ratio comparison runs (default 60 CPU, 120 GPU; 0 = skip)")
+    p.add_argument("--no-timing", action="store_true", help="only run the keep-ratio comparison")
     p.add_argument("--compare-batch", type=int, default=64)
     p.add_argument("--compare-preset", default=None, choices=sorted(PRESETS),
                    help="model shape of the comparison (default: devbench on GPU, small on CPU)")
@@ -244,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "dtype": "bf16 autocast" if bf16 else "fp32", "warmup": warmup, "steps": steps, "rounds": rounds,
         "fast_defaults": {k: getattr(fast_defaults, k) for k in REFERENCE_PATH}, "timing": [],
     }
-    for preset in presets:
+    for preset in ([] if a.no_timing else presets):
         for batch in batches:
             row: dict[str, Any] = {"preset": preset, "batch": batch, **{k: PRESETS[preset][k] for k in
                                                                       ("hidden_size", "image_size", "patch_size")}}
