@@ -63,7 +63,10 @@ def _prune_argv(args: argparse.Namespace, model_dir: Path, data_dir: Path, out: 
             "--output-dir", str(out), "--overwrite", "--prune-ratio", str(args.prune_ratio),
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
             "--weight-decay", "0.05", "--augment", args.augment, "--mixup", "0", "--cutmix", "0",
-            "--label-smoothing", "0.1", "--device", "cpu", "--seed", str(args.seed), "--logging-steps", "20"]
+            "--label-smoothing", "0.1", "--device", "cpu", "--seed", str(args.seed), "--logging-steps", "20",
+            # a short run updates the masks every step: score ΔΨ on every full batch (the fast defaults,
+            # every 2nd batch on a quarter of it, leave half the updates without a fresh ΔΨ)
+            "--bpi-every", "1", "--bpi-subbatch", "1.0"]
 
 
 def _dense_finetune(ctx: Any, args: argparse.Namespace, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
