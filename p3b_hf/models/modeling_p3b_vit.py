@@ -101,17 +101,14 @@ class P3BConstantOutput(nn.Module):
         return self.bias.to(reference.dtype).expand(*reference.shape[:-1], -1)
 
 
-def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache,
-              owned: bool = False) -> torch.Tensor:
-    """``residual`` plus ``update`` scattered into the ``out_index`` channels. ``owned``: the caller
-    holds no other reference to ``residual``, so without autograd it may be updated in place."""
+def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache) -> torch.Tensor:
+    # Out of place on purpose: hooks may hold the residual (an in-place index_add_ would save one
+    # copy, but silently change tensors captured under no_grad). p3b_hf.optimize owns its stream
+    # and does it in place.
     idx = out_index.get(residual.device)
     if idx is None:
         return residual + update
-    update = update.to(residual.dtype)
-    if owned and not torch.is_grad_enabled():
-        return residual.index_add_(-1, idx, update)
-    return residual.index_add(-1, idx, update)
+    return residual.index_add(-1, idx, update.to(residual.dtype))
 
 
 class P3BViTEmbeddings(nn.Module):
@@ -275,8 +272,7 @@ class P3BViTLayer(nn.Module):
                 update = self.output(x[..., :1])
             else:
                 update = self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
-            # after the attention's (out-of-place) add, x is this layer's own tensor
-            x = _add_into(x, update, self.mlp_out_index, owned=self.attn_active)
+            x = _add_into(x, update, self.mlp_out_index)
         return x
 
 

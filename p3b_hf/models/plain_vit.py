@@ -26,13 +26,13 @@ def _prefix_width(subset: list[int] | None, full: int) -> int:
     return full if subset is None else len(subset)
 
 
-def _prefix_add(x: torch.Tensor, update: torch.Tensor, owned: bool = False) -> torch.Tensor:
+def _prefix_add(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
     """``x`` with ``update`` added to its first ``update.shape[-1]`` channels (a view, no index);
-    in place when ``x`` is the layer's own tensor and autograd is off (as the pruned layer does)."""
+    out of place, like the pruned layer's ``index_add``."""
     width = update.shape[-1]
     if width == x.shape[-1]:
         return x + update
-    out = x if owned and not torch.is_grad_enabled() else x.clone()
+    out = x.clone()
     out[..., :width] += update.to(out.dtype)
     return out
 
@@ -67,7 +67,7 @@ class PlainViTLayer(nn.Module):
                 update = self.output(x[..., :1])
             else:
                 update = self.output(self.intermediate(self._norm(x, self.layernorm_after, self.mlp_in)))
-            x = _prefix_add(x, update, owned=self.attn_active)
+            x = _prefix_add(x, update)
         return x
 
 
