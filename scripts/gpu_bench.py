@@ -42,7 +42,6 @@ import torch  # noqa: E402
 from transformers import ViTForImageClassification  # noqa: E402
 
 from p3b_hf.bench import (  # noqa: E402
-    count_cost,
     dense_arch_config,
     environment,
     make_runner,
@@ -50,6 +49,7 @@ from p3b_hf.bench import (  # noqa: E402
     time_round_robin,
     warm_up,
 )
+from p3b_hf.cost import count_cost  # noqa: E402
 from p3b_hf.models.plain_vit import plain_like  # noqa: E402
 from p3b_hf.plan import apply_width_plan  # noqa: E402
 
