@@ -377,8 +377,9 @@ def optimize_for_inference(model: nn.Module, *, compile: bool | None = None, pat
 
     ``model``: a p3b_hf pruned model, an ideal plain ViT (:func:`p3b_hf.models.plain_vit.plain_like`)
     or a stock HF ``ViTForImageClassification`` / ``DeiTForImageClassification[WithTeacher]``.
-    The result holds its own copies of the weights (as buffers) on the model's device and dtype
-    (or ``dtype``). See the module docstring for what each option does; all are exact rewrites.
+    The result holds the (re-arranged) weights as buffers on the model's device and dtype (or
+    ``dtype``); untouched tensors may share storage with ``model``, so rebuild it after changing the
+    model's weights. See the module docstring for what each option does; all are exact rewrites.
     ``compile=True`` wraps it in ``torch.compile(dynamic=False, mode=compile_mode)``; the first call
     compiles (tens of seconds for a 12-layer model on a GPU machine). ``compile=None`` (default)
     compiles on CUDA only: on CPU the inductor C++ kernels were measured several times *slower* than
