@@ -11,7 +11,7 @@ Variant names: ``eager`` (the HF module as is), ``fast`` (optimised, not compile
 (optimised + ``torch.compile``), each optionally followed by modifiers ``+round8`` (exact zero
 padding of widths to multiples of 8), ``+gather`` / ``+index_add`` / ``+dense`` (scatter-add
 formulation), ``+conv`` (keep the patch conv), ``+nofold`` (keep the norm affine),
-``+alltokens`` (no cls-only last layer).
+``+alltokens`` (no cls-only last layer), ``+denseread`` (gathers as zero columns of full-width Linears).
 
 Random-weight models for speed work: :func:`random_plan` draws P3B-like plans (residual in/out
 subsets per sub-block, random head dims and MLP neurons, per-block budgets) or uniformly slimmed
@@ -56,7 +56,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _MODIFIERS: dict[str, dict[str, Any]] = {
     "round8": {"round_to": 8}, "gather": {"scatter": "gather"}, "index_add": {"scatter": "index_add"},
     "dense": {"scatter": "dense"}, "conv": {"patch_embed_as_matmul": False}, "nofold": {"fold_norms": False},
-    "alltokens": {"prune_last_layer_tokens": False},
+    "alltokens": {"prune_last_layer_tokens": False}, "denseread": {"dense_reads": True},
 }
 
 

@@ -16,6 +16,9 @@ pre-arranged weights that returns the logits tensor. Every rewrite is *exact* in
   the eager default), ``"gather"`` (``x + pad(u)[inv]``: a pure pointwise op with an indirect load,
   no atomics; the default under compile, where it fuses with the next norm), ``"dense"`` (the
   output Linear is zero-padded to all C channels; more MACs, no indexing). Full subsets skip it.
+- **dense reads** (``dense_reads``, off by default): a ``full_stats`` gather becomes zero columns of
+  a full-width first Linear (more MACs, no indexing) -- an option for CPU, where the gather of tiny
+  90 %-pruned layers is relatively costly.
 - **only the special tokens after the last attention** (``prune_last_layer_tokens``): the last
   layer's queries, output projection and MLP, and the final LayerNorm, run on the cls
   (+ distillation) token(s) only -- the classifier reads nothing else.
@@ -254,6 +257,7 @@ class _Options:
     fold_norms: bool
     scatter: str
     round_to: int | None
+    dense_reads: bool = False
 
 
 def _as_p3b(model: nn.Module) -> nn.Module:
@@ -286,6 +290,13 @@ def _read_and_first(ln: nn.Module, ch: _Channels, cfg: P3BViTConfig, full: int, 
             if g is not None:
                 g, beta = F.pad(g, (0, padded.width - ch.width)), F.pad(beta, (0, padded.width - ch.width))
             ch = padded
+    if opt.dense_reads and ch.kind == "index" and cfg.layernorm_mode == "full_stats":
+        # the gather becomes zero columns of a full-width Linear: more MACs, no indexing
+        idx = torch.tensor(ch.idx, device=weights[0].device)
+        weights = [w.new_zeros(w.shape[0], full).index_copy_(1, idx, w) for w in weights]
+        if g is not None:
+            g, beta = g.new_zeros(full).index_copy_(0, idx, g), beta.new_zeros(full).index_copy_(0, idx, beta)
+        ch = _Channels("all", full)
     dtype = ln.weight.dtype
     read = _Read(ch, full, cfg.layer_norm_eps, cfg.layernorm_mode == "full_stats",
                  None if g is None else g.to(dtype), None if beta is None else beta.to(dtype))
@@ -371,7 +382,8 @@ def _constant(bias: torch.Tensor, ch: _Channels, full: int) -> _Constant:
 @torch.no_grad()
 def optimize_for_inference(model: nn.Module, *, compile: bool | None = None, patch_embed_as_matmul: bool = True,
                            fold_norms: bool = True, scatter: str = "auto", round_to: int | None = None,
-                           prune_last_layer_tokens: bool = True, compile_mode: str | None = None,
+                           prune_last_layer_tokens: bool = True, dense_reads: bool = False,
+                           compile_mode: str | None = None,
                            dtype: torch.dtype | None = None) -> nn.Module:
     """Return an inference-only module computing ``model``'s logits (a tensor) faster.
 
@@ -395,7 +407,7 @@ def optimize_for_inference(model: nn.Module, *, compile: bool | None = None, pat
     if compile is None:
         compile = ref.device.type == "cuda"
     cfg: P3BViTConfig = model.config
-    opt = _Options(fold_norms, scatter, round_to)
+    opt = _Options(fold_norms, scatter, round_to, dense_reads)
     base = getattr(model, model.base_model_prefix)
     emb = base.embeddings
     tokens = [emb.cls_token] + ([emb.distillation_token] if hasattr(emb, "distillation_token") else [])
