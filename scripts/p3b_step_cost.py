@@ -2,11 +2,14 @@
 """Wall time per optimizer step: dense fine-tune vs P3B (reference BPI/gates) vs P3B fast, equal batch,
 plus a short P3B schedule with reference vs fast BPI on the same data and seed (max |Δ keep ratio|).
 
-Every step is a real ``Trainer`` step (``FineTuneTrainer`` for dense, ``P3BTrainer`` for P3B: forward,
-task + BPI losses, ΔΨ / Taylor bookkeeping, backward, AdamW), timed between ``on_step_end`` callbacks
-(after a device synchronise) and summarised as the median over the timed steps. The batch is one
-fixed tensor already on the device (no data loading in the timing). Mask updates are kept out of the
-timed window (they are CPU work every ``update_every`` steps, amortised in real runs).
+Every step is the Trainer's own ``training_step`` (``FineTuneTrainer`` for dense, ``P3BTrainer`` for P3B:
+forward, task + BPI losses, ΔΨ bookkeeping, backward) + the Taylor read + AdamW ``step`` + ``zero_grad``,
+i.e. a Trainer step without the loop's logging/callbacks. The variants are built side by side and timed
+**interleaved step by step** (step i runs them in an order rotated by i), each step between device
+synchronisations, so load changes on a shared machine hit every variant alike; the figure is the mean
+over the timed steps (a multiple of ``bpi_every``: with every-k the cost alternates). The batch is one
+fixed tensor already on the device (no data loading). Mask updates stay out of the timing (CPU work every
+``update_every`` steps, amortised in real runs). bf16 = ``torch.autocast(bfloat16)`` around the step.
 
 Presets (random-init HF ViT, no downloads, no ``datasets``):
 
@@ -15,11 +18,13 @@ Presets (random-init HF ViT, no downloads, no ``datasets``):
 * ``deit-s`` / ``deit-t``: DeiT-S / DeiT-T shapes at 224 px (14x14 grid), 100 classes; default on GPU,
   bf16 autocast, batches 64 and 256.
 
-The keep-ratio comparison trains the ``devbench`` shape for ``--compare-steps`` steps on learnable
-synthetic data (class prototypes + noise) with P3B at ``--compare-ratio``, once with the reference BPI
-path (``bpi_mode=reference, bpi_subbatch=1, bpi_every=1, gate_mode=hooks``) and once with the fast
-defaults, both otherwise in the clean mode and from the same seed, and reports the final per-block keep
-ratios and their max absolute difference.
+The keep-ratio comparison trains a small ViT (``devbench`` shape on GPU, ``small`` on CPU) for
+``--compare-steps`` steps on learnable synthetic data (class prototypes + noise) with P3B at
+``--compare-ratio``, once with the reference BPI path (``bpi_mode=reference, bpi_subbatch=1,
+bpi_every=1, gate_mode=hooks``) and once with the fast defaults (plus any ``--compare-fast`` configs),
+otherwise in the clean mode from the same seed and data order, and reports the final per-block keep
+ratios and their max absolute difference -- next to the same difference between two reference runs
+that differ only in data order (the noise floor of such a short run).
 
 Prints one JSON document (also written to ``--out``). Examples::
 
@@ -44,8 +49,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transformers import TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification  # noqa: E402
+from transformers import TrainingArguments, ViTConfig, ViTForImageClassification  # noqa: E402
 
+from p3b_hf.methods.p3b.schedule import Schedule  # noqa: E402
 from p3b_hf.trainer import P3BConfig, P3BTrainer  # noqa: E402
 from p3b_hf.training import FineTuneTrainer  # noqa: E402
 
@@ -63,7 +69,7 @@ PRESETS: dict[str, dict[str, int]] = {
 REFERENCE_PATH = dict(bpi_mode="reference", bpi_subbatch=1.0, bpi_every=1, gate_mode="hooks")
 
 
-def variants(breakdown: bool) -> dict[str, P3BConfig | None]:
+def variants(breakdown: bool, blocks: int = 24) -> dict[str, P3BConfig | None]:
     """Name -> P3B config (None = dense). Timing runs never reach a mask update or finalisation."""
     far = dict(prune_start_step=0, prune_sparse_step=10_000, prune_finalize_step=20_000, update_every=10_000,
                evaluate_pruned=False, save_dir=None)
@@ -75,40 +81,9 @@ def variants(breakdown: bool) -> dict[str, P3BConfig | None]:
     if breakdown:
         out["p3b_ref_path_clean"] = P3BConfig(prune_ratio=0.5, **REFERENCE_PATH, **far)
         out["p3b_grouped_full_batch"] = P3BConfig(prune_ratio=0.5, bpi_subbatch=1.0, bpi_every=1, **far)
-        out["gates_hooks_only"] = P3BConfig(prune_ratio=0.5, handcrafted_keep=[0.5] * 24, gate_mode="hooks", **far)
-        out["gates_fused_only"] = P3BConfig(prune_ratio=0.5, handcrafted_keep=[0.5] * 24, gate_mode="fused", **far)
+        out["gates_hooks_only"] = P3BConfig(prune_ratio=0.5, handcrafted_keep=[0.5] * blocks, gate_mode="hooks", **far)
+        out["gates_fused_only"] = P3BConfig(prune_ratio=0.5, handcrafted_keep=[0.5] * blocks, gate_mode="fused", **far)
     return out
-
-
-class _Fixed(torch.utils.data.Dataset):
-    """``n`` dummy items; the collator returns one fixed on-device batch (no loading in the timing)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
-
-
-class _StepTimer(TrainerCallback):
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.times: list[float] = []
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def on_train_begin(self, *a: Any, **k: Any) -> None:
-        self._sync()
-        self.times.append(time.perf_counter())
-
-    def on_step_end(self, *a: Any, **k: Any) -> None:
-        self._sync()
-        self.times.append(time.perf_counter())
 
 
 def _args(out: str, batch: int, steps: int, device: torch.device, bf16: bool, seed: int = 0,
@@ -126,34 +101,92 @@ def _model(preset: str, seed: int = 0) -> torch.nn.Module:
     return ViTForImageClassification(ViTConfig(**PRESETS[preset]))
 
 
-def time_variant(preset: str, cfg: P3BConfig | None, batch: int, device: torch.device, bf16: bool,
-                 warmup: int, steps: int) -> dict[str, Any]:
-    """Mean wall seconds per optimizer step of one variant (first ``warmup`` steps dropped)."""
-    shape = PRESETS[preset]
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 3, shape["image_size"], shape["image_size"], generator=g).to(device)
-    y = torch.randint(0, shape["num_labels"], (batch,), generator=g).to(device)
-    timer = _StepTimer(device)
-    model = _model(preset)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+class StepRunner:
+    """One variant, ready to take optimizer steps: the Trainer's own ``training_step`` (compute_loss with
+    the BPI losses and ΔΨ bookkeeping, backward), the Taylor read, ``optimizer.step``, ``zero_grad`` --
+    i.e. a Trainer step without the loop's logging / callbacks, so that variants can be interleaved step by
+    step (contention on a shared CPU then hits all of them alike)."""
+
+    def __init__(self, preset: str, cfg: P3BConfig | None, batch: int, device: torch.device, bf16: bool,
+                 tmp: str) -> None:
+        shape = PRESETS[preset]
+        g = torch.Generator().manual_seed(1)
+        self.inputs = {"pixel_values": torch.randn(batch, 3, shape["image_size"], shape["image_size"],
+                                                   generator=g).to(device),
+                       "labels": torch.randint(0, shape["num_labels"], (batch,), generator=g).to(device)}
+        self.device, self.bf16 = device, bf16
+        model = _model(preset).to(device)
+        kw = dict(model=model, args=_args(tmp, batch, 1, device, bf16))
+        self.trainer = FineTuneTrainer(**kw) if cfg is None else P3BTrainer(p3b=cfg, **kw)
+        self.trainer.create_optimizer()
+        self.trainer.current_gradient_accumulation_steps = 1
+        if cfg is not None:  # scoring window open for good, no update / finalisation in the timing
+            pr = self.trainer.pruner
+            pr.schedule = Schedule(0, 10_000, 20_000, 10_000)
+            pr.sync_device()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def step(self) -> tuple[float, float | None]:
+        """Wall seconds of one optimizer step (synchronised), and its transient peak memory (GiB, GPU)."""
+        tr = self.trainer
+        self._sync()
+        base = None
+        if self.device.type == "cuda":
+            base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            tr.training_step(tr.model, dict(self.inputs))
+        if isinstance(tr, P3BTrainer):
+            tr._p3b_taylor()
+        tr.optimizer.step()
+        tr.optimizer.zero_grad(set_to_none=True)
+        tr.state.global_step += 1
+        self._sync()
+        dt = time.perf_counter() - t0
+        peak = None if base is None else (torch.cuda.max_memory_allocated(self.device) - base) / 2**30
+        return dt, peak
+
+
+def time_variants(preset: str, cfgs: dict[str, P3BConfig | None], batch: int, device: torch.device, bf16: bool,
+                  warmup: int, steps: int) -> dict[str, Any]:
+    """Mean wall seconds per optimizer step of every variant, measured interleaved (step i runs the variants
+    in an order rotated by i). ``steps`` should be a multiple of ``bpi_every`` (the cost alternates)."""
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        kw = dict(model=model, args=_args(tmp, batch, warmup + steps, device, bf16),
-                  train_dataset=_Fixed(batch * (warmup + steps)),
-                  data_collator=lambda _items: {"pixel_values": x, "labels": y}, callbacks=[timer])
-        trainer = FineTuneTrainer(**kw) if cfg is None else P3BTrainer(p3b=cfg, **kw)
-        trainer.train()
-    dts = [b - a for a, b in zip(timer.times, timer.times[1:])][warmup:]
-    # mean, not median: with bpi_every=k the cost alternates, so the timed steps are a multiple of k
-    out = {"step_s": statistics.fmean(dts), "step_s_median": statistics.median(dts), "step_s_min": min(dts),
-           "timed_steps": len(dts)}
-    if device.type == "cuda":
-        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    del trainer, model
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        runners: dict[str, StepRunner] = {}
+        for name, cfg in cfgs.items():
+            try:
+                runners[name] = StepRunner(preset, cfg, batch, device, bf16, tmp)
+                for _ in range(warmup):
+                    runners[name].step()
+            except torch.OutOfMemoryError as e:  # report, do not lose the other variants
+                runners.pop(name, None)
+                out[name] = {"error": f"out of memory: {str(e)[:200]}"}
+                gc.collect()
+                torch.cuda.empty_cache()
+        times: dict[str, list[float]] = {n: [] for n in runners}
+        peaks: dict[str, list[float]] = {n: [] for n in runners}
+        names = list(runners)
+        for i in range(steps):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                dt, peak = runners[name].step()
+                times[name].append(dt)
+                if peak is not None:
+                    peaks[name].append(peak)
+        for name in names:
+            dts = times[name]
+            out[name] = {"step_s": statistics.fmean(dts), "step_s_median": statistics.median(dts),
+                         "step_s_min": min(dts), "timed_steps": len(dts)}
+            if peaks[name]:
+                out[name]["step_peak_gib"] = max(peaks[name])
+        del runners
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return out
 
 
@@ -175,34 +208,52 @@ class _Prototypes(torch.utils.data.Dataset):
         return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
+def _parse_fast(spec: str) -> dict[str, Any]:
+    """``"SUB:EVERY"`` -> grouped heads + fused gates with that BPI sub-batch fraction and period."""
+    sub, _, every = spec.partition(":")
+    return dict(bpi_mode="grouped", gate_mode="fused", bpi_subbatch=float(sub), bpi_every=int(every or 1))
+
+
 def compare_keep(preset: str, steps: int, batch: int, ratio: float, device: torch.device, bf16: bool,
-                 classes: int = 20) -> dict[str, Any]:
-    """Final per-block keep ratios of a short P3B run, reference BPI path vs fast defaults."""
+                 fast_specs: list[str], noise_floor: bool = True, classes: int = 20) -> dict[str, Any]:
+    """Final per-block keep ratios of a short P3B run: the reference BPI path vs the fast defaults (and
+    ``fast_specs``), same data and seed. ``noise_floor`` adds the reference path with another data order
+    (training seed 1), i.e. how much the keep ratios of such a short run move by chance alone."""
     shape = dict(PRESETS[preset], num_labels=classes)
     ds = _Prototypes(batch * 16, shape["image_size"], classes)
     phases = dict(prune_start_step=steps // 10, prune_sparse_step=steps // 2, prune_finalize_step=steps,
                   update_every=max(8, steps // 10), evaluate_pruned=False, save_dir=None)
+    todo: list[tuple[str, dict[str, Any], int]] = [("reference_path", REFERENCE_PATH, 0), ("fast_default", {}, 0)]
+    todo += [(f"fast_{spec}", _parse_fast(spec), 0) for spec in fast_specs]
+    if noise_floor:
+        todo.append(("reference_path_seed1", REFERENCE_PATH, 1))
     runs: dict[str, Any] = {}
-    for name, extra in (("reference_path", REFERENCE_PATH), ("fast", {})):
+    for name, extra, seed in todo:
         torch.manual_seed(0)
         model = ViTForImageClassification(ViTConfig(**shape))
         cfg = P3BConfig(prune_ratio=ratio, **phases, **extra)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = P3BTrainer(model=model, args=_args(tmp, batch, steps, device, bf16, lr=1e-3),
+            trainer = P3BTrainer(model=model, args=_args(tmp, batch, steps, device, bf16, seed=seed, lr=1e-3),
                                  train_dataset=ds, p3b=cfg)
             trainer.train()
         hist = trainer.pruning.history["updates"]
-        n_params = sum(p.numel() for p in trainer.pruned_model.parameters())
-        runs[name] = {"config": {k: getattr(trainer.p3b, k) for k in REFERENCE_PATH},
-                      "keep_target": hist[-1]["keep_target"], "keep_achieved": hist[-1]["keep_achieved"],
-                      "model_keep": hist[-1]["model_keep"], "pruned_params": n_params,
+        runs[name] = {"config": {k: getattr(trainer.p3b, k) for k in REFERENCE_PATH}, "data_seed": seed,
+                      "keep_achieved": hist[-1]["keep_achieved"], "model_keep": hist[-1]["model_keep"],
+                      "pruned_params": sum(p.numel() for p in trainer.pruned_model.parameters()),
                       "wall_s": time.perf_counter() - t0}
-    ref, fast = runs["reference_path"], runs["fast"]
-    diff = [abs(a - b) for a, b in zip(ref["keep_achieved"], fast["keep_achieved"])]
+        del trainer, model
+        gc.collect()
+    ref = runs["reference_path"]["keep_achieved"]
+    for name, r in runs.items():
+        if name != "reference_path":
+            diff = [abs(x - y) for x, y in zip(ref, r["keep_achieved"])]
+            r["abs_diff_keep_vs_reference"] = diff
+            r["max_abs_diff_keep_vs_reference"] = max(diff)
+            r["mean_abs_diff_keep_vs_reference"] = sum(diff) / len(diff)
     return {"model": preset, "classes": classes, "steps": steps, "batch": batch, "prune_ratio": ratio,
-            "schedule": phases, "runs": runs, "abs_diff_keep_per_block": diff, "max_abs_diff_keep": max(diff),
-            "mean_abs_diff_keep": sum(diff) / len(diff)}
+            "schedule": phases, "runs": runs,
+            "max_abs_diff_keep": runs["fast_default"]["max_abs_diff_keep_vs_reference"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,11 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-steps", type=int, default=None,
                    help="length of the keep-ratio comparison runs (default 60 CPU, 120 GPU; 0 = skip)")
     p.add_argument("--no-timing", action="store_true", help="only run the keep-ratio comparison")
+    p.add_argument("--compare-fast", nargs="*", default=[], metavar="SUB:EVERY",
+                   help="extra grouped+fused configs in the comparison, e.g. 1:1 (grouped only) 0.5:2")
+    p.add_argument("--no-noise-floor", action="store_true",
+                   help="skip the reference run with another data order (the chance variation of the keep ratios)")
     p.add_argument("--compare-batch", type=int, default=64)
     p.add_argument("--compare-preset", default=None, choices=sorted(PRESETS),
                    help="model shape of the comparison (default: devbench on GPU, small on CPU)")
     p.add_argument("--rounds", type=int, default=None,
-                   help="repeat the variants in interleaved rounds (shared/noisy CPUs; default 3 CPU, 1 GPU); "
+                   help="repeat the (step-interleaved) measurement with fresh models (default 1); "
                         "x_dense is the median of the per-round ratios")
     p.add_argument("--compare-ratio", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -240,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = (a.dtype or ("bf16" if gpu else "fp32")) == "bf16"
     warmup = a.warmup if a.warmup is not None else (3 if gpu else 2)
     steps = a.steps if a.steps is not None else (10 if gpu else 4)
-    rounds = a.rounds or (1 if gpu else 3)
+    rounds = a.rounds or 1
     compare_steps = a.compare_steps if a.compare_steps is not None else (200 if gpu else 60)
     fast_defaults = P3BConfig().resolved()
     t_start = time.perf_counter()
@@ -254,33 +309,26 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches:
             row: dict[str, Any] = {"preset": preset, "batch": batch, **{k: PRESETS[preset][k] for k in
                                                                       ("hidden_size", "image_size", "patch_size")}}
-            per_round: list[dict[str, Any]] = []
-            for _ in range(rounds):  # interleaved: contention on a shared CPU hits every variant alike
-                res: dict[str, Any] = {}
-                for name, cfg in variants(a.breakdown).items():
-                    try:
-                        res[name] = time_variant(preset, cfg, batch, device, bf16, warmup, steps)
-                    except torch.OutOfMemoryError as e:  # report, do not lose the other rows
-                        res[name] = {"error": f"out of memory: {str(e)[:200]}"}
-                        torch.cuda.empty_cache()
-                per_round.append(res)
+            per_round = [time_variants(preset, variants(a.breakdown, 2 * PRESETS[preset]["num_hidden_layers"]), batch, device, bf16, warmup, steps)
+                         for _ in range(rounds)]
             for name in per_round[0]:
                 ok = [r[name] for r in per_round if "step_s" in r[name]]
                 row[name] = ({"step_s": statistics.fmean(r["step_s"] for r in ok),
                               "rounds": [round(r["step_s"], 4) for r in ok],
-                              **({"peak_mem_gib": max(r["peak_mem_gib"] for r in ok)} if gpu else {})}
+                              **({"step_peak_gib": max(r["step_peak_gib"] for r in ok)} if gpu else {})}
                              if ok else per_round[0][name])
             row["x_dense"] = {}
             for name in per_round[0]:
                 ratios = [r[name]["step_s"] / r["dense"]["step_s"] for r in per_round
-                          if "step_s" in r[name] and "step_s" in r["dense"]]
+                          if "step_s" in r[name] and "step_s" in r.get("dense", {})]
                 if ratios:
                     row["x_dense"][name] = round(statistics.median(ratios), 3)
             doc["timing"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     if compare_steps > 0:
         doc["keep_ratio_comparison"] = compare_keep(a.compare_preset or ("devbench" if gpu else "small"),
-                                                    compare_steps, a.compare_batch, a.compare_ratio, device, bf16)
+                                                    compare_steps, a.compare_batch, a.compare_ratio, device, bf16,
+                                                    a.compare_fast, not a.no_noise_floor)
     doc["total_wall_s"] = time.perf_counter() - t_start
     text = json.dumps(doc, indent=1, default=lambda o: round(o, 5) if isinstance(o, float) else str(o))
     if a.out:

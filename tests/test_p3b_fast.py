@@ -31,11 +31,12 @@ def _taps(n_blocks: int, batch: int, tokens: int, hidden: int, seed: int) -> lis
     return [torch.randn(batch, tokens, hidden, generator=g) * (1 + i / 4) for i in range(n_blocks + 1)]
 
 
-@pytest.mark.parametrize("frozen_bn", [False, True])
-def test_grouped_heads_equal_separate_heads(frozen_bn):
+@pytest.mark.parametrize("frozen_bn,conv_impl", [(False, "grouped"), (True, "grouped"), (False, "per_head")])
+def test_grouped_heads_equal_separate_heads(frozen_bn, conv_impl):
     torch.manual_seed(0)
     ref = BPIHeads(hidden=12, num_labels=5, num_blocks=4, grid=3, special_tokens=2, frozen_bn=frozen_bn)
     fast = GroupedBPIHeads.from_heads(ref)
+    fast.conv_impl = conv_impl
     with torch.no_grad():  # non-trivial BN affine so a wrong channel order would show
         for i in (1, 2):
             getattr(fast, f"bn{i}_weight").uniform_(0.5, 1.5)
