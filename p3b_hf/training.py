@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import EvalPrediction, Trainer
 
+from .errors import P3BError
+
 
 @dataclass
 class KDConfig:
@@ -82,9 +84,15 @@ class FineTuneTrainer(Trainer):
       encoder weights (huggingface/transformers#43701); see docs/hf notes.
     """
 
+    #: consecutive optimizer-step losses that may be NaN/inf before the run is stopped
+    max_nonfinite_losses: int = 3
+
     def __init__(self, *args: Any, teacher: nn.Module | None = None, kd: KDConfig | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if teacher is not None:
+            check_teacher_labels(teacher, self.model)
+        self._nonfinite_losses = 0
         self.teacher = teacher
         self.kd = kd or (KDConfig() if teacher is not None else None)
         if self.teacher is not None:
@@ -111,6 +119,26 @@ class FineTuneTrainer(Trainer):
         inputs["labels"] = labels
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """Stop a diverged run early with a clear error instead of training on NaNs for hours.
+
+        A few non-finite losses in a row are tolerated (fp16 overflow steps are skipped by the grad
+        scaler anyway); after ``max_nonfinite_losses`` the run stops. The checkpoints in the output's
+        ``.work`` dir are kept, and ``p3b-hf`` writes no output directory.
+        """
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if torch.isfinite(loss.detach()).all():
+            self._nonfinite_losses = 0
+            return loss
+        self._nonfinite_losses += 1
+        if self._nonfinite_losses >= self.max_nonfinite_losses:
+            raise NonFiniteLossError(
+                f"The training loss was NaN/inf for {self._nonfinite_losses} steps in a row (step "
+                f"{self.state.global_step}): the run diverged. Lower the learning rate (--lr), use --bf16 instead "
+                "of --fp16, or check the input data for NaNs; the last good checkpoint is kept in "
+                f"{self.args.output_dir}.")
+        return loss
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         model = self.model if model is None else model
         ref = type(model).from_pretrained(resume_from_checkpoint, config=model.config, dtype=next(
@@ -120,6 +148,26 @@ class FineTuneTrainer(Trainer):
             # keys that are not part of the HF model (e.g. p3b gates) are restored by subclasses
             self._extra_missing_keys = list(missing.missing_keys)
         del ref
+
+
+class NonFiniteLossError(P3BError):
+    """Training diverged (the loss stayed NaN/inf)."""
+
+
+def check_teacher_labels(teacher: nn.Module, student: nn.Module) -> None:
+    """A KD teacher must predict the student's label set (same size, same names when both have names)."""
+    t, s = teacher.config, student.config
+    if t.num_labels != s.num_labels:
+        raise P3BError(f"The KD teacher predicts {t.num_labels} classes but the model {s.num_labels}: the teacher "
+                       "must be fine-tuned on the same target data set (e.g. `p3b-hf finetune --new-head` on the "
+                       "dense model) before it can teach.")
+    t_names = [str(t.id2label.get(i, i)) for i in range(t.num_labels)]
+    s_names = [str(s.id2label.get(i, i)) for i in range(s.num_labels)]
+    generic = all(n.startswith("LABEL_") for n in t_names + s_names)
+    if not generic and t_names != s_names:
+        diff = next(i for i, (a, b) in enumerate(zip(t_names, s_names)) if a != b)
+        raise P3BError(f"The KD teacher's labels differ from the model's (class {diff}: teacher {t_names[diff]!r}, "
+                       f"model {s_names[diff]!r}); use a teacher fine-tuned on this data set with the same label order.")
 
 
 class _DenseCE(nn.Module):

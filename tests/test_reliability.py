@@ -104,3 +104,49 @@ def test_crash_mid_save_keeps_previous_model(saved, tiny_vit):
     assert sorted(p.name for p in saved.iterdir()) == before
     assert (saved / "model.safetensors").read_bytes() == digest
     assert not [p for p in saved.parent.iterdir() if ".staging-" in p.name]
+
+
+# ---------------------------------------------------------------------------------------- training-time inputs
+def test_update_interval_longer_than_the_run():
+    from p3b_hf.methods.p3b.schedule import Schedule
+
+    with pytest.raises(P3BError, match="--update-every 50 is not shorter than the pruning window \\(44"):
+        Schedule.from_epochs(10, start_epoch=0.6, sparse_epoch=2.5, finalize_epoch=5, update_every=50)
+    assert Schedule.from_epochs(10, 0.6, 2.5, 5, update_every=20).num_updates() > 0
+
+
+def test_teacher_with_another_label_set(tiny_vit):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from p3b_hf.training import check_teacher_labels
+
+    other = ViTForImageClassification(ViTConfig(**{**tiny_vit.config.to_dict(), "num_labels": 5,
+                                                   "id2label": None, "label2id": None}))
+    with pytest.raises(P3BError, match="teacher predicts 5 classes but the model 7"):
+        check_teacher_labels(other, tiny_vit)
+    renamed = ViTForImageClassification(ViTConfig(**{**tiny_vit.config.to_dict(), "id2label": {
+        i: f"class{i}" for i in range(7)}, "label2id": {f"class{i}": i for i in range(7)}}))
+    named = ViTForImageClassification(ViTConfig(**{**tiny_vit.config.to_dict(), "id2label": {
+        i: f"kind{i}" for i in range(7)}, "label2id": {f"kind{i}": i for i in range(7)}}))
+    with pytest.raises(P3BError, match="labels differ from the model's \\(class 0: teacher 'class0', model 'kind0'\\)"):
+        check_teacher_labels(renamed, named)
+    check_teacher_labels(tiny_vit, tiny_vit)
+
+
+def test_nan_loss_stops_the_run_with_a_clear_error(tmp_path, tiny_vit):
+    import datasets
+    from transformers import TrainingArguments
+
+    from p3b_hf.training import FineTuneTrainer, NonFiniteLossError
+
+    x = torch.randn(16, 3, 32, 32)
+    x[0, 0, 0, 0] = float("nan")  # one poisoned image per batch of 16 -> every loss is NaN
+    ds = datasets.Dataset.from_dict({"pixel_values": x.numpy(), "labels": [i % 7 for i in range(16)]})
+    ds.set_format("torch")
+    args = TrainingArguments(output_dir=str(tmp_path / "work"), per_device_train_batch_size=16, num_train_epochs=10,
+                             use_cpu=True, report_to="none", save_strategy="no", logging_strategy="no",
+                             remove_unused_columns=False, disable_tqdm=True)
+    trainer = FineTuneTrainer(model=tiny_vit.train(), args=args, train_dataset=ds)
+    with pytest.raises(NonFiniteLossError, match="NaN/inf for 3 steps in a row.*Lower the learning rate"):
+        trainer.train()
+    assert trainer.state.global_step == 2  # stopped on the third step, not after 10 epochs

@@ -40,6 +40,11 @@ class Schedule:
                            "--prune-finalize-epoch (or train longer).")
         if self.update_every < 1:
             raise P3BError("--update-every must be >= 1 optimizer step.")
+        if self.update_every >= self.finalize - self.start:
+            raise P3BError(
+                f"--update-every {self.update_every} is not shorter than the pruning window ({self.finalize - self.start} "
+                f"optimizer steps from step {self.start} to {self.finalize}): no mask would ever be updated. Use "
+                f"--update-every <= {max(1, (self.finalize - self.start) // 2)}, or train longer (--epochs).")
 
     @classmethod
     def from_epochs(cls, steps_per_epoch: int, start_epoch: float, sparse_epoch: float, finalize_epoch: float,
