@@ -136,14 +136,12 @@ def evaluate_accuracy(model: nn.Module, dataset: Any, batch_size: int = 256, dev
     return {"accuracy": correct / total, "loss": loss_sum / total, "samples": total}
 
 
-def prepare_context(args: argparse.Namespace) -> PruneContext:
-    """Load everything for a pruning run from CLI-style args (see ``p3b_hf.commands.prune``)."""
+def load_inputs(args: argparse.Namespace) -> tuple[nn.Module, Any, Any]:
+    """Check ``--output-dir``, seed, and load model (fp32), image processor and data from CLI-style args."""
     from . import data as data_lib
     from .loading import load_image_processor, load_model
 
-    check_ratio(getattr(args, "prune_ratio", None))
-    output_dir = Path(args.output_dir)
-    check_output_dir(output_dir, getattr(args, "overwrite", False))
+    check_output_dir(Path(args.output_dir), getattr(args, "overwrite", False))
     torch.manual_seed(args.seed)
     model = load_model(args.model)
     processor = load_image_processor(args.model)
@@ -151,6 +149,16 @@ def prepare_context(args: argparse.Namespace) -> PruneContext:
         args.dataset, image_column=args.image_column, label_column=args.label_column, train_split=args.train_split,
         eval_split=args.eval_split, max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples, seed=args.seed)
+    return model, processor, data
+
+
+def prepare_context(args: argparse.Namespace) -> PruneContext:
+    """Load everything for a pruning run from CLI-style args (see ``p3b_hf.commands.prune``)."""
+    from . import data as data_lib
+
+    check_ratio(getattr(args, "prune_ratio", None))
+    output_dir = Path(args.output_dir)
+    model, processor, data = load_inputs(args)
     adapt_classifier(model, data.labels)
     image_size = locate(model).image_size
     train_ds, eval_ds = data_lib.build_datasets(data, processor, image_size=image_size, augment=args.augment)

@@ -136,21 +136,12 @@ def _context(args: argparse.Namespace) -> Any:
     """A :class:`~p3b_hf.pipeline.PruneContext` for a *pruned* model: like ``prepare_context`` but the
     classifier is kept (labels must match, unless ``--new-head``) and the image size comes from the config
     (the module locator only reads dense/full-width models)."""
-    import torch
 
     from .. import data as data_lib
-    from ..loading import load_image_processor, load_model
-    from ..pipeline import PruneContext, adapt_classifier, check_output_dir
+    from ..pipeline import PruneContext, adapt_classifier, load_inputs
 
     output_dir = Path(args.output_dir)
-    check_output_dir(output_dir, args.overwrite)
-    torch.manual_seed(args.seed)
-    model = load_model(args.model)
-    processor = load_image_processor(args.model)
-    data = data_lib.load_image_dataset(
-        args.dataset, image_column=args.image_column, label_column=args.label_column, train_split=args.train_split,
-        eval_split=args.eval_split, max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples, seed=args.seed)
+    model, processor, data = load_inputs(args)
     if args.new_head:
         adapt_classifier(model, data.labels)
     else:

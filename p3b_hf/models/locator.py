@@ -98,11 +98,7 @@ def locate(model: nn.Module) -> ViTModules:
         att = blk.attention
         layers.append(LayerModules(blk, blk.layernorm_before, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
                                    blk.layernorm_after, blk.mlp.fc1, blk.mlp.fc2, blk.mlp.activation_fn))
-    if hasattr(model, "cls_classifier"):
-        heads = {"cls_classifier": model.cls_classifier, "distillation_classifier": model.distillation_classifier}
-    else:
-        heads = {"classifier": model.classifier}
-    heads = {k: v for k, v in heads.items() if isinstance(v, nn.Linear)}
+    heads = _heads(model)
     return ViTModules(
         family=family, model=model, cls_token=emb.cls_token,
         dist_token=getattr(emb, "distillation_token", None),
@@ -112,6 +108,12 @@ def locate(model: nn.Module) -> ViTModules:
         head_dim=cfg.hidden_size // cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
         image_size=_as_int(cfg.image_size), patch_size=_as_int(cfg.patch_size),
     )
+
+
+def _heads(model: nn.Module) -> dict[str, nn.Linear]:
+    """Classifier head(s) by legacy name (two for distilled DeiT with teacher)."""
+    names = ("cls_classifier", "distillation_classifier") if hasattr(model, "cls_classifier") else ("classifier",)
+    return {n: getattr(model, n) for n in names if isinstance(getattr(model, n), nn.Linear)}
 
 
 def is_full_width(config) -> bool:
@@ -140,11 +142,7 @@ def _locate_p3b(model: nn.Module) -> ViTModules:
         layers.append(LayerModules(blk, blk.layernorm_before, sa.query, sa.key, sa.value, blk.attention.output.dense,
                                    blk.layernorm_after, blk.intermediate.dense, blk.output.dense,
                                    blk.intermediate.intermediate_act_fn))
-    if hasattr(model, "cls_classifier"):
-        heads = {"cls_classifier": model.cls_classifier, "distillation_classifier": model.distillation_classifier}
-    else:
-        heads = {"classifier": model.classifier}
-    heads = {k: v for k, v in heads.items() if isinstance(v, nn.Linear)}
+    heads = _heads(model)
     return ViTModules(
         family=family, model=model, cls_token=emb.cls_token, dist_token=getattr(emb, "distillation_token", None),
         position_embeddings=emb.position_embeddings, patch_projection=emb.patch_embeddings.projection,
