@@ -25,7 +25,8 @@ def _one_thread():
     yield
     torch.set_num_threads(n)
 
-PHASES = dict(prune_start_epoch=1, prune_sparse_epoch=4, prune_finalize_epoch=8, update_every=3)
+# BPI every 3rd micro-batch: the fast default period (4) would leave some 3-step windows without ΔΨ
+PHASES = dict(prune_start_epoch=1, prune_sparse_epoch=4, prune_finalize_epoch=8, update_every=3, bpi_every=3)
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -154,7 +155,8 @@ def test_handcrafted_and_frozen_variants(data, tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     f = P3BTrainer(model=model, args=training_args(str(tmp_path / "f"), num_train_epochs=2),
                    train_dataset=data[0], p3b=P3BConfig(frozen=True, prune_start_epoch=0.5, prune_sparse_epoch=1,
-                                                        prune_finalize_epoch=2, update_every=2, save_dir=None))
+                                                        prune_finalize_epoch=2, update_every=2, bpi_every=2,
+                                                        save_dir=None))
     f.train()
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if not n.startswith("p3b"))
     updates = f.pruning.history["updates"]
