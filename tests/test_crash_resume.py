@@ -67,16 +67,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]))
     cmd = [sys.executable, str(HERE / "crash_resume_run.py"), str(KILL_STEP), str(marker), "--",
            *_prune_args(data, dense, out)]
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True)
+    log = root / "killed.log"  # a file, not a pipe: an unread pipe that fills up would stall the run
+    with log.open("w") as sink:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
     try:
         # the reference runs while the subprocess imports (2 cores)
         assert _run_in_process(_prune_args(data, dense, ref)) == 0
         deadline = time.time() + 240
         while not marker.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        assert marker.exists(), f"the run never reached checkpoint-{KILL_STEP}: " + (
-            proc.stdout.read()[-3000:] if proc.poll() is not None else "timeout")
+        assert marker.exists(), f"the run never reached checkpoint-{KILL_STEP}: " + log.read_text()[-3000:]
         proc.send_signal(signal.SIGKILL)
     finally:
         if proc.poll() is None:
