@@ -28,7 +28,8 @@ from test_recipes import _tiny_data, _tiny_dense
 
 HERE = Path(__file__).resolve().parent
 KILL_STEP = 6  # 3 epochs of 2 steps; sparsify runs over steps [2, 10)
-LAYER_LISTS = ("layer_num_heads", "layer_head_dims", "layer_intermediate_sizes")
+WIDTH_LISTS = {"layer_num_heads", "layer_head_dims", "layer_intermediate_sizes", "layer_attn_in", "layer_attn_out",
+               "layer_mlp_in", "layer_mlp_out"}
 
 
 def _prune_args(data: Path, dense: Path, out: Path) -> list[str]:
@@ -100,7 +101,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _widths(d: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg = json.loads((d / "config.json").read_text())
     plan = json.loads((d / "width_plan.json").read_text())
-    return {k: cfg[k] for k in LAYER_LISTS}, plan
+    lists = {k: v for k, v in cfg.items() if k.startswith("layer_")}  # per-layer widths and kept indices
+    assert WIDTH_LISTS <= lists.keys()
+    return lists, plan
 
 
 def test_sigkill_mid_sparsify_leaves_no_output_and_a_resumable_checkpoint(runs: dict[str, Any]) -> None:

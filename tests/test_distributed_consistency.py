@@ -15,7 +15,7 @@ What "the same result" can mean here:
   soft clip γ (slope 14): in a tiny random model ΔΨ is ~1e-3, so a 2e-7 CE rounding moves the block keep
   ratios by ~1e-3 (not 1e-6), which can move a block's integer width by one element; from then on the two
   runs train different masked models. So for P3B the test asserts: identical samples per step, ΔΨ within
-  1e-6 at every update whose masks were identical so far, identical masks at the first update, and final
+  2e-6 at every update whose masks were identical so far, identical masks at the first update, and final
   block keep ratios within 0.05 with the same budget -- not an identical final plan.
 """
 
@@ -139,7 +139,7 @@ def test_p3b_ranks_identical_and_one_process_agrees_to_float_rounding(records: d
     for a, c in zip(r0["updates"], one["updates"], strict=True):
         assert a["step"] == c["step"]
         d_two, d_one = torch.tensor(a["dpsi"][0] + a["dpsi"][1]), torch.tensor(c["dpsi"][0] + c["dpsi"][1])
-        torch.testing.assert_close(d_two, d_one, rtol=0, atol=1e-6)
+        torch.testing.assert_close(d_two, d_one, rtol=0, atol=2e-6)  # ΔΨ itself is ~1e-3
         if not torch.equal(a["masks"], c["masks"]):
             break  # different masked models from here on (see the module docstring)
     # and both end at the budget with close block keep ratios
