@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,14 @@ from transformers import TrainingArguments
 
 from .errors import BudgetError, P3BError
 from .models.locator import locate
-from .report import REPORT_NAME, base_report, plot_widths, write_report
+from .report import (
+    REPORT_NAME,
+    base_report,
+    last_complete_checkpoint,
+    make_staging_dir,
+    plot_widths,
+    write_report,
+)
 
 
 @dataclass
@@ -136,11 +142,31 @@ def evaluate_accuracy(model: nn.Module, dataset: Any, batch_size: int = 256, dev
     return {"accuracy": correct / total, "loss": loss_sum / total, "samples": total}
 
 
+def init_distributed(args: argparse.Namespace) -> None:
+    """Join the process group now when launched by torchrun/accelerate (WORLD_SIZE > 1).
+
+    The Trainer would do it only when the first TrainingArguments is built; methods that compute
+    statistics before training (VBP, global pruning) need it earlier to shard their data and to
+    broadcast their plan, and the rendezvous keeps ranks in step from the start.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=resolve_device(getattr(args, "device", None)) == "cpu")
+
+
+def resume_checkpoint(ctx_or_args: Any, folder: str | os.PathLike) -> str | None:
+    """The checkpoint ``--resume`` continues from: the newest *complete* one in ``folder``, else None."""
+    args = getattr(ctx_or_args, "args", ctx_or_args)
+    return last_complete_checkpoint(folder) if getattr(args, "resume", False) else None
+
+
 def load_inputs(args: argparse.Namespace) -> tuple[nn.Module, Any, Any]:
     """Check ``--output-dir``, seed, and load model (fp32), image processor and data from CLI-style args."""
     from . import data as data_lib
     from .loading import load_image_processor, load_model
 
+    init_distributed(args)
     check_output_dir(Path(args.output_dir), getattr(args, "overwrite", False))
     torch.manual_seed(args.seed)
     model = load_model(args.model)
@@ -166,7 +192,7 @@ def prepare_context(args: argparse.Namespace) -> PruneContext:
                                       label_smoothing=args.label_smoothing,
                                       enabled=args.mixup > 0 or args.cutmix > 0 or args.label_smoothing > 0)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.staging-", dir=output_dir.parent))
+    staging = make_staging_dir(output_dir)
     work_dir = output_dir.with_name(output_dir.name + ".work")
     work_dir.mkdir(parents=True, exist_ok=True)
     return PruneContext(args=args, model=model, image_processor=processor, data=data, train_ds=train_ds,

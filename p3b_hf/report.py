@@ -23,12 +23,48 @@ from .plan import WidthPlan
 REPORT_NAME = "pruning_report.json"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_staging_dir(target: str | os.PathLike) -> Path:
+    """A fresh ``.<name>.staging-<pid>-*`` dir beside ``target``.
+
+    Staging dirs left behind by a killed process (SIGKILL runs no cleanup) are removed first; the pid in
+    the name tells whether their owner is still alive, so concurrent ranks never delete each other's.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for old in target.parent.glob(f".{target.name}.staging-*"):
+        pid = old.name.rsplit(".staging-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent))
+
+
+def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` in ``folder`` that was completely written, or None.
+
+    The Trainer writes ``trainer_state.json`` last; a checkpoint without it was interrupted mid-save
+    (transformers' ``get_last_checkpoint`` would pick it anyway and the resume would fail).
+    """
+    folder = Path(folder)
+    done = [(int(d.name.split("-")[1]), d) for d in folder.glob("checkpoint-*")
+            if d.name.split("-")[1].isdigit() and (d / "trainer_state.json").is_file()]
+    return str(max(done)[1]) if done else None
+
+
 @contextmanager
 def atomic_dir(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a staging directory that replaces ``target`` only if the block finishes."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staging = make_staging_dir(target)
     try:
         yield staging
     except BaseException:

@@ -139,17 +139,10 @@ def test_resume_removes_its_work_and_staging_dirs(runs: dict[str, Any]) -> None:
     assert not list(runs["root"].glob(".resumed.old-*"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a SIGKILLed run's '.<output>.staging-*' dir (made by "
-                   "pipeline.prepare_context) is only removed on a Python exception, and neither --resume nor "
-                   "finish_run removes stale ones, so every crash leaves an empty hidden dir beside --output-dir")
 def test_resume_removes_the_staging_dir_of_the_killed_run(runs: dict[str, Any]) -> None:
     assert _staging_dirs(runs["root"], runs["out"]) == []
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError, reason=(
-    "BUG: Trainer checkpoints are not atomic and `--resume` takes transformers' get_last_checkpoint (highest "
-    "step number, no completeness check), so a kill during the next save makes the run unresumable: "
-    "FileNotFoundError checkpoint-8/trainer_state.json instead of resuming from checkpoint-6"))
 def test_resume_after_a_kill_during_checkpoint_writing(runs: dict[str, Any]) -> None:
     """A kill while the Trainer writes checkpoint-8 leaves it without optimizer / RNG / trainer state (the
     model and ``p3b_state.*`` are written first). ``--resume`` must fall back to the complete checkpoint-6."""

@@ -108,13 +108,6 @@ def test_vbp_statistics_and_plan_identical_on_ranks_and_close_to_one_process(rec
                                    rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `p3b-hf prune --method vbp` under torchrun/accelerate computes the statistics before anything "
-    "initialises torch.distributed (the first TrainingArguments is built by the fine-tune, after the plan), "
-    "so calibration_loader(shard=True) does not shard and every rank reads the whole training split (N x the "
-    "work). Results stay correct (test above), but with no process group the ranks are not synchronised: "
-    "rank 1 can fail the --output-dir check when rank 0 has already finished, or recreate DIR.work/"
-    "vbp.width_plan.json after rank 0 removed it (the driver's file barriers keep this test deterministic)."))
 def test_vbp_statistics_pass_is_sharded_in_a_fresh_torchrun_process(records: dict[str, Any]) -> None:
     r0, r1 = records["rec"]["vbp"]["two"]
     assert r0["local_samples"] == r1["local_samples"] == TRAIN_IMAGES // 2

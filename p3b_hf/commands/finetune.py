@@ -162,7 +162,7 @@ def _context(args: argparse.Namespace) -> Any:
 def execute(args: argparse.Namespace) -> FineTuneOutcome:
     """Fine-tune, evaluate, and (on the main process) write the output dir; return the trained model."""
     from ..loading import load_model
-    from ..pipeline import resolve_device, training_arguments
+    from ..pipeline import resolve_device, resume_checkpoint, training_arguments
     from ..report import REPORT_NAME, atomic_dir, layer_widths, write_report
     from ..training import FineTuneTrainer, KDConfig, compute_accuracy
 
@@ -185,9 +185,8 @@ def execute(args: argparse.Namespace) -> FineTuneOutcome:
         eval_strategy="epoch" if args.eval_each_epoch else "no", save_total_limit=1)
     trainer = FineTuneTrainer(model=model, args=targs, train_dataset=ctx.train_ds, eval_dataset=ctx.eval_ds,
                               data_collator=ctx.collator, compute_metrics=compute_accuracy, teacher=teacher, kd=kd)
-    resume = bool(args.resume and any(Path(targs.output_dir).glob("checkpoint-*")))
     t0 = time.time()
-    train_out = trainer.train(resume_from_checkpoint=True if resume else None)
+    train_out = trainer.train(resume_from_checkpoint=resume_checkpoint(args, targs.output_dir))
     train_time = time.time() - t0
     metrics = {k.removeprefix("eval_"): float(v) for k, v in trainer.evaluate().items()
                if isinstance(v, (int, float))}

@@ -110,7 +110,7 @@ def save_plan_cache(ctx: Any, name: str, plan: WidthPlan) -> None:
 def finetune(ctx: Any, model: nn.Module, *, phase: str, epochs: float, lr: float, weight_decay: float,
              teacher: nn.Module | None = None, kd: KDConfig | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` in place with :class:`FineTuneTrainer`; returns a small training summary."""
-    from ..pipeline import training_arguments
+    from ..pipeline import resume_checkpoint, training_arguments
 
     if epochs <= 0:
         return {"epochs": 0, "train_time_s": 0.0}
@@ -120,11 +120,8 @@ def finetune(ctx: Any, model: nn.Module, *, phase: str, epochs: float, lr: float
     targs = training_arguments(ctx, phase, epochs=epochs, lr=lr, weight_decay=weight_decay, **overrides)
     trainer = FineTuneTrainer(model=model, args=targs, train_dataset=ctx.train_ds, data_collator=ctx.collator,
                               teacher=teacher, kd=kd)
-    resume = None
-    if getattr(ctx.args, "resume", False) and any(Path(targs.output_dir).glob("checkpoint-*")):
-        resume = True
     t0 = time.time()
-    out = trainer.train(resume_from_checkpoint=resume)
+    out = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, targs.output_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "train_time_s": time.time() - t0,
             "train_loss": float(out.training_loss), "loss_curve": losses}

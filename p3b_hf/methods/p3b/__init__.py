@@ -133,7 +133,7 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
     """Run the P3BTrainer on ``ctx`` (tqdm progress from the Trainer) and return a ``MethodResult`` whose
     ``history`` holds per-update keep ratios / ΔΨ per block and the phase boundaries."""
     from ...loading import load_model
-    from ...pipeline import training_arguments
+    from ...pipeline import resume_checkpoint, training_arguments
     from ...trainer import P3BTrainer
     from ...training import KDConfig
     from .. import MethodResult
@@ -149,8 +149,7 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
     trainer = P3BTrainer(model=ctx.model, args=targs, train_dataset=ctx.train_ds, eval_dataset=ctx.eval_ds,
                          data_collator=ctx.collator, processing_class=ctx.image_processor, p3b=cfg,
                          teacher=teacher, kd=kd)
-    resume = bool(getattr(args, "resume", False)) and any(Path(targs.output_dir).glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(args, targs.output_dir))
     pruned = trainer.pruned_model
     history = trainer.pruning.history
     history["wall_time_train_s"] = trainer.pruning.wall_time_s
