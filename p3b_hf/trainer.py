@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 _NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token")
 #: fast-mode defaults of the BPI sub-batch fraction and period (see P3BConfig, docs/p3b.md "Step cost")
 FAST_BPI_SUBBATCH = 0.25
-FAST_BPI_EVERY = 4
+FAST_BPI_EVERY = 1
 BPI_MODES = ("reference", "grouped")
 GATE_MODES = ("hooks", "fused")
 

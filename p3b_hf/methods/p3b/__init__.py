@@ -79,7 +79,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
     g.add_argument("--bpi-subbatch", type=float, default=None,
                    help="P3B: fraction of each batch the BPI heads score (default 0.25; 1.0 with --reference)")
     g.add_argument("--bpi-every", type=int, default=None,
-                   help="P3B: run the BPI heads on every k-th micro-batch (default 4; 1 with --reference)")
+                   help="P3B: run the BPI heads on every k-th micro-batch (default 1; try 4 for speed)")
     g.add_argument("--gate-mode", choices=["hooks", "fused"], default=None,
                    help="P3B: masks as activation hooks (reference) or folded into LN/Linear weights (default)")
     _add(g, "--teacher", default=None, help="KD teacher model dir/Hub id (P3B-Dist, VBP)")
