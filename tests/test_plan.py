@@ -171,3 +171,13 @@ def test_not_json_plan(tmp_path):
         WidthPlan.from_json(tmp_path / "bad.json")
     with pytest.raises(PlanError, match="does not exist"):
         WidthPlan.from_json(tmp_path / "missing.json")
+
+
+def test_embedding_narrower_than_the_head_count(tiny_vit, images):
+    """A plan may keep fewer residual channels than there are heads (head dims are separate)."""
+    plan = WidthPlan.full(tiny_vit.config)
+    plan.embed = [5, 17, 30]  # 3 channels, 4 heads
+    pruned = apply_width_plan(tiny_vit, plan)
+    assert pruned.config.hidden_size == 3 and pruned.config.layer_head_dims == [12, 12, 12]
+    assert pruned.config.layer_attention_scales == [pytest.approx(12 ** -0.5)] * 3
+    assert _logits(pruned, images).shape == (3, 7)

@@ -108,8 +108,10 @@ class P3BViTConfig(PretrainedConfig):
         self.layer_attn_out = _per_layer(layer_attn_out, None, n, "layer_attn_out")
         self.layer_mlp_in = _per_layer(layer_mlp_in, None, n, "layer_mlp_in")
         self.layer_mlp_out = _per_layer(layer_mlp_out, None, n, "layer_mlp_out")
+        # (a pruned embedding may be narrower than the head count: the default scale then never applies)
+        default_scale = dense_head_dim ** -0.5 if dense_head_dim > 0 else 1.0
         self.layer_attention_scales = [float(v) for v in _per_layer(
-            layer_attention_scales, dense_head_dim ** -0.5, n, "layer_attention_scales")]
+            layer_attention_scales, default_scale, n, "layer_attention_scales")]
         if layernorm_mode not in LAYERNORM_MODES:
             raise ValueError(f"layernorm_mode={layernorm_mode!r} is not one of {LAYERNORM_MODES}.")
         self.layernorm_mode = layernorm_mode
