@@ -35,14 +35,7 @@ from p3b_hf.methods.p3b.gates import BLOCK_GATES, attn_linear_params, full_linea
 from p3b_hf.models.locator import locate
 from p3b_hf.trainer import P3BConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on 2 shared cores: one thread is far faster than two contending ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DEIT_S = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
                    image_size=224, patch_size=16, num_labels=100)

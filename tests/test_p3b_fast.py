@@ -17,13 +17,7 @@ from p3b_hf.methods.p3b.gates import Dims, GateSet, install_gates
 from p3b_hf.models.locator import locate
 from p3b_hf.trainer import FAST_BPI_EVERY, FAST_BPI_SUBBATCH, P3BConfig, P3BTrainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _taps(n_blocks: int, batch: int, tokens: int, hidden: int, seed: int) -> list[torch.Tensor]:

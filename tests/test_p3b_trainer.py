@@ -16,14 +16,7 @@ from p3b_hf.methods.p3b import add_cli_arguments, config_from_args
 from p3b_hf.methods.p3b.state import STATE_JSON, STATE_TENSORS
 from p3b_hf.trainer import P3BConfig, P3BTrainer, PruningCallback
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on 2 shared cores: one thread is far faster than two contending ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # BPI every 3rd micro-batch: the fast default period (4) would leave some 3-step windows without ΔΨ
 PHASES = dict(prune_start_epoch=1, prune_sparse_epoch=4, prune_finalize_epoch=8, update_every=3, bpi_every=3)
