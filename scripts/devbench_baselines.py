@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from devbench_common import DENSE, base_parser  # noqa: E402
 
 from p3b_hf.commands.prune import add_arguments  # noqa: E402
 from p3b_hf.cost import count_cost  # noqa: E402
@@ -53,8 +54,6 @@ from p3b_hf.methods.baseline_common import evaluate, finetune  # noqa: E402
 from p3b_hf.methods.importance import CRITERIA  # noqa: E402
 from p3b_hf.pipeline import PruneContext, adapt_classifier  # noqa: E402
 from p3b_hf.transforms import smooth_one_hot  # noqa: E402
-
-DENSE = {"epochs": 15.0, "lr": 5e-4, "weight_decay": 0.05, "batch_size": 512}
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -96,18 +95,8 @@ class GlyphBatchCollator:
         return {"pixel_values": (out - 0.5) / 0.5, "labels": smooth_one_hot(y, self.num_classes, self.smoothing)}
 
 
-def default_bench() -> str:
-    for p in ("/work/shared/dev-bench", "_device/dev-bench", "dev-bench"):
-        if Path(p, "scripts200_dev.npz").exists():
-            return p
-    return "/work/shared/dev-bench"
-
-
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bench", default=default_bench(), help="dev-bench folder (npz/json + pretrained/)")
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.75],
-                   help="fractions of whole-model params to remove")
+    p = base_parser(__doc__)
     p.add_argument("--criteria", nargs="+", default=list(CRITERIA), choices=list(CRITERIA))
     p.add_argument("--vbp-ft", action="store_true",
                    help="also run VBP with KD on the dense recipe (adds ~15 s per budget)")

@@ -35,6 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from devbench_common import DENSE, base_parser  # noqa: E402
+
 from p3b_hf.commands.prune import add_arguments  # noqa: E402
 from p3b_hf.cost import count_cost  # noqa: E402
 from p3b_hf.data import ImageData, build_datasets, devbench_dataset_dict, make_collator  # noqa: E402
@@ -43,21 +45,9 @@ from p3b_hf.methods import p3b  # noqa: E402
 from p3b_hf.methods.baseline_common import evaluate, finetune  # noqa: E402
 from p3b_hf.pipeline import PruneContext, adapt_classifier  # noqa: E402
 
-DENSE = {"epochs": 15.0, "lr": 5e-4, "weight_decay": 0.05, "batch_size": 512}
-
-
-def default_bench() -> str:
-    for p in ("/work/shared/dev-bench", "_device/dev-bench", "dev-bench"):
-        if Path(p, "scripts200_dev.npz").exists():
-            return p
-    return "/work/shared/dev-bench"
-
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bench", default=default_bench(), help="dev-bench folder (npz/json + pretrained/)")
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.75],
-                   help="fractions of whole-model params to remove")
+    p = base_parser(__doc__)
     p.add_argument("--p3b-epochs", type=float, default=30.0, help="epochs of the P3B pruning run")
     p.add_argument("--no-finetune", action="store_true", help="skip the p3b+ft fine-tune of the pruned models")
     p.add_argument("--extra", default="", help="extra P3B flags, e.g. '--reference' or '--update-every 5'")
