@@ -54,7 +54,7 @@ ARCHS: dict[str, dict[str, int]] = {  # timm/HF DeiT shapes (the non-distilled D
 PLAN_STYLES = ("p3b", "uniform")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _MODIFIERS: dict[str, dict[str, Any]] = {
-    "round8": {"round_to": 8}, "gather": {"scatter": "gather"}, "index_add": {"scatter": "index_add"},
+    "round8": {"round_to": 8}, "noround": {"round_to": None}, "gather": {"scatter": "gather"}, "index_add": {"scatter": "index_add"},
     "dense": {"scatter": "dense"}, "conv": {"patch_embed_as_matmul": False}, "nofold": {"fold_norms": False},
     "alltokens": {"prune_last_layer_tokens": False}, "denseread": {"dense_reads": True},
 }

@@ -22,9 +22,11 @@ pre-arranged weights that returns the logits tensor. Every rewrite is *exact* in
 - **only the special tokens after the last attention** (``prune_last_layer_tokens``): the last
   layer's queries, output projection and MLP, and the final LayerNorm, run on the cls
   (+ distillation) token(s) only -- the classifier reads nothing else.
-- **widths rounded** (``round_to``): inner widths (head dim, MLP), written channel subsets and
-  (for ``full_stats`` norms) read subsets are zero-padded to multiples of ``round_to``. Zero rows /
-  columns add exact zeros, so the function is unchanged; GEMMs and attention get aligned shapes.
+- **widths rounded** (``round_to``, default 8; ``None`` = off): inner widths (head dim, MLP), written
+  channel subsets and (for ``full_stats`` norms) read subsets are zero-padded to multiples of
+  ``round_to``. Zero rows / columns add exact zeros, so the function is unchanged; GEMMs and attention
+  get aligned shapes (bf16 tensor-core GEMMs and flash attention want multiples of 8; on CPU it was
+  1-3 % faster for 75-90 %-pruned DeiT-S, see docs/bench.md).
 - **torch.compile** (``compile``) of the whole forward.
 
 The ideal plain ViT (:mod:`p3b_hf.models.plain_vit`) and dense models go through the same
@@ -94,8 +96,15 @@ def _pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------- modules
 def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x[..., idx]`` as ``torch.gather``: ~2x faster than ``index_select`` on the last dim on CPU,
-    coalesced on CUDA, and an indirect load under inductor."""
+    """``x[..., idx]``, in the fastest exact form measured per device.
+
+    CPU: ``index_select`` along dim 1 of the 2-D ``[tokens, C]`` view -- 1.6-1.8x faster than
+    ``torch.gather`` on the last dim (which is itself ~2x faster than ``index_select`` on the last dim
+    of the 3-D tensor); 1 thread, DeiT-S rows, 40-304 of 384 channels. CUDA: ``torch.gather`` (coalesced
+    reads, and an indirect load that inductor fuses under ``torch.compile``).
+    """
+    if x.device.type == "cpu" and x.is_contiguous():
+        return x.view(-1, x.shape[-1]).index_select(1, idx).view(*x.shape[:-1], idx.numel())
     return torch.gather(x, -1, idx.expand(*x.shape[:-1], -1))
 
 
@@ -381,7 +390,7 @@ def _constant(bias: torch.Tensor, ch: _Channels, full: int) -> _Constant:
 
 @torch.no_grad()
 def optimize_for_inference(model: nn.Module, *, compile: bool | None = None, patch_embed_as_matmul: bool = True,
-                           fold_norms: bool = True, scatter: str = "auto", round_to: int | None = None,
+                           fold_norms: bool = True, scatter: str = "auto", round_to: int | None = 8,
                            prune_last_layer_tokens: bool = True, dense_reads: bool = False,
                            compile_mode: str | None = None,
                            dtype: torch.dtype | None = None) -> nn.Module:

@@ -69,8 +69,9 @@ PRESETS: dict[str, dict[str, int]] = {
 REFERENCE_PATH = dict(bpi_mode="reference", bpi_subbatch=1.0, bpi_every=1, gate_mode="hooks")
 
 
-def variants(breakdown: bool, blocks: int = 24) -> dict[str, P3BConfig | None]:
-    """Name -> P3B config (None = dense). Timing runs never reach a mask update or finalisation."""
+def variants(breakdown: bool, blocks: int = 24, fast_specs: list[str] | None = None) -> dict[str, P3BConfig | None]:
+    """Name -> P3B config (None = dense); ``fast_specs`` (``SUB:EVERY``) add grouped+fused variants.
+    Timing runs never reach a mask update or finalisation."""
     far = dict(prune_start_step=0, prune_sparse_step=10_000, prune_finalize_step=20_000, update_every=10_000,
                evaluate_pruned=False, save_dir=None)
     out: dict[str, P3BConfig | None] = {
@@ -78,6 +79,8 @@ def variants(breakdown: bool, blocks: int = 24) -> dict[str, P3BConfig | None]:
         "p3b_reference": P3BConfig(prune_ratio=0.5, reference=True, **far),
         "p3b_fast": P3BConfig(prune_ratio=0.5, **far),
     }
+    for spec in fast_specs or []:
+        out[f"p3b_fast_{spec}"] = P3BConfig(prune_ratio=0.5, **_parse_fast(spec), **far)
     if breakdown:
         out["p3b_ref_path_clean"] = P3BConfig(prune_ratio=0.5, **REFERENCE_PATH, **far)
         out["p3b_grouped_full_batch"] = P3BConfig(prune_ratio=0.5, bpi_subbatch=1.0, bpi_every=1, **far)
@@ -269,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--breakdown", action="store_true",
                    help="also time the reference BPI path in clean mode, grouped heads on the full batch, "
                         "and the gates alone (hooks vs fused, no BPI)")
+    p.add_argument("--time-fast", nargs="*", default=[], metavar="SUB:EVERY",
+                   help="extra grouped+fused variants in the timing, e.g. 0.125:1 0.25:4")
     p.add_argument("--compare-steps", type=int, default=None,
                    help="length of the keep-ratio comparison runs (default 60 CPU, 120 GPU; 0 = skip)")
     p.add_argument("--no-timing", action="store_true", help="only run the keep-ratio comparison")
@@ -309,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches:
             row: dict[str, Any] = {"preset": preset, "batch": batch, **{k: PRESETS[preset][k] for k in
                                                                       ("hidden_size", "image_size", "patch_size")}}
-            per_round = [time_variants(preset, variants(a.breakdown, 2 * PRESETS[preset]["num_hidden_layers"]), batch, device, bf16, warmup, steps)
+            per_round = [time_variants(preset, variants(a.breakdown, 2 * PRESETS[preset]["num_hidden_layers"], a.time_fast), batch, device, bf16, warmup, steps)
                          for _ in range(rounds)]
             for name in per_round[0]:
                 ok = [r[name] for r in per_round if "step_s" in r[name]]

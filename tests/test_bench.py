@@ -49,7 +49,7 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_deit_teacher", "tiny_deit"])
 @pytest.mark.parametrize("options", [
-    {}, {"scatter": "gather"}, {"scatter": "dense", "dense_reads": True}, {"round_to": 8},
+    {}, {"scatter": "gather"}, {"scatter": "dense", "dense_reads": True}, {"round_to": None},
     {"fold_norms": False, "patch_embed_as_matmul": False, "prune_last_layer_tokens": False, "round_to": 8},
 ])
 def test_optimized_path_gives_the_eager_logits(fixture, options, request, images):
@@ -163,6 +163,7 @@ def test_bench_loads_the_dense_original_and_defaults(tmp_path, tiny_deit_teacher
 def test_bad_variants_and_arguments_are_rejected(tiny_vit):
     assert parse_variant("eager") is None
     assert parse_variant("compiled+round8+gather") == {"compile": True, "round_to": 8, "scatter": "gather"}
+    assert parse_variant("fast+noround") == {"compile": False, "round_to": None}
     for bad in ("turbo", "fast+warp", "eager+round8"):
         with pytest.raises(P3BError, match="variant"):
             parse_variant(bad)
