@@ -200,6 +200,19 @@ def prepare_context(args: argparse.Namespace) -> PruneContext:
                         work_dir=work_dir)
 
 
+def _pad_result(result: Any, pad_to: int | None) -> dict[str, Any]:
+    """``--pad-to N``: replace the pruned model by its exactly equivalent zero-padded copy
+    (:func:`p3b_hf.align.pad_widths`); the report keeps the unpadded cost next to the padded one."""
+    if not pad_to:
+        return {}
+    from .align import pad_widths
+    from .cost import count_cost
+
+    before = count_cost(result.pruned_model)
+    result.pruned_model = pad_widths(result.pruned_model, pad_to)
+    return {"pad_to": pad_to, "unpadded": {"params": before["params"], "macs": before["macs"]}}
+
+
 def finish_run(ctx: PruneContext, result: Any, dense_model_for_cost: nn.Module) -> dict[str, Any]:
     """Write model, plan, report and plots into the staging dir, then move it to ``--output-dir``."""
     from .report import _write_model
@@ -213,13 +226,14 @@ def finish_run(ctx: PruneContext, result: Any, dense_model_for_cost: nn.Module) 
                            eval_metrics=result.eval_metrics, dense_eval_metrics=result.dense_eval_metrics,
                            wall_time_s=time.time() - ctx.started)
     try:
+        padding = _pad_result(result, getattr(a, "pad_to", None))
         _write_model(result.pruned_model, staging, ctx.image_processor, result.plan)
         report = base_report(
             dense_model_for_cost, result.pruned_model, method=a.method, prune_ratio=getattr(a, "prune_ratio", None),
             plan=result.plan, eval_metrics=result.eval_metrics, dense_eval_metrics=result.dense_eval_metrics,
             wall_time_s=time.time() - ctx.started,
             extra={"history": result.history, "dataset": a.dataset, "base_model": a.model,
-                   "command": " ".join(sys.argv), "num_labels": ctx.num_labels})
+                   "command": " ".join(sys.argv), "num_labels": ctx.num_labels, **padding})
         plot_widths(result.pruned_model, staging / "plots" / "widths.png", dense_config=dense_model_for_cost.config)
         write_report(staging, report)
         out = Path(a.output_dir)

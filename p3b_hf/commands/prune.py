@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-eval-samples", type=int, default=None)
     g.add_argument("--logging-steps", type=int, default=50)
     g.add_argument("--resume", action="store_true", help="resume from the last checkpoint in DIR.work/")
+    g.add_argument("--pad-to", type=int, default=None, metavar="N",
+                   help="save the pruned model with every width zero-padded to a multiple of N (e.g. 8): "
+                        "exactly the same function, aligned shapes for GPU kernels (p3b_hf.align)")
     for name, module_path in METHODS.items():
         try:
             module = importlib.import_module(module_path)
@@ -61,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import finish_run, prepare_context, summarize
 
     module = method_module(args.method)
+    pad = getattr(args, "pad_to", None)
+    if pad is not None and pad < 1:  # fail before training, not after
+        from ..errors import P3BError
+
+        raise P3BError(f"--pad-to {pad} is invalid; give a positive channel multiple such as 8 (or leave it out).")
     ctx = prepare_context(args)
     dense = copy.deepcopy(ctx.model).cpu()
     try:
