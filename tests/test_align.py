@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_bench import _p3b_plan
 from test_recipes import _tiny_data, _tiny_dense
 from transformers import AutoModelForImageClassification
 
@@ -18,18 +19,12 @@ from p3b_hf.plan import WidthPlan, apply_width_plan
 
 
 def _ragged_plan(model: torch.nn.Module, seed: int = 0) -> WidthPlan:
-    """Widths that are not multiples of 8 (tiny: hidden 48, head dim 12, MLP 96), one removed MLP and
-    attention, one full write."""
-    plan = WidthPlan.full(model.config)
-    r = random.Random(seed)
+    """test_bench's P3B-like plan (head dim 5 of 12, MLP 37 of 96, subsets of 30/21/40/45 of 48, one removed
+    MLP and attention, one full write) with 43-channel MLP reads: widths that are not multiples of 8."""
+    plan = _p3b_plan(model, seed)
+    r = random.Random(seed + 100)
     for lp in plan.layers:
-        lp.head_dims = sorted(r.sample(range(12), 5))
-        lp.mlp = sorted(r.sample(range(96), 37))
-        lp.attn_in, lp.attn_out = sorted(r.sample(range(48), 30)), sorted(r.sample(range(48), 21))
-        lp.mlp_in, lp.mlp_out = sorted(r.sample(range(48), 43)), sorted(r.sample(range(48), 45))
-    plan.layers[1].mlp = []
-    plan.layers[2].head_dims = []
-    plan.layers[0].attn_out = None
+        lp.mlp_in = sorted(r.sample(range(48), 43))
     return plan
 
 
