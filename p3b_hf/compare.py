@@ -187,7 +187,7 @@ def dense_row(common: list[str], out: Path, epochs: float) -> dict[str, Any]:
     cost = count_cost(load_config(str(out)))
     return {"method": "dense", "prune_ratio": 0.0, "status": "ok", "accuracy": acc, "params": cost["params"],
             "macs": cost["macs"], "param_reduction": 0.0, "throughput_vs_dense": 1.0,
-            "wall_time_s": ft.get("wall_time_s")}
+            "wall_time_s": ft.get("wall_time_s", ft.get("train_time_s"))}
 
 
 _FINETUNE_FLAGS = {"--model", "--dataset", "--image-column", "--label-column", "--train-split", "--eval-split",

@@ -29,16 +29,19 @@ def test_method_and_ratio_parsing():
 
 def test_compare_end_to_end(tmp_path: Path):
     data = _tiny_data(tmp_path)
-    dense_dir, _ = _tiny_dense(tmp_path)
+    dense_dir, dense_model = _tiny_dense(tmp_path)
     out = tmp_path / "cmp"
     code = main(["compare", "--methods", "p3b,vbp,global-l1", "--prune-ratio", "0.3,0.6", "--model", str(dense_dir),
-                 "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--bench-device", "cpu",
+                 "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--bench-device", "cpu", "--dense-baseline",
                  "--bench-repeats", "2", "--", "--batch-size", "16", "--augment", "none", "--device", "cpu",
                  "--mixup", "0", "--cutmix", "0"])
     assert code == 0
     rows = json.loads((out / "compare.json").read_text())["rows"]
     cells = {(r["method"], r["prune_ratio"]): r for r in rows}
-    assert len(cells) == 6
+    assert len(cells) == 7
+    dense = cells.pop(("dense", 0.0))  # the same budget on the unpruned model
+    assert dense["status"] == "ok" and dense["wall_time_s"] > 0 and 0 <= dense["accuracy"] <= 1
+    assert dense["params"] == sum(p.numel() for p in dense_model.parameters())
     vbp_high = cells[("vbp", 0.6)]
     assert vbp_high["status"] == "unreachable" and "VBP" in vbp_high["error"]
     for key, row in cells.items():
