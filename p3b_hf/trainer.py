@@ -30,6 +30,7 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .methods.p3b.bpi import per_head_ce
+from .methods.p3b.estimator import parse_shadow_spec
 from .methods.p3b.local import DEFAULT_GATE_SCALES
 from .methods.p3b.pruner import P3BPruner, _all_reduce_
 from .methods.p3b.schedule import Schedule, default_phase_epochs
@@ -74,13 +75,19 @@ class P3BConfig:
 
     * ``bpi_mode``: "reference" (2L separate head stacks, ~100 kernels each) or "grouped" (all heads in
       one grouped conv / batched matmul per stage; same logits up to float rounding). Fast default: grouped.
-    * ``bpi_subbatch``: fraction of each micro-batch the BPI heads score (its first samples; the loader
-      shuffles, so the ΔΨ window mean stays unbiased). Reference 1.0; fast default
-      :data:`FAST_BPI_SUBBATCH`.
-    * ``bpi_every``: run the BPI heads on every k-th training micro-batch only (ΔΨ is averaged over the
-      micro-batches that ran them). Reference 1; fast default :data:`FAST_BPI_EVERY`.
+    * ``bpi_subbatch``: fraction of each micro-batch the BPI *patch* heads score (its first samples; the
+      loader shuffles, so the ΔΨ window mean stays unbiased). The class heads always score the whole
+      batch (they cost <1 % of the BPI). Reference 1.0; fast default :data:`FAST_BPI_SUBBATCH`.
+    * ``bpi_every``: run the BPI patch heads on every k-th training micro-batch only (their ΔΨ is averaged
+      over the micro-batches that ran them). Reference 1; fast default :data:`FAST_BPI_EVERY`.
     * ``gate_mode``: "hooks" (multiply each gated activation in a hook, as the reference) or "fused"
       (fold the masks into the LayerNorm affines / Linear weights, same function). Fast default: fused.
+
+    ``bpi_shadows``: extra BPI estimators ``"SUBBATCH:EVERY"`` (e.g. ``["0.0625:1", "0.25:4"]``) that ride
+    along the run without steering it: same initial heads, same micro-batches, their own ΔΨ windows and
+    EMA; every mask update records the keep ratios each would have chosen (``history["updates"][i]
+    ["shadows"]``). For measuring how faithful a cheap BPI setting is to the one that drives the run
+    (:mod:`p3b_hf.methods.p3b.estimator`). Costs the shadows' heads; not resumable.
     """
 
     prune_ratio: float = 0.5
@@ -115,13 +122,14 @@ class P3BConfig:
     bpi_subbatch: float | None = None
     bpi_every: int | None = None
     gate_mode: str | None = None
+    bpi_shadows: list[str] = field(default_factory=list)
     evaluate_pruned: bool = True
     save_dir: str | None = "auto"
 
     def resolved(self) -> P3BConfig:
         """A copy with every ``None`` quirk flag set from ``reference``."""
         r = self.reference
-        c = dataclasses.replace(self, gate_scales=dict(self.gate_scales))
+        c = dataclasses.replace(self, gate_scales=dict(self.gate_scales), bpi_shadows=[str(x) for x in self.bpi_shadows])
         for name in ("bpi_frozen_bn", "finalize_reselect", "reference_non_block"):
             if getattr(c, name) is None:
                 setattr(c, name, r)
@@ -145,6 +153,10 @@ class P3BConfig:
         if int(c.bpi_every) != c.bpi_every or c.bpi_every < 1:
             raise ValueError(f"bpi_every must be an integer >= 1, got {c.bpi_every}.")
         c.bpi_every = int(c.bpi_every)
+        for spec in c.bpi_shadows:
+            parse_shadow_spec(spec)  # raises a P3BError naming the bad spec
+        if c.bpi_shadows and c.handcrafted_keep is not None:
+            raise ValueError("bpi_shadows need the BPI heads: they cannot be combined with handcrafted_keep.")
         if c.layernorm_mode not in ("full_stats", "subset_stats"):
             raise ValueError(f"layernorm_mode must be 'full_stats' or 'subset_stats', got {c.layernorm_mode!r}.")
         unknown = set(c.gate_scales) - set(DEFAULT_GATE_SCALES)
@@ -324,48 +336,44 @@ class P3BTrainer(FineTuneTrainer):
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         pr = self.pruner
-        bpi_phase = model.training and pr.bpi is not None and not pr.state.finalized
-        use_bpi = bpi_phase and self._bpi_due()
-        if pr.bpi is not None:
-            pr.bpi.active = use_bpi
-            pr.bpi.rows = self._bpi_rows(inputs) if use_bpi else None
+        bpi_phase = model.training and bool(pr.estimators) and not pr.state.finalized
+        if bpi_phase:
+            forward_index = pr.state.train_forwards  # drives bpi_every
+            pr.state.train_forwards += 1
+            batch = int(inputs["labels"].shape[0])
+            for est in pr.estimators:
+                est.heads.active, est.heads.patch_rows = True, est.patch_rows(batch, forward_index)
         try:
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
         finally:
-            if pr.bpi is not None:
-                pr.bpi.active, pr.bpi.rows = False, None
-        if use_bpi:
-            rows = outputs["p3b_bpi_cls"].shape[2]
-            labels = inputs["labels"][:rows]
-            ce_cls = per_head_ce(outputs["p3b_bpi_cls"], labels)
-            ce_patch = per_head_ce(outputs["p3b_bpi_patch"], labels)
-            if self.p3b.frozen:
-                loss = ce_cls.sum() + ce_patch.sum()
-            else:
-                loss = loss + ce_cls.sum() + ce_patch.sum()
-            if pr.schedule is not None and pr.schedule.accumulating(self.state.global_step):
-                pr.record_dpsi(ce_cls.detach(), ce_patch.detach())
-        elif bpi_phase and (self.p3b.frozen or self.args.world_size > 1):
-            # BPI skipped (bpi_every): a zero-valued term keeps the heads in the graph, so DDP without
-            # find_unused_parameters sees every gradient and a frozen backbone still gives a loss with grad
-            zero = sum(p.sum() for p in pr.bpi.parameters()) * 0.0
-            loss = zero if self.p3b.frozen else loss + zero
+            for est in pr.estimators:
+                est.heads.active, est.heads.patch_rows = False, None
+        if bpi_phase:
+            bpi_loss = self._bpi_loss(outputs, inputs["labels"])
+            loss = bpi_loss if self.p3b.frozen else loss + bpi_loss
         return (loss, outputs) if return_outputs else loss
 
-    def _bpi_due(self) -> bool:
-        """Does this training micro-batch run the BPI heads (every ``bpi_every``-th one)?"""
-        st = self.pruner.state
-        due = st.train_forwards % self.p3b.bpi_every == 0
-        st.train_forwards += 1
-        return due
-
-    def _bpi_rows(self, inputs: dict[str, Any]) -> int | None:
-        """BPI sub-batch size: ``ceil(bpi_subbatch x B)`` leading samples (None = the whole batch)."""
-        if self.p3b.bpi_subbatch >= 1.0:
-            return None
-        batch = int(inputs["labels"].shape[0])
-        return max(1, math.ceil(self.p3b.bpi_subbatch * batch))
+    def _bpi_loss(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
+        """The 4·2L BPI cross-entropies of every estimator (class heads on the whole batch, patch heads on
+        their sub-batch), recorded as ΔΨ inside the scoring window."""
+        pr = self.pruner
+        accumulating = pr.schedule is not None and pr.schedule.accumulating(self.state.global_step)
+        total, skipped = 0.0, False
+        for est in pr.estimators:
+            key = est.heads.output_key
+            ce_cls = per_head_ce(outputs[f"{key}_cls"], labels)
+            patch = outputs.get(f"{key}_patch")
+            ce_patch = None if patch is None else per_head_ce(patch, labels[:patch.shape[2]])
+            total = total + ce_cls.sum() + (0.0 if ce_patch is None else ce_patch.sum())
+            skipped |= ce_patch is None
+            if accumulating:
+                est.record(ce_cls.detach(), None if ce_patch is None else ce_patch.detach())
+        if skipped and self.args.world_size > 1:
+            # patch heads skipped (bpi_every): a zero-valued term keeps them in the graph, so DDP without
+            # find_unused_parameters sees every gradient
+            total = total + sum(p.sum() for est in pr.estimators for p in est.heads.parameters()) * 0.0
+        return total
 
     # ------------------------------------------------------------------ optimizer / scheduler
     def _param_groups(self) -> list[dict[str, Any]]:
@@ -379,7 +387,7 @@ class P3BTrainer(FineTuneTrainer):
                     groups["masks"].append(p)
                 continue
             no_decay = p.ndim <= 1 or n.endswith(".bias") or any(k in n for k in _NO_DECAY_NAMES)
-            prefix = "bpi_" if n.startswith("p3b_bpi.") else ""
+            prefix = "bpi_" if n.startswith(("p3b_bpi.", "p3b_shadows.")) else ""
             groups[prefix + ("no_decay" if no_decay else "decay")].append(p)
         lr, wd = self.args.learning_rate, self.args.weight_decay
         spec = {"decay": (lr, wd), "no_decay": (lr, 0.0), "bpi_decay": (c.bpi_lr, c.bpi_weight_decay),
@@ -461,7 +469,8 @@ class P3BTrainer(FineTuneTrainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if state_dict is None:
             state_dict = self.accelerator.unwrap_model(self.model).state_dict()
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("p3b_gates.", "p3b_bpi."))}
+        state_dict = {k: v for k, v in state_dict.items()
+                      if not k.startswith(("p3b_gates.", "p3b_bpi.", "p3b_shadows."))}
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
             pr = self.pruner
@@ -470,6 +479,12 @@ class P3BTrainer(FineTuneTrainer):
                            "config": _jsonable(dataclasses.asdict(self.p3b))})
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        if self.pruner.shadows:
+            from .errors import CheckpointError
+
+            raise CheckpointError("A P3B run with BPI shadows (bpi_shadows / --bpi-shadow) cannot be resumed: the "
+                                  "shadow heads and windows are a measurement aid and are not checkpointed. Start "
+                                  "the run again, or resume without shadows.")
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         tensors, meta = P3BState.read(resume_from_checkpoint)
         pr = self.pruner

@@ -70,6 +70,28 @@ def test_grouped_heads_equal_separate_heads(frozen_bn, conv_impl):
     torch.testing.assert_close(fast.evaluate(taps)[1], ref.evaluate(taps)[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("conv_impl", ["grouped", "per_head"])
+def test_patch_rows_subbatch_and_skip(conv_impl):
+    """patch_rows=R: patch logits of the first R samples, equal to the reference heads'; patch_rows=0: no patch
+    logits at all; the class heads score every sample either way."""
+    torch.manual_seed(1)
+    ref = BPIHeads(hidden=12, num_labels=5, num_blocks=4, grid=3, special_tokens=1)
+    fast = GroupedBPIHeads.from_heads(ref)
+    fast.conv_impl = conv_impl
+    taps = _taps(4, 6, 1 + 9, 12, seed=3)
+    for rows in (4, 0):
+        ref.patch_rows = fast.patch_rows = rows
+        (c1, p1), (c2, p2) = ref.evaluate(taps), fast.evaluate(taps)
+        assert c1.shape == c2.shape == (4, 2, 6, 5)
+        torch.testing.assert_close(c2, c1, rtol=1e-5, atol=1e-5)
+        if rows:
+            assert p1.shape == p2.shape == (4, 2, rows, 5)
+            torch.testing.assert_close(p2, p1, rtol=1e-5, atol=1e-5)
+        else:
+            assert p1 is None and p2 is None
+    torch.testing.assert_close(fast.bn1_running_mean, torch.cat([h.body[1].running_mean for h in ref.patch_heads]))
+
+
 def test_grouped_heads_installed_give_same_logits_and_init(tiny_deit_teacher, images):
     mods = locate(tiny_deit_teacher)
     torch.manual_seed(3)
@@ -80,13 +102,14 @@ def test_grouped_heads_installed_give_same_logits_and_init(tiny_deit_teacher, im
     outs = []
     for heads in (ref, fast):
         handles = heads.install(tiny_deit_teacher, mods)
-        heads.active, heads.rows = True, 3
+        heads.active, heads.patch_rows = True, 3
         out = tiny_deit_teacher(pixel_values=images)
         heads.active = False
         for h in handles:
             h.remove()
         outs.append((out["p3b_bpi_cls"], out["p3b_bpi_patch"]))
-    assert outs[0][1].shape == (6, 2, 3, 7)  # rows=3: only the first 3 samples are scored
+    # patch_rows=3: the patch heads score the first 3 samples, the class heads every sample
+    assert outs[0][1].shape == (6, 2, 3, 7) and outs[0][0].shape == (6, 2, images.shape[0], 7)
     torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-5, atol=1e-5)
 
@@ -138,7 +161,8 @@ def test_fast_defaults_cli_and_validation():
 
 
 def test_subbatch_and_every_k_dpsi_accounting(tmp_path):
-    """ΔΨ of each update is the mean over exactly the micro-batches that ran the heads, on ceil(f·B) rows."""
+    """Patch-head ΔΨ of each update is the mean over exactly the micro-batches that ran the patch heads, on
+    ceil(f·B) rows; the class heads score every sample of every micro-batch."""
     every, frac, batch = 3, 0.4, 16
     model = tiny_model("vit")
     cfg = P3BConfig(prune_ratio=0.3, prune_start_step=2, prune_sparse_step=6, prune_finalize_step=12, update_every=3,
@@ -147,48 +171,118 @@ def test_subbatch_and_every_k_dpsi_accounting(tmp_path):
                                                          per_device_train_batch_size=batch),
                          train_dataset=synthetic_dataset(64), p3b=cfg)
     pr = trainer.pruner
-    seen: list[tuple[int, torch.Tensor, int]] = []
-    orig_record, orig_eval = pr.record_dpsi, pr.bpi.evaluate
-    rows: list[int] = []
+    driver = pr.estimators[0]
+    seen: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+    orig_record, orig_eval = driver.record, pr.bpi.evaluate
+    shapes: list[tuple[int, int | None]] = []
 
-    def record(ce_cls: torch.Tensor, ce_patch: torch.Tensor) -> None:
-        seen.append((trainer.state.global_step, (ce_cls[:, 0] - ce_cls[:, 1]).double(), 1))
+    def record(ce_cls: torch.Tensor, ce_patch: torch.Tensor | None) -> None:
+        seen.append((trainer.state.global_step, (ce_cls[:, 0] - ce_cls[:, 1]).double(),
+                     None if ce_patch is None else (ce_patch[:, 0] - ce_patch[:, 1]).double()))
         orig_record(ce_cls, ce_patch)
 
-    def evaluate(taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows.append(taps[0].shape[0])
-        return orig_eval(taps)
+    def evaluate(taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cls, patch = orig_eval(taps)
+        shapes.append((cls.shape[2], None if patch is None else patch.shape[2]))
+        return cls, patch
 
-    pr.record_dpsi, pr.bpi.evaluate = record, evaluate
+    driver.record, pr.bpi.evaluate = record, evaluate
     trainer.train()
     assert isinstance(pr.bpi, GroupedBPIHeads)
-    # 12 steps of 16: the heads ran on forwards 0, 3, 6, 9 with ceil(0.4*16) = 7 rows
-    assert rows == [math.ceil(frac * batch)] * 4
+    # 12 steps of 16: the patch heads ran on forwards 0, 3, 6, 9 with ceil(0.4*16) = 7 rows; the class heads
+    # on all 12 forwards with all 16 rows
+    rows = math.ceil(frac * batch)
+    assert shapes == [(batch, rows if f % every == 0 else None) for f in range(12)]
     assert pr.state.train_forwards == 12
     updates = pr.state.history
     assert [u["step"] for u in updates] == [5, 8, 11]
     prev = 0
     for u in updates:
-        window = [d for s, d, _ in seen if prev <= s < u["step"]]
+        window = [(c, p) for s, c, p in seen if prev <= s < u["step"]]
+        patch = [p for _, p in window if p is not None]
         expected = sum(1 for s in range(max(prev, 2), u["step"]) if s % every == 0)
-        assert u["window_forwards"] == len(window) == expected
+        assert u["window_forwards"] == len(patch) == expected
+        assert u["window_forwards_cls"] == len(window) == u["step"] - max(prev, 2)
         assert u["window_steps"] == u["step"] - max(prev, 2)  # Taylor scores still every step
-        torch.testing.assert_close(torch.tensor(u["dpsi_cls"], dtype=torch.float64), torch.stack(window).mean(0))
+        torch.testing.assert_close(torch.tensor(u["dpsi_cls"], dtype=torch.float64),
+                                   torch.stack([c for c, _ in window]).mean(0))
+        torch.testing.assert_close(torch.tensor(u["dpsi_patch"], dtype=torch.float64), torch.stack(patch).mean(0))
         prev = u["step"]
 
 
-def test_empty_bpi_window_keeps_previous_keep_ratios(tmp_path):
+def test_window_without_patch_forward_keeps_the_patch_importance(tmp_path):
+    """bpi_every longer than the window: the class-head importance still moves, the patch-head EMA stays."""
     model = tiny_model("vit")
     cfg = P3BConfig(prune_ratio=0.3, prune_start_step=2, prune_sparse_step=6, prune_finalize_step=10,
                     update_every=2, bpi_every=4, save_dir=None, evaluate_pruned=False)
     trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=2,
                                                          per_device_train_batch_size=16),
                          train_dataset=synthetic_dataset(80), p3b=cfg)
+    pr = trainer.pruner
+    ema_patch: list[torch.Tensor | None] = []
+    orig_update = pr.update
+
+    def update(done: int, **kw):
+        before = None if pr.state.ema_patch is None else pr.state.ema_patch.clone()
+        entry = orig_update(done, **kw)
+        after = pr.state.ema_patch
+        ema_patch.append((before, None if after is None else after.clone()))
+        return entry
+
+    pr.update = update
     trainer.train()
-    hist = trainer.pruning.state.history
-    # updates after steps 4, 6, 8 (windows [2,4) [4,6) [6,8)); the heads ran at forwards 0, 4, 8 only
+    hist = pr.state.history
+    # updates after steps 4, 6, 8 (windows [2,4) [4,6) [6,8)); the patch heads ran at forwards 0, 4, 8 only
     assert [u["window_forwards"] for u in hist] == [0, 1, 0]
-    assert hist[2]["keep_target"] == hist[1]["keep_target"] and hist[2]["dpsi_cls"] is None
+    assert [u["window_forwards_cls"] for u in hist] == [2, 2, 2]
+    assert hist[0]["dpsi_patch"] is None and hist[2]["dpsi_patch"] is None and hist[2]["dpsi_cls"] is not None
+    assert ema_patch[0] == (None, None)  # first update: class heads only
+    torch.testing.assert_close(ema_patch[2][1], ema_patch[2][0])  # patch importance unchanged ...
+    assert hist[2]["keep_target"] != hist[1]["keep_target"]       # ... but the class heads still move κ
+
+
+def test_shadow_estimators_ride_along_without_steering(tmp_path):
+    """A shadow with the driver's own settings reproduces its keep targets; cheaper shadows record theirs;
+    the run itself is the same with or without shadows."""
+    def run(shadows: list[str]) -> P3BTrainer:
+        cfg = P3BConfig(prune_ratio=0.4, prune_start_step=2, prune_sparse_step=8, prune_finalize_step=12,
+                        update_every=2, bpi_subbatch=1.0, bpi_shadows=shadows, save_dir=None, evaluate_pruned=False)
+        tr = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / str(len(shadows))),
+                                                                    num_train_epochs=3, per_device_train_batch_size=16),
+                        train_dataset=synthetic_dataset(64), p3b=cfg)
+        tr.train()
+        return tr
+
+    plain, shadowed = run([]), run(["1:1", "0.25:1", "0.5:2"])
+    names = [e.name for e in shadowed.pruner.shadows]
+    assert names == ["1:1", "0.25:1", "0.5:2"]
+    hp, hs = plain.pruner.state.history, shadowed.pruner.state.history
+    assert len(hp) == len(hs) == 4
+    for a, b in zip(hp, hs):  # shadows do not steer the run
+        assert a["keep_target"] == pytest.approx(b["keep_target"], abs=1e-9)
+        assert a["keep_achieved"] == b["keep_achieved"]
+        assert "shadows" not in a and set(b["shadows"]) == set(names)
+        # same settings, same initial heads, same batches -> the same estimate as the driver
+        assert b["shadows"]["1:1"]["keep_target"] == pytest.approx(b["keep_target"], abs=1e-6)
+        assert b["shadows"]["1:1"]["dpsi_patch"] == pytest.approx(b["dpsi_patch"], abs=1e-6)
+        assert b["shadows"]["0.5:2"]["window_forwards"] == 1 and b["shadows"]["0.25:1"]["window_forwards"] == 2
+    cheap = [u["shadows"]["0.25:1"]["keep_target"] for u in hs]
+    assert any(c != pytest.approx(u["keep_target"], abs=1e-6) for c, u in zip(cheap, hs))  # a real, different estimate
+    for u in hs:  # every shadow's targets meet the same budget as the driver's
+        for sh in u["shadows"].values():
+            kept = sum(k * f for k, f in zip(sh["keep_target"], shadowed.pruner.full.tolist()))
+            assert kept == pytest.approx(sum(k * f for k, f in zip(u["keep_target"], shadowed.pruner.full.tolist())),
+                                         rel=1e-6)
+    # shadows stay out of the saved model and the checkpoint
+    assert not any("p3b_shadows" in k for k in shadowed.pruned_model.state_dict())
+
+
+def test_shadow_specs_are_validated():
+    for bad in (["0:1"], ["0.5:0"], ["fast"], ["1.5:1"]):
+        with pytest.raises(ValueError, match="BPI shadow"):
+            P3BConfig(bpi_shadows=bad).resolved()
+    with pytest.raises(ValueError, match="handcrafted_keep"):
+        P3BConfig(bpi_shadows=["0.5:1"], handcrafted_keep=[0.5] * 4).resolved()
 
 
 def test_tiny_run_in_fast_mode_reaches_ratio(tmp_path):
@@ -210,3 +304,4 @@ def test_tiny_run_in_fast_mode_reaches_ratio(tmp_path):
     every = trainer.p3b.bpi_every  # the fast default; 2-step windows starting at step 6
     assert [u["window_forwards"] for u in trainer.pruning.state.history] == [
         sum(1 for s in range(d - 2, d) if s % every == 0) for d in range(8, 24, 2)]
+    assert all(u["window_forwards_cls"] == 2 for u in trainer.pruning.state.history)

@@ -1,7 +1,8 @@
 """P3B -- Pruning by Block Benefit -- as soft-mask pruning during fine-tuning in a HF Trainer.
 
 Pieces (one job each): :mod:`.gates` (masks + hooks + parameter counting), :mod:`.bpi` (block
-performance indicator heads), :mod:`.budget` (block keep ratios), :mod:`.local` (Taylor ranks, soft
+performance indicator heads), :mod:`.estimator` (a head set + its ΔΨ window; shadow estimators),
+:mod:`.budget` (block keep ratios), :mod:`.local` (Taylor ranks, soft
 masks, threshold search), :mod:`.schedule`, :mod:`.state` (checkpointed state), :mod:`.pruner` (the
 update / finalize engine) and :mod:`.plots`. The Trainer integration is :mod:`p3b_hf.trainer`.
 
@@ -17,6 +18,7 @@ from typing import Any
 from ...errors import P3BError
 from .bpi import BPIHeads, BPITaps, PatchHead, per_head_ce
 from .budget import block_importance, ema, gamma, ramp, solve_keep_ratios
+from .estimator import BPIEstimator, make_shadow, parse_shadow_spec
 from .fast_bpi import GroupedBPIHeads
 from .fast_gates import install_fused_gates
 from .gates import GATES, Dims, GateSet, block_params, install_gates, non_block_params, param_per_element
@@ -27,7 +29,7 @@ from .state import P3BState
 
 __all__ = [
     "GATES", "Dims", "GateSet", "block_params", "install_gates", "non_block_params", "param_per_element",
-    "BPIHeads", "BPITaps", "GroupedBPIHeads", "install_fused_gates", "PatchHead", "per_head_ce", "gamma", "block_importance", "ema", "solve_keep_ratios", "ramp",
+    "BPIHeads", "BPITaps", "BPIEstimator", "make_shadow", "parse_shadow_spec", "GroupedBPIHeads", "install_fused_gates", "PatchHead", "per_head_ce", "gamma", "block_importance", "ema", "solve_keep_ratios", "ramp",
     "DEFAULT_GATE_SCALES", "block_masks", "rank_normalise", "soft_mask_values", "taylor_score", "P3BPruner",
     "Schedule", "default_phase_epochs", "P3BState", "add_cli_arguments", "run_cli", "config_from_args",
     "parse_gate_scales",
@@ -77,9 +79,13 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
                    help="P3B: BPI heads as 2L separate stacks (reference) or one grouped computation "
                         "(default; same logits, far fewer kernels)")
     g.add_argument("--bpi-subbatch", type=float, default=None,
-                   help="P3B: fraction of each batch the BPI heads score (default 0.25; 1.0 with --reference)")
+                   help="P3B: fraction of each batch the BPI patch heads score (default 0.25; 1.0 with "
+                        "--reference); the class heads always score the whole batch")
     g.add_argument("--bpi-every", type=int, default=None,
-                   help="P3B: run the BPI heads on every k-th micro-batch (default 1; try 4 for speed)")
+                   help="P3B: run the BPI patch heads on every k-th micro-batch (default 1; try 4 for speed)")
+    g.add_argument("--bpi-shadow", nargs="+", default=None, metavar="SUBBATCH:EVERY",
+                   help="P3B measurement: extra BPI estimators riding along the run without steering it, e.g. "
+                        "'0.0625:1 0.25:4'; the report's history records the keep ratios each would choose")
     g.add_argument("--gate-mode", choices=["hooks", "fused"], default=None,
                    help="P3B: masks as activation hooks (reference) or folded into LN/Linear weights (default)")
     _add(g, "--teacher", default=None, help="KD teacher model dir/Hub id (P3B-Dist, VBP)")
@@ -126,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         frozen=args.frozen, reference=args.reference, layernorm_mode=args.layernorm_mode, save_dir=None,
         bpi_mode=getattr(args, "bpi_mode", None), bpi_subbatch=getattr(args, "bpi_subbatch", None),
         bpi_every=getattr(args, "bpi_every", None), gate_mode=getattr(args, "gate_mode", None),
+        bpi_shadows=list(getattr(args, "bpi_shadow", None) or []),
     ).resolved()
 
 

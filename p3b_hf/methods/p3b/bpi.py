@@ -5,6 +5,11 @@ The heads are attached to the HF model as ``model.p3b_bpi`` and evaluated inside
 (a forward hook on the top-level model adds their logits to the output). Being part of the forward
 keeps them visible to DDP (their gradients are averaged; ``find_unused_parameters`` works) while their
 inputs are ``detach()``-ed, so BPI losses never reach the backbone or the masks.
+
+Cost levers act on the **patch heads only** (``patch_rows``: score the first rows of the batch, or none
+this forward): they hold >99 % of the BPI compute. The class heads -- one ``Linear(C, K)`` on token 0 --
+always score every sample of every training forward, so half of the block importance (α = 0.5) is
+never sub-sampled.
 """
 
 from __future__ import annotations
@@ -42,8 +47,11 @@ class BPITaps(nn.Module):
     logits to the model output. Subclasses implement :meth:`evaluate`.
 
     ``frozen_bn=True`` keeps the BatchNorms in eval mode forever (the reference trains in eval mode,
-    so its BNs act as affine layers with their initial running stats). ``rows`` (set per forward by
-    the trainer) restricts the heads to the first ``rows`` samples of the batch (BPI sub-batch).
+    so its BNs act as affine layers with their initial running stats). ``patch_rows`` (set per forward
+    by the trainer) restricts the patch heads to the first ``patch_rows`` samples of the batch (BPI
+    sub-batch; ``None`` = all, ``0`` = skip the patch heads this forward); the class heads always see
+    the whole batch. ``output_key`` names the logits in the model output (``{key}_cls``,
+    ``{key}_patch``), so several estimators can ride along one forward (see :mod:`.shadow`).
     """
 
     def __init__(self, num_blocks: int, grid: int, special_tokens: int, frozen_bn: bool = False) -> None:
@@ -53,14 +61,14 @@ class BPITaps(nn.Module):
         self.special_tokens = special_tokens
         self.frozen_bn = frozen_bn
         self.active = False  # set by the trainer for training forwards only
-        self.rows: int | None = None  # BPI sub-batch: score only the first ``rows`` samples (None = all)
+        self.patch_rows: int | None = None  # patch heads score the first ``patch_rows`` samples (None = all)
+        self.output_key = "p3b_bpi"
         self._taps: list[torch.Tensor] = []
 
     # ------------------------------------------------------------------ taps
     def _tap(self, x: torch.Tensor) -> None:
-        if self.active:
-            x = x.detach()
-            self._taps.append((x if self.rows is None else x[:self.rows]).float())
+        if self.active:  # a detached view; the heads cast the parts they read to fp32
+            self._taps.append(x.detach())
 
     def install(self, model: nn.Module, mods: ViTModules) -> list[Any]:
         """Hooks: X0 = embeddings output, post-attention stream = input of layernorm_after,
@@ -87,19 +95,29 @@ class BPITaps(nn.Module):
             raise RuntimeError(f"BPI expected {self.num_blocks + 1} residual taps, got {len(taps)}; "
                                "was the model called twice inside one forward?")
         cls_logits, patch_logits = self.evaluate(taps)
-        out["p3b_bpi_cls"] = cls_logits
-        out["p3b_bpi_patch"] = patch_logits
+        out[f"{self.output_key}_cls"] = cls_logits
+        if patch_logits is not None:
+            out[f"{self.output_key}_patch"] = patch_logits
         return out
 
-    def _grid(self, x: torch.Tensor) -> torch.Tensor:
-        p = x[:, self.special_tokens:]
-        b, n, c = p.shape
-        if n != self.grid * self.grid:
-            raise RuntimeError(f"BPI patch head expects {self.grid}x{self.grid} patch tokens, got {n}.")
-        return p.transpose(1, 2).reshape(b, c, self.grid, self.grid)
+    def _rows(self, batch: int) -> int:
+        """How many leading samples the patch heads score this forward (0 = none)."""
+        return batch if self.patch_rows is None else max(0, min(int(self.patch_rows), batch))
 
-    def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``[2L, 2 (in/out), B, K]`` of the class and patch heads on taps ``X_0..X_2L``."""
+    def _class_tokens(self, taps: list[torch.Tensor]) -> torch.Tensor:
+        """Token 0 of every tap, fp32: ``[2L+1, B, C]``."""
+        return torch.stack([x[:, 0] for x in taps]).float()
+
+    def _patch_tokens(self, taps: list[torch.Tensor], rows: int) -> torch.Tensor:
+        """The patch tokens (special tokens dropped) of the first ``rows`` samples, fp32: ``[2L+1, R, P, C]``."""
+        p = torch.stack([x[:rows, self.special_tokens:] for x in taps]).float()
+        if p.shape[2] != self.grid * self.grid:
+            raise RuntimeError(f"BPI patch head expects {self.grid}x{self.grid} patch tokens, got {p.shape[2]}.")
+        return p
+
+    def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``[2L, 2 (in/out), B, K]`` of the class heads and ``[2L, 2, R, K]`` of the patch heads
+        (R = ``patch_rows``; ``None`` when the patch heads are skipped) on taps ``X_0..X_2L``."""
         raise NotImplementedError
 
 
@@ -126,14 +144,16 @@ class BPIHeads(BPITaps):
         return self
 
     # ------------------------------------------------------------------ heads
-    def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``[2L, 2 (in/out), B, K]`` of the class and patch heads on taps ``X_0..X_2L``."""
-        cls_out, patch_out = [], []
-        for b, (ch, ph) in enumerate(zip(self.cls_heads, self.patch_heads)):
-            xs = (taps[b], taps[b + 1])
-            cls_out.append(torch.stack([ch(x[:, 0]) for x in xs]))
-            patch_out.append(torch.stack([ph(self._grid(x)) for x in xs]))
-        return torch.stack(cls_out), torch.stack(patch_out)
+    def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cls_tok = self._class_tokens(taps)
+        cls = torch.stack([torch.stack([h(cls_tok[b]), h(cls_tok[b + 1])]) for b, h in enumerate(self.cls_heads)])
+        rows = self._rows(cls_tok.shape[1])
+        if rows == 0:
+            return cls, None
+        p = self._patch_tokens(taps, rows)
+        grid = p.transpose(2, 3).reshape(p.shape[0], rows, p.shape[3], self.grid, self.grid)
+        patch = torch.stack([torch.stack([h(grid[b]), h(grid[b + 1])]) for b, h in enumerate(self.patch_heads)])
+        return cls, patch
 
 
 def _parent_of(model: nn.Module, module: nn.Module, levels: int) -> nn.Module:

@@ -6,12 +6,16 @@ small kernels per head pair and ~6,400 kernels per training step for DeiT-S: on 
 launch-bound. Here the weights of all heads are stored stacked and one step of every stage covers all
 heads at once:
 
-* patch heads: the 2L inputs and 2L outputs are laid out as ``4L`` channel groups of one
-  ``[B, 4L*C, g, g]`` tensor (group ``j < 2L``: input of block ``j``; ``j >= 2L``: output of block
-  ``j-2L``), and each conv is **one** ``Conv2d(groups=4L)`` with the stacked weights repeated twice
-  (a block's input and output share its head). BatchNorm runs over the ``4L*C`` channels, so batch
-  statistics stay separate for the input and the output call exactly like two calls of the reference
-  head; the running statistics get the same two momentum updates (input, then output).
+* patch heads, GPU (``conv_impl="grouped"``): the 2L inputs and 2L outputs are laid out as ``4L``
+  channel groups of one ``[B, 4L*C, g, g]`` tensor (group ``j < 2L``: input of block ``j``; ``j >= 2L``:
+  output of block ``j-2L``), and each conv is **one** ``Conv2d(groups=4L)`` with the stacked weights
+  repeated twice (a block's input and output share its head). BatchNorm runs over the ``4L*C``
+  channels, so batch statistics stay separate for the input and the output call exactly like two
+  calls of the reference head; the running statistics get the same two momentum updates (input, then
+  output).
+* patch heads, CPU (``conv_impl="per_head"``): one plain conv per head over the block's input and output
+  rows together (interleaved per sample, so the conv output *is* the ``[B, 2C]`` layout the paired
+  BatchNorm needs): half the calls and twice the GEMM rows of two reference calls, no extra copies.
 * class heads and the patch heads' final Linear: one ``baddbmm`` over the 2L heads.
 
 This is a re-association of the same arithmetic, so its logits equal the separate heads' up to float
@@ -30,8 +34,8 @@ from torch import nn
 from ...models.locator import ViTModules
 from .bpi import BPIHeads, BPITaps
 
-#: "grouped": one Conv2d(groups=4L); "per_head": one plain conv per (head, in/out) slice of the same
-#: stacked tensor (oneDNN's grouped conv is ~2x slower than plain convs on CPU); "auto": grouped on CUDA.
+#: "grouped": one Conv2d(groups=4L); "per_head": one plain conv per head over its input and output rows
+#: (oneDNN's grouped conv is ~2x slower than plain convs on CPU); "auto": grouped on CUDA.
 CONV_IMPLS = ("auto", "grouped", "per_head")
 
 
@@ -89,53 +93,84 @@ class GroupedBPIHeads(BPITaps):
         return out.to(ref.cls_heads[0].weight.device)
 
     # ------------------------------------------------------------------ heads
-    def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        n, s, k = self.num_blocks, self.special_tokens, self.num_labels
-        t = torch.stack(taps)                      # [n+1, B, N, C]
-        b, ntok, c = t.shape[1:]
-        if ntok - s != self.grid * self.grid:
-            raise RuntimeError(f"BPI patch head expects {self.grid}x{self.grid} patch tokens, got {ntok - s}.")
-        # class heads: [n, 2B, C] (input rows then output rows of each block) @ [n, C, K]
-        cls_in = torch.stack((t[:-1, :, 0], t[1:, :, 0]), dim=1).reshape(n, 2 * b, c)
-        cls = torch.baddbmm(self.cls_bias.view(n, 1, k), cls_in, self.cls_weight.transpose(1, 2))
-        # patch heads: 2n channel groups (inputs of blocks 0..n-1, then their outputs)
-        x = torch.cat((t[:-1, :, s:], t[1:, :, s:]))  # [2n, B, P, C]
-        x = x.permute(1, 0, 3, 2).reshape(b, 2 * n * c, self.grid, self.grid)
-        for i in (1, 2):
-            x = F.relu(self._batch_norm(self._conv(x, getattr(self, f"conv{i}_weight")), i), inplace=True)
-        pooled = x.mean(dim=(2, 3)).view(b, 2, n, c).permute(2, 1, 0, 3).reshape(n, 2 * b, c)
+    def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n, k = self.num_blocks, self.num_labels
+        # class heads on every sample: [n, 2B, C] (input rows then output rows of each block) @ [n, C, K]
+        t = self._class_tokens(taps)               # [n+1, B, C]
+        b, c = t.shape[1:]
+        cls_in = torch.stack((t[:-1], t[1:]), dim=1).reshape(n, 2 * b, c)
+        cls = torch.baddbmm(self.cls_bias.view(n, 1, k), cls_in, self.cls_weight.transpose(1, 2)).view(n, 2, b, k)
+        rows = self._rows(b)
+        if rows == 0:
+            return cls, None
+        p = self._patch_tokens(taps, rows)         # [n+1, R, P, C]
+        impl = self.conv_impl if self.conv_impl != "auto" else ("grouped" if p.is_cuda else "per_head")
+        pooled = self._patch_grouped(p) if impl == "grouped" else self._patch_per_head(p)  # [n, 2R, C]
         patch = torch.baddbmm(self.fc_bias.view(n, 1, k), pooled, self.fc_weight.transpose(1, 2))
-        return cls.view(n, 2, b, k), patch.view(n, 2, b, k)
+        return cls, patch.view(n, 2, rows, k)
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """3x3 conv of the 2n channel groups of ``x`` (group j uses head ``j mod n``)."""
-        n = self.num_blocks
-        impl = self.conv_impl
-        if impl == "auto":
-            impl = "grouped" if x.is_cuda else "per_head"
-        if impl == "grouped":
-            return F.conv2d(x, weight.repeat(2, 1, 1, 1), padding=1, groups=2 * n)
-        heads = weight.chunk(n)
-        return torch.cat([F.conv2d(xj, heads[j % n], padding=1) for j, xj in enumerate(x.chunk(2 * n, dim=1))],
-                         dim=1)
+    def _patch_grouped(self, p: torch.Tensor) -> torch.Tensor:
+        """All heads in one ``Conv2d(groups=2n)`` per stage (GPU): channel group ``j < n`` is the input of
+        block ``j``, ``j >= n`` its output. Returns the pooled features ``[n, 2R, C]`` (inputs, then outputs)."""
+        n, c, g = self.num_blocks, self.hidden, self.grid
+        r = p.shape[1]
+        x = torch.cat((p[:-1], p[1:]))  # [2n, R, P, C]
+        x = x.permute(1, 0, 3, 2).reshape(r, 2 * n * c, g, g)
+        for i in (1, 2):
+            weight = getattr(self, f"conv{i}_weight").repeat(2, 1, 1, 1)
+            x = F.conv2d(x, weight, padding=1, groups=2 * n)
+            x = F.relu(self._bn_pair(x, i, slice(None)), inplace=True)
+        self._count_bn_calls()
+        return x.mean(dim=(2, 3)).view(r, 2, n, c).permute(2, 1, 0, 3).reshape(n, 2 * r, c)
 
-    def _batch_norm(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        """BN over ``[B, 2*n*C]`` channels with the head's affine repeated for its input and output call.
+    def _patch_per_head(self, p: torch.Tensor) -> torch.Tensor:
+        """One plain conv per head over its input *and* output rows (CPU, where oneDNN's grouped conv is
+        slow): rows are interleaved (sample 0 in, sample 0 out, sample 1 in, ...), so a conv sees 2R rows
+        (bigger GEMMs than two calls of R) and its output, viewed as ``[R, 2C, g, g]``, has the input
+        call's channels then the output call's -- exactly the layout the paired BatchNorm needs, with no
+        copy. Returns the pooled features ``[n, 2R, C]`` (inputs, then outputs)."""
+        n, c, g = self.num_blocks, self.hidden, self.grid
+        r = p.shape[1]
+        x = torch.stack((p[:-1], p[1:]), dim=2)  # [n, R, 2, P, C]
+        x = x.permute(0, 1, 2, 4, 3).contiguous().view(n, 2 * r, c, g, g)
+        weights = [getattr(self, f"conv{i}_weight").chunk(n) for i in (1, 2)]
+        pooled = []
+        for j in range(n):
+            y = x[j]
+            for i in (1, 2):
+                y = F.conv2d(y, weights[i - 1][j], padding=1)
+                y = F.relu(self._bn_pair(y.view(r, 2 * c, g, g), i, slice(j * c, (j + 1) * c)), inplace=True)
+                y = y.view(2 * r, c, g, g)
+            pooled.append(y.mean(dim=(2, 3)).view(r, 2, c))
+        self._count_bn_calls()
+        return torch.stack(pooled).transpose(1, 2).reshape(n, 2 * r, c)
 
-        Training: per-call batch statistics; the running statistics are updated as by two sequential
-        reference calls (input, then output): ``r <- (1-m)^2 r + (1-m) m s_in + m s_out``.
+    def _bn_pair(self, x: torch.Tensor, i: int, channels: slice) -> torch.Tensor:
+        """BatchNorm ``i`` of the head channels ``channels`` applied to ``x = [R, 2M, ...]``: the first M
+        channels are the heads' input call, the last M their output call, each with its own batch
+        statistics and the same affine, exactly like two calls of the reference head.
+
+        Training: the running statistics are updated as by those two sequential calls (input, then
+        output): ``r <- (1-m)^2 r + (1-m) m s_in + m s_out``.
         """
-        w, bias = getattr(self, f"bn{i}_weight").repeat(2), getattr(self, f"bn{i}_bias").repeat(2)
-        rm, rv = getattr(self, f"bn{i}_running_mean"), getattr(self, f"bn{i}_running_var")
+        w = getattr(self, f"bn{i}_weight")[channels].repeat(2)
+        bias = getattr(self, f"bn{i}_bias")[channels].repeat(2)
+        rm = getattr(self, f"bn{i}_running_mean")[channels]
+        rv = getattr(self, f"bn{i}_running_var")[channels]
         if not self.training or self.frozen_bn:
             return F.batch_norm(x, rm.repeat(2), rv.repeat(2), w, bias, False, 0.0, self.bn_eps)
         batch_mean = torch.zeros(2 * rm.numel(), dtype=rm.dtype, device=rm.device)
         batch_var = torch.ones_like(batch_mean)
         out = F.batch_norm(x, batch_mean, batch_var, w, bias, True, 1.0, self.bn_eps)
-        with torch.no_grad():
+        with torch.no_grad():  # rm / rv are views of the buffers: updated in place
             m = self.bn_momentum
             for run, stat in ((rm, batch_mean), (rv, batch_var)):
                 s_in, s_out = stat.view(2, -1)
                 run.mul_((1 - m) ** 2).add_(s_in, alpha=(1 - m) * m).add_(s_out, alpha=m)
-            getattr(self, f"bn{i}_num_batches_tracked").add_(2)
         return out
+
+    def _count_bn_calls(self) -> None:
+        """Two reference BN calls (input, output) per BatchNorm and head per forward."""
+        if self.training and not self.frozen_bn:
+            for i in (1, 2):
+                getattr(self, f"bn{i}_num_batches_tracked").add_(2)

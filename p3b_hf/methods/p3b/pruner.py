@@ -19,6 +19,7 @@ from ...models.locator import locate
 from ...plan import LayerPlan, WidthPlan
 from .bpi import BPIHeads, BPITaps
 from .budget import block_importance, ema, ramp, solve_keep_ratios
+from .estimator import BPIEstimator, make_shadow
 from .fast_bpi import GroupedBPIHeads
 from .fast_gates import install_fused_gates
 from .gates import BLOCK_GATES, GATES, Dims, GateSet, block_params, install_gates, non_block_params
@@ -65,6 +66,7 @@ class P3BPruner:
             raise P3BError(f"prune_ratio must be in [0, 1), got {config.prune_ratio}.")
         self.gates: GateSet | None = None
         self.bpi: BPITaps | None = None
+        self.estimators: list[BPIEstimator] = []  # the driving BPI first, then the shadows
         self.handles: list[Any] = []
         if config.frozen:
             for p in model.parameters():
@@ -81,35 +83,47 @@ class P3BPruner:
             self.handles += self.bpi.install(model, mods)
         n_mask = sum(m.numel() for _, _, m in self.gates.named_masks()) if self.gates is not None else 0
         self.state = P3BState.fresh(self.num_blocks, n_mask, self.full)
+        if self.bpi is not None:
+            self.estimators.append(BPIEstimator("driver", self.bpi, float(getattr(config, "bpi_subbatch", 1.0)),
+                                                int(getattr(config, "bpi_every", 1)), self.state))
+            shadows = [make_shadow(self.bpi, i, spec, self.num_blocks, self.full)
+                       for i, spec in enumerate(getattr(config, "bpi_shadows", None) or [])]
+            if shadows:
+                model.p3b_shadows = nn.ModuleList([s.heads for s in shadows])
+                for sh in shadows:
+                    self.handles += sh.heads.install(model, mods)
+            self.estimators += shadows
         self.schedule: Schedule | None = None
         self.plan: WidthPlan | None = None
 
     # ------------------------------------------------------------------ plumbing
+    @property
+    def shadows(self) -> list[BPIEstimator]:
+        return self.estimators[1:]
+
     @property
     def device(self) -> torch.device:
         src = self.gates if self.gates is not None else self.bpi
         return next(src.parameters()).device
 
     def sync_device(self) -> None:
-        self.state.to(self.device)
+        for st in {id(s): s for s in [self.state] + [e.state for e in self.estimators]}.values():
+            st.to(self.device)
 
     def detach(self) -> None:
         """Remove hooks and the attached modules: leaves the plain HF model (hard masks are NOT applied)."""
         for h in self.handles:
             h.remove()
         self.handles = []
-        for name in ("p3b_gates", "p3b_bpi"):
+        for name in ("p3b_gates", "p3b_bpi", "p3b_shadows"):
             if name in self.model._modules:
                 del self.model._modules[name]
 
     # ------------------------------------------------------------------ accumulation
-    @torch.no_grad()
-    def record_dpsi(self, ce_cls: torch.Tensor, ce_patch: torch.Tensor) -> None:
-        """Add one micro-batch's ``CE_in - CE_out`` per block (``ce_*``: ``[2L, 2]`` batch-mean CEs)."""
-        st = self.state
-        st.dpsi_cls_sum += (ce_cls[:, 0] - ce_cls[:, 1]).double().to(st.dpsi_cls_sum.device)
-        st.dpsi_patch_sum += (ce_patch[:, 0] - ce_patch[:, 1]).double().to(st.dpsi_patch_sum.device)
-        st.dpsi_count += 1
+    def record_dpsi(self, ce_cls: torch.Tensor, ce_patch: torch.Tensor | None) -> None:
+        """Add one micro-batch's ``CE_in - CE_out`` per block to the driving window (``ce_*``: ``[2L, 2]``
+        batch-mean CEs; ``ce_patch`` None when the patch heads skipped this micro-batch)."""
+        self.estimators[0].record(ce_cls, ce_patch)
 
     @torch.no_grad()
     def record_taylor(self, step: int, grad_scale: float = 1.0) -> bool:
@@ -137,8 +151,9 @@ class P3BPruner:
     # ------------------------------------------------------------------ updates
     def _reduce_window(self) -> None:
         st = self.state
-        for t in (st.dpsi_cls_sum, st.dpsi_patch_sum, st.dpsi_count):
-            _all_reduce_(t)
+        for est in self.estimators:
+            for t in est.state.window_tensors():
+                _all_reduce_(t)
         # gradients are DDP-averaged already, so the Taylor sums agree; the mean keeps them exact either way
         _all_reduce_(st.taylor_sum, mean=True)
         _all_reduce_(st.taylor_count, mean=True)
@@ -147,20 +162,35 @@ class P3BPruner:
         cfg, st = self.config, self.state
         if cfg.handcrafted_keep is not None:
             return torch.tensor(cfg.handcrafted_keep, dtype=torch.float64, device=st.remaining.device), None, None
-        cnt = float(st.dpsi_count.item())
-        if cnt == 0:
-            # no forward of this window ran the BPI heads (bpi_every > window length): nothing new to learn
-            logger.warning("P3B update with no BPI forward in its window: keeping the previous block keep "
-                           "ratios. Use --bpi-every <= --update-every x gradient accumulation steps.")
+        return self._keep_from_window(st, st.remaining)
+
+    def _keep_from_window(self, st: P3BState, remaining: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Block keep ratios from one estimator's finished window (§3): ΔΨ means -> importance per
+        remaining parameter -> EMA (state in ``st``) -> α-merge -> budget solver. Returns (κ, ΔΨᶜ, ΔΨᵖ);
+        a ΔΨ is None when no micro-batch of the window ran those heads (its EMA then stays as it was)."""
+        cfg = self.config
+        n_cls, n_patch = float(st.dpsi_cls_count.item()), float(st.dpsi_count.item())
+        if n_cls == 0 and n_patch == 0:
+            logger.warning("P3B update with no BPI forward in its window: keeping the previous block keep ratios.")
             if st.kappa is not None:
                 return st.kappa, None, None
-        cnt = max(cnt, 1.0)
-        d_cls, d_patch = st.dpsi_cls_sum / cnt, st.dpsi_patch_sum / cnt
-        imp_c = block_importance(d_cls, st.remaining, cfg.block_imp_scale, guard=cfg.guards)
-        imp_p = block_importance(d_patch, st.remaining, cfg.block_imp_scale, guard=cfg.guards)
-        st.ema_cls = ema(imp_c, st.ema_cls, cfg.pr_gamma)
-        st.ema_patch = ema(imp_p, st.ema_patch, cfg.pr_gamma)
-        imp = cfg.pr_alpha * st.ema_cls + (1 - cfg.pr_alpha) * st.ema_patch
+        d_cls = st.dpsi_cls_sum / max(n_cls, 1.0) if n_cls > 0 or n_patch == 0 else None
+        d_patch = st.dpsi_patch_sum / max(n_patch, 1.0) if n_patch > 0 or n_cls == 0 else None
+        if d_patch is None and st is self.state:
+            logger.warning("P3B update with no patch-head forward in its window (--bpi-every larger than the "
+                           "window): the patch-head importance keeps its previous value. Use --bpi-every <= "
+                           "--update-every x gradient accumulation steps.")
+        if d_cls is not None:
+            st.ema_cls = ema(block_importance(d_cls, remaining, cfg.block_imp_scale, guard=cfg.guards),
+                             st.ema_cls, cfg.pr_gamma)
+        if d_patch is not None:
+            st.ema_patch = ema(block_importance(d_patch, remaining, cfg.block_imp_scale, guard=cfg.guards),
+                               st.ema_patch, cfg.pr_gamma)
+        if st.ema_cls is not None and st.ema_patch is not None:
+            imp = cfg.pr_alpha * st.ema_cls + (1 - cfg.pr_alpha) * st.ema_patch
+        else:  # one head type has not run yet at the first update
+            imp = st.ema_cls if st.ema_cls is not None else st.ema_patch
         kappa = solve_keep_ratios(imp, self.full.to(imp.device), self.non_block, 1.0 - cfg.prune_ratio,
                                   guard=cfg.guards)
         return kappa, d_cls, d_patch
@@ -173,6 +203,14 @@ class P3BPruner:
         self._reduce_window()
         kappa, d_cls, d_patch = self._block_keep_ratios()
         st.kappa = kappa
+        shadows: dict[str, Any] = {}
+        for est in self.shadows:  # what each shadow would choose, with the driver's remaining counts
+            sk, sc, sp = self._keep_from_window(est.state, st.remaining)
+            est.state.kappa = sk
+            shadows[est.name] = {"keep_target": sk.tolist(), "dpsi_cls": None if sc is None else sc.tolist(),
+                                 "dpsi_patch": None if sp is None else sp.tolist(),
+                                 "window_forwards": int(est.state.dpsi_count.item())}
+            est.state.roll_window()
         rho = self.schedule.rho(done) if rho is None else rho
         tau = self.schedule.tau(done) if tau is None else tau
         applied = ramp(kappa, rho)
@@ -187,8 +225,11 @@ class P3BPruner:
             "model_keep": float((st.remaining.sum() + self.non_block) / (full.sum() + self.non_block)),
             "dpsi_cls": None if d_cls is None else d_cls.tolist(),
             "dpsi_patch": None if d_patch is None else d_patch.tolist(),
-            "window_forwards": int(st.dpsi_count.item()), "window_steps": int(st.taylor_count.item()),
+            "window_forwards": int(st.dpsi_count.item()), "window_forwards_cls": int(st.dpsi_cls_count.item()),
+            "window_steps": int(st.taylor_count.item()),
         }
+        if shadows:
+            entry["shadows"] = shadows
         st.history.append(entry)
         st.num_updates += 1
         st.roll_window()
@@ -227,8 +268,8 @@ class P3BPruner:
                                "lower --prune-start-epoch / --update-every.")
             self.gates.harden()
             st.remaining = block_params(self.dims, self.gates.kept_widths()).to(st.remaining.device)
-        if self.bpi is not None:
-            self.bpi.active = False
+        for est in self.estimators:
+            est.heads.active = False
         st.finalized, st.finalize_step = True, int(done)
         self.plan = self.width_plan()
         return self.plan

@@ -21,14 +21,18 @@ from ...errors import CheckpointError
 
 STATE_TENSORS = "p3b_state.safetensors"
 STATE_JSON = "p3b_state.json"
-_TENSOR_FIELDS = ("dpsi_cls_sum", "dpsi_patch_sum", "dpsi_count", "taylor_sum", "taylor_count",
-                  "prev_dpsi_cls_sum", "prev_dpsi_patch_sum", "prev_dpsi_count", "prev_taylor_sum",
-                  "prev_taylor_count", "ema_cls", "ema_patch", "remaining", "kappa")
+_TENSOR_FIELDS = ("dpsi_cls_sum", "dpsi_patch_sum", "dpsi_count", "dpsi_cls_count", "taylor_sum", "taylor_count",
+                  "prev_dpsi_cls_sum", "prev_dpsi_patch_sum", "prev_dpsi_count", "prev_dpsi_cls_count",
+                  "prev_taylor_sum", "prev_taylor_count", "ema_cls", "ema_patch", "remaining", "kappa")
 
 
 @dataclass
 class P3BState:
-    """Window accumulators (current + previous), EMA state, and bookkeeping. All tensors float64."""
+    """Window accumulators (current + previous), EMA state, and bookkeeping. All tensors float64.
+
+    ``dpsi_count`` counts the micro-batches that ran the patch heads, ``dpsi_cls_count`` those that ran the
+    class heads (every training forward; the cost levers only thin out the patch heads).
+    """
 
     dpsi_cls_sum: torch.Tensor
     dpsi_patch_sum: torch.Tensor
@@ -36,9 +40,11 @@ class P3BState:
     taylor_sum: torch.Tensor
     taylor_count: torch.Tensor
     remaining: torch.Tensor
+    dpsi_cls_count: torch.Tensor | None = None
     prev_dpsi_cls_sum: torch.Tensor | None = None
     prev_dpsi_patch_sum: torch.Tensor | None = None
     prev_dpsi_count: torch.Tensor | None = None
+    prev_dpsi_cls_count: torch.Tensor | None = None
     prev_taylor_sum: torch.Tensor | None = None
     prev_taylor_count: torch.Tensor | None = None
     ema_cls: torch.Tensor | None = None
@@ -57,7 +63,7 @@ class P3BState:
               device: torch.device | str = "cpu") -> P3BState:
         z = lambda n: torch.zeros(n, dtype=torch.float64, device=device)  # noqa: E731
         return cls(z(num_blocks), z(num_blocks), z(1), z(num_mask_elements), z(1),
-                   full.double().to(device).clone())
+                   full.double().to(device).clone(), dpsi_cls_count=z(1))
 
     def to(self, device: torch.device | str) -> P3BState:
         for name in _TENSOR_FIELDS:
@@ -69,10 +75,14 @@ class P3BState:
     def roll_window(self) -> None:
         """Keep the finished window as ``prev_*`` (the reference's finalisation merges it) and reset."""
         self.prev_dpsi_cls_sum, self.prev_dpsi_patch_sum = self.dpsi_cls_sum.clone(), self.dpsi_patch_sum.clone()
-        self.prev_dpsi_count = self.dpsi_count.clone()
+        self.prev_dpsi_count, self.prev_dpsi_cls_count = self.dpsi_count.clone(), self.dpsi_cls_count.clone()
         self.prev_taylor_sum, self.prev_taylor_count = self.taylor_sum.clone(), self.taylor_count.clone()
-        for t in (self.dpsi_cls_sum, self.dpsi_patch_sum, self.dpsi_count, self.taylor_sum, self.taylor_count):
+        for t in self.window_tensors() + (self.taylor_sum, self.taylor_count):
             t.zero_()
+
+    def window_tensors(self) -> tuple[torch.Tensor, ...]:
+        """The ΔΨ window accumulators (summed over ranks at an update)."""
+        return self.dpsi_cls_sum, self.dpsi_patch_sum, self.dpsi_count, self.dpsi_cls_count
 
     def merge_previous_window(self) -> None:
         """Add the previous window into the current one (reference finalisation quirk, spec §9.4)."""
@@ -81,6 +91,7 @@ class P3BState:
         self.dpsi_cls_sum += self.prev_dpsi_cls_sum
         self.dpsi_patch_sum += self.prev_dpsi_patch_sum
         self.dpsi_count += self.prev_dpsi_count
+        self.dpsi_cls_count += self.prev_dpsi_cls_count
         self.taylor_sum += self.prev_taylor_sum
         self.taylor_count += self.prev_taylor_count
 
@@ -111,6 +122,10 @@ class P3BState:
         for k in _TENSOR_FIELDS:
             key = f"state.{k}"
             setattr(self, k, tensors[key].to(device) if key in tensors else None)
+        # checkpoints written before the class heads ran on every forward have one count for both heads
+        for cls_count, count in (("dpsi_cls_count", "dpsi_count"), ("prev_dpsi_cls_count", "prev_dpsi_count")):
+            if getattr(self, cls_count) is None and getattr(self, count) is not None:
+                setattr(self, cls_count, getattr(self, count).clone())
         for k in ("num_updates", "finalized", "finalize_step", "skipped_taylor_steps", "last_taylor_step",
                   "history"):
             setattr(self, k, meta[k])

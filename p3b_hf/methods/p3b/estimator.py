@@ -1,0 +1,76 @@
+"""A BPI *estimator*: one set of BPI heads with its cost settings and its own ΔΨ window / EMA state.
+
+Every P3B run has one estimator that drives the masks (the pruner's own heads and state). A run may carry
+extra **shadow** estimators (``P3BConfig.bpi_shadows``): heads with the same initial weights, trained on
+the same micro-batches of the same run, each with its own sub-batch / period, whose ΔΨ windows go
+through the same importance -> EMA -> budget solver pipeline with the driving run's remaining parameter
+counts. Nothing a shadow computes reaches the masks. At every mask update the history records the block
+keep ratios each shadow *would* have chosen, so a cheap BPI setting can be compared with the reference
+setting on the same training trajectory -- the estimator's own error, without the chaotic divergence of
+two separate runs (where a different mask at one update changes every later batch's gradients).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ...errors import P3BError
+from .bpi import BPIHeads, BPITaps
+from .fast_bpi import GroupedBPIHeads
+from .state import P3BState
+
+
+def parse_shadow_spec(spec: str) -> tuple[float, int]:
+    """``"SUB:EVERY"`` (e.g. ``"0.0625:1"``, ``"0.25:4"``; ``":EVERY"`` may be left out) -> (sub-batch, every)."""
+    sub, _, every = str(spec).partition(":")
+    try:
+        f, k = float(sub), int(every or 1)
+    except ValueError as e:
+        raise P3BError(f"BPI shadow {spec!r} is not 'SUBBATCH:EVERY' (e.g. 0.0625:1 or 0.25:4).") from e
+    if not 0.0 < f <= 1.0 or k < 1:
+        raise P3BError(f"BPI shadow {spec!r}: the sub-batch must be in (0, 1] and EVERY an integer >= 1.")
+    return f, k
+
+
+@dataclass
+class BPIEstimator:
+    """Heads + cost settings + window state. The driving estimator shares the pruner's :class:`P3BState`."""
+
+    name: str
+    heads: BPITaps
+    subbatch: float
+    every: int
+    state: P3BState
+
+    def patch_rows(self, batch: int, forward_index: int) -> int | None:
+        """Rows the patch heads score on training forward ``forward_index``: 0 on skipped forwards
+        (``every``), else ``ceil(subbatch x batch)`` leading samples (None = the whole batch)."""
+        if forward_index % self.every:
+            return 0
+        return None if self.subbatch >= 1.0 else max(1, math.ceil(self.subbatch * batch))
+
+    @torch.no_grad()
+    def record(self, ce_cls: torch.Tensor, ce_patch: torch.Tensor | None) -> None:
+        """Add one micro-batch's ``CE_in - CE_out`` per block (``ce_*``: ``[2L, 2]`` batch-mean CEs; the
+        patch part only when the patch heads ran)."""
+        st = self.state
+        st.dpsi_cls_sum += (ce_cls[:, 0] - ce_cls[:, 1]).double().to(st.dpsi_cls_sum.device)
+        st.dpsi_cls_count += 1
+        if ce_patch is not None:
+            st.dpsi_patch_sum += (ce_patch[:, 0] - ce_patch[:, 1]).double().to(st.dpsi_patch_sum.device)
+            st.dpsi_count += 1
+
+
+def make_shadow(driver: BPITaps, index: int, spec: str, num_blocks: int, full: torch.Tensor) -> BPIEstimator:
+    """A shadow estimator whose heads start from exactly the driver's current (initial) weights."""
+    subbatch, every = parse_shadow_spec(spec)
+    heads = copy.deepcopy(driver) if isinstance(driver, GroupedBPIHeads) else GroupedBPIHeads.from_heads(driver)
+    if isinstance(driver, BPIHeads):
+        heads.conv_impl = "auto"
+    heads.active, heads.patch_rows, heads._taps = False, None, []
+    heads.output_key = f"p3b_shadow{index}"
+    return BPIEstimator(str(spec), heads, subbatch, every, P3BState.fresh(num_blocks, 0, full))
