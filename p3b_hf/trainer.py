@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from .errors import P3BError
 from .methods.p3b.bpi import per_head_ce
 from .methods.p3b.estimator import parse_shadow_spec
 from .methods.p3b.local import DEFAULT_GATE_SCALES
@@ -145,23 +146,23 @@ class P3BConfig:
             if getattr(c, name) is None:
                 setattr(c, name, ref_value if r else fast_value)
         if c.bpi_mode not in BPI_MODES:
-            raise ValueError(f"bpi_mode must be one of {BPI_MODES}, got {c.bpi_mode!r}.")
+            raise P3BError(f"bpi_mode must be one of {BPI_MODES}, got {c.bpi_mode!r}.")
         if c.gate_mode not in GATE_MODES:
-            raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {c.gate_mode!r}.")
+            raise P3BError(f"gate_mode must be one of {GATE_MODES}, got {c.gate_mode!r}.")
         if not 0.0 < c.bpi_subbatch <= 1.0:
-            raise ValueError(f"bpi_subbatch must be in (0, 1] (fraction of each batch), got {c.bpi_subbatch}.")
+            raise P3BError(f"bpi_subbatch must be in (0, 1] (fraction of each batch), got {c.bpi_subbatch}.")
         if int(c.bpi_every) != c.bpi_every or c.bpi_every < 1:
-            raise ValueError(f"bpi_every must be an integer >= 1, got {c.bpi_every}.")
+            raise P3BError(f"bpi_every must be an integer >= 1, got {c.bpi_every}.")
         c.bpi_every = int(c.bpi_every)
         for spec in c.bpi_shadows:
             parse_shadow_spec(spec)  # raises a P3BError naming the bad spec
         if c.bpi_shadows and c.handcrafted_keep is not None:
-            raise ValueError("bpi_shadows need the BPI heads: they cannot be combined with handcrafted_keep.")
+            raise P3BError("bpi_shadows need the BPI heads: they cannot be combined with handcrafted_keep.")
         if c.layernorm_mode not in ("full_stats", "subset_stats"):
-            raise ValueError(f"layernorm_mode must be 'full_stats' or 'subset_stats', got {c.layernorm_mode!r}.")
+            raise P3BError(f"layernorm_mode must be 'full_stats' or 'subset_stats', got {c.layernorm_mode!r}.")
         unknown = set(c.gate_scales) - set(DEFAULT_GATE_SCALES)
         if unknown:
-            raise ValueError(f"Unknown gate(s) in gate_scales: {sorted(unknown)}; use {sorted(DEFAULT_GATE_SCALES)}.")
+            raise P3BError(f"Unknown gate(s) in gate_scales: {sorted(unknown)}; use {sorted(DEFAULT_GATE_SCALES)}.")
         return c
 
 
@@ -223,8 +224,6 @@ class PruningCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        train_dataloader: Any = None, **kwargs: Any) -> None:
         if self.pruner is None or self.trainer is None:
-            from .errors import P3BError
-
             raise P3BError("PruningCallback only works inside a P3BTrainer (it needs the BPI loss and the "
                            "mask-gradient hooks): use P3BTrainer(..., callbacks=[PruningCallback(cfg)]).")
         self._t0 = time.perf_counter()

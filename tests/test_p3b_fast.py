@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 from p3b_tiny_run import synthetic_dataset, tiny_model, training_args
+from safetensors.torch import load_file
 
+from p3b_hf.errors import CheckpointError, P3BError
 from p3b_hf.methods.p3b import add_cli_arguments, config_from_args
 from p3b_hf.methods.p3b.bpi import BPIHeads, per_head_ce
 from p3b_hf.methods.p3b.fast_bpi import GroupedBPIHeads
@@ -158,6 +160,14 @@ def test_fast_defaults_cli_and_validation():
     args.prune_ratio = 0.5
     cfg = config_from_args(args)
     assert (cfg.bpi_mode, cfg.bpi_every, cfg.bpi_subbatch, cfg.gate_mode) == ("reference", 3, 0.5, "fused")
+    assert cfg.bpi_shadows == []
+    args = p.parse_args(["--bpi-shadow", "0.0625:1", "0.25:4"])
+    args.prune_ratio = 0.5
+    assert config_from_args(args).bpi_shadows == ["0.0625:1", "0.25:4"]
+    args = p.parse_args(["--bpi-shadow", "0:1"])
+    args.prune_ratio = 0.5
+    with pytest.raises(P3BError, match="BPI shadow '0:1'"):
+        config_from_args(args)
 
 
 def test_subbatch_and_every_k_dpsi_accounting(tmp_path):
@@ -244,16 +254,17 @@ def test_window_without_patch_forward_keeps_the_patch_importance(tmp_path):
 def test_shadow_estimators_ride_along_without_steering(tmp_path):
     """A shadow with the driver's own settings reproduces its keep targets; cheaper shadows record theirs;
     the run itself is the same with or without shadows."""
-    def run(shadows: list[str]) -> P3BTrainer:
+    def run(shadows: list[str], **kw) -> P3BTrainer:
         cfg = P3BConfig(prune_ratio=0.4, prune_start_step=2, prune_sparse_step=8, prune_finalize_step=12,
                         update_every=2, bpi_subbatch=1.0, bpi_shadows=shadows, save_dir=None, evaluate_pruned=False)
         tr = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / str(len(shadows))),
-                                                                    num_train_epochs=3, per_device_train_batch_size=16),
+                                                                    num_train_epochs=3, per_device_train_batch_size=16,
+                                                                    **kw),
                         train_dataset=synthetic_dataset(64), p3b=cfg)
         tr.train()
         return tr
 
-    plain, shadowed = run([]), run(["1:1", "0.25:1", "0.5:2"])
+    plain, shadowed = run([]), run(["1:1", "0.25:1", "0.5:2"], save_strategy="steps", save_steps=6)
     names = [e.name for e in shadowed.pruner.shadows]
     assert names == ["1:1", "0.25:1", "0.5:2"]
     hp, hs = plain.pruner.state.history, shadowed.pruner.state.history
@@ -273,8 +284,18 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
             kept = sum(k * f for k, f in zip(sh["keep_target"], shadowed.pruner.full.tolist()))
             assert kept == pytest.approx(sum(k * f for k, f in zip(u["keep_target"], shadowed.pruner.full.tolist())),
                                          rel=1e-6)
-    # shadows stay out of the saved model and the checkpoint
+    # shadows stay out of the saved model and the checkpoint, and a run with shadows is not resumable
     assert not any("p3b_shadows" in k for k in shadowed.pruned_model.state_dict())
+    ckpt = tmp_path / "3" / "checkpoint-6"
+    assert not any("shadow" in k for k in load_file(str(ckpt / "model.safetensors")))
+    assert not any("shadow" in k for k in load_file(str(ckpt / "p3b_state.safetensors")))
+    again = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / "again"), num_train_epochs=3,
+                                                                   per_device_train_batch_size=16),
+                       train_dataset=synthetic_dataset(64),
+                       p3b=P3BConfig(prune_ratio=0.4, prune_start_step=2, prune_sparse_step=8, prune_finalize_step=12,
+                                     update_every=2, bpi_shadows=["0.5:1"], save_dir=None, evaluate_pruned=False))
+    with pytest.raises(CheckpointError, match="cannot be resumed"):
+        again.train(resume_from_checkpoint=str(ckpt))
 
 
 def test_shadow_specs_are_validated():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -74,3 +75,23 @@ def make_shadow(driver: BPITaps, index: int, spec: str, num_blocks: int, full: t
     heads.active, heads.patch_rows, heads._taps = False, None, []
     heads.output_key = f"p3b_shadow{index}"
     return BPIEstimator(str(spec), heads, subbatch, every, P3BState.fresh(num_blocks, 0, full))
+
+
+def shadow_summary(updates: list[dict[str, Any]], sharpening_from: int | None = None) -> dict[str, dict[str, Any]]:
+    """Per shadow: ``|κ_shadow - κ_driver|`` per block at the last mask update (``final_*``) and the worst
+    such difference over the updates from step ``sharpening_from`` on (the full-ratio phase; None = all).
+    ``updates``: ``history["updates"]`` of a run with ``bpi_shadows``."""
+    rows = [u for u in updates if u.get("shadows") and u.get("phase") != "finalize_reselect"]
+    if not rows:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in rows[-1]["shadows"]:
+        diffs = [[abs(a - b) for a, b in zip(u["shadows"][name]["keep_target"], u["keep_target"])]
+                 for u in rows if name in u["shadows"]]
+        late = [d for d, u in zip(diffs, rows) if sharpening_from is None or u["step"] >= sharpening_from] or diffs
+        out[name] = {"final_abs_diff": diffs[-1], "final_max_abs_diff": max(diffs[-1]),
+                     "final_mean_abs_diff": sum(diffs[-1]) / len(diffs[-1]),
+                     "max_abs_diff_after_sparse": max(max(d) for d in late),
+                     "final_keep_target": rows[-1]["shadows"][name]["keep_target"],
+                     "updates": len(diffs)}
+    return out

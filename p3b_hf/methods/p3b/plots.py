@@ -47,8 +47,9 @@ def _boundaries(ax: Any, schedule: dict[str, Any] | None) -> None:
 
 
 def plot_history(history: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``p3b_dpsi.png``, ``p3b_keep_history.png`` and ``p3b_keep_final.png`` into ``out_dir``
-    (those that the history has data for). Returns the written paths."""
+    """Write ``p3b_dpsi.png``, ``p3b_keep_history.png``, ``p3b_keep_final.png`` and, for runs with BPI
+    shadows, ``p3b_shadows.png`` into ``out_dir`` (those that the history has data for). Returns the
+    written paths."""
     plt = _plt()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,4 +97,37 @@ def plot_history(history: dict[str, Any], out_dir: str | os.PathLike) -> list[Pa
         written.append(out / "p3b_keep_final.png")
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
+    if any(u.get("shadows") for u in updates):
+        written.append(_plot_shadows(plt, updates, schedule, out / "p3b_shadows.png"))
     return written
+
+
+def _plot_shadows(plt: Any, updates: list[dict[str, Any]], schedule: dict[str, Any] | None, path: Path) -> Path:
+    """Left: final target κ per block, driving BPI vs each shadow. Right: max |Δκ| over blocks per update."""
+    rows = [u for u in updates if u.get("shadows")]
+    names = list(rows[-1]["shadows"])
+    n = len(rows[-1]["keep_target"])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    xs = list(range(n))
+    axes[0].plot(xs, rows[-1]["keep_target"], "k-o", ms=4, lw=1.5, label="driving BPI")
+    for name in names:
+        axes[0].plot(xs, rows[-1]["shadows"][name]["keep_target"], "-", marker=".", lw=1, label=f"shadow {name}")
+        axes[1].plot([u["step"] for u in rows],
+                     [max(abs(a - b) for a, b in zip(u["shadows"][name]["keep_target"], u["keep_target"]))
+                      for u in rows], lw=1.2, label=f"shadow {name}")
+    axes[0].set_xticks(xs, [_block_label(b) for b in xs], rotation=90, fontsize=7)
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylabel("target keep ratio κ")
+    axes[0].set_title("Last update: κ per block (shadow = sub-batch:every)")
+    axes[1].axhline(0.05, color="grey", lw=0.8, ls="--")
+    _boundaries(axes[1], schedule)
+    axes[1].set_xlabel("optimizer step")
+    axes[1].set_ylabel("max over blocks |κ_shadow − κ_driver|")
+    axes[1].set_title("Shadow vs driving BPI on the same run")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""How faithful are the cheap BPI settings to the reference BPI -- on the *same* run?
+
+One P3B run on the dev-bench through the real CLI (``p3b-hf prune --method p3b``) is driven by the
+reference BPI estimator (patch heads on the whole batch, every micro-batch; grouped heads + fused gates,
+which give the reference path's logits and keep ratios exactly, see docs/p3b.md). The cheap settings ride
+along as shadow estimators (``--bpi-shadow SUB:EVERY ...``): same initial heads, same micro-batches, their
+own ΔΨ windows and EMA, the driver's remaining parameter counts. At every mask update the run records the
+target keep ratios κ each shadow would have chosen; this script reports ``|κ_shadow - κ_reference|`` per
+block at the last update and over the full-ratio phase, and copies the run's ``p3b_shadows.png``.
+
+Comparing two *separate* runs instead (``scripts/p3b_step_cost.py --compare-steps``) mixes the estimator's
+error with the chaos of training: a slightly different mask at one update changes every later gradient,
+and two reference runs that differ only in data order already differ by up to 0.3 in keep ratio.
+
+    python scripts/bpi_faithfulness.py --epochs 3 --output-dir runs/bpi_faithfulness        # CPU, ~1.5 h
+    python scripts/bpi_faithfulness.py --epochs 30 --output-dir runs/bpi_faithfulness_gpu   # GPU (bf16, batch 512)
+    python scripts/bpi_faithfulness.py --smoke --output-dir /tmp/bpi_smoke                  # plumbing, ~1 min
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devbench_common import DENSE, base_parser  # noqa: E402
+
+from p3b_hf.cli import main as cli_main  # noqa: E402
+from p3b_hf.data import devbench_dataset_dict  # noqa: E402
+from p3b_hf.methods.p3b.estimator import shadow_summary  # noqa: E402
+
+DEFAULT_SHADOWS = ["0.25:1", "0.125:1", "0.0625:1", "0.25:4"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser(__doc__)
+    p.set_defaults(budgets=[0.5])
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--shadows", nargs="+", default=DEFAULT_SHADOWS, metavar="SUB:EVERY")
+    p.add_argument("--update-every", type=int, default=None, help="optimizer steps per mask update (default: ~78 updates)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="a few steps on 256 images (plumbing check)")
+    a = p.parse_args(argv)
+    gpu = torch.cuda.is_available()
+    out = Path(a.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "data"
+    if not (data_dir / "dataset_dict.json").exists():
+        bench = Path(a.bench)
+        devbench_dataset_dict(bench / "scripts200_dev.npz", bench / "scripts200_dev.json",
+                              max_per_split=256 if a.smoke else None).save_to_disk(str(data_dir))
+    batch = a.batch_size or (DENSE["batch_size"] if gpu else 64)
+    epochs = 2.0 if a.smoke else a.epochs
+    ratio = a.budgets[0]
+    model_dir = out / f"p3b_{ratio}"
+    argv_prune = ["prune", "--method", "p3b", "--model", str(Path(a.bench) / "pretrained" / "vit-tiny-cjk1000"),
+                  "--dataset", str(data_dir), "--output-dir", str(model_dir), "--overwrite",
+                  "--prune-ratio", str(ratio), "--epochs", str(epochs), "--batch-size", str(batch),
+                  "--lr", str(DENSE["lr"]), "--weight-decay", str(DENSE["weight_decay"]), "--augment", "glyph",
+                  "--mixup", "0", "--cutmix", "0", "--label-smoothing", "0.1", "--seed", str(a.seed),
+                  "--num-workers", "8" if gpu else "1", "--logging-steps", "50",
+                  "--bpi-subbatch", "1", "--bpi-every", "1", "--bpi-shadow", *a.shadows]
+    if a.update_every:
+        argv_prune += ["--update-every", str(a.update_every)]
+    if gpu:
+        argv_prune.append("--bf16")
+    print("p3b-hf " + " ".join(argv_prune), flush=True)
+    t0 = time.perf_counter()
+    rc = cli_main(argv_prune)
+    if rc:
+        return rc
+    report = json.loads((model_dir / "pruning_report.json").read_text())
+    hist = report["history"]
+    summary = shadow_summary(hist["updates"], (hist.get("schedule") or {}).get("sparse"))
+    doc = {
+        "hardware": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU ({torch.get_num_threads()} threads)",
+        "dtype": "bf16 autocast" if gpu else "fp32", "batch": batch, "epochs": epochs, "prune_ratio": ratio,
+        "schedule": hist.get("schedule"), "updates": len(hist["updates"]),
+        "driver": "reference BPI: patch heads on every sample of every micro-batch (grouped heads, fused gates)",
+        "driver_final_keep_target": hist["updates"][-1]["keep_target"],
+        "driver_final_keep_achieved": hist["updates"][-1]["keep_achieved"],
+        "pruned_accuracy": report.get("eval", {}).get("accuracy", report.get("pruned_eval")),
+        "shadows": summary, "wall_s": time.perf_counter() - t0, "command": "p3b-hf " + " ".join(argv_prune),
+    }
+    (out / "faithfulness.json").write_text(json.dumps(doc, indent=1))
+    plot = model_dir / "plots" / "p3b_shadows.png"
+    if plot.exists():
+        shutil.copy(plot, out / "p3b_shadows.png")
+    print("| shadow (sub-batch:every) | max |Δκ| last update | mean |Δκ| last update | max |Δκ| after S1 |")
+    print("|---|---|---|---|")
+    for name, s in summary.items():
+        print(f"| {name} | {s['final_max_abs_diff']:.3f} | {s['final_mean_abs_diff']:.3f} | "
+              f"{s['max_abs_diff_after_sparse']:.3f} |")
+    print(f"written: {out / 'faithfulness.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
