@@ -24,7 +24,10 @@ The keep-ratio comparison trains a small ViT (``devbench`` shape on GPU, ``small
 bpi_every=1, gate_mode=hooks``) and once with the fast defaults (plus any ``--compare-fast`` configs),
 otherwise in the clean mode from the same seed and data order, and reports the final per-block keep
 ratios and their max absolute difference -- next to the same difference between two reference runs
-that differ only in data order (the noise floor of such a short run).
+that differ only in data order (the noise floor of such a short run). The reference run also carries
+every sub-sampled setting as a *shadow* BPI estimator (``P3BConfig.bpi_shadows``), so each fast setting
+is also compared with the reference on the same run (``same_run_*``: target keep ratios at the last
+update), free of the divergence between separate runs.
 
 Prints one JSON document (also written to ``--out``). Examples::
 
@@ -51,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import TrainingArguments, ViTConfig, ViTForImageClassification  # noqa: E402
 
+from p3b_hf.methods.p3b.estimator import shadow_summary  # noqa: E402
 from p3b_hf.methods.p3b.schedule import Schedule  # noqa: E402
 from p3b_hf.trainer import P3BConfig, P3BTrainer  # noqa: E402
 from p3b_hf.training import FineTuneTrainer  # noqa: E402
@@ -226,11 +230,17 @@ def compare_keep(preset: str, steps: int, batch: int, ratio: float, device: torc
     ds = _Prototypes(batch * 16, shape["image_size"], classes)
     phases = dict(prune_start_step=steps // 10, prune_sparse_step=steps // 2, prune_finalize_step=steps,
                   update_every=max(8, steps // 10), evaluate_pruned=False, save_dir=None)
-    todo: list[tuple[str, dict[str, Any], int]] = [("reference_path", REFERENCE_PATH, 0), ("fast_default", {}, 0)]
+    # the reference run also carries every fast setting as a shadow estimator: the same-run comparison
+    fast_default = P3BConfig().resolved()
+    shadow_specs = [f"{fast_default.bpi_subbatch}:{fast_default.bpi_every}"]
+    shadow_specs += [spec for spec in fast_specs if _parse_fast(spec)["bpi_subbatch"] < 1.0 and spec not in shadow_specs]
+    reference = dict(REFERENCE_PATH, bpi_shadows=shadow_specs)
+    todo: list[tuple[str, dict[str, Any], int]] = [("reference_path", reference, 0), ("fast_default", {}, 0)]
     todo += [(f"fast_{spec}", _parse_fast(spec), 0) for spec in fast_specs]
     if noise_floor:
         todo.append(("reference_path_seed1", REFERENCE_PATH, 1))
     runs: dict[str, Any] = {}
+    same_run: dict[str, Any] = {}
     for name, extra, seed in todo:
         torch.manual_seed(0)
         model = ViTForImageClassification(ViTConfig(**shape))
@@ -241,7 +251,10 @@ def compare_keep(preset: str, steps: int, batch: int, ratio: float, device: torc
                                  train_dataset=ds, p3b=cfg)
             trainer.train()
         hist = trainer.pruning.history["updates"]
+        if name == "reference_path":
+            same_run = shadow_summary(hist)
         runs[name] = {"config": {k: getattr(trainer.p3b, k) for k in REFERENCE_PATH}, "data_seed": seed,
+                      "keep_target": hist[-1]["keep_target"],
                       "keep_achieved": hist[-1]["keep_achieved"], "model_keep": hist[-1]["model_keep"],
                       "pruned_params": sum(p.numel() for p in trainer.pruned_model.parameters()),
                       "wall_s": time.perf_counter() - t0}
@@ -254,8 +267,14 @@ def compare_keep(preset: str, steps: int, batch: int, ratio: float, device: torc
             r["abs_diff_keep_vs_reference"] = diff
             r["max_abs_diff_keep_vs_reference"] = max(diff)
             r["mean_abs_diff_keep_vs_reference"] = sum(diff) / len(diff)
+        spec = next((sp for sp in shadow_specs if name == f"fast_{sp}" or
+                     (name == "fast_default" and sp == shadow_specs[0])), None)
+        if spec is not None and spec in same_run:
+            r["same_run_shadow"] = spec
+            r["same_run_max_abs_diff_target"] = same_run[spec]["final_max_abs_diff"]
+            r["same_run_mean_abs_diff_target"] = same_run[spec]["final_mean_abs_diff"]
     return {"model": preset, "classes": classes, "steps": steps, "batch": batch, "prune_ratio": ratio,
-            "schedule": phases, "runs": runs,
+            "schedule": phases, "runs": runs, "same_run_shadows": same_run,
             "max_abs_diff_keep": runs["fast_default"]["max_abs_diff_keep_vs_reference"]}
 
 
