@@ -37,7 +37,8 @@ from p3b_hf.cli import main as cli_main  # noqa: E402
 from p3b_hf.data import devbench_dataset_dict  # noqa: E402
 from p3b_hf.methods.p3b.estimator import shadow_summary  # noqa: E402
 
-DEFAULT_SHADOWS = ["0.25:1", "0.125:1", "0.0625:1", "0.25:4"]
+#: the noise floor (the reference setting with other initial heads), then the cost levers
+DEFAULT_SHADOWS = ["1:1:1", "0.25:1", "0.0625:1", "0.25:4"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from p3b_hf.errors import CheckpointError, P3BError
 from p3b_hf.methods.p3b import add_cli_arguments, config_from_args
 from p3b_hf.methods.p3b.bpi import BPIHeads, per_head_ce
+from p3b_hf.methods.p3b.estimator import make_shadow
 from p3b_hf.methods.p3b.fast_bpi import GroupedBPIHeads
 from p3b_hf.methods.p3b.fast_gates import ForwardOverride, install_fused_gates
 from p3b_hf.methods.p3b.gates import Dims, GateSet, install_gates
@@ -264,9 +265,9 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
         tr.train()
         return tr
 
-    plain, shadowed = run([]), run(["1:1", "0.25:1", "0.5:2"], save_strategy="steps", save_steps=6)
+    plain, shadowed = run([]), run(["1:1", "0.25:1", "0.5:2", "1:1:7"], save_strategy="steps", save_steps=6)
     names = [e.name for e in shadowed.pruner.shadows]
-    assert names == ["1:1", "0.25:1", "0.5:2"]
+    assert names == ["1:1", "0.25:1", "0.5:2", "1:1:7"]
     hp, hs = plain.pruner.state.history, shadowed.pruner.state.history
     assert len(hp) == len(hs) == 4
     for a, b in zip(hp, hs):  # shadows do not steer the run
@@ -277,8 +278,11 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
         assert b["shadows"]["1:1"]["keep_target"] == pytest.approx(b["keep_target"], abs=1e-6)
         assert b["shadows"]["1:1"]["dpsi_patch"] == pytest.approx(b["dpsi_patch"], abs=1e-6)
         assert b["shadows"]["0.5:2"]["window_forwards"] == 1 and b["shadows"]["0.25:1"]["window_forwards"] == 2
-    cheap = [u["shadows"]["0.25:1"]["keep_target"] for u in hs]
-    assert any(c != pytest.approx(u["keep_target"], abs=1e-6) for c, u in zip(cheap, hs))  # a real, different estimate
+    for name in ("0.25:1", "1:1:7"):  # a real, different estimate (sub-batch / other initial heads)
+        other = [u["shadows"][name]["keep_target"] for u in hs]
+        assert any(c != pytest.approx(u["keep_target"], abs=1e-6) for c, u in zip(other, hs))
+    seeded = shadowed.pruner.shadows[3].heads
+    assert not torch.equal(seeded.conv1_weight, shadowed.pruner.bpi.conv1_weight)
     for u in hs:  # every shadow's targets meet the same budget as the driver's
         for sh in u["shadows"].values():
             kept = sum(k * f for k, f in zip(sh["keep_target"], shadowed.pruner.full.tolist()))
@@ -286,7 +290,7 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
                                          rel=1e-6)
     # shadows stay out of the saved model and the checkpoint, and a run with shadows is not resumable
     assert not any("p3b_shadows" in k for k in shadowed.pruned_model.state_dict())
-    ckpt = tmp_path / "3" / "checkpoint-6"
+    ckpt = tmp_path / "4" / "checkpoint-6"
     assert not any("shadow" in k for k in load_file(str(ckpt / "model.safetensors")))
     assert not any("shadow" in k for k in load_file(str(ckpt / "p3b_state.safetensors")))
     again = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / "again"), num_train_epochs=3,
@@ -298,8 +302,28 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
         again.train(resume_from_checkpoint=str(ckpt))
 
 
+def test_seeded_shadow_heads_come_from_the_seed_and_leave_the_rng_alone():
+    mods = locate(tiny_model("vit"))
+
+    def factory() -> BPIHeads:
+        return BPIHeads.for_model(mods, 4)
+
+    driver = GroupedBPIHeads.from_heads(factory())
+    full = torch.ones(4, dtype=torch.float64)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    copied = make_shadow(driver, 0, "0.5:2", 4, full, factory)
+    seeded = make_shadow(driver, 1, "1:1:7", 4, full, factory)
+    assert torch.equal(torch.get_rng_state(), state)  # the driving run draws the same numbers as without shadows
+    assert torch.equal(copied.heads.conv1_weight, driver.conv1_weight) and copied.heads is not driver
+    torch.manual_seed(7)
+    torch.testing.assert_close(seeded.heads.conv1_weight, GroupedBPIHeads.from_heads(factory()).conv1_weight)
+    assert (copied.subbatch, copied.every, seeded.subbatch, seeded.every) == (0.5, 2, 1.0, 1)
+    assert (copied.heads.output_key, seeded.heads.output_key) == ("p3b_shadow0", "p3b_shadow1")
+
+
 def test_shadow_specs_are_validated():
-    for bad in (["0:1"], ["0.5:0"], ["fast"], ["1.5:1"]):
+    for bad in (["0:1"], ["0.5:0"], ["fast"], ["1.5:1"], ["1:1:x"], ["1:1:1:1"]):
         with pytest.raises(ValueError, match="BPI shadow"):
             P3BConfig(bpi_shadows=bad).resolved()
     with pytest.raises(ValueError, match="handcrafted_keep"):

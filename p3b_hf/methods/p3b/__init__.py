@@ -83,9 +83,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
                         "--reference); the class heads always score the whole batch")
     g.add_argument("--bpi-every", type=int, default=None,
                    help="P3B: run the BPI patch heads on every k-th micro-batch (default 1; try 4 for speed)")
-    g.add_argument("--bpi-shadow", nargs="+", default=None, metavar="SUBBATCH:EVERY",
+    g.add_argument("--bpi-shadow", nargs="+", default=None, metavar="SUBBATCH:EVERY[:SEED]",
                    help="P3B measurement: extra BPI estimators riding along the run without steering it, e.g. "
-                        "'0.0625:1 0.25:4'; the report's history records the keep ratios each would choose")
+                        "'0.0625:1 0.25:4' (a SEED gives the shadow other initial heads: '1:1:1' = the noise "
+                        "floor); the report's history records the keep ratios each would choose")
     g.add_argument("--gate-mode", choices=["hooks", "fused"], default=None,
                    help="P3B: masks as activation hooks (reference) or folded into LN/Linear weights (default)")
     _add(g, "--teacher", default=None, help="KD teacher model dir/Hub id (P3B-Dist, VBP)")

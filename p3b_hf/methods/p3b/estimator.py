@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,16 +26,26 @@ from .fast_bpi import GroupedBPIHeads
 from .state import P3BState
 
 
-def parse_shadow_spec(spec: str) -> tuple[float, int]:
-    """``"SUB:EVERY"`` (e.g. ``"0.0625:1"``, ``"0.25:4"``; ``":EVERY"`` may be left out) -> (sub-batch, every)."""
-    sub, _, every = str(spec).partition(":")
+def parse_shadow_spec(spec: str) -> tuple[float, int, int | None]:
+    """``"SUB:EVERY[:SEED]"`` -> (sub-batch, every, head seed or None).
+
+    ``"0.0625:1"``, ``"0.25:4"`` (``":EVERY"`` may be left out). With ``SEED`` the shadow's heads are freshly
+    initialised from that seed instead of copying the driver's initial heads: ``"1:1:1"`` is the
+    reference setting with other initial heads, i.e. how much the reference estimator itself varies on
+    the same run (the noise floor of the comparison).
+    """
+    parts = str(spec).split(":")
     try:
-        f, k = float(sub), int(every or 1)
+        if len(parts) > 3:
+            raise ValueError(spec)
+        f = float(parts[0])
+        k = int(parts[1]) if len(parts) > 1 and parts[1] else 1
+        seed = int(parts[2]) if len(parts) > 2 else None
     except ValueError as e:
-        raise P3BError(f"BPI shadow {spec!r} is not 'SUBBATCH:EVERY' (e.g. 0.0625:1 or 0.25:4).") from e
+        raise P3BError(f"BPI shadow {spec!r} is not 'SUBBATCH:EVERY[:SEED]' (e.g. 0.0625:1, 0.25:4 or 1:1:1).") from e
     if not 0.0 < f <= 1.0 or k < 1:
         raise P3BError(f"BPI shadow {spec!r}: the sub-batch must be in (0, 1] and EVERY an integer >= 1.")
-    return f, k
+    return f, k, seed
 
 
 @dataclass
@@ -66,10 +77,23 @@ class BPIEstimator:
             st.dpsi_count += 1
 
 
-def make_shadow(driver: BPITaps, index: int, spec: str, num_blocks: int, full: torch.Tensor) -> BPIEstimator:
-    """A shadow estimator whose heads start from exactly the driver's current (initial) weights."""
-    subbatch, every = parse_shadow_spec(spec)
-    heads = copy.deepcopy(driver) if isinstance(driver, GroupedBPIHeads) else GroupedBPIHeads.from_heads(driver)
+def make_shadow(driver: BPITaps, index: int, spec: str, num_blocks: int, full: torch.Tensor,
+                new_heads: Callable[[], BPITaps] | None = None) -> BPIEstimator:
+    """A shadow estimator whose heads start from exactly the driver's current (initial) weights, or --
+    with a seed in ``spec`` -- from ``new_heads()`` called under ``torch.manual_seed(seed)`` (the global
+    RNG state is restored afterwards, so the driving run is unchanged)."""
+    subbatch, every, seed = parse_shadow_spec(spec)
+    if seed is None:
+        heads = copy.deepcopy(driver) if isinstance(driver, GroupedBPIHeads) else GroupedBPIHeads.from_heads(driver)
+    else:
+        if new_heads is None:
+            raise P3BError(f"BPI shadow {spec!r} asks for new heads (seed {seed}) but no head factory was given.")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = new_heads()
+        heads = fresh if isinstance(fresh, GroupedBPIHeads) else GroupedBPIHeads.from_heads(fresh)
+        heads.frozen_bn = driver.frozen_bn
+        heads = heads.to(next(driver.parameters()).device)
     if isinstance(driver, BPIHeads):
         heads.conv_impl = "auto"
     heads.active, heads.patch_rows, heads._taps = False, None, []

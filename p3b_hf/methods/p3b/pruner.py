@@ -86,7 +86,10 @@ class P3BPruner:
         if self.bpi is not None:
             self.estimators.append(BPIEstimator("driver", self.bpi, float(getattr(config, "bpi_subbatch", 1.0)),
                                                 int(getattr(config, "bpi_every", 1)), self.state))
-            shadows = [make_shadow(self.bpi, i, spec, self.num_blocks, self.full)
+            def new_heads() -> BPITaps:
+                return BPIHeads.for_model(mods, int(model.config.num_labels), frozen_bn=config.bpi_frozen_bn)
+
+            shadows = [make_shadow(self.bpi, i, spec, self.num_blocks, self.full, new_heads)
                        for i, spec in enumerate(getattr(config, "bpi_shadows", None) or [])]
             if shadows:
                 model.p3b_shadows = nn.ModuleList([s.heads for s in shadows])
