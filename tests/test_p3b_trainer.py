@@ -195,7 +195,7 @@ def test_run_cli_through_the_prune_parser(tmp_path):
     args = parser.parse_args([
         "--model", "x", "--dataset", "y", "--output-dir", str(tmp_path / "out"), "--device", "cpu",
         "--batch-size", "16", "--epochs", "2", "--prune-ratio", "0.4", "--prune-start-epoch", "0.5",
-        "--prune-sparse-epoch", "1", "--update-every", "1", "--lr", "1e-3"])
+        "--prune-sparse-epoch", "1", "--update-every", "1", "--lr", "1e-3", "--bpi-shadow", "0.5:1"])
     ds = synthetic_dataset(64)
     items = [{"pixel_values": ds[i]["pixel_values"], "labels": int(ds[i]["labels"])} for i in range(64)]
     model = tiny_model("vit")
@@ -207,10 +207,11 @@ def test_run_cli_through_the_prune_parser(tmp_path):
     result = p3b.run_cli(args, ctx)
     h = result.history
     assert h["schedule"]["start"] == 2 and h["schedule"]["finalize"] == 6 and len(h["updates"]) == 3
-    assert set(h["plots"]) == {"p3b_dpsi.png", "p3b_keep_history.png", "p3b_keep_final.png"}
+    assert set(h["plots"]) == {"p3b_dpsi.png", "p3b_keep_history.png", "p3b_keep_final.png", "p3b_shadows.png"}
     assert all((tmp_path / "staging" / "plots" / p).stat().st_size > 0 for p in h["plots"])
+    assert all(set(u["shadows"]) == {"0.5:1"} and len(u["shadows"]["0.5:1"]["keep_target"]) == 4 for u in h["updates"])
     assert set(result.eval_metrics) >= {"accuracy", "loss"}
-    assert not hasattr(model, "p3b_gates")  # run_cli hands back a clean HF model
+    assert not hasattr(model, "p3b_gates") and not hasattr(model, "p3b_shadows")  # a clean HF model again
     report = finish_run(ctx, result, dense)
     assert abs(report["achieved_param_reduction"] - 0.4) <= 0.01 and report["plan_meta"]["method"] == "p3b"
     saved = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
