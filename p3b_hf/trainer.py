@@ -42,9 +42,12 @@ from .training import FineTuneTrainer, compute_accuracy, logits_of
 logger = logging.getLogger(__name__)
 
 _NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token")
-#: fast-mode defaults of the BPI sub-batch fraction and period (see P3BConfig, docs/p3b.md "Step cost")
+#: fast-mode defaults of the BPI patch-head sub-batch fraction and period (see P3BConfig, docs/p3b.md "Step
+#: cost"): the patch heads score 1/16 of the samples (the class heads all of them); ≤1.5x a dense step on CPU,
+#: keep ratios as close to the reference BPI's as the reference's own with other initial heads (same-run
+#: dev-bench measurement, BENCHMARKS.md §3)
 FAST_BPI_SUBBATCH = 0.25
-FAST_BPI_EVERY = 1
+FAST_BPI_EVERY = 4
 BPI_MODES = ("reference", "grouped")
 GATE_MODES = ("hooks", "fused")
 
@@ -80,7 +83,10 @@ class P3BConfig:
       loader shuffles, so the ΔΨ window mean stays unbiased). The class heads always score the whole
       batch (they cost <1 % of the BPI). Reference 1.0; fast default :data:`FAST_BPI_SUBBATCH`.
     * ``bpi_every``: run the BPI patch heads on every k-th training micro-batch only (their ΔΨ is averaged
-      over the micro-batches that ran them). Reference 1; fast default :data:`FAST_BPI_EVERY`.
+      over the micro-batches that ran them). Reference 1; fast default :data:`FAST_BPI_EVERY`, lowered to
+      the micro-batches of one update window when the windows are shorter (``bpi_every_auto``), so every
+      window scores the patch heads at least once. ``--bpi-every 1`` = the most faithful (and slowest)
+      fast setting.
     * ``gate_mode``: "hooks" (multiply each gated activation in a hook, as the reference) or "fused"
       (fold the masks into the LayerNorm affines / Linear weights, same function). Fast default: fused.
 
@@ -122,6 +128,7 @@ class P3BConfig:
     bpi_mode: str | None = None
     bpi_subbatch: float | None = None
     bpi_every: int | None = None
+    bpi_every_auto: bool = False  # set by resolved(): bpi_every came from the fast default (may be lowered)
     gate_mode: str | None = None
     bpi_shadows: list[str] = field(default_factory=list)
     evaluate_pruned: bool = True
@@ -131,6 +138,7 @@ class P3BConfig:
         """A copy with every ``None`` quirk flag set from ``reference``."""
         r = self.reference
         c = dataclasses.replace(self, gate_scales=dict(self.gate_scales), bpi_shadows=[str(x) for x in self.bpi_shadows])
+        c.bpi_every_auto = self.bpi_every_auto or (self.bpi_every is None and not r)
         for name in ("bpi_frozen_bn", "finalize_reselect", "reference_non_block"):
             if getattr(c, name) is None:
                 setattr(c, name, r)
@@ -231,8 +239,19 @@ class PruningCallback(TrainerCallback):
         n = len(train_dataloader) if train_dataloader is not None else None
         steps_per_epoch = max(n // ga + int(n % ga > 0), 1) if n else max(state.max_steps, 1)
         self.pruner.schedule = self._make_schedule(args, state, steps_per_epoch)
+        self._fit_bpi_every(self.pruner.schedule.update_every * ga)
         self.pruner.sync_device()
         logger.info("P3B schedule (optimizer steps): %s", self.pruner.schedule)
+
+    def _fit_bpi_every(self, window_forwards: int) -> None:
+        """Lower the *default* ``bpi_every`` to the micro-batches of one update window, so that every window
+        runs the patch heads at least once (an explicit ``--bpi-every`` is left as given: it warns)."""
+        c = self.config
+        if c.bpi_every_auto and c.bpi_every > window_forwards and self.pruner.estimators:
+            logger.info("P3B: bpi_every %d -> %d (one update window is %d micro-batches).", c.bpi_every,
+                        max(1, window_forwards), window_forwards)
+            c.bpi_every = max(1, window_forwards)
+            self.pruner.estimators[0].every = c.bpi_every
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                               **kwargs: Any) -> None:

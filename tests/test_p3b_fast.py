@@ -257,7 +257,8 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
     the run itself is the same with or without shadows."""
     def run(shadows: list[str], **kw) -> P3BTrainer:
         cfg = P3BConfig(prune_ratio=0.4, prune_start_step=2, prune_sparse_step=8, prune_finalize_step=12,
-                        update_every=2, bpi_subbatch=1.0, bpi_shadows=shadows, save_dir=None, evaluate_pruned=False)
+                        update_every=2, bpi_subbatch=1.0, bpi_every=1, bpi_shadows=shadows, save_dir=None,
+                        evaluate_pruned=False)
         tr = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / str(len(shadows))),
                                                                     num_train_epochs=3, per_device_train_batch_size=16,
                                                                     **kw),
@@ -346,7 +347,10 @@ def test_tiny_run_in_fast_mode_reaches_ratio(tmp_path):
     assert abs((1 - n_pruned / dense) - 0.5) <= 0.01
     fin = trainer.pruning.history["finalize"]["finalize"]
     assert fin["pruned"]["accuracy"] == pytest.approx(fin["hard_masked"]["accuracy"])
-    every = trainer.p3b.bpi_every  # the fast default; 2-step windows starting at step 6
+    # the fast default (every 4) is lowered to the 2 micro-batches of an update window, so no window misses
+    # the patch heads (an explicit --bpi-every is left alone: test_window_without_patch_forward_...)
+    assert FAST_BPI_EVERY > 2 and trainer.p3b.bpi_every_auto and trainer.p3b.bpi_every == 2
+    every = trainer.p3b.bpi_every  # 2-step windows starting at step 6
     assert [u["window_forwards"] for u in trainer.pruning.state.history] == [
         sum(1 for s in range(d - 2, d) if s % every == 0) for d in range(8, 24, 2)]
     assert all(u["window_forwards_cls"] == 2 for u in trainer.pruning.state.history)
