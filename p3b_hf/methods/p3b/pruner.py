@@ -86,7 +86,8 @@ class P3BPruner:
         if self.bpi is not None:
             self.estimators.append(BPIEstimator("driver", self.bpi, float(getattr(config, "bpi_subbatch", 1.0)),
                                                 int(getattr(config, "bpi_every", 1)), self.state))
-            def new_heads() -> BPITaps:
+
+            def new_heads() -> BPITaps:  # a seeded shadow's fresh heads (same recipe as the driver's)
                 return BPIHeads.for_model(mods, int(model.config.num_labels), frozen_bn=config.bpi_frozen_bn)
 
             shadows = [make_shadow(self.bpi, i, spec, self.num_blocks, self.full, new_heads)
