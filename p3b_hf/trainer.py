@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .errors import P3BError
+from .errors import CheckpointError, P3BError
 from .methods.p3b.bpi import per_head_ce
 from .methods.p3b.estimator import parse_shadow_spec
 from .methods.p3b.local import DEFAULT_GATE_SCALES
@@ -498,8 +498,6 @@ class P3BTrainer(FineTuneTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         if self.pruner.shadows:
-            from .errors import CheckpointError
-
             raise CheckpointError("A P3B run with BPI shadows (bpi_shadows / --bpi-shadow) cannot be resumed: the "
                                   "shadow heads and windows are a measurement aid and are not checkpointed. Start "
                                   "the run again, or resume without shadows.")

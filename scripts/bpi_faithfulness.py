@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "driver": "reference BPI: patch heads on every sample of every micro-batch (grouped heads, fused gates)",
         "driver_final_keep_target": hist["updates"][-1]["keep_target"],
         "driver_final_keep_achieved": hist["updates"][-1]["keep_achieved"],
-        "pruned_accuracy": report.get("eval", {}).get("accuracy", report.get("pruned_eval")),
+        "pruned_accuracy": (report.get("eval") or {}).get("accuracy"),
         "shadows": summary, "wall_s": time.perf_counter() - t0, "command": "p3b-hf " + " ".join(argv_prune),
     }
     (out / "faithfulness.json").write_text(json.dumps(doc, indent=1))

@@ -235,6 +235,7 @@ def compare_keep(preset: str, steps: int, batch: int, ratio: float, device: torc
     shadow_specs = [f"{fast_default.bpi_subbatch}:{fast_default.bpi_every}"]
     shadow_specs += [spec for spec in fast_specs if _parse_fast(spec)["bpi_subbatch"] < 1.0 and spec not in shadow_specs]
     reference = dict(REFERENCE_PATH, bpi_shadows=shadow_specs)
+    shadow_of_run = {"fast_default": shadow_specs[0], **{f"fast_{sp}": sp for sp in shadow_specs[1:]}}
     todo: list[tuple[str, dict[str, Any], int]] = [("reference_path", reference, 0), ("fast_default", {}, 0)]
     todo += [(f"fast_{spec}", _parse_fast(spec), 0) for spec in fast_specs]
     if noise_floor:
@@ -267,9 +268,8 @@ def compare_keep(preset: str, steps: int, batch: int, ratio: float, device: torc
             r["abs_diff_keep_vs_reference"] = diff
             r["max_abs_diff_keep_vs_reference"] = max(diff)
             r["mean_abs_diff_keep_vs_reference"] = sum(diff) / len(diff)
-        spec = next((sp for sp in shadow_specs if name == f"fast_{sp}" or
-                     (name == "fast_default" and sp == shadow_specs[0])), None)
-        if spec is not None and spec in same_run:
+        spec = shadow_of_run.get(name)
+        if spec in same_run:
             r["same_run_shadow"] = spec
             r["same_run_max_abs_diff_target"] = same_run[spec]["final_max_abs_diff"]
             r["same_run_mean_abs_diff_target"] = same_run[spec]["final_mean_abs_diff"]

@@ -51,7 +51,7 @@ class BPITaps(nn.Module):
     by the trainer) restricts the patch heads to the first ``patch_rows`` samples of the batch (BPI
     sub-batch; ``None`` = all, ``0`` = skip the patch heads this forward); the class heads always see
     the whole batch. ``output_key`` names the logits in the model output (``{key}_cls``,
-    ``{key}_patch``), so several estimators can ride along one forward (see :mod:`.shadow`).
+    ``{key}_patch``), so several estimators can ride along one forward (see :mod:`.estimator`).
     """
 
     def __init__(self, num_blocks: int, grid: int, special_tokens: int, frozen_bn: bool = False) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ...errors import P3BError
-from .bpi import BPIHeads, BPITaps
+from .bpi import BPITaps
 from .fast_bpi import GroupedBPIHeads
 from .state import P3BState
 
@@ -94,11 +94,15 @@ def make_shadow(driver: BPITaps, index: int, spec: str, num_blocks: int, full: t
         heads = fresh if isinstance(fresh, GroupedBPIHeads) else GroupedBPIHeads.from_heads(fresh)
         heads.frozen_bn = driver.frozen_bn
         heads = heads.to(next(driver.parameters()).device)
-    if isinstance(driver, BPIHeads):
-        heads.conv_impl = "auto"
     heads.active, heads.patch_rows, heads._taps = False, None, []
     heads.output_key = f"p3b_shadow{index}"
     return BPIEstimator(str(spec), heads, subbatch, every, P3BState.fresh(num_blocks, 0, full))
+
+
+def shadow_abs_diffs(updates: list[dict[str, Any]], name: str) -> list[tuple[int, list[float]]]:
+    """``(step, |κ_shadow - κ_driver| per block)`` of shadow ``name`` at every mask update that recorded it."""
+    return [(u["step"], [abs(a - b) for a, b in zip(u["shadows"][name]["keep_target"], u["keep_target"])])
+            for u in updates if name in (u.get("shadows") or {}) and u.get("phase") != "finalize_reselect"]
 
 
 def shadow_summary(updates: list[dict[str, Any]], sharpening_from: int | None = None) -> dict[str, dict[str, Any]]:
@@ -110,9 +114,9 @@ def shadow_summary(updates: list[dict[str, Any]], sharpening_from: int | None = 
         return {}
     out: dict[str, dict[str, Any]] = {}
     for name in rows[-1]["shadows"]:
-        diffs = [[abs(a - b) for a, b in zip(u["shadows"][name]["keep_target"], u["keep_target"])]
-                 for u in rows if name in u["shadows"]]
-        late = [d for d, u in zip(diffs, rows) if sharpening_from is None or u["step"] >= sharpening_from] or diffs
+        per_update = shadow_abs_diffs(rows, name)
+        diffs = [d for _, d in per_update]
+        late = [d for step, d in per_update if sharpening_from is None or step >= sharpening_from] or diffs
         out[name] = {"final_abs_diff": diffs[-1], "final_max_abs_diff": max(diffs[-1]),
                      "final_mean_abs_diff": sum(diffs[-1]) / len(diffs[-1]),
                      "max_abs_diff_after_sparse": max(max(d) for d in late),

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .estimator import shadow_abs_diffs
+
 
 def _plt() -> Any:
     import matplotlib
@@ -112,9 +114,8 @@ def _plot_shadows(plt: Any, updates: list[dict[str, Any]], schedule: dict[str, A
     axes[0].plot(xs, rows[-1]["keep_target"], "k-o", ms=4, lw=1.5, label="driving BPI")
     for name in names:
         axes[0].plot(xs, rows[-1]["shadows"][name]["keep_target"], "-", marker=".", lw=1, label=f"shadow {name}")
-        axes[1].plot([u["step"] for u in rows],
-                     [max(abs(a - b) for a, b in zip(u["shadows"][name]["keep_target"], u["keep_target"]))
-                      for u in rows], lw=1.2, label=f"shadow {name}")
+        diffs = shadow_abs_diffs(rows, name)
+        axes[1].plot([s for s, _ in diffs], [max(d) for _, d in diffs], lw=1.2, label=f"shadow {name}")
     axes[0].set_xticks(xs, [_block_label(b) for b in xs], rotation=90, fontsize=7)
     axes[0].set_ylim(0, 1.05)
     axes[0].set_ylabel("target keep ratio κ")

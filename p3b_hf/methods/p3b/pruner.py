@@ -111,7 +111,7 @@ class P3BPruner:
         return next(src.parameters()).device
 
     def sync_device(self) -> None:
-        for st in {id(s): s for s in [self.state] + [e.state for e in self.estimators]}.values():
+        for st in [self.state] + [e.state for e in self.shadows]:
             st.to(self.device)
 
     def detach(self) -> None:
@@ -124,11 +124,6 @@ class P3BPruner:
                 del self.model._modules[name]
 
     # ------------------------------------------------------------------ accumulation
-    def record_dpsi(self, ce_cls: torch.Tensor, ce_patch: torch.Tensor | None) -> None:
-        """Add one micro-batch's ``CE_in - CE_out`` per block to the driving window (``ce_*``: ``[2L, 2]``
-        batch-mean CEs; ``ce_patch`` None when the patch heads skipped this micro-batch)."""
-        self.estimators[0].record(ce_cls, ce_patch)
-
     @torch.no_grad()
     def record_taylor(self, step: int, grad_scale: float = 1.0) -> bool:
         """Add ``(m · dL/dm)^2`` of the current mask gradients (once per optimizer step).
