@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench gpu-kit gpu-smoke clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,14 @@ demo: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m p3b_hf bench --random-arch deit-tiny --device cpu --batch-size 1
+
+# GPU measurements (BENCHMARKS.md §4): prepare _device/ here, then on the device machine
+# `bash scripts/gpu_session.sh speed` (or `faithfulness`); gpu-smoke runs every step tiny on the CPU.
+gpu-kit: install
+	PYTHON=$(BIN)/python bash scripts/gpu_kit.sh
+
+gpu-smoke: install
+	PYTHON=$(BIN)/python OUT=outputs/gpu_smoke bash scripts/gpu_session.sh smoke
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

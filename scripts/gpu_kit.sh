@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepare, on this (CPU) machine, what a device call needs that the GPU image lacks, in the git-ignored
+# folder _device/ (the device tool's `run` takes it along with `carry: ["_device"]`):
+#   _device/whl/        pure-Python wheels the image does not hold (datasets, evaluate, dill, multiprocess)
+#                       and transformers at this project's pin (the image has 5.17)
+#   _device/dev-bench/  a copy of ../shared/dev-bench (../shared does not travel)
+# Usage: bash scripts/gpu_kit.sh [DEV_BENCH_DIR]      (then: scripts/gpu_session.sh on the device)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench=${1:-../shared/dev-bench}
+py=${PYTHON:-python3}
+[ -x .venv/bin/python ] && py=${PYTHON:-.venv/bin/python}
+
+rm -rf _device/whl && mkdir -p _device/whl
+"$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  -d _device/whl transformers==5.18.0 datasets==5.0.1 evaluate==0.4.6 dill==0.4.1 multiprocess==0.70.19
+
+if [ -d "$bench" ]; then
+  rm -rf _device/dev-bench && cp -r "$bench" _device/dev-bench
+else
+  echo "gpu_kit: no dev-bench at $bench (pass its path); only the speed part of gpu_session.sh will run" >&2
+fi
+du -sh _device
+echo "gpu_kit: ready; run on the device with carry [\"_device\"]: bash scripts/gpu_session.sh speed|faithfulness"
