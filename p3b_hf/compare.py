@@ -36,10 +36,12 @@ class MethodSpec:
         name = text.strip().lower()
         if name in ("p3b", "vbp"):
             return cls(name, name)
+        if name == "p3b-reference":  # the reference BPI/gate path: its cost and accuracy next to the fast default
+            return cls(name, "p3b", ("--reference",))
         if name.startswith("global-") and name.split("-", 1)[1] in GLOBAL_CRITERIA:
             return cls(name, "global", ("--importance", name.split("-", 1)[1]))
-        raise P3BError(f"Unknown method {text!r} in --methods; use p3b, vbp or global-<criterion> with criterion "
-                       f"in {', '.join(GLOBAL_CRITERIA)} (e.g. p3b,vbp,global-taylor).")
+        raise P3BError(f"Unknown method {text!r} in --methods; use p3b, p3b-reference, vbp or global-<criterion> "
+                       f"with criterion in {', '.join(GLOBAL_CRITERIA)} (e.g. p3b,vbp,global-taylor).")
 
 
 def parse_methods(text: str) -> list[MethodSpec]:

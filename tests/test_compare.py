@@ -19,6 +19,9 @@ def test_method_and_ratio_parsing():
     assert specs[2].extra == ("--importance", "hessian")
     argv = prune_argv(specs[1], 0.5, ["--model", "m"], Path("o"), 3)
     assert argv[:3] == ["prune", "--method", "vbp"] and argv[-2:] == ["--vbp-epochs", "3"]
+    ref = MethodSpec.parse("P3B-Reference")
+    assert (ref.label, ref.method) == ("p3b-reference", "p3b")
+    assert prune_argv(ref, 0.5, [], Path("o"), 3)[:4] == ["prune", "--method", "p3b", "--reference"]
     with pytest.raises(P3BError, match="Unknown method 'global-foo'"):
         MethodSpec.parse("global-foo")
     with pytest.raises(P3BError, match="strictly between 0 and 1"):

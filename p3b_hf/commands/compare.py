@@ -8,7 +8,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default="p3b,vbp,global-taylor,global-hessian",
-                        help="comma list of p3b, vbp, global-<hessian|taylor|l1|l2|random>")
+                        help="comma list of p3b, p3b-reference (P3B with --reference: the reference BPI/gate path), vbp, "
+                             "global-<hessian|taylor|l1|l2|random>")
     parser.add_argument("--prune-ratio", default="0.5,0.75",
                         help="comma list of whole-model parameter fractions to remove")
     parser.add_argument("--model", required=True)
