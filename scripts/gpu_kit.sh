@@ -8,13 +8,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${1:-../shared/dev-bench}
-py=${PYTHON:-python3}
-[ -x .venv/bin/python ] && py=${PYTHON:-.venv/bin/python}
+default_py=python3
+[ -x .venv/bin/python ] && default_py=.venv/bin/python
+py=${PYTHON:-$default_py}
 
+# the pins of pyproject.toml, and the versions of datasets' helpers that this environment resolved
+mapfile -t reqs < <("$py" - <<'PY'
+import tomllib
+from importlib.metadata import version
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+print(*[d for d in deps if d.split("==")[0] in ("transformers", "datasets", "evaluate")], sep="\n")
+print(*[f"{n}=={version(n)}" for n in ("dill", "multiprocess")], sep="\n")
+PY
+)
+[ ${#reqs[@]} -eq 5 ] || { echo "gpu_kit: could not read the pins from pyproject.toml and the installed dill/multiprocess versions with $py (got: ${reqs[*]}); run make install first or set PYTHON" >&2; exit 2; }
 rm -rf _device/whl && mkdir -p _device/whl
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d _device/whl transformers==5.18.0 datasets==5.0.1 evaluate==0.4.6 dill==0.4.1 multiprocess==0.70.19
+  -d _device/whl "${reqs[@]}"
 
 if [ -d "$bench" ]; then
   rm -rf _device/dev-bench && cp -r "$bench" _device/dev-bench
