@@ -32,12 +32,12 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from .errors import CheckpointError, P3BError
 from .methods.p3b.bpi import per_head_ce
 from .methods.p3b.estimator import parse_shadow_spec
-from .methods.p3b.local import DEFAULT_GATE_SCALES
+from .methods.p3b.local import DEFAULT_GATE_SCALES, MASK_FLOOR
 from .methods.p3b.pruner import P3BPruner, _all_reduce_
 from .methods.p3b.schedule import Schedule, default_phase_epochs
 from .methods.p3b.state import P3BState
 from .plan import apply_width_plan
-from .training import FineTuneTrainer, compute_accuracy, logits_of
+from .training import FineTuneTrainer, KDConfig, compute_accuracy, logits_of
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,10 @@ class P3BConfig:
     * ``gate_mode``: "hooks" (multiply each gated activation in a hook, as the reference) or "fused"
       (fold the masks into the LayerNorm affines / Linear weights, same function). Fast default: fused.
 
+    ``mask_floor``: soft-mask values below it are exactly 0 (default 1e-6; 0 = the plain sigmoid). Late in a
+    run τ is tiny and the sigmoid gives values like 1e-37, whose products with the weights are subnormal
+    floats that make x86 GEMMs many times slower (docs/p3b.md §5.1).
+
     ``bpi_shadows``: extra BPI estimators ``"SUBBATCH:EVERY"`` (e.g. ``["0.0625:1", "0.25:4"]``) that ride
     along the run without steering it: same initial heads, same micro-batches, their own ΔΨ windows and
     EMA; every mask update records the keep ratios each would have chosen (``history["updates"][i]
@@ -113,6 +117,7 @@ class P3BConfig:
     pr_alpha: float = 0.5
     tau_max: float = 0.1
     tau_min: float = 0.0
+    mask_floor: float = MASK_FLOOR
     block_imp_scale: float = 10.0
     block_param_only: bool = False
     handcrafted_keep: list[float] | None = None
@@ -168,6 +173,8 @@ class P3BConfig:
             raise P3BError("bpi_shadows need the BPI heads: they cannot be combined with handcrafted_keep.")
         if c.layernorm_mode not in ("full_stats", "subset_stats"):
             raise P3BError(f"layernorm_mode must be 'full_stats' or 'subset_stats', got {c.layernorm_mode!r}.")
+        if not 0.0 <= c.mask_floor < 0.5:
+            raise P3BError(f"mask_floor must be in [0, 0.5) (mask values below it become 0), got {c.mask_floor}.")
         unknown = set(c.gate_scales) - set(DEFAULT_GATE_SCALES)
         if unknown:
             raise P3BError(f"Unknown gate(s) in gate_scales: {sorted(unknown)}; use {sorted(DEFAULT_GATE_SCALES)}.")
@@ -265,7 +272,9 @@ class PruningCallback(TrainerCallback):
         if pr.state.finalized or pr.schedule is None:
             return
         if pr.schedule.is_update(done):
+            t0 = time.perf_counter()
             entry = pr.update(done)
+            entry["update_s"] = time.perf_counter() - t0
             logger.info("P3B update at step %d (%s): model keep %.4f", done, entry["phase"], entry["model_keep"])
             # on EVERY rank: Trainer.log runs the on_log callbacks, which reset control.should_log; logging on
             # rank 0 only made rank 1 alone enter the loss all_gather of a coinciding logging step (DDP hang)
@@ -338,9 +347,16 @@ class P3BTrainer(FineTuneTrainer):
         cb.setup(model)
         if args is not None and args.label_names is None:
             args.label_names = ["labels"]  # DeiT-with-teacher forwards have no `labels` argument
+        if kwargs.get("teacher") is not None and kwargs.get("kd") is None:
+            kwargs["kd"] = KDConfig(reduction="deit")  # P3B-Dist distils as DeiT's DistillationLoss does
         super().__init__(model=model, args=args, callbacks=callbacks,
                          compute_metrics=compute_metrics or compute_accuracy, **kwargs)
         cb.bind(self)
+        departures = recipe_departures(self.args)
+        if departures:
+            logger.warning("P3BTrainer: these TrainingArguments depart from the reference pruning recipe: %s. "
+                           "Pass lr_scheduler_type='constant', max_grad_norm=0.0, weight_decay=0.05 to follow "
+                           "it (the p3b-hf CLI does).", "; ".join(departures))
 
     @property
     def pruned_model(self) -> nn.Module | None:
@@ -436,9 +452,13 @@ class P3BTrainer(FineTuneTrainer):
 
     # ------------------------------------------------------------------ Taylor scores
     def _p3b_taylor(self) -> None:
-        """Read the mask gradients once per optimizer step, *before* clipping / AMP unscaling."""
+        """Read the mask gradients once per optimizer step, *before* clipping / AMP unscaling (after
+        finalisation: drop them, the frozen masks must not move)."""
         pr = self.pruner
-        if pr.gates is None or pr.schedule is None or pr.state.finalized:
+        if pr.gates is not None and pr.state.finalized:
+            pr.gates.drop_grads()
+            return
+        if pr.gates is None or pr.schedule is None:
             return
         step = self.state.global_step
         if not pr.schedule.accumulating(step):
@@ -448,8 +468,10 @@ class P3BTrainer(FineTuneTrainer):
         pr.record_taylor(step, grad_scale=scale)
 
     def _clip_grad_norm(self, model: nn.Module) -> Any:
+        """Clip the backbone alone: the masks and the BPI heads (whose gradients are about twice the
+        backbone's) are left out of the norm, so they cannot shrink the backbone's step."""
         self._p3b_taylor()
-        params = [p for n, p in model.named_parameters() if "p3b_gates." not in n]
+        params = [p for n, p in model.named_parameters() if not _is_p3b_param(n)]
         return self.accelerator.clip_grad_norm_(params, self.args.max_grad_norm)
 
     def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
@@ -508,6 +530,28 @@ class P3BTrainer(FineTuneTrainer):
         pr.state.load(tensors, meta, pr.device)
         if pr.state.finalized:  # the plan is a pure function of the (hard) masks
             pr.plan = pr.width_plan()
+
+
+def _is_p3b_param(name: str) -> bool:
+    """Masks, BPI heads and shadow heads (possibly under a DDP ``module.`` prefix)."""
+    return any(part in name for part in ("p3b_gates.", "p3b_bpi.", "p3b_shadows."))
+
+
+#: the reference's pruning-run optimiser recipe (docs/p3b.md §6): constant lr, no clipping, AdamW wd 0.05
+REFERENCE_RECIPE = {"lr_scheduler_type": "constant", "max_grad_norm": 0.0, "weight_decay": 0.05}
+
+
+def recipe_departures(args: TrainingArguments) -> list[str]:
+    """How ``args`` depart from the reference's pruning-run recipe (empty list = none)."""
+    out = []
+    sched = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
+    if sched not in ("constant", "constant_with_warmup"):
+        out.append(f"lr_scheduler_type={sched!r} (reference: a constant lr while pruning)")
+    if args.max_grad_norm and args.max_grad_norm > 0:
+        out.append(f"max_grad_norm={args.max_grad_norm} (reference: no clipping; here the backbone alone is clipped)")
+    if args.weight_decay != REFERENCE_RECIPE["weight_decay"]:
+        out.append(f"weight_decay={args.weight_decay} (reference: 0.05)")
+    return out
 
 
 def _constant(_step: int) -> float:

@@ -6,6 +6,7 @@ the plain fine-tune of a pruned model) is a :class:`FineTuneTrainer` run; P3B's 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,23 +14,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import EvalPrediction, Trainer
+from transformers import EvalPrediction, Trainer, TrainerCallback
 
 from .errors import P3BError
+
+KD_REDUCTIONS = ("deit", "batchmean")
 
 
 @dataclass
 class KDConfig:
-    """Knowledge distillation: ``loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(t/T || s/T)``.
+    """Knowledge distillation: ``loss = (1 - alpha) * CE(student, y) + alpha * KD``.
 
-    ``kind="hard"`` uses DeiT's hard distillation ``CE(s_dist, argmax t)`` instead of the KL term.
-    For two-headed (distilled DeiT) students the KD term is applied to the distillation logits and
-    the CE to the class logits, as in DeiT; for one-headed students both act on ``logits``.
+    ``kind="soft"``: ``KD = T^2 * KL(softmax(t/T) || softmax(s/T))`` summed over classes and samples, then
+
+    * ``reduction="deit"``: divided by ``B * K`` (batch size times classes), exactly DeiT's
+      ``DistillationLoss`` (``kl_div(..., reduction="sum") * T^2 / outputs.numel()``), which P3B-Dist uses;
+    * ``reduction="batchmean"``: divided by ``B`` only (the textbook KL per sample; VBP's choice). It is
+      ``K`` times the DeiT term, so at ``K = 1000`` classes the teacher term dominates the CE.
+
+    ``kind="hard"`` uses DeiT's hard distillation ``CE(s_dist, argmax t)`` instead of the KL term (no
+    reduction choice: a batch mean). For two-headed (distilled DeiT) students the KD term is applied to
+    the distillation logits and the CE to the class logits, as in DeiT; for one-headed students both act
+    on ``logits``.
     """
 
     alpha: float = 0.5
     temperature: float = 1.0
     kind: str = "soft"
+    reduction: str = "batchmean"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("soft", "hard"):
+            raise P3BError(f"KD kind must be 'soft' or 'hard', got {self.kind!r}.")
+        if self.reduction not in KD_REDUCTIONS:
+            raise P3BError(f"KD reduction must be one of {KD_REDUCTIONS}, got {self.reduction!r}.")
+        if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
+            raise P3BError(f"KD alpha must lie in [0, 1] and the temperature be > 0 (got alpha={self.alpha}, "
+                           f"temperature={self.temperature}).")
 
 
 def logits_of(outputs: Any) -> torch.Tensor:
@@ -49,8 +70,9 @@ def kd_loss(student_out: Any, teacher_logits: torch.Tensor, labels: torch.Tensor
         distill = F.cross_entropy(dist_logits, teacher_logits.argmax(-1))
     else:
         t = cfg.temperature
-        distill = F.kl_div(F.log_softmax(dist_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
-                           reduction="batchmean", log_target=True) * (t * t)
+        total = F.kl_div(F.log_softmax(dist_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
+                         reduction="sum", log_target=True) * (t * t)
+        distill = total / (dist_logits.numel() if cfg.reduction == "deit" else dist_logits.shape[0])
     return (1 - cfg.alpha) * base + cfg.alpha * distill
 
 
@@ -74,6 +96,54 @@ def compute_accuracy(pred: EvalPrediction) -> dict[str, float]:
     return out
 
 
+class StepTimer(TrainerCallback):
+    """Wall time and process memory of every optimizer step, summarised over the whole run.
+
+    A run that is fast at the start can slow down later (subnormal floats, growing state, a leak);
+    the summary puts the first and the last 10 % of the steps side by side so a report shows it.
+    Added to every :class:`FineTuneTrainer` (``trainer.step_timer``).
+    """
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.rss: list[float] = []
+        self._t0: float | None = None
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._t0 is None:
+            return
+        self.times.append(time.perf_counter() - self._t0)
+        self.rss.append(_rss_mb())
+        self._t0 = None
+
+    def summary(self) -> dict[str, Any]:
+        """``first_10pct_s`` / ``last_10pct_s``: mean step time of the first / last 10 % of the steps
+        (at least one step each), their ratio, the mean of each tenth of the run, and the resident
+        memory (MiB) at the end of each tenth."""
+        n = len(self.times)
+        if n == 0:
+            return {"steps": 0}
+        k = max(1, n // 10)
+        first, last = sum(self.times[:k]) / k, sum(self.times[-k:]) / k
+        tenths = [self.times[i * n // 10:(i + 1) * n // 10] for i in range(10)]
+        rss = [self.rss[min(n - 1, (i + 1) * n // 10 - 1)] for i in range(10)]
+        return {"steps": n, "first_10pct_s": first, "last_10pct_s": last,
+                "last_vs_first": last / first if first > 0 else None,
+                "tenths_mean_s": [sum(t) / len(t) if t else None for t in tenths], "rss_mib_tenths": rss}
+
+
+def _rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except Exception:  # psutil missing or the platform refuses: memory is informational only
+        return float("nan")
+
+
 class FineTuneTrainer(Trainer):
     """``transformers.Trainer`` with three fixes/extensions used by every p3b_hf method.
 
@@ -89,6 +159,10 @@ class FineTuneTrainer(Trainer):
 
     def __init__(self, *args: Any, teacher: nn.Module | None = None, kd: KDConfig | None = None,
                  **kwargs: Any) -> None:
+        self.step_timer = StepTimer()
+        # first, so that its on_step_end times the training step alone (not a P3B mask update or a
+        # finalisation evaluation, which P3B times separately)
+        kwargs["callbacks"] = [self.step_timer, *(kwargs.get("callbacks") or [])]
         super().__init__(*args, **kwargs)
         if teacher is not None:
             check_teacher_labels(teacher, self.model)

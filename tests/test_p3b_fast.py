@@ -243,9 +243,10 @@ def test_window_without_patch_forward_keeps_the_patch_importance(tmp_path):
     pr.update = update
     trainer.train()
     hist = pr.state.history
-    # updates after steps 4, 6, 8 (windows [2,4) [4,6) [6,8)); the patch heads ran at forwards 0, 4, 8 only
-    assert [u["window_forwards"] for u in hist] == [0, 1, 0]
-    assert [u["window_forwards_cls"] for u in hist] == [2, 2, 2]
+    # updates after steps 4, 6, 8, 10 (windows [2,4) [4,6) [6,8) [8,10), the last one at S2 itself); the
+    # patch heads ran at forwards 0, 4, 8 only
+    assert [u["window_forwards"] for u in hist] == [0, 1, 0, 1]
+    assert [u["window_forwards_cls"] for u in hist] == [2, 2, 2, 2]
     assert hist[0]["dpsi_patch"] is None and hist[2]["dpsi_patch"] is None and hist[2]["dpsi_cls"] is not None
     assert ema_patch[0] == (None, None)  # first update: class heads only
     torch.testing.assert_close(ema_patch[2][1], ema_patch[2][0])  # patch importance unchanged ...
@@ -270,7 +271,7 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
     names = [e.name for e in shadowed.pruner.shadows]
     assert names == ["1:1", "0.25:1", "0.5:2", "1:1:7"]
     hp, hs = plain.pruner.state.history, shadowed.pruner.state.history
-    assert len(hp) == len(hs) == 4
+    assert len(hp) == len(hs) == 5  # updates after steps 4, 6, 8, 10 and 12 = S2
     for a, b in zip(hp, hs):  # shadows do not steer the run
         assert a["keep_target"] == pytest.approx(b["keep_target"], abs=1e-9)
         assert a["keep_achieved"] == b["keep_achieved"]
@@ -352,5 +353,5 @@ def test_tiny_run_in_fast_mode_reaches_ratio(tmp_path):
     assert FAST_BPI_EVERY > 2 and trainer.p3b.bpi_every_auto and trainer.p3b.bpi_every == 2
     every = trainer.p3b.bpi_every  # 2-step windows starting at step 6
     assert [u["window_forwards"] for u in trainer.pruning.state.history] == [
-        sum(1 for s in range(d - 2, d) if s % every == 0) for d in range(8, 24, 2)]
+        sum(1 for s in range(d - 2, d) if s % every == 0) for d in range(8, 25, 2)]  # the last at S2 = 24
     assert all(u["window_forwards_cls"] == 2 for u in trainer.pruning.state.history)

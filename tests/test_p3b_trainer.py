@@ -57,7 +57,8 @@ def test_quick_start_reaches_ratio_and_saves_reloadable_model(full_run, data):
     assert hist["schedule"] == {"start": 6, "sparse": 24, "finalize": 48, "update_every": 3, "tau_max": 0.1,
                                 "tau_min": 0.0}
     steps = [u["step"] for u in hist["updates"]]
-    assert steps == list(range(9, 48, 3))
+    assert steps == list(range(9, 49, 3))  # every U steps in (S0, S2]: the last update falls on S2
+    assert [u["phase"] for u in hist["updates"]][-1] == "sharpening"
     keeps = [u["model_keep"] for u in hist["updates"]]
     assert keeps[0] > 0.9 and abs(keeps[-1] - 0.5) < 0.01  # ramped, then at the target
     assert all(len(u["keep_achieved"]) == 4 and len(u["dpsi_cls"]) == 4 for u in hist["updates"])
@@ -206,7 +207,7 @@ def test_run_cli_through_the_prune_parser(tmp_path):
                        num_labels=4, staging_dir=tmp_path / "staging", work_dir=tmp_path / "work")
     result = p3b.run_cli(args, ctx)
     h = result.history
-    assert h["schedule"]["start"] == 2 and h["schedule"]["finalize"] == 6 and len(h["updates"]) == 3
+    assert h["schedule"]["start"] == 2 and h["schedule"]["finalize"] == 6 and len(h["updates"]) == 4  # 3..6
     assert set(h["plots"]) == {"p3b_dpsi.png", "p3b_keep_history.png", "p3b_keep_final.png", "p3b_shadows.png"}
     assert all((tmp_path / "staging" / "plots" / p).stat().st_size > 0 for p in h["plots"])
     assert all(set(u["shadows"]) == {"0.5:1"} and len(u["shadows"]["0.5:1"]["keep_target"]) == 4 for u in h["updates"])

@@ -23,8 +23,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
-tp = pytest.importorskip("torch_pruning")
+import torch_pruning as tp  # noqa: E402  (a dev dependency: a missing install must fail, not skip)
 
 from p3b_hf.methods.global_pruning import global_plan  # noqa: E402
 from p3b_hf.plan import apply_width_plan  # noqa: E402

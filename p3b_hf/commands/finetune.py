@@ -86,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--kd-temperature", type=float, default=1.0)
     k.add_argument("--kd-kind", choices=["soft", "hard"], default="soft",
                    help="soft: KL at --kd-temperature; hard: DeiT's CE to the teacher argmax")
+    k.add_argument("--kd-reduction", choices=["deit", "batchmean"], default="deit",
+                   help="soft KD scale: 'deit' = KL summed / (batch x classes) as DeiT's DistillationLoss "
+                        "(default); 'batchmean' = / batch (K times larger)")
 
 
 def world_size() -> int:
@@ -173,7 +176,8 @@ def execute(args: argparse.Namespace) -> FineTuneOutcome:
     if args.teacher:
         teacher = load_model(args.teacher)
         _check_labels(teacher.config, ctx.data.labels, "--teacher")
-    kd = KDConfig(alpha=args.kd_alpha, temperature=args.kd_temperature, kind=args.kd_kind) if teacher else None
+    kd = KDConfig(alpha=args.kd_alpha, temperature=args.kd_temperature, kind=args.kd_kind,
+                  reduction=args.kd_reduction) if teacher else None
 
     lr = scaled_lr(args)
     steps_per_epoch = max(1, math.ceil(len(ctx.train_ds) / (args.batch_size * world_size() * args.grad_accum_steps)))

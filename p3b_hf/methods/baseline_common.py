@@ -124,4 +124,4 @@ def finetune(ctx: Any, model: nn.Module, *, phase: str, epochs: float, lr: float
     out = trainer.train(resume_from_checkpoint=resume_checkpoint(ctx, targs.output_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "train_time_s": time.time() - t0,
-            "train_loss": float(out.training_loss), "loss_curve": losses}
+            "train_loss": float(out.training_loss), "loss_curve": losses, "step_time": trainer.step_timer.summary()}

@@ -150,7 +150,8 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
     pruned = apply_width_plan(model, plan, provenance={"method": "vbp"})
     before_ft = evaluate(ctx, pruned, "pruned eval (before fine-tune)")
     teacher = _load_teacher(getattr(args, "teacher", None), model)
-    kd = KDConfig(alpha=getattr(args, "kd_alpha", 0.5), temperature=getattr(args, "kd_temperature", 1.0))
+    kd = KDConfig(alpha=getattr(args, "kd_alpha", 0.5), temperature=getattr(args, "kd_temperature", 1.0),
+                  reduction=getattr(args, "kd_reduction", None) or "batchmean")
     train = finetune(ctx, pruned, phase="vbp_kd", epochs=args.vbp_epochs, lr=args.vbp_lr,
                      weight_decay=args.vbp_weight_decay, teacher=teacher, kd=kd)
     final = evaluate(ctx, pruned, "pruned eval")
@@ -161,7 +162,8 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
         "accuracy_before_finetune": before_ft.get("accuracy"),
         "retained_accuracy_before_finetune": (before_ft["accuracy"] / dense_acc) if dense_acc else None,
         "eval_before_finetune": before_ft, "finetune": train, "timings": timings,
-        "kd": {"loss": f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*T^2*KL(teacher||student), T={kd.temperature:g}",
+        "kd": {"loss": f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*T^2*KL(teacher||student), T={kd.temperature:g}, "
+                       f"reduction={kd.reduction}",
                "teacher": getattr(args, "teacher", None) or "dense input model"},
     }
     return MethodResult(pruned_model=pruned, plan=plan, eval_metrics=final, dense_eval_metrics=dense_eval,

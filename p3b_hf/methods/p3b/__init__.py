@@ -22,7 +22,14 @@ from .estimator import BPIEstimator, make_shadow, parse_shadow_spec
 from .fast_bpi import GroupedBPIHeads
 from .fast_gates import install_fused_gates
 from .gates import GATES, Dims, GateSet, block_params, install_gates, non_block_params, param_per_element
-from .local import DEFAULT_GATE_SCALES, block_masks, rank_normalise, soft_mask_values, taylor_score
+from .local import (
+    DEFAULT_GATE_SCALES,
+    MASK_FLOOR,
+    block_masks,
+    rank_normalise,
+    soft_mask_values,
+    taylor_score,
+)
 from .pruner import P3BPruner
 from .schedule import Schedule, default_phase_epochs
 from .state import P3BState
@@ -63,6 +70,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
     g.add_argument("--pr-alpha", type=float, default=0.5, help="P3B: weight of the class-head ΔΨ vs the patch head")
     g.add_argument("--tau-max", type=float, default=0.1, help="P3B: soft-mask width while sparsifying")
     g.add_argument("--tau-min", type=float, default=0.0, help="P3B: soft-mask width at the end of sharpening")
+    g.add_argument("--mask-floor", type=float, default=MASK_FLOOR,
+                   help="P3B: soft-mask values below this become exactly 0, so no weight x mask product is a slow "
+                        "subnormal float (default 1e-6; 0 = the plain sigmoid)")
     g.add_argument("--block-imp-scale", type=float, default=10.0, help="P3B: softplus scale s of γ")
     g.add_argument("--block-param-only", action="store_true",
                    help="P3B: the ratio counts block parameters only (default: the whole model)")
@@ -95,6 +105,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
     _add(g, "--kd-temperature", type=float, default=1.0, help="KD temperature (default 1)")
     _add(g, "--kd-kind", choices=["soft", "hard"], default="soft",
          help="P3B-Dist: soft KL or DeiT's hard distillation (default soft)")
+    _add(g, "--kd-reduction", choices=["deit", "batchmean"], default=None,
+         help="soft KD scale: 'deit' = KL summed / (batch x classes), DeiT's DistillationLoss (P3B-Dist default); "
+              "'batchmean' = / batch, K times larger (VBP default)")
 
 
 def parse_gate_scales(text: str | None) -> dict[str, float]:
@@ -130,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         update_every=args.update_every, bpi_lr=args.bpi_lr, mask_lr=args.mask_lr,
         train_masks=True if args.mask_lr is not None else None, gate_scales=parse_gate_scales(args.gate_scales),
         pr_gamma=args.pr_gamma, pr_alpha=args.pr_alpha, tau_max=args.tau_max, tau_min=args.tau_min,
+        mask_floor=getattr(args, "mask_floor", MASK_FLOOR),
         block_imp_scale=args.block_imp_scale, block_param_only=args.block_param_only, handcrafted_keep=keep,
         frozen=args.frozen, reference=args.reference, layernorm_mode=args.layernorm_mode, save_dir=None,
         bpi_mode=getattr(args, "bpi_mode", None), bpi_subbatch=getattr(args, "bpi_subbatch", None),
@@ -150,8 +164,8 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
 
     cfg = config_from_args(args)
     teacher = load_model(args.teacher) if getattr(args, "teacher", None) else None
-    kd = KDConfig(alpha=args.kd_alpha, temperature=args.kd_temperature,
-                  kind=getattr(args, "kd_kind", "soft")) if teacher is not None else None
+    kd = KDConfig(alpha=args.kd_alpha, temperature=args.kd_temperature, kind=getattr(args, "kd_kind", "soft"),
+                  reduction=getattr(args, "kd_reduction", None) or "deit") if teacher is not None else None
     # the reference keeps the lr constant while pruning (no scheduler)
     targs = training_arguments(ctx, "p3b", epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                                lr_scheduler_type="constant", max_grad_norm=0.0)
@@ -162,6 +176,7 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
     pruned = trainer.pruned_model
     history = trainer.pruning.history
     history["wall_time_train_s"] = trainer.pruning.wall_time_s
+    history["step_time"] = trainer.step_timer.summary()
     history["config"] = {k: v for k, v in vars(cfg).items()}
     metrics = history["finalize"].get("train_end", history["finalize"].get("finalize", {}))
     eval_metrics = dict(metrics.get("pruned", {}))

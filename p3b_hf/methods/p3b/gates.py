@@ -149,6 +149,7 @@ class GateSet(nn.Module):
             setattr(self, g, nn.ParameterList([nn.Parameter(torch.ones(dims.gate_size(g)))
                                                for _ in range(dims.layers)]))
         self.hard = False
+        self.keep_in_graph = False  # see freeze()
 
     def mask(self, gate: str, layer: int) -> nn.Parameter:
         return getattr(self, gate)[layer]
@@ -156,7 +157,9 @@ class GateSet(nn.Module):
     def effective(self, gate: str, layer: int) -> torch.Tensor:
         m = self.mask(gate, layer)
         if self.hard:
-            return (m.detach() >= HARD_THRESHOLD).to(m.dtype)
+            hard = (m.detach() >= HARD_THRESHOLD).to(m.dtype)
+            # frozen under DDP: the value is the hard mask, the (discarded) gradient keeps m in the graph
+            return m + (hard - m).detach() if self.keep_in_graph else hard
         return m
 
     def named_masks(self) -> list[tuple[str, int, nn.Parameter]]:
@@ -179,6 +182,23 @@ class GateSet(nn.Module):
         """Replace every mask by its hard version (finalisation)."""
         for _, _, m in self.named_masks():
             m.copy_((m >= HARD_THRESHOLD).to(m.dtype))
+
+    @torch.no_grad()
+    def freeze(self, keep_in_graph: bool = False) -> None:
+        """Finalisation: hard masks that never change again -- applied as hard 0/1 values, no gradient,
+        no optimizer update. ``keep_in_graph`` (DDP): the masks keep ``requires_grad`` so DDP's reducer,
+        built when they were trainable, still sees a gradient for every parameter; the value is the hard
+        mask all the same, and :meth:`drop_grads` discards those gradients before each optimizer step."""
+        self.harden()
+        self.hard, self.keep_in_graph = True, keep_in_graph
+        for _, _, m in self.named_masks():
+            m.requires_grad_(keep_in_graph)
+            m.grad = None
+
+    def drop_grads(self) -> None:
+        """Forget the mask gradients (frozen masks must not be moved by an optimizer)."""
+        for _, _, m in self.named_masks():
+            m.grad = None
 
     def flat_grad(self) -> torch.Tensor | None:
         """All mask gradients concatenated (``None`` if no backward reached them)."""

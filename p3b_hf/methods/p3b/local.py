@@ -8,6 +8,10 @@
   this is an exact arg-min (the reference's fixed-point loop / a binary search find the same cut).
 * Soft mask ``M(r) = σ(ln(M_ref/(1-M_ref)) · (r - t) / (n·τ + 1e-8))`` with rank r = 1..n and threshold
   rank ``t = p + 1``: the first kept element gets 0.5, rank t ± τn gets 0.9 / 0.1; τ = 0 is a hard step.
+* Mask floor: values below :data:`MASK_FLOOR` become exactly 0. Late in a run τ is tiny and the sigmoid
+  gives values like 1e-37 just below the threshold; ``weight * mask`` is then a *subnormal* float32, and
+  x86 GEMMs on subnormal operands run 2-150x slower (CPU-dependent). Above the floor nothing changes;
+  below it a channel contributes exactly nothing instead of less than a millionth of its value.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import torch
 from .gates import Dims, attn_linear_params, mlp_linear_params
 
 M_REF = 0.9
+#: soft-mask values below this are set to exactly 0 (no subnormal products; see the module docstring)
+MASK_FLOOR = 1e-6
 DEFAULT_GATE_SCALES: dict[str, float] = {"attn_in": 1.0, "attn_qkv": 1.0, "attn_out": 1.5,
                                          "mlp_in": 1.0, "mlp_hid": 0.75, "mlp_out": 1.5}
 
@@ -39,11 +45,13 @@ def rank_normalise(scores: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
 
 
 def soft_mask_values(n: int, threshold_rank: float, tau: float, device: torch.device | None = None,
-                     m_ref: float = M_REF) -> torch.Tensor:
-    """Mask value of sorted ranks 1..n (ascending importance) for a threshold rank ``t``."""
+                     m_ref: float = M_REF, floor: float = 0.0) -> torch.Tensor:
+    """Mask value of sorted ranks 1..n (ascending importance) for a threshold rank ``t``; values below
+    ``floor`` are exactly 0."""
     r = torch.arange(1, n + 1, dtype=torch.float64, device=device)
     k = math.log(m_ref / (1.0 - m_ref))
-    return torch.sigmoid(k * (r - threshold_rank) / (n * tau + 1e-8))
+    values = torch.sigmoid(k * (r - threshold_rank) / (n * tau + 1e-8))
+    return values.masked_fill(values < floor, 0.0) if floor > 0 else values
 
 
 def _gate_counts(gate_of_sorted: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
@@ -77,7 +85,8 @@ def best_cut(kept: torch.Tensor, goal: float) -> int:
 
 
 def block_masks(d: Dims, kind: str, scores: Sequence[torch.Tensor], scales: Sequence[float], keep: float,
-                tau: float, exact: bool = True, tol: float = 0.0025) -> tuple[list[torch.Tensor], int, float]:
+                tau: float, exact: bool = True, tol: float = 0.0025, floor: float = MASK_FLOOR
+                ) -> tuple[list[torch.Tensor], int, float]:
     """New soft masks of one sub-block's three gates (in :data:`BLOCK_GATES` order).
 
     ``scores``: mean Taylor scores per gate; ``keep``: applied keep ratio of the block's Linear parameters.
@@ -85,7 +94,8 @@ def block_masks(d: Dims, kind: str, scores: Sequence[torch.Tensor], scales: Sequ
     a pure threshold can miss the goal by up to 0.75 %. With ``exact`` (clean default) and a miss above
     ``tol`` of the block, the head-dim gate may keep one element more or fewer than the threshold gives
     (still its top-ranked ones; that element's mask is mirrored across 0.5). ``exact=False`` is the
-    reference's pure threshold. Returns ``(masks, cut, kept_linear_params)``.
+    reference's pure threshold. Mask values below ``floor`` are exactly 0 (0 = the plain sigmoid).
+    Returns ``(masks, cut, kept_linear_params)``.
     """
     sizes = [s.numel() for s in scores]
     normed = torch.cat([rank_normalise(s, sc) for s, sc in zip(scores, scales)])
@@ -104,18 +114,18 @@ def block_masks(d: Dims, kind: str, scores: Sequence[torch.Tensor], scales: Sequ
             p = best_cut(alt, goal)
             if abs(float(alt[p]) - goal) < abs(kept_cut - goal):
                 cut, delta, kept_cut = p, dq, float(alt[p])
-    values = soft_mask_values(normed.numel(), cut + 1, tau, device=normed.device)
+    values = soft_mask_values(normed.numel(), cut + 1, tau, device=normed.device, floor=floor)
     flat = torch.empty_like(values)
     flat[order] = values
     masks = list(torch.split(flat, sizes))
     if delta:
-        _shift_gate(masks[2], scores_rank=normed[sum(sizes[:2]):], delta=delta)
+        _shift_gate(masks[2], scores_rank=normed[sum(sizes[:2]):], delta=delta, floor=floor)
     return masks, cut, kept_cut
 
 
-def _shift_gate(mask: torch.Tensor, scores_rank: torch.Tensor, delta: int) -> None:
+def _shift_gate(mask: torch.Tensor, scores_rank: torch.Tensor, delta: int, floor: float = 0.0) -> None:
     """Keep one more (``delta=+1``: best pruned element) or one fewer (``-1``: worst kept element) in a
-    gate by mirroring that element's mask value across 0.5."""
+    gate by mirroring that element's mask value across 0.5 (a mirrored value below ``floor`` is 0)."""
     kept = mask >= 0.5
     if delta > 0:
         cand = (~kept).nonzero().flatten()
@@ -124,4 +134,5 @@ def _shift_gate(mask: torch.Tensor, scores_rank: torch.Tensor, delta: int) -> No
     else:
         cand = kept.nonzero().flatten()
         j = cand[torch.argmin(scores_rank[cand])]
-        mask[j] = min(1.0 - float(mask[j]), math.nextafter(0.5, 0.0))
+        value = min(1.0 - float(mask[j]), math.nextafter(0.5, 0.0))
+        mask[j] = 0.0 if value < floor else value

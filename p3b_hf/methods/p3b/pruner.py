@@ -148,14 +148,24 @@ class P3BPruner:
         return True
 
     # ------------------------------------------------------------------ updates
-    def _reduce_window(self) -> None:
-        st = self.state
+    def _reduce_window(self) -> dict[int, tuple[torch.Tensor, ...]]:
+        """All-reduce every estimator's ΔΨ window (SUM) and the Taylor window (mean) in place.
+
+        Returns each estimator's *local* ΔΨ sums from before the reduction: the window kept for the
+        finalisation merge must be the local one, or the merge (which all-reduces again) counts it once
+        per process. ``reference=True`` keeps the reduced sums instead -- the reference's over-weighting
+        of the previous window by the world size (docs/p3b.md §9.4).
+        """
+        st, local = self.state, {}
         for est in self.estimators:
+            if not self.config.reference:
+                local[id(est.state)] = tuple(t.clone() for t in est.state.window_tensors())
             for t in est.state.window_tensors():
                 _all_reduce_(t)
         # gradients are DDP-averaged already, so the Taylor sums agree; the mean keeps them exact either way
         _all_reduce_(st.taylor_sum, mean=True)
         _all_reduce_(st.taylor_count, mean=True)
+        return local
 
     def _block_keep_ratios(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         cfg, st = self.config, self.state
@@ -199,7 +209,7 @@ class P3BPruner:
         """One mask update after ``done`` optimizer steps; returns (and records) its history entry."""
         assert self.schedule is not None, "call P3BPruner.schedule = Schedule(...) before updating"
         st = self.state
-        self._reduce_window()
+        local = self._reduce_window()
         kappa, d_cls, d_patch = self._block_keep_ratios()
         st.kappa = kappa
         shadows: dict[str, Any] = {}
@@ -209,7 +219,7 @@ class P3BPruner:
             shadows[est.name] = {"keep_target": sk.tolist(), "dpsi_cls": None if sc is None else sc.tolist(),
                                  "dpsi_patch": None if sp is None else sp.tolist(),
                                  "window_forwards": int(est.state.dpsi_count.item())}
-            est.state.roll_window()
+            est.state.roll_window(local.get(id(est.state)))
         rho = self.schedule.rho(done) if rho is None else rho
         tau = self.schedule.tau(done) if tau is None else tau
         applied = ramp(kappa, rho)
@@ -218,7 +228,9 @@ class P3BPruner:
             st.remaining = block_params(self.dims, self.gates.kept_widths()).to(st.remaining.device)
         full = self.full.to(st.remaining.device)
         entry = {
-            "step": int(done), "phase": self.schedule.phase(done), "rho": float(rho), "tau": float(tau),
+            # the last update falls on S2 itself: it ends sharpening, finalisation follows
+            "step": int(done), "phase": self.schedule.phase(min(done, self.schedule.finalize - 1)),
+            "rho": float(rho), "tau": float(tau),
             "keep_target": kappa.tolist(), "keep_applied": applied.tolist(),
             "keep_achieved": (st.remaining / full).tolist(),
             "model_keep": float((st.remaining.sum() + self.non_block) / (full.sum() + self.non_block)),
@@ -231,7 +243,7 @@ class P3BPruner:
             entry["shadows"] = shadows
         st.history.append(entry)
         st.num_updates += 1
-        st.roll_window()
+        st.roll_window(local.get(id(st)))
         return entry
 
     def _apply_local(self, applied: torch.Tensor, tau: float) -> None:
@@ -247,7 +259,8 @@ class P3BPruner:
                 names = BLOCK_GATES[kind]
                 scores = [mean[offsets[(g, layer)][0]:sum(offsets[(g, layer)])] for g in names]
                 masks, _, _ = block_masks(self.dims, kind, scores, [scales.get(g, 1.0) for g in names],
-                                          float(applied[2 * layer + k]), tau, exact=self.config.exact_budget)
+                                          float(applied[2 * layer + k]), tau, exact=self.config.exact_budget,
+                                          floor=self.config.mask_floor)
                 for g, new in zip(names, masks):
                     gates.mask(g, layer).data.copy_(new.to(gates.mask(g, layer).dtype))
 
@@ -265,7 +278,9 @@ class P3BPruner:
             if st.num_updates == 0 and self.config.prune_ratio > 0:
                 logger.warning("P3B finalised before any mask update: nothing was pruned. Train longer or "
                                "lower --prune-start-epoch / --update-every.")
-            self.gates.harden()
+            # hard and frozen from here on: training past finalisation must not move them (the reference
+            # deletes its gates); under DDP they stay in the graph so the reducer sees every parameter
+            self.gates.freeze(keep_in_graph=_world() > 1)
             st.remaining = block_params(self.dims, self.gates.kept_widths()).to(st.remaining.device)
         for est in self.estimators:
             est.heads.active = False

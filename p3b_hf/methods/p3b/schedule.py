@@ -7,14 +7,13 @@ gradient accumulation A its ``U`` and ``S*`` are A times ours for the same wall-
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 from ...errors import P3BError
 
 #: paper proportions of a 50-epoch run: warm-up 3, sparsify 22, sharpening 25 epochs
 PAPER_EPOCHS = (3.0, 25.0, 50.0, 50.0)
-#: the README CIFAR-100 run makes 78 mask updates over its pruning window
+#: the README CIFAR-100 run makes 78 mask updates over its pruning window (U = window // 78 gives >= 78)
 DEFAULT_NUM_UPDATES = 78
 
 
@@ -60,8 +59,9 @@ class Schedule:
         return self.start <= step < self.finalize
 
     def is_update(self, done: int) -> bool:
-        """After ``done`` optimizer steps: is a mask update due? (every U steps of the window, before S2)."""
-        return self.start < done < self.finalize and (done - self.start) % self.update_every == 0
+        """After ``done`` optimizer steps: is a mask update due? Every U steps in (S0, S2]: the last one
+        falls on S2 itself when U divides the window, so its statistics are used before finalisation."""
+        return self.start < done <= self.finalize and (done - self.start) % self.update_every == 0
 
     def rho(self, done: int) -> float:
         return min(max((done - self.start) / (self.sparse - self.start), 0.0), 1.0)
@@ -82,7 +82,8 @@ class Schedule:
         return "finalized"
 
     def num_updates(self) -> int:
-        return max(0, math.ceil((self.finalize - self.start) / self.update_every) - 1)
+        """Mask updates of the schedule: ``floor((S2 - S0) / U)`` (README run: 7800 / 100 = 78)."""
+        return (self.finalize - self.start) // self.update_every
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

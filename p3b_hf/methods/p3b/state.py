@@ -72,10 +72,16 @@ class P3BState:
                 setattr(self, name, t.to(device))
         return self
 
-    def roll_window(self) -> None:
-        """Keep the finished window as ``prev_*`` (the reference's finalisation merges it) and reset."""
-        self.prev_dpsi_cls_sum, self.prev_dpsi_patch_sum = self.dpsi_cls_sum.clone(), self.dpsi_patch_sum.clone()
-        self.prev_dpsi_count, self.prev_dpsi_cls_count = self.dpsi_count.clone(), self.dpsi_cls_count.clone()
+    def roll_window(self, local: tuple[torch.Tensor, ...] | None = None) -> None:
+        """Keep the finished window as ``prev_*`` (the finalisation re-selection merges it) and reset.
+
+        ``local``: this process's ΔΨ sums from before the update's all-reduce, in :meth:`window_tensors`
+        order. The merged window is all-reduced once more at finalisation, so keeping the reduced sums
+        (``local=None``, the reference's behaviour) would count the previous window once per process.
+        """
+        src = local if local is not None else self.window_tensors()
+        self.prev_dpsi_cls_sum, self.prev_dpsi_patch_sum = src[0].clone(), src[1].clone()
+        self.prev_dpsi_count, self.prev_dpsi_cls_count = src[2].clone(), src[3].clone()
         self.prev_taylor_sum, self.prev_taylor_count = self.taylor_sum.clone(), self.taylor_count.clone()
         for t in self.window_tensors() + (self.taylor_sum, self.taylor_count):
             t.zero_()
