@@ -15,7 +15,7 @@ and two reference runs that differ only in data order already differ by up to 0.
 
     python scripts/bpi_faithfulness.py --epochs 3 --output-dir runs/bpi_faithfulness        # CPU, ~1.5 h
     python scripts/bpi_faithfulness.py --epochs 30 --output-dir runs/bpi_faithfulness_gpu   # GPU (bf16, batch 512)
-    python scripts/bpi_faithfulness.py --smoke --output-dir /tmp/bpi_smoke                  # plumbing, ~1 min
+    python scripts/bpi_faithfulness.py --smoke --output-dir runs/bpi_smoke                  # plumbing, ~1 min
 """
 
 from __future__ import annotations

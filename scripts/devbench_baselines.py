@@ -14,7 +14,7 @@ fine-tuned dense model, for every budget in ``--budgets`` (fraction of whole-mod
 Prints one JSON document (also written to ``--out``): accuracy before/after fine-tune, params,
 MACs, wall times. Run from the repo root, e.g.::
 
-    python scripts/devbench_baselines.py --bench /work/shared/dev-bench --out runs/devbench_baselines.json
+    python scripts/devbench_baselines.py --out runs/devbench_baselines.json
 
 ``--smoke`` runs a few hundred images for one epoch (CPU check of the plumbing, not a result).
 

@@ -15,7 +15,7 @@ batch 512, AdamW wd 0.05, bf16 autocast):
 Prints one JSON document (also written to ``--out``): accuracy, params, MACs, wall times, per-block keep
 ratios. Run from the repo root::
 
-    python scripts/devbench_p3b.py --bench /work/shared/dev-bench --out runs/devbench_p3b.json
+    python scripts/devbench_p3b.py --out runs/devbench_p3b.json
 
 ``--smoke`` runs a few hundred images for 2 epochs on CPU (checks the plumbing, not a result).
 """

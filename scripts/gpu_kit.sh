@@ -3,11 +3,12 @@
 # folder _device/ (the device tool's `run` takes it along with `carry: ["_device"]`):
 #   _device/whl/        pure-Python wheels the image does not hold (datasets, evaluate, dill, multiprocess)
 #                       and transformers at this project's pin (the image has 5.17)
-#   _device/dev-bench/  a copy of ../shared/dev-bench (../shared does not travel)
+#   _device/dev-bench/  a copy of the dev-bench (../shared does not travel)
 # Usage: bash scripts/gpu_kit.sh [DEV_BENCH_DIR]      (then: scripts/gpu_session.sh on the device)
+# DEV_BENCH_DIR defaults to $P3B_DEVBENCH, else ../shared/dev-bench next to this checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bench=${1:-../shared/dev-bench}
+bench=${1:-${P3B_DEVBENCH:-../shared/dev-bench}}
 default_py=python3
 [ -x .venv/bin/python ] && default_py=.venv/bin/python
 py=${PYTHON:-$default_py}
@@ -30,7 +31,7 @@ rm -rf _device/whl && mkdir -p _device/whl
 if [ -d "$bench" ]; then
   rm -rf _device/dev-bench && cp -r "$bench" _device/dev-bench
 else
-  echo "gpu_kit: no dev-bench at $bench (pass its path); only the speed part of gpu_session.sh will run" >&2
+  echo "gpu_kit: no dev-bench at $bench (pass its path or set P3B_DEVBENCH); only the speed part of gpu_session.sh will run" >&2
 fi
 du -sh _device
 echo "gpu_kit: ready; run on the device with carry [\"_device\"]: bash scripts/gpu_session.sh speed|faithfulness"

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Eager images/s of a random P3B-like pruned model vs its ``pad_widths(model, 8)`` copy (CPU, 1 thread,
-fp32, batch 1, round-robin medians), plus the max |logit difference|. Writes /tmp/padbench.json.
+fp32, batch 1, round-robin medians), plus the max |logit difference|. Writes the JSON to OUT (default
+runs/padbench.json).
 
-    python scripts/pad_widths_bench.py
+    python scripts/pad_widths_bench.py [OUT]
 """
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from p3b_hf.align import pad_widths  # noqa: E402
 from p3b_hf.bench import make_runner, random_models, time_round_robin, warm_up  # noqa: E402
 from p3b_hf.cost import count_cost  # noqa: E402
 
+out_path = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/padbench.json")
 out = {}
 for arch, keep in (("deit-small", 0.25), ("deit-small", 0.10), ("deit-base", 0.10)):
     _, pruned = random_models(arch, keep, "p3b", 0)
@@ -35,4 +37,6 @@ for arch, keep in (("deit-small", 0.25), ("deit-small", 0.10), ("deit-base", 0.1
     r["max_abs_logit_diff"] = d
     out[f"{arch} keep {keep}"] = r
     print(arch, keep, r, flush=True)
-json.dump({"hardware": "2 vCPU AMD EPYC, 1 thread, fp32, batch 1, eager HF module", "results": out}, open("/tmp/padbench.json", "w"), indent=1)
+out_path.parent.mkdir(parents=True, exist_ok=True)
+out_path.write_text(json.dumps({"hardware": "2 vCPU AMD EPYC, 1 thread, fp32, batch 1, eager HF module", "results": out},
+                               indent=1))
