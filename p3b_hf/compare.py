@@ -1,10 +1,19 @@
 """Run several pruning methods at equal whole-model parameter budgets and put them side by side.
 
 Each (method, ratio) cell is an ordinary ``p3b-hf prune`` run into its own sub-directory, with the
-same model, data, seed and training budget (``--epochs`` epochs of training per method: P3B prunes
+same data, seed and training budget (``--epochs`` epochs of training per method: P3B prunes
 during them, VBP uses them for its KD fine-tune, global pruning for its fine-tune). A method that
 cannot reach a budget (VBP beyond ~62-66 % param reduction) gets an "unreachable" row, not a crash.
-An optional dense fine-tune with the same budget gives the reference accuracy.
+
+What a cell starts from: P3B prunes *while* it fine-tunes, so it starts from the source model (with a
+fresh head for the target labels). VBP is a *post-training* method: it prunes a model already trained on
+the task and distils from it, so it starts from the dense cell (``OUT/dense``: the source model
+fine-tuned with ``p3b-hf finetune --new-head`` for ``--epochs``, trained once and reused) and uses that
+model as its KD teacher. Global pruning starts from the source model by default (its fine-tune trains the
+new head) or from the dense cell with ``--global-from dense``. Every row says what it started from
+(``start``) and how many epochs of training it had in all (``epochs_total``: its own plus the dense
+cell's when it started from it). The dense cell is trained when ``--dense-baseline`` is given or when a
+method starts from it, and its row is shown whenever it was trained.
 Results: ``compare.json``, ``compare.csv``, ``compare.md`` and ``accuracy_vs_params.png``.
 """
 
@@ -21,6 +30,7 @@ from .errors import BudgetError, P3BError
 from .report import REPORT_NAME
 
 GLOBAL_CRITERIA = ("hessian", "taylor", "l1", "l2", "random")
+START_SOURCE, START_DENSE = "source", "dense"  # what a cell prunes: the --model, or the dense cell OUT/dense
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,18 @@ class MethodSpec:
         raise P3BError(f"Unknown method {text!r} in --methods; use p3b, p3b-reference, vbp or global-<criterion> "
                        f"with criterion in {', '.join(GLOBAL_CRITERIA)} (e.g. p3b,vbp,global-taylor).")
 
+    def start(self, global_from: str = START_SOURCE) -> str:
+        """The model this method's cells prune: ``"dense"`` (the dense cell, fine-tuned on the task) or
+        ``"source"`` (``--model``, whose head ``p3b-hf prune`` replaces for the target labels).
+
+        VBP always starts from the dense cell: it is a post-training method, and from the source model it
+        would distil from a random head. P3B prunes during fine-tuning, so it starts from the source.
+        Global pruning follows ``--global-from``.
+        """
+        if self.method == "vbp" or (self.method == "global" and global_from == START_DENSE):
+            return START_DENSE
+        return START_SOURCE
+
 
 def parse_methods(text: str) -> list[MethodSpec]:
     specs = [MethodSpec.parse(t) for t in text.split(",") if t.strip()]
@@ -63,12 +85,66 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
-def prune_argv(spec: MethodSpec, ratio: float, common: list[str], out: Path, epochs: float) -> list[str]:
+def with_model(common: list[str], model: str) -> list[str]:
+    """``common`` with its ``--model`` value replaced by ``model`` (added if absent)."""
+    if "--model" not in common:
+        return ["--model", model, *common]
+    i = common.index("--model")
+    return [*common[:i + 1], model, *common[i + 2:]]
+
+
+def prune_argv(spec: MethodSpec, ratio: float, common: list[str], out: Path, epochs: float, *,
+               start_model: str | None = None) -> list[str]:
+    """The ``p3b-hf prune`` argv of one cell. ``start_model``: prune that model instead of ``common``'s
+    ``--model`` (the dense cell); VBP then also distils from it unless the user gave ``--teacher``."""
+    if start_model is not None:
+        common = with_model(common, start_model)
     argv = ["prune", "--method", spec.method, *spec.extra, *common, "--prune-ratio", str(ratio),
             "--output-dir", str(out), "--epochs", str(epochs)]
     if spec.method == "vbp":
         argv += ["--vbp-epochs", str(epochs)]
+        if start_model is not None and "--teacher" not in common:
+            argv += ["--teacher", start_model]
     return argv
+
+
+def started_from(report: dict[str, Any]) -> str | None:
+    """The model a finished cell was made from (``p3b-hf finetune`` / ``p3b-hf prune`` reports)."""
+    if "finetune" in report:  # the dense cell: a finetune report (possibly on top of the input's report)
+        return report["finetune"].get("source_model")
+    return report.get("base_model")
+
+
+def _same_model(a: str, b: str) -> bool:
+    return a == b or Path(a).resolve() == Path(b).resolve()
+
+
+def check_reusable(cell: Path, start_model: str) -> None:
+    """Refuse to reuse a finished cell that was made from another model than this compare would start it
+    from (e.g. a VBP cell from an older compare that pruned the source model, or a global cell after
+    ``--global-from`` changed): its row would silently describe another experiment. Called for every cell
+    before any training, so a refusal leaves nothing half-done."""
+    path = cell / REPORT_NAME
+    if not path.exists():
+        return
+    made_from = started_from(json.loads(path.read_text()))
+    if made_from is not None and not _same_model(made_from, start_model):
+        raise P3BError(f"{cell} holds a finished run made from {made_from}, but this compare starts that cell "
+                       f"from {start_model}; delete {cell} to recompute it, or use another --output-dir.")
+
+
+def own_epochs(report: dict[str, Any], default: float) -> float:
+    """Training epochs of the cell itself, as its report records them (``default``: P3B, whose report
+    does not; the compare passes it ``--epochs``)."""
+    ft = report.get("finetune") or (report.get("history") or {}).get("finetune") or {}
+    return float(ft.get("epochs", default))
+
+
+def start_label(start: str, dense_epochs: float | None) -> str:
+    """The ``start`` column: ``source`` or ``dense (fine-tuned N ep)``."""
+    if start == START_DENSE:
+        return f"dense (fine-tuned {dense_epochs:g} ep)" if dense_epochs is not None else "dense"
+    return START_SOURCE
 
 
 def run_cell(argv: list[str], out: Path) -> dict[str, Any]:
@@ -101,11 +177,14 @@ def throughput_ratio(model_dir: Path, dense: Any, device: str, batch_size: int |
     return rep["ratios"]["pruned_vs_dense"].get("eager")
 
 
-def row_of(label: str, ratio: float | None, report: dict[str, Any], speed: float | None) -> dict[str, Any]:
+def row_of(label: str, ratio: float | None, report: dict[str, Any], speed: float | None, *,
+           start: str = START_SOURCE, epochs_total: float | None = None) -> dict[str, Any]:
+    """One table row; ``start`` / ``epochs_total`` say what the cell started from and its training in all."""
     if report.get("status") in ("unreachable", "failed"):
-        return {"method": label, "prune_ratio": ratio, "status": report["status"], "error": report["error"]}
+        return {"method": label, "prune_ratio": ratio, "status": report["status"], "start": start,
+                "epochs_total": None, "error": report["error"]}
     return {
-        "method": label, "prune_ratio": ratio, "status": "ok",
+        "method": label, "prune_ratio": ratio, "status": "ok", "start": start, "epochs_total": epochs_total,
         "accuracy": report.get("eval", {}).get("accuracy"),
         "params": report["pruned"]["params"], "macs": report["pruned"]["macs"],
         "param_reduction": report.get("achieved_param_reduction"),
@@ -116,7 +195,7 @@ def row_of(label: str, ratio: float | None, report: dict[str, Any], speed: float
 def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
-    fields = ["method", "prune_ratio", "status", "accuracy", "params", "macs", "param_reduction",
+    fields = ["method", "prune_ratio", "status", "start", "epochs_total", "accuracy", "params", "macs", "param_reduction",
               "throughput_vs_dense", "wall_time_s", "error"]
     with open(out_dir / "compare.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
@@ -131,16 +210,20 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| method | target ratio | top-1 (%) | params (M) | param reduction | GMACs | speed vs dense | wall (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    """``compare.md``: one line per row; ``start`` and ``epochs (total)`` say what each cell started from and
+    how much training it had in all (a cell started from the dense cell also had the dense cell's epochs)."""
+    lines = ["| method | target ratio | start | epochs (total) | top-1 (%) | params (M) | param reduction | GMACs "
+             "| speed vs dense | wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        head = (f"| {r['method']} | {_fmt(r['prune_ratio'], '.2f')} | {r.get('start') or '–'} | "
+                f"{_fmt(r.get('epochs_total'), 'g')} |")
         if r["status"] != "ok":
-            lines.append(f"| {r['method']} | {_fmt(r['prune_ratio'], '.2f')} | {r['status']}: "
-                         f"{r['error'].splitlines()[0][:90]} | | | | | |")
+            lines.append(f"{head} {r['status']}: {r['error'].splitlines()[0][:90]} | | | | | |")
             continue
         acc = None if r["accuracy"] is None else 100 * r["accuracy"]
         red = None if r["param_reduction"] is None else 100 * r["param_reduction"]
-        lines.append(f"| {r['method']} | {_fmt(r['prune_ratio'], '.2f')} | {_fmt(acc, '.2f')} | "
+        lines.append(f"{head} {_fmt(acc, '.2f')} | "
                      f"{r['params'] / 1e6:.3f} | {_fmt(red, '.1f')} % | {r['macs'] / 1e9:.3f} | "
                      f"{_fmt(r['throughput_vs_dense'], '.2f')}× | {_fmt(r['wall_time_s'], '.0f')} |")
     return "\n".join(lines)
@@ -171,7 +254,10 @@ def plot_accuracy_vs_params(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def dense_row(common: list[str], out: Path, epochs: float) -> dict[str, Any]:
-    """Fine-tune the dense model with the same budget (``p3b-hf finetune --new-head``)."""
+    """The dense cell: fine-tune the source model on the task with the same budget (``p3b-hf finetune
+    --new-head``) into ``out``, or reuse ``out`` when it is already there. It is the reference accuracy and
+    the start model and KD teacher of the post-training methods. ``epochs_total`` is the epochs its report
+    records (a reused cell may have been trained with another ``--epochs``)."""
     from .cli import main
 
     report_path = out / REPORT_NAME
@@ -179,7 +265,8 @@ def dense_row(common: list[str], out: Path, epochs: float) -> dict[str, Any]:
         keep = _finetune_flags(common)
         code = main(["finetune", *keep, "--new-head", "--output-dir", str(out), "--epochs", str(epochs)])
         if code != 0:
-            return {"method": "dense", "prune_ratio": 0.0, "status": "failed", "error": f"finetune exited {code}"}
+            return {"method": "dense", "prune_ratio": 0.0, "status": "failed", "start": START_SOURCE,
+                    "epochs_total": None, "error": f"finetune exited {code}"}
     rep = json.loads(report_path.read_text()) if report_path.exists() else {}
     ft = rep.get("finetune", rep)
     acc = (ft.get("eval") or {}).get("accuracy")
@@ -187,7 +274,8 @@ def dense_row(common: list[str], out: Path, epochs: float) -> dict[str, Any]:
     from .loading import load_config
 
     cost = count_cost(load_config(str(out)))
-    return {"method": "dense", "prune_ratio": 0.0, "status": "ok", "accuracy": acc, "params": cost["params"],
+    return {"method": "dense", "prune_ratio": 0.0, "status": "ok", "start": START_SOURCE,
+            "epochs_total": own_epochs(rep, epochs), "accuracy": acc, "params": cost["params"],
             "macs": cost["macs"], "param_reduction": 0.0, "throughput_vs_dense": 1.0,
             "wall_time_s": ft.get("wall_time_s", ft.get("train_time_s"))}
 

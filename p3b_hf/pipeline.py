@@ -49,6 +49,9 @@ class PruneContext:
     staging_dir: Path  # final outputs go here; renamed to output_dir at the end
     work_dir: Path  # Trainer checkpoints (persist across crashes; removed after success)
     started: float = field(default_factory=time.time)
+    # True when adapt_classifier gave the model a fresh head for the data set's labels: the model was not
+    # trained on this task, so post-training methods (VBP) must not treat it as the task-trained model.
+    head_reinitialised: bool = False
 
 
 def check_ratio(ratio: float | None, name: str = "--prune-ratio") -> None:
@@ -185,7 +188,7 @@ def prepare_context(args: argparse.Namespace) -> PruneContext:
     check_ratio(getattr(args, "prune_ratio", None))
     output_dir = Path(args.output_dir)
     model, processor, data = load_inputs(args)
-    adapt_classifier(model, data.labels)
+    head_reinitialised = adapt_classifier(model, data.labels)
     image_size = locate(model).image_size
     train_ds, eval_ds = data_lib.build_datasets(data, processor, image_size=image_size, augment=args.augment)
     collator = data_lib.make_collator(len(data.labels), mixup=args.mixup, cutmix=args.cutmix,
@@ -197,7 +200,16 @@ def prepare_context(args: argparse.Namespace) -> PruneContext:
     work_dir.mkdir(parents=True, exist_ok=True)
     return PruneContext(args=args, model=model, image_processor=processor, data=data, train_ds=train_ds,
                         eval_ds=eval_ds, collator=collator, num_labels=len(data.labels), staging_dir=staging,
-                        work_dir=work_dir)
+                        work_dir=work_dir, head_reinitialised=head_reinitialised)
+
+
+def remove_if_empty(path: Path) -> None:
+    """Remove ``path`` if it is an empty directory: a run refused before any training leaves no trace,
+    while a ``.work`` dir that holds checkpoints (resumable with ``--resume``) is kept."""
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _pad_result(result: Any, pad_to: int | None) -> dict[str, Any]:

@@ -5,7 +5,9 @@ number of training epochs, plus the dense model fine-tuned for the same epochs.
 The dev-bench arrays are written once as a ``datasets`` ``save_to_disk`` folder (``--data-dir``), then the
 real CLI runs (``p3b_hf.cli.main(["compare", ...])``) with the dev-bench recipe: glyph augmentation, label
 smoothing 0.1, no mixup/cutmix, AdamW lr 5e-4 wd 0.05; batch 512 + bf16 on CUDA, batch 64 fp32 on CPU.
-Every method starts from the CJK-pretrained tiny ViT with a fresh 200-class head. Outputs (``compare.md``,
+P3B, global pruning and the dense cell start from the CJK-pretrained tiny ViT with a fresh 200-class head;
+VBP (post-training) starts from the dense cell and distils from it (``p3b-hf compare``'s ``start`` and
+``epochs_total`` columns say so). Outputs (``compare.md``,
 ``.csv``, ``.json``, ``accuracy_vs_params.png`` and one model dir per cell) go to ``--output-dir``; finished
 cells are reused when the command is re-run.
 

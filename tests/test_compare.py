@@ -7,10 +7,19 @@ from pathlib import Path
 
 import pytest
 from test_recipes import _tiny_data, _tiny_dense
+from test_vbp import _tiny_source
 
 from p3b_hf import P3BError
 from p3b_hf.cli import main
-from p3b_hf.compare import MethodSpec, _finetune_flags, parse_methods, parse_ratios, prune_argv
+from p3b_hf.compare import (
+    MethodSpec,
+    _finetune_flags,
+    markdown_table,
+    parse_methods,
+    parse_ratios,
+    prune_argv,
+    row_of,
+)
 
 
 def test_method_and_ratio_parsing():
@@ -28,6 +37,27 @@ def test_method_and_ratio_parsing():
         parse_ratios("0.5,1.2")
     assert _finetune_flags(["--model", "m", "--update-every", "3", "--bf16", "--seed", "1"]) == [
         "--model", "m", "--bf16", "--seed", "1"]
+
+
+def test_cells_start_from_the_right_model():
+    """VBP (post-training) starts from the dense cell and distils from it; global follows --global-from."""
+    vbp, p3b, glob = parse_methods("vbp,p3b,global-taylor")
+    assert (vbp.start(), p3b.start(), glob.start()) == ("dense", "source", "source")
+    assert (vbp.start("dense"), p3b.start("dense"), glob.start("dense")) == ("dense", "source", "dense")
+    argv = prune_argv(vbp, 0.5, ["--model", "src", "--dataset", "d"], Path("o"), 3, start_model="cmp/dense")
+    assert argv[argv.index("--model") + 1] == "cmp/dense" and argv.count("--model") == 1
+    assert argv[-2:] == ["--teacher", "cmp/dense"]
+    argv = prune_argv(vbp, 0.5, ["--model", "src", "--teacher", "t"], Path("o"), 3, start_model="cmp/dense")
+    assert argv.count("--teacher") == 1 and argv[argv.index("--teacher") + 1] == "t"  # the user's teacher wins
+    argv = prune_argv(glob, 0.5, ["--model", "src"], Path("o"), 3, start_model="cmp/dense")
+    assert "--teacher" not in argv and argv[argv.index("--model") + 1] == "cmp/dense"
+    rows = [row_of("vbp", 0.5, {"status": "unreachable", "error": "too much"}, None, start="dense (fine-tuned 3 ep)"),
+            row_of("p3b", 0.5, {"pruned": {"params": 10**6, "macs": 10**9}, "eval": {"accuracy": 0.5}}, None,
+                   epochs_total=3.0)]
+    lines = markdown_table(rows).splitlines()
+    assert len({line.count("|") for line in lines}) == 1  # every row has the header's columns
+    assert "| vbp | 0.50 | dense (fine-tuned 3 ep) | – | unreachable: too much |" in lines[2]
+    assert lines[3].startswith("| p3b | 0.50 | source | 3 | 50.00 |")
 
 
 def test_compare_end_to_end(tmp_path: Path):
@@ -57,3 +87,45 @@ def test_compare_end_to_end(tmp_path: Path):
     assert (out / "accuracy_vs_params.png").stat().st_size > 1000
     table = (out / "compare.md").read_text()
     assert "global-l1" in table and "unreachable" in table
+
+
+def test_compare_vbp_starts_from_the_dense_cell_trained_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Transfer task (the source model has other labels): the VBP cell prunes and distils from OUT/dense, the
+    dense model fine-tuned on the task, trained once (even without --dense-baseline) and reused; rows say
+    what each cell started from and its epochs in all; a finished cell made from another start is refused."""
+    data, source = _tiny_data(tmp_path), _tiny_source(tmp_path)
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "vbp,global-l1", "--prune-ratio", "0.3", "--model", str(source), "--dataset",
+            str(data), "--output-dir", str(out), "--epochs", "1", "--no-bench", "--", "--batch-size", "16",
+            "--augment", "none", "--device", "cpu", "--mixup", "0", "--cutmix", "0"]
+    assert main(argv) == 0
+    assert "trained although --dense-baseline was not given" in capsys.readouterr().out
+    rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert set(rows) == {"dense", "vbp", "global-l1"} and all(r["status"] == "ok" for r in rows.values())
+    assert (rows["dense"]["start"], rows["dense"]["epochs_total"]) == ("source", 1.0)
+    assert (rows["vbp"]["start"], rows["vbp"]["epochs_total"]) == ("dense (fine-tuned 1 ep)", 2.0)
+    assert (rows["global-l1"]["start"], rows["global-l1"]["epochs_total"]) == ("source", 1.0)
+    vbp = json.loads((out / "vbp-30" / "pruning_report.json").read_text())
+    assert vbp["base_model"] == str(out / "dense") and vbp["history"]["kd"]["teacher"] == str(out / "dense")
+    assert json.loads((out / "global-l1-30" / "pruning_report.json").read_text())["base_model"] == str(source)
+    assert "start,epochs_total" in (out / "compare.csv").read_text().splitlines()[0]
+    assert "| vbp | 0.30 | dense (fine-tuned 1 ep) | 2 |" in (out / "compare.md").read_text()
+
+    stamps = {d: (out / d / "model.safetensors").stat().st_mtime_ns for d in ("dense", "vbp-30", "global-l1-30")}
+    assert main(argv) == 0  # re-run: every cell, the dense one included, is reused
+    assert stamps == {d: (out / d / "model.safetensors").stat().st_mtime_ns for d in stamps}
+    assert {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]} == rows
+
+    # global cells from the dense cell: the finished source-started global cell is refused before any training
+    assert main([*argv[:argv.index("--")], "--global-from", "dense", *argv[argv.index("--"):]]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'global-l1-30'} holds a finished run made from {source}" in err and "delete" in err
+    assert stamps == {d: (out / d / "model.safetensors").stat().st_mtime_ns for d in stamps}
+    import shutil
+
+    shutil.rmtree(out / "global-l1-30")
+    assert main([*argv[:argv.index("--")], "--global-from", "dense", *argv[argv.index("--"):]]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert (rows["global-l1"]["start"], rows["global-l1"]["epochs_total"]) == ("dense (fine-tuned 1 ep)", 2.0)
+    assert json.loads((out / "global-l1-30" / "pruning_report.json").read_text())["base_model"] == str(out / "dense")
+    assert (out / "dense" / "model.safetensors").stat().st_mtime_ns == stamps["dense"]

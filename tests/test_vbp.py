@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,46 @@ def test_run_cli_end_to_end(tiny_vit, tmp_path):
     assert (tmp_path / "work" / "vbp.width_plan.json").exists()
     with pytest.raises(BudgetError, match="unreachable"):
         vbp.run_cli(_cli_context(tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.8"]).args, ctx)
+
+
+def _tiny_source(root):
+    """A tiny ViT trained for *another* task (6 labels u..z, not the data set's a..d): ``p3b-hf prune``
+    gives it a fresh, random head, as it does a Hub checkpoint pruned for a new task."""
+    from transformers import ViTForImageClassification, ViTImageProcessorPil
+
+    torch.manual_seed(1)
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, image_size=32,
+                    patch_size=8, num_labels=6, id2label=dict(enumerate("uvwxyz")),
+                    label2id={c: i for i, c in enumerate("uvwxyz")})
+    ViTForImageClassification(cfg).save_pretrained(root / "source")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(root / "source")
+    return root / "source"
+
+
+_TINY_PRUNE = ["--prune-ratio", "0.3", "--vbp-epochs", "1", "--batch-size", "16", "--augment", "none",
+               "--device", "cpu", "--mixup", "0", "--cutmix", "0"]
+
+
+def test_prune_vbp_refuses_a_fresh_head_unless_a_teacher_is_given(tmp_path, capsys):
+    """VBP on a model whose head was just re-initialised would distil from random logits (issue 14: 2.5 %
+    top-1): one clear error naming the fix, exit 2, nothing left behind. With ``--teacher`` (the model
+    trained on this task) it runs and distils from that teacher."""
+    from test_recipes import _tiny_data, _tiny_dense
+
+    from p3b_hf.cli import main
+    from p3b_hf.methods.vbp import VBP_NEEDS_TASK_MODEL
+
+    data, source = _tiny_data(tmp_path), _tiny_source(tmp_path)
+    out = tmp_path / "runs" / "vbp"
+    assert main(["prune", "--method", "vbp", "--model", str(source), "--dataset", str(data),
+                 "--output-dir", str(out), *_TINY_PRUNE]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"p3b-hf prune: error: {VBP_NEEDS_TASK_MODEL}"
+    assert "`p3b-hf finetune`" in VBP_NEEDS_TASK_MODEL and "`--teacher`" in VBP_NEEDS_TASK_MODEL
+    assert list((tmp_path / "runs").iterdir()) == []  # no output dir, no .work dir, no staging dir
+
+    teacher, _ = _tiny_dense(tmp_path)  # stands in for the dense model fine-tuned on a..d
+    assert main(["prune", "--method", "vbp", "--model", str(source), "--dataset", str(data),
+                 "--output-dir", str(out), "--teacher", str(teacher), *_TINY_PRUNE]) == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    assert report["history"]["kd"]["teacher"] == str(teacher) and report["num_labels"] == 4

@@ -145,8 +145,9 @@ def _context(args: argparse.Namespace) -> Any:
 
     output_dir = Path(args.output_dir)
     model, processor, data = load_inputs(args)
+    head_reinitialised = False
     if args.new_head:
-        adapt_classifier(model, data.labels)
+        head_reinitialised = adapt_classifier(model, data.labels)
     else:
         _check_labels(model.config, data.labels, "--model")
     size = model.config.image_size
@@ -159,7 +160,7 @@ def _context(args: argparse.Namespace) -> Any:
     work_dir.mkdir(parents=True, exist_ok=True)
     return PruneContext(args=args, model=model, image_processor=processor, data=data, train_ds=train_ds,
                         eval_ds=eval_ds, collator=collator, num_labels=len(data.labels), staging_dir=output_dir,
-                        work_dir=work_dir)
+                        work_dir=work_dir, head_reinitialised=head_reinitialised)
 
 
 def execute(args: argparse.Namespace) -> FineTuneOutcome:

@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..methods import method_module
-    from ..pipeline import finish_run, prepare_context, summarize
+    from ..pipeline import finish_run, prepare_context, remove_if_empty, summarize
 
     module = method_module(args.method)
     pad = getattr(args, "pad_to", None)
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+        remove_if_empty(ctx.work_dir)  # refused before training (e.g. an unreachable budget): no trace left
         raise
     report = finish_run(ctx, result, dense)
     print(summarize(report))

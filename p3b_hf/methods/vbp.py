@@ -12,6 +12,10 @@
    AdamW 1.5e-5, cosine, wd 0.01 by default. The paper does not state its KD loss; we use
    ``0.5 * CE(student, y) + 0.5 * KL(softmax(t) || softmax(s))`` at T = 1 (:class:`KDConfig`
    defaults; for two-headed DeiT students the KL acts on the distillation head).
+
+VBP is a *post-training* method: its input must already be trained on the target task. A model whose
+classifier ``p3b-hf prune`` had to re-initialise for the data set's labels is refused unless ``--teacher``
+names the task-trained model (``p3b-hf compare`` starts VBP from its fine-tuned dense cell).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from .budget_convert import neurons_for_percentage, percentage_for_prune_ratio
 from .importance import RunningMoments, collect_mlp_activation_stats
 
 PAPER_RECIPE = {"epochs": 10.0, "lr": 1.5e-5, "weight_decay": 0.01}
+VBP_NEEDS_TASK_MODEL = ("VBP prunes a model trained on this task: fine-tune it first with `p3b-hf finetune`, "
+                        "or pass `--teacher`")
 
 
 # ====================================================================== plain API
@@ -98,7 +104,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
     g.add_argument("--percentage", type=float, default=None,
                    help="VBP: fraction of ALL MLP neurons to remove (paper knob); alternative to --prune-ratio")
     add_flag(g, "--teacher", default=None,
-                   help="VBP: KD teacher dir (the dense model fine-tuned on the target); default: the input model")
+                   help="VBP: KD teacher dir (the dense model fine-tuned on the target); default: the input model, "
+                        "which must then be trained on this task (a model given a fresh head is refused)")
     g.add_argument("--vbp-epochs", type=float, default=PAPER_RECIPE["epochs"],
                    help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is not used by VBP)")
     g.add_argument("--vbp-lr", type=float, default=PAPER_RECIPE["lr"], help="VBP: AdamW lr (paper: 1.5e-5)")
@@ -123,6 +130,11 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
         save_plan_cache,
     )
 
+    if getattr(ctx, "head_reinitialised", False) and getattr(args, "teacher", None) is None:
+        # VBP is a post-training method: its mean-shift fold and its default KD teacher (the input model)
+        # assume the input already solves this task. With a fresh random head the student would distil
+        # from random logits (issue 14: 2.5 % top-1). Refuse before any statistics work.
+        raise P3BError(VBP_NEEDS_TASK_MODEL)
     percentage, prune_ratio = getattr(args, "percentage", None), getattr(args, "prune_ratio", None)
     if percentage is not None and prune_ratio is not None:
         raise P3BError("Give either --percentage (fraction of MLP neurons) or --prune-ratio (fraction of "
