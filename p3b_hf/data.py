@@ -420,8 +420,9 @@ def devbench_dataset_dict(npz_path: str | os.PathLike[str], json_path: str | os.
 
     for p in (npz_path, json_path):
         if not Path(p).exists():
-            raise DataError(f"dev-bench file {p} does not exist; expected /work/shared/dev-bench/"
-                            "scripts200_dev.{npz,json} or a copy of that folder.")
+            raise DataError(f"dev-bench file {p} does not exist; expected the dev-bench's scripts200_dev.{{npz,json}} "
+                            "(../shared/dev-bench next to the checkout; the dev scripts take --bench-dir or "
+                            "$P3B_DEVBENCH).")
     meta = json.loads(Path(json_path).read_text())
     names = [str(c) for c in meta["classes"]]
     out = {}

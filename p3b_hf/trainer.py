@@ -63,12 +63,12 @@ class P3BConfig:
     Reference quirks (each ``None`` = follow ``reference``; ``reference=True`` switches them all on):
 
     * ``train_masks``: masks are trained by AdamW at ``mask_lr`` (None = the model lr) in a no-decay group
-      between updates (§9.1). Clean: masks are only set at updates.
-    * ``bpi_frozen_bn``: the BPI BatchNorms stay in eval mode (the reference trains in eval mode, §9.2).
-    * ``finalize_reselect``: finalisation runs one more update on the last two windows (§9.4). Clean:
+      between updates (docs/p3b.md §9.1). Clean: masks are only set at updates.
+    * ``bpi_frozen_bn``: the BPI BatchNorms stay in eval mode (the reference trains in eval mode, docs/p3b.md §9.2).
+    * ``finalize_reselect``: finalisation runs one more update on the last two windows (docs/p3b.md §9.4). Clean:
       finalise from the last applied masks.
     * ``layernorm_mode``: "full_stats" (clean: pruned model == hard-masked model exactly) or
-      "subset_stats" (reference: LN over the kept channels only, §9.3).
+      "subset_stats" (reference: LN over the kept channels only, docs/p3b.md §9.3).
     * ``reference_non_block``: ignore the distillation token / head in the non-block parameter count.
     * ``exact_budget``: False = the reference's pure rank threshold (can miss an attention block's goal by
       up to ~0.75 % of the block, one head-dim element); clean: the head-dim gate may keep one element

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import datasets
@@ -28,7 +29,8 @@ from p3b_hf.transforms import (
     rand_augment,
 )
 
-DEVBENCH = Path("/work/shared/dev-bench")
+#: the dev-bench sits next to the checkout (../shared/dev-bench) unless $P3B_DEVBENCH says otherwise
+DEVBENCH = Path(os.environ.get("P3B_DEVBENCH") or Path(__file__).resolve().parents[1].parent / "shared" / "dev-bench")
 
 
 def _img(value: int, size: int = 12, mode: str = "RGB") -> Image.Image:

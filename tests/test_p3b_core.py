@@ -1,4 +1,4 @@
-"""P3B building blocks: spec numbers, budget solver, threshold search, soft masks, gates, BPI, schedule."""
+"""P3B building blocks: the numbers of docs/p3b.md §1-§5, budget solver, threshold search, soft masks, gates, BPI, schedule."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ DEIT_S = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                    image_size=224, patch_size=16, num_labels=100)
 
 
-# ---------------------------------------------------------------------------------- spec numbers
+# ---------------------------------------------------------------------------------- docs/p3b.md numbers
 def test_deit_s_counts_from_config_alone():
     d = Dims.from_config(DEIT_S)
     full = block_params(d)

@@ -18,7 +18,7 @@ from fake_hub import HubStore, RecordingHfApi, save_pruned_dir, snapshot_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-PAPER = sorted((RECIPES / "p3b").glob("*.yaml"))
+PAPER = sorted(p for p in (RECIPES / "p3b").glob("*.yaml") if not p.stem.endswith("_reference"))
 
 
 def _runner():  # noqa: ANN202
@@ -40,13 +40,24 @@ def _parsed(recipe: dict, stage: str, world_size: int, monkeypatch: pytest.Monke
 
 def test_every_recipe_builds_valid_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     files = [p for p in RECIPES.rglob("*.yaml") if "accelerate" not in p.parts and "_base" not in p.parts]
-    assert len(PAPER) == 12 and len(files) >= 19
+    assert len(PAPER) == 12 and len(files) >= 31
     for path in files:
         recipe = run.load_recipe(path)
         assert recipe["stages"], path
         for stage in recipe["stages"]:
             args = _parsed(recipe, stage, 4, monkeypatch)  # argparse exits on any unknown/mistyped flag
             assert "{" not in args.output_dir and "{" not in args.model, (path, stage)
+
+
+def test_each_paper_recipe_says_which_p3b_and_has_a_reference_sibling(monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in PAPER:
+        assert "fast, clean P3B" in path.read_text() and f"{path.stem}_reference.yaml" in path.read_text()
+        fast = _parsed(run.load_recipe(path), "prune", 4, monkeypatch)
+        ref = _parsed(run.load_recipe(path.with_name(path.stem + "_reference.yaml")), "prune", 4, monkeypatch)
+        assert not fast.reference and ref.reference
+        assert ref.output_dir != fast.output_dir and ref.output_dir.endswith("_reference/pruned")
+        same = ("model", "dataset", "prune_ratio", "epochs", "lr", "update_every", "prune_start_epoch", "batch_size")
+        assert all(getattr(ref, k) == getattr(fast, k) for k in same), path
 
 
 @pytest.mark.parametrize("world_size", [1, 4, 8])

@@ -3,7 +3,7 @@
 This is P3B's second stage (README: "fine-tune pruned model"): the physically pruned model is trained
 like any DeiT -- AdamW, cosine schedule to ``--min-lr``, Mixup 0.8 / CutMix 1.0 / label smoothing 0.1,
 the DeiT augmentations -- with no masks. The defaults are the reference fine-tune recipe
-(docs/p3b_reference_spec.md section 7/8): 300 epochs, lr 5e-4 for a global batch of 512 (scaled
+(docs/p3b.md §7, §8): 300 epochs, lr 5e-4 for a global batch of 512 (scaled
 linearly with the global batch unless ``--lr`` is given), weight decay 0.05, no warm-up, min lr 1e-5.
 
 Works on any ``AutoModelForImageClassification`` dir (pruned P3B or stock ViT/DeiT). The model's

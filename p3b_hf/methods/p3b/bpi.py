@@ -1,4 +1,4 @@
-"""Block Performance Indicator (spec §2): one class head and one patch head per sub-block, scoring the
+"""Block Performance Indicator (docs/p3b.md §2): one class head and one patch head per sub-block, scoring the
 detached residual stream before and after the block; ΔΨ = CE(before) - CE(after), averaged per window.
 
 The heads are attached to the HF model as ``model.p3b_bpi`` and evaluated inside the model's forward

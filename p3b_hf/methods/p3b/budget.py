@@ -1,4 +1,4 @@
-"""Block keep ratios from ΔΨ (spec §3): γ smoothing, importance per remaining parameter, EMA, α-merge,
+"""Block keep ratios from ΔΨ (docs/p3b.md §3): γ smoothing, importance per remaining parameter, EMA, α-merge,
 the clipped proportional budget solver with redistribution, and the linear ramp.
 
 Everything here is deterministic float64 torch code on small vectors, so every rank computes the same

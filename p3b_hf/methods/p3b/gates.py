@@ -1,5 +1,5 @@
 """P3B's six structured soft masks per encoder layer, the hooks that apply them, and the
-parameter counting the budget and threshold search rely on (spec §1.1-1.2).
+parameter counting the budget and threshold search rely on (docs/p3b.md §1.1-§1.2).
 
 The masks live in a :class:`GateSet` that is attached to the HF model as ``model.p3b_gates``: that way
 DDP averages their gradients (the Taylor scores are then identical on every rank, as in the reference)
@@ -62,7 +62,7 @@ class Dims:
         return 2 * self.layers
 
 
-# ---------------------------------------------------------------------------------- counting (§1.2)
+# ---------------------------------------------------------------------------------- counting (docs/p3b.md §1.2)
 def attn_linear_params(d: Dims, a: Any, q: Any, o: Any) -> Any:
     """Kept parameters of qkv + proj with ``a`` read channels, ``q`` head dims, ``o`` written channels.
 
@@ -121,7 +121,7 @@ def non_block_params(model_or_config: Any, reference: bool = False) -> int:
 
 
 def param_per_element(d: Dims, gate: str, w: dict[str, int]) -> int:
-    """What pruning one element of ``gate`` removes given the other gates' kept counts ``w`` (spec §1.2;
+    """What pruning one element of ``gate`` removes given the other gates' kept counts ``w`` (docs/p3b.md §1.2;
     biases ignored, +1 for the LayerNorm in front of an input gate)."""
     h = d.heads
     return {
@@ -225,7 +225,7 @@ def _mul_in(gates: GateSet, gate: str, layer: int) -> Callable:
 
 
 def install_gates(model: nn.Module, gates: GateSet, mods: ViTModules | None = None) -> list[Any]:
-    """Register the hooks that multiply the masks into the forward (spec §1.1 HF mapping).
+    """Register the hooks that multiply the masks into the forward (docs/p3b.md §1.1).
 
     q/k/v outputs are head-major (H, d) in HF, so the head-dim mask is tiled H times.
     Returns the hook handles (``handle.remove()`` restores the plain model).

@@ -1,4 +1,4 @@
-"""Local (intra-block) importance and soft masks (spec §4-5.2).
+"""Local (intra-block) importance and soft masks (docs/p3b.md §4-§5.2).
 
 * Taylor score ``(m · dL/dm)^2`` of every gate element, averaged over a window of optimizer steps.
 * Rank normalisation per gate: ``Î_j = s_g · rank_g(j) / n_g`` (stable sort; ranks 1..n_g).

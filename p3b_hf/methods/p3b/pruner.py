@@ -1,5 +1,5 @@
 """The P3B engine, independent of the Trainer: attaches gates / BPI heads to a HF ViT/DeiT, accumulates
-ΔΨ and Taylor scores, runs mask updates (§3 + §4 + §5) and finalisation (§7 -> WidthPlan).
+ΔΨ and Taylor scores, runs mask updates (docs/p3b.md §3 + §4 + §5) and finalisation (§7 -> WidthPlan).
 
 The Trainer integration (loss, optimizer groups, hooks into the training loop, checkpoints) is in
 :mod:`p3b_hf.trainer`; this module only needs tensors and a schedule.
@@ -175,7 +175,7 @@ class P3BPruner:
 
     def _keep_from_window(self, st: P3BState, remaining: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Block keep ratios from one estimator's finished window (§3): ΔΨ means -> importance per
+        """Block keep ratios from one estimator's finished window (docs/p3b.md §3): ΔΨ means -> importance per
         remaining parameter -> EMA (state in ``st``) -> α-merge -> budget solver. Returns (κ, ΔΨᶜ, ΔΨᵖ);
         a ΔΨ is None when no micro-batch of the window ran those heads (its EMA then stays as it was)."""
         cfg = self.config

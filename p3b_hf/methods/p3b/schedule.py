@@ -1,4 +1,4 @@
-"""P3B's phase schedule in optimizer steps (spec §5.3): warm-up [0, S0), sparsify [S0, S1) with a
+"""P3B's phase schedule in optimizer steps (docs/p3b.md §5.3): warm-up [0, S0), sparsify [S0, S1) with a
 linear ramp of the ratio at τ_max, sharpening [S1, S2) with τ going linearly to τ_min, finalize at S2.
 
 Steps are ``TrainerState.global_step`` (optimizer steps). The reference counts micro-batches; with

@@ -91,7 +91,7 @@ class P3BState:
         return self.dpsi_cls_sum, self.dpsi_patch_sum, self.dpsi_count, self.dpsi_cls_count
 
     def merge_previous_window(self) -> None:
-        """Add the previous window into the current one (reference finalisation quirk, spec §9.4)."""
+        """Add the previous window into the current one (reference finalisation quirk, docs/p3b.md §9.4)."""
         if self.prev_dpsi_count is None:
             return
         self.dpsi_cls_sum += self.prev_dpsi_cls_sum
