@@ -33,8 +33,8 @@ def test_two_ranks_have_identical_masks_after_every_update(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0 = (tmp_path / "masks_rank0.txt").read_text().splitlines()
     r1 = (tmp_path / "masks_rank1.txt").read_text().splitlines()
-    # 128 images / (2 ranks x 16) = 4 steps per epoch; updates every 2 steps in [4, 16)
-    assert [line.split()[0] for line in r0] == ["6", "8", "10", "12", "14"]
+    # 128 images / (2 ranks x 16) = 4 steps per epoch; updates every 2 steps in (4, 16] (the last at S2 = 16)
+    assert [line.split()[0] for line in r0] == ["6", "8", "10", "12", "14", "16"]
     assert r0 == r1
     assert len({line.split()[1] for line in r0}) == len(r0)  # the masks really change between updates
     assert (tmp_path / "final_rank0.txt").read_text() == (tmp_path / "final_rank1.txt").read_text()
