@@ -43,7 +43,7 @@ from .errors import P3BError
 from .models.configuration_p3b_vit import P3BViTConfig
 from .models.plain_vit import plain_like
 from .optimize import optimize_for_inference
-from .plan import WidthPlan, apply_width_plan
+from .plan import WidthPlan, apply_width_plan, pruned_config
 
 SCHEMA = "p3b_hf.bench/1"
 ARCHS: dict[str, dict[str, int]] = {  # timm/HF DeiT shapes (the non-distilled DeiT is a plain ViT)
@@ -98,24 +98,6 @@ def dense_arch_config(arch: str, num_labels: int = 1000, image_size: int = 224, 
                      patch_size=patch_size, num_labels=num_labels, layer_norm_eps=1e-6)
 
 
-def plan_config(dense_config: Any, plan: WidthPlan) -> P3BViTConfig:
-    """The pruned config a plan yields (widths only: for :func:`count_cost`, no weights touched)."""
-    heads, dims, mlp = [], [], []
-    subsets: dict[str, list] = {k: [] for k in ("attn_in", "attn_out", "mlp_in", "mlp_out")}
-    for lp in plan.layers:
-        h = plan.num_attention_heads if lp.heads is None else len(lp.heads)
-        d = plan.head_dim if lp.head_dims is None else len(lp.head_dims)
-        heads.append(h if h * d else 0)
-        dims.append(d if h * d else 0)
-        mlp.append(plan.intermediate_size if lp.mlp is None else len(lp.mlp))
-        for k in subsets:
-            subsets[k].append(getattr(lp, k))
-    return P3BViTConfig.from_dense_config(
-        dense_config, layer_num_heads=heads, layer_head_dims=dims, layer_intermediate_sizes=mlp,
-        layer_attn_in=subsets["attn_in"], layer_attn_out=subsets["attn_out"], layer_mlp_in=subsets["mlp_in"],
-        layer_mlp_out=subsets["mlp_out"])
-
-
 def _rounded(n: int, full: int, round_to: int | None) -> int:
     n = max(1, min(full, n))
     if round_to:
@@ -167,12 +149,12 @@ def random_plan(dense_config: Any, keep: float, style: str = "p3b", seed: int = 
 
     target = keep * count_cost(dense_config)["params"]
     lo_s, hi_s = 0.0, 2.0 / min(min(w) for w in weight)
-    if count_cost(plan_config(dense_config, build(lo_s)))["params"] > target:
+    if count_cost(pruned_config(dense_config, build(lo_s)))["params"] > target:
         raise P3BError(f"--keep {keep} is below what this plan style can reach for this architecture (even the "
                        "smallest inner widths keep more); use a larger --keep or --plan-style uniform.")
     for _ in range(40):
         mid = (lo_s + hi_s) / 2
-        if count_cost(plan_config(dense_config, build(mid)))["params"] > target:
+        if count_cost(pruned_config(dense_config, build(mid)))["params"] > target:
             hi_s = mid
         else:
             lo_s = mid

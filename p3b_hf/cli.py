@@ -1,8 +1,9 @@
 """``p3b-hf`` command line (also ``python -m p3b_hf``).
 
 Each subcommand lives in ``p3b_hf/commands/<name>.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their command runs, so ``--help`` is fast.
-Errors derived from :class:`p3b_hf.P3BError` are printed as one line (no traceback), exit code 2.
+``run(args) -> int``. Only the module of the command given is imported (``p3b-hf --help`` imports none),
+so the top-level help is fast. Errors derived from :class:`p3b_hf.P3BError` are printed as one line (no
+traceback), exit code 2.
 """
 
 from __future__ import annotations
@@ -22,24 +23,35 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+ALL = "*"
+
+
+def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
+    """The ``p3b-hf`` parser; ``command`` = the one subcommand whose flags are built (``ALL``: every one,
+    ``None``: none -- just the command list)."""
     parser = argparse.ArgumentParser(prog="p3b-hf", description=__doc__.splitlines()[0])
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"p3b_hf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(f"p3b_hf.commands.{name}")
-        module.add_arguments(p)
-        p.set_defaults(_module=module)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        if command in (ALL, name):
+            module = importlib.import_module(f"p3b_hf.commands.{name}")
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import P3BError
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "compare" and "--" in argv:  # `compare ... -- --batch-size 128`: the flags are compare's own
+        argv.remove("--")
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

@@ -103,3 +103,12 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
         else:
             block += mo
     return {"params": block + non_block, "macs": macs, "block_params": block, "non_block_params": non_block}
+
+
+def plan_cost(model: Any, plan: Any) -> dict[str, int]:
+    """:func:`count_cost` of the model ``plan`` would make from the dense ``model`` (no weights touched)."""
+    from .models.locator import locate
+    from .plan import pruned_config
+
+    mods = locate(model)
+    return count_cost(pruned_config(model.config, plan, distillation_head="distillation_classifier" in mods.heads))

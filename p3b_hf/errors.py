@@ -27,3 +27,7 @@ class DataError(P3BError):
 
 class CheckpointError(P3BError):
     """A saved model is unreadable, unsafe (pickle) or disagrees with its config."""
+
+
+class NonFiniteLossError(P3BError):
+    """Training diverged (the loss stayed NaN/inf)."""

@@ -45,7 +45,9 @@ from torch import nn
 
 from .errors import UnsupportedModelError
 from .models.configuration_p3b_vit import P3BViTConfig
+from .models.modeling_p3b_vit import _take
 from .models.plain_vit import is_plain_vit
+from .padding import grow_subset, round_up
 
 SCATTER_MODES = ("auto", "index_add", "gather", "dense")
 
@@ -68,10 +70,6 @@ def _channels(subset: list[int] | None, full: int, plain: bool) -> _Channels:
     return _Channels("index", len(subset), [int(i) for i in subset])
 
 
-def _round_up(n: int, m: int | None) -> int:
-    return n if not m or n % m == 0 else n + m - n % m
-
-
 def _pad_subset(ch: _Channels, target: int, full: int) -> _Channels:
     """Grow a channel set to ``target`` channels (new ones get zero weights by the caller)."""
     target = min(target, full)
@@ -79,9 +77,7 @@ def _pad_subset(ch: _Channels, target: int, full: int) -> _Channels:
         return ch
     if ch.kind == "prefix":
         return _Channels("all", full) if target == full else _Channels("prefix", target)
-    used = set(ch.idx)
-    extra = [c for c in range(full) if c not in used][: target - ch.width]
-    return _Channels("index", target, ch.idx + extra)
+    return _Channels("index", target, grow_subset(ch.idx, target, full))
 
 
 def _pad_cols(w: torch.Tensor, n: int) -> torch.Tensor:
@@ -95,19 +91,6 @@ def _pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- modules
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x[..., idx]``, in the fastest exact form measured per device.
-
-    CPU: ``index_select`` along dim 1 of the 2-D ``[tokens, C]`` view -- 1.6-1.8x faster than
-    ``torch.gather`` on the last dim (which is itself ~2x faster than ``index_select`` on the last dim
-    of the 3-D tensor); 1 thread, DeiT-S rows, 40-304 of 384 channels. CUDA: ``torch.gather`` (coalesced
-    reads, and an indirect load that inductor fuses under ``torch.compile``).
-    """
-    if x.device.type == "cpu" and x.is_contiguous():
-        return x.view(-1, x.shape[-1]).index_select(1, idx).view(*x.shape[:-1], idx.numel())
-    return torch.gather(x, -1, idx.expand(*x.shape[:-1], -1))
-
-
 class _Read(nn.Module):
     """LayerNorm of the channels a sub-block reads (affine part optional: it may be folded)."""
 
@@ -293,7 +276,7 @@ def _read_and_first(ln: nn.Module, ch: _Channels, cfg: P3BViTConfig, full: int, 
     if opt.round_to and ch.kind == "index" and cfg.layernorm_mode == "full_stats":
         # extra channels are normalised like the others and meet zero columns: exact.
         # (A prefix / subset-stats norm would change its statistics, so those stay unpadded.)
-        padded = _pad_subset(ch, _round_up(ch.width, opt.round_to), full)
+        padded = _pad_subset(ch, round_up(ch.width, opt.round_to), full)
         if padded.width != ch.width:
             weights = [_pad_cols(w, padded.width) for w in weights]
             if g is not None:
@@ -321,7 +304,7 @@ def _write_and_last(ch: _Channels, full: int, w: torch.Tensor, b: torch.Tensor, 
         b_full = b.new_zeros(full).index_copy_(0, idx, b)
         return _Write(_Channels("all", full), full, "dense"), w_full, b_full
     if opt.round_to and ch.kind != "all":
-        padded = _pad_subset(ch, _round_up(ch.width, opt.round_to), full)
+        padded = _pad_subset(ch, round_up(ch.width, opt.round_to), full)
         w, b = _pad_rows(w, padded.width), _pad_rows(b, padded.width)
         ch = padded
     scatter = opt.scatter if opt.scatter != "auto" else ("gather" if compiled else "index_add")
@@ -349,7 +332,7 @@ def _attention(layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _O
     heads, hd = sa.num_heads, sa.head_dim
     qkv_w = torch.cat([sa.query.weight, sa.key.weight, sa.value.weight]).detach()
     qkv_b = None if sa.query.bias is None else torch.cat([sa.query.bias, sa.key.bias, sa.value.bias]).detach()
-    new_hd = _round_up(hd, opt.round_to)
+    new_hd = round_up(hd, opt.round_to)
     if new_hd != hd:
         qkv_w, qkv_b = _pad_heads(qkv_w, qkv_b, heads, hd, new_hd)
     read, (qkv_w,), (qkv_b,) = _read_and_first(layer.layernorm_before, _channels(cfg.layer_attn_in[i], c, plain),
@@ -371,7 +354,7 @@ def _mlp(layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _Options
     if layer.mlp_removed:
         return _constant(layer.output.dense.bias, out, c)
     fc1, fc2 = layer.intermediate.dense, layer.output.dense
-    hidden = _round_up(fc1.out_features, opt.round_to)
+    hidden = round_up(fc1.out_features, opt.round_to)
     w1, b1 = _pad_rows(fc1.weight.detach(), hidden), _pad_rows(fc1.bias.detach(), hidden)
     read, (w1,), (b1,) = _read_and_first(layer.layernorm_after, _channels(cfg.layer_mlp_in[i], c, plain), cfg, c,
                                          [w1], [b1], opt)

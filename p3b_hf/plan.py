@@ -331,3 +331,38 @@ def _pruned_config(model: nn.Module, mods: ViTModules, plan: WidthPlan, lay: dic
 
     kwargs["p3b_hf_version"] = __version__
     return cfg_cls(**kwargs)
+
+
+def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool | None = None) -> P3BViTConfig:
+    """The config ``apply_width_plan(model, plan)`` produces (widths only; no weights touched): THE way from
+    a plan to a pruned config, for cost estimates (:func:`p3b_hf.cost.plan_cost`) and random plans.
+
+    ``distillation_head``: two-headed DeiT (default: read from ``dense_config.architectures``).
+    """
+    if isinstance(dense_config, P3BViTConfig):
+        cls, extra = type(dense_config), {}
+    elif getattr(dense_config, "model_type", "vit") == "deit":
+        cls = P3BDeiTConfig
+        if distillation_head is None:
+            distillation_head = any("WithTeacher" in a for a in (getattr(dense_config, "architectures", None) or []))
+        extra = {"distillation_head": bool(distillation_head)}
+    else:
+        cls, extra = P3BViTConfig, {}
+    base = cls.from_dense_config(dense_config, **extra) if not isinstance(dense_config, P3BViTConfig) \
+        else dense_config
+    heads, dims, mlp = [], [], []
+    for i in range(plan.num_layers):
+        k = plan.kept(i)
+        attn_on = k["heads"] > 0 and k["head_dim"] > 0
+        heads.append(k["heads"] if attn_on else 0)
+        dims.append(k["head_dim"] if attn_on else 0)
+        mlp.append(k["mlp"])
+    kwargs = base.to_dict()
+    for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
+        kwargs.pop(key, None)
+    kwargs.update(hidden_size=len(plan.embed) if plan.embed is not None else plan.hidden_size,
+                  num_attention_heads=plan.num_attention_heads, layer_num_heads=heads, layer_head_dims=dims,
+                  layer_intermediate_sizes=mlp,
+                  **{f"layer_{n}": [getattr(lp, n) for lp in plan.layers]
+                     for n in ("attn_in", "attn_out", "mlp_in", "mlp_out")})
+    return cls(**kwargs)

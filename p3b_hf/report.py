@@ -1,17 +1,11 @@
-"""Saving pruned models and the common ``pruning_report.json`` every method writes.
-
-Everything is written atomically: into a temporary sibling directory first, then renamed, so a
-crash mid-save leaves the previous good state (or nothing) -- never a half-written model dir.
-"""
+"""The ``pruning_report.json`` every run writes: dense vs pruned cost, widths, accuracy, method history;
+its one-screen summary and the widths plot. (Writing model directories: :mod:`p3b_hf.checkpoints`.)"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,87 +15,6 @@ from .cost import count_cost
 from .plan import WidthPlan
 
 REPORT_NAME = "pruning_report.json"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def make_staging_dir(target: str | os.PathLike) -> Path:
-    """A fresh ``.<name>.staging-<pid>-*`` dir beside ``target``.
-
-    Staging dirs left behind by a killed process (SIGKILL runs no cleanup) are removed first; the pid in
-    the name tells whether their owner is still alive, so concurrent ranks never delete each other's.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for old in target.parent.glob(f".{target.name}.staging-*"):
-        pid = old.name.rsplit(".staging-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent))
-
-
-def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint-N`` in ``folder`` that was completely written, or None.
-
-    The Trainer writes ``trainer_state.json`` last; a checkpoint without it was interrupted mid-save
-    (transformers' ``get_last_checkpoint`` would pick it anyway and the resume would fail).
-    """
-    folder = Path(folder)
-    done = [(int(d.name.split("-")[1]), d) for d in folder.glob("checkpoint-*")
-            if d.name.split("-")[1].isdigit() and (d / "trainer_state.json").is_file()]
-    return str(max(done)[1]) if done else None
-
-
-@contextmanager
-def atomic_dir(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a staging directory that replaces ``target`` only if the block finishes."""
-    target = Path(target)
-    staging = make_staging_dir(target)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        if not overwrite:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise FileExistsError(f"{target} exists")
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_model(model: nn.Module, out: Path, image_processor: Any, plan: WidthPlan | None) -> None:
-    model.save_pretrained(out)
-    if image_processor is not None:
-        image_processor.save_pretrained(out)
-    if plan is not None:
-        plan.to_json(out / "width_plan.json")
-
-
-def save_pruned_model(model: nn.Module, output_dir: str | os.PathLike, image_processor: Any = None,
-                      plan: WidthPlan | None = None, atomic: bool = True) -> Path:
-    """Save a (pruned) model dir: safetensors + config with per-layer widths + the two auto_map code
-    files + the image processor + ``width_plan.json``. Loadable with ``AutoModelForImageClassification``."""
-    output_dir = Path(output_dir)
-    if not atomic:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        _write_model(model, output_dir, image_processor, plan)
-        return output_dir
-    with atomic_dir(output_dir) as staging:
-        _write_model(model, staging, image_processor, plan)
-    return output_dir
 
 
 def layer_widths(model_or_config: Any) -> list[dict[str, int]]:
@@ -208,3 +121,34 @@ def plot_widths(model_or_config: Any, path: str | os.PathLike, dense_config: Any
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def summarize(report: dict[str, Any]) -> str:
+    d, p = report["dense"], report["pruned"]
+    acc = report.get("eval", {}).get("accuracy")
+    dacc = (report.get("dense_eval") or {}).get("accuracy")
+    lines = [
+        f"method            {report['method']}",
+        f"params            {d['params'] / 1e6:8.3f} M -> {p['params'] / 1e6:8.3f} M "
+        f"({100 * report['achieved_param_reduction']:.1f} % removed)",
+        f"MACs/image        {d['macs'] / 1e9:8.3f} G -> {p['macs'] / 1e9:8.3f} G "
+        f"({100 * report['achieved_mac_reduction']:.1f} % removed)",
+    ]
+    if acc is not None:
+        lines.append(f"accuracy          dense {dacc if dacc is None else f'{100 * dacc:.2f} %'} -> pruned "
+                     f"{100 * acc:.2f} %")
+    if report.get("wall_time_s") is not None:
+        lines.append(f"wall time         {report['wall_time_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def model_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """Per-layer widths + sha256 over every tensor (name, shape, bytes): equal iff the models are equal."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return {"widths": layer_widths(model), "sha256": h.hexdigest()}

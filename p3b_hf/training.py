@@ -1,11 +1,13 @@
-"""Shared Trainer pieces: the ViT resume fix, optional knowledge distillation, accuracy metrics.
+"""Training pieces every method shares: ``TrainingArguments`` from :class:`~p3b_hf.options.TrainOptions`,
+knowledge distillation, the step timer, accuracy metrics and the one evaluation loop.
 
-Every method's fine-tune (P3B's pruning run, VBP's KD fine-tune, the global-pruning fine-tune and
-the plain fine-tune of a pruned model) is a :class:`FineTuneTrainer` run; P3B's trainer subclasses it.
+Every method's training (P3B's pruning run, VBP's KD fine-tune, the global-pruning fine-tune and the plain
+fine-tune of a pruned model) is a :class:`FineTuneTrainer` run; P3B's trainer subclasses it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import EvalPrediction, Trainer, TrainerCallback
+from tqdm.auto import tqdm
+from transformers import EvalPrediction, TrainerCallback, TrainingArguments
 
-from .errors import P3BError
+from .errors import NonFiniteLossError, P3BError
+from .options import KDOptions, TrainOptions
+from .runtime import all_reduce_, rank, resolve_device, world_size
+from .trainer_adapter import TrainerAdapter
 
 KD_REDUCTIONS = ("deit", "batchmean")
 
@@ -51,6 +57,67 @@ class KDConfig:
         if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
             raise P3BError(f"KD alpha must lie in [0, 1] and the temperature be > 0 (got alpha={self.alpha}, "
                            f"temperature={self.temperature}).")
+
+
+def training_arguments(train: TrainOptions, output_dir: str | os.PathLike, **overrides: Any) -> TrainingArguments:
+    """The ``TrainingArguments`` every p3b_hf training phase starts from (cosine schedule, checkpoints every
+    epoch, tqdm progress, no external loggers); ``overrides`` win (e.g. P3B's constant lr)."""
+    device = resolve_device(train.device)
+    kw: dict[str, Any] = dict(
+        output_dir=str(output_dir), num_train_epochs=train.epochs, learning_rate=train.lr,
+        weight_decay=train.weight_decay, per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size or train.batch_size, remove_unused_columns=False,
+        label_names=["labels"], seed=train.seed, data_seed=train.seed, report_to="none",
+        save_strategy=train.save_strategy, save_total_limit=2, eval_strategy="no", logging_strategy="steps",
+        logging_steps=max(1, train.logging_steps), bf16=train.bf16, fp16=train.fp16, use_cpu=device == "cpu",
+        dataloader_num_workers=train.num_workers, ddp_find_unused_parameters=False, lr_scheduler_type="cosine",
+        warmup_steps=0, disable_tqdm=False,
+    )
+    kw.update(overrides)
+    return TrainingArguments(**kw)
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, dataset: Any, *, batch_size: int = 256, device: str | None = None,
+                      autocast_dtype: torch.dtype | None = None, desc: str = "eval") -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` on a transformed eval dataset.
+
+    The one evaluation loop of p3b_hf. Under DDP every rank scores a strided shard and the sums are
+    all-reduced, so every rank returns the metrics of the whole split (each sample counted once).
+    """
+    if dataset is None or len(dataset) == 0:
+        return {}
+    device = device or next(model.parameters()).device.type
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    world = world_size()
+    shard = dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank(), len(dataset), world))
+    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, shuffle=False)
+    dtype = next(model.parameters()).dtype
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for batch in tqdm(loader, desc=desc, leave=False, disable=None):
+        x = batch["pixel_values"].to(device, dtype)
+        y = batch["labels"].to(device)
+        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = logits_of(model(pixel_values=x)).float()
+        y = y.argmax(-1) if y.dim() > 1 else y
+        sums[0] += (logits.argmax(-1) == y).sum()
+        sums[1] += F.cross_entropy(logits, y, reduction="sum")
+        sums[2] += y.numel()
+    all_reduce_(sums)
+    model.train(was_training)
+    n = max(float(sums[2]), 1.0)
+    return {"accuracy": float(sums[0]) / n, "loss": float(sums[1]) / n, "samples": int(sums[2])}
+
+
+def kd_config(kd: KDOptions, default_reduction: str) -> KDConfig | None:
+    """The :class:`KDConfig` of the distillation options (``None`` without a teacher); a method's own default
+    scaling applies unless ``kd.kd_reduction`` is given (P3B-Dist / fine-tune: "deit", VBP: "batchmean")."""
+    if not kd.teacher:
+        return None
+    return KDConfig(alpha=kd.kd_alpha, temperature=kd.kd_temperature, kind=kd.kd_kind,
+                    reduction=kd.kd_reduction or default_reduction)
 
 
 def logits_of(outputs: Any) -> torch.Tensor:
@@ -144,14 +211,14 @@ def _rss_mb() -> float:
         return float("nan")
 
 
-class FineTuneTrainer(Trainer):
-    """``transformers.Trainer`` with three fixes/extensions used by every p3b_hf method.
+class FineTuneTrainer(TrainerAdapter):
+    """``transformers.Trainer`` (through :class:`~p3b_hf.trainer_adapter.TrainerAdapter`, which also fixes
+    resuming ViT checkpoints) with what every p3b_hf method's training needs.
 
     * ``teacher`` + ``kd``: frozen teacher (kept out of the optimizer and DDP) for KD.
     * dense (mixup/cutmix) targets in ``labels`` are handled by a soft-target cross-entropy.
-    * ``_load_from_checkpoint`` reloads with ``from_pretrained`` semantics: transformers 5.17/5.18
-      load ViT checkpoints with a raw ``load_state_dict(strict=False)`` and silently keep random
-      encoder weights (huggingface/transformers#43701); see docs/hf notes.
+    * a diverged run stops with :class:`~p3b_hf.errors.NonFiniteLossError` instead of training on NaNs.
+    * ``trainer.step_timer``: the time and memory of every optimizer step (:class:`StepTimer`).
     """
 
     #: consecutive optimizer-step losses that may be NaN/inf before the run is stopped
@@ -212,20 +279,6 @@ class FineTuneTrainer(Trainer):
                 "of --fp16, or check the input data for NaNs; the last good checkpoint is kept in "
                 f"{self.args.output_dir}.")
         return loss
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        model = self.model if model is None else model
-        ref = type(model).from_pretrained(resume_from_checkpoint, config=model.config, dtype=next(
-            model.parameters()).dtype)
-        missing = model.load_state_dict(ref.state_dict(), strict=False)
-        if missing.missing_keys and any(not k.startswith("_") for k in missing.missing_keys):
-            # keys that are not part of the HF model (e.g. p3b gates) are restored by subclasses
-            self._extra_missing_keys = list(missing.missing_keys)
-        del ref
-
-
-class NonFiniteLossError(P3BError):
-    """Training diverged (the loss stayed NaN/inf)."""
 
 
 def check_teacher_labels(teacher: nn.Module, student: nn.Module) -> None:

@@ -7,9 +7,10 @@
 A recipe is YAML with
   ``base``: another recipe file to inherit from (deep-merged; this file wins),
   ``vars``: strings substituted into every ``{name}`` of the stage args (``output_root`` et al.),
-  ``stages``: ``name -> {command: prune|finetune, global_batch_size: N?, args: {flag: value}}`` run in order;
-      args are the command's CLI flags with ``_`` for ``-`` (``prune_ratio: 0.5`` -> ``--prune-ratio 0.5``,
-      ``true`` -> a bare switch, ``null``/``false`` -> left out),
+  ``stages``: ``name -> {command: prune|finetune, global_batch_size: N?, args: {option: value}}`` run in order;
+      args are the command's options by field name (``prune_ratio: 0.5`` is ``--prune-ratio 0.5``; a method's
+      options too, e.g. ``update_every``); they become the typed options of :mod:`p3b_hf.options` and the
+      stage runs :func:`p3b_hf.runner.prune` / :func:`p3b_hf.runner.finetune` (no command line is built),
   ``push_to_hub`` / ``hub_repo_id`` / ``hub_private``: push the last stage's output dir with
       :func:`p3b_hf.hub.push_pruned` (main process only).
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import json
 import os
 import sys
@@ -98,48 +98,40 @@ def resolve_vars(raw: dict[str, Any]) -> dict[str, str]:
     raise SystemExit(f"recipe vars refer to each other in a cycle: {variables}")
 
 
-def to_argv(args: dict[str, Any], variables: dict[str, Any]) -> list[str]:
-    argv: list[str] = []
-    for key, value in args.items():
-        value = _substitute(value, variables)
-        flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, list):
-            argv += [flag, *map(str, value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
-
-
-# ------------------------------------------------------------------------------------------- launching
 def world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, processes) of this launch (p3b_hf.runtime: the process group's, else the launcher's env)."""
+    from p3b_hf.runtime import rank, world_size
+
+    return rank(), world_size()
 
 
-def command_parser(name: str) -> tuple[Any, argparse.ArgumentParser]:
-    if name not in COMMANDS:
-        raise SystemExit(f"unknown command {name!r} in recipe; use one of {COMMANDS}")
-    module = importlib.import_module(f"p3b_hf.commands.{name}")
-    parser = argparse.ArgumentParser(prog=f"p3b-hf {name}")
-    module.add_arguments(parser)
-    return module, parser
+def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "stage") -> tuple[str, Any]:
+    """``(command, job)`` of a stage for this launch: vars substituted, the global batch split over the
+    processes (per-device batch, or gradient accumulation where the command has it), precision and
+    device from the accelerate config. Unknown or mistyped options are one error naming them."""
+    from p3b_hf.methods import get_method
+    from p3b_hf.options import (
+        FINETUNE_DEFAULTS,
+        DataOptions,
+        FinetuneOptions,
+        KDOptions,
+        OutputOptions,
+        PruneOptions,
+        TrainOptions,
+        options_from_mapping,
+    )
+    from p3b_hf.runner import FinetuneJob, PruneJob
 
-
-def _has_flag(parser: argparse.ArgumentParser, flag: str) -> bool:
-    return flag in parser._option_string_actions
-
-
-def stage_args(stage: dict[str, Any], parser: argparse.ArgumentParser, variables: dict[str, Any]) -> list[str]:
-    """The stage's argv, with global batch, precision and device filled in for this launch."""
-    args = dict(stage.get("args") or {})
+    command = stage.get("command", name)
+    if command not in COMMANDS:
+        raise SystemExit(f"unknown command {command!r} in recipe; use one of {COMMANDS}")
+    args = {k: _substitute(v, variables) for k, v in (stage.get("args") or {}).items()}
+    defaults = FINETUNE_DEFAULTS if command == "finetune" else {}
     _, n_proc = world()
     gbs = stage.get("global_batch_size")
     if gbs:
-        per_device = int(args.get("batch_size") or parser.get_default("batch_size"))
-        if _has_flag(parser, "--grad-accum-steps") and gbs % (per_device * n_proc) == 0:
+        per_device = int(args.get("batch_size") or defaults.get("batch_size") or TrainOptions().batch_size)
+        if command == "finetune" and gbs % (per_device * n_proc) == 0:
             args["grad_accum_steps"] = gbs // (per_device * n_proc)
         elif gbs % n_proc == 0:
             args["batch_size"] = gbs // n_proc
@@ -150,23 +142,39 @@ def stage_args(stage: dict[str, Any], parser: argparse.ArgumentParser, variables
     precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if precision in ("bf16", "fp16") and not args.get("bf16") and not args.get("fp16"):
         args[precision] = True
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") and _has_flag(parser, "--device"):
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
         args["device"] = "cpu"
-    return to_argv(args, variables)
+    common = [DataOptions, TrainOptions, OutputOptions, KDOptions]
+    what = f"recipe stage {name!r} ({command})"
+    if command == "finetune":
+        o = options_from_mapping([FinetuneOptions, *common], args, what, defaults=defaults)
+        return command, FinetuneJob(finetune=o[FinetuneOptions], data=o[DataOptions], output=o[OutputOptions],
+                                    train=o[TrainOptions], kd=o[KDOptions])
+    method = get_method(str(args.get("method", "p3b")))
+    o = options_from_mapping([PruneOptions, *common, method.options], args, what)
+    return command, PruneJob(prune=o[PruneOptions], data=o[DataOptions], output=o[OutputOptions],
+                             train=o[TrainOptions], kd=o[KDOptions], method_options=o[method.options])
+
+
+def describe(command: str, job: Any) -> str:
+    """The equivalent ``p3b-hf`` command line (printed; never parsed)."""
+    from p3b_hf.options import command_line
+
+    parts = [getattr(job, k, None) for k in ("prune", "finetune", "data", "train", "output", "kd", "method_options")]
+    return f"p3b-hf {command} " + command_line(*parts)
 
 
 def fingerprint(model: Any) -> dict[str, Any]:
-    from p3b_hf.commands.finetune import model_fingerprint
+    from p3b_hf.report import model_fingerprint
 
     return model_fingerprint(model)
 
 
 def barrier() -> None:
     """Wait for every rank (the Trainer has set up the process group; nothing to wait for otherwise)."""
-    import torch.distributed as dist
+    from p3b_hf.runtime import barrier as _barrier
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    _barrier()
 
 
 def push_output(recipe: dict[str, Any], output_dir: str | None, variables: dict[str, str], api: Any = None) -> Any:
@@ -199,34 +207,30 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"stages {unknown} are not in the recipe (it has {list(stages)})")
     from p3b_hf.errors import P3BError
+    from p3b_hf.runner import finetune, prune
 
     rank, n_proc = world()
     last_output = None
     for name in chosen:
-        stage = stages[name]
-        module, parser = command_parser(stage.get("command", name))
-        argv_stage = stage_args(stage, parser, variables)
-        print(f"[rank {rank}/{n_proc}] stage {name}: p3b-hf {stage.get('command', name)} {' '.join(argv_stage)}",
-              flush=True)
-        if opts.dry_run:
-            continue
-        args = parser.parse_args(argv_stage)
         try:
-            if hasattr(module, "execute"):
-                outcome = module.execute(args)
-                if opts.fingerprint_dir and getattr(outcome, "model", None) is not None:
-                    out = Path(opts.fingerprint_dir)
-                    out.mkdir(parents=True, exist_ok=True)
-                    (out / f"{name}.rank{rank}.json").write_text(json.dumps(fingerprint(outcome.model)))
-            else:
-                rc = module.run(args)
-                if rc:
-                    return int(rc)
+            command, job = stage_job(stages[name], variables, name)
         except P3BError as e:  # one line, as `p3b-hf` prints it
             print(f"[rank {rank}] stage {name}: error: {e}", file=sys.stderr)
             return 2
+        print(f"[rank {rank}/{n_proc}] stage {name}: {describe(command, job)}", flush=True)
+        if opts.dry_run:
+            continue
+        try:
+            result = prune(job) if command == "prune" else finetune(job)
+        except P3BError as e:
+            print(f"[rank {rank}] stage {name}: error: {e}", file=sys.stderr)
+            return 2
+        if opts.fingerprint_dir:
+            out = Path(opts.fingerprint_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{name}.rank{rank}.json").write_text(json.dumps(fingerprint(result.model)))
         barrier()
-        last_output = args.output_dir
+        last_output = job.output.output_dir
     if recipe.get("push_to_hub") and not opts.dry_run and rank == 0:
         push_output(recipe, last_output, variables)
     print(f"[rank {rank}/{n_proc}] recipe {opts.recipe} done", flush=True)

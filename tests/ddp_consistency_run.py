@@ -57,8 +57,8 @@ def recording(sync: Path) -> Iterator[dict[str, dict[str, Any]]]:
     """Wrap the VBP / P3B pieces the CLI calls so that each rank's results are kept; restores them on exit.
 
     ``sync``: folder for the file barriers around VBP's statistics (see :func:`file_barrier`)."""
-    import p3b_hf.methods.baseline_common as common
-    import p3b_hf.methods.p3b as p3b_mod
+    import p3b_hf.methods.calibration as common
+    import p3b_hf.methods.p3b.method as p3b_mod
     import p3b_hf.methods.vbp as vbp
     from p3b_hf.methods.p3b.pruner import P3BPruner
     from p3b_hf.trainer import P3BTrainer
@@ -67,7 +67,7 @@ def recording(sync: Path) -> Iterator[dict[str, dict[str, Any]]]:
     saved = {(common, "calibration_loader"): common.calibration_loader,
              (vbp, "collect_mlp_activation_stats"): vbp.collect_mlp_activation_stats,
              (vbp, "vbp_plan_from_stats"): vbp.vbp_plan_from_stats,
-             (p3b_mod, "config_from_args"): p3b_mod.config_from_args,
+             (p3b_mod, "run"): p3b_mod.run,
              (P3BPruner, "update"): P3BPruner.update, (P3BPruner, "finalize"): P3BPruner.finalize,
              (P3BTrainer, "compute_loss"): P3BTrainer.compute_loss,
              (common, "save_plan_cache"): common.save_plan_cache}
@@ -92,8 +92,8 @@ def recording(sync: Path) -> Iterator[dict[str, dict[str, Any]]]:
         rec["vbp"]["plan"] = p.to_dict()
         return p
 
-    def config(args: Any) -> Any:
-        return dataclasses.replace(saved[(p3b_mod, "config_from_args")](args), bpi_frozen_bn=True)
+    def p3b_run(ctx: Any, options: Any) -> Any:  # the BPI BatchNorms frozen (no batch statistics across ranks)
+        return saved[(p3b_mod, "run")](ctx, dataclasses.replace(options, bpi_frozen_bn=True))
 
     def update(self: P3BPruner, done: int, **kw: Any) -> dict[str, Any]:
         entry = saved[(P3BPruner, "update")](self, done, **kw)
@@ -116,7 +116,7 @@ def recording(sync: Path) -> Iterator[dict[str, dict[str, Any]]]:
         return saved[(P3BTrainer, "compute_loss")](self, model, inputs, *a, **kw)
 
     new = {(common, "calibration_loader"): loader, (vbp, "collect_mlp_activation_stats"): stats,
-           (vbp, "vbp_plan_from_stats"): plan, (p3b_mod, "config_from_args"): config,
+           (vbp, "vbp_plan_from_stats"): plan, (p3b_mod, "run"): p3b_run,
            (P3BPruner, "update"): update, (P3BPruner, "finalize"): finalize,
            (P3BTrainer, "compute_loss"): loss, (common, "save_plan_cache"): plan_cache}
     for (owner, name), fn in new.items():

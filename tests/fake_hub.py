@@ -304,13 +304,14 @@ def save_pruned_dir(dense: Any, out: Path, *, method: str = "p3b", dataset: str 
     from transformers import ViTImageProcessorPil
 
     from p3b_hf import apply_width_plan
-    from p3b_hf.report import base_report, plot_widths, save_pruned_model, write_report
+    from p3b_hf.checkpoints import save_model_dir
+    from p3b_hf.report import base_report, plot_widths, write_report
 
     plan = nontrivial_plan(dense.config)
     pruned = apply_width_plan(dense, plan).eval()
     size = dense.config.image_size
     processor = ViTImageProcessorPil(size={"height": size, "width": size})
-    save_pruned_model(pruned, out, image_processor=processor, plan=plan)
+    save_model_dir(pruned, out, image_processor=processor, plan=plan)
     if with_report:
         report = base_report(dense, pruned, method=method, prune_ratio=0.5, plan=plan,
                              eval_metrics={"accuracy": accuracy} if accuracy is not None else None,

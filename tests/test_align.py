@@ -12,9 +12,9 @@ from test_bench import _p3b_plan
 from test_recipes import _tiny_data, _tiny_dense
 from transformers import AutoModelForImageClassification
 
-from p3b_hf.align import pad_widths
 from p3b_hf.cost import count_cost
 from p3b_hf.errors import P3BError
+from p3b_hf.padding import pad_widths
 from p3b_hf.plan import WidthPlan, apply_width_plan
 
 

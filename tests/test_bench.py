@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from p3b_hf import WidthPlan, apply_width_plan, count_cost
-from p3b_hf.bench import dense_arch_config, parse_variant, plan_config, random_plan, run_bench
+from p3b_hf.bench import dense_arch_config, parse_variant, random_plan, run_bench
 from p3b_hf.commands import bench as bench_command
 from p3b_hf.errors import P3BError
 from p3b_hf.models.plain_vit import plain_like
 from p3b_hf.optimize import FastViT, describe, optimize_for_inference
+from p3b_hf.plan import pruned_config
 
 
 def _p3b_plan(model: nn.Module, seed: int = 0) -> WidthPlan:
@@ -115,7 +116,7 @@ def test_plain_ideal_vit_has_the_pruned_shapes(tiny_deit_teacher, images):
 def test_random_plans_hit_the_keep_ratio(style, keep):
     cfg = dense_arch_config("deit-tiny")
     plan = random_plan(cfg, keep, style, seed=1)
-    got = count_cost(plan_config(cfg, plan))["params"] / count_cost(cfg)["params"]
+    got = count_cost(pruned_config(cfg, plan))["params"] / count_cost(cfg)["params"]
     assert abs(got - keep) < 0.01
     has_subsets = any(lp.attn_in is not None or lp.mlp_out is not None for lp in plan.layers)
     assert has_subsets == (style == "p3b")

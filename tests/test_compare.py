@@ -12,31 +12,43 @@ from test_vbp import _tiny_source
 from p3b_hf import P3BError
 from p3b_hf.cli import main
 from p3b_hf.compare import (
+    CompareJob,
+    CompareOptions,
     MethodSpec,
-    _finetune_flags,
+    cell_job,
     markdown_table,
     parse_methods,
     parse_ratios,
-    prune_argv,
     row_of,
 )
+from p3b_hf.methods.global_pruning import GlobalOptions
+from p3b_hf.methods.p3b import P3BConfig
+from p3b_hf.methods.vbp import VBPOptions
+from p3b_hf.options import DataOptions, KDOptions, OutputOptions, TrainOptions
+
+
+def _job(**kd) -> CompareJob:
+    return CompareJob(compare=CompareOptions(model="src"), data=DataOptions(dataset="d"),
+                      output=OutputOptions(output_dir="cmp"), train=TrainOptions(epochs=3), kd=KDOptions(**kd),
+                      method_options={"p3b": P3BConfig(update_every=7)})
 
 
 def test_method_and_ratio_parsing():
     specs = parse_methods("p3b, vbp,global-hessian")
     assert [s.label for s in specs] == ["p3b", "vbp", "global-hessian"]
-    assert specs[2].extra == ("--importance", "hessian")
-    argv = prune_argv(specs[1], 0.5, ["--model", "m"], Path("o"), 3)
-    assert argv[:3] == ["prune", "--method", "vbp"] and argv[-2:] == ["--vbp-epochs", "3"]
+    assert specs[2].overrides == (("importance", "hessian"),)
+    vbp_cell = cell_job(_job(), specs[1], 0.5, Path("o"), None)
+    assert vbp_cell.prune.method == "vbp" and isinstance(vbp_cell.method_options, VBPOptions)
+    assert vbp_cell.method_options.vbp_epochs == 3 and vbp_cell.prune.prune_ratio == 0.5
     ref = MethodSpec.parse("P3B-Reference")
     assert (ref.label, ref.method) == ("p3b-reference", "p3b")
-    assert prune_argv(ref, 0.5, [], Path("o"), 3)[:4] == ["prune", "--method", "p3b", "--reference"]
+    ref_cell = cell_job(_job(), ref, 0.5, Path("o"), None)
+    assert ref_cell.method_options.reference and ref_cell.method_options.update_every == 7  # user's options kept
+    assert isinstance(cell_job(_job(), specs[2], 0.5, Path("o"), None).method_options, GlobalOptions)
     with pytest.raises(P3BError, match="Unknown method 'global-foo'"):
         MethodSpec.parse("global-foo")
     with pytest.raises(P3BError, match="strictly between 0 and 1"):
         parse_ratios("0.5,1.2")
-    assert _finetune_flags(["--model", "m", "--update-every", "3", "--bf16", "--seed", "1"]) == [
-        "--model", "m", "--bf16", "--seed", "1"]
 
 
 def test_cells_start_from_the_right_model():
@@ -44,13 +56,13 @@ def test_cells_start_from_the_right_model():
     vbp, p3b, glob = parse_methods("vbp,p3b,global-taylor")
     assert (vbp.start(), p3b.start(), glob.start()) == ("dense", "source", "source")
     assert (vbp.start("dense"), p3b.start("dense"), glob.start("dense")) == ("dense", "source", "dense")
-    argv = prune_argv(vbp, 0.5, ["--model", "src", "--dataset", "d"], Path("o"), 3, start_model="cmp/dense")
-    assert argv[argv.index("--model") + 1] == "cmp/dense" and argv.count("--model") == 1
-    assert argv[-2:] == ["--teacher", "cmp/dense"]
-    argv = prune_argv(vbp, 0.5, ["--model", "src", "--teacher", "t"], Path("o"), 3, start_model="cmp/dense")
-    assert argv.count("--teacher") == 1 and argv[argv.index("--teacher") + 1] == "t"  # the user's teacher wins
-    argv = prune_argv(glob, 0.5, ["--model", "src"], Path("o"), 3, start_model="cmp/dense")
-    assert "--teacher" not in argv and argv[argv.index("--model") + 1] == "cmp/dense"
+    cell = cell_job(_job(), vbp, 0.5, Path("o"), "cmp/dense")
+    assert cell.prune.model == "cmp/dense" and cell.kd.teacher == "cmp/dense"
+    cell = cell_job(_job(teacher="t"), vbp, 0.5, Path("o"), "cmp/dense")
+    assert cell.kd.teacher == "t"  # the user's teacher wins
+    cell = cell_job(_job(), glob, 0.5, Path("o"), "cmp/dense")
+    assert cell.kd.teacher is None and cell.prune.model == "cmp/dense"
+    assert cell_job(_job(), p3b, 0.5, Path("o"), None).prune.model == "src"
     rows = [row_of("vbp", 0.5, {"status": "unreachable", "error": "too much"}, None, start="dense (fine-tuned 3 ep)"),
             row_of("p3b", 0.5, {"pruned": {"params": 10**6, "macs": 10**9}, "eval": {"accuracy": 0.5}}, None,
                    epochs_total=3.0)]

@@ -43,7 +43,7 @@ def test_short_demo_end_to_end(tmp_path: Path) -> None:
     from p3b_hf.cli import main
     from p3b_hf.data import build_datasets, load_image_dataset
     from p3b_hf.loading import load_image_processor
-    from p3b_hf.pipeline import evaluate_accuracy
+    from p3b_hf.training import evaluate_accuracy
 
     out = tmp_path / "demo"
     argv = ["demo", "--output-dir", str(out), "--pretrain-steps", "12", "--source-renders", "1",

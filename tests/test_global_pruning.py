@@ -144,9 +144,10 @@ def test_run_cli_end_to_end(tiny_vit, tmp_path):
 
     from p3b_hf.methods import global_pruning
 
-    ctx = _cli_context(tiny_vit, tmp_path, ["--method", "global", "--importance", "taylor", "--prune-ratio", "0.5",
-                                            "--epochs", "1", "--taylor-batches", "2", "--calib-batch-size", "4"])
-    result = global_pruning.run_cli(ctx.args, ctx)
+    ctx, opts = _cli_context(tiny_vit, tmp_path, ["--method", "global", "--importance", "taylor", "--prune-ratio",
+                                                  "0.5", "--epochs", "1", "--taylor-batches", "2",
+                                                  "--calib-batch-size", "4"])
+    result = global_pruning.run(ctx, opts)
     h = result.history
     assert h["criterion"] == "taylor" and h["selector"] == "param_matched" and h["finetune"]["epochs"] == 1
     params = sum(p.numel() for p in result.pruned_model.parameters())

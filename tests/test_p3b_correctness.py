@@ -163,7 +163,7 @@ def test_finalize_merge_counts_the_previous_window_once_per_process(tiny_vit, mo
             t.mul_(world)
         return t
 
-    monkeypatch.setattr(pruner_module, "_all_reduce_", all_reduce_two_identical_ranks)
+    monkeypatch.setattr(pruner_module, "all_reduce_", all_reduce_two_identical_ranks)
     cfg = P3BConfig(prune_ratio=0.5, finalize_reselect=True, reference=reference).resolved()
     pr = P3BPruner(tiny_vit, cfg)
     pr.schedule = Schedule(0, 4, 8, 2)
@@ -299,7 +299,7 @@ def test_p3b_dist_uses_deit_scaling_by_default(tmp_path):
 # ---------------------------------------------------------------------------------- clipping, recipe warning
 def test_clipping_acts_on_the_backbone_alone(tmp_path, caplog):
     ds = synthetic_dataset(32)
-    with caplog.at_level(logging.WARNING, logger="p3b_hf.trainer"):
+    with caplog.at_level(logging.WARNING, logger="p3b_hf.methods.p3b.trainer"):
         tr = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path), max_grad_norm=0.5,
                                                                       lr_scheduler_type="linear", weight_decay=0.0),
                         train_dataset=ds, p3b=P3BConfig(prune_ratio=0.3, save_dir=None))
@@ -319,7 +319,7 @@ def test_clipping_acts_on_the_backbone_alone(tmp_path, caplog):
 
 
 def test_reference_recipe_gives_no_warning(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="p3b_hf.trainer"):
+    with caplog.at_level(logging.WARNING, logger="p3b_hf.methods.p3b.trainer"):
         P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path)), train_dataset=synthetic_dataset(16),
                    p3b=P3BConfig(prune_ratio=0.3, save_dir=None))
     assert "depart" not in caplog.text

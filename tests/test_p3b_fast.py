@@ -11,13 +11,13 @@ from p3b_tiny_run import synthetic_dataset, tiny_model, training_args
 from safetensors.torch import load_file
 
 from p3b_hf.errors import CheckpointError, P3BError
-from p3b_hf.methods.p3b import add_cli_arguments, config_from_args
 from p3b_hf.methods.p3b.bpi import BPIHeads, per_head_ce
 from p3b_hf.methods.p3b.estimator import make_shadow
 from p3b_hf.methods.p3b.fast_bpi import GroupedBPIHeads
 from p3b_hf.methods.p3b.fast_gates import ForwardOverride, install_fused_gates
 from p3b_hf.methods.p3b.gates import Dims, GateSet, install_gates
 from p3b_hf.models.locator import locate
+from p3b_hf.options import add_options, options_from_namespace
 from p3b_hf.trainer import FAST_BPI_EVERY, FAST_BPI_SUBBATCH, P3BConfig, P3BTrainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,19 +156,17 @@ def test_fast_defaults_cli_and_validation():
     import argparse
 
     p = argparse.ArgumentParser()
-    add_cli_arguments(p)
-    args = p.parse_args(["--bpi-mode", "reference", "--bpi-every", "3", "--bpi-subbatch", "0.5"])
-    args.prune_ratio = 0.5
-    cfg = config_from_args(args)
+    add_options(p, P3BConfig)
+
+    def config(argv: list[str]) -> P3BConfig:
+        return options_from_namespace(P3BConfig, p.parse_args(argv), prune_ratio=0.5).resolved()
+
+    cfg = config(["--bpi-mode", "reference", "--bpi-every", "3", "--bpi-subbatch", "0.5"])
     assert (cfg.bpi_mode, cfg.bpi_every, cfg.bpi_subbatch, cfg.gate_mode) == ("reference", 3, 0.5, "fused")
     assert cfg.bpi_shadows == []
-    args = p.parse_args(["--bpi-shadow", "0.0625:1", "0.25:4"])
-    args.prune_ratio = 0.5
-    assert config_from_args(args).bpi_shadows == ["0.0625:1", "0.25:4"]
-    args = p.parse_args(["--bpi-shadow", "0:1"])
-    args.prune_ratio = 0.5
+    assert config(["--bpi-shadow", "0.0625:1", "0.25:4"]).bpi_shadows == ["0.0625:1", "0.25:4"]
     with pytest.raises(P3BError, match="BPI shadow '0:1'"):
-        config_from_args(args)
+        config(["--bpi-shadow", "0:1"])
 
 
 def test_subbatch_and_every_k_dpsi_accounting(tmp_path):

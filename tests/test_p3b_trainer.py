@@ -12,8 +12,9 @@ from p3b_tiny_run import synthetic_dataset, tiny_model, training_args
 from transformers import AutoModelForImageClassification, TrainerCallback
 
 import p3b_hf  # noqa: F401  (registers the pruned classes)
-from p3b_hf.methods.p3b import add_cli_arguments, config_from_args
+from p3b_hf.methods.p3b.config import parse_gate_scales
 from p3b_hf.methods.p3b.state import STATE_JSON, STATE_TENSORS
+from p3b_hf.options import add_options, options_from_namespace
 from p3b_hf.trainer import P3BConfig, P3BTrainer, PruningCallback
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,7 +159,7 @@ def test_handcrafted_and_frozen_variants(data, tmp_path):
     assert sum(p.numel() for p in f.pruned_model.parameters()) == _params(model)  # nothing pruned
 
 
-def test_explicit_callback_and_cli_flags(tmp_path):
+def test_explicit_callback_and_cli_flags(tmp_path, capsys):
     cb = PruningCallback(P3BConfig(prune_ratio=0.3))
     t = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path)), callbacks=[cb],
                    train_dataset=synthetic_dataset(32))
@@ -170,50 +171,56 @@ def test_explicit_callback_and_cli_flags(tmp_path):
     with pytest.raises(p3b_hf.P3BError, match="P3BTrainer"):
         plain.train()
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prune-ratio", type=float)
-    add_cli_arguments(parser)
-    args = parser.parse_args(["--prune-ratio", "0.5", "--gate-scales", "mlp_hid:0.5", "--mask-lr", "1e-4",
-                              "--update-every", "7", "--layernorm-mode", "subset_stats"])
-    cfg = config_from_args(args)
+    add_options(parser, P3BConfig)
+    args = parser.parse_args(["--gate-scales", "mlp_hid:0.5", "--mask-lr", "1e-4", "--update-every", "7",
+                              "--layernorm-mode", "subset_stats"])
+    cfg = options_from_namespace(P3BConfig, args, prune_ratio=0.5).resolved()
     assert cfg.gate_scales["mlp_hid"] == 0.5 and cfg.gate_scales["attn_out"] == 1.5
     assert cfg.train_masks and cfg.mask_lr == 1e-4 and cfg.update_every == 7
     assert cfg.layernorm_mode == "subset_stats" and not cfg.finalize_reselect
     with pytest.raises(p3b_hf.P3BError, match="gate"):
-        config_from_args(parser.parse_args(["--prune-ratio", "0.5", "--gate-scales", "bogus:1"]))
+        parse_gate_scales("bogus:1")
+    with pytest.raises(SystemExit):  # argparse prints the same message as one line, exit code 2
+        parser.parse_args(["--gate-scales", "bogus:1"])
+    assert "'gate:value'" in capsys.readouterr().err
 
 
 def test_run_cli_through_the_prune_parser(tmp_path):
-    """``p3b-hf prune --method p3b`` flags (all methods registered: no clashes) -> run_cli -> finish_run."""
+    """``p3b-hf prune --method p3b`` flags (all methods registered: no clashes) -> the method's run -> the
+    runner's finish (pad, report, write)."""
     import copy
 
-    from p3b_hf.commands.prune import add_arguments
+    from p3b_hf.checkpoints import make_staging_dir
+    from p3b_hf.commands.prune import add_arguments, job_from_args
     from p3b_hf.data import make_collator
-    from p3b_hf.methods import p3b
-    from p3b_hf.pipeline import PruneContext, finish_run
+    from p3b_hf.methods.base import RunContext
+    from p3b_hf.methods.p3b import method as p3b
+    from p3b_hf.runner import finish_prune
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args([
+    job = job_from_args(parser.parse_args([
         "--model", "x", "--dataset", "y", "--output-dir", str(tmp_path / "out"), "--device", "cpu",
         "--batch-size", "16", "--epochs", "2", "--prune-ratio", "0.4", "--prune-start-epoch", "0.5",
-        "--prune-sparse-epoch", "1", "--update-every", "1", "--lr", "1e-3", "--bpi-shadow", "0.5:1"])
+        "--prune-sparse-epoch", "1", "--update-every", "1", "--lr", "1e-3", "--bpi-shadow", "0.5:1"]))
+    assert isinstance(job.method_options, P3BConfig) and job.method_options.update_every == 1
     ds = synthetic_dataset(64)
     items = [{"pixel_values": ds[i]["pixel_values"], "labels": int(ds[i]["labels"])} for i in range(64)]
     model = tiny_model("vit")
     dense = copy.deepcopy(model)
-    (tmp_path / "staging").mkdir()
-    ctx = PruneContext(args=args, model=model, image_processor=None, data=None, train_ds=items[:48],
-                       eval_ds=items[48:], collator=make_collator(4, mixup=0.8, cutmix=1.0, label_smoothing=0.1),
-                       num_labels=4, staging_dir=tmp_path / "staging", work_dir=tmp_path / "work")
-    result = p3b.run_cli(args, ctx)
+    staging = make_staging_dir(tmp_path / "out")
+    ctx = RunContext(model=model, image_processor=None, data=None, train_ds=items[:48], eval_ds=items[48:],
+                     collator=make_collator(4, mixup=0.8, cutmix=1.0, label_smoothing=0.1), train=job.train,
+                     work_dir=tmp_path / "work", artifacts_dir=staging, prune_ratio=job.prune.prune_ratio)
+    result = p3b.run(ctx, job.method_options)
     h = result.history
     assert h["schedule"]["start"] == 2 and h["schedule"]["finalize"] == 6 and len(h["updates"]) == 4  # 3..6
     assert set(h["plots"]) == {"p3b_dpsi.png", "p3b_keep_history.png", "p3b_keep_final.png", "p3b_shadows.png"}
-    assert all((tmp_path / "staging" / "plots" / p).stat().st_size > 0 for p in h["plots"])
+    assert all((staging / "plots" / p).stat().st_size > 0 for p in h["plots"])
     assert all(set(u["shadows"]) == {"0.5:1"} and len(u["shadows"]["0.5:1"]["keep_target"]) == 4 for u in h["updates"])
     assert set(result.eval_metrics) >= {"accuracy", "loss"}
     assert not hasattr(model, "p3b_gates") and not hasattr(model, "p3b_shadows")  # a clean HF model again
-    report = finish_run(ctx, result, dense)
+    report = finish_prune(job, ctx, result, dense, staging).report
     assert abs(report["achieved_param_reduction"] - 0.4) <= 0.01 and report["plan_meta"]["method"] == "p3b"
     saved = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
     assert sum(p.numel() for p in saved.parameters()) == sum(p.numel() for p in result.pruned_model.parameters())

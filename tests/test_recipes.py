@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -32,10 +33,18 @@ run = _runner()
 
 
 def _parsed(recipe: dict, stage: str, world_size: int, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
+    """The stage's typed job as one flat namespace of its options (unknown/mistyped options raise)."""
     monkeypatch.setenv("WORLD_SIZE", str(world_size))
     variables = run.resolve_vars(recipe.get("vars") or {})
-    module, parser = run.command_parser(recipe["stages"][stage].get("command", stage))
-    return parser.parse_args(run.stage_args(recipe["stages"][stage], parser, variables))
+    _, job = run.stage_job(recipe["stages"][stage], variables, stage)
+    from p3b_hf.options import cli_fields
+
+    flat: dict = {}
+    for name in ("prune", "finetune", "data", "train", "output", "kd", "method_options"):
+        part = getattr(job, name, None)
+        if part is not None:
+            flat.update({f.name: getattr(part, f.name) for f in cli_fields(type(part))})
+    return SimpleNamespace(**flat)
 
 
 def test_every_recipe_builds_valid_commands(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +54,7 @@ def test_every_recipe_builds_valid_commands(monkeypatch: pytest.MonkeyPatch) -> 
         recipe = run.load_recipe(path)
         assert recipe["stages"], path
         for stage in recipe["stages"]:
-            args = _parsed(recipe, stage, 4, monkeypatch)  # argparse exits on any unknown/mistyped flag
+            args = _parsed(recipe, stage, 4, monkeypatch)  # an unknown/mistyped option raises
             assert "{" not in args.output_dir and "{" not in args.model, (path, stage)
 
 
@@ -181,10 +190,13 @@ def test_finetune_rejects_bad_input(tmp_path: Path, tiny_vit: torch.nn.Module) -
     parser = argparse.ArgumentParser()
     finetune.add_arguments(parser)
     base = ["--dataset", str(data), "--output-dir", str(tmp_path / "out"), "--epochs", "1", "--device", "cpu"]
+    from p3b_hf.runner import finetune as run_finetune
+
     with pytest.raises(DataError, match="--new-head"):
-        finetune.execute(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base]))
+        run_finetune(finetune.job_from_args(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base])))
     with pytest.raises(P3BError, match="at most one of --bf16 / --fp16"):
-        finetune.execute(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base, "--bf16", "--fp16"]))
+        run_finetune(finetune.job_from_args(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base,
+                                                               "--bf16", "--fp16"])))
     assert not (tmp_path / "out").exists()
 
 
@@ -201,9 +213,8 @@ def test_two_process_gloo_p3b_recipe_ranks_agree(tmp_path: Path) -> None:
     """``accelerate launch`` of the P3B recipe chain (P3B prune -> fine-tune) on 2 CPU processes (gloo DDP):
     one complete pruned dir, no leftovers of the other rank, and both ranks end with bit-identical weights,
     which are the ones saved."""
-    from p3b_hf.commands.finetune import model_fingerprint
     from p3b_hf.loading import load_model
-    from p3b_hf.report import layer_widths
+    from p3b_hf.report import layer_widths, model_fingerprint
 
     data = _tiny_data(tmp_path)
     dense_dir, _ = _tiny_dense(tmp_path)

@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from p3b_hf import CheckpointError, P3BError, UnsupportedModelError, WidthPlan, apply_width_plan
+from p3b_hf.checkpoints import atomic_dir, save_model_dir
 from p3b_hf.loading import load_model, validate_checkpoint
-from p3b_hf.pipeline import check_output_dir, check_ratio
-from p3b_hf.report import atomic_dir, save_pruned_model
+from p3b_hf.options import PruneOptions
+from p3b_hf.runner import check_output_dir
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def saved(tmp_path, tiny_vit) -> Path:
     plan.layers[0].mlp = list(range(40))
     plan.layers[1].attn_in = list(range(0, 48, 3))
     d = tmp_path / "model"
-    save_pruned_model(apply_width_plan(tiny_vit, plan), d, plan=plan)
+    save_model_dir(apply_width_plan(tiny_vit, plan), d, plan=plan)
     return d
 
 
@@ -83,7 +84,7 @@ def test_non_vit_model_is_refused():
 @pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5])
 def test_impossible_ratio(ratio):
     with pytest.raises(P3BError, match="strictly between 0 and 1"):
-        check_ratio(ratio)
+        PruneOptions(model="m", prune_ratio=ratio).check()
 
 
 def test_output_dir_with_another_run(tmp_path):

@@ -18,10 +18,9 @@ from p3b_hf.methods.budget_convert import (
     vbp_params,
 )
 from p3b_hf.methods.importance import RunningMoments, collect_mlp_activation_stats
-from p3b_hf.methods.selectors import plan_config
 from p3b_hf.methods.vbp import vbp_plan, vbp_plan_from_stats
 from p3b_hf.models.locator import locate
-from p3b_hf.plan import WidthPlan
+from p3b_hf.plan import WidthPlan, pruned_config
 
 
 def _ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +126,7 @@ def test_deit_b_p055_gives_55_40_m_params_from_config_alone():
     per_layer = [1690] * 11 + [20275 - 1690 * 11]
     for lp, r in zip(plan.layers, per_layer):
         lp.mlp = list(range(3072 - r))
-    assert count_cost(plan_config(cfg, plan))["params"] == params
+    assert count_cost(pruned_config(cfg, plan))["params"] == params
 
 
 def test_budget_conversion_is_tight_and_unreachable_budgets_fail_clearly():
@@ -144,33 +143,31 @@ def test_budget_conversion_is_tight_and_unreachable_budgets_fail_clearly():
 
 
 def _cli_context(model, tmp_path, argv):
-    """A PruneContext over tiny in-memory data, with args parsed by the real ``p3b-hf prune`` parser."""
+    """``(ctx, method options)`` over tiny in-memory data, with flags parsed by the real ``p3b-hf prune``
+    parser (every method registered: the test also checks that no flag clashes)."""
     import argparse
-    from unittest import mock
 
-    from p3b_hf.commands.prune import add_arguments
+    from p3b_hf.commands.prune import add_arguments, job_from_args
     from p3b_hf.data import make_collator
-    from p3b_hf.methods import METHODS
-    from p3b_hf.pipeline import PruneContext
+    from p3b_hf.methods.base import RunContext
 
     parser = argparse.ArgumentParser()
-    baselines = {k: v for k, v in METHODS.items() if k in ("vbp", "global")}  # independent of P3B's own flags
-    with mock.patch.dict(METHODS, baselines, clear=True):
-        add_arguments(parser)
-    args = parser.parse_args(["--model", "x", "--dataset", "y", "--output-dir", str(tmp_path / "out"),
-                              "--device", "cpu", "--batch-size", "4", *argv])
+    add_arguments(parser)
+    job = job_from_args(parser.parse_args(["--model", "x", "--dataset", "y", "--output-dir", str(tmp_path / "out"),
+                                           "--device", "cpu", "--batch-size", "4", *argv]))
     g = torch.Generator().manual_seed(9)
     items = [{"pixel_values": torch.randn(3, 32, 32, generator=g), "labels": i % 7} for i in range(16)]
-    return PruneContext(args=args, model=model, image_processor=None, data=None, train_ds=items[:12],
-                        eval_ds=items[12:], collator=make_collator(7, enabled=False), num_labels=7,
-                        staging_dir=tmp_path / "staging", work_dir=tmp_path / "work")
+    ctx = RunContext(model=model, image_processor=None, data=None, train_ds=items[:12], eval_ds=items[12:],
+                     collator=make_collator(7, enabled=False), train=job.train, work_dir=tmp_path / "work",
+                     artifacts_dir=tmp_path / "staging", prune_ratio=job.prune.prune_ratio, kd=job.kd)
+    return ctx, job.method_options
 
 
 def test_run_cli_end_to_end(tiny_vit, tmp_path):
     from p3b_hf.methods import vbp
 
-    ctx = _cli_context(tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.3", "--vbp-epochs", "1"])
-    result = vbp.run_cli(ctx.args, ctx)
+    ctx, opts = _cli_context(tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.3", "--vbp-epochs", "1"])
+    result = vbp.run(ctx, opts)
     h = result.history
     assert h["method"] == "vbp" and len(h["kept_mlp"]) == 3 and h["finetune"]["epochs"] == 1
     target = 0.7 * count_cost(tiny_vit)["params"]
@@ -179,7 +176,7 @@ def test_run_cli_end_to_end(tiny_vit, tmp_path):
     assert set(result.eval_metrics) >= {"accuracy", "loss"} and h["accuracy_before_finetune"] is not None
     assert (tmp_path / "work" / "vbp.width_plan.json").exists()
     with pytest.raises(BudgetError, match="unreachable"):
-        vbp.run_cli(_cli_context(tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.8"]).args, ctx)
+        vbp.run(*_cli_context(tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.8"]))
 
 
 def _tiny_source(root):

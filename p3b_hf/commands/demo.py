@@ -3,10 +3,10 @@
 1. SOURCE: render Latin letters/digits with 22 bundled fonts and pretrain a small ViT on them
    (cached in ``DIR/source_model``; see :mod:`p3b_hf.demo_data`).
 2. TARGET: render 44 Greek/Cyrillic glyphs, train/eval split by font, saved as ``DIR/data/target``.
-3. Dense fine-tune on the target (the baseline; same recipe as the pruning run).
-4. P3B: ``p3b-hf prune --method p3b`` on the target -- the same code path as the CLI (``prepare_context``
-   -> ``methods.p3b.run_cli`` = ``P3BTrainer`` with ``P3BConfig`` -> ``finish_run``), so the demo
-   prints the equivalent command line.
+3. Dense fine-tune on the target (the baseline; same recipe as the pruning run):
+   :func:`p3b_hf.runner.finetune`, what ``p3b-hf finetune --new-head --schedule constant`` runs.
+4. P3B: :func:`p3b_hf.runner.prune` -- the same code path as ``p3b-hf prune --method p3b`` (``P3BTrainer``
+   with ``P3BConfig``), so the demo prints the equivalent command line.
 5. Report: dense vs pruned accuracy, params, MACs, CPU images/s (``p3b_hf.bench``); plots; the saved model directory is
    reloaded with ``AutoModelForImageClassification.from_pretrained`` and its logits are checked.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -57,31 +58,24 @@ def _auto_threads() -> int:
     return max(1, min(cores, int(cores - load + 0.5)))
 
 
-def _prune_argv(args: argparse.Namespace, model_dir: Path, data_dir: Path, out: Path) -> list[str]:
-    """The ``p3b-hf prune`` command line the demo runs (printed so users can rerun it)."""
-    return ["prune", "--method", "p3b", "--model", str(model_dir), "--dataset", str(data_dir),
-            "--output-dir", str(out), "--overwrite", "--prune-ratio", str(args.prune_ratio),
-            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-            "--weight-decay", "0.05", "--augment", args.augment, "--mixup", "0", "--cutmix", "0",
-            "--label-smoothing", "0.1", "--device", "cpu", "--seed", str(args.seed), "--logging-steps", "20",
-            # a short run updates the masks every step: score ΔΨ on every full batch (the fast defaults,
-            # every 2nd batch on a quarter of it, leave half the updates without a fresh ΔΨ)
-            "--bpi-every", "1", "--bpi-subbatch", "1.0"]
+def _jobs(args: argparse.Namespace, model_dir: Path, data_dir: Path, out: Path) -> tuple[Any, Any]:
+    """The dense baseline's fine-tune job and the P3B pruning job (same data, recipe and seed)."""
+    from ..methods.p3b import P3BConfig
+    from ..options import DataOptions, FinetuneOptions, OutputOptions, PruneOptions, TrainOptions
+    from ..runner import FinetuneJob, PruneJob
 
-
-def _dense_finetune(ctx: Any, args: argparse.Namespace, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
-    """The baseline: the same fine-tune recipe as the P3B run (constant lr, no clipping), no pruning."""
-    from ..pipeline import evaluate_accuracy, training_arguments
-    from ..training import FineTuneTrainer, compute_accuracy
-
-    targs = training_arguments(ctx, "dense", epochs=args.epochs, lr=args.lr, weight_decay=0.05,
-                               lr_scheduler_type="constant", max_grad_norm=0.0, save_strategy="no")
-    trainer = FineTuneTrainer(model=model, args=targs, train_dataset=ctx.train_ds, eval_dataset=ctx.eval_ds,
-                              data_collator=ctx.collator, processing_class=ctx.image_processor,
-                              compute_metrics=compute_accuracy)
-    trainer.train()
-    model = trainer.model.cpu().eval()
-    return model, evaluate_accuracy(model, ctx.eval_ds, device="cpu", desc="eval dense")
+    data = DataOptions(dataset=str(data_dir), augment=args.augment, mixup=0.0, cutmix=0.0, label_smoothing=0.1)
+    train = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=0.05, device="cpu",
+                         seed=args.seed, logging_steps=20)
+    dense = FinetuneJob(finetune=FinetuneOptions(model=str(model_dir), new_head=True, schedule="constant"), data=data,
+                        output=OutputOptions(output_dir=str(out / "dense_model"), overwrite=True),
+                        train=dataclasses.replace(train, save_strategy="no"))
+    # a short run updates the masks every step: score ΔΨ on every full batch (the fast defaults, every 2nd
+    # batch on a quarter of it, leave half the updates without a fresh ΔΨ)
+    p3b = PruneJob(prune=PruneOptions(model=str(model_dir), method="p3b", prune_ratio=args.prune_ratio), data=data,
+                   output=OutputOptions(output_dir=str(out / "pruned_model"), overwrite=True), train=train,
+                   method_options=P3BConfig(bpi_every=1, bpi_subbatch=1.0))
+    return dense, p3b
 
 
 def _ratio(bench: dict[str, Any], variant: str) -> float:
@@ -94,7 +88,7 @@ def _reload_check(model_dir: Path, pruned: torch.nn.Module, eval_ds: Any) -> dic
     """Reload the saved directory the way users will, and compare logits with the in-memory model."""
     from transformers import AutoModelForImageClassification
 
-    from ..pipeline import evaluate_accuracy
+    from ..training import evaluate_accuracy
 
     reloaded = AutoModelForImageClassification.from_pretrained(str(model_dir)).eval()
     n = min(len(eval_ds), 64)
@@ -143,13 +137,13 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .. import demo_data
     from ..bench import format_table, run_bench
-    from ..cli import build_parser
     from ..cost import count_cost
     from ..errors import P3BError
-    from ..methods import p3b as p3b_method
-    from ..pipeline import check_ratio, finish_run, prepare_context, summarize
+    from ..options import PruneOptions, command_line
+    from ..report import summarize
+    from ..runner import finetune, prune
 
-    check_ratio(args.prune_ratio)
+    PruneOptions(model="", prune_ratio=args.prune_ratio).check()
     t_start = time.time()
     threads = torch.get_num_threads()
     out = Path(args.output_dir)
@@ -177,39 +171,39 @@ def _run(args: argparse.Namespace) -> int:
     print(f"[demo] target: {target['train'].features['label'].num_classes} classes (Greek + Cyrillic), "
           f"{len(target['train'])} train images ({len(set(target['train']['font']))} fonts) / "
           f"{len(target['validation'])} eval images ({len(set(target['validation']['font']))} unseen fonts)")
+    _sample_grid([("source (pretraining)", _source_preview()), ("target train", target["train"]),
+                  ("target eval (unseen fonts)", target["validation"])], out / "plots" / "samples.png")
 
-    # 3. the prune run's context (same code as `p3b-hf prune`)
-    argv = _prune_argv(args, source_dir, data_dir, out / "pruned_model")
-    pargs = build_parser().parse_args(argv)
-    ctx = prepare_context(pargs)
-    dense_init = copy.deepcopy(ctx.model).cpu()
-    try:
-        _sample_grid([("source (pretraining)", _source_preview()), ("target train", target["train"]),
-                      ("target eval (unseen fonts)", target["validation"])], out / "plots" / "samples.png")
-        dense_metrics = None
-        dense_model = dense_init
-        if not args.skip_dense:
-            t = time.time()
-            print("[demo] dense fine-tune on the target (baseline) ...")
-            dense_model, dense_metrics = _dense_finetune(ctx, pargs, copy.deepcopy(dense_init))
-            times["dense_finetune_s"] = time.time() - t
-        # 4. P3B: fine-tune + prune
+    # 3. dense baseline, 4. P3B: the runner's fine-tune and pruning runs (what the CLI commands run)
+    dense_job, p3b_job = _jobs(args, source_dir, data_dir, out)
+    dense_metrics = None
+    dense_model = None
+    if not args.skip_dense:
         t = time.time()
-        ctx.started = t  # the pruning report's wall time covers the P3B run only
-        print(f"[demo] P3B fine-tune + prune ({100 * args.prune_ratio:.0f} % of parameters) ...")
-        result = p3b_method.run_cli(pargs, ctx)
-        times["p3b_s"] = time.time() - t
-    except BaseException:
-        shutil.rmtree(ctx.staging_dir, ignore_errors=True)
-        raise
-    result.dense_eval_metrics = dense_metrics
-    prune_report = finish_run(ctx, result, dense_init)
-    model_dir = Path(pargs.output_dir)
+        print("[demo] dense fine-tune on the target (baseline) ...")
+        dense_run = finetune(dense_job)
+        dense_model, dense_metrics = dense_run.model.cpu().eval(), dense_run.metrics
+        times["dense_finetune_s"] = time.time() - t
+    t = time.time()
+    print(f"[demo] P3B fine-tune + prune ({100 * args.prune_ratio:.0f} % of parameters) ...")
+    p3b_run = prune(p3b_job, dense_eval_metrics=dense_metrics)
+    times["p3b_s"] = time.time() - t
+    ctx, prune_report, model_dir = p3b_run.context, p3b_run.report, p3b_run.output_dir
+    pruned = p3b_run.model
+    from ..loading import load_model
+
+    dense_init = load_model(str(source_dir))
+    from ..runner import adapt_classifier
+
+    adapt_classifier(dense_init, ctx.data.labels)  # the dense original of the cost table (fresh head)
+    dense_model = dense_model if dense_model is not None else dense_init
+    argv = "p3b-hf prune " + command_line(p3b_job.prune, p3b_job.data, p3b_job.train, p3b_job.output,
+                                          p3b_job.method_options)
 
     # 5. speed (p3b_hf.bench: round-robin timing of dense / pruned / ideal plain ViT, eager and the
     #    exact fast inference path), reload check, report
     t = time.time()
-    bench = run_bench(copy.deepcopy(result.pruned_model), copy.deepcopy(dense_model), device="cpu", dtype="fp32",
+    bench = run_bench(copy.deepcopy(pruned), copy.deepcopy(dense_model), device="cpu", dtype="fp32",
                       batch_size=64, repeats=args.bench_iters, warmup=2, variants=("eager", "fast"),
                       min_repeat_s=0.1)
     times["bench_s"] = time.time() - t
@@ -218,21 +212,21 @@ def _run(args: argparse.Namespace) -> int:
              "dense_images_per_s": ips[("dense", "eager")], "pruned_images_per_s": ips[("pruned", "eager")],
              "pruned_fast_images_per_s": ips[("pruned", "fast")],
              "speedup": _ratio(bench, "eager"), "speedup_fast": _ratio(bench, "fast"), "bench": bench}
-    reload = _reload_check(model_dir, result.pruned_model, ctx.eval_ds)
+    reload = _reload_check(model_dir, pruned, ctx.eval_ds)
     times["total_s"] = time.time() - t_start
-    dense_cost, pruned_cost = count_cost(dense_init), count_cost(result.pruned_model)
+    dense_cost, pruned_cost = count_cost(dense_init), count_cost(pruned)
     report = {
         "source": {k: source_info[k] for k in ("spec", "source_eval_accuracy", "source_classes", "source_fonts")},
         "target": {"classes": ctx.data.labels, "train_images": len(target["train"]),
                    "eval_images": len(target["validation"]), "eval_origin": ctx.data.eval_origin},
         "dense": {"accuracy": (dense_metrics or {}).get("accuracy"), **dense_cost},
-        "pruned": {"accuracy": result.eval_metrics.get("accuracy"), **pruned_cost},
+        "pruned": {"accuracy": p3b_run.metrics.get("accuracy"), **pruned_cost},
         "prune_ratio": args.prune_ratio,
         "achieved_param_reduction": prune_report.get("achieved_param_reduction"),
         "cpu_speed": speed, "reload": reload, "times": times,
         "model_dir": str(model_dir), "pruning_report": str(model_dir / "pruning_report.json"),
         "plots": sorted(str(p) for p in [*(model_dir / "plots").glob("*.png"), *(out / "plots").glob("*.png")]),
-        "command": "p3b-hf " + " ".join(argv),
+        "command": argv,
     }
     (out / "demo_report.json").write_text(json.dumps(report, indent=1, default=str))
     text = _summary(report, prune_report, summarize)

@@ -1,43 +1,60 @@
-"""Pruning methods. Each turns scores into a :class:`~p3b_hf.plan.WidthPlan` and hands it to the shared
-slicer; each module exposes ``add_cli_arguments(parser)`` and ``run_cli(args, ctx) -> MethodResult``.
+"""Pruning methods. Each one is an options dataclass plus ``run(ctx, options) -> MethodResult``
+(:mod:`p3b_hf.methods.base`): it turns scores into a :class:`~p3b_hf.plan.WidthPlan` and hands it to the
+shared slicer. The registry maps a name to the module that defines ``Options``, ``run`` and
+``DESCRIPTION`` (imported only when the method is used), or to a :class:`Method` registered at run time.
 
 - ``p3b``: Pruning by Block Benefit (soft masks during fine-tuning).
 - ``vbp``: variance-based pruning of MLP neurons + mean-shift fold + KD fine-tune.
 - ``global``: grouped structural global pruning (Hessian / Taylor / L1 / L2 / Random).
+
+Adding a method: one options dataclass, one ``run`` function, one registry line --
+``register_method("name", Options, run)`` (docs/architecture.md has a complete example).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from types import ModuleType
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
+from ..errors import P3BError
+from .base import MethodResult, RunContext
 
-from ..plan import WidthPlan
-
-METHODS: dict[str, str] = {
-    "p3b": "p3b_hf.methods.p3b",
+METHODS: dict[str, Any] = {
+    "p3b": "p3b_hf.methods.p3b.method",
     "vbp": "p3b_hf.methods.vbp",
     "global": "p3b_hf.methods.global_pruning",
 }
 
 
-@dataclass
-class MethodResult:
-    """What a method hands back to ``p3b-hf prune`` (which saves and reports it)."""
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its options dataclass, its run function and a one-line description."""
 
-    pruned_model: nn.Module
-    plan: WidthPlan
-    eval_metrics: dict[str, float] = field(default_factory=dict)
-    dense_eval_metrics: dict[str, float] | None = None
-    history: dict[str, Any] = field(default_factory=dict)
+    name: str
+    options: type
+    run: Callable[[RunContext, Any], MethodResult]
+    description: str = ""
 
 
-def method_module(name: str) -> ModuleType:
-    if name not in METHODS:
-        from ..errors import P3BError
+def register_method(name: str, options: type, run: Callable[[RunContext, Any], MethodResult],
+                    description: str = "") -> Method:
+    """Make ``name`` available to ``p3b-hf prune --method`` / ``compare`` / recipes / :func:`p3b_hf.runner.prune`."""
+    method = Method(name, options, run, description)
+    METHODS[name] = method
+    return method
 
+
+def get_method(name: str) -> Method:
+    """The registered method ``name`` (its module is imported now)."""
+    entry = METHODS.get(name)
+    if entry is None:
         raise P3BError(f"Unknown method {name!r}; choose one of {', '.join(METHODS)}.")
-    return importlib.import_module(METHODS[name])
+    if isinstance(entry, Method):
+        return entry
+    module = importlib.import_module(entry)
+    return Method(name, module.Options, module.run, getattr(module, "DESCRIPTION", ""))
+
+
+__all__ = ["METHODS", "Method", "MethodResult", "RunContext", "get_method", "register_method"]

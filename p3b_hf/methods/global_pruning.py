@@ -16,18 +16,21 @@ Then the standard fine-tune (common ``--epochs/--lr/--weight-decay``, :class:`Fi
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from ..cost import plan_cost
 from ..errors import P3BError
+from ..options import option
 from ..plan import WidthPlan, apply_width_plan
+from .base import MethodResult, RunContext
 from .budget_convert import target_params_for_prune_ratio
 from .importance import CRITERIA, StructureScores, compute_structure_scores
-from .selectors import global_channel_plan, kept_counts, param_matched_plan, plan_cost
+from .selectors import global_channel_plan, kept_counts, param_matched_plan
 
 
 # ====================================================================== plain API
@@ -60,67 +63,67 @@ def global_plan(model: nn.Module, dataloader: Iterable[Any] | None, importance: 
     return plan
 
 
-# ====================================================================== CLI
-def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
-    from .baseline_common import add_flag
+# ====================================================================== run-layer method
+@dataclass
+class GlobalOptions:
+    """Grouped global pruning's options (budget: the common ``--prune-ratio``, or ``ratio`` /
+    ``target_params``; the fine-tune uses the common ``--epochs/--lr/--weight-decay``)."""
 
-    g = parser
-    g.add_argument("--importance", choices=list(CRITERIA), default="taylor",
-                   help="global: structure importance criterion (default taylor)")
-    g.add_argument("--ratio", type=float, default=None,
-                   help="global: Torch-Pruning CHANNEL ratio (as in arXiv 2504.04196: 0.5/0.75/0.95); "
-                        "alternative to the param-matched --prune-ratio / --target-params")
-    add_flag(g, "--target-params", type=int, default=None, help="global: whole-model parameter target")
-    add_flag(g, "--round-to", type=int, default=None, help="global: round kept widths to a multiple (e.g. 8)")
-    g.add_argument("--taylor-batches", type=int, default=10, help="global/taylor: gradient batches (TP: 10)")
-    g.add_argument("--hessian-samples", type=int, default=640,
-                   help="global/hessian: samples for the per-sample squared gradients (TP: 10 x 64)")
-    g.add_argument("--calib-batch-size", type=int, default=64, help="global: calibration batch size (TP: 64)")
+    importance: str = option("taylor", choices=CRITERIA, help="global: structure importance criterion")
+    ratio: float | None = option(None, help="global: Torch-Pruning CHANNEL ratio (as in arXiv 2504.04196: "
+                                            "0.5/0.75/0.95); alternative to the param-matched --prune-ratio")
+    target_params: int | None = option(None, help="global: whole-model parameter target (alternative budget)")
+    round_to: int | None = option(None, help="global: round kept widths to a multiple (e.g. 8)")
+    taylor_batches: int = option(10, help="global/taylor: gradient batches (TP: 10)")
+    hessian_samples: int = option(640, help="global/hessian: samples for the per-sample squared gradients (TP: 10 x 64)")
+    calib_batch_size: int = option(64, help="global: calibration batch size (TP: 64)")
 
 
-def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
-    from . import MethodResult
-    from .baseline_common import (
+Options = GlobalOptions
+DESCRIPTION = "grouped structural global pruning (Hessian / Taylor / L1 / L2 / Random), then fine-tune"
+
+
+def run(ctx: RunContext, options: GlobalOptions | None = None) -> MethodResult:
+    """Score -> select globally -> slice -> fine-tune."""
+    from .calibration import (
         broadcast_plan,
         cached_plan,
         calibration_dataset,
         calibration_loader,
-        evaluate,
         finetune,
-        run_device,
         save_plan_cache,
     )
 
-    ratio, target = getattr(args, "ratio", None), getattr(args, "target_params", None)
-    prune_ratio = getattr(args, "prune_ratio", None)
+    opts = options or GlobalOptions()
+    ratio, target, prune_ratio = opts.ratio, opts.target_params, ctx.prune_ratio
     if sum(v is not None for v in (ratio, target, prune_ratio)) != 1:
         raise P3BError("--method global needs exactly one budget: --ratio (Torch-Pruning channel ratio, e.g. "
                        "0.5), --prune-ratio (fraction of whole-model params, e.g. 0.5) or --target-params.")
-    importance = getattr(args, "importance", "taylor")
-    model = ctx.model.to(run_device(ctx))
-    dense_eval = evaluate(ctx, model, "dense eval")
+    model = ctx.model.to(ctx.device)
+    dense_eval = ctx.evaluate(model, "dense eval")
     timings: dict[str, float] = {}
+    seed = ctx.train.seed
     plan = cached_plan(ctx, "global")
     if plan is None:
         t0 = time.time()
-        loader = calibration_loader(calibration_dataset(ctx), getattr(args, "calib_batch_size", 64), shuffle=True,
-                                    seed=getattr(args, "seed", 0), num_workers=getattr(args, "num_workers", 0))
-        plan = global_plan(model, loader, importance, ratio=ratio, target_params=target, prune_ratio=prune_ratio,
-                           round_to=getattr(args, "round_to", None),
-                           taylor_batches=getattr(args, "taylor_batches", 10),
-                           hessian_samples=getattr(args, "hessian_samples", 640), seed=getattr(args, "seed", 0))
+        loader = calibration_loader(calibration_dataset(ctx), opts.calib_batch_size, shuffle=True, seed=seed,
+                                    num_workers=ctx.train.num_workers)
+        plan = global_plan(model, loader, opts.importance, ratio=ratio, target_params=target,
+                           prune_ratio=prune_ratio, round_to=opts.round_to, taylor_batches=opts.taylor_batches,
+                           hessian_samples=opts.hessian_samples, seed=seed)
         timings["scoring_s"] = time.time() - t0
         plan = broadcast_plan(plan)
         save_plan_cache(ctx, "global", plan)
     pruned = apply_width_plan(model, plan, provenance={"method": "global"})
-    before_ft = evaluate(ctx, pruned, "pruned eval (before fine-tune)")
-    train = finetune(ctx, pruned, phase="global_ft", epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay)
-    final = evaluate(ctx, pruned, "pruned eval")
+    before_ft = ctx.evaluate(pruned, "pruned eval (before fine-tune)")
+    train = finetune(ctx, pruned, phase="global_ft", epochs=ctx.train.epochs, lr=ctx.train.lr,
+                     weight_decay=ctx.train.weight_decay)
+    final = ctx.evaluate(pruned, "pruned eval")
     dense_acc = dense_eval.get("accuracy")
     history = {
-        "method": "global", "criterion": importance, "channel_ratio": plan.meta.get("channel_ratio"),
+        "method": "global", "criterion": opts.importance, "channel_ratio": plan.meta.get("channel_ratio"),
         "selector": plan.meta.get("selector"), "target_params": plan.meta.get("target_params"),
-        "prune_ratio": prune_ratio, "round_to": getattr(args, "round_to", None), "kept": kept_counts(plan),
+        "prune_ratio": prune_ratio, "round_to": opts.round_to, "kept": kept_counts(plan),
         "params_after_pruning": plan_cost(model, plan)["params"],
         "accuracy_before_finetune": before_ft.get("accuracy"),
         "retained_accuracy_before_finetune": (before_ft["accuracy"] / dense_acc) if dense_acc else None,

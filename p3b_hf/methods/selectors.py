@@ -19,53 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cost import count_cost
+from ..cost import plan_cost
 from ..errors import BudgetError, P3BError
-from ..models.configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
-from ..models.locator import locate
 from ..plan import LayerPlan, WidthPlan
 from .importance import StructureScores
-
-
-# ====================================================================== cost of a plan
-def plan_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool | None = None) -> P3BViTConfig:
-    """The :class:`P3BViTConfig` that ``apply_width_plan(model, plan)`` would produce (widths only).
-
-    ``distillation_head``: two-headed DeiT (default: read from ``dense_config.architectures``).
-    """
-    if isinstance(dense_config, P3BViTConfig):
-        cls, extra = type(dense_config), {}
-    elif getattr(dense_config, "model_type", "vit") == "deit":
-        cls = P3BDeiTConfig
-        if distillation_head is None:
-            distillation_head = any("WithTeacher" in a for a in (getattr(dense_config, "architectures", None) or []))
-        extra = {"distillation_head": bool(distillation_head)}
-    else:
-        cls, extra = P3BViTConfig, {}
-    base = cls.from_dense_config(dense_config, **extra) if not isinstance(dense_config, P3BViTConfig) \
-        else dense_config
-    heads, dims, mlp = [], [], []
-    for i in range(plan.num_layers):
-        k = plan.kept(i)
-        attn_on = k["heads"] > 0 and k["head_dim"] > 0
-        heads.append(k["heads"] if attn_on else 0)
-        dims.append(k["head_dim"] if attn_on else 0)
-        mlp.append(k["mlp"])
-    kwargs = base.to_dict()
-    for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
-        kwargs.pop(key, None)
-    kwargs.update(hidden_size=len(plan.embed) if plan.embed is not None else plan.hidden_size,
-                  num_attention_heads=plan.num_attention_heads, layer_num_heads=heads, layer_head_dims=dims,
-                  layer_intermediate_sizes=mlp,
-                  **{f"layer_{n}": [getattr(lp, n) for lp in plan.layers]
-                     for n in ("attn_in", "attn_out", "mlp_in", "mlp_out")})
-    return cls(**kwargs)
-
-
-def plan_cost(model: nn.Module, plan: WidthPlan) -> dict[str, int]:
-    """:func:`p3b_hf.cost.count_cost` of the model ``plan`` would make from the dense ``model``."""
-    mods = locate(model)
-    return count_cost(plan_config(model.config, plan, distillation_head="distillation_classifier" in mods.heads))
 
 
 # ====================================================================== flat ranking

@@ -20,10 +20,10 @@ names the task-trained model (``p3b-hf compare`` starts VBP from its fine-tuned 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,8 +31,10 @@ from torch import nn
 
 from ..errors import BudgetError, P3BError
 from ..models.locator import locate
+from ..options import option
 from ..plan import LayerPlan, WidthPlan, apply_width_plan
 from ..training import KDConfig
+from .base import MethodResult, RunContext
 from .budget_convert import neurons_for_percentage, percentage_for_prune_ratio
 from .importance import RunningMoments, collect_mlp_activation_stats
 
@@ -96,77 +98,75 @@ def vbp_plan(model: nn.Module, dataloader: Iterable[Any], percentage: float | No
     return vbp_plan_from_stats(model, stats, percentage, min_keep=min_keep)
 
 
-# ====================================================================== CLI
-def add_cli_arguments(parser: argparse.ArgumentParser | Any) -> None:
-    from .baseline_common import add_flag
+# ====================================================================== run-layer method
+@dataclass
+class VBPOptions:
+    """VBP's own options (the budget is the common ``--prune-ratio`` unless ``percentage`` is given; the KD
+    teacher and weights are the common distillation options)."""
 
-    g = parser
-    g.add_argument("--percentage", type=float, default=None,
-                   help="VBP: fraction of ALL MLP neurons to remove (paper knob); alternative to --prune-ratio")
-    add_flag(g, "--teacher", default=None,
-                   help="VBP: KD teacher dir (the dense model fine-tuned on the target); default: the input model, "
-                        "which must then be trained on this task (a model given a fresh head is refused)")
-    g.add_argument("--vbp-epochs", type=float, default=PAPER_RECIPE["epochs"],
-                   help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is not used by VBP)")
-    g.add_argument("--vbp-lr", type=float, default=PAPER_RECIPE["lr"], help="VBP: AdamW lr (paper: 1.5e-5)")
-    g.add_argument("--vbp-weight-decay", type=float, default=PAPER_RECIPE["weight_decay"],
-                   help="VBP: weight decay (paper: 0.01)")
-    add_flag(g, "--kd-alpha", type=float, default=0.5, help="VBP: weight of the KD term (default 0.5)")
-    add_flag(g, "--kd-temperature", type=float, default=1.0, help="VBP: KD temperature (default 1)")
-    g.add_argument("--stats-batches", type=int, default=None,
-                   help="VBP: limit the statistics pass to N batches (default: the whole training split)")
+    percentage: float | None = option(None, help="VBP: fraction of ALL MLP neurons to remove (the paper's knob); "
+                                                 "alternative to --prune-ratio")
+    vbp_epochs: float = option(PAPER_RECIPE["epochs"], help="VBP: KD fine-tune epochs (paper: 10; the common "
+                                                            "--epochs is not used by VBP)")
+    vbp_lr: float = option(PAPER_RECIPE["lr"], help="VBP: AdamW lr of the KD fine-tune (paper: 1.5e-5)")
+    vbp_weight_decay: float = option(PAPER_RECIPE["weight_decay"], help="VBP: weight decay (paper: 0.01)")
+    stats_batches: int | None = option(None, help="VBP: limit the statistics pass to N batches (default: the whole "
+                                                  "training split)")
 
 
-def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
-    from . import MethodResult
-    from .baseline_common import (
+Options = VBPOptions
+DESCRIPTION = "VBP: MLP neurons by activation variance, mean-shift fold, KD fine-tune (post-training)"
+
+
+def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
+    """Statistics -> plan -> slice -> KD fine-tune from the task-trained dense model."""
+    from .calibration import (
         broadcast_plan,
         cached_plan,
         calibration_dataset,
         calibration_loader,
-        evaluate,
         finetune,
-        run_device,
         save_plan_cache,
     )
 
-    if getattr(ctx, "head_reinitialised", False) and getattr(args, "teacher", None) is None:
+    opts = options or VBPOptions()
+    if ctx.head_reinitialised and ctx.kd.teacher is None:
         # VBP is a post-training method: its mean-shift fold and its default KD teacher (the input model)
         # assume the input already solves this task. With a fresh random head the student would distil
-        # from random logits (issue 14: 2.5 % top-1). Refuse before any statistics work.
+        # from random logits. Refuse before any statistics work.
         raise P3BError(VBP_NEEDS_TASK_MODEL)
-    percentage, prune_ratio = getattr(args, "percentage", None), getattr(args, "prune_ratio", None)
+    percentage, prune_ratio = opts.percentage, ctx.prune_ratio
     if percentage is not None and prune_ratio is not None:
         raise P3BError("Give either --percentage (fraction of MLP neurons) or --prune-ratio (fraction of "
                        "whole-model params) for --method vbp, not both.")
     if percentage is None and prune_ratio is None:
         raise P3BError("--method vbp needs --prune-ratio (fraction of whole-model params, e.g. 0.5) or "
                        "--percentage (fraction of MLP neurons, the paper's knob, e.g. 0.55).")
-    model = ctx.model.to(run_device(ctx))
+    model = ctx.model.to(ctx.device)
     if percentage is None:
         percentage = percentage_for_prune_ratio(model, prune_ratio)  # BudgetError before any work
     timings: dict[str, float] = {}
-    dense_eval = evaluate(ctx, model, "dense eval")
+    dense_eval = ctx.evaluate(model, "dense eval")
 
     plan = cached_plan(ctx, "vbp")
     if plan is None:
         t0 = time.time()
-        loader = calibration_loader(calibration_dataset(ctx), getattr(args, "batch_size", 64),
-                                    num_workers=getattr(args, "num_workers", 0), shard=True)
-        stats = collect_mlp_activation_stats(model, loader, max_batches=getattr(args, "stats_batches", None))
+        loader = calibration_loader(calibration_dataset(ctx), ctx.train.batch_size, num_workers=ctx.train.num_workers,
+                                    shard=True)
+        stats = collect_mlp_activation_stats(model, loader, max_batches=opts.stats_batches)
         timings["statistics_s"] = time.time() - t0
         plan = broadcast_plan(vbp_plan_from_stats(model, stats, percentage))
         save_plan_cache(ctx, "vbp", plan)
     plan.meta.update(method="vbp", prune_ratio=prune_ratio)
 
     pruned = apply_width_plan(model, plan, provenance={"method": "vbp"})
-    before_ft = evaluate(ctx, pruned, "pruned eval (before fine-tune)")
-    teacher = _load_teacher(getattr(args, "teacher", None), model)
-    kd = KDConfig(alpha=getattr(args, "kd_alpha", 0.5), temperature=getattr(args, "kd_temperature", 1.0),
-                  reduction=getattr(args, "kd_reduction", None) or "batchmean")
-    train = finetune(ctx, pruned, phase="vbp_kd", epochs=args.vbp_epochs, lr=args.vbp_lr,
-                     weight_decay=args.vbp_weight_decay, teacher=teacher, kd=kd)
-    final = evaluate(ctx, pruned, "pruned eval")
+    before_ft = ctx.evaluate(pruned, "pruned eval (before fine-tune)")
+    teacher = _load_teacher(ctx.kd.teacher, model)
+    kd = KDConfig(alpha=ctx.kd.kd_alpha, temperature=ctx.kd.kd_temperature,
+                  reduction=ctx.kd.kd_reduction or "batchmean")
+    train = finetune(ctx, pruned, phase="vbp_kd", epochs=opts.vbp_epochs, lr=opts.vbp_lr,
+                     weight_decay=opts.vbp_weight_decay, teacher=teacher, kd=kd)
+    final = ctx.evaluate(pruned, "pruned eval")
     dense_acc = dense_eval.get("accuracy")
     history = {
         "method": "vbp", "percentage": float(percentage), "prune_ratio": prune_ratio,
@@ -176,7 +176,7 @@ def run_cli(args: argparse.Namespace, ctx: Any) -> Any:
         "eval_before_finetune": before_ft, "finetune": train, "timings": timings,
         "kd": {"loss": f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*T^2*KL(teacher||student), T={kd.temperature:g}, "
                        f"reduction={kd.reduction}",
-               "teacher": getattr(args, "teacher", None) or "dense input model"},
+               "teacher": ctx.kd.teacher or "dense input model"},
     }
     return MethodResult(pruned_model=pruned, plan=plan, eval_metrics=final, dense_eval_metrics=dense_eval,
                         history=history)

@@ -2,23 +2,24 @@
 ΔΨ and Taylor scores, runs mask updates (docs/p3b.md §3 + §4 + §5) and finalisation (§7 -> WidthPlan).
 
 The Trainer integration (loss, optimizer groups, hooks into the training loop, checkpoints) is in
-:mod:`p3b_hf.trainer`; this module only needs tensors and a schedule.
+:mod:`.trainer`; this module only needs tensors, a :class:`~.config.P3BConfig` and a schedule.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ...errors import P3BError
 from ...models.locator import locate
 from ...plan import LayerPlan, WidthPlan
+from ...runtime import all_reduce_, world_size
 from .bpi import BPIHeads, BPITaps
 from .budget import block_importance, ema, ramp, solve_keep_ratios
+from .config import P3BConfig
 from .estimator import BPIEstimator, make_shadow
 from .fast_bpi import GroupedBPIHeads
 from .fast_gates import install_fused_gates
@@ -27,24 +28,7 @@ from .local import block_masks, taylor_score
 from .schedule import Schedule
 from .state import P3BState
 
-if TYPE_CHECKING:
-    from ...trainer import P3BConfig
-
 logger = logging.getLogger(__name__)
-
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _all_reduce_(t: torch.Tensor, mean: bool = False) -> torch.Tensor:
-    """In-place SUM (or mean) over ranks; a no-op in single-process runs."""
-    world = _world()
-    if world > 1:
-        dist.all_reduce(t)
-        if mean:
-            t /= world
-    return t
 
 
 class P3BPruner:
@@ -161,10 +145,10 @@ class P3BPruner:
             if not self.config.reference:
                 local[id(est.state)] = tuple(t.clone() for t in est.state.window_tensors())
             for t in est.state.window_tensors():
-                _all_reduce_(t)
+                all_reduce_(t)
         # gradients are DDP-averaged already, so the Taylor sums agree; the mean keeps them exact either way
-        _all_reduce_(st.taylor_sum, mean=True)
-        _all_reduce_(st.taylor_count, mean=True)
+        all_reduce_(st.taylor_sum, mean=True)
+        all_reduce_(st.taylor_count, mean=True)
         return local
 
     def _block_keep_ratios(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -280,7 +264,7 @@ class P3BPruner:
                                "lower --prune-start-epoch / --update-every.")
             # hard and frozen from here on: training past finalisation must not move them (the reference
             # deletes its gates); under DDP they stay in the graph so the reducer sees every parameter
-            self.gates.freeze(keep_in_graph=_world() > 1)
+            self.gates.freeze(keep_in_graph=world_size() > 1)
             st.remaining = block_params(self.dims, self.gates.kept_widths()).to(st.remaining.device)
         for est in self.estimators:
             est.heads.active = False

@@ -37,20 +37,26 @@ from .models.configuration_p3b_vit import P3BViTConfig
 _ZERO_AT_ZERO = {"gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish"}
 
 
-def _round_up(n: int, m: int) -> int:
-    return n if n == 0 or n % m == 0 else n + m - n % m
+def round_up(n: int, m: int | None) -> int:
+    """``n`` rounded up to a multiple of ``m`` (0 stays 0; ``m`` None/0 = unchanged)."""
+    return n if not m or n == 0 or n % m == 0 else n + m - n % m
+
+
+def grow_subset(subset: list[int], target: int, full: int) -> list[int]:
+    """``subset`` followed by the lowest unused channels of ``range(full)`` until it has ``target`` entries
+    (the channels padding adds; they get zero weights)."""
+    used = set(subset)
+    return list(subset) + [c for c in range(full) if c not in used][: max(0, target - len(subset))]
 
 
 def _pad_subset(subset: list[int] | None, full: int, multiple: int) -> tuple[list[int] | None, torch.Tensor | None]:
     """``(new sorted subset, positions of the old channels in it)``; ``(subset, None)`` if unchanged."""
     if subset is None or len(subset) == 0:
         return subset, None
-    target = min(full, _round_up(len(subset), multiple))
+    target = min(full, round_up(len(subset), multiple))
     if target == len(subset):
         return subset, None
-    used = set(subset)
-    extra = [c for c in range(full) if c not in used][: target - len(subset)]
-    new = sorted(list(subset) + extra)
+    new = sorted(grow_subset(list(subset), target, full))
     where = {c: i for i, c in enumerate(new)}
     return (None if len(new) == full else new), torch.tensor([where[c] for c in subset], dtype=torch.long)
 
@@ -96,8 +102,8 @@ def pad_widths(model: nn.Module, multiple: int = 8) -> nn.Module:
         m: dict[str, torch.Tensor | None] = {}
         h, d, f = cfg.layer_num_heads[i], cfg.layer_head_dims[i], cfg.layer_intermediate_sizes[i]
         attn_live, mlp_live = h * d > 0, f > 0
-        new_d = _round_up(d, multiple) if attn_live else d
-        new_f = _round_up(f, multiple) if mlp_live else f
+        new_d = round_up(d, multiple) if attn_live else d
+        new_f = round_up(f, multiple) if mlp_live else f
         new_cfg.layer_head_dims[i], new_cfg.layer_intermediate_sizes[i] = new_d, new_f
         heads_dims.append((h, d, new_d))
         m["qkv"] = _head_positions(h, d, new_d) if new_d != d else None

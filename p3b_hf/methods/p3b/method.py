@@ -1,0 +1,51 @@
+"""P3B as a pruning method of the run layer: :class:`~.config.P3BConfig` in, a pruned model out.
+
+The whole pruning run is one :class:`~.trainer.P3BTrainer` run: fine-tuning with soft masks, mask updates,
+finalisation into a physically smaller model. The common run options (epochs, lr, batch, precision, ...)
+come from :class:`~p3b_hf.methods.base.RunContext`; the reference trains at a constant lr with no
+clipping, so this run does too (docs/p3b.md §6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ...errors import P3BError
+from ..base import MethodResult, RunContext
+from .config import P3BConfig
+
+Options = P3BConfig
+DESCRIPTION = "P3B (Pruning by Block Benefit): soft masks while fine-tuning, hard pruning at the end"
+
+
+def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
+    """Run the P3BTrainer on ``ctx`` (tqdm progress from the Trainer) and return the pruned model; its
+    ``history`` holds per-update keep ratios / ΔΨ per block, the phase boundaries and the step times."""
+    from ...loading import load_model
+    from ...training import kd_config
+    from .plots import plot_history
+    from .trainer import P3BTrainer
+
+    options = options or P3BConfig()
+    if ctx.prune_ratio is None and options.handcrafted_keep is None and not options.frozen:
+        raise P3BError("--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
+                       "--handcrafted-keep / --frozen.")
+    cfg = dataclasses.replace(options, prune_ratio=ctx.prune_ratio or 0.0, save_dir=None).resolved()
+    teacher = load_model(ctx.kd.teacher) if ctx.kd.teacher else None
+    kd = kd_config(ctx.kd, default_reduction="deit")
+    targs = ctx.training_arguments("p3b", lr_scheduler_type="constant", max_grad_norm=0.0)
+    trainer = P3BTrainer(model=ctx.model, args=targs, train_dataset=ctx.train_ds, eval_dataset=ctx.eval_ds,
+                         data_collator=ctx.collator, processing_class=ctx.image_processor, p3b=cfg,
+                         teacher=teacher, kd=kd)
+    trainer.train(resume_from_checkpoint=ctx.resume_checkpoint(targs.output_dir))
+    pruned = trainer.pruned_model
+    history = trainer.pruning.history
+    history["wall_time_train_s"] = trainer.pruning.wall_time_s
+    history["step_time"] = trainer.step_timer.summary()
+    history["config"] = dataclasses.asdict(cfg)
+    metrics = history["finalize"].get("train_end", history["finalize"].get("finalize", {}))
+    plots = plot_history(history, ctx.artifacts_dir / "plots")
+    history["plots"] = [str(p.name) for p in plots]
+    trainer.pruner.detach()
+    return MethodResult(pruned_model=pruned.cpu(), plan=trainer.pruner.plan,
+                        eval_metrics=dict(metrics.get("pruned", {})), history=history)

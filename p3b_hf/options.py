@@ -1,0 +1,322 @@
+"""Typed options of a run, and the command line generated from them (HF's ``HfArgumentParser`` pattern).
+
+Every option is a dataclass field declared exactly once, with its help text in ``metadata``: the CLI
+(``add_options`` -> argparse), the recipes (``options_from_mapping`` <- YAML) and Python callers
+(construct the dataclasses) all read the same declaration. Library code receives the dataclasses, never an
+``argparse.Namespace``.
+
+Field metadata (see :func:`option`): ``help``; ``flag`` (default ``--field-name``); ``choices``;
+``metavar``; ``parse`` (a ``str -> value`` function for types argparse cannot build, e.g. ``"a:1,b:2"``);
+``nargs``; ``cli=False`` keeps a field out of the command line (set by code, e.g. a budget shared by all
+methods). A field without a default is a required flag.
+
+This module imports nothing from the rest of p3b_hf except the error type, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .errors import P3BError
+
+AUGMENTS = ("deit", "glyph", "basic", "none")
+MISSING = dataclasses.MISSING
+
+
+def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, flag: str | None = None,
+           choices: Iterable[Any] | None = None, metavar: str | None = None, parse: Callable[[str], Any] | None = None,
+           nargs: str | None = None, cli: bool = True) -> Any:
+    """A dataclass field that also declares its command-line flag."""
+    meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
+            "metavar": metavar, "parse": parse, "nargs": nargs, "cli": cli}
+    if default_factory is not MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def cli_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are command-line options."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("help") is not None and f.metadata.get("cli", True)]
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> (X, True); ``list[X]`` stays as is."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else str), True
+    return tp, False
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, defaults: Mapping[str, Any] | None = None,
+                title: str | None = None, choices: Mapping[str, Iterable[Any]] | None = None) -> Any:
+    """Declare ``cls``'s options on ``parser`` (in an argument group ``title``; ``defaults`` override the
+    dataclass defaults for this command, e.g. 300 fine-tune epochs; ``choices`` set a field's choices known
+    only at run time, e.g. the registered methods). Returns the group."""
+    group = parser.add_argument_group(title) if title else parser
+    hints = typing.get_type_hints(cls)
+    for f in cli_fields(cls):
+        meta = f.metadata
+        default = dict(defaults or {}).get(f.name, _default_of(f))
+        kw: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+        tp, _ = _base_type(hints[f.name])
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
+            kw["default"] = bool(default) if default is not MISSING else False
+        else:
+            origin = typing.get_origin(tp)
+            if meta.get("parse") is not None:
+                kw["type"] = _argparse_type(meta["parse"])
+            elif origin is list:
+                kw["type"] = typing.get_args(tp)[0]
+                kw["nargs"] = "+"
+            elif tp in (int, float, str):
+                kw["type"] = tp
+            if meta.get("nargs"):
+                kw["nargs"] = meta["nargs"]
+            field_choices = dict(choices or {}).get(f.name) or meta.get("choices")
+            if field_choices:
+                kw["choices"] = tuple(field_choices)
+            if meta.get("metavar"):
+                kw["metavar"] = meta["metavar"]
+            if default is MISSING:
+                kw["required"] = True
+            else:
+                kw["default"] = default
+        group.add_argument(flag_of(f), **kw)
+    return group
+
+
+def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for argparse: its :class:`P3BError` message becomes argparse's one-line error."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except P3BError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def options_from_namespace(cls: type, ns: argparse.Namespace, **extra: Any) -> Any:
+    """``cls`` from the parsed flags (fields that are not on the command line keep their defaults)."""
+    values = {f.name: getattr(ns, f.name) for f in cli_fields(cls) if hasattr(ns, f.name)}
+    return cls(**values, **extra)
+
+
+def options_from_mapping(classes: Iterable[type], mapping: Mapping[str, Any], what: str = "options",
+                         defaults: Mapping[str, Any] | None = None) -> dict[type, Any]:
+    """Distribute a flat ``{field: value}`` mapping (a recipe stage's ``args``) over the option classes of a
+    command: each key must name a command-line field of exactly one of them. Values may be given as YAML
+    gives them (numbers, booleans, lists) or as the command line would (strings, parsed like the flag).
+    ``defaults`` replace dataclass defaults of fields the mapping does not set (a command's own defaults).
+    Returns ``{cls: instance}``; an unknown key is one :class:`P3BError` listing the valid ones."""
+    classes = list(classes)
+    owner: dict[str, tuple[type, dataclasses.Field]] = {}
+    for cls in classes:
+        for f in cli_fields(cls):
+            owner.setdefault(f.name.replace("-", "_"), (cls, f))
+    per_class: dict[type, dict[str, Any]] = {cls: {} for cls in classes}
+    for key, value in dict(defaults or {}).items():
+        if key in owner:
+            per_class[owner[key][0]][owner[key][1].name] = value
+    unknown = []
+    for key, value in mapping.items():
+        name = str(key).replace("-", "_")
+        if name not in owner:
+            unknown.append(key)
+            continue
+        cls, f = owner[name]
+        per_class[cls][f.name] = _coerce(f, typing.get_type_hints(cls)[f.name], value, what)
+    if unknown:
+        raise P3BError(f"{what}: unknown option(s) {', '.join(map(str, unknown))}; valid: "
+                       f"{', '.join(sorted(owner))}.")
+    try:
+        return {cls: cls(**values) for cls, values in per_class.items()}
+    except TypeError as e:  # a required field is missing
+        raise P3BError(f"{what}: {e}") from e
+
+
+def _coerce(f: dataclasses.Field, hint: Any, value: Any, what: str) -> Any:
+    if value is None:
+        return None
+    tp, _ = _base_type(hint)
+    parse = f.metadata.get("parse")
+    try:
+        if parse is not None:
+            return parse(value) if isinstance(value, str) else value
+        if tp is bool:
+            return bool(value)
+        if typing.get_origin(tp) is list:
+            item = typing.get_args(tp)[0]
+            return [item(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        if tp in (int, float, str):
+            return tp(value)
+    except (TypeError, ValueError) as e:
+        raise P3BError(f"{what}: {f.name}={value!r} is not a valid {getattr(tp, '__name__', tp)} ({e}).") from e
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise P3BError(f"{what}: {f.name}={value!r} is not one of {', '.join(map(str, choices))}.")
+    return value
+
+
+# ============================================================================ the common options
+@dataclasses.dataclass
+class DataOptions:
+    """Which images, which columns and splits, and how training batches are augmented and mixed."""
+
+    dataset: str = option(help="Hub data set id, preset (cifar100, food101, ifood2019, inat2019), save_to_disk "
+                               "dir, parquet dir or imagefolder dir")
+    image_column: str | None = option(None, help="image column (auto: img/image)")
+    label_column: str | None = option(None, help="label column (auto: fine_label/label)")
+    train_split: str = option("train", help="training split")
+    eval_split: str | None = option(None, help="eval split (auto: validation/test, else a stratified 10 %% of train)")
+    max_train_samples: int | None = option(None, help="use at most this many training images (seeded subset)")
+    max_eval_samples: int | None = option(None, help="evaluate on at most this many images (seeded subset)")
+    augment: str = option("deit", choices=AUGMENTS,
+                          help="training augmentation: DeiT (RandAugment, erasing, crop/flip), glyph, basic, none")
+    mixup: float = option(0.8, help="Mixup alpha (0 = off)")
+    cutmix: float = option(1.0, help="CutMix alpha (0 = off)")
+    label_smoothing: float = option(0.1, help="label smoothing of the training targets")
+
+    @property
+    def mixing(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0 or self.label_smoothing > 0
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """How the Trainer runs: epochs, batch, optimiser, precision, device, logging."""
+
+    epochs: float = option(50.0, help="training epochs")
+    batch_size: int = option(64, help="per-device batch size")
+    eval_batch_size: int | None = option(None, help="per-device eval batch size (default: --batch-size)")
+    lr: float | None = option(5e-4, help="peak learning rate (AdamW)")
+    weight_decay: float = option(0.05, help="AdamW weight decay")
+    seed: int = option(0, help="random seed (model init of new heads, data order, augmentation)")
+    bf16: bool = option(False, help="bf16 mixed precision")
+    fp16: bool = option(False, help="fp16 mixed precision (with a loss scaler)")
+    device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where to train (auto: cuda if visible)")
+    num_workers: int = option(0, help="data loader worker processes")
+    logging_steps: int = option(50, help="log the training loss every N optimizer steps")
+    save_strategy: str = option("epoch", cli=False, help="Trainer checkpoints: 'epoch' (resumable) or 'no'")
+
+    def check(self) -> None:
+        if self.epochs <= 0:
+            raise P3BError(f"--epochs {self.epochs} must be > 0.")
+        if self.batch_size < 1:
+            raise P3BError(f"--batch-size {self.batch_size} must be >= 1.")
+        if self.bf16 and self.fp16:
+            raise P3BError("Give at most one of --bf16 / --fp16.")
+
+
+@dataclasses.dataclass
+class OutputOptions:
+    """Where the run writes, and what happens to an existing directory and to checkpoints."""
+
+    output_dir: str = option(help="output model directory (written atomically at the end)")
+    overwrite: bool = option(False, help="replace an existing --output-dir (only once the new run has finished)")
+    keep_checkpoints: bool = option(False, help="keep the Trainer checkpoints in OUTPUT_DIR.work/")
+    resume: bool = option(False, help="resume from the last complete checkpoint in OUTPUT_DIR.work/")
+
+
+@dataclasses.dataclass
+class KDOptions:
+    """Knowledge distillation from a teacher model (P3B-Dist, VBP's fine-tune, ``finetune --teacher``)."""
+
+    teacher: str | None = option(None, help="KD teacher: a model dir / Hub id fine-tuned on the same labels")
+    kd_alpha: float = option(0.5, help="weight of the KD term (1 - alpha weighs the CE)")
+    kd_temperature: float = option(1.0, help="KD temperature")
+    kd_kind: str = option("soft", choices=("soft", "hard"), help="soft KL, or DeiT's hard distillation (CE to the "
+                                                                   "teacher's argmax)")
+    kd_reduction: str | None = option(None, choices=("deit", "batchmean"),
+                                      help="soft KD scale: 'deit' = KL summed / (batch x classes) as DeiT's "
+                                           "DistillationLoss (P3B-Dist, finetune default); 'batchmean' = / batch, "
+                                           "K times larger (VBP default)")
+
+
+@dataclasses.dataclass
+class PruneOptions:
+    """What ``p3b-hf prune`` does on top of the common options: the model, the method and the budget."""
+
+    model: str = option(help="Hub id or local model dir (ViT/DeiT image classifier)")
+    method: str = option("p3b", help="pruning method (p3b, vbp, global, or a registered one)")
+    prune_ratio: float | None = option(None, help="fraction of whole-model parameters to remove, e.g. 0.5")
+    pad_to: int | None = option(None, metavar="N",
+                                help="save the pruned model with every width zero-padded to a multiple of N (e.g. "
+                                     "8): exactly the same function, aligned shapes for GPU kernels")
+
+    def check(self) -> None:
+        if self.prune_ratio is not None and not 0.0 < self.prune_ratio < 1.0:
+            from .errors import BudgetError
+
+            raise BudgetError(f"--prune-ratio={self.prune_ratio} is impossible: give the fraction of whole-model "
+                              "parameters to remove, strictly between 0 and 1 (e.g. 0.5).")
+        if self.pad_to is not None and self.pad_to < 1:
+            raise P3BError(f"--pad-to {self.pad_to} is invalid; give a positive channel multiple such as 8 (or "
+                           "leave it out).")
+
+
+@dataclasses.dataclass
+class FinetuneOptions:
+    """``p3b-hf finetune`` on top of the common options: the DeiT recipe's schedule and the head."""
+
+    model: str = option(help="(pruned) model dir or Hub id")
+    grad_accum_steps: int = option(1, help="gradient accumulation steps")
+    min_lr: float = option(1e-5, help="cosine schedule floor")
+    warmup_epochs: float = option(0.0, help="linear warm-up epochs")
+    schedule: str = option("cosine", choices=("cosine", "constant"),
+                           help="lr schedule: cosine to --min-lr (the DeiT recipe) or constant with no gradient "
+                                "clipping (P3B's pruning-run recipe, e.g. for a dense baseline at equal recipe)")
+    eval_each_epoch: bool = option(False, help="evaluate after every epoch (logged)")
+    new_head: bool = option(False, help="replace the classifier when its labels differ from the data set's "
+                                        "(dense models only)")
+
+    def check(self) -> None:
+        if self.grad_accum_steps < 1:
+            raise P3BError("--grad-accum-steps must be >= 1.")
+
+
+#: the fine-tune command's defaults where they differ from a pruning run's (the P3B reference fine-tune)
+FINETUNE_DEFAULTS = {"epochs": 300.0, "batch_size": 128, "lr": None, "kd_reduction": "deit"}
+
+
+def command_line(*parts: Any) -> str:
+    """The flags that reproduce ``parts`` (option dataclasses): every command-line field that differs from
+    its default, as ``--flag value``. For display (reports, the demo's "same run via the CLI"); never parsed
+    back by p3b_hf."""
+    out: list[str] = []
+    for obj in parts:
+        if obj is None or not dataclasses.is_dataclass(obj):
+            continue
+        for f in cli_fields(type(obj)):
+            value, default = getattr(obj, f.name), _default_of(f)
+            if default is not MISSING and value == default:
+                continue
+            flag = flag_of(f)
+            if isinstance(value, bool):
+                out += [flag] if value else [f"--no-{flag[2:]}"]
+            elif isinstance(value, (list, tuple)):
+                out += [flag, *map(str, value)]
+            elif isinstance(value, dict):
+                out += [flag, ",".join(f"{k}:{v}" for k, v in value.items())]
+            elif value is not None:
+                out += [flag, str(value)]
+    return " ".join(out)

@@ -1,0 +1,371 @@
+"""The one orchestrator of a run: :func:`prune` and :func:`finetune`.
+
+Every entry point -- ``p3b-hf prune`` / ``finetune``, ``p3b-hf compare``, the demo, ``recipes/run.py``
+and the dev scripts -- builds typed options (:mod:`p3b_hf.options`, plus the method's own dataclass) and
+calls one of these functions; nobody builds or re-parses command lines. A run:
+
+1. checks the options (before anything is loaded), joins the process group under DDP, seeds;
+2. loads model (fp32), image processor and data; gives the model a fresh head for the target labels;
+3. builds transformed datasets and the Mixup/CutMix collator;
+4. calls the method (``prune``) or trains (``finetune``) -- methods know nothing of output directories;
+5. pads (``--pad-to``), writes model + report + plots into a staging directory and moves it to
+   ``output_dir`` in one rename (only the main process writes); removes the checkpoints unless asked.
+
+Dependencies point one way: commands -> runner -> methods -> training / runtime / checkpoints ->
+plan / cost -> models.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoints import PLAN_NAME, make_staging_dir, publish, remove_if_empty, write_model_files
+from .errors import DataError, P3BError
+from .methods import get_method
+from .methods.base import MethodResult, RunContext
+from .models.locator import locate
+from .options import (
+    FINETUNE_DEFAULTS,
+    DataOptions,
+    FinetuneOptions,
+    KDOptions,
+    OutputOptions,
+    PruneOptions,
+    TrainOptions,
+)
+from .report import REPORT_NAME, base_report, layer_widths, plot_widths, write_report
+from .runtime import init_distributed, is_main_process, resolve_device, world_size
+
+
+@dataclass
+class PruneJob:
+    """Everything ``p3b-hf prune`` needs. ``method_options``: the method's options dataclass
+    (e.g. :class:`~p3b_hf.methods.p3b.config.P3BConfig`); ``None`` = its defaults."""
+
+    prune: PruneOptions
+    data: DataOptions
+    output: OutputOptions
+    train: TrainOptions = field(default_factory=TrainOptions)
+    kd: KDOptions = field(default_factory=KDOptions)
+    method_options: Any = None
+
+
+def finetune_train_options(**overrides: Any) -> TrainOptions:
+    """:class:`TrainOptions` with the fine-tune command's defaults (the P3B reference fine-tune: 300 epochs,
+    batch 128, lr scaled from 5e-4 at a global batch of 512)."""
+    names = {f.name for f in dataclasses.fields(TrainOptions)}
+    return TrainOptions(**{**{k: v for k, v in FINETUNE_DEFAULTS.items() if k in names}, **overrides})
+
+
+@dataclass
+class FinetuneJob:
+    """Everything ``p3b-hf finetune`` needs."""
+
+    finetune: FinetuneOptions
+    data: DataOptions
+    output: OutputOptions
+    train: TrainOptions = field(default_factory=finetune_train_options)
+    kd: KDOptions = field(default_factory=lambda: KDOptions(kd_reduction="deit"))
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the output directory, its report, the model (on every rank)."""
+
+    output_dir: Path
+    report: dict[str, Any]
+    model: nn.Module
+    metrics: dict[str, float] = field(default_factory=dict)
+    context: RunContext | None = None  # prune: what the method ran on (data, datasets, processor)
+
+
+# ------------------------------------------------------------------------------------------- shared steps
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and output_dir.is_file():
+        raise P3BError(f"--output-dir {output_dir} is a file; give a directory path.")
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        what = "a previous run (pruning_report.json)" if (output_dir / REPORT_NAME).exists() else "other files"
+        raise P3BError(f"--output-dir {output_dir} already holds {what}. Choose a new directory or pass "
+                       "--overwrite to replace it (it is only replaced once the new run has finished).")
+
+
+def adapt_classifier(model: nn.Module, labels: list[str]) -> bool:
+    """Give ``model`` a freshly initialised head for ``labels`` unless it already has exactly that label set.
+
+    Transfer pruning fine-tunes on a *new* task, so the source head is usually useless. Returns True
+    if the head was replaced.
+    """
+    cfg = model.config
+    current = [cfg.id2label[i] for i in range(cfg.num_labels)] if cfg.num_labels else []
+    if [str(x) for x in current] == [str(x) for x in labels]:
+        return False
+    mods = locate(model)
+    k = len(labels)
+    for name, old in mods.heads.items():
+        new = nn.Linear(old.in_features, k, dtype=old.weight.dtype, device=old.weight.device)
+        nn.init.trunc_normal_(new.weight, std=0.02)
+        nn.init.zeros_(new.bias)
+        setattr(mods.model, name, new)
+    cfg.num_labels = k
+    cfg.id2label = {i: str(lab) for i, lab in enumerate(labels)}
+    cfg.label2id = {str(lab): i for i, lab in enumerate(labels)}
+    model.num_labels = k
+    return True
+
+
+def load_data(data: DataOptions, seed: int) -> Any:
+    """The raw splits of ``data`` (one :class:`~p3b_hf.errors.DataError` on bad input)."""
+    from .data import load_image_dataset
+
+    return load_image_dataset(data.dataset, image_column=data.image_column, label_column=data.label_column,
+                              train_split=data.train_split, eval_split=data.eval_split,
+                              max_train_samples=data.max_train_samples, max_eval_samples=data.max_eval_samples,
+                              seed=seed)
+
+
+def _datasets(raw: Any, data: DataOptions, processor: Any, image_size: int) -> tuple[Any, Any, Any]:
+    from .data import build_datasets, make_collator
+
+    train_ds, eval_ds = build_datasets(raw, processor, image_size=image_size, augment=data.augment)
+    collator = make_collator(len(raw.labels), mixup=data.mixup, cutmix=data.cutmix,
+                             label_smoothing=data.label_smoothing, enabled=data.mixing)
+    return train_ds, eval_ds, collator
+
+
+def _work_dir(output_dir: Path) -> Path:
+    return output_dir.with_name(output_dir.name + ".work")
+
+
+def _load(model_name: str, data: DataOptions, output: OutputOptions, train: TrainOptions) -> tuple[nn.Module, Any, Any]:
+    """Check the output dir, join DDP, seed, and load model (fp32), image processor and data."""
+    from .loading import load_image_processor, load_model
+
+    init_distributed(train.device)
+    check_output_dir(Path(output.output_dir), output.overwrite)
+    torch.manual_seed(train.seed)
+    model = load_model(model_name)
+    return model, load_image_processor(model_name), load_data(data, train.seed)
+
+
+def _finish(output_dir: Path, staging: Path, work_dir: Path, keep_checkpoints: bool,
+            write: Any) -> None:
+    """Main process: fill ``staging`` with ``write(staging)``, then publish it as ``output_dir``; other ranks
+    drop their staging dir (ranks renaming the same directory would race)."""
+    if not is_main_process():
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    try:
+        write(staging)
+        publish(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not keep_checkpoints:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _jsonable_options(*parts: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in parts:
+        if dataclasses.is_dataclass(p):
+            out.update({k: v for k, v in dataclasses.asdict(p).items()})
+    return out
+
+
+# ------------------------------------------------------------------------------------------- prune
+def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None) -> RunResult:
+    """Fine-tune + prune ``job.prune.model`` on ``job.data`` with ``job.prune.method``; write the pruned model
+    directory (safetensors, per-layer-width config, code files, processor, ``width_plan.json``,
+    ``pruning_report.json``, ``plots/``) to ``job.output.output_dir``. ``dense_eval_metrics``: the dense
+    baseline's accuracy for the report, when the method does not measure one (P3B)."""
+    job.prune.check()
+    job.train.check()
+    method = get_method(job.prune.method)
+    options = job.method_options if job.method_options is not None else method.options()
+    if not isinstance(options, method.options):
+        raise P3BError(f"method {method.name!r} takes {method.options.__name__}, got {type(options).__name__}.")
+    output_dir = Path(job.output.output_dir)
+    model, processor, raw = _load(job.prune.model, job.data, job.output, job.train)
+    head_reinitialised = adapt_classifier(model, raw.labels)
+    train_ds, eval_ds, collator = _datasets(raw, job.data, processor, locate(model).image_size)
+    staging = make_staging_dir(output_dir)
+    work_dir = _work_dir(output_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(model=model, image_processor=processor, data=raw, train_ds=train_ds, eval_ds=eval_ds,
+                     collator=collator, train=job.train, work_dir=work_dir, artifacts_dir=staging,
+                     prune_ratio=job.prune.prune_ratio, kd=job.kd, resume=job.output.resume,
+                     head_reinitialised=head_reinitialised)
+    dense = copy.deepcopy(model).cpu()
+    try:
+        result = method.run(ctx, options)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        remove_if_empty(work_dir)  # a refused run leaves no empty OUT.work behind (checkpoints stay)
+        raise
+    if result.dense_eval_metrics is None and dense_eval_metrics is not None:
+        result.dense_eval_metrics = dict(dense_eval_metrics)
+    return finish_prune(job, ctx, result, dense, staging)
+
+
+def finish_prune(job: PruneJob, ctx: RunContext, result: MethodResult, dense: nn.Module, staging: Path,
+                 extra: dict[str, Any] | None = None) -> RunResult:
+    """Pad, report and write a method's result (see :func:`prune`)."""
+    padding = _pad(result, job.prune.pad_to)
+    report = base_report(
+        dense, result.pruned_model, method=job.prune.method, prune_ratio=job.prune.prune_ratio, plan=result.plan,
+        eval_metrics=result.eval_metrics, dense_eval_metrics=result.dense_eval_metrics,
+        wall_time_s=time.time() - ctx.started,
+        extra={"history": result.history, "dataset": job.data.dataset, "base_model": job.prune.model,
+               "command": " ".join(sys.argv), "options": _jsonable_options(job.prune, job.data, job.train, job.kd),
+               "method_options": _jsonable_options(job.method_options), "num_labels": ctx.num_labels,
+               "head_reinitialised": ctx.head_reinitialised, **padding, **(extra or {})})
+
+    def write(directory: Path) -> None:
+        write_model_files(result.pruned_model, directory, ctx.image_processor, result.plan)
+        plot_widths(result.pruned_model, directory / "plots" / "widths.png", dense_config=dense.config)
+        write_report(directory, report)
+
+    output_dir = Path(job.output.output_dir)
+    _finish(output_dir, staging, ctx.work_dir, job.output.keep_checkpoints, write)
+    return RunResult(output_dir=output_dir, report=report, model=result.pruned_model,
+                     metrics=dict(result.eval_metrics), context=ctx)
+
+
+def _pad(result: MethodResult, pad_to: int | None) -> dict[str, Any]:
+    """``pad_to``: replace the pruned model by its exactly equivalent zero-padded copy; the report keeps
+    the unpadded cost next to the padded one."""
+    if not pad_to:
+        return {}
+    from .cost import count_cost
+    from .padding import pad_widths
+
+    before = count_cost(result.pruned_model)
+    result.pruned_model = pad_widths(result.pruned_model, pad_to)
+    return {"pad_to": pad_to, "unpadded": {"params": before["params"], "macs": before["macs"]}}
+
+
+# ------------------------------------------------------------------------------------------- finetune
+REFERENCE_LR, REFERENCE_GLOBAL_BATCH = 5e-4, 512
+
+
+def scaled_lr(train: TrainOptions, grad_accum_steps: int) -> float:
+    """DeiT's linear scaling rule: the reference lr is for a global batch of 512 (``train.lr`` wins)."""
+    if train.lr is not None:
+        return float(train.lr)
+    global_batch = train.batch_size * world_size() * grad_accum_steps
+    return REFERENCE_LR * global_batch / REFERENCE_GLOBAL_BATCH
+
+
+def _labels_of(config: Any) -> list[str]:
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def check_labels(config: Any, labels: list[str], what: str) -> None:
+    """A fine-tune continues the task the model was trained/pruned for: same label list, same order."""
+    theirs = [str(x) for x in labels]
+    if _labels_of(config) == theirs:
+        return
+    raise DataError(f"{what} predicts {config.num_labels} labels ({_labels_of(config)[:4]}...) but the data "
+                    f"set has {len(theirs)} ({theirs[:4]}...). Fine-tune on the data set the model was pruned on"
+                    + (", or pass --new-head to start a fresh classifier." if what == "--model" else "."))
+
+
+def finetune(job: FinetuneJob) -> RunResult:
+    """Plain DeiT-recipe fine-tune of a (pruned) model dir, optionally with KD: P3B's second stage, and the
+    dense baseline of ``compare`` (``new_head``). The output's ``pruning_report.json`` is the input's
+    report plus a ``finetune`` section."""
+    from .loading import load_model
+    from .training import FineTuneTrainer, compute_accuracy, kd_config
+
+    ft, train = job.finetune, job.train
+    train.check()
+    ft.check()
+    if not 0.0 <= job.kd.kd_alpha <= 1.0 or job.kd.kd_temperature <= 0:
+        raise P3BError("--kd-alpha must lie in [0, 1] and --kd-temperature be > 0.")
+    output_dir = Path(job.output.output_dir)
+    model, processor, raw = _load(ft.model, job.data, job.output, train)
+    head_reinitialised = False
+    if ft.new_head:
+        head_reinitialised = adapt_classifier(model, raw.labels)
+    else:
+        check_labels(model.config, raw.labels, "--model")
+    size = model.config.image_size
+    train_ds, eval_ds, collator = _datasets(raw, job.data, processor, size if isinstance(size, int) else size[0])
+    teacher = None
+    if job.kd.teacher:
+        teacher = load_model(job.kd.teacher)
+        check_labels(teacher.config, raw.labels, "--teacher")
+    kd = kd_config(job.kd, default_reduction="deit")
+    work_dir = _work_dir(output_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    staging = make_staging_dir(output_dir)
+    try:
+        lr = scaled_lr(train, ft.grad_accum_steps)
+        steps_per_epoch = max(1, -(-len(train_ds) // (train.batch_size * world_size() * ft.grad_accum_steps)))
+        schedule = ({"lr_scheduler_type": "constant", "max_grad_norm": 0.0} if ft.schedule == "constant" else
+                    {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr": min(ft.min_lr, lr)}})
+        from .training import training_arguments
+
+        targs = training_arguments(train, work_dir / "finetune", learning_rate=lr,
+                                   warmup_steps=int(round(ft.warmup_epochs * steps_per_epoch)),
+                                   gradient_accumulation_steps=ft.grad_accum_steps,
+                                   eval_strategy="epoch" if ft.eval_each_epoch else "no", save_total_limit=1, **schedule)
+        trainer = FineTuneTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
+                                  data_collator=collator, processing_class=processor, compute_metrics=compute_accuracy,
+                                  teacher=teacher, kd=kd)
+        t0 = time.time()
+        from .checkpoints import last_complete_checkpoint
+
+        resume = last_complete_checkpoint(targs.output_dir) if job.output.resume else None
+        train_out = trainer.train(resume_from_checkpoint=resume)
+        train_time = time.time() - t0
+        metrics = {k.removeprefix("eval_"): float(v) for k, v in trainer.evaluate().items()
+                   if isinstance(v, (int, float))}
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        remove_if_empty(work_dir)
+        raise
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    source = Path(ft.model)
+    report: dict[str, Any] = {}
+    if (source / REPORT_NAME).exists():
+        report = json.loads((source / REPORT_NAME).read_text())
+    report.setdefault("method", getattr(model.config, "pruning_method", None) or "finetune")
+    report.setdefault("base_model", getattr(model.config, "base_model_name_or_path", None) or ft.model)
+    report.setdefault("dataset", job.data.dataset)
+    report.setdefault("widths", layer_widths(model))
+    report["finetune"] = {
+        "source_model": ft.model, "dataset": job.data.dataset, "epochs": train.epochs, "lr": lr,
+        "min_lr": ft.min_lr, "schedule": ft.schedule, "weight_decay": train.weight_decay,
+        "batch_size_per_device": train.batch_size, "world_size": world_size(), "grad_accum_steps": ft.grad_accum_steps,
+        "mixup": job.data.mixup, "cutmix": job.data.cutmix, "label_smoothing": job.data.label_smoothing,
+        "augment": job.data.augment, "teacher": job.kd.teacher, "kd": dataclasses.asdict(kd) if kd else None,
+        "eval": metrics, "train_loss": float(train_out.training_loss), "train_time_s": train_time,
+        "step_time": trainer.step_timer.summary(), "head_reinitialised": head_reinitialised,
+        "device": resolve_device(train.device), "precision": "bf16" if train.bf16 else "fp16" if train.fp16 else "fp32",
+    }
+
+    def write(directory: Path) -> None:
+        write_model_files(model, directory, processor)
+        for extra in (PLAN_NAME, "plots"):
+            src = source / extra
+            if src.is_dir():
+                shutil.copytree(src, directory / extra, dirs_exist_ok=True)
+            elif src.exists():
+                shutil.copy2(src, directory / extra)
+        write_report(directory, report)
+
+    _finish(output_dir, staging, work_dir, job.output.keep_checkpoints, write)
+    trainer.accelerator.wait_for_everyone()
+    return RunResult(output_dir=output_dir, report=report, model=model, metrics=metrics)

@@ -1,0 +1,206 @@
+"""The package's shape: no import cycles, dependencies pointing one way, every README code block runs, and a
+new pruning method is one options dataclass + one run function + one registry line (docs/architecture.md).
+
+Imports are read from the source (``ast``), every ``import`` statement counted -- also the ones inside
+functions, which would otherwise hide a cycle until run time.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "p3b_hf"
+
+#: higher layers may import lower ones, never the other way (docs/architecture.md)
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("models", ("p3b_hf.models", "p3b_hf.errors")),
+    ("core", ("p3b_hf.plan", "p3b_hf.cost", "p3b_hf.options", "p3b_hf.padding", "p3b_hf.runtime")),
+    ("services", ("p3b_hf.checkpoints", "p3b_hf.loading", "p3b_hf.report", "p3b_hf.data", "p3b_hf.transforms",
+                  "p3b_hf.training", "p3b_hf.trainer_adapter", "p3b_hf.optimize", "p3b_hf.bench", "p3b_hf.hub",
+                  "p3b_hf.demo_data", "p3b_hf.export")),
+    ("methods", ("p3b_hf.methods",)),
+    ("run", ("p3b_hf.runner", "p3b_hf.compare", "p3b_hf.trainer")),
+    ("commands", ("p3b_hf.commands", "p3b_hf.cli", "p3b_hf.__main__")),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def _resolve(current: str, is_pkg: bool, node: ast.ImportFrom | ast.Import, modules: dict[str, Path]) -> set[str]:
+    """The p3b_hf modules an import statement loads (``from . import x`` -> the submodule ``x`` if any)."""
+    out: set[str] = set()
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        base = current if is_pkg else current.rsplit(".", 1)[0]
+        for _ in range(node.level - 1):
+            base = base.rsplit(".", 1)[0]
+        prefix = (base + "." + node.module) if node.level and node.module else (base if node.level else node.module)
+        names = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in modules else prefix for a in node.names]
+    for name in names:
+        while name and name not in modules:
+            name = name.rsplit(".", 1)[0] if "." in name else ""
+        if name.startswith("p3b_hf"):
+            out.add(name)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                deps |= _resolve(name, path.name == "__init__.py", node, modules)
+        # the package facade (p3b_hf/__init__: version + public API) may be imported by anyone for __version__
+        graph[name] = {d for d in deps if d != name and d != "p3b_hf"}
+    return graph
+
+
+def _layer(module: str) -> int:
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py: add it there and to "
+                         "docs/architecture.md")
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycle = stack[stack.index(dep):] + [dep]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if state.get(dep) is None:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if state.get(module) is None:
+            visit(module)
+
+
+def test_dependencies_point_one_way() -> None:
+    upward = [f"{m} ({LAYERS[_layer(m)][0]}) imports {d} ({LAYERS[_layer(d)][0]})"
+              for m, deps in _graph().items() if m != "p3b_hf" for d in deps if _layer(d) > _layer(m)]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_model_files_are_self_contained() -> None:
+    """The pushed code files import torch / transformers and each other only (remote code has no p3b_hf)."""
+    for path in (PKG / "models").glob("*_p3b_*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert (node.module or "").startswith(("configuration_p3b", "modeling_p3b")), (path.name, node.module)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mod = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                assert not mod.startswith("p3b_hf"), (path.name, mod)
+
+
+# ------------------------------------------------------------------------------------------- docs
+def _code_blocks(path: Path, lang: str = "python") -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def test_readme_python_blocks_compile_and_name_real_things() -> None:
+    """Every ``python`` block of the README parses, and every ``p3b_hf`` name it imports exists."""
+    import importlib
+
+    blocks = _code_blocks(ROOT / "README.md")
+    assert blocks
+    for block in blocks:
+        tree = ast.parse(block)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("p3b_hf"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"README: from {node.module} import {alias.name}"
+
+
+def test_architecture_example_method_runs(tmp_path: Path) -> None:
+    """docs/architecture.md's complete example method: registered, then run through the runner (the same
+    path ``p3b-hf prune --method uniform-l1`` takes), and it prunes what it says."""
+    from test_recipes import _tiny_data, _tiny_dense
+
+    from p3b_hf import methods
+    from p3b_hf.options import DataOptions, OutputOptions, PruneOptions, TrainOptions
+    from p3b_hf.runner import PruneJob, prune
+
+    (example,) = [b for b in _code_blocks(ROOT / "docs" / "architecture.md") if "register_method" in b]
+    assert len(example.strip().splitlines()) <= 40
+    namespace: dict = {}
+    exec(compile(example, "docs/architecture.md", "exec"), namespace)  # noqa: S102 - the doc's own code
+    try:
+        options_cls = namespace["UniformL1Options"]
+        data, (dense_dir, dense) = _tiny_data(tmp_path), _tiny_dense(tmp_path)
+        result = prune(PruneJob(prune=PruneOptions(model=str(dense_dir), method="uniform-l1"),
+                                data=DataOptions(dataset=str(data), augment="none", mixup=0, cutmix=0),
+                                output=OutputOptions(output_dir=str(tmp_path / "out")),
+                                train=TrainOptions(epochs=1, batch_size=16, device="cpu"),
+                                method_options=options_cls(keep=0.5)))
+        widths = result.report["widths"]
+        assert [w["mlp"] for w in widths] == [32] * 3  # half of every layer's 64 MLP neurons
+        kept = result.report["plan_meta"]["kept_rows"]
+        from p3b_hf.models import locate
+
+        fc1 = locate(dense).layers[0].fc1.weight.detach().abs().sum(1)
+        assert kept[0] == sorted(fc1.topk(32).indices.tolist())  # the largest L1 rows of layer 0
+        assert (tmp_path / "out" / "model.safetensors").exists()
+    finally:
+        methods.METHODS.pop("uniform-l1", None)
+
+
+def test_prune_help_declares_each_flag_once() -> None:
+    """``p3b-hf prune --help``: every method's flags in its own group, no flag twice (argparse would raise)."""
+    from p3b_hf.cli import build_parser
+
+    parser = build_parser("prune")
+    prune = parser._subparsers._group_actions[0].choices["prune"]
+    flags = [s for a in prune._actions for s in a.option_strings]
+    assert len(flags) == len(set(flags))
+    titles = [g.title for g in prune._action_groups]
+    assert any(t.startswith("--method p3b") for t in titles) and any(t.startswith("--method vbp") for t in titles)
+
+
+@pytest.mark.parametrize("command", ["prune", "finetune", "compare"])
+def test_generated_flags_round_trip_to_the_same_options(command: str) -> None:
+    """Defaults parsed from an (almost) empty command line equal the dataclass defaults: the CLI adds nothing."""
+    import dataclasses
+
+    from p3b_hf.cli import build_parser
+    from p3b_hf.options import DataOptions, KDOptions, TrainOptions, options_from_namespace
+
+    required = {"prune": ["--model", "m", "--dataset", "d", "--output-dir", "o"],
+                "finetune": ["--model", "m", "--dataset", "d", "--output-dir", "o"],
+                "compare": ["--model", "m", "--dataset", "d", "--output-dir", "o"]}[command]
+    args = build_parser(command).parse_args([command, *required])
+    assert options_from_namespace(DataOptions, args) == DataOptions(dataset="d")
+    train = options_from_namespace(TrainOptions, args)
+    if command == "finetune":
+        assert (train.epochs, train.batch_size, train.lr) == (300.0, 128, None)
+        assert options_from_namespace(KDOptions, args).kd_reduction == "deit"
+    else:
+        assert train == TrainOptions()
+        assert dataclasses.asdict(options_from_namespace(KDOptions, args)) == dataclasses.asdict(KDOptions())
