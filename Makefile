@@ -19,7 +19,7 @@ test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 lint: install
-	$(BIN)/ruff check p3b_hf tests recipes
+	$(BIN)/ruff check p3b_hf tests recipes scripts
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m p3b_hf demo --output-dir outputs/demo

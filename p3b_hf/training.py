@@ -151,7 +151,11 @@ def soft_target_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def compute_accuracy(pred: EvalPrediction) -> dict[str, float]:
-    """Top-1 (and top-5 when there are >5 classes) accuracy; no network (no ``evaluate.load``)."""
+    """Top-1 (and top-5 when there are >5 classes) accuracy: the Trainer's ``compute_metrics``.
+
+    Ten lines of numpy instead of ``evaluate.load("accuracy")``, whose metric scripts come from the Hub
+    (offline runs would fail) and whose import costs seconds per run; p3b_hf does not depend on
+    ``evaluate``."""
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     labels = pred.label_ids
     if labels.ndim > 1:  # dense targets: compare with their argmax

@@ -13,9 +13,9 @@ Comparing two *separate* runs instead (``scripts/p3b_step_cost.py --compare-step
 error with the chaos of training: a slightly different mask at one update changes every later gradient,
 and two reference runs that differ only in data order already differ by up to 0.3 in keep ratio.
 
-    python scripts/bpi_faithfulness.py --epochs 3 --output-dir runs/bpi_faithfulness        # CPU, ~1.5 h
-    python scripts/bpi_faithfulness.py --epochs 30 --output-dir runs/bpi_faithfulness_gpu   # GPU (bf16, batch 512)
-    python scripts/bpi_faithfulness.py --smoke --output-dir runs/bpi_smoke                  # plumbing, ~1 min
+    python -m scripts.bpi_faithfulness --epochs 3 --output-dir runs/bpi_faithfulness        # CPU, ~1.5 h
+    python -m scripts.bpi_faithfulness --epochs 30 --output-dir runs/bpi_faithfulness_gpu   # GPU (bf16, batch 512)
+    python -m scripts.bpi_faithfulness --smoke --output-dir runs/bpi_smoke                  # plumbing, ~1 min
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from devbench_common import DENSE, base_parser  # noqa: E402
-
-from p3b_hf.cli import main as cli_main  # noqa: E402
-from p3b_hf.data import devbench_dataset_dict  # noqa: E402
-from p3b_hf.methods.p3b.estimator import shadow_summary  # noqa: E402
+from p3b_hf.methods.p3b import P3BConfig
+from p3b_hf.methods.p3b.estimator import shadow_summary
+from p3b_hf.options import OutputOptions, PruneOptions, command_line
+from p3b_hf.runner import PruneJob, prune
+from scripts.devbench_common import base_parser, data_dir, recipe, source_model
 
 #: the noise floor (the reference setting with other initial heads), then the cost levers
 DEFAULT_SHADOWS = ["1:1:1", "0.25:1", "0.0625:1", "0.25:4"]
@@ -55,31 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     gpu = torch.cuda.is_available()
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = out / "data"
-    if not (data_dir / "dataset_dict.json").exists():
-        bench = Path(a.bench)
-        devbench_dataset_dict(bench / "scripts200_dev.npz", bench / "scripts200_dev.json",
-                              max_per_split=256 if a.smoke else None).save_to_disk(str(data_dir))
-    batch = a.batch_size or (DENSE["batch_size"] if gpu else 64)
     epochs = 2.0 if a.smoke else a.epochs
+    data, train = recipe(data_dir(a.bench, out, max_per_split=256 if a.smoke else None), epochs=epochs,
+                         batch_size=a.batch_size, seed=a.seed)
     ratio = a.budgets[0]
     model_dir = out / f"p3b_{ratio}"
-    argv_prune = ["prune", "--method", "p3b", "--model", str(Path(a.bench) / "pretrained" / "vit-tiny-cjk1000"),
-                  "--dataset", str(data_dir), "--output-dir", str(model_dir), "--overwrite",
-                  "--prune-ratio", str(ratio), "--epochs", str(epochs), "--batch-size", str(batch),
-                  "--lr", str(DENSE["lr"]), "--weight-decay", str(DENSE["weight_decay"]), "--augment", "glyph",
-                  "--mixup", "0", "--cutmix", "0", "--label-smoothing", "0.1", "--seed", str(a.seed),
-                  "--num-workers", "8" if gpu else "1", "--logging-steps", "50",
-                  "--bpi-subbatch", "1", "--bpi-every", "1", "--bpi-shadow", *a.shadows]
-    if a.update_every:
-        argv_prune += ["--update-every", str(a.update_every)]
-    if gpu:
-        argv_prune.append("--bf16")
-    print("p3b-hf " + " ".join(argv_prune), flush=True)
+    job = PruneJob(prune=PruneOptions(model=source_model(a.bench), method="p3b", prune_ratio=ratio), data=data,
+                   output=OutputOptions(output_dir=str(model_dir), overwrite=True), train=train,
+                   method_options=P3BConfig(bpi_subbatch=1.0, bpi_every=1, bpi_shadows=list(a.shadows),
+                                            update_every=a.update_every))
+    command = "p3b-hf prune " + command_line(job.prune, job.data, job.train, job.output, job.method_options)
+    print(command, flush=True)
     t0 = time.perf_counter()
-    rc = cli_main(argv_prune)
-    if rc:
-        return rc
+    prune(job)
+    batch = train.batch_size
     report = json.loads((model_dir / "pruning_report.json").read_text())
     hist = report["history"]
     summary = shadow_summary(hist["updates"], (hist.get("schedule") or {}).get("sparse"))
@@ -91,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "driver_final_keep_target": hist["updates"][-1]["keep_target"],
         "driver_final_keep_achieved": hist["updates"][-1]["keep_achieved"],
         "pruned_accuracy": (report.get("eval") or {}).get("accuracy"),
-        "shadows": summary, "wall_s": time.perf_counter() - t0, "command": "p3b-hf " + " ".join(argv_prune),
+        "shadows": summary, "wall_s": time.perf_counter() - t0, "command": command,
     }
     (out / "faithfulness.json").write_text(json.dumps(doc, indent=1))
     plot = model_dir / "plots" / "p3b_shadows.png"

@@ -65,3 +65,39 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.75],
                    help="fractions of whole-model params to remove")
     return p
+
+
+def data_dir(bench: str, out: Path, max_per_split: int | None = None) -> Path:
+    """The dev-bench arrays as a ``save_to_disk`` folder under ``out`` (written once, then reused)."""
+    from p3b_hf.data import devbench_dataset_dict
+
+    target = Path(out) / "data"
+    if not (target / "dataset_dict.json").exists():
+        b = Path(bench)
+        devbench_dataset_dict(b / "scripts200_dev.npz", b / "scripts200_dev.json",
+                              max_per_split=max_per_split).save_to_disk(str(target))
+    return target
+
+
+def source_model(bench: str) -> str:
+    """The dev-bench's pretrained source ViT."""
+    return str(Path(bench) / "pretrained" / "vit-tiny-cjk1000")
+
+
+def recipe(dataset: Path, *, epochs: float, batch_size: int | None = None, seed: int = 0,
+           num_workers: int | None = None, gpu: bool | None = None, **train: object) -> tuple[object, object]:
+    """``(DataOptions, TrainOptions)`` of the dev-bench recipe: glyph augmentation, label smoothing 0.1, no
+    Mixup/CutMix, AdamW lr 5e-4 wd 0.05; batch 512 + bf16 on CUDA, batch 64 fp32 on CPU."""
+    import torch
+
+    from p3b_hf.options import DataOptions, TrainOptions
+
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    data = DataOptions(dataset=str(dataset), augment="glyph", mixup=0.0, cutmix=0.0, label_smoothing=0.1)
+    options = TrainOptions(epochs=epochs, batch_size=batch_size or (DENSE["batch_size"] if gpu else 64),
+                           lr=DENSE["lr"], weight_decay=DENSE["weight_decay"], seed=seed, bf16=gpu,
+                           device="cuda" if gpu else "cpu",
+                           num_workers=num_workers if num_workers is not None else (8 if gpu else 1))
+    for k, v in train.items():
+        setattr(options, k, v)
+    return data, options

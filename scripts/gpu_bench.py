@@ -2,7 +2,7 @@
 """P3B Table 7 (GPU half), reproduced in shape on one GPU with random-weight models; prints ONE JSON
 document on stdout (progress goes to stderr).
 
-    python scripts/gpu_bench.py > gpu_bench.json        # from the repository root, < 9 min on one H100
+    python -m scripts.gpu_bench > gpu_bench.json        # from the repository root, < 9 min on one H100
 
 For DeiT-B and DeiT-S shapes (12 layers, 224 px, 1000 classes) it builds the dense model and random
 P3B-like pruned models at 75 % and 90 % whole-model parameter reduction (residual in/out subsets,
@@ -38,12 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from transformers import ViTForImageClassification
 
-import torch  # noqa: E402
-from transformers import ViTForImageClassification  # noqa: E402
-
-from p3b_hf.bench import (  # noqa: E402
+from p3b_hf.bench import (
     dense_arch_config,
     environment,
     make_runner,
@@ -51,9 +49,9 @@ from p3b_hf.bench import (  # noqa: E402
     time_round_robin,
     warm_up,
 )
-from p3b_hf.cost import count_cost  # noqa: E402
-from p3b_hf.models.plain_vit import plain_like  # noqa: E402
-from p3b_hf.plan import apply_width_plan  # noqa: E402
+from p3b_hf.cost import count_cost
+from p3b_hf.models.plain_vit import plain_like
+from p3b_hf.plan import apply_width_plan
 
 # P3B appendix Table 7, RTX 3090, batch 1024 (GPU) -- FPS and speed-up over dense
 PAPER_TABLE7_GPU = {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare, on this (CPU) machine, what a device call needs that the GPU image lacks, in the git-ignored
 # folder _device/ (the device tool's `run` takes it along with `carry: ["_device"]`):
-#   _device/whl/        pure-Python wheels the image does not hold (datasets, evaluate, dill, multiprocess)
+#   _device/whl/        pure-Python wheels the image does not hold (datasets, dill, multiprocess)
 #                       and transformers at this project's pin (the image has 5.17)
 #   _device/dev-bench/  a copy of the dev-bench (../shared does not travel)
 # Usage: bash scripts/gpu_kit.sh [DEV_BENCH_DIR]      (then: scripts/gpu_session.sh on the device)
@@ -18,7 +18,7 @@ mapfile -t reqs < <("$py" - <<'PY'
 import tomllib
 from importlib.metadata import version
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-print(*[d for d in deps if d.split("==")[0] in ("transformers", "datasets", "evaluate")], sep="\n")
+print(*[d for d in deps if d.split("==")[0] in ("transformers", "datasets")], sep="\n")
 print(*[f"{n}=={version(n)}" for n in ("dill", "multiprocess")], sep="\n")
 PY
 )

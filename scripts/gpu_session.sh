@@ -37,20 +37,20 @@ step() {  # step NAME.EXT SECONDS CMD... : stdout -> $out/NAME.EXT, stderr -> $o
 
 case $part in
   speed)
-    step gpu_bench.json 330 "$py" scripts/gpu_bench.py --time-budget 300 --precompile-timeout 150
-    step p3b_step_cost.json 200 "$py" scripts/p3b_step_cost.py --device cuda --time-fast 0.25:1 0.0625:1 \
+    step gpu_bench.json 330 "$py" -m scripts.gpu_bench --time-budget 300 --precompile-timeout 150
+    step p3b_step_cost.json 200 "$py" -m scripts.p3b_step_cost --device cuda --time-fast 0.25:1 0.0625:1 \
       --compare-steps 0 ;;
   faithfulness)
     [ -d _device/dev-bench ] || { echo "gpu_session: _device/dev-bench missing: run scripts/gpu_kit.sh" >&2; exit 2; }
-    step bpi_faithfulness.txt 480 "$py" scripts/bpi_faithfulness.py --bench-dir _device/dev-bench --epochs 30 \
+    step bpi_faithfulness.txt 480 "$py" -m scripts.bpi_faithfulness --bench-dir _device/dev-bench --epochs 30 \
       --output-dir runs/bpi_faithfulness_gpu
     cp runs/bpi_faithfulness_gpu/faithfulness.json runs/bpi_faithfulness_gpu/p3b_shadows.png "$out/" 2>/dev/null ;;
   smoke)  # tiny CPU versions of both parts: checks this script, the kit and the scripts' flags, no figures
-    step gpu_bench.json 240 "$py" scripts/gpu_bench.py --device cpu --archs deit-small --reductions 0.9 --batch-size 2 \
+    step gpu_bench.json 240 "$py" -m scripts.gpu_bench --device cpu --archs deit-small --reductions 0.9 --batch-size 2 \
       --repeats 1 --warmup 0 --no-extras --variants eager,fast --precompile-workers 0
-    step p3b_step_cost.json 240 "$py" scripts/p3b_step_cost.py --presets small --batches 8 --warmup 1 --steps 4 \
+    step p3b_step_cost.json 240 "$py" -m scripts.p3b_step_cost --presets small --batches 8 --warmup 1 --steps 4 \
       --compare-steps 0
     bench=_device/dev-bench; [ -d "$bench" ] || bench=${P3B_DEVBENCH:-../shared/dev-bench}
-    step bpi_faithfulness.txt 300 "$py" scripts/bpi_faithfulness.py --bench-dir "$bench" --smoke --output-dir runs/gpu_session_smoke
+    step bpi_faithfulness.txt 300 "$py" -m scripts.bpi_faithfulness --bench-dir "$bench" --smoke --output-dir runs/gpu_session_smoke
     cp runs/gpu_session_smoke/faithfulness.json "$out/" 2>/dev/null ;;
 esac

@@ -10,7 +10,7 @@ records its step times (``history.step_time``: ``first_10pct_s``, ``last_10pct_s
 of the run and the resident memory at the end of each tenth); this script runs the variants one after the
 other on the same data and prints / writes their summaries side by side.
 
-    python scripts/p3b_long_run.py --output-dir runs/p3b_long_run        # CPU, 2 x ~5 min
+    python -m scripts.p3b_long_run --output-dir runs/p3b_long_run        # CPU, 2 x ~5 min
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from devbench_common import DENSE, base_parser  # noqa: E402
-
-from p3b_hf.cli import main as cli_main  # noqa: E402
-from p3b_hf.data import devbench_dataset_dict  # noqa: E402
+from p3b_hf.methods.p3b import P3BConfig
+from p3b_hf.options import OutputOptions, PruneOptions
+from p3b_hf.runner import PruneJob, prune
+from scripts.devbench_common import base_parser, data_dir, recipe, source_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,25 +39,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="--mask-floor values to run (1e-6 = the default, 0 = no floor)")
     p.add_argument("--out", default=None, help="JSON result (default: OUTPUT/p3b_long_run.json)")
     a = p.parse_args(argv)
-    bench, out = Path(a.bench), Path(a.output_dir)
-    data_dir = out / "data"
-    if not (data_dir / "dataset_dict.json").exists():
-        devbench_dataset_dict(bench / "scripts200_dev.npz", bench / "scripts200_dev.json").save_to_disk(str(data_dir))
+    out = Path(a.output_dir)
+    data, train = recipe(data_dir(a.bench, out), epochs=a.epochs, batch_size=a.batch_size, gpu=False,
+                         logging_steps=1000)
+    data.max_train_samples, data.max_eval_samples = a.max_train_samples, 500
     runs = {}
     for floor in a.floors:
-        run_dir = out / f"floor_{floor:g}"
-        argv_prune = ["prune", "--method", "p3b", "--model", str(bench / "pretrained" / "vit-tiny-cjk1000"),
-                      "--dataset", str(data_dir), "--output-dir", str(run_dir), "--overwrite",
-                      "--prune-ratio", "0.5", "--epochs", str(a.epochs), "--batch-size", str(a.batch_size),
-                      "--max-train-samples", str(a.max_train_samples), "--max-eval-samples", "500",
-                      "--lr", str(DENSE["lr"]), "--weight-decay", str(DENSE["weight_decay"]), "--augment", "glyph",
-                      "--mixup", "0", "--cutmix", "0", "--label-smoothing", "0.1", "--device", "cpu",
-                      "--mask-floor", str(floor), "--logging-steps", "1000"]
-        print("p3b-hf " + " ".join(argv_prune), flush=True)
+        job = PruneJob(prune=PruneOptions(model=source_model(a.bench), method="p3b", prune_ratio=0.5), data=data,
+                       output=OutputOptions(output_dir=str(out / f"floor_{floor:g}"), overwrite=True), train=train,
+                       method_options=P3BConfig(mask_floor=floor))
+        print(f"P3B run with mask_floor={floor:g} ...", flush=True)
         t0 = time.time()
-        code = cli_main(argv_prune)
-        report = json.loads((run_dir / "pruning_report.json").read_text()) if code == 0 else {}
-        runs[f"mask_floor={floor:g}"] = {"exit_code": code, "wall_s": time.time() - t0,
+        report = prune(job).report
+        runs[f"mask_floor={floor:g}"] = {"wall_s": time.time() - t0,
                                          "step_time": report.get("history", {}).get("step_time"),
                                          "accuracy": report.get("eval", {}).get("accuracy"),
                                          "param_reduction": report.get("achieved_param_reduction")}

@@ -31,8 +31,8 @@ update), free of the divergence between separate runs.
 
 Prints one JSON document (also written to ``--out``). Examples::
 
-    python scripts/p3b_step_cost.py                       # CPU: devbench shape, fp32, batch 64
-    python scripts/p3b_step_cost.py --device cuda         # GPU: DeiT-S/T, bf16, batch 64 + 256 (< 4 min, H100)
+    python -m scripts.p3b_step_cost                       # CPU: devbench shape, fp32, batch 64
+    python -m scripts.p3b_step_cost --device cuda         # GPU: DeiT-S/T, bf16, batch 64 + 256 (< 4 min, H100)
 """
 
 from __future__ import annotations
@@ -49,15 +49,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainingArguments, ViTConfig, ViTForImageClassification
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from transformers import TrainingArguments, ViTConfig, ViTForImageClassification  # noqa: E402
-
-from p3b_hf.methods.p3b.estimator import shadow_summary  # noqa: E402
-from p3b_hf.methods.p3b.schedule import Schedule  # noqa: E402
-from p3b_hf.trainer import P3BConfig, P3BTrainer  # noqa: E402
-from p3b_hf.training import FineTuneTrainer  # noqa: E402
+from p3b_hf.methods.p3b.estimator import shadow_summary
+from p3b_hf.methods.p3b.schedule import Schedule
+from p3b_hf.trainer import P3BConfig, P3BTrainer
+from p3b_hf.training import FineTuneTrainer
 
 PRESETS: dict[str, dict[str, int]] = {
     "devbench": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,

@@ -3,21 +3,19 @@
 fp32, batch 1, round-robin medians), plus the max |logit difference|. Writes the JSON to OUT (default
 runs/padbench.json).
 
-    python scripts/pad_widths_bench.py [OUT]
+    python -m scripts.pad_widths_bench [OUT]
 """
+import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import json  # noqa: E402
-
-import torch  # noqa: E402
+from p3b_hf.bench import make_runner, random_models, time_round_robin, warm_up
+from p3b_hf.cost import count_cost
+from p3b_hf.padding import pad_widths
 
 torch.set_num_threads(1)
-from p3b_hf.align import pad_widths  # noqa: E402
-from p3b_hf.bench import make_runner, random_models, time_round_robin, warm_up  # noqa: E402
-from p3b_hf.cost import count_cost  # noqa: E402
 
 out_path = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/padbench.json")
 out = {}

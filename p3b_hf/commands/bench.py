@@ -50,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import format_table, random_models, run_bench
     from ..errors import P3BError
     from ..loading import load_model
+    from ..runtime import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     variants = _split(args.variants)
     if args.compile and "compiled" not in variants:
         variants = (*variants, "compiled")
