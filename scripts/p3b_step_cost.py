@@ -52,6 +52,7 @@ import torch
 from transformers import TrainingArguments, ViTConfig, ViTForImageClassification
 
 from p3b_hf.methods.p3b.estimator import shadow_summary
+from p3b_hf.methods.p3b.local import MASK_FLOOR
 from p3b_hf.methods.p3b.schedule import Schedule
 from p3b_hf.trainer import P3BConfig, P3BTrainer
 from p3b_hf.training import FineTuneTrainer
@@ -194,6 +195,53 @@ def time_variants(preset: str, cfgs: dict[str, P3BConfig | None], batch: int, de
     return out
 
 
+# ---------------------------------------------------------------------------------- late-run masks
+#: the soft-mask width of the last update before S2 in the README schedule: tau_max * U / (S2 - S1)
+LATE_TAU = 0.1 * 100 / 4875
+
+
+def _set_masks(runner: StepRunner, tau: float) -> None:
+    """Give the runner's gates the masks one mask update at ``tau`` and the full ratio would set (random
+    Taylor scores, zero ΔΨ), as early (tau_max) or late (tau -> 0) in a run."""
+    pr = runner.trainer.pruner
+    g = torch.Generator().manual_seed(3)
+    pr.state.taylor_sum.copy_(torch.rand(pr.state.taylor_sum.numel(), generator=g, dtype=torch.float64))
+    pr.state.taylor_count.fill_(1)
+    pr.update(1, rho=1.0, tau=tau)
+
+
+def time_late_masks(preset: str, batch: int, device: torch.device, bf16: bool, warmup: int, steps: int,
+                    late_tau: float = LATE_TAU) -> dict[str, Any]:
+    """Step time with the masks of a run's start (tau_max) vs its end (tau -> 0), with and without the mask
+    floor, all interleaved step by step in one process. Late masks without the floor hold subnormal floats
+    (sigmoid values like 1e-37 just below the threshold), whose products make x86 GEMMs slower."""
+    far = dict(prune_start_step=0, prune_sparse_step=10_000, prune_finalize_step=20_000, update_every=10_000,
+               evaluate_pruned=False, save_dir=None)
+    setups = {"early_tau_max": (0.1, MASK_FLOOR), "late_floor": (late_tau, MASK_FLOOR), "late_no_floor": (late_tau, 0.0)}
+    out: dict[str, Any] = {"late_tau": late_tau}
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = {}
+        for name, (tau, floor) in setups.items():
+            runners[name] = StepRunner(preset, P3BConfig(prune_ratio=0.5, mask_floor=floor, **far), batch, device,
+                                       bf16, tmp)
+            _set_masks(runners[name], tau)
+            masks = torch.cat([m.detach().reshape(-1) for _, _, m in runners[name].trainer.pruner.gates.named_masks()])
+            tiny = torch.finfo(torch.float32).tiny
+            out.setdefault("subnormal_mask_values", {})[name] = int(((masks != 0) & (masks.abs() < tiny)).sum())
+            for _ in range(warmup):
+                runners[name].step()
+        times: dict[str, list[float]] = {n: [] for n in runners}
+        names = list(runners)
+        for i in range(steps):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                times[name].append(runners[name].step()[0])
+    for name, dts in times.items():
+        out[name] = {"step_s": statistics.fmean(dts), "step_s_median": statistics.median(dts)}
+    early = out["early_tau_max"]["step_s_median"]
+    out["late_vs_early"] = {n: round(out[n]["step_s_median"] / early, 3) for n in ("late_floor", "late_no_floor")}
+    return out
+
+
 # ---------------------------------------------------------------------------------- keep-ratio comparison
 class _Prototypes(torch.utils.data.Dataset):
     """Learnable synthetic classification: a smooth random prototype per class plus pixel noise."""
@@ -293,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-steps", type=int, default=None,
                    help="length of the keep-ratio comparison runs (default 60 CPU, 120 GPU; 0 = skip)")
     p.add_argument("--no-timing", action="store_true", help="only run the keep-ratio comparison")
+    p.add_argument("--late-masks", action="store_true",
+                   help="also time steps with early (tau_max) vs late (tau -> 0) masks, with and without the "
+                        "mask floor, interleaved (the subnormal-float slowdown of late P3B steps)")
     p.add_argument("--compare-fast", nargs="*", default=[], metavar="SUB:EVERY",
                    help="extra grouped+fused configs in the comparison, e.g. 1:1 (grouped only) 0.5:2")
     p.add_argument("--no-noise-floor", action="store_true",
@@ -346,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
                     row["x_dense"][name] = round(statistics.median(ratios), 3)
             doc["timing"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
+    if a.late_masks:
+        doc["late_masks"] = [dict(preset=preset, batch=batch, **time_late_masks(preset, batch, device, bf16, warmup,
+                                                                               max(steps, 4)))
+                             for preset in presets for batch in batches]
+        print(json.dumps(doc["late_masks"]), file=sys.stderr, flush=True)
     if compare_steps > 0:
         doc["keep_ratio_comparison"] = compare_keep(a.compare_preset or ("devbench" if gpu else "small"),
                                                     compare_steps, a.compare_batch, a.compare_ratio, device, bf16,
