@@ -284,18 +284,18 @@ def _domain_values(ds: Any, column: str) -> np.ndarray:
     return np.asarray([str(v) for v in raw], dtype=object)
 
 
-def _norm_domain(name: str) -> str:
+def norm_domain(name: str) -> str:
     return "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
 
 
-def _resolve_domains(asked: Sequence[str], available: Sequence[str], flag: str) -> list[str]:
+def resolve_domains(asked: Sequence[str], available: Sequence[str], flag: str) -> list[str]:
     """The domains ``asked`` for, as the data spells them (exact, else case/space/underscore-insensitive)."""
     out: list[str] = []
     for name in asked:
         if name in available:
             found = name
         else:
-            matches = [d for d in available if _norm_domain(d) == _norm_domain(name)]
+            matches = [d for d in available if norm_domain(d) == norm_domain(name)]
             if len(matches) != 1:
                 raise DataError(f"{flag}: unknown domain {name!r}; the data set's domains are {list(available)}.")
             found = matches[0]
@@ -321,8 +321,8 @@ def _split_by_domain(train: Any, train_labels: np.ndarray, given_eval: tuple[str
     """
     values = _domain_values(train, column)
     available = sorted(set(values.tolist()))
-    tr = _resolve_domains(train_domains, available, "--train-domains")
-    te = _resolve_domains(test_domains, available, "--test-domains")
+    tr = resolve_domains(train_domains, available, "--train-domains")
+    te = resolve_domains(test_domains, available, "--test-domains")
     both = [d for d in tr if d in te]
     if both:
         raise DataError(f"Domain(s) {both} are in both --train-domains and --test-domains; a held-out domain must "
