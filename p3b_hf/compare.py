@@ -173,13 +173,17 @@ def run_cell(job: Any) -> dict[str, Any]:
     """Run one cell (a :class:`~p3b_hf.runner.PruneJob`); reuse an existing finished report (so a compare can
     be resumed). An unreachable budget or a refused input becomes a row, not a crash."""
     from .runner import prune
+    from .runtime import barrier
 
     out = Path(job.output.output_dir)
     if (out / REPORT_NAME).exists() and not job.output.overwrite:
         return json.loads((out / REPORT_NAME).read_text())
-    what = f"{job.prune.method} at --prune-ratio {job.prune.prune_ratio}"
+    ratio = job.prune.prune_ratio if job.prune.prune_ratio is not None else getattr(job.method_options, "ratio", None)
+    what = f"{job.prune.method} at --prune-ratio {ratio}"
     try:
-        return prune(job).report
+        report = prune(job).report
+        barrier()  # under DDP the main process writes the cell: the others wait until it is there
+        return report
     except BudgetError as e:
         print(f"p3b-hf compare: {what}: unreachable: {e}")
         return {"status": "unreachable", "error": str(e)}
@@ -251,6 +255,10 @@ def eval_set_names(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    from .runtime import is_main_process
+
+    if not is_main_process():
+        return
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
     sets = eval_set_names(rows)
@@ -645,6 +653,10 @@ def write_lodo_outputs(out_dir: Path, rows: list[dict[str, Any]], fold_rows: dic
     """``compare.json`` (averaged rows + every fold's rows), ``compare.csv`` (one line per method, ratio and
     held-out domain, plus an ``average`` line per method and ratio), ``compare.md`` (:func:`lodo_table`) and
     the plot (one panel per held-out domain and one for the average)."""
+    from .runtime import is_main_process
+
+    if not is_main_process():
+        return
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(json.dumps({"settings": settings, "protocol": "lodo", "domains": folds,
                                                       "rows": rows, "folds": fold_rows}, indent=1))
