@@ -181,8 +181,11 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
 
     eval_results = None
     if final_acc is not None and _hub_id(data_name):
+        domains = (ft.get("domains") if ft.get("eval_sets") else None) or report.get("domains") or {}
+        split = f"held-out domain(s): {', '.join(domains['test'])}" if domains.get("test") else None
         eval_results = [EvalResult(task_type="image-classification", dataset_type=data_name,
-                                   dataset_name=data_name, metric_type="accuracy", metric_value=float(final_acc))]
+                                   dataset_name=data_name, metric_type="accuracy", metric_value=float(final_acc),
+                                   dataset_split=split)]
     card_data = ModelCardData(
         base_model=_hub_id(base), datasets=[data_name] if _hub_id(data_name) else None, library_name="transformers",
         pipeline_tag="image-classification", license=license, model_name=repo_id.split("/")[-1],

@@ -168,6 +168,8 @@ def test_prune_and_finetune_report_every_domain_and_the_gap(tmp_path: Path, one_
     card = build_model_card(tmp_path / "out", "me/x", report=rep)
     assert "## Accuracy per eval set (after pruning)" in card and "| outline | held-out domain (never trained on) | 16 |" in card
     assert f"{100 * gap['gap']:+.2f} pp" in card
+    hub_card = build_model_card(tmp_path / "out", "me/x", report=rep, dataset="pacs")  # a Hub data set: eval metadata
+    assert "flwrlabs/pacs" in hub_card and "split: 'held-out domain(s): outline'" in hub_card
     # fine-tuning the pruned model keeps the split and reports its own per-domain numbers
     ft = finetune(FinetuneJob(finetune=FinetuneOptions(model=str(tmp_path / "out")),
                               data=DataOptions(dataset=str(data), test_domains=["outline"], **_DATA),
@@ -284,7 +286,7 @@ def test_dg_recipes_are_pacs_leave_one_domain_out(monkeypatch: pytest.MonkeyPatc
         assert parse_ratios(a.prune_ratio) == [0.5, 0.75, 0.95] and a.budget == ("channels" if channels else "params")
         labels = {s.label for s in parse_methods(a.methods)}
         assert labels == {"global-hessian", "global-taylor", "global-random"} | (set() if channels else {"p3b"})
-        assert a.model == {"deit": "facebook/deit-small-patch16-224", "vit": "google/vit-base-patch16-224"}[path.stem[:4]]
+        assert a.model == {"deit": "facebook/deit-small-patch16-224", "vit": "google/vit-base-patch16-224"}[path.stem.split("_")[0]]
         assert a.batch_size * 2 == 128 and a.epochs == 50 and a.update_every == 20
         assert a.output_dir.endswith(path.stem)
     assert run.main([str(recipes[0]), "--dry-run"]) == 0
