@@ -450,8 +450,8 @@ class CompareOptions:
     no_bench: bool = option(False, help="skip the throughput measurement")
     protocol: str = option("single", choices=PROTOCOLS,
                            help="single: one compare on the data as given; lodo: leave-one-domain-out -- the whole "
-                                "compare once per held-out domain (needs --domain-column; --test-domains picks "
-                                "the domains held out, default all), dense cell included, averaged over domains")
+                                "compare once per held-out domain (needs a domain column: --domain-column, or a "
+                                "preset such as pacs; --test-domains picks the domains held out, default all), dense cell included, averaged over domains")
     budget: str = option("params", choices=BUDGETS,
                          help="what --prune-ratio means: params (fraction of whole-model parameters, every method) "
                               "or channels (Torch-Pruning's channel ratio, as arXiv 2504.04196 reports its "
