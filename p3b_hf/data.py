@@ -7,8 +7,11 @@ and the fix) instead of a KeyError deep inside a Trainer step.
 * ``load_image_dataset(source, ...) -> ImageData`` -- raw ``datasets.Dataset`` train/eval + column names
   + label names. ``source`` is a preset (``cifar100``, ``food101``, ``ifood2019``, ``inat2019``), a Hub id,
   a ``save_to_disk`` directory, a directory (or file) of parquet, or an imagefolder directory.
-  Eval split: ``eval_split`` if given, else the first of validation/valid/val/test that exists, else a
-  deterministic stratified carve-out of ``eval_fraction`` of train (per class, seeded).
+  Eval split: ``eval_split`` if given (a name or several: each becomes a named eval set), else the first
+  of validation/valid/val/test that exists, else a deterministic stratified carve-out of ``eval_fraction``
+  of train (per class, seeded). Domains (``domain_column`` + ``train_domains`` / ``test_domains``): train on
+  the source domains, one eval set per held-out target domain plus an in-domain ``source`` carve-out
+  (leave-one-domain-out, docs/data.md "Domains").
 * ``build_datasets(data, image_processor, image_size=..., augment=...)`` -- ``with_transform`` datasets
   yielding ``{"pixel_values": FloatTensor[3,S,S], "labels": int}`` (see :mod:`p3b_hf.transforms`).
   Use them with ``TrainingArguments(remove_unused_columns=False)``: the Trainer would otherwise drop the
@@ -53,6 +56,8 @@ class Preset:
     train_split: str = "train"
     eval_split: str | None = None
     note: str = ""
+    domain_column: str | None = None  # the column naming each image's domain (domain-generalisation sets)
+    domains: tuple[str, ...] = ()  # the domains as the Hub copy spells them (documentation; the data decides)
 
 
 PRESETS: dict[str, Preset] = {
@@ -64,7 +69,17 @@ PRESETS: dict[str, Preset] = {
                         "FoodX-251 has no Hub repo: build an imagefolder (ifood2019/{train,validation}/<class>/*.jpg)"),
     "inat2019": Preset(None, "image", "label", "train", "validation",
                        "iNat 2019 has no Hub repo: build an imagefolder (inat2019/{train,validation}/<class>/*.jpg)"),
+    # Domain generalisation (arXiv 2504.04196 evaluates on both): one split holding every domain, a string
+    # domain column and a ClassLabel label column (the Flower Labs Hub copies). Train on some domains and
+    # test on the others with --train-domains / --test-domains.
+    "pacs": Preset("flwrlabs/pacs", "image", "label", "train", None,
+                   "PACS (Li et al. 2017): 9,991 images, 7 classes, 4 domains", domain_column="domain",
+                   domains=("art_painting", "cartoon", "photo", "sketch")),
+    "office-home": Preset("flwrlabs/office-home", "image", "label", "train", None,
+                          "Office-Home (Venkateswara et al. 2017): 15,588 images, 65 classes, 4 domains",
+                          domain_column="domain", domains=("Art", "Clipart", "Product", "Real World")),
 }
+PRESETS["officehome"] = PRESETS["office-home"]
 
 
 @dataclass
@@ -79,6 +94,28 @@ class ImageData:
     source: str = ""
     eval_origin: str = ""  # e.g. "split 'test'" or "stratified 10% of train (seed 0)"
     info: dict[str, Any] = field(default_factory=dict)
+    #: every eval set by name, in report order; the first is ``eval`` (the primary one, which the methods
+    #: evaluate while they run). One entry unless several eval splits or domains were asked for.
+    evals: dict[str, Any] = field(default_factory=dict)
+    eval_origins: dict[str, str] = field(default_factory=dict)
+    #: the domain split (:meth:`DomainSplit.as_dict`) when ``domain_column`` was used, else None
+    domains: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.evals:
+            self.evals = {"eval": self.eval}
+        if not self.eval_origins:
+            self.eval_origins = {name: self.eval_origin for name in self.evals}
+
+    @property
+    def primary_eval(self) -> str:
+        """Name of the primary eval set (``eval``): the held-out target when domains are used."""
+        return next(iter(self.evals))
+
+    @property
+    def source_eval(self) -> str | None:
+        """Name of the in-domain eval set of the source domains (the gap's reference), if there is one."""
+        return (self.domains or {}).get("source_set")
 
     @property
     def num_labels(self) -> int:
@@ -191,18 +228,24 @@ def _labels_array(ds: Any, column: str) -> np.ndarray:
     return np.asarray(ds.select_columns([column]).with_format("numpy")[column])
 
 
-def _stratified_split(train: Any, labels: np.ndarray, fraction: float, seed: int) -> tuple[Any, Any]:
-    """Deterministic per-class carve-out: ``round(fraction * n_c)`` (at least 1 when n_c >= 2) per class."""
+def _stratified_indices(keys: np.ndarray, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(kept, held-out) row positions: per stratum (``keys`` value) ``round(fraction * n)`` rows held out, at
+    least one when the stratum has >= 2, chosen by ``numpy.random.default_rng(seed)`` (strata in sorted order)."""
     rng = np.random.default_rng(seed)
-    eval_idx: list[int] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
+    held: list[int] = []
+    for c in np.unique(keys):
+        idx = np.flatnonzero(keys == c)
         k = int(round(fraction * len(idx)))
         k = max(k, 1) if len(idx) >= 2 else 0
-        eval_idx.extend(rng.permutation(idx)[:k].tolist())
-    eval_set = set(eval_idx)
-    train_idx = [i for i in range(len(labels)) if i not in eval_set]
-    return train.select(train_idx), train.select(sorted(eval_idx))
+        held.extend(rng.permutation(idx)[:k].tolist())
+    held_set = set(held)
+    return [i for i in range(len(keys)) if i not in held_set], sorted(held)
+
+
+def _stratified_split(train: Any, labels: np.ndarray, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Deterministic per-class carve-out: ``round(fraction * n_c)`` (at least 1 when n_c >= 2) per class."""
+    kept, held = _stratified_indices(labels, fraction, seed)
+    return train.select(kept), train.select(held)
 
 
 def _subsample(ds: Any, n: int | None, seed: int) -> Any:
@@ -213,32 +256,196 @@ def _subsample(ds: Any, n: int | None, seed: int) -> Any:
     return ds.shuffle(seed=seed).select(range(n))
 
 
-def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: str | None = None, label_column: str | None = None,
-                       train_split: str = "train", eval_split: str | None = None, preset: str | None = None,
-                       max_train_samples: int | None = None, max_eval_samples: int | None = None,
-                       seed: int = 0, eval_fraction: float = 0.1) -> ImageData:
-    """Load train/eval splits of an image-classification data set and validate columns and labels.
+def split_names(value: str | Sequence[str] | None) -> list[str]:
+    """``"validation,test"`` / ``["validation", "test"]`` / ``None`` -> the names, in order, without repeats."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else [p for v in value for p in str(v).split(",")]
+    out: list[str] = []
+    for item in (i.strip() for i in items):
+        if item and item not in out:
+            out.append(item)
+    return out
 
-    ``preset`` (or a ``source`` that names one) supplies Hub id, columns and splits; explicit arguments
-    win. ``source`` may also be an in-memory ``Dataset``/``DatasetDict`` (the demo uses that). Labels: a ``ClassLabel`` column gives the names; integer columns become ``"0".."K-1"``; string
-    columns are mapped to sorted train label names (eval may not introduce new ones).
-    """
+
+# ------------------------------------------------------------------------------------- domains
+#: eval-set names the domain split uses itself (a domain with one of these names is reported as "domain X")
+SOURCE_SET, TARGET_SET = "source", "target"
+
+
+def _domain_values(ds: Any, column: str) -> np.ndarray:
+    """Each row's domain as a string (ClassLabel ids -> names)."""
     import datasets
 
+    raw = _labels_array(ds, column)
+    feat = ds.features.get(column)
+    if isinstance(feat, datasets.ClassLabel):
+        return np.asarray([feat.names[int(v)] for v in raw], dtype=object)
+    return np.asarray([str(v) for v in raw], dtype=object)
+
+
+def norm_domain(name: str) -> str:
+    return "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
+
+
+def resolve_domains(asked: Sequence[str], available: Sequence[str], flag: str) -> list[str]:
+    """The domains ``asked`` for, as the data spells them (exact, else case/space/underscore-insensitive)."""
+    out: list[str] = []
+    for name in asked:
+        if name in available:
+            found = name
+        else:
+            matches = [d for d in available if norm_domain(d) == norm_domain(name)]
+            if len(matches) != 1:
+                raise DataError(f"{flag}: unknown domain {name!r}; the data set's domains are {list(available)}.")
+            found = matches[0]
+        if found not in out:
+            out.append(found)
+    return out
+
+
+def domain_set_name(domain: str) -> str:
+    """The eval-set name of a held-out domain (its own name unless that is ``source`` / ``target``)."""
+    return f"domain {domain}" if domain in (SOURCE_SET, TARGET_SET) else domain
+
+
+def _split_by_domain(train: Any, train_labels: np.ndarray, given_eval: tuple[str, Any, str] | None, column: str,
+                     train_domains: Sequence[str], test_domains: Sequence[str], holdout: float, seed: int,
+                     train_split: str) -> tuple[Any, list[tuple[str, Any, str]], dict[str, Any]]:
+    """Leave-domains-out: (train rows of the source domains, eval sets, the split's description).
+
+    Without an eval split: every train-split row of a test domain is target data (the domain is never
+    seen), and ``holdout`` of each (source domain, class) is carved out (seeded) as the in-domain
+    ``source`` eval set. With one: source = its rows of the train domains, targets = its rows of each test
+    domain, and train keeps every source row of the train split.
+    """
+    values = _domain_values(train, column)
+    available = sorted(set(values.tolist()))
+    tr = resolve_domains(train_domains, available, "--train-domains")
+    te = resolve_domains(test_domains, available, "--test-domains")
+    both = [d for d in tr if d in te]
+    if both:
+        raise DataError(f"Domain(s) {both} are in both --train-domains and --test-domains; a held-out domain must "
+                        "not be trained on. Give disjoint lists.")
+    te = te or [d for d in available if d not in tr]
+    tr = tr or [d for d in available if d not in te]
+    if not te:
+        raise DataError(f"--train-domains lists every domain {available}; leave at least one out to test on (or "
+                        "give --test-domains).")
+    if not tr:
+        raise DataError(f"--test-domains lists every domain {available}; leave at least one to train on (or give "
+                        "--train-domains).")
+    src = np.flatnonzero(np.isin(values, tr))
+    source_eval = None
+    if given_eval is None:
+        parent, where = train, f"split {train_split!r}"
+        parent_values = values
+        if holdout > 0:
+            dom_index = np.asarray([tr.index(v) for v in values[src]], dtype=np.int64)
+            kept, held = _stratified_indices(train_labels[src].astype(np.int64) * len(tr) + dom_index, holdout, seed)
+            train_idx, held_idx = src[kept], src[held]
+            if len(held_idx):
+                source_eval = (train.select(held_idx.tolist()), f"stratified {holdout:.0%} per (domain, class) of "
+                                                                 f"{tr} in {where} (seed {seed})")
+        else:
+            train_idx = src
+    else:
+        _, parent, where = given_eval
+        parent_values = _domain_values(parent, column)
+        train_idx = src
+        rows = np.flatnonzero(np.isin(parent_values, tr))
+        if len(rows):
+            source_eval = (parent.select(rows.tolist()), f"domains {tr} of {where}")
+    if len(train_idx) == 0:
+        raise DataError(f"The train domains {tr} have no images in split {train_split!r} (after the source "
+                        "hold-out). Check --train-domains / --train-split.")
+    targets = []
+    for d in te:
+        rows = np.flatnonzero(parent_values == d)
+        if len(rows) == 0:
+            raise DataError(f"Test domain {d!r} has no images in {where}. Check --test-domains / --eval-split.")
+        targets.append((d, rows))
+    evals: list[tuple[str, Any, str]] = []
+    if len(targets) > 1:
+        union = np.sort(np.concatenate([rows for _, rows in targets]))
+        evals.append((TARGET_SET, parent.select(union.tolist()), f"all of domains {te} in {where}"))
+    evals += [(domain_set_name(d), parent.select(rows.tolist()), f"all of domain {d!r} in {where}")
+              for d, rows in targets]
+    if source_eval is not None:
+        evals.append((SOURCE_SET, *source_eval))
+    train_values = values[train_idx]
+    info = {"column": column, "available": available, "train": tr, "test": te,
+            "target_set": evals[0][0], "source_set": SOURCE_SET if source_eval is not None else None,
+            "source_holdout": holdout if given_eval is None else None,
+            "train_images": {d: int((train_values == d).sum()) for d in tr},
+            "eval_images": {name: len(ds) for name, ds, _ in evals}}
+    return train.select(train_idx.tolist()), evals, info
+
+
+def _resolve_source(source: Any, preset: str | None) -> tuple[Any, Preset | None, str]:
+    """(what to load, the preset or None, its key): a preset name stands for its Hub id."""
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
     key = (preset or (source if isinstance(source, str) and source in PRESETS else "")).lower()
     if preset is not None and key not in PRESETS:
         raise DataError(f"Unknown preset {preset!r}; known: {', '.join(PRESETS)}.")
     pre = PRESETS.get(key)
+    if pre is not None and source == key:
+        if pre.hub_id is None:
+            raise DataError(f"Preset {key!r} has no Hub repo: {pre.note}. Build that layout locally and pass "
+                            f"its directory: --dataset /path/to/{key} (see docs/data.md).")
+        source = pre.hub_id
+    return source, pre, key
+
+
+def list_domains(source: str | os.PathLike[str] | Any, *, domain_column: str | None = None,
+                 train_split: str = "train", preset: str | None = None) -> list[str]:
+    """The domains of a data set's train split (sorted), as ``--test-domains`` accepts them."""
+    source, pre, _ = _resolve_source(source, preset)
+    column = domain_column or (pre.domain_column if pre is not None else None)
+    dd, how = _load_raw(source)
+    if train_split not in dd:
+        raise DataError(f"Split {train_split!r} not in the data set (splits: {list(dd.keys())}). Pass --train-split.")
+    train = dd[train_split]
+    if column is None or column not in train.column_names:
+        what = "No --domain-column given" if column is None else f"Domain column {column!r} not found"
+        raise DataError(f"{what}; the data set has columns {train.column_names}. Name the column that holds "
+                        "each image's domain with --domain-column.")
+    return sorted(set(_domain_values(train, column).tolist()))
+
+
+def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: str | None = None, label_column: str | None = None,
+                       train_split: str = "train", eval_split: str | Sequence[str] | None = None,
+                       preset: str | None = None, max_train_samples: int | None = None,
+                       max_eval_samples: int | None = None, seed: int = 0, eval_fraction: float = 0.1,
+                       domain_column: str | None = None, train_domains: Sequence[str] | str | None = None,
+                       test_domains: Sequence[str] | str | None = None, source_holdout: float = 0.1) -> ImageData:
+    """Load train/eval splits of an image-classification data set and validate columns and labels.
+
+    ``preset`` (or a ``source`` that names one) supplies Hub id, columns and splits; explicit arguments
+    win. ``source`` may also be an in-memory ``Dataset``/``DatasetDict`` (the demo uses that). Labels: a ``ClassLabel`` column gives the names; integer columns become ``"0".."K-1"``; string
+    columns are mapped to sorted train label names (eval may not introduce new ones).
+
+    ``eval_split``: one name, or several (``"validation,test"`` or a list): each becomes an eval set,
+    reported by name; the first is the primary one (``ImageData.eval``). ``domain_column`` with
+    ``train_domains`` and/or ``test_domains`` (lists or comma strings; the missing one = every other
+    domain): train on the source domains, evaluate on each test domain and on a ``source_holdout``
+    carve-out of the sources (``ImageData.domains`` describes the split). ``max_eval_samples`` applies to
+    every eval set.
+    """
+    import datasets
+
+    source, pre, _ = _resolve_source(source, preset)
     if pre is not None:
         image_column = image_column or pre.image_column
         label_column = label_column or pre.label_column
-        if source == key:
-            if pre.hub_id is None:
-                raise DataError(f"Preset {key!r} has no Hub repo: {pre.note}. Build that layout locally and pass "
-                                f"its directory: --dataset /path/to/{key} (see docs/data.md).")
-            source = pre.hub_id
+    train_domains, test_domains = split_names(train_domains), split_names(test_domains)
+    by_domain = bool(train_domains or test_domains)
+    explicit_domain_column = domain_column
+    if domain_column is None and pre is not None:
+        domain_column = pre.domain_column
+    if not 0.0 <= source_holdout < 1.0:
+        raise DataError(f"--source-holdout {source_holdout} must lie in [0, 1) (e.g. 0.1; 0 = no source eval set).")
     dd, how = _load_raw(source)
     name = source if isinstance(source, str) else f"<{how} data set>"
     splits = list(dd.keys())
@@ -253,18 +460,39 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
                       datasets.Image)
     lab_col = _detect(cols, train.features, label_column, LABEL_COLUMNS, "Label", "--label-column",
                       datasets.ClassLabel)
+    eval_names = split_names(eval_split)
+    if by_domain:
+        if domain_column is None:
+            raise DataError(f"--train-domains / --test-domains need --domain-column COL, the column that names each "
+                            f"image's domain; {name!r} has columns {cols}.")
+        if domain_column not in cols:
+            raise DataError(f"Domain column {domain_column!r} not found; {name!r} has columns {cols}. Pass the right "
+                            "name with --domain-column.")
+        if len(eval_names) > 1:
+            raise DataError(f"With --domain-column give at most one --eval-split (got {eval_names}): its rows of the "
+                            "test domains become the target eval sets, its rows of the train domains the source one.")
+    elif explicit_domain_column is not None:
+        if explicit_domain_column not in cols:
+            raise DataError(f"Domain column {explicit_domain_column!r} not found; {name!r} has columns {cols}. "
+                            "Pass the right name with --domain-column.")
+        avail = sorted(set(_domain_values(train, explicit_domain_column).tolist()))
+        raise DataError(f"--domain-column {explicit_domain_column} needs the held-out domain(s): --test-domains "
+                        f"{avail[-1]} (leave-one-domain-out), or --train-domains; the domains are {avail}.")
 
-    if eval_split is not None:
-        if eval_split not in dd:
-            raise DataError(f"Split {eval_split!r} not in {name!r} (splits: {splits}). Pass --eval-split, "
+    evals_raw: list[tuple[str, Any, str]] = []
+    for split in eval_names:
+        if split not in dd:
+            raise DataError(f"Split {split!r} not in {name!r} (splits: {splits}). Pass --eval-split, "
                             "or leave it out to carve a stratified eval set from train.")
-        evald, origin = dd[eval_split], f"split {eval_split!r}"
-    else:
+        evals_raw.append((split, dd[split], f"split {split!r}"))
+    if not eval_names and not by_domain:
         preferred = (pre.eval_split,) if pre is not None and pre.eval_split else ()
         found = [s for s in (*preferred, *EVAL_SPLITS) if s in dd and s != train_split]
-        evald, origin = (dd[found[0]], f"split {found[0]!r}") if found else (None, "")
-    if evald is not None:
-        missing = [c for c in (img_col, lab_col) if c not in evald.column_names]
+        if found:
+            evals_raw.append((found[0], dd[found[0]], f"split {found[0]!r}"))
+    for _, evald, origin in evals_raw:
+        need = (img_col, lab_col) + ((domain_column,) if by_domain else ())
+        missing = [c for c in need if c not in evald.column_names]
         if missing:
             raise DataError(f"Eval split ({origin}) lacks column(s) {missing}; it has {evald.column_names}. "
                             "Use a split with the same columns (--eval-split).")
@@ -276,7 +504,7 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
     train_labels = _labels_array(train, lab_col)
     if isinstance(feat, datasets.ClassLabel):
         names = list(feat.names)
-        if evald is not None:
+        for _, evald, _ in evals_raw:
             efeat = evald.features[lab_col]
             if isinstance(efeat, datasets.ClassLabel) and list(efeat.names) != names:
                 raise DataError(f"Train and eval label sets differ ({len(names)} vs {len(efeat.names)} names, "
@@ -286,14 +514,14 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
         names = [str(i) for i in range(int(train_labels.max()) + 1)] if train_labels.size else []
     elif train_labels.dtype.kind in "USO":
         names = sorted({str(v) for v in train_labels})
-        if evald is not None:
+        for _, evald, _ in evals_raw:
             unknown = sorted({str(v) for v in _labels_array(evald, lab_col)} - set(names))
             if unknown:
                 raise DataError(f"Eval labels {unknown[:5]} do not occur in train (unknown label set). Use an eval "
                                 "split with the train classes.")
         cl = datasets.ClassLabel(names=names)
         train = train.cast_column(lab_col, cl)
-        evald = evald.cast_column(lab_col, cl) if evald is not None else None
+        evals_raw = [(n, e.cast_column(lab_col, cl), o) for n, e, o in evals_raw]
         train_labels = _labels_array(train, lab_col)
     else:
         raise DataError(f"Label column {lab_col!r} has type {train_labels.dtype}; expected class ids or names. "
@@ -307,17 +535,25 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
                             "0..K-1; -1 usually means unlabelled, e.g. a hidden test set). Use a labelled split.")
 
     check_range(train_labels, f"Train ({train_split!r})")
-    if evald is None:
+    for _, evald, origin in evals_raw:
+        check_range(_labels_array(evald, lab_col), f"Eval ({origin})")
+    domains = None
+    if by_domain:
+        train, evals_raw, domains = _split_by_domain(train, train_labels, evals_raw[0] if evals_raw else None,
+                                                     domain_column, train_domains, test_domains, source_holdout,
+                                                     seed, train_split)
+    elif not evals_raw:
         train, evald = _stratified_split(train, train_labels, eval_fraction, seed)
-        origin = f"stratified {eval_fraction:.0%} of {train_split!r} (seed {seed})"
         if len(evald) == 0:
             raise DataError(f"Cannot carve an eval set from {len(train)} train images; give an eval split.")
-    else:
-        check_range(_labels_array(evald, lab_col), f"Eval ({origin})")
+        evals_raw = [("held_out", evald, f"stratified {eval_fraction:.0%} of {train_split!r} (seed {seed})")]
     train = _subsample(train, max_train_samples, seed)
-    evald = _subsample(evald, max_eval_samples, seed)
-    return ImageData(train=train, eval=evald, image_column=img_col, label_column=lab_col, labels=names,
-                     source=name, eval_origin=origin, info={"loaded_with": how, "splits": splits})
+    evals = {n: _subsample(e, max_eval_samples, seed) for n, e, _ in evals_raw}
+    origins = {n: o for n, _, o in evals_raw}
+    primary = next(iter(evals))
+    return ImageData(train=train, eval=evals[primary], image_column=img_col, label_column=lab_col, labels=names,
+                     source=name, eval_origin=origins[primary], info={"loaded_with": how, "splits": splits},
+                     evals=evals, eval_origins=origins, domains=domains)
 
 
 # ---------------------------------------------------------------------------------- transforms
@@ -352,6 +588,16 @@ def build_datasets(data: ImageData, image_processor: Any, *, image_size: int | N
     train_ds = data.train.with_transform(_batch_transform(train_tf, data.image_column, data.label_column, True))
     eval_ds = data.eval.with_transform(_batch_transform(eval_tf, data.image_column, data.label_column, False))
     return train_ds, eval_ds
+
+
+def build_eval_sets(data: ImageData, image_processor: Any, *, image_size: int | None = None,
+                    augment: str = "deit") -> dict[str, Any]:
+    """Every eval set of ``data`` (``data.evals``, same order) with the eval transform of :func:`build_datasets`."""
+    if augment not in AUGMENTS:
+        raise DataError(f"Unknown --augment {augment!r}; choose one of {', '.join(AUGMENTS)}.")
+    eval_tf = make_image_transform(augment, preprocess_from_processor(image_processor, image_size), train=False)
+    return {name: ds.with_transform(_batch_transform(eval_tf, data.image_column, data.label_column, False))
+            for name, ds in data.evals.items()}
 
 
 class MixCollator:

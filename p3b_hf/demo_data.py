@@ -9,6 +9,11 @@ Hub weights or data are reachable offline, so the demo makes both ends from inst
   look-alike) rendered with the 16 fonts that cover them; train and eval are split **by font**
   (4 held-out fonts, one per family), so eval accuracy measures generalisation to unseen designs.
 
+* DOMAINS (:func:`domain_glyph_dataset`): the same kind of target glyphs in four "domains", each a font family
+  drawn in its own style (``ink``, ``outline``, ``colour``, ``faded``), in the layout of the Hub copies of PACS
+  and Office-Home (``image`` / ``label`` / ``domain`` columns in one split): the offline stand-in for
+  leave-one-domain-out runs (``--domain-column domain --test-domains outline``).
+
 Only fonts shipped inside matplotlib (a dependency) and Pillow are used, so the data are identical on
 every machine with the same package versions. Images are dev-bench style: 32x32 ink coverage, stored
 as RGB black ink on white; rendering jitter (scale, rotation, shift) comes from a seeded numpy RNG.
@@ -157,6 +162,83 @@ def target_dataset_dict(train_renders: int = 4, eval_renders: int = 2, seed: int
     train = render_domain(TARGET_CLASSES, train_fonts, train_renders, seed=seed + 101, desc="target train")
     evald = render_domain(TARGET_CLASSES, eval_fonts, eval_renders, seed=seed + 202, desc="target eval")
     return datasets.DatasetDict({"train": to_dataset(train), "validation": to_dataset(evald)})
+
+
+# --------------------------------------------------------------------------- multi-domain glyphs
+#: 12 Greek + 8 Cyrillic glyphs (a subset of TARGET_CLASSES: 20 classes keep the runs short)
+DOMAIN_CLASSES = "αβγδεζηθικλμ" + "БГДЖЗИЙЛ"
+#: domain -> (its font family: the four styles of one family, how it is drawn)
+GLYPH_DOMAINS: dict[str, tuple[tuple[str, ...], str]] = {
+    "ink": (("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf"),
+            "DejaVu Sans, black ink on white"),
+    "outline": (("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
+                 "DejaVuSansMono-BoldOblique.ttf"), "DejaVu Sans Mono, hollow strokes (a ring around the glyph) on white"),
+    "colour": (("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf"),
+               "DejaVu Serif, a random dark colour on a random light tint per image"),
+    "faded": (("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf"),
+              "STIX General, grey ink on grey paper with pixel noise"),
+}
+
+
+def style_glyph(coverage: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarray:
+    """Ink coverage uint8 [S, S] (255 = ink) -> an RGB uint8 [S, S, 3] image drawn in a domain's style."""
+    c = coverage.astype(np.float32)[..., None] / 255.0
+    if style == "outline":
+        from PIL import ImageFilter
+
+        # the ring just outside the strokes (dilation minus the glyph): a hollow, outlined glyph
+        outer = np.asarray(Image.fromarray(coverage).filter(ImageFilter.MaxFilter(3)), np.float32)[..., None] / 255.0
+        c = np.clip(1.5 * (outer - c), 0.0, 1.0)
+        ink, paper = np.zeros(3, np.float32), np.ones(3, np.float32)
+    elif style == "colour":
+        ink = rng.uniform(0.0, 0.45, 3).astype(np.float32)
+        paper = rng.uniform(0.6, 1.0, 3).astype(np.float32)
+    elif style == "faded":
+        ink, paper = np.full(3, 0.45, np.float32), np.full(3, 0.78, np.float32)
+    elif style == "ink":
+        ink, paper = np.zeros(3, np.float32), np.ones(3, np.float32)
+    else:
+        raise ValueError(f"unknown glyph style {style!r}")
+    rgb = paper * (1.0 - c) + ink * c
+    if style == "faded":
+        rgb = rgb + rng.normal(0.0, 0.05, rgb.shape).astype(np.float32)
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def domain_glyph_dataset(classes: str = DOMAIN_CLASSES, renders_per_font: int = 3, seed: int = 0,
+                         domains: Sequence[str] | None = None, size: int = 32) -> Any:
+    """A multi-domain glyph set in the PACS / Office-Home Hub layout: ``DatasetDict(train=...)`` with
+    ``image`` (RGB), ``label`` (ClassLabel of ``classes``), ``domain`` (string) and ``font``; every class
+    in every font of every domain, ``renders_per_font`` jittered renders each (deterministic for a seed).
+    ``domains``: a subset of :data:`GLYPH_DOMAINS` (default: all four)."""
+    import datasets
+
+    names = list(domains) if domains is not None else list(GLYPH_DOMAINS)
+    unknown = [d for d in names if d not in GLYPH_DOMAINS]
+    if unknown:
+        raise ValueError(f"unknown glyph domain(s) {unknown}; known: {list(GLYPH_DOMAINS)}")
+    images: list[Image.Image] = []
+    labels: list[int] = []
+    doms: list[str] = []
+    fonts: list[str] = []
+    for d_idx, domain in enumerate(names):
+        files = [f for f in GLYPH_DOMAINS[domain][0] if (font_dir() / f).exists() and font_covers(f, classes)]
+        if not files:
+            raise ValueError(f"no installed font of domain {domain!r} covers {classes!r}")
+        glyphs = render_domain(classes, files, renders_per_font, seed=seed + 1000 * (d_idx + 1), size=size,
+                               desc=f"domain {domain}")
+        rng = np.random.default_rng(seed + 1000 * (d_idx + 1) + 1)
+        for im, lab, f in zip(glyphs.images, glyphs.labels, glyphs.fonts, strict=True):
+            images.append(Image.fromarray(style_glyph(im, domain if domain in ("outline", "colour", "faded")
+                                                      else "ink", rng)))
+            labels.append(int(lab))
+            doms.append(domain)
+            fonts.append(glyphs.font_names[f])
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(classes)),
+                                  "domain": datasets.Value("string"), "font": datasets.Value("string")})
+    train = datasets.Dataset.from_dict({"image": images, "label": labels, "domain": doms, "font": fonts},
+                                       features=features)
+    return datasets.DatasetDict({"train": train})
 
 
 # --------------------------------------------------------------------------- source pretraining

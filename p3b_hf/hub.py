@@ -11,7 +11,8 @@ explicit list of files from a model dir written by ``p3b-hf prune`` / ``p3b-hf f
   (with ``p3b_hf`` installed the locally registered classes are used and no remote code runs);
 - ``preprocessor_config.json``, ``width_plan.json``, ``pruning_report.json``, ``plots/*.png``;
 - a ``README.md`` model card built from ``pruning_report.json`` (base model, data set, method,
-  ratio, params/MACs before and after, accuracy, the widths plot).
+  ratio, params/MACs before and after, accuracy -- per eval set / domain with the source-vs-target gap
+  when the run had several --, the widths plot).
 
 Everything goes up in **one** ``HfApi.create_commit`` (atomic on the Hub: no half-pushed repo).
 """
@@ -180,8 +181,11 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
 
     eval_results = None
     if final_acc is not None and _hub_id(data_name):
+        domains = (ft.get("domains") if ft.get("eval_sets") else None) or report.get("domains") or {}
+        split = f"held-out domain(s): {', '.join(domains['test'])}" if domains.get("test") else None
         eval_results = [EvalResult(task_type="image-classification", dataset_type=data_name,
-                                   dataset_name=data_name, metric_type="accuracy", metric_value=float(final_acc))]
+                                   dataset_name=data_name, metric_type="accuracy", metric_value=float(final_acc),
+                                   dataset_split=split)]
     card_data = ModelCardData(
         base_model=_hub_id(base), datasets=[data_name] if _hub_id(data_name) else None, library_name="transformers",
         pipeline_tag="image-classification", license=license, model_name=repo_id.split("/")[-1],
@@ -214,6 +218,7 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
     if removed:
         lines.append(f"| removed sub-blocks | {', '.join(removed)} |")
     lines.append("")
+    lines += eval_set_section(report)
     if (d / "plots" / "widths.png").exists():
         lines += ["## Kept widths per layer", "", "![kept widths per layer](plots/widths.png)", ""]
     widths = report.get("widths")
@@ -243,6 +248,51 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
     ]
     body = "\n".join(lines)
     return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}"))
+
+
+def eval_set_section(report: dict[str, Any]) -> list[str]:
+    """Model-card lines: accuracy per eval set (held-out domains, the in-domain source set, eval splits),
+    the dense model's where measured, and the source-vs-target gap; ``[]`` for a run with one eval set.
+    A fine-tuned model's own numbers (``finetune`` section) win over the pruning run's."""
+    ft = report.get("finetune") or {}
+    after_ft = bool(ft.get("eval_sets"))
+    sets = ft.get("eval_sets") if after_ft else report.get("eval_sets")
+    if not sets:
+        return []
+    dense = None if after_ft else report.get("dense_eval_sets")
+    domains = (ft.get("domains") if after_ft else None) or report.get("domains") or {}
+    gap = (ft.get("domain_gap") if after_ft else report.get("domain_gap")) or {}
+    held_out = set(domains.get("test") or [])
+
+    def role(name: str) -> str:
+        if name == domains.get("source_set"):
+            return f"in-domain: held-out images of the training domains ({', '.join(domains.get('train') or [])})"
+        if name == "target" and domains:
+            return f"all held-out domains ({', '.join(sorted(held_out))})"
+        if name in held_out or name.removeprefix("domain ") in held_out:
+            return "held-out domain (never trained on)"
+        return "eval split"
+
+    title = "after fine-tuning" if after_ft else "after pruning"
+    lines = [f"## Accuracy per eval set ({title})", ""]
+    if domains:
+        lines += [f"Domain generalisation: trained on the domains {', '.join(domains.get('train') or [])} of column "
+                  f"`{domains.get('column')}`, tested on the held-out domain(s) {', '.join(domains.get('test') or [])}.",
+                  ""]
+    lines += ["| eval set | what | images | top-1 | dense top-1 |", "|---|---|---|---|---|"]
+    for name, m in sets.items():
+        d = (dense or {}).get(name) or {}
+        lines.append(f"| {name} | {role(name)} | {m.get('samples', 'n/a')} | {_pct(m.get('accuracy'))} | "
+                     f"{_pct(d.get('accuracy'))} |")
+    lines.append("")
+    if gap.get("gap") is not None:
+        text = (f"Source-vs-target gap (`{gap['source_set']}` minus `{gap['target_set']}` top-1): "
+                f"**{100 * gap['gap']:+.2f} pp**")
+        if gap.get("gap_change") is not None:
+            text += (f"; dense model {100 * gap['dense_gap']:+.2f} pp, so pruning changed it by "
+                     f"{100 * gap['gap_change']:+.2f} pp")
+        lines += [text + ".", ""]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------- push

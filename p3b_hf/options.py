@@ -7,8 +7,9 @@ Every option is a dataclass field declared exactly once, with its help text in `
 
 Field metadata (see :func:`option`): ``help``; ``flag`` (default ``--field-name``); ``choices``;
 ``metavar``; ``parse`` (a ``str -> value`` function for types argparse cannot build, e.g. ``"a:1,b:2"``);
-``nargs``; ``cli=False`` keeps a field out of the command line (set by code, e.g. a budget shared by all
-methods). A field without a default is a required flag.
+``nargs``; ``repeat=True`` lets a list flag be given several times (``--eval-split a --eval-split b`` =
+``--eval-split a,b``); ``cli=False`` keeps a field out of the command line (set by code, e.g. a budget
+shared by all methods). A field without a default is a required flag.
 
 This module imports nothing from the rest of p3b_hf except the error type, so every layer may use it.
 """
@@ -30,13 +31,22 @@ MISSING = dataclasses.MISSING
 
 def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, flag: str | None = None,
            choices: Iterable[Any] | None = None, metavar: str | None = None, parse: Callable[[str], Any] | None = None,
-           nargs: str | None = None, cli: bool = True) -> Any:
+           nargs: str | None = None, repeat: bool = False, cli: bool = True) -> Any:
     """A dataclass field that also declares its command-line flag."""
     meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
-            "metavar": metavar, "parse": parse, "nargs": nargs, "cli": cli}
+            "metavar": metavar, "parse": parse, "nargs": nargs, "repeat": repeat, "cli": cli}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def comma_list(text: str | Iterable[str]) -> list[str]:
+    """``"a,b, c"`` (or a list of such strings) -> ``["a", "b", "c"]``: a list option's command-line form."""
+    items = text.split(",") if isinstance(text, str) else [p for t in text for p in str(t).split(",")]
+    out = [i.strip() for i in items if i.strip()]
+    if not out:
+        raise P3BError(f"{text!r} names nothing; give a comma-separated list such as a,b")
+    return out
 
 
 def flag_of(f: dataclasses.Field) -> str:
@@ -84,6 +94,8 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, defaults: M
             origin = typing.get_origin(tp)
             if meta.get("parse") is not None:
                 kw["type"] = _argparse_type(meta["parse"])
+                if meta.get("repeat"):
+                    kw["action"] = "extend"  # the flag given twice: both lists, in order
             elif origin is list:
                 kw["type"] = typing.get_args(tp)[0]
                 kw["nargs"] = "+"
@@ -187,7 +199,22 @@ class DataOptions:
     image_column: str | None = option(None, help="image column (auto: img/image)")
     label_column: str | None = option(None, help="label column (auto: fine_label/label)")
     train_split: str = option("train", help="training split")
-    eval_split: str | None = option(None, help="eval split (auto: validation/test, else a stratified 10 %% of train)")
+    eval_split: list[str] | None = option(None, parse=comma_list, repeat=True, metavar="SPLIT[,SPLIT]",
+                                          help="eval split(s): several (a comma list, or the flag repeated) are "
+                                               "each evaluated and reported by name, the first is the primary "
+                                               "one (auto: validation/test, else a stratified 10 %% of train)")
+    domain_column: str | None = option(None, help="column naming each image's domain (presets pacs, office-home: "
+                                                  "'domain'); used with --train-domains / --test-domains")
+    train_domains: list[str] | None = option(None, parse=comma_list, repeat=True, metavar="A,B,C",
+                                             help="source domains to train on (default: every domain not in "
+                                                  "--test-domains)")
+    test_domains: list[str] | None = option(None, parse=comma_list, repeat=True, metavar="D[,E]",
+                                            help="held-out target domains, each its own eval set (default: every "
+                                                 "domain not in --train-domains); leave-one-domain-out: "
+                                                 "--test-domains sketch")
+    source_holdout: float = option(0.1, help="with domains: fraction of each (source domain, class) held out of "
+                                             "training as the in-domain 'source' eval set, the reference of the "
+                                             "source-vs-target gap (0 = train on all of it, no gap)")
     max_train_samples: int | None = option(None, help="use at most this many training images (seeded subset)")
     max_eval_samples: int | None = option(None, help="evaluate on at most this many images (seeded subset)")
     augment: str = option("deit", choices=AUGMENTS,
@@ -313,6 +340,8 @@ def command_line(*parts: Any) -> str:
             flag = flag_of(f)
             if isinstance(value, bool):
                 out += [flag] if value else [f"--no-{flag[2:]}"]
+            elif isinstance(value, (list, tuple)) and f.metadata.get("parse") is not None:
+                out += [flag, ",".join(map(str, value))]
             elif isinstance(value, (list, tuple)):
                 out += [flag, *map(str, value)]
             elif isinstance(value, dict):

@@ -1,5 +1,6 @@
-"""The ``pruning_report.json`` every run writes: dense vs pruned cost, widths, accuracy, method history;
-its one-screen summary and the widths plot. (Writing model directories: :mod:`p3b_hf.checkpoints`.)"""
+"""The ``pruning_report.json`` every run writes: dense vs pruned cost, widths, accuracy (per eval set and
+domain, with the source-vs-target gap), method history; its one-screen summary and the widths plot.
+(Writing model directories: :mod:`p3b_hf.checkpoints`.)"""
 
 from __future__ import annotations
 
@@ -36,11 +37,37 @@ def layer_widths(model_or_config: Any) -> list[dict[str, int]]:
              "mlp_out": w(cfg.layer_mlp_out[i])} for i in range(n)]
 
 
+def domain_gap(eval_sets: dict[str, dict[str, Any]] | None, dense_eval_sets: dict[str, dict[str, Any]] | None = None,
+               *, source: str | None, target: str | None) -> dict[str, Any] | None:
+    """The source-vs-target gap ``acc(source) - acc(target)`` (in-domain minus held-out-domain accuracy, as
+    fractions) and, when the dense model's accuracies on the same sets are given, its change against the
+    dense model (``gap_change`` > 0: pruning widened the gap). None without both sets."""
+
+    def acc(sets: dict[str, dict[str, Any]] | None, name: str | None) -> float | None:
+        value = ((sets or {}).get(name) or {}).get("accuracy") if name is not None else None
+        return None if value is None else float(value)
+
+    s, t = acc(eval_sets, source), acc(eval_sets, target)
+    if s is None or t is None:
+        return None
+    out: dict[str, Any] = {"source_set": source, "target_set": target, "source": s, "target": t, "gap": s - t}
+    ds, dt = acc(dense_eval_sets, source), acc(dense_eval_sets, target)
+    if ds is not None and dt is not None:
+        out.update(dense_source=ds, dense_target=dt, dense_gap=ds - dt, gap_change=(s - t) - (ds - dt))
+    return out
+
+
 def base_report(dense_model: nn.Module, pruned_model: nn.Module, *, method: str, prune_ratio: float | None,
                 plan: WidthPlan | None, eval_metrics: dict[str, float] | None,
                 dense_eval_metrics: dict[str, float] | None = None, wall_time_s: float | None = None,
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The fields every method reports, so ``p3b-hf compare`` can put runs side by side."""
+                extra: dict[str, Any] | None = None, eval_sets: dict[str, dict[str, Any]] | None = None,
+                dense_eval_sets: dict[str, dict[str, Any]] | None = None,
+                domains: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields every method reports, so ``p3b-hf compare`` can put runs side by side.
+
+    With several eval sets (``eval_sets``: ``{name: {accuracy, loss, samples}}``, the first = ``eval``) the
+    report also carries them, the dense model's (``dense_eval_sets``, when measured), the domain split
+    (``domains``) and the source-vs-target gap with its change against the dense model (``domain_gap``)."""
     dense = count_cost(dense_model)
     pruned = count_cost(pruned_model)
     report: dict[str, Any] = {
@@ -58,6 +85,12 @@ def base_report(dense_model: nn.Module, pruned_model: nn.Module, *, method: str,
         "wall_time_s": wall_time_s,
         "plan_meta": dict(plan.meta) if plan is not None else {},
     }
+    if eval_sets:
+        report["eval_sets"] = {k: dict(v) for k, v in eval_sets.items()}
+        report["dense_eval_sets"] = {k: dict(v) for k, v in dense_eval_sets.items()} if dense_eval_sets else None
+        report["domains"] = dict(domains) if domains else None
+        report["domain_gap"] = domain_gap(eval_sets, dense_eval_sets, source=(domains or {}).get("source_set"),
+                                          target=(domains or {}).get("target_set"))
     if extra:
         report.update(extra)
     return report
@@ -137,9 +170,26 @@ def summarize(report: dict[str, Any]) -> str:
     if acc is not None:
         lines.append(f"accuracy          dense {dacc if dacc is None else f'{100 * dacc:.2f} %'} -> pruned "
                      f"{100 * acc:.2f} %")
+    lines += eval_set_lines(report.get("eval_sets"), report.get("dense_eval_sets"), report.get("domain_gap"))
     if report.get("wall_time_s") is not None:
         lines.append(f"wall time         {report['wall_time_s']:.1f} s")
     return "\n".join(lines)
+
+
+def eval_set_lines(eval_sets: dict[str, Any] | None, dense_eval_sets: dict[str, Any] | None = None,
+                   gap: dict[str, Any] | None = None) -> list[str]:
+    """Summary lines: accuracy per eval set (dense in brackets when measured) and the domain gap."""
+    lines = []
+    for name, m in (eval_sets or {}).items():
+        d = (dense_eval_sets or {}).get(name) or {}
+        dense = f" (dense {100 * d['accuracy']:.2f} %)" if d.get("accuracy") is not None else ""
+        lines.append(f"  eval {name:<12} {100 * m.get('accuracy', float('nan')):6.2f} % of {m.get('samples')} images"
+                     f"{dense}")
+    if gap:
+        change = (f", dense {100 * gap['dense_gap']:+.2f} pp, change {100 * gap['gap_change']:+.2f} pp"
+                  if gap.get("gap_change") is not None else "")
+        lines.append(f"domain gap        {gap['source_set']} - {gap['target_set']} = {100 * gap['gap']:+.2f} pp{change}")
+    return lines
 
 
 def model_fingerprint(model: nn.Module) -> dict[str, Any]:

@@ -8,6 +8,8 @@ calls one of these functions; nobody builds or re-parses command lines. A run:
 2. loads model (fp32), image processor and data; gives the model a fresh head for the target labels;
 3. builds transformed datasets and the Mixup/CutMix collator;
 4. calls the method (``prune``) or trains (``finetune``) -- methods know nothing of output directories;
+   with several eval sets (``--eval-split a,b``, or domains: ``--test-domains``) scores the result on each,
+   and the source-vs-target gap (docs/data.md "Domains");
 5. pads (``--pad-to``), writes model + report + plots into a staging directory and moves it to
    ``output_dir`` in one rename (only the main process writes); removes the checkpoints unless asked.
 
@@ -44,7 +46,7 @@ from .options import (
     PruneOptions,
     TrainOptions,
 )
-from .report import REPORT_NAME, base_report, layer_widths, plot_widths, write_report
+from .report import REPORT_NAME, base_report, domain_gap, layer_widths, plot_widths, write_report
 from .runtime import init_distributed, is_main_process, resolve_device, world_size
 
 
@@ -131,16 +133,23 @@ def load_data(data: DataOptions, seed: int) -> Any:
     return load_image_dataset(data.dataset, image_column=data.image_column, label_column=data.label_column,
                               train_split=data.train_split, eval_split=data.eval_split,
                               max_train_samples=data.max_train_samples, max_eval_samples=data.max_eval_samples,
-                              seed=seed)
+                              seed=seed, domain_column=data.domain_column, train_domains=data.train_domains,
+                              test_domains=data.test_domains, source_holdout=data.source_holdout)
 
 
-def _datasets(raw: Any, data: DataOptions, processor: Any, image_size: int) -> tuple[Any, Any, Any]:
-    from .data import build_datasets, make_collator
+def _datasets(raw: Any, data: DataOptions, processor: Any, image_size: int) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Transformed train / primary eval datasets, the collator, and every eval set by name (the primary's
+    entry is the same dataset object)."""
+    from .data import build_datasets, build_eval_sets, make_collator
 
     train_ds, eval_ds = build_datasets(raw, processor, image_size=image_size, augment=data.augment)
+    eval_sets = {raw.primary_eval: eval_ds}
+    if len(raw.evals) > 1:
+        others = build_eval_sets(raw, processor, image_size=image_size, augment=data.augment)
+        eval_sets.update({k: v for k, v in others.items() if k != raw.primary_eval})
     collator = make_collator(len(raw.labels), mixup=data.mixup, cutmix=data.cutmix,
                              label_smoothing=data.label_smoothing, enabled=data.mixing)
-    return train_ds, eval_ds, collator
+    return train_ds, eval_ds, collator, eval_sets
 
 
 def _work_dir(output_dir: Path) -> Path:
@@ -184,11 +193,13 @@ def _jsonable_options(*parts: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- prune
-def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None) -> RunResult:
+def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None,
+          dense_eval_sets: dict[str, dict[str, float]] | None = None) -> RunResult:
     """Fine-tune + prune ``job.prune.model`` on ``job.data`` with ``job.prune.method``; write the pruned model
     directory (safetensors, per-layer-width config, code files, processor, ``width_plan.json``,
     ``pruning_report.json``, ``plots/``) to ``job.output.output_dir``. ``dense_eval_metrics``: the dense
-    baseline's accuracy for the report, when the method does not measure one (P3B)."""
+    baseline's accuracy for the report, when the method does not measure one (P3B); ``dense_eval_sets``
+    likewise per eval set (``{name: {accuracy, ...}}``), for the gap's change against the dense model."""
     job.prune.check()
     job.train.check()
     method = get_method(job.prune.method)
@@ -198,14 +209,14 @@ def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None) 
     output_dir = Path(job.output.output_dir)
     model, processor, raw = _load(job.prune.model, job.data, job.output, job.train)
     head_reinitialised = adapt_classifier(model, raw.labels)
-    train_ds, eval_ds, collator = _datasets(raw, job.data, processor, locate(model).image_size)
+    train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor, locate(model).image_size)
     staging = make_staging_dir(output_dir)
     work_dir = _work_dir(output_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(model=model, image_processor=processor, data=raw, train_ds=train_ds, eval_ds=eval_ds,
                      collator=collator, train=job.train, work_dir=work_dir, artifacts_dir=staging,
                      prune_ratio=job.prune.prune_ratio, kd=job.kd, resume=job.output.resume,
-                     head_reinitialised=head_reinitialised)
+                     head_reinitialised=head_reinitialised, eval_sets=eval_sets)
     dense = copy.deepcopy(model).cpu()
     try:
         result = method.run(ctx, options)
@@ -213,18 +224,47 @@ def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None) 
         shutil.rmtree(staging, ignore_errors=True)
         remove_if_empty(work_dir)  # a refused run leaves no empty OUT.work behind (checkpoints stay)
         raise
+    dense_measured = result.dense_eval_metrics is not None
     if result.dense_eval_metrics is None and dense_eval_metrics is not None:
         result.dense_eval_metrics = dict(dense_eval_metrics)
-    return finish_prune(job, ctx, result, dense, staging)
+    return finish_prune(job, ctx, result, dense, staging, dense_eval_sets=dense_eval_sets,
+                        dense_measured=dense_measured)
+
+
+def score_eval_sets(ctx: RunContext, result: MethodResult, dense: nn.Module,
+                    dense_eval_sets: dict[str, dict[str, float]] | None = None,
+                    dense_measured: bool = False) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(pruned, dense)`` metrics per eval set when the run has several (else ``(None, None)``).
+
+    The primary set's entry is the method's own ``eval_metrics`` (the method already scored it); the others
+    are scored here. The dense model's are ``dense_eval_sets`` if given, else measured here when the method
+    measured the dense model itself (``dense_measured``) on a head trained for the task -- a dense model
+    whose head was just re-initialised has no meaningful per-domain accuracy."""
+    if len(ctx.eval_sets) < 2:
+        return None, None
+    primary = next(iter(ctx.eval_sets))
+    have = result.eval_metrics.get("accuracy") is not None
+    scored = ctx.evaluate_sets(result.pruned_model, skip=(primary,) if have else (), desc="pruned eval")
+    pruned = {n: dict(result.eval_metrics) if n == primary and have else scored[n] for n in ctx.eval_sets}
+    dense_sets = dict(dense_eval_sets) if dense_eval_sets else None
+    if dense_sets is None and dense_measured and not ctx.head_reinitialised:
+        have_dense = (result.dense_eval_metrics or {}).get("accuracy") is not None
+        scored = ctx.evaluate_sets(dense, skip=(primary,) if have_dense else (), desc="dense eval")
+        dense_sets = {n: dict(result.dense_eval_metrics or {}) if n == primary and have_dense else scored[n]
+                      for n in ctx.eval_sets}
+    return pruned, dense_sets
 
 
 def finish_prune(job: PruneJob, ctx: RunContext, result: MethodResult, dense: nn.Module, staging: Path,
-                 extra: dict[str, Any] | None = None) -> RunResult:
-    """Pad, report and write a method's result (see :func:`prune`)."""
+                 extra: dict[str, Any] | None = None, dense_eval_sets: dict[str, dict[str, float]] | None = None,
+                 dense_measured: bool = False) -> RunResult:
+    """Score every eval set, pad, report and write a method's result (see :func:`prune`)."""
+    eval_sets, dense_sets = score_eval_sets(ctx, result, dense, dense_eval_sets, dense_measured)
     padding = _pad(result, job.prune.pad_to)
     report = base_report(
         dense, result.pruned_model, method=job.prune.method, prune_ratio=job.prune.prune_ratio, plan=result.plan,
         eval_metrics=result.eval_metrics, dense_eval_metrics=result.dense_eval_metrics,
+        eval_sets=eval_sets, dense_eval_sets=dense_sets, domains=ctx.data.domains if ctx.data is not None else None,
         wall_time_s=time.time() - ctx.started,
         extra={"history": result.history, "dataset": job.data.dataset, "base_model": job.prune.model,
                "command": " ".join(sys.argv), "options": _jsonable_options(job.prune, job.data, job.train, job.kd),
@@ -301,7 +341,8 @@ def finetune(job: FinetuneJob) -> RunResult:
     else:
         check_labels(model.config, raw.labels, "--model")
     size = model.config.image_size
-    train_ds, eval_ds, collator = _datasets(raw, job.data, processor, size if isinstance(size, int) else size[0])
+    train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor,
+                                                       size if isinstance(size, int) else size[0])
     teacher = None
     if job.kd.teacher:
         teacher = load_model(job.kd.teacher)
@@ -332,6 +373,14 @@ def finetune(job: FinetuneJob) -> RunResult:
         train_time = time.time() - t0
         metrics = {k.removeprefix("eval_"): float(v) for k, v in trainer.evaluate().items()
                    if isinstance(v, (int, float))}
+        set_metrics = None
+        if len(eval_sets) > 1:
+            from .training import evaluate_accuracy
+
+            unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+            batch = train.eval_batch_size or train.batch_size
+            set_metrics = {name: evaluate_accuracy(unwrapped, ds, batch_size=batch, device=resolve_device(train.device),
+                                                   desc=f"eval {name}") for name, ds in eval_sets.items()}
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         remove_if_empty(work_dir)
@@ -355,6 +404,9 @@ def finetune(job: FinetuneJob) -> RunResult:
         "step_time": trainer.step_timer.summary(), "head_reinitialised": head_reinitialised,
         "device": resolve_device(train.device), "precision": "bf16" if train.bf16 else "fp16" if train.fp16 else "fp32",
     }
+    if set_metrics is not None:
+        report["finetune"].update(eval_sets=set_metrics, domains=raw.domains,
+                                  domain_gap=domain_gap(set_metrics, source=raw.source_eval, target=raw.primary_eval))
 
     def write(directory: Path) -> None:
         write_model_files(model, directory, processor)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run a YAML recipe (prune -> fine-tune -> optional push) on 1..N processes.
+"""Run a YAML recipe (prune -> fine-tune -> optional push, or a compare) on 1..N processes.
 
     accelerate launch --config_file recipes/accelerate/4gpu_bf16.yaml recipes/run.py \
         recipes/p3b/deit_small_cifar100_p50.yaml [--set vars.dataset=/data/cifar100] [--stages prune]
@@ -7,10 +7,11 @@
 A recipe is YAML with
   ``base``: another recipe file to inherit from (deep-merged; this file wins),
   ``vars``: strings substituted into every ``{name}`` of the stage args (``output_root`` et al.),
-  ``stages``: ``name -> {command: prune|finetune, global_batch_size: N?, args: {option: value}}`` run in order;
-      args are the command's options by field name (``prune_ratio: 0.5`` is ``--prune-ratio 0.5``; a method's
-      options too, e.g. ``update_every``); they become the typed options of :mod:`p3b_hf.options` and the
-      stage runs :func:`p3b_hf.runner.prune` / :func:`p3b_hf.runner.finetune` (no command line is built),
+  ``stages``: ``name -> {command: prune|finetune|compare, global_batch_size: N?, args: {option: value}}`` run
+      in order; args are the command's options by field name (``prune_ratio: 0.5`` is ``--prune-ratio 0.5``; a
+      method's options too, e.g. ``update_every``); they become the typed options of :mod:`p3b_hf.options` and
+      the stage runs :func:`p3b_hf.runner.prune` / :func:`p3b_hf.runner.finetune` /
+      :func:`p3b_hf.compare.run_compare` (no command line is built),
   ``push_to_hub`` / ``hub_repo_id`` / ``hub_private``: push the last stage's output dir with
       :func:`p3b_hf.hub.push_pruned` (main process only).
 
@@ -34,7 +35,7 @@ from typing import Any
 
 import yaml
 
-COMMANDS = ("prune", "finetune")
+COMMANDS = ("prune", "finetune", "compare")
 
 
 # ------------------------------------------------------------------------------------------- recipe files
@@ -109,7 +110,7 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
     """``(command, job)`` of a stage for this launch: vars substituted, the global batch split over the
     processes (per-device batch, or gradient accumulation where the command has it), precision and
     device from the accelerate config. Unknown or mistyped options are one error naming them."""
-    from p3b_hf.methods import get_method
+    from p3b_hf.methods import METHODS, get_method
     from p3b_hf.options import (
         FINETUNE_DEFAULTS,
         DataOptions,
@@ -150,6 +151,14 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
         o = options_from_mapping([FinetuneOptions, *common], args, what, defaults=defaults)
         return command, FinetuneJob(finetune=o[FinetuneOptions], data=o[DataOptions], output=o[OutputOptions],
                                     train=o[TrainOptions], kd=o[KDOptions])
+    if command == "compare":
+        from p3b_hf.compare import CompareJob, CompareOptions
+
+        methods = {name: get_method(name).options for name in METHODS}
+        o = options_from_mapping([CompareOptions, *common, *methods.values()], args, what)
+        return command, CompareJob(compare=o[CompareOptions], data=o[DataOptions], output=o[OutputOptions],
+                                   train=o[TrainOptions], kd=o[KDOptions],
+                                   method_options={name: o[cls] for name, cls in methods.items()})
     method = get_method(str(args.get("method", "p3b")))
     o = options_from_mapping([PruneOptions, *common, method.options], args, what)
     return command, PruneJob(prune=o[PruneOptions], data=o[DataOptions], output=o[OutputOptions],
@@ -160,7 +169,9 @@ def describe(command: str, job: Any) -> str:
     """The equivalent ``p3b-hf`` command line (printed; never parsed)."""
     from p3b_hf.options import command_line
 
-    parts = [getattr(job, k, None) for k in ("prune", "finetune", "data", "train", "output", "kd", "method_options")]
+    parts = [getattr(job, k, None) for k in ("prune", "finetune", "compare", "data", "train", "output", "kd")]
+    options = getattr(job, "method_options", None)
+    parts += list(options.values()) if isinstance(options, dict) else [options]
     return f"p3b-hf {command} " + command_line(*parts)
 
 
@@ -206,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in chosen if s not in stages]
     if unknown:
         raise SystemExit(f"stages {unknown} are not in the recipe (it has {list(stages)})")
+    from p3b_hf.compare import run_compare
     from p3b_hf.errors import P3BError
     from p3b_hf.runner import finetune, prune
 
@@ -221,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         if opts.dry_run:
             continue
         try:
+            if command == "compare":  # its cells are prune/finetune runs; the table is its output
+                run_compare(job)
+                barrier()
+                last_output = None
+                continue
             result = prune(job) if command == "prune" else finetune(job)
         except P3BError as e:
             print(f"[rank {rank}] stage {name}: error: {e}", file=sys.stderr)

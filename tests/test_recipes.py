@@ -40,10 +40,11 @@ def _parsed(recipe: dict, stage: str, world_size: int, monkeypatch: pytest.Monke
     from p3b_hf.options import cli_fields
 
     flat: dict = {}
-    for name in ("prune", "finetune", "data", "train", "output", "kd", "method_options"):
+    for name in ("prune", "finetune", "compare", "data", "train", "output", "kd", "method_options"):
         part = getattr(job, name, None)
-        if part is not None:
-            flat.update({f.name: getattr(part, f.name) for f in cli_fields(type(part))})
+        for one in part.values() if isinstance(part, dict) else [part]:  # compare: every method's options
+            if one is not None:
+                flat.update({f.name: getattr(one, f.name) for f in cli_fields(type(one))})
     return SimpleNamespace(**flat)
 
 

@@ -60,5 +60,10 @@ def run(args: argparse.Namespace) -> int:
     acc = result.metrics.get("accuracy")
     print(f"fine-tuned {args.model} for {args.epochs:g} epochs"
           + (f": eval accuracy {100 * acc:.2f} %" if acc is not None else ""))
+    from ..report import eval_set_lines
+
+    ft = result.report.get("finetune") or {}
+    for line in eval_set_lines(ft.get("eval_sets"), gap=ft.get("domain_gap")):
+        print(line)
     print(f"saved to {result.output_dir}")
     return 0

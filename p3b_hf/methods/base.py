@@ -42,7 +42,9 @@ class RunContext:
     (``head_reinitialised`` says whether that replaced the source head); ``train_ds`` / ``eval_ds`` are
     transformed datasets and ``collator`` the Trainer's collator (Mixup/CutMix on training batches);
     ``work_dir`` holds Trainer checkpoints (kept across crashes for ``resume``); files a method writes into
-    ``artifacts_dir`` (plots) become part of the output directory.
+    ``artifacts_dir`` (plots) become part of the output directory. ``eval_sets``: every eval set by name
+    (transformed; the first is ``eval_ds``); methods evaluate on ``eval_ds``, the runner scores the result on
+    the others (per domain, per eval split).
     """
 
     model: nn.Module
@@ -59,6 +61,7 @@ class RunContext:
     resume: bool = False
     head_reinitialised: bool = False
     started: float = field(default_factory=time.time)
+    eval_sets: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
@@ -84,3 +87,11 @@ class RunContext:
 
         batch = self.train.eval_batch_size or self.train.batch_size
         return evaluate_accuracy(model, self.eval_ds, batch_size=batch, device=self.device, desc=desc)
+
+    def evaluate_sets(self, model: nn.Module, skip: tuple[str, ...] = (), desc: str = "eval") -> dict[str, dict[str, float]]:
+        """:meth:`evaluate` on every eval set but those in ``skip``: ``{name: {accuracy, loss, samples}}``."""
+        from ..training import evaluate_accuracy
+
+        batch = self.train.eval_batch_size or self.train.batch_size
+        return {name: evaluate_accuracy(model, ds, batch_size=batch, device=self.device, desc=f"{desc} {name}")
+                for name, ds in self.eval_sets.items() if name not in skip}

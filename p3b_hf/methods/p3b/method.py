@@ -10,12 +10,32 @@ from __future__ import annotations
 
 import dataclasses
 
-from ...errors import P3BError
+from ...errors import BudgetError, P3BError
 from ..base import MethodResult, RunContext
 from .config import P3BConfig
 
 Options = P3BConfig
 DESCRIPTION = "P3B (Pruning by Block Benefit): soft masks while fine-tuning, hard pruning at the end"
+
+
+def check_reachable(model: object, cfg: P3BConfig) -> None:
+    """Refuse, before any training, a whole-model ratio that P3B cannot reach: it prunes the encoder blocks
+    only, so the parameters outside them (embeddings, tokens, final norm, classifier) must fit the budget --
+    at 95 % on a small model they may not."""
+    if cfg.frozen or cfg.handcrafted_keep is not None or cfg.block_param_only or not cfg.prune_ratio:
+        return
+    from .gates import Dims, block_params, non_block_params
+
+    outside = float(non_block_params(model, reference=bool(cfg.reference_non_block)))
+    total = float(block_params(Dims.from_config(model.config)).sum()) + outside
+    r = float(cfg.prune_ratio)
+    if (1.0 - r) * total < outside:
+        raise BudgetError(
+            f"--prune-ratio {r:g} is unreachable with P3B on this model: P3B prunes only the encoder blocks, and "
+            f"the {outside:,.0f} parameters outside them (patch/position embeddings, tokens, final norm, "
+            f"classifier) are {100 * outside / total:.1f} % of its {total:,.0f}, more than the {100 * (1 - r):.1f} % "
+            f"a {r:g} cut keeps. Use --prune-ratio < {1 - outside / total:.3f} with --method p3b, or --method "
+            "global (it also prunes the embedding channels) for larger cuts.")
 
 
 def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
@@ -31,6 +51,7 @@ def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
         raise P3BError("--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
                        "--handcrafted-keep / --frozen.")
     cfg = dataclasses.replace(options, prune_ratio=ctx.prune_ratio or 0.0, save_dir=None).resolved()
+    check_reachable(ctx.model, cfg)  # a BudgetError now, not at the first mask update
     teacher = load_model(ctx.kd.teacher) if ctx.kd.teacher else None
     kd = kd_config(ctx.kd, default_reduction="deit")
     targs = ctx.training_arguments("p3b", lr_scheduler_type="constant", max_grad_norm=0.0)
