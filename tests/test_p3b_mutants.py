@@ -15,19 +15,28 @@ from transformers.models.deit.modeling_deit import DeiTForImageClassificationWit
 
 from p3b_hf.errors import BudgetError, P3BError
 from p3b_hf.methods.p3b import (
+    DEFAULT_GATE_SCALES,
+    MASK_FLOOR,
+    BPIHeads,
+    GroupedBPIHeads,
     P3BPruner,
     Schedule,
+    add_cli_arguments,
     block_importance,
     block_masks,
+    config_from_args,
     ema,
+    non_block_params,
+    parse_gate_scales,
     ramp,
     solve_keep_ratios,
 )
-from p3b_hf.methods.p3b.gates import BLOCK_GATES, Dims, attn_linear_params, mlp_linear_params
+from p3b_hf.methods.p3b import pruner as pruner_module
+from p3b_hf.methods.p3b.gates import BLOCK_GATES, Dims, attn_linear_params, block_params, mlp_linear_params
 from p3b_hf.methods.p3b.local import _shift_gate, kept_params_per_cut, rank_normalise, soft_mask_values
 from p3b_hf.methods.p3b.state import P3BState
 from p3b_hf.trainer import P3BConfig
-from p3b_hf.training import KDConfig, kd_loss
+from p3b_hf.training import KDConfig, kd_loss, logits_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -633,6 +642,10 @@ def test_exact_budget_prefers_the_threshold_on_a_tie_and_never_leaves_the_gate_r
     scores = _block_case(0)
     for keep in (0.004, 0.01, 0.999, 1.0):  # goals near an empty or a full head-dim gate
         _check_block("attn", scores, scales, keep, 0.05, exact=True, tol=0.0)
+    # a goal of 18.8 parameters: best reached with the head-dim gate emptied by the -1 step (q = 0)
+    masks, _, kept = block_masks(TINY_DIMS, "attn", scores, scales, 0.002, 0.05, exact=True, tol=0.0)
+    assert _check_block("attn", scores, scales, 0.002, 0.05, exact=True, tol=0.0) == (-1, 19)
+    assert int((masks[2] >= 0.5).sum()) == 0
     # goal 2995.5 lies exactly between the threshold's best count (3028) and the best count with one head dim
     # fewer (2963): the threshold stays
     full = attn_linear_params(TINY_DIMS, 48, 12, 48)
@@ -674,3 +687,296 @@ def test_shift_gate_mirrors_the_boundary_element():
     m = _f64(0.2, 0.7, 0.45, 0.9, 0.75)
     _shift_gate(m, ranks, -1, floor=0.35)
     assert m.tolist() == [0.2, 0.0, 0.45, 0.9, 0.75]
+    m = _f64(0.2, 0.7, 0.45, 0.9, 0.75)
+    _shift_gate(m, ranks, -1, floor=1.0 - 0.7)  # a mirrored value exactly at the floor stays
+    assert m.tolist() == [0.2, 1.0 - 0.7, 0.45, 0.9, 0.75]
+
+
+# ---------------------------------------------------------------------------------- pruner construction
+def test_pruner_wires_the_config_into_gates_heads_and_estimators(tiny_vit, images):
+    with torch.no_grad():
+        dense = tiny_vit(pixel_values=images).logits
+    cfg = P3BConfig(prune_ratio=0.4, gate_mode="hooks", bpi_mode="reference", bpi_frozen_bn=True, bpi_subbatch=0.5,
+                    bpi_every=3, bpi_shadows=["0.25:2", "1:1:7"]).resolved()
+    pr = P3BPruner(tiny_vit, cfg)
+    lm = pruner_module.locate(tiny_vit).layers[0]
+    assert "forward" not in lm.ln_before.__dict__ and lm.ln_before._forward_hooks  # hook gates, not fused
+    assert type(pr.bpi) is BPIHeads and pr.bpi.frozen_bn and tiny_vit.p3b_bpi is pr.bpi
+    driver = pr.estimators[0]
+    assert (driver.name, driver.heads, driver.subbatch, driver.every, driver.state) == ("driver", pr.bpi, 0.5, 3,
+                                                                                        pr.state)
+    assert [(s.name, s.subbatch, s.every) for s in pr.shadows] == [("0.25:2", 0.25, 2), ("1:1:7", 1.0, 1)]
+    assert list(tiny_vit.p3b_shadows) == [s.heads for s in pr.shadows]
+    for s in pr.shadows:
+        assert isinstance(s.heads, GroupedBPIHeads) and s.heads.frozen_bn and not s.heads.active
+        assert s.state.taylor_sum.numel() == 0 and torch.equal(s.state.remaining, pr.full)
+    # the unseeded shadow starts from the driver's weights (its own copy), the seeded one from others
+    grouped = GroupedBPIHeads.from_heads(pr.bpi)
+    for name, w in grouped.state_dict().items():
+        assert torch.equal(pr.shadows[0].heads.state_dict()[name], w), name
+    assert any(not torch.equal(pr.shadows[1].heads.state_dict()[n], w) for n, w in grouped.state_dict().items())
+    assert pr.state.taylor_sum.numel() == sum(m.numel() for _, _, m in pr.gates.named_masks())
+    assert pr.non_block == float(non_block_params(tiny_vit))
+    pr.schedule = Schedule(0, 10, 40, 1)
+    tiny_vit._name_or_path = "org/tiny-vit"
+    tiny_vit.config._name_or_path = "org/tiny-vit"
+    assert pr.width_plan().meta == {"method": "p3b", "prune_ratio": 0.4, "base_model_name_or_path": "org/tiny-vit"}
+    # detach removes every hook and attached module: the plain model computes what it did before
+    pr.detach()
+    assert pr.handles == [] and not any(n.startswith("p3b_") for n in tiny_vit._modules)
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_vit(pixel_values=images).logits, dense, rtol=0, atol=0)
+
+
+def test_pruner_fused_grouped_frozen_and_block_only_variants(tiny_vit, tiny_deit_teacher):
+    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.0, block_param_only=True, bpi_shadows=["0.5:2"]).resolved())
+    assert "forward" in pruner_module.locate(tiny_vit).layers[0].ln_before.__dict__  # fused gates
+    assert isinstance(pr.bpi, GroupedBPIHeads) and not pr.bpi.frozen_bn
+    assert (pr.estimators[0].subbatch, pr.estimators[0].every) == (pr.config.bpi_subbatch, pr.config.bpi_every)
+    assert pr.non_block == 0.0 and pr.plan is None
+    # a grouped driver's shadow gets its own copy of the driver's weights and buffers
+    shadow = pr.shadows[0].heads
+    for (name, a), b in zip(pr.bpi.state_dict().items(), shadow.state_dict().values()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
+    pr.detach()
+    frozen = P3BPruner(tiny_deit_teacher, P3BConfig(frozen=True, reference=True).resolved())
+    assert frozen.gates is None and frozen.state.taylor_sum.numel() == 0
+    assert not any(p.requires_grad for n, p in tiny_deit_teacher.named_parameters() if not n.startswith("p3b_"))
+    assert frozen.non_block == float(non_block_params(tiny_deit_teacher, reference=True))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(prune_ratio=1.0), "prune_ratio must be in [0, 1), got 1.0."),
+    (dict(prune_ratio=-0.1), "prune_ratio must be in [0, 1), got -0.1."),
+    (dict(handcrafted_keep=[0.5] * 5), "handcrafted_keep needs 6 values (attn0, mlp0, attn1, ...), got 5."),
+])
+def test_pruner_rejects_bad_ratios(tiny_vit, kwargs, message):
+    with pytest.raises(P3BError) as e:
+        P3BPruner(tiny_vit, P3BConfig(**kwargs).resolved())
+    assert str(e.value) == message
+
+
+def test_non_block_count_of_the_reference_leaves_out_distillation_token_and_head(tiny_vit, tiny_deit,
+                                                                                tiny_deit_teacher):
+    c, k = 48, 7
+    assert non_block_params(tiny_vit, reference=True) == non_block_params(tiny_vit)
+    assert non_block_params(tiny_vit.config, reference=True) == non_block_params(tiny_vit.config)
+    assert non_block_params(tiny_deit, reference=True) == non_block_params(tiny_deit) - c
+    assert non_block_params(tiny_deit.config, reference=True) == non_block_params(tiny_deit.config) - c
+    exact = non_block_params(tiny_deit_teacher)
+    assert non_block_params(tiny_deit_teacher, reference=True) == exact - c - (c * k + k)
+    assert non_block_params(tiny_deit_teacher) == non_block_params(tiny_deit_teacher, False)
+
+
+def test_dims_and_counts_follow_qkv_bias():
+    from transformers import ViTConfig
+
+    with_bias = Dims.from_config(ViTConfig(hidden_size=48, num_attention_heads=4, intermediate_size=96))
+    no_bias = Dims.from_config(ViTConfig(hidden_size=48, num_attention_heads=4, intermediate_size=96,
+                                         qkv_bias=False))
+    assert with_bias.qkv_bias and not no_bias.qkv_bias
+    assert attn_linear_params(with_bias, 48, 12, 48) - attn_linear_params(no_bias, 48, 12, 48) == 3 * 48
+    assert attn_linear_params(no_bias, 48, 12, 48) == 48 * 3 * 48 + 48 * 48 + 48
+    assert block_params(no_bias).dtype == torch.float64
+
+
+def test_hard_gates_keep_exactly_half_and_pass_the_straight_through_value(tiny_vit):
+    pr = P3BPruner(tiny_vit, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
+    gates = pr.gates
+    assert gates.hard is False and gates.keep_in_graph is False
+    m = gates.mask("mlp_hid", 0)
+    with torch.no_grad():
+        m.fill_(0.3)
+        m[:4] = torch.tensor([0.5, 0.49, 0.8, 0.0])
+    gates.hard, gates.keep_in_graph = True, True
+    eff = gates.effective("mlp_hid", 0)
+    assert eff[:4].tolist() == [1.0, 0.0, 1.0, 0.0] and float(eff[4:].detach().sum()) == 0.0
+    eff.sum().backward()
+    assert torch.equal(m.grad, torch.ones_like(m))  # the gradient of the identity reaches the mask
+
+
+# ---------------------------------------------------------------------------------- state: device, checkpoint
+def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path):
+    meta = P3BState.fresh(4, 6, _f64(10.0, 20.0, 10.0, 20.0), device="meta")
+    assert {t.device.type for t in (meta.dpsi_cls_sum, meta.dpsi_patch_sum, meta.dpsi_count, meta.dpsi_cls_count,
+                                    meta.taylor_sum, meta.taylor_count, meta.remaining)} == {"meta"}
+    st = _state_with_window(1)
+    st.roll_window()
+    st.ema_cls, st.kappa = _f64(1.0, 2.0, 3.0, 4.0), _f64(0.5, 0.6, 0.7, 0.8)
+    st.num_updates, st.finalized, st.finalize_step, st.skipped_taylor_steps = 3, True, 12, 2
+    st.last_taylor_step, st.train_forwards, st.history = 11, 40, [{"step": 4}]
+    st.save(tmp_path, {"gates.x": torch.ones(2)}, {"extra": 1})
+    tensors, meta_json = P3BState.read(tmp_path)
+    assert meta_json["extra"] == 1 and torch.equal(tensors["gates.x"], torch.ones(2))
+    back = P3BState.fresh(4, 6, _f64(1.0, 1.0, 1.0, 1.0))
+    back.load(tensors, meta_json, "cpu")
+    for name in ("prev_dpsi_cls_sum", "prev_dpsi_patch_sum", "prev_dpsi_count", "prev_dpsi_cls_count",
+                 "prev_taylor_sum", "prev_taylor_count", "ema_cls", "kappa", "remaining", "taylor_sum"):
+        torch.testing.assert_close(getattr(back, name), getattr(st, name), rtol=0, atol=0, msg=name)
+    assert back.ema_patch is None
+    assert (back.num_updates, back.finalized, back.finalize_step, back.skipped_taylor_steps, back.last_taylor_step,
+            back.train_forwards, back.history) == (3, True, 12, 2, 11, 40, [{"step": 4}])
+    # a checkpoint from before the class heads had their own count uses the patch count for both
+    tensors.pop("state.dpsi_cls_count")
+    tensors.pop("state.prev_dpsi_cls_count")
+    meta_json.pop("train_forwards")
+    back.load(tensors, meta_json, "cpu")
+    torch.testing.assert_close(back.dpsi_cls_count, back.dpsi_count, rtol=0, atol=0)
+    torch.testing.assert_close(back.prev_dpsi_cls_count, st.prev_dpsi_count, rtol=0, atol=0)
+    assert back.train_forwards == 0
+    with pytest.raises(P3BError, match="was not written by P3BTrainer"):
+        P3BState.read(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------- CLI -> P3BConfig
+def _cli(argv: list[str]):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--prune-ratio", type=float, default=None)
+    add_cli_arguments(p)
+    add_cli_arguments.__globals__["_add"](p, "--teacher", default="shared")  # another method registered it
+    return p, p.parse_args(argv)
+
+
+def test_cli_flags_reach_the_config():
+    p, args = _cli(["--prune-ratio", "0.3", "--update-every", "7", "--prune-start-epoch", "1.5",
+                    "--prune-sparse-epoch", "4", "--prune-finalize-epoch", "9", "--bpi-lr", "0.001",
+                    "--mask-lr", "0.01", "--gate-scales", "attn_out:2, mlp_hid:0.5", "--pr-gamma", "0.3",
+                    "--pr-alpha", "0.6", "--tau-max", "0.2", "--tau-min", "0.01", "--mask-floor", "0.001",
+                    "--block-imp-scale", "8", "--block-param-only", "--reference",
+                    "--layernorm-mode", "full_stats", "--bpi-mode", "grouped", "--bpi-subbatch", "0.5",
+                    "--bpi-every", "2", "--gate-mode", "fused", "--bpi-shadow", "0.25:4", "1:1:3"])
+    assert args.teacher is None  # add_cli_arguments registered --teacher first; _add keeps it
+    cfg = config_from_args(args)
+    got = {k: getattr(cfg, k) for k in (
+        "prune_ratio", "update_every", "prune_start_epoch", "prune_sparse_epoch", "prune_finalize_epoch", "bpi_lr",
+        "mask_lr", "train_masks", "pr_gamma", "pr_alpha", "tau_max", "tau_min", "mask_floor", "block_imp_scale",
+        "block_param_only", "handcrafted_keep", "frozen", "reference", "layernorm_mode", "bpi_mode", "bpi_subbatch",
+        "bpi_every", "gate_mode", "bpi_shadows", "save_dir")}
+    assert got == dict(prune_ratio=0.3, update_every=7, prune_start_epoch=1.5, prune_sparse_epoch=4.0,
+                       prune_finalize_epoch=9.0, bpi_lr=0.001, mask_lr=0.01, train_masks=True, pr_gamma=0.3,
+                       pr_alpha=0.6, tau_max=0.2, tau_min=0.01, mask_floor=0.001, block_imp_scale=8.0,
+                       block_param_only=True, handcrafted_keep=None, frozen=False, reference=True,
+                       layernorm_mode="full_stats", bpi_mode="grouped", bpi_subbatch=0.5, bpi_every=2,
+                       gate_mode="fused", bpi_shadows=["0.25:4", "1:1:3"], save_dir=None)
+    assert cfg.gate_scales == {**DEFAULT_GATE_SCALES, "attn_out": 2.0, "mlp_hid": 0.5}
+    assert {type(v) for v in (cfg.bpi_lr, cfg.mask_lr, cfg.pr_gamma, cfg.tau_max, cfg.mask_floor)} == {float}
+
+
+def test_cli_defaults_and_the_other_variants():
+    _, args = _cli(["--prune-ratio", "0.5"])
+    cfg = config_from_args(args)
+    assert (cfg.update_every, cfg.prune_start_epoch, cfg.bpi_lr, cfg.mask_lr, cfg.train_masks, cfg.pr_gamma,
+            cfg.pr_alpha, cfg.tau_max, cfg.tau_min, cfg.mask_floor, cfg.block_imp_scale, cfg.block_param_only,
+            cfg.reference, cfg.layernorm_mode, cfg.gate_scales) == (
+        None, None, 5e-4, None, False, 0.2, 0.5, 0.1, 0.0, MASK_FLOOR, 10.0, False, False, "full_stats",
+        DEFAULT_GATE_SCALES)
+    assert (args.kd_alpha, args.kd_temperature, args.kd_kind, args.kd_reduction, args.bpi_shadow) == (
+        0.5, 1.0, "soft", None, None)
+    _, args = _cli(["--handcrafted-keep", "0.5,0.25,1"])
+    cfg = config_from_args(args)
+    assert (cfg.handcrafted_keep, cfg.prune_ratio) == ([0.5, 0.25, 1.0], 0.0)
+    _, args = _cli(["--frozen"])
+    assert config_from_args(args).frozen
+    _, args = _cli(["--layernorm-mode", "subset_stats", "--bpi-mode", "reference", "--gate-mode", "hooks",
+                    "--prune-ratio", "0.2"])
+    cfg = config_from_args(args)
+    assert (cfg.layernorm_mode, cfg.bpi_mode, cfg.gate_mode) == ("subset_stats", "reference", "hooks")
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([], "--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or --handcrafted-keep / "
+         "--frozen."),
+    (["--handcrafted-keep", "0.5,x"], "--handcrafted-keep must be comma-separated floats: could not convert string to "
+                                      "float: 'x'."),
+    (["--prune-ratio", "0.5", "--gate-scales", "attn_out=2"], "--gate-scales item 'attn_out=2' is not 'gate:value' "
+     "with gate in ['attn_in', 'attn_out', 'attn_qkv', 'mlp_hid', 'mlp_in', 'mlp_out']."),
+    (["--prune-ratio", "0.5", "--gate-scales", "head:2"], "--gate-scales item 'head:2' is not 'gate:value' with gate "
+     "in ['attn_in', 'attn_out', 'attn_qkv', 'mlp_hid', 'mlp_in', 'mlp_out']."),
+])
+def test_cli_errors(argv, message):
+    _, args = _cli(argv)
+    with pytest.raises(P3BError) as e:
+        config_from_args(args)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("argv", [["--gate-mode", "x"], ["--bpi-mode", "x"], ["--layernorm-mode", "x"],
+                                  ["--kd-kind", "x"], ["--kd-reduction", "x"]])
+def test_cli_rejects_unknown_choices(argv, capsys):
+    with pytest.raises(SystemExit):
+        _cli(argv)
+
+
+def test_gate_scales_parsing():
+    assert parse_gate_scales(None) == DEFAULT_GATE_SCALES and parse_gate_scales("") == DEFAULT_GATE_SCALES
+    assert parse_gate_scales(" attn_in:0.5,mlp_out:3") == {**DEFAULT_GATE_SCALES, "attn_in": 0.5, "mlp_out": 3.0}
+
+
+# ---------------------------------------------------------------------------------- training helpers
+def test_logits_of_dicts_model_outputs_and_tuples():
+    t = torch.randn(2, 3)
+    assert logits_of({"logits": t}) is t
+    assert logits_of(DeiTForImageClassificationWithTeacherOutput(logits=t)) is t
+    assert logits_of((t, torch.zeros(1))) is t
+
+
+def test_teacher_label_check(tiny_vit):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from p3b_hf.training import check_teacher_labels
+
+    def model(k: int, names: list[str] | None = None) -> ViTForImageClassification:
+        cfg = ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, image_size=8,
+                        patch_size=4, num_labels=k)
+        if names is not None:
+            cfg.id2label = dict(enumerate(names))
+        return ViTForImageClassification(cfg)
+
+    check_teacher_labels(model(3), model(3))  # generic LABEL_i names on both sides
+    check_teacher_labels(model(3, ["a", "b", "c"]), model(3, ["a", "b", "c"]))
+    with pytest.raises(P3BError) as e:
+        check_teacher_labels(model(4), model(3))
+    assert str(e.value) == ("The KD teacher predicts 4 classes but the model 3: the teacher must be fine-tuned on the "
+                            "same target data set (e.g. `p3b-hf finetune --new-head` on the dense model) before it "
+                            "can teach.")
+    for teacher, student, diff in ((["a", "x", "c"], ["a", "b", "c"], "class 1: teacher 'x', model 'b'"),
+                                   (None, ["a", "b", "c"], "class 0: teacher 'LABEL_0', model 'a'")):
+        with pytest.raises(P3BError) as e:
+            check_teacher_labels(model(3, teacher), model(3, student))
+        assert str(e.value) == (f"The KD teacher's labels differ from the model's ({diff}); use a teacher fine-tuned "
+                                "on this data set with the same label order.")
+
+
+def test_shadow_specs_parse():
+    from p3b_hf.methods.p3b.estimator import parse_shadow_spec
+
+    assert parse_shadow_spec("0.25") == (0.25, 1, None)
+    assert parse_shadow_spec("0.25:") == (0.25, 1, None)
+    assert parse_shadow_spec("0.5:3") == (0.5, 3, None)
+    assert parse_shadow_spec("1:1:7") == (1.0, 1, 7)
+    with pytest.raises(P3BError) as e:
+        parse_shadow_spec("1:1:7:8")
+    assert str(e.value) == "BPI shadow '1:1:7:8' is not 'SUBBATCH:EVERY[:SEED]' (e.g. 0.0625:1, 0.25:4 or 1:1:1)."
+
+
+def test_fine_tune_trainer_sets_up_teacher_kd_and_step_timer(tmp_path, tiny_vit):
+    from transformers import TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification
+
+    from p3b_hf.training import FineTuneTrainer, StepTimer
+
+    assert StepTimer().summary() == {"steps": 0}
+    teacher = ViTForImageClassification(ViTConfig(**{**tiny_vit.config.to_dict(), "num_hidden_layers": 1})).train()
+    mine = TrainerCallback()
+    args = TrainingArguments(str(tmp_path), report_to=[], use_cpu=True)
+    tr = FineTuneTrainer(tiny_vit, args, teacher=teacher, callbacks=[mine])
+    assert tr.args is args and tr.kd == KDConfig() and tr.teacher is teacher and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert tr._nonfinite_losses == 0 and tr.model_accepts_loss_kwargs is False
+    handlers = tr.callback_handler.callbacks
+    assert tr.step_timer in handlers and mine in handlers and handlers.index(tr.step_timer) < handlers.index(mine)
+    plain = FineTuneTrainer(tiny_vit, args)
+    assert plain.kd is None and plain.teacher is None
+    own = FineTuneTrainer(tiny_vit, args, teacher=teacher, kd=KDConfig(alpha=0.9))
+    assert own.kd.alpha == 0.9
