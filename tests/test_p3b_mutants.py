@@ -21,6 +21,7 @@ from p3b_hf.methods.p3b import (
     GroupedBPIHeads,
     P3BPruner,
     Schedule,
+    _add,
     add_cli_arguments,
     block_importance,
     block_masks,
@@ -251,7 +252,7 @@ def test_kd_config_rejects_unknown_kind():
 def test_schedule_from_epochs_defaults_and_edge_cases():
     readme = Schedule.from_epochs(195, 10, 25, 50, update_every=None)  # README CIFAR-100 run, one process
     assert (readme.start, readme.sparse, readme.finalize, readme.update_every) == (1950, 4875, 9750, 100)
-    assert readme.num_updates() == 78
+    assert readme.num_updates() == 78 and Schedule(0, 5, 10, 3).num_updates() == 3
     assert Schedule.from_epochs(100, 3, 25, 50, update_every=None).update_every == (5000 - 300) // 78
     assert Schedule.from_epochs(10, 0, 1, 10, update_every=None).update_every == 1  # 100 // 78 = 1
     assert Schedule.from_epochs(10, 0, 0.5, 1, update_every=None).update_every == 1  # at least 1
@@ -542,6 +543,8 @@ def test_kept_params_per_cut_is_exact_for_large_blocks():
                          5: (1407, 1407, 6141), 8960: (0, 0, 0)}.items():
         assert int(kept[p]) == i * h + h + h * o + o == mlp_linear_params(d, i, h, o)
     assert int(kept[1]) > 2 ** 24 and int(kept[1]) % 2 == 1  # not a float32 number
+    attn = kept_params_per_cut(d, "attn", torch.tensor([2, 0, 1] + [0] * 1407 + [1] * 1407 + [2] * 87), [1408, 1408, 88])
+    assert int(attn[0]) == attn_linear_params(d, 1408, 88, 1408) and int(attn[3]) == attn_linear_params(d, 1407, 87, 1407)
 
 
 def _replica_block(d: Dims, kind: str, scores: list[list[float]], scales: list[float], keep: float, tau: float,
@@ -706,6 +709,7 @@ def test_pruner_wires_the_config_into_gates_heads_and_estimators(tiny_vit, image
     assert (driver.name, driver.heads, driver.subbatch, driver.every, driver.state) == ("driver", pr.bpi, 0.5, 3,
                                                                                         pr.state)
     assert [(s.name, s.subbatch, s.every) for s in pr.shadows] == [("0.25:2", 0.25, 2), ("1:1:7", 1.0, 1)]
+    assert [s.heads.output_key for s in pr.shadows] == ["p3b_shadow0", "p3b_shadow1"]  # one output per shadow
     assert list(tiny_vit.p3b_shadows) == [s.heads for s in pr.shadows]
     for s in pr.shadows:
         assert isinstance(s.heads, GroupedBPIHeads) and s.heads.frozen_bn and not s.heads.active
@@ -724,6 +728,7 @@ def test_pruner_wires_the_config_into_gates_heads_and_estimators(tiny_vit, image
     # detach removes every hook and attached module: the plain model computes what it did before
     pr.detach()
     assert pr.handles == [] and not any(n.startswith("p3b_") for n in tiny_vit._modules)
+    assert not any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in tiny_vit.modules())
     with torch.no_grad():
         torch.testing.assert_close(tiny_vit(pixel_values=images).logits, dense, rtol=0, atol=0)
 
@@ -739,6 +744,7 @@ def test_pruner_fused_grouped_frozen_and_block_only_variants(tiny_vit, tiny_deit
     for (name, a), b in zip(pr.bpi.state_dict().items(), shadow.state_dict().values()):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
     pr.detach()
+    assert not any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in tiny_vit.modules())
     frozen = P3BPruner(tiny_deit_teacher, P3BConfig(frozen=True, reference=True).resolved())
     assert frozen.gates is None and frozen.state.taylor_sum.numel() == 0
     assert not any(p.requires_grad for n, p in tiny_deit_teacher.named_parameters() if not n.startswith("p3b_"))
@@ -780,6 +786,24 @@ def test_dims_and_counts_follow_qkv_bias():
     assert block_params(no_bias).dtype == torch.float64
 
 
+def test_handcrafted_pruner_has_no_heads_and_checkpoints_its_gates(tiny_vit):
+    import copy
+
+    twin, third = copy.deepcopy(tiny_vit), copy.deepcopy(tiny_vit)
+    pr = P3BPruner(tiny_vit, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
+    assert pr.bpi is None and pr.estimators == [] and not hasattr(tiny_vit, "p3b_bpi")
+    with torch.no_grad():
+        pr.gates.mask("attn_qkv", 1).fill_(0.25)
+    saved = pr.state_tensors()
+    assert saved and all(k.startswith("gates.") for k in saved)
+    other = P3BPruner(twin, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
+    other.load_state_tensors(saved)
+    assert float(other.gates.mask("attn_qkv", 1).detach().min()) == 0.25
+    full = P3BPruner(third, P3BConfig(prune_ratio=0.5).resolved())
+    keys = full.state_tensors()
+    assert any(k.startswith("bpi.") for k in keys) and any(k.startswith("gates.") for k in keys)
+
+
 def test_hard_gates_keep_exactly_half_and_pass_the_straight_through_value(tiny_vit):
     pr = P3BPruner(tiny_vit, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
     gates = pr.gates
@@ -796,10 +820,15 @@ def test_hard_gates_keep_exactly_half_and_pass_the_straight_through_value(tiny_v
 
 
 # ---------------------------------------------------------------------------------- state: device, checkpoint
-def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path):
+def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # nothing may depend on files in the working directory
     meta = P3BState.fresh(4, 6, _f64(10.0, 20.0, 10.0, 20.0), device="meta")
     assert {t.device.type for t in (meta.dpsi_cls_sum, meta.dpsi_patch_sum, meta.dpsi_count, meta.dpsi_cls_count,
                                     meta.taylor_sum, meta.taylor_count, meta.remaining)} == {"meta"}
+    moved = _state_with_window(0).to("meta")
+    assert {getattr(moved, n).device.type for n in ("dpsi_cls_sum", "taylor_sum", "remaining", "dpsi_cls_count")} \
+        == {"meta"} and moved.ema_cls is None
     st = _state_with_window(1)
     st.roll_window()
     st.ema_cls, st.kappa = _f64(1.0, 2.0, 3.0, 4.0), _f64(0.5, 0.6, 0.7, 0.8)
@@ -807,6 +836,10 @@ def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path):
     st.last_taylor_step, st.train_forwards, st.history = 11, 40, [{"step": 4}]
     st.save(tmp_path, {"gates.x": torch.ones(2)}, {"extra": 1})
     tensors, meta_json = P3BState.read(tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "p3b_state.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}
     assert meta_json["extra"] == 1 and torch.equal(tensors["gates.x"], torch.ones(2))
     back = P3BState.fresh(4, 6, _f64(1.0, 1.0, 1.0, 1.0))
     back.load(tensors, meta_json, "cpu")
@@ -824,8 +857,14 @@ def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path):
     torch.testing.assert_close(back.dpsi_cls_count, back.dpsi_count, rtol=0, atol=0)
     torch.testing.assert_close(back.prev_dpsi_cls_count, st.prev_dpsi_count, rtol=0, atol=0)
     assert back.train_forwards == 0
-    with pytest.raises(P3BError, match="was not written by P3BTrainer"):
-        P3BState.read(tmp_path / "missing")
+    on_meta = P3BState.fresh(4, 6, _f64(1.0, 1.0, 1.0, 1.0))
+    on_meta.load(tensors, meta_json, "meta")
+    assert on_meta.kappa.device.type == "meta"
+    (tmp_path / "p3b_state.json").unlink()  # one of the two files missing is not a P3B checkpoint either
+    with pytest.raises(P3BError) as e:
+        P3BState.read(tmp_path)
+    assert str(e.value) == (f"{tmp_path} has no p3b_state.safetensors/p3b_state.json: it was not written by "
+                            "P3BTrainer. Resume P3B runs only from their own checkpoints.")
 
 
 # ---------------------------------------------------------------------------------- CLI -> P3BConfig
@@ -835,7 +874,7 @@ def _cli(argv: list[str]):
     p = argparse.ArgumentParser()
     p.add_argument("--prune-ratio", type=float, default=None)
     add_cli_arguments(p)
-    add_cli_arguments.__globals__["_add"](p, "--teacher", default="shared")  # another method registered it
+    _add(p, "--teacher", default="shared")  # add_cli_arguments registered it already: kept as it is
     return p, p.parse_args(argv)
 
 
