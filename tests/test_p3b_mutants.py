@@ -1019,3 +1019,32 @@ def test_fine_tune_trainer_sets_up_teacher_kd_and_step_timer(tmp_path, tiny_vit)
     assert plain.kd is None and plain.teacher is None
     own = FineTuneTrainer(tiny_vit, args, teacher=teacher, kd=KDConfig(alpha=0.9))
     assert own.kd.alpha == 0.9
+
+
+def test_step_timer_summary_of_a_run(monkeypatch):
+    from p3b_hf import training
+
+    clock = iter(float(x) for x in range(1000))
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    rss = iter(range(100, 200))
+    monkeypatch.setattr(training, "_rss_mb", lambda: float(next(rss)))
+    timer = training.StepTimer()
+    timer.on_step_end(None, None, None)  # no step begun: nothing recorded
+    assert timer.times == [] and timer.rss == []
+    for _ in range(15):
+        timer.on_step_begin(None, None, None)
+        timer.on_step_end(None, None, None)
+    assert timer.times == [1.0] * 15 and timer._t0 is None
+    timer.times = [float(j + 1) for j in range(15)]  # step j took j + 1 seconds
+    s = timer.summary()
+    assert s == {"steps": 15, "first_10pct_s": 1.0, "last_10pct_s": 15.0, "last_vs_first": 15.0,
+                 "tenths_mean_s": [1.0, 2.5, 4.0, 5.5, 7.0, 8.5, 10.0, 11.5, 13.0, 14.5],
+                 "rss_mib_tenths": [100.0, 102.0, 103.0, 105.0, 106.0, 108.0, 109.0, 111.0, 112.0, 114.0]}
+    timer.times = [float(j + 1) for j in range(20)]
+    timer.rss = [float(j) for j in range(20)]
+    s = timer.summary()
+    assert (s["first_10pct_s"], s["last_10pct_s"], s["last_vs_first"]) == (1.5, 19.5, 13.0)
+    assert s["tenths_mean_s"] == [1.5 + 2 * i for i in range(10)] and s["rss_mib_tenths"] == [float(2 * i + 1)
+                                                                                             for i in range(10)]
+    timer.times = [0.0] * 20
+    assert timer.summary()["last_vs_first"] is None
