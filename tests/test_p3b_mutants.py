@@ -21,11 +21,8 @@ from p3b_hf.methods.p3b import (
     GroupedBPIHeads,
     P3BPruner,
     Schedule,
-    _add,
-    add_cli_arguments,
     block_importance,
     block_masks,
-    config_from_args,
     ema,
     non_block_params,
     parse_gate_scales,
@@ -33,10 +30,11 @@ from p3b_hf.methods.p3b import (
     solve_keep_ratios,
 )
 from p3b_hf.methods.p3b import pruner as pruner_module
+from p3b_hf.methods.p3b.config import P3BConfig
 from p3b_hf.methods.p3b.gates import BLOCK_GATES, Dims, attn_linear_params, block_params, mlp_linear_params
 from p3b_hf.methods.p3b.local import _shift_gate, kept_params_per_cut, rank_normalise, soft_mask_values
+from p3b_hf.methods.p3b.method import resolve_config
 from p3b_hf.methods.p3b.state import P3BState
-from p3b_hf.trainer import P3BConfig
 from p3b_hf.training import KDConfig, kd_loss, logits_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -869,25 +867,28 @@ def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path, 
 
 # ---------------------------------------------------------------------------------- CLI -> P3BConfig
 def _cli(argv: list[str]):
-    import argparse
+    """``p3b-hf prune --method p3b ARGV`` through the real parser -> (namespace, job)."""
+    from p3b_hf.cli import build_parser
+    from p3b_hf.commands.prune import job_from_args
 
-    p = argparse.ArgumentParser()
-    p.add_argument("--prune-ratio", type=float, default=None)
-    add_cli_arguments(p)
-    _add(p, "--teacher", default="shared")  # add_cli_arguments registered it already: kept as it is
-    return p, p.parse_args(argv)
+    args = build_parser("prune").parse_args(["prune", "--model", "m", "--dataset", "d", "--output-dir", "o",
+                                             "--method", "p3b", *argv])
+    return args, job_from_args(args)
+
+
+def _config(job) -> P3BConfig:
+    return resolve_config(job.method_options, job.prune.prune_ratio)
 
 
 def test_cli_flags_reach_the_config():
-    p, args = _cli(["--prune-ratio", "0.3", "--update-every", "7", "--prune-start-epoch", "1.5",
-                    "--prune-sparse-epoch", "4", "--prune-finalize-epoch", "9", "--bpi-lr", "0.001",
-                    "--mask-lr", "0.01", "--gate-scales", "attn_out:2, mlp_hid:0.5", "--pr-gamma", "0.3",
-                    "--pr-alpha", "0.6", "--tau-max", "0.2", "--tau-min", "0.01", "--mask-floor", "0.001",
-                    "--block-imp-scale", "8", "--block-param-only", "--reference",
-                    "--layernorm-mode", "full_stats", "--bpi-mode", "grouped", "--bpi-subbatch", "0.5",
-                    "--bpi-every", "2", "--gate-mode", "fused", "--bpi-shadow", "0.25:4", "1:1:3"])
-    assert args.teacher is None  # add_cli_arguments registered --teacher first; _add keeps it
-    cfg = config_from_args(args)
+    _, job = _cli(["--prune-ratio", "0.3", "--update-every", "7", "--prune-start-epoch", "1.5",
+                   "--prune-sparse-epoch", "4", "--prune-finalize-epoch", "9", "--bpi-lr", "0.001",
+                   "--mask-lr", "0.01", "--gate-scales", "attn_out:2, mlp_hid:0.5", "--pr-gamma", "0.3",
+                   "--pr-alpha", "0.6", "--tau-max", "0.2", "--tau-min", "0.01", "--mask-floor", "0.001",
+                   "--block-imp-scale", "8", "--block-param-only", "--reference",
+                   "--layernorm-mode", "full_stats", "--bpi-mode", "grouped", "--bpi-subbatch", "0.5",
+                   "--bpi-every", "2", "--gate-mode", "fused", "--bpi-shadow", "0.25:4", "1:1:3"])
+    cfg = _config(job)
     got = {k: getattr(cfg, k) for k in (
         "prune_ratio", "update_every", "prune_start_epoch", "prune_sparse_epoch", "prune_finalize_epoch", "bpi_lr",
         "mask_lr", "train_masks", "pr_gamma", "pr_alpha", "tau_max", "tau_min", "mask_floor", "block_imp_scale",
@@ -904,29 +905,35 @@ def test_cli_flags_reach_the_config():
 
 
 def test_cli_defaults_and_the_other_variants():
-    _, args = _cli(["--prune-ratio", "0.5"])
-    cfg = config_from_args(args)
+    _, job = _cli(["--prune-ratio", "0.5"])
+    cfg = _config(job)
     assert (cfg.update_every, cfg.prune_start_epoch, cfg.bpi_lr, cfg.mask_lr, cfg.train_masks, cfg.pr_gamma,
             cfg.pr_alpha, cfg.tau_max, cfg.tau_min, cfg.mask_floor, cfg.block_imp_scale, cfg.block_param_only,
-            cfg.reference, cfg.layernorm_mode, cfg.gate_scales) == (
+            cfg.reference, cfg.layernorm_mode, cfg.gate_scales, cfg.bpi_mode, cfg.bpi_subbatch, cfg.bpi_every,
+            cfg.gate_mode, cfg.exact_budget) == (
         None, None, 5e-4, None, False, 0.2, 0.5, 0.1, 0.0, MASK_FLOOR, 10.0, False, False, "full_stats",
-        DEFAULT_GATE_SCALES)
-    assert (args.kd_alpha, args.kd_temperature, args.kd_kind, args.kd_reduction, args.bpi_shadow) == (
-        0.5, 1.0, "soft", None, None)
-    _, args = _cli(["--handcrafted-keep", "0.5,0.25,1"])
-    cfg = config_from_args(args)
+        DEFAULT_GATE_SCALES, "grouped", 0.25, 4, "fused", True)
+    assert (job.kd.kd_alpha, job.kd.kd_temperature, job.kd.kd_kind, job.kd.kd_reduction) == (0.5, 1.0, "soft", None)
+    _, job = _cli(["--handcrafted-keep", "0.5,0.25,1"])
+    cfg = _config(job)
     assert (cfg.handcrafted_keep, cfg.prune_ratio) == ([0.5, 0.25, 1.0], 0.0)
-    _, args = _cli(["--frozen"])
-    assert config_from_args(args).frozen
-    _, args = _cli(["--layernorm-mode", "subset_stats", "--bpi-mode", "reference", "--gate-mode", "hooks",
-                    "--prune-ratio", "0.2"])
-    cfg = config_from_args(args)
+    _, job = _cli(["--frozen"])
+    assert _config(job).frozen
+    _, job = _cli(["--layernorm-mode", "subset_stats", "--bpi-mode", "reference", "--gate-mode", "hooks",
+                   "--prune-ratio", "0.2"])
+    cfg = _config(job)
     assert (cfg.layernorm_mode, cfg.bpi_mode, cfg.gate_mode) == ("subset_stats", "reference", "hooks")
 
 
+def test_cli_without_a_budget_is_refused():
+    _, job = _cli([])
+    with pytest.raises(P3BError) as e:
+        _config(job)
+    assert str(e.value) == ("--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
+                            "--handcrafted-keep / --frozen.")
+
+
 @pytest.mark.parametrize("argv,message", [
-    ([], "--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or --handcrafted-keep / "
-         "--frozen."),
     (["--handcrafted-keep", "0.5,x"], "--handcrafted-keep must be comma-separated floats: could not convert string to "
                                       "float: 'x'."),
     (["--prune-ratio", "0.5", "--gate-scales", "attn_out=2"], "--gate-scales item 'attn_out=2' is not 'gate:value' "
@@ -934,11 +941,10 @@ def test_cli_defaults_and_the_other_variants():
     (["--prune-ratio", "0.5", "--gate-scales", "head:2"], "--gate-scales item 'head:2' is not 'gate:value' with gate "
      "in ['attn_in', 'attn_out', 'attn_qkv', 'mlp_hid', 'mlp_in', 'mlp_out']."),
 ])
-def test_cli_errors(argv, message):
-    _, args = _cli(argv)
-    with pytest.raises(P3BError) as e:
-        config_from_args(args)
-    assert str(e.value) == message
+def test_cli_errors(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        _cli(argv)
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["--gate-mode", "x"], ["--bpi-mode", "x"], ["--layernorm-mode", "x"],
@@ -946,6 +952,7 @@ def test_cli_errors(argv, message):
 def test_cli_rejects_unknown_choices(argv, capsys):
     with pytest.raises(SystemExit):
         _cli(argv)
+    assert "invalid choice: 'x'" in capsys.readouterr().err
 
 
 def test_gate_scales_parsing():

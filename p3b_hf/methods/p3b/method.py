@@ -38,6 +38,14 @@ def check_reachable(model: object, cfg: P3BConfig) -> None:
             "global (it also prunes the embedding channels) for larger cuts.")
 
 
+def resolve_config(options: P3BConfig, prune_ratio: float | None) -> P3BConfig:
+    """The run's config: ``options`` with the common ``--prune-ratio`` and every reference/fast default set."""
+    if prune_ratio is None and options.handcrafted_keep is None and not options.frozen:
+        raise P3BError("--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
+                       "--handcrafted-keep / --frozen.")
+    return dataclasses.replace(options, prune_ratio=prune_ratio or 0.0, save_dir=None).resolved()
+
+
 def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
     """Run the P3BTrainer on ``ctx`` (tqdm progress from the Trainer) and return the pruned model; its
     ``history`` holds per-update keep ratios / ΔΨ per block, the phase boundaries and the step times."""
@@ -46,11 +54,7 @@ def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
     from .plots import plot_history
     from .trainer import P3BTrainer
 
-    options = options or P3BConfig()
-    if ctx.prune_ratio is None and options.handcrafted_keep is None and not options.frozen:
-        raise P3BError("--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
-                       "--handcrafted-keep / --frozen.")
-    cfg = dataclasses.replace(options, prune_ratio=ctx.prune_ratio or 0.0, save_dir=None).resolved()
+    cfg = resolve_config(options or P3BConfig(), ctx.prune_ratio)
     check_reachable(ctx.model, cfg)  # a BudgetError now, not at the first mask update
     teacher = load_model(ctx.kd.teacher) if ctx.kd.teacher else None
     kd = kd_config(ctx.kd, default_reduction="deit")
