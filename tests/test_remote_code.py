@@ -21,7 +21,7 @@ try:
     raise SystemExit("p3b_hf is importable: the test would not prove anything")
 except ModuleNotFoundError:
     pass
-from transformers import AutoModelForImageClassification
+from transformers import AutoModel, AutoModelForImageClassification
 x_path, out_path, dirs = sys.argv[1], sys.argv[2], sys.argv[3:]
 x = torch.load(x_path)
 res, info = {}, {}
@@ -35,7 +35,11 @@ for d in dirs:
     with torch.no_grad():
         out = model(pixel_values=x)
     res[d] = {k: out[k] for k in ("logits", "cls_logits", "distillation_logits") if out.get(k) is not None}
+    backbone = AutoModel.from_pretrained(d, trust_remote_code=True).eval()  # feature-extraction users
+    with torch.no_grad():
+        res[d]["backbone"] = backbone(pixel_values=x).last_hidden_state
     info[d] = {"cls": type(model).__module__ + "." + type(model).__name__, "refused": refused,
+               "backbone_cls": type(backbone).__module__ + "." + type(backbone).__name__,
                "params": sum(p.numel() for p in model.parameters()), "layernorm_mode": model.config.layernorm_mode}
 info["transformers"] = __import__("transformers").__version__
 info["p3b_imported"] = any(m == "p3b_hf" or m.startswith("p3b_hf.") for m in sys.modules)
@@ -108,6 +112,11 @@ def _check_stock_load(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit, im
         assert info[d]["params"] == sum(p.numel() for p in model.parameters())
         assert info[d]["layernorm_mode"] == model.config.layernorm_mode
         assert torch.equal(res[d]["logits"], refs[name].logits), name
+        base = getattr(model, model.base_model_prefix)
+        assert info[d]["backbone_cls"].startswith("transformers_modules.")
+        assert info[d]["backbone_cls"].endswith(type(base).__name__), info[d]
+        with torch.no_grad():
+            assert torch.equal(res[d]["backbone"], base(pixel_values=images).last_hidden_state), name
     distilled = str(tmp_path / "deit_distilled")
     assert torch.equal(res[distilled]["cls_logits"], refs["deit_distilled"].cls_logits)
     assert torch.equal(res[distilled]["distillation_logits"], refs["deit_distilled"].distillation_logits)
