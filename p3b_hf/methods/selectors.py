@@ -21,36 +21,41 @@ from torch import nn
 
 from ..cost import count_cost
 from ..errors import BudgetError, P3BError
-from ..models.configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
+from ..models.families import FAMILIES, P3B_CONFIGS, family_of_config
 from ..models.locator import locate
 from ..plan import LayerPlan, WidthPlan
 from .importance import StructureScores
 
 
 # ====================================================================== cost of a plan
-def plan_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool | None = None) -> P3BViTConfig:
-    """The :class:`P3BViTConfig` that ``apply_width_plan(model, plan)`` would produce (widths only).
+def plan_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool | None = None) -> Any:
+    """The pruned config that ``apply_width_plan(model, plan)`` would produce (widths only), of the
+    dense config's family (``P3BViTConfig``, ``P3BDeiTConfig``, ``P3BBeitConfig``, ``P3BDinov2Config``).
 
     ``distillation_head``: two-headed DeiT (default: read from ``dense_config.architectures``).
     """
-    if isinstance(dense_config, P3BViTConfig):
-        cls, extra = type(dense_config), {}
-    elif getattr(dense_config, "model_type", "vit") == "deit":
-        cls = P3BDeiTConfig
-        if distillation_head is None:
-            distillation_head = any("WithTeacher" in a for a in (getattr(dense_config, "architectures", None) or []))
-        extra = {"distillation_head": bool(distillation_head)}
+    family = family_of_config(dense_config)
+    cls = FAMILIES[family].config_class
+    if isinstance(dense_config, P3B_CONFIGS):
+        base = dense_config
     else:
-        cls, extra = P3BViTConfig, {}
-    base = cls.from_dense_config(dense_config, **extra) if not isinstance(dense_config, P3BViTConfig) \
-        else dense_config
-    heads, dims, mlp = [], [], []
+        extra: dict[str, Any] = {}
+        if family == "deit":
+            if distillation_head is None:
+                distillation_head = any("WithTeacher" in a for a in (getattr(dense_config, "architectures", None)
+                                                                     or []))
+            extra["distillation_head"] = bool(distillation_head)
+        base = cls.from_dense_config(dense_config, **extra)
+    heads, dims, mlp, kept_heads = [], [], [], set()
     for i in range(plan.num_layers):
         k = plan.kept(i)
         attn_on = k["heads"] > 0 and k["head_dim"] > 0
         heads.append(k["heads"] if attn_on else 0)
         dims.append(k["head_dim"] if attn_on else 0)
         mlp.append(k["mlp"])
+        if attn_on and k["attn_in"] and k["attn_out"]:  # what apply_width_plan keeps a bias column for
+            lp = plan.layers[i]
+            kept_heads.update(range(plan.num_attention_heads) if lp.heads is None else lp.heads)
     kwargs = base.to_dict()
     for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
         kwargs.pop(key, None)
@@ -59,6 +64,11 @@ def plan_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool |
                   layer_intermediate_sizes=mlp,
                   **{f"layer_{n}": [getattr(lp, n) for lp in plan.layers]
                      for n in ("attn_in", "attn_out", "mlp_in", "mlp_out")})
+    if family == "beit" and kwargs.get("use_shared_relative_position_bias"):
+        # the shared bias table keeps the union of the heads still attending (see plan._shared_bias)
+        if not kept_heads:
+            kwargs["use_shared_relative_position_bias"] = False
+        kwargs["shared_bias_num_heads"] = len(kept_heads) if 0 < len(kept_heads) < plan.num_attention_heads else None
     return cls(**kwargs)
 
 
