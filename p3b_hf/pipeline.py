@@ -189,7 +189,7 @@ def prepare_context(args: argparse.Namespace) -> PruneContext:
     output_dir = Path(args.output_dir)
     model, processor, data = load_inputs(args)
     head_reinitialised = adapt_classifier(model, data.labels)
-    image_size = locate(model).image_size
+    image_size = data_lib.model_image_size(model.config)  # None: the processor's (DINOv2)
     train_ds, eval_ds = data_lib.build_datasets(data, processor, image_size=image_size, augment=args.augment)
     collator = data_lib.make_collator(len(data.labels), mixup=args.mixup, cutmix=args.cutmix,
                                       label_smoothing=args.label_smoothing,

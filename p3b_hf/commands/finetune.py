@@ -150,8 +150,8 @@ def _context(args: argparse.Namespace) -> Any:
         head_reinitialised = adapt_classifier(model, data.labels)
     else:
         _check_labels(model.config, data.labels, "--model")
-    size = model.config.image_size
-    train_ds, eval_ds = data_lib.build_datasets(data, processor, image_size=size if isinstance(size, int) else size[0],
+    size = data_lib.model_image_size(model.config)  # None: the processor's (DINOv2)
+    train_ds, eval_ds = data_lib.build_datasets(data, processor, image_size=size,
                                                 augment=args.augment)
     collator = data_lib.make_collator(len(data.labels), mixup=args.mixup, cutmix=args.cutmix,
                                       label_smoothing=args.label_smoothing,

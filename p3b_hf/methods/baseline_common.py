@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..errors import PlanError
-from ..models.locator import locate
 from ..plan import WidthPlan
 from ..training import FineTuneTrainer, KDConfig
 
@@ -36,9 +35,9 @@ def calibration_dataset(ctx: Any) -> Any:
     """The target *training* split with eval transforms (no augmentation), as statistics want."""
     data = getattr(ctx, "data", None)
     if data is not None and getattr(data, "train", None) is not None:
-        from ..data import build_datasets
+        from ..data import build_datasets, model_image_size
 
-        train, _ = build_datasets(data, ctx.image_processor, image_size=locate(ctx.model).image_size,
+        train, _ = build_datasets(data, ctx.image_processor, image_size=model_image_size(ctx.model.config),
                                   augment="none")
         return train
     return ctx.train_ds

@@ -1,0 +1,70 @@
+"""The run layer on BEiT and DINOv2: image-processor driven data transforms, ``p3b-hf prune`` and ``cost``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_recipes import _tiny_data
+from transformers import AutoModelForImageClassification, BeitConfig, Dinov2Config
+
+from p3b_hf.cli import main
+from p3b_hf.data import model_image_size
+from p3b_hf.transforms import preprocess_from_processor
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+LABELS = dict(num_labels=4, id2label=dict(enumerate("abcd")), label2id={c: i for i, c in enumerate("abcd")})
+
+
+def test_transforms_follow_each_family_processor() -> None:
+    """DINOv2: its processor's 224 crop of a 256 short-side resize, ImageNet mean/std (not config.image_size=518);
+    BEiT: 224 at mean/std 0.5."""
+    from transformers.models.beit.image_processing_pil_beit import BeitImageProcessorPil
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    dino_cfg = Dinov2Config(image_size=518, patch_size=14)
+    dino_proc = BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                                     image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    assert model_image_size(dino_cfg) is None
+    pre = preprocess_from_processor(dino_proc, model_image_size(dino_cfg))
+    assert (pre.image_size, pre.crop_pct, pre.mean, pre.std) == (224, 224 / 256, (0.485, 0.456, 0.406),
+                                                                 (0.229, 0.224, 0.225))
+    beit_cfg = BeitConfig(image_size=224)
+    pre = preprocess_from_processor(BeitImageProcessorPil(image_mean=[0.5] * 3, image_std=[0.5] * 3),
+                                    model_image_size(beit_cfg))
+    assert (pre.image_size, pre.crop_pct, pre.mean, pre.std) == (224, 1.0, (0.5,) * 3, (0.5,) * 3)
+
+
+def _dense_dir(root: Path, family: str) -> Path:
+    from transformers import BeitForImageClassification, Dinov2ForImageClassification, ViTImageProcessorPil
+
+    torch.manual_seed(0)
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, **LABELS)
+    if family == "beit":
+        model = BeitForImageClassification(BeitConfig(intermediate_size=64, use_relative_position_bias=True, **common))
+    else:
+        model = Dinov2ForImageClassification(Dinov2Config(mlp_ratio=2, **common))
+    model.save_pretrained(root / family)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(root / family)
+    return root / family
+
+
+@pytest.mark.parametrize("family, method", [("beit", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
+                                            ("dinov2", ["global", "--importance", "taylor", "--taylor-batches", "1"])])
+def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path)
+    dense = _dense_dir(tmp_path, family)
+    out = tmp_path / "out"
+    code = main(["prune", "--method", *method, "--model", str(dense), "--dataset", str(data), "--prune-ratio", "0.5",
+                 "--epochs", "1", "--batch-size", "16", "--augment", "none", "--mixup", "0", "--cutmix", "0",
+                 "--device", "cpu", "--output-dir", str(out)])
+    assert code == 0
+    report = json.loads((out / "pruning_report.json").read_text())
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert type(model).__name__ == f"P3B{'Beit' if family == 'beit' else 'Dinov2'}ForImageClassification"
+    n = sum(p.numel() for p in model.parameters())
+    assert report["pruned"]["params"] == n
+    assert abs(1 - n / report["dense"]["params"] - 0.5) < 0.05
+    assert main(["cost", "--model", str(out)]) == 0
