@@ -220,3 +220,31 @@ def test_dinov2_swiglu_is_refused_naming_the_field() -> None:
                                                       image_size=16, patch_size=8, use_swiglu_ffn=True, num_labels=3))
     with pytest.raises(UnsupportedModelError, match="use_swiglu_ffn"):
         p3b_hf.locate(model)
+
+
+def test_standard_sizes_count_as_published() -> None:
+    """Analytic params == numel of the stock models (meta device) for the standard sizes (1000-class heads;
+    DINOv2's reads [CLS, mean]: 2C*1000 + 1000), MACs at 224 px and at the config's resolution."""
+    from transformers import (
+        BeitConfig,
+        BeitForImageClassification,
+        Dinov2Config,
+        Dinov2ForImageClassification,
+    )
+
+    cases = [  # config, class, params (1000 classes), MACs at 224 px, MACs at config.image_size
+        (BeitConfig(use_relative_position_bias=True, use_mean_pooling=True, num_labels=1000),
+         BeitForImageClassification, 86_530_984, 17_578_504_168, 17_578_504_168),
+        (Dinov2Config(hidden_size=384, num_attention_heads=6, image_size=518, num_labels=1000),
+         Dinov2ForImageClassification, 22_825_576, 6_135_087_592, 46_754_850_664),
+        (Dinov2Config(hidden_size=768, num_attention_heads=12, image_size=518, num_labels=1000),
+         Dinov2ForImageClassification, 88_117_480, 23_184_277_480, 151_689_939_688),
+    ]
+    for cfg, cls, params, macs224, macs_native in cases:
+        with torch.device("meta"):
+            model = cls(cfg)
+        assert count_cost(cfg)["params"] == _numel(model) == params
+        assert count_cost(cfg, image_size=224)["macs"] == macs224 and count_cost(cfg)["macs"] == macs_native
+    assert int(cases[0][2] / 1e6) == 86  # BEiT-B: 86.53 M
+    backbone = [p - (2 * c.hidden_size * 1000 + 1000) for c, _, p, _, _ in cases[1:]]
+    assert backbone == [22_056_576, 86_580_480]  # DINOv2 S/B backbones (papers: "21 M", "86 M"; README)

@@ -68,3 +68,19 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
     assert report["pruned"]["params"] == n
     assert abs(1 - n / report["dense"]["params"] - 0.5) < 0.05
     assert main(["cost", "--model", str(out)]) == 0
+
+
+def test_transfer_recipes_for_dinov2_and_beit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_recipes import RECIPES, _parsed, run
+
+    files = sorted((RECIPES / "transfer").glob("*.yaml"))
+    assert [p.stem for p in files] == ["beit_base_cifar100_p50", "beit_base_cifar100_p75",
+                                       "dinov2_small_cifar100_p50", "dinov2_small_cifar100_p75"]
+    for path in files:
+        recipe = run.load_recipe(path)
+        prune, ft = _parsed(recipe, "prune", 4, monkeypatch), _parsed(recipe, "finetune", 4, monkeypatch)
+        assert prune.method == "p3b" and prune.dataset == "cifar100" and not prune.reference
+        assert prune.model == ("facebook/dinov2-small" if "dinov2" in path.stem else "microsoft/beit-base-patch16-224")
+        assert prune.prune_ratio == int(path.stem[-2:]) / 100 and prune.batch_size * 4 == 512
+        assert (prune.lr, ft.lr, prune.epochs, ft.epochs) == (1e-4, 1e-4, 50, 300) and ft.model == prune.output_dir
+        assert "fast, clean P3B" in path.read_text()
