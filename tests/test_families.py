@@ -248,3 +248,18 @@ def test_standard_sizes_count_as_published() -> None:
     assert int(cases[0][2] / 1e6) == 86  # BEiT-B: 86.53 M
     backbone = [p - (2 * c.hidden_size * 1000 + 1000) for c, _, p, _, _ in cases[1:]]
     assert backbone == [22_056_576, 86_580_480]  # DINOv2 S/B backbones (papers: "21 M", "86 M"; README)
+
+
+def test_transplanted_dinov2_and_beit_compute_the_vit_backbone(tiny_vit, images: torch.Tensor) -> None:  # noqa: ANN001
+    """The dev-bench evidence starts DINOv2/BEiT from the pretrained ViT (p3b_hf.models.transplant)."""
+    from p3b_hf.models.transplant import vit_to_beit, vit_to_dinov2
+
+    with torch.no_grad():
+        ref = tiny_vit(pixel_values=images, output_hidden_states=True)
+        dino = vit_to_dinov2(tiny_vit)(pixel_values=images, output_hidden_states=True)
+        beit = vit_to_beit(tiny_vit)(pixel_values=images, output_hidden_states=True)
+    torch.testing.assert_close(dino.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    for a, b, r in zip(dino.hidden_states, beit.hidden_states, ref.hidden_states):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b, r, rtol=1e-5, atol=1e-5)  # key bias dropped: softmax-invariant
+    assert not torch.allclose(beit.logits, ref.logits)  # BEiT classifies from the mean patch token
