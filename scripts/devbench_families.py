@@ -14,7 +14,8 @@ The script checks those equalities on dev-bench images, saves the models (with t
 (glyph augmentation, label smoothing 0.1, AdamW lr 5e-4 wd 0.05, batch 64 fp32 on CPU / 512 bf16 on CUDA; a fresh
 200-class head; VBP starts from the dense cell)::
 
-    python scripts/devbench_families.py --epochs 2 --max-train-samples 5000 --output-dir runs/devbench_families
+    python scripts/devbench_families.py --epochs 2 --max-train-samples 2048 --max-eval-samples 1000 \
+        --output-dir runs/devbench_families
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="p3b,vbp,global-taylor")
     p.add_argument("--epochs", type=float, default=2.0, help="training epochs of every method (and of dense)")
     p.add_argument("--max-train-samples", type=int, default=None, help="subsample the 10,046 training glyphs")
+    p.add_argument("--max-eval-samples", type=int, default=None, help="subsample the 1,954 validation glyphs")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
     p.add_argument("--num-workers", type=int, default=None, help="default: 8 on CUDA, 1 on CPU")
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
              "--num-workers", str(workers), "--seed", str(a.seed), "--logging-steps", "50"]
     if a.max_train_samples:
         flags += ["--max-train-samples", str(a.max_train_samples)]
+    if a.max_eval_samples:
+        flags += ["--max-eval-samples", str(a.max_eval_samples)]
     if gpu:
         flags.append("--bf16")
     code = 0

@@ -263,3 +263,19 @@ def test_transplanted_dinov2_and_beit_compute_the_vit_backbone(tiny_vit, images:
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(b, r, rtol=1e-5, atol=1e-5)  # key bias dropped: softmax-invariant
     assert not torch.allclose(beit.logits, ref.logits)  # BEiT classifies from the mean patch token
+
+
+def test_vit_only_tools_refuse_the_new_families_clearly(tiny_beit, tiny_dinov2) -> None:  # noqa: ANN001
+    """optimize_for_inference and pad_widths (--pad-to) do not know layer scale / bias tables / pooling yet."""
+    from p3b_hf import P3BError
+    from p3b_hf.align import pad_widths
+    from p3b_hf.optimize import optimize_for_inference
+
+    for model in (tiny_beit, tiny_dinov2):
+        pruned = apply_width_plan(model, _random_plan(model, 0))
+        with pytest.raises(UnsupportedModelError, match="ViT/DeiT"):
+            optimize_for_inference(model)
+        with pytest.raises(UnsupportedModelError, match="ViT/DeiT"):
+            optimize_for_inference(pruned)
+        with pytest.raises(P3BError, match="--pad-to"):
+            pad_widths(pruned, 8)
