@@ -84,3 +84,22 @@ def test_transfer_recipes_for_dinov2_and_beit(monkeypatch: pytest.MonkeyPatch) -
         assert prune.prune_ratio == int(path.stem[-2:]) / 100 and prune.batch_size * 4 == 512
         assert (prune.lr, ft.lr, prune.epochs, ft.epochs) == (1e-4, 1e-4, 50, 300) and ft.model == prune.output_dir
         assert "fast, clean P3B" in path.read_text()
+
+
+def test_push_uploads_the_family_code_files(tmp_path: Path, tiny_dinov2, tiny_beit) -> None:  # noqa: ANN001
+    from fake_hub import HubStore, RecordingHfApi, snapshot_bytes
+
+    from p3b_hf import WidthPlan, apply_width_plan
+    from p3b_hf.hub import push_pruned
+
+    for name, model in (("dinov2", tiny_dinov2), ("beit", tiny_beit)):
+        plan = WidthPlan.full(model.config)
+        plan.layers[0].mlp = list(range(10))
+        pruned = apply_width_plan(model, plan)
+        d = tmp_path / name
+        pruned.save_pretrained(d)
+        store = HubStore(tmp_path / f"hub_{name}")
+        result = push_pruned(d, f"me/{name}", api=RecordingHfApi(store))
+        assert {f"configuration_p3b_{name}.py", f"modeling_p3b_{name}.py", "model.safetensors"} <= set(result.files)
+        cfg = json.loads(snapshot_bytes(store, f"me/{name}")["config.json"])
+        assert cfg["auto_map"]["AutoModel"] == f"modeling_p3b_{name}.P3B{'Dinov2' if name == 'dinov2' else 'Beit'}Model"
