@@ -53,7 +53,8 @@ class _IndexCache:
         t = self._cache.get(device)
         if t is None:
             t = torch.tensor(self.indices, dtype=torch.long, device=device)
-            self._cache[device] = t
+            if type(t) is torch.Tensor:  # never keep a tracer's fake tensor (torch.export, compile)
+                self._cache[device] = t
         return t
 
 
