@@ -103,3 +103,21 @@ def test_push_uploads_the_family_code_files(tmp_path: Path, tiny_dinov2, tiny_be
         assert {f"configuration_p3b_{name}.py", f"modeling_p3b_{name}.py", "model.safetensors"} <= set(result.files)
         cfg = json.loads(snapshot_bytes(store, f"me/{name}")["config.json"])
         assert cfg["auto_map"]["AutoModel"] == f"modeling_p3b_{name}.P3B{'Dinov2' if name == 'dinov2' else 'Beit'}Model"
+
+
+@pytest.mark.parametrize("family", ["vit", "beit", "dinov2"])
+def test_demo_source_model_of_each_family(family: str) -> None:
+    """``p3b-hf demo --family``: the source model has the spec's widths in the chosen family (and prunes)."""
+    from p3b_hf import WidthPlan, apply_width_plan, locate
+    from p3b_hf.demo_data import SourceModelSpec, build_source_model
+
+    spec = SourceModelSpec(family=family)
+    model = build_source_model(spec, list("abc"))
+    mods = locate(model)
+    assert (mods.family, mods.hidden_size, mods.num_layers, mods.intermediate_size) == (
+        family, spec.hidden_size, spec.num_layers, spec.mlp_dim)
+    assert model.config.num_labels == 3
+    pruned = apply_width_plan(model, WidthPlan.full(model.config))
+    x = torch.randn(2, 3, spec.image_size, spec.image_size)
+    with torch.no_grad():
+        assert torch.equal(pruned.eval()(pixel_values=x).logits, model.eval()(pixel_values=x).logits)

@@ -266,7 +266,8 @@ def _summary(report: dict[str, Any], prune_report: dict[str, Any], summarize: An
     lines = [
         "",
         "=" * 72,
-        "p3b-hf demo: transfer pruning of a small ViT (source: Latin glyphs -> target: Greek/Cyrillic)",
+        f"p3b-hf demo: transfer pruning of a small {src['spec'].get('family', 'vit')} "
+        "(source: Latin glyphs -> target: Greek/Cyrillic)",
         "=" * 72,
         f"source pretraining   {src['source_classes']} classes, {100 * src['source_eval_accuracy']:.1f} % on fresh renders",
         f"target               {len(report['target']['classes'])} classes, {report['target']['train_images']} train /"
