@@ -41,7 +41,7 @@ from .training import FineTuneTrainer, KDConfig, compute_accuracy, logits_of
 
 logger = logging.getLogger(__name__)
 
-_NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token")
+_NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token", "mask_token", "relative_position_bias_table")
 #: fast-mode defaults of the BPI patch-head sub-batch fraction and period (see P3BConfig, docs/p3b.md "Step
 #: cost"): the patch heads score 1/16 of the samples (the class heads all of them); ≤1.5x a dense step on CPU,
 #: keep ratios as close to the reference BPI's as the reference's own with other initial heads (same-run

@@ -228,3 +228,17 @@ def test_dinov2_classifier_scores_both_halves_of_its_input(tiny_dinov2) -> None:
     delta = embed_sums() - before
     torch.testing.assert_close(delta[5], 99 * col, rtol=1e-5, atol=1e-5)
     assert torch.equal(delta[torch.arange(48) != 5], torch.zeros(47))
+
+
+def test_p3b_optimizer_keeps_bias_tables_and_tokens_out_of_weight_decay(tiny_beit_shared, tmp_path: Path) -> None:  # noqa: ANN001
+    """As BEiT's own fine-tuning: no decay on relative position bias tables, tokens, positions, layer scales."""
+    trainer = P3BTrainer(model=tiny_beit_shared, args=training_args(str(tmp_path)), train_dataset=synthetic_dataset(8),
+                         p3b=P3BConfig(prune_ratio=0.5, handcrafted_keep=[1.0] * 6))
+    names = {id(p): n for n, p in tiny_beit_shared.named_parameters()}
+    groups = {g["p3b_group"]: {names[id(p)] for p in g["params"]} for g in trainer._param_groups()}
+    no_decay = groups["no_decay"]
+    assert any("relative_position_bias_table" in n for n in no_decay)
+    assert {"beit.embeddings.mask_token", "beit.embeddings.cls_token", "beit.embeddings.position_embeddings"} <= no_decay
+    assert any("lambda_1" in n for n in no_decay)
+    assert not any("relative_position_bias_table" in n or "token" in n for n in groups["decay"])
+    trainer.pruner.detach()
