@@ -1,37 +1,50 @@
-"""p3b_hf: prune HuggingFace ViT/DeiT structurally while fine-tuning (P3B), with VBP and grouped
+"""p3b_hf: prune HuggingFace ViT/DeiT/BEiT/DINOv2 structurally while fine-tuning (P3B), with VBP and grouped
 global pruning as baselines on the same WidthPlan -> slice path.
 
-Importing the package registers ``p3b_vit`` / ``p3b_deit`` with ``AutoConfig`` and
-``AutoModelForImageClassification``, so pruned checkpoints load without ``trust_remote_code``.
+Importing the package registers ``p3b_vit`` / ``p3b_deit`` / ``p3b_beit`` / ``p3b_dinov2`` with ``AutoConfig``, ``AutoModel`` (the
+backbone, for feature extraction) and ``AutoModelForImageClassification``, so pruned checkpoints load
+without ``trust_remote_code``.
 """
 
 __version__ = "0.1.0"
 
-from transformers import AutoConfig, AutoModelForImageClassification
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .cost import count_cost
 from .errors import BudgetError, CheckpointError, DataError, P3BError, PlanError, UnsupportedModelError
 from .models import (
+    FAMILIES,
+    P3BBeitConfig,
+    P3BBeitForImageClassification,
+    P3BBeitModel,
     P3BDeiTConfig,
     P3BDeiTForImageClassification,
+    P3BDeiTModel,
+    P3BDinov2Config,
+    P3BDinov2ForImageClassification,
+    P3BDinov2Model,
     P3BViTConfig,
     P3BViTForImageClassification,
+    P3BViTModel,
     locate,
 )
 from .plan import LayerPlan, WidthPlan, apply_width_plan
 
-AutoConfig.register("p3b_vit", P3BViTConfig, exist_ok=True)
-AutoConfig.register("p3b_deit", P3BDeiTConfig, exist_ok=True)
-AutoModelForImageClassification.register(P3BViTConfig, P3BViTForImageClassification, exist_ok=True)
-AutoModelForImageClassification.register(P3BDeiTConfig, P3BDeiTForImageClassification, exist_ok=True)
-# save_pretrained / push_to_hub then write the two code files and ``auto_map`` for stock transformers
-P3BViTConfig.register_for_auto_class()
-P3BDeiTConfig.register_for_auto_class()
-P3BViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-P3BDeiTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+# model_type -> config, classifier, backbone; save_pretrained / push_to_hub then write the two code files
+# and ``auto_map`` (AutoConfig, AutoModelForImageClassification, AutoModel) for stock transformers
+for _fam in FAMILIES.values():
+    AutoConfig.register(_fam.config_class.model_type, _fam.config_class, exist_ok=True)
+    AutoModelForImageClassification.register(_fam.config_class, _fam.model_class, exist_ok=True)
+    AutoModel.register(_fam.config_class, _fam.backbone_class, exist_ok=True)
+    _fam.config_class.register_for_auto_class()
+    _fam.model_class.register_for_auto_class("AutoModelForImageClassification")
+    _fam.backbone_class.register_for_auto_class("AutoModel")
+del _fam
 
 __all__ = [
     "__version__", "WidthPlan", "LayerPlan", "apply_width_plan", "count_cost", "locate",
-    "P3BViTConfig", "P3BDeiTConfig", "P3BViTForImageClassification", "P3BDeiTForImageClassification",
+    "P3BViTConfig", "P3BDeiTConfig", "P3BBeitConfig", "P3BDinov2Config", "P3BViTForImageClassification",
+    "P3BDeiTForImageClassification", "P3BBeitForImageClassification", "P3BDinov2ForImageClassification",
+    "P3BViTModel", "P3BDeiTModel", "P3BBeitModel", "P3BDinov2Model",
     "P3BError", "PlanError", "UnsupportedModelError", "BudgetError", "DataError", "CheckpointError",
 ]

@@ -196,6 +196,9 @@ def dense_model_for(pruned: nn.Module) -> tuple[nn.Module, str]:
             reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
     else:
         reason = "no base_model_name_or_path"
+    if not isinstance(cfg, P3BViTConfig):
+        raise P3BError(f"Cannot load the dense original of this {type(pruned).__name__} ({reason}); pass the "
+                       "dense model directory (p3b-hf bench --dense DIR).")
     dense_cfg = dense_config_of(cfg)
     if cfg.distilled:
         cls = DeiTForImageClassificationWithTeacher if cfg.distillation_head else DeiTForImageClassification
@@ -294,14 +297,21 @@ def run_bench(pruned: nn.Module, dense: nn.Module | None = None, *, device: str 
         min_repeat_s = 0.0 if dev.type == "cuda" else 0.2
     for v in (*variants, *pruned_variants):
         parse_variant(v)  # fail before building anything
+    vit_like = isinstance(pruned.config, P3BViTConfig)
+    if not vit_like:  # BEiT / DINOv2: no plain "ideal" model and no optimize_for_inference path (yet)
+        fast = [v for v in (*variants, *pruned_variants) if parse_variant(v) is not None]
+        if fast:
+            raise P3BError(f"bench variants {fast} use optimize_for_inference, which supports ViT/DeiT only; "
+                           f"bench a {type(pruned).__name__} with the eager variant (--variants eager).")
     sources = dict(sources or {})
     if dense is None:
         dense, sources["dense"] = dense_model_for(pruned)
-    ideal = plain_like(pruned)
-    models = {"pruned": pruned, "dense": dense, "ideal": ideal}
+    models = {"pruned": pruned, "dense": dense}
+    if vit_like:
+        models["ideal"] = plain_like(pruned)
+        sources["ideal"] = "plain ViT, same Linear shapes and weights as the pruned model (prefix reads/writes)"
     sources.setdefault("pruned", str(getattr(pruned.config, "_name_or_path", "") or "in-memory"))
     sources.setdefault("dense", str(getattr(dense.config, "_name_or_path", "") or "in-memory"))
-    sources["ideal"] = "plain ViT, same Linear shapes and weights as the pruned model (prefix reads/writes)"
     report: dict[str, Any] = {
         "schema": SCHEMA, "env": environment(dev),
         "settings": {"dtype": dtype, "batch_size": batch_size, "repeats": repeats, "warmup": warmup,

@@ -1,14 +1,20 @@
-"""Analytic parameter and MAC counts of dense and pruned ViT/DeiT models, from configs alone.
+"""Analytic parameter and MAC counts of dense and pruned ViT/DeiT/BEiT/DINOv2 models, from configs alone.
 
 MAC convention (matches the numbers the P3B and VBP papers report, e.g. DeiT-B 17.58 G and VBP's
 DeiT-B p=0.55 -> 11.44 G): per image and over **all tokens** (patches + cls [+ distillation]),
-every Linear / patch Conv counts ``out * (in + 1)`` MACs per token (one MAC for the bias add),
-attention counts ``2 * heads * N^2 * head_dim`` (QK^T and AV); LayerNorm, GELU, softmax,
-residual adds and the gathers/scatters of channel subsets are not counted.
-The classifier head(s) run on one token each.
+every Linear / patch Conv counts ``out * (in + 1)`` MACs per token when it has a bias (one MAC for
+the bias add; ``out * in`` without: BEiT's key), attention counts ``2 * heads * N^2 * head_dim``
+(QK^T and AV); LayerNorm, GELU, softmax, layer scale, the relative position bias add, mean pooling,
+residual adds and the gathers/scatters of channel subsets are not counted. The classifier head(s)
+run on one token each (DINOv2's reads ``[CLS, mean]``, ``2C`` inputs).
+
+``image_size`` (default: ``config.image_size``) sets the token count for MACs only; parameters never
+depend on it (position embeddings and relative position tables are sized by ``config.image_size``).
+DINOv2's ``config.image_size`` is its 518 px pretraining grid while its image processor feeds 224 px:
+pass ``image_size=224`` for the fine-tuning cost.
 
 ``params`` is exact: it equals ``sum(p.numel() for p in model.parameters())`` of the model that
-:func:`p3b_hf.apply_width_plan` builds (checked in the tests).
+:func:`p3b_hf.apply_width_plan` builds, and of the stock model (checked in the tests).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from .models.configuration_p3b_vit import P3BViTConfig
+from .models.families import P3B_CONFIGS, dense_intermediate_size, family_of_config
 
 
 @dataclass
@@ -26,11 +32,19 @@ class _Arch:
     c: int
     layers: int
     special: int
-    patches: int
+    patches: int  # at the MAC resolution
+    positions: int  # rows of the absolute position embedding (0: none)
     patch_in: int  # channels * patch^2
     labels: int
     n_heads_out: int  # classifier heads (1, or 2 for distilled DeiT with teacher)
-    qkv_bias: bool
+    head_in: int  # classifier input width (C, or 2C for DINOv2)
+    qkv_biases: int  # how many of q, k, v have a bias (ViT 3 or 0, BEiT 2)
+    layer_scale: bool
+    rel_rows: int  # rows of a relative position bias table (0: none)
+    rel_per_layer: bool
+    shared_rel_heads: int  # columns of the shared relative position bias table (0: none)
+    mask_token: int
+    norms: int  # final LayerNorm and/or pooling LayerNorm (each 2C)
     num_heads: list[int]
     head_dims: list[int]
     mlp: list[int]
@@ -47,58 +61,80 @@ def _as_int(v: Any) -> int:
 def _arch(obj: Any, image_size: int | None) -> _Arch:
     model = obj if isinstance(obj, nn.Module) else None
     cfg = obj.config if model is not None else obj
-    img = image_size or _as_int(cfg.image_size)
+    family = family_of_config(cfg)
     patch = _as_int(cfg.patch_size)
+    grid = _as_int(cfg.image_size) // patch
+    img = image_size or _as_int(cfg.image_size)
     c, n = int(cfg.hidden_size), int(cfg.num_hidden_layers)
     k = int(cfg.num_labels)
-    if isinstance(cfg, P3BViTConfig):
-        special = cfg.num_special_tokens
-        n_out = 2 if cfg.distillation_head else 1
+    qkv_bias = bool(getattr(cfg, "qkv_bias", True))
+    beit, dinov2 = family == "beit", family == "dinov2"
+    special = 2 if (family == "deit" or getattr(cfg, "distilled", False)) else 1
+    if isinstance(cfg, P3B_CONFIGS):
+        with_teacher = bool(getattr(cfg, "distillation_head", False))
+    else:
+        archs = list(getattr(cfg, "architectures", None) or [])
+        with_teacher = (model is not None and hasattr(model, "distillation_classifier")) or (
+            model is None and any("WithTeacher" in a for a in archs))
+    rel_rows = (2 * grid - 1) ** 2 + 3
+    shared = beit and bool(getattr(cfg, "use_shared_relative_position_bias", False))
+    shared_heads = (getattr(cfg, "shared_bias_num_heads", None) or int(cfg.num_attention_heads)) if shared else 0
+    a = _Arch(
+        c=c, layers=n, special=special, patches=(img // patch) ** 2,
+        positions=(grid * grid + special) if (not beit or getattr(cfg, "use_absolute_position_embeddings", False))
+        else 0,
+        patch_in=int(cfg.num_channels) * patch * patch, labels=k, n_heads_out=2 if with_teacher else 1,
+        head_in=2 * c if dinov2 else c, qkv_biases=2 if beit else (3 if qkv_bias else 0),
+        layer_scale=dinov2 or (beit and float(getattr(cfg, "layer_scale_init_value", 0.1)) > 0),
+        rel_rows=rel_rows if (beit and getattr(cfg, "use_relative_position_bias", False)) else 0,
+        rel_per_layer=beit and bool(getattr(cfg, "use_relative_position_bias", False)),
+        shared_rel_heads=shared_heads * rel_rows, mask_token=c if getattr(cfg, "use_mask_token", False) else 0,
+        norms=2 * c,  # one final LayerNorm (BEiT with mean pooling: the pooler's LN instead)
+        num_heads=[], head_dims=[], mlp=[], attn_in=[], attn_out=[], mlp_in=[], mlp_out=[])
+    if isinstance(cfg, P3B_CONFIGS):
 
         def w(s: list[int] | None) -> int:
             return c if s is None else len(s)
 
-        return _Arch(c, n, special, (img // patch) ** 2, cfg.num_channels * patch * patch, k, n_out, cfg.qkv_bias,
-                     list(cfg.layer_num_heads), list(cfg.layer_head_dims), list(cfg.layer_intermediate_sizes),
-                     [w(s) for s in cfg.layer_attn_in], [w(s) for s in cfg.layer_attn_out],
-                     [w(s) for s in cfg.layer_mlp_in], [w(s) for s in cfg.layer_mlp_out])
-    # stock ViTConfig / DeiTConfig
-    distilled = getattr(cfg, "model_type", "vit") == "deit"
-    archs = list(getattr(cfg, "architectures", None) or [])
-    with_teacher = (model is not None and hasattr(model, "distillation_classifier")) or (
-        model is None and any("WithTeacher" in a for a in archs))
-    h = int(cfg.num_attention_heads)
-    return _Arch(c, n, 2 if distilled else 1, (img // patch) ** 2, int(cfg.num_channels) * patch * patch, k,
-                 2 if with_teacher else 1, bool(getattr(cfg, "qkv_bias", True)), [h] * n, [c // h] * n,
-                 [int(cfg.intermediate_size)] * n, [c] * n, [c] * n, [c] * n, [c] * n)
+        a.num_heads, a.head_dims = list(cfg.layer_num_heads), list(cfg.layer_head_dims)
+        a.mlp = list(cfg.layer_intermediate_sizes)
+        a.attn_in, a.attn_out = [w(s) for s in cfg.layer_attn_in], [w(s) for s in cfg.layer_attn_out]
+        a.mlp_in, a.mlp_out = [w(s) for s in cfg.layer_mlp_in], [w(s) for s in cfg.layer_mlp_out]
+    else:  # stock config
+        h = int(cfg.num_attention_heads)
+        a.num_heads, a.head_dims, a.mlp = [h] * n, [c // h] * n, [dense_intermediate_size(cfg)] * n
+        a.attn_in = a.attn_out = a.mlp_in = a.mlp_out = [c] * n
+    return a
 
 
 def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str, int]:
     """Return ``{"params", "macs", "block_params", "non_block_params"}`` (ints).
 
-    Accepts a stock ``ViTConfig``/``DeiTConfig``, a :class:`P3BViTConfig`, or a model (its config is
-    used; for stock DeiT the presence of the distillation head is read from the model).
-    ``block_params`` counts the encoder layers (LayerNorms included, as the P3B budget does);
-    ``non_block_params`` the embeddings, final norm and head(s).
+    Accepts a stock ``ViTConfig`` / ``DeiTConfig`` / ``BeitConfig`` / ``Dinov2Config``, a pruned p3b
+    config, or a model (its config is used; for stock DeiT the presence of the distillation head is read
+    from the model). ``block_params`` counts the encoder layers (LayerNorms, layer scales and per-layer
+    relative position tables included, as the P3B budget does); ``non_block_params`` the embeddings
+    (tokens, positions, patch projection), a shared relative position table, final / pooling norm and head(s).
     """
     a = _arch(model_or_config, image_size)
     n_tok = a.patches + a.special
-    qb = 1 if a.qkv_bias else 0
-    non_block = (a.c * a.patch_in + a.c) + a.special * a.c + n_tok * a.c + 2 * a.c + a.n_heads_out * (a.c * a.labels
-                                                                                                     + a.labels)
-    macs = a.patches * a.c * (a.patch_in + 1) + a.n_heads_out * a.labels * (a.c + 1)
+    non_block = ((a.c * a.patch_in + a.c) + a.special * a.c + a.mask_token + a.positions * a.c + a.norms
+                 + a.shared_rel_heads + a.n_heads_out * (a.head_in * a.labels + a.labels))
+    macs = a.patches * a.c * (a.patch_in + 1) + a.n_heads_out * a.labels * (a.head_in + 1)
     block = 0
+    ls = 1 if a.layer_scale else 0
     for i in range(a.layers):
         inner = a.num_heads[i] * a.head_dims[i]
         ai, ao, mi, mo, h = a.attn_in[i], a.attn_out[i], a.mlp_in[i], a.mlp_out[i], a.mlp[i]
         if inner and ai and ao:
-            block += 2 * ai + 3 * (ai * inner + qb * inner) + inner * ao + ao
-            macs += n_tok * 3 * inner * (ai + qb) + 2 * a.num_heads[i] * n_tok * n_tok * a.head_dims[i]
+            block += 2 * ai + 3 * ai * inner + a.qkv_biases * inner + inner * ao + ao + ls * ao
+            block += a.rel_rows * a.num_heads[i] if a.rel_per_layer else 0
+            macs += n_tok * (3 * inner * ai + a.qkv_biases * inner) + 2 * a.num_heads[i] * n_tok * n_tok * a.head_dims[i]
             macs += n_tok * ao * (inner + 1)
         else:
-            block += ao  # constant output of a removed sub-block
+            block += ao  # constant output of a removed sub-block (layer scale folded in)
         if h and mi and mo:
-            block += 2 * mi + mi * h + h + h * mo + mo
+            block += 2 * mi + mi * h + h + h * mo + mo + ls * mo
             macs += n_tok * h * (mi + 1) + n_tok * mo * (h + 1)
         else:
             block += mo

@@ -572,6 +572,20 @@ def _batch_transform(tf: Callable[[Any], torch.Tensor], img_col: str, lab_col: s
     return apply
 
 
+def model_image_size(config: Any) -> int | None:
+    """The input resolution to feed a model of this (stock or pruned) config, or ``None``: the image
+    processor decides.
+
+    ViT, DeiT and BEiT run at ``config.image_size``. DINOv2 interpolates its position embeddings to any
+    input: its ``config.image_size`` (518 for the Hub checkpoints) is the pretraining grid, while its image
+    processor resizes the short side to 256 and centre-crops 224 -- the resolution it is fine-tuned at.
+    """
+    if str(getattr(config, "model_type", "")).removeprefix("p3b_") == "dinov2":
+        return None
+    size = config.image_size
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
 def build_datasets(data: ImageData, image_processor: Any, *, image_size: int | None = None,
                    augment: str = "deit", use_torchvision: bool | None = None) -> tuple[Any, Any]:
     """Train/eval datasets with on-the-fly transforms (train: ``augment`` recipe; eval: resize + normalise).

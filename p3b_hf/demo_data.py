@@ -260,18 +260,37 @@ class SourceModelSpec:
     weight_decay: float = 0.05
     colour_augment: bool = False  # plain black-on-white learns much faster in a one-minute budget
     seed: int = 0
+    family: str = "vit"  # "vit", "beit" (relative position bias, layer scale, mean pooling) or "dinov2"
 
 
 def build_source_model(spec: SourceModelSpec, classes: Sequence[str]) -> Any:
-    from transformers import ViTConfig, ViTForImageClassification
+    """A randomly initialised source classifier of ``spec.family`` with the spec's widths."""
+    from transformers import (
+        BeitConfig,
+        BeitForImageClassification,
+        Dinov2Config,
+        Dinov2ForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
 
-    config = ViTConfig(hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
-                       num_attention_heads=spec.num_heads, intermediate_size=spec.mlp_dim,
-                       image_size=spec.image_size, patch_size=spec.patch_size, num_labels=len(classes),
-                       id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
-                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    common = dict(hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
+                  num_attention_heads=spec.num_heads, image_size=spec.image_size, patch_size=spec.patch_size,
+                  num_labels=len(classes), id2label=dict(enumerate(classes)),
+                  label2id={c: i for i, c in enumerate(classes)}, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0)
     torch.manual_seed(spec.seed)
-    return ViTForImageClassification(config)
+    if spec.family == "vit":
+        return ViTForImageClassification(ViTConfig(intermediate_size=spec.mlp_dim, **common))
+    if spec.family == "beit":  # the microsoft/beit-base-patch16-224 layout, no stochastic depth
+        return BeitForImageClassification(BeitConfig(intermediate_size=spec.mlp_dim, use_relative_position_bias=True,
+                                                     use_mean_pooling=True, layer_scale_init_value=0.1,
+                                                     drop_path_rate=0.0, **common))
+    if spec.family == "dinov2":
+        if spec.mlp_dim % spec.hidden_size:
+            raise ValueError(f"DINOv2 needs an integer MLP ratio; mlp_dim {spec.mlp_dim} / hidden {spec.hidden_size}.")
+        return Dinov2ForImageClassification(Dinov2Config(mlp_ratio=spec.mlp_dim // spec.hidden_size, **common))
+    raise ValueError(f"Unknown demo family {spec.family!r}; choose vit, beit or dinov2.")
 
 
 def demo_image_processor(image_size: int) -> Any:
@@ -327,7 +346,7 @@ def pretrain_source_model(cache_dir: str | os.PathLike[str], spec: SourceModelSp
     g = torch.Generator().manual_seed(spec.seed)
     x_all = torch.from_numpy(train.images).float().div(255.0).unsqueeze(1)
     y_all = torch.from_numpy(train.labels)
-    bar = tqdm(range(spec.steps), desc="pretrain source ViT", unit="step")
+    bar = tqdm(range(spec.steps), desc=f"pretrain source {spec.family}", unit="step")
     loss_ema = None
     for _ in bar:
         idx = torch.randint(0, len(x_all), (spec.batch_size,), generator=g)

@@ -7,7 +7,7 @@ explicit list of files from a model dir written by ``p3b-hf prune`` / ``p3b-hf f
 - ``model.safetensors`` (or its shards + index) and ``config.json`` with the per-layer widths and
   ``auto_map``;
 - the two self-contained code files named in ``auto_map`` (``configuration_p3b_vit.py``,
-  ``modeling_p3b_vit.py``), so stock transformers loads the repo with ``trust_remote_code=True``
+  ``modeling_p3b_vit.py``; ``…_beit.py`` / ``…_dinov2.py`` for those families), so stock transformers loads the repo with ``trust_remote_code=True``
   (with ``p3b_hf`` installed the locally registered classes are used and no remote code runs);
 - ``preprocessor_config.json``, ``width_plan.json``, ``pruning_report.json``, ``plots/*.png``;
 - a ``README.md`` model card built from ``pruning_report.json`` (base model, data set, method,
@@ -32,7 +32,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from .errors import CheckpointError, P3BError
 
 REPORT_NAME = "pruning_report.json"
-P3B_MODEL_TYPES = ("p3b_vit", "p3b_deit")
+P3B_MODEL_TYPES = ("p3b_vit", "p3b_deit", "p3b_beit", "p3b_dinov2")
 #: files uploaded when present (besides the weights, the auto_map code files and plots/*.png)
 EXTRA_FILES = ("preprocessor_config.json", "width_plan.json", REPORT_NAME)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -232,7 +232,7 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
         "## Usage", "",
         "With `p3b_hf` installed (`pip install p3b_hf`), no remote code runs:", "",
         "```python",
-        "import p3b_hf  # registers the p3b_vit / p3b_deit classes",
+        "import p3b_hf  # registers the pruned classes (p3b_vit, p3b_deit, p3b_beit, p3b_dinov2)",
         "from transformers import AutoImageProcessor, AutoModelForImageClassification",
         f'model = AutoModelForImageClassification.from_pretrained("{repo_id}")',
         f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
@@ -243,7 +243,8 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
         "```", "",
         "Each layer has its own widths (`layer_num_heads`, `layer_head_dims`, `layer_intermediate_sizes`, "
         "and the residual channel subsets `layer_attn_in/out`, `layer_mlp_in/out` in `config.json`); the "
-        "weights are physically smaller, parameter names follow HF ViT/DeiT. `pruning_report.json` holds "
+        "weights are physically smaller, parameter names follow the stock HF checkpoints of the family. "
+        "`AutoModel.from_pretrained` gives the backbone without its head. `pruning_report.json` holds "
         "the full run report.", "",
     ]
     body = "\n".join(lines)

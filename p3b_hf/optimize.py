@@ -255,6 +255,9 @@ class _Options:
 def _as_p3b(model: nn.Module) -> nn.Module:
     if isinstance(getattr(model, "config", None), P3BViTConfig):
         return model
+    if str(getattr(getattr(model, "config", None), "model_type", "")).removeprefix("p3b_") in ("beit", "dinov2"):
+        raise UnsupportedModelError(f"optimize_for_inference supports ViT/DeiT (pruned or stock) only, not "
+                                    f"{type(model).__name__} yet; run the model itself (eager or torch.compile).")
     from .plan import WidthPlan, apply_width_plan  # stock HF ViT/DeiT -> full-width P3B model
 
     try:

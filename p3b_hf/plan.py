@@ -17,8 +17,14 @@ Per layer ``i`` (``plan.layers[i]``):
   ``hidden_size``), computed from dense weights before slicing (VBP's mean-shift fold).
 
 Model level: ``embed`` prunes the residual stream itself (Torch-Pruning's embedding group): the
-cls/distillation tokens, position embeddings, patch projection, every LayerNorm and the classifier
-inputs are sliced with it; the layer subsets above must then be subsets of ``embed``.
+cls/distillation/mask tokens, position embeddings, patch projection, every LayerNorm, the layer scales,
+the pooling norm and the classifier inputs (both halves of DINOv2's ``[CLS, mean]`` input) are sliced with
+it; the layer subsets above must then be subsets of ``embed``.
+
+Family extras (:mod:`p3b_hf.models.families`): layer scale (BEiT ``lambda_1/2``, DINOv2
+``layer_scale1/2``) is sliced with the written subset it multiplies (``attn_out`` / ``mlp_out``); BEiT's
+relative position bias tables keep the columns of the kept heads (a shared table keeps the union over
+layers, each layer indexing its columns); a removed sub-block's constant includes its layer scale.
 
 ``None`` always means "keep all". An empty list removes the structure; a sub-block that keeps no
 inner width, reads nothing or writes nothing is *removed* and replaced by its exact constant output.
@@ -36,9 +42,8 @@ import torch
 from torch import nn
 
 from .errors import PlanError
-from .models.configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
+from .models.families import FAMILIES, P3B_CONFIGS, dense_intermediate_size, family_of_config
 from .models.locator import ViTModules, locate
-from .models.modeling_p3b_vit import P3BDeiTForImageClassification, P3BViTForImageClassification
 
 SUBSETS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
 PLAN_VERSION = 1
@@ -75,7 +80,7 @@ class WidthPlan:
         """A plan that keeps everything of a model with this (dense) config."""
         heads = int(config.num_attention_heads)
         return cls(hidden_size=int(config.hidden_size), num_attention_heads=heads,
-                   head_dim=int(config.hidden_size) // heads, intermediate_size=int(config.intermediate_size),
+                   head_dim=int(config.hidden_size) // heads, intermediate_size=dense_intermediate_size(config),
                    layers=[LayerPlan() for _ in range(int(config.num_hidden_layers))])
 
     @property
@@ -194,17 +199,19 @@ def _remap(sub: list[int] | None, embed: list[int] | None) -> list[int] | None:
 @torch.no_grad()
 def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bool = False,
                      layernorm_mode: str = "full_stats", provenance: dict[str, Any] | None = None) -> nn.Module:
-    """Return a physically smaller :class:`P3BViTForImageClassification` (or the DeiT variant).
+    """Return a physically smaller pruned model of ``model``'s family (``P3BViTForImageClassification``,
+    ``P3BDeiTForImageClassification``, ``P3BBeitForImageClassification``, ``P3BDinov2ForImageClassification``).
 
-    ``model`` is a dense HF ``ViTForImageClassification`` / ``DeiTForImageClassification[WithTeacher]``
-    or a full-width P3B model; it is not modified. By default the attention softmax scale stays at
-    the dense ``head_dim**-0.5`` (function preserving: removing head dims equals zero-masking them);
-    ``rescale_attention=True`` uses ``kept_head_dim**-0.5`` as Isomorphic Pruning does.
-    ``layernorm_mode`` is recorded in the config (see :class:`P3BViTConfig`).
+    ``model`` is a dense HF ``ViTForImageClassification`` / ``DeiTForImageClassification[WithTeacher]`` /
+    ``BeitForImageClassification`` / ``Dinov2ForImageClassification`` or a full-width P3B model; it is not
+    modified. By default the attention softmax scale stays at the dense ``head_dim**-0.5`` (function
+    preserving: removing head dims equals zero-masking them); ``rescale_attention=True`` uses
+    ``kept_head_dim**-0.5`` as Isomorphic Pruning does. ``layernorm_mode`` is recorded in the config.
     """
     mods = locate(model)
     plan.validate()
     plan.check_matches(mods)
+    keys = FAMILIES[mods.family].keys
     c, hd = mods.hidden_size, mods.head_dim
     e_idx = _idx(plan.embed, c)
     c_kept = len(e_idx)
@@ -212,18 +219,25 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
     sd: dict[str, torch.Tensor] = {}
     prefix = mods.family
     lay: dict[str, list] = {k: [] for k in ("heads", "hd", "mlp", "attn_in", "attn_out", "mlp_in", "mlp_out",
-                                            "scale")}
+                                            "scale", "kept_heads")}
 
     sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
     if mods.dist_token is not None:
         sd[f"{prefix}.embeddings.distillation_token"] = mods.dist_token[..., e_idx]
-    sd[f"{prefix}.embeddings.position_embeddings"] = mods.position_embeddings[..., e_idx]
+    if mods.mask_token is not None:
+        sd[f"{prefix}.embeddings.mask_token"] = mods.mask_token[..., e_idx]
+    if mods.position_embeddings is not None:
+        sd[f"{prefix}.embeddings.position_embeddings"] = mods.position_embeddings[..., e_idx]
     sd[f"{prefix}.embeddings.patch_embeddings.projection.weight"] = mods.patch_projection.weight[e_idx]
     sd[f"{prefix}.embeddings.patch_embeddings.projection.bias"] = mods.patch_projection.bias[e_idx]
-    sd[f"{prefix}.layernorm.weight"] = mods.final_norm.weight[e_idx]
-    sd[f"{prefix}.layernorm.bias"] = mods.final_norm.bias[e_idx]
+    for key, norm in (("layernorm", mods.final_norm), ("pooler.layernorm", mods.pool_norm)):
+        if norm is not None:
+            sd[f"{prefix}.{key}.weight"] = norm.weight[e_idx]
+            sd[f"{prefix}.{key}.bias"] = norm.bias[e_idx]
+    # a head reads `classifier_copies` concatenated copies of the stream (DINOv2: [CLS, mean of patches])
+    head_cols = torch.cat([e_idx + j * c for j in range(mods.classifier_copies)])
     for name, head in mods.heads.items():
-        sd[f"{name}.weight"] = head.weight[:, e_idx]
+        sd[f"{name}.weight"] = head.weight[:, head_cols]
         sd[f"{name}.bias"] = head.bias
 
     for i, (lm, lp) in enumerate(zip(mods.layers, plan.layers)):
@@ -237,30 +251,39 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
         o_bias = lm.o.bias + (torch.tensor(lp.attn_bias_delta, dtype=lm.o.bias.dtype, device=lm.o.bias.device)
                               if lp.attn_bias_delta is not None else 0)
         if len(inner) == 0 or len(a_in) == 0 or len(a_out) == 0:
-            # Removed: its output is constant. With an empty input the (uniform) attention returns the
-            # value bias for every token, so the constant is o(v_bias); with no inner width, o's bias.
+            # Removed: its output is constant. With an empty input every token has the same value row
+            # (the value bias), so whatever the attention weights (uniform, or BEiT's relative position
+            # bias) the constant is o(v_bias); with no inner width, o's bias. Layer scale multiplies it.
             const = o_bias.double()
             if len(inner) and len(a_in) == 0 and lm.v.bias is not None:
                 const = const + lm.o.weight.double()[:, inner] @ lm.v.bias.double()[inner]
+            if lm.ls1 is not None:
+                const = const * lm.ls1.double()
             if len(a_out):
-                sd[f"{pre}.attention.output.dense.bias"] = const[a_out].to(o_bias.dtype)
+                sd[f"{pre}.{keys.o}.bias"] = const[a_out].to(o_bias.dtype)
             lay["heads"].append(0)
             lay["hd"].append(0)
             lay["attn_in"].append([])
             lay["attn_out"].append(_remap(lp.attn_out, plan.embed))
+            lay["kept_heads"].append([])
         else:
-            sd[f"{pre}.layernorm_before.weight"] = lm.ln_before.weight[a_in]
-            sd[f"{pre}.layernorm_before.bias"] = lm.ln_before.bias[a_in]
-            for name, lin in (("query", lm.q), ("key", lm.k), ("value", lm.v)):
-                sd[f"{pre}.attention.attention.{name}.weight"] = lin.weight[inner][:, a_in]
+            sd[f"{pre}.{keys.ln_before}.weight"] = lm.ln_before.weight[a_in]
+            sd[f"{pre}.{keys.ln_before}.bias"] = lm.ln_before.bias[a_in]
+            for key, lin in ((keys.q, lm.q), (keys.k, lm.k), (keys.v, lm.v)):
+                sd[f"{pre}.{key}.weight"] = lin.weight[inner][:, a_in]
                 if lin.bias is not None:
-                    sd[f"{pre}.attention.attention.{name}.bias"] = lin.bias[inner]
-            sd[f"{pre}.attention.output.dense.weight"] = lm.o.weight[a_out][:, inner]
-            sd[f"{pre}.attention.output.dense.bias"] = o_bias[a_out]
+                    sd[f"{pre}.{key}.bias"] = lin.bias[inner]
+            sd[f"{pre}.{keys.o}.weight"] = lm.o.weight[a_out][:, inner]
+            sd[f"{pre}.{keys.o}.bias"] = o_bias[a_out]
+            if lm.ls1 is not None:
+                sd[f"{pre}.{keys.ls1}"] = lm.ls1[a_out]
+            if lm.rel_bias is not None:
+                sd[f"{pre}.{keys.rel_bias}"] = lm.rel_bias[:, heads]
             lay["heads"].append(len(heads))
             lay["hd"].append(len(dims))
             lay["attn_in"].append(_remap(lp.attn_in, plan.embed))
             lay["attn_out"].append(_remap(lp.attn_out, plan.embed))
+            lay["kept_heads"].append(heads.tolist())
         lay["scale"].append(dense_scale if not rescale_attention or len(dims) == 0 else len(dims) ** -0.5)
         # ---- MLP
         hid = _idx(lp.mlp, mods.intermediate_size)
@@ -272,24 +295,29 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
             const = b2.double()
             if len(hid) and len(m_in) == 0:
                 const = const + lm.fc2.weight.double()[:, hid] @ lm.act(lm.fc1.bias.double()[hid])
+            if lm.ls2 is not None:
+                const = const * lm.ls2.double()
             if len(m_out):
-                sd[f"{pre}.output.dense.bias"] = const[m_out].to(b2.dtype)
+                sd[f"{pre}.{keys.fc2}.bias"] = const[m_out].to(b2.dtype)
             lay["mlp"].append(0)
             lay["mlp_in"].append([])
             lay["mlp_out"].append(_remap(lp.mlp_out, plan.embed))
         else:
-            sd[f"{pre}.layernorm_after.weight"] = lm.ln_after.weight[m_in]
-            sd[f"{pre}.layernorm_after.bias"] = lm.ln_after.bias[m_in]
-            sd[f"{pre}.intermediate.dense.weight"] = lm.fc1.weight[hid][:, m_in]
-            sd[f"{pre}.intermediate.dense.bias"] = lm.fc1.bias[hid]
-            sd[f"{pre}.output.dense.weight"] = lm.fc2.weight[m_out][:, hid]
-            sd[f"{pre}.output.dense.bias"] = b2[m_out]
+            sd[f"{pre}.{keys.ln_after}.weight"] = lm.ln_after.weight[m_in]
+            sd[f"{pre}.{keys.ln_after}.bias"] = lm.ln_after.bias[m_in]
+            sd[f"{pre}.{keys.fc1}.weight"] = lm.fc1.weight[hid][:, m_in]
+            sd[f"{pre}.{keys.fc1}.bias"] = lm.fc1.bias[hid]
+            sd[f"{pre}.{keys.fc2}.weight"] = lm.fc2.weight[m_out][:, hid]
+            sd[f"{pre}.{keys.fc2}.bias"] = b2[m_out]
+            if lm.ls2 is not None:
+                sd[f"{pre}.{keys.ls2}"] = lm.ls2[m_out]
             lay["mlp"].append(len(hid))
             lay["mlp_in"].append(_remap(lp.mlp_in, plan.embed))
             lay["mlp_out"].append(_remap(lp.mlp_out, plan.embed))
 
-    config = _pruned_config(model, mods, plan, lay, c_kept, layernorm_mode, provenance)
-    cls = P3BDeiTForImageClassification if mods.family == "deit" else P3BViTForImageClassification
+    extra = _shared_bias(mods, lay["kept_heads"], sd, prefix)
+    config = _pruned_config(model, mods, plan, lay, c_kept, layernorm_mode, provenance, extra)
+    cls = FAMILIES[mods.family].model_class
     dtype = mods.patch_projection.weight.dtype
     with torch.device("meta"):
         pruned = cls(config)
@@ -302,14 +330,32 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
     return pruned.to(mods.patch_projection.weight.device)
 
 
+def _shared_bias(mods: ViTModules, kept_heads: list[list[int]], sd: dict[str, torch.Tensor], prefix: str
+                 ) -> dict[str, Any]:
+    """BEiT's shared relative position bias: keep the columns of every head some layer still uses (the union),
+    and record per layer which of those columns its kept heads read (``layer_bias_heads``)."""
+    if mods.family != "beit":
+        return {}
+    if mods.shared_rel_bias is None:
+        return {"layer_bias_heads": None, "shared_bias_num_heads": None}
+    union = sorted({h for heads in kept_heads for h in heads})
+    if not union:  # no layer attends any more: the table is dead
+        return {"use_shared_relative_position_bias": False, "layer_bias_heads": None, "shared_bias_num_heads": None}
+    sd[f"{prefix}.encoder.relative_position_bias.relative_position_bias_table"] = mods.shared_rel_bias[:, union]
+    pos = {h: j for j, h in enumerate(union)}
+    per_layer = [None if heads == union or not heads else [pos[h] for h in heads] for heads in kept_heads]
+    return {"layer_bias_heads": per_layer,
+            "shared_bias_num_heads": None if len(union) == mods.num_heads else len(union)}
+
+
 def _pruned_config(model: nn.Module, mods: ViTModules, plan: WidthPlan, lay: dict[str, list], c_kept: int,
-                   layernorm_mode: str, provenance: dict[str, Any] | None) -> P3BViTConfig:
+                   layernorm_mode: str, provenance: dict[str, Any] | None, extra_fields: dict[str, Any]) -> Any:
     dense_cfg = model.config
-    cfg_cls = P3BDeiTConfig if mods.family == "deit" else P3BViTConfig
+    cfg_cls = FAMILIES[mods.family].config_class
     extra: dict[str, Any] = {}
     if mods.family == "deit":
         extra["distillation_head"] = "cls_classifier" in mods.heads
-    base = cfg_cls.from_dense_config(dense_cfg, **extra) if not isinstance(dense_cfg, P3BViTConfig) else None
+    base = cfg_cls.from_dense_config(dense_cfg, **extra) if not isinstance(dense_cfg, P3B_CONFIGS) else None
     kwargs = base.to_dict() if base is not None else dense_cfg.to_dict()
     for k in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
         kwargs.pop(k, None)
@@ -317,7 +363,7 @@ def _pruned_config(model: nn.Module, mods: ViTModules, plan: WidthPlan, lay: dic
         hidden_size=c_kept, layer_num_heads=lay["heads"], layer_head_dims=lay["hd"],
         layer_intermediate_sizes=lay["mlp"], layer_attn_in=lay["attn_in"], layer_attn_out=lay["attn_out"],
         layer_mlp_in=lay["mlp_in"], layer_mlp_out=lay["mlp_out"], layer_attention_scales=lay["scale"],
-        layernorm_mode=layernorm_mode,
+        layernorm_mode=layernorm_mode, **extra_fields,
     )
     meta = dict(plan.meta)
     meta.update(provenance or {})
@@ -333,30 +379,35 @@ def _pruned_config(model: nn.Module, mods: ViTModules, plan: WidthPlan, lay: dic
     return cfg_cls(**kwargs)
 
 
-def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool | None = None) -> P3BViTConfig:
-    """The config ``apply_width_plan(model, plan)`` produces (widths only; no weights touched): THE way from
-    a plan to a pruned config, for cost estimates (:func:`p3b_hf.cost.plan_cost`) and random plans.
+def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool | None = None) -> Any:
+    """The config ``apply_width_plan(model, plan)`` produces (widths only; no weights touched), of the dense
+    config's family (``P3BViTConfig``, ``P3BDeiTConfig``, ``P3BBeitConfig``, ``P3BDinov2Config``): THE way
+    from a plan to a pruned config, for cost estimates (:func:`p3b_hf.cost.plan_cost`) and random plans.
 
     ``distillation_head``: two-headed DeiT (default: read from ``dense_config.architectures``).
     """
-    if isinstance(dense_config, P3BViTConfig):
-        cls, extra = type(dense_config), {}
-    elif getattr(dense_config, "model_type", "vit") == "deit":
-        cls = P3BDeiTConfig
-        if distillation_head is None:
-            distillation_head = any("WithTeacher" in a for a in (getattr(dense_config, "architectures", None) or []))
-        extra = {"distillation_head": bool(distillation_head)}
+    family = family_of_config(dense_config)
+    cls = FAMILIES[family].config_class
+    if isinstance(dense_config, P3B_CONFIGS):
+        base = dense_config
     else:
-        cls, extra = P3BViTConfig, {}
-    base = cls.from_dense_config(dense_config, **extra) if not isinstance(dense_config, P3BViTConfig) \
-        else dense_config
-    heads, dims, mlp = [], [], []
+        extra: dict[str, Any] = {}
+        if family == "deit":
+            if distillation_head is None:
+                distillation_head = any("WithTeacher" in a for a in (getattr(dense_config, "architectures", None)
+                                                                     or []))
+            extra["distillation_head"] = bool(distillation_head)
+        base = cls.from_dense_config(dense_config, **extra)
+    heads, dims, mlp, kept_heads = [], [], [], set()
     for i in range(plan.num_layers):
         k = plan.kept(i)
         attn_on = k["heads"] > 0 and k["head_dim"] > 0
         heads.append(k["heads"] if attn_on else 0)
         dims.append(k["head_dim"] if attn_on else 0)
         mlp.append(k["mlp"])
+        if attn_on and k["attn_in"] and k["attn_out"]:  # what apply_width_plan keeps a bias column for
+            lp = plan.layers[i]
+            kept_heads.update(range(plan.num_attention_heads) if lp.heads is None else lp.heads)
     kwargs = base.to_dict()
     for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
         kwargs.pop(key, None)
@@ -365,4 +416,9 @@ def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool
                   layer_intermediate_sizes=mlp,
                   **{f"layer_{n}": [getattr(lp, n) for lp in plan.layers]
                      for n in ("attn_in", "attn_out", "mlp_in", "mlp_out")})
+    if family == "beit" and kwargs.get("use_shared_relative_position_bias"):
+        # the shared bias table keeps the union of the heads still attending (see _shared_bias)
+        if not kept_heads:
+            kwargs["use_shared_relative_position_bias"] = False
+        kwargs["shared_bias_num_heads"] = len(kept_heads) if 0 < len(kept_heads) < plan.num_attention_heads else None
     return cls(**kwargs)

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from .cost import count_cost
+from .models.families import dense_intermediate_size
 from .plan import WidthPlan
 
 REPORT_NAME = "pruning_report.json"
@@ -25,7 +26,7 @@ def layer_widths(model_or_config: Any) -> list[dict[str, int]]:
     n = cfg.num_hidden_layers
     if not hasattr(cfg, "layer_num_heads"):
         h = cfg.num_attention_heads
-        return [{"heads": h, "head_dim": c // h, "mlp": cfg.intermediate_size, "attn_in": c, "attn_out": c,
+        return [{"heads": h, "head_dim": c // h, "mlp": dense_intermediate_size(cfg), "attn_in": c, "attn_out": c,
                  "mlp_in": c, "mlp_out": c} for _ in range(n)]
 
     def w(s: list[int] | None) -> int:
@@ -138,7 +139,7 @@ def plot_widths(model_or_config: Any, path: str | os.PathLike, dense_config: Any
     attn = [w["heads"] * w["head_dim"] for w in widths]
     mlp = [w["mlp"] for w in widths]
     dense_attn = cfg.hidden_size if dense_config is None else dense_config.hidden_size
-    dense_mlp = cfg.intermediate_size
+    dense_mlp = dense_intermediate_size(cfg)
     axes[0].bar([x - 0.2 for x in xs], [a / dense_attn for a in attn], width=0.4, label="attention q/k/v width")
     axes[0].bar([x + 0.2 for x in xs], [m / dense_mlp for m in mlp], width=0.4, label="MLP hidden width")
     axes[0].set(title="Kept inner widths (fraction of dense)", xlabel="layer", ylim=(0, 1.05), xticks=xs)

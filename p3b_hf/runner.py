@@ -137,10 +137,12 @@ def load_data(data: DataOptions, seed: int) -> Any:
                               test_domains=data.test_domains, source_holdout=data.source_holdout)
 
 
-def _datasets(raw: Any, data: DataOptions, processor: Any, image_size: int) -> tuple[Any, Any, Any, dict[str, Any]]:
+def _datasets(raw: Any, data: DataOptions, processor: Any, model_config: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Transformed train / primary eval datasets, the collator, and every eval set by name (the primary's
     entry is the same dataset object)."""
-    from .data import build_datasets, build_eval_sets, make_collator
+    from .data import build_datasets, build_eval_sets, make_collator, model_image_size
+
+    image_size = model_image_size(model_config)  # None: the image processor's (DINOv2)
 
     train_ds, eval_ds = build_datasets(raw, processor, image_size=image_size, augment=data.augment)
     eval_sets = {raw.primary_eval: eval_ds}
@@ -209,7 +211,7 @@ def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None,
     output_dir = Path(job.output.output_dir)
     model, processor, raw = _load(job.prune.model, job.data, job.output, job.train)
     head_reinitialised = adapt_classifier(model, raw.labels)
-    train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor, locate(model).image_size)
+    train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor, model.config)
     staging = make_staging_dir(output_dir)
     work_dir = _work_dir(output_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -340,9 +342,7 @@ def finetune(job: FinetuneJob) -> RunResult:
         head_reinitialised = adapt_classifier(model, raw.labels)
     else:
         check_labels(model.config, raw.labels, "--model")
-    size = model.config.image_size
-    train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor,
-                                                       size if isinstance(size, int) else size[0])
+    train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor, model.config)
     teacher = None
     if job.kd.teacher:
         teacher = load_model(job.kd.teacher)

@@ -12,9 +12,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
+    BeitConfig,
+    BeitForImageClassification,
     DeiTConfig,
     DeiTForImageClassification,
     DeiTForImageClassificationWithTeacher,
+    Dinov2Config,
+    Dinov2ForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -50,6 +54,48 @@ def tiny_deit_teacher() -> DeiTForImageClassificationWithTeacher:
 def tiny_deit() -> DeiTForImageClassification:
     torch.manual_seed(2)
     return _randomise(DeiTForImageClassification(DeiTConfig(**TINY)), 2)
+
+
+def _randomise_family(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """BEiT / DINOv2: also layer scales (constant at init), relative position bias tables and absolute
+    positions (zero at init), every norm -- so that slicing them wrongly changes the logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lambda" in name:
+                p.copy_(torch.rand(p.shape, generator=g) + 0.25)
+            elif name.endswith("bias") or "norm" in name or "token" in name or "position" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if "norm" in name and
+                                                                     name.endswith("weight") else 0.0))
+    return model.eval()
+
+
+#: BEiT-B/16 layout in miniature: per-layer relative position bias, layer scale, mean pooling, no absolute
+#: positions, no mask token (microsoft/beit-base-patch16-224)
+TINY_BEIT = dict(TINY, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.1,
+                 drop_path_rate=0.1)
+#: the other BEiT layout: shared relative position bias, absolute positions, mask token, CLS pooling
+TINY_BEIT_SHARED = dict(TINY, use_shared_relative_position_bias=True, use_absolute_position_embeddings=True,
+                        use_mask_token=True, use_mean_pooling=False, layer_scale_init_value=0.1)
+TINY_DINOV2 = dict({k: v for k, v in TINY.items() if k != "intermediate_size"}, mlp_ratio=2)
+
+
+@pytest.fixture
+def tiny_beit() -> BeitForImageClassification:
+    torch.manual_seed(3)
+    return _randomise_family(BeitForImageClassification(BeitConfig(**TINY_BEIT)), 3)
+
+
+@pytest.fixture
+def tiny_beit_shared() -> BeitForImageClassification:
+    torch.manual_seed(4)
+    return _randomise_family(BeitForImageClassification(BeitConfig(**TINY_BEIT_SHARED)), 4)
+
+
+@pytest.fixture
+def tiny_dinov2() -> Dinov2ForImageClassification:
+    torch.manual_seed(5)
+    return _randomise_family(Dinov2ForImageClassification(Dinov2Config(**TINY_DINOV2)), 5)
 
 
 @pytest.fixture

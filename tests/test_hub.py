@@ -90,7 +90,8 @@ def test_push_uploads_files_and_model_card(pruned_dir: tuple[Path, torch.nn.Modu
     cfg = json.loads(hub["config.json"])
     assert cfg["model_type"] == "p3b_vit"
     assert cfg["auto_map"] == {"AutoConfig": "configuration_p3b_vit.P3BViTConfig",
-                               "AutoModelForImageClassification": "modeling_p3b_vit.P3BViTForImageClassification"}
+                               "AutoModelForImageClassification": "modeling_p3b_vit.P3BViTForImageClassification",
+                               "AutoModel": "modeling_p3b_vit.P3BViTModel"}
     assert cfg["layer_num_heads"] == pruned.config.layer_num_heads == [3, 4, 0]
     assert cfg["layer_intermediate_sizes"][1] == 0
     card = hub["README.md"].decode()

@@ -21,7 +21,7 @@ try:
     raise SystemExit("p3b_hf is importable: the test would not prove anything")
 except ModuleNotFoundError:
     pass
-from transformers import AutoModelForImageClassification
+from transformers import AutoModel, AutoModelForImageClassification
 x_path, out_path, dirs = sys.argv[1], sys.argv[2], sys.argv[3:]
 x = torch.load(x_path)
 res, info = {}, {}
@@ -35,7 +35,11 @@ for d in dirs:
     with torch.no_grad():
         out = model(pixel_values=x)
     res[d] = {k: out[k] for k in ("logits", "cls_logits", "distillation_logits") if out.get(k) is not None}
+    backbone = AutoModel.from_pretrained(d, trust_remote_code=True).eval()  # feature-extraction users
+    with torch.no_grad():
+        res[d]["backbone"] = backbone(pixel_values=x).last_hidden_state
     info[d] = {"cls": type(model).__module__ + "." + type(model).__name__, "refused": refused,
+               "backbone_cls": type(backbone).__module__ + "." + type(backbone).__name__,
                "params": sum(p.numel() for p in model.parameters()), "layernorm_mode": model.config.layernorm_mode}
 info["transformers"] = __import__("transformers").__version__
 info["p3b_imported"] = any(m == "p3b_hf" or m.startswith("p3b_hf.") for m in sys.modules)
@@ -56,9 +60,13 @@ def _with_embed(plan):  # noqa: ANN001, ANN202
     return plan
 
 
-def test_pruned_vit_and_deit_load_without_p3b_hf(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit,  # noqa: ANN001
-                                                  images: torch.Tensor) -> None:
-    _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=None)
+def test_pruned_models_of_every_family_load_without_p3b_hf(tmp_path: Path, tiny_vit, tiny_deit_teacher,  # noqa: ANN001
+                                                           tiny_deit, tiny_beit, tiny_beit_shared, tiny_dinov2,  # noqa: ANN001
+                                                           images: torch.Tensor) -> None:
+    extra = {"beit": apply_width_plan(tiny_beit, nontrivial_plan(tiny_beit.config)),
+             "beit_shared": apply_width_plan(tiny_beit_shared, _with_embed(nontrivial_plan(tiny_beit_shared.config))),
+             "dinov2": apply_width_plan(tiny_dinov2, _with_embed(nontrivial_plan(tiny_dinov2.config)))}
+    _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=None, extra=extra)
 
 
 @pytest.mark.skipif(not os.environ.get("P3B_HF_COMPAT_SITE"),
@@ -72,18 +80,20 @@ def test_remote_code_loads_on_another_transformers(tmp_path: Path, tiny_vit, tin
 
 
 def _check_stock_load(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit, images: torch.Tensor,  # noqa: ANN001
-                      site: str | None) -> None:
+                      site: str | None, extra: dict[str, torch.nn.Module] | None = None) -> None:
     cases = {
         "vit": apply_width_plan(tiny_vit, nontrivial_plan(tiny_vit.config)),
         "deit_distilled": apply_width_plan(tiny_deit_teacher, _with_embed(nontrivial_plan(tiny_deit_teacher.config)),
                                            rescale_attention=True, layernorm_mode="subset_stats"),
         "deit": apply_width_plan(tiny_deit, nontrivial_plan(tiny_deit.config)),
+        **(extra or {}),
     }
     refs = {}
     for name, model in cases.items():
         model.eval().save_pretrained(tmp_path / name)
-        assert (tmp_path / name / "modeling_p3b_vit.py").read_bytes() == (
-            Path(__file__).parents[1] / "p3b_hf/models/modeling_p3b_vit.py").read_bytes()
+        code = f"modeling_p3b_{model.config.model_type.removeprefix('p3b_').replace('deit', 'vit')}.py"
+        assert (tmp_path / name / code).read_bytes() == (
+            Path(__file__).parents[1] / "p3b_hf/models" / code).read_bytes()
         with torch.no_grad():
             out = model(pixel_values=images)
         refs[name] = out
@@ -108,6 +118,11 @@ def _check_stock_load(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit, im
         assert info[d]["params"] == sum(p.numel() for p in model.parameters())
         assert info[d]["layernorm_mode"] == model.config.layernorm_mode
         assert torch.equal(res[d]["logits"], refs[name].logits), name
+        base = getattr(model, model.base_model_prefix)
+        assert info[d]["backbone_cls"].startswith("transformers_modules.")
+        assert info[d]["backbone_cls"].endswith(type(base).__name__), info[d]
+        with torch.no_grad():
+            assert torch.equal(res[d]["backbone"], base(pixel_values=images).last_hidden_state), name
     distilled = str(tmp_path / "deit_distilled")
     assert torch.equal(res[distilled]["cls_logits"], refs["deit_distilled"].cls_logits)
     assert torch.equal(res[distilled]["distillation_logits"], refs["deit_distilled"].distillation_logits)

@@ -14,6 +14,16 @@ Choices where Torch-Pruning is ambiguous or quirky (documented here and in docs/
   ``apply_width_plan`` also makes by default.
 * The ratio is chosen so that no group would be emptied (Torch-Pruning then skips the whole group,
   while we keep one channel).
+
+BEiT and DINOv2 (layer scales passed to Torch-Pruning as ``unwrapped_parameters`` on dim 0, pruned with
+the embedding group and, as bare parameters, not scored -- same here):
+* BEiT without relative position bias: kept sets and pruned logits match exactly. With the bias tables
+  Torch-Pruning treats each ``[R, heads]`` table as an unwrapped parameter coupled to the attention and
+  then keeps every head dimension of BEiT's layers: not a reference there (so not compared).
+* DINOv2: Torch-Pruning traces only the CLS half of the classifier's ``[CLS, mean(patches)]`` input (it
+  scores and prunes those columns only; its pruned model then fails on a shape mismatch). We score both
+  halves of a channel; with the mean half of the classifier zeroed the two definitions coincide, and the
+  kept sets match exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import torch.nn.functional as F
 import torch_pruning as tp  # noqa: E402  (a dev dependency: a missing install must fail, not skip)
 
 from p3b_hf.methods.global_pruning import global_plan  # noqa: E402
+from p3b_hf.models.locator import locate  # noqa: E402
 from p3b_hf.plan import apply_width_plan  # noqa: E402
 
 RATIO = 0.4
@@ -41,7 +52,9 @@ def _tp_prune(model: torch.nn.Module, importance: str, batches: list[dict[str, t
               ) -> tuple[torch.nn.Module, dict[str, list[int]]]:
     """Prune a copy of ``model`` with Torch-Pruning; return it and the kept indices per group."""
     model = copy.deepcopy(model).eval()
-    layers = list(model.vit.layers)
+    mods = locate(model)
+    layers = [lm.block for lm in mods.layers]  # stock layers: attention.q_proj ..., mlp.fc1 in every family
+    scales = [(ls, 0) for lm in mods.layers for ls in (lm.ls1, lm.ls2) if ls is not None]
     heads = model.config.num_attention_heads
     num_heads = {}
     for lay in layers:
@@ -57,8 +70,8 @@ def _tp_prune(model: torch.nn.Module, importance: str, batches: list[dict[str, t
     pruner = tp.pruner.BasePruner(
         model, batches[0]["pixel_values"][:1], importance=imp, pruning_ratio=RATIO, global_pruning=True,
         ignored_layers=[model.classifier], num_heads=num_heads, prune_head_dims=True, prune_num_heads=False,
-        output_transform=lambda out: out.logits.sum())
-    hidden, hd, inter = model.config.hidden_size, model.config.hidden_size // heads, model.config.intermediate_size
+        output_transform=lambda out: out.logits.sum(), unwrapped_parameters=scales or None)
+    hidden, hd, inter = model.config.hidden_size, model.config.hidden_size // heads, mods.intermediate_size
     kept = {"embed": list(range(hidden))}
     for i in range(len(layers)):
         kept[f"head_dims.{i}"] = list(range(hd))
@@ -114,3 +127,38 @@ def test_kept_sets_and_logits_match_torch_pruning(tiny_vit, importance):
         torch.testing.assert_close(pruned(pixel_values=x).logits, tp_model(pixel_values=x).logits,
                                    rtol=1e-4, atol=1e-5)
     assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in tp_model.parameters())
+
+
+@pytest.mark.parametrize("family", ["beit", "dinov2"])
+@pytest.mark.parametrize("importance", ["l1", "taylor"])
+def test_beit_and_dinov2_kept_sets_match_torch_pruning(family, importance):
+    from conftest import TINY_BEIT, TINY_DINOV2, _randomise_family
+    from transformers import (
+        BeitConfig,
+        BeitForImageClassification,
+        Dinov2Config,
+        Dinov2ForImageClassification,
+    )
+
+    torch.manual_seed(0)
+    if family == "beit":  # without the relative position tables (see the module docstring)
+        model = BeitForImageClassification(BeitConfig(**dict(TINY_BEIT, use_relative_position_bias=False)))
+    else:
+        model = Dinov2ForImageClassification(Dinov2Config(**TINY_DINOV2))
+    model = _randomise_family(model, 0)
+    if family == "dinov2":  # Torch-Pruning reads only the CLS half of the classifier input
+        with torch.no_grad():
+            model.classifier.weight[:, model.config.hidden_size:] = 0
+    batches = _batches()
+    plan = global_plan(model, batches, importance, ratio=RATIO, taylor_batches=len(batches))
+    ours = _our_kept(plan)
+    tp_model, theirs = _tp_prune(model, importance, batches)
+    assert ours == theirs
+    assert len(ours["embed"]) < 48 and all(len(ours[k]) < 96 for k in ours if k.startswith("mlp"))
+    if family == "beit":
+        pruned = apply_width_plan(model, plan)
+        x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            torch.testing.assert_close(pruned(pixel_values=x).logits, tp_model(pixel_values=x).logits,
+                                       rtol=1e-4, atol=1e-5)
+        assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in tp_model.parameters())

@@ -12,13 +12,14 @@ from typing import Any
 
 from ..cost import count_cost
 from ..errors import BudgetError
+from ..models.families import dense_intermediate_size
 
 _EPS = 1e-9
 
 
 def _dims(model_or_config: Any) -> tuple[int, int, int]:
     config = getattr(model_or_config, "config", model_or_config)
-    return int(config.hidden_size), int(config.num_hidden_layers), int(config.intermediate_size)
+    return int(config.hidden_size), int(config.num_hidden_layers), dense_intermediate_size(config)
 
 
 def neurons_for_percentage(config: Any, percentage: float) -> int:
@@ -31,7 +32,7 @@ def neurons_for_percentage(config: Any, percentage: float) -> int:
 
 
 def vbp_params(config: Any, percentage: float) -> int:
-    """Whole-model parameters after VBP at ``percentage`` (stock ViT/DeiT config or model)."""
+    """Whole-model parameters after VBP at ``percentage`` (stock config or model of any supported family)."""
     c, _, _ = _dims(config)
     return count_cost(config)["params"] - neurons_for_percentage(config, percentage) * (2 * c + 1)
 

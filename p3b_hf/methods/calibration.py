@@ -30,10 +30,9 @@ def calib_collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 def calibration_dataset(ctx: RunContext) -> Any:
     """The target *training* split with eval transforms (no augmentation), as statistics want."""
     if ctx.data is not None and getattr(ctx.data, "train", None) is not None:
-        from ..data import build_datasets
-        from ..models.locator import locate
+        from ..data import build_datasets, model_image_size
 
-        train, _ = build_datasets(ctx.data, ctx.image_processor, image_size=locate(ctx.model).image_size,
+        train, _ = build_datasets(ctx.data, ctx.image_processor, image_size=model_image_size(ctx.model.config),
                                   augment="none")
         return train
     return ctx.train_ds

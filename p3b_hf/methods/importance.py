@@ -328,9 +328,12 @@ def structure_scores(model: nn.Module, element: ElementScore, *, reduction: str 
     """Grouped per-structure scores from per-weight scores (Torch-Pruning semantics, see module doc).
 
     Members of the embedding group: the patch projection (out-channel rows), every LayerNorm gamma,
-    q/k/v and fc1 input columns, attention-output and fc2 output rows, the final LayerNorm and the
-    input columns of every classifier head (Torch-Pruning keeps the classifier's *outputs* but still
-    scores and prunes its inputs). Head-dim group: q/k/v rows and the attention-output columns of the
+    q/k/v and fc1 input columns, attention-output and fc2 output rows, the final / pooling LayerNorm and
+    the input columns of every classifier head (Torch-Pruning keeps the classifier's *outputs* but still
+    scores and prunes its inputs; DINOv2's head is one member whose channel ``c`` sums its columns ``c``
+    and ``C + c``, as Torch-Pruning's concat index mapping scatters both into ``c``). Bare parameters --
+    tokens, position embeddings, layer scales -- are pruned with the group but not scored (not in
+    Torch-Pruning's target types). Head-dim group: q/k/v rows and the attention-output columns of the
     ``heads*head_dim`` inner channels. MLP group: fc1 rows and fc2 columns.
     """
     mods = locate(model)
@@ -353,8 +356,10 @@ def structure_scores(model: nn.Module, element: ElementScore, *, reduction: str 
         inner = _normalize(_reduce_group([rows(lm.q), rows(lm.k), rows(lm.v), cols(lm.o)], reduction), normalizer)
         head_dims.append(inner.view(mods.num_heads, mods.head_dim).mean(0))
         mlp.append(_normalize(_reduce_group([rows(lm.fc1), cols(lm.fc2)], reduction), normalizer))
-    embed.append(s(mods.final_norm.weight))
-    embed += [cols(h) for h in mods.heads.values()]
+    embed += [s(norm.weight) for norm in (mods.final_norm, mods.pool_norm) if norm is not None]
+    c = mods.hidden_size
+    for h in mods.heads.values():  # DINOv2's head reads [CLS, mean]: one member, both halves of a channel summed
+        embed.append(cols(h).view(mods.classifier_copies, c).sum(0))
     return StructureScores(_normalize(_reduce_group(embed, reduction), normalizer), head_dims, mlp, criterion)
 
 

@@ -1,28 +1,34 @@
-"""Find the prunable modules of a HF ViT / DeiT without graph tracing.
+"""Find the prunable modules of a HF ViT / DeiT / BEiT / DINOv2 classifier without graph tracing.
 
 The architectures are fixed, so a locator is simpler and sturdier than dependency tracing: it
 returns, per layer, the pre-attention LayerNorm, q/k/v, the attention output projection, the
-post-attention LayerNorm, fc1 and fc2, plus embeddings, final norm and classifier head(s).
-It understands the transformers 5.x module names (``vit.layers[i].attention.q_proj`` ...) and
-p3b_hf's own full-width ``P3BViT*`` models (legacy names).
+post-attention LayerNorm, fc1 and fc2 (+ the layer scales and relative position bias table where the
+family has them), plus embeddings, final norm / pooling norm and classifier head(s) and what the
+classifier reads. It understands the transformers 5.x module names (``vit.layers[i].attention.q_proj``,
+``beit.layers[i].lambda_1``, ``dinov2.encoder.layer[i].layer_scale1`` ...) and p3b_hf's own full-width
+``P3B*`` models (legacy names). See :mod:`.families` for the per-family differences.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
+from .families import FAMILIES, P3B_CONFIGS, dense_intermediate_size
 
-SUPPORTED = ("ViTForImageClassification", "DeiTForImageClassification",
-             "DeiTForImageClassificationWithTeacher", "P3BViTForImageClassification",
-             "P3BDeiTForImageClassification")
+SUPPORTED = tuple(c for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes))
+_FAMILY_OF_CLASS = {c: f.name for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)}
 
 
 @dataclass
 class LayerModules:
-    """The eight prunable pieces of one encoder layer (the layer module itself is ``block``)."""
+    """The eight prunable pieces of one encoder layer (the layer module itself is ``block``), and the
+    per-channel / per-head tensors coupled to them: ``ls1`` / ``ls2`` scale the attention / MLP output
+    channels (layer scale; ``None`` without), ``rel_bias`` is the layer's relative position bias table
+    ``[R, heads]`` (BEiT)."""
 
     block: nn.Module
     ln_before: nn.LayerNorm
@@ -34,20 +40,28 @@ class LayerModules:
     fc1: nn.Linear
     fc2: nn.Linear
     act: nn.Module
+    ls1: nn.Parameter | None = None
+    ls2: nn.Parameter | None = None
+    rel_bias: nn.Parameter | None = None
 
 
 @dataclass
 class ViTModules:
-    """Uniform view of a ViT/DeiT classifier. ``heads`` maps legacy head names to Linears."""
+    """Uniform view of a supported classifier. ``heads`` maps legacy head names to Linears.
 
-    family: str  # "vit" or "deit" (= base_model_prefix of the legacy checkpoint)
+    ``pooling`` says what the classifier reads: ``"cls"`` (ViT, DeiT, BEiT without mean pooling),
+    ``"mean"`` (BEiT: LayerNorm ``pool_norm`` of the mean patch token) or ``"cls+mean"`` (DINOv2: the
+    concatenation, so each head has ``2 * hidden_size`` inputs).
+    """
+
+    family: str  # "vit", "deit", "beit" or "dinov2" (= base_model_prefix of the legacy checkpoint)
     model: nn.Module
     cls_token: nn.Parameter
     dist_token: nn.Parameter | None
-    position_embeddings: nn.Parameter
+    position_embeddings: nn.Parameter | None
     patch_projection: nn.Conv2d
     layers: list[LayerModules]
-    final_norm: nn.LayerNorm
+    final_norm: nn.LayerNorm | None
     heads: dict[str, nn.Linear] = field(default_factory=dict)
     hidden_size: int = 0
     num_heads: int = 0
@@ -55,6 +69,11 @@ class ViTModules:
     intermediate_size: int = 0
     image_size: int = 0
     patch_size: int = 0
+    mask_token: nn.Parameter | None = None
+    shared_rel_bias: nn.Parameter | None = None  # BEiT's shared relative position bias table [R, heads]
+    pool_norm: nn.LayerNorm | None = None
+    pooling: str = "cls"
+    layer_norm_eps: float = 1e-12
 
     @property
     def num_layers(self) -> int:
@@ -68,46 +87,100 @@ class ViTModules:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    @property
+    def classifier_copies(self) -> int:
+        """How many copies of the residual stream a classifier head reads (DINOv2: CLS and patch mean)."""
+        return 2 if self.pooling == "cls+mean" else 1
 
-def _unsupported(model: nn.Module) -> UnsupportedModelError:
+    @property
+    def bpi_class_input(self) -> str:
+        """What P3B's BPI class heads score (docs/p3b.md §2): the token the family classifies from.
+
+        ``"mean_patches"`` for BEiT with mean pooling (its CLS token is never read by its classifier);
+        ``"cls"`` otherwise -- for DINOv2 too: its CLS token is the DINO-trained global descriptor and the
+        first half of the classifier input, while the patch mean (the other half) is what the BPI patch
+        head's global average pool already sees.
+        """
+        return "mean_patches" if self.pooling == "mean" else "cls"
+
+
+def _unsupported(model: nn.Module, reason: str | None = None) -> UnsupportedModelError:
+    why = f" ({reason})" if reason else ""
     return UnsupportedModelError(
-        f"p3b_hf cannot prune a {type(model).__name__}: supported classes are {', '.join(SUPPORTED)}. "
-        "Load a ViT/DeiT image classifier, e.g. AutoModelForImageClassification.from_pretrained("
-        "'facebook/deit-small-patch16-224')."
-    )
+        f"p3b_hf cannot prune a {type(model).__name__}{why}: supported classes are {', '.join(SUPPORTED)}. "
+        "Load a ViT, DeiT, BEiT or DINOv2 image classifier, e.g. AutoModelForImageClassification.from_pretrained("
+        "'facebook/deit-small-patch16-224'), 'microsoft/beit-base-patch16-224' or 'facebook/dinov2-small'.")
 
 
 def _as_int(v: int | tuple | list) -> int:
     return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
 
 
+def _family_of(model: nn.Module) -> str:
+    for cls in type(model).__mro__:
+        if cls.__name__ in _FAMILY_OF_CLASS:
+            return _FAMILY_OF_CLASS[cls.__name__]
+    raise _unsupported(model)
+
+
+def _param(x: object) -> nn.Parameter | None:
+    """A layer-scale attribute: a Parameter, or a plain float 1.0 when the family's layer scale is off."""
+    return x if isinstance(x, torch.Tensor) else None
+
+
 def locate(model: nn.Module) -> ViTModules:
     """Return the :class:`ViTModules` of ``model`` or raise :class:`UnsupportedModelError`."""
     model = getattr(model, "module", model)  # DDP / accelerate wrappers
-    name = type(model).__name__
-    if name not in SUPPORTED and not any(c.__name__ in SUPPORTED for c in type(model).__mro__):
-        raise _unsupported(model)
+    family = _family_of(model)
     cfg = model.config
-    if name.startswith("P3B"):
-        return _locate_p3b(model)
-    family = "deit" if name.startswith("DeiT") else "vit"
+    if isinstance(cfg, P3B_CONFIGS):
+        return _locate_p3b(model, family)
+    if family == "dinov2" and getattr(cfg, "use_swiglu_ffn", False):
+        raise _unsupported(model, "config.use_swiglu_ffn=True: the SwiGLU MLP of DINOv2-giant is not supported; "
+                                  "use facebook/dinov2-small, -base or -large")
     base = getattr(model, family)
     emb = base.embeddings
     layers = []
-    for blk in base.layers:
+    blocks = base.encoder.layer if family == "dinov2" else base.layers
+    for blk in blocks:
         att = blk.attention
-        layers.append(LayerModules(blk, blk.layernorm_before, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
-                                   blk.layernorm_after, blk.mlp.fc1, blk.mlp.fc2, blk.mlp.activation_fn))
-    heads = _heads(model)
-    return ViTModules(
+        if family == "dinov2":
+            lm = LayerModules(blk, blk.norm1, att.q_proj, att.k_proj, att.v_proj, att.o_proj, blk.norm2,
+                              blk.mlp.fc1, blk.mlp.fc2, blk.mlp.activation_fn,
+                              ls1=blk.layer_scale1.lambda1, ls2=blk.layer_scale2.lambda1)
+        else:
+            lm = LayerModules(blk, blk.layernorm_before, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
+                              blk.layernorm_after, blk.mlp.fc1, blk.mlp.fc2, blk.mlp.activation_fn)
+            if family == "beit":
+                lm.ls1, lm.ls2 = _param(blk.lambda_1), _param(blk.lambda_2)
+                rel = blk.relative_position_bias
+                lm.rel_bias = rel.relative_position_bias_table if rel is not None else None
+        layers.append(lm)
+    mods = ViTModules(
         family=family, model=model, cls_token=emb.cls_token,
         dist_token=getattr(emb, "distillation_token", None),
         position_embeddings=emb.position_embeddings, patch_projection=emb.patch_embeddings.projection,
-        layers=layers, final_norm=base.layernorm, heads=heads,
-        hidden_size=cfg.hidden_size, num_heads=cfg.num_attention_heads,
-        head_dim=cfg.hidden_size // cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+        layers=layers, final_norm=base.layernorm if isinstance(base.layernorm, nn.LayerNorm) else None,
+        heads=_heads(model), hidden_size=cfg.hidden_size, num_heads=cfg.num_attention_heads,
+        head_dim=cfg.hidden_size // cfg.num_attention_heads, intermediate_size=dense_intermediate_size(cfg),
         image_size=_as_int(cfg.image_size), patch_size=_as_int(cfg.patch_size),
-    )
+        mask_token=getattr(emb, "mask_token", None), layer_norm_eps=float(cfg.layer_norm_eps))
+    _family_extras(mods, base, cfg)
+    return mods
+
+
+def _family_extras(mods: ViTModules, base: nn.Module, cfg: object) -> None:
+    """Pooling, pooling norm and shared relative position bias (stock and P3B models alike)."""
+    if mods.family == "beit":
+        pool_norm = getattr(getattr(base, "pooler", None), "layernorm", None)
+        if getattr(cfg, "use_mean_pooling", False):
+            mods.pooling, mods.pool_norm = "mean", pool_norm
+        shared = getattr(base, "shared_position_bias", None)  # stock name; P3B: encoder.relative_position_bias
+        if shared is None:
+            shared = getattr(getattr(base, "encoder", None), "relative_position_bias", None)
+        mods.shared_rel_bias = shared.relative_position_bias_table if shared is not None else None
+    elif mods.family == "dinov2":
+        mods.pooling = "cls+mean"
 
 
 def _heads(model: nn.Module) -> dict[str, nn.Linear]:
@@ -123,31 +196,44 @@ def is_full_width(config) -> bool:
             and all(x == d for x in config.layer_head_dims)
             and all(x == config.intermediate_size for x in config.layer_intermediate_sizes)
             and all(s is None for key in ("layer_attn_in", "layer_attn_out", "layer_mlp_in", "layer_mlp_out")
-                    for s in getattr(config, key)))
+                    for s in getattr(config, key))
+            and all(s is None for s in getattr(config, "layer_bias_heads", []) or [])
+            and getattr(config, "shared_bias_num_heads", None) in (None, config.num_attention_heads))
 
 
-def _locate_p3b(model: nn.Module) -> ViTModules:
+def _locate_p3b(model: nn.Module, family: str) -> ViTModules:
     cfg = model.config
     if not is_full_width(cfg):
         raise UnsupportedModelError(
-            "This P3BViT model is already pruned; WidthPlans index the *dense* tensors. Prune the dense "
+            "This P3B model is already pruned; WidthPlans index the *dense* tensors. Prune the dense "
             "original instead (config.base_model_name_or_path="
             f"{getattr(cfg, 'base_model_name_or_path', None)!r}).")
-    family = model.base_model_prefix
     base = getattr(model, family)
     emb = base.embeddings
     layers = []
     for blk in base.encoder.layer:
         sa = blk.attention.attention
-        layers.append(LayerModules(blk, blk.layernorm_before, sa.query, sa.key, sa.value, blk.attention.output.dense,
-                                   blk.layernorm_after, blk.intermediate.dense, blk.output.dense,
-                                   blk.intermediate.intermediate_act_fn))
-    heads = _heads(model)
-    return ViTModules(
+        if family == "dinov2":
+            lm = LayerModules(blk, blk.norm1, sa.query, sa.key, sa.value, blk.attention.output.dense, blk.norm2,
+                              blk.mlp.fc1, blk.mlp.fc2, blk.mlp.activation_fn, ls1=blk.layer_scale1.lambda1,
+                              ls2=blk.layer_scale2.lambda1)
+        else:
+            lm = LayerModules(blk, blk.layernorm_before, sa.query, sa.key, sa.value, blk.attention.output.dense,
+                              blk.layernorm_after, blk.intermediate.dense, blk.output.dense,
+                              blk.intermediate.intermediate_act_fn, ls1=getattr(blk, "lambda_1", None),
+                              ls2=getattr(blk, "lambda_2", None))
+            rel = getattr(sa, "relative_position_bias", None)
+            lm.rel_bias = rel.relative_position_bias_table if rel is not None else None
+        layers.append(lm)
+    final_norm = getattr(base, "layernorm", None)
+    mods = ViTModules(
         family=family, model=model, cls_token=emb.cls_token, dist_token=getattr(emb, "distillation_token", None),
-        position_embeddings=emb.position_embeddings, patch_projection=emb.patch_embeddings.projection,
-        layers=layers, final_norm=base.layernorm, heads=heads, hidden_size=cfg.hidden_size,
-        num_heads=cfg.num_attention_heads, head_dim=cfg.hidden_size // cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size, image_size=_as_int(cfg.image_size),
-        patch_size=_as_int(cfg.patch_size),
-    )
+        position_embeddings=getattr(emb, "position_embeddings", None),
+        patch_projection=emb.patch_embeddings.projection, layers=layers,
+        final_norm=final_norm if isinstance(final_norm, nn.LayerNorm) else None, heads=_heads(model),
+        hidden_size=cfg.hidden_size, num_heads=cfg.num_attention_heads,
+        head_dim=cfg.hidden_size // cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+        image_size=_as_int(cfg.image_size), patch_size=_as_int(cfg.patch_size),
+        mask_token=getattr(emb, "mask_token", None), layer_norm_eps=float(cfg.layer_norm_eps))
+    _family_extras(mods, base, cfg)
+    return mods

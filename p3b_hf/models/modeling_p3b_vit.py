@@ -8,7 +8,10 @@ Parameter names are those of the legacy HF ViT/DeiT checkpoints
 checkpoint unchanged, and a pruned checkpoint is just a smaller safetensors file with the same keys.
 
 Written in the style of ``modeling_vit.py``: explicit modules, no hooks, SDPA attention with an
-explicit softmax scale (kept at the dense value after head-dimension pruning).
+explicit softmax scale (kept at the dense value after head-dimension pruning). It honours the HF model
+contract of the stock classes: ``P3BViTModel`` (``AutoModel``, image feature extraction), hidden states,
+attention weights (``output_attentions=True`` computes them eagerly), ``attn_implementation`` "eager" /
+"sdpa", gradient checkpointing, ``interpolate_pos_encoding`` and ``return_dict=False``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
@@ -32,6 +35,8 @@ except ImportError:  # transformers 4.x
     _init = nn.init
 
 
+# ---- shared core: the same text in modeling_p3b_vit.py, modeling_p3b_beit.py and modeling_p3b_dinov2.py
+# (each file must stand alone on the Hub; tests/test_families.py checks the copies are identical) ----
 class _IndexCache:
     """Holds a channel subset as a Python list and hands out device tensors lazily.
 
@@ -49,7 +54,8 @@ class _IndexCache:
         t = self._cache.get(device)
         if t is None:
             t = torch.tensor(self.indices, dtype=torch.long, device=device)
-            self._cache[device] = t
+            if type(t) is torch.Tensor:  # never keep a tracer's fake tensor (torch.export, compile)
+                self._cache[device] = t
         return t
 
 
@@ -104,6 +110,18 @@ class P3BConstantOutput(nn.Module):
         return self.bias.to(reference.dtype).expand(*reference.shape[:-1], -1)
 
 
+class _Removed(nn.Module):
+    """Container keeping the legacy key path ``<...>.<attr>.bias`` of a removed sub-block's output Linear."""
+
+    def __init__(self, out_width: int, attr: str = "dense") -> None:
+        super().__init__()
+        self.attr = attr
+        self.add_module(attr, P3BConstantOutput(out_width))
+
+    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.attr)(reference)
+
+
 def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache) -> torch.Tensor:
     # Out of place on purpose: hooks may hold the residual (an in-place index_add_ would save one
     # copy, but silently change tensors captured under no_grad). p3b_hf.optimize owns its stream
@@ -114,26 +132,92 @@ def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCac
     return residual.index_add(-1, idx, update.to(residual.dtype))
 
 
-class P3BViTEmbeddings(nn.Module):
-    def __init__(self, config: P3BViTConfig) -> None:
-        super().__init__()
-        c = config.hidden_size
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
-        if config.distilled:
-            self.distillation_token = nn.Parameter(torch.zeros(1, 1, c))
-        self.patch_embeddings = P3BViTPatchEmbeddings(config)
-        num_tokens = self.patch_embeddings.num_patches + config.num_special_tokens
-        self.position_embeddings = nn.Parameter(torch.zeros(1, num_tokens, c))
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+def _width(subset: list[int] | None, full: int) -> int:
+    return full if subset is None else len(subset)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embeddings(pixel_values)
-        b = x.shape[0]
-        special = [self.cls_token.expand(b, -1, -1)]
-        if hasattr(self, "distillation_token"):
-            special.append(self.distillation_token.expand(b, -1, -1))
-        x = torch.cat([*special, x], dim=1) + self.position_embeddings
-        return self.dropout(x)
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, bias: torch.Tensor | None,
+               dropout: float, training: bool, eager: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention on ``[B, H, N, d]`` tensors -> (``[B, N, H*d]``, weights or ``None``).
+
+    ``eager`` spells the softmax out (the stock eager path, float32 softmax) and returns the attention
+    weights; otherwise one ``scaled_dot_product_attention`` call with the same arguments as the stock
+    sdpa path (so a full-width model equals the stock model bit for bit).
+    """
+    if eager:
+        weights = torch.matmul(q, k.transpose(2, 3)) * scale
+        if bias is not None:
+            weights = weights + bias
+        weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
+        weights = F.dropout(weights, p=dropout, training=training)
+        out = torch.matmul(weights, v)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0,
+                                             scale=scale)
+        weights = None
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d), weights
+
+
+def _interpolate_positions(pos: torch.Tensor, num_special: int, height: int, width: int, patch: int,
+                           fp32: bool = False) -> torch.Tensor:
+    """Bicubic resize of the patch part of ``pos`` ``[1, S+P, C]`` to an ``height x width`` image (stock
+    ``interpolate_pos_encoding``; ``fp32`` interpolates in float32 as DINOv2 does). Returns ``pos`` itself
+    when the grid already matches."""
+    num_positions = pos.shape[1] - num_special
+    new_h, new_w = height // patch, width // patch
+    if not torch.jit.is_tracing() and new_h * new_w == num_positions and height == width:
+        return pos
+    side = int(num_positions ** 0.5)
+    dim = pos.shape[-1]
+    grid = pos[:, num_special:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    dtype = grid.dtype
+    grid = F.interpolate(grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic",
+                         align_corners=False).to(dtype)
+    return torch.cat((pos[:, :num_special], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
+
+
+def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample (identity at p = 0 or in eval), as the stock ``DropPath``."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1 - p
+    mask = torch.floor(torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device) + keep)
+    return x.div(keep) * mask
+
+
+def _flag(value: bool | None, config: Any, name: str, default: bool = False) -> bool:
+    """A forward flag, defaulting to the config's value like the stock models."""
+    return bool(getattr(config, name, default)) if value is None else bool(value)
+
+
+def _eager(config: Any, output_attentions: bool) -> bool:
+    """Eager attention when asked for weights or when the config selects it (``attn_implementation``)."""
+    return output_attentions or getattr(config, "_attn_implementation", None) == "eager"
+
+
+class _P3BEncoderMixin:
+    """Runs the layers with optional gradient checkpointing, collecting hidden states and attentions.
+
+    ``gradient_checkpointing`` / ``_gradient_checkpointing_func`` are set by
+    ``PreTrainedModel.gradient_checkpointing_enable`` (the transformers >= 4.35 protocol)."""
+
+    gradient_checkpointing = False
+
+    def _run_layers(self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, **kw: Any
+                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        states, weights = ([x] if hidden else []), []
+        for layer in layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, w = self._gradient_checkpointing_func(layer.__call__, x, attentions, **kw)
+            else:
+                x, w = layer(x, attentions, **kw)
+            if hidden:
+                states.append(x)
+            if attentions:
+                weights.append(w)
+        return x, states, weights
+# ---- end of shared core ----
 
 
 class P3BViTPatchEmbeddings(nn.Module):
@@ -145,16 +229,46 @@ class P3BViTPatchEmbeddings(nn.Module):
         self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=self.patch_size,
                                     stride=self.patch_size)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         h, w = pixel_values.shape[-2:]
-        if h != self.image_size or w != self.image_size:
-            raise ValueError(f"Input image size ({h}*{w}) doesn't match model ({self.image_size}*{self.image_size}).")
+        if not interpolate_pos_encoding and (h != self.image_size or w != self.image_size):
+            raise ValueError(f"Input image size ({h}*{w}) doesn't match model ({self.image_size}*{self.image_size}). "
+                             "Pass interpolate_pos_encoding=True to run at another resolution.")
+        pixel_values = pixel_values.to(self.projection.weight.dtype)
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+class P3BViTEmbeddings(nn.Module):
+    def __init__(self, config: P3BViTConfig) -> None:
+        super().__init__()
+        c = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
+        if config.distilled:
+            self.distillation_token = nn.Parameter(torch.zeros(1, 1, c))
+        self.patch_embeddings = P3BViTPatchEmbeddings(config)
+        self.num_special = config.num_special_tokens
+        num_tokens = self.patch_embeddings.num_patches + self.num_special
+        self.position_embeddings = nn.Parameter(torch.zeros(1, num_tokens, c))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)
+        b = x.shape[0]
+        special = [self.cls_token.expand(b, -1, -1)]
+        if hasattr(self, "distillation_token"):
+            special.append(self.distillation_token.expand(b, -1, -1))
+        pos = self.position_embeddings
+        if interpolate_pos_encoding:
+            h, w = pixel_values.shape[-2:]
+            pos = _interpolate_positions(pos, self.num_special, h, w, self.patch_embeddings.patch_size)
+        x = torch.cat([*special, x], dim=1) + pos
+        return self.dropout(x)
 
 
 class P3BViTSelfAttention(nn.Module):
     def __init__(self, config: P3BViTConfig, layer: int, in_width: int) -> None:
         super().__init__()
+        self.config = config
         self.num_heads = config.layer_num_heads[layer]
         self.head_dim = config.layer_head_dims[layer]
         self.scale = config.layer_attention_scales[layer]
@@ -164,15 +278,14 @@ class P3BViTSelfAttention(nn.Module):
         self.key = nn.Linear(in_width, inner, bias=config.qkv_bias)
         self.value = nn.Linear(in_width, inner, bias=config.qkv_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, _ = x.shape
         shape = (b, n, self.num_heads, self.head_dim)
         q = self.query(x).view(shape).transpose(1, 2)
         k = self.key(x).view(shape).transpose(1, 2)
         v = self.value(x).view(shape).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                             scale=self.scale)
-        return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
+        return _attention(q, k, v, scale=self.scale, bias=None, dropout=self.dropout, training=self.training,
+                          eager=_eager(self.config, output_attentions))
 
 
 class P3BViTSelfOutput(nn.Module):
@@ -191,8 +304,9 @@ class P3BViTAttention(nn.Module):
         inner = config.layer_num_heads[layer] * config.layer_head_dims[layer]
         self.output = P3BViTSelfOutput(inner, out_width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.attention(x))
+    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, weights = self.attention(x, output_attentions)
+        return self.output(out), weights
 
 
 class P3BViTIntermediate(nn.Module):
@@ -212,21 +326,6 @@ class P3BViTOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dense(x)
-
-
-class _Removed(nn.Module):
-    """Container keeping the legacy key path ``<...>.dense.bias`` for a removed sub-block."""
-
-    def __init__(self, out_width: int) -> None:
-        super().__init__()
-        self.dense = P3BConstantOutput(out_width)
-
-    def forward(self, reference: torch.Tensor) -> torch.Tensor:
-        return self.dense(reference)
-
-
-def _width(subset: list[int] | None, full: int) -> int:
-    return full if subset is None else len(subset)
 
 
 class P3BViTLayer(nn.Module):
@@ -263,54 +362,45 @@ class P3BViTLayer(nn.Module):
             self.output = P3BViTOutput(config.layer_intermediate_sizes[layer], m_out_w)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weights = None
         if self.attn_active:
             if self.attn_removed:
                 update = self.attention.output(x[..., :1])
             else:
-                update = self.dropout(self.attention(self.layernorm_before(x)))
+                update, weights = self.attention(self.layernorm_before(x), output_attentions)
+                update = self.dropout(update)
             x = _add_into(x, update, self.attn_out_index)
+        if output_attentions and weights is None:  # removed attention: zero heads
+            weights = x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1])
         if self.mlp_active:
             if self.mlp_removed:
                 update = self.output(x[..., :1])
             else:
                 update = self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
             x = _add_into(x, update, self.mlp_out_index)
-        return x
+        return x, weights
 
 
-class P3BViTEncoder(nn.Module):
+class P3BViTEncoder(_P3BEncoderMixin, nn.Module):
     def __init__(self, config: P3BViTConfig) -> None:
         super().__init__()
         self.layer = nn.ModuleList([P3BViTLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
 
-    def forward(self, x: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, list]:
-        states = [x] if output_hidden_states else []
-        for layer in self.layer:
-            x = layer(x)
-            if output_hidden_states:
-                states.append(x)
-        return x, states
-
-
-class P3BViTModel(nn.Module):
-    def __init__(self, config: P3BViTConfig) -> None:
-        super().__init__()
-        self.embeddings = P3BViTEmbeddings(config)
-        self.encoder = P3BViTEncoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> tuple[torch.Tensor, list]:
-        x, states = self.encoder(self.embeddings(pixel_values), output_hidden_states)
-        return self.layernorm(x), states
+    def forward(self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
+                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        return self._run_layers(self.layer, x, output_hidden_states, output_attentions)
 
 
 class P3BViTPreTrainedModel(PreTrainedModel):
     config_class = P3BViTConfig
     base_model_prefix = "vit"
     main_input_name = "pixel_values"
+    input_modalities = ("image",)
     _no_split_modules = ["P3BViTEmbeddings", "P3BViTLayer"]
     _supports_sdpa = True
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -335,9 +425,53 @@ class P3BViTPreTrainedModel(PreTrainedModel):
             return None
         return self.loss_function(labels, logits, self.config, **kwargs)
 
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """Also name the backbone class in ``auto_map`` when the code files are saved, so that
+        ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` works on a classifier checkpoint."""
+        base = getattr(type(self), "_backbone_class_name", None)
+        if type(self)._auto_class is not None and base:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModel", f"{type(self).__module__.split('.')[-1]}.{base}")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class P3BViTModel(P3BViTPreTrainedModel):
+    """The pruned (or full-width) backbone without its head, like ``ViTModel(add_pooling_layer=False)``:
+    ``AutoModel.from_pretrained(pruned_dir)`` and ``pipeline("image-feature-extraction")`` load it.
+
+    ``pooler_output`` is ``None``: a ViT/DeiT *classifier* checkpoint holds no trained pooler (stock
+    ``ViTModel`` would initialise one at random)."""
+
+    def __init__(self, config: P3BViTConfig) -> None:
+        super().__init__(config)
+        self.embeddings = P3BViTEmbeddings(config)
+        self.encoder = P3BViTEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    def forward(self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, interpolate_pos_encoding: bool | None = None,
+                return_dict: bool | None = None, **kwargs: Any) -> BaseModelOutputWithPooling | tuple:
+        if pixel_values is None:
+            raise ValueError("You have to specify pixel_values")
+        hidden = _flag(output_hidden_states, self.config, "output_hidden_states")
+        attentions = _flag(output_attentions, self.config, "output_attentions")
+        x = self.embeddings(pixel_values, bool(interpolate_pos_encoding))
+        x, states, weights = self.encoder(x, hidden, attentions)
+        out = BaseModelOutputWithPooling(last_hidden_state=self.layernorm(x), pooler_output=None,
+                                         hidden_states=tuple(states) if hidden else None,
+                                         attentions=tuple(weights) if attentions else None)
+        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+
 
 class P3BViTForImageClassification(P3BViTPreTrainedModel):
     """Pruned (or full-width) ``ViTForImageClassification`` with legacy parameter names."""
+
+    _backbone_class_name = "P3BViTModel"
 
     def __init__(self, config: P3BViTConfig) -> None:
         super().__init__(config)
@@ -347,14 +481,16 @@ class P3BViTForImageClassification(P3BViTPreTrainedModel):
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, return_dict: bool | None = None,
+                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
+                interpolate_pos_encoding: bool | None = None, return_dict: bool | None = None,
                 **kwargs: Any) -> ImageClassifierOutput | tuple:
-        seq, states = self.vit(pixel_values, bool(output_hidden_states))
-        logits = self.classifier(seq[:, 0, :])
+        base = self.vit(pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding,
+                        return_dict=True)
+        logits = self.classifier(base.last_hidden_state[:, 0, :])
         loss = self._loss(labels, logits, **kwargs)
-        out = ImageClassifierOutput(loss=loss, logits=logits,
-                                    hidden_states=tuple(states) if output_hidden_states else None)
-        return out if return_dict is not False else out.to_tuple()
+        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
+                                    attentions=base.attentions)
+        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 
 @dataclass
@@ -364,6 +500,14 @@ class P3BDeiTForImageClassificationOutput(ModelOutput):
     cls_logits: torch.Tensor | None = None
     distillation_logits: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class P3BDeiTModel(P3BViTModel):
+    """The pruned DeiT backbone (cls + distillation token), like ``DeiTModel(add_pooling_layer=False)``."""
+
+    config_class = P3BDeiTConfig
+    base_model_prefix = "deit"
 
 
 class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
@@ -373,11 +517,12 @@ class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
 
     config_class = P3BDeiTConfig
     base_model_prefix = "deit"
+    _backbone_class_name = "P3BDeiTModel"
 
     def __init__(self, config: P3BDeiTConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.deit = P3BViTModel(config)
+        self.deit = P3BDeiTModel(config)
         k = config.num_labels
         c = config.hidden_size
         if config.distillation_head:
@@ -388,9 +533,12 @@ class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, return_dict: bool | None = None,
+                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
+                interpolate_pos_encoding: bool | None = None, return_dict: bool | None = None,
                 **kwargs: Any) -> P3BDeiTForImageClassificationOutput | tuple:
-        seq, states = self.deit(pixel_values, bool(output_hidden_states))
+        base = self.deit(pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding,
+                         return_dict=True)
+        seq = base.last_hidden_state
         cls_logits = dist_logits = None
         if self.config.distillation_head:
             cls_logits = self.cls_classifier(seq[:, 0, :])
@@ -401,8 +549,9 @@ class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
         loss = self._loss(labels, logits, **kwargs)
         out = P3BDeiTForImageClassificationOutput(
             loss=loss, logits=logits, cls_logits=cls_logits, distillation_logits=dist_logits,
-            hidden_states=tuple(states) if output_hidden_states else None)
-        return out if return_dict is not False else out.to_tuple()
+            hidden_states=base.hidden_states, attentions=base.attentions)
+        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 
-__all__ = ["P3BViTForImageClassification", "P3BDeiTForImageClassification", "P3BViTPreTrainedModel"]
+__all__ = ["P3BViTForImageClassification", "P3BDeiTForImageClassification", "P3BViTModel", "P3BDeiTModel",
+           "P3BViTPreTrainedModel"]

@@ -55,12 +55,12 @@ class PlainViTLayer(nn.Module):
     def _norm(self, x: torch.Tensor, ln: nn.Module, width: int) -> torch.Tensor:
         return F.layer_norm(x[..., :width], (width,), ln.weight, ln.bias, self.eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, None]:
         if self.attn_active:
             if self.attn_removed:
                 update = self.attention.output(x[..., :1])
             else:
-                update = self.attention(self._norm(x, self.layernorm_before, self.attn_in))
+                update = self.attention(self._norm(x, self.layernorm_before, self.attn_in))[0]
             x = _prefix_add(x, update)
         if self.mlp_active:
             if self.mlp_removed:
@@ -68,7 +68,7 @@ class PlainViTLayer(nn.Module):
             else:
                 update = self.output(self.intermediate(self._norm(x, self.layernorm_after, self.mlp_in)))
             x = _prefix_add(x, update)
-        return x
+        return x, None  # (hidden states, attention weights): the P3B layer protocol; no weights here
 
 
 def build_plain_vit(config: P3BViTConfig) -> nn.Module:

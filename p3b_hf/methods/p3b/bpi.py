@@ -6,6 +6,11 @@ The heads are attached to the HF model as ``model.p3b_bpi`` and evaluated inside
 keeps them visible to DDP (their gradients are averaged; ``find_unused_parameters`` works) while their
 inputs are ``detach()``-ed, so BPI losses never reach the backbone or the masks.
 
+What the class heads read is the token the family classifies from (``ViTModules.bpi_class_input``):
+token 0 (CLS) for ViT, DeiT and DINOv2, the mean of the patch tokens for BEiT with mean pooling (its
+CLS token is never read by its classifier). The patch grid is taken from the tap itself, so models
+that interpolate their positions (DINOv2 at 224 px with a 518 px grid) work at any square resolution.
+
 Cost levers act on the **patch heads only** (``patch_rows``: score the first rows of the batch, or none
 this forward): they hold >99 % of the BPI compute. The class heads -- one ``Linear(C, K)`` on token 0 --
 always score every sample of every training forward, so half of the block importance (α = 0.5) is
@@ -14,6 +19,7 @@ never sub-sampled.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -21,6 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models.locator import ViTModules
+
+#: what the class heads score: token 0, or the mean of the patch tokens (BEiT's classifier input)
+CLASS_INPUTS = ("cls", "mean_patches")
 
 
 class PatchHead(nn.Module):
@@ -54,11 +63,15 @@ class BPITaps(nn.Module):
     ``{key}_patch``), so several estimators can ride along one forward (see :mod:`.estimator`).
     """
 
-    def __init__(self, num_blocks: int, grid: int, special_tokens: int, frozen_bn: bool = False) -> None:
+    def __init__(self, num_blocks: int, grid: int, special_tokens: int, frozen_bn: bool = False,
+                 class_input: str = "cls") -> None:
         super().__init__()
+        if class_input not in CLASS_INPUTS:
+            raise ValueError(f"class_input must be one of {CLASS_INPUTS}, got {class_input!r}.")
         self.num_blocks = num_blocks
-        self.grid = grid
+        self.grid = grid  # the config's grid; the evaluated grid is read from each tap (``_grid_of``)
         self.special_tokens = special_tokens
+        self.class_input = class_input
         self.frozen_bn = frozen_bn
         self.active = False  # set by the trainer for training forwards only
         self.patch_rows: int | None = None  # patch heads score the first ``patch_rows`` samples (None = all)
@@ -105,14 +118,15 @@ class BPITaps(nn.Module):
         return batch if self.patch_rows is None else max(0, min(int(self.patch_rows), batch))
 
     def _class_tokens(self, taps: list[torch.Tensor]) -> torch.Tensor:
-        """Token 0 of every tap, fp32: ``[2L+1, B, C]``."""
+        """What the class heads read of every tap, fp32 ``[2L+1, B, C]``: token 0, or the mean patch token."""
+        if self.class_input == "mean_patches":
+            return torch.stack([x[:, self.special_tokens:].float().mean(1) for x in taps])
         return torch.stack([x[:, 0] for x in taps]).float()
 
     def _patch_tokens(self, taps: list[torch.Tensor], rows: int) -> torch.Tensor:
         """The patch tokens (special tokens dropped) of the first ``rows`` samples, fp32: ``[2L+1, R, P, C]``."""
         p = torch.stack([x[:rows, self.special_tokens:] for x in taps]).float()
-        if p.shape[2] != self.grid * self.grid:
-            raise RuntimeError(f"BPI patch head expects {self.grid}x{self.grid} patch tokens, got {p.shape[2]}.")
+        _grid_of(p)  # square grid check
         return p
 
     def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -125,15 +139,15 @@ class BPIHeads(BPITaps):
     """2L class heads and 2L patch heads (separate modules, the reference layout) plus the tap hooks."""
 
     def __init__(self, hidden: int, num_labels: int, num_blocks: int, grid: int, special_tokens: int,
-                 frozen_bn: bool = False) -> None:
-        super().__init__(num_blocks, grid, special_tokens, frozen_bn)
+                 frozen_bn: bool = False, class_input: str = "cls") -> None:
+        super().__init__(num_blocks, grid, special_tokens, frozen_bn, class_input)
         self.cls_heads = nn.ModuleList([nn.Linear(hidden, num_labels) for _ in range(num_blocks)])
         self.patch_heads = nn.ModuleList([PatchHead(hidden, num_labels) for _ in range(num_blocks)])
 
     @classmethod
     def for_model(cls, mods: ViTModules, num_labels: int, frozen_bn: bool = False) -> BPIHeads:
         return cls(mods.hidden_size, num_labels, 2 * mods.num_layers, mods.image_size // mods.patch_size,
-                   mods.num_special_tokens, frozen_bn)
+                   mods.num_special_tokens, frozen_bn, mods.bpi_class_input)
 
     def train(self, mode: bool = True) -> BPIHeads:
         super().train(mode)
@@ -151,9 +165,19 @@ class BPIHeads(BPITaps):
         if rows == 0:
             return cls, None
         p = self._patch_tokens(taps, rows)
-        grid = p.transpose(2, 3).reshape(p.shape[0], rows, p.shape[3], self.grid, self.grid)
+        g = _grid_of(p)
+        grid = p.transpose(2, 3).reshape(p.shape[0], rows, p.shape[3], g, g)
         patch = torch.stack([torch.stack([h(grid[b]), h(grid[b + 1])]) for b, h in enumerate(self.patch_heads)])
         return cls, patch
+
+
+def _grid_of(patches: torch.Tensor) -> int:
+    """Side of the square patch grid of ``[..., P, C]`` patch tokens (error if P is not a square)."""
+    n = patches.shape[-2]
+    g = math.isqrt(n)
+    if g * g != n:
+        raise RuntimeError(f"BPI patch heads need a square patch grid, got {n} patch tokens; feed square images.")
+    return g
 
 
 def _parent_of(model: nn.Module, module: nn.Module, levels: int) -> nn.Module:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models.locator import ViTModules
-from .bpi import BPIHeads, BPITaps
+from .bpi import BPIHeads, BPITaps, _grid_of
 
 #: "grouped": one Conv2d(groups=4L); "per_head": one plain conv per head over its input and output rows
 #: (oneDNN's grouped conv is ~2x slower than plain convs on CPU); "auto": grouped on CUDA.
@@ -44,8 +44,8 @@ class GroupedBPIHeads(BPITaps):
 
     def __init__(self, hidden: int, num_labels: int, num_blocks: int, grid: int, special_tokens: int,
                  frozen_bn: bool = False, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
-                 conv_impl: str = "auto") -> None:
-        super().__init__(num_blocks, grid, special_tokens, frozen_bn)
+                 conv_impl: str = "auto", class_input: str = "cls") -> None:
+        super().__init__(num_blocks, grid, special_tokens, frozen_bn, class_input)
         if conv_impl not in CONV_IMPLS:
             raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}.")
         self.conv_impl = conv_impl
@@ -78,7 +78,7 @@ class GroupedBPIHeads(BPITaps):
         k = ref.cls_heads[0].out_features
         bn = ref.patch_heads[0].body[1]
         out = cls(c, k, ref.num_blocks, ref.grid, ref.special_tokens, ref.frozen_bn, bn.eps,
-                  bn.momentum if bn.momentum is not None else 0.1)
+                  bn.momentum if bn.momentum is not None else 0.1, class_input=ref.class_input)
         out.cls_weight.copy_(torch.stack([h.weight for h in ref.cls_heads]))
         out.cls_bias.copy_(torch.cat([h.bias for h in ref.cls_heads]))
         for i, (conv_idx, bn_idx) in ((1, (0, 1)), (2, (3, 4))):
@@ -112,7 +112,7 @@ class GroupedBPIHeads(BPITaps):
     def _patch_grouped(self, p: torch.Tensor) -> torch.Tensor:
         """All heads in one ``Conv2d(groups=2n)`` per stage (GPU): channel group ``j < n`` is the input of
         block ``j``, ``j >= n`` its output. Returns the pooled features ``[n, 2R, C]`` (inputs, then outputs)."""
-        n, c, g = self.num_blocks, self.hidden, self.grid
+        n, c, g = self.num_blocks, self.hidden, _grid_of(p)
         r = p.shape[1]
         x = torch.cat((p[:-1], p[1:]))  # [2n, R, P, C]
         x = x.permute(1, 0, 3, 2).reshape(r, 2 * n * c, g, g)
@@ -129,7 +129,7 @@ class GroupedBPIHeads(BPITaps):
         (bigger GEMMs than two calls of R) and its output, viewed as ``[R, 2C, g, g]``, has the input
         call's channels then the output call's -- exactly the layout the paired BatchNorm needs, with no
         copy. Returns the pooled features ``[n, 2R, C]`` (inputs, then outputs)."""
-        n, c, g = self.num_blocks, self.hidden, self.grid
+        n, c, g = self.num_blocks, self.hidden, _grid_of(p)
         r = p.shape[1]
         x = torch.stack((p[:-1], p[1:]), dim=2)  # [n, R, 2, P, C]
         x = x.permute(0, 1, 2, 4, 3).contiguous().view(n, 2 * r, c, g, g)

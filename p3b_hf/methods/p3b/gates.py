@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ...cost import count_cost
+from ...models.families import dense_intermediate_size, family_of_config
 from ...models.locator import ViTModules, locate
 
 #: gate name -> (sub-block, what it multiplies in the HF forward)
@@ -38,7 +39,13 @@ HARD_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class Dims:
-    """The architecture numbers P3B needs; built from a config alone (no weights)."""
+    """The architecture numbers P3B needs; built from a config alone (no weights).
+
+    ``k_bias``: whether the key projection has a bias (BEiT's has none). ``attn_extra`` / ``mlp_extra``:
+    parameters of a sub-block outside its Linears and LayerNorm -- layer scale (BEiT, DINOv2: ``C`` per
+    sub-block) and BEiT's per-layer relative position bias table (``R x heads``) -- counted at full size
+    like the LayerNorm, so the block sizes ``|W_b|`` add up to the model's parameters.
+    """
 
     hidden: int
     heads: int
@@ -46,12 +53,26 @@ class Dims:
     mlp: int
     layers: int
     qkv_bias: bool
+    k_bias: bool = True
+    attn_extra: int = 0
+    mlp_extra: int = 0
 
     @classmethod
     def from_config(cls, config: Any) -> Dims:
         h = int(config.num_attention_heads)
-        return cls(int(config.hidden_size), h, int(config.hidden_size) // h, int(config.intermediate_size),
-                   int(config.num_hidden_layers), bool(getattr(config, "qkv_bias", True)))
+        c = int(config.hidden_size)
+        family = family_of_config(config)
+        layer_scale = family == "dinov2" or (family == "beit" and float(getattr(config, "layer_scale_init_value",
+                                                                                0.1)) > 0)
+        rel = 0
+        if family == "beit" and getattr(config, "use_relative_position_bias", False):
+            patch = config.patch_size[0] if isinstance(config.patch_size, (list, tuple)) else config.patch_size
+            size = config.image_size[0] if isinstance(config.image_size, (list, tuple)) else config.image_size
+            rel = ((2 * (int(size) // int(patch)) - 1) ** 2 + 3) * h
+        ls = c if layer_scale else 0
+        return cls(c, h, c // h, dense_intermediate_size(config), int(config.num_hidden_layers),
+                   bool(getattr(config, "qkv_bias", True)), k_bias=family != "beit", attn_extra=ls + rel,
+                   mlp_extra=ls)
 
     def gate_size(self, gate: str) -> int:
         return {"attn_in": self.hidden, "attn_qkv": self.head_dim, "attn_out": self.hidden,
@@ -69,7 +90,8 @@ def attn_linear_params(d: Dims, a: Any, q: Any, o: Any) -> Any:
     Works elementwise on tensors too (the threshold search evaluates every cut at once).
     """
     inner = d.heads * q
-    return a * 3 * inner + (3 * inner if d.qkv_bias else 0) + inner * o + o
+    biases = (3 if d.k_bias else 2) if d.qkv_bias else 0
+    return a * 3 * inner + biases * inner + inner * o + o
 
 
 def mlp_linear_params(d: Dims, i: Any, h: Any, o: Any) -> Any:
@@ -84,7 +106,8 @@ def full_linear_params(d: Dims) -> tuple[int, int]:
 
 
 def block_params(d: Dims, widths: list[dict[str, int]] | None = None) -> torch.Tensor:
-    """Per sub-block parameter counts ``|w_b|`` (order attn0, mlp0, attn1, ...), LayerNorm counted full.
+    """Per sub-block parameter counts ``|w_b|`` (order attn0, mlp0, attn1, ...), LayerNorm (and the
+    :class:`Dims` extras: layer scale, relative position table) counted full.
 
     ``widths[l]`` holds the kept counts per gate of layer ``l``; ``None`` = the full ``|W_b|``.
     DeiT-S: attn 592,128, mlp 1,182,336.
@@ -93,8 +116,8 @@ def block_params(d: Dims, widths: list[dict[str, int]] | None = None) -> torch.T
     out = []
     for layer in range(d.layers):
         w = widths[layer] if widths is not None else {g: d.gate_size(g) for g in GATES}
-        out.append(attn_linear_params(d, w["attn_in"], w["attn_qkv"], w["attn_out"]) + ln)
-        out.append(mlp_linear_params(d, w["mlp_in"], w["mlp_hid"], w["mlp_out"]) + ln)
+        out.append(attn_linear_params(d, w["attn_in"], w["attn_qkv"], w["attn_out"]) + ln + d.attn_extra)
+        out.append(mlp_linear_params(d, w["mlp_in"], w["mlp_hid"], w["mlp_out"]) + ln + d.mlp_extra)
     return torch.tensor(out, dtype=torch.float64)
 
 

@@ -42,7 +42,7 @@ from .state import P3BState
 
 logger = logging.getLogger(__name__)
 
-_NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token")
+_NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token", "mask_token", "relative_position_bias_table")
 
 
 class PruningCallback(TrainerCallback):

@@ -1,0 +1,109 @@
+"""What differs between the supported backbone families, in one place.
+
+Every family is a pre-LN transformer encoder with the same six prunable pieces per layer (read-LN, q/k/v,
+attention output, read-LN, fc1, fc2). What the plan slicer, cost model and methods need beyond that:
+
+===========  ==========  =====================  ==============  =============================  ==================
+family       prefix      layer scale            rel. pos. bias  classifier reads               k bias
+===========  ==========  =====================  ==============  =============================  ==================
+ViT          ``vit``     --                     --              CLS                            ``qkv_bias``
+DeiT         ``deit``    --                     --              CLS (+ distillation token)     ``qkv_bias``
+BEiT         ``beit``    ``lambda_1/2``         per layer and/  LN(mean of patches) or CLS     none (q, v only)
+                                                or shared
+DINOv2       ``dinov2``  ``layer_scale1/2``     --              [CLS, mean of patches] (2C)    ``qkv_bias``
+===========  ==========  =====================  ==============  =============================  ==================
+
+:data:`FAMILIES` maps a family name to its :class:`Family`: the legacy checkpoint key names of one
+layer (what :func:`p3b_hf.apply_width_plan` writes), and the pruned config / classifier / backbone
+classes (self-contained files in this package, pushed as remote code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .configuration_p3b_beit import P3BBeitConfig
+from .configuration_p3b_dinov2 import P3BDinov2Config
+from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
+from .modeling_p3b_beit import P3BBeitForImageClassification, P3BBeitModel
+from .modeling_p3b_dinov2 import P3BDinov2ForImageClassification, P3BDinov2Model
+from .modeling_p3b_vit import (
+    P3BDeiTForImageClassification,
+    P3BDeiTModel,
+    P3BViTForImageClassification,
+    P3BViTModel,
+)
+
+
+@dataclass(frozen=True)
+class LayerKeys:
+    """Legacy state-dict names of one encoder layer's pieces, relative to ``{prefix}.encoder.layer.{i}``."""
+
+    ln_before: str
+    q: str
+    k: str
+    v: str
+    o: str
+    ln_after: str
+    fc1: str
+    fc2: str
+    ls1: str | None = None  # layer scale of the attention output
+    ls2: str | None = None  # layer scale of the MLP output
+    rel_bias: str | None = None  # per-layer relative position bias table [R, heads]
+
+
+VIT_KEYS = LayerKeys("layernorm_before", "attention.attention.query", "attention.attention.key",
+                     "attention.attention.value", "attention.output.dense", "layernorm_after", "intermediate.dense",
+                     "output.dense")
+BEIT_KEYS = replace(VIT_KEYS, ls1="lambda_1", ls2="lambda_2",
+                    rel_bias="attention.attention.relative_position_bias.relative_position_bias_table")
+DINOV2_KEYS = replace(VIT_KEYS, ln_before="norm1", ln_after="norm2", fc1="mlp.fc1", fc2="mlp.fc2",
+                      ls1="layer_scale1.lambda1", ls2="layer_scale2.lambda1")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One supported family: stock classifier classes, legacy key names, pruned classes."""
+
+    name: str  # = base_model_prefix of the legacy checkpoints
+    stock_classes: tuple[str, ...]
+    keys: LayerKeys
+    config_class: type
+    model_class: type
+    backbone_class: type
+    #: pruned classes that need this family's config subclass (DeiT's is a P3BViTConfig subclass)
+    pruned_classes: tuple[str, ...] = ()
+
+
+FAMILIES: dict[str, Family] = {
+    "vit": Family("vit", ("ViTForImageClassification",), VIT_KEYS, P3BViTConfig, P3BViTForImageClassification,
+                  P3BViTModel, ("P3BViTForImageClassification",)),
+    "deit": Family("deit", ("DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"), VIT_KEYS,
+                   P3BDeiTConfig, P3BDeiTForImageClassification, P3BDeiTModel, ("P3BDeiTForImageClassification",)),
+    "beit": Family("beit", ("BeitForImageClassification",), BEIT_KEYS, P3BBeitConfig, P3BBeitForImageClassification,
+                   P3BBeitModel, ("P3BBeitForImageClassification",)),
+    "dinov2": Family("dinov2", ("Dinov2ForImageClassification",), DINOV2_KEYS, P3BDinov2Config,
+                     P3BDinov2ForImageClassification, P3BDinov2Model, ("P3BDinov2ForImageClassification",)),
+}
+
+#: every pruned config class (``isinstance(cfg, P3B_CONFIGS)``: a p3b_hf pruned / full-width model)
+P3B_CONFIGS: tuple[type, ...] = (P3BViTConfig, P3BBeitConfig, P3BDinov2Config)
+
+
+def family_of_config(config: Any) -> str:
+    """The family of a stock or pruned config (``model_type``: vit, deit, beit, dinov2, p3b_*)."""
+    mt = str(getattr(config, "model_type", "") or "")
+    name = mt[4:] if mt.startswith("p3b_") else mt
+    if name not in FAMILIES:
+        supported = ", ".join(sorted(FAMILIES))
+        raise ValueError(f"model_type {mt!r} is not a supported family ({supported}).")
+    return name
+
+
+def dense_intermediate_size(config: Any) -> int:
+    """MLP width of a stock or pruned config (DINOv2 stores ``mlp_ratio`` instead of ``intermediate_size``)."""
+    f = getattr(config, "intermediate_size", None)
+    if f is None:
+        f = int(int(config.hidden_size) * config.mlp_ratio)
+    return int(f)

@@ -1,0 +1,281 @@
+"""BEiT and DINOv2 on the WidthPlan -> slice path: the same exactness guarantees as ViT/DeiT.
+
+Stock tiny random-init models (``tests/conftest.py``: BEiT with per-layer relative position bias + mean
+pooling, BEiT with a shared table + absolute positions + mask token + CLS pooling, DINOv2), every layer
+scale, bias table, norm and token randomised so a wrongly sliced tensor changes the logits.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from masking import masked_forward
+from transformers import AutoModelForImageClassification
+
+import p3b_hf
+from p3b_hf import UnsupportedModelError, WidthPlan, apply_width_plan, count_cost
+from p3b_hf.models.families import FAMILIES
+
+NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(pixel_values=x).logits
+
+
+def _numel(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _random_plan(model: torch.nn.Module, seed: int, *, subsets: bool = True, removals: bool = False) -> WidthPlan:
+    """Random kept head dims, heads, MLP neurons and (optionally) residual read/write subsets."""
+    rng = random.Random(seed)
+    plan = WidthPlan.full(model.config)
+    c, h, d, f = plan.hidden_size, plan.num_attention_heads, plan.head_dim, plan.intermediate_size
+    lo = 0 if removals else 1
+    for lp in plan.layers:
+        lp.head_dims = sorted(rng.sample(range(d), rng.randint(lo, d)))
+        lp.heads = sorted(rng.sample(range(h), rng.randint(1, h)))
+        lp.mlp = sorted(rng.sample(range(f), rng.randint(lo, f)))
+        if subsets:
+            for name in ("attn_in", "attn_out", "mlp_in", "mlp_out"):
+                if rng.random() < 0.7:
+                    setattr(lp, name, sorted(rng.sample(range(c), rng.randint(lo, c))))
+    return plan
+
+
+@pytest.mark.parametrize("fixture", NEW)
+def test_identity_plan_is_bit_identical(fixture: str, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
+    model = request.getfixturevalue(fixture)
+    pruned = apply_width_plan(model, WidthPlan.full(model.config))
+    assert type(pruned) is FAMILIES[model.base_model_prefix].model_class
+    assert torch.equal(_logits(pruned, images), _logits(model, images))
+    assert _numel(pruned) == _numel(model) == count_cost(model)["params"] == count_cost(pruned)["params"]
+    assert any("lambda" in k for k in pruned.state_dict())  # layer scales kept under their stock names
+
+
+@pytest.mark.parametrize("fixture", NEW)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_slicing_equals_masking(fixture: str, seed: int, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
+    """Kept head dims, heads (their relative position bias columns), MLP neurons and residual read/write
+    subsets (layer scale sliced with the written channels) == the dense model with the rest zero-masked."""
+    model = request.getfixturevalue(fixture)
+    plan = _random_plan(model, seed)
+    pruned = apply_width_plan(model, plan)
+    ref = masked_forward(model, plan, images)
+    torch.testing.assert_close(_logits(pruned, images), ref, atol=2e-5, rtol=1e-5)
+    assert (_logits(model, images) - ref).abs().max() > 1e-3  # the masks matter
+    assert count_cost(pruned)["params"] == _numel(pruned) < _numel(model)
+
+
+@pytest.mark.parametrize("fixture", NEW)
+def test_removed_sub_blocks_become_exact_constants(fixture: str, request: pytest.FixtureRequest,
+                                                   images: torch.Tensor) -> None:
+    model = request.getfixturevalue(fixture)
+    plan = WidthPlan.full(model.config)
+    plan.layers[0].head_dims = []  # attention of layer 0: lambda_1 * o.bias remains
+    plan.layers[1].mlp_in = []  # MLP of layer 1 reads nothing: lambda_2 * (fc2(gelu(b1)) + b2)
+    plan.layers[1].attn_in = []  # attention reads nothing: lambda_1 * (o(v_bias) + o_bias), whatever the bias
+    plan.layers[2].attn_out = []  # writes nothing: vanishes
+    plan.layers[2].mlp = []
+    pruned = apply_width_plan(model, plan)
+    cfg = pruned.config
+    assert cfg.layer_head_dims[:2] == [0, 0] and cfg.layer_intermediate_sizes[1:] == [0, 0]
+    assert not any(isinstance(m, torch.nn.Linear) and 0 in m.weight.shape for m in pruned.modules())
+    layer0 = f"{pruned.base_model_prefix}.encoder.layer.0."
+    assert not any(k.startswith(layer0) and ("lambda_1" in k or "layer_scale1" in k) for k in pruned.state_dict())
+    torch.testing.assert_close(_logits(pruned, images), masked_forward(model, plan, images), atol=2e-5, rtol=1e-5)
+    assert count_cost(pruned)["params"] == _numel(pruned)
+    # the layer scale is in the constant: dropping it would change the logits
+    layer0 = getattr(pruned, pruned.base_model_prefix).encoder.layer[0]
+    const = layer0.attention.output.dense.bias
+    mods = p3b_hf.locate(model)
+    torch.testing.assert_close(const, (mods.layers[0].o.bias * mods.layers[0].ls1).detach())
+
+
+@pytest.mark.parametrize("fixture", NEW)
+def test_vbp_fold_equals_mean_replacement(fixture: str, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
+    """The mean-shift fold goes into fc2's bias, before the layer scale: lambda * (W2 h_K + b2 + W2_R mu_R)."""
+    model = request.getfixturevalue(fixture)
+    plan = WidthPlan.full(model.config)
+    mods = p3b_hf.locate(model)
+    f = mods.intermediate_size
+    fills = {}
+    for i, lm in enumerate(mods.layers):
+        keep = sorted(random.Random(i).sample(range(f), 40))
+        removed = sorted(set(range(f)) - set(keep))
+        mu = torch.randn(f, generator=torch.Generator().manual_seed(i))
+        fills[i] = mu
+        plan.layers[i].mlp = keep
+        plan.layers[i].mlp_bias_delta = (lm.fc2.weight[:, removed] @ mu[removed]).tolist()
+    pruned = apply_width_plan(model, plan)
+    ref = masked_forward(model, plan, images, mlp_fill=fills)
+    torch.testing.assert_close(_logits(pruned, images), ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", NEW)
+def test_embedding_pruning_slices_every_coupled_tensor(fixture: str, request: pytest.FixtureRequest,
+                                                       images: torch.Tensor) -> None:
+    model = request.getfixturevalue(fixture)
+    plan = WidthPlan.full(model.config)
+    plan.embed = list(range(0, 48, 2))
+    plan.layers[0].attn_out = list(range(0, 48, 4))
+    pruned = apply_width_plan(model, plan)
+    sd = pruned.state_dict()
+    assert pruned.config.hidden_size == 24
+    for k, v in sd.items():
+        if "lambda" in k or "layernorm" in k or "norm1" in k or "token" in k or "position_embeddings" in k:
+            assert v.shape[-1] in (24, 12), k  # layer 0's attention writes 12 channels
+    expected_in = 48 if fixture == "tiny_dinov2" else 24  # DINOv2 reads [CLS, mean]: both halves sliced
+    assert pruned.classifier.weight.shape == (7, expected_in)
+    if fixture == "tiny_dinov2":
+        torch.testing.assert_close(pruned.classifier.weight[:, 24:], model.classifier.weight[:, 48:][:, ::2])
+    assert _logits(pruned, images).shape == (3, 7)
+    assert count_cost(pruned)["params"] == _numel(pruned)
+
+
+def test_shared_relative_bias_keeps_the_union_of_kept_heads(tiny_beit_shared, images: torch.Tensor) -> None:
+    model = tiny_beit_shared
+    plan = WidthPlan.full(model.config)
+    plan.layers[0].heads = [1, 3]
+    plan.layers[1].heads = [0, 3]
+    plan.layers[2].head_dims = []  # no attention: uses no column
+    pruned = apply_width_plan(model, plan)
+    table = pruned.beit.encoder.relative_position_bias.relative_position_bias_table
+    dense = p3b_hf.locate(model).shared_rel_bias
+    assert torch.equal(table, dense[:, [0, 1, 3]])
+    assert pruned.config.layer_bias_heads[:2] == [[1, 2], [0, 2]]
+    torch.testing.assert_close(_logits(pruned, images), masked_forward(model, plan, images), atol=2e-5, rtol=1e-5)
+    # every layer dropping heads 2 and 3: the shared table shrinks with them
+    plan.layers[2].head_dims, plan.layers[2].heads = None, [0, 1]
+    plan.layers[0].heads, plan.layers[1].heads = [0, 1], [0, 1]
+    small = apply_width_plan(model, plan)
+    assert small.config.shared_bias_num_heads == 2 and small.config.layer_bias_heads == [None] * 3
+    assert count_cost(small)["params"] == _numel(small)
+
+
+@pytest.mark.parametrize("fixture", NEW)
+def test_save_reload_and_stock_checkpoint(fixture: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                          images: torch.Tensor) -> None:
+    model = request.getfixturevalue(fixture)
+    pruned = apply_width_plan(model, _random_plan(model, 3, removals=True), provenance={"method": "test"}).eval()
+    pruned.save_pretrained(tmp_path / "pruned")
+    files = {p.name for p in (tmp_path / "pruned").iterdir()}
+    name = model.base_model_prefix
+    assert {f"configuration_p3b_{name}.py", f"modeling_p3b_{name}.py", "model.safetensors"} <= files
+    again = AutoModelForImageClassification.from_pretrained(tmp_path / "pruned")
+    assert type(again) is type(pruned) and again.config.pruning_method == "test"
+    assert torch.equal(_logits(again, images), _logits(pruned, images))
+    # a full-width config loads the stock checkpoint's state dict (stock parameter names) unchanged
+    model.save_pretrained(tmp_path / "stock")
+    fam = FAMILIES[name]
+    full = fam.model_class.from_pretrained(tmp_path / "stock", config=fam.config_class.from_dense_config(model.config))
+    assert torch.equal(_logits(full.eval(), images), _logits(model, images))
+
+
+def test_shared_core_is_identical_in_every_modeling_file() -> None:
+    """The self-contained modeling files repeat the same helpers; a fix in one must reach all."""
+    root = Path(p3b_hf.__file__).parent / "models"
+    cores = {}
+    for name in ("vit", "beit", "dinov2"):
+        text = (root / f"modeling_p3b_{name}.py").read_text()
+        m = re.search(r"# ---- shared core.*?# ---- end of shared core ----", text, re.S)
+        assert m, name
+        cores[name] = m.group(0)
+    assert cores["vit"] == cores["beit"] == cores["dinov2"]
+
+
+@pytest.mark.parametrize("builder", ["swin", "convnext", "clip", "dinov2_registers"])
+def test_unsupported_families_get_one_clear_error(builder: str) -> None:
+    import transformers as tf
+
+    tiny = dict(num_labels=3)
+    model = {
+        "swin": lambda: tf.SwinForImageClassification(tf.SwinConfig(embed_dim=8, depths=[1], num_heads=[1], **tiny)),
+        "convnext": lambda: tf.ConvNextForImageClassification(tf.ConvNextConfig(hidden_sizes=[8], depths=[1],
+                                                                                 num_stages=1, **tiny)),
+        "clip": lambda: tf.CLIPForImageClassification(tf.CLIPConfig(
+            vision_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1),
+            text_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1),
+            projection_dim=8, **tiny)),
+        "dinov2_registers": lambda: tf.Dinov2WithRegistersForImageClassification(tf.Dinov2WithRegistersConfig(
+            hidden_size=8, num_hidden_layers=1, num_attention_heads=1, image_size=16, patch_size=8, **tiny)),
+    }[builder]()
+    with pytest.raises(UnsupportedModelError) as err:
+        apply_width_plan(model, None)
+    msg = str(err.value)
+    assert type(model).__name__ in msg and "BeitForImageClassification" in msg and "Dinov2ForImageClassification" in msg
+
+
+def test_dinov2_swiglu_is_refused_naming_the_field() -> None:
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    model = Dinov2ForImageClassification(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                      image_size=16, patch_size=8, use_swiglu_ffn=True, num_labels=3))
+    with pytest.raises(UnsupportedModelError, match="use_swiglu_ffn"):
+        p3b_hf.locate(model)
+
+
+def test_standard_sizes_count_as_published() -> None:
+    """Analytic params == numel of the stock models (meta device) for the standard sizes (1000-class heads;
+    DINOv2's reads [CLS, mean]: 2C*1000 + 1000), MACs at 224 px and at the config's resolution."""
+    from transformers import (
+        BeitConfig,
+        BeitForImageClassification,
+        Dinov2Config,
+        Dinov2ForImageClassification,
+    )
+
+    cases = [  # config, class, params (1000 classes), MACs at 224 px, MACs at config.image_size
+        (BeitConfig(use_relative_position_bias=True, use_mean_pooling=True, num_labels=1000),
+         BeitForImageClassification, 86_530_984, 17_578_504_168, 17_578_504_168),
+        (Dinov2Config(hidden_size=384, num_attention_heads=6, image_size=518, num_labels=1000),
+         Dinov2ForImageClassification, 22_825_576, 6_135_087_592, 46_754_850_664),
+        (Dinov2Config(hidden_size=768, num_attention_heads=12, image_size=518, num_labels=1000),
+         Dinov2ForImageClassification, 88_117_480, 23_184_277_480, 151_689_939_688),
+    ]
+    for cfg, cls, params, macs224, macs_native in cases:
+        with torch.device("meta"):
+            model = cls(cfg)
+        assert count_cost(cfg)["params"] == _numel(model) == params
+        assert count_cost(cfg, image_size=224)["macs"] == macs224 and count_cost(cfg)["macs"] == macs_native
+    assert int(cases[0][2] / 1e6) == 86  # BEiT-B: 86.53 M
+    backbone = [p - (2 * c.hidden_size * 1000 + 1000) for c, _, p, _, _ in cases[1:]]
+    assert backbone == [22_056_576, 86_580_480]  # DINOv2 S/B backbones (papers: "21 M", "86 M"; README)
+
+
+def test_transplanted_dinov2_and_beit_compute_the_vit_backbone(tiny_vit, images: torch.Tensor) -> None:  # noqa: ANN001
+    """The dev-bench evidence starts DINOv2/BEiT from the pretrained ViT (p3b_hf.models.transplant)."""
+    from p3b_hf.models.transplant import vit_to_beit, vit_to_dinov2
+
+    with torch.no_grad():
+        ref = tiny_vit(pixel_values=images, output_hidden_states=True)
+        dino = vit_to_dinov2(tiny_vit)(pixel_values=images, output_hidden_states=True)
+        beit = vit_to_beit(tiny_vit)(pixel_values=images, output_hidden_states=True)
+    torch.testing.assert_close(dino.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    for a, b, r in zip(dino.hidden_states, beit.hidden_states, ref.hidden_states):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b, r, rtol=1e-5, atol=1e-5)  # key bias dropped: softmax-invariant
+    assert not torch.allclose(beit.logits, ref.logits)  # BEiT classifies from the mean patch token
+
+
+def test_vit_only_tools_refuse_the_new_families_clearly(tiny_beit, tiny_dinov2) -> None:  # noqa: ANN001
+    """optimize_for_inference and pad_widths (--pad-to) do not know layer scale / bias tables / pooling yet."""
+    from p3b_hf import P3BError
+    from p3b_hf.optimize import optimize_for_inference
+    from p3b_hf.padding import pad_widths
+
+    for model in (tiny_beit, tiny_dinov2):
+        pruned = apply_width_plan(model, _random_plan(model, 0))
+        with pytest.raises(UnsupportedModelError, match="ViT/DeiT"):
+            optimize_for_inference(model)
+        with pytest.raises(UnsupportedModelError, match="ViT/DeiT"):
+            optimize_for_inference(pruned)
+        with pytest.raises(P3BError, match="--pad-to"):
+            pad_widths(pruned, 8)

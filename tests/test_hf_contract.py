@@ -1,0 +1,195 @@
+"""The HF model contract of every pruned class, checked against the stock class it replaces.
+
+A full-width pruned model (``apply_width_plan`` with the identity plan) must behave like the stock model
+on each entry point a new user tries: ``AutoModel`` (the backbone), ``pipeline("image-classification")``
+and ``pipeline("image-feature-extraction")``, hidden states, attention weights (eager and sdpa
+selectable), ``return_dict=False``, gradient checkpointing, ``interpolate_pos_encoding`` at another
+resolution and bf16 loading. Families: ViT, DeiT, BEiT, DINOv2 (tiny random-init stock models).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModel, AutoModelForImageClassification, pipeline
+
+import p3b_hf
+from p3b_hf import WidthPlan, apply_width_plan
+
+FAMILIES = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_beit_shared", "tiny_dinov2"]
+#: entry points that do not depend on BEiT's bias layout run on one BEiT variant only (CI time)
+MAIN = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_dinov2"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _stock_base_class(model: torch.nn.Module) -> type:
+    """The stock backbone class of a stock classifier (what ``AutoModel`` loads from its checkpoint)."""
+    return type(getattr(model, model.base_model_prefix))
+
+
+def _processor(size: int, family: str):  # noqa: ANN202
+    from transformers import ViTImageProcessorPil
+
+    mean = (0.5, 0.5, 0.5) if family != "tiny_dinov2" else (0.485, 0.456, 0.406)
+    return ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=mean, image_std=(0.5, 0.5, 0.5))
+
+
+@pytest.fixture
+def saved(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+    """(stock model, stock dir, full-width pruned model, pruned dir), both dirs with an image processor."""
+    stock = request.getfixturevalue(request.param).eval()
+    pruned = apply_width_plan(stock, WidthPlan.full(stock.config)).eval()
+    proc = _processor(int(stock.config.image_size), request.param)
+    stock_dir, pruned_dir = tmp_path / "stock", tmp_path / "pruned"
+    for model, d in ((stock, stock_dir), (pruned, pruned_dir)):
+        model.save_pretrained(d)
+        proc.save_pretrained(d)
+    return stock, stock_dir, pruned, pruned_dir
+
+
+def _images(n: int, size: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("saved", FAMILIES, indirect=True)
+def test_automodel_loads_the_backbone(saved, images: torch.Tensor) -> None:  # noqa: ANN001
+    stock, stock_dir, pruned, pruned_dir = saved
+    ours = AutoModel.from_pretrained(pruned_dir).eval()
+    assert type(ours).__name__.startswith("P3B") and type(ours).__name__.endswith("Model")
+    assert sum(p.numel() for p in ours.parameters()) + sum(
+        p.numel() for n, p in pruned.named_parameters() if not n.startswith(pruned.base_model_prefix + ".")) \
+        == sum(p.numel() for p in pruned.parameters())
+    kwargs = {"add_pooling_layer": False} if _stock_base_class(stock).__name__ in ("ViTModel", "DeiTModel") else {}
+    theirs = _stock_base_class(stock).from_pretrained(stock_dir, **kwargs).eval()
+    with torch.no_grad():
+        a, b = ours(pixel_values=images), theirs(pixel_values=images)
+    assert torch.equal(a.last_hidden_state, b.last_hidden_state)
+    if b.pooler_output is not None and a.pooler_output is not None:  # BEiT mean pooling, DINOv2 CLS
+        assert torch.equal(a.pooler_output, b.pooler_output)
+    assert (a.pooler_output is None) == (type(stock).__name__.startswith(("ViT", "DeiT")))
+
+
+@pytest.mark.parametrize("saved", MAIN, indirect=True)
+def test_pipelines_match_the_stock_model(saved) -> None:  # noqa: ANN001
+    stock, stock_dir, pruned, pruned_dir = saved
+    imgs = _images(2, int(stock.config.image_size))
+    cls_ours = pipeline("image-classification", model=str(pruned_dir), device="cpu")(imgs, top_k=3)
+    cls_theirs = pipeline("image-classification", model=str(stock_dir), device="cpu")(imgs, top_k=3)
+    assert [[d["label"] for d in r] for r in cls_ours] == [[d["label"] for d in r] for r in cls_theirs]
+    np.testing.assert_allclose([[d["score"] for d in r] for r in cls_ours],
+                               [[d["score"] for d in r] for r in cls_theirs], rtol=0, atol=1e-6)
+    feat_ours = pipeline("image-feature-extraction", model=str(pruned_dir), device="cpu")(imgs)
+    feat_theirs = pipeline("image-feature-extraction", model=str(stock_dir), device="cpu")(imgs)
+    assert np.array(feat_ours).shape == np.array(feat_theirs).shape
+    np.testing.assert_array_equal(np.array(feat_ours), np.array(feat_theirs))
+
+
+@pytest.mark.parametrize("saved", FAMILIES, indirect=True)
+def test_hidden_states_attentions_and_tuples(saved, images: torch.Tensor) -> None:  # noqa: ANN001
+    stock, stock_dir, pruned, pruned_dir = saved
+    eager_stock = type(stock).from_pretrained(stock_dir, attn_implementation="eager").eval()
+    eager_ours = AutoModelForImageClassification.from_pretrained(pruned_dir, attn_implementation="eager").eval()
+    assert eager_ours.config._attn_implementation == "eager"
+    assert pruned.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        ref = eager_stock(pixel_values=images, output_hidden_states=True, output_attentions=True)
+        for model in (eager_ours, pruned):  # sdpa models compute the weights eagerly when asked for them
+            out = model(pixel_values=images, output_hidden_states=True, output_attentions=True)
+            assert len(out.hidden_states) == len(ref.hidden_states) == stock.config.num_hidden_layers + 1
+            assert len(out.attentions) == len(ref.attentions) == stock.config.num_hidden_layers
+            for a, b in zip(out.hidden_states, ref.hidden_states):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+            for a, b in zip(out.attentions, ref.attentions):
+                assert a.shape == b.shape
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+                torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
+        # eager and sdpa are the same function
+        torch.testing.assert_close(eager_ours(pixel_values=images).logits, pruned(pixel_values=images).logits,
+                                   rtol=0, atol=1e-5)
+        assert torch.equal(eager_ours(pixel_values=images).logits, eager_stock(pixel_values=images).logits)
+        as_tuple = pruned(pixel_values=images, return_dict=False)
+        assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], stock(pixel_values=images).logits)
+
+
+@pytest.mark.parametrize("saved", MAIN, indirect=True)
+def test_gradient_checkpointing_gives_the_same_gradients(saved, images: torch.Tensor) -> None:  # noqa: ANN001
+    stock, stock_dir, pruned, pruned_dir = saved
+    labels = torch.tensor([0, 1, 2])
+
+    def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        model.train()
+        model.zero_grad()
+        torch.manual_seed(0)
+        model(pixel_values=images, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads(pruned)
+    pruned.gradient_checkpointing_enable()
+    assert pruned.is_gradient_checkpointing
+    checkpointed = grads(pruned)
+    assert plain.keys() == checkpointed.keys() and len(plain) > 10
+    for n in plain:
+        torch.testing.assert_close(plain[n], checkpointed[n], rtol=0, atol=1e-6)
+    pruned.gradient_checkpointing_disable()
+    stock.gradient_checkpointing_enable()
+    torch.testing.assert_close(grads(stock)["classifier.weight"], plain["classifier.weight"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("saved", FAMILIES, indirect=True)
+def test_other_resolution_with_interpolate_pos_encoding(saved) -> None:  # noqa: ANN001
+    stock, _, pruned, _ = saved
+    big = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = pruned(pixel_values=big, interpolate_pos_encoding=True)
+        # stock DINOv2 always interpolates (no flag); ours accepts the flag for every family
+        flag = {} if stock.base_model_prefix == "dinov2" else {"interpolate_pos_encoding": True}
+        theirs = stock(pixel_values=big, **flag)
+    torch.testing.assert_close(ours.logits, theirs.logits, rtol=0, atol=1e-5)
+    assert not torch.equal(ours.logits[0], ours.logits[1])
+
+
+@pytest.mark.parametrize("saved", MAIN, indirect=True)
+def test_bf16_loading(saved, images: torch.Tensor) -> None:  # noqa: ANN001
+    stock, stock_dir, pruned, pruned_dir = saved
+    bf16 = AutoModelForImageClassification.from_pretrained(pruned_dir, dtype=torch.bfloat16).eval()
+    assert next(bf16.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        logits = bf16(pixel_values=images).logits  # float32 pixels are cast by the patch embedding
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), pruned(pixel_values=images).logits, rtol=0.05, atol=0.1)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2"])  # DeiT: the ViT code
+def test_torch_export(fixture: str, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
+    from fake_hub import nontrivial_plan
+
+    """A really pruned model (channel subsets: index tensors) exports; exporting leaves it usable in eager mode,
+    in both orders (the lazily cached index tensors never hold a tracer's fake tensor)."""
+    model = request.getfixturevalue(fixture)
+    pruned = apply_width_plan(model, nontrivial_plan(model.config)).eval()
+    with torch.no_grad():
+        ref = pruned(pixel_values=images).logits
+        exported = torch.export.export(pruned, (), {"pixel_values": images})
+        torch.testing.assert_close(exported.module()(pixel_values=images).logits, ref)
+        fresh = apply_width_plan(model, nontrivial_plan(model.config)).eval()  # export first, then eager
+        torch.export.export(fresh, (), {"pixel_values": images})
+        torch.testing.assert_close(fresh(pixel_values=images).logits, ref, rtol=0, atol=0)
+
+
+def test_pruned_backbone_equals_the_classifier_features(tiny_vit, images: torch.Tensor, tmp_path: Path) -> None:  # noqa: ANN001
+    """On a really pruned model, AutoModel gives the features the pruned classifier reads."""
+    from fake_hub import nontrivial_plan
+
+    pruned = apply_width_plan(tiny_vit, nontrivial_plan(tiny_vit.config)).eval()
+    pruned.save_pretrained(tmp_path)
+    backbone = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(backbone, p3b_hf.P3BViTModel)
+    with torch.no_grad():
+        feats = backbone(pixel_values=images).last_hidden_state
+        torch.testing.assert_close(pruned.classifier(feats[:, 0]), pruned(pixel_values=images).logits,
+                                   rtol=0, atol=0)
