@@ -1,20 +1,19 @@
-#!/usr/bin/env python
 """`p3b-hf compare` on the dev-bench with a DINOv2-shaped and a BEiT-shaped model (issue 16's evidence).
 
 No DINOv2/BEiT pretrained on the dev-bench's source task exists, so both are **transplants** of the shipped
-CJK-pretrained tiny ViT (``p3b_hf.models.transplant``): same widths (hidden 192, 12 layers, 3 heads, MLP 768,
-32 px, patch 4), layer scale 1, and
+CJK-pretrained tiny ViT (:mod:`p3b_hf.models.transplant`): same widths (hidden 192, 12 layers, 3 heads, MLP
+768, 32 px, patch 4), layer scale 1, and
 
 * DINOv2: same position embeddings, classifier on ``[CLS, mean(patches)]`` -> its logits equal the ViT's;
 * BEiT: absolute positions kept, per-layer relative position bias tables at zero (trainable), key bias
   dropped (softmax-invariant), mean pooling + pooler LayerNorm -> every layer output equals the ViT's.
 
-The script checks those equalities on dev-bench images, saves the models (with the ViT's image processor) under
-``OUTPUT/models/``, then runs the real CLI per family, as ``scripts/devbench_compare.py`` does for the ViT
-(glyph augmentation, label smoothing 0.1, AdamW lr 5e-4 wd 0.05, batch 64 fp32 on CPU / 512 bf16 on CUDA; a fresh
-200-class head; VBP starts from the dense cell)::
+The script checks those equalities on dev-bench images, saves the models (with the ViT's image processor)
+under ``OUTPUT/models/``, then runs the compare of every family through the library entry point
+(:func:`p3b_hf.compare.run_compare`) with the dev-bench recipe of ``scripts/devbench_compare.py`` (a fresh
+200-class head; VBP starts from the dense cell). Run from the repository root::
 
-    python scripts/devbench_families.py --epochs 2 --max-train-samples 2048 --max-eval-samples 1000 \
+    python -m scripts.devbench_families --epochs 2 --max-train-samples 4096 --max-eval-samples 1000 \\
         --output-dir runs/devbench_families
 """
 
@@ -27,13 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from devbench_common import DENSE, base_parser  # noqa: E402
-
-from p3b_hf.cli import main as cli_main  # noqa: E402
-from p3b_hf.data import devbench_dataset_dict  # noqa: E402
-from p3b_hf.models.transplant import vit_to_beit, vit_to_dinov2  # noqa: E402
+from p3b_hf.compare import CompareJob, CompareOptions, markdown_table, run_compare
+from p3b_hf.models.transplant import vit_to_beit, vit_to_dinov2
+from p3b_hf.options import OutputOptions
+from scripts.devbench_common import base_parser, data_dir, recipe, source_model
 
 
 def _check_transplant(vit: torch.nn.Module, model: torch.nn.Module, family: str, bench: Path) -> float:
@@ -52,9 +48,23 @@ def _check_transplant(vit: torch.nn.Module, model: torch.nn.Module, family: str,
     return diff
 
 
-def main(argv: list[str] | None = None) -> int:
+def transplanted(bench: str, family: str, out: Path) -> Path:
+    """The dev-bench ViT as a ``family`` model under ``out/models`` (made and checked once, then reused)."""
     from transformers import ViTForImageClassification
 
+    source = Path(source_model(bench))
+    model_dir = out / "models" / f"{family}-tiny-cjk1000"
+    if not (model_dir / "model.safetensors").exists():
+        vit = ViTForImageClassification.from_pretrained(source).eval()
+        model = vit_to_dinov2(vit) if family == "dinov2" else vit_to_beit(vit)
+        diff = _check_transplant(vit, model, family, Path(bench))
+        print(f"{family}: transplanted from {source}, max |diff| vs the ViT {diff:.2e}", flush=True)
+        model.save_pretrained(model_dir)
+        shutil.copy(source / "preprocessor_config.json", model_dir / "preprocessor_config.json")
+    return model_dir
+
+
+def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
     p.add_argument("--families", nargs="+", choices=("dinov2", "beit"), default=["dinov2", "beit"])
     p.add_argument("--methods", default="p3b,vbp,global-taylor")
@@ -67,40 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(budgets=[0.5])
     a = p.parse_args(argv)
-    gpu = torch.cuda.is_available()
-    bench, out = Path(a.bench), Path(a.output_dir)
-    data_dir = out / "data"
-    if not (data_dir / "dataset_dict.json").exists():
-        devbench_dataset_dict(bench / "scripts200_dev.npz", bench / "scripts200_dev.json").save_to_disk(str(data_dir))
-    source = bench / "pretrained" / "vit-tiny-cjk1000"
-    vit = ViTForImageClassification.from_pretrained(source).eval()
-    batch = a.batch_size or (DENSE["batch_size"] if gpu else 64)
-    workers = a.num_workers if a.num_workers is not None else (8 if gpu else 1)
-    flags = ["--batch-size", str(batch), "--lr", str(DENSE["lr"]), "--weight-decay", str(DENSE["weight_decay"]),
-             "--augment", "glyph", "--mixup", "0", "--cutmix", "0", "--label-smoothing", "0.1",
-             "--num-workers", str(workers), "--seed", str(a.seed), "--logging-steps", "50"]
-    if a.max_train_samples:
-        flags += ["--max-train-samples", str(a.max_train_samples)]
-    if a.max_eval_samples:
-        flags += ["--max-eval-samples", str(a.max_eval_samples)]
-    if gpu:
-        flags.append("--bf16")
-    code = 0
+    out = Path(a.output_dir)
+    data, train = recipe(data_dir(a.bench, out), epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
+                         num_workers=a.num_workers)
+    data.max_train_samples, data.max_eval_samples = a.max_train_samples, a.max_eval_samples
     for family in a.families:
-        model_dir = out / "models" / f"{family}-tiny-cjk1000"
-        if not (model_dir / "model.safetensors").exists():
-            model = vit_to_dinov2(vit) if family == "dinov2" else vit_to_beit(vit)
-            diff = _check_transplant(vit, model, family, bench)
-            print(f"{family}: transplanted from {source}, max |diff| vs the ViT {diff:.2e}", flush=True)
-            model.save_pretrained(model_dir)
-            shutil.copy(source / "preprocessor_config.json", model_dir / "preprocessor_config.json")
-        argv_compare = ["compare", "--methods", a.methods, "--prune-ratio", ",".join(str(b) for b in a.budgets),
-                        "--model", str(model_dir), "--dataset", str(data_dir), "--output-dir", str(out / family),
-                        "--epochs", str(a.epochs), "--dense-baseline", "--bench-device", "cuda" if gpu else "cpu",
-                        "--", *flags]
-        print("p3b-hf " + " ".join(argv_compare), flush=True)
-        code = code or cli_main(argv_compare)
-    return code
+        job = CompareJob(compare=CompareOptions(model=str(transplanted(a.bench, family, out)), methods=a.methods,
+                                                prune_ratio=",".join(str(b) for b in a.budgets),
+                                                dense_baseline=True, bench_device=train.device),
+                         data=data, output=OutputOptions(output_dir=str(out / family)), train=train)
+        print(f"## {family}\n\n{markdown_table(run_compare(job))}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
