@@ -666,7 +666,7 @@ class DeploySpeed:
         if backend == "onnxruntime":
             require_onnx()
         self.backend = "onnxruntime" if backend == "onnxruntime" or (backend == "auto" and onnx_available()) else "fast"
-        self.dense = dense.eval()
+        self.dense = copy.deepcopy(dense).cpu().float().eval()  # callers may move theirs to a GPU later
         self.batch_size, self.repeats, self.warmup, self.min_repeat_s = batch_size, repeats, warmup, min_repeat_s
         self.threads = threads or torch.get_num_threads()
         self.opset, self.fold = opset, fold

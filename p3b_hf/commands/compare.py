@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="throughput batch (default: 1024 on GPU, 1 on CPU)")
     parser.add_argument("--bench-repeats", type=int, default=5)
     parser.add_argument("--no-bench", action="store_true", help="skip the throughput measurement")
+    parser.add_argument("--deploy-backend", default="auto", choices=["auto", "onnxruntime", "fast"],
+                        help="deployable path of the deploy_speed_vs_dense column (CPU, batch --bench-batch-size or 1): "
+                             "ONNX Runtime fp32 of the folded export when installed (auto), or optimize_for_inference")
     parser.add_argument("prune_args", nargs=argparse.REMAINDER,
                         help="after '--': further flags for every `p3b-hf prune` run (e.g. -- --batch-size 128 --bf16)")
 
@@ -50,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     device = env_device(args.bench_device)
     dense = None if args.no_bench else load_model(args.model)
+    deploy = None
+    if dense is not None:
+        from ..export import DeploySpeed  # the deployable path's speed, beside the eager one
+
+        deploy = DeploySpeed(dense, batch_size=args.bench_batch_size or 1, repeats=args.bench_repeats,
+                             backend=args.deploy_backend)
     rows = []
     if args.dense_baseline:
         rows.append(dense_row(common, out_dir / "dense", args.epochs))
@@ -61,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
             if report.get("status") not in ("unreachable", "failed") and dense is not None:
                 speed = throughput_ratio(cell, dense, device, args.bench_batch_size, args.bench_repeats)
             rows.append(row_of(spec.label, ratio, report, speed))
+            if speed is not None and deploy is not None:
+                rows[-1]["deploy_speed_vs_dense"] = deploy.measure(load_model(str(cell)))["deploy_speed_vs_dense"]
             write_outputs(out_dir, rows, vars_for_json(args))  # partial results survive a crash
+    if deploy is not None:
+        deploy.close()
     from ..compare import markdown_table
 
     print(markdown_table(rows))
