@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats; the median is reported")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time the optimised path under torch.compile")
-    parser.add_argument("--variants", default="eager,fast",
+    parser.add_argument("--variants", default=None,
                         help="comma list for all three models: eager, fast, compiled[+round8|+gather|+index_add|"
-                             "+dense|+conv|+nofold|+alltokens] (default eager,fast)")
+                             "+dense|+conv|+nofold|+alltokens] (default eager,fast; with --onnx "
+                             "eager,fast,ort-fp32,ort-int8)")
     parser.add_argument("--pruned-variants", default="",
                         help="extra variants timed for the pruned model only, e.g. fast+round8,compiled+round8")
     parser.add_argument("--min-repeat-s", type=float, default=None,
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    variants = _split(args.variants)
+    variants = _split(args.variants or "eager,fast")
     if args.compile and "compiled" not in variants:
         variants = (*variants, "compiled")
     if args.batch_size is not None and args.batch_size < 1 or args.repeats < 1:
@@ -101,9 +102,7 @@ def _run_onnx(args: argparse.Namespace, pruned, dense, sources: dict[str, str]) 
         batch_sizes = tuple(int(b) for b in _split(args.onnx_batch_sizes))
     except ValueError as e:
         raise P3BError(f"--onnx-batch-sizes {args.onnx_batch_sizes!r} must be a comma list of integers.") from e
-    variants = _split(args.variants)
-    if args.variants == "eager,fast":  # the PyTorch default: widen to the deployment set
-        variants = ONNX_VARIANTS
+    variants = _split(args.variants) if args.variants else ONNX_VARIANTS
     report = run_onnx_bench(pruned, dense, batch_sizes=batch_sizes, repeats=args.repeats, warmup=args.warmup,
                             min_repeat_s=0.2 if args.min_repeat_s is None else args.min_repeat_s,
                             threads=args.threads, variants=variants, pruned_variants=_split(args.pruned_variants),
