@@ -455,6 +455,9 @@ def export_model_dir(model_dir: str | os.PathLike, *, output_dir: str | os.PathL
         raise ExportError(f"{src} is not a p3b_hf pruned model (model_type {getattr(config, 'model_type', None)!r}); "
                           "give the output dir of `p3b-hf prune` or `p3b-hf finetune` (config.json with model_type "
                           "p3b_vit / p3b_deit).")
+    if output_dir is None and not src.is_dir():
+        raise ExportError(f"--model {model_dir} is not a local directory (a Hub id?); give --output-dir for the ONNX "
+                          "files, or download the model dir first.")
     target = Path(output_dir) if output_dir else src / ONNX_DIR
     staging = _staging(target)
     try:
