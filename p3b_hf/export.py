@@ -950,10 +950,12 @@ def card_section(report: dict[str, Any], repo_id: str) -> list[str]:
         lines += ["(Speed not measured for this export: `p3b-hf export --speed` adds it.)", ""]
     lines += ["```python", "import numpy as np, onnxruntime as ort",
               "from huggingface_hub import hf_hub_download",
+              "from PIL import Image",
               "from transformers import AutoImageProcessor",
               f'path = hf_hub_download("{repo_id}", "onnx/{files.get("fp32", {}).get("file", FP32_NAME)}")',
               f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
               'session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])',
+              'image = Image.open("cat.jpg").convert("RGB")',
               'pixels = processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)',
-              'logits = session.run(None, {"pixel_values": pixels})[0]', "```", ""]
+              'logits = session.run(None, {"pixel_values": pixels})[0]  # labels: config.json id2label', "```", ""]
     return lines
