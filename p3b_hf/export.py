@@ -858,17 +858,25 @@ def run_onnx_bench(pruned: nn.Module, dense: nn.Module | None = None, *, batch_s
 
 
 def onnx_ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per batch size: every row's images/s over dense eager (``vs_dense_eager``) and over the dense
-    model in the same variant (``vs_dense_same``); ``best_pruned_deployable``: the fastest pruned
-    ``fast`` / ``ort-*`` variant and its ratio over dense eager."""
+    """Per batch size: every row's images/s over dense eager (``vs_dense_eager``; ratio of medians, and
+    ``vs_dense_eager_paired``: the median over rounds of the per-round ratio, robust to load drift on a
+    shared machine) and over the dense model in the same variant (``vs_dense_same``);
+    ``best_pruned_deployable``: the fastest pruned ``fast`` / ``ort-*`` variant and its ratio over dense eager."""
+    import statistics
+
     out: dict[str, Any] = {}
     for b in sorted({r["batch_size"] for r in results}):
-        rows = {(r["model"], r["variant"]): r["images_per_s"] for r in results if r["batch_size"] == b}
+        full = {(r["model"], r["variant"]): r for r in results if r["batch_size"] == b}
+        rows = {k: r["images_per_s"] for k, r in full.items()}
         base = rows.get(("dense", "eager"))
-        entry: dict[str, Any] = {"vs_dense_eager": {}, "vs_dense_same": {}}
+        base_t = full.get(("dense", "eager"), {}).get("times_ms")
+        entry: dict[str, Any] = {"vs_dense_eager": {}, "vs_dense_eager_paired": {}, "vs_dense_same": {}}
         for (m, v), ips in rows.items():
             if base:
                 entry["vs_dense_eager"][f"{m}/{v}"] = ips / base
+            t = full[(m, v)].get("times_ms")
+            if base_t and t and len(t) == len(base_t):
+                entry["vs_dense_eager_paired"][f"{m}/{v}"] = statistics.median(a / c for a, c in zip(base_t, t))
             if m == "pruned":
                 same = rows.get(("dense", v), rows.get(("dense", v.split("+")[0])))
                 if same:
@@ -887,13 +895,14 @@ def format_onnx_table(report: dict[str, Any]) -> str:
     lines = [f"CPU ({env.get('cpu')}, {env.get('cpu_count')} cores), {env['threads']} thread(s), torch {env['torch']}, "
              f"onnxruntime {env.get('onnxruntime')}, fp32 (int8: dynamic), median of {s['repeats']} repeats",
              f"{'batch':>5} {'model':7} {'variant':22} {'params (M)':>10} {'images/s':>10} {'ms/batch':>9} "
-             f"{'x dense eager':>13} {'x dense same':>12}"]
+             f"{'x dense eager':>13} {'(paired)':>9} {'x dense same':>12}"]
     for r in report["results"]:
         b, m, v = r["batch_size"], r["model"], r["variant"]
         rat = report["ratios"][str(b)]
         same = rat["vs_dense_same"].get(v) if m == "pruned" else None
         lines.append(f"{b:5d} {m:7} {v:22} {report['models'][m]['params'] / 1e6:10.2f} {r['images_per_s']:10.1f} "
                      f"{r['median_ms']:9.2f} {rat['vs_dense_eager'].get(f'{m}/{v}', math.nan):13.2f} "
+                     f"{rat.get('vs_dense_eager_paired', {}).get(f'{m}/{v}', math.nan):9.2f} "
                      + (f"{same:12.2f}" if same is not None else ""))
     for b, rat in report["ratios"].items():
         best = rat.get("best_pruned_deployable")
