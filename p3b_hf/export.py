@@ -386,6 +386,7 @@ def _staging(target: Path) -> Path:
 
     if target.exists() and not target.is_dir():
         raise ExportError(f"--output-dir {target} is a file; give a directory (default: MODEL_DIR/{ONNX_DIR}).")
+    staging = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = make_staging_dir(target)
@@ -397,6 +398,8 @@ def _staging(target: Path) -> Path:
         staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export dir should read like its siblings
         return staging
     except OSError as e:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise ExportError(f"Cannot write {target}: {e.strerror or e} ({e.filename or target.parent}). Make the model "
                           "dir writable or give --output-dir a writable location.") from e
 
@@ -406,7 +409,12 @@ def _commit(staging: Path, target: Path) -> None:
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
-    os.replace(staging, target)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if old is not None:  # put the previous export back
+            os.replace(old, target)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
