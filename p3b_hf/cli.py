@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "cost": "Print params and MACs of a model dir, Hub id or config (dense or pruned).",
     "push": "Upload a pruned model dir (weights, config, code, processor, model card) to the Hub.",
     "bench": "Images/s of a pruned model vs its dense original vs an ideal plain ViT of equal shapes.",
+    "export": "Export a pruned model dir to ONNX (+ int8), verified in onnxruntime against PyTorch.",
     "compare": "Run several methods at equal whole-model parameter budgets and tabulate/plot them.",
     "demo": "Offline end-to-end demo: transfer-prune a small ViT on generated glyph data (< 5 min on CPU).",
 }

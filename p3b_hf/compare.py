@@ -226,7 +226,8 @@ def row_of(label: str, ratio: float | None, report: dict[str, Any], speed: float
         "accuracy": report.get("eval", {}).get("accuracy"),
         "params": report["pruned"]["params"], "macs": report["pruned"]["macs"],
         "param_reduction": report.get("achieved_param_reduction"),
-        "throughput_vs_dense": speed, "wall_time_s": report.get("wall_time_s"), **eval_set_fields(report),
+        "throughput_vs_dense": speed, "deploy_speed_vs_dense": None, "wall_time_s": report.get("wall_time_s"),
+        **eval_set_fields(report),
     }
 
 
@@ -240,7 +241,7 @@ def add_gap_change(rows: list[dict[str, Any]]) -> None:
 
 
 CSV_FIELDS = ["method", "prune_ratio", "status", "start", "epochs_total", "accuracy", "params", "macs",
-              "param_reduction", "throughput_vs_dense", "wall_time_s", "error"]
+              "param_reduction", "throughput_vs_dense", "deploy_speed_vs_dense", "wall_time_s", "error"]
 GAP_FIELDS = ["source_accuracy", "gap", "gap_change"]
 
 
@@ -293,7 +294,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     sets = eval_set_names(rows)
     acc_heads = [f"{n} (%)" for n in sets] + ["gap (pp)", "Δgap vs dense (pp)"] if sets else ["top-1 (%)"]
     heads = ["method", "target ratio", "start", "epochs (total)", *acc_heads, "params (M)", "param reduction",
-             "GMACs", "speed vs dense", "wall (s)"]
+             "GMACs", "speed vs dense (eager)", "deployable speed vs dense", "wall (s)"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         head = (f"| {r['method']} | {_fmt(r['prune_ratio'], '.2f')} | {r.get('start') or '–'} | "
@@ -309,7 +310,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         red = None if r["param_reduction"] is None else 100 * r["param_reduction"]
         lines.append(f"{head} {' | '.join(accs)} | "
                      f"{r['params'] / 1e6:.3f} | {_fmt(red, '.1f')} % | {r['macs'] / 1e9:.3f} | "
-                     f"{_fmt(r['throughput_vs_dense'], '.2f')}× | {_fmt(r['wall_time_s'], '.0f')} |")
+                     f"{_fmt(r['throughput_vs_dense'], '.2f')}× | {_fmt(r.get('deploy_speed_vs_dense'), '.2f')}× | "
+                     f"{_fmt(r['wall_time_s'], '.0f')} |")
     return "\n".join(lines)
 
 
@@ -318,7 +320,7 @@ def lodo_table(rows: list[dict[str, Any]]) -> str:
     out), their mean, the mean in-domain ``source`` accuracy, the mean gap and its change vs dense."""
     domains = list(next((r["per_domain"] for r in rows if r.get("per_domain")), {}))
     heads = ["method", "target ratio", "params (M)", "param reduction", *[f"{d} (%)" for d in domains], "avg (%)",
-             "source avg (%)", "gap (pp)", "Δgap vs dense (pp)", "speed vs dense"]
+             "source avg (%)", "gap (pp)", "Δgap vs dense (pp)", "speed vs dense (eager)", "deployable speed vs dense"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         head = f"| {r['method']} | {_fmt(r['prune_ratio'], '.2f')} |"
@@ -329,7 +331,7 @@ def lodo_table(rows: list[dict[str, Any]]) -> str:
         cells = [f"{r['params'] / 1e6:.3f}", f"{_fmt(red, '.1f')} %",
                  *[_pct(r["per_domain"].get(d)) for d in domains], _pct(r["accuracy"]),
                  _pct(r.get("source_accuracy")), _pp(r.get("gap")), _pp(r.get("gap_change")),
-                 f"{_fmt(r.get('throughput_vs_dense'), '.2f')}×"]
+                 f"{_fmt(r.get('throughput_vs_dense'), '.2f')}×", f"{_fmt(r.get('deploy_speed_vs_dense'), '.2f')}×"]
         lines.append(f"{head} {' | '.join(cells)} |")
     return "\n".join(lines)
 
@@ -415,7 +417,7 @@ def dense_row(job: CompareJob, out: Path) -> dict[str, Any]:
         acc = next(iter(sets["eval_sets"].values()))
     return {"method": "dense", "prune_ratio": 0.0, "status": "ok", "start": START_SOURCE,
             "epochs_total": own_epochs(rep, job.train.epochs), "accuracy": acc, "params": cost["params"],
-            "macs": cost["macs"], "param_reduction": 0.0, "throughput_vs_dense": 1.0,
+            "macs": cost["macs"], "param_reduction": 0.0, "throughput_vs_dense": 1.0, "deploy_speed_vs_dense": 1.0,
             "wall_time_s": ft.get("wall_time_s", ft.get("train_time_s")), **sets}
 
 
@@ -448,6 +450,10 @@ class CompareOptions:
     bench_batch_size: int | None = option(None, help="throughput batch (default: 1024 on GPU, 1 on CPU)")
     bench_repeats: int = option(5, help="timed repeats of the speed column (median)")
     no_bench: bool = option(False, help="skip the throughput measurement")
+    deploy_backend: str = option("auto", choices=("auto", "onnxruntime", "fast", "none"),
+                                 help="deployable path of the deploy_speed_vs_dense column (CPU, batch "
+                                      "--bench-batch-size or 1): ONNX Runtime fp32 of the folded export when "
+                                      "installed (auto), optimize_for_inference (fast), or none")
     protocol: str = option("single", choices=PROTOCOLS,
                            help="single: one compare on the data as given; lodo: leave-one-domain-out -- the whole "
                                 "compare once per held-out domain (needs a domain column: --domain-column, or a "
@@ -536,6 +542,12 @@ def run_compare(job: CompareJob) -> list[dict[str, Any]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(c.bench_device)
     dense = None if c.no_bench else load_model(c.model)
+    deploy = None
+    if dense is not None and c.deploy_backend != "none":
+        from .export import DeploySpeed  # the deployable artefact's speed, beside the eager module's
+
+        deploy = DeploySpeed(dense, batch_size=c.bench_batch_size or 1, repeats=c.bench_repeats,
+                             backend=c.deploy_backend)
     settings = {"compare": dataclasses.asdict(c), "data": dataclasses.asdict(job.data),
                 "train": dataclasses.asdict(job.train), "kd": dataclasses.asdict(job.kd)}
     rows: list[dict[str, Any]] = []
@@ -562,11 +574,27 @@ def run_compare(job: CompareJob) -> list[dict[str, Any]]:
         total = own_epochs(report, job.train.epochs) + before if ok else None
         rows.append(row_of(spec.label, ratio, report, speed, start=start_label(start, dense_epochs),
                            epochs_total=total))
+        if speed is not None and deploy is not None:
+            rows[-1]["deploy_speed_vs_dense"] = deploy_ratio(deploy, cell)
         add_gap_change(rows)
         write_outputs(out_dir, rows, settings)  # partial results survive a crash
     add_gap_change(rows)
     write_outputs(out_dir, rows, settings)
+    if deploy is not None:
+        deploy.close()
     return rows
+
+
+def deploy_ratio(deploy: Any, cell: Path) -> float | None:
+    """The cell's deployable images/s over the dense model's (:class:`p3b_hf.export.DeploySpeed`); ``None``
+    with a printed reason when the artefact cannot be built (the eager speed column stands)."""
+    from .loading import load_model
+
+    try:
+        return deploy.measure(load_model(str(cell)))["deploy_speed_vs_dense"]
+    except P3BError as e:
+        print(f"p3b-hf compare: no deployable speed for {cell.name}: {e}")
+        return None
 
 
 # ============================================================================ leave-one-domain-out
@@ -643,6 +671,7 @@ def lodo_rows(fold_rows: dict[str, list[dict[str, Any]]], folds: list[str]) -> l
                    params=_mean([r["params"] for r in rs]), macs=_mean([r["macs"] for r in rs]),
                    param_reduction=_mean([r["param_reduction"] for r in rs]),
                    throughput_vs_dense=_mean([r.get("throughput_vs_dense") for r in rs]),
+                   deploy_speed_vs_dense=_mean([r.get("deploy_speed_vs_dense") for r in rs]),
                    wall_time_s=sum(float(r.get("wall_time_s") or 0.0) for r in rs))
         out.append(row)
     return out
@@ -661,7 +690,8 @@ def write_lodo_outputs(out_dir: Path, rows: list[dict[str, Any]], fold_rows: dic
     (out_dir / "compare.json").write_text(json.dumps({"settings": settings, "protocol": "lodo", "domains": folds,
                                                       "rows": rows, "folds": fold_rows}, indent=1))
     fields = ["method", "prune_ratio", "held_out", "status", "accuracy", "source_accuracy", "gap", "gap_change",
-              "params", "macs", "param_reduction", "throughput_vs_dense", "wall_time_s", "error"]
+              "params", "macs", "param_reduction", "throughput_vs_dense", "deploy_speed_vs_dense", "wall_time_s",
+              "error"]
     with open(out_dir / "compare.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()

@@ -148,7 +148,7 @@ def _hub_id(name: Any) -> str | None:
 
 def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[str, Any] | None = None,
                      report: dict[str, Any] | None = None, dataset: str | None = None,
-                     license: str | None = None) -> str:
+                     license: str | None = None, with_onnx: bool = False) -> str:
     """Model card text (YAML metadata + markdown) from ``pruning_report.json`` and ``config.json``.
 
     Works without a report too (then params/MACs come from the config via :func:`count_cost`).
@@ -247,6 +247,10 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
         "`AutoModel.from_pretrained` gives the backbone without its head. `pruning_report.json` holds "
         "the full run report.", "",
     ]
+    if with_onnx:  # the ONNX files pushed with --with-onnx: what they are, their checks and speed
+        from .export import card_section, load_export_report
+
+        lines += card_section(load_export_report(d) or {}, repo_id)
     body = "\n".join(lines)
     return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}"))
 
@@ -297,9 +301,20 @@ def eval_set_section(report: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- push
-def collect_files(model_dir: str | os.PathLike, config: dict[str, Any]) -> dict[str, Path]:
+def collect_files(model_dir: str | os.PathLike, config: dict[str, Any], with_onnx: bool = False) -> dict[str, Path]:
     """``path_in_repo -> local file`` for everything :func:`push_pruned` uploads (card excluded)."""
     d = Path(model_dir)
+    if with_onnx:
+        from .export import FP32_NAME, INT8_NAME, ONNX_DIR
+        from .export import REPORT_NAME as EXPORT_REPORT
+
+        if not (d / ONNX_DIR / FP32_NAME).exists() or not (d / ONNX_DIR / EXPORT_REPORT).exists():
+            raise CheckpointError(f"--with-onnx: {d} has no {ONNX_DIR}/{FP32_NAME} with its {EXPORT_REPORT}; run "
+                                  f"`p3b-hf export --model {d}` first.")
+        onnx_files = {f"{ONNX_DIR}/{n}": d / ONNX_DIR / n for n in (FP32_NAME, INT8_NAME, EXPORT_REPORT)
+                      if (d / ONNX_DIR / n).exists()}
+    else:
+        onnx_files = {}
     files: dict[str, Path] = {name: d / name for name in _weight_files(d)}
     files["config.json"] = d / "config.json"
     for name in _code_files(config):
@@ -309,18 +324,21 @@ def collect_files(model_dir: str | os.PathLike, config: dict[str, Any]) -> dict[
             files[name] = d / name
     for png in sorted((d / "plots").glob("*.png")) if (d / "plots").is_dir() else []:
         files[f"plots/{png.name}"] = png
+    files.update(onnx_files)
     return files
 
 
 def push_pruned(model_dir: str | os.PathLike, repo_id: str, *, private: bool | None = None,
                 revision: str | None = None, commit_message: str | None = None, token: str | None = None,
                 create_pr: bool = False, dataset: str | None = None, license: str | None = None,
-                model_card: bool = True, verify: bool = True, api: HfApi | None = None) -> PushResult:
+                model_card: bool = True, verify: bool = True, api: HfApi | None = None,
+                with_onnx: bool = False) -> PushResult:
     """Upload a pruned model dir to ``repo_id`` in one commit and return what was pushed.
 
     ``revision``: a branch (created from ``main`` if missing). ``api``: an ``HfApi`` (tests pass a
     recording subclass); the default talks to ``HF_ENDPOINT``. ``verify``: load the dir and run one
-    forward pass before uploading anything.
+    forward pass before uploading anything. ``with_onnx``: also upload ``onnx/`` (written by
+    ``p3b-hf export``; refused if missing) and describe it in the model card.
     """
     if not _HUB_ID.match(repo_id or ""):
         raise P3BError(f"--repo-id {repo_id!r} is not a Hub repo id; use 'user-or-org/name'.")
@@ -329,7 +347,7 @@ def push_pruned(model_dir: str | os.PathLike, repo_id: str, *, private: bool | N
     api = api if api is not None else HfApi()
     with tempfile.TemporaryDirectory(prefix="p3b_hf_push_") as tmp:
         staging = Path(tmp)
-        files = collect_files(d, config)
+        files = collect_files(d, config, with_onnx=with_onnx)
         is_p3b = config.get("model_type") in P3B_MODEL_TYPES
         missing_code = [n for n in _code_files(config) if not (d / n).exists()]
         resaved = is_p3b and (not config.get("auto_map") or bool(missing_code))
@@ -352,7 +370,8 @@ def push_pruned(model_dir: str | os.PathLike, repo_id: str, *, private: bool | N
             verify_loads(staging if resaved else d)
         card = ""
         if model_card:
-            card = build_model_card(d, repo_id, config=config, dataset=dataset, license=license)
+            card = build_model_card(d, repo_id, config=config, dataset=dataset, license=license,
+                                    with_onnx=with_onnx)
         elif (d / "README.md").exists():
             files["README.md"] = d / "README.md"
 

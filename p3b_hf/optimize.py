@@ -252,10 +252,19 @@ class _Options:
     dense_reads: bool = False
 
 
+#: the families optimize_for_inference rewrites (pruned or stock); others run as their HF module
+FAST_PATH_FAMILIES = ("vit", "deit")
+
+
+def has_fast_path(config: Any) -> bool:
+    """Whether :func:`optimize_for_inference` supports models of this (stock or pruned) config."""
+    return str(getattr(config, "model_type", "")).removeprefix("p3b_") in FAST_PATH_FAMILIES
+
+
 def _as_p3b(model: nn.Module) -> nn.Module:
     if isinstance(getattr(model, "config", None), P3BViTConfig):
         return model
-    if str(getattr(getattr(model, "config", None), "model_type", "")).removeprefix("p3b_") in ("beit", "dinov2"):
+    if not has_fast_path(getattr(model, "config", None)):
         raise UnsupportedModelError(f"optimize_for_inference supports ViT/DeiT (pruned or stock) only, not "
                                     f"{type(model).__name__} yet; run the model itself (eager or torch.compile).")
     from .plan import WidthPlan, apply_width_plan  # stock HF ViT/DeiT -> full-width P3B model

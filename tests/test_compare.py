@@ -78,7 +78,7 @@ def test_compare_end_to_end(tmp_path: Path):
     out = tmp_path / "cmp"
     code = main(["compare", "--methods", "p3b,vbp,global-l1", "--prune-ratio", "0.3,0.6", "--model", str(dense_dir),
                  "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--bench-device", "cpu", "--dense-baseline",
-                 "--bench-repeats", "2", "--", "--batch-size", "16", "--augment", "none", "--device", "cpu",
+                 "--bench-repeats", "2", "--deploy-backend", "fast", "--", "--batch-size", "16", "--augment", "none", "--device", "cpu",
                  "--mixup", "0", "--cutmix", "0"])
     assert code == 0
     rows = json.loads((out / "compare.json").read_text())["rows"]
@@ -95,7 +95,7 @@ def test_compare_end_to_end(tmp_path: Path):
         report = json.loads((out / f"{key[0]}-{round(100 * key[1])}" / "pruning_report.json").read_text())
         assert row["params"] == report["pruned"]["params"]
         assert abs(row["param_reduction"] - key[1]) < 0.05, (key, row["param_reduction"])
-        assert row["throughput_vs_dense"] > 0
+        assert row["throughput_vs_dense"] > 0 and row["deploy_speed_vs_dense"] > 0
     assert (out / "accuracy_vs_params.png").stat().st_size > 1000
     table = (out / "compare.md").read_text()
     assert "global-l1" in table and "unreachable" in table

@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats; the median is reported")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time the optimised path under torch.compile")
-    parser.add_argument("--variants", default="eager,fast",
+    parser.add_argument("--variants", default=None,
                         help="comma list for all three models: eager, fast, compiled[+round8|+gather|+index_add|"
-                             "+dense|+conv|+nofold|+alltokens] (default eager,fast)")
+                             "+dense|+conv|+nofold|+alltokens] (default eager,fast; with --onnx "
+                             "eager,fast,ort-fp32,ort-int8)")
     parser.add_argument("--pruned-variants", default="",
                         help="extra variants timed for the pruned model only, e.g. fast+round8,compiled+round8")
     parser.add_argument("--min-repeat-s", type=float, default=None,
@@ -38,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cpu, 0 on cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", dest="json_out", default=None, help="write the full report (JSON) here")
+    parser.add_argument("--onnx", action="store_true",
+                        help="CPU deployment table instead: dense and pruned in PyTorch eager, fast "
+                             "(optimize_for_inference) and ONNX Runtime fp32 / int8, per --onnx-batch-sizes "
+                             "(needs p3b_hf[onnx]; --variants / --pruned-variants then take eager, fast, ort-fp32, "
+                             "ort-int8[+nofold|+readfold|+hf|+static|+opsetN])")
+    parser.add_argument("--onnx-batch-sizes", default="1,32", help="--onnx: batch sizes timed (default 1,32)")
+    parser.add_argument("--opset", type=int, default=None, help="--onnx: ONNX opset (default 20)")
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -55,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    variants = _split(args.variants)
+    variants = _split(args.variants or "eager,fast")
     if args.compile and "compiled" not in variants:
         variants = (*variants, "compiled")
     if args.batch_size is not None and args.batch_size < 1 or args.repeats < 1:
@@ -72,11 +80,35 @@ def run(args: argparse.Namespace) -> int:
                            "give the output directory of `p3b-hf prune`, or use --random-arch.")
         dense = None
         sources = {"pruned": args.model}
+    if args.onnx:
+        return _run_onnx(args, pruned, dense, sources)
     report = run_bench(pruned, dense, device=device, dtype=args.dtype, batch_size=args.batch_size,
                        repeats=args.repeats, warmup=args.warmup, variants=variants,
                        pruned_variants=_split(args.pruned_variants), min_repeat_s=args.min_repeat_s,
                        sources=sources, seed=args.seed)
     print(format_table(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace, pruned, dense, sources: dict[str, str]) -> int:
+    from ..errors import P3BError
+    from ..export import ONNX_VARIANTS, format_onnx_table, run_onnx_bench
+
+    if args.device == "cuda" or args.compile or args.dtype not in (None, "fp32"):
+        raise P3BError("--onnx times CPU fp32 (and int8) only; drop --device cuda / --compile / --dtype.")
+    try:
+        batch_sizes = tuple(int(b) for b in _split(args.onnx_batch_sizes))
+    except ValueError as e:
+        raise P3BError(f"--onnx-batch-sizes {args.onnx_batch_sizes!r} must be a comma list of integers.") from e
+    variants = _split(args.variants) if args.variants else ONNX_VARIANTS
+    report = run_onnx_bench(pruned, dense, batch_sizes=batch_sizes, repeats=args.repeats, warmup=args.warmup,
+                            min_repeat_s=0.2 if args.min_repeat_s is None else args.min_repeat_s,
+                            threads=args.threads, variants=variants, pruned_variants=_split(args.pruned_variants),
+                            opset=args.opset, sources=sources, seed=args.seed)
+    print(format_onnx_table(report))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1))
         print(f"wrote {args.json_out}")

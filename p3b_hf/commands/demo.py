@@ -215,7 +215,9 @@ def _run(args: argparse.Namespace) -> int:
              "dense_images_per_s": ips[("dense", "eager")], "pruned_images_per_s": ips[("pruned", "eager")],
              "pruned_fast_images_per_s": ips.get(("pruned", "fast")),
              "speedup": _ratio(bench, "eager"),
-             "speedup_fast": _ratio(bench, "fast") if ("pruned", "fast") in ips else None, "bench": bench}
+             "speedup_fast": _ratio(bench, "fast") if ("pruned", "fast") in ips else None, "bench": bench,
+             "deploy": _deploy_speed(pruned, dense_model, args.bench_iters)}
+    times["deploy_speed_s"] = time.time() - t - times["bench_s"]
     reload = _reload_check(model_dir, pruned, ctx.eval_ds)
     times["total_s"] = time.time() - t_start
     dense_cost, pruned_cost = count_cost(dense_init), count_cost(pruned)
@@ -240,6 +242,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[demo] ERROR: reloaded logits differ by {reload['max_abs_logit_diff']:.3g}")
         return 1
     return 0
+
+
+def _deploy_speed(pruned: torch.nn.Module, dense: torch.nn.Module, repeats: int) -> dict[str, Any]:
+    """The deployable path's speed at batch 1 (ONNX Runtime fp32 of the folded export when installed, else
+    optimize_for_inference), pruned vs dense in one run (:class:`p3b_hf.export.DeploySpeed`). An optional
+    measurement: a failure is reported in the summary, not raised."""
+    from ..export import deploy_speed_ratio
+
+    try:
+        return deploy_speed_ratio(copy.deepcopy(pruned).cpu(), copy.deepcopy(dense).cpu(), batch_size=1,
+                                  repeats=max(1, repeats), min_repeat_s=0.1)
+    except Exception as e:  # reported in the summary: the demo's main result stands
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
 
 
 def _source_preview(n: int = 62) -> Any:
@@ -275,6 +290,7 @@ def _summary(report: dict[str, Any], prune_report: dict[str, Any], summarize: An
         + (f"fast path {s['pruned_fast_images_per_s']:.0f}, x{s['speedup_fast']:.2f} vs dense fast; "
            if s["speedup_fast"] is not None else "")
         + f"fp32, batch {s['batch_size']}, {s['threads']} thread(s))",
+        _deploy_line(s.get("deploy") or {}),
         f"reload check         AutoModelForImageClassification -> {report['reload']['class']}, max |logit diff| "
         f"{report['reload']['max_abs_logit_diff']:.2e}, accuracy {pct(report['reload']['accuracy'])}"
         f" -> {'OK' if report['reload']['ok'] else 'MISMATCH'}",
@@ -291,3 +307,12 @@ def _summary(report: dict[str, Any], prune_report: dict[str, Any], summarize: An
         s["bench_table"],
     ]
     return "\n".join(lines)
+
+
+def _deploy_line(d: dict[str, Any]) -> str:
+    if "error" in d or not d:
+        return f"deployable speed     not measured ({d.get('error', 'skipped')})"
+    ips = d["images_per_s"]
+    return (f"deployable speed     {d['path']}, batch 1: dense {ips['dense/deploy']:.0f} -> pruned "
+            f"{ips['pruned/deploy']:.0f} images/s (x{d['deploy_speed_vs_dense']:.2f}; eager at batch 1: "
+            f"x{d['eager_speed_vs_dense']:.2f}; x{d['deploy_vs_dense_eager']:.2f} the dense eager model)")

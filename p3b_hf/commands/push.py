@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-model-card", action="store_true",
                         help="do not generate README.md (an existing README.md in the dir is uploaded instead)")
     parser.add_argument("--no-verify", action="store_true", help="skip the load + forward check before uploading")
+    parser.add_argument("--with-onnx", action="store_true",
+                        help="also upload onnx/ (model.onnx, model_int8.onnx, export_report.json from `p3b-hf export`) "
+                             "and describe it in the model card")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     result = push_pruned(args.model, args.repo_id, private=True if args.private else None, revision=args.revision,
                          commit_message=args.commit_message, token=args.token, create_pr=args.create_pr,
                          dataset=args.dataset_name, license=args.license, model_card=not args.no_model_card,
-                         verify=not args.no_verify)
+                         verify=not args.no_verify, with_onnx=args.with_onnx)
     print(f"pushed {len(result.files)} files to {result.repo_id}"
           + (f"@{result.revision}" if result.revision else "") + f": {result.commit_url}")
     for name in result.files:
