@@ -52,6 +52,7 @@ from torch import nn
 
 from .errors import DataError, P3BError
 from .models.families import FAMILIES
+from .options import option
 
 SCHEMA = "p3b_hf.export/1"
 BENCH_SCHEMA = "p3b_hf.bench_onnx/1"
@@ -162,25 +163,36 @@ def residual_index_ops(module: nn.Module) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------------- export
-def _image_shape(config: Any) -> tuple[int, int]:
+def _image_shape(config: Any, processor: Any = None) -> tuple[int, int]:
     """``(channels, size)`` of the exported input: ``config.image_size``, except DINOv2, whose config holds its
-    518 px pretraining grid while its image processors crop 224 (:func:`p3b_hf.data.model_image_size`)."""
+    pretraining grid (518 px on the Hub) while its image processor crops 224 (:func:`p3b_hf.data.model_image_size`):
+    the processor's crop size when there is one, else the config's grid."""
     from .data import model_image_size
 
-    return int(getattr(config, "num_channels", 3)), model_image_size(config) or 224
+    size = model_image_size(config)
+    if size is None:
+        crop = getattr(processor, "crop_size", None) or {}
+        size = int(crop.get("height") or _as_int(config.image_size))
+    return int(getattr(config, "num_channels", 3)), size
+
+
+def _as_int(v: Any) -> int:
+    return int(v if isinstance(v, int) else v[0])
 
 
 def export_onnx(module: nn.Module, path: str | os.PathLike, config: Any, *, batch_size: int = 1,
                 dynamic_batch: bool = False, opset: int | None = None,
-                metadata: dict[str, str] | None = None) -> Path:
+                metadata: dict[str, str] | None = None, image_size: int | None = None) -> Path:
     """Export ``module`` (``pixel_values -> logits``) with the dynamo exporter to one ``.onnx`` file.
 
     Static batch ``batch_size`` unless ``dynamic_batch`` (then dimension 0 of ``pixel_values`` and
-    ``logits`` is the symbolic ``batch``). ``opset`` defaults to :data:`DEFAULT_OPSET`.
+    ``logits`` is the symbolic ``batch``). ``opset`` defaults to :data:`DEFAULT_OPSET`; ``image_size``
+    to :func:`_image_shape`'s.
     """
     require_onnx()
     path = Path(path)
     channels, size = _image_shape(config)
+    size = image_size or size
     if batch_size < 1:
         raise ExportError(f"--batch-size {batch_size} must be >= 1.")
     # an example batch of 1 would let torch.export specialise the batch dimension to 1
@@ -368,7 +380,7 @@ def _load_split(dataset: str, split: str, processor: Any, config: Any, *, max_sa
                         "training; save the image processor into the model dir first.")
     if split == "train":
         data = dataclasses.replace(data, eval=data.train)  # the train images with the eval transform
-    _, eval_ds = build_datasets(data, processor, image_size=_image_shape(config)[1], augment="none")
+    _, eval_ds = build_datasets(data, processor, image_size=_image_shape(config, processor)[1], augment="none")
     origin = f"{dataset} ({'train split' if split == 'train' else data.eval_origin}, {len(eval_ds)} images)"
     return eval_ds, origin
 
@@ -435,6 +447,62 @@ class ExportResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class ExportOptions:
+    """``p3b-hf export``'s options (the flags are generated from these fields, :mod:`p3b_hf.options`)."""
+
+    model: str = option(help="model dir written by `p3b-hf prune` / `p3b-hf finetune`")
+    format: str = option("onnx", choices=("onnx",), help="export format")
+    quantize: str | None = option(None, choices=("int8",), help="also write onnx/model_int8.onnx: dynamic int8, or "
+                                                               "static with --calibration-dataset")
+    calibration_dataset: str | None = option(None, help="static int8: calibrate activation ranges on images of this "
+                                                        "data set's train split (implies --quantize int8)")
+    calibration_samples: int = option(128, help="calibration images")
+    dataset: str | None = option(None, help="verify on its eval images and report top-1 of PyTorch / ONNX fp32 / "
+                                            "int8 on the eval split")
+    image_column: str | None = option(None, help="image column of --dataset / --calibration-dataset (default: "
+                                                 "detected)")
+    label_column: str | None = option(None, help="label column (default: detected)")
+    train_split: str = option("train", help="split --calibration-dataset draws from")
+    eval_split: str | None = option(None, help="split --dataset is scored on (default: validation/test)")
+    max_eval_samples: int | None = option(None, help="evaluate on at most this many images")
+    opset: int | None = option(None, help="ONNX opset (default 20; 23 adds the Attention op)")
+    dynamic_batch: bool = option(False, help="symbolic batch dimension (default: static)")
+    batch_size: int = option(1, help="static batch size of the export")
+    fold: str = option("all", choices=FOLDS, help="fold P3B's residual gathers (reads) and scatter-adds (all) into "
+                                                  "zero columns/rows of the adjacent Linears (exact) or keep them as "
+                                                  "Gather/ScatterND ops (none)")
+    graph: str = option("deploy", choices=GRAPHS, help="deploy: the optimize_for_inference module (ViT/DeiT; BEiT "
+                                                       "and DINOv2 always export their HF module); hf: the HF module")
+    tolerance: float = option(DEFAULT_TOLERANCE, help="largest allowed max |logit(ONNX fp32) - logit(PyTorch)|")
+    verify_samples: int = option(16, help="images in the verification batch")
+    int8_min_agreement: float | None = option(None, help="refuse the export if int8 and fp32 agree on fewer top-1 "
+                                                         "predictions of the verification batch (fraction, e.g. "
+                                                         "0.9; default: report only)")
+    speed: bool = option(False, help="also time (CPU, batch 1) the export against the dense original's export and "
+                                     "PyTorch eager; the result goes into export_report.json and the model card")
+    speed_repeats: int = option(5, help="timed repeats of --speed")
+    threads: int | None = option(None, help="torch and onnxruntime CPU threads")
+    output_dir: str | None = option(None, help="where the ONNX files go (default MODEL/onnx)")
+    seed: int = option(0, help="seed of the verification / calibration samples")
+
+
+def export(options: ExportOptions, log: Callable[[str], None] = print) -> ExportResult:
+    """``p3b-hf export``: :func:`export_model_dir` with ``options`` (torch threads set from ``threads``)."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    o = options
+    data_kwargs = {"image_column": o.image_column, "label_column": o.label_column, "train_split": o.train_split,
+                   "eval_split": o.eval_split}
+    return export_model_dir(
+        o.model, output_dir=o.output_dir, quantize=o.quantize, calibration_dataset=o.calibration_dataset,
+        calibration_samples=o.calibration_samples, dataset=o.dataset, data_kwargs=data_kwargs,
+        max_eval_samples=o.max_eval_samples, opset=o.opset, dynamic_batch=o.dynamic_batch, batch_size=o.batch_size,
+        fold=o.fold, graph=o.graph, tolerance=o.tolerance, verify_samples=o.verify_samples,
+        int8_min_agreement=o.int8_min_agreement, speed=o.speed, speed_repeats=o.speed_repeats, threads=o.threads,
+        seed=o.seed, log=log)
+
+
 def _file_info(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size}
 
@@ -476,7 +544,7 @@ def export_model_dir(model_dir: str | os.PathLike, *, output_dir: str | os.PathL
     if getattr(config, "model_type", None) not in P3B_MODEL_TYPES:
         raise ExportError(f"{src} is not a p3b_hf pruned model (model_type {getattr(config, 'model_type', None)!r}); "
                           "give the output dir of `p3b-hf prune` or `p3b-hf finetune` (config.json with model_type "
-                          "p3b_vit / p3b_deit).")
+                          f"{' / '.join(P3B_MODEL_TYPES)}).")
     if output_dir is None and not src.is_dir():
         raise ExportError(f"--model {model_dir} is not a local directory (a Hub id?); give --output-dir for the ONNX "
                           "files, or download the model dir first.")
@@ -514,7 +582,7 @@ def _export_into(staging: Path, src: Path, config: Any, *, quantize: str | None,
 
     model = load_model(str(src)).eval()
     processor = load_image_processor(str(src))
-    channels, size = _image_shape(config)
+    channels, size = _image_shape(config, processor)
     eval_ds = eval_origin = None
     if dataset:
         eval_ds, eval_origin = _load_split(dataset, "eval", processor, config, max_samples=max_eval_samples,
@@ -526,6 +594,7 @@ def _export_into(staging: Path, src: Path, config: Any, *, quantize: str | None,
         verify_origin = f"{verify_samples} random N(0,1) pixel tensors (seed {seed}; give --dataset for real images)"
 
     module = deploy_module(model, fold=fold, graph=graph)
+    graph = "hf" if isinstance(module, LogitsModule) else graph  # what was exported (BEiT / DINOv2: always hf)
     index_ops = residual_index_ops(module)
     metadata = {"producer": f"p3b_hf {__version__}", "p3b_hf.graph": graph, "p3b_hf.fold": fold,
                 "model_type": str(config.model_type), "image_size": str(size),
@@ -534,7 +603,7 @@ def _export_into(staging: Path, src: Path, config: Any, *, quantize: str | None,
     log(f"[export] {src} -> ONNX (opset {opset or DEFAULT_OPSET}, graph {graph}, fold {fold}, "
         f"{'dynamic batch' if dynamic_batch else f'batch {batch_size}'}) ...")
     fp32 = export_onnx(module, staging / FP32_NAME, config, batch_size=batch_size, dynamic_batch=dynamic_batch,
-                       opset=opset, metadata=metadata)
+                       opset=opset, metadata=metadata, image_size=size)
     export_s = time.time() - t
     ref = torch_logits(model, x_verify)
     sess = session(fp32, threads)

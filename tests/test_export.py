@@ -254,3 +254,31 @@ def test_deploy_speed_fast_backend(threads) -> None:
     plan.layers[0].mlp = list(range(40))
     sp = DeploySpeed(dense, backend="fast", repeats=1, min_repeat_s=0.0, warmup=1).measure(apply_width_plan(dense, plan))
     assert sp["backend"] == "fast" and sp["deploy_speed_vs_dense"] > 0 and sp["eager_speed_vs_dense"] > 0
+
+
+@pytest.mark.parametrize("family", ["tiny_beit", "tiny_dinov2"])
+def test_beit_and_dinov2_export_their_hf_module(family: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                                threads) -> None:
+    """BEiT / DINOv2 have no optimize_for_inference rewrite: the export is their pruned HF module, verified the
+    same way (ragged widths, residual subsets, a removed MLP, the relative bias / layer scale sliced)."""
+    from test_families import _random_plan
+
+    from p3b_hf import apply_width_plan
+    from p3b_hf.checkpoints import save_model_dir
+    from p3b_hf.export import ExportOptions, export
+
+    dense = request.getfixturevalue(family).eval()
+    plan = _random_plan(dense, 3)
+    plan.layers[1].mlp = []
+    pruned = apply_width_plan(dense, plan)
+    model_dir = save_model_dir(pruned, tmp_path / "pruned", plan=plan)
+    res = export(ExportOptions(model=str(model_dir), threads=1), log=lambda s: None)
+    report = res.report
+    assert report["graph"] == "hf" and report["residual_index_ops"] == {}
+    assert report["verification"]["fp32_vs_torch"]["max_abs_diff"] <= 1e-4
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    sess = ort.InferenceSession(str(model_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = pruned(pixel_values=x).logits.numpy()
+    got = np.concatenate([sess.run(None, {"pixel_values": x[i:i + 1].numpy()})[0] for i in range(2)])
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)

@@ -16,7 +16,6 @@ model bit for bit; it honours the same HF contract as ``modeling_p3b_vit.py``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -219,9 +218,17 @@ class _P3BEncoderMixin:
 # ---- end of shared core ----
 
 
-@functools.lru_cache(maxsize=16)
+_INDEX_CACHE: dict[tuple[int, int], torch.Tensor] = {}
+
+
 def _relative_position_index(window: tuple[int, int]) -> torch.Tensor:
-    """Index into the relative position bias table for every (query, key) token pair incl. CLS (stock BEiT)."""
+    """Index into the relative position bias table for every (query, key) token pair incl. CLS (stock BEiT).
+
+    Cached per window, but never a tracer's fake tensor (``torch.export`` / ``torch.compile`` run this under a
+    fake mode; a cached fake tensor would break every later eager call)."""
+    cached = _INDEX_CACHE.get(window)
+    if cached is not None:
+        return cached
     num_relative_distance = (2 * window[0] - 1) * (2 * window[1] - 1) + 3
     area = window[0] * window[1]
     coords = torch.flatten(torch.stack(torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]),
@@ -235,6 +242,8 @@ def _relative_position_index(window: tuple[int, int]) -> torch.Tensor:
     index[0, 0:] = num_relative_distance - 3  # cls to token
     index[0:, 0] = num_relative_distance - 2  # token to cls
     index[0, 0] = num_relative_distance - 1  # cls to cls
+    if type(index) is torch.Tensor:
+        _INDEX_CACHE[window] = index
     return index
 
 
