@@ -1,0 +1,70 @@
+# Self-contained: this file is copied next to pruned checkpoints (``auto_map``) and must import only
+# torch/transformers public API (plus the sibling configuration file), so that stock transformers
+# loads it with ``trust_remote_code=True`` on a machine without p3b_hf.
+"""A Swin Transformer whose every block may keep its own number of MLP hidden units.
+
+The stock transformers 5.x ``SwinModel`` / ``SwinForImageClassification`` are built unchanged and only the
+``mlp.fc1`` / ``mlp.fc2`` Linears of each block are replaced by narrower ones (widths from
+``config.block_intermediate_sizes``). Parameter names, the forward pass and the HF output contract
+(``hidden_states``, ``reshaped_hidden_states``, ``attentions``, ``return_dict``, ``labels`` -> loss) are
+therefore the stock ones, and a full-width config loads a stock checkpoint's state dict unchanged.
+Requires the transformers 5.x Swin module layout (``blocks[i].mlp.fc1``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from transformers import SwinForImageClassification, SwinModel
+
+from .configuration_p3b_swin import P3BSwinConfig
+
+
+def _narrow_mlps(swin: nn.Module, config: P3BSwinConfig) -> None:
+    """Give block ``b`` of stage ``s`` an MLP of ``config.block_intermediate_sizes[s][b]`` hidden units
+    (same device / dtype as the stock Linears, so meta-device construction in ``from_pretrained`` holds)."""
+    for stage, widths in zip(swin.encoder.layers, config.block_intermediate_sizes):
+        for block, width in zip(stage.blocks, widths):
+            mlp = block.mlp
+            if mlp.fc1.out_features == width:
+                continue
+            dim, kw = mlp.fc1.in_features, {"device": mlp.fc1.weight.device, "dtype": mlp.fc1.weight.dtype}
+            mlp.fc1 = nn.Linear(dim, width, **kw)
+            mlp.fc2 = nn.Linear(width, dim, **kw)
+
+
+class P3BSwinModel(SwinModel):
+    """``SwinModel`` (``AutoModel``, feature extraction) with per-block MLP widths."""
+
+    config_class = P3BSwinConfig
+    config: P3BSwinConfig
+
+    def __init__(self, config: P3BSwinConfig, add_pooling_layer: bool = True, use_mask_token: bool = False) -> None:
+        super().__init__(config, add_pooling_layer=add_pooling_layer, use_mask_token=use_mask_token)
+        _narrow_mlps(self, config)
+        self.post_init()
+
+
+class P3BSwinForImageClassification(SwinForImageClassification):
+    """``SwinForImageClassification`` with per-block MLP widths (stock parameter names)."""
+
+    config_class = P3BSwinConfig
+    config: P3BSwinConfig
+    _backbone_class_name = "P3BSwinModel"
+
+    def __init__(self, config: P3BSwinConfig) -> None:
+        super().__init__(config)
+        _narrow_mlps(self.swin, config)
+        self.post_init()
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """Also name the backbone class in ``auto_map`` when the code files are saved (``AutoModel``)."""
+        if type(self)._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModel", f"{type(self).__module__.split('.')[-1]}.{self._backbone_class_name}")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+__all__ = ["P3BSwinForImageClassification", "P3BSwinModel"]
