@@ -35,8 +35,8 @@ ConvNeXt     ``convnext``  ``encoder.stages`` /    ``pwconv1``, ``act``,  ``laye
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .configuration_p3b_beit import P3BBeitConfig

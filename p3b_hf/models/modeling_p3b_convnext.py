@@ -34,6 +34,25 @@ def _narrow_mlps(convnext: nn.Module, config: P3BConvNextConfig) -> None:
             block.pwconv2 = nn.Linear(width, dim, **kw)
 
 
+
+def _register_stock_key_mapping() -> None:
+    """Read (and write) the stock Hub checkpoint layout: transformers 5 renames legacy ConvNeXt checkpoint keys
+    (e.g. ``attention.self.query`` -> ``attention.q_proj``) for ``model_type="convnext"`` only; give
+    ``"p3b_convnext"`` the same mapping, so a Hub checkpoint loads into a full-width config unchanged."""
+    try:
+        from transformers.conversion_mapping import (
+            get_checkpoint_conversion_mapping,
+            register_checkpoint_conversion_mapping,
+        )
+    except ImportError:  # transformers without key conversion: names are the module names
+        return
+    stock = get_checkpoint_conversion_mapping("convnext")
+    if stock and get_checkpoint_conversion_mapping("p3b_convnext") is None:
+        register_checkpoint_conversion_mapping("p3b_convnext", stock)
+
+
+_register_stock_key_mapping()
+
 class P3BConvNextModel(ConvNextModel):
     """``ConvNextModel`` (``AutoModel``, feature extraction) with per-block MLP widths."""
 

@@ -34,6 +34,25 @@ def _narrow_mlps(swin: nn.Module, config: P3BSwinConfig) -> None:
             mlp.fc2 = nn.Linear(width, dim, **kw)
 
 
+
+def _register_stock_key_mapping() -> None:
+    """Read (and write) the stock Hub checkpoint layout: transformers 5 renames legacy Swin checkpoint keys
+    (e.g. ``attention.self.query`` -> ``attention.q_proj``) for ``model_type="swin"`` only; give
+    ``"p3b_swin"`` the same mapping, so a Hub checkpoint loads into a full-width config unchanged."""
+    try:
+        from transformers.conversion_mapping import (
+            get_checkpoint_conversion_mapping,
+            register_checkpoint_conversion_mapping,
+        )
+    except ImportError:  # transformers without key conversion: names are the module names
+        return
+    stock = get_checkpoint_conversion_mapping("swin")
+    if stock and get_checkpoint_conversion_mapping("p3b_swin") is None:
+        register_checkpoint_conversion_mapping("p3b_swin", stock)
+
+
+_register_stock_key_mapping()
+
 class P3BSwinModel(SwinModel):
     """``SwinModel`` (``AutoModel``, feature extraction) with per-block MLP widths."""
 
