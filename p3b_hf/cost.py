@@ -21,7 +21,7 @@ bias, ``out * in`` without; norms, activations, layer scale, bias adds, pooling 
 shifts / partitions not counted):
 
 * Swin (:func:`_swin_cost`): patch embedding conv; per block q/k/v/o over the tokens of its (padded)
-  windows, window attention ``2 * N_tokens * w^2 * C`` (``QK^T`` and ``AV`` inside every ``w x w`` window,
+  windows, window attention ``2 * N_tokens * w^2 * heads * head_dim`` (``QK^T`` and ``AV`` in every ``w x w`` window,
   ``w`` clamped to the stage resolution as transformers does), the MLP over every token; patch merging
   ``tokens/4 * 4C * 2C`` (no bias). Swin's own ``flops()`` also counts the norms -- 0.3 % of Swin-T.
 * ConvNeXt (:func:`_convnext_cost`): stem conv, per block the 7x7 depthwise conv (``49 + 1`` MACs per
@@ -178,14 +178,19 @@ def _swin_cost(cfg: Any, image_size: int | None) -> dict[str, int]:
     macs = side * side * c0 * (ch * p * p + 1)
     block = 0
     widths = _mlp_widths(cfg)
+    heads, head_dims = stage_family_of_config(cfg).dense_heads(cfg)
+    heads = getattr(cfg, "block_num_heads", None) or heads
+    head_dims = getattr(cfg, "block_head_dims", None) or head_dims
     n_stages = len(cfg.depths)
     for s in range(n_stages):
-        c, h = int(c0 * 2 ** s), int(cfg.num_heads[s])
+        c = int(c0 * 2 ** s)
         win = min(side, w) if side <= w else w  # transformers clamps the window to a small stage resolution
         padded = (-(-side // win) * win) ** 2
-        for f in widths[s]:
-            block += 4 * c + 3 * (c * c + qkv_b * c) + c * c + c + (2 * w - 1) ** 2 * h + c * f + f + f * c + c
-            macs += padded * (3 * c * (c + qkv_b) + c * (c + 1)) + 2 * padded * win * win * c
+        for f, h, d in zip(widths[s], heads[s], head_dims[s]):
+            inner = h * d
+            block += 4 * c + 3 * (c * inner + qkv_b * inner) + inner * c + c + (2 * w - 1) ** 2 * h
+            block += c * f + f + f * c + c
+            macs += padded * (3 * inner * (c + qkv_b) + c * (inner + 1)) + 2 * padded * win * win * inner
             macs += side * side * (f * (c + 1) + c * (f + 1))
         if s < n_stages - 1:  # patch merging: LayerNorm(4C), Linear(4C -> 2C, no bias)
             non_block += 8 * c + 8 * c * c

@@ -31,9 +31,11 @@ inner width, reads nothing or writes nothing is *removed* and replaced by its ex
 
 Hierarchical families (Swin, ConvNeXt; :data:`~p3b_hf.models.families.STAGE_FAMILIES`): ``layers[i]`` is
 block ``i`` in forward (stage-major) order, ``block_dims[i]`` its residual width and
-``block_intermediate_sizes[i]`` its dense MLP width. Only ``mlp`` (kept hidden units, at least one) and
+``block_intermediate_sizes[i]`` its dense MLP width. ``mlp`` (kept hidden units, at least one) and
 ``mlp_bias_delta`` (length ``block_dims[i]``, added to fc2's bias *before* a layer scale multiplies it) may
-be set; heads, head dims, residual subsets and ``embed`` stay ``None``. :func:`apply_width_plan` then builds
+be set, and for Swin's window attention (``block_num_heads[i]`` heads of ``block_head_dims[i]`` dimensions;
+0 for ConvNeXt) ``heads`` / ``head_dims`` (at least one each; the relative position bias table keeps the
+kept heads' columns, the softmax scale stays dense); residual subsets and ``embed`` stay ``None``. :func:`apply_width_plan` then builds
 the family's pruned model (the stock model with narrower fc1 / fc2).
 """
 
@@ -89,6 +91,8 @@ class WidthPlan:
     #: hierarchical families only (see the module docstring): residual / dense MLP width of every block
     block_dims: list[int] | None = None
     block_intermediate_sizes: list[int] | None = None
+    block_num_heads: list[int] | None = None  # 0: the block has no attention (ConvNeXt)
+    block_head_dims: list[int] | None = None
 
     # ------------------------------------------------------------------ construction / IO
     @classmethod
@@ -98,8 +102,11 @@ class WidthPlan:
         if fam is not None:  # Swin / ConvNeXt: one LayerPlan per block, MLP widths only
             dims = [d for d, depth in zip(fam.stage_dims(config), config.depths) for _ in range(int(depth))]
             widths = [f for stage in fam.dense_widths(config) for f in stage]
+            heads, hds = fam.dense_heads(config) if fam.dense_heads is not None else ([[0] * len(dims)], [[0] * len(dims)])
             return cls(hidden_size=max(dims), num_attention_heads=0, head_dim=0, intermediate_size=max(widths),
-                       layers=[LayerPlan() for _ in dims], block_dims=dims, block_intermediate_sizes=widths)
+                       layers=[LayerPlan() for _ in dims], block_dims=dims, block_intermediate_sizes=widths,
+                       block_num_heads=[h for stage in heads for h in stage],
+                       block_head_dims=[d for stage in hds for d in stage])
         heads = int(config.num_attention_heads)
         return cls(hidden_size=int(config.hidden_size), num_attention_heads=heads,
                    head_dim=int(config.hidden_size) // heads, intermediate_size=dense_intermediate_size(config),
@@ -117,6 +124,14 @@ class WidthPlan:
     def mlp_size(self, i: int) -> int:
         """Dense MLP width of layer / block ``i``."""
         return self.block_intermediate_sizes[i] if self.block_intermediate_sizes is not None else self.intermediate_size
+
+    def num_heads(self, i: int) -> int:
+        """Dense attention heads of layer / block ``i`` (0: no attention)."""
+        return self.block_num_heads[i] if self.block_num_heads is not None else self.num_attention_heads
+
+    def dense_head_dim(self, i: int) -> int:
+        """Dense head dimension of layer / block ``i``."""
+        return self.block_head_dims[i] if self.block_head_dims is not None else self.head_dim
 
     def out_width(self, i: int) -> int:
         """Residual width layer / block ``i`` writes (the length of its ``mlp_bias_delta``)."""
@@ -179,34 +194,46 @@ class WidthPlan:
                     raise PlanError(f"layers[{i}].{name} has {len(delta)} values; it must have hidden_size={c}.")
 
     def _validate_blocks(self) -> None:
-        """A Swin / ConvNeXt plan: per-block MLP subsets (>= 1 kept) and fold deltas only."""
+        """A Swin / ConvNeXt plan: per-block MLP subsets and (Swin) heads / head dims (>= 1 kept), fold deltas."""
         n = len(self.layers)
-        if len(self.block_dims or []) != n or len(self.block_intermediate_sizes or []) != n:
-            raise PlanError(f"This hierarchical WidthPlan has {n} blocks but block_dims / block_intermediate_sizes "
-                            "have other lengths; build it with WidthPlan.full(model.config).")
+        per_block = (self.block_dims, self.block_intermediate_sizes, self.block_num_heads, self.block_head_dims)
+        if any(len(v or []) != n for v in per_block):
+            raise PlanError(f"This hierarchical WidthPlan has {n} blocks but block_dims / block_intermediate_sizes / "
+                            "block_num_heads / block_head_dims have other lengths; build it with "
+                            "WidthPlan.full(model.config).")
         if self.embed is not None:
             raise PlanError("plan.embed is set, but Swin / ConvNeXt plans prune MLP hidden units only; leave "
                             "plan.embed None.")
         for i, lp in enumerate(self.layers):
-            others = [k for k in ("head_dims", "heads", *SUBSETS, "attn_bias_delta") if getattr(lp, k) is not None]
+            others = [k for k in (*SUBSETS, "attn_bias_delta") if getattr(lp, k) is not None]
+            if self.block_num_heads[i] == 0:
+                others = [k for k in ("heads", "head_dims") if getattr(lp, k) is not None] + others
             if others:
                 raise PlanError(f"layers[{i}].{others[0]} is set, but Swin / ConvNeXt plans prune MLP hidden units "
-                                "only (attention heads / head dims / residual channels are kept); leave it None.")
+                                "and Swin's heads / head dims only (residual channels are kept; ConvNeXt has no "
+                                "attention); leave it None.")
             _check_indices(lp.mlp, self.block_intermediate_sizes[i], f"layers[{i}].mlp")
-            if lp.mlp is not None and not lp.mlp:
-                raise PlanError(f"layers[{i}].mlp is empty; a Swin / ConvNeXt block keeps at least one MLP hidden "
-                                "unit (its pruned format has no removed-MLP constant).")
+            _check_indices(lp.heads, self.block_num_heads[i], f"layers[{i}].heads")
+            _check_indices(lp.head_dims, self.block_head_dims[i], f"layers[{i}].head_dims")
+            for name in ("mlp", "heads", "head_dims"):
+                if getattr(lp, name) is not None and not getattr(lp, name):
+                    raise PlanError(f"layers[{i}].{name} is empty; a Swin / ConvNeXt block keeps at least one (MLP "
+                                    "hidden unit, head, head dimension): its pruned format has no removed-sub-block "
+                                    "constant.")
             if lp.mlp_bias_delta is not None and len(lp.mlp_bias_delta) != self.block_dims[i]:
                 raise PlanError(f"layers[{i}].mlp_bias_delta has {len(lp.mlp_bias_delta)} values; it must have "
                                 f"the block's width {self.block_dims[i]}.")
 
     def check_matches_mlps(self, view: MLPView) -> None:
         """Raise :class:`PlanError` unless this hierarchical plan was made for ``view``'s model."""
-        mine = (self.block_dims, self.block_intermediate_sizes)
-        theirs = ([b.dim for b in view.blocks], [b.width for b in view.blocks])
+        mine = (self.block_dims, self.block_intermediate_sizes, self.block_num_heads, self.block_head_dims)
+        theirs = ([b.dim for b in view.blocks], [b.width for b in view.blocks],
+                  [b.attn.num_attention_heads if b.attn is not None else 0 for b in view.blocks],
+                  [b.attn.head_dim if b.attn is not None else 0 for b in view.blocks])
         if not self.hierarchical or mine != theirs:
             raise PlanError(
-                f"This WidthPlan was made for another model: plan (block widths, MLP widths) = {mine}, model = "
+                f"This WidthPlan was made for another model: plan (block widths, MLP widths, heads, head dims) = "
+                f"{mine}, model = "
                 f"{theirs}. Build the plan from this model's config (WidthPlan.full(model.config)).")
 
     def check_matches(self, mods: ViTModules) -> None:
@@ -225,7 +252,7 @@ class WidthPlan:
         """Kept widths of layer ``i`` (heads, head_dim, mlp, and subset sizes)."""
         lp, c = self.layers[i], len(self.embed) if self.embed is not None else self.out_width(i)
         return {
-            "heads": _n(lp.heads, self.num_attention_heads), "head_dim": _n(lp.head_dims, self.head_dim),
+            "heads": _n(lp.heads, self.num_heads(i)), "head_dim": _n(lp.head_dims, self.dense_head_dim(i)),
             "mlp": _n(lp.mlp, self.mlp_size(i)),
             **{name: _n(getattr(lp, name), c) for name in SUBSETS},
         }
@@ -438,8 +465,21 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
     plan.check_matches_mlps(view)
     names = {id(m): n for n, m in model.named_modules()}
     sd = dict(model.state_dict())
-    widths = []
+    widths, heads_kept, dims_kept = [], [], []
     for blk, lp in zip(view.blocks, plan.layers):
+        if blk.attn is not None:  # Swin: q/k/v rows, o columns of the kept (head, dim) pairs; bias table columns
+            a = blk.attn
+            heads, dims = _idx(lp.heads, a.num_attention_heads), _idx(lp.head_dims, a.head_dim)
+            inner = (heads[:, None] * a.head_dim + dims[None, :]).reshape(-1).to(a.q_proj.weight.device)
+            for lin in (a.q_proj, a.k_proj, a.v_proj):
+                sd[f"{names[id(lin)]}.weight"] = lin.weight[inner]
+                if lin.bias is not None:
+                    sd[f"{names[id(lin)]}.bias"] = lin.bias[inner]
+            sd[f"{names[id(a.o_proj)]}.weight"] = a.o_proj.weight[:, inner]
+            table = a.relative_position_bias.relative_position_bias_table
+            sd[f"{names[id(a.relative_position_bias)]}.relative_position_bias_table"] = table[:, heads.to(table.device)]
+            heads_kept.append(len(heads))
+            dims_kept.append(len(dims))
         hid = _idx(lp.mlp, blk.width).to(blk.fc1.weight.device)
         b2 = blk.fc2.bias
         if lp.mlp_bias_delta is not None:
@@ -448,8 +488,12 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
         sd[f"{fc1}.weight"], sd[f"{fc1}.bias"] = blk.fc1.weight[hid], blk.fc1.bias[hid]
         sd[f"{fc2}.weight"], sd[f"{fc2}.bias"] = blk.fc2.weight[:, hid], b2
         widths.append(len(hid))
+    extra: dict[str, Any] = {}
+    if fam.dense_heads is not None:
+        extra.update(block_num_heads=_per_stage(heads_kept, view.stage_depths),
+                     block_head_dims=_per_stage(dims_kept, view.stage_depths))
     config = fam.config_class.from_dense_config(
-        model.config, block_intermediate_sizes=_per_stage(widths, view.stage_depths),
+        model.config, block_intermediate_sizes=_per_stage(widths, view.stage_depths), **extra,
         **_provenance_fields(plan, provenance))
     dtype = blk.fc1.weight.dtype
     with torch.device("meta"):
@@ -529,8 +573,12 @@ def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool
     fam = stage_family_of_config(dense_config)
     if fam is not None:  # Swin / ConvNeXt: per-block MLP widths
         depths = [int(d) for d in dense_config.depths]
-        widths = [plan.kept(i)["mlp"] for i in range(plan.num_layers)]
-        return fam.config_class.from_dense_config(dense_config, block_intermediate_sizes=_per_stage(widths, depths))
+        kept = [plan.kept(i) for i in range(plan.num_layers)]
+        extra = {} if fam.dense_heads is None else {
+            "block_num_heads": _per_stage([k["heads"] for k in kept], depths),
+            "block_head_dims": _per_stage([k["head_dim"] for k in kept], depths)}
+        return fam.config_class.from_dense_config(
+            dense_config, block_intermediate_sizes=_per_stage([k["mlp"] for k in kept], depths), **extra)
     family = family_of_config(dense_config)
     cls = FAMILIES[family].config_class
     if isinstance(dense_config, P3B_CONFIGS):

@@ -96,13 +96,44 @@ def _replaced(model: torch.nn.Module, x: torch.Tensor, values: dict[int, tuple[t
             h.remove()
 
 
+def _subset(n: int, g: torch.Generator) -> list[int]:
+    k = int(torch.randint(1, n, (1,), generator=g))
+    return sorted(torch.randperm(n, generator=g)[:k].tolist())
+
+
 def _random_plan(model: torch.nn.Module, seed: int) -> WidthPlan:
+    """Random MLP units per block; for Swin also random heads and head dims (at least one of each kept)."""
     g = torch.Generator().manual_seed(seed)
     plan = WidthPlan.full(model.config)
-    for lp, f in zip(plan.layers, plan.block_intermediate_sizes):
-        k = int(torch.randint(1, f, (1,), generator=g))
-        lp.mlp = sorted(torch.randperm(f, generator=g)[:k].tolist())
+    for i, (lp, f) in enumerate(zip(plan.layers, plan.block_intermediate_sizes)):
+        lp.mlp = _subset(f, g)
+        if plan.block_num_heads[i]:
+            lp.heads, lp.head_dims = _subset(plan.block_num_heads[i], g), _subset(plan.block_head_dims[i], g)
     return plan
+
+
+def _masked(model: torch.nn.Module, x: torch.Tensor, plan: WidthPlan) -> torch.Tensor:
+    """Dense logits with every structure the plan removes zero-masked: MLP units at fc2's input, and (Swin) the
+    q/k/v outputs of removed heads and head dims -- a removed head then attends uniformly to zero values, a
+    removed dim leaves the scores and the output."""
+    handles = []
+    for blk, lp, f in zip(locate_mlps(model).blocks, plan.layers, plan.block_intermediate_sizes):
+        keep = torch.zeros(f)
+        keep[lp.mlp if lp.mlp is not None else list(range(f))] = 1
+        handles.append(blk.fc2.register_forward_pre_hook(lambda _m, inp, k=keep: (inp[0] * k,)))
+        if blk.attn is not None:
+            a = blk.attn
+            mask = torch.zeros(a.num_attention_heads, a.head_dim)
+            heads = lp.heads if lp.heads is not None else list(range(a.num_attention_heads))
+            dims = lp.head_dims if lp.head_dims is not None else list(range(a.head_dim))
+            mask[torch.tensor(heads)[:, None], torch.tensor(dims)[None, :]] = 1
+            for lin in (a.q_proj, a.k_proj, a.v_proj):
+                handles.append(lin.register_forward_hook(lambda _m, _i, out, m=mask.flatten(): out * m))
+    try:
+        return _logits(model, x)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # ------------------------------------------------------------------------------------------- formats
@@ -118,30 +149,43 @@ def test_identity_plan_is_bit_identical_and_cost_is_numel(family: str, images: t
 
 
 @pytest.mark.parametrize("family", FAMS)
-def test_sliced_model_equals_dense_with_removed_units_zeroed(family: str, images: torch.Tensor) -> None:
+def test_sliced_model_equals_dense_with_removed_structures_zeroed(family: str, images: torch.Tensor) -> None:
     model = tiny(family)
     plan = _random_plan(model, 1)
     pruned = apply_width_plan(model, plan)
-    removed = {}
-    for i, (lp, f) in enumerate(zip(plan.layers, plan.block_intermediate_sizes)):
-        gone = sorted(set(range(f)) - set(lp.mlp))
-        removed[i] = (torch.tensor(gone), torch.zeros(len(gone)))
-    torch.testing.assert_close(_logits(pruned, images), _replaced(model, images, removed), rtol=1e-5, atol=1e-5)
-    widths = [len(lp.mlp) for lp in plan.layers]
-    assert [f for stage in pruned.config.block_intermediate_sizes for f in stage] == widths
+    ref = _masked(model, images, plan)
+    torch.testing.assert_close(_logits(pruned, images), ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ref, _logits(model, images), atol=1e-3)  # the plan removes something that matters
+    kept = [plan.kept(i) for i in range(plan.num_layers)]
+    assert [f for stage in pruned.config.block_intermediate_sizes for f in stage] == [k["mlp"] for k in kept]
     n = _numel(pruned)
     assert count_cost(pruned)["params"] == plan_cost(model, plan)["params"] == n
-    dense_widths = plan.block_intermediate_sizes
-    dims = plan.block_dims
-    assert n == _numel(model) - sum((f - k) * (2 * c + 1) for c, f, k in zip(dims, dense_widths, widths))
+    # every removed MLP unit costs 2C+1; a removed (head, dim) pair 4C+3 in Swin (q/k/v rows + biases, o column)
+    # and a removed head its bias table column ((2w-1)^2 rows)
+    mlp = sum((f - k["mlp"]) * (2 * c + 1) for c, f, k in zip(plan.block_dims, plan.block_intermediate_sizes, kept))
+    attn = sum((h * d - k["heads"] * k["head_dim"]) * (4 * c + 3) + (h - k["heads"]) * 49
+               for c, h, d, k in zip(plan.block_dims, plan.block_num_heads, plan.block_head_dims, kept))
+    assert n == _numel(model) - mlp - attn
+    if family == "swin":
+        assert attn > 0 and pruned.config.block_num_heads == [[k["heads"] for k in kept[:2]],
+                                                              [k["heads"] for k in kept[2:]]]
+        a = pruned.swin.encoder.layers[1].blocks[0].attention
+        dense_a = model.swin.encoder.layers[1].blocks[0].attention
+        assert a.scaling == dense_a.scaling  # the softmax scale stays dense: removing dims == masking them
+        heads = plan.layers[2].heads
+        assert torch.equal(a.relative_position_bias.relative_position_bias_table,
+                           dense_a.relative_position_bias.relative_position_bias_table[:, heads])
 
 
 @pytest.mark.parametrize("family", FAMS)
 def test_hierarchical_plans_refuse_what_they_cannot_prune(family: str) -> None:
     model = tiny(family)
     plan = WidthPlan.full(model.config)
-    plan.layers[0].heads = [0]
-    with pytest.raises(PlanError, match="MLP hidden units only"):
+    if family == "swin":
+        plan.layers[0].attn_in = [0]
+    else:
+        plan.layers[0].heads = [0]
+    with pytest.raises(PlanError, match="residual channels are kept; ConvNeXt has no attention"):
         apply_width_plan(model, plan)
     plan = WidthPlan.full(model.config)
     plan.layers[1].mlp = []
@@ -258,13 +302,16 @@ def test_vbp_prune_ratio_is_converted_on_the_ranking(family: str) -> None:
 # ------------------------------------------------------------------------------------------- global
 @pytest.mark.parametrize("family", FAMS)
 @pytest.mark.parametrize("criterion", CRITERIA)
-def test_global_pruning_of_mlp_units_every_criterion(family: str, criterion: str, images: torch.Tensor) -> None:
+def test_global_pruning_every_criterion(family: str, criterion: str, images: torch.Tensor) -> None:
     model = tiny(family)
     kw = dict(taylor_batches=1, hessian_samples=4)
     plan = global_plan(model, _batches(1), criterion, ratio=0.5, **kw)
-    kept = [len(lp.mlp) if lp.mlp is not None else f for lp, f in zip(plan.layers, plan.block_intermediate_sizes)]
-    total = sum(plan.block_intermediate_sizes)
-    assert abs(sum(kept) - total / 2) <= 1 and min(kept) >= 1
+    # the channels: every block's MLP units and (Swin) head dims; half of them go, at least one per group stays
+    kept = [plan.kept(i) for i in range(plan.num_layers)]
+    n_kept = sum(k["mlp"] + (k["head_dim"] if h else 0) for k, h in zip(kept, plan.block_num_heads))
+    total = sum(plan.block_intermediate_sizes) + sum(plan.block_head_dims)
+    assert abs(n_kept - total / 2) <= 1 and min(k["mlp"] for k in kept) >= 1
+    assert all(k["heads"] == h for k, h in zip(kept, plan.block_num_heads))  # heads themselves are kept (as ViT)
     target = int(0.75 * count_cost(model)["params"])
     matched = global_plan(model, _batches(1), criterion, target_params=target, **kw)
     params = plan_cost(model, matched)["params"]

@@ -337,11 +337,12 @@ def structure_scores(model: nn.Module, element: ElementScore, *, reduction: str 
     Torch-Pruning's target types). Head-dim group: q/k/v rows and the attention-output columns of the
     ``heads*head_dim`` inner channels. MLP group: fc1 rows and fc2 columns.
 
-    Swin / ConvNeXt: the MLP groups only (``embed`` and every ``head_dims`` entry empty) -- their heads,
-    windows and residual channels are not pruned.
+    Swin / ConvNeXt: the MLP groups and (Swin) the head-dim group of every block's window attention, as for
+    ViT; ``embed`` is empty (their residual channels, which change width at every stage, are not pruned) and
+    so is ConvNeXt's ``head_dims`` entry.
     """
     if stage_family_of(model) is not None:
-        return _mlp_only_scores(model, element, reduction, normalizer, criterion)
+        return _block_scores(model, element, reduction, normalizer, criterion)
     mods = locate(model)
     names = {id(p): n for n, p in mods.model.named_parameters()}
 
@@ -369,9 +370,9 @@ def structure_scores(model: nn.Module, element: ElementScore, *, reduction: str 
     return StructureScores(_normalize(_reduce_group(embed, reduction), normalizer), head_dims, mlp, criterion)
 
 
-def _mlp_only_scores(model: nn.Module, element: ElementScore, reduction: str, normalizer: str | None,
+def _block_scores(model: nn.Module, element: ElementScore, reduction: str, normalizer: str | None,
                      criterion: str) -> StructureScores:
-    """Scores of the MLP hidden units of every block (fc1 rows, fc2 columns); no embedding / head-dim groups."""
+    """Swin / ConvNeXt: scores of every block's MLP hidden units (fc1 rows, fc2 columns) and Swin's head dims."""
     view = locate_mlps(model)
     names = {id(p): n for n, p in view.model.named_parameters()}
 
@@ -380,15 +381,27 @@ def _mlp_only_scores(model: nn.Module, element: ElementScore, reduction: str, no
 
     mlp = [_normalize(_reduce_group([s(b.fc1.weight).sum(1), s(b.fc2.weight).sum(0)], reduction), normalizer)
            for b in view.blocks]
-    return StructureScores(torch.empty(0), [torch.empty(0) for _ in mlp], mlp, criterion)
+    head_dims = []
+    for b in view.blocks:  # Swin: q/k/v rows and o columns of each (head, dim), then averaged over the heads
+        if b.attn is None:
+            head_dims.append(torch.empty(0))
+            continue
+        a = b.attn
+        inner = _reduce_group([s(a.q_proj.weight).sum(1), s(a.k_proj.weight).sum(1), s(a.v_proj.weight).sum(1),
+                               s(a.o_proj.weight).sum(0)], reduction)
+        head_dims.append(_normalize(inner, normalizer).view(a.num_attention_heads, a.head_dim).mean(0))
+    return StructureScores(torch.empty(0), head_dims, mlp, criterion)
 
 
 def random_structure_scores(model: nn.Module, seed: int = 0) -> StructureScores:
     """Torch-Pruning's ``RandomImportance``: U(0,1) per channel (head dims: averaged over heads)."""
     if stage_family_of(model) is not None:
         g = torch.Generator().manual_seed(seed)
-        mlp = [torch.rand(b.width, generator=g) for b in locate_mlps(model).blocks]
-        return StructureScores(torch.empty(0), [torch.empty(0) for _ in mlp], mlp, "random")
+        blocks = locate_mlps(model).blocks
+        head_dims = [torch.rand(b.attn.num_attention_heads, b.attn.head_dim, generator=g).mean(0)
+                     if b.attn is not None else torch.empty(0) for b in blocks]
+        mlp = [torch.rand(b.width, generator=g) for b in blocks]
+        return StructureScores(torch.empty(0), head_dims, mlp, "random")
     mods = locate(model)
     g = torch.Generator().manual_seed(seed)
     return StructureScores(

@@ -3,8 +3,8 @@ a parameter-matched variant, and the cost of a plan computed from its would-be c
 
 Structures ("channels") of a ViT: the C embedding channels (one group for the whole network), the
 d head dimensions of every layer (shared by all heads) and the F MLP neurons of every layer. Swin /
-ConvNeXt: the MLP neurons of every block only (their embedding and head-dim groups are empty), so
-``--ratio`` is then the fraction of all MLP hidden units removed. Global
+ConvNeXt: the head dimensions (Swin) and MLP neurons of every block; their embedding group is empty (the
+residual channels are kept), so ``--ratio`` counts only those. Global
 ranking concatenates the (group-normalised) scores of all of them; every channel counts as one,
 whatever it costs -- exactly Torch-Pruning's ``global_pruning=True`` (see docs/baselines.md).
 Every group keeps at least one channel, the embedding at least ``num_attention_heads`` (Torch-Pruning

@@ -31,6 +31,9 @@ Swin         ``swin``      ``encoder.layers`` /    ``mlp.fc1``,           --
 ConvNeXt     ``convnext``  ``encoder.stages`` /    ``pwconv1``, ``act``,  ``layer_scale_parameter``
                            ``layers``              ``pwconv2``
 ===========  ============  ======================  =====================  ===========================
+
+Swin's window attention (``attention.q_proj`` ... ``o_proj``, ``relative_position_bias`` table) may also keep
+fewer heads / head dimensions per block; ConvNeXt has no attention (its depthwise conv stays whole).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any
 from .configuration_p3b_beit import P3BBeitConfig
 from .configuration_p3b_convnext import P3BConvNextConfig, dense_convnext_mlp_widths
 from .configuration_p3b_dinov2 import P3BDinov2Config
-from .configuration_p3b_swin import P3BSwinConfig, dense_swin_mlp_widths
+from .configuration_p3b_swin import P3BSwinConfig, dense_swin_heads, dense_swin_mlp_widths
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
 from .modeling_p3b_beit import P3BBeitForImageClassification, P3BBeitModel
 from .modeling_p3b_convnext import P3BConvNextForImageClassification, P3BConvNextModel
@@ -129,6 +132,10 @@ class StageFamily:
     layer_scale: str | None  # per-channel scale of fc2's output (ConvNeXt's gamma), applied after fc2's bias
     dense_widths: Callable[[Any], list[list[int]]]  # config -> dense MLP width per stage and block
     stage_dims: Callable[[Any], list[int]]  # config -> residual width of each stage
+    #: the block's attention module (q_proj / k_proj / v_proj / o_proj, relative_position_bias table), if any
+    attention: str | None = None
+    #: config -> dense (heads, head_dim) per stage and block
+    dense_heads: Callable[[Any], tuple[list[list[int]], list[list[int]]]] | None = None
 
 
 def _swin_dims(config: Any) -> list[int]:
@@ -142,7 +149,8 @@ def _convnext_dims(config: Any) -> list[int]:
 STAGE_FAMILIES: dict[str, StageFamily] = {
     "swin": StageFamily("swin", ("SwinForImageClassification",), P3BSwinConfig, P3BSwinForImageClassification,
                         P3BSwinModel, ("P3BSwinForImageClassification",), "encoder.layers", "blocks", "mlp.fc1",
-                        "mlp.activation_fn", "mlp.fc2", None, dense_swin_mlp_widths, _swin_dims),
+                        "mlp.activation_fn", "mlp.fc2", None, dense_swin_mlp_widths, _swin_dims, "attention",
+                        dense_swin_heads),
     "convnext": StageFamily("convnext", ("ConvNextForImageClassification",), P3BConvNextConfig,
                             P3BConvNextForImageClassification, P3BConvNextModel,
                             ("P3BConvNextForImageClassification",), "encoder.stages", "layers", "pwconv1", "act",

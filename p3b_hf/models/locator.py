@@ -279,6 +279,9 @@ class MLPBlock:
     act: nn.Module
     fc2: nn.Linear
     ls2: torch.Tensor | None = None
+    #: Swin: the block's window attention (``q_proj``/``k_proj``/``v_proj``/``o_proj``, ``num_attention_heads``,
+    #: ``head_dim``, ``relative_position_bias.relative_position_bias_table``); None without attention
+    attn: nn.Module | None = None
 
     @property
     def dim(self) -> int:
@@ -320,7 +323,9 @@ def locate_mlps(model: nn.Module) -> MLPView:
         mods = locate(model)
         return MLPView(mods.family, model, [MLPBlock(lm.fc1, lm.act, lm.fc2, lm.ls2) for lm in mods.layers])
     cfg = model.config
-    if isinstance(cfg, fam.config_class) and cfg.block_intermediate_sizes != fam.dense_widths(cfg):
+    dense_heads = fam.dense_heads(cfg) if fam.dense_heads is not None else None
+    if isinstance(cfg, fam.config_class) and (cfg.block_intermediate_sizes != fam.dense_widths(cfg) or (
+            dense_heads is not None and (cfg.block_num_heads, cfg.block_head_dims) != dense_heads)):
         raise UnsupportedModelError(
             "This P3B model is already pruned; WidthPlans index the *dense* tensors. Prune the dense original "
             f"instead (config.base_model_name_or_path={getattr(cfg, 'base_model_name_or_path', None)!r}).")
@@ -331,7 +336,8 @@ def locate_mlps(model: nn.Module) -> MLPView:
         for blk in stage_blocks:
             ls = _get_path(blk, fam.layer_scale) if fam.layer_scale else None
             blocks.append(MLPBlock(_get_path(blk, fam.fc1), _get_path(blk, fam.act), _get_path(blk, fam.fc2),
-                                   ls if isinstance(ls, torch.Tensor) else None))
+                                   ls if isinstance(ls, torch.Tensor) else None,
+                                   _get_path(blk, fam.attention) if fam.attention else None))
     return MLPView(fam.name, model, blocks, depths)
 
 
