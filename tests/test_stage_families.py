@@ -127,8 +127,9 @@ def _masked(model: torch.nn.Module, x: torch.Tensor, plan: WidthPlan) -> torch.T
             heads = lp.heads if lp.heads is not None else list(range(a.num_attention_heads))
             dims = lp.head_dims if lp.head_dims is not None else list(range(a.head_dim))
             mask[torch.tensor(heads)[:, None], torch.tensor(dims)[None, :]] = 1
+            flat = mask.flatten()
             for lin in (a.q_proj, a.k_proj, a.v_proj):
-                handles.append(lin.register_forward_hook(lambda _m, _i, out, m=mask.flatten(): out * m))
+                handles.append(lin.register_forward_hook(lambda _m, _i, out, m=flat: out * m))
     try:
         return _logits(model, x)
     finally:
