@@ -13,6 +13,7 @@ from test_recipes import _tiny_data
 from transformers import AutoModelForImageClassification
 
 from p3b_hf.cli import main
+from p3b_hf.loading import validate_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = dict(num_labels=4, id2label=dict(enumerate("abcd")), label2id={c: i for i, c in enumerate("abcd")})
@@ -62,6 +63,9 @@ def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path
     assert len({w["mlp"] for w in widths}) > 1 and {w["stage"] for w in widths} == {0, 1}
     assert (out / "plots" / "widths.png").exists()
     assert main(["cost", "--model", str(out)]) == 0
+    validate_checkpoint(out)  # the saved layout (Swin: the Hub's legacy key names) matches the config
+    assert main(["finetune", "--model", str(out), "--dataset", str(data), *COMMON, "--output-dir",
+                 str(tmp_path / "ft")]) == 0  # a pruned dir fine-tunes like any other
 
 
 def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(tmp_path: Path,
@@ -76,9 +80,11 @@ def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(tmp_path:
     assert not (tmp_path / "p3b").exists()
     out = tmp_path / "cmp"
     code = main(["compare", "--methods", "p3b,global-l1", "--prune-ratio", "0.3", "--model", str(dense),
-                 "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--no-bench", "--", *COMMON[2:]])
+                 "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--bench-device", "cpu",
+                 "--bench-repeats", "2", "--", *COMMON[2:]])
     assert code == 0
     rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
     assert rows["p3b"]["status"] == "unsupported" and "--method vbp" in rows["p3b"]["error"]
     assert rows["global-l1"]["status"] == "ok" and abs(rows["global-l1"]["param_reduction"] - 0.3) < 0.02
+    assert rows["global-l1"]["throughput_vs_dense"] > 0  # the eager speed column works for Swin
     assert "unsupported" in (out / "compare.md").read_text()
