@@ -21,7 +21,8 @@ from transformers import (
 
 from p3b_hf import UnsupportedModelError, WidthPlan, apply_width_plan, count_cost
 from p3b_hf.cost import plan_cost
-from p3b_hf.errors import BudgetError, PlanError
+from p3b_hf.errors import BudgetError, P3BError, PlanError
+from p3b_hf.methods.budget_convert import percentage_for_prune_ratio, vbp_max_prune_ratio
 from p3b_hf.methods.global_pruning import global_plan
 from p3b_hf.methods.importance import CRITERIA, collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan, vbp_plan_from_stats
@@ -179,6 +180,24 @@ def test_sliced_model_equals_dense_with_removed_structures_zeroed(family: str, i
 
 
 @pytest.mark.parametrize("family", FAMS)
+def test_pruned_model_keeps_the_hf_contract(family: str, images: torch.Tensor) -> None:
+    """hidden_states (Swin: also reshaped_hidden_states), return_dict=False, labels -> loss: the stock forward."""
+    model = tiny(family)
+    pruned = apply_width_plan(model, _random_plan(model, 5))
+    labels = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        out, ref = pruned(pixel_values=images, labels=labels, output_hidden_states=True), model(
+            pixel_values=images, output_hidden_states=True)
+        tup = pruned(pixel_values=images, return_dict=False)
+    assert [h.shape for h in out.hidden_states] == [h.shape for h in ref.hidden_states]
+    assert len(out.hidden_states) == 3  # the stem and both stages
+    if family == "swin":
+        assert [h.shape for h in out.reshaped_hidden_states] == [h.shape for h in ref.reshaped_hidden_states]
+    assert isinstance(tup, tuple) and torch.equal(tup[0], out.logits)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+
+
+@pytest.mark.parametrize("family", FAMS)
 def test_hierarchical_plans_refuse_what_they_cannot_prune(family: str) -> None:
     model = tiny(family)
     plan = WidthPlan.full(model.config)
@@ -298,6 +317,11 @@ def test_vbp_prune_ratio_is_converted_on_the_ranking(family: str) -> None:
     assert [lp.mlp for lp in again.layers] == [lp.mlp for lp in plan.layers]
     with pytest.raises(BudgetError, match="unreachable with VBP"):
         vbp_plan(model, _batches(1), prune_ratio=0.95)
+    # reachability from the config alone: every unit but one per block, each at its block's 2C+1
+    top = sum((f - 1) * (2 * c + 1) for c, f in zip(plan.block_dims, plan.block_intermediate_sizes)) / dense
+    assert vbp_max_prune_ratio(model.config) == pytest.approx(top)
+    with pytest.raises(P3BError, match="needs the variance ranking"):  # no closed form across stages
+        percentage_for_prune_ratio(model.config, 0.3)
 
 
 # ------------------------------------------------------------------------------------------- global

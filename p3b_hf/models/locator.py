@@ -28,8 +28,6 @@ _FAMILY_OF_CLASS = {c: f.name for f in FAMILIES.values() for c in (*f.stock_clas
 #: hierarchical classifiers whose MLP hidden units VBP / grouped global pruning prune
 STAGE_SUPPORTED = tuple(c for f in STAGE_FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes))
 _STAGE_OF_CLASS = {c: f for f in STAGE_FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)}
-PLAIN_VIT_ONLY = ("is a hierarchical model (stages of windowed-attention / convolution blocks), so only its MLP hidden "
-                  "units can be pruned, by --method vbp or --method global")
 
 
 @dataclass
@@ -137,8 +135,10 @@ def require_plain_vit(model: nn.Module, what: str) -> None:
     if stage_family_of(model) is not None:
         raise UnsupportedModelError(
             f"{what} is defined for plain ViT blocks (supported: {', '.join(SUPPORTED)}), but "
-            f"{type(getattr(model, 'module', model)).__name__} {PLAIN_VIT_ONLY}. Use --method vbp or --method "
-            "global for this model, or load a ViT / DeiT / BEiT / DINOv2 classifier.")
+            f"{type(getattr(model, 'module', model)).__name__} is a hierarchical model (stages of windowed-attention "
+            "/ convolution blocks) whose blocks' MLP hidden units (and Swin's head dims) p3b_hf prunes with "
+            "--method vbp or --method global. Use one of those for this model, or load a ViT / DeiT / BEiT / "
+            "DINOv2 classifier.")
 
 
 def _as_int(v: int | tuple | list) -> int:
@@ -160,7 +160,7 @@ def _param(x: object) -> nn.Parameter | None:
 def locate(model: nn.Module) -> ViTModules:
     """Return the :class:`ViTModules` of ``model`` or raise :class:`UnsupportedModelError`."""
     model = getattr(model, "module", model)  # DDP / accelerate wrappers
-    require_plain_vit(model, "This code path (P3B, plan slicing of attention / embedding channels)")
+    require_plain_vit(model, "This code path (P3B's gates, layer-wise ViT plans, optimize_for_inference)")
     family = _family_of(model)
     cfg = model.config
     if isinstance(cfg, P3B_CONFIGS):
