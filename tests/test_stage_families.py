@@ -34,12 +34,13 @@ FAMS = ["swin", "convnext"]
 
 
 def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Non-trivial biases, norms and layer scales (ConvNeXt's gamma far from 1), so that a fold added after the
-    layer scale, or a wrong neuron index, changes the output."""
+    """Non-trivial biases, norms, layer scales (ConvNeXt's gamma far from 1) and relative position bias tables
+    (zeros at init), so that a fold added after the layer scale, a wrong neuron index or a wrong bias-table
+    column changes the output."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name or "layer_scale" in name:
+            if name.endswith(("bias", "bias_table")) or "norm" in name or "layer_scale" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if name.endswith("weight") else 0.0))
     return model.eval()
 
