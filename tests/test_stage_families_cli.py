@@ -66,6 +66,18 @@ def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path
     validate_checkpoint(out)  # the saved layout (Swin: the Hub's legacy key names) matches the config
     assert main(["finetune", "--model", str(out), "--dataset", str(data), *COMMON, "--output-dir",
                  str(tmp_path / "ft")]) == 0  # a pruned dir fine-tunes like any other
+    from fake_hub import HubStore, RecordingHfApi, snapshot_bytes
+
+    from p3b_hf.hub import push_pruned
+
+    store = HubStore(tmp_path / "hub")
+    result = push_pruned(out, f"me/{family}", api=RecordingHfApi(store))
+    assert {f"configuration_p3b_{family}.py", f"modeling_p3b_{family}.py", "model.safetensors"} <= set(result.files)
+    files = snapshot_bytes(store, f"me/{family}")
+    cls = "Swin" if family == "swin" else "ConvNext"
+    assert json.loads(files["config.json"])["auto_map"]["AutoModel"] == f"modeling_p3b_{family}.P3B{cls}Model"
+    card = files["README.md"].decode()
+    assert "| stage | block | width | MLP |" in card and f"| 1 | 1 | {widths[-1]['dim']} | {widths[-1]['mlp']} |" in card
 
 
 def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(tmp_path: Path,
