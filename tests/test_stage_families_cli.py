@@ -91,7 +91,7 @@ def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(tmp_path:
     assert "P3B is defined for plain ViT blocks" in err and "--method vbp or --method global" in err
     assert not (tmp_path / "p3b").exists()
     out = tmp_path / "cmp"
-    code = main(["compare", "--methods", "p3b,global-l1", "--prune-ratio", "0.3", "--model", str(dense),
+    code = main(["compare", "--methods", "p3b,vbp,global-l1", "--prune-ratio", "0.3", "--model", str(dense),
                  "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--bench-device", "cpu",
                  "--bench-repeats", "2", "--", *COMMON[2:]])
     assert code == 0
@@ -99,4 +99,6 @@ def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(tmp_path:
     assert rows["p3b"]["status"] == "unsupported" and "--method vbp" in rows["p3b"]["error"]
     assert rows["global-l1"]["status"] == "ok" and abs(rows["global-l1"]["param_reduction"] - 0.3) < 0.02
     assert rows["global-l1"]["throughput_vs_dense"] > 0  # the eager speed column works for Swin
+    assert rows["dense"]["status"] == "ok"  # VBP starts from the dense cell (fine-tuned with a new head) ...
+    assert rows["vbp"]["status"] == "ok" and 0.3 <= rows["vbp"]["param_reduction"] < 0.32  # ... and distils from it
     assert "unsupported" in (out / "compare.md").read_text()
