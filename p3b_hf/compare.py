@@ -3,7 +3,8 @@
 Each (method, ratio) cell is an ordinary pruning run (:func:`p3b_hf.runner.prune`, what ``p3b-hf prune``
 runs) into its own sub-directory, with the same data, seed and training budget (``--epochs`` epochs of training per method: P3B prunes
 during them, VBP uses them for its KD fine-tune, global pruning for its fine-tune). A method that
-cannot reach a budget (VBP beyond ~62-66 % param reduction) gets an "unreachable" row, not a crash.
+cannot reach a budget (VBP beyond ~62-66 % param reduction) gets an "unreachable" row, not a crash; a
+method that is not defined for the model's family (P3B on Swin / ConvNeXt) an "unsupported" row.
 
 What a cell starts from: P3B prunes *while* it fine-tunes, so it starts from the source model (with a
 fresh head for the target labels). VBP is a *post-training* method: it prunes a model already trained on
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BudgetError, P3BError
+from .errors import BudgetError, P3BError, UnsupportedModelError
 from .options import DataOptions, KDOptions, OutputOptions, PruneOptions, TrainOptions, option
 from .report import REPORT_NAME
 
@@ -169,6 +170,11 @@ def start_label(start: str, dense_epochs: float | None) -> str:
     return START_SOURCE
 
 
+#: cell statuses without a pruned model: a budget the method cannot reach, a method not defined for this model's
+#: family (P3B on Swin / ConvNeXt), or any other refused input / failed run
+NOT_OK = ("unreachable", "unsupported", "failed")
+
+
 def run_cell(job: Any) -> dict[str, Any]:
     """Run one cell (a :class:`~p3b_hf.runner.PruneJob`); reuse an existing finished report (so a compare can
     be resumed). An unreachable budget or a refused input becomes a row, not a crash."""
@@ -187,6 +193,9 @@ def run_cell(job: Any) -> dict[str, Any]:
     except BudgetError as e:
         print(f"p3b-hf compare: {what}: unreachable: {e}")
         return {"status": "unreachable", "error": str(e)}
+    except UnsupportedModelError as e:
+        print(f"p3b-hf compare: {what}: unsupported: {e}")
+        return {"status": "unsupported", "error": str(e)}
     except P3BError as e:
         print(f"p3b-hf compare: {what}: failed: {e}")
         return {"status": "failed", "error": str(e)}
@@ -218,7 +227,7 @@ def row_of(label: str, ratio: float | None, report: dict[str, Any], speed: float
            start: str = START_SOURCE, epochs_total: float | None = None) -> dict[str, Any]:
     """One table row; ``start`` / ``epochs_total`` say what the cell started from and its training in all;
     with several eval sets, ``eval_sets`` (accuracy per set; ``accuracy`` is the primary one's) and ``gap``."""
-    if report.get("status") in ("unreachable", "failed"):
+    if report.get("status") in NOT_OK:
         return {"method": label, "prune_ratio": ratio, "status": report["status"], "start": start,
                 "epochs_total": None, "error": report["error"]}
     return {
@@ -566,7 +575,7 @@ def run_compare(job: CompareJob) -> list[dict[str, Any]]:
             report = {"status": "failed", "error": f"the dense cell {dense_dir} failed; {spec.label} starts from it"}
         else:
             report = run_cell(cell_job(job, spec, ratio, cell, str(dense_dir) if from_dense_cell else None))
-        ok = report.get("status") not in ("unreachable", "failed")
+        ok = report.get("status") not in NOT_OK
         speed = None
         if ok and dense is not None:
             speed = throughput_ratio(cell, dense, device, c.bench_batch_size, c.bench_repeats)

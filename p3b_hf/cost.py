@@ -15,6 +15,18 @@ pass ``image_size=224`` for the fine-tuning cost.
 
 ``params`` is exact: it equals ``sum(p.numel() for p in model.parameters())`` of the model that
 :func:`p3b_hf.apply_width_plan` builds, and of the stock model (checked in the tests).
+
+Hierarchical families, same convention (Linear / Conv ``out * (in + 1)`` MACs per output position with a
+bias, ``out * in`` without; norms, activations, layer scale, bias adds, pooling and the window
+shifts / partitions not counted):
+
+* Swin (:func:`_swin_cost`): patch embedding conv; per block q/k/v/o over the tokens of its (padded)
+  windows, window attention ``2 * N_tokens * w^2 * heads * head_dim`` (``QK^T`` and ``AV`` in every ``w x w`` window,
+  ``w`` clamped to the stage resolution as transformers does), the MLP over every token; patch merging
+  ``tokens/4 * 4C * 2C`` (no bias). Swin's own ``flops()`` also counts the norms -- 0.3 % of Swin-T.
+* ConvNeXt (:func:`_convnext_cost`): stem conv, per block the 7x7 depthwise conv (``49 + 1`` MACs per
+  channel and position) and the two pointwise Linears, the 2x2 stride-2 downsampling convs. fvcore (the
+  ConvNeXt paper's counter) counts no bias adds.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from typing import Any
 
 from torch import nn
 
-from .models.families import P3B_CONFIGS, dense_intermediate_size, family_of_config
+from .models.families import P3B_CONFIGS, dense_intermediate_size, family_of_config, stage_family_of_config
 
 
 @dataclass
@@ -116,6 +128,10 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
     relative position tables included, as the P3B budget does); ``non_block_params`` the embeddings
     (tokens, positions, patch projection), a shared relative position table, final / pooling norm and head(s).
     """
+    stage_family = stage_family_of_config(getattr(model_or_config, "config", model_or_config))
+    if stage_family is not None:
+        cfg = getattr(model_or_config, "config", model_or_config)
+        return (_swin_cost if stage_family.name == "swin" else _convnext_cost)(cfg, image_size)
     a = _arch(model_or_config, image_size)
     n_tok = a.patches + a.special
     non_block = ((a.c * a.patch_in + a.c) + a.special * a.c + a.mask_token + a.positions * a.c + a.norms
@@ -141,10 +157,82 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
     return {"params": block + non_block, "macs": macs, "block_params": block, "non_block_params": non_block}
 
 
+def _mlp_widths(cfg: Any) -> list[list[int]]:
+    """Per-block MLP widths of a stock or pruned Swin / ConvNeXt config."""
+    widths = getattr(cfg, "block_intermediate_sizes", None)
+    return widths if widths is not None else stage_family_of_config(cfg).dense_widths(cfg)
+
+
+def _result(block: int, non_block: int, macs: int) -> dict[str, int]:
+    return {"params": block + non_block, "macs": macs, "block_params": block, "non_block_params": non_block}
+
+
+def _swin_cost(cfg: Any, image_size: int | None) -> dict[str, int]:
+    """Swin: ``block_params`` = the Transformer blocks (norms, q/k/v/o, relative position bias table, MLP);
+    ``non_block_params`` = patch embedding (+ its norm, absolute positions), patch merging, final norm, head."""
+    p, ch, k = _as_int(cfg.patch_size), int(cfg.num_channels), int(cfg.num_labels)
+    grid = -(-_as_int(cfg.image_size) // p)
+    side = -(-(image_size or _as_int(cfg.image_size)) // p)
+    c0, w, qkv_b = int(cfg.embed_dim), int(cfg.window_size), 1 if cfg.qkv_bias else 0
+    non_block = c0 * ch * p * p + c0 + 2 * c0 + (grid * grid * c0 if cfg.use_absolute_embeddings else 0)
+    macs = side * side * c0 * (ch * p * p + 1)
+    block = 0
+    widths = _mlp_widths(cfg)
+    heads, head_dims = stage_family_of_config(cfg).dense_heads(cfg)
+    heads = getattr(cfg, "block_num_heads", None) or heads
+    head_dims = getattr(cfg, "block_head_dims", None) or head_dims
+    n_stages = len(cfg.depths)
+    for s in range(n_stages):
+        c = int(c0 * 2 ** s)
+        win = min(side, w) if side <= w else w  # transformers clamps the window to a small stage resolution
+        padded = (-(-side // win) * win) ** 2
+        for f, h, d in zip(widths[s], heads[s], head_dims[s]):
+            inner = h * d
+            block += 4 * c + 3 * (c * inner + qkv_b * inner) + inner * c + c + (2 * w - 1) ** 2 * h
+            block += c * f + f + f * c + c
+            macs += padded * (3 * inner * (c + qkv_b) + c * (inner + 1)) + 2 * padded * win * win * inner
+            macs += side * side * (f * (c + 1) + c * (f + 1))
+        if s < n_stages - 1:  # patch merging: LayerNorm(4C), Linear(4C -> 2C, no bias)
+            non_block += 8 * c + 8 * c * c
+            side = -(-side // 2)
+            macs += side * side * 8 * c * c
+    c_last = int(c0 * 2 ** (n_stages - 1))
+    non_block += 2 * c_last + (c_last * k + k if k > 0 else 0)
+    macs += k * (c_last + 1) if k > 0 else 0
+    return _result(block, non_block, macs)
+
+
+def _convnext_cost(cfg: Any, image_size: int | None) -> dict[str, int]:
+    """ConvNeXt: ``block_params`` = the blocks (depthwise conv, norm, pwconv1/2, layer scale);
+    ``non_block_params`` = stem, downsampling layers, final norm, head."""
+    p, ch, k = _as_int(cfg.patch_size), int(cfg.num_channels), int(cfg.num_labels)
+    dims = [int(c) for c in cfg.hidden_sizes][:len(cfg.depths)]
+    side = (image_size or _as_int(cfg.image_size)) // p
+    ls = 1 if float(cfg.layer_scale_init_value) > 0 else 0
+    non_block = dims[0] * ch * p * p + dims[0] + 2 * dims[0]
+    macs = side * side * dims[0] * (ch * p * p + 1)
+    block = 0
+    for s, widths in enumerate(_mlp_widths(cfg)):
+        c = dims[s]
+        if s > 0:  # LayerNorm(C_prev) + Conv2d(C_prev -> C, 2x2, stride 2)
+            prev = dims[s - 1]
+            non_block += 2 * prev + 4 * prev * c + c
+            side //= 2
+            macs += side * side * c * (4 * prev + 1)
+        for f in widths:
+            block += 49 * c + c + 2 * c + c * f + f + f * c + c + ls * c
+            macs += side * side * (c * 50 + f * (c + 1) + c * (f + 1))
+    non_block += 2 * dims[-1] + (dims[-1] * k + k if k > 0 else 0)
+    macs += k * (dims[-1] + 1) if k > 0 else 0
+    return _result(block, non_block, macs)
+
+
 def plan_cost(model: Any, plan: Any) -> dict[str, int]:
     """:func:`count_cost` of the model ``plan`` would make from the dense ``model`` (no weights touched)."""
     from .models.locator import locate
     from .plan import pruned_config
 
+    if stage_family_of_config(model.config) is not None:
+        return count_cost(pruned_config(model.config, plan))
     mods = locate(model)
     return count_cost(pruned_config(model.config, plan, distillation_head="distillation_classifier" in mods.heads))

@@ -32,7 +32,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from .errors import CheckpointError, P3BError
 
 REPORT_NAME = "pruning_report.json"
-P3B_MODEL_TYPES = ("p3b_vit", "p3b_deit", "p3b_beit", "p3b_dinov2")
+P3B_MODEL_TYPES = ("p3b_vit", "p3b_deit", "p3b_beit", "p3b_dinov2", "p3b_swin", "p3b_convnext")
 #: files uploaded when present (besides the weights, the auto_map code files and plots/*.png)
 EXTRA_FILES = ("preprocessor_config.json", "width_plan.json", REPORT_NAME)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -222,7 +222,11 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
     if (d / "plots" / "widths.png").exists():
         lines += ["## Kept widths per layer", "", "![kept widths per layer](plots/widths.png)", ""]
     widths = report.get("widths")
-    if widths:
+    if widths and "stage" in widths[0]:  # Swin / ConvNeXt: per stage and block
+        lines += ["| stage | block | width | MLP |", "|---|---|---|---|"]
+        lines += [f"| {w['stage']} | {w['block']} | {w.get('dim')} | {w.get('mlp')} |" for w in widths]
+        lines.append("")
+    elif widths:
         lines += ["| layer | heads | head dim | MLP | attn in/out | MLP in/out |", "|---|---|---|---|---|---|"]
         for i, w in enumerate(widths):
             lines.append(f"| {i} | {w.get('heads')} | {w.get('head_dim')} | {w.get('mlp')} | "
@@ -232,7 +236,7 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
         "## Usage", "",
         "With `p3b_hf` installed (`pip install p3b_hf`), no remote code runs:", "",
         "```python",
-        "import p3b_hf  # registers the pruned classes (p3b_vit, p3b_deit, p3b_beit, p3b_dinov2)",
+        "import p3b_hf  # registers the pruned classes (p3b_vit, p3b_deit, p3b_beit, p3b_dinov2, p3b_swin, p3b_convnext)",
         "from transformers import AutoImageProcessor, AutoModelForImageClassification",
         f'model = AutoModelForImageClassification.from_pretrained("{repo_id}")',
         f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
@@ -242,7 +246,8 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
         f'model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)',
         "```", "",
         "Each layer has its own widths (`layer_num_heads`, `layer_head_dims`, `layer_intermediate_sizes`, "
-        "and the residual channel subsets `layer_attn_in/out`, `layer_mlp_in/out` in `config.json`); the "
+        "and the residual channel subsets `layer_attn_in/out`, `layer_mlp_in/out` in `config.json`; Swin / "
+        "ConvNeXt: `block_intermediate_sizes` etc. per stage and block); the "
         "weights are physically smaller, parameter names follow the stock HF checkpoints of the family. "
         "`AutoModel.from_pretrained` gives the backbone without its head. `pruning_report.json` holds "
         "the full run report.", "",

@@ -39,6 +39,17 @@ def load_config(name: str) -> PretrainedConfig:
                               "(HF_HUB_OFFLINE=1) only cached or local models load.") from e
 
 
+def _saved_state_dict(model: Any) -> dict[str, Any]:
+    """The state dict as ``save_pretrained`` writes it: transformers 5 reverts its checkpoint key renamings on
+    save (Swin's ``attention.q_proj`` is written as the Hub layout's ``attention.self.query``)."""
+    state = model.state_dict()
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers without key conversion
+        return state
+    return revert_weight_conversion(model, state)
+
+
 def validate_checkpoint(model_dir: str | os.PathLike, config: PretrainedConfig | None = None) -> None:
     """Check that the tensors in ``model.safetensors`` have exactly the shapes the config implies.
 
@@ -63,7 +74,7 @@ def validate_checkpoint(model_dir: str | os.PathLike, config: PretrainedConfig |
             raise CheckpointError(f"{f} is corrupt or truncated ({e}). Re-save or re-download the model.") from e
     with torch.device("meta"):
         model = AutoModelForImageClassification.from_config(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in _saved_state_dict(model).items()}
     bad = [f"{k}: config implies {expected[k]}, file has {actual[k]}" for k in expected
            if k in actual and expected[k] != actual[k]]
     missing = [k for k in expected if k not in actual]

@@ -86,9 +86,9 @@ def pad_widths(model: nn.Module, multiple: int = 8) -> nn.Module:
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, P3BViTConfig):
         family = str(getattr(cfg, "model_type", "")).removeprefix("p3b_")
-        if family in ("beit", "dinov2"):
+        if family in ("beit", "dinov2", "swin", "convnext"):
             raise P3BError(f"pad_widths (--pad-to) supports pruned ViT/DeiT models only, not {type(model).__name__} "
-                           "yet; save the BEiT/DINOv2 model unpadded (drop --pad-to).")
+                           "yet; save the BEiT/DINOv2/Swin/ConvNeXt model unpadded (drop --pad-to).")
         raise P3BError(f"pad_widths needs a p3b_hf pruned model (P3BViT/P3BDeiT config), got "
                        f"{type(model).__name__}; prune it first (p3b-hf prune) or use optimize_for_inference.")
     if not isinstance(multiple, int) or multiple < 1:

@@ -28,6 +28,15 @@ layers, each layer indexing its columns); a removed sub-block's constant include
 
 ``None`` always means "keep all". An empty list removes the structure; a sub-block that keeps no
 inner width, reads nothing or writes nothing is *removed* and replaced by its exact constant output.
+
+Hierarchical families (Swin, ConvNeXt; :data:`~p3b_hf.models.families.STAGE_FAMILIES`): ``layers[i]`` is
+block ``i`` in forward (stage-major) order, ``block_dims[i]`` its residual width and
+``block_intermediate_sizes[i]`` its dense MLP width. ``mlp`` (kept hidden units, at least one) and
+``mlp_bias_delta`` (length ``block_dims[i]``, added to fc2's bias *before* a layer scale multiplies it) may
+be set, and for Swin's window attention (``block_num_heads[i]`` heads of ``block_head_dims[i]`` dimensions;
+0 for ConvNeXt) ``heads`` / ``head_dims`` (at least one each; the relative position bias table keeps the
+kept heads' columns, the softmax scale stays dense); residual subsets and ``embed`` stay ``None``. :func:`apply_width_plan` then builds
+the family's pruned model (the stock model with narrower fc1 / fc2).
 """
 
 from __future__ import annotations
@@ -42,8 +51,14 @@ import torch
 from torch import nn
 
 from .errors import PlanError
-from .models.families import FAMILIES, P3B_CONFIGS, dense_intermediate_size, family_of_config
-from .models.locator import ViTModules, locate
+from .models.families import (
+    FAMILIES,
+    P3B_CONFIGS,
+    dense_intermediate_size,
+    family_of_config,
+    stage_family_of_config,
+)
+from .models.locator import MLPView, ViTModules, locate, locate_mlps, stage_family_of
 
 SUBSETS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
 PLAN_VERSION = 1
@@ -73,11 +88,25 @@ class WidthPlan:
     layers: list[LayerPlan]
     embed: list[int] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: hierarchical families only (see the module docstring): residual / dense MLP width of every block
+    block_dims: list[int] | None = None
+    block_intermediate_sizes: list[int] | None = None
+    block_num_heads: list[int] | None = None  # 0: the block has no attention (ConvNeXt)
+    block_head_dims: list[int] | None = None
 
     # ------------------------------------------------------------------ construction / IO
     @classmethod
     def full(cls, config: Any) -> WidthPlan:
         """A plan that keeps everything of a model with this (dense) config."""
+        fam = stage_family_of_config(config)
+        if fam is not None:  # Swin / ConvNeXt: one LayerPlan per block, MLP widths only
+            dims = [d for d, depth in zip(fam.stage_dims(config), config.depths) for _ in range(int(depth))]
+            widths = [f for stage in fam.dense_widths(config) for f in stage]
+            heads, hds = fam.dense_heads(config) if fam.dense_heads is not None else ([[0] * len(dims)], [[0] * len(dims)])
+            return cls(hidden_size=max(dims), num_attention_heads=0, head_dim=0, intermediate_size=max(widths),
+                       layers=[LayerPlan() for _ in dims], block_dims=dims, block_intermediate_sizes=widths,
+                       block_num_heads=[h for stage in heads for h in stage],
+                       block_head_dims=[d for stage in hds for d in stage])
         heads = int(config.num_attention_heads)
         return cls(hidden_size=int(config.hidden_size), num_attention_heads=heads,
                    head_dim=int(config.hidden_size) // heads, intermediate_size=dense_intermediate_size(config),
@@ -86,6 +115,27 @@ class WidthPlan:
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    @property
+    def hierarchical(self) -> bool:
+        """A Swin / ConvNeXt plan (per-block widths; MLP hidden units only)."""
+        return self.block_dims is not None
+
+    def mlp_size(self, i: int) -> int:
+        """Dense MLP width of layer / block ``i``."""
+        return self.block_intermediate_sizes[i] if self.block_intermediate_sizes is not None else self.intermediate_size
+
+    def num_heads(self, i: int) -> int:
+        """Dense attention heads of layer / block ``i`` (0: no attention)."""
+        return self.block_num_heads[i] if self.block_num_heads is not None else self.num_attention_heads
+
+    def dense_head_dim(self, i: int) -> int:
+        """Dense head dimension of layer / block ``i``."""
+        return self.block_head_dims[i] if self.block_head_dims is not None else self.head_dim
+
+    def out_width(self, i: int) -> int:
+        """Residual width layer / block ``i`` writes (the length of its ``mlp_bias_delta``)."""
+        return self.block_dims[i] if self.block_dims is not None else self.hidden_size
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,6 +174,9 @@ class WidthPlan:
     def validate(self) -> None:
         """Raise :class:`PlanError` on out-of-range, duplicate or unsorted indices."""
         c, h, d, f = self.hidden_size, self.num_attention_heads, self.head_dim, self.intermediate_size
+        if self.hierarchical:
+            self._validate_blocks()
+            return
         _check_indices(self.embed, c, "embed")
         for i, lp in enumerate(self.layers):
             _check_indices(lp.head_dims, d, f"layers[{i}].head_dims")
@@ -140,7 +193,53 @@ class WidthPlan:
                 if delta is not None and len(delta) != c:
                     raise PlanError(f"layers[{i}].{name} has {len(delta)} values; it must have hidden_size={c}.")
 
+    def _validate_blocks(self) -> None:
+        """A Swin / ConvNeXt plan: per-block MLP subsets and (Swin) heads / head dims (>= 1 kept), fold deltas."""
+        n = len(self.layers)
+        per_block = (self.block_dims, self.block_intermediate_sizes, self.block_num_heads, self.block_head_dims)
+        if any(len(v or []) != n for v in per_block):
+            raise PlanError(f"This hierarchical WidthPlan has {n} blocks but block_dims / block_intermediate_sizes / "
+                            "block_num_heads / block_head_dims have other lengths; build it with "
+                            "WidthPlan.full(model.config).")
+        if self.embed is not None:
+            raise PlanError("plan.embed is set, but Swin / ConvNeXt plans prune MLP hidden units only; leave "
+                            "plan.embed None.")
+        for i, lp in enumerate(self.layers):
+            others = [k for k in (*SUBSETS, "attn_bias_delta") if getattr(lp, k) is not None]
+            if self.block_num_heads[i] == 0:
+                others = [k for k in ("heads", "head_dims") if getattr(lp, k) is not None] + others
+            if others:
+                raise PlanError(f"layers[{i}].{others[0]} is set, but Swin / ConvNeXt plans prune MLP hidden units "
+                                "and Swin's heads / head dims only (residual channels are kept; ConvNeXt has no "
+                                "attention); leave it None.")
+            _check_indices(lp.mlp, self.block_intermediate_sizes[i], f"layers[{i}].mlp")
+            _check_indices(lp.heads, self.block_num_heads[i], f"layers[{i}].heads")
+            _check_indices(lp.head_dims, self.block_head_dims[i], f"layers[{i}].head_dims")
+            for name in ("mlp", "heads", "head_dims"):
+                if getattr(lp, name) is not None and not getattr(lp, name):
+                    raise PlanError(f"layers[{i}].{name} is empty; a Swin / ConvNeXt block keeps at least one (MLP "
+                                    "hidden unit, head, head dimension): its pruned format has no removed-sub-block "
+                                    "constant.")
+            if lp.mlp_bias_delta is not None and len(lp.mlp_bias_delta) != self.block_dims[i]:
+                raise PlanError(f"layers[{i}].mlp_bias_delta has {len(lp.mlp_bias_delta)} values; it must have "
+                                f"the block's width {self.block_dims[i]}.")
+
+    def check_matches_mlps(self, view: MLPView) -> None:
+        """Raise :class:`PlanError` unless this hierarchical plan was made for ``view``'s model."""
+        mine = (self.block_dims, self.block_intermediate_sizes, self.block_num_heads, self.block_head_dims)
+        theirs = ([b.dim for b in view.blocks], [b.width for b in view.blocks],
+                  [b.attn.num_attention_heads if b.attn is not None else 0 for b in view.blocks],
+                  [b.attn.head_dim if b.attn is not None else 0 for b in view.blocks])
+        if not self.hierarchical or mine != theirs:
+            raise PlanError(
+                f"This WidthPlan was made for another model: plan (block widths, MLP widths, heads, head dims) = "
+                f"{mine}, model = "
+                f"{theirs}. Build the plan from this model's config (WidthPlan.full(model.config)).")
+
     def check_matches(self, mods: ViTModules) -> None:
+        if self.hierarchical:
+            raise PlanError("This WidthPlan was made for a Swin / ConvNeXt model (per-block widths), not for this "
+                            f"{mods.family} model. Build the plan from this model's config (WidthPlan.full(model.config)).")
         mine = (self.hidden_size, self.num_attention_heads, self.head_dim, self.intermediate_size, self.num_layers)
         theirs = (mods.hidden_size, mods.num_heads, mods.head_dim, mods.intermediate_size, mods.num_layers)
         if mine != theirs:
@@ -151,10 +250,10 @@ class WidthPlan:
     # ------------------------------------------------------------------ summaries
     def kept(self, i: int) -> dict[str, int]:
         """Kept widths of layer ``i`` (heads, head_dim, mlp, and subset sizes)."""
-        lp, c = self.layers[i], len(self.embed) if self.embed is not None else self.hidden_size
+        lp, c = self.layers[i], len(self.embed) if self.embed is not None else self.out_width(i)
         return {
-            "heads": _n(lp.heads, self.num_attention_heads), "head_dim": _n(lp.head_dims, self.head_dim),
-            "mlp": _n(lp.mlp, self.intermediate_size),
+            "heads": _n(lp.heads, self.num_heads(i)), "head_dim": _n(lp.head_dims, self.dense_head_dim(i)),
+            "mlp": _n(lp.mlp, self.mlp_size(i)),
             **{name: _n(getattr(lp, name), c) for name in SUBSETS},
         }
 
@@ -208,6 +307,8 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
     preserving: removing head dims equals zero-masking them); ``rescale_attention=True`` uses
     ``kept_head_dim**-0.5`` as Isomorphic Pruning does. ``layernorm_mode`` is recorded in the config.
     """
+    if stage_family_of(model) is not None:
+        return _apply_block_mlp_plan(model, plan, provenance)
     mods = locate(model)
     plan.validate()
     plan.check_matches(mods)
@@ -330,6 +431,89 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
     return pruned.to(mods.patch_projection.weight.device)
 
 
+def _provenance_fields(plan: WidthPlan, provenance: dict[str, Any] | None) -> dict[str, Any]:
+    meta = {**plan.meta, **(provenance or {})}
+    out: dict[str, Any] = {k: meta[k] for k in ("prune_ratio", "base_model_name_or_path") if meta.get(k) is not None}
+    if "method" in meta:
+        out["pruning_method"] = meta["method"]
+    from . import __version__
+
+    out["p3b_hf_version"] = __version__
+    return out
+
+
+def _per_stage(values: list[int], depths: list[int]) -> list[list[int]]:
+    out, start = [], 0
+    for d in depths:
+        out.append(values[start:start + d])
+        start += d
+    return out
+
+
+@torch.no_grad()
+def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[str, Any] | None) -> nn.Module:
+    """Swin / ConvNeXt: slice every block's fc1 rows / fc2 columns to ``plan.layers[i].mlp`` and add
+    ``mlp_bias_delta`` to fc2's bias (before the layer scale, which multiplies bias and all); everything else is
+    copied. The pruned model is the family's stock model with narrower Linears (stock parameter names)."""
+    model = getattr(model, "module", model)
+    fam = stage_family_of(model)
+    view = locate_mlps(model)
+    if plan is None or not isinstance(plan, WidthPlan):
+        raise PlanError(f"apply_width_plan needs a WidthPlan, got {type(plan).__name__}; build one with "
+                        "WidthPlan.full(model.config).")
+    plan.validate()
+    plan.check_matches_mlps(view)
+    names = {id(m): n for n, m in model.named_modules()}
+    sd = dict(model.state_dict())
+    widths, heads_kept, dims_kept = [], [], []
+    for blk, lp in zip(view.blocks, plan.layers):
+        if blk.attn is not None:  # Swin: q/k/v rows, o columns of the kept (head, dim) pairs; bias table columns
+            a = blk.attn
+            heads, dims = _idx(lp.heads, a.num_attention_heads), _idx(lp.head_dims, a.head_dim)
+            inner = (heads[:, None] * a.head_dim + dims[None, :]).reshape(-1).to(a.q_proj.weight.device)
+            for lin in (a.q_proj, a.k_proj, a.v_proj):
+                sd[f"{names[id(lin)]}.weight"] = lin.weight[inner]
+                if lin.bias is not None:
+                    sd[f"{names[id(lin)]}.bias"] = lin.bias[inner]
+            sd[f"{names[id(a.o_proj)]}.weight"] = a.o_proj.weight[:, inner]
+            table = a.relative_position_bias.relative_position_bias_table
+            sd[f"{names[id(a.relative_position_bias)]}.relative_position_bias_table"] = table[:, heads.to(table.device)]
+            heads_kept.append(len(heads))
+            dims_kept.append(len(dims))
+        hid = _idx(lp.mlp, blk.width).to(blk.fc1.weight.device)
+        b2 = blk.fc2.bias
+        if lp.mlp_bias_delta is not None:
+            b2 = b2 + torch.tensor(lp.mlp_bias_delta, dtype=torch.float64, device=b2.device).to(b2.dtype)
+        fc1, fc2 = names[id(blk.fc1)], names[id(blk.fc2)]
+        sd[f"{fc1}.weight"], sd[f"{fc1}.bias"] = blk.fc1.weight[hid], blk.fc1.bias[hid]
+        sd[f"{fc2}.weight"], sd[f"{fc2}.bias"] = blk.fc2.weight[:, hid], b2
+        widths.append(len(hid))
+    extra: dict[str, Any] = {}
+    if fam.dense_heads is not None:
+        extra.update(block_num_heads=_per_stage(heads_kept, view.stage_depths),
+                     block_head_dims=_per_stage(dims_kept, view.stage_depths))
+    config = fam.config_class.from_dense_config(
+        model.config, block_intermediate_sizes=_per_stage(widths, view.stage_depths), **extra,
+        **_provenance_fields(plan, provenance))
+    dtype = blk.fc1.weight.dtype
+    with torch.device("meta"):
+        pruned = fam.model_class(config)
+    mismatch = set(pruned.state_dict()) ^ set(sd)
+    if mismatch:  # an internal invariant: the slicer and the model class must agree on every key
+        raise RuntimeError(f"apply_width_plan produced mismatching keys: {sorted(mismatch)[:8]}")
+    pruned.load_state_dict({k: v.detach().clone().contiguous().to(dtype if v.is_floating_point() else v.dtype)
+                            for k, v in sd.items()}, strict=True, assign=True)
+    # non-persistent buffers (Swin's relative_position_index) are not in a state dict: copy the dense ones
+    dense_buffers = dict(model.named_buffers())
+    for name, _buf in list(pruned.named_buffers()):
+        if name in sd:
+            continue
+        owner, _, attr = name.rpartition(".")
+        pruned.get_submodule(owner).register_buffer(attr, dense_buffers[name].clone(), persistent=False)
+    pruned.train(model.training)
+    return pruned.to(blk.fc1.weight.device)
+
+
 def _shared_bias(mods: ViTModules, kept_heads: list[list[int]], sd: dict[str, torch.Tensor], prefix: str
                  ) -> dict[str, Any]:
     """BEiT's shared relative position bias: keep the columns of every head some layer still uses (the union),
@@ -386,6 +570,15 @@ def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool
 
     ``distillation_head``: two-headed DeiT (default: read from ``dense_config.architectures``).
     """
+    fam = stage_family_of_config(dense_config)
+    if fam is not None:  # Swin / ConvNeXt: per-block MLP widths
+        depths = [int(d) for d in dense_config.depths]
+        kept = [plan.kept(i) for i in range(plan.num_layers)]
+        extra = {} if fam.dense_heads is None else {
+            "block_num_heads": _per_stage([k["heads"] for k in kept], depths),
+            "block_head_dims": _per_stage([k["head_dim"] for k in kept], depths)}
+        return fam.config_class.from_dense_config(
+            dense_config, block_intermediate_sizes=_per_stage([k["mlp"] for k in kept], depths), **extra)
     family = family_of_config(dense_config)
     cls = FAMILIES[family].config_class
     if isinstance(dense_config, P3B_CONFIGS):

@@ -13,15 +13,28 @@ from typing import Any
 from torch import nn
 
 from .cost import count_cost
-from .models.families import dense_intermediate_size
+from .models.families import dense_intermediate_size, stage_family_of_config
 from .plan import WidthPlan
 
 REPORT_NAME = "pruning_report.json"
 
 
+def _block_widths(cfg: Any) -> list[dict[str, int]] | None:
+    """Swin / ConvNeXt: ``{"stage", "block", "dim", "mlp"}`` per block (only MLP widths are pruned); else None."""
+    fam = stage_family_of_config(cfg)
+    if fam is None:
+        return None
+    widths = getattr(cfg, "block_intermediate_sizes", None) or fam.dense_widths(cfg)
+    return [{"stage": s, "block": b, "dim": dim, "mlp": int(f)}
+            for s, (dim, stage) in enumerate(zip(fam.stage_dims(cfg), widths)) for b, f in enumerate(stage)]
+
+
 def layer_widths(model_or_config: Any) -> list[dict[str, int]]:
-    """Per-layer widths of a P3B model/config (or a dense stock config)."""
+    """Per-layer widths of a P3B model/config (or a dense stock config); per block for Swin / ConvNeXt."""
     cfg = getattr(model_or_config, "config", model_or_config)
+    blocks = _block_widths(cfg)
+    if blocks is not None:
+        return blocks
     c = cfg.hidden_size
     n = cfg.num_hidden_layers
     if not hasattr(cfg, "layer_num_heads"):
@@ -99,7 +112,9 @@ def base_report(dense_model: nn.Module, pruned_model: nn.Module, *, method: str,
 
 def _removed(model: nn.Module) -> list[str]:
     cfg = model.config
-    out = []
+    out: list[str] = []
+    if stage_family_of_config(cfg) is not None:  # every Swin / ConvNeXt block keeps >= 1 MLP unit
+        return out
     for i in range(cfg.num_hidden_layers):
         if getattr(cfg, "layer_head_dims", [1] * (i + 1))[i] * getattr(cfg, "layer_num_heads", [1] * (i + 1))[i] == 0:
             out.append(f"attn{i}")
@@ -134,6 +149,18 @@ def plot_widths(model_or_config: Any, path: str | os.PathLike, dense_config: Any
     widths = layer_widths(model_or_config)
     cfg = getattr(model_or_config, "config", model_or_config)
     n = len(widths)
+    if stage_family_of_config(cfg) is not None:  # Swin / ConvNeXt: MLP widths per block only
+        dense = [f for stage in stage_family_of_config(cfg).dense_widths(cfg) for f in stage]
+        fig, ax = plt.subplots(figsize=(max(6, 0.3 * n), 3.6))
+        ax.bar(range(n), [w["mlp"] / d for w, d in zip(widths, dense)], color=[f"C{w['stage']}" for w in widths])
+        ax.set(title="Kept MLP hidden units per block (fraction of dense; colour = stage)", xlabel="block",
+               ylim=(0, 1.05))
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
     xs = list(range(n))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     attn = [w["heads"] * w["head_dim"] for w in widths]

@@ -36,7 +36,7 @@ from .checkpoints import PLAN_NAME, make_staging_dir, publish, remove_if_empty, 
 from .errors import DataError, P3BError
 from .methods import get_method
 from .methods.base import MethodResult, RunContext
-from .models.locator import locate
+from .models.locator import classifier_heads
 from .options import (
     FINETUNE_DEFAULTS,
     DataOptions,
@@ -112,13 +112,13 @@ def adapt_classifier(model: nn.Module, labels: list[str]) -> bool:
     current = [cfg.id2label[i] for i in range(cfg.num_labels)] if cfg.num_labels else []
     if [str(x) for x in current] == [str(x) for x in labels]:
         return False
-    mods = locate(model)
     k = len(labels)
-    for name, old in mods.heads.items():
+    owner = getattr(model, "module", model)
+    for name, old in classifier_heads(model).items():  # every supported family (Swin / ConvNeXt too)
         new = nn.Linear(old.in_features, k, dtype=old.weight.dtype, device=old.weight.device)
         nn.init.trunc_normal_(new.weight, std=0.02)
         nn.init.zeros_(new.bias)
-        setattr(mods.model, name, new)
+        setattr(owner, name, new)
     cfg.num_labels = k
     cfg.id2label = {i: str(lab) for i, lab in enumerate(labels)}
     cfg.label2id = {str(lab): i for i, lab in enumerate(labels)}

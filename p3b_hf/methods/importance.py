@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError, P3BError
-from ..models.locator import locate
+from ..models.locator import locate, locate_mlps, stage_family_of
 
 CRITERIA = ("hessian", "taylor", "l1", "l2", "random")
 
@@ -135,16 +135,17 @@ class RunningMoments:
 @torch.no_grad()
 def collect_mlp_activation_stats(model: nn.Module, batches: Iterable[Any], *, max_batches: int | None = None,
                                  reduce_ranks: bool = True) -> list[RunningMoments]:
-    """Post-activation (GELU output = ``fc2`` input) moments of every MLP neuron, per layer.
+    """Post-activation (GELU output = ``fc2`` input) moments of every MLP neuron, per layer / block.
 
     Every token (CLS and distillation token included) of every image is one sample, because the
-    folded bias is added to every token.
+    folded bias is added to every token; for Swin / ConvNeXt every spatial position of every image
+    (ConvNeXt's ``pwconv2`` reads channels-last ``[B, H, W, F]``).
     """
-    mods = locate(model)
+    view = locate_mlps(model)
     device, dtype = _device_dtype(model)
-    stats = [RunningMoments.empty(mods.intermediate_size, device) for _ in mods.layers]
-    handles = [lm.fc2.register_forward_pre_hook(lambda _m, inp, s=s: s.update(inp[0]))
-               for lm, s in zip(mods.layers, stats)]
+    stats = [RunningMoments.empty(blk.width, device) for blk in view.blocks]
+    handles = [blk.fc2.register_forward_pre_hook(lambda _m, inp, s=s: s.update(inp[0]))
+               for blk, s in zip(view.blocks, stats)]
     was_training = model.training
     model.eval()
     try:
@@ -335,7 +336,13 @@ def structure_scores(model: nn.Module, element: ElementScore, *, reduction: str 
     tokens, position embeddings, layer scales -- are pruned with the group but not scored (not in
     Torch-Pruning's target types). Head-dim group: q/k/v rows and the attention-output columns of the
     ``heads*head_dim`` inner channels. MLP group: fc1 rows and fc2 columns.
+
+    Swin / ConvNeXt: the MLP groups and (Swin) the head-dim group of every block's window attention, as for
+    ViT; ``embed`` is empty (their residual channels, which change width at every stage, are not pruned) and
+    so is ConvNeXt's ``head_dims`` entry.
     """
+    if stage_family_of(model) is not None:
+        return _block_scores(model, element, reduction, normalizer, criterion)
     mods = locate(model)
     names = {id(p): n for n, p in mods.model.named_parameters()}
 
@@ -363,8 +370,38 @@ def structure_scores(model: nn.Module, element: ElementScore, *, reduction: str 
     return StructureScores(_normalize(_reduce_group(embed, reduction), normalizer), head_dims, mlp, criterion)
 
 
+def _block_scores(model: nn.Module, element: ElementScore, reduction: str, normalizer: str | None,
+                     criterion: str) -> StructureScores:
+    """Swin / ConvNeXt: scores of every block's MLP hidden units (fc1 rows, fc2 columns) and Swin's head dims."""
+    view = locate_mlps(model)
+    names = {id(p): n for n, p in view.model.named_parameters()}
+
+    def s(p: torch.Tensor) -> torch.Tensor:
+        return element(names[id(p)], p.detach()).float()
+
+    mlp = [_normalize(_reduce_group([s(b.fc1.weight).sum(1), s(b.fc2.weight).sum(0)], reduction), normalizer)
+           for b in view.blocks]
+    head_dims = []
+    for b in view.blocks:  # Swin: q/k/v rows and o columns of each (head, dim), then averaged over the heads
+        if b.attn is None:
+            head_dims.append(torch.empty(0))
+            continue
+        a = b.attn
+        inner = _reduce_group([s(a.q_proj.weight).sum(1), s(a.k_proj.weight).sum(1), s(a.v_proj.weight).sum(1),
+                               s(a.o_proj.weight).sum(0)], reduction)
+        head_dims.append(_normalize(inner, normalizer).view(a.num_attention_heads, a.head_dim).mean(0))
+    return StructureScores(torch.empty(0), head_dims, mlp, criterion)
+
+
 def random_structure_scores(model: nn.Module, seed: int = 0) -> StructureScores:
     """Torch-Pruning's ``RandomImportance``: U(0,1) per channel (head dims: averaged over heads)."""
+    if stage_family_of(model) is not None:
+        g = torch.Generator().manual_seed(seed)
+        blocks = locate_mlps(model).blocks
+        head_dims = [torch.rand(b.attn.num_attention_heads, b.attn.head_dim, generator=g).mean(0)
+                     if b.attn is not None else torch.empty(0) for b in blocks]
+        mlp = [torch.rand(b.width, generator=g) for b in blocks]
+        return StructureScores(torch.empty(0), head_dims, mlp, "random")
     mods = locate(model)
     g = torch.Generator().manual_seed(seed)
     return StructureScores(

@@ -2,7 +2,9 @@
 a parameter-matched variant, and the cost of a plan computed from its would-be config.
 
 Structures ("channels") of a ViT: the C embedding channels (one group for the whole network), the
-d head dimensions of every layer (shared by all heads) and the F MLP neurons of every layer. Global
+d head dimensions of every layer (shared by all heads) and the F MLP neurons of every layer. Swin /
+ConvNeXt: the head dimensions (Swin) and MLP neurons of every block; their embedding group is empty (the
+residual channels are kept), so ``--ratio`` counts only those. Global
 ranking concatenates the (group-normalised) scores of all of them; every channel counts as one,
 whatever it costs -- exactly Torch-Pruning's ``global_pruning=True`` (see docs/baselines.md).
 Every group keeps at least one channel, the embedding at least ``num_attention_heads`` (Torch-Pruning
@@ -12,7 +14,6 @@ its channels).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,10 +162,15 @@ def param_matched_plan(model: nn.Module, scores: StructureScores, target_params:
         k = lo
         removed = removed_prefix(lo)
         plan = _plan_from_removed(model, flat, removed, None)
+        # an MLP neuron costs 2C+1 (fc1 row + bias, fc2 column), C = the width its layer / block reads
         c_kept = len(plan.embed) if plan.embed is not None else plan.hidden_size
-        need = math.ceil((plan_cost(model, plan)["params"] - target_params) / (2 * c_kept + 1))
+        width = torch.tensor([plan.out_width(i) if plan.hierarchical else c_kept for i in range(plan.num_layers)])
         rest = order[lo:]
-        removed[rest[flat.is_mlp()[rest]][:max(need, 0)]] = True
+        mlp_rest = rest[flat.is_mlp()[rest]]
+        cost = 2 * width[flat.group[mlp_rest] - 1 - flat.num_layers] + 1
+        excess = plan_cost(model, plan)["params"] - target_params
+        need = int(torch.searchsorted(cost.cumsum(0), torch.tensor(excess))) + 1 if excess > 0 else 0
+        removed[mlp_rest[:need]] = True
         filled = _plan_from_removed(model, flat, removed, None)
         if plan_cost(model, filled)["params"] <= target_params:  # else a layer hit min_keep: fall back
             plan = filled

@@ -5,6 +5,10 @@
    reducible across DDP ranks -- :func:`~p3b_hf.methods.importance.collect_mlp_activation_stats`).
 2. Selection: one global ranking of all ``L*F`` MLP neurons by raw variance; the lowest
    ``floor(p * L * F)`` are removed (``p = --percentage``), keeping at least one neuron per layer.
+   Swin / ConvNeXt: every block of every stage in the same ranking (post-GELU activations at every
+   spatial position; ConvNeXt's fold goes into ``pwconv2``'s bias, which the layer scale then multiplies
+   exactly as it multiplies the dense output). ``--prune-ratio`` is converted on the ranking itself
+   (:func:`~p3b_hf.methods.budget_convert.neurons_for_prune_ratio`).
 3. Mean-shift fold, computed from the *dense* weights: ``b2' = b2 + W2[:, R] @ mu[R]`` (the
    plan's ``mlp_bias_delta``), so the pruned model equals the dense model with every removed
    activation replaced by its mean. Only :func:`~p3b_hf.plan.apply_width_plan` slices weights.
@@ -30,12 +34,12 @@ import torch
 from torch import nn
 
 from ..errors import BudgetError, P3BError
-from ..models.locator import locate
+from ..models.locator import locate_mlps
 from ..options import option
 from ..plan import LayerPlan, WidthPlan, apply_width_plan
 from ..training import KDConfig
 from .base import MethodResult, RunContext
-from .budget_convert import neurons_for_percentage, percentage_for_prune_ratio
+from .budget_convert import check_vbp_prune_ratio, neurons_for_percentage, neurons_for_prune_ratio
 from .importance import RunningMoments, collect_mlp_activation_stats
 
 PAPER_RECIPE = {"epochs": 10.0, "lr": 1.5e-5, "weight_decay": 0.01}
@@ -45,39 +49,54 @@ VBP_NEEDS_TASK_MODEL = ("VBP prunes a model trained on this task: fine-tune it f
 
 # ====================================================================== plain API
 @torch.no_grad()
-def vbp_plan_from_stats(model: nn.Module, stats: list[RunningMoments], percentage: float, *,
-                        min_keep: int = 1) -> WidthPlan:
-    """WidthPlan (kept MLP neurons + mean-shift ``mlp_bias_delta``) from per-layer activation moments."""
-    mods = locate(model)
-    n_layers, f = mods.num_layers, mods.intermediate_size
-    if len(stats) != n_layers or any(s.mean.numel() != f for s in stats):
-        raise P3BError(f"VBP statistics do not match the model ({n_layers} layers x {f} neurons); collect them "
-                       "with collect_mlp_activation_stats(model, ...) on this model.")
-    n_remove = neurons_for_percentage(model.config, percentage)
-    if n_remove > n_layers * (f - min_keep):
-        raise BudgetError(f"VBP --percentage {percentage} would remove {n_remove} of {n_layers * f} MLP neurons, "
+def vbp_plan_from_stats(model: nn.Module, stats: list[RunningMoments], percentage: float | None = None, *,
+                        prune_ratio: float | None = None, min_keep: int = 1) -> WidthPlan:
+    """WidthPlan (kept MLP neurons + mean-shift ``mlp_bias_delta``) from per-layer / per-block activation moments.
+
+    One global ranking over every MLP neuron of every layer / block (Swin / ConvNeXt: all stages together, as
+    the paper). Budget: ``percentage`` (fraction of all MLP neurons) or ``prune_ratio`` (fraction of
+    whole-model parameters: the fewest lowest-variance neurons whose removal reaches it, each costing
+    ``2 C_i + 1`` in its block; see :mod:`.budget_convert`).
+    """
+    if (percentage is None) == (prune_ratio is None):
+        raise P3BError("Give exactly one of percentage (fraction of MLP neurons) or prune_ratio (fraction of "
+                       "whole-model parameters) to vbp_plan_from_stats.")
+    view = locate_mlps(model)
+    widths = [b.width for b in view.blocks]
+    if len(stats) != len(widths) or any(s.mean.numel() != f for s, f in zip(stats, widths)):
+        raise P3BError(f"VBP statistics do not match the model ({len(widths)} layers / blocks with {widths} "
+                       "neurons); collect them with collect_mlp_activation_stats(model, ...) on this model.")
+    var = [s.variance().cpu() for s in stats]  # float64
+    # the min_keep highest-variance neurons of every layer / block are never candidates
+    ranked = torch.cat([v.scatter(0, torch.topk(v, min(min_keep, len(v))).indices, float("inf")) for v in var])
+    order = torch.argsort(ranked, stable=True)
+    n_candidates = sum(f - min(min_keep, f) for f in widths)
+    if prune_ratio is not None:
+        cost = torch.cat([torch.full((f,), 2 * b.dim + 1) for b, f in zip(view.blocks, widths)])
+        n_remove = neurons_for_prune_ratio(model.config, prune_ratio, cost[order[:n_candidates]].tolist())
+        percentage = n_remove / sum(widths)
+    else:
+        n_remove = neurons_for_percentage(model.config, percentage)
+    if n_remove > n_candidates:
+        raise BudgetError(f"VBP --percentage {percentage} would remove {n_remove} of {sum(widths)} MLP neurons, "
                           f"but {min_keep} per layer must stay; use --percentage <= "
-                          f"{(f - min_keep) / f:.4f}.")
-    var = torch.stack([s.variance().cpu() for s in stats])  # [L, F] float64
-    # the min_keep highest-variance neurons of every layer are never candidates
-    ranked = var.scatter(1, torch.topk(var, min_keep, dim=1).indices, float("inf"))
-    order = torch.argsort(ranked.flatten(), stable=True)[:n_remove]
-    removed = torch.zeros(n_layers * f, dtype=torch.bool)
-    removed[order] = True
-    removed = removed.view(n_layers, f)
+                          f"{n_candidates / sum(widths):.4f}.")
+    removed = torch.zeros(len(ranked), dtype=torch.bool)
+    removed[order[:n_remove]] = True
 
     plan = WidthPlan.full(model.config)
-    layers = []
-    for i, lm in enumerate(mods.layers):
-        r = removed[i].nonzero().flatten()
-        w2 = lm.fc2.weight.detach().double().cpu()
-        delta = w2[:, r] @ stats[i].mean.detach().double().cpu()[r]
-        keep = (~removed[i]).nonzero().flatten().tolist()
+    layers, kept, start = [], [], 0
+    for blk, s, f in zip(view.blocks, stats, widths):
+        gone = removed[start:start + f]
+        start += f
+        r = gone.nonzero().flatten()
+        delta = blk.fc2.weight.detach().double().cpu()[:, r] @ s.mean.detach().double().cpu()[r]
+        keep = (~gone).nonzero().flatten().tolist()
         layers.append(LayerPlan(mlp=keep if len(keep) < f else None,
                                 mlp_bias_delta=delta.tolist() if len(r) else None))
+        kept.append(len(keep))
     plan.layers = layers
-    plan.meta.update(method="vbp", percentage=float(percentage), removed_neurons=int(n_remove),
-                     kept_mlp=[f - int(removed[i].sum()) for i in range(n_layers)])
+    plan.meta.update(method="vbp", percentage=float(percentage), removed_neurons=int(n_remove), kept_mlp=kept)
     plan.validate()
     return plan
 
@@ -93,9 +112,9 @@ def vbp_plan(model: nn.Module, dataloader: Iterable[Any], percentage: float | No
         raise P3BError("Give exactly one of percentage (fraction of MLP neurons) or prune_ratio (fraction of "
                        "whole-model parameters) to vbp_plan.")
     if percentage is None:
-        percentage = percentage_for_prune_ratio(model, prune_ratio, min_keep)
+        check_vbp_prune_ratio(model.config, prune_ratio, min_keep)  # BudgetError before the statistics pass
     stats = collect_mlp_activation_stats(model, dataloader, max_batches=max_batches)
-    return vbp_plan_from_stats(model, stats, percentage, min_keep=min_keep)
+    return vbp_plan_from_stats(model, stats, percentage, prune_ratio=prune_ratio, min_keep=min_keep)
 
 
 # ====================================================================== run-layer method
@@ -144,7 +163,7 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
                        "--percentage (fraction of MLP neurons, the paper's knob, e.g. 0.55).")
     model = ctx.model.to(ctx.device)
     if percentage is None:
-        percentage = percentage_for_prune_ratio(model, prune_ratio)  # BudgetError before any work
+        check_vbp_prune_ratio(model.config, prune_ratio)  # BudgetError before any work
     timings: dict[str, float] = {}
     dense_eval = ctx.evaluate(model, "dense eval")
 
@@ -155,7 +174,7 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
                                     shard=True)
         stats = collect_mlp_activation_stats(model, loader, max_batches=opts.stats_batches)
         timings["statistics_s"] = time.time() - t0
-        plan = broadcast_plan(vbp_plan_from_stats(model, stats, percentage))
+        plan = broadcast_plan(vbp_plan_from_stats(model, stats, percentage, prune_ratio=prune_ratio))
         save_plan_cache(ctx, "vbp", plan)
     plan.meta.update(method="vbp", prune_ratio=prune_ratio)
 
@@ -169,7 +188,7 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
     final = ctx.evaluate(pruned, "pruned eval")
     dense_acc = dense_eval.get("accuracy")
     history = {
-        "method": "vbp", "percentage": float(percentage), "prune_ratio": prune_ratio,
+        "method": "vbp", "percentage": float(plan.meta["percentage"]), "prune_ratio": prune_ratio,
         "removed_neurons": plan.meta["removed_neurons"], "kept_mlp": plan.meta["kept_mlp"],
         "accuracy_before_finetune": before_ft.get("accuracy"),
         "retained_accuracy_before_finetune": (before_ft["accuracy"] / dense_acc) if dense_acc else None,

@@ -1,12 +1,17 @@
-"""Pruned ViT/DeiT/BEiT/DINOv2 config + model classes, the per-family description and the module locator."""
+"""Pruned ViT/DeiT/BEiT/DINOv2/Swin/ConvNeXt config + model classes, the per-family description and the module
+locator."""
 
 from .configuration_p3b_beit import P3BBeitConfig
+from .configuration_p3b_convnext import P3BConvNextConfig
 from .configuration_p3b_dinov2 import P3BDinov2Config
+from .configuration_p3b_swin import P3BSwinConfig
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
-from .families import FAMILIES, P3B_CONFIGS, Family
-from .locator import LayerModules, ViTModules, locate
+from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, Family, StageFamily
+from .locator import LayerModules, MLPView, ViTModules, locate, locate_mlps
 from .modeling_p3b_beit import P3BBeitForImageClassification, P3BBeitModel
+from .modeling_p3b_convnext import P3BConvNextForImageClassification, P3BConvNextModel
 from .modeling_p3b_dinov2 import P3BDinov2ForImageClassification, P3BDinov2Model
+from .modeling_p3b_swin import P3BSwinForImageClassification, P3BSwinModel
 from .modeling_p3b_vit import (
     P3BDeiTForImageClassification,
     P3BDeiTModel,
@@ -17,4 +22,6 @@ from .modeling_p3b_vit import (
 __all__ = ["P3BViTConfig", "P3BDeiTConfig", "P3BBeitConfig", "P3BDinov2Config", "P3BViTForImageClassification",
            "P3BDeiTForImageClassification", "P3BBeitForImageClassification", "P3BDinov2ForImageClassification",
            "P3BViTModel", "P3BDeiTModel", "P3BBeitModel", "P3BDinov2Model", "FAMILIES", "P3B_CONFIGS", "Family",
-           "LayerModules", "ViTModules", "locate"]
+           "LayerModules", "ViTModules", "locate", "P3BSwinConfig", "P3BSwinForImageClassification", "P3BSwinModel",
+           "P3BConvNextConfig", "P3BConvNextForImageClassification", "P3BConvNextModel", "STAGE_FAMILIES",
+           "StageFamily", "MLPView", "locate_mlps"]

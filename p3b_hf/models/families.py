@@ -16,18 +16,41 @@ DINOv2       ``dinov2``  ``layer_scale1/2``     --              [CLS, mean of pa
 :data:`FAMILIES` maps a family name to its :class:`Family`: the legacy checkpoint key names of one
 layer (what :func:`p3b_hf.apply_width_plan` writes), and the pruned config / classifier / backbone
 classes (self-contained files in this package, pushed as remote code).
+
+Hierarchical families (:data:`STAGE_FAMILIES`) -- Swin and ConvNeXt -- are stages of blocks whose width grows
+stage by stage. Only the MLP hidden units of each block are pruned there (VBP, grouped global pruning): the
+pruned format is the stock model with narrower ``fc1`` / ``fc2`` Linears. A :class:`StageFamily` says where
+each block's MLP lives:
+
+===========  ============  ======================  =====================  ===========================
+family       prefix        stages / blocks         fc1, act, fc2          layer scale (on fc2's output)
+===========  ============  ======================  =====================  ===========================
+Swin         ``swin``      ``encoder.layers`` /    ``mlp.fc1``,           --
+                           ``blocks``              ``mlp.activation_fn``,
+                                                   ``mlp.fc2``
+ConvNeXt     ``convnext``  ``encoder.stages`` /    ``pwconv1``, ``act``,  ``layer_scale_parameter``
+                           ``layers``              ``pwconv2``
+===========  ============  ======================  =====================  ===========================
+
+Swin's window attention (``attention.q_proj`` ... ``o_proj``, ``relative_position_bias`` table) may also keep
+fewer heads / head dimensions per block; ConvNeXt has no attention (its depthwise conv stays whole).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .configuration_p3b_beit import P3BBeitConfig
+from .configuration_p3b_convnext import P3BConvNextConfig, dense_convnext_mlp_widths
 from .configuration_p3b_dinov2 import P3BDinov2Config
+from .configuration_p3b_swin import P3BSwinConfig, dense_swin_heads, dense_swin_mlp_widths
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
 from .modeling_p3b_beit import P3BBeitForImageClassification, P3BBeitModel
+from .modeling_p3b_convnext import P3BConvNextForImageClassification, P3BConvNextModel
 from .modeling_p3b_dinov2 import P3BDinov2ForImageClassification, P3BDinov2Model
+from .modeling_p3b_swin import P3BSwinForImageClassification, P3BSwinModel
 from .modeling_p3b_vit import (
     P3BDeiTForImageClassification,
     P3BDeiTModel,
@@ -91,12 +114,68 @@ FAMILIES: dict[str, Family] = {
 P3B_CONFIGS: tuple[type, ...] = (P3BViTConfig, P3BBeitConfig, P3BDinov2Config)
 
 
+@dataclass(frozen=True)
+class StageFamily:
+    """One hierarchical family: stock / pruned classes and where each block's MLP lives (attribute paths)."""
+
+    name: str  # = base_model_prefix
+    stock_classes: tuple[str, ...]
+    config_class: type
+    model_class: type
+    backbone_class: type
+    pruned_classes: tuple[str, ...]
+    stages: str  # from the base model to the list of stages
+    blocks: str  # from a stage to its list of blocks
+    fc1: str
+    act: str
+    fc2: str
+    layer_scale: str | None  # per-channel scale of fc2's output (ConvNeXt's gamma), applied after fc2's bias
+    dense_widths: Callable[[Any], list[list[int]]]  # config -> dense MLP width per stage and block
+    stage_dims: Callable[[Any], list[int]]  # config -> residual width of each stage
+    #: the block's attention module (q_proj / k_proj / v_proj / o_proj, relative_position_bias table), if any
+    attention: str | None = None
+    #: config -> dense (heads, head_dim) per stage and block
+    dense_heads: Callable[[Any], tuple[list[list[int]], list[list[int]]]] | None = None
+
+
+def _swin_dims(config: Any) -> list[int]:
+    return [int(config.embed_dim * 2 ** s) for s in range(len(config.depths))]
+
+
+def _convnext_dims(config: Any) -> list[int]:
+    return [int(c) for c in config.hidden_sizes][:len(config.depths)]
+
+
+STAGE_FAMILIES: dict[str, StageFamily] = {
+    "swin": StageFamily("swin", ("SwinForImageClassification",), P3BSwinConfig, P3BSwinForImageClassification,
+                        P3BSwinModel, ("P3BSwinForImageClassification",), "encoder.layers", "blocks", "mlp.fc1",
+                        "mlp.activation_fn", "mlp.fc2", None, dense_swin_mlp_widths, _swin_dims, "attention",
+                        dense_swin_heads),
+    "convnext": StageFamily("convnext", ("ConvNextForImageClassification",), P3BConvNextConfig,
+                            P3BConvNextForImageClassification, P3BConvNextModel,
+                            ("P3BConvNextForImageClassification",), "encoder.stages", "layers", "pwconv1", "act",
+                            "pwconv2", "layer_scale_parameter", dense_convnext_mlp_widths, _convnext_dims),
+}
+
+#: pruned config classes of the hierarchical families
+STAGE_CONFIGS: tuple[type, ...] = (P3BSwinConfig, P3BConvNextConfig)
+
+
+def stage_family_of_config(config: Any) -> StageFamily | None:
+    """The :class:`StageFamily` of a stock or pruned Swin / ConvNeXt config, else ``None``."""
+    mt = str(getattr(config, "model_type", "") or "")
+    return STAGE_FAMILIES.get(mt[4:] if mt.startswith("p3b_") else mt)
+
+
 def family_of_config(config: Any) -> str:
     """The family of a stock or pruned config (``model_type``: vit, deit, beit, dinov2, p3b_*)."""
     mt = str(getattr(config, "model_type", "") or "")
     name = mt[4:] if mt.startswith("p3b_") else mt
     if name not in FAMILIES:
         supported = ", ".join(sorted(FAMILIES))
+        if name in STAGE_FAMILIES:
+            raise ValueError(f"model_type {mt!r} is a hierarchical family: only its MLP hidden units are pruned "
+                             f"(--method vbp / global); this code path needs a plain ViT block ({supported}).")
         raise ValueError(f"model_type {mt!r} is not a supported family ({supported}).")
     return name
 

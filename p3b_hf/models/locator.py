@@ -7,6 +7,10 @@ family has them), plus embeddings, final norm / pooling norm and classifier head
 classifier reads. It understands the transformers 5.x module names (``vit.layers[i].attention.q_proj``,
 ``beit.layers[i].lambda_1``, ``dinov2.encoder.layer[i].layer_scale1`` ...) and p3b_hf's own full-width
 ``P3B*`` models (legacy names). See :mod:`.families` for the per-family differences.
+
+Hierarchical Swin / ConvNeXt classifiers have no such layer: :func:`locate` refuses them with one clear
+error, and :func:`locate_mlps` -- what VBP and grouped global pruning use -- returns every block's MLP
+(``fc1 -> act -> fc2 [-> layer scale]``) for those and for the plain-ViT families alike.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .families import FAMILIES, P3B_CONFIGS, dense_intermediate_size
+from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, StageFamily, dense_intermediate_size
 
 SUPPORTED = tuple(c for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes))
 _FAMILY_OF_CLASS = {c: f.name for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)}
+#: hierarchical classifiers whose MLP hidden units VBP / grouped global pruning prune
+STAGE_SUPPORTED = tuple(c for f in STAGE_FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes))
+_STAGE_OF_CLASS = {c: f for f in STAGE_FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)}
 
 
 @dataclass
@@ -107,9 +114,31 @@ class ViTModules:
 def _unsupported(model: nn.Module, reason: str | None = None) -> UnsupportedModelError:
     why = f" ({reason})" if reason else ""
     return UnsupportedModelError(
-        f"p3b_hf cannot prune a {type(model).__name__}{why}: supported classes are {', '.join(SUPPORTED)}. "
-        "Load a ViT, DeiT, BEiT or DINOv2 image classifier, e.g. AutoModelForImageClassification.from_pretrained("
-        "'facebook/deit-small-patch16-224'), 'microsoft/beit-base-patch16-224' or 'facebook/dinov2-small'.")
+        f"p3b_hf cannot prune a {type(model).__name__}{why}: supported classes are {', '.join(SUPPORTED)} (all "
+        f"methods) and {', '.join(STAGE_SUPPORTED)} (MLP hidden units, --method vbp / global). Load one of these "
+        "image classifiers, e.g. AutoModelForImageClassification.from_pretrained('facebook/deit-small-patch16-224'), "
+        "'microsoft/beit-base-patch16-224', 'facebook/dinov2-small' or 'microsoft/swin-tiny-patch4-window7-224'.")
+
+
+def stage_family_of(model: nn.Module) -> StageFamily | None:
+    """The :class:`~.families.StageFamily` of a Swin / ConvNeXt classifier (stock or pruned), else ``None``."""
+    model = getattr(model, "module", model)
+    for cls in type(model).__mro__:
+        if cls.__name__ in _STAGE_OF_CLASS:
+            return _STAGE_OF_CLASS[cls.__name__]
+    return None
+
+
+def require_plain_vit(model: nn.Module, what: str) -> None:
+    """Raise the one clear error when ``what`` (a method or tool defined on plain ViT blocks) meets a Swin /
+    ConvNeXt model; every other unsupported model gets :func:`locate`'s error."""
+    if stage_family_of(model) is not None:
+        raise UnsupportedModelError(
+            f"{what} is defined for plain ViT blocks (supported: {', '.join(SUPPORTED)}), but "
+            f"{type(getattr(model, 'module', model)).__name__} is a hierarchical model (stages of windowed-attention "
+            "/ convolution blocks) whose blocks' MLP hidden units (and Swin's head dims) p3b_hf prunes with "
+            "--method vbp or --method global. Use one of those for this model, or load a ViT / DeiT / BEiT / "
+            "DINOv2 classifier.")
 
 
 def _as_int(v: int | tuple | list) -> int:
@@ -131,6 +160,7 @@ def _param(x: object) -> nn.Parameter | None:
 def locate(model: nn.Module) -> ViTModules:
     """Return the :class:`ViTModules` of ``model`` or raise :class:`UnsupportedModelError`."""
     model = getattr(model, "module", model)  # DDP / accelerate wrappers
+    require_plain_vit(model, "This code path (P3B's gates, layer-wise ViT plans, optimize_for_inference)")
     family = _family_of(model)
     cfg = model.config
     if isinstance(cfg, P3B_CONFIGS):
@@ -237,3 +267,83 @@ def _locate_p3b(model: nn.Module, family: str) -> ViTModules:
         mask_token=getattr(emb, "mask_token", None), layer_norm_eps=float(cfg.layer_norm_eps))
     _family_extras(mods, base, cfg)
     return mods
+
+
+# ============================================================================ MLP view (every family)
+@dataclass
+class MLPBlock:
+    """One block's MLP: ``fc2(act(fc1(x)))``, then (ConvNeXt, BEiT, DINOv2) a per-channel layer scale ``ls2``
+    on fc2's outputs *after* its bias (so a bias correction of fc2 is scaled with it, as the dense output is)."""
+
+    fc1: nn.Linear
+    act: nn.Module
+    fc2: nn.Linear
+    ls2: torch.Tensor | None = None
+    #: Swin: the block's window attention (``q_proj``/``k_proj``/``v_proj``/``o_proj``, ``num_attention_heads``,
+    #: ``head_dim``, ``relative_position_bias.relative_position_bias_table``); None without attention
+    attn: nn.Module | None = None
+
+    @property
+    def dim(self) -> int:
+        """Residual width the block reads and writes."""
+        return int(self.fc1.in_features)
+
+    @property
+    def width(self) -> int:
+        """MLP hidden units."""
+        return int(self.fc1.out_features)
+
+
+@dataclass
+class MLPView:
+    """Every block's MLP in forward order (stage-major for Swin / ConvNeXt, whose ``stage_depths`` say how
+    many blocks each stage has; ``None`` for the plain-ViT families)."""
+
+    family: str
+    model: nn.Module
+    blocks: list[MLPBlock]
+    stage_depths: list[int] | None = None
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+
+def _get_path(obj: object, path: str) -> object:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def locate_mlps(model: nn.Module) -> MLPView:
+    """The :class:`MLPView` of any supported classifier (plain-ViT families via :func:`locate`)."""
+    model = getattr(model, "module", model)
+    fam = stage_family_of(model)
+    if fam is None:
+        mods = locate(model)
+        return MLPView(mods.family, model, [MLPBlock(lm.fc1, lm.act, lm.fc2, lm.ls2) for lm in mods.layers])
+    cfg = model.config
+    dense_heads = fam.dense_heads(cfg) if fam.dense_heads is not None else None
+    if isinstance(cfg, fam.config_class) and (cfg.block_intermediate_sizes != fam.dense_widths(cfg) or (
+            dense_heads is not None and (cfg.block_num_heads, cfg.block_head_dims) != dense_heads)):
+        raise UnsupportedModelError(
+            "This P3B model is already pruned; WidthPlans index the *dense* tensors. Prune the dense original "
+            f"instead (config.base_model_name_or_path={getattr(cfg, 'base_model_name_or_path', None)!r}).")
+    blocks, depths = [], []
+    for stage in _get_path(getattr(model, fam.name), fam.stages):
+        stage_blocks = list(_get_path(stage, fam.blocks))
+        depths.append(len(stage_blocks))
+        for blk in stage_blocks:
+            ls = _get_path(blk, fam.layer_scale) if fam.layer_scale else None
+            blocks.append(MLPBlock(_get_path(blk, fam.fc1), _get_path(blk, fam.act), _get_path(blk, fam.fc2),
+                                   ls if isinstance(ls, torch.Tensor) else None,
+                                   _get_path(blk, fam.attention) if fam.attention else None))
+    return MLPView(fam.name, model, blocks, depths)
+
+
+def classifier_heads(model: nn.Module) -> dict[str, nn.Linear]:
+    """The classifier head(s) of any supported model by attribute name (two for distilled DeiT with teacher)."""
+    model = getattr(model, "module", model)
+    if stage_family_of(model) is not None:
+        return _heads(model)
+    return locate(model).heads

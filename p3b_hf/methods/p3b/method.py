@@ -11,11 +11,18 @@ from __future__ import annotations
 import dataclasses
 
 from ...errors import BudgetError, P3BError
+from ...models.locator import require_plain_vit
 from ..base import MethodResult, RunContext
 from .config import P3BConfig
 
 Options = P3BConfig
 DESCRIPTION = "P3B (Pruning by Block Benefit): soft masks while fine-tuning, hard pruning at the end"
+
+
+def check_supported(model: object) -> None:
+    """One clear :class:`~p3b_hf.errors.UnsupportedModelError` for Swin / ConvNeXt: P3B's gates, block benefit
+    and budget are defined on plain ViT blocks (attention + MLP reading and writing one residual stream)."""
+    require_plain_vit(model, "P3B")
 
 
 def check_reachable(model: object, cfg: P3BConfig) -> None:
@@ -54,6 +61,7 @@ def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
     from .plots import plot_history
     from .trainer import P3BTrainer
 
+    check_supported(ctx.model)  # before any training: Swin / ConvNeXt -> --method vbp / global
     cfg = resolve_config(options or P3BConfig(), ctx.prune_ratio)
     check_reachable(ctx.model, cfg)  # a BudgetError now, not at the first mask update
     teacher = load_model(ctx.kd.teacher) if ctx.kd.teacher else None
