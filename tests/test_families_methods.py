@@ -29,8 +29,8 @@ from p3b_hf.methods.importance import (
     structure_scores,
 )
 from p3b_hf.methods.p3b import BPIHeads, Dims, GateSet, P3BPruner, block_params, install_gates
-from p3b_hf.methods.p3b.fast_bpi import GroupedBPIHeads
-from p3b_hf.methods.p3b.fast_gates import install_fused_gates
+from p3b_hf.methods.p3b.fused_gates import install_fused_gates
+from p3b_hf.methods.p3b.grouped_bpi import GroupedBPIHeads
 from p3b_hf.methods.vbp import vbp_plan
 from p3b_hf.trainer import P3BConfig, P3BTrainer
 

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 from p3b_hf.errors import CheckpointError, P3BError
 from p3b_hf.methods.p3b.bpi import BPIHeads, per_head_ce
 from p3b_hf.methods.p3b.estimator import make_shadow
-from p3b_hf.methods.p3b.fast_bpi import GroupedBPIHeads
-from p3b_hf.methods.p3b.fast_gates import ForwardOverride, install_fused_gates
+from p3b_hf.methods.p3b.fused_gates import ForwardOverride, install_fused_gates
 from p3b_hf.methods.p3b.gates import Dims, GateSet, install_gates
+from p3b_hf.methods.p3b.grouped_bpi import GroupedBPIHeads
 from p3b_hf.models.locator import locate
 from p3b_hf.options import add_options, options_from_namespace
 from p3b_hf.trainer import FAST_BPI_EVERY, FAST_BPI_SUBBATCH, P3BConfig, P3BTrainer

@@ -17,9 +17,9 @@ from .bpi import BPIHeads, BPITaps, PatchHead, per_head_ce
 from .budget import block_importance, ema, gamma, ramp, solve_keep_ratios
 from .config import P3BConfig, parse_gate_scales
 from .estimator import BPIEstimator, make_shadow, parse_shadow_spec
-from .fast_bpi import GroupedBPIHeads
-from .fast_gates import install_fused_gates
+from .fused_gates import install_fused_gates
 from .gates import GATES, Dims, GateSet, block_params, install_gates, non_block_params, param_per_element
+from .grouped_bpi import GroupedBPIHeads
 from .local import (
     DEFAULT_GATE_SCALES,
     MASK_FLOOR,

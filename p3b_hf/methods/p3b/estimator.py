@@ -22,7 +22,7 @@ import torch
 
 from ...errors import P3BError
 from .bpi import BPITaps
-from .fast_bpi import GroupedBPIHeads
+from .grouped_bpi import GroupedBPIHeads
 from .state import P3BState
 
 

@@ -21,9 +21,9 @@ from .bpi import BPIHeads, BPITaps
 from .budget import block_importance, ema, ramp, solve_keep_ratios
 from .config import P3BConfig
 from .estimator import BPIEstimator, make_shadow
-from .fast_bpi import GroupedBPIHeads
-from .fast_gates import install_fused_gates
+from .fused_gates import install_fused_gates
 from .gates import BLOCK_GATES, GATES, Dims, GateSet, block_params, install_gates, non_block_params
+from .grouped_bpi import GroupedBPIHeads
 from .local import block_masks, taylor_score
 from .schedule import Schedule
 from .state import P3BState
