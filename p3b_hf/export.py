@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from .errors import DataError, P3BError
-from .models.families import FAMILIES
+from .models.families import FAMILIES, STAGE_FAMILIES
 from .options import option
 
 SCHEMA = "p3b_hf.export/1"
@@ -66,7 +66,7 @@ DEFAULT_OPSET = 20
 DEFAULT_TOLERANCE = 1e-3
 INSTALL_HINT = "pip install 'p3b_hf[onnx]'"
 #: what `p3b-hf export` accepts: the pruned format of every supported family
-P3B_MODEL_TYPES = tuple(f.config_class.model_type for f in FAMILIES.values())
+P3B_MODEL_TYPES = tuple(f.config_class.model_type for f in (*FAMILIES.values(), *STAGE_FAMILIES.values()))
 QUANT_OPS = ["MatMul", "Gemm"]
 
 
@@ -129,8 +129,8 @@ def deploy_module(model: nn.Module, *, fold: str = "all", graph: str = "deploy",
     ``graph="deploy"`` (default): :func:`p3b_hf.optimize.optimize_for_inference` with the residual
     gathers (``fold`` in ``"all"``, ``"reads"``) and scatter-adds (``"all"``) folded into zero
     columns / rows of the adjacent Linears (module docstring). ``graph="hf"``: the HF module as is.
-    Works for p3b_hf pruned models and stock HF ViT/DeiT (the dense baseline); BEiT and DINOv2, which
-    ``optimize_for_inference`` does not rewrite, always export their HF module.
+    Works for p3b_hf pruned models and stock HF ViT/DeiT (the dense baseline); BEiT, DINOv2, Swin and ConvNeXt,
+    which ``optimize_for_inference`` does not rewrite, always export their HF module.
     """
     if fold not in FOLDS:
         raise ExportError(f"--fold {fold!r} is not one of {', '.join(FOLDS)}.")
@@ -139,7 +139,7 @@ def deploy_module(model: nn.Module, *, fold: str = "all", graph: str = "deploy",
     from .optimize import has_fast_path, optimize_for_inference
 
     if graph == "deploy" and not has_fast_path(model.config):
-        graph = "hf"  # BEiT / DINOv2: no optimize_for_inference rewrite (yet); their HF module is exported
+        graph = "hf"  # BEiT / DINOv2 / Swin / ConvNeXt: no optimize_for_inference rewrite; their HF module is exported
     if graph == "hf":
         # a copy: the p3b modules cache index tensors per device, and tracing would cache fake tensors
         return LogitsModule(copy.deepcopy(model).eval())
@@ -594,7 +594,7 @@ def _export_into(staging: Path, src: Path, config: Any, *, quantize: str | None,
         verify_origin = f"{verify_samples} random N(0,1) pixel tensors (seed {seed}; give --dataset for real images)"
 
     module = deploy_module(model, fold=fold, graph=graph)
-    graph = "hf" if isinstance(module, LogitsModule) else graph  # what was exported (BEiT / DINOv2: always hf)
+    graph = "hf" if isinstance(module, LogitsModule) else graph  # what was exported (non-ViT families: always hf)
     index_ops = residual_index_ops(module)
     metadata = {"producer": f"p3b_hf {__version__}", "p3b_hf.graph": graph, "p3b_hf.fold": fold,
                 "model_type": str(config.model_type), "image_size": str(size),

@@ -256,20 +256,26 @@ def test_deploy_speed_fast_backend(threads) -> None:
     assert sp["backend"] == "fast" and sp["deploy_speed_vs_dense"] > 0 and sp["eager_speed_vs_dense"] > 0
 
 
-@pytest.mark.parametrize("family", ["tiny_beit", "tiny_dinov2"])
-def test_beit_and_dinov2_export_their_hf_module(family: str, request: pytest.FixtureRequest, tmp_path: Path,
-                                                threads) -> None:
-    """BEiT / DINOv2 have no optimize_for_inference rewrite: the export is their pruned HF module, verified the
-    same way (ragged widths, residual subsets, a removed MLP, the relative bias / layer scale sliced)."""
-    from test_families import _random_plan
+@pytest.mark.parametrize("family", ["tiny_beit", "tiny_dinov2", "swin", "convnext"])
+def test_other_families_export_their_hf_module(family: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                               threads) -> None:
+    """BEiT / DINOv2 / Swin / ConvNeXt have no optimize_for_inference rewrite: the export is their pruned HF
+    module, verified the same way (ragged widths; BEiT / DINOv2: residual subsets, a removed MLP, the relative
+    bias / layer scale sliced; Swin: fewer heads and head dims per block, its bias table sliced)."""
+    import test_families
+    import test_stage_families
 
     from p3b_hf import apply_width_plan
     from p3b_hf.checkpoints import save_model_dir
     from p3b_hf.export import ExportOptions, export
 
-    dense = request.getfixturevalue(family).eval()
-    plan = _random_plan(dense, 3)
-    plan.layers[1].mlp = []
+    if family.startswith("tiny_"):
+        dense = request.getfixturevalue(family).eval()
+        plan = test_families._random_plan(dense, 3)
+        plan.layers[1].mlp = []
+    else:
+        dense = test_stage_families.tiny(family)
+        plan = test_stage_families._random_plan(dense, 3)
     pruned = apply_width_plan(dense, plan)
     model_dir = save_model_dir(pruned, tmp_path / "pruned", plan=plan)
     res = export(ExportOptions(model=str(model_dir), threads=1), log=lambda s: None)
