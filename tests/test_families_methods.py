@@ -23,7 +23,6 @@ from p3b_hf.methods.budget_convert import vbp_params
 from p3b_hf.methods.global_pruning import global_plan
 from p3b_hf.methods.importance import (
     CRITERIA,
-    collect_mlp_activation_stats,
     compute_structure_scores,
     element_score_fn,
     structure_scores,
@@ -31,6 +30,7 @@ from p3b_hf.methods.importance import (
 from p3b_hf.methods.p3b import BPIHeads, Dims, GateSet, P3BPruner, block_params, install_gates
 from p3b_hf.methods.p3b.fused_gates import install_fused_gates
 from p3b_hf.methods.p3b.grouped_bpi import GroupedBPIHeads
+from p3b_hf.methods.statistics import collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan
 from p3b_hf.trainer import P3BConfig, P3BTrainer
 

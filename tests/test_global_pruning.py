@@ -11,15 +11,9 @@ import torch.nn.functional as F
 from p3b_hf import BudgetError, apply_width_plan
 from p3b_hf.cost import count_cost
 from p3b_hf.methods.global_pruning import global_plan
-from p3b_hf.methods.importance import (
-    CRITERIA,
-    accumulate_gradients,
-    compute_structure_scores,
-    element_score_fn,
-    mean_squared_per_sample_gradients,
-    structure_scores,
-)
+from p3b_hf.methods.importance import CRITERIA, compute_structure_scores, element_score_fn, structure_scores
 from p3b_hf.methods.selectors import global_channel_plan, param_matched_plan, plan_cost
+from p3b_hf.methods.statistics import accumulate_gradients, mean_squared_per_sample_gradients
 from p3b_hf.models.locator import locate
 
 

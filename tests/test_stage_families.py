@@ -24,7 +24,8 @@ from p3b_hf.cost import plan_cost
 from p3b_hf.errors import BudgetError, P3BError, PlanError
 from p3b_hf.methods.budget_convert import percentage_for_prune_ratio, vbp_max_prune_ratio
 from p3b_hf.methods.global_pruning import global_plan
-from p3b_hf.methods.importance import CRITERIA, collect_mlp_activation_stats
+from p3b_hf.methods.importance import CRITERIA
+from p3b_hf.methods.statistics import collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan, vbp_plan_from_stats
 from p3b_hf.models.families import STAGE_FAMILIES
 from p3b_hf.models.locator import locate_mlps

@@ -17,7 +17,7 @@ from p3b_hf.methods.budget_convert import (
     vbp_max_prune_ratio,
     vbp_params,
 )
-from p3b_hf.methods.importance import RunningMoments, collect_mlp_activation_stats
+from p3b_hf.methods.statistics import RunningMoments, collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan, vbp_plan_from_stats
 from p3b_hf.models.locator import locate
 from p3b_hf.plan import WidthPlan, pruned_config

@@ -2,7 +2,7 @@
 
 1. Statistics: mean and (unbiased) variance of every MLP neuron's post-GELU activation over every
    token of the target training split (eval transforms, model in eval mode; float64 Chan merge,
-   reducible across DDP ranks -- :func:`~p3b_hf.methods.importance.collect_mlp_activation_stats`).
+   reducible across DDP ranks -- :func:`~p3b_hf.methods.statistics.collect_mlp_activation_stats`).
 2. Selection: one global ranking of all ``L*F`` MLP neurons by raw variance; the lowest
    ``floor(p * L * F)`` are removed (``p = --percentage``), keeping at least one neuron per layer.
    Swin / ConvNeXt: every block of every stage in the same ranking (post-GELU activations at every
@@ -40,7 +40,7 @@ from ..plan import LayerPlan, WidthPlan, apply_width_plan
 from ..training import KDConfig
 from .base import MethodResult, RunContext
 from .budget_convert import check_vbp_prune_ratio, neurons_for_percentage, neurons_for_prune_ratio
-from .importance import RunningMoments, collect_mlp_activation_stats
+from .statistics import RunningMoments, collect_mlp_activation_stats
 
 PAPER_RECIPE = {"epochs": 10.0, "lr": 1.5e-5, "weight_decay": 0.01}
 VBP_NEEDS_TASK_MODEL = ("VBP prunes a model trained on this task: fine-tune it first with `p3b-hf finetune`, "
