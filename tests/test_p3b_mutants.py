@@ -1055,3 +1055,23 @@ def test_step_timer_summary_of_a_run(monkeypatch):
                                                                                              for i in range(10)]
     timer.times = [0.0] * 20
     assert timer.summary()["last_vs_first"] is None
+
+
+def test_block_masks_report_what_their_hard_masks_keep():
+    """Over many goals, including ones that only a head-dim gate emptied beyond its range would reach: the
+    returned kept count is the parameter count of the hard masks (> 0.5, or exactly 0.5 at the threshold), and
+    every gate keeps between 0 and all of its elements (the exact-budget search never leaves the gate range)."""
+    from p3b_hf.methods.p3b.local import _kept
+
+    scales = [1.0, 1.5, 1.0]
+    for seed in range(6):
+        scores = _block_case(seed)
+        # scores that put every head-dim element first in the pruning order: its gate empties early
+        low_qkv = [scores[0] + 1.0, scores[1] + 1.0, scores[2] * 1e-3]
+        for case in (scores, low_qkv):
+            for keep in [*np.linspace(0.0005, 0.05, 25), *np.linspace(0.9, 1.0, 11)]:
+                masks, _, kept = block_masks(TINY_DIMS, "attn", case, scales, float(keep), 0.05, exact=True, tol=0.0)
+                counts = [int((m >= 0.5).sum()) for m in masks]
+                assert all(0 <= c <= m.numel() for c, m in zip(counts, masks))
+                want = _kept(TINY_DIMS, "attn", [torch.tensor(float(c), dtype=torch.float64) for c in counts])
+                assert kept == float(want), (seed, keep, counts)
