@@ -124,15 +124,20 @@ def test_deit_distilled_counts_two_tokens_and_heads():
     assert count_cost(cfg)["params"] - count_cost(single)["params"] == 48 * 7 + 7
 
 
-def test_cli_help_and_cost(tmp_path, tiny_vit):
+def test_cli_help_and_cost(tmp_path, tiny_vit, capsys):
+    from p3b_hf.cli import main
+
     apply_width_plan(tiny_vit, _random_plan(tiny_vit.config, 3)).save_pretrained(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "p3b_hf", "cost", "--model", str(tmp_path), "--json"],
-                         capture_output=True, text=True, check=True)
+    assert main(["cost", "--model", str(tmp_path), "--json"]) == 0
     cost = p3b_hf.count_cost(AutoModelForImageClassification.from_pretrained(tmp_path))
-    assert f'"params": {cost["params"]}' in out.stdout
-    help_out = subprocess.run([sys.executable, "-m", "p3b_hf", "--help"], capture_output=True, text=True, check=True)
-    for cmd in ("prune", "finetune", "push", "bench", "compare", "demo", "cost"):
-        assert cmd in help_out.stdout
+    assert f'"params": {cost["params"]}' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    help_out = capsys.readouterr().out
+    for cmd in ("prune", "finetune", "push", "bench", "export", "compare", "demo", "cost"):
+        assert cmd in help_out
+    # the real process: exit status 2 and one line, no traceback
     bad = subprocess.run([sys.executable, "-m", "p3b_hf", "cost", "--model", str(tmp_path / "nope")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

@@ -93,12 +93,13 @@ def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(tmp_path:
     out = tmp_path / "cmp"
     code = main(["compare", "--methods", "p3b,vbp,global-l1", "--prune-ratio", "0.3", "--model", str(dense),
                  "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--bench-device", "cpu",
-                 "--bench-repeats", "2", "--", *COMMON[2:]])
+                 "--bench-repeats", "2", "--deploy-backend", "none", "--", *COMMON[2:]])
     assert code == 0
     rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
     assert rows["p3b"]["status"] == "unsupported" and "--method vbp" in rows["p3b"]["error"]
     assert rows["global-l1"]["status"] == "ok" and abs(rows["global-l1"]["param_reduction"] - 0.3) < 0.02
     assert rows["global-l1"]["throughput_vs_dense"] > 0  # the eager speed column works for Swin
+    assert rows["global-l1"]["deploy_speed_vs_dense"] is None  # --deploy-backend none (tests/test_compare.py times it)
     assert rows["dense"]["status"] == "ok"  # VBP starts from the dense cell (fine-tuned with a new head) ...
     assert rows["vbp"]["status"] == "ok" and 0.3 <= rows["vbp"]["param_reduction"] < 0.32  # ... and distils from it
     assert "unsupported" in (out / "compare.md").read_text()
