@@ -13,13 +13,16 @@ $(BIN)/python:
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 
 install: $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 
 test: install
+	$(BIN)/ruff check p3b_hf tests recipes scripts
+	$(BIN)/ruff format --check p3b_hf tests recipes scripts
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
 
 lint: install
 	$(BIN)/ruff check p3b_hf tests recipes scripts
+	$(BIN)/ruff format --check p3b_hf tests recipes scripts
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m p3b_hf demo --output-dir outputs/demo

@@ -54,9 +54,15 @@ ARCHS: dict[str, dict[str, int]] = {  # timm/HF DeiT shapes (the non-distilled D
 PLAN_STYLES = ("p3b", "uniform")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _MODIFIERS: dict[str, dict[str, Any]] = {
-    "round8": {"round_to": 8}, "noround": {"round_to": None}, "gather": {"scatter": "gather"}, "index_add": {"scatter": "index_add"},
-    "dense": {"scatter": "dense"}, "conv": {"patch_embed_as_matmul": False}, "nofold": {"fold_norms": False},
-    "alltokens": {"prune_last_layer_tokens": False}, "denseread": {"dense_reads": True},
+    "round8": {"round_to": 8},
+    "noround": {"round_to": None},
+    "gather": {"scatter": "gather"},
+    "index_add": {"scatter": "index_add"},
+    "dense": {"scatter": "dense"},
+    "conv": {"patch_embed_as_matmul": False},
+    "nofold": {"fold_norms": False},
+    "alltokens": {"prune_last_layer_tokens": False},
+    "denseread": {"dense_reads": True},
 }
 
 
@@ -67,12 +73,16 @@ def parse_variant(name: str) -> dict[str, Any] | None:
     if base == "eager" and not mods:
         return None
     if base not in ("fast", "compiled"):
-        raise P3BError(f"Unknown bench variant {name!r}: use eager, fast or compiled, optionally with "
-                       f"+{' +'.join(_MODIFIERS)} (e.g. compiled+round8).")
+        raise P3BError(
+            f"Unknown bench variant {name!r}: use eager, fast or compiled, optionally with "
+            f"+{' +'.join(_MODIFIERS)} (e.g. compiled+round8)."
+        )
     kwargs: dict[str, Any] = {"compile": base == "compiled"}
     for m in mods:
         if m not in _MODIFIERS:
-            raise P3BError(f"Unknown modifier +{m} in bench variant {name!r}; known: {', '.join(_MODIFIERS)}.")
+            raise P3BError(
+                f"Unknown modifier +{m} in bench variant {name!r}; known: {', '.join(_MODIFIERS)}."
+            )
         kwargs.update(_MODIFIERS[m])
     return kwargs
 
@@ -88,14 +98,23 @@ def make_runner(model: nn.Module, variant: str) -> Callable[[torch.Tensor], torc
 
 
 # ------------------------------------------------------------------------------------- models
-def dense_arch_config(arch: str, num_labels: int = 1000, image_size: int = 224, patch_size: int = 16) -> ViTConfig:
+def dense_arch_config(
+    arch: str, num_labels: int = 1000, image_size: int = 224, patch_size: int = 16
+) -> ViTConfig:
     """The HF ``ViTConfig`` of a DeiT-{tiny,small,base}-shaped model (12 layers, MLP ratio 4)."""
     if arch not in ARCHS:
         raise P3BError(f"Unknown --random-arch {arch!r}; choose one of {', '.join(ARCHS)}.")
     a = ARCHS[arch]
-    return ViTConfig(hidden_size=a["hidden_size"], num_attention_heads=a["num_attention_heads"],
-                     intermediate_size=4 * a["hidden_size"], num_hidden_layers=12, image_size=image_size,
-                     patch_size=patch_size, num_labels=num_labels, layer_norm_eps=1e-6)
+    return ViTConfig(
+        hidden_size=a["hidden_size"],
+        num_attention_heads=a["num_attention_heads"],
+        intermediate_size=4 * a["hidden_size"],
+        num_hidden_layers=12,
+        image_size=image_size,
+        patch_size=patch_size,
+        num_labels=num_labels,
+        layer_norm_eps=1e-6,
+    )
 
 
 def _rounded(n: int, full: int, round_to: int | None) -> int:
@@ -105,8 +124,9 @@ def _rounded(n: int, full: int, round_to: int | None) -> int:
     return n
 
 
-def random_plan(dense_config: Any, keep: float, style: str = "p3b", seed: int = 0,
-                round_to: int | None = None) -> WidthPlan:
+def random_plan(
+    dense_config: Any, keep: float, style: str = "p3b", seed: int = 0, round_to: int | None = None
+) -> WidthPlan:
     """A random plan keeping ``keep`` of the whole model's parameters (within one width step).
 
     ``style="p3b"``: like P3B's output -- all heads kept, per-layer head dims and MLP neurons, and
@@ -138,20 +158,30 @@ def random_plan(dense_config: Any, keep: float, style: str = "p3b", seed: int = 
             r = random.Random(int(picks[i]["sub"] * 2**31))
             q = _rounded(round(min(1.0, scale * weight[i][0]) * d), d, round_to)
             h = _rounded(round(min(1.0, scale * weight[i][1]) * f), f, round_to)
-            lp.head_dims = None if q == d else sorted(random.Random(int(picks[i]["dims"] * 2**31)).sample(range(d), q))
-            lp.mlp = None if h == f else sorted(random.Random(int(picks[i]["mlp"] * 2**31)).sample(range(f), h))
+            lp.head_dims = (
+                None if q == d else sorted(random.Random(int(picks[i]["dims"] * 2**31)).sample(range(d), q))
+            )
+            lp.mlp = (
+                None if h == f else sorted(random.Random(int(picks[i]["mlp"] * 2**31)).sample(range(f), h))
+            )
             for k, fr in zip(("attn_in", "attn_out", "mlp_in", "mlp_out"), resid[i]):
                 w = _rounded(round(fr * c), c, round_to)
                 setattr(lp, k, None if w == c else sorted(r.sample(range(c), w)))
-        plan.meta = {"method": f"random-{style}", "prune_ratio": round(1 - keep, 4), "seed": seed,
-                     "round_to": round_to}
+        plan.meta = {
+            "method": f"random-{style}",
+            "prune_ratio": round(1 - keep, 4),
+            "seed": seed,
+            "round_to": round_to,
+        }
         return plan
 
     target = keep * count_cost(dense_config)["params"]
     lo_s, hi_s = 0.0, 2.0 / min(min(w) for w in weight)
     if count_cost(pruned_config(dense_config, build(lo_s)))["params"] > target:
-        raise P3BError(f"--keep {keep} is below what this plan style can reach for this architecture (even the "
-                       "smallest inner widths keep more); use a larger --keep or --plan-style uniform.")
+        raise P3BError(
+            f"--keep {keep} is below what this plan style can reach for this architecture (even the "
+            "smallest inner widths keep more); use a larger --keep or --plan-style uniform."
+        )
     for _ in range(40):
         mid = (lo_s + hi_s) / 2
         if count_cost(pruned_config(dense_config, build(mid)))["params"] > target:
@@ -161,8 +191,14 @@ def random_plan(dense_config: Any, keep: float, style: str = "p3b", seed: int = 
     return build(lo_s)
 
 
-def random_models(arch: str, keep: float, style: str = "p3b", seed: int = 0, round_to: int | None = None,
-                  num_labels: int = 1000) -> tuple[nn.Module, nn.Module]:
+def random_models(
+    arch: str,
+    keep: float,
+    style: str = "p3b",
+    seed: int = 0,
+    round_to: int | None = None,
+    num_labels: int = 1000,
+) -> tuple[nn.Module, nn.Module]:
     """``(dense, pruned)`` random-weight models: a DeiT-shaped HF ViT and a random plan applied to it."""
     cfg = dense_arch_config(arch, num_labels=num_labels)
     torch.manual_seed(seed)
@@ -175,8 +211,18 @@ def random_models(arch: str, keep: float, style: str = "p3b", seed: int = 0, rou
 def dense_config_of(config: P3BViTConfig) -> ViTConfig | DeiTConfig:
     """A stock config of the dense model a pruned config came from (its hidden size if embedding
     channels were pruned: the original width is not recorded)."""
-    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-            "layer_norm_eps", "image_size", "patch_size", "num_channels", "qkv_bias")
+    keys = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "layer_norm_eps",
+        "image_size",
+        "patch_size",
+        "num_channels",
+        "qkv_bias",
+    )
     kwargs = {k: getattr(config, k) for k in keys}
     kwargs.update(id2label=dict(config.id2label), label2id=dict(config.label2id))
     return DeiTConfig(**kwargs) if config.distilled else ViTConfig(**kwargs)
@@ -197,8 +243,10 @@ def dense_model_for(pruned: nn.Module) -> tuple[nn.Module, str]:
     else:
         reason = "no base_model_name_or_path"
     if not isinstance(cfg, P3BViTConfig):
-        raise P3BError(f"Cannot load the dense original of this {type(pruned).__name__} ({reason}); pass the "
-                       "dense model directory (p3b-hf bench --dense DIR).")
+        raise P3BError(
+            f"Cannot load the dense original of this {type(pruned).__name__} ({reason}); pass the "
+            "dense model directory (p3b-hf bench --dense DIR)."
+        )
     dense_cfg = dense_config_of(cfg)
     if cfg.distilled:
         cls = DeiTForImageClassificationWithTeacher if cfg.distillation_head else DeiTForImageClassification
@@ -213,8 +261,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def warm_up(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, warmup: int,
-            min_repeat_s: float, call_s: dict[str, float] | None = None) -> dict[str, int]:
+def warm_up(
+    runners: dict[str, Callable[[torch.Tensor], Any]],
+    x: torch.Tensor,
+    warmup: int,
+    min_repeat_s: float,
+    call_s: dict[str, float] | None = None,
+) -> dict[str, int]:
     """Run each runner ``warmup`` times (this is where ``torch.compile`` compiles), then time one call
     to choose how many calls one timed repeat makes (at least ``min_repeat_s`` long). The seconds of
     that call are stored in ``call_s`` if given."""
@@ -234,9 +287,14 @@ def warm_up(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, 
     return inner
 
 
-def time_round_robin(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch.Tensor, repeats: int,
-                     warmup: int, min_repeat_s: float, inner: dict[str, int] | None = None
-                     ) -> dict[str, dict[str, Any]]:
+def time_round_robin(
+    runners: dict[str, Callable[[torch.Tensor], Any]],
+    x: torch.Tensor,
+    repeats: int,
+    warmup: int,
+    min_repeat_s: float,
+    inner: dict[str, int] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Median images/s of each runner, timed round-robin (see module docstring). ``inner`` (from
     :func:`warm_up`) skips the warm-up."""
     if inner is None:
@@ -254,17 +312,28 @@ def time_round_robin(runners: dict[str, Callable[[torch.Tensor], Any]], x: torch
     out = {}
     for name, ts in times.items():
         med = statistics.median(ts)
-        out[name] = {"images_per_s": x.shape[0] / med, "median_ms": med * 1e3, "min_ms": min(ts) * 1e3,
-                     "max_ms": max(ts) * 1e3, "inner_iters": inner[name], "times_ms": [t * 1e3 for t in ts]}
+        out[name] = {
+            "images_per_s": x.shape[0] / med,
+            "median_ms": med * 1e3,
+            "min_ms": min(ts) * 1e3,
+            "max_ms": max(ts) * 1e3,
+            "inner_iters": inner[name],
+            "times_ms": [t * 1e3 for t in ts],
+        }
     return out
 
 
 def environment(device: torch.device) -> dict[str, Any]:
     import transformers
 
-    env = {"device": device.type, "torch": torch.__version__, "transformers": transformers.__version__,
-           "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads()}
+    env = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
     return env
@@ -272,15 +341,30 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def _describe(model: nn.Module, source: str) -> dict[str, Any]:
     cost = count_cost(model)
-    return {"source": source, "class": type(model).__name__, "params": cost["params"], "macs": cost["macs"],
-            "measured_params": sum(p.numel() for p in model.parameters())}
+    return {
+        "source": source,
+        "class": type(model).__name__,
+        "params": cost["params"],
+        "macs": cost["macs"],
+        "measured_params": sum(p.numel() for p in model.parameters()),
+    }
 
 
-def run_bench(pruned: nn.Module, dense: nn.Module | None = None, *, device: str = "cpu", dtype: str | None = None,
-              batch_size: int | None = None, repeats: int = 10, warmup: int = 3,
-              variants: tuple[str, ...] = ("eager", "fast"), pruned_variants: tuple[str, ...] = (),
-              min_repeat_s: float | None = None, sources: dict[str, str] | None = None,
-              seed: int = 0) -> dict[str, Any]:
+def run_bench(
+    pruned: nn.Module,
+    dense: nn.Module | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str | None = None,
+    batch_size: int | None = None,
+    repeats: int = 10,
+    warmup: int = 3,
+    variants: tuple[str, ...] = ("eager", "fast"),
+    pruned_variants: tuple[str, ...] = (),
+    min_repeat_s: float | None = None,
+    sources: dict[str, str] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Benchmark ``pruned`` vs ``dense`` vs the ideal plain ViT; return the JSON-able report.
 
     ``variants`` run for all three models, ``pruned_variants`` (e.g. ``compiled+round8``) only for the
@@ -301,22 +385,34 @@ def run_bench(pruned: nn.Module, dense: nn.Module | None = None, *, device: str 
     if not vit_like:  # BEiT / DINOv2: no plain "ideal" model and no optimize_for_inference path (yet)
         fast = [v for v in (*variants, *pruned_variants) if parse_variant(v) is not None]
         if fast:
-            raise P3BError(f"bench variants {fast} use optimize_for_inference, which supports ViT/DeiT only; "
-                           f"bench a {type(pruned).__name__} with the eager variant (--variants eager).")
+            raise P3BError(
+                f"bench variants {fast} use optimize_for_inference, which supports ViT/DeiT only; "
+                f"bench a {type(pruned).__name__} with the eager variant (--variants eager)."
+            )
     sources = dict(sources or {})
     if dense is None:
         dense, sources["dense"] = dense_model_for(pruned)
     models = {"pruned": pruned, "dense": dense}
     if vit_like:
         models["ideal"] = plain_like(pruned)
-        sources["ideal"] = "plain ViT, same Linear shapes and weights as the pruned model (prefix reads/writes)"
+        sources["ideal"] = (
+            "plain ViT, same Linear shapes and weights as the pruned model (prefix reads/writes)"
+        )
     sources.setdefault("pruned", str(getattr(pruned.config, "_name_or_path", "") or "in-memory"))
     sources.setdefault("dense", str(getattr(dense.config, "_name_or_path", "") or "in-memory"))
     report: dict[str, Any] = {
-        "schema": SCHEMA, "env": environment(dev),
-        "settings": {"dtype": dtype, "batch_size": batch_size, "repeats": repeats, "warmup": warmup,
-                     "image_size": int(pruned.config.image_size), "min_repeat_s": min_repeat_s,
-                     "variants": list(variants), "pruned_variants": list(pruned_variants)},
+        "schema": SCHEMA,
+        "env": environment(dev),
+        "settings": {
+            "dtype": dtype,
+            "batch_size": batch_size,
+            "repeats": repeats,
+            "warmup": warmup,
+            "image_size": int(pruned.config.image_size),
+            "min_repeat_s": min_repeat_s,
+            "variants": list(variants),
+            "pruned_variants": list(pruned_variants),
+        },
         "models": {name: _describe(m, sources[name]) for name, m in models.items()},
     }
     torch.manual_seed(seed)
@@ -328,7 +424,9 @@ def run_bench(pruned: nn.Module, dense: nn.Module | None = None, *, device: str 
         for v in (*variants, *(pruned_variants if name == "pruned" else ())):
             runners[f"{name}/{v}"] = make_runner(model, v)
     timed = time_round_robin(runners, x, repeats, warmup, min_repeat_s)
-    report["results"] = [{"model": k.split("/")[0], "variant": k.split("/")[1], **v} for k, v in timed.items()]
+    report["results"] = [
+        {"model": k.split("/")[0], "variant": k.split("/")[1], **v} for k, v in timed.items()
+    ]
     report["ratios"] = ratios(report["results"])
     return report
 
@@ -342,40 +440,54 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     drift on a shared machine.
     """
     rows = {(r["model"], r["variant"]): r for r in results}
-    keys = ("pruned_vs_dense", "pruned_vs_dense_eager", "pruned_vs_ideal", "pruned_vs_dense_paired",
-            "pruned_vs_ideal_paired")
+    keys = (
+        "pruned_vs_dense",
+        "pruned_vs_dense_eager",
+        "pruned_vs_ideal",
+        "pruned_vs_dense_paired",
+        "pruned_vs_ideal_paired",
+    )
     out: dict[str, dict[str, float]] = {k: {} for k in keys}
     for (model, variant), row in rows.items():
         if model != "pruned":
             continue
         base = variant.split("+")[0]
-        refs = {"dense": rows.get(("dense", variant), rows.get(("dense", base))),
-                "dense_eager": rows.get(("dense", "eager")),
-                "ideal": rows.get(("ideal", variant), rows.get(("ideal", base)))}
+        refs = {
+            "dense": rows.get(("dense", variant), rows.get(("dense", base))),
+            "dense_eager": rows.get(("dense", "eager")),
+            "ideal": rows.get(("ideal", variant), rows.get(("ideal", base))),
+        }
         for name, ref in refs.items():
             if ref is None:
                 continue
             out[f"pruned_vs_{name}"][variant] = row["images_per_s"] / ref["images_per_s"]
             if name != "dense_eager" and len(ref["times_ms"]) == len(row["times_ms"]):
                 out[f"pruned_vs_{name}_paired"][variant] = statistics.median(
-                    r / p for r, p in zip(ref["times_ms"], row["times_ms"]))
+                    r / p for r, p in zip(ref["times_ms"], row["times_ms"])
+                )
     return out
 
 
 def format_table(report: dict[str, Any]) -> str:
     """A plain-text table of a :func:`run_bench` report."""
     s, env = report["settings"], report["env"]
-    lines = [f"{env.get('device_name', env['device'])}  torch {env['torch']}  {s['dtype']}  batch {s['batch_size']}  "
-             f"median of {s['repeats']} repeats",
-             f"{'model':8} {'variant':22} {'params (M)':>10} {'images/s':>12} {'ms/batch':>10} "
-             f"{'vs dense':>9} {'vs ideal':>9} {'(paired)':>9}"]
+    lines = [
+        f"{env.get('device_name', env['device'])}  torch {env['torch']}  {s['dtype']}  batch {s['batch_size']}  "
+        f"median of {s['repeats']} repeats",
+        f"{'model':8} {'variant':22} {'params (M)':>10} {'images/s':>12} {'ms/batch':>10} "
+        f"{'vs dense':>9} {'vs ideal':>9} {'(paired)':>9}",
+    ]
     r = report["ratios"]
     for row in report["results"]:
         m, v = row["model"], row["variant"]
         cells = ""
         if m == "pruned":
-            cells = (f"{r['pruned_vs_dense'].get(v, float('nan')):9.2f} {r['pruned_vs_ideal'].get(v, float('nan')):9.3f}"
-                     f" {r['pruned_vs_ideal_paired'].get(v, float('nan')):9.3f}")
-        lines.append(f"{m:8} {v:22} {report['models'][m]['params'] / 1e6:10.2f} {row['images_per_s']:12.1f} "
-                     f"{row['median_ms']:10.2f} {cells}".rstrip())
+            cells = (
+                f"{r['pruned_vs_dense'].get(v, float('nan')):9.2f} {r['pruned_vs_ideal'].get(v, float('nan')):9.3f}"
+                f" {r['pruned_vs_ideal_paired'].get(v, float('nan')):9.3f}"
+            )
+        lines.append(
+            f"{m:8} {v:22} {report['models'][m]['params'] / 1e6:10.2f} {row['images_per_s']:12.1f} "
+            f"{row['median_ms']:10.2f} {cells}".rstrip()
+        )
     return "\n".join(lines)

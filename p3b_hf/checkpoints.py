@@ -77,8 +77,9 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
     publish(staging, target, overwrite=overwrite)
 
 
-def write_model_files(model: nn.Module, directory: str | os.PathLike, image_processor: Any = None,
-                      plan: WidthPlan | None = None) -> Path:
+def write_model_files(
+    model: nn.Module, directory: str | os.PathLike, image_processor: Any = None, plan: WidthPlan | None = None
+) -> Path:
     """A model directory's files: safetensors + config (per-layer widths) + the ``auto_map`` code files, the
     image processor and ``width_plan.json``. Loadable with ``AutoModelForImageClassification``."""
     directory = Path(directory)
@@ -91,8 +92,12 @@ def write_model_files(model: nn.Module, directory: str | os.PathLike, image_proc
     return directory
 
 
-def save_model_dir(model: nn.Module, output_dir: str | os.PathLike, image_processor: Any = None,
-                   plan: WidthPlan | None = None) -> Path:
+def save_model_dir(
+    model: nn.Module,
+    output_dir: str | os.PathLike,
+    image_processor: Any = None,
+    plan: WidthPlan | None = None,
+) -> Path:
     """:func:`write_model_files` into ``output_dir``, atomically."""
     with atomic_dir(output_dir) as staging:
         write_model_files(model, staging, image_processor, plan)
@@ -106,8 +111,11 @@ def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
     (transformers' ``get_last_checkpoint`` would pick it anyway and the resume would fail).
     """
     folder = Path(folder)
-    done = [(int(d.name.split("-")[1]), d) for d in folder.glob("checkpoint-*")
-            if d.name.split("-")[1].isdigit() and (d / "trainer_state.json").is_file()]
+    done = [
+        (int(d.name.split("-")[1]), d)
+        for d in folder.glob("checkpoint-*")
+        if d.name.split("-")[1].isdigit() and (d / "trainer_state.json").is_file()
+    ]
     return str(max(done)[1]) if done else None
 
 

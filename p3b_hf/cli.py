@@ -36,8 +36,12 @@ def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"p3b_hf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         if command in (ALL, name):
             module = importlib.import_module(f"p3b_hf.commands.{name}")
             module.add_arguments(p)
@@ -50,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command == "compare" and "--" in argv:  # `compare ... -- --batch-size 128`: the flags are compare's own
+    if (
+        command == "compare" and "--" in argv
+    ):  # `compare ... -- --batch-size 128`: the flags are compare's own
         argv.remove("--")
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)

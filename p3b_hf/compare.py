@@ -62,15 +62,19 @@ class MethodSpec:
         from .methods import METHODS
 
         name = text.strip().lower()
-        if name == "p3b-reference":  # the reference BPI/gate path: its cost and accuracy next to the fast default
+        if (
+            name == "p3b-reference"
+        ):  # the reference BPI/gate path: its cost and accuracy next to the fast default
             return cls(name, "p3b", (("reference", True),))
         if name.startswith("global-") and name.split("-", 1)[1] in GLOBAL_CRITERIA:
             return cls(name, "global", (("importance", name.split("-", 1)[1]),))
         if name in METHODS and name != "global":
             return cls(name, name)
-        raise P3BError(f"Unknown method {text!r} in --methods; use p3b, p3b-reference, vbp, global-<criterion> "
-                       f"with criterion in {', '.join(GLOBAL_CRITERIA)} (e.g. p3b,vbp,global-taylor), or a "
-                       f"registered method ({', '.join(m for m in METHODS if m != 'global')}).")
+        raise P3BError(
+            f"Unknown method {text!r} in --methods; use p3b, p3b-reference, vbp, global-<criterion> "
+            f"with criterion in {', '.join(GLOBAL_CRITERIA)} (e.g. p3b,vbp,global-taylor), or a "
+            f"registered method ({', '.join(m for m in METHODS if m != 'global')})."
+        )
 
     def options(self, base: Any, epochs: float) -> Any:
         """The cell's method options: ``base`` (what the user set for this method) with the spec's overrides;
@@ -143,17 +147,24 @@ def check_reusable(cell: Path, start_model: str, data: DataOptions | None = None
     report = json.loads(path.read_text())
     made_from = started_from(report)
     if made_from is not None and not _same_model(made_from, start_model):
-        raise P3BError(f"{cell} holds a finished run made from {made_from}, but this compare starts that cell "
-                       f"from {start_model}; delete {cell} to recompute it, or use another --output-dir.")
+        raise P3BError(
+            f"{cell} holds a finished run made from {made_from}, but this compare starts that cell "
+            f"from {start_model}; delete {cell} to recompute it, or use another --output-dir."
+        )
     if data is None:
         return
     made = _domains_of(report) or {}
-    for key, wanted, what in (("test", data.test_domains, "held out"), ("train", data.train_domains, "trained on")):
+    for key, wanted, what in (
+        ("test", data.test_domains, "held out"),
+        ("train", data.train_domains, "trained on"),
+    ):
         expect_none = not data.test_domains and not data.train_domains
         if (wanted or expect_none) and _norm_list(made.get(key)) != _norm_list(wanted):
-            raise P3BError(f"{cell} holds a finished run that {what} domains {made.get(key) or 'none'}, but this "
-                           f"compare's cell has {wanted or 'none'}; delete {cell} to recompute it, or use another "
-                           "--output-dir.")
+            raise P3BError(
+                f"{cell} holds a finished run that {what} domains {made.get(key) or 'none'}, but this "
+                f"compare's cell has {wanted or 'none'}; delete {cell} to recompute it, or use another "
+                "--output-dir."
+            )
 
 
 def own_epochs(report: dict[str, Any], default: float) -> float:
@@ -184,7 +195,11 @@ def run_cell(job: Any) -> dict[str, Any]:
     out = Path(job.output.output_dir)
     if (out / REPORT_NAME).exists() and not job.output.overwrite:
         return json.loads((out / REPORT_NAME).read_text())
-    ratio = job.prune.prune_ratio if job.prune.prune_ratio is not None else getattr(job.method_options, "ratio", None)
+    ratio = (
+        job.prune.prune_ratio
+        if job.prune.prune_ratio is not None
+        else getattr(job.method_options, "ratio", None)
+    )
     what = f"{job.prune.method} at --prune-ratio {ratio}"
     try:
         report = prune(job).report
@@ -201,7 +216,9 @@ def run_cell(job: Any) -> dict[str, Any]:
         return {"status": "failed", "error": str(e)}
 
 
-def throughput_ratio(model_dir: Path, dense: Any, device: str, batch_size: int | None, repeats: int) -> float | None:
+def throughput_ratio(
+    model_dir: Path, dense: Any, device: str, batch_size: int | None, repeats: int
+) -> float | None:
     """Images/s of the pruned model over its dense original (eager, same run, medians)."""
     from .bench import run_bench
     from .loading import load_model
@@ -219,23 +236,47 @@ def eval_set_fields(report: dict[str, Any]) -> dict[str, Any]:
     if not sets:
         return {}
     gap = (ft.get("domain_gap") if "finetune" in report else report.get("domain_gap")) or {}
-    return {"eval_sets": {name: m.get("accuracy") for name, m in sets.items()},
-            "source_set": gap.get("source_set"), "target_set": gap.get("target_set"), "gap": gap.get("gap")}
+    return {
+        "eval_sets": {name: m.get("accuracy") for name, m in sets.items()},
+        "source_set": gap.get("source_set"),
+        "target_set": gap.get("target_set"),
+        "gap": gap.get("gap"),
+    }
 
 
-def row_of(label: str, ratio: float | None, report: dict[str, Any], speed: float | None, *,
-           start: str = START_SOURCE, epochs_total: float | None = None) -> dict[str, Any]:
+def row_of(
+    label: str,
+    ratio: float | None,
+    report: dict[str, Any],
+    speed: float | None,
+    *,
+    start: str = START_SOURCE,
+    epochs_total: float | None = None,
+) -> dict[str, Any]:
     """One table row; ``start`` / ``epochs_total`` say what the cell started from and its training in all;
     with several eval sets, ``eval_sets`` (accuracy per set; ``accuracy`` is the primary one's) and ``gap``."""
     if report.get("status") in NOT_OK:
-        return {"method": label, "prune_ratio": ratio, "status": report["status"], "start": start,
-                "epochs_total": None, "error": report["error"]}
+        return {
+            "method": label,
+            "prune_ratio": ratio,
+            "status": report["status"],
+            "start": start,
+            "epochs_total": None,
+            "error": report["error"],
+        }
     return {
-        "method": label, "prune_ratio": ratio, "status": "ok", "start": start, "epochs_total": epochs_total,
+        "method": label,
+        "prune_ratio": ratio,
+        "status": "ok",
+        "start": start,
+        "epochs_total": epochs_total,
         "accuracy": report.get("eval", {}).get("accuracy"),
-        "params": report["pruned"]["params"], "macs": report["pruned"]["macs"],
+        "params": report["pruned"]["params"],
+        "macs": report["pruned"]["macs"],
         "param_reduction": report.get("achieved_param_reduction"),
-        "throughput_vs_dense": speed, "deploy_speed_vs_dense": None, "wall_time_s": report.get("wall_time_s"),
+        "throughput_vs_dense": speed,
+        "deploy_speed_vs_dense": None,
+        "wall_time_s": report.get("wall_time_s"),
         **eval_set_fields(report),
     }
 
@@ -249,8 +290,21 @@ def add_gap_change(rows: list[dict[str, Any]]) -> None:
             r["gap_change"] = r["gap"] - base
 
 
-CSV_FIELDS = ["method", "prune_ratio", "status", "start", "epochs_total", "accuracy", "params", "macs",
-              "param_reduction", "throughput_vs_dense", "deploy_speed_vs_dense", "wall_time_s", "error"]
+CSV_FIELDS = [
+    "method",
+    "prune_ratio",
+    "status",
+    "start",
+    "epochs_total",
+    "accuracy",
+    "params",
+    "macs",
+    "param_reduction",
+    "throughput_vs_dense",
+    "deploy_speed_vs_dense",
+    "wall_time_s",
+    "error",
+]
 GAP_FIELDS = ["source_accuracy", "gap", "gap_change"]
 
 
@@ -276,7 +330,9 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str,
     with open(out_dir / "compare.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
-        w.writerows({**r, **{f"accuracy[{n}]": (r.get("eval_sets") or {}).get(n) for n in sets}} for r in rows)
+        w.writerows(
+            {**r, **{f"accuracy[{n}]": (r.get("eval_sets") or {}).get(n) for n in sets}} for r in rows
+        )
     (out_dir / "compare.md").write_text(markdown_table(rows) + "\n")
     plot_accuracy_vs_params(rows, out_dir / "accuracy_vs_params.png")
 
@@ -302,25 +358,44 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         return lodo_table(rows)
     sets = eval_set_names(rows)
     acc_heads = [f"{n} (%)" for n in sets] + ["gap (pp)", "Δgap vs dense (pp)"] if sets else ["top-1 (%)"]
-    heads = ["method", "target ratio", "start", "epochs (total)", *acc_heads, "params (M)", "param reduction",
-             "GMACs", "speed vs dense (eager)", "deployable speed vs dense", "wall (s)"]
+    heads = [
+        "method",
+        "target ratio",
+        "start",
+        "epochs (total)",
+        *acc_heads,
+        "params (M)",
+        "param reduction",
+        "GMACs",
+        "speed vs dense (eager)",
+        "deployable speed vs dense",
+        "wall (s)",
+    ]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
-        head = (f"| {r['method']} | {_fmt(r['prune_ratio'], '.2f')} | {r.get('start') or '–'} | "
-                f"{_fmt(r.get('epochs_total'), 'g')} |")
+        head = (
+            f"| {r['method']} | {_fmt(r['prune_ratio'], '.2f')} | {r.get('start') or '–'} | "
+            f"{_fmt(r.get('epochs_total'), 'g')} |"
+        )
         if r["status"] != "ok":
-            lines.append(f"{head} {r['status']}: {r['error'].splitlines()[0][:90]} |" + " |" * (len(heads) - 5))
+            lines.append(
+                f"{head} {r['status']}: {r['error'].splitlines()[0][:90]} |" + " |" * (len(heads) - 5)
+            )
             continue
         if sets:
-            accs = [_pct((r.get("eval_sets") or {}).get(n)) for n in sets] + [_pp(r.get("gap")),
-                                                                               _pp(r.get("gap_change"))]
+            accs = [_pct((r.get("eval_sets") or {}).get(n)) for n in sets] + [
+                _pp(r.get("gap")),
+                _pp(r.get("gap_change")),
+            ]
         else:
             accs = [_pct(r["accuracy"])]
         red = None if r["param_reduction"] is None else 100 * r["param_reduction"]
-        lines.append(f"{head} {' | '.join(accs)} | "
-                     f"{r['params'] / 1e6:.3f} | {_fmt(red, '.1f')} % | {r['macs'] / 1e9:.3f} | "
-                     f"{_fmt(r['throughput_vs_dense'], '.2f')}× | {_fmt(r.get('deploy_speed_vs_dense'), '.2f')}× | "
-                     f"{_fmt(r['wall_time_s'], '.0f')} |")
+        lines.append(
+            f"{head} {' | '.join(accs)} | "
+            f"{r['params'] / 1e6:.3f} | {_fmt(red, '.1f')} % | {r['macs'] / 1e9:.3f} | "
+            f"{_fmt(r['throughput_vs_dense'], '.2f')}× | {_fmt(r.get('deploy_speed_vs_dense'), '.2f')}× | "
+            f"{_fmt(r['wall_time_s'], '.0f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -328,19 +403,39 @@ def lodo_table(rows: list[dict[str, Any]]) -> str:
     """The leave-one-domain-out table: one column per held-out domain (the accuracy on it when it was held
     out), their mean, the mean in-domain ``source`` accuracy, the mean gap and its change vs dense."""
     domains = list(next((r["per_domain"] for r in rows if r.get("per_domain")), {}))
-    heads = ["method", "target ratio", "params (M)", "param reduction", *[f"{d} (%)" for d in domains], "avg (%)",
-             "source avg (%)", "gap (pp)", "Δgap vs dense (pp)", "speed vs dense (eager)", "deployable speed vs dense"]
+    heads = [
+        "method",
+        "target ratio",
+        "params (M)",
+        "param reduction",
+        *[f"{d} (%)" for d in domains],
+        "avg (%)",
+        "source avg (%)",
+        "gap (pp)",
+        "Δgap vs dense (pp)",
+        "speed vs dense (eager)",
+        "deployable speed vs dense",
+    ]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         head = f"| {r['method']} | {_fmt(r['prune_ratio'], '.2f')} |"
         if r["status"] != "ok":
-            lines.append(f"{head} {r['status']}: {r['error'].splitlines()[0][:90]} |" + " |" * (len(heads) - 3))
+            lines.append(
+                f"{head} {r['status']}: {r['error'].splitlines()[0][:90]} |" + " |" * (len(heads) - 3)
+            )
             continue
         red = None if r["param_reduction"] is None else 100 * r["param_reduction"]
-        cells = [f"{r['params'] / 1e6:.3f}", f"{_fmt(red, '.1f')} %",
-                 *[_pct(r["per_domain"].get(d)) for d in domains], _pct(r["accuracy"]),
-                 _pct(r.get("source_accuracy")), _pp(r.get("gap")), _pp(r.get("gap_change")),
-                 f"{_fmt(r.get('throughput_vs_dense'), '.2f')}×", f"{_fmt(r.get('deploy_speed_vs_dense'), '.2f')}×"]
+        cells = [
+            f"{r['params'] / 1e6:.3f}",
+            f"{_fmt(red, '.1f')} %",
+            *[_pct(r["per_domain"].get(d)) for d in domains],
+            _pct(r["accuracy"]),
+            _pct(r.get("source_accuracy")),
+            _pp(r.get("gap")),
+            _pp(r.get("gap_change")),
+            f"{_fmt(r.get('throughput_vs_dense'), '.2f')}×",
+            f"{_fmt(r.get('deploy_speed_vs_dense'), '.2f')}×",
+        ]
         lines.append(f"{head} {' | '.join(cells)} |")
     return "\n".join(lines)
 
@@ -354,7 +449,9 @@ def _panels_of(rows: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, fl
         keys = [(f"held out: {d}", lambda r, d=d: r["per_domain"].get(d)) for d in domains]
         keys.append(("average over held-out domains", lambda r: r.get("accuracy")))
     elif eval_set_names(rows):
-        keys = [(f"eval set: {n}", lambda r, n=n: (r.get("eval_sets") or {}).get(n)) for n in eval_set_names(rows)]
+        keys = [
+            (f"eval set: {n}", lambda r, n=n: (r.get("eval_sets") or {}).get(n)) for n in eval_set_names(rows)
+        ]
     else:
         keys = [("", lambda r: r.get("accuracy"))]
     panels = []
@@ -375,7 +472,9 @@ def plot_accuracy_vs_params(rows: list[dict[str, Any]], path: Path) -> None:
     n = len(panels)
     cols = min(n, 3)
     nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(6.4 * cols if n == 1 else 4.6 * cols, 4.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(6.4 * cols if n == 1 else 4.6 * cols, 4.4 * nrows), squeeze=False
+    )
     for ax, (title, pts) in zip(axes.flat, panels, strict=False):
         by_method: dict[str, list[tuple[float, float]]] = {}
         for method, params, acc in pts:
@@ -383,10 +482,18 @@ def plot_accuracy_vs_params(rows: list[dict[str, Any]], path: Path) -> None:
         for method, mpts in sorted(by_method.items()):
             mpts.sort()
             style = "*" if method == "dense" else "o-"
-            ax.plot([p for p, _ in mpts], [a for _, a in mpts], style, label=method,
-                    markersize=10 if method == "dense" else 6)
-        ax.set(xlabel="parameters (M)", ylabel="top-1 accuracy (%)",
-               title=title or "Accuracy vs parameters at equal budgets")
+            ax.plot(
+                [p for p, _ in mpts],
+                [a for _, a in mpts],
+                style,
+                label=method,
+                markersize=10 if method == "dense" else 6,
+            )
+        ax.set(
+            xlabel="parameters (M)",
+            ylabel="top-1 accuracy (%)",
+            title=title or "Accuracy vs parameters at equal budgets",
+        )
         ax.grid(alpha=0.3)
         if by_method:
             ax.legend(fontsize=8)
@@ -408,12 +515,23 @@ def dense_row(job: CompareJob, out: Path) -> dict[str, Any]:
     report_path = out / REPORT_NAME
     if not report_path.exists() or job.output.overwrite:
         try:
-            finetune(FinetuneJob(finetune=FinetuneOptions(model=job.compare.model, new_head=True), data=job.data,
-                                 output=dataclasses.replace(job.output, output_dir=str(out), overwrite=True),
-                                 train=job.train))
+            finetune(
+                FinetuneJob(
+                    finetune=FinetuneOptions(model=job.compare.model, new_head=True),
+                    data=job.data,
+                    output=dataclasses.replace(job.output, output_dir=str(out), overwrite=True),
+                    train=job.train,
+                )
+            )
         except P3BError as e:
-            return {"method": "dense", "prune_ratio": 0.0, "status": "failed", "start": START_SOURCE,
-                    "epochs_total": None, "error": f"dense fine-tune failed: {e}"}
+            return {
+                "method": "dense",
+                "prune_ratio": 0.0,
+                "status": "failed",
+                "start": START_SOURCE,
+                "epochs_total": None,
+                "error": f"dense fine-tune failed: {e}",
+            }
     rep = json.loads(report_path.read_text())
     ft = rep.get("finetune", rep)
     acc = (ft.get("eval") or {}).get("accuracy")
@@ -424,10 +542,21 @@ def dense_row(job: CompareJob, out: Path) -> dict[str, Any]:
     sets = eval_set_fields(rep)
     if sets:  # the primary set's accuracy as measured with the others (one eval loop for every column)
         acc = next(iter(sets["eval_sets"].values()))
-    return {"method": "dense", "prune_ratio": 0.0, "status": "ok", "start": START_SOURCE,
-            "epochs_total": own_epochs(rep, job.train.epochs), "accuracy": acc, "params": cost["params"],
-            "macs": cost["macs"], "param_reduction": 0.0, "throughput_vs_dense": 1.0, "deploy_speed_vs_dense": 1.0,
-            "wall_time_s": ft.get("wall_time_s", ft.get("train_time_s")), **sets}
+    return {
+        "method": "dense",
+        "prune_ratio": 0.0,
+        "status": "ok",
+        "start": START_SOURCE,
+        "epochs_total": own_epochs(rep, job.train.epochs),
+        "accuracy": acc,
+        "params": cost["params"],
+        "macs": cost["macs"],
+        "param_reduction": 0.0,
+        "throughput_vs_dense": 1.0,
+        "deploy_speed_vs_dense": 1.0,
+        "wall_time_s": ft.get("wall_time_s", ft.get("train_time_s")),
+        **sets,
+    }
 
 
 def relative(path: Path) -> str:
@@ -443,34 +572,55 @@ class CompareOptions:
     """What ``p3b-hf compare`` adds to the common data / training / distillation options and the methods' own."""
 
     model: str = option(help="source model dir or Hub id (every cell starts from it or from the dense cell)")
-    methods: str = option("p3b,vbp,global-taylor,global-hessian",
-                          help="comma list of p3b, p3b-reference (P3B with --reference: the reference BPI/gate "
-                               "path), vbp, global-<hessian|taylor|l1|l2|random>, or a registered method")
+    methods: str = option(
+        "p3b,vbp,global-taylor,global-hessian",
+        help="comma list of p3b, p3b-reference (P3B with --reference: the reference BPI/gate "
+        "path), vbp, global-<hessian|taylor|l1|l2|random>, or a registered method",
+    )
     prune_ratio: str = option("0.5,0.75", help="comma list of whole-model parameter fractions to remove")
-    dense_baseline: bool = option(False, help="also fine-tune the dense model with the same budget (reference "
-                                              "accuracy); the dense cell is trained anyway when a method starts "
-                                              "from it (vbp, --global-from dense)")
-    global_from: str = option(START_SOURCE, choices=(START_SOURCE, START_DENSE),
-                              help="what global-* cells prune: the --model (source, default; their fine-tune "
-                                   "trains the new head) or the dense cell fine-tuned on the task (dense). VBP, a "
-                                   "post-training method, always starts from the dense cell and distils from it")
-    pad_to: int | None = option(None, metavar="N", help="save every pruned cell zero-padded to multiples of N")
-    bench_device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where the speed column is measured")
+    dense_baseline: bool = option(
+        False,
+        help="also fine-tune the dense model with the same budget (reference "
+        "accuracy); the dense cell is trained anyway when a method starts "
+        "from it (vbp, --global-from dense)",
+    )
+    global_from: str = option(
+        START_SOURCE,
+        choices=(START_SOURCE, START_DENSE),
+        help="what global-* cells prune: the --model (source, default; their fine-tune "
+        "trains the new head) or the dense cell fine-tuned on the task (dense). VBP, a "
+        "post-training method, always starts from the dense cell and distils from it",
+    )
+    pad_to: int | None = option(
+        None, metavar="N", help="save every pruned cell zero-padded to multiples of N"
+    )
+    bench_device: str = option(
+        "auto", choices=("auto", "cpu", "cuda"), help="where the speed column is measured"
+    )
     bench_batch_size: int | None = option(None, help="throughput batch (default: 1024 on GPU, 1 on CPU)")
     bench_repeats: int = option(5, help="timed repeats of the speed column (median)")
     no_bench: bool = option(False, help="skip the throughput measurement")
-    deploy_backend: str = option("auto", choices=("auto", "onnxruntime", "fast", "none"),
-                                 help="deployable path of the deploy_speed_vs_dense column (CPU, batch "
-                                      "--bench-batch-size or 1): ONNX Runtime fp32 of the folded export when "
-                                      "installed (auto), optimize_for_inference (fast), or none")
-    protocol: str = option("single", choices=PROTOCOLS,
-                           help="single: one compare on the data as given; lodo: leave-one-domain-out -- the whole "
-                                "compare once per held-out domain (needs a domain column: --domain-column, or a "
-                                "preset such as pacs; --test-domains picks the domains held out, default all), dense cell included, averaged over domains")
-    budget: str = option("params", choices=BUDGETS,
-                         help="what --prune-ratio means: params (fraction of whole-model parameters, every method) "
-                              "or channels (Torch-Pruning's channel ratio, as arXiv 2504.04196 reports its "
-                              "50/75/95 %%; global-* cells only)")
+    deploy_backend: str = option(
+        "auto",
+        choices=("auto", "onnxruntime", "fast", "none"),
+        help="deployable path of the deploy_speed_vs_dense column (CPU, batch "
+        "--bench-batch-size or 1): ONNX Runtime fp32 of the folded export when "
+        "installed (auto), optimize_for_inference (fast), or none",
+    )
+    protocol: str = option(
+        "single",
+        choices=PROTOCOLS,
+        help="single: one compare on the data as given; lodo: leave-one-domain-out -- the whole "
+        "compare once per held-out domain (needs a domain column: --domain-column, or a "
+        "preset such as pacs; --test-domains picks the domains held out, default all), dense cell included, averaged over domains",
+    )
+    budget: str = option(
+        "params",
+        choices=BUDGETS,
+        help="what --prune-ratio means: params (fraction of whole-model parameters, every method) "
+        "or channels (Torch-Pruning's channel ratio, as arXiv 2504.04196 reports its "
+        "50/75/95 %%; global-* cells only)",
+    )
 
 
 @dataclass
@@ -499,13 +649,24 @@ def cell_job(job: CompareJob, spec: MethodSpec, ratio: float, cell: Path, start_
         kd = dataclasses.replace(kd, teacher=start_model)
     options = spec.options(base, job.train.epochs)
     prune_ratio: float | None = ratio
-    if job.compare.budget == "channels":  # Torch-Pruning's channel ratio (global cells; checked in run_compare)
+    if (
+        job.compare.budget == "channels"
+    ):  # Torch-Pruning's channel ratio (global cells; checked in run_compare)
         options = dataclasses.replace(options, ratio=ratio, target_params=None)
         prune_ratio = None
-    return PruneJob(prune=PruneOptions(model=start_model or job.compare.model, method=spec.method,
-                                       prune_ratio=prune_ratio, pad_to=job.compare.pad_to),
-                    data=job.data, output=dataclasses.replace(job.output, output_dir=str(cell)),
-                    train=job.train, kd=kd, method_options=options)
+    return PruneJob(
+        prune=PruneOptions(
+            model=start_model or job.compare.model,
+            method=spec.method,
+            prune_ratio=prune_ratio,
+            pad_to=job.compare.pad_to,
+        ),
+        data=job.data,
+        output=dataclasses.replace(job.output, output_dir=str(cell)),
+        train=job.train,
+        kd=kd,
+        method_options=options,
+    )
 
 
 def _cells(job: CompareJob) -> tuple[list[tuple[float, MethodSpec, str, Path]], Path, list[str], bool]:
@@ -517,12 +678,17 @@ def _cells(job: CompareJob) -> tuple[list[tuple[float, MethodSpec, str, Path]], 
     if c.budget == "channels":
         other = [s.label for s in specs if s.method != "global"]
         if other:
-            raise P3BError(f"--budget channels (Torch-Pruning channel ratios) applies to global-* cells only, not "
-                           f"{', '.join(other)}; compare those at whole-model parameter budgets (--budget params).")
+            raise P3BError(
+                f"--budget channels (Torch-Pruning channel ratios) applies to global-* cells only, not "
+                f"{', '.join(other)}; compare those at whole-model parameter budgets (--budget params)."
+            )
     out_dir = Path(job.output.output_dir)
     dense_dir = out_dir / "dense"
-    cells = [(ratio, spec, spec.start(c.global_from), out_dir / f"{spec.label}-{round(100 * ratio)}")
-             for ratio in ratios for spec in specs]
+    cells = [
+        (ratio, spec, spec.start(c.global_from), out_dir / f"{spec.label}-{round(100 * ratio)}")
+        for ratio in ratios
+        for spec in specs
+    ]
     from_dense = sorted({spec.label for _, spec, start, _ in cells if start == START_DENSE})
     need_dense = c.dense_baseline or bool(from_dense)
     # a finished cell made from another model (or other held-out domains) than it would be made from now is
@@ -555,34 +721,49 @@ def run_compare(job: CompareJob) -> list[dict[str, Any]]:
     if dense is not None and c.deploy_backend != "none":
         from .export import DeploySpeed  # the deployable artefact's speed, beside the eager module's
 
-        deploy = DeploySpeed(dense, batch_size=c.bench_batch_size or 1, repeats=c.bench_repeats,
-                             backend=c.deploy_backend)
-    settings = {"compare": dataclasses.asdict(c), "data": dataclasses.asdict(job.data),
-                "train": dataclasses.asdict(job.train), "kd": dataclasses.asdict(job.kd)}
+        deploy = DeploySpeed(
+            dense, batch_size=c.bench_batch_size or 1, repeats=c.bench_repeats, backend=c.deploy_backend
+        )
+    settings = {
+        "compare": dataclasses.asdict(c),
+        "data": dataclasses.asdict(job.data),
+        "train": dataclasses.asdict(job.train),
+        "kd": dataclasses.asdict(job.kd),
+    }
     rows: list[dict[str, Any]] = []
     dense_epochs = None
     if need_dense:
         if from_dense:
             why = "" if c.dense_baseline else " (trained although --dense-baseline was not given)"
-            print(f"p3b-hf compare: {', '.join(from_dense)} start from the dense cell {dense_dir}, the model "
-                  f"fine-tuned on this task, trained once and reused{why}")
+            print(
+                f"p3b-hf compare: {', '.join(from_dense)} start from the dense cell {dense_dir}, the model "
+                f"fine-tuned on this task, trained once and reused{why}"
+            )
         dense_cell = dense_row(job, dense_dir)
         rows.append(dense_cell)
         dense_epochs = dense_cell["epochs_total"] if dense_cell["status"] == "ok" else None
     for ratio, spec, start, cell in cells:
         from_dense_cell = start == START_DENSE
         if from_dense_cell and dense_epochs is None:
-            report = {"status": "failed", "error": f"the dense cell {dense_dir} failed; {spec.label} starts from it"}
+            report = {
+                "status": "failed",
+                "error": f"the dense cell {dense_dir} failed; {spec.label} starts from it",
+            }
         else:
             report = run_cell(cell_job(job, spec, ratio, cell, str(dense_dir) if from_dense_cell else None))
         ok = report.get("status") not in NOT_OK
         speed = None
         if ok and dense is not None:
             speed = throughput_ratio(cell, dense, device, c.bench_batch_size, c.bench_repeats)
-        before = dense_epochs if from_dense_cell and dense_epochs is not None else 0.0  # the dense cell's training
+        before = (
+            dense_epochs if from_dense_cell and dense_epochs is not None else 0.0
+        )  # the dense cell's training
         total = own_epochs(report, job.train.epochs) + before if ok else None
-        rows.append(row_of(spec.label, ratio, report, speed, start=start_label(start, dense_epochs),
-                           epochs_total=total))
+        rows.append(
+            row_of(
+                spec.label, ratio, report, speed, start=start_label(start, dense_epochs), epochs_total=total
+            )
+        )
         if speed is not None and deploy is not None:
             rows[-1]["deploy_speed_vs_dense"] = deploy_ratio(deploy, cell)
         add_gap_change(rows)
@@ -620,15 +801,19 @@ def lodo_folds(job: CompareJob) -> list[str]:
 
     d = job.data
     if d.train_domains:
-        raise P3BError("--protocol lodo holds out each domain in turn and trains on all the others; pick the "
-                       "held-out domains with --test-domains, not --train-domains.")
+        raise P3BError(
+            "--protocol lodo holds out each domain in turn and trains on all the others; pick the "
+            "held-out domains with --test-domains, not --train-domains."
+        )
     available = list_domains(d.dataset, domain_column=d.domain_column, train_split=d.train_split)
     if len(available) < 2:
         raise P3BError(f"--protocol lodo needs at least two domains; the data set has {available}.")
     folds = resolve_domains(d.test_domains, available, "--test-domains") if d.test_domains else available
     dirs = [fold_dir_name(f) for f in folds]
     if len(set(dirs)) != len(dirs):
-        raise P3BError(f"Domains {folds} map to clashing directory names {dirs}; rename them in the data set.")
+        raise P3BError(
+            f"Domains {folds} map to clashing directory names {dirs}; rename them in the data set."
+        )
     return folds
 
 
@@ -636,9 +821,13 @@ def fold_job(job: CompareJob, domain: str) -> CompareJob:
     """The single-protocol compare of one fold: ``domain`` held out, every other domain trained on, into
     ``OUT/<domain>``, with the dense cell (the reference of the gap's change)."""
     return dataclasses.replace(
-        job, compare=dataclasses.replace(job.compare, protocol="single", dense_baseline=True),
+        job,
+        compare=dataclasses.replace(job.compare, protocol="single", dense_baseline=True),
         data=dataclasses.replace(job.data, test_domains=[domain], train_domains=None),
-        output=dataclasses.replace(job.output, output_dir=str(Path(job.output.output_dir) / fold_dir_name(domain))))
+        output=dataclasses.replace(
+            job.output, output_dir=str(Path(job.output.output_dir) / fold_dir_name(domain))
+        ),
+    )
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -657,12 +846,21 @@ def lodo_rows(fold_rows: dict[str, list[dict[str, Any]]], folds: list[str]) -> l
                 keys.append((r["method"], r["prune_ratio"]))
     out = []
     for method, ratio in keys:
-        per = {d: next((r for r in fold_rows.get(d, []) if (r["method"], r["prune_ratio"]) == (method, ratio)), None)
-               for d in folds}
+        per = {
+            d: next(
+                (r for r in fold_rows.get(d, []) if (r["method"], r["prune_ratio"]) == (method, ratio)), None
+            )
+            for d in folds
+        }
         first = next(r for r in per.values() if r is not None)
-        row: dict[str, Any] = {"method": method, "prune_ratio": ratio, "protocol": "lodo", "start": first.get("start"),
-                               "epochs_total": first.get("epochs_total"),
-                               "per_domain": {d: (r or {}).get("accuracy") for d, r in per.items()}}
+        row: dict[str, Any] = {
+            "method": method,
+            "prune_ratio": ratio,
+            "protocol": "lodo",
+            "start": first.get("start"),
+            "epochs_total": first.get("epochs_total"),
+            "per_domain": {d: (r or {}).get("accuracy") for d, r in per.items()},
+        }
         missing = [d for d, r in per.items() if r is None]
         bad = [(d, r) for d, r in per.items() if r is not None and r["status"] != "ok"]
         if bad:
@@ -670,24 +868,37 @@ def lodo_rows(fold_rows: dict[str, list[dict[str, Any]]], folds: list[str]) -> l
             out.append({**row, "status": r["status"], "error": f"held out {d}: {r['error']}"})
             continue
         if missing:
-            out.append({**row, "status": "incomplete", "error": f"not run yet with {', '.join(missing)} held out"})
+            out.append(
+                {**row, "status": "incomplete", "error": f"not run yet with {', '.join(missing)} held out"}
+            )
             continue
         rs = list(per.values())
-        row.update(status="ok", accuracy=_mean([r["accuracy"] for r in rs]),
-                   source_accuracy=_mean([(r.get("eval_sets") or {}).get(r.get("source_set") or "source")
-                                          for r in rs]),
-                   gap=_mean([r.get("gap") for r in rs]), gap_change=_mean([r.get("gap_change") for r in rs]),
-                   params=_mean([r["params"] for r in rs]), macs=_mean([r["macs"] for r in rs]),
-                   param_reduction=_mean([r["param_reduction"] for r in rs]),
-                   throughput_vs_dense=_mean([r.get("throughput_vs_dense") for r in rs]),
-                   deploy_speed_vs_dense=_mean([r.get("deploy_speed_vs_dense") for r in rs]),
-                   wall_time_s=sum(float(r.get("wall_time_s") or 0.0) for r in rs))
+        row.update(
+            status="ok",
+            accuracy=_mean([r["accuracy"] for r in rs]),
+            source_accuracy=_mean(
+                [(r.get("eval_sets") or {}).get(r.get("source_set") or "source") for r in rs]
+            ),
+            gap=_mean([r.get("gap") for r in rs]),
+            gap_change=_mean([r.get("gap_change") for r in rs]),
+            params=_mean([r["params"] for r in rs]),
+            macs=_mean([r["macs"] for r in rs]),
+            param_reduction=_mean([r["param_reduction"] for r in rs]),
+            throughput_vs_dense=_mean([r.get("throughput_vs_dense") for r in rs]),
+            deploy_speed_vs_dense=_mean([r.get("deploy_speed_vs_dense") for r in rs]),
+            wall_time_s=sum(float(r.get("wall_time_s") or 0.0) for r in rs),
+        )
         out.append(row)
     return out
 
 
-def write_lodo_outputs(out_dir: Path, rows: list[dict[str, Any]], fold_rows: dict[str, list[dict[str, Any]]],
-                       folds: list[str], settings: dict[str, Any]) -> None:
+def write_lodo_outputs(
+    out_dir: Path,
+    rows: list[dict[str, Any]],
+    fold_rows: dict[str, list[dict[str, Any]]],
+    folds: list[str],
+    settings: dict[str, Any],
+) -> None:
     """``compare.json`` (averaged rows + every fold's rows), ``compare.csv`` (one line per method, ratio and
     held-out domain, plus an ``average`` line per method and ratio), ``compare.md`` (:func:`lodo_table`) and
     the plot (one panel per held-out domain and one for the average)."""
@@ -696,18 +907,42 @@ def write_lodo_outputs(out_dir: Path, rows: list[dict[str, Any]], fold_rows: dic
     if not is_main_process():
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(json.dumps({"settings": settings, "protocol": "lodo", "domains": folds,
-                                                      "rows": rows, "folds": fold_rows}, indent=1))
-    fields = ["method", "prune_ratio", "held_out", "status", "accuracy", "source_accuracy", "gap", "gap_change",
-              "params", "macs", "param_reduction", "throughput_vs_dense", "deploy_speed_vs_dense", "wall_time_s",
-              "error"]
+    (out_dir / "compare.json").write_text(
+        json.dumps(
+            {"settings": settings, "protocol": "lodo", "domains": folds, "rows": rows, "folds": fold_rows},
+            indent=1,
+        )
+    )
+    fields = [
+        "method",
+        "prune_ratio",
+        "held_out",
+        "status",
+        "accuracy",
+        "source_accuracy",
+        "gap",
+        "gap_change",
+        "params",
+        "macs",
+        "param_reduction",
+        "throughput_vs_dense",
+        "deploy_speed_vs_dense",
+        "wall_time_s",
+        "error",
+    ]
     with open(out_dir / "compare.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for agg in rows:
             for d in folds:
-                r = next((r for r in fold_rows.get(d, []) if (r["method"], r["prune_ratio"]) ==
-                          (agg["method"], agg["prune_ratio"])), None)
+                r = next(
+                    (
+                        r
+                        for r in fold_rows.get(d, [])
+                        if (r["method"], r["prune_ratio"]) == (agg["method"], agg["prune_ratio"])
+                    ),
+                    None,
+                )
                 if r is not None:
                     src = (r.get("eval_sets") or {}).get(r.get("source_set") or "source")
                     w.writerow({**r, "held_out": d, "source_accuracy": src})
@@ -726,13 +961,20 @@ def run_lodo(job: CompareJob) -> list[dict[str, Any]]:
     for fj in jobs.values():  # refuse bad options / stale cells of every fold before training any
         _cells(fj)
     out_dir = Path(job.output.output_dir)
-    settings = {"compare": dataclasses.asdict(job.compare), "data": dataclasses.asdict(job.data),
-                "train": dataclasses.asdict(job.train), "kd": dataclasses.asdict(job.kd), "folds": folds}
+    settings = {
+        "compare": dataclasses.asdict(job.compare),
+        "data": dataclasses.asdict(job.data),
+        "train": dataclasses.asdict(job.train),
+        "kd": dataclasses.asdict(job.kd),
+        "folds": folds,
+    }
     fold_rows: dict[str, list[dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
     for i, d in enumerate(folds, 1):
-        print(f"p3b-hf compare: leave-one-domain-out fold {i}/{len(folds)}: {d!r} held out -> "
-              f"{relative(Path(jobs[d].output.output_dir))}")
+        print(
+            f"p3b-hf compare: leave-one-domain-out fold {i}/{len(folds)}: {d!r} held out -> "
+            f"{relative(Path(jobs[d].output.output_dir))}"
+        )
         fold_rows[d] = run_compare(jobs[d])
         rows = lodo_rows(fold_rows, folds)
         write_lodo_outputs(out_dir, rows, fold_rows, folds, settings)

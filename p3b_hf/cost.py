@@ -87,22 +87,40 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
     else:
         archs = list(getattr(cfg, "architectures", None) or [])
         with_teacher = (model is not None and hasattr(model, "distillation_classifier")) or (
-            model is None and any("WithTeacher" in a for a in archs))
+            model is None and any("WithTeacher" in a for a in archs)
+        )
     rel_rows = (2 * grid - 1) ** 2 + 3
     shared = beit and bool(getattr(cfg, "use_shared_relative_position_bias", False))
-    shared_heads = (getattr(cfg, "shared_bias_num_heads", None) or int(cfg.num_attention_heads)) if shared else 0
+    shared_heads = (
+        (getattr(cfg, "shared_bias_num_heads", None) or int(cfg.num_attention_heads)) if shared else 0
+    )
     a = _Arch(
-        c=c, layers=n, special=special, patches=(img // patch) ** 2,
-        positions=(grid * grid + special) if (not beit or getattr(cfg, "use_absolute_position_embeddings", False))
+        c=c,
+        layers=n,
+        special=special,
+        patches=(img // patch) ** 2,
+        positions=(grid * grid + special)
+        if (not beit or getattr(cfg, "use_absolute_position_embeddings", False))
         else 0,
-        patch_in=int(cfg.num_channels) * patch * patch, labels=k, n_heads_out=2 if with_teacher else 1,
-        head_in=2 * c if dinov2 else c, qkv_biases=2 if beit else (3 if qkv_bias else 0),
+        patch_in=int(cfg.num_channels) * patch * patch,
+        labels=k,
+        n_heads_out=2 if with_teacher else 1,
+        head_in=2 * c if dinov2 else c,
+        qkv_biases=2 if beit else (3 if qkv_bias else 0),
         layer_scale=dinov2 or (beit and float(getattr(cfg, "layer_scale_init_value", 0.1)) > 0),
         rel_rows=rel_rows if (beit and getattr(cfg, "use_relative_position_bias", False)) else 0,
         rel_per_layer=beit and bool(getattr(cfg, "use_relative_position_bias", False)),
-        shared_rel_heads=shared_heads * rel_rows, mask_token=c if getattr(cfg, "use_mask_token", False) else 0,
+        shared_rel_heads=shared_heads * rel_rows,
+        mask_token=c if getattr(cfg, "use_mask_token", False) else 0,
         norms=2 * c,  # one final LayerNorm (BEiT with mean pooling: the pooler's LN instead)
-        num_heads=[], head_dims=[], mlp=[], attn_in=[], attn_out=[], mlp_in=[], mlp_out=[])
+        num_heads=[],
+        head_dims=[],
+        mlp=[],
+        attn_in=[],
+        attn_out=[],
+        mlp_in=[],
+        mlp_out=[],
+    )
     if isinstance(cfg, P3B_CONFIGS):
 
         def w(s: list[int] | None) -> int:
@@ -134,8 +152,15 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
         return (_swin_cost if stage_family.name == "swin" else _convnext_cost)(cfg, image_size)
     a = _arch(model_or_config, image_size)
     n_tok = a.patches + a.special
-    non_block = ((a.c * a.patch_in + a.c) + a.special * a.c + a.mask_token + a.positions * a.c + a.norms
-                 + a.shared_rel_heads + a.n_heads_out * (a.head_in * a.labels + a.labels))
+    non_block = (
+        (a.c * a.patch_in + a.c)
+        + a.special * a.c
+        + a.mask_token
+        + a.positions * a.c
+        + a.norms
+        + a.shared_rel_heads
+        + a.n_heads_out * (a.head_in * a.labels + a.labels)
+    )
     macs = a.patches * a.c * (a.patch_in + 1) + a.n_heads_out * a.labels * (a.head_in + 1)
     block = 0
     ls = 1 if a.layer_scale else 0
@@ -145,7 +170,10 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
         if inner and ai and ao:
             block += 2 * ai + 3 * ai * inner + a.qkv_biases * inner + inner * ao + ao + ls * ao
             block += a.rel_rows * a.num_heads[i] if a.rel_per_layer else 0
-            macs += n_tok * (3 * inner * ai + a.qkv_biases * inner) + 2 * a.num_heads[i] * n_tok * n_tok * a.head_dims[i]
+            macs += (
+                n_tok * (3 * inner * ai + a.qkv_biases * inner)
+                + 2 * a.num_heads[i] * n_tok * n_tok * a.head_dims[i]
+            )
             macs += n_tok * ao * (inner + 1)
         else:
             block += ao  # constant output of a removed sub-block (layer scale folded in)
@@ -183,7 +211,7 @@ def _swin_cost(cfg: Any, image_size: int | None) -> dict[str, int]:
     head_dims = getattr(cfg, "block_head_dims", None) or head_dims
     n_stages = len(cfg.depths)
     for s in range(n_stages):
-        c = int(c0 * 2 ** s)
+        c = int(c0 * 2**s)
         win = min(side, w) if side <= w else w  # transformers clamps the window to a small stage resolution
         padded = (-(-side // win) * win) ** 2
         for f, h, d in zip(widths[s], heads[s], head_dims[s]):
@@ -206,7 +234,7 @@ def _convnext_cost(cfg: Any, image_size: int | None) -> dict[str, int]:
     """ConvNeXt: ``block_params`` = the blocks (depthwise conv, norm, pwconv1/2, layer scale);
     ``non_block_params`` = stem, downsampling layers, final norm, head."""
     p, ch, k = _as_int(cfg.patch_size), int(cfg.num_channels), int(cfg.num_labels)
-    dims = [int(c) for c in cfg.hidden_sizes][:len(cfg.depths)]
+    dims = [int(c) for c in cfg.hidden_sizes][: len(cfg.depths)]
     side = (image_size or _as_int(cfg.image_size)) // p
     ls = 1 if float(cfg.layer_scale_init_value) > 0 else 0
     non_block = dims[0] * ch * p * p + dims[0] + 2 * dims[0]
@@ -235,4 +263,6 @@ def plan_cost(model: Any, plan: Any) -> dict[str, int]:
     if stage_family_of_config(model.config) is not None:
         return count_cost(pruned_config(model.config, plan))
     mods = locate(model)
-    return count_cost(pruned_config(model.config, plan, distillation_head="distillation_classifier" in mods.heads))
+    return count_cost(
+        pruned_config(model.config, plan, distillation_head="distillation_classifier" in mods.heads)
+    )

@@ -63,21 +63,46 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # CIFAR-100 has only train/test; P3B and DeiT report test accuracy, so test is the eval split.
     "cifar100": Preset("uoft-cs/cifar100", "img", "fine_label", "train", "test"),
-    "food101": Preset("ethz/food101", "image", "label", "train", "validation",
-                      "Hub stand-in for iFood 2019"),
-    "ifood2019": Preset(None, "image", "label", "train", "validation",
-                        "FoodX-251 has no Hub repo: build an imagefolder (ifood2019/{train,validation}/<class>/*.jpg)"),
-    "inat2019": Preset(None, "image", "label", "train", "validation",
-                       "iNat 2019 has no Hub repo: build an imagefolder (inat2019/{train,validation}/<class>/*.jpg)"),
+    "food101": Preset("ethz/food101", "image", "label", "train", "validation", "Hub stand-in for iFood 2019"),
+    "ifood2019": Preset(
+        None,
+        "image",
+        "label",
+        "train",
+        "validation",
+        "FoodX-251 has no Hub repo: build an imagefolder (ifood2019/{train,validation}/<class>/*.jpg)",
+    ),
+    "inat2019": Preset(
+        None,
+        "image",
+        "label",
+        "train",
+        "validation",
+        "iNat 2019 has no Hub repo: build an imagefolder (inat2019/{train,validation}/<class>/*.jpg)",
+    ),
     # Domain generalisation (arXiv 2504.04196 evaluates on both): one split holding every domain, a string
     # domain column and a ClassLabel label column (the Flower Labs Hub copies). Train on some domains and
     # test on the others with --train-domains / --test-domains.
-    "pacs": Preset("flwrlabs/pacs", "image", "label", "train", None,
-                   "PACS (Li et al. 2017): 9,991 images, 7 classes, 4 domains", domain_column="domain",
-                   domains=("art_painting", "cartoon", "photo", "sketch")),
-    "office-home": Preset("flwrlabs/office-home", "image", "label", "train", None,
-                          "Office-Home (Venkateswara et al. 2017): 15,588 images, 65 classes, 4 domains",
-                          domain_column="domain", domains=("Art", "Clipart", "Product", "Real World")),
+    "pacs": Preset(
+        "flwrlabs/pacs",
+        "image",
+        "label",
+        "train",
+        None,
+        "PACS (Li et al. 2017): 9,991 images, 7 classes, 4 domains",
+        domain_column="domain",
+        domains=("art_painting", "cartoon", "photo", "sketch"),
+    ),
+    "office-home": Preset(
+        "flwrlabs/office-home",
+        "image",
+        "label",
+        "train",
+        None,
+        "Office-Home (Venkateswara et al. 2017): 15,588 images, 65 classes, 4 domains",
+        domain_column="domain",
+        domains=("Art", "Clipart", "Product", "Real World"),
+    ),
 }
 PRESETS["officehome"] = PRESETS["office-home"]
 
@@ -132,6 +157,7 @@ class ImageData:
 
 # ------------------------------------------------------------------------------------- loading
 
+
 def _is_save_to_disk(p: Path) -> bool:
     return p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists())
 
@@ -142,7 +168,9 @@ def _parquet_files(p: Path) -> list[Path]:
     return sorted(p.rglob("*.parquet"))
 
 
-def _split_of(parts: Sequence[str], splits: Sequence[str] = ("train", "validation", "valid", "val", "test")) -> str:
+def _split_of(
+    parts: Sequence[str], splits: Sequence[str] = ("train", "validation", "valid", "val", "test")
+) -> str:
     """Split named by the file name (``train-00000-of-00001.parquet``) or else its nearest folder."""
     for name in reversed(parts):
         stem = name.lower()
@@ -163,9 +191,11 @@ def _load_raw(source: Any) -> tuple[Any, str]:
     p = Path(source).expanduser()
     looks_local = source.startswith((".", "/", "~")) or source.count("/") > 1 or p.exists()
     if looks_local and not p.exists():
-        raise DataError(f"Data path {source!r} does not exist. Give an existing save_to_disk / imagefolder / "
-                        "parquet directory, a Hub id like uoft-cs/cifar100, or a preset "
-                        f"({', '.join(PRESETS)}).")
+        raise DataError(
+            f"Data path {source!r} does not exist. Give an existing save_to_disk / imagefolder / "
+            "parquet directory, a Hub id like uoft-cs/cifar100, or a preset "
+            f"({', '.join(PRESETS)})."
+        )
     if p.exists():
         try:
             if _is_save_to_disk(p):
@@ -182,36 +212,58 @@ def _load_raw(source: Any) -> tuple[Any, str]:
                 ds = datasets.load_dataset("imagefolder", data_dir=str(p))
                 how = "imagefolder"
             else:
-                raise DataError(f"{source} is a file but not a .parquet file. Give a directory "
-                                "(save_to_disk, imagefolder or parquet files) or a .parquet file.")
+                raise DataError(
+                    f"{source} is a file but not a .parquet file. Give a directory "
+                    "(save_to_disk, imagefolder or parquet files) or a .parquet file."
+                )
         except DataError:
             raise
         except Exception as e:  # datasets raises many types for unreadable layouts
-            raise DataError(f"Cannot read {source!r} as a data set ({type(e).__name__}: {e}). Expected a "
-                            "datasets.save_to_disk directory, parquet files, or an imagefolder layout "
-                            "<dir>/<split>/<class>/<image> (see docs/data.md).") from e
+            raise DataError(
+                f"Cannot read {source!r} as a data set ({type(e).__name__}: {e}). Expected a "
+                "datasets.save_to_disk directory, parquet files, or an imagefolder layout "
+                "<dir>/<split>/<class>/<image> (see docs/data.md)."
+            ) from e
     else:
         try:
             ds = datasets.load_dataset(source)
             how = "hub"
         except Exception as e:
             offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") or os.environ.get(
-                "HF_DATASETS_OFFLINE") in ("1", "true", "True")
-            hint = (" HF_HUB_OFFLINE is set, so only data sets already in the HF cache load; run once online "
-                    "or point --dataset at a local copy.") if offline else ""
-            raise DataError(f"Cannot load data set {source!r} from the Hub ({type(e).__name__}: {e}).{hint} "
-                            "Check the id, or give a local save_to_disk/imagefolder/parquet path.") from e
+                "HF_DATASETS_OFFLINE"
+            ) in ("1", "true", "True")
+            hint = (
+                (
+                    " HF_HUB_OFFLINE is set, so only data sets already in the HF cache load; run once online "
+                    "or point --dataset at a local copy."
+                )
+                if offline
+                else ""
+            )
+            raise DataError(
+                f"Cannot load data set {source!r} from the Hub ({type(e).__name__}: {e}).{hint} "
+                "Check the id, or give a local save_to_disk/imagefolder/parquet path."
+            ) from e
     if isinstance(ds, datasets.Dataset):
         ds = datasets.DatasetDict({"train": ds})
     return ds, how
 
 
-def _detect(columns: Sequence[str], features: Any, given: str | None, candidates: Sequence[str],
-            kind: str, flag: str, feature_type: type | None) -> str:
+def _detect(
+    columns: Sequence[str],
+    features: Any,
+    given: str | None,
+    candidates: Sequence[str],
+    kind: str,
+    flag: str,
+    feature_type: type | None,
+) -> str:
     if given is not None:
         if given not in columns:
-            raise DataError(f"{kind} column {given!r} not found; the data set has columns {list(columns)}. "
-                            f"Pass the right name with {flag}.")
+            raise DataError(
+                f"{kind} column {given!r} not found; the data set has columns {list(columns)}. "
+                f"Pass the right name with {flag}."
+            )
         return given
     for c in candidates:
         if c in columns:
@@ -220,8 +272,10 @@ def _detect(columns: Sequence[str], features: Any, given: str | None, candidates
         typed = [c for c in columns if isinstance(features.get(c), feature_type)]
         if len(typed) == 1:
             return typed[0]
-    raise DataError(f"No {kind.lower()} column found among {list(columns)} (looked for {', '.join(candidates)}). "
-                    f"Name it with {flag}.")
+    raise DataError(
+        f"No {kind.lower()} column found among {list(columns)} (looked for {', '.join(candidates)}). "
+        f"Name it with {flag}."
+    )
 
 
 def _labels_array(ds: Any, column: str) -> np.ndarray:
@@ -297,7 +351,9 @@ def resolve_domains(asked: Sequence[str], available: Sequence[str], flag: str) -
         else:
             matches = [d for d in available if norm_domain(d) == norm_domain(name)]
             if len(matches) != 1:
-                raise DataError(f"{flag}: unknown domain {name!r}; the data set's domains are {list(available)}.")
+                raise DataError(
+                    f"{flag}: unknown domain {name!r}; the data set's domains are {list(available)}."
+                )
             found = matches[0]
         if found not in out:
             out.append(found)
@@ -309,9 +365,17 @@ def domain_set_name(domain: str) -> str:
     return f"domain {domain}" if domain in (SOURCE_SET, TARGET_SET) else domain
 
 
-def _split_by_domain(train: Any, train_labels: np.ndarray, given_eval: tuple[str, Any, str] | None, column: str,
-                     train_domains: Sequence[str], test_domains: Sequence[str], holdout: float, seed: int,
-                     train_split: str) -> tuple[Any, list[tuple[str, Any, str]], dict[str, Any]]:
+def _split_by_domain(
+    train: Any,
+    train_labels: np.ndarray,
+    given_eval: tuple[str, Any, str] | None,
+    column: str,
+    train_domains: Sequence[str],
+    test_domains: Sequence[str],
+    holdout: float,
+    seed: int,
+    train_split: str,
+) -> tuple[Any, list[tuple[str, Any, str]], dict[str, Any]]:
     """Leave-domains-out: (train rows of the source domains, eval sets, the split's description).
 
     Without an eval split: every train-split row of a test domain is target data (the domain is never
@@ -325,16 +389,22 @@ def _split_by_domain(train: Any, train_labels: np.ndarray, given_eval: tuple[str
     te = resolve_domains(test_domains, available, "--test-domains")
     both = [d for d in tr if d in te]
     if both:
-        raise DataError(f"Domain(s) {both} are in both --train-domains and --test-domains; a held-out domain must "
-                        "not be trained on. Give disjoint lists.")
+        raise DataError(
+            f"Domain(s) {both} are in both --train-domains and --test-domains; a held-out domain must "
+            "not be trained on. Give disjoint lists."
+        )
     te = te or [d for d in available if d not in tr]
     tr = tr or [d for d in available if d not in te]
     if not te:
-        raise DataError(f"--train-domains lists every domain {available}; leave at least one out to test on (or "
-                        "give --test-domains).")
+        raise DataError(
+            f"--train-domains lists every domain {available}; leave at least one out to test on (or "
+            "give --test-domains)."
+        )
     if not tr:
-        raise DataError(f"--test-domains lists every domain {available}; leave at least one to train on (or give "
-                        "--train-domains).")
+        raise DataError(
+            f"--test-domains lists every domain {available}; leave at least one to train on (or give "
+            "--train-domains)."
+        )
     src = np.flatnonzero(np.isin(values, tr))
     source_eval = None
     if given_eval is None:
@@ -342,11 +412,15 @@ def _split_by_domain(train: Any, train_labels: np.ndarray, given_eval: tuple[str
         parent_values = values
         if holdout > 0:
             dom_index = np.asarray([tr.index(v) for v in values[src]], dtype=np.int64)
-            kept, held = _stratified_indices(train_labels[src].astype(np.int64) * len(tr) + dom_index, holdout, seed)
+            kept, held = _stratified_indices(
+                train_labels[src].astype(np.int64) * len(tr) + dom_index, holdout, seed
+            )
             train_idx, held_idx = src[kept], src[held]
             if len(held_idx):
-                source_eval = (train.select(held_idx.tolist()), f"stratified {holdout:.0%} per (domain, class) of "
-                                                                 f"{tr} in {where} (seed {seed})")
+                source_eval = (
+                    train.select(held_idx.tolist()),
+                    f"stratified {holdout:.0%} per (domain, class) of {tr} in {where} (seed {seed})",
+                )
         else:
             train_idx = src
     else:
@@ -357,28 +431,40 @@ def _split_by_domain(train: Any, train_labels: np.ndarray, given_eval: tuple[str
         if len(rows):
             source_eval = (parent.select(rows.tolist()), f"domains {tr} of {where}")
     if len(train_idx) == 0:
-        raise DataError(f"The train domains {tr} have no images in split {train_split!r} (after the source "
-                        "hold-out). Check --train-domains / --train-split.")
+        raise DataError(
+            f"The train domains {tr} have no images in split {train_split!r} (after the source "
+            "hold-out). Check --train-domains / --train-split."
+        )
     targets = []
     for d in te:
         rows = np.flatnonzero(parent_values == d)
         if len(rows) == 0:
-            raise DataError(f"Test domain {d!r} has no images in {where}. Check --test-domains / --eval-split.")
+            raise DataError(
+                f"Test domain {d!r} has no images in {where}. Check --test-domains / --eval-split."
+            )
         targets.append((d, rows))
     evals: list[tuple[str, Any, str]] = []
     if len(targets) > 1:
         union = np.sort(np.concatenate([rows for _, rows in targets]))
         evals.append((TARGET_SET, parent.select(union.tolist()), f"all of domains {te} in {where}"))
-    evals += [(domain_set_name(d), parent.select(rows.tolist()), f"all of domain {d!r} in {where}")
-              for d, rows in targets]
+    evals += [
+        (domain_set_name(d), parent.select(rows.tolist()), f"all of domain {d!r} in {where}")
+        for d, rows in targets
+    ]
     if source_eval is not None:
         evals.append((SOURCE_SET, *source_eval))
     train_values = values[train_idx]
-    info = {"column": column, "available": available, "train": tr, "test": te,
-            "target_set": evals[0][0], "source_set": SOURCE_SET if source_eval is not None else None,
-            "source_holdout": holdout if given_eval is None else None,
-            "train_images": {d: int((train_values == d).sum()) for d in tr},
-            "eval_images": {name: len(ds) for name, ds, _ in evals}}
+    info = {
+        "column": column,
+        "available": available,
+        "train": tr,
+        "test": te,
+        "target_set": evals[0][0],
+        "source_set": SOURCE_SET if source_eval is not None else None,
+        "source_holdout": holdout if given_eval is None else None,
+        "train_images": {d: int((train_values == d).sum()) for d in tr},
+        "eval_images": {name: len(ds) for name, ds, _ in evals},
+    }
     return train.select(train_idx.tolist()), evals, info
 
 
@@ -392,34 +478,56 @@ def _resolve_source(source: Any, preset: str | None) -> tuple[Any, Preset | None
     pre = PRESETS.get(key)
     if pre is not None and source == key:
         if pre.hub_id is None:
-            raise DataError(f"Preset {key!r} has no Hub repo: {pre.note}. Build that layout locally and pass "
-                            f"its directory: --dataset /path/to/{key} (see docs/data.md).")
+            raise DataError(
+                f"Preset {key!r} has no Hub repo: {pre.note}. Build that layout locally and pass "
+                f"its directory: --dataset /path/to/{key} (see docs/data.md)."
+            )
         source = pre.hub_id
     return source, pre, key
 
 
-def list_domains(source: str | os.PathLike[str] | Any, *, domain_column: str | None = None,
-                 train_split: str = "train", preset: str | None = None) -> list[str]:
+def list_domains(
+    source: str | os.PathLike[str] | Any,
+    *,
+    domain_column: str | None = None,
+    train_split: str = "train",
+    preset: str | None = None,
+) -> list[str]:
     """The domains of a data set's train split (sorted), as ``--test-domains`` accepts them."""
     source, pre, _ = _resolve_source(source, preset)
     column = domain_column or (pre.domain_column if pre is not None else None)
     dd, how = _load_raw(source)
     if train_split not in dd:
-        raise DataError(f"Split {train_split!r} not in the data set (splits: {list(dd.keys())}). Pass --train-split.")
+        raise DataError(
+            f"Split {train_split!r} not in the data set (splits: {list(dd.keys())}). Pass --train-split."
+        )
     train = dd[train_split]
     if column is None or column not in train.column_names:
         what = "No --domain-column given" if column is None else f"Domain column {column!r} not found"
-        raise DataError(f"{what}; the data set has columns {train.column_names}. Name the column that holds "
-                        "each image's domain with --domain-column.")
+        raise DataError(
+            f"{what}; the data set has columns {train.column_names}. Name the column that holds "
+            "each image's domain with --domain-column."
+        )
     return sorted(set(_domain_values(train, column).tolist()))
 
 
-def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: str | None = None, label_column: str | None = None,
-                       train_split: str = "train", eval_split: str | Sequence[str] | None = None,
-                       preset: str | None = None, max_train_samples: int | None = None,
-                       max_eval_samples: int | None = None, seed: int = 0, eval_fraction: float = 0.1,
-                       domain_column: str | None = None, train_domains: Sequence[str] | str | None = None,
-                       test_domains: Sequence[str] | str | None = None, source_holdout: float = 0.1) -> ImageData:
+def load_image_dataset(
+    source: str | os.PathLike[str] | Any,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    train_split: str = "train",
+    eval_split: str | Sequence[str] | None = None,
+    preset: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    seed: int = 0,
+    eval_fraction: float = 0.1,
+    domain_column: str | None = None,
+    train_domains: Sequence[str] | str | None = None,
+    test_domains: Sequence[str] | str | None = None,
+    source_holdout: float = 0.1,
+) -> ImageData:
     """Load train/eval splits of an image-classification data set and validate columns and labels.
 
     ``preset`` (or a ``source`` that names one) supplies Hub id, columns and splits; explicit arguments
@@ -445,7 +553,9 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
     if domain_column is None and pre is not None:
         domain_column = pre.domain_column
     if not 0.0 <= source_holdout < 1.0:
-        raise DataError(f"--source-holdout {source_holdout} must lie in [0, 1) (e.g. 0.1; 0 = no source eval set).")
+        raise DataError(
+            f"--source-holdout {source_holdout} must lie in [0, 1) (e.g. 0.1; 0 = no source eval set)."
+        )
     dd, how = _load_raw(source)
     name = source if isinstance(source, str) else f"<{how} data set>"
     splits = list(dd.keys())
@@ -453,37 +563,52 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
         raise DataError(f"Split {train_split!r} not in {name!r} (splits: {splits}). Pass --train-split.")
     train = dd[train_split]
     if len(train) == 0:
-        raise DataError(f"Split {train_split!r} of {name!r} is empty. Check the data set or pass another "
-                        "--train-split.")
+        raise DataError(
+            f"Split {train_split!r} of {name!r} is empty. Check the data set or pass another --train-split."
+        )
     cols = train.column_names
-    img_col = _detect(cols, train.features, image_column, IMAGE_COLUMNS, "Image", "--image-column",
-                      datasets.Image)
-    lab_col = _detect(cols, train.features, label_column, LABEL_COLUMNS, "Label", "--label-column",
-                      datasets.ClassLabel)
+    img_col = _detect(
+        cols, train.features, image_column, IMAGE_COLUMNS, "Image", "--image-column", datasets.Image
+    )
+    lab_col = _detect(
+        cols, train.features, label_column, LABEL_COLUMNS, "Label", "--label-column", datasets.ClassLabel
+    )
     eval_names = split_names(eval_split)
     if by_domain:
         if domain_column is None:
-            raise DataError(f"--train-domains / --test-domains need --domain-column COL, the column that names each "
-                            f"image's domain; {name!r} has columns {cols}.")
+            raise DataError(
+                f"--train-domains / --test-domains need --domain-column COL, the column that names each "
+                f"image's domain; {name!r} has columns {cols}."
+            )
         if domain_column not in cols:
-            raise DataError(f"Domain column {domain_column!r} not found; {name!r} has columns {cols}. Pass the right "
-                            "name with --domain-column.")
+            raise DataError(
+                f"Domain column {domain_column!r} not found; {name!r} has columns {cols}. Pass the right "
+                "name with --domain-column."
+            )
         if len(eval_names) > 1:
-            raise DataError(f"With --domain-column give at most one --eval-split (got {eval_names}): its rows of the "
-                            "test domains become the target eval sets, its rows of the train domains the source one.")
+            raise DataError(
+                f"With --domain-column give at most one --eval-split (got {eval_names}): its rows of the "
+                "test domains become the target eval sets, its rows of the train domains the source one."
+            )
     elif explicit_domain_column is not None:
         if explicit_domain_column not in cols:
-            raise DataError(f"Domain column {explicit_domain_column!r} not found; {name!r} has columns {cols}. "
-                            "Pass the right name with --domain-column.")
+            raise DataError(
+                f"Domain column {explicit_domain_column!r} not found; {name!r} has columns {cols}. "
+                "Pass the right name with --domain-column."
+            )
         avail = sorted(set(_domain_values(train, explicit_domain_column).tolist()))
-        raise DataError(f"--domain-column {explicit_domain_column} needs the held-out domain(s): --test-domains "
-                        f"{avail[-1]} (leave-one-domain-out), or --train-domains; the domains are {avail}.")
+        raise DataError(
+            f"--domain-column {explicit_domain_column} needs the held-out domain(s): --test-domains "
+            f"{avail[-1]} (leave-one-domain-out), or --train-domains; the domains are {avail}."
+        )
 
     evals_raw: list[tuple[str, Any, str]] = []
     for split in eval_names:
         if split not in dd:
-            raise DataError(f"Split {split!r} not in {name!r} (splits: {splits}). Pass --eval-split, "
-                            "or leave it out to carve a stratified eval set from train.")
+            raise DataError(
+                f"Split {split!r} not in {name!r} (splits: {splits}). Pass --eval-split, "
+                "or leave it out to carve a stratified eval set from train."
+            )
         evals_raw.append((split, dd[split], f"split {split!r}"))
     if not eval_names and not by_domain:
         preferred = (pre.eval_split,) if pre is not None and pre.eval_split else ()
@@ -494,11 +619,15 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
         need = (img_col, lab_col) + ((domain_column,) if by_domain else ())
         missing = [c for c in need if c not in evald.column_names]
         if missing:
-            raise DataError(f"Eval split ({origin}) lacks column(s) {missing}; it has {evald.column_names}. "
-                            "Use a split with the same columns (--eval-split).")
+            raise DataError(
+                f"Eval split ({origin}) lacks column(s) {missing}; it has {evald.column_names}. "
+                "Use a split with the same columns (--eval-split)."
+            )
         if len(evald) == 0:
-            raise DataError(f"Eval {origin} of {name!r} is empty. Pass another --eval-split, or none to carve "
-                            "one from train.")
+            raise DataError(
+                f"Eval {origin} of {name!r} is empty. Pass another --eval-split, or none to carve "
+                "one from train."
+            )
 
     feat = train.features[lab_col]
     train_labels = _labels_array(train, lab_col)
@@ -507,9 +636,11 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
         for _, evald, _ in evals_raw:
             efeat = evald.features[lab_col]
             if isinstance(efeat, datasets.ClassLabel) and list(efeat.names) != names:
-                raise DataError(f"Train and eval label sets differ ({len(names)} vs {len(efeat.names)} names, "
-                                f"e.g. {sorted(set(efeat.names) ^ set(names))[:5]}). Use splits of one data set "
-                                "or cast both to one ClassLabel.")
+                raise DataError(
+                    f"Train and eval label sets differ ({len(names)} vs {len(efeat.names)} names, "
+                    f"e.g. {sorted(set(efeat.names) ^ set(names))[:5]}). Use splits of one data set "
+                    "or cast both to one ClassLabel."
+                )
     elif train_labels.dtype.kind in "iu":
         names = [str(i) for i in range(int(train_labels.max()) + 1)] if train_labels.size else []
     elif train_labels.dtype.kind in "USO":
@@ -517,31 +648,45 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
         for _, evald, _ in evals_raw:
             unknown = sorted({str(v) for v in _labels_array(evald, lab_col)} - set(names))
             if unknown:
-                raise DataError(f"Eval labels {unknown[:5]} do not occur in train (unknown label set). Use an eval "
-                                "split with the train classes.")
+                raise DataError(
+                    f"Eval labels {unknown[:5]} do not occur in train (unknown label set). Use an eval "
+                    "split with the train classes."
+                )
         cl = datasets.ClassLabel(names=names)
         train = train.cast_column(lab_col, cl)
         evals_raw = [(n, e.cast_column(lab_col, cl), o) for n, e, o in evals_raw]
         train_labels = _labels_array(train, lab_col)
     else:
-        raise DataError(f"Label column {lab_col!r} has type {train_labels.dtype}; expected class ids or names. "
-                        "Pass the right --label-column.")
+        raise DataError(
+            f"Label column {lab_col!r} has type {train_labels.dtype}; expected class ids or names. "
+            "Pass the right --label-column."
+        )
     k = len(names)
 
     def check_range(lab: np.ndarray, what: str) -> None:
         if lab.size and (lab.min() < 0 or lab.max() >= k):
             bad = lab[(lab < 0) | (lab >= k)]
-            raise DataError(f"{what} labels out of range: {bad[:5].tolist()} for {k} classes (values must be "
-                            "0..K-1; -1 usually means unlabelled, e.g. a hidden test set). Use a labelled split.")
+            raise DataError(
+                f"{what} labels out of range: {bad[:5].tolist()} for {k} classes (values must be "
+                "0..K-1; -1 usually means unlabelled, e.g. a hidden test set). Use a labelled split."
+            )
 
     check_range(train_labels, f"Train ({train_split!r})")
     for _, evald, origin in evals_raw:
         check_range(_labels_array(evald, lab_col), f"Eval ({origin})")
     domains = None
     if by_domain:
-        train, evals_raw, domains = _split_by_domain(train, train_labels, evals_raw[0] if evals_raw else None,
-                                                     domain_column, train_domains, test_domains, source_holdout,
-                                                     seed, train_split)
+        train, evals_raw, domains = _split_by_domain(
+            train,
+            train_labels,
+            evals_raw[0] if evals_raw else None,
+            domain_column,
+            train_domains,
+            test_domains,
+            source_holdout,
+            seed,
+            train_split,
+        )
     elif not evals_raw:
         train, evald = _stratified_split(train, train_labels, eval_fraction, seed)
         if len(evald) == 0:
@@ -551,20 +696,37 @@ def load_image_dataset(source: str | os.PathLike[str] | Any, *, image_column: st
     evals = {n: _subsample(e, max_eval_samples, seed) for n, e, _ in evals_raw}
     origins = {n: o for n, _, o in evals_raw}
     primary = next(iter(evals))
-    return ImageData(train=train, eval=evals[primary], image_column=img_col, label_column=lab_col, labels=names,
-                     source=name, eval_origin=origins[primary], info={"loaded_with": how, "splits": splits},
-                     evals=evals, eval_origins=origins, domains=domains)
+    return ImageData(
+        train=train,
+        eval=evals[primary],
+        image_column=img_col,
+        label_column=lab_col,
+        labels=names,
+        source=name,
+        eval_origin=origins[primary],
+        info={"loaded_with": how, "splits": splits},
+        evals=evals,
+        eval_origins=origins,
+        domains=domains,
+    )
 
 
 # ---------------------------------------------------------------------------------- transforms
 
-def _batch_transform(tf: Callable[[Any], torch.Tensor], img_col: str, lab_col: str,
-                     train: bool) -> Callable[[dict[str, list[Any]]], dict[str, Any]]:
+
+def _batch_transform(
+    tf: Callable[[Any], torch.Tensor], img_col: str, lab_col: str, train: bool
+) -> Callable[[dict[str, list[Any]]], dict[str, Any]]:
     from PIL import Image
 
     def apply(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        imgs = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in batch[img_col]]
-        out: dict[str, Any] = {"pixel_values": [tf(im) for im in imgs], "labels": [int(v) for v in batch[lab_col]]}
+        imgs = [
+            im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in batch[img_col]
+        ]
+        out: dict[str, Any] = {
+            "pixel_values": [tf(im) for im in imgs],
+            "labels": [int(v) for v in batch[lab_col]],
+        }
         if train:
             out[TRAIN_MARKER] = [True] * len(imgs)
         return out
@@ -586,8 +748,14 @@ def model_image_size(config: Any) -> int | None:
     return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
-def build_datasets(data: ImageData, image_processor: Any, *, image_size: int | None = None,
-                   augment: str = "deit", use_torchvision: bool | None = None) -> tuple[Any, Any]:
+def build_datasets(
+    data: ImageData,
+    image_processor: Any,
+    *,
+    image_size: int | None = None,
+    augment: str = "deit",
+    use_torchvision: bool | None = None,
+) -> tuple[Any, Any]:
     """Train/eval datasets with on-the-fly transforms (train: ``augment`` recipe; eval: resize + normalise).
 
     Mean/std (and the eval resize rule) come from ``image_processor``; ``image_size`` defaults to the
@@ -599,19 +767,26 @@ def build_datasets(data: ImageData, image_processor: Any, *, image_size: int | N
     pre = preprocess_from_processor(image_processor, image_size)
     train_tf = make_image_transform(augment, pre, train=True, use_torchvision=use_torchvision)
     eval_tf = make_image_transform(augment, pre, train=False)
-    train_ds = data.train.with_transform(_batch_transform(train_tf, data.image_column, data.label_column, True))
+    train_ds = data.train.with_transform(
+        _batch_transform(train_tf, data.image_column, data.label_column, True)
+    )
     eval_ds = data.eval.with_transform(_batch_transform(eval_tf, data.image_column, data.label_column, False))
     return train_ds, eval_ds
 
 
-def build_eval_sets(data: ImageData, image_processor: Any, *, image_size: int | None = None,
-                    augment: str = "deit") -> dict[str, Any]:
+def build_eval_sets(
+    data: ImageData, image_processor: Any, *, image_size: int | None = None, augment: str = "deit"
+) -> dict[str, Any]:
     """Every eval set of ``data`` (``data.evals``, same order) with the eval transform of :func:`build_datasets`."""
     if augment not in AUGMENTS:
         raise DataError(f"Unknown --augment {augment!r}; choose one of {', '.join(AUGMENTS)}.")
-    eval_tf = make_image_transform(augment, preprocess_from_processor(image_processor, image_size), train=False)
-    return {name: ds.with_transform(_batch_transform(eval_tf, data.image_column, data.label_column, False))
-            for name, ds in data.evals.items()}
+    eval_tf = make_image_transform(
+        augment, preprocess_from_processor(image_processor, image_size), train=False
+    )
+    return {
+        name: ds.with_transform(_batch_transform(eval_tf, data.image_column, data.label_column, False))
+        for name, ds in data.evals.items()
+    }
 
 
 class MixCollator:
@@ -624,8 +799,15 @@ class MixCollator:
     warning says so (it catches foreign training sets, whose first batch is a training batch).
     """
 
-    def __init__(self, num_classes: int, mixup: float, cutmix: float, label_smoothing: float,
-                 enabled: bool, mix_unmarked: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        mixup: float,
+        cutmix: float,
+        label_smoothing: float,
+        enabled: bool,
+        mix_unmarked: bool = False,
+    ) -> None:
         self.num_classes, self.mixup, self.cutmix = num_classes, mixup, cutmix
         self.label_smoothing, self.enabled, self.mix_unmarked = label_smoothing, enabled, mix_unmarked
         self._warned = self._seen_marked = False
@@ -639,24 +821,41 @@ class MixCollator:
         # warn while no marked (train) batch has been seen, since then the second case is likely
         if wants and not marked and not self.mix_unmarked and not self._seen_marked and not self._warned:
             self._warned = True
-            logger.warning("make_collator: batch items lack the build_datasets train marker, so they are "
-                           "collated without Mixup/CutMix/label smoothing (as eval). Build the data sets with "
-                           "p3b_hf.data.build_datasets, or pass mix_unmarked=True for a train-only collator.")
+            logger.warning(
+                "make_collator: batch items lack the build_datasets train marker, so they are "
+                "collated without Mixup/CutMix/label smoothing (as eval). Build the data sets with "
+                "p3b_hf.data.build_datasets, or pass mix_unmarked=True for a train-only collator."
+            )
         pixel_values = torch.stack([torch.as_tensor(f["pixel_values"]) for f in features])
         labels = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
         active = wants and is_train
         if active:
             if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise DataError(f"Batch labels {labels.tolist()[:5]} exceed num_classes={self.num_classes}; "
-                                "build the collator with the data set's number of labels.")
-            pixel_values, targets = mix_batch(pixel_values, labels, self.num_classes, mixup=self.mixup,
-                                              cutmix=self.cutmix, label_smoothing=self.label_smoothing)
+                raise DataError(
+                    f"Batch labels {labels.tolist()[:5]} exceed num_classes={self.num_classes}; "
+                    "build the collator with the data set's number of labels."
+                )
+            pixel_values, targets = mix_batch(
+                pixel_values,
+                labels,
+                self.num_classes,
+                mixup=self.mixup,
+                cutmix=self.cutmix,
+                label_smoothing=self.label_smoothing,
+            )
             return {"pixel_values": pixel_values, "labels": targets}
         return {"pixel_values": pixel_values, "labels": labels}
 
 
-def make_collator(num_classes: int, *, mixup: float = 0.8, cutmix: float = 1.0, label_smoothing: float = 0.1,
-                  enabled: bool = True, mix_unmarked: bool = False) -> MixCollator:
+def make_collator(
+    num_classes: int,
+    *,
+    mixup: float = 0.8,
+    cutmix: float = 1.0,
+    label_smoothing: float = 0.1,
+    enabled: bool = True,
+    mix_unmarked: bool = False,
+) -> MixCollator:
     """The Trainer's ``data_collator``: dense float targets [B, K] on mixed training batches.
 
     ``mix_unmarked=True``: also mix items that do not come from :func:`build_datasets` (use that only for
@@ -669,8 +868,14 @@ def make_collator(num_classes: int, *, mixup: float = 0.8, cutmix: float = 1.0, 
 
 # ------------------------------------------------------------------------------------ dev-bench
 
-def devbench_dataset_dict(npz_path: str | os.PathLike[str], json_path: str | os.PathLike[str], *,
-                          max_per_split: int | None = None, splits: Sequence[str] = ("train", "validation")) -> Any:
+
+def devbench_dataset_dict(
+    npz_path: str | os.PathLike[str],
+    json_path: str | os.PathLike[str],
+    *,
+    max_per_split: int | None = None,
+    splits: Sequence[str] = ("train", "validation"),
+) -> Any:
     """dev-bench arrays -> ``DatasetDict`` with ``image`` (RGB, black ink on white) and ``label`` (ClassLabel).
 
     ``max_per_split`` keeps the first N images of each split (tests convert only a small subset).
@@ -680,9 +885,11 @@ def devbench_dataset_dict(npz_path: str | os.PathLike[str], json_path: str | os.
 
     for p in (npz_path, json_path):
         if not Path(p).exists():
-            raise DataError(f"dev-bench file {p} does not exist; expected the dev-bench's scripts200_dev.{{npz,json}} "
-                            "(../shared/dev-bench next to the checkout; the dev scripts take --bench-dir or "
-                            "$P3B_DEVBENCH).")
+            raise DataError(
+                f"dev-bench file {p} does not exist; expected the dev-bench's scripts200_dev.{{npz,json}} "
+                "(../shared/dev-bench next to the checkout; the dev scripts take --bench-dir or "
+                "$P3B_DEVBENCH)."
+            )
     meta = json.loads(Path(json_path).read_text())
     names = [str(c) for c in meta["classes"]]
     out = {}
@@ -693,6 +900,10 @@ def devbench_dataset_dict(npz_path: str | os.PathLike[str], json_path: str | os.
             imgs = z[f"{split}_images"][:max_per_split]
             labels = z[f"{split}_labels"][:max_per_split].astype(np.int64)
             rgb = [Image.fromarray(np.repeat((255 - im)[..., None], 3, axis=-1)) for im in imgs]
-            features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
-            out[split] = datasets.Dataset.from_dict({"image": rgb, "label": labels.tolist()}, features=features)
+            features = datasets.Features(
+                {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
+            )
+            out[split] = datasets.Dataset.from_dict(
+                {"image": rgb, "label": labels.tolist()}, features=features
+            )
     return datasets.DatasetDict(out)

@@ -43,16 +43,36 @@ TARGET_CLASSES = "αβγδεζηθικλμνξοπρστυφχψω" + "БГДЖ�
 # matplotlib TTFs that map Latin letters and digits to ordinary glyphs (cmex/cmsy/cmmi are math symbol
 # fonts; LastResort draws placeholder boxes; the *Display/STIXNonUni/STIXSiz* files lack these glyphs).
 SOURCE_FONT_FILES = (
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
-    "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf",
-    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
-    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
-    "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmti10.ttf", "cmtt10.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmss10.ttf",
+    "cmti10.ttf",
+    "cmtt10.ttf",
 )
 PIL_DEFAULT_FONT = "<PIL default>"
 TARGET_FONT_FILES = SOURCE_FONT_FILES[:16]  # DejaVu + STIX cover Greek and Cyrillic
-TARGET_EVAL_FONTS = ("DejaVuSans-BoldOblique.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSerif-Italic.ttf",
-                     "STIXGeneralBol.ttf")
+TARGET_EVAL_FONTS = (
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "STIXGeneralBol.ttf",
+)
 RENDER_SCALE = 4  # supersampling factor: render at 128 px, box-filter down to 32 px
 
 
@@ -78,8 +98,9 @@ def font_covers(name: str, chars: str) -> bool:
     return all(ft.get_char_index(ord(c)) != 0 for c in chars)
 
 
-def render_glyph(font: ImageFont.FreeTypeFont, char: str, rng: np.random.Generator, size: int = 32,
-                 jitter: bool = True) -> np.ndarray:
+def render_glyph(
+    font: ImageFont.FreeTypeFont, char: str, rng: np.random.Generator, size: int = 32, jitter: bool = True
+) -> np.ndarray:
     """Ink coverage uint8 [size, size] (255 = ink) of one character, centred on the font's line box.
 
     Centring on the line box (anchor "mm"), not the glyph's bounding box, keeps case and x-height
@@ -113,8 +134,14 @@ class GlyphDomain:
     font_names: list[str]
 
 
-def render_domain(classes: str, font_names: Sequence[str], renders_per_font: int, seed: int, size: int = 32,
-                  desc: str = "render") -> GlyphDomain:
+def render_domain(
+    classes: str,
+    font_names: Sequence[str],
+    renders_per_font: int,
+    seed: int,
+    size: int = 32,
+    desc: str = "render",
+) -> GlyphDomain:
     """Render every class in every font ``renders_per_font`` times (deterministic for a given seed)."""
     rng = np.random.default_rng(seed)
     pixel_size = int(0.72 * size * RENDER_SCALE)
@@ -148,10 +175,17 @@ def to_dataset(domain: GlyphDomain) -> Any:
     import datasets
 
     rgb = [Image.fromarray(np.repeat((255 - im)[..., None], 3, axis=-1)) for im in domain.images]
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=domain.classes),
-                                  "font": datasets.Value("string")})
-    return datasets.Dataset.from_dict({"image": rgb, "label": domain.labels.tolist(),
-                                       "font": [domain.font_names[i] for i in domain.fonts]}, features=features)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=domain.classes),
+            "font": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {"image": rgb, "label": domain.labels.tolist(), "font": [domain.font_names[i] for i in domain.fonts]},
+        features=features,
+    )
 
 
 def target_dataset_dict(train_renders: int = 4, eval_renders: int = 2, seed: int = 0) -> Any:
@@ -169,14 +203,27 @@ def target_dataset_dict(train_renders: int = 4, eval_renders: int = 2, seed: int
 DOMAIN_CLASSES = "αβγδεζηθικλμ" + "БГДЖЗИЙЛ"
 #: domain -> (its font family: the four styles of one family, how it is drawn)
 GLYPH_DOMAINS: dict[str, tuple[tuple[str, ...], str]] = {
-    "ink": (("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf"),
-            "DejaVu Sans, black ink on white"),
-    "outline": (("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
-                 "DejaVuSansMono-BoldOblique.ttf"), "DejaVu Sans Mono, hollow strokes (a ring around the glyph) on white"),
-    "colour": (("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf"),
-               "DejaVu Serif, a random dark colour on a random light tint per image"),
-    "faded": (("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf"),
-              "STIX General, grey ink on grey paper with pixel noise"),
+    "ink": (
+        ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf"),
+        "DejaVu Sans, black ink on white",
+    ),
+    "outline": (
+        (
+            "DejaVuSansMono.ttf",
+            "DejaVuSansMono-Bold.ttf",
+            "DejaVuSansMono-Oblique.ttf",
+            "DejaVuSansMono-BoldOblique.ttf",
+        ),
+        "DejaVu Sans Mono, hollow strokes (a ring around the glyph) on white",
+    ),
+    "colour": (
+        ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf"),
+        "DejaVu Serif, a random dark colour on a random light tint per image",
+    ),
+    "faded": (
+        ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf"),
+        "STIX General, grey ink on grey paper with pixel noise",
+    ),
 }
 
 
@@ -187,7 +234,10 @@ def style_glyph(coverage: np.ndarray, style: str, rng: np.random.Generator) -> n
         from PIL import ImageFilter
 
         # the ring just outside the strokes (dilation minus the glyph): a hollow, outlined glyph
-        outer = np.asarray(Image.fromarray(coverage).filter(ImageFilter.MaxFilter(3)), np.float32)[..., None] / 255.0
+        outer = (
+            np.asarray(Image.fromarray(coverage).filter(ImageFilter.MaxFilter(3)), np.float32)[..., None]
+            / 255.0
+        )
         c = np.clip(1.5 * (outer - c), 0.0, 1.0)
         ink, paper = np.zeros(3, np.float32), np.ones(3, np.float32)
     elif style == "colour":
@@ -205,8 +255,13 @@ def style_glyph(coverage: np.ndarray, style: str, rng: np.random.Generator) -> n
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def domain_glyph_dataset(classes: str = DOMAIN_CLASSES, renders_per_font: int = 3, seed: int = 0,
-                         domains: Sequence[str] | None = None, size: int = 32) -> Any:
+def domain_glyph_dataset(
+    classes: str = DOMAIN_CLASSES,
+    renders_per_font: int = 3,
+    seed: int = 0,
+    domains: Sequence[str] | None = None,
+    size: int = 32,
+) -> Any:
     """A multi-domain glyph set in the PACS / Office-Home Hub layout: ``DatasetDict(train=...)`` with
     ``image`` (RGB), ``label`` (ClassLabel of ``classes``), ``domain`` (string) and ``font``; every class
     in every font of every domain, ``renders_per_font`` jittered renders each (deterministic for a seed).
@@ -225,23 +280,40 @@ def domain_glyph_dataset(classes: str = DOMAIN_CLASSES, renders_per_font: int = 
         files = [f for f in GLYPH_DOMAINS[domain][0] if (font_dir() / f).exists() and font_covers(f, classes)]
         if not files:
             raise ValueError(f"no installed font of domain {domain!r} covers {classes!r}")
-        glyphs = render_domain(classes, files, renders_per_font, seed=seed + 1000 * (d_idx + 1), size=size,
-                               desc=f"domain {domain}")
+        glyphs = render_domain(
+            classes,
+            files,
+            renders_per_font,
+            seed=seed + 1000 * (d_idx + 1),
+            size=size,
+            desc=f"domain {domain}",
+        )
         rng = np.random.default_rng(seed + 1000 * (d_idx + 1) + 1)
         for im, lab, f in zip(glyphs.images, glyphs.labels, glyphs.fonts, strict=True):
-            images.append(Image.fromarray(style_glyph(im, domain if domain in ("outline", "colour", "faded")
-                                                      else "ink", rng)))
+            images.append(
+                Image.fromarray(
+                    style_glyph(im, domain if domain in ("outline", "colour", "faded") else "ink", rng)
+                )
+            )
             labels.append(int(lab))
             doms.append(domain)
             fonts.append(glyphs.font_names[f])
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(classes)),
-                                  "domain": datasets.Value("string"), "font": datasets.Value("string")})
-    train = datasets.Dataset.from_dict({"image": images, "label": labels, "domain": doms, "font": fonts},
-                                       features=features)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=list(classes)),
+            "domain": datasets.Value("string"),
+            "font": datasets.Value("string"),
+        }
+    )
+    train = datasets.Dataset.from_dict(
+        {"image": images, "label": labels, "domain": doms, "font": fonts}, features=features
+    )
     return datasets.DatasetDict({"train": train})
 
 
 # --------------------------------------------------------------------------- source pretraining
+
 
 @dataclass(frozen=True)
 class SourceModelSpec:
@@ -274,22 +346,40 @@ def build_source_model(spec: SourceModelSpec, classes: Sequence[str]) -> Any:
         ViTForImageClassification,
     )
 
-    common = dict(hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
-                  num_attention_heads=spec.num_heads, image_size=spec.image_size, patch_size=spec.patch_size,
-                  num_labels=len(classes), id2label=dict(enumerate(classes)),
-                  label2id={c: i for i, c in enumerate(classes)}, hidden_dropout_prob=0.0,
-                  attention_probs_dropout_prob=0.0)
+    common = dict(
+        hidden_size=spec.hidden_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        num_labels=len(classes),
+        id2label=dict(enumerate(classes)),
+        label2id={c: i for i, c in enumerate(classes)},
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(spec.seed)
     if spec.family == "vit":
         return ViTForImageClassification(ViTConfig(intermediate_size=spec.mlp_dim, **common))
     if spec.family == "beit":  # the microsoft/beit-base-patch16-224 layout, no stochastic depth
-        return BeitForImageClassification(BeitConfig(intermediate_size=spec.mlp_dim, use_relative_position_bias=True,
-                                                     use_mean_pooling=True, layer_scale_init_value=0.1,
-                                                     drop_path_rate=0.0, **common))
+        return BeitForImageClassification(
+            BeitConfig(
+                intermediate_size=spec.mlp_dim,
+                use_relative_position_bias=True,
+                use_mean_pooling=True,
+                layer_scale_init_value=0.1,
+                drop_path_rate=0.0,
+                **common,
+            )
+        )
     if spec.family == "dinov2":
         if spec.mlp_dim % spec.hidden_size:
-            raise ValueError(f"DINOv2 needs an integer MLP ratio; mlp_dim {spec.mlp_dim} / hidden {spec.hidden_size}.")
-        return Dinov2ForImageClassification(Dinov2Config(mlp_ratio=spec.mlp_dim // spec.hidden_size, **common))
+            raise ValueError(
+                f"DINOv2 needs an integer MLP ratio; mlp_dim {spec.mlp_dim} / hidden {spec.hidden_size}."
+            )
+        return Dinov2ForImageClassification(
+            Dinov2Config(mlp_ratio=spec.mlp_dim // spec.hidden_size, **common)
+        )
     raise ValueError(f"Unknown demo family {spec.family!r}; choose vit, beit or dinov2.")
 
 
@@ -297,8 +387,12 @@ def demo_image_processor(image_size: int) -> Any:
     """The processor saved with every demo model: resize to image_size, scale to [0,1], (x - 0.5) / 0.5."""
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-    return ViTImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3,
-                                image_std=[0.5] * 3, resample=2)
+    return ViTImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+        resample=2,
+    )
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -311,13 +405,16 @@ def _accuracy(model: Any, domain: GlyphDomain, batch_size: int = 512) -> float:
     x = torch.from_numpy(domain.images).float().div(255.0).unsqueeze(1)
     correct = 0
     for i in range(0, len(x), batch_size):
-        rgb = _normalise((1.0 - x[i:i + batch_size]).expand(-1, 3, -1, -1))
-        correct += (model(pixel_values=rgb).logits.argmax(-1) == torch.from_numpy(domain.labels[i:i + batch_size])).sum()
+        rgb = _normalise((1.0 - x[i : i + batch_size]).expand(-1, 3, -1, -1))
+        correct += (
+            model(pixel_values=rgb).logits.argmax(-1) == torch.from_numpy(domain.labels[i : i + batch_size])
+        ).sum()
     return float(correct) / len(x)
 
 
-def pretrain_source_model(cache_dir: str | os.PathLike[str], spec: SourceModelSpec | None = None,
-                          log: Any = print) -> tuple[Path, dict[str, Any]]:
+def pretrain_source_model(
+    cache_dir: str | os.PathLike[str], spec: SourceModelSpec | None = None, log: Any = print
+) -> tuple[Path, dict[str, Any]]:
     """Pretrain (or reuse from ``cache_dir``) the demo's source ViT on Latin glyphs; returns (dir, info).
 
     Plain torch loop on in-memory tensors (AdamW, warm-up + cosine, label smoothing 0.1; the renders are
@@ -331,18 +428,28 @@ def pretrain_source_model(cache_dir: str | os.PathLike[str], spec: SourceModelSp
     if info_path.exists() and (cache / "model.safetensors").exists():
         info = json.loads(info_path.read_text())
         if info.get("spec") == asdict(spec):
-            log(f"[demo] reusing cached source model {cache} (source accuracy {100 * info['source_eval_accuracy']:.1f} %)")
+            log(
+                f"[demo] reusing cached source model {cache} (source accuracy {100 * info['source_eval_accuracy']:.1f} %)"
+            )
             return cache, info
     t0 = time.time()
     fonts = source_fonts()
-    train = render_domain(SOURCE_CLASSES, fonts, spec.renders_per_font, seed=spec.seed + 11, desc="source data")
+    train = render_domain(
+        SOURCE_CLASSES, fonts, spec.renders_per_font, seed=spec.seed + 11, desc="source data"
+    )
     held = render_domain(SOURCE_CLASSES, fonts, 1, seed=spec.seed + 12, desc="source eval")
     model = build_source_model(spec, SOURCE_CLASSES)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     warm = max(1, spec.steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, spec.steps - warm)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warm)
+            * 0.5
+            * (1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, spec.steps - warm))))
+        ),
+    )
     g = torch.Generator().manual_seed(spec.seed)
     x_all = torch.from_numpy(train.images).float().div(255.0).unsqueeze(1)
     y_all = torch.from_numpy(train.labels)
@@ -350,8 +457,11 @@ def pretrain_source_model(cache_dir: str | os.PathLike[str], spec: SourceModelSp
     loss_ema = None
     for _ in bar:
         idx = torch.randint(0, len(x_all), (spec.batch_size,), generator=g)
-        x = _normalise(glyph_batch_augment(x_all[idx], g) if spec.colour_augment
-                       else (1.0 - x_all[idx]).expand(-1, 3, -1, -1))
+        x = _normalise(
+            glyph_batch_augment(x_all[idx], g)
+            if spec.colour_augment
+            else (1.0 - x_all[idx]).expand(-1, 3, -1, -1)
+        )
         loss = F.cross_entropy(model(pixel_values=x).logits, y_all[idx], label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -366,9 +476,17 @@ def pretrain_source_model(cache_dir: str | os.PathLike[str], spec: SourceModelSp
     cache.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(cache)
     demo_image_processor(spec.image_size).save_pretrained(cache)
-    info = {"spec": asdict(spec), "source_eval_accuracy": acc, "source_classes": len(SOURCE_CLASSES),
-            "source_fonts": fonts, "source_train_images": int(len(train.images)), "pretrain_time_s": time.time() - t0}
+    info = {
+        "spec": asdict(spec),
+        "source_eval_accuracy": acc,
+        "source_classes": len(SOURCE_CLASSES),
+        "source_fonts": fonts,
+        "source_train_images": int(len(train.images)),
+        "pretrain_time_s": time.time() - t0,
+    }
     info_path.write_text(json.dumps(info, indent=1))
-    log(f"[demo] pretrained source ViT in {info['pretrain_time_s']:.0f} s: {100 * acc:.1f} % on fresh renders "
-        f"of {len(SOURCE_CLASSES)} Latin glyphs (chance {100 / len(SOURCE_CLASSES):.1f} %)")
+    log(
+        f"[demo] pretrained source ViT in {info['pretrain_time_s']:.0f} s: {100 * acc:.1f} % on fresh renders "
+        f"of {len(SOURCE_CLASSES)} Latin glyphs (chance {100 / len(SOURCE_CLASSES):.1f} %)"
+    )
     return cache, info

@@ -84,8 +84,10 @@ def require_onnx() -> Any:
         except ImportError:
             missing.append(name)
     if missing:
-        raise ExportError(f"ONNX export needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-                          f"installed: {INSTALL_HINT} (pinned onnx / onnxscript / onnxruntime).")
+        raise ExportError(
+            f"ONNX export needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            f"installed: {INSTALL_HINT} (pinned onnx / onnxscript / onnxruntime)."
+        )
     return importlib.import_module("onnxruntime")
 
 
@@ -123,7 +125,9 @@ class LogitsModule(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
-def deploy_module(model: nn.Module, *, fold: str = "all", graph: str = "deploy", round_to: int | None = 8) -> nn.Module:
+def deploy_module(
+    model: nn.Module, *, fold: str = "all", graph: str = "deploy", round_to: int | None = 8
+) -> nn.Module:
     """The module that is exported: ``pixel_values -> logits``, exactly the function of ``model``.
 
     ``graph="deploy"`` (default): :func:`p3b_hf.optimize.optimize_for_inference` with the residual
@@ -180,9 +184,17 @@ def _as_int(v: Any) -> int:
     return int(v if isinstance(v, int) else v[0])
 
 
-def export_onnx(module: nn.Module, path: str | os.PathLike, config: Any, *, batch_size: int = 1,
-                dynamic_batch: bool = False, opset: int | None = None,
-                metadata: dict[str, str] | None = None, image_size: int | None = None) -> Path:
+def export_onnx(
+    module: nn.Module,
+    path: str | os.PathLike,
+    config: Any,
+    *,
+    batch_size: int = 1,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    metadata: dict[str, str] | None = None,
+    image_size: int | None = None,
+) -> Path:
     """Export ``module`` (``pixel_values -> logits``) with the dynamo exporter to one ``.onnx`` file.
 
     Static batch ``batch_size`` unless ``dynamic_batch`` (then dimension 0 of ``pixel_values`` and
@@ -196,11 +208,22 @@ def export_onnx(module: nn.Module, path: str | os.PathLike, config: Any, *, batc
     if batch_size < 1:
         raise ExportError(f"--batch-size {batch_size} must be >= 1.")
     # an example batch of 1 would let torch.export specialise the batch dimension to 1
-    example = torch.randn(max(2, batch_size) if dynamic_batch else batch_size, channels, size, size,
-                          generator=torch.Generator().manual_seed(0))
-    kwargs: dict[str, Any] = {"dynamo": True, "input_names": ["pixel_values"], "output_names": ["logits"],
-                              "opset_version": opset or DEFAULT_OPSET, "external_data": False, "verbose": False,
-                              "optimize": True}
+    example = torch.randn(
+        max(2, batch_size) if dynamic_batch else batch_size,
+        channels,
+        size,
+        size,
+        generator=torch.Generator().manual_seed(0),
+    )
+    kwargs: dict[str, Any] = {
+        "dynamo": True,
+        "input_names": ["pixel_values"],
+        "output_names": ["logits"],
+        "opset_version": opset or DEFAULT_OPSET,
+        "external_data": False,
+        "verbose": False,
+        "optimize": True,
+    }
     if dynamic_batch:
         kwargs["dynamic_shapes"] = {"pixel_values": {0: torch.export.Dim("batch")}}
     module = module.eval()
@@ -215,8 +238,10 @@ def export_onnx(module: nn.Module, path: str | os.PathLike, config: Any, *, batc
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise ExportError(f"torch.onnx.export (dynamo) failed: {type(e).__name__}: {first}. Try another --opset, "
-                          "--graph hf, or --fold none, and report the model config if it persists.") from e
+        raise ExportError(
+            f"torch.onnx.export (dynamo) failed: {type(e).__name__}: {first}. Try another --opset, "
+            "--graph hf, or --fold none, and report the model config if it persists."
+        ) from e
     return path
 
 
@@ -238,14 +263,18 @@ def session(path: str | os.PathLike, threads: int | None = None) -> Any:
 
 def onnx_logits(sess: Any, pixel_values: np.ndarray | torch.Tensor, chunk: int = 64) -> np.ndarray:
     """Logits of an ORT session for any number of images (static-batch models run in padded chunks)."""
-    x = pixel_values.detach().cpu().numpy() if isinstance(pixel_values, torch.Tensor) else np.asarray(pixel_values)
+    x = (
+        pixel_values.detach().cpu().numpy()
+        if isinstance(pixel_values, torch.Tensor)
+        else np.asarray(pixel_values)
+    )
     x = np.ascontiguousarray(x, dtype=np.float32)
     inp = sess.get_inputs()[0]
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
     step = fixed or chunk
     outs = []
     for i in range(0, len(x), step):
-        part = x[i:i + step]
+        part = x[i : i + step]
         n = len(part)
         if fixed and n < fixed:
             part = np.concatenate([part, np.zeros((fixed - n, *part.shape[1:]), np.float32)])
@@ -257,7 +286,7 @@ def onnx_logits(sess: Any, pixel_values: np.ndarray | torch.Tensor, chunk: int =
 def torch_logits(model: nn.Module, pixel_values: torch.Tensor, chunk: int = 64) -> np.ndarray:
     out = []
     for i in range(0, len(pixel_values), chunk):
-        y = model(pixel_values=pixel_values[i:i + chunk])
+        y = model(pixel_values=pixel_values[i : i + chunk])
         out.append((y.logits if hasattr(y, "logits") else y).float().numpy())
     return np.concatenate(out)
 
@@ -265,10 +294,13 @@ def torch_logits(model: nn.Module, pixel_values: torch.Tensor, chunk: int = 64) 
 def compare_logits(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """max / mean |delta logit|, the largest |logit| (for scale) and top-1 agreement."""
     d = np.abs(reference.astype(np.float64) - other.astype(np.float64))
-    return {"max_abs_diff": float(d.max()) if d.size else 0.0, "mean_abs_diff": float(d.mean()) if d.size else 0.0,
-            "max_abs_logit": float(np.abs(reference).max()) if reference.size else 0.0,
-            "top1_agreement": float((reference.argmax(-1) == other.argmax(-1)).mean()) if len(reference) else 1.0,
-            "samples": int(len(reference))}
+    return {
+        "max_abs_diff": float(d.max()) if d.size else 0.0,
+        "mean_abs_diff": float(d.mean()) if d.size else 0.0,
+        "max_abs_logit": float(np.abs(reference).max()) if reference.size else 0.0,
+        "top1_agreement": float((reference.argmax(-1) == other.argmax(-1)).mean()) if len(reference) else 1.0,
+        "samples": int(len(reference)),
+    }
 
 
 # ------------------------------------------------------------------------------------------- int8
@@ -284,7 +316,7 @@ class _CalibrationReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.pos + self.batch > len(self.images):
             return None
-        part = self.images[self.pos:self.pos + self.batch]
+        part = self.images[self.pos : self.pos + self.batch]
         self.pos += self.batch
         return {self.input_name: part}
 
@@ -292,8 +324,13 @@ class _CalibrationReader:
         self.pos = 0
 
 
-def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *,
-                  calibration: np.ndarray | None = None, work_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def quantize_int8(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    calibration: np.ndarray | None = None,
+    work_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """int8 model from an fp32 ONNX file with onnxruntime's quantization tools.
 
     ``calibration is None``: **dynamic** quantization (int8 weights, activations quantized per call:
@@ -326,34 +363,64 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *,
             source, preprocessed = fp32_path, False
         try:
             if calibration is None:
-                quantize_dynamic(str(source), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
-                                 reduce_range=True, op_types_to_quantize=QUANT_OPS)
-                info: dict[str, Any] = {"mode": "dynamic", "weights": "int8 per-channel, 7-bit range",
-                                        "activations": "uint8, per call"}
+                quantize_dynamic(
+                    str(source),
+                    str(out_path),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    reduce_range=True,
+                    op_types_to_quantize=QUANT_OPS,
+                )
+                info: dict[str, Any] = {
+                    "mode": "dynamic",
+                    "weights": "int8 per-channel, 7-bit range",
+                    "activations": "uint8, per call",
+                }
             else:
                 if len(calibration) == 0:
                     raise ExportError("The calibration set is empty; give --calibration-samples >= 1.")
                 inp = session(source).get_inputs()[0]
                 batch = inp.shape[0] if isinstance(inp.shape[0], int) else min(8, len(calibration))
                 reader = _CalibrationReader(calibration, inp.name, batch)
-                quantize_static(str(source), str(out_path), reader, quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                                reduce_range=True, op_types_to_quantize=QUANT_OPS,
-                                calibrate_method=CalibrationMethod.MinMax)
-                info = {"mode": "static", "weights": "int8 per-channel, 7-bit range",
-                        "activations": "uint8, calibrated (MinMax)",
-                        "calibration_samples": int(len(calibration))}
+                quantize_static(
+                    str(source),
+                    str(out_path),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    reduce_range=True,
+                    op_types_to_quantize=QUANT_OPS,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
+                info = {
+                    "mode": "static",
+                    "weights": "int8 per-channel, 7-bit range",
+                    "activations": "uint8, calibrated (MinMax)",
+                    "calibration_samples": int(len(calibration)),
+                }
         except ExportError:
             raise
         except Exception as e:
-            raise ExportError(f"int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+            raise ExportError(
+                f"int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            ) from e
     info.update({"op_types": QUANT_OPS, "preprocessed": preprocessed})
     return info
 
 
 # ------------------------------------------------------------------------------------------- data
-def _load_split(dataset: str, split: str, processor: Any, config: Any, *, max_samples: int | None, seed: int,
-                data_kwargs: dict[str, Any]) -> tuple[Any, str]:
+def _load_split(
+    dataset: str,
+    split: str,
+    processor: Any,
+    config: Any,
+    *,
+    max_samples: int | None,
+    seed: int,
+    data_kwargs: dict[str, Any],
+) -> tuple[Any, str]:
     """A transformed (eval transform: resize + normalise, no augmentation) split of a data set.
 
     ``split="eval"``: the eval split (as ``p3b-hf prune`` chooses it); ``"train"``: the training split
@@ -368,24 +435,34 @@ def _load_split(dataset: str, split: str, processor: Any, config: Any, *, max_sa
     data = load_image_dataset(dataset, seed=seed, **kw)
     model_labels = [str(config.id2label[i]) for i in range(config.num_labels)]
     if len(data.labels) != len(model_labels):
-        raise DataError(f"--dataset {dataset} has {len(data.labels)} classes but the model predicts "
-                        f"{len(model_labels)}; give the data set the model was pruned / fine-tuned on.")
+        raise DataError(
+            f"--dataset {dataset} has {len(data.labels)} classes but the model predicts "
+            f"{len(model_labels)}; give the data set the model was pruned / fine-tuned on."
+        )
     generic = all(lab == f"LABEL_{i}" for i, lab in enumerate(model_labels))
     if not generic and [str(x) for x in data.labels] != model_labels:
         first = next(i for i, (a, b) in enumerate(zip(data.labels, model_labels)) if str(a) != b)
-        raise DataError(f"--dataset {dataset}: label {first} is {data.labels[first]!r} in the data but "
-                        f"{model_labels[first]!r} in the model's config; the accuracy would be meaningless.")
+        raise DataError(
+            f"--dataset {dataset}: label {first} is {data.labels[first]!r} in the data but "
+            f"{model_labels[first]!r} in the model's config; the accuracy would be meaningless."
+        )
     if processor is None:
-        raise DataError("The model dir has no preprocessor_config.json, so images cannot be normalised as in "
-                        "training; save the image processor into the model dir first.")
+        raise DataError(
+            "The model dir has no preprocessor_config.json, so images cannot be normalised as in "
+            "training; save the image processor into the model dir first."
+        )
     if split == "train":
         data = dataclasses.replace(data, eval=data.train)  # the train images with the eval transform
-    _, eval_ds = build_datasets(data, processor, image_size=_image_shape(config, processor)[1], augment="none")
+    _, eval_ds = build_datasets(
+        data, processor, image_size=_image_shape(config, processor)[1], augment="none"
+    )
     origin = f"{dataset} ({'train split' if split == 'train' else data.eval_origin}, {len(eval_ds)} images)"
     return eval_ds, origin
 
 
-def _stack(ds: Any, n: int | None = None, seed: int = 0, shuffle: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _stack(
+    ds: Any, n: int | None = None, seed: int = 0, shuffle: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     idx = list(range(len(ds)))
     if shuffle:
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -405,7 +482,9 @@ def _staging(target: Path) -> Path:
     from .checkpoints import make_staging_dir
 
     if target.exists() and not target.is_dir():
-        raise ExportError(f"--output-dir {target} is a file; give a directory (default: MODEL_DIR/{ONNX_DIR}).")
+        raise ExportError(
+            f"--output-dir {target} is a file; give a directory (default: MODEL_DIR/{ONNX_DIR})."
+        )
     staging = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -420,8 +499,10 @@ def _staging(target: Path) -> Path:
     except OSError as e:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        raise ExportError(f"Cannot write {target}: {e.strerror or e} ({e.filename or target.parent}). Make the model "
-                          "dir writable or give --output-dir a writable location.") from e
+        raise ExportError(
+            f"Cannot write {target}: {e.strerror or e} ({e.filename or target.parent}). Make the model "
+            "dir writable or give --output-dir a writable location."
+        ) from e
 
 
 def _commit(staging: Path, target: Path) -> None:
@@ -453,15 +534,24 @@ class ExportOptions:
 
     model: str = option(help="model dir written by `p3b-hf prune` / `p3b-hf finetune`")
     format: str = option("onnx", choices=("onnx",), help="export format")
-    quantize: str | None = option(None, choices=("int8",), help="also write onnx/model_int8.onnx: dynamic int8, or "
-                                                               "static with --calibration-dataset")
-    calibration_dataset: str | None = option(None, help="static int8: calibrate activation ranges on images of this "
-                                                        "data set's train split (implies --quantize int8)")
+    quantize: str | None = option(
+        None,
+        choices=("int8",),
+        help="also write onnx/model_int8.onnx: dynamic int8, or static with --calibration-dataset",
+    )
+    calibration_dataset: str | None = option(
+        None,
+        help="static int8: calibrate activation ranges on images of this "
+        "data set's train split (implies --quantize int8)",
+    )
     calibration_samples: int = option(128, help="calibration images")
-    dataset: str | None = option(None, help="verify on its eval images and report top-1 of PyTorch / ONNX fp32 / "
-                                            "int8 on the eval split")
-    image_column: str | None = option(None, help="image column of --dataset / --calibration-dataset (default: "
-                                                 "detected)")
+    dataset: str | None = option(
+        None,
+        help="verify on its eval images and report top-1 of PyTorch / ONNX fp32 / int8 on the eval split",
+    )
+    image_column: str | None = option(
+        None, help="image column of --dataset / --calibration-dataset (default: detected)"
+    )
     label_column: str | None = option(None, help="label column (default: detected)")
     train_split: str = option("train", help="split --calibration-dataset draws from")
     eval_split: str | None = option(None, help="split --dataset is scored on (default: validation/test)")
@@ -469,18 +559,34 @@ class ExportOptions:
     opset: int | None = option(None, help="ONNX opset (default 20; 23 adds the Attention op)")
     dynamic_batch: bool = option(False, help="symbolic batch dimension (default: static)")
     batch_size: int = option(1, help="static batch size of the export")
-    fold: str = option("all", choices=FOLDS, help="fold P3B's residual gathers (reads) and scatter-adds (all) into "
-                                                  "zero columns/rows of the adjacent Linears (exact) or keep them as "
-                                                  "Gather/ScatterND ops (none)")
-    graph: str = option("deploy", choices=GRAPHS, help="deploy: the optimize_for_inference module (ViT/DeiT; BEiT "
-                                                       "and DINOv2 always export their HF module); hf: the HF module")
-    tolerance: float = option(DEFAULT_TOLERANCE, help="largest allowed max |logit(ONNX fp32) - logit(PyTorch)|")
+    fold: str = option(
+        "all",
+        choices=FOLDS,
+        help="fold P3B's residual gathers (reads) and scatter-adds (all) into "
+        "zero columns/rows of the adjacent Linears (exact) or keep them as "
+        "Gather/ScatterND ops (none)",
+    )
+    graph: str = option(
+        "deploy",
+        choices=GRAPHS,
+        help="deploy: the optimize_for_inference module (ViT/DeiT; BEiT "
+        "and DINOv2 always export their HF module); hf: the HF module",
+    )
+    tolerance: float = option(
+        DEFAULT_TOLERANCE, help="largest allowed max |logit(ONNX fp32) - logit(PyTorch)|"
+    )
     verify_samples: int = option(16, help="images in the verification batch")
-    int8_min_agreement: float | None = option(None, help="refuse the export if int8 and fp32 agree on fewer top-1 "
-                                                         "predictions of the verification batch (fraction, e.g. "
-                                                         "0.9; default: report only)")
-    speed: bool = option(False, help="also time (CPU, batch 1) the export against the dense original's export and "
-                                     "PyTorch eager; the result goes into export_report.json and the model card")
+    int8_min_agreement: float | None = option(
+        None,
+        help="refuse the export if int8 and fp32 agree on fewer top-1 "
+        "predictions of the verification batch (fraction, e.g. "
+        "0.9; default: report only)",
+    )
+    speed: bool = option(
+        False,
+        help="also time (CPU, batch 1) the export against the dense original's export and "
+        "PyTorch eager; the result goes into export_report.json and the model card",
+    )
     speed_repeats: int = option(5, help="timed repeats of --speed")
     threads: int | None = option(None, help="torch and onnxruntime CPU threads")
     output_dir: str | None = option(None, help="where the ONNX files go (default MODEL/onnx)")
@@ -492,30 +598,65 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> Export
     if options.threads:
         torch.set_num_threads(options.threads)
     o = options
-    data_kwargs = {"image_column": o.image_column, "label_column": o.label_column, "train_split": o.train_split,
-                   "eval_split": o.eval_split}
+    data_kwargs = {
+        "image_column": o.image_column,
+        "label_column": o.label_column,
+        "train_split": o.train_split,
+        "eval_split": o.eval_split,
+    }
     return export_model_dir(
-        o.model, output_dir=o.output_dir, quantize=o.quantize, calibration_dataset=o.calibration_dataset,
-        calibration_samples=o.calibration_samples, dataset=o.dataset, data_kwargs=data_kwargs,
-        max_eval_samples=o.max_eval_samples, opset=o.opset, dynamic_batch=o.dynamic_batch, batch_size=o.batch_size,
-        fold=o.fold, graph=o.graph, tolerance=o.tolerance, verify_samples=o.verify_samples,
-        int8_min_agreement=o.int8_min_agreement, speed=o.speed, speed_repeats=o.speed_repeats, threads=o.threads,
-        seed=o.seed, log=log)
+        o.model,
+        output_dir=o.output_dir,
+        quantize=o.quantize,
+        calibration_dataset=o.calibration_dataset,
+        calibration_samples=o.calibration_samples,
+        dataset=o.dataset,
+        data_kwargs=data_kwargs,
+        max_eval_samples=o.max_eval_samples,
+        opset=o.opset,
+        dynamic_batch=o.dynamic_batch,
+        batch_size=o.batch_size,
+        fold=o.fold,
+        graph=o.graph,
+        tolerance=o.tolerance,
+        verify_samples=o.verify_samples,
+        int8_min_agreement=o.int8_min_agreement,
+        speed=o.speed,
+        speed_repeats=o.speed_repeats,
+        threads=o.threads,
+        seed=o.seed,
+        log=log,
+    )
 
 
 def _file_info(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size}
 
 
-def export_model_dir(model_dir: str | os.PathLike, *, output_dir: str | os.PathLike | None = None,
-                     quantize: str | None = None, calibration_dataset: str | None = None,
-                     calibration_samples: int = 128, dataset: str | None = None,
-                     data_kwargs: dict[str, Any] | None = None, max_eval_samples: int | None = None,
-                     opset: int | None = None, dynamic_batch: bool = False, batch_size: int = 1, fold: str = "all",
-                     graph: str = "deploy", tolerance: float = DEFAULT_TOLERANCE, verify_samples: int = 16,
-                     int8_min_agreement: float | None = None, speed: bool = False, speed_repeats: int = 5,
-                     threads: int | None = None, seed: int = 0,
-                     log: Callable[[str], None] = print) -> ExportResult:
+def export_model_dir(
+    model_dir: str | os.PathLike,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    quantize: str | None = None,
+    calibration_dataset: str | None = None,
+    calibration_samples: int = 128,
+    dataset: str | None = None,
+    data_kwargs: dict[str, Any] | None = None,
+    max_eval_samples: int | None = None,
+    opset: int | None = None,
+    dynamic_batch: bool = False,
+    batch_size: int = 1,
+    fold: str = "all",
+    graph: str = "deploy",
+    tolerance: float = DEFAULT_TOLERANCE,
+    verify_samples: int = 16,
+    int8_min_agreement: float | None = None,
+    speed: bool = False,
+    speed_repeats: int = 5,
+    threads: int | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
     """Export a p3b_hf model dir to ONNX (``DIR/onnx/`` by default), verify it, optionally int8 + accuracy.
 
     Steps: checks (onnx stack installed, a p3b_hf model dir, target writable) -> deploy module ->
@@ -542,23 +683,45 @@ def export_model_dir(model_dir: str | os.PathLike, *, output_dir: str | os.PathL
     src = Path(model_dir)
     config = load_config(str(src))  # one CheckpointError for missing / non-model dirs
     if getattr(config, "model_type", None) not in P3B_MODEL_TYPES:
-        raise ExportError(f"{src} is not a p3b_hf pruned model (model_type {getattr(config, 'model_type', None)!r}); "
-                          "give the output dir of `p3b-hf prune` or `p3b-hf finetune` (config.json with model_type "
-                          f"{' / '.join(P3B_MODEL_TYPES)}).")
+        raise ExportError(
+            f"{src} is not a p3b_hf pruned model (model_type {getattr(config, 'model_type', None)!r}); "
+            "give the output dir of `p3b-hf prune` or `p3b-hf finetune` (config.json with model_type "
+            f"{' / '.join(P3B_MODEL_TYPES)})."
+        )
     if output_dir is None and not src.is_dir():
-        raise ExportError(f"--model {model_dir} is not a local directory (a Hub id?); give --output-dir for the ONNX "
-                          "files, or download the model dir first.")
+        raise ExportError(
+            f"--model {model_dir} is not a local directory (a Hub id?); give --output-dir for the ONNX "
+            "files, or download the model dir first."
+        )
     target = Path(output_dir) if output_dir else src / ONNX_DIR
     staging = _staging(target)
     try:
-        report = _export_into(staging, src, config, quantize=quantize, calibration_dataset=calibration_dataset,
-                              calibration_samples=calibration_samples, dataset=dataset,
-                              data_kwargs=data_kwargs or {}, max_eval_samples=max_eval_samples, opset=opset,
-                              dynamic_batch=dynamic_batch, batch_size=batch_size, fold=fold, graph=graph,
-                              tolerance=tolerance, verify_samples=verify_samples,
-                              int8_min_agreement=int8_min_agreement, speed=speed, speed_repeats=speed_repeats,
-                              threads=threads, seed=seed, log=log, load_model=load_model,
-                              load_image_processor=load_image_processor)
+        report = _export_into(
+            staging,
+            src,
+            config,
+            quantize=quantize,
+            calibration_dataset=calibration_dataset,
+            calibration_samples=calibration_samples,
+            dataset=dataset,
+            data_kwargs=data_kwargs or {},
+            max_eval_samples=max_eval_samples,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            batch_size=batch_size,
+            fold=fold,
+            graph=graph,
+            tolerance=tolerance,
+            verify_samples=verify_samples,
+            int8_min_agreement=int8_min_agreement,
+            speed=speed,
+            speed_repeats=speed_repeats,
+            threads=threads,
+            seed=seed,
+            log=log,
+            load_model=load_model,
+            load_image_processor=load_image_processor,
+        )
         report["wall_time_s"] = time.time() - t0
         report["output_dir"] = str(target)
         (staging / REPORT_NAME).write_text(json.dumps(report, indent=1))
@@ -570,12 +733,33 @@ def export_model_dir(model_dir: str | os.PathLike, *, output_dir: str | os.PathL
     return ExportResult(output_dir=target, files=files, report=report)
 
 
-def _export_into(staging: Path, src: Path, config: Any, *, quantize: str | None, calibration_dataset: str | None,
-                 calibration_samples: int, dataset: str | None, data_kwargs: dict[str, Any],
-                 max_eval_samples: int | None, opset: int | None, dynamic_batch: bool, batch_size: int, fold: str,
-                 graph: str, tolerance: float, verify_samples: int, int8_min_agreement: float | None, speed: bool,
-                 speed_repeats: int, threads: int | None, seed: int, log: Callable[[str], None],
-                 load_model: Callable, load_image_processor: Callable) -> dict[str, Any]:
+def _export_into(
+    staging: Path,
+    src: Path,
+    config: Any,
+    *,
+    quantize: str | None,
+    calibration_dataset: str | None,
+    calibration_samples: int,
+    dataset: str | None,
+    data_kwargs: dict[str, Any],
+    max_eval_samples: int | None,
+    opset: int | None,
+    dynamic_batch: bool,
+    batch_size: int,
+    fold: str,
+    graph: str,
+    tolerance: float,
+    verify_samples: int,
+    int8_min_agreement: float | None,
+    speed: bool,
+    speed_repeats: int,
+    threads: int | None,
+    seed: int,
+    log: Callable[[str], None],
+    load_model: Callable,
+    load_image_processor: Callable,
+) -> dict[str, Any]:
     import onnxruntime
 
     from . import __version__
@@ -585,60 +769,114 @@ def _export_into(staging: Path, src: Path, config: Any, *, quantize: str | None,
     channels, size = _image_shape(config, processor)
     eval_ds = eval_origin = None
     if dataset:
-        eval_ds, eval_origin = _load_split(dataset, "eval", processor, config, max_samples=max_eval_samples,
-                                           seed=seed, data_kwargs=data_kwargs)
+        eval_ds, eval_origin = _load_split(
+            dataset,
+            "eval",
+            processor,
+            config,
+            max_samples=max_eval_samples,
+            seed=seed,
+            data_kwargs=data_kwargs,
+        )
         x_verify, _ = _stack(eval_ds, verify_samples)
         verify_origin = f"first {len(x_verify)} eval images of {eval_origin}"
     else:
-        x_verify = torch.randn(verify_samples, channels, size, size, generator=torch.Generator().manual_seed(seed))
-        verify_origin = f"{verify_samples} random N(0,1) pixel tensors (seed {seed}; give --dataset for real images)"
+        x_verify = torch.randn(
+            verify_samples, channels, size, size, generator=torch.Generator().manual_seed(seed)
+        )
+        verify_origin = (
+            f"{verify_samples} random N(0,1) pixel tensors (seed {seed}; give --dataset for real images)"
+        )
 
     module = deploy_module(model, fold=fold, graph=graph)
-    graph = "hf" if isinstance(module, LogitsModule) else graph  # what was exported (non-ViT families: always hf)
+    graph = (
+        "hf" if isinstance(module, LogitsModule) else graph
+    )  # what was exported (non-ViT families: always hf)
     index_ops = residual_index_ops(module)
-    metadata = {"producer": f"p3b_hf {__version__}", "p3b_hf.graph": graph, "p3b_hf.fold": fold,
-                "model_type": str(config.model_type), "image_size": str(size),
-                "id2label": json.dumps({int(k): v for k, v in config.id2label.items()})}
+    metadata = {
+        "producer": f"p3b_hf {__version__}",
+        "p3b_hf.graph": graph,
+        "p3b_hf.fold": fold,
+        "model_type": str(config.model_type),
+        "image_size": str(size),
+        "id2label": json.dumps({int(k): v for k, v in config.id2label.items()}),
+    }
     t = time.time()
-    log(f"[export] {src} -> ONNX (opset {opset or DEFAULT_OPSET}, graph {graph}, fold {fold}, "
-        f"{'dynamic batch' if dynamic_batch else f'batch {batch_size}'}) ...")
-    fp32 = export_onnx(module, staging / FP32_NAME, config, batch_size=batch_size, dynamic_batch=dynamic_batch,
-                       opset=opset, metadata=metadata, image_size=size)
+    log(
+        f"[export] {src} -> ONNX (opset {opset or DEFAULT_OPSET}, graph {graph}, fold {fold}, "
+        f"{'dynamic batch' if dynamic_batch else f'batch {batch_size}'}) ..."
+    )
+    fp32 = export_onnx(
+        module,
+        staging / FP32_NAME,
+        config,
+        batch_size=batch_size,
+        dynamic_batch=dynamic_batch,
+        opset=opset,
+        metadata=metadata,
+        image_size=size,
+    )
     export_s = time.time() - t
     ref = torch_logits(model, x_verify)
     sess = session(fp32, threads)
     check = compare_logits(ref, onnx_logits(sess, x_verify))
-    log(f"[export] verified in onnxruntime {onnxruntime.__version__}: max |delta logit| {check['max_abs_diff']:.2e} "
-        f"(tolerance {tolerance:g}), top-1 agreement {100 * check['top1_agreement']:.1f} % on {verify_origin}")
+    log(
+        f"[export] verified in onnxruntime {onnxruntime.__version__}: max |delta logit| {check['max_abs_diff']:.2e} "
+        f"(tolerance {tolerance:g}), top-1 agreement {100 * check['top1_agreement']:.1f} % on {verify_origin}"
+    )
     if not check["max_abs_diff"] <= tolerance:  # also catches NaN
-        raise ExportError(f"The ONNX model disagrees with PyTorch: max |delta logit| {check['max_abs_diff']:.3g} > "
-                          f"--tolerance {tolerance:g} (top-1 agreement {100 * check['top1_agreement']:.1f} %) on "
-                          f"{verify_origin}; nothing was written. Try --fold none, --graph hf or another --opset; "
-                          "raise --tolerance only if the difference is explained.")
+        raise ExportError(
+            f"The ONNX model disagrees with PyTorch: max |delta logit| {check['max_abs_diff']:.3g} > "
+            f"--tolerance {tolerance:g} (top-1 agreement {100 * check['top1_agreement']:.1f} %) on "
+            f"{verify_origin}; nothing was written. Try --fold none, --graph hf or another --opset; "
+            "raise --tolerance only if the difference is explained."
+        )
     report: dict[str, Any] = {
-        "schema": SCHEMA, "model_dir": str(src), "model_type": config.model_type,
-        "format": "onnx", "opset": opset or DEFAULT_OPSET, "graph": graph, "fold": fold,
-        "residual_index_ops": index_ops, "batch": "dynamic" if dynamic_batch else batch_size,
-        "input": {"name": "pixel_values", "shape": ["batch" if dynamic_batch else batch_size, channels, size, size],
-                  "preprocessing": "the model dir's preprocessor_config.json (AutoImageProcessor)"},
+        "schema": SCHEMA,
+        "model_dir": str(src),
+        "model_type": config.model_type,
+        "format": "onnx",
+        "opset": opset or DEFAULT_OPSET,
+        "graph": graph,
+        "fold": fold,
+        "residual_index_ops": index_ops,
+        "batch": "dynamic" if dynamic_batch else batch_size,
+        "input": {
+            "name": "pixel_values",
+            "shape": ["batch" if dynamic_batch else batch_size, channels, size, size],
+            "preprocessing": "the model dir's preprocessor_config.json (AutoImageProcessor)",
+        },
         "output": {"name": "logits", "labels": "config.json id2label"},
-        "versions": {"p3b_hf": __version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                     "onnx": importlib.import_module("onnx").__version__,
-                     "onnxscript": importlib.import_module("onnxscript").__version__},
-        "files": {"fp32": _file_info(fp32)}, "export_s": export_s,
+        "versions": {
+            "p3b_hf": __version__,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "onnx": importlib.import_module("onnx").__version__,
+            "onnxscript": importlib.import_module("onnxscript").__version__,
+        },
+        "files": {"fp32": _file_info(fp32)},
+        "export_s": export_s,
         "verification": {"inputs": verify_origin, "tolerance": tolerance, "fp32_vs_torch": check},
     }
     int8_sess = None
     if quantize == "int8":
         calib = None
         if calibration_dataset:
-            calib_ds, calib_origin = _load_split(calibration_dataset, "train", processor, config,
-                                                 max_samples=calibration_samples,
-                                                 seed=seed, data_kwargs=data_kwargs)
+            calib_ds, calib_origin = _load_split(
+                calibration_dataset,
+                "train",
+                processor,
+                config,
+                max_samples=calibration_samples,
+                seed=seed,
+                data_kwargs=data_kwargs,
+            )
             calib_x, _ = _stack(calib_ds, calibration_samples, seed=seed, shuffle=True)
             calib = calib_x.numpy()
         t = time.time()
-        log(f"[export] int8 ({'static, ' + str(len(calib)) + ' calibration images' if calib is not None else 'dynamic'}) ...")
+        log(
+            f"[export] int8 ({'static, ' + str(len(calib)) + ' calibration images' if calib is not None else 'dynamic'}) ..."
+        )
         info = quantize_int8(fp32, staging / INT8_NAME, calibration=calib, work_dir=staging)
         if calibration_dataset:
             info["calibration"] = f"{len(calib)} random images (seed {seed}) of {calib_origin}"
@@ -650,27 +888,44 @@ def _export_into(staging: Path, src: Path, config: Any, *, quantize: str | None,
         report["int8"] = info
         report["verification"]["int8_vs_torch"] = q_check
         report["verification"]["int8_vs_fp32"] = q_vs_fp32
-        log(f"[export] int8: max |delta logit| vs fp32 {q_vs_fp32['max_abs_diff']:.3g}, top-1 agreement "
-            f"{100 * q_vs_fp32['top1_agreement']:.1f} %")
+        log(
+            f"[export] int8: max |delta logit| vs fp32 {q_vs_fp32['max_abs_diff']:.3g}, top-1 agreement "
+            f"{100 * q_vs_fp32['top1_agreement']:.1f} %"
+        )
         if not np.isfinite(q_vs_fp32["max_abs_diff"]):
             raise ExportError("The int8 model produces non-finite logits; nothing was written.")
         if int8_min_agreement is not None and q_vs_fp32["top1_agreement"] < int8_min_agreement:
-            raise ExportError(f"The int8 model agrees with fp32 on only {100 * q_vs_fp32['top1_agreement']:.1f} % of "
-                              f"top-1 predictions (< --int8-min-agreement {int8_min_agreement:g}); nothing was written. "
-                              "Try static int8 with --calibration-dataset, or keep fp32.")
+            raise ExportError(
+                f"The int8 model agrees with fp32 on only {100 * q_vs_fp32['top1_agreement']:.1f} % of "
+                f"top-1 predictions (< --int8-min-agreement {int8_min_agreement:g}); nothing was written. "
+                "Try static int8 with --calibration-dataset, or keep fp32."
+            )
     if eval_ds is not None:
         log(f"[export] accuracy on {eval_origin} ...")
         report["accuracy"] = _accuracy(model, eval_ds, sess, int8_sess, eval_origin)
         a = report["accuracy"]
-        log("[export] top-1: PyTorch {:.2f} %, ONNX fp32 {:.2f} %{}".format(
-            100 * a["torch"], 100 * a["onnx_fp32"],
-            f", ONNX int8 {100 * a['onnx_int8']:.2f} % ({a['int8_minus_fp32_points']:+.2f} points)" if int8_sess else ""))
+        log(
+            "[export] top-1: PyTorch {:.2f} %, ONNX fp32 {:.2f} %{}".format(
+                100 * a["torch"],
+                100 * a["onnx_fp32"],
+                f", ONNX int8 {100 * a['onnx_int8']:.2f} % ({a['int8_minus_fp32_points']:+.2f} points)"
+                if int8_sess
+                else "",
+            )
+        )
     if speed:
         from .bench import dense_model_for
 
         dense, dense_source = dense_model_for(model)
-        timer = DeploySpeed(dense, batch_size=1, repeats=speed_repeats, threads=threads, opset=opset, fold=fold,
-                            dense_source=dense_source)
+        timer = DeploySpeed(
+            dense,
+            batch_size=1,
+            repeats=speed_repeats,
+            threads=threads,
+            opset=opset,
+            fold=fold,
+            dense_source=dense_source,
+        )
         reuse = dynamic_batch or batch_size == 1  # the files can be timed at batch 1 as they are
         files = {"ort-fp32": fp32, **({"ort-int8": staging / INT8_NAME} if int8_sess is not None else {})}
         try:
@@ -678,9 +933,11 @@ def _export_into(staging: Path, src: Path, config: Any, *, quantize: str | None,
         finally:
             timer.close()
         s = report["speed"]
-        log(f"[export] speed (CPU, batch 1, {s['threads']} thread(s)): deployable {s['deploy_speed_vs_dense']:.2f}x "
+        log(
+            f"[export] speed (CPU, batch 1, {s['threads']} thread(s)): deployable {s['deploy_speed_vs_dense']:.2f}x "
             f"its dense ONNX model, {s['deploy_vs_dense_eager']:.2f}x dense PyTorch eager "
-            f"(eager pruned: {s['eager_speed_vs_dense']:.2f}x)")
+            f"(eager pruned: {s['eager_speed_vs_dense']:.2f}x)"
+        )
     return report
 
 
@@ -699,8 +956,12 @@ def _accuracy(model: nn.Module, eval_ds: Any, sess: Any, int8_sess: Any, origin:
         for k, p in preds.items():
             correct[k] += int((p == y).sum())
         n += len(y)
-    out: dict[str, Any] = {"eval_split": origin, "samples": n, "torch": correct["torch"] / n,
-                           "onnx_fp32": correct["onnx_fp32"] / n}
+    out: dict[str, Any] = {
+        "eval_split": origin,
+        "samples": n,
+        "torch": correct["torch"] / n,
+        "onnx_fp32": correct["onnx_fp32"] / n,
+    }
     if int8_sess is not None:
         out["onnx_int8"] = correct["onnx_int8"] / n
         out["int8_minus_fp32_points"] = 100 * (out["onnx_int8"] - out["onnx_fp32"])
@@ -752,16 +1013,34 @@ class DeploySpeed:
     ``deploy_speed_vs_dense`` column), the demo and ``p3b-hf export --speed`` (the model card).
     """
 
-    def __init__(self, dense: nn.Module, *, batch_size: int = 1, repeats: int = 5, warmup: int = 2,
-                 min_repeat_s: float = 0.2, threads: int | None = None, backend: str = "auto",
-                 opset: int | None = None, fold: str = "all", dense_source: str | None = None) -> None:
+    def __init__(
+        self,
+        dense: nn.Module,
+        *,
+        batch_size: int = 1,
+        repeats: int = 5,
+        warmup: int = 2,
+        min_repeat_s: float = 0.2,
+        threads: int | None = None,
+        backend: str = "auto",
+        opset: int | None = None,
+        fold: str = "all",
+        dense_source: str | None = None,
+    ) -> None:
         if backend not in ("auto", "onnxruntime", "fast"):
             raise P3BError(f"deploy backend {backend!r} is not one of auto, onnxruntime, fast.")
         if backend == "onnxruntime":
             require_onnx()
-        self.backend = "onnxruntime" if backend == "onnxruntime" or (backend == "auto" and onnx_available()) else "fast"
+        self.backend = (
+            "onnxruntime" if backend == "onnxruntime" or (backend == "auto" and onnx_available()) else "fast"
+        )
         self.dense = copy.deepcopy(dense).cpu().float().eval()  # callers may move theirs to a GPU later
-        self.batch_size, self.repeats, self.warmup, self.min_repeat_s = batch_size, repeats, warmup, min_repeat_s
+        self.batch_size, self.repeats, self.warmup, self.min_repeat_s = (
+            batch_size,
+            repeats,
+            warmup,
+            min_repeat_s,
+        )
         self.threads = threads or torch.get_num_threads()
         self.opset, self.fold = opset, fold
         self.dense_source = dense_source
@@ -788,8 +1067,11 @@ class DeploySpeed:
 
         if self._dense_deploy is None:
             self._dense_deploy = self._deploy_runner(self.dense, "dense")
-        runners: dict[str, Callable] = {"dense/eager": _eager_runner(self.dense), "pruned/eager": _eager_runner(pruned),
-                                        "dense/deploy": self._dense_deploy}
+        runners: dict[str, Callable] = {
+            "dense/eager": _eager_runner(self.dense),
+            "pruned/eager": _eager_runner(pruned),
+            "dense/deploy": self._dense_deploy,
+        }
         if self.backend == "onnxruntime" and pruned_onnx:
             for variant, path in pruned_onnx.items():
                 runners[f"pruned/{variant}"] = _ort_runner(session(path, self.threads))
@@ -806,14 +1088,23 @@ class DeploySpeed:
         finally:
             torch.set_num_threads(prev)
         ips = {k: v["images_per_s"] for k, v in timed.items()}
-        out = {"backend": self.backend, "path": ("ONNX Runtime fp32 (CPU), residual ops folded"
-                                                 if self.backend == "onnxruntime" else
-                                                 "optimize_for_inference (PyTorch, CPU)"),
-               "batch_size": self.batch_size, "threads": self.threads, "repeats": self.repeats,
-               "dtype": "fp32", "images_per_s": ips, "dense_source": self.dense_source,
-               "deploy_speed_vs_dense": ips["pruned/deploy"] / ips["dense/deploy"],
-               "deploy_vs_dense_eager": ips["pruned/deploy"] / ips["dense/eager"],
-               "eager_speed_vs_dense": ips["pruned/eager"] / ips["dense/eager"]}
+        out = {
+            "backend": self.backend,
+            "path": (
+                "ONNX Runtime fp32 (CPU), residual ops folded"
+                if self.backend == "onnxruntime"
+                else "optimize_for_inference (PyTorch, CPU)"
+            ),
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+            "repeats": self.repeats,
+            "dtype": "fp32",
+            "images_per_s": ips,
+            "dense_source": self.dense_source,
+            "deploy_speed_vs_dense": ips["pruned/deploy"] / ips["dense/deploy"],
+            "deploy_vs_dense_eager": ips["pruned/deploy"] / ips["dense/eager"],
+            "eager_speed_vs_dense": ips["pruned/eager"] / ips["dense/eager"],
+        }
         if "pruned/ort-int8" in ips:
             out["int8_vs_dense_eager"] = ips["pruned/ort-int8"] / ips["dense/eager"]
             out["int8_vs_dense_deploy"] = ips["pruned/ort-int8"] / ips["dense/deploy"]
@@ -843,8 +1134,10 @@ def _parse_onnx_variant(name: str) -> dict[str, Any]:
     ``+static`` (int8 with random-pixel calibration: for speed only) | ``+opsetN``]."""
     base, *mods = name.split("+")
     if base not in ONNX_VARIANTS or (base in ("eager", "fast") and mods):
-        raise P3BError(f"Unknown ONNX bench variant {name!r}: use eager, fast, ort-fp32 or ort-int8, the ort ones "
-                       "optionally with +nofold, +readfold, +hf, +static (int8), +opsetN.")
+        raise P3BError(
+            f"Unknown ONNX bench variant {name!r}: use eager, fast, ort-fp32 or ort-int8, the ort ones "
+            "optionally with +nofold, +readfold, +hf, +static (int8), +opsetN."
+        )
     spec: dict[str, Any] = {"base": base, "fold": "all", "graph": "deploy", "static": False, "opset": None}
     for m in mods:
         if m == "nofold":
@@ -862,10 +1155,21 @@ def _parse_onnx_variant(name: str) -> dict[str, Any]:
     return spec
 
 
-def run_onnx_bench(pruned: nn.Module, dense: nn.Module | None = None, *, batch_sizes: Sequence[int] = (1, 32),
-                   repeats: int = 10, warmup: int = 3, min_repeat_s: float = 0.2, threads: int | None = None,
-                   variants: Sequence[str] = ONNX_VARIANTS, pruned_variants: Sequence[str] = (),
-                   opset: int | None = None, sources: dict[str, str] | None = None, seed: int = 0) -> dict[str, Any]:
+def run_onnx_bench(
+    pruned: nn.Module,
+    dense: nn.Module | None = None,
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    repeats: int = 10,
+    warmup: int = 3,
+    min_repeat_s: float = 0.2,
+    threads: int | None = None,
+    variants: Sequence[str] = ONNX_VARIANTS,
+    pruned_variants: Sequence[str] = (),
+    opset: int | None = None,
+    sources: dict[str, str] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """``p3b-hf bench --onnx``: CPU images/s of dense and pruned models in PyTorch eager, ``fast``
     (optimize_for_inference) and ONNX Runtime fp32 / int8 (dynamic), timed round-robin in one run,
     per batch size. Every ONNX model is exported with a dynamic batch and checked against its
@@ -887,13 +1191,23 @@ def run_onnx_bench(pruned: nn.Module, dense: nn.Module | None = None, *, batch_s
     sources.setdefault("dense", str(getattr(dense.config, "_name_or_path", "") or "in-memory"))
     channels, size = _image_shape(pruned.config)
     report: dict[str, Any] = {
-        "schema": BENCH_SCHEMA, "env": _env(threads),
-        "settings": {"dtype": "fp32 (int8: dynamic int8 MatMuls)", "batch_sizes": list(batch_sizes),
-                     "repeats": repeats, "warmup": warmup, "min_repeat_s": min_repeat_s, "image_size": size,
-                     "opset": opset or DEFAULT_OPSET, "variants": list(variants), "pruned_variants": list(pruned_variants),
-                     "onnx_batch": "dynamic"},
+        "schema": BENCH_SCHEMA,
+        "env": _env(threads),
+        "settings": {
+            "dtype": "fp32 (int8: dynamic int8 MatMuls)",
+            "batch_sizes": list(batch_sizes),
+            "repeats": repeats,
+            "warmup": warmup,
+            "min_repeat_s": min_repeat_s,
+            "image_size": size,
+            "opset": opset or DEFAULT_OPSET,
+            "variants": list(variants),
+            "pruned_variants": list(pruned_variants),
+            "onnx_batch": "dynamic",
+        },
         "models": {name: _describe(m, sources[name]) for name, m in models.items()},
-        "checks": {}, "export_s": {},
+        "checks": {},
+        "export_s": {},
     }
     x_check = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(seed + 1))
     runners: dict[str, Callable] = {}
@@ -910,29 +1224,45 @@ def run_onnx_bench(pruned: nn.Module, dense: nn.Module | None = None, *, batch_s
                         runners[f"{name}/{v}"] = _eager_runner(model)
                         continue
                     if spec["base"] == "fast":
-                        runners[f"{name}/{v}"] = deploy_module(model, fold="none")  # optimize_for_inference defaults
+                        runners[f"{name}/{v}"] = deploy_module(
+                            model, fold="none"
+                        )  # optimize_for_inference defaults
                         continue
                     key = (spec["fold"], spec["graph"], spec["opset"] or opset)
                     if key not in fp32_cache:
                         path = Path(tmp) / f"{name}_{len(fp32_cache)}.onnx"
                         t = time.time()
-                        export_onnx(deploy_module(model, fold=spec["fold"], graph=spec["graph"]), path, model.config,
-                                    dynamic_batch=True, opset=key[2])
+                        export_onnx(
+                            deploy_module(model, fold=spec["fold"], graph=spec["graph"]),
+                            path,
+                            model.config,
+                            dynamic_batch=True,
+                            opset=key[2],
+                        )
                         report["export_s"][f"{name}/{v}"] = time.time() - t
                         fp32_cache[key] = path
                     path = fp32_cache[key]
                     if spec["base"] == "ort-int8":
                         qpath = path.with_name(path.stem + f"_int8{'s' if spec['static'] else ''}.onnx")
-                        calib = torch.randn(16, channels, size, size, generator=torch.Generator().manual_seed(seed + 2)
-                                            ).numpy() if spec["static"] else None
+                        calib = (
+                            torch.randn(
+                                16, channels, size, size, generator=torch.Generator().manual_seed(seed + 2)
+                            ).numpy()
+                            if spec["static"]
+                            else None
+                        )
                         quantize_int8(path, qpath, calibration=calib, work_dir=tmp)
                         path = qpath
                     sess = session(path, threads)
                     check = compare_logits(ref, onnx_logits(sess, x_check))
-                    report["checks"][f"{name}/{v}"] = {k: check[k] for k in ("max_abs_diff", "top1_agreement")}
+                    report["checks"][f"{name}/{v}"] = {
+                        k: check[k] for k in ("max_abs_diff", "top1_agreement")
+                    }
                     if spec["base"] == "ort-fp32" and not check["max_abs_diff"] <= DEFAULT_TOLERANCE:
-                        raise ExportError(f"bench --onnx: {name}/{v} disagrees with PyTorch (max |delta logit| "
-                                          f"{check['max_abs_diff']:.3g}); not timing a wrong model.")
+                        raise ExportError(
+                            f"bench --onnx: {name}/{v} disagrees with PyTorch (max |delta logit| "
+                            f"{check['max_abs_diff']:.3g}); not timing a wrong model."
+                        )
                     runners[f"{name}/{v}"] = _ort_runner(sess)
             results = []
             for b in batch_sizes:
@@ -967,7 +1297,9 @@ def onnx_ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
                 entry["vs_dense_eager"][f"{m}/{v}"] = ips / base
             t = full[(m, v)].get("times_ms")
             if base_t and t and len(t) == len(base_t):
-                entry["vs_dense_eager_paired"][f"{m}/{v}"] = statistics.median(a / c for a, c in zip(base_t, t))
+                entry["vs_dense_eager_paired"][f"{m}/{v}"] = statistics.median(
+                    a / c for a, c in zip(base_t, t)
+                )
             if m == "pruned":
                 same = rows.get(("dense", v), rows.get(("dense", v.split("+")[0])))
                 if same:
@@ -975,31 +1307,40 @@ def onnx_ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
         deployable = {v: ips for (m, v), ips in rows.items() if m == "pruned" and v != "eager"}
         if deployable and base:
             best = max(deployable, key=deployable.get)
-            entry["best_pruned_deployable"] = {"variant": best, "images_per_s": deployable[best],
-                                               "vs_dense_eager": deployable[best] / base}
+            entry["best_pruned_deployable"] = {
+                "variant": best,
+                "images_per_s": deployable[best],
+                "vs_dense_eager": deployable[best] / base,
+            }
         out[str(b)] = entry
     return out
 
 
 def format_onnx_table(report: dict[str, Any]) -> str:
     env, s = report["env"], report["settings"]
-    lines = [f"CPU ({env.get('cpu')}, {env.get('cpu_count')} cores), {env['threads']} thread(s), torch {env['torch']}, "
-             f"onnxruntime {env.get('onnxruntime')}, fp32 (int8: dynamic), median of {s['repeats']} repeats",
-             f"{'batch':>5} {'model':7} {'variant':22} {'params (M)':>10} {'images/s':>10} {'ms/batch':>9} "
-             f"{'x dense eager':>13} {'(paired)':>9} {'x dense same':>12}"]
+    lines = [
+        f"CPU ({env.get('cpu')}, {env.get('cpu_count')} cores), {env['threads']} thread(s), torch {env['torch']}, "
+        f"onnxruntime {env.get('onnxruntime')}, fp32 (int8: dynamic), median of {s['repeats']} repeats",
+        f"{'batch':>5} {'model':7} {'variant':22} {'params (M)':>10} {'images/s':>10} {'ms/batch':>9} "
+        f"{'x dense eager':>13} {'(paired)':>9} {'x dense same':>12}",
+    ]
     for r in report["results"]:
         b, m, v = r["batch_size"], r["model"], r["variant"]
         rat = report["ratios"][str(b)]
         same = rat["vs_dense_same"].get(v) if m == "pruned" else None
-        lines.append(f"{b:5d} {m:7} {v:22} {report['models'][m]['params'] / 1e6:10.2f} {r['images_per_s']:10.1f} "
-                     f"{r['median_ms']:9.2f} {rat['vs_dense_eager'].get(f'{m}/{v}', math.nan):13.2f} "
-                     f"{rat.get('vs_dense_eager_paired', {}).get(f'{m}/{v}', math.nan):9.2f} "
-                     + (f"{same:12.2f}" if same is not None else ""))
+        lines.append(
+            f"{b:5d} {m:7} {v:22} {report['models'][m]['params'] / 1e6:10.2f} {r['images_per_s']:10.1f} "
+            f"{r['median_ms']:9.2f} {rat['vs_dense_eager'].get(f'{m}/{v}', math.nan):13.2f} "
+            f"{rat.get('vs_dense_eager_paired', {}).get(f'{m}/{v}', math.nan):9.2f} "
+            + (f"{same:12.2f}" if same is not None else "")
+        )
     for b, rat in report["ratios"].items():
         best = rat.get("best_pruned_deployable")
         if best:
-            lines.append(f"batch {b}: best deployable pruned artefact {best['variant']} = {best['vs_dense_eager']:.2f}x "
-                         "the dense PyTorch eager model")
+            lines.append(
+                f"batch {b}: best deployable pruned artefact {best['variant']} = {best['vs_dense_eager']:.2f}x "
+                "the dense PyTorch eager model"
+            )
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -1009,24 +1350,35 @@ def card_section(report: dict[str, Any], repo_id: str) -> list[str]:
     files = report.get("files", {})
     v = report.get("verification", {})
     fp = v.get("fp32_vs_torch", {})
-    lines = ["## ONNX (deployable artefact)", "",
-             f"This repo also holds an ONNX export made with `p3b-hf export` (opset {report.get('opset')}, "
-             f"input `pixel_values` {report.get('input', {}).get('shape')}, output `logits`; residual gathers / "
-             f"scatter-adds folded: `{report.get('fold')}`), verified in onnxruntime against the PyTorch model "
-             "before it was written:", "",
-             "| file | what | check |", "|---|---|---|"]
+    lines = [
+        "## ONNX (deployable artefact)",
+        "",
+        f"This repo also holds an ONNX export made with `p3b-hf export` (opset {report.get('opset')}, "
+        f"input `pixel_values` {report.get('input', {}).get('shape')}, output `logits`; residual gathers / "
+        f"scatter-adds folded: `{report.get('fold')}`), verified in onnxruntime against the PyTorch model "
+        "before it was written:",
+        "",
+        "| file | what | check |",
+        "|---|---|---|",
+    ]
     if "fp32" in files:
-        lines.append(f"| `onnx/{files['fp32']['file']}` | fp32 | max abs logit diff vs PyTorch "
-                     f"{fp.get('max_abs_diff', float('nan')):.1e}, top-1 agreement "
-                     f"{100 * fp.get('top1_agreement', float('nan')):.1f} % ({v.get('inputs', 'n/a')}) |")
+        lines.append(
+            f"| `onnx/{files['fp32']['file']}` | fp32 | max abs logit diff vs PyTorch "
+            f"{fp.get('max_abs_diff', float('nan')):.1e}, top-1 agreement "
+            f"{100 * fp.get('top1_agreement', float('nan')):.1f} % ({v.get('inputs', 'n/a')}) |"
+        )
     if "int8" in files:
         q = v.get("int8_vs_fp32", {})
-        lines.append(f"| `onnx/{files['int8']['file']}` | int8 ({report.get('int8', {}).get('mode')}) | top-1 "
-                     f"agreement with fp32 {100 * q.get('top1_agreement', float('nan')):.1f} % |")
+        lines.append(
+            f"| `onnx/{files['int8']['file']}` | int8 ({report.get('int8', {}).get('mode')}) | top-1 "
+            f"agreement with fp32 {100 * q.get('top1_agreement', float('nan')):.1f} % |"
+        )
     acc = report.get("accuracy")
     if acc:
-        line = (f"\nTop-1 on {acc['eval_split']}: PyTorch {100 * acc['torch']:.2f} %, ONNX fp32 "
-                f"{100 * acc['onnx_fp32']:.2f} %")
+        line = (
+            f"\nTop-1 on {acc['eval_split']}: PyTorch {100 * acc['torch']:.2f} %, ONNX fp32 "
+            f"{100 * acc['onnx_fp32']:.2f} %"
+        )
         if "onnx_int8" in acc:
             line += f", ONNX int8 {100 * acc['onnx_int8']:.2f} % ({acc['int8_minus_fp32_points']:+.2f} points vs fp32)"
         lines.append(line + ".")
@@ -1034,28 +1386,39 @@ def card_section(report: dict[str, Any], repo_id: str) -> list[str]:
     lines.append("")
     if sp:
         ips = sp["images_per_s"]
-        lines += [f"Speed (CPU, {sp['threads']} thread(s), batch {sp['batch_size']}, fp32, one run; dense = "
-                  f"{sp.get('dense_source') or 'the dense original'}):", "",
-                  "| | images/s | vs dense |", "|---|---|---|",
-                  f"| dense, PyTorch eager | {ips['dense/eager']:.1f} | 1.00x |",
-                  f"| this model, PyTorch eager | {ips['pruned/eager']:.1f} | {sp['eager_speed_vs_dense']:.2f}x |",
-                  f"| dense, deployable ({sp['backend']}) | {ips['dense/deploy']:.1f} | "
-                  f"{ips['dense/deploy'] / ips['dense/eager']:.2f}x |",
-                  f"| **this model, deployable ({sp['backend']})** | {ips['pruned/deploy']:.1f} | "
-                  f"**{sp['deploy_vs_dense_eager']:.2f}x** ({sp['deploy_speed_vs_dense']:.2f}x the dense deployable) |"]
+        lines += [
+            f"Speed (CPU, {sp['threads']} thread(s), batch {sp['batch_size']}, fp32, one run; dense = "
+            f"{sp.get('dense_source') or 'the dense original'}):",
+            "",
+            "| | images/s | vs dense |",
+            "|---|---|---|",
+            f"| dense, PyTorch eager | {ips['dense/eager']:.1f} | 1.00x |",
+            f"| this model, PyTorch eager | {ips['pruned/eager']:.1f} | {sp['eager_speed_vs_dense']:.2f}x |",
+            f"| dense, deployable ({sp['backend']}) | {ips['dense/deploy']:.1f} | "
+            f"{ips['dense/deploy'] / ips['dense/eager']:.2f}x |",
+            f"| **this model, deployable ({sp['backend']})** | {ips['pruned/deploy']:.1f} | "
+            f"**{sp['deploy_vs_dense_eager']:.2f}x** ({sp['deploy_speed_vs_dense']:.2f}x the dense deployable) |",
+        ]
         if "pruned/ort-int8" in ips:
-            lines.append(f"| this model, ONNX int8 | {ips['pruned/ort-int8']:.1f} | {sp['int8_vs_dense_eager']:.2f}x |")
+            lines.append(
+                f"| this model, ONNX int8 | {ips['pruned/ort-int8']:.1f} | {sp['int8_vs_dense_eager']:.2f}x |"
+            )
         lines.append("")
     else:
         lines += ["(Speed not measured for this export: `p3b-hf export --speed` adds it.)", ""]
-    lines += ["```python", "import numpy as np, onnxruntime as ort",
-              "from huggingface_hub import hf_hub_download",
-              "from PIL import Image",
-              "from transformers import AutoImageProcessor",
-              f'path = hf_hub_download("{repo_id}", "onnx/{files.get("fp32", {}).get("file", FP32_NAME)}")',
-              f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
-              'session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])',
-              'image = Image.open("cat.jpg").convert("RGB")',
-              'pixels = processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)',
-              'logits = session.run(None, {"pixel_values": pixels})[0]  # labels: config.json id2label', "```", ""]
+    lines += [
+        "```python",
+        "import numpy as np, onnxruntime as ort",
+        "from huggingface_hub import hf_hub_download",
+        "from PIL import Image",
+        "from transformers import AutoImageProcessor",
+        f'path = hf_hub_download("{repo_id}", "onnx/{files.get("fp32", {}).get("file", FP32_NAME)}")',
+        f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
+        'session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])',
+        'image = Image.open("cat.jpg").convert("RGB")',
+        'pixels = processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)',
+        'logits = session.run(None, {"pixel_values": pixels})[0]  # labels: config.json id2label',
+        "```",
+        "",
+    ]
     return lines

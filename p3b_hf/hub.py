@@ -64,15 +64,21 @@ def check_model_dir(model_dir: str | os.PathLike) -> dict[str, Any]:
     """Return ``config.json`` of a pushable model dir, or raise :class:`CheckpointError` naming the fix."""
     d = Path(model_dir)
     if not d.is_dir():
-        raise CheckpointError(f"--model {d} is not a directory; give the output dir of `p3b-hf prune` or "
-                              "`p3b-hf finetune` (it holds config.json and model.safetensors).")
+        raise CheckpointError(
+            f"--model {d} is not a directory; give the output dir of `p3b-hf prune` or "
+            "`p3b-hf finetune` (it holds config.json and model.safetensors)."
+        )
     config = _read_json(d / "config.json")
     if config is None:
         raise CheckpointError(f"{d} has no config.json; it is not a saved HF model dir.")
     if not _weight_files(d):
         pickles = sorted(p.name for p in d.iterdir() if p.suffix in (".bin", ".pth", ".pt"))
-        hint = (f" It holds pickle weights ({', '.join(pickles)}); re-save with model.save_pretrained(dir) "
-                "to get safetensors." if pickles else "")
+        hint = (
+            f" It holds pickle weights ({', '.join(pickles)}); re-save with model.save_pretrained(dir) "
+            "to get safetensors."
+            if pickles
+            else ""
+        )
         raise CheckpointError(f"{d} has no model.safetensors; only safetensors weights are pushed.{hint}")
     return config
 
@@ -146,9 +152,15 @@ def _hub_id(name: Any) -> str | None:
     return name if _HUB_ID.match(name) else None
 
 
-def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[str, Any] | None = None,
-                     report: dict[str, Any] | None = None, dataset: str | None = None,
-                     license: str | None = None, with_onnx: bool = False) -> str:
+def build_model_card(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    config: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    dataset: str | None = None,
+    license: str | None = None,
+    with_onnx: bool = False,
+) -> str:
     """Model card text (YAML metadata + markdown) from ``pruning_report.json`` and ``config.json``.
 
     Works without a report too (then params/MACs come from the config via :func:`count_cost`).
@@ -183,28 +195,49 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
     if final_acc is not None and _hub_id(data_name):
         domains = (ft.get("domains") if ft.get("eval_sets") else None) or report.get("domains") or {}
         split = f"held-out domain(s): {', '.join(domains['test'])}" if domains.get("test") else None
-        eval_results = [EvalResult(task_type="image-classification", dataset_type=data_name,
-                                   dataset_name=data_name, metric_type="accuracy", metric_value=float(final_acc),
-                                   dataset_split=split)]
+        eval_results = [
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=data_name,
+                dataset_name=data_name,
+                metric_type="accuracy",
+                metric_value=float(final_acc),
+                dataset_split=split,
+            )
+        ]
     card_data = ModelCardData(
-        base_model=_hub_id(base), datasets=[data_name] if _hub_id(data_name) else None, library_name="transformers",
-        pipeline_tag="image-classification", license=license, model_name=repo_id.split("/")[-1],
+        base_model=_hub_id(base),
+        datasets=[data_name] if _hub_id(data_name) else None,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license=license,
+        model_name=repo_id.split("/")[-1],
         tags=["p3b_hf", "pruning", "structured-pruning", "vision-transformer", f"pruning-{method}"],
-        eval_results=eval_results)
+        eval_results=eval_results,
+    )
 
     lines = [f"# {repo_id.split('/')[-1]}", ""]
-    lines.append(f"A structurally pruned {config.get('model_type', 'ViT')} image classifier made with "
-                 f"[p3b_hf](https://github.com/) (method **{method}**"
-                 + (f", requested prune ratio **{ratio:g}** of all parameters" if isinstance(ratio, (int, float))
-                    else "") + ").")
+    lines.append(
+        f"A structurally pruned {config.get('model_type', 'ViT')} image classifier made with "
+        f"[p3b_hf](https://github.com/) (method **{method}**"
+        + (
+            f", requested prune ratio **{ratio:g}** of all parameters"
+            if isinstance(ratio, (int, float))
+            else ""
+        )
+        + ")."
+    )
     lines.append("")
-    lines += ["| | |", "|---|---|",
-              f"| base model | {base or 'n/a'} |",
-              f"| data set | {data_name or 'n/a'} |",
-              f"| method | {method} |",
-              f"| requested prune ratio | {ratio if ratio is not None else 'n/a'} |",
-              f"| params | {_fmt_count(dense.get('params'), 'M')} -> {_fmt_count(pruned.get('params'), 'M')} |",
-              f"| MACs / image | {_fmt_count(dense.get('macs'), 'G')} -> {_fmt_count(pruned.get('macs'), 'G')} |"]
+    lines += [
+        "| | |",
+        "|---|---|",
+        f"| base model | {base or 'n/a'} |",
+        f"| data set | {data_name or 'n/a'} |",
+        f"| method | {method} |",
+        f"| requested prune ratio | {ratio if ratio is not None else 'n/a'} |",
+        f"| params | {_fmt_count(dense.get('params'), 'M')} -> {_fmt_count(pruned.get('params'), 'M')} |",
+        f"| MACs / image | {_fmt_count(dense.get('macs'), 'G')} -> {_fmt_count(pruned.get('macs'), 'G')} |",
+    ]
     if report.get("achieved_param_reduction") is not None:
         lines.append(f"| achieved param reduction | {_pct(report['achieved_param_reduction'])} |")
     if report.get("achieved_mac_reduction") is not None:
@@ -212,8 +245,11 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
     lines.append(f"| top-1 accuracy, dense | {_pct(dense_acc)} |")
     lines.append(f"| top-1 accuracy, right after pruning | {_pct(acc)} |")
     if ft:
-        lines.append(f"| top-1 accuracy, after fine-tuning ({ft.get('epochs', '?')} epochs"
-                     + (", KD" if ft.get("teacher") else "") + f") | {_pct(ft_acc)} |")
+        lines.append(
+            f"| top-1 accuracy, after fine-tuning ({ft.get('epochs', '?')} epochs"
+            + (", KD" if ft.get("teacher") else "")
+            + f") | {_pct(ft_acc)} |"
+        )
     removed = report.get("removed_sub_blocks") or []
     if removed:
         lines.append(f"| removed sub-blocks | {', '.join(removed)} |")
@@ -227,30 +263,41 @@ def build_model_card(model_dir: str | os.PathLike, repo_id: str, config: dict[st
         lines += [f"| {w['stage']} | {w['block']} | {w.get('dim')} | {w.get('mlp')} |" for w in widths]
         lines.append("")
     elif widths:
-        lines += ["| layer | heads | head dim | MLP | attn in/out | MLP in/out |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| layer | heads | head dim | MLP | attn in/out | MLP in/out |",
+            "|---|---|---|---|---|---|",
+        ]
         for i, w in enumerate(widths):
-            lines.append(f"| {i} | {w.get('heads')} | {w.get('head_dim')} | {w.get('mlp')} | "
-                         f"{w.get('attn_in')}/{w.get('attn_out')} | {w.get('mlp_in')}/{w.get('mlp_out')} |")
+            lines.append(
+                f"| {i} | {w.get('heads')} | {w.get('head_dim')} | {w.get('mlp')} | "
+                f"{w.get('attn_in')}/{w.get('attn_out')} | {w.get('mlp_in')}/{w.get('mlp_out')} |"
+            )
         lines.append("")
     lines += [
-        "## Usage", "",
-        "With `p3b_hf` installed (`pip install p3b_hf`), no remote code runs:", "",
+        "## Usage",
+        "",
+        "With `p3b_hf` installed (`pip install p3b_hf`), no remote code runs:",
+        "",
         "```python",
         "import p3b_hf  # registers the pruned classes (p3b_vit, p3b_deit, p3b_beit, p3b_dinov2, p3b_swin, p3b_convnext)",
         "from transformers import AutoImageProcessor, AutoModelForImageClassification",
         f'model = AutoModelForImageClassification.from_pretrained("{repo_id}")',
         f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
-        "```", "",
-        "With stock transformers only, the self-contained code files in this repo are used:", "",
+        "```",
+        "",
+        "With stock transformers only, the self-contained code files in this repo are used:",
+        "",
         "```python",
         f'model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)',
-        "```", "",
+        "```",
+        "",
         "Each layer has its own widths (`layer_num_heads`, `layer_head_dims`, `layer_intermediate_sizes`, "
         "and the residual channel subsets `layer_attn_in/out`, `layer_mlp_in/out` in `config.json`; Swin / "
         "ConvNeXt: `block_intermediate_sizes` etc. per stage and block); the "
         "weights are physically smaller, parameter names follow the stock HF checkpoints of the family. "
         "`AutoModel.from_pretrained` gives the backbone without its head. `pruning_report.json` holds "
-        "the full run report.", "",
+        "the full run report.",
+        "",
     ]
     if with_onnx:  # the ONNX files pushed with --with-onnx: what they are, their checks and speed
         from .export import card_section, load_export_report
@@ -286,27 +333,37 @@ def eval_set_section(report: dict[str, Any]) -> list[str]:
     title = "after fine-tuning" if after_ft else "after pruning"
     lines = [f"## Accuracy per eval set ({title})", ""]
     if domains:
-        lines += [f"Domain generalisation: trained on the domains {', '.join(domains.get('train') or [])} of column "
-                  f"`{domains.get('column')}`, tested on the held-out domain(s) {', '.join(domains.get('test') or [])}.",
-                  ""]
+        lines += [
+            f"Domain generalisation: trained on the domains {', '.join(domains.get('train') or [])} of column "
+            f"`{domains.get('column')}`, tested on the held-out domain(s) {', '.join(domains.get('test') or [])}.",
+            "",
+        ]
     lines += ["| eval set | what | images | top-1 | dense top-1 |", "|---|---|---|---|---|"]
     for name, m in sets.items():
         d = (dense or {}).get(name) or {}
-        lines.append(f"| {name} | {role(name)} | {m.get('samples', 'n/a')} | {_pct(m.get('accuracy'))} | "
-                     f"{_pct(d.get('accuracy'))} |")
+        lines.append(
+            f"| {name} | {role(name)} | {m.get('samples', 'n/a')} | {_pct(m.get('accuracy'))} | "
+            f"{_pct(d.get('accuracy'))} |"
+        )
     lines.append("")
     if gap.get("gap") is not None:
-        text = (f"Source-vs-target gap (`{gap['source_set']}` minus `{gap['target_set']}` top-1): "
-                f"**{100 * gap['gap']:+.2f} pp**")
+        text = (
+            f"Source-vs-target gap (`{gap['source_set']}` minus `{gap['target_set']}` top-1): "
+            f"**{100 * gap['gap']:+.2f} pp**"
+        )
         if gap.get("gap_change") is not None:
-            text += (f"; dense model {100 * gap['dense_gap']:+.2f} pp, so pruning changed it by "
-                     f"{100 * gap['gap_change']:+.2f} pp")
+            text += (
+                f"; dense model {100 * gap['dense_gap']:+.2f} pp, so pruning changed it by "
+                f"{100 * gap['gap_change']:+.2f} pp"
+            )
         lines += [text + ".", ""]
     return lines
 
 
 # ---------------------------------------------------------------------------------------- push
-def collect_files(model_dir: str | os.PathLike, config: dict[str, Any], with_onnx: bool = False) -> dict[str, Path]:
+def collect_files(
+    model_dir: str | os.PathLike, config: dict[str, Any], with_onnx: bool = False
+) -> dict[str, Path]:
     """``path_in_repo -> local file`` for everything :func:`push_pruned` uploads (card excluded)."""
     d = Path(model_dir)
     if with_onnx:
@@ -314,10 +371,15 @@ def collect_files(model_dir: str | os.PathLike, config: dict[str, Any], with_onn
         from .export import REPORT_NAME as EXPORT_REPORT
 
         if not (d / ONNX_DIR / FP32_NAME).exists() or not (d / ONNX_DIR / EXPORT_REPORT).exists():
-            raise CheckpointError(f"--with-onnx: {d} has no {ONNX_DIR}/{FP32_NAME} with its {EXPORT_REPORT}; run "
-                                  f"`p3b-hf export --model {d}` first.")
-        onnx_files = {f"{ONNX_DIR}/{n}": d / ONNX_DIR / n for n in (FP32_NAME, INT8_NAME, EXPORT_REPORT)
-                      if (d / ONNX_DIR / n).exists()}
+            raise CheckpointError(
+                f"--with-onnx: {d} has no {ONNX_DIR}/{FP32_NAME} with its {EXPORT_REPORT}; run "
+                f"`p3b-hf export --model {d}` first."
+            )
+        onnx_files = {
+            f"{ONNX_DIR}/{n}": d / ONNX_DIR / n
+            for n in (FP32_NAME, INT8_NAME, EXPORT_REPORT)
+            if (d / ONNX_DIR / n).exists()
+        }
     else:
         onnx_files = {}
     files: dict[str, Path] = {name: d / name for name in _weight_files(d)}
@@ -333,11 +395,22 @@ def collect_files(model_dir: str | os.PathLike, config: dict[str, Any], with_onn
     return files
 
 
-def push_pruned(model_dir: str | os.PathLike, repo_id: str, *, private: bool | None = None,
-                revision: str | None = None, commit_message: str | None = None, token: str | None = None,
-                create_pr: bool = False, dataset: str | None = None, license: str | None = None,
-                model_card: bool = True, verify: bool = True, api: HfApi | None = None,
-                with_onnx: bool = False) -> PushResult:
+def push_pruned(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    create_pr: bool = False,
+    dataset: str | None = None,
+    license: str | None = None,
+    model_card: bool = True,
+    verify: bool = True,
+    api: HfApi | None = None,
+    with_onnx: bool = False,
+) -> PushResult:
     """Upload a pruned model dir to ``repo_id`` in one commit and return what was pushed.
 
     ``revision``: a branch (created from ``main`` if missing). ``api``: an ``HfApi`` (tests pass a
@@ -364,31 +437,50 @@ def push_pruned(model_dir: str | os.PathLike, repo_id: str, *, private: bool | N
             config = json.loads((staging / "config.json").read_text())
             files = {k: v for k, v in files.items() if not k.endswith(".py") or k in _code_files(config)}
         if is_p3b and not _code_files(config):
-            raise CheckpointError(f"{d}/config.json has no auto_map even after re-saving; import p3b_hf before "
-                                  "save_pretrained so the classes register for AutoModel.")
+            raise CheckpointError(
+                f"{d}/config.json has no auto_map even after re-saving; import p3b_hf before "
+                "save_pretrained so the classes register for AutoModel."
+            )
         if not (d / "preprocessor_config.json").exists():
             import warnings
 
-            warnings.warn(f"{d} has no preprocessor_config.json: AutoImageProcessor.from_pretrained('{repo_id}') "
-                          "will fail. Save the image processor into the model dir first.", stacklevel=2)
+            warnings.warn(
+                f"{d} has no preprocessor_config.json: AutoImageProcessor.from_pretrained('{repo_id}') "
+                "will fail. Save the image processor into the model dir first.",
+                stacklevel=2,
+            )
         if verify:
             verify_loads(staging if resaved else d)
         card = ""
         if model_card:
-            card = build_model_card(d, repo_id, config=config, dataset=dataset, license=license,
-                                    with_onnx=with_onnx)
+            card = build_model_card(
+                d, repo_id, config=config, dataset=dataset, license=license, with_onnx=with_onnx
+            )
         elif (d / "README.md").exists():
             files["README.md"] = d / "README.md"
 
-        operations = [CommitOperationAdd(path_in_repo=k, path_or_fileobj=str(v)) for k, v in sorted(files.items())]
+        operations = [
+            CommitOperationAdd(path_in_repo=k, path_or_fileobj=str(v)) for k, v in sorted(files.items())
+        ]
         if card:
             operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
         api.create_repo(repo_id, private=private, exist_ok=True, token=token, repo_type="model")
         if revision and revision != "main" and not create_pr:
             api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
         info = api.create_commit(
-            repo_id, operations, commit_message=commit_message or f"Upload pruned model ({config.get('model_type')})",
-            revision=revision, create_pr=create_pr, token=token, repo_type="model")
-    return PushResult(repo_id=repo_id, revision=revision, commit_url=str(getattr(info, "commit_url", info)),
-                      commit_oid=str(getattr(info, "oid", "")), files=[op.path_in_repo for op in operations],
-                      model_card=card)
+            repo_id,
+            operations,
+            commit_message=commit_message or f"Upload pruned model ({config.get('model_type')})",
+            revision=revision,
+            create_pr=create_pr,
+            token=token,
+            repo_type="model",
+        )
+    return PushResult(
+        repo_id=repo_id,
+        revision=revision,
+        commit_url=str(getattr(info, "commit_url", info)),
+        commit_oid=str(getattr(info, "oid", "")),
+        files=[op.path_in_repo for op in operations],
+        model_card=card,
+    )

@@ -20,12 +20,15 @@ def _check_source(name: str) -> None:
     p = Path(name)
     looks_local = name.startswith((".", "/", "~")) or p.exists()
     if looks_local and not p.exists():
-        raise CheckpointError(f"Model path {name} does not exist. Give a model directory (with config.json) "
-                              "or a Hub id such as facebook/deit-small-patch16-224.")
+        raise CheckpointError(
+            f"Model path {name} does not exist. Give a model directory (with config.json) "
+            "or a Hub id such as facebook/deit-small-patch16-224."
+        )
     if p.exists():
         if p.is_file():
-            raise CheckpointError(f"{name} is a file; give the model *directory* that holds config.json and "
-                                  "model.safetensors.")
+            raise CheckpointError(
+                f"{name} is a file; give the model *directory* that holds config.json and model.safetensors."
+            )
         if not (p / "config.json").exists():
             raise CheckpointError(f"{name} has no config.json; it is not a saved HF model directory.")
 
@@ -35,8 +38,10 @@ def load_config(name: str) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"Cannot load the config of {name!r}: {e}. Check the path/Hub id; offline "
-                              "(HF_HUB_OFFLINE=1) only cached or local models load.") from e
+        raise CheckpointError(
+            f"Cannot load the config of {name!r}: {e}. Check the path/Hub id; offline "
+            "(HF_HUB_OFFLINE=1) only cached or local models load."
+        ) from e
 
 
 def _saved_state_dict(model: Any) -> dict[str, Any]:
@@ -71,17 +76,24 @@ def validate_checkpoint(model_dir: str | os.PathLike, config: PretrainedConfig |
                 for key in fh.keys():
                     actual[key] = tuple(fh.get_slice(key).get_shape())
         except Exception as e:
-            raise CheckpointError(f"{f} is corrupt or truncated ({e}). Re-save or re-download the model.") from e
+            raise CheckpointError(
+                f"{f} is corrupt or truncated ({e}). Re-save or re-download the model."
+            ) from e
     with torch.device("meta"):
         model = AutoModelForImageClassification.from_config(config)
     expected = {k: tuple(v.shape) for k, v in _saved_state_dict(model).items()}
-    bad = [f"{k}: config implies {expected[k]}, file has {actual[k]}" for k in expected
-           if k in actual and expected[k] != actual[k]]
+    bad = [
+        f"{k}: config implies {expected[k]}, file has {actual[k]}"
+        for k in expected
+        if k in actual and expected[k] != actual[k]
+    ]
     missing = [k for k in expected if k not in actual]
     if bad or missing:
         detail = "; ".join(bad[:4] + [f"{k}: missing from the weights" for k in missing[:4]])
-        raise CheckpointError(f"{model_dir}: config.json and the weights disagree ({detail}). They come from "
-                              "different runs or the config was edited; re-save the model with save_pretrained.")
+        raise CheckpointError(
+            f"{model_dir}: config.json and the weights disagree ({detail}). They come from "
+            "different runs or the config was edited; re-save the model with save_pretrained."
+        )
 
 
 def load_model(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> torch.nn.Module:
@@ -92,22 +104,32 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> 
     if p.is_dir() and not any(p.glob("*.safetensors")):
         pickles = [f.name for f in p.iterdir() if f.suffix in (".bin", ".pth", ".pt", ".ckpt")]
         if pickles:
-            raise CheckpointError(f"{name} holds only pickle weights ({', '.join(pickles)}); p3b_hf never "
-                                  "unpickles. Convert them once in a trusted environment with "
-                                  "model.save_pretrained(dir) (writes model.safetensors).")
+            raise CheckpointError(
+                f"{name} holds only pickle weights ({', '.join(pickles)}); p3b_hf never "
+                "unpickles. Convert them once in a trusted environment with "
+                "model.save_pretrained(dir) (writes model.safetensors)."
+            )
         raise CheckpointError(f"{name} holds no model.safetensors.")
     if p.is_dir():
         cfg = load_config(name)
         if getattr(cfg, "model_type", "").startswith("p3b_"):
             validate_checkpoint(p, cfg)
     try:
-        return AutoModelForImageClassification.from_pretrained(name, dtype=dtype, use_safetensors=True, **kwargs)
+        return AutoModelForImageClassification.from_pretrained(
+            name, dtype=dtype, use_safetensors=True, **kwargs
+        )
     except OSError as e:
         raise CheckpointError(f"Cannot load model {name!r}: {e}") from e
     except Exception as e:  # safetensors header errors, size mismatches
-        if "safetensor" in type(e).__module__ or "header" in str(e).lower() or "size mismatch" in str(e).lower():
-            raise CheckpointError(f"The weights of {name!r} are corrupt or disagree with its config ({e}). "
-                                  "Re-save or re-download the model.") from e
+        if (
+            "safetensor" in type(e).__module__
+            or "header" in str(e).lower()
+            or "size mismatch" in str(e).lower()
+        ):
+            raise CheckpointError(
+                f"The weights of {name!r} are corrupt or disagree with its config ({e}). "
+                "Re-save or re-download the model."
+            ) from e
         raise
 
 

@@ -94,8 +94,15 @@ def _pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
 class _Read(nn.Module):
     """LayerNorm of the channels a sub-block reads (affine part optional: it may be folded)."""
 
-    def __init__(self, ch: _Channels, full: int, eps: float, full_stats: bool, weight: torch.Tensor | None,
-                 bias: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        ch: _Channels,
+        full: int,
+        eps: float,
+        full_stats: bool,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+    ) -> None:
         super().__init__()
         self.kind, self.width, self.full, self.eps, self.full_stats = ch.kind, ch.width, full, eps, full_stats
         self.register_buffer("idx", torch.tensor(ch.idx or [], dtype=torch.long), persistent=False)
@@ -149,8 +156,18 @@ class _Constant(nn.Module):
 
 
 class _Attention(nn.Module):
-    def __init__(self, read: _Read, write: _Write, qkv_w: torch.Tensor, qkv_b: torch.Tensor | None, heads: int,
-                 head_dim: int, scale: float, o_w: torch.Tensor, o_b: torch.Tensor) -> None:
+    def __init__(
+        self,
+        read: _Read,
+        write: _Write,
+        qkv_w: torch.Tensor,
+        qkv_b: torch.Tensor | None,
+        heads: int,
+        head_dim: int,
+        scale: float,
+        o_w: torch.Tensor,
+        o_b: torch.Tensor,
+    ) -> None:
         super().__init__()
         self.read, self.write = read, write
         self.heads, self.head_dim, self.scale = heads, head_dim, scale
@@ -169,8 +186,16 @@ class _Attention(nn.Module):
 
 
 class _MLP(nn.Module):
-    def __init__(self, read: _Read, write: _Write, w1: torch.Tensor, b1: torch.Tensor, act: nn.Module,
-                 w2: torch.Tensor, b2: torch.Tensor) -> None:
+    def __init__(
+        self,
+        read: _Read,
+        write: _Write,
+        w1: torch.Tensor,
+        b1: torch.Tensor,
+        act: nn.Module,
+        w2: torch.Tensor,
+        b2: torch.Tensor,
+    ) -> None:
         super().__init__()
         self.read, self.write, self.act = read, write, act
         for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
@@ -198,7 +223,9 @@ class _Embeddings(nn.Module):
     def forward(self, px: torch.Tensor) -> torch.Tensor:
         b, g, p = px.shape[0], self.grid, self.patch
         if px.shape[-1] != g * p or px.shape[-2] != g * p:
-            raise ValueError(f"Input image size ({px.shape[-2]}*{px.shape[-1]}) doesn't match model ({g * p}*{g * p}).")
+            raise ValueError(
+                f"Input image size ({px.shape[-2]}*{px.shape[-1]}) doesn't match model ({g * p}*{g * p})."
+            )
         px = px.to(self.w.dtype)
         if self.as_matmul:
             cols = px.reshape(b, self.in_ch, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, -1)
@@ -211,9 +238,16 @@ class _Embeddings(nn.Module):
 class FastViT(nn.Module):
     """Inference-only ViT/DeiT built by :func:`optimize_for_inference`; ``forward`` returns logits."""
 
-    def __init__(self, embeddings: _Embeddings, blocks: list[nn.Module], last_layer_start: int,
-                 norm: tuple[torch.Tensor, torch.Tensor, float], heads: list[tuple[torch.Tensor, torch.Tensor]],
-                 head_tokens: int, prune_last_layer_tokens: bool) -> None:
+    def __init__(
+        self,
+        embeddings: _Embeddings,
+        blocks: list[nn.Module],
+        last_layer_start: int,
+        norm: tuple[torch.Tensor, torch.Tensor, float],
+        heads: list[tuple[torch.Tensor, torch.Tensor]],
+        head_tokens: int,
+        prune_last_layer_tokens: bool,
+    ) -> None:
         super().__init__()
         self.embeddings = embeddings
         self.blocks = nn.ModuleList(blocks)
@@ -232,14 +266,20 @@ class FastViT(nn.Module):
         x = self.embeddings(pixel_values)
         keep: int | None = None
         for i, block in enumerate(self.blocks):
-            if self.prune_last_layer_tokens and i >= self.last_layer_start and not isinstance(block, _Constant):
+            if (
+                self.prune_last_layer_tokens
+                and i >= self.last_layer_start
+                and not isinstance(block, _Constant)
+            ):
                 keep = self.head_tokens
             x = block(x, keep)
         x = F.layer_norm(x[:, : self.head_tokens], (x.shape[-1],), self.norm_w, self.norm_b, self.eps)
         if self.n_heads == 0:
             return x[:, 0]
-        logits = [F.linear(x[:, j], getattr(self, f"head{j}_w"), getattr(self, f"head{j}_b"))
-                  for j in range(self.n_heads)]
+        logits = [
+            F.linear(x[:, j], getattr(self, f"head{j}_w"), getattr(self, f"head{j}_b"))
+            for j in range(self.n_heads)
+        ]
         return logits[0] if self.n_heads == 1 else (logits[0] + logits[1]) / 2
 
 
@@ -265,20 +305,30 @@ def _as_p3b(model: nn.Module) -> nn.Module:
     if isinstance(getattr(model, "config", None), P3BViTConfig):
         return model
     if not has_fast_path(getattr(model, "config", None)):
-        raise UnsupportedModelError(f"optimize_for_inference supports ViT/DeiT (pruned or stock) only, not "
-                                    f"{type(model).__name__} yet; run the model itself (eager or torch.compile).")
+        raise UnsupportedModelError(
+            f"optimize_for_inference supports ViT/DeiT (pruned or stock) only, not "
+            f"{type(model).__name__} yet; run the model itself (eager or torch.compile)."
+        )
     from .plan import WidthPlan, apply_width_plan  # stock HF ViT/DeiT -> full-width P3B model
 
     try:
         return apply_width_plan(model, WidthPlan.full(model.config))
     except Exception as e:
-        raise UnsupportedModelError(f"optimize_for_inference supports HF ViT/DeiT and p3b_hf models, not "
-                                    f"{type(model).__name__} ({e}).") from e
+        raise UnsupportedModelError(
+            f"optimize_for_inference supports HF ViT/DeiT and p3b_hf models, not "
+            f"{type(model).__name__} ({e})."
+        ) from e
 
 
-def _read_and_first(ln: nn.Module, ch: _Channels, cfg: P3BViTConfig, full: int, weights: list[torch.Tensor],
-                    bias: list[torch.Tensor | None], opt: _Options) -> tuple[_Read, list[torch.Tensor],
-                                                                               list[torch.Tensor | None]]:
+def _read_and_first(
+    ln: nn.Module,
+    ch: _Channels,
+    cfg: P3BViTConfig,
+    full: int,
+    weights: list[torch.Tensor],
+    bias: list[torch.Tensor | None],
+    opt: _Options,
+) -> tuple[_Read, list[torch.Tensor], list[torch.Tensor | None]]:
     """The read-norm of a sub-block and the (folded, padded) weights of the Linears that consume it."""
     g, beta = ln.weight.detach().float(), ln.bias.detach().float()
     if opt.fold_norms:
@@ -302,16 +352,27 @@ def _read_and_first(ln: nn.Module, ch: _Channels, cfg: P3BViTConfig, full: int, 
             g, beta = g.new_zeros(full).index_copy_(0, idx, g), beta.new_zeros(full).index_copy_(0, idx, beta)
         ch = _Channels("all", full)
     dtype = ln.weight.dtype
-    read = _Read(ch, full, cfg.layer_norm_eps, cfg.layernorm_mode == "full_stats",
-                 None if g is None else g.to(dtype), None if beta is None else beta.to(dtype))
+    read = _Read(
+        ch,
+        full,
+        cfg.layer_norm_eps,
+        cfg.layernorm_mode == "full_stats",
+        None if g is None else g.to(dtype),
+        None if beta is None else beta.to(dtype),
+    )
     return read, [w.to(dtype) for w in weights], [None if b is None else b.to(dtype) for b in bias]
 
 
-def _write_and_last(ch: _Channels, full: int, w: torch.Tensor, b: torch.Tensor, opt: _Options,
-                    compiled: bool) -> tuple[_Write, torch.Tensor, torch.Tensor]:
+def _write_and_last(
+    ch: _Channels, full: int, w: torch.Tensor, b: torch.Tensor, opt: _Options, compiled: bool
+) -> tuple[_Write, torch.Tensor, torch.Tensor]:
     """The write of a sub-block and its (row-padded) output Linear."""
     if ch.kind != "all" and opt.scatter == "dense":
-        idx = torch.arange(ch.width, device=w.device) if ch.kind == "prefix" else torch.tensor(ch.idx, device=w.device)
+        idx = (
+            torch.arange(ch.width, device=w.device)
+            if ch.kind == "prefix"
+            else torch.tensor(ch.idx, device=w.device)
+        )
         w_full = w.new_zeros(full, w.shape[1]).index_copy_(0, idx, w)
         b_full = b.new_zeros(full).index_copy_(0, idx, b)
         return _Write(_Channels("all", full), full, "dense"), w_full, b_full
@@ -323,8 +384,9 @@ def _write_and_last(ch: _Channels, full: int, w: torch.Tensor, b: torch.Tensor, 
     return _Write(ch, full, scatter), w, b
 
 
-def _pad_heads(w: torch.Tensor, b: torch.Tensor | None, heads: int, hd: int, new_hd: int
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _pad_heads(
+    w: torch.Tensor, b: torch.Tensor | None, heads: int, hd: int, new_hd: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Zero-pad the per-head output rows of q/k/v (stacked) from ``hd`` to ``new_hd``."""
     w = F.pad(w.reshape(3, heads, hd, -1), (0, 0, 0, new_hd - hd)).reshape(3 * heads * new_hd, -1)
     if b is not None:
@@ -332,8 +394,9 @@ def _pad_heads(w: torch.Tensor, b: torch.Tensor | None, heads: int, hd: int, new
     return w, b
 
 
-def _attention(layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _Options,
-               compiled: bool) -> nn.Module | None:
+def _attention(
+    layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _Options, compiled: bool
+) -> nn.Module | None:
     c = cfg.hidden_size
     out = _channels(cfg.layer_attn_out[i], c, plain)
     if not layer.attn_active:
@@ -347,8 +410,9 @@ def _attention(layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _O
     new_hd = round_up(hd, opt.round_to)
     if new_hd != hd:
         qkv_w, qkv_b = _pad_heads(qkv_w, qkv_b, heads, hd, new_hd)
-    read, (qkv_w,), (qkv_b,) = _read_and_first(layer.layernorm_before, _channels(cfg.layer_attn_in[i], c, plain),
-                                               cfg, c, [qkv_w], [qkv_b], opt)
+    read, (qkv_w,), (qkv_b,) = _read_and_first(
+        layer.layernorm_before, _channels(cfg.layer_attn_in[i], c, plain), cfg, c, [qkv_w], [qkv_b], opt
+    )
     o = layer.attention.output.dense
     o_w = o.weight.detach()
     if new_hd != hd:
@@ -357,8 +421,9 @@ def _attention(layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _O
     return _Attention(read, write, qkv_w, qkv_b, heads, new_hd, sa.scale, o_w, o_b)
 
 
-def _mlp(layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _Options, compiled: bool
-         ) -> nn.Module | None:
+def _mlp(
+    layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _Options, compiled: bool
+) -> nn.Module | None:
     c = cfg.hidden_size
     out = _channels(cfg.layer_mlp_out[i], c, plain)
     if not layer.mlp_active:
@@ -368,9 +433,12 @@ def _mlp(layer: nn.Module, i: int, cfg: P3BViTConfig, plain: bool, opt: _Options
     fc1, fc2 = layer.intermediate.dense, layer.output.dense
     hidden = round_up(fc1.out_features, opt.round_to)
     w1, b1 = _pad_rows(fc1.weight.detach(), hidden), _pad_rows(fc1.bias.detach(), hidden)
-    read, (w1,), (b1,) = _read_and_first(layer.layernorm_after, _channels(cfg.layer_mlp_in[i], c, plain), cfg, c,
-                                         [w1], [b1], opt)
-    write, w2, b2 = _write_and_last(out, c, _pad_cols(fc2.weight.detach(), hidden), fc2.bias.detach(), opt, compiled)
+    read, (w1,), (b1,) = _read_and_first(
+        layer.layernorm_after, _channels(cfg.layer_mlp_in[i], c, plain), cfg, c, [w1], [b1], opt
+    )
+    write, w2, b2 = _write_and_last(
+        out, c, _pad_cols(fc2.weight.detach(), hidden), fc2.bias.detach(), opt, compiled
+    )
     return _MLP(read, write, w1, b1, layer.intermediate.intermediate_act_fn, w2, b2)
 
 
@@ -384,11 +452,19 @@ def _constant(bias: torch.Tensor, ch: _Channels, full: int) -> _Constant:
 
 
 @torch.no_grad()
-def optimize_for_inference(model: nn.Module, *, compile: bool | None = None, patch_embed_as_matmul: bool = True,
-                           fold_norms: bool = True, scatter: str = "auto", round_to: int | None = 8,
-                           prune_last_layer_tokens: bool = True, dense_reads: bool = False,
-                           compile_mode: str | None = None,
-                           dtype: torch.dtype | None = None) -> nn.Module:
+def optimize_for_inference(
+    model: nn.Module,
+    *,
+    compile: bool | None = None,
+    patch_embed_as_matmul: bool = True,
+    fold_norms: bool = True,
+    scatter: str = "auto",
+    round_to: int | None = 8,
+    prune_last_layer_tokens: bool = True,
+    dense_reads: bool = False,
+    compile_mode: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
     """Return an inference-only module computing ``model``'s logits (a tensor) faster.
 
     ``model``: a p3b_hf pruned model, an ideal plain ViT (:func:`p3b_hf.models.plain_vit.plain_like`)
@@ -415,13 +491,20 @@ def optimize_for_inference(model: nn.Module, *, compile: bool | None = None, pat
     base = getattr(model, model.base_model_prefix)
     emb = base.embeddings
     tokens = [emb.cls_token] + ([emb.distillation_token] if hasattr(emb, "distillation_token") else [])
-    embeddings = _Embeddings(emb.patch_embeddings.projection, torch.cat(tokens, 1).detach(),
-                             emb.position_embeddings.detach(), patch_embed_as_matmul)
+    embeddings = _Embeddings(
+        emb.patch_embeddings.projection,
+        torch.cat(tokens, 1).detach(),
+        emb.position_embeddings.detach(),
+        patch_embed_as_matmul,
+    )
     blocks: list[nn.Module] = []
     last_start = 0
     for i, layer in enumerate(base.encoder.layer):
         last_start = len(blocks)
-        for block in (_attention(layer, i, cfg, plain, opt, compile), _mlp(layer, i, cfg, plain, opt, compile)):
+        for block in (
+            _attention(layer, i, cfg, plain, opt, compile),
+            _mlp(layer, i, cfg, plain, opt, compile),
+        ):
             if block is not None:
                 blocks.append(block)
     if cfg.distillation_head:
@@ -454,6 +537,8 @@ def describe(fast: nn.Module) -> dict[str, Any]:
     fast = getattr(fast, "_orig_mod", fast)
     reads = [m for m in fast.modules() if isinstance(m, _Read)]
     writes = [m for m in fast.modules() if isinstance(m, _Write)]
-    return {"reads": {k: sum(r.kind == k for r in reads) for k in ("all", "prefix", "index")},
-            "writes": {k: sum(w.kind == k for w in writes) for k in ("all", "prefix", "index")},
-            "scatter": sorted({w.scatter for w in writes if w.kind == "index"})}
+    return {
+        "reads": {k: sum(r.kind == k for r in reads) for k in ("all", "prefix", "index")},
+        "writes": {k: sum(w.kind == k for w in writes) for k in ("all", "prefix", "index")},
+        "scatter": sorted({w.scatter for w in writes if w.kind == "index"}),
+    }

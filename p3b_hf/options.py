@@ -29,12 +29,30 @@ AUGMENTS = ("deit", "glyph", "basic", "none")
 MISSING = dataclasses.MISSING
 
 
-def option(default: Any = MISSING, *, help: str, default_factory: Any = MISSING, flag: str | None = None,
-           choices: Iterable[Any] | None = None, metavar: str | None = None, parse: Callable[[str], Any] | None = None,
-           nargs: str | None = None, repeat: bool = False, cli: bool = True) -> Any:
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    default_factory: Any = MISSING,
+    flag: str | None = None,
+    choices: Iterable[Any] | None = None,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    nargs: str | None = None,
+    repeat: bool = False,
+    cli: bool = True,
+) -> Any:
     """A dataclass field that also declares its command-line flag."""
-    meta = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
-            "metavar": metavar, "parse": parse, "nargs": nargs, "repeat": repeat, "cli": cli}
+    meta = {
+        "help": help,
+        "flag": flag,
+        "choices": tuple(choices) if choices is not None else None,
+        "metavar": metavar,
+        "parse": parse,
+        "nargs": nargs,
+        "repeat": repeat,
+        "cli": cli,
+    }
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -55,7 +73,11 @@ def flag_of(f: dataclasses.Field) -> str:
 
 def cli_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of ``cls`` that are command-line options."""
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("help") is not None and f.metadata.get("cli", True)]
+    return [
+        f
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("help") is not None and f.metadata.get("cli", True)
+    ]
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -75,8 +97,14 @@ def _default_of(f: dataclasses.Field) -> Any:
     return MISSING
 
 
-def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, defaults: Mapping[str, Any] | None = None,
-                title: str | None = None, choices: Mapping[str, Iterable[Any]] | None = None) -> Any:
+def add_options(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    choices: Mapping[str, Iterable[Any]] | None = None,
+) -> Any:
     """Declare ``cls``'s options on ``parser`` (in an argument group ``title``; ``defaults`` override the
     dataclass defaults for this command, e.g. 300 fine-tune epochs; ``choices`` set a field's choices known
     only at run time, e.g. the registered methods). Returns the group."""
@@ -118,11 +146,13 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, defaults: M
 
 def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """``parse`` for argparse: its :class:`P3BError` message becomes argparse's one-line error."""
+
     def convert(text: str) -> Any:
         try:
             return parse(text)
         except P3BError as e:
             raise argparse.ArgumentTypeError(str(e)) from e
+
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert
 
@@ -133,8 +163,12 @@ def options_from_namespace(cls: type, ns: argparse.Namespace, **extra: Any) -> A
     return cls(**values, **extra)
 
 
-def options_from_mapping(classes: Iterable[type], mapping: Mapping[str, Any], what: str = "options",
-                         defaults: Mapping[str, Any] | None = None) -> dict[type, Any]:
+def options_from_mapping(
+    classes: Iterable[type],
+    mapping: Mapping[str, Any],
+    what: str = "options",
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[type, Any]:
     """Distribute a flat ``{field: value}`` mapping (a recipe stage's ``args``) over the option classes of a
     command: each key must name a command-line field of exactly one of them. Values may be given as YAML
     gives them (numbers, booleans, lists) or as the command line would (strings, parsed like the flag).
@@ -158,8 +192,9 @@ def options_from_mapping(classes: Iterable[type], mapping: Mapping[str, Any], wh
         cls, f = owner[name]
         per_class[cls][f.name] = _coerce(f, typing.get_type_hints(cls)[f.name], value, what)
     if unknown:
-        raise P3BError(f"{what}: unknown option(s) {', '.join(map(str, unknown))}; valid: "
-                       f"{', '.join(sorted(owner))}.")
+        raise P3BError(
+            f"{what}: unknown option(s) {', '.join(map(str, unknown))}; valid: {', '.join(sorted(owner))}."
+        )
     try:
         return {cls: cls(**values) for cls, values in per_class.items()}
     except TypeError as e:  # a required field is missing
@@ -182,7 +217,9 @@ def _coerce(f: dataclasses.Field, hint: Any, value: Any, what: str) -> Any:
         if tp in (int, float, str):
             return tp(value)
     except (TypeError, ValueError) as e:
-        raise P3BError(f"{what}: {f.name}={value!r} is not a valid {getattr(tp, '__name__', tp)} ({e}).") from e
+        raise P3BError(
+            f"{what}: {f.name}={value!r} is not a valid {getattr(tp, '__name__', tp)} ({e})."
+        ) from e
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise P3BError(f"{what}: {f.name}={value!r} is not one of {', '.join(map(str, choices))}.")
@@ -194,31 +231,56 @@ def _coerce(f: dataclasses.Field, hint: Any, value: Any, what: str) -> Any:
 class DataOptions:
     """Which images, which columns and splits, and how training batches are augmented and mixed."""
 
-    dataset: str = option(help="Hub data set id, preset (cifar100, food101, ifood2019, inat2019), save_to_disk "
-                               "dir, parquet dir or imagefolder dir")
+    dataset: str = option(
+        help="Hub data set id, preset (cifar100, food101, ifood2019, inat2019), save_to_disk "
+        "dir, parquet dir or imagefolder dir"
+    )
     image_column: str | None = option(None, help="image column (auto: img/image)")
     label_column: str | None = option(None, help="label column (auto: fine_label/label)")
     train_split: str = option("train", help="training split")
-    eval_split: list[str] | None = option(None, parse=comma_list, repeat=True, metavar="SPLIT[,SPLIT]",
-                                          help="eval split(s): several (a comma list, or the flag repeated) are "
-                                               "each evaluated and reported by name, the first is the primary "
-                                               "one (auto: validation/test, else a stratified 10 %% of train)")
-    domain_column: str | None = option(None, help="column naming each image's domain (presets pacs, office-home: "
-                                                  "'domain'); used with --train-domains / --test-domains")
-    train_domains: list[str] | None = option(None, parse=comma_list, repeat=True, metavar="A,B,C",
-                                             help="source domains to train on (default: every domain not in "
-                                                  "--test-domains)")
-    test_domains: list[str] | None = option(None, parse=comma_list, repeat=True, metavar="D[,E]",
-                                            help="held-out target domains, each its own eval set (default: every "
-                                                 "domain not in --train-domains); leave-one-domain-out: "
-                                                 "--test-domains sketch")
-    source_holdout: float = option(0.1, help="with domains: fraction of each (source domain, class) held out of "
-                                             "training as the in-domain 'source' eval set, the reference of the "
-                                             "source-vs-target gap (0 = train on all of it, no gap)")
+    eval_split: list[str] | None = option(
+        None,
+        parse=comma_list,
+        repeat=True,
+        metavar="SPLIT[,SPLIT]",
+        help="eval split(s): several (a comma list, or the flag repeated) are "
+        "each evaluated and reported by name, the first is the primary "
+        "one (auto: validation/test, else a stratified 10 %% of train)",
+    )
+    domain_column: str | None = option(
+        None,
+        help="column naming each image's domain (presets pacs, office-home: "
+        "'domain'); used with --train-domains / --test-domains",
+    )
+    train_domains: list[str] | None = option(
+        None,
+        parse=comma_list,
+        repeat=True,
+        metavar="A,B,C",
+        help="source domains to train on (default: every domain not in --test-domains)",
+    )
+    test_domains: list[str] | None = option(
+        None,
+        parse=comma_list,
+        repeat=True,
+        metavar="D[,E]",
+        help="held-out target domains, each its own eval set (default: every "
+        "domain not in --train-domains); leave-one-domain-out: "
+        "--test-domains sketch",
+    )
+    source_holdout: float = option(
+        0.1,
+        help="with domains: fraction of each (source domain, class) held out of "
+        "training as the in-domain 'source' eval set, the reference of the "
+        "source-vs-target gap (0 = train on all of it, no gap)",
+    )
     max_train_samples: int | None = option(None, help="use at most this many training images (seeded subset)")
     max_eval_samples: int | None = option(None, help="evaluate on at most this many images (seeded subset)")
-    augment: str = option("deit", choices=AUGMENTS,
-                          help="training augmentation: DeiT (RandAugment, erasing, crop/flip), glyph, basic, none")
+    augment: str = option(
+        "deit",
+        choices=AUGMENTS,
+        help="training augmentation: DeiT (RandAugment, erasing, crop/flip), glyph, basic, none",
+    )
     mixup: float = option(0.8, help="Mixup alpha (0 = off)")
     cutmix: float = option(1.0, help="CutMix alpha (0 = off)")
     label_smoothing: float = option(0.1, help="label smoothing of the training targets")
@@ -240,7 +302,9 @@ class TrainOptions:
     seed: int = option(0, help="random seed (model init of new heads, data order, augmentation)")
     bf16: bool = option(False, help="bf16 mixed precision")
     fp16: bool = option(False, help="fp16 mixed precision (with a loss scaler)")
-    device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where to train (auto: cuda if visible)")
+    device: str = option(
+        "auto", choices=("auto", "cpu", "cuda"), help="where to train (auto: cuda if visible)"
+    )
     num_workers: int = option(0, help="data loader worker processes")
     logging_steps: int = option(50, help="log the training loss every N optimizer steps")
     save_strategy: str = option("epoch", cli=False, help="Trainer checkpoints: 'epoch' (resumable) or 'no'")
@@ -259,7 +323,9 @@ class OutputOptions:
     """Where the run writes, and what happens to an existing directory and to checkpoints."""
 
     output_dir: str = option(help="output model directory (written atomically at the end)")
-    overwrite: bool = option(False, help="replace an existing --output-dir (only once the new run has finished)")
+    overwrite: bool = option(
+        False, help="replace an existing --output-dir (only once the new run has finished)"
+    )
     keep_checkpoints: bool = option(False, help="keep the Trainer checkpoints in OUTPUT_DIR.work/")
     resume: bool = option(False, help="resume from the last complete checkpoint in OUTPUT_DIR.work/")
 
@@ -271,12 +337,18 @@ class KDOptions:
     teacher: str | None = option(None, help="KD teacher: a model dir / Hub id fine-tuned on the same labels")
     kd_alpha: float = option(0.5, help="weight of the KD term (1 - alpha weighs the CE)")
     kd_temperature: float = option(1.0, help="KD temperature")
-    kd_kind: str = option("soft", choices=("soft", "hard"), help="soft KL, or DeiT's hard distillation (CE to the "
-                                                                   "teacher's argmax)")
-    kd_reduction: str | None = option(None, choices=("deit", "batchmean"),
-                                      help="soft KD scale: 'deit' = KL summed / (batch x classes) as DeiT's "
-                                           "DistillationLoss (P3B-Dist, finetune default); 'batchmean' = / batch, "
-                                           "K times larger (VBP default)")
+    kd_kind: str = option(
+        "soft",
+        choices=("soft", "hard"),
+        help="soft KL, or DeiT's hard distillation (CE to the teacher's argmax)",
+    )
+    kd_reduction: str | None = option(
+        None,
+        choices=("deit", "batchmean"),
+        help="soft KD scale: 'deit' = KL summed / (batch x classes) as DeiT's "
+        "DistillationLoss (P3B-Dist, finetune default); 'batchmean' = / batch, "
+        "K times larger (VBP default)",
+    )
 
 
 @dataclasses.dataclass
@@ -286,19 +358,26 @@ class PruneOptions:
     model: str = option(help="Hub id or local model dir (ViT/DeiT image classifier)")
     method: str = option("p3b", help="pruning method (p3b, vbp, global, or a registered one)")
     prune_ratio: float | None = option(None, help="fraction of whole-model parameters to remove, e.g. 0.5")
-    pad_to: int | None = option(None, metavar="N",
-                                help="save the pruned model with every width zero-padded to a multiple of N (e.g. "
-                                     "8): exactly the same function, aligned shapes for GPU kernels")
+    pad_to: int | None = option(
+        None,
+        metavar="N",
+        help="save the pruned model with every width zero-padded to a multiple of N (e.g. "
+        "8): exactly the same function, aligned shapes for GPU kernels",
+    )
 
     def check(self) -> None:
         if self.prune_ratio is not None and not 0.0 < self.prune_ratio < 1.0:
             from .errors import BudgetError
 
-            raise BudgetError(f"--prune-ratio={self.prune_ratio} is impossible: give the fraction of whole-model "
-                              "parameters to remove, strictly between 0 and 1 (e.g. 0.5).")
+            raise BudgetError(
+                f"--prune-ratio={self.prune_ratio} is impossible: give the fraction of whole-model "
+                "parameters to remove, strictly between 0 and 1 (e.g. 0.5)."
+            )
         if self.pad_to is not None and self.pad_to < 1:
-            raise P3BError(f"--pad-to {self.pad_to} is invalid; give a positive channel multiple such as 8 (or "
-                           "leave it out).")
+            raise P3BError(
+                f"--pad-to {self.pad_to} is invalid; give a positive channel multiple such as 8 (or "
+                "leave it out)."
+            )
 
 
 @dataclasses.dataclass
@@ -309,12 +388,16 @@ class FinetuneOptions:
     grad_accum_steps: int = option(1, help="gradient accumulation steps")
     min_lr: float = option(1e-5, help="cosine schedule floor")
     warmup_epochs: float = option(0.0, help="linear warm-up epochs")
-    schedule: str = option("cosine", choices=("cosine", "constant"),
-                           help="lr schedule: cosine to --min-lr (the DeiT recipe) or constant with no gradient "
-                                "clipping (P3B's pruning-run recipe, e.g. for a dense baseline at equal recipe)")
+    schedule: str = option(
+        "cosine",
+        choices=("cosine", "constant"),
+        help="lr schedule: cosine to --min-lr (the DeiT recipe) or constant with no gradient "
+        "clipping (P3B's pruning-run recipe, e.g. for a dense baseline at equal recipe)",
+    )
     eval_each_epoch: bool = option(False, help="evaluate after every epoch (logged)")
-    new_head: bool = option(False, help="replace the classifier when its labels differ from the data set's "
-                                        "(dense models only)")
+    new_head: bool = option(
+        False, help="replace the classifier when its labels differ from the data set's (dense models only)"
+    )
 
     def check(self) -> None:
         if self.grad_accum_steps < 1:

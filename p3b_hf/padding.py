@@ -49,7 +49,9 @@ def grow_subset(subset: list[int], target: int, full: int) -> list[int]:
     return list(subset) + [c for c in range(full) if c not in used][: max(0, target - len(subset))]
 
 
-def _pad_subset(subset: list[int] | None, full: int, multiple: int) -> tuple[list[int] | None, torch.Tensor | None]:
+def _pad_subset(
+    subset: list[int] | None, full: int, multiple: int
+) -> tuple[list[int] | None, torch.Tensor | None]:
     """``(new sorted subset, positions of the old channels in it)``; ``(subset, None)`` if unchanged."""
     if subset is None or len(subset) == 0:
         return subset, None
@@ -66,8 +68,9 @@ def _head_positions(heads: int, old: int, new: int) -> torch.Tensor:
     return (torch.arange(heads)[:, None] * new + torch.arange(old)[None, :]).reshape(-1)
 
 
-def _embed(old: torch.Tensor, shape: tuple[int, ...], rows: torch.Tensor | None,
-           cols: torch.Tensor | None) -> torch.Tensor:
+def _embed(
+    old: torch.Tensor, shape: tuple[int, ...], rows: torch.Tensor | None, cols: torch.Tensor | None
+) -> torch.Tensor:
     """A zero tensor of ``shape`` holding ``old`` at the given row / column positions (``None``: prefix)."""
     out = old.new_zeros(shape)
     r = rows if rows is not None else torch.arange(old.shape[0])
@@ -87,15 +90,21 @@ def pad_widths(model: nn.Module, multiple: int = 8) -> nn.Module:
     if not isinstance(cfg, P3BViTConfig):
         family = str(getattr(cfg, "model_type", "")).removeprefix("p3b_")
         if family in ("beit", "dinov2", "swin", "convnext"):
-            raise P3BError(f"pad_widths (--pad-to) supports pruned ViT/DeiT models only, not {type(model).__name__} "
-                           "yet; save the BEiT/DINOv2/Swin/ConvNeXt model unpadded (drop --pad-to).")
-        raise P3BError(f"pad_widths needs a p3b_hf pruned model (P3BViT/P3BDeiT config), got "
-                       f"{type(model).__name__}; prune it first (p3b-hf prune) or use optimize_for_inference.")
+            raise P3BError(
+                f"pad_widths (--pad-to) supports pruned ViT/DeiT models only, not {type(model).__name__} "
+                "yet; save the BEiT/DINOv2/Swin/ConvNeXt model unpadded (drop --pad-to)."
+            )
+        raise P3BError(
+            f"pad_widths needs a p3b_hf pruned model (P3BViT/P3BDeiT config), got "
+            f"{type(model).__name__}; prune it first (p3b-hf prune) or use optimize_for_inference."
+        )
     if not isinstance(multiple, int) or multiple < 1:
         raise P3BError(f"--pad-to {multiple!r} is invalid; give a positive channel multiple such as 8.")
     if cfg.hidden_act not in _ZERO_AT_ZERO:
-        raise P3BError(f"pad_widths: activation {cfg.hidden_act!r} is not known to map 0 to 0, so padded MLP "
-                       "neurons would not be exact zeros; use optimize_for_inference(round_to=...) instead.")
+        raise P3BError(
+            f"pad_widths: activation {cfg.hidden_act!r} is not known to map 0 to 0, so padded MLP "
+            "neurons would not be exact zeros; use optimize_for_inference(round_to=...) instead."
+        )
     c = cfg.hidden_size
     full_stats = cfg.layernorm_mode == "full_stats"
     new_cfg = copy.deepcopy(cfg)
@@ -112,8 +121,12 @@ def pad_widths(model: nn.Module, multiple: int = 8) -> nn.Module:
         heads_dims.append((h, d, new_d))
         m["qkv"] = _head_positions(h, d, new_d) if new_d != d else None
         m["hid"] = None  # old neurons stay a prefix of the new ones
-        for key, live in (("attn_in", attn_live and full_stats), ("mlp_in", mlp_live and full_stats),
-                          ("attn_out", attn_live), ("mlp_out", mlp_live)):
+        for key, live in (
+            ("attn_in", attn_live and full_stats),
+            ("mlp_in", mlp_live and full_stats),
+            ("attn_out", attn_live),
+            ("mlp_out", mlp_live),
+        ):
             attr = f"layer_{key}"
             subset = getattr(cfg, attr)[i]
             if live:
@@ -141,7 +154,7 @@ def _layer_of(name: str) -> tuple[int, str] | None:
     if "layer" not in parts:
         return None
     k = parts.index("layer")
-    return int(parts[k + 1]), ".".join(parts[k + 2:])
+    return int(parts[k + 1]), ".".join(parts[k + 2 :])
 
 
 def _needs_remap(name: str, maps: list[dict[str, torch.Tensor | None]]) -> bool:
@@ -151,8 +164,13 @@ def _needs_remap(name: str, maps: list[dict[str, torch.Tensor | None]]) -> bool:
     return any(v is not None for v in maps[where[0]].values())
 
 
-def _remap(name: str, src: torch.Tensor, shape: tuple[int, ...], maps: list[dict[str, torch.Tensor | None]],
-           heads_dims: list[tuple[int, int, int]]) -> torch.Tensor:
+def _remap(
+    name: str,
+    src: torch.Tensor,
+    shape: tuple[int, ...],
+    maps: list[dict[str, torch.Tensor | None]],
+    heads_dims: list[tuple[int, int, int]],
+) -> torch.Tensor:
     where = _layer_of(name)
     if where is None:
         raise RuntimeError(f"pad_widths: unexpected shape change of {name}")  # invariant, not user input

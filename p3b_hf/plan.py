@@ -102,15 +102,30 @@ class WidthPlan:
         if fam is not None:  # Swin / ConvNeXt: one LayerPlan per block, MLP widths only
             dims = [d for d, depth in zip(fam.stage_dims(config), config.depths) for _ in range(int(depth))]
             widths = [f for stage in fam.dense_widths(config) for f in stage]
-            heads, hds = fam.dense_heads(config) if fam.dense_heads is not None else ([[0] * len(dims)], [[0] * len(dims)])
-            return cls(hidden_size=max(dims), num_attention_heads=0, head_dim=0, intermediate_size=max(widths),
-                       layers=[LayerPlan() for _ in dims], block_dims=dims, block_intermediate_sizes=widths,
-                       block_num_heads=[h for stage in heads for h in stage],
-                       block_head_dims=[d for stage in hds for d in stage])
+            heads, hds = (
+                fam.dense_heads(config)
+                if fam.dense_heads is not None
+                else ([[0] * len(dims)], [[0] * len(dims)])
+            )
+            return cls(
+                hidden_size=max(dims),
+                num_attention_heads=0,
+                head_dim=0,
+                intermediate_size=max(widths),
+                layers=[LayerPlan() for _ in dims],
+                block_dims=dims,
+                block_intermediate_sizes=widths,
+                block_num_heads=[h for stage in heads for h in stage],
+                block_head_dims=[d for stage in hds for d in stage],
+            )
         heads = int(config.num_attention_heads)
-        return cls(hidden_size=int(config.hidden_size), num_attention_heads=heads,
-                   head_dim=int(config.hidden_size) // heads, intermediate_size=dense_intermediate_size(config),
-                   layers=[LayerPlan() for _ in range(int(config.num_hidden_layers))])
+        return cls(
+            hidden_size=int(config.hidden_size),
+            num_attention_heads=heads,
+            head_dim=int(config.hidden_size) // heads,
+            intermediate_size=dense_intermediate_size(config),
+            layers=[LayerPlan() for _ in range(int(config.num_hidden_layers))],
+        )
 
     @property
     def num_layers(self) -> int:
@@ -123,7 +138,11 @@ class WidthPlan:
 
     def mlp_size(self, i: int) -> int:
         """Dense MLP width of layer / block ``i``."""
-        return self.block_intermediate_sizes[i] if self.block_intermediate_sizes is not None else self.intermediate_size
+        return (
+            self.block_intermediate_sizes[i]
+            if self.block_intermediate_sizes is not None
+            else self.intermediate_size
+        )
 
     def num_heads(self, i: int) -> int:
         """Dense attention heads of layer / block ``i`` (0: no attention)."""
@@ -186,73 +205,106 @@ class WidthPlan:
                 sub = getattr(lp, name)
                 _check_indices(sub, c, f"layers[{i}].{name}")
                 if sub is not None and self.embed is not None and not set(sub) <= set(self.embed):
-                    raise PlanError(f"layers[{i}].{name} reads/writes residual channels that plan.embed removes; "
-                                    "make every layer subset a subset of plan.embed.")
+                    raise PlanError(
+                        f"layers[{i}].{name} reads/writes residual channels that plan.embed removes; "
+                        "make every layer subset a subset of plan.embed."
+                    )
             for name in ("attn_bias_delta", "mlp_bias_delta"):
                 delta = getattr(lp, name)
                 if delta is not None and len(delta) != c:
-                    raise PlanError(f"layers[{i}].{name} has {len(delta)} values; it must have hidden_size={c}.")
+                    raise PlanError(
+                        f"layers[{i}].{name} has {len(delta)} values; it must have hidden_size={c}."
+                    )
 
     def _validate_blocks(self) -> None:
         """A Swin / ConvNeXt plan: per-block MLP subsets and (Swin) heads / head dims (>= 1 kept), fold deltas."""
         n = len(self.layers)
-        per_block = (self.block_dims, self.block_intermediate_sizes, self.block_num_heads, self.block_head_dims)
+        per_block = (
+            self.block_dims,
+            self.block_intermediate_sizes,
+            self.block_num_heads,
+            self.block_head_dims,
+        )
         if any(len(v or []) != n for v in per_block):
-            raise PlanError(f"This hierarchical WidthPlan has {n} blocks but block_dims / block_intermediate_sizes / "
-                            "block_num_heads / block_head_dims have other lengths; build it with "
-                            "WidthPlan.full(model.config).")
+            raise PlanError(
+                f"This hierarchical WidthPlan has {n} blocks but block_dims / block_intermediate_sizes / "
+                "block_num_heads / block_head_dims have other lengths; build it with "
+                "WidthPlan.full(model.config)."
+            )
         if self.embed is not None:
-            raise PlanError("plan.embed is set, but Swin / ConvNeXt plans prune MLP hidden units only; leave "
-                            "plan.embed None.")
+            raise PlanError(
+                "plan.embed is set, but Swin / ConvNeXt plans prune MLP hidden units only; leave "
+                "plan.embed None."
+            )
         for i, lp in enumerate(self.layers):
             others = [k for k in (*SUBSETS, "attn_bias_delta") if getattr(lp, k) is not None]
             if self.block_num_heads[i] == 0:
                 others = [k for k in ("heads", "head_dims") if getattr(lp, k) is not None] + others
             if others:
-                raise PlanError(f"layers[{i}].{others[0]} is set, but Swin / ConvNeXt plans prune MLP hidden units "
-                                "and Swin's heads / head dims only (residual channels are kept; ConvNeXt has no "
-                                "attention); leave it None.")
+                raise PlanError(
+                    f"layers[{i}].{others[0]} is set, but Swin / ConvNeXt plans prune MLP hidden units "
+                    "and Swin's heads / head dims only (residual channels are kept; ConvNeXt has no "
+                    "attention); leave it None."
+                )
             _check_indices(lp.mlp, self.block_intermediate_sizes[i], f"layers[{i}].mlp")
             _check_indices(lp.heads, self.block_num_heads[i], f"layers[{i}].heads")
             _check_indices(lp.head_dims, self.block_head_dims[i], f"layers[{i}].head_dims")
             for name in ("mlp", "heads", "head_dims"):
                 if getattr(lp, name) is not None and not getattr(lp, name):
-                    raise PlanError(f"layers[{i}].{name} is empty; a Swin / ConvNeXt block keeps at least one (MLP "
-                                    "hidden unit, head, head dimension): its pruned format has no removed-sub-block "
-                                    "constant.")
+                    raise PlanError(
+                        f"layers[{i}].{name} is empty; a Swin / ConvNeXt block keeps at least one (MLP "
+                        "hidden unit, head, head dimension): its pruned format has no removed-sub-block "
+                        "constant."
+                    )
             if lp.mlp_bias_delta is not None and len(lp.mlp_bias_delta) != self.block_dims[i]:
-                raise PlanError(f"layers[{i}].mlp_bias_delta has {len(lp.mlp_bias_delta)} values; it must have "
-                                f"the block's width {self.block_dims[i]}.")
+                raise PlanError(
+                    f"layers[{i}].mlp_bias_delta has {len(lp.mlp_bias_delta)} values; it must have "
+                    f"the block's width {self.block_dims[i]}."
+                )
 
     def check_matches_mlps(self, view: MLPView) -> None:
         """Raise :class:`PlanError` unless this hierarchical plan was made for ``view``'s model."""
         mine = (self.block_dims, self.block_intermediate_sizes, self.block_num_heads, self.block_head_dims)
-        theirs = ([b.dim for b in view.blocks], [b.width for b in view.blocks],
-                  [b.attn.num_attention_heads if b.attn is not None else 0 for b in view.blocks],
-                  [b.attn.head_dim if b.attn is not None else 0 for b in view.blocks])
+        theirs = (
+            [b.dim for b in view.blocks],
+            [b.width for b in view.blocks],
+            [b.attn.num_attention_heads if b.attn is not None else 0 for b in view.blocks],
+            [b.attn.head_dim if b.attn is not None else 0 for b in view.blocks],
+        )
         if not self.hierarchical or mine != theirs:
             raise PlanError(
                 f"This WidthPlan was made for another model: plan (block widths, MLP widths, heads, head dims) = "
                 f"{mine}, model = "
-                f"{theirs}. Build the plan from this model's config (WidthPlan.full(model.config)).")
+                f"{theirs}. Build the plan from this model's config (WidthPlan.full(model.config))."
+            )
 
     def check_matches(self, mods: ViTModules) -> None:
         if self.hierarchical:
-            raise PlanError("This WidthPlan was made for a Swin / ConvNeXt model (per-block widths), not for this "
-                            f"{mods.family} model. Build the plan from this model's config (WidthPlan.full(model.config)).")
-        mine = (self.hidden_size, self.num_attention_heads, self.head_dim, self.intermediate_size, self.num_layers)
+            raise PlanError(
+                "This WidthPlan was made for a Swin / ConvNeXt model (per-block widths), not for this "
+                f"{mods.family} model. Build the plan from this model's config (WidthPlan.full(model.config))."
+            )
+        mine = (
+            self.hidden_size,
+            self.num_attention_heads,
+            self.head_dim,
+            self.intermediate_size,
+            self.num_layers,
+        )
         theirs = (mods.hidden_size, mods.num_heads, mods.head_dim, mods.intermediate_size, mods.num_layers)
         if mine != theirs:
             raise PlanError(
                 "This WidthPlan was made for another model: plan (hidden, heads, head_dim, mlp, layers) = "
-                f"{mine}, model = {theirs}. Build the plan from this model's config (WidthPlan.full(model.config)).")
+                f"{mine}, model = {theirs}. Build the plan from this model's config (WidthPlan.full(model.config))."
+            )
 
     # ------------------------------------------------------------------ summaries
     def kept(self, i: int) -> dict[str, int]:
         """Kept widths of layer ``i`` (heads, head_dim, mlp, and subset sizes)."""
         lp, c = self.layers[i], len(self.embed) if self.embed is not None else self.out_width(i)
         return {
-            "heads": _n(lp.heads, self.num_heads(i)), "head_dim": _n(lp.head_dims, self.dense_head_dim(i)),
+            "heads": _n(lp.heads, self.num_heads(i)),
+            "head_dim": _n(lp.head_dims, self.dense_head_dim(i)),
             "mlp": _n(lp.mlp, self.mlp_size(i)),
             **{name: _n(getattr(lp, name), c) for name in SUBSETS},
         }
@@ -296,8 +348,14 @@ def _remap(sub: list[int] | None, embed: list[int] | None) -> list[int] | None:
 
 
 @torch.no_grad()
-def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bool = False,
-                     layernorm_mode: str = "full_stats", provenance: dict[str, Any] | None = None) -> nn.Module:
+def apply_width_plan(
+    model: nn.Module,
+    plan: WidthPlan,
+    *,
+    rescale_attention: bool = False,
+    layernorm_mode: str = "full_stats",
+    provenance: dict[str, Any] | None = None,
+) -> nn.Module:
     """Return a physically smaller pruned model of ``model``'s family (``P3BViTForImageClassification``,
     ``P3BDeiTForImageClassification``, ``P3BBeitForImageClassification``, ``P3BDinov2ForImageClassification``).
 
@@ -316,11 +374,13 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
     c, hd = mods.hidden_size, mods.head_dim
     e_idx = _idx(plan.embed, c)
     c_kept = len(e_idx)
-    dense_scale = hd ** -0.5
+    dense_scale = hd**-0.5
     sd: dict[str, torch.Tensor] = {}
     prefix = mods.family
-    lay: dict[str, list] = {k: [] for k in ("heads", "hd", "mlp", "attn_in", "attn_out", "mlp_in", "mlp_out",
-                                            "scale", "kept_heads")}
+    lay: dict[str, list] = {
+        k: []
+        for k in ("heads", "hd", "mlp", "attn_in", "attn_out", "mlp_in", "mlp_out", "scale", "kept_heads")
+    }
 
     sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
     if mods.dist_token is not None:
@@ -349,8 +409,11 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
         inner = (heads[:, None] * hd + dims[None, :]).reshape(-1)
         a_in = _idx(lp.attn_in, c) if lp.attn_in is not None else e_idx
         a_out = _idx(lp.attn_out, c) if lp.attn_out is not None else e_idx
-        o_bias = lm.o.bias + (torch.tensor(lp.attn_bias_delta, dtype=lm.o.bias.dtype, device=lm.o.bias.device)
-                              if lp.attn_bias_delta is not None else 0)
+        o_bias = lm.o.bias + (
+            torch.tensor(lp.attn_bias_delta, dtype=lm.o.bias.dtype, device=lm.o.bias.device)
+            if lp.attn_bias_delta is not None
+            else 0
+        )
         if len(inner) == 0 or len(a_in) == 0 or len(a_out) == 0:
             # Removed: its output is constant. With an empty input every token has the same value row
             # (the value bias), so whatever the attention weights (uniform, or BEiT's relative position
@@ -390,8 +453,11 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
         hid = _idx(lp.mlp, mods.intermediate_size)
         m_in = _idx(lp.mlp_in, c) if lp.mlp_in is not None else e_idx
         m_out = _idx(lp.mlp_out, c) if lp.mlp_out is not None else e_idx
-        b2 = lm.fc2.bias + (torch.tensor(lp.mlp_bias_delta, dtype=lm.fc2.bias.dtype, device=lm.fc2.bias.device)
-                            if lp.mlp_bias_delta is not None else 0)
+        b2 = lm.fc2.bias + (
+            torch.tensor(lp.mlp_bias_delta, dtype=lm.fc2.bias.dtype, device=lm.fc2.bias.device)
+            if lp.mlp_bias_delta is not None
+            else 0
+        )
         if len(hid) == 0 or len(m_in) == 0 or len(m_out) == 0:
             const = b2.double()
             if len(hid) and len(m_in) == 0:
@@ -425,15 +491,18 @@ def apply_width_plan(model: nn.Module, plan: WidthPlan, *, rescale_attention: bo
     missing = set(pruned.state_dict()) ^ set(sd)
     if missing:  # an internal invariant: the slicer and the model class must agree on every key
         raise RuntimeError(f"apply_width_plan produced mismatching keys: {sorted(missing)[:8]}")
-    pruned.load_state_dict({k: v.detach().clone().contiguous().to(dtype) for k, v in sd.items()},
-                           strict=True, assign=True)
+    pruned.load_state_dict(
+        {k: v.detach().clone().contiguous().to(dtype) for k, v in sd.items()}, strict=True, assign=True
+    )
     pruned.train(model.training)
     return pruned.to(mods.patch_projection.weight.device)
 
 
 def _provenance_fields(plan: WidthPlan, provenance: dict[str, Any] | None) -> dict[str, Any]:
     meta = {**plan.meta, **(provenance or {})}
-    out: dict[str, Any] = {k: meta[k] for k in ("prune_ratio", "base_model_name_or_path") if meta.get(k) is not None}
+    out: dict[str, Any] = {
+        k: meta[k] for k in ("prune_ratio", "base_model_name_or_path") if meta.get(k) is not None
+    }
     if "method" in meta:
         out["pruning_method"] = meta["method"]
     from . import __version__
@@ -445,7 +514,7 @@ def _provenance_fields(plan: WidthPlan, provenance: dict[str, Any] | None) -> di
 def _per_stage(values: list[int], depths: list[int]) -> list[list[int]]:
     out, start = [], 0
     for d in depths:
-        out.append(values[start:start + d])
+        out.append(values[start : start + d])
         start += d
     return out
 
@@ -459,15 +528,19 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
     fam = stage_family_of(model)
     view = locate_mlps(model)
     if plan is None or not isinstance(plan, WidthPlan):
-        raise PlanError(f"apply_width_plan needs a WidthPlan, got {type(plan).__name__}; build one with "
-                        "WidthPlan.full(model.config).")
+        raise PlanError(
+            f"apply_width_plan needs a WidthPlan, got {type(plan).__name__}; build one with "
+            "WidthPlan.full(model.config)."
+        )
     plan.validate()
     plan.check_matches_mlps(view)
     names = {id(m): n for n, m in model.named_modules()}
     sd = dict(model.state_dict())
     widths, heads_kept, dims_kept = [], [], []
     for blk, lp in zip(view.blocks, plan.layers):
-        if blk.attn is not None:  # Swin: q/k/v rows, o columns of the kept (head, dim) pairs; bias table columns
+        if (
+            blk.attn is not None
+        ):  # Swin: q/k/v rows, o columns of the kept (head, dim) pairs; bias table columns
             a = blk.attn
             heads, dims = _idx(lp.heads, a.num_attention_heads), _idx(lp.head_dims, a.head_dim)
             inner = (heads[:, None] * a.head_dim + dims[None, :]).reshape(-1).to(a.q_proj.weight.device)
@@ -477,7 +550,9 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
                     sd[f"{names[id(lin)]}.bias"] = lin.bias[inner]
             sd[f"{names[id(a.o_proj)]}.weight"] = a.o_proj.weight[:, inner]
             table = a.relative_position_bias.relative_position_bias_table
-            sd[f"{names[id(a.relative_position_bias)]}.relative_position_bias_table"] = table[:, heads.to(table.device)]
+            sd[f"{names[id(a.relative_position_bias)]}.relative_position_bias_table"] = table[
+                :, heads.to(table.device)
+            ]
             heads_kept.append(len(heads))
             dims_kept.append(len(dims))
         hid = _idx(lp.mlp, blk.width).to(blk.fc1.weight.device)
@@ -490,19 +565,30 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
         widths.append(len(hid))
     extra: dict[str, Any] = {}
     if fam.dense_heads is not None:
-        extra.update(block_num_heads=_per_stage(heads_kept, view.stage_depths),
-                     block_head_dims=_per_stage(dims_kept, view.stage_depths))
+        extra.update(
+            block_num_heads=_per_stage(heads_kept, view.stage_depths),
+            block_head_dims=_per_stage(dims_kept, view.stage_depths),
+        )
     config = fam.config_class.from_dense_config(
-        model.config, block_intermediate_sizes=_per_stage(widths, view.stage_depths), **extra,
-        **_provenance_fields(plan, provenance))
+        model.config,
+        block_intermediate_sizes=_per_stage(widths, view.stage_depths),
+        **extra,
+        **_provenance_fields(plan, provenance),
+    )
     dtype = blk.fc1.weight.dtype
     with torch.device("meta"):
         pruned = fam.model_class(config)
     mismatch = set(pruned.state_dict()) ^ set(sd)
     if mismatch:  # an internal invariant: the slicer and the model class must agree on every key
         raise RuntimeError(f"apply_width_plan produced mismatching keys: {sorted(mismatch)[:8]}")
-    pruned.load_state_dict({k: v.detach().clone().contiguous().to(dtype if v.is_floating_point() else v.dtype)
-                            for k, v in sd.items()}, strict=True, assign=True)
+    pruned.load_state_dict(
+        {
+            k: v.detach().clone().contiguous().to(dtype if v.is_floating_point() else v.dtype)
+            for k, v in sd.items()
+        },
+        strict=True,
+        assign=True,
+    )
     # non-persistent buffers (Swin's relative_position_index) are not in a state dict: copy the dense ones
     dense_buffers = dict(model.named_buffers())
     for name, _buf in list(pruned.named_buffers()):
@@ -514,8 +600,9 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
     return pruned.to(blk.fc1.weight.device)
 
 
-def _shared_bias(mods: ViTModules, kept_heads: list[list[int]], sd: dict[str, torch.Tensor], prefix: str
-                 ) -> dict[str, Any]:
+def _shared_bias(
+    mods: ViTModules, kept_heads: list[list[int]], sd: dict[str, torch.Tensor], prefix: str
+) -> dict[str, Any]:
     """BEiT's shared relative position bias: keep the columns of every head some layer still uses (the union),
     and record per layer which of those columns its kept heads read (``layer_bias_heads``)."""
     if mods.family != "beit":
@@ -524,16 +611,32 @@ def _shared_bias(mods: ViTModules, kept_heads: list[list[int]], sd: dict[str, to
         return {"layer_bias_heads": None, "shared_bias_num_heads": None}
     union = sorted({h for heads in kept_heads for h in heads})
     if not union:  # no layer attends any more: the table is dead
-        return {"use_shared_relative_position_bias": False, "layer_bias_heads": None, "shared_bias_num_heads": None}
-    sd[f"{prefix}.encoder.relative_position_bias.relative_position_bias_table"] = mods.shared_rel_bias[:, union]
+        return {
+            "use_shared_relative_position_bias": False,
+            "layer_bias_heads": None,
+            "shared_bias_num_heads": None,
+        }
+    sd[f"{prefix}.encoder.relative_position_bias.relative_position_bias_table"] = mods.shared_rel_bias[
+        :, union
+    ]
     pos = {h: j for j, h in enumerate(union)}
     per_layer = [None if heads == union or not heads else [pos[h] for h in heads] for heads in kept_heads]
-    return {"layer_bias_heads": per_layer,
-            "shared_bias_num_heads": None if len(union) == mods.num_heads else len(union)}
+    return {
+        "layer_bias_heads": per_layer,
+        "shared_bias_num_heads": None if len(union) == mods.num_heads else len(union),
+    }
 
 
-def _pruned_config(model: nn.Module, mods: ViTModules, plan: WidthPlan, lay: dict[str, list], c_kept: int,
-                   layernorm_mode: str, provenance: dict[str, Any] | None, extra_fields: dict[str, Any]) -> Any:
+def _pruned_config(
+    model: nn.Module,
+    mods: ViTModules,
+    plan: WidthPlan,
+    lay: dict[str, list],
+    c_kept: int,
+    layernorm_mode: str,
+    provenance: dict[str, Any] | None,
+    extra_fields: dict[str, Any],
+) -> Any:
     dense_cfg = model.config
     cfg_cls = FAMILIES[mods.family].config_class
     extra: dict[str, Any] = {}
@@ -544,10 +647,17 @@ def _pruned_config(model: nn.Module, mods: ViTModules, plan: WidthPlan, lay: dic
     for k in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
         kwargs.pop(k, None)
     kwargs.update(
-        hidden_size=c_kept, layer_num_heads=lay["heads"], layer_head_dims=lay["hd"],
-        layer_intermediate_sizes=lay["mlp"], layer_attn_in=lay["attn_in"], layer_attn_out=lay["attn_out"],
-        layer_mlp_in=lay["mlp_in"], layer_mlp_out=lay["mlp_out"], layer_attention_scales=lay["scale"],
-        layernorm_mode=layernorm_mode, **extra_fields,
+        hidden_size=c_kept,
+        layer_num_heads=lay["heads"],
+        layer_head_dims=lay["hd"],
+        layer_intermediate_sizes=lay["mlp"],
+        layer_attn_in=lay["attn_in"],
+        layer_attn_out=lay["attn_out"],
+        layer_mlp_in=lay["mlp_in"],
+        layer_mlp_out=lay["mlp_out"],
+        layer_attention_scales=lay["scale"],
+        layernorm_mode=layernorm_mode,
+        **extra_fields,
     )
     meta = dict(plan.meta)
     meta.update(provenance or {})
@@ -574,11 +684,17 @@ def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool
     if fam is not None:  # Swin / ConvNeXt: per-block MLP widths
         depths = [int(d) for d in dense_config.depths]
         kept = [plan.kept(i) for i in range(plan.num_layers)]
-        extra = {} if fam.dense_heads is None else {
-            "block_num_heads": _per_stage([k["heads"] for k in kept], depths),
-            "block_head_dims": _per_stage([k["head_dim"] for k in kept], depths)}
+        extra = (
+            {}
+            if fam.dense_heads is None
+            else {
+                "block_num_heads": _per_stage([k["heads"] for k in kept], depths),
+                "block_head_dims": _per_stage([k["head_dim"] for k in kept], depths),
+            }
+        )
         return fam.config_class.from_dense_config(
-            dense_config, block_intermediate_sizes=_per_stage([k["mlp"] for k in kept], depths), **extra)
+            dense_config, block_intermediate_sizes=_per_stage([k["mlp"] for k in kept], depths), **extra
+        )
     family = family_of_config(dense_config)
     cls = FAMILIES[family].config_class
     if isinstance(dense_config, P3B_CONFIGS):
@@ -587,8 +703,9 @@ def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool
         extra: dict[str, Any] = {}
         if family == "deit":
             if distillation_head is None:
-                distillation_head = any("WithTeacher" in a for a in (getattr(dense_config, "architectures", None)
-                                                                     or []))
+                distillation_head = any(
+                    "WithTeacher" in a for a in (getattr(dense_config, "architectures", None) or [])
+                )
             extra["distillation_head"] = bool(distillation_head)
         base = cls.from_dense_config(dense_config, **extra)
     heads, dims, mlp, kept_heads = [], [], [], set()
@@ -604,14 +721,22 @@ def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool
     kwargs = base.to_dict()
     for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
         kwargs.pop(key, None)
-    kwargs.update(hidden_size=len(plan.embed) if plan.embed is not None else plan.hidden_size,
-                  num_attention_heads=plan.num_attention_heads, layer_num_heads=heads, layer_head_dims=dims,
-                  layer_intermediate_sizes=mlp,
-                  **{f"layer_{n}": [getattr(lp, n) for lp in plan.layers]
-                     for n in ("attn_in", "attn_out", "mlp_in", "mlp_out")})
+    kwargs.update(
+        hidden_size=len(plan.embed) if plan.embed is not None else plan.hidden_size,
+        num_attention_heads=plan.num_attention_heads,
+        layer_num_heads=heads,
+        layer_head_dims=dims,
+        layer_intermediate_sizes=mlp,
+        **{
+            f"layer_{n}": [getattr(lp, n) for lp in plan.layers]
+            for n in ("attn_in", "attn_out", "mlp_in", "mlp_out")
+        },
+    )
     if family == "beit" and kwargs.get("use_shared_relative_position_bias"):
         # the shared bias table keeps the union of the heads still attending (see _shared_bias)
         if not kept_heads:
             kwargs["use_shared_relative_position_bias"] = False
-        kwargs["shared_bias_num_heads"] = len(kept_heads) if 0 < len(kept_heads) < plan.num_attention_heads else None
+        kwargs["shared_bias_num_heads"] = (
+            len(kept_heads) if 0 < len(kept_heads) < plan.num_attention_heads else None
+        )
     return cls(**kwargs)

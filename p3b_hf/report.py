@@ -25,8 +25,11 @@ def _block_widths(cfg: Any) -> list[dict[str, int]] | None:
     if fam is None:
         return None
     widths = getattr(cfg, "block_intermediate_sizes", None) or fam.dense_widths(cfg)
-    return [{"stage": s, "block": b, "dim": dim, "mlp": int(f)}
-            for s, (dim, stage) in enumerate(zip(fam.stage_dims(cfg), widths)) for b, f in enumerate(stage)]
+    return [
+        {"stage": s, "block": b, "dim": dim, "mlp": int(f)}
+        for s, (dim, stage) in enumerate(zip(fam.stage_dims(cfg), widths))
+        for b, f in enumerate(stage)
+    ]
 
 
 def layer_widths(model_or_config: Any) -> list[dict[str, int]]:
@@ -39,20 +42,43 @@ def layer_widths(model_or_config: Any) -> list[dict[str, int]]:
     n = cfg.num_hidden_layers
     if not hasattr(cfg, "layer_num_heads"):
         h = cfg.num_attention_heads
-        return [{"heads": h, "head_dim": c // h, "mlp": dense_intermediate_size(cfg), "attn_in": c, "attn_out": c,
-                 "mlp_in": c, "mlp_out": c} for _ in range(n)]
+        return [
+            {
+                "heads": h,
+                "head_dim": c // h,
+                "mlp": dense_intermediate_size(cfg),
+                "attn_in": c,
+                "attn_out": c,
+                "mlp_in": c,
+                "mlp_out": c,
+            }
+            for _ in range(n)
+        ]
 
     def w(s: list[int] | None) -> int:
         return c if s is None else len(s)
 
-    return [{"heads": cfg.layer_num_heads[i], "head_dim": cfg.layer_head_dims[i],
-             "mlp": cfg.layer_intermediate_sizes[i], "attn_in": w(cfg.layer_attn_in[i]),
-             "attn_out": w(cfg.layer_attn_out[i]), "mlp_in": w(cfg.layer_mlp_in[i]),
-             "mlp_out": w(cfg.layer_mlp_out[i])} for i in range(n)]
+    return [
+        {
+            "heads": cfg.layer_num_heads[i],
+            "head_dim": cfg.layer_head_dims[i],
+            "mlp": cfg.layer_intermediate_sizes[i],
+            "attn_in": w(cfg.layer_attn_in[i]),
+            "attn_out": w(cfg.layer_attn_out[i]),
+            "mlp_in": w(cfg.layer_mlp_in[i]),
+            "mlp_out": w(cfg.layer_mlp_out[i]),
+        }
+        for i in range(n)
+    ]
 
 
-def domain_gap(eval_sets: dict[str, dict[str, Any]] | None, dense_eval_sets: dict[str, dict[str, Any]] | None = None,
-               *, source: str | None, target: str | None) -> dict[str, Any] | None:
+def domain_gap(
+    eval_sets: dict[str, dict[str, Any]] | None,
+    dense_eval_sets: dict[str, dict[str, Any]] | None = None,
+    *,
+    source: str | None,
+    target: str | None,
+) -> dict[str, Any] | None:
     """The source-vs-target gap ``acc(source) - acc(target)`` (in-domain minus held-out-domain accuracy, as
     fractions) and, when the dense model's accuracies on the same sets are given, its change against the
     dense model (``gap_change`` > 0: pruning widened the gap). None without both sets."""
@@ -71,12 +97,21 @@ def domain_gap(eval_sets: dict[str, dict[str, Any]] | None, dense_eval_sets: dic
     return out
 
 
-def base_report(dense_model: nn.Module, pruned_model: nn.Module, *, method: str, prune_ratio: float | None,
-                plan: WidthPlan | None, eval_metrics: dict[str, float] | None,
-                dense_eval_metrics: dict[str, float] | None = None, wall_time_s: float | None = None,
-                extra: dict[str, Any] | None = None, eval_sets: dict[str, dict[str, Any]] | None = None,
-                dense_eval_sets: dict[str, dict[str, Any]] | None = None,
-                domains: dict[str, Any] | None = None) -> dict[str, Any]:
+def base_report(
+    dense_model: nn.Module,
+    pruned_model: nn.Module,
+    *,
+    method: str,
+    prune_ratio: float | None,
+    plan: WidthPlan | None,
+    eval_metrics: dict[str, float] | None,
+    dense_eval_metrics: dict[str, float] | None = None,
+    wall_time_s: float | None = None,
+    extra: dict[str, Any] | None = None,
+    eval_sets: dict[str, dict[str, Any]] | None = None,
+    dense_eval_sets: dict[str, dict[str, Any]] | None = None,
+    domains: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The fields every method reports, so ``p3b-hf compare`` can put runs side by side.
 
     With several eval sets (``eval_sets``: ``{name: {accuracy, loss, samples}}``, the first = ``eval``) the
@@ -101,10 +136,16 @@ def base_report(dense_model: nn.Module, pruned_model: nn.Module, *, method: str,
     }
     if eval_sets:
         report["eval_sets"] = {k: dict(v) for k, v in eval_sets.items()}
-        report["dense_eval_sets"] = {k: dict(v) for k, v in dense_eval_sets.items()} if dense_eval_sets else None
+        report["dense_eval_sets"] = (
+            {k: dict(v) for k, v in dense_eval_sets.items()} if dense_eval_sets else None
+        )
         report["domains"] = dict(domains) if domains else None
-        report["domain_gap"] = domain_gap(eval_sets, dense_eval_sets, source=(domains or {}).get("source_set"),
-                                          target=(domains or {}).get("target_set"))
+        report["domain_gap"] = domain_gap(
+            eval_sets,
+            dense_eval_sets,
+            source=(domains or {}).get("source_set"),
+            target=(domains or {}).get("target_set"),
+        )
     if extra:
         report.update(extra)
     return report
@@ -116,7 +157,11 @@ def _removed(model: nn.Module) -> list[str]:
     if stage_family_of_config(cfg) is not None:  # every Swin / ConvNeXt block keeps >= 1 MLP unit
         return out
     for i in range(cfg.num_hidden_layers):
-        if getattr(cfg, "layer_head_dims", [1] * (i + 1))[i] * getattr(cfg, "layer_num_heads", [1] * (i + 1))[i] == 0:
+        if (
+            getattr(cfg, "layer_head_dims", [1] * (i + 1))[i]
+            * getattr(cfg, "layer_num_heads", [1] * (i + 1))[i]
+            == 0
+        ):
             out.append(f"attn{i}")
         if getattr(cfg, "layer_intermediate_sizes", [1] * (i + 1))[i] == 0:
             out.append(f"mlp{i}")
@@ -152,9 +197,14 @@ def plot_widths(model_or_config: Any, path: str | os.PathLike, dense_config: Any
     if stage_family_of_config(cfg) is not None:  # Swin / ConvNeXt: MLP widths per block only
         dense = [f for stage in stage_family_of_config(cfg).dense_widths(cfg) for f in stage]
         fig, ax = plt.subplots(figsize=(max(6, 0.3 * n), 3.6))
-        ax.bar(range(n), [w["mlp"] / d for w, d in zip(widths, dense)], color=[f"C{w['stage']}" for w in widths])
-        ax.set(title="Kept MLP hidden units per block (fraction of dense; colour = stage)", xlabel="block",
-               ylim=(0, 1.05))
+        ax.bar(
+            range(n), [w["mlp"] / d for w, d in zip(widths, dense)], color=[f"C{w['stage']}" for w in widths]
+        )
+        ax.set(
+            title="Kept MLP hidden units per block (fraction of dense; colour = stage)",
+            xlabel="block",
+            ylim=(0, 1.05),
+        )
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +217,9 @@ def plot_widths(model_or_config: Any, path: str | os.PathLike, dense_config: Any
     mlp = [w["mlp"] for w in widths]
     dense_attn = cfg.hidden_size if dense_config is None else dense_config.hidden_size
     dense_mlp = dense_intermediate_size(cfg)
-    axes[0].bar([x - 0.2 for x in xs], [a / dense_attn for a in attn], width=0.4, label="attention q/k/v width")
+    axes[0].bar(
+        [x - 0.2 for x in xs], [a / dense_attn for a in attn], width=0.4, label="attention q/k/v width"
+    )
     axes[0].bar([x + 0.2 for x in xs], [m / dense_mlp for m in mlp], width=0.4, label="MLP hidden width")
     axes[0].set(title="Kept inner widths (fraction of dense)", xlabel="layer", ylim=(0, 1.05), xticks=xs)
     axes[0].legend(fontsize=8)
@@ -196,27 +248,39 @@ def summarize(report: dict[str, Any]) -> str:
         f"({100 * report['achieved_mac_reduction']:.1f} % removed)",
     ]
     if acc is not None:
-        lines.append(f"accuracy          dense {dacc if dacc is None else f'{100 * dacc:.2f} %'} -> pruned "
-                     f"{100 * acc:.2f} %")
+        lines.append(
+            f"accuracy          dense {dacc if dacc is None else f'{100 * dacc:.2f} %'} -> pruned "
+            f"{100 * acc:.2f} %"
+        )
     lines += eval_set_lines(report.get("eval_sets"), report.get("dense_eval_sets"), report.get("domain_gap"))
     if report.get("wall_time_s") is not None:
         lines.append(f"wall time         {report['wall_time_s']:.1f} s")
     return "\n".join(lines)
 
 
-def eval_set_lines(eval_sets: dict[str, Any] | None, dense_eval_sets: dict[str, Any] | None = None,
-                   gap: dict[str, Any] | None = None) -> list[str]:
+def eval_set_lines(
+    eval_sets: dict[str, Any] | None,
+    dense_eval_sets: dict[str, Any] | None = None,
+    gap: dict[str, Any] | None = None,
+) -> list[str]:
     """Summary lines: accuracy per eval set (dense in brackets when measured) and the domain gap."""
     lines = []
     for name, m in (eval_sets or {}).items():
         d = (dense_eval_sets or {}).get(name) or {}
         dense = f" (dense {100 * d['accuracy']:.2f} %)" if d.get("accuracy") is not None else ""
-        lines.append(f"  eval {name:<12} {100 * m.get('accuracy', float('nan')):6.2f} % of {m.get('samples')} images"
-                     f"{dense}")
+        lines.append(
+            f"  eval {name:<12} {100 * m.get('accuracy', float('nan')):6.2f} % of {m.get('samples')} images"
+            f"{dense}"
+        )
     if gap:
-        change = (f", dense {100 * gap['dense_gap']:+.2f} pp, change {100 * gap['gap_change']:+.2f} pp"
-                  if gap.get("gap_change") is not None else "")
-        lines.append(f"domain gap        {gap['source_set']} - {gap['target_set']} = {100 * gap['gap']:+.2f} pp{change}")
+        change = (
+            f", dense {100 * gap['dense_gap']:+.2f} pp, change {100 * gap['gap_change']:+.2f} pp"
+            if gap.get("gap_change") is not None
+            else ""
+        )
+        lines.append(
+            f"domain gap        {gap['source_set']} - {gap['target_set']} = {100 * gap['gap']:+.2f} pp{change}"
+        )
     return lines
 
 

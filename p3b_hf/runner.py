@@ -97,9 +97,13 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and output_dir.is_file():
         raise P3BError(f"--output-dir {output_dir} is a file; give a directory path.")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        what = "a previous run (pruning_report.json)" if (output_dir / REPORT_NAME).exists() else "other files"
-        raise P3BError(f"--output-dir {output_dir} already holds {what}. Choose a new directory or pass "
-                       "--overwrite to replace it (it is only replaced once the new run has finished).")
+        what = (
+            "a previous run (pruning_report.json)" if (output_dir / REPORT_NAME).exists() else "other files"
+        )
+        raise P3BError(
+            f"--output-dir {output_dir} already holds {what}. Choose a new directory or pass "
+            "--overwrite to replace it (it is only replaced once the new run has finished)."
+        )
 
 
 def adapt_classifier(model: nn.Module, labels: list[str]) -> bool:
@@ -130,14 +134,25 @@ def load_data(data: DataOptions, seed: int) -> Any:
     """The raw splits of ``data`` (one :class:`~p3b_hf.errors.DataError` on bad input)."""
     from .data import load_image_dataset
 
-    return load_image_dataset(data.dataset, image_column=data.image_column, label_column=data.label_column,
-                              train_split=data.train_split, eval_split=data.eval_split,
-                              max_train_samples=data.max_train_samples, max_eval_samples=data.max_eval_samples,
-                              seed=seed, domain_column=data.domain_column, train_domains=data.train_domains,
-                              test_domains=data.test_domains, source_holdout=data.source_holdout)
+    return load_image_dataset(
+        data.dataset,
+        image_column=data.image_column,
+        label_column=data.label_column,
+        train_split=data.train_split,
+        eval_split=data.eval_split,
+        max_train_samples=data.max_train_samples,
+        max_eval_samples=data.max_eval_samples,
+        seed=seed,
+        domain_column=data.domain_column,
+        train_domains=data.train_domains,
+        test_domains=data.test_domains,
+        source_holdout=data.source_holdout,
+    )
 
 
-def _datasets(raw: Any, data: DataOptions, processor: Any, model_config: Any) -> tuple[Any, Any, Any, dict[str, Any]]:
+def _datasets(
+    raw: Any, data: DataOptions, processor: Any, model_config: Any
+) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Transformed train / primary eval datasets, the collator, and every eval set by name (the primary's
     entry is the same dataset object)."""
     from .data import build_datasets, build_eval_sets, make_collator, model_image_size
@@ -149,8 +164,13 @@ def _datasets(raw: Any, data: DataOptions, processor: Any, model_config: Any) ->
     if len(raw.evals) > 1:
         others = build_eval_sets(raw, processor, image_size=image_size, augment=data.augment)
         eval_sets.update({k: v for k, v in others.items() if k != raw.primary_eval})
-    collator = make_collator(len(raw.labels), mixup=data.mixup, cutmix=data.cutmix,
-                             label_smoothing=data.label_smoothing, enabled=data.mixing)
+    collator = make_collator(
+        len(raw.labels),
+        mixup=data.mixup,
+        cutmix=data.cutmix,
+        label_smoothing=data.label_smoothing,
+        enabled=data.mixing,
+    )
     return train_ds, eval_ds, collator, eval_sets
 
 
@@ -158,7 +178,9 @@ def _work_dir(output_dir: Path) -> Path:
     return output_dir.with_name(output_dir.name + ".work")
 
 
-def _load(model_name: str, data: DataOptions, output: OutputOptions, train: TrainOptions) -> tuple[nn.Module, Any, Any]:
+def _load(
+    model_name: str, data: DataOptions, output: OutputOptions, train: TrainOptions
+) -> tuple[nn.Module, Any, Any]:
     """Check the output dir, join DDP, seed, and load model (fp32), image processor and data."""
     from .loading import load_image_processor, load_model
 
@@ -169,8 +191,7 @@ def _load(model_name: str, data: DataOptions, output: OutputOptions, train: Trai
     return model, load_image_processor(model_name), load_data(data, train.seed)
 
 
-def _finish(output_dir: Path, staging: Path, work_dir: Path, keep_checkpoints: bool,
-            write: Any) -> None:
+def _finish(output_dir: Path, staging: Path, work_dir: Path, keep_checkpoints: bool, write: Any) -> None:
     """Main process: fill ``staging`` with ``write(staging)``, then publish it as ``output_dir``; other ranks
     drop their staging dir (ranks renaming the same directory would race)."""
     if not is_main_process():
@@ -195,8 +216,12 @@ def _jsonable_options(*parts: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- prune
-def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None,
-          dense_eval_sets: dict[str, dict[str, float]] | None = None) -> RunResult:
+def prune(
+    job: PruneJob,
+    *,
+    dense_eval_metrics: dict[str, float] | None = None,
+    dense_eval_sets: dict[str, dict[str, float]] | None = None,
+) -> RunResult:
     """Fine-tune + prune ``job.prune.model`` on ``job.data`` with ``job.prune.method``; write the pruned model
     directory (safetensors, per-layer-width config, code files, processor, ``width_plan.json``,
     ``pruning_report.json``, ``plots/``) to ``job.output.output_dir``. ``dense_eval_metrics``: the dense
@@ -207,7 +232,9 @@ def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None,
     method = get_method(job.prune.method)
     options = job.method_options if job.method_options is not None else method.options()
     if not isinstance(options, method.options):
-        raise P3BError(f"method {method.name!r} takes {method.options.__name__}, got {type(options).__name__}.")
+        raise P3BError(
+            f"method {method.name!r} takes {method.options.__name__}, got {type(options).__name__}."
+        )
     output_dir = Path(job.output.output_dir)
     model, processor, raw = _load(job.prune.model, job.data, job.output, job.train)
     head_reinitialised = adapt_classifier(model, raw.labels)
@@ -215,10 +242,22 @@ def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None,
     staging = make_staging_dir(output_dir)
     work_dir = _work_dir(output_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(model=model, image_processor=processor, data=raw, train_ds=train_ds, eval_ds=eval_ds,
-                     collator=collator, train=job.train, work_dir=work_dir, artifacts_dir=staging,
-                     prune_ratio=job.prune.prune_ratio, kd=job.kd, resume=job.output.resume,
-                     head_reinitialised=head_reinitialised, eval_sets=eval_sets)
+    ctx = RunContext(
+        model=model,
+        image_processor=processor,
+        data=raw,
+        train_ds=train_ds,
+        eval_ds=eval_ds,
+        collator=collator,
+        train=job.train,
+        work_dir=work_dir,
+        artifacts_dir=staging,
+        prune_ratio=job.prune.prune_ratio,
+        kd=job.kd,
+        resume=job.output.resume,
+        head_reinitialised=head_reinitialised,
+        eval_sets=eval_sets,
+    )
     dense = copy.deepcopy(model).cpu()
     try:
         result = method.run(ctx, options)
@@ -229,13 +268,18 @@ def prune(job: PruneJob, *, dense_eval_metrics: dict[str, float] | None = None,
     dense_measured = result.dense_eval_metrics is not None
     if result.dense_eval_metrics is None and dense_eval_metrics is not None:
         result.dense_eval_metrics = dict(dense_eval_metrics)
-    return finish_prune(job, ctx, result, dense, staging, dense_eval_sets=dense_eval_sets,
-                        dense_measured=dense_measured)
+    return finish_prune(
+        job, ctx, result, dense, staging, dense_eval_sets=dense_eval_sets, dense_measured=dense_measured
+    )
 
 
-def score_eval_sets(ctx: RunContext, result: MethodResult, dense: nn.Module,
-                    dense_eval_sets: dict[str, dict[str, float]] | None = None,
-                    dense_measured: bool = False) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def score_eval_sets(
+    ctx: RunContext,
+    result: MethodResult,
+    dense: nn.Module,
+    dense_eval_sets: dict[str, dict[str, float]] | None = None,
+    dense_measured: bool = False,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """``(pruned, dense)`` metrics per eval set when the run has several (else ``(None, None)``).
 
     The primary set's entry is the method's own ``eval_metrics`` (the method already scored it); the others
@@ -252,26 +296,51 @@ def score_eval_sets(ctx: RunContext, result: MethodResult, dense: nn.Module,
     if dense_sets is None and dense_measured and not ctx.head_reinitialised:
         have_dense = (result.dense_eval_metrics or {}).get("accuracy") is not None
         scored = ctx.evaluate_sets(dense, skip=(primary,) if have_dense else (), desc="dense eval")
-        dense_sets = {n: dict(result.dense_eval_metrics or {}) if n == primary and have_dense else scored[n]
-                      for n in ctx.eval_sets}
+        dense_sets = {
+            n: dict(result.dense_eval_metrics or {}) if n == primary and have_dense else scored[n]
+            for n in ctx.eval_sets
+        }
     return pruned, dense_sets
 
 
-def finish_prune(job: PruneJob, ctx: RunContext, result: MethodResult, dense: nn.Module, staging: Path,
-                 extra: dict[str, Any] | None = None, dense_eval_sets: dict[str, dict[str, float]] | None = None,
-                 dense_measured: bool = False) -> RunResult:
+def finish_prune(
+    job: PruneJob,
+    ctx: RunContext,
+    result: MethodResult,
+    dense: nn.Module,
+    staging: Path,
+    extra: dict[str, Any] | None = None,
+    dense_eval_sets: dict[str, dict[str, float]] | None = None,
+    dense_measured: bool = False,
+) -> RunResult:
     """Score every eval set, pad, report and write a method's result (see :func:`prune`)."""
     eval_sets, dense_sets = score_eval_sets(ctx, result, dense, dense_eval_sets, dense_measured)
     padding = _pad(result, job.prune.pad_to)
     report = base_report(
-        dense, result.pruned_model, method=job.prune.method, prune_ratio=job.prune.prune_ratio, plan=result.plan,
-        eval_metrics=result.eval_metrics, dense_eval_metrics=result.dense_eval_metrics,
-        eval_sets=eval_sets, dense_eval_sets=dense_sets, domains=ctx.data.domains if ctx.data is not None else None,
+        dense,
+        result.pruned_model,
+        method=job.prune.method,
+        prune_ratio=job.prune.prune_ratio,
+        plan=result.plan,
+        eval_metrics=result.eval_metrics,
+        dense_eval_metrics=result.dense_eval_metrics,
+        eval_sets=eval_sets,
+        dense_eval_sets=dense_sets,
+        domains=ctx.data.domains if ctx.data is not None else None,
         wall_time_s=time.time() - ctx.started,
-        extra={"history": result.history, "dataset": job.data.dataset, "base_model": job.prune.model,
-               "command": " ".join(sys.argv), "options": _jsonable_options(job.prune, job.data, job.train, job.kd),
-               "method_options": _jsonable_options(job.method_options), "num_labels": ctx.num_labels,
-               "head_reinitialised": ctx.head_reinitialised, **padding, **(extra or {})})
+        extra={
+            "history": result.history,
+            "dataset": job.data.dataset,
+            "base_model": job.prune.model,
+            "command": " ".join(sys.argv),
+            "options": _jsonable_options(job.prune, job.data, job.train, job.kd),
+            "method_options": _jsonable_options(job.method_options),
+            "num_labels": ctx.num_labels,
+            "head_reinitialised": ctx.head_reinitialised,
+            **padding,
+            **(extra or {}),
+        },
+    )
 
     def write(directory: Path) -> None:
         write_model_files(result.pruned_model, directory, ctx.image_processor, result.plan)
@@ -280,8 +349,13 @@ def finish_prune(job: PruneJob, ctx: RunContext, result: MethodResult, dense: nn
 
     output_dir = Path(job.output.output_dir)
     _finish(output_dir, staging, ctx.work_dir, job.output.keep_checkpoints, write)
-    return RunResult(output_dir=output_dir, report=report, model=result.pruned_model,
-                     metrics=dict(result.eval_metrics), context=ctx)
+    return RunResult(
+        output_dir=output_dir,
+        report=report,
+        model=result.pruned_model,
+        metrics=dict(result.eval_metrics),
+        context=ctx,
+    )
 
 
 def _pad(result: MethodResult, pad_to: int | None) -> dict[str, Any]:
@@ -318,9 +392,11 @@ def check_labels(config: Any, labels: list[str], what: str) -> None:
     theirs = [str(x) for x in labels]
     if _labels_of(config) == theirs:
         return
-    raise DataError(f"{what} predicts {config.num_labels} labels ({_labels_of(config)[:4]}...) but the data "
-                    f"set has {len(theirs)} ({theirs[:4]}...). Fine-tune on the data set the model was pruned on"
-                    + (", or pass --new-head to start a fresh classifier." if what == "--model" else "."))
+    raise DataError(
+        f"{what} predicts {config.num_labels} labels ({_labels_of(config)[:4]}...) but the data "
+        f"set has {len(theirs)} ({theirs[:4]}...). Fine-tune on the data set the model was pruned on"
+        + (", or pass --new-head to start a fresh classifier." if what == "--model" else ".")
+    )
 
 
 def finetune(job: FinetuneJob) -> RunResult:
@@ -354,33 +430,60 @@ def finetune(job: FinetuneJob) -> RunResult:
     try:
         lr = scaled_lr(train, ft.grad_accum_steps)
         steps_per_epoch = max(1, -(-len(train_ds) // (train.batch_size * world_size() * ft.grad_accum_steps)))
-        schedule = ({"lr_scheduler_type": "constant", "max_grad_norm": 0.0} if ft.schedule == "constant" else
-                    {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr": min(ft.min_lr, lr)}})
+        schedule = (
+            {"lr_scheduler_type": "constant", "max_grad_norm": 0.0}
+            if ft.schedule == "constant"
+            else {
+                "lr_scheduler_type": "cosine_with_min_lr",
+                "lr_scheduler_kwargs": {"min_lr": min(ft.min_lr, lr)},
+            }
+        )
         from .training import training_arguments
 
-        targs = training_arguments(train, work_dir / "finetune", learning_rate=lr,
-                                   warmup_steps=int(round(ft.warmup_epochs * steps_per_epoch)),
-                                   gradient_accumulation_steps=ft.grad_accum_steps,
-                                   eval_strategy="epoch" if ft.eval_each_epoch else "no", save_total_limit=1, **schedule)
-        trainer = FineTuneTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
-                                  data_collator=collator, processing_class=processor, compute_metrics=compute_accuracy,
-                                  teacher=teacher, kd=kd)
+        targs = training_arguments(
+            train,
+            work_dir / "finetune",
+            learning_rate=lr,
+            warmup_steps=int(round(ft.warmup_epochs * steps_per_epoch)),
+            gradient_accumulation_steps=ft.grad_accum_steps,
+            eval_strategy="epoch" if ft.eval_each_epoch else "no",
+            save_total_limit=1,
+            **schedule,
+        )
+        trainer = FineTuneTrainer(
+            model=model,
+            args=targs,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            data_collator=collator,
+            processing_class=processor,
+            compute_metrics=compute_accuracy,
+            teacher=teacher,
+            kd=kd,
+        )
         t0 = time.time()
         from .checkpoints import last_complete_checkpoint
 
         resume = last_complete_checkpoint(targs.output_dir) if job.output.resume else None
         train_out = trainer.train(resume_from_checkpoint=resume)
         train_time = time.time() - t0
-        metrics = {k.removeprefix("eval_"): float(v) for k, v in trainer.evaluate().items()
-                   if isinstance(v, (int, float))}
+        metrics = {
+            k.removeprefix("eval_"): float(v)
+            for k, v in trainer.evaluate().items()
+            if isinstance(v, (int, float))
+        }
         set_metrics = None
         if len(eval_sets) > 1:
             from .training import evaluate_accuracy
 
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
             batch = train.eval_batch_size or train.batch_size
-            set_metrics = {name: evaluate_accuracy(unwrapped, ds, batch_size=batch, device=resolve_device(train.device),
-                                                   desc=f"eval {name}") for name, ds in eval_sets.items()}
+            set_metrics = {
+                name: evaluate_accuracy(
+                    unwrapped, ds, batch_size=batch, device=resolve_device(train.device), desc=f"eval {name}"
+                )
+                for name, ds in eval_sets.items()
+            }
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         remove_if_empty(work_dir)
@@ -395,18 +498,36 @@ def finetune(job: FinetuneJob) -> RunResult:
     report.setdefault("dataset", job.data.dataset)
     report.setdefault("widths", layer_widths(model))
     report["finetune"] = {
-        "source_model": ft.model, "dataset": job.data.dataset, "epochs": train.epochs, "lr": lr,
-        "min_lr": ft.min_lr, "schedule": ft.schedule, "weight_decay": train.weight_decay,
-        "batch_size_per_device": train.batch_size, "world_size": world_size(), "grad_accum_steps": ft.grad_accum_steps,
-        "mixup": job.data.mixup, "cutmix": job.data.cutmix, "label_smoothing": job.data.label_smoothing,
-        "augment": job.data.augment, "teacher": job.kd.teacher, "kd": dataclasses.asdict(kd) if kd else None,
-        "eval": metrics, "train_loss": float(train_out.training_loss), "train_time_s": train_time,
-        "step_time": trainer.step_timer.summary(), "head_reinitialised": head_reinitialised,
-        "device": resolve_device(train.device), "precision": "bf16" if train.bf16 else "fp16" if train.fp16 else "fp32",
+        "source_model": ft.model,
+        "dataset": job.data.dataset,
+        "epochs": train.epochs,
+        "lr": lr,
+        "min_lr": ft.min_lr,
+        "schedule": ft.schedule,
+        "weight_decay": train.weight_decay,
+        "batch_size_per_device": train.batch_size,
+        "world_size": world_size(),
+        "grad_accum_steps": ft.grad_accum_steps,
+        "mixup": job.data.mixup,
+        "cutmix": job.data.cutmix,
+        "label_smoothing": job.data.label_smoothing,
+        "augment": job.data.augment,
+        "teacher": job.kd.teacher,
+        "kd": dataclasses.asdict(kd) if kd else None,
+        "eval": metrics,
+        "train_loss": float(train_out.training_loss),
+        "train_time_s": train_time,
+        "step_time": trainer.step_timer.summary(),
+        "head_reinitialised": head_reinitialised,
+        "device": resolve_device(train.device),
+        "precision": "bf16" if train.bf16 else "fp16" if train.fp16 else "fp32",
     }
     if set_metrics is not None:
-        report["finetune"].update(eval_sets=set_metrics, domains=raw.domains,
-                                  domain_gap=domain_gap(set_metrics, source=raw.source_eval, target=raw.primary_eval))
+        report["finetune"].update(
+            eval_sets=set_metrics,
+            domains=raw.domains,
+            domain_gap=domain_gap(set_metrics, source=raw.source_eval, target=raw.primary_eval),
+        )
 
     def write(directory: Path) -> None:
         write_model_files(model, directory, processor)

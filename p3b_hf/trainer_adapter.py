@@ -64,8 +64,9 @@ class TrainerAdapter(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         model = self.model if model is None else model
-        ref = type(model).from_pretrained(resume_from_checkpoint, config=model.config,
-                                          dtype=next(model.parameters()).dtype)
+        ref = type(model).from_pretrained(
+            resume_from_checkpoint, config=model.config, dtype=next(model.parameters()).dtype
+        )
         model.load_state_dict(ref.state_dict(), strict=False)  # keys outside the HF model: restored below
         del ref
         self.load_extra_state(resume_from_checkpoint)

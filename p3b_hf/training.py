@@ -55,31 +55,58 @@ class KDConfig:
         if self.reduction not in KD_REDUCTIONS:
             raise P3BError(f"KD reduction must be one of {KD_REDUCTIONS}, got {self.reduction!r}.")
         if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
-            raise P3BError(f"KD alpha must lie in [0, 1] and the temperature be > 0 (got alpha={self.alpha}, "
-                           f"temperature={self.temperature}).")
+            raise P3BError(
+                f"KD alpha must lie in [0, 1] and the temperature be > 0 (got alpha={self.alpha}, "
+                f"temperature={self.temperature})."
+            )
 
 
-def training_arguments(train: TrainOptions, output_dir: str | os.PathLike, **overrides: Any) -> TrainingArguments:
+def training_arguments(
+    train: TrainOptions, output_dir: str | os.PathLike, **overrides: Any
+) -> TrainingArguments:
     """The ``TrainingArguments`` every p3b_hf training phase starts from (cosine schedule, checkpoints every
     epoch, tqdm progress, no external loggers); ``overrides`` win (e.g. P3B's constant lr)."""
     device = resolve_device(train.device)
     kw: dict[str, Any] = dict(
-        output_dir=str(output_dir), num_train_epochs=train.epochs, learning_rate=train.lr,
-        weight_decay=train.weight_decay, per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=train.eval_batch_size or train.batch_size, remove_unused_columns=False,
-        label_names=["labels"], seed=train.seed, data_seed=train.seed, report_to="none",
-        save_strategy=train.save_strategy, save_total_limit=2, eval_strategy="no", logging_strategy="steps",
-        logging_steps=max(1, train.logging_steps), bf16=train.bf16, fp16=train.fp16, use_cpu=device == "cpu",
-        dataloader_num_workers=train.num_workers, ddp_find_unused_parameters=False, lr_scheduler_type="cosine",
-        warmup_steps=0, disable_tqdm=False,
+        output_dir=str(output_dir),
+        num_train_epochs=train.epochs,
+        learning_rate=train.lr,
+        weight_decay=train.weight_decay,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size or train.batch_size,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        seed=train.seed,
+        data_seed=train.seed,
+        report_to="none",
+        save_strategy=train.save_strategy,
+        save_total_limit=2,
+        eval_strategy="no",
+        logging_strategy="steps",
+        logging_steps=max(1, train.logging_steps),
+        bf16=train.bf16,
+        fp16=train.fp16,
+        use_cpu=device == "cpu",
+        dataloader_num_workers=train.num_workers,
+        ddp_find_unused_parameters=False,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        disable_tqdm=False,
     )
     kw.update(overrides)
     return TrainingArguments(**kw)
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, dataset: Any, *, batch_size: int = 256, device: str | None = None,
-                      autocast_dtype: torch.dtype | None = None, desc: str = "eval") -> dict[str, float]:
+def evaluate_accuracy(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    batch_size: int = 256,
+    device: str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    desc: str = "eval",
+) -> dict[str, float]:
     """Top-1 accuracy and mean cross-entropy of ``model`` on a transformed eval dataset.
 
     The one evaluation loop of p3b_hf. Under DDP every rank scores a strided shard and the sums are
@@ -99,7 +126,9 @@ def evaluate_accuracy(model: nn.Module, dataset: Any, *, batch_size: int = 256, 
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
         x = batch["pixel_values"].to(device, dtype)
         y = batch["labels"].to(device)
-        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with torch.autocast(
+            torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+        ):
             logits = logits_of(model(pixel_values=x)).float()
         y = y.argmax(-1) if y.dim() > 1 else y
         sums[0] += (logits.argmax(-1) == y).sum()
@@ -116,16 +145,25 @@ def kd_config(kd: KDOptions, default_reduction: str) -> KDConfig | None:
     scaling applies unless ``kd.kd_reduction`` is given (P3B-Dist / fine-tune: "deit", VBP: "batchmean")."""
     if not kd.teacher:
         return None
-    return KDConfig(alpha=kd.kd_alpha, temperature=kd.kd_temperature, kind=kd.kd_kind,
-                    reduction=kd.kd_reduction or default_reduction)
+    return KDConfig(
+        alpha=kd.kd_alpha,
+        temperature=kd.kd_temperature,
+        kind=kd.kd_kind,
+        reduction=kd.kd_reduction or default_reduction,
+    )
 
 
 def logits_of(outputs: Any) -> torch.Tensor:
     return outputs["logits"] if isinstance(outputs, dict) or hasattr(outputs, "keys") else outputs[0]
 
 
-def kd_loss(student_out: Any, teacher_logits: torch.Tensor, labels: torch.Tensor, cfg: KDConfig,
-            ce: nn.Module | None = None) -> torch.Tensor:
+def kd_loss(
+    student_out: Any,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: KDConfig,
+    ce: nn.Module | None = None,
+) -> torch.Tensor:
     """Distillation loss of a student output against frozen teacher logits (mean over the batch)."""
     logits = logits_of(student_out)
     cls_logits = getattr(student_out, "cls_logits", None)
@@ -137,8 +175,12 @@ def kd_loss(student_out: Any, teacher_logits: torch.Tensor, labels: torch.Tensor
         distill = F.cross_entropy(dist_logits, teacher_logits.argmax(-1))
     else:
         t = cfg.temperature
-        total = F.kl_div(F.log_softmax(dist_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
-                         reduction="sum", log_target=True) * (t * t)
+        total = F.kl_div(
+            F.log_softmax(dist_logits / t, -1),
+            F.log_softmax(teacher_logits / t, -1),
+            reduction="sum",
+            log_target=True,
+        ) * (t * t)
         distill = total / (dist_logits.numel() if cfg.reduction == "deit" else dist_logits.shape[0])
     return (1 - cfg.alpha) * base + cfg.alpha * distill
 
@@ -199,11 +241,16 @@ class StepTimer(TrainerCallback):
             return {"steps": 0}
         k = max(1, n // 10)
         first, last = sum(self.times[:k]) / k, sum(self.times[-k:]) / k
-        tenths = [self.times[i * n // 10:(i + 1) * n // 10] for i in range(10)]
+        tenths = [self.times[i * n // 10 : (i + 1) * n // 10] for i in range(10)]
         rss = [self.rss[min(n - 1, (i + 1) * n // 10 - 1)] for i in range(10)]
-        return {"steps": n, "first_10pct_s": first, "last_10pct_s": last,
-                "last_vs_first": last / first if first > 0 else None,
-                "tenths_mean_s": [sum(t) / len(t) if t else None for t in tenths], "rss_mib_tenths": rss}
+        return {
+            "steps": n,
+            "first_10pct_s": first,
+            "last_10pct_s": last,
+            "last_vs_first": last / first if first > 0 else None,
+            "tenths_mean_s": [sum(t) / len(t) if t else None for t in tenths],
+            "rss_mib_tenths": rss,
+        }
 
 
 def _rss_mb() -> float:
@@ -228,8 +275,9 @@ class FineTuneTrainer(TrainerAdapter):
     #: consecutive optimizer-step losses that may be NaN/inf before the run is stopped
     max_nonfinite_losses: int = 3
 
-    def __init__(self, *args: Any, teacher: nn.Module | None = None, kd: KDConfig | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, teacher: nn.Module | None = None, kd: KDConfig | None = None, **kwargs: Any
+    ) -> None:
         self.step_timer = StepTimer()
         # first, so that its on_step_end times the training step alone (not a P3B mask update or a
         # finalisation evaluation, which P3B times separately)
@@ -249,22 +297,30 @@ class FineTuneTrainer(TrainerAdapter):
     def task_loss(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
         return soft_target_ce(logits_of(outputs), labels)
 
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         if self.teacher is not None and model.training:
             with torch.no_grad():
                 t_logits = logits_of(self.teacher(pixel_values=inputs["pixel_values"]))
             hard = labels.argmax(-1) if labels.dim() > 1 else labels
-            loss = kd_loss(outputs, t_logits.float(), hard, self.kd,
-                           ce=None if labels.dim() == 1 else _DenseCE(labels))
+            loss = kd_loss(
+                outputs, t_logits.float(), hard, self.kd, ce=None if labels.dim() == 1 else _DenseCE(labels)
+            )
         else:
             loss = self.task_loss(outputs, labels)
         inputs["labels"] = labels
         return (loss, outputs) if return_outputs else loss
 
-    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         """Stop a diverged run early with a clear error instead of training on NaNs for hours.
 
         A few non-finite losses in a row are tolerated (fp16 overflow steps are skipped by the grad
@@ -281,7 +337,8 @@ class FineTuneTrainer(TrainerAdapter):
                 f"The training loss was NaN/inf for {self._nonfinite_losses} steps in a row (step "
                 f"{self.state.global_step}): the run diverged. Lower the learning rate (--lr), use --bf16 instead "
                 "of --fp16, or check the input data for NaNs; the last good checkpoint is kept in "
-                f"{self.args.output_dir}.")
+                f"{self.args.output_dir}."
+            )
         return loss
 
 
@@ -289,16 +346,20 @@ def check_teacher_labels(teacher: nn.Module, student: nn.Module) -> None:
     """A KD teacher must predict the student's label set (same size, same names when both have names)."""
     t, s = teacher.config, student.config
     if t.num_labels != s.num_labels:
-        raise P3BError(f"The KD teacher predicts {t.num_labels} classes but the model {s.num_labels}: the teacher "
-                       "must be fine-tuned on the same target data set (e.g. `p3b-hf finetune --new-head` on the "
-                       "dense model) before it can teach.")
+        raise P3BError(
+            f"The KD teacher predicts {t.num_labels} classes but the model {s.num_labels}: the teacher "
+            "must be fine-tuned on the same target data set (e.g. `p3b-hf finetune --new-head` on the "
+            "dense model) before it can teach."
+        )
     t_names = [str(t.id2label.get(i, i)) for i in range(t.num_labels)]
     s_names = [str(s.id2label.get(i, i)) for i in range(s.num_labels)]
     generic = all(n.startswith("LABEL_") for n in t_names + s_names)
     if not generic and t_names != s_names:
         diff = next(i for i, (a, b) in enumerate(zip(t_names, s_names)) if a != b)
-        raise P3BError(f"The KD teacher's labels differ from the model's (class {diff}: teacher {t_names[diff]!r}, "
-                       f"model {s_names[diff]!r}); use a teacher fine-tuned on this data set with the same label order.")
+        raise P3BError(
+            f"The KD teacher's labels differ from the model's (class {diff}: teacher {t_names[diff]!r}, "
+            f"model {s_names[diff]!r}); use a teacher fine-tuned on this data set with the same label order."
+        )
 
 
 class _DenseCE(nn.Module):

@@ -64,8 +64,11 @@ def preprocess_from_processor(image_processor: object | None, image_size: int | 
         r = getattr(image_processor, "resample", None)
         resample = int(getattr(r, "value", r)) if r is not None else resample
         size = _size_of(getattr(image_processor, "size", None))
-        crop = _size_of(getattr(image_processor, "crop_size", None)) if getattr(
-            image_processor, "do_center_crop", False) else None
+        crop = (
+            _size_of(getattr(image_processor, "crop_size", None))
+            if getattr(image_processor, "do_center_crop", False)
+            else None
+        )
         proc_size = crop or size
         if crop and size and size > crop:
             crop_pct = crop / size
@@ -92,6 +95,7 @@ def _size_of(size: object) -> int | None:
 
 
 # ------------------------------------------------------------------------------------------ basics
+
 
 def _rand() -> float:
     return float(torch.rand(()))
@@ -137,9 +141,14 @@ def resize_eval(img: Image.Image, pre: Preprocess) -> Image.Image:
 
 # ------------------------------------------------------------------ torchvision-faithful fallbacks
 
-def random_resized_crop(img: Image.Image, size: int, scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                        resample: int = Image.BICUBIC) -> Image.Image:
+
+def random_resized_crop(
+    img: Image.Image,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    resample: int = Image.BICUBIC,
+) -> Image.Image:
     """``torchvision.transforms.RandomResizedCrop`` (10 tries, then the centre-crop fallback)."""
     width, height = img.size
     area = width * height
@@ -233,8 +242,12 @@ def rand_augment(img: Image.Image, num_ops: int = 2, magnitude: int = 9, num_bin
     return img
 
 
-def random_erasing(x: torch.Tensor, p: float = 0.25, scale: tuple[float, float] = (0.02, 1 / 3),
-                   ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+def random_erasing(
+    x: torch.Tensor,
+    p: float = 0.25,
+    scale: tuple[float, float] = (0.02, 1 / 3),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
     """``RandomErasing(p, value="random")`` on a normalised CHW tensor (timm's per-pixel mode)."""
     if _rand() >= p:
         return x
@@ -250,16 +263,23 @@ def random_erasing(x: torch.Tensor, p: float = 0.25, scale: tuple[float, float] 
             continue
         top, left = _randint(0, height - h + 1), _randint(0, width - w + 1)
         x = x.clone()
-        x[:, top:top + h, left:left + w] = torch.randn(c, h, w, dtype=x.dtype)
+        x[:, top : top + h, left : left + w] = torch.randn(c, h, w, dtype=x.dtype)
         return x
     return x
 
 
 # --------------------------------------------------------------------------------------- glyphs
 
-def glyph_batch_augment(cov: torch.Tensor, generator: torch.Generator | None = None, max_rotation: float = 8.0,
-                        scale: tuple[float, float] = (0.9, 1.1), ink: tuple[float, float] = (0.0, 0.45),
-                        background: tuple[float, float] = (0.55, 1.0), noise: float = 0.03) -> torch.Tensor:
+
+def glyph_batch_augment(
+    cov: torch.Tensor,
+    generator: torch.Generator | None = None,
+    max_rotation: float = 8.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+    ink: tuple[float, float] = (0.0, 0.45),
+    background: tuple[float, float] = (0.55, 1.0),
+    noise: float = 0.03,
+) -> torch.Tensor:
     """dev-bench glyph augmentation of ink coverage ``[B, 1, H, W]`` in [0, 1] -> RGB ``[B, 3, H, W]`` in [0, 1].
 
     Per image: rotation +-``max_rotation`` degrees and scale in ``scale`` (bilinear, empty border), a
@@ -288,6 +308,7 @@ def glyph_augment(x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------- pipelines
 
+
 def _torchvision_v2() -> object | None:
     try:
         from torchvision.transforms import v2  # type: ignore[import-not-found]
@@ -299,18 +320,26 @@ def _torchvision_v2() -> object | None:
 def _torchvision_deit(v2: Any, pre: Preprocess) -> Callable[[Image.Image], torch.Tensor] | None:
     """The DeiT recipe with torchvision v2 (None if this torchvision lacks a piece: use the fallback)."""
     try:
-        return v2.Compose([
-            v2.RandomResizedCrop(pre.image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.RandomHorizontalFlip(), v2.RandAugment(num_ops=2, magnitude=9),
-            v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(pre.mean), list(pre.std)), v2.RandomErasing(p=0.25, value="random"),
-        ])
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(
+                    pre.image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True
+                ),
+                v2.RandomHorizontalFlip(),
+                v2.RandAugment(num_ops=2, magnitude=9),
+                v2.PILToTensor(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(list(pre.mean), list(pre.std)),
+                v2.RandomErasing(p=0.25, value="random"),
+            ]
+        )
     except (AttributeError, TypeError, ValueError):
         return None
 
 
-def make_image_transform(augment: str, pre: Preprocess, *, train: bool,
-                         use_torchvision: bool | None = None) -> Callable[[Image.Image], torch.Tensor]:
+def make_image_transform(
+    augment: str, pre: Preprocess, *, train: bool, use_torchvision: bool | None = None
+) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> normalised float tensor [3, S, S] for one recipe (``train=False``: eval transform).
 
     ``use_torchvision=None`` picks torchvision v2 for the DeiT recipe when it imports.
@@ -349,7 +378,7 @@ def make_image_transform(augment: str, pre: Preprocess, *, train: bool,
         x = to_tensor(img.convert("RGB").resize((s, s), pre.resample))
         x = F.pad(x, (pad, pad, pad, pad))
         top, left = _randint(0, 2 * pad + 1), _randint(0, 2 * pad + 1)
-        x = x[:, top:top + s, left:left + s]
+        x = x[:, top : top + s, left : left + s]
         if _rand() < 0.5:
             x = x.flip(-1)
         return normalize(x, pre)
@@ -359,15 +388,23 @@ def make_image_transform(augment: str, pre: Preprocess, *, train: bool,
 
 # ---------------------------------------------------------------------------- batch-level mixing
 
+
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     off = smoothing / num_classes
     out = torch.full((labels.numel(), num_classes), off, dtype=torch.float32)
     return out.scatter_(1, labels.view(-1, 1).long(), 1.0 - smoothing + off)
 
 
-def mix_batch(pixel_values: torch.Tensor, labels: torch.Tensor, num_classes: int, *, mixup: float = 0.8,
-              cutmix: float = 1.0, label_smoothing: float = 0.1,
-              switch_prob: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_batch(
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    mixup: float = 0.8,
+    cutmix: float = 1.0,
+    label_smoothing: float = 0.1,
+    switch_prob: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """timm ``Mixup`` (batch mode, prob 1): pair image i with image B-1-i, mix with lam ~ Beta(a, a).
 
     With both alphas > 0, CutMix is chosen with probability ``switch_prob``; CutMix's lam is corrected

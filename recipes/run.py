@@ -42,7 +42,11 @@ COMMANDS = ("prune", "finetune", "compare")
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = (
+            deep_merge(out[k], v)
+            if isinstance(v, dict) and isinstance(out.get(k), dict)
+            else copy.deepcopy(v)
+        )
     return out
 
 
@@ -138,8 +142,10 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
             args["batch_size"] = gbs // n_proc
             args.pop("grad_accum_steps", None)
         else:
-            raise SystemExit(f"global_batch_size {gbs} is not divisible by {n_proc} processes; change "
-                             "--num_processes or the recipe's global_batch_size")
+            raise SystemExit(
+                f"global_batch_size {gbs} is not divisible by {n_proc} processes; change "
+                "--num_processes or the recipe's global_batch_size"
+            )
     precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if precision in ("bf16", "fp16") and not args.get("bf16") and not args.get("fp16"):
         args[precision] = True
@@ -149,20 +155,36 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
     what = f"recipe stage {name!r} ({command})"
     if command == "finetune":
         o = options_from_mapping([FinetuneOptions, *common], args, what, defaults=defaults)
-        return command, FinetuneJob(finetune=o[FinetuneOptions], data=o[DataOptions], output=o[OutputOptions],
-                                    train=o[TrainOptions], kd=o[KDOptions])
+        return command, FinetuneJob(
+            finetune=o[FinetuneOptions],
+            data=o[DataOptions],
+            output=o[OutputOptions],
+            train=o[TrainOptions],
+            kd=o[KDOptions],
+        )
     if command == "compare":
         from p3b_hf.compare import CompareJob, CompareOptions
 
         methods = {name: get_method(name).options for name in METHODS}
         o = options_from_mapping([CompareOptions, *common, *methods.values()], args, what)
-        return command, CompareJob(compare=o[CompareOptions], data=o[DataOptions], output=o[OutputOptions],
-                                   train=o[TrainOptions], kd=o[KDOptions],
-                                   method_options={name: o[cls] for name, cls in methods.items()})
+        return command, CompareJob(
+            compare=o[CompareOptions],
+            data=o[DataOptions],
+            output=o[OutputOptions],
+            train=o[TrainOptions],
+            kd=o[KDOptions],
+            method_options={name: o[cls] for name, cls in methods.items()},
+        )
     method = get_method(str(args.get("method", "p3b")))
     o = options_from_mapping([PruneOptions, *common, method.options], args, what)
-    return command, PruneJob(prune=o[PruneOptions], data=o[DataOptions], output=o[OutputOptions],
-                             train=o[TrainOptions], kd=o[KDOptions], method_options=o[method.options])
+    return command, PruneJob(
+        prune=o[PruneOptions],
+        data=o[DataOptions],
+        output=o[OutputOptions],
+        train=o[TrainOptions],
+        kd=o[KDOptions],
+        method_options=o[method.options],
+    )
 
 
 def describe(command: str, job: Any) -> str:
@@ -188,7 +210,9 @@ def barrier() -> None:
     _barrier()
 
 
-def push_output(recipe: dict[str, Any], output_dir: str | None, variables: dict[str, str], api: Any = None) -> Any:
+def push_output(
+    recipe: dict[str, Any], output_dir: str | None, variables: dict[str, str], api: Any = None
+) -> Any:
     """``push_to_hub: true``: upload the last stage's model dir (weights, code, processor, report, card)."""
     from p3b_hf.hub import push_pruned
 
@@ -203,8 +227,13 @@ def push_output(recipe: dict[str, Any], output_dir: str | None, variables: dict[
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipe", help="recipe YAML")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a recipe value: vars.dataset=/data/x, prune.epochs=1, push_to_hub=true")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value: vars.dataset=/data/x, prune.epochs=1, push_to_hub=true",
+    )
     ap.add_argument("--stages", default=None, help="comma-separated subset of the recipe's stages to run")
     ap.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     ap.add_argument("--fingerprint-dir", default=None, help="write per-rank model fingerprints here")

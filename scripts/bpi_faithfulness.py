@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(budgets=[0.5])
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--shadows", nargs="+", default=DEFAULT_SHADOWS, metavar="SUB:EVERY")
-    p.add_argument("--update-every", type=int, default=None, help="optimizer steps per mask update (default: ~78 updates)")
+    p.add_argument(
+        "--update-every",
+        type=int,
+        default=None,
+        help="optimizer steps per mask update (default: ~78 updates)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -54,14 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     epochs = 2.0 if a.smoke else a.epochs
-    data, train = recipe(data_dir(a.bench, out, max_per_split=256 if a.smoke else None), epochs=epochs,
-                         batch_size=a.batch_size, seed=a.seed)
+    data, train = recipe(
+        data_dir(a.bench, out, max_per_split=256 if a.smoke else None),
+        epochs=epochs,
+        batch_size=a.batch_size,
+        seed=a.seed,
+    )
     ratio = a.budgets[0]
     model_dir = out / f"p3b_{ratio}"
-    job = PruneJob(prune=PruneOptions(model=source_model(a.bench), method="p3b", prune_ratio=ratio), data=data,
-                   output=OutputOptions(output_dir=str(model_dir), overwrite=True), train=train,
-                   method_options=P3BConfig(bpi_subbatch=1.0, bpi_every=1, bpi_shadows=list(a.shadows),
-                                            update_every=a.update_every))
+    job = PruneJob(
+        prune=PruneOptions(model=source_model(a.bench), method="p3b", prune_ratio=ratio),
+        data=data,
+        output=OutputOptions(output_dir=str(model_dir), overwrite=True),
+        train=train,
+        method_options=P3BConfig(
+            bpi_subbatch=1.0, bpi_every=1, bpi_shadows=list(a.shadows), update_every=a.update_every
+        ),
+    )
     command = "p3b-hf prune " + command_line(job.prune, job.data, job.train, job.output, job.method_options)
     print(command, flush=True)
     t0 = time.perf_counter()
@@ -71,14 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     hist = report["history"]
     summary = shadow_summary(hist["updates"], (hist.get("schedule") or {}).get("sparse"))
     doc = {
-        "hardware": torch.cuda.get_device_name() if gpu else f"{platform.machine()} CPU ({torch.get_num_threads()} threads)",
-        "dtype": "bf16 autocast" if gpu else "fp32", "batch": batch, "epochs": epochs, "prune_ratio": ratio,
-        "schedule": hist.get("schedule"), "updates": len(hist["updates"]),
+        "hardware": torch.cuda.get_device_name()
+        if gpu
+        else f"{platform.machine()} CPU ({torch.get_num_threads()} threads)",
+        "dtype": "bf16 autocast" if gpu else "fp32",
+        "batch": batch,
+        "epochs": epochs,
+        "prune_ratio": ratio,
+        "schedule": hist.get("schedule"),
+        "updates": len(hist["updates"]),
         "driver": "reference BPI: patch heads on every sample of every micro-batch (grouped heads, fused gates)",
         "driver_final_keep_target": hist["updates"][-1]["keep_target"],
         "driver_final_keep_achieved": hist["updates"][-1]["keep_achieved"],
         "pruned_accuracy": (report.get("eval") or {}).get("accuracy"),
-        "shadows": summary, "wall_s": time.perf_counter() - t0, "command": command,
+        "shadows": summary,
+        "wall_s": time.perf_counter() - t0,
+        "command": command,
     }
     (out / "faithfulness.json").write_text(json.dumps(doc, indent=1))
     plot = model_dir / "plots" / "p3b_shadows.png"
@@ -87,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| shadow (sub-batch:every) | max |Δκ| last update | mean |Δκ| last update | max |Δκ| after S1 |")
     print("|---|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} | {s['final_max_abs_diff']:.3f} | {s['final_mean_abs_diff']:.3f} | "
-              f"{s['max_abs_diff_after_sparse']:.3f} |")
+        print(
+            f"| {name} | {s['final_max_abs_diff']:.3f} | {s['final_mean_abs_diff']:.3f} | "
+            f"{s['max_abs_diff_after_sparse']:.3f} |"
+        )
     print(f"written: {out / 'faithfulness.json'}")
     return 0
 

@@ -50,7 +50,8 @@ def bench_dir(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"no dev-bench at {p} ({where}). The scripts look for --bench-dir DIR, then ${ENV_VAR}, then "
             f"../shared/dev-bench next to the checkout ({SIBLING_BENCH}), then {DEVICE_BENCH}; pass "
-            f"--bench-dir DIR or set {ENV_VAR}=DIR to a folder with {', '.join(BENCH_FILES)}.")
+            f"--bench-dir DIR or set {ENV_VAR}=DIR to a folder with {', '.join(BENCH_FILES)}."
+        )
     return str(p)
 
 
@@ -58,12 +59,23 @@ def base_parser(doc: str | None) -> argparse.ArgumentParser:
     """``--bench-dir`` and ``--budgets``, the flags every dev-bench script takes."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     # a str default goes through ``type`` too, so a missing default bench is reported at parse time
-    p.add_argument("--bench-dir", "--bench", dest="bench", type=bench_dir, default=default_bench(),
-                   metavar="DIR",
-                   help=f"dev-bench folder (npz/json + pretrained/); default: ${ENV_VAR}, else "
-                        "../shared/dev-bench next to the checkout, else _device/dev-bench")
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.75],
-                   help="fractions of whole-model params to remove")
+    p.add_argument(
+        "--bench-dir",
+        "--bench",
+        dest="bench",
+        type=bench_dir,
+        default=default_bench(),
+        metavar="DIR",
+        help=f"dev-bench folder (npz/json + pretrained/); default: ${ENV_VAR}, else "
+        "../shared/dev-bench next to the checkout, else _device/dev-bench",
+    )
+    p.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.75],
+        help="fractions of whole-model params to remove",
+    )
     return p
 
 
@@ -74,8 +86,9 @@ def data_dir(bench: str, out: Path, max_per_split: int | None = None) -> Path:
     target = Path(out) / "data"
     if not (target / "dataset_dict.json").exists():
         b = Path(bench)
-        devbench_dataset_dict(b / "scripts200_dev.npz", b / "scripts200_dev.json",
-                              max_per_split=max_per_split).save_to_disk(str(target))
+        devbench_dataset_dict(
+            b / "scripts200_dev.npz", b / "scripts200_dev.json", max_per_split=max_per_split
+        ).save_to_disk(str(target))
     return target
 
 
@@ -84,8 +97,16 @@ def source_model(bench: str) -> str:
     return str(Path(bench) / "pretrained" / "vit-tiny-cjk1000")
 
 
-def recipe(dataset: Path, *, epochs: float, batch_size: int | None = None, seed: int = 0,
-           num_workers: int | None = None, gpu: bool | None = None, **train: object) -> tuple[object, object]:
+def recipe(
+    dataset: Path,
+    *,
+    epochs: float,
+    batch_size: int | None = None,
+    seed: int = 0,
+    num_workers: int | None = None,
+    gpu: bool | None = None,
+    **train: object,
+) -> tuple[object, object]:
     """``(DataOptions, TrainOptions)`` of the dev-bench recipe: glyph augmentation, label smoothing 0.1, no
     Mixup/CutMix, AdamW lr 5e-4 wd 0.05; batch 512 + bf16 on CUDA, batch 64 fp32 on CPU."""
     import torch
@@ -94,10 +115,16 @@ def recipe(dataset: Path, *, epochs: float, batch_size: int | None = None, seed:
 
     gpu = torch.cuda.is_available() if gpu is None else gpu
     data = DataOptions(dataset=str(dataset), augment="glyph", mixup=0.0, cutmix=0.0, label_smoothing=0.1)
-    options = TrainOptions(epochs=epochs, batch_size=batch_size or (DENSE["batch_size"] if gpu else 64),
-                           lr=DENSE["lr"], weight_decay=DENSE["weight_decay"], seed=seed, bf16=gpu,
-                           device="cuda" if gpu else "cpu",
-                           num_workers=num_workers if num_workers is not None else (8 if gpu else 1))
+    options = TrainOptions(
+        epochs=epochs,
+        batch_size=batch_size or (DENSE["batch_size"] if gpu else 64),
+        lr=DENSE["lr"],
+        weight_decay=DENSE["weight_decay"],
+        seed=seed,
+        bf16=gpu,
+        device="cuda" if gpu else "cpu",
+        num_workers=num_workers if num_workers is not None else (8 if gpu else 1),
+    )
     for k, v in train.items():
         setattr(options, k, v)
     return data, options

@@ -29,19 +29,34 @@ from scripts.devbench_common import base_parser, data_dir, recipe, source_model
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
     p.add_argument("--methods", default="p3b,vbp,global-taylor,global-hessian,global-l2")
-    p.add_argument("--epochs", type=float, default=30.0, help="training epochs of every method (and of dense)")
+    p.add_argument(
+        "--epochs", type=float, default=30.0, help="training epochs of every method (and of dense)"
+    )
     p.add_argument("--output-dir", required=True)
     p.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
     p.add_argument("--num-workers", type=int, default=None, help="default: 8 on CUDA, 1 on CPU")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     out = Path(a.output_dir)
-    data, train = recipe(data_dir(a.bench, out), epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
-                         num_workers=a.num_workers)
-    job = CompareJob(compare=CompareOptions(model=source_model(a.bench), methods=a.methods,
-                                            prune_ratio=",".join(str(b) for b in a.budgets), dense_baseline=True,
-                                            bench_device=train.device),
-                     data=data, output=OutputOptions(output_dir=str(out)), train=train)
+    data, train = recipe(
+        data_dir(a.bench, out),
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        num_workers=a.num_workers,
+    )
+    job = CompareJob(
+        compare=CompareOptions(
+            model=source_model(a.bench),
+            methods=a.methods,
+            prune_ratio=",".join(str(b) for b in a.budgets),
+            dense_baseline=True,
+            bench_device=train.device,
+        ),
+        data=data,
+        output=OutputOptions(output_dir=str(out)),
+        train=train,
+    )
     print(markdown_table(run_compare(job)))
     return 0
 

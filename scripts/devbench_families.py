@@ -78,14 +78,27 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(budgets=[0.5])
     a = p.parse_args(argv)
     out = Path(a.output_dir)
-    data, train = recipe(data_dir(a.bench, out), epochs=a.epochs, batch_size=a.batch_size, seed=a.seed,
-                         num_workers=a.num_workers)
+    data, train = recipe(
+        data_dir(a.bench, out),
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        num_workers=a.num_workers,
+    )
     data.max_train_samples, data.max_eval_samples = a.max_train_samples, a.max_eval_samples
     for family in a.families:
-        job = CompareJob(compare=CompareOptions(model=str(transplanted(a.bench, family, out)), methods=a.methods,
-                                                prune_ratio=",".join(str(b) for b in a.budgets),
-                                                dense_baseline=True, bench_device=train.device),
-                         data=data, output=OutputOptions(output_dir=str(out / family)), train=train)
+        job = CompareJob(
+            compare=CompareOptions(
+                model=str(transplanted(a.bench, family, out)),
+                methods=a.methods,
+                prune_ratio=",".join(str(b) for b in a.budgets),
+                dense_baseline=True,
+                bench_device=train.device,
+            ),
+            data=data,
+            output=OutputOptions(output_dir=str(out / family)),
+            train=train,
+        )
         print(f"## {family}\n\n{markdown_table(run_compare(job))}", flush=True)
     return 0
 

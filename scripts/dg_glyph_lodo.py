@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW lr of every cell (the demo's)")
     p.add_argument("--renders", type=int, default=3, help="renders per (class, font) in every domain")
     p.add_argument("--pretrain-steps", type=int, default=450, help="source pretraining steps (the demo's)")
-    p.add_argument("--bench", action="store_true", help="also measure the speed column (CPU, noisy when shared)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
+    p.add_argument(
+        "--bench", action="store_true", help="also measure the speed column (CPU, noisy when shared)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)"
+    )
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -51,24 +55,50 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t0 = time.time()
-    source, info = demo_data.pretrain_source_model(out / "source_model", demo_data.SourceModelSpec(
-        steps=a.pretrain_steps, seed=a.seed))
+    source, info = demo_data.pretrain_source_model(
+        out / "source_model", demo_data.SourceModelSpec(steps=a.pretrain_steps, seed=a.seed)
+    )
     times["source_model_s"] = time.time() - t0
     t = time.time()
     data_dir = out / "data"
     if not data_dir.exists():  # deterministic: a re-run reuses it (and the finished cells made from it)
         demo_data.domain_glyph_dataset(renders_per_font=a.renders, seed=a.seed).save_to_disk(str(data_dir))
     times["data_s"] = time.time() - t
-    data = DataOptions(dataset=str(data_dir), domain_column="domain", augment="none", mixup=0.0, cutmix=0.0,
-                       label_smoothing=0.1)
-    train = TrainOptions(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=0.05, device="cpu",
-                         seed=a.seed, logging_steps=20, save_strategy="no")
-    compare = CompareOptions(model=str(source), methods=a.methods, prune_ratio=a.prune_ratio, protocol="lodo",
-                             no_bench=not a.bench, bench_device="cpu")
+    data = DataOptions(
+        dataset=str(data_dir),
+        domain_column="domain",
+        augment="none",
+        mixup=0.0,
+        cutmix=0.0,
+        label_smoothing=0.1,
+    )
+    train = TrainOptions(
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=0.05,
+        device="cpu",
+        seed=a.seed,
+        logging_steps=20,
+        save_strategy="no",
+    )
+    compare = CompareOptions(
+        model=str(source),
+        methods=a.methods,
+        prune_ratio=a.prune_ratio,
+        protocol="lodo",
+        no_bench=not a.bench,
+        bench_device="cpu",
+    )
     # short runs update the masks every few steps: score ΔΨ on every full batch (as the demo does)
     p3b = P3BConfig(bpi_every=1, bpi_subbatch=1.0)
-    job = CompareJob(compare=compare, data=data, output=OutputOptions(output_dir=str(out / "compare")), train=train,
-                     method_options={"p3b": p3b})
+    job = CompareJob(
+        compare=compare,
+        data=data,
+        output=OutputOptions(output_dir=str(out / "compare")),
+        train=train,
+        method_options={"p3b": p3b},
+    )
     print("same run via the CLI: p3b-hf compare " + command_line(compare, data, train, job.output, p3b))
     t = time.time()
     rows = run_compare(job)
@@ -76,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     times["total_s"] = time.time() - t0
     table = markdown_table(rows)
     print(table)
-    (out / "dg_glyph_summary.json").write_text(json.dumps({"times": times, "source_model": info, "rows": rows},
-                                                          indent=1))
+    (out / "dg_glyph_summary.json").write_text(
+        json.dumps({"times": times, "source_model": info, "rows": rows}, indent=1)
+    )
     print(f"times: {json.dumps({k: round(v) for k, v in times.items()})}")
     return 0
 

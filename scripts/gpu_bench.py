@@ -55,10 +55,16 @@ from p3b_hf.plan import apply_width_plan
 
 # P3B appendix Table 7, RTX 3090, batch 1024 (GPU) -- FPS and speed-up over dense
 PAPER_TABLE7_GPU = {
-    "deit-base": {"0%": {"fps": 536, "speedup": 1.0}, "75%": {"fps": 1156, "speedup": 2.16},
-                  "90%": {"fps": 1674, "speedup": 3.12}},
-    "deit-small": {"0%": {"fps": 1676, "speedup": 1.0}, "75%": {"fps": 2473, "speedup": 1.48},
-                   "90%": {"fps": 3157, "speedup": 1.88}},
+    "deit-base": {
+        "0%": {"fps": 536, "speedup": 1.0},
+        "75%": {"fps": 1156, "speedup": 2.16},
+        "90%": {"fps": 1674, "speedup": 3.12},
+    },
+    "deit-small": {
+        "0%": {"fps": 1676, "speedup": 1.0},
+        "75%": {"fps": 2473, "speedup": 1.48},
+        "90%": {"fps": 3157, "speedup": 1.88},
+    },
 }
 COMPILE_GUESS_S = 45.0  # until the first compile has been measured
 
@@ -84,16 +90,28 @@ class Budget:
         return self.elapsed() + seconds <= self.total
 
 
-def add_runners(group: dict[str, tuple[torch.nn.Module, str]], runners: dict[str, Any], x: torch.Tensor,
-                args: argparse.Namespace, budget: Budget, reserve_s: float, doc: dict[str, Any],
-                call_s: dict[str, float], inner: dict[str, int]) -> None:
+def add_runners(
+    group: dict[str, tuple[torch.nn.Module, str]],
+    runners: dict[str, Any],
+    x: torch.Tensor,
+    args: argparse.Namespace,
+    budget: Budget,
+    reserve_s: float,
+    doc: dict[str, Any],
+    call_s: dict[str, float],
+    inner: dict[str, int],
+) -> None:
     """Build and warm up (compile) each runner of ``group`` that fits the budget."""
     for key, (model, variant) in group.items():
         compiled = variant.startswith("compiled")
         need = (budget.compile_estimate() if compiled else 5.0) + reserve_s
         if not budget.fits(need):
-            doc["skipped"].append({"runner": key, "reason": f"time budget ({budget.elapsed():.0f} s used, "
-                                                           f"~{need:.0f} s needed)"})
+            doc["skipped"].append(
+                {
+                    "runner": key,
+                    "reason": f"time budget ({budget.elapsed():.0f} s used, ~{need:.0f} s needed)",
+                }
+            )
             log(f"skip {key}")
             continue
         t0 = time.perf_counter()
@@ -114,8 +132,13 @@ def add_runners(group: dict[str, tuple[torch.nn.Module, str]], runners: dict[str
         log(f"ready {key} ({dt:.1f} s, {x.shape[0] / call_s[key]:.0f} img/s) at {budget.elapsed():.0f} s")
 
 
-def robust_time(runners: dict[str, Any], x: torch.Tensor, args: argparse.Namespace, inner: dict[str, int],
-                doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def robust_time(
+    runners: dict[str, Any],
+    x: torch.Tensor,
+    args: argparse.Namespace,
+    inner: dict[str, int],
+    doc: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
     """Round-robin timing; if a runner fails there, time the others one by one without it."""
     try:
         return time_round_robin(runners, x, args.repeats, args.warmup, 0.0, inner)
@@ -135,8 +158,14 @@ def timing_reserve(call_s: dict[str, float], repeats: int, pending: int) -> floa
     return repeats * (sum(call_s.values()) + pending * per_call) + 5.0
 
 
-def build_models(arch: str, reductions: list[float], seed: int, dev: torch.device, dtype: torch.dtype,
-                 uniform_for: float | None = None) -> dict[str, torch.nn.Module]:
+def build_models(
+    arch: str,
+    reductions: list[float],
+    seed: int,
+    dev: torch.device,
+    dtype: torch.dtype,
+    uniform_for: float | None = None,
+) -> dict[str, torch.nn.Module]:
     """Deterministic (seeded) models of one architecture: ``0%`` (dense HF ViT), ``75%`` (pruned),
     ``75% ideal`` (its plain twin) ... and optionally ``75% uniform`` (uniformly slimmed, same size)."""
     cfg = dense_arch_config(arch)
@@ -148,7 +177,8 @@ def build_models(arch: str, reductions: list[float], seed: int, dev: torch.devic
         models[f"{red:.0%}"], models[f"{red:.0%} ideal"] = pruned, plain_like(pruned)
     if uniform_for is not None:
         models[f"{uniform_for:.0%} uniform"] = apply_width_plan(
-            dense, random_plan(cfg, 1 - uniform_for, "uniform", seed)).eval()
+            dense, random_plan(cfg, 1 - uniform_for, "uniform", seed)
+        ).eval()
     for m in models.values():
         m.to(dev, dtype)
     return models
@@ -157,9 +187,16 @@ def build_models(arch: str, reductions: list[float], seed: int, dev: torch.devic
 def extras_group(arch: str, red: float, ref: str) -> list[tuple[str, str]]:
     """(model key, variant) of the formulation extras on one pruned model."""
     key, base = f"{red:.0%}", ref.split("+")[0]
-    return [(key, f"{base}+noround"), (f"{key} ideal", f"{base}+noround"), (key, "fast+noround"),
-            (f"{key} ideal", "fast+noround"), (f"{key} uniform", "eager"), (f"{key} uniform", ref),
-            (key, f"{base}+index_add"), (key, f"{base}+dense")]
+    return [
+        (key, f"{base}+noround"),
+        (f"{key} ideal", f"{base}+noround"),
+        (key, "fast+noround"),
+        (f"{key} ideal", "fast+noround"),
+        (f"{key} uniform", "eager"),
+        (f"{key} uniform", ref),
+        (key, f"{base}+index_add"),
+        (key, f"{base}+dense"),
+    ]
 
 
 def compile_jobs(archs: list[str], reductions: list[float], variants: list[str], extras: bool) -> list[str]:
@@ -167,8 +204,11 @@ def compile_jobs(archs: list[str], reductions: list[float], variants: list[str],
     keys = ["0%"] + [k for red in reductions for k in (f"{red:.0%}", f"{red:.0%} ideal")]
     jobs = [f"{arch}/{k}/{v}" for arch in archs for v in variants if v.startswith("compiled") for k in keys]
     if extras and archs:
-        jobs += [f"{archs[0]}/{k}/{v}" for k, v in extras_group(archs[0], reductions[0], variants[-1])
-                 if v.startswith("compiled")]
+        jobs += [
+            f"{archs[0]}/{k}/{v}"
+            for k, v in extras_group(archs[0], reductions[0], variants[-1])
+            if v.startswith("compiled")
+        ]
     return jobs
 
 
@@ -214,9 +254,20 @@ def precompile(args: argparse.Namespace, jobs: list[str], doc: dict[str, Any]) -
         shares += [arch_jobs[w::k] for w in range(k)]
     procs = []
     for mine in shares:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--compile-only", ",".join(mine),
-               "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--reductions", args.reductions,
-               "--device", args.device]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--compile-only",
+            ",".join(mine),
+            "--batch-size",
+            str(args.batch_size),
+            "--seed",
+            str(args.seed),
+            "--reductions",
+            args.reductions,
+            "--device",
+            args.device,
+        ]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL))
     deadline = t0 + args.precompile_timeout
     for proc in procs:
@@ -225,8 +276,12 @@ def precompile(args: argparse.Namespace, jobs: list[str], doc: dict[str, Any]) -
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    doc["precompile"] = {"workers": len(shares), "jobs": len(jobs), "seconds": round(time.perf_counter() - t0, 1),
-                         "exit_codes": [p.returncode for p in procs]}
+    doc["precompile"] = {
+        "workers": len(shares),
+        "jobs": len(jobs),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "exit_codes": [p.returncode for p in procs],
+    }
     log(f"precompile: {doc['precompile']}")
 
 
@@ -240,12 +295,19 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, default=540.0, help="seconds; later items are skipped")
     p.add_argument("--no-extras", action="store_true")
-    p.add_argument("--variants", default="eager,fast,compiled",
-                   help="first one is the 'as measured by the paper' one; fast/compiled use optimize_for_inference's "
-                        "defaults (widths zero-padded to multiples of 8 on CUDA); append +noround etc. (bench variants)")
+    p.add_argument(
+        "--variants",
+        default="eager,fast,compiled",
+        help="first one is the 'as measured by the paper' one; fast/compiled use optimize_for_inference's "
+        "defaults (widths zero-padded to multiples of 8 on CUDA); append +noround etc. (bench variants)",
+    )
     p.add_argument("--device", default="cuda", help="cpu only for a smoke test of this script")
-    p.add_argument("--precompile-workers", type=int, default=8,
-                   help="compile the models first in this many parallel processes (on-disk caches); 0 = off")
+    p.add_argument(
+        "--precompile-workers",
+        type=int,
+        default=8,
+        help="compile the models first in this many parallel processes (on-disk caches); 0 = off",
+    )
     p.add_argument("--precompile-timeout", type=float, default=240.0)
     p.add_argument("--compile-only", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -260,11 +322,22 @@ def main() -> int:
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     reductions = [float(r) for r in args.reductions.split(",")]
     doc: dict[str, Any] = {
-        "schema": "p3b_hf.gpu_bench/1", "env": environment(dev),
-        "settings": {"dtype": "bf16", "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
-                     "image_size": 224, "plan": "random P3B-like (residual in/out subsets), seed "
-                     f"{args.seed}", "statistic": "median images/s, round-robin per architecture"},
-        "paper_table7_rtx3090": PAPER_TABLE7_GPU, "rows": [], "extras": {}, "skipped": [], "errors": [],
+        "schema": "p3b_hf.gpu_bench/1",
+        "env": environment(dev),
+        "settings": {
+            "dtype": "bf16",
+            "batch_size": args.batch_size,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "image_size": 224,
+            "plan": f"random P3B-like (residual in/out subsets), seed {args.seed}",
+            "statistic": "median images/s, round-robin per architecture",
+        },
+        "paper_table7_rtx3090": PAPER_TABLE7_GPU,
+        "rows": [],
+        "extras": {},
+        "skipped": [],
+        "errors": [],
         "compile_s": {},
     }
     precompile(args, compile_jobs(archs, reductions, variants, not args.no_extras), doc)
@@ -273,25 +346,38 @@ def main() -> int:
     kept_for_extras: dict[str, Any] = {}
     for arch in archs:
         extras_here = not args.no_extras and arch == archs[0]
-        models = build_models(arch, reductions, args.seed, dev, dtype,
-                              uniform_for=reductions[0] if extras_here else None)
+        models = build_models(
+            arch, reductions, args.seed, dev, dtype, uniform_for=reductions[0] if extras_here else None
+        )
         runners: dict[str, Any] = {}
         call_s: dict[str, float] = {}
         inner: dict[str, int] = {}
         main_models = {k: m for k, m in models.items() if not k.endswith("uniform")}
         for j, v in enumerate(variants):
             group = {f"{arch}/{k}/{v}": (m, v) for k, m in main_models.items()}
-            add_runners(group, runners, x, args, budget,
-                        timing_reserve(call_s, args.repeats, (len(variants) - j) * len(main_models)), doc, call_s,
-                        inner)
+            add_runners(
+                group,
+                runners,
+                x,
+                args,
+                budget,
+                timing_reserve(call_s, args.repeats, (len(variants) - j) * len(main_models)),
+                doc,
+                call_s,
+                inner,
+            )
         log(f"timing {len(runners)} runners of {arch} at {budget.elapsed():.0f} s")
         timed = robust_time(runners, x, args, inner, doc)
         ips = {k: v["images_per_s"] for k, v in timed.items()}
         for k, m in main_models.items():
             if k.endswith("ideal"):
                 continue
-            row: dict[str, Any] = {"arch": arch, "pruned": k, "params_M": round(count_cost(m)["params"] / 1e6, 2),
-                                   "gmacs": round(count_cost(m)["macs"] / 1e9, 2)}
+            row: dict[str, Any] = {
+                "arch": arch,
+                "pruned": k,
+                "params_M": round(count_cost(m)["params"] / 1e6, 2),
+                "gmacs": round(count_cost(m)["macs"] / 1e9, 2),
+            }
             for v in variants:
                 mine, base = ips.get(f"{arch}/{k}/{v}"), ips.get(f"{arch}/0%/{v}")
                 ideal = ips.get(f"{arch}/{k} ideal/{v}")
@@ -303,11 +389,19 @@ def main() -> int:
             dense_first = ips.get(f"{arch}/0%/{variants[0]}")
             for v in variants[1:]:
                 mine = ips.get(f"{arch}/{k}/{v}")
-                row[f"{v}_speedup_vs_dense_{variants[0]}"] = mine / dense_first if mine and dense_first else None
+                row[f"{v}_speedup_vs_dense_{variants[0]}"] = (
+                    mine / dense_first if mine and dense_first else None
+                )
             doc["rows"].append(row)
             log(json.dumps(row))
         if extras_here:
-            kept_for_extras = {"arch": arch, "models": models, "runners": runners, "inner": inner, "call_s": call_s}
+            kept_for_extras = {
+                "arch": arch,
+                "models": models,
+                "runners": runners,
+                "inner": inner,
+                "call_s": call_s,
+            }
         else:
             del runners, models
         doc["elapsed_s"] = round(budget.elapsed(), 1)
@@ -318,13 +412,23 @@ def main() -> int:
     return 0
 
 
-def run_extras(kept: dict[str, Any], red: float, ref: str, x: torch.Tensor, args: argparse.Namespace,
-               budget: Budget, doc: dict[str, Any]) -> None:
+def run_extras(
+    kept: dict[str, Any],
+    red: float,
+    ref: str,
+    x: torch.Tensor,
+    args: argparse.Namespace,
+    budget: Budget,
+    doc: dict[str, Any],
+) -> None:
     """Formulation choices on one pruned model, timed against its ``ref`` (compiled) ideal and pruned runners."""
     arch, models = kept["arch"], kept["models"]
     key = f"{red:.0%}"
-    runners = {k: v for k, v in kept["runners"].items() if k.endswith(f"/{key}/{ref}")
-               or k.endswith(f"/{key} ideal/{ref}")}
+    runners = {
+        k: v
+        for k, v in kept["runners"].items()
+        if k.endswith(f"/{key}/{ref}") or k.endswith(f"/{key} ideal/{ref}")
+    }
     if not runners:
         return
     call_s = {k: kept["call_s"][k] for k in runners}
@@ -339,8 +443,11 @@ def run_extras(kept: dict[str, Any], red: float, ref: str, x: torch.Tensor, args
     doc["extras"] = {
         "model": f"{arch} {key} ('uniform': same size, uniformly slimmed, no residual subsets)",
         "images_per_s": {k.split("/", 1)[1]: round(v["images_per_s"], 1) for k, v in timed.items()},
-        f"vs_ideal_{ref}": {k.split("/", 1)[1]: round(v["images_per_s"] / ideal_ref, 3)
-                            for k, v in timed.items()} if ideal_ref else {},
+        f"vs_ideal_{ref}": {
+            k.split("/", 1)[1]: round(v["images_per_s"] / ideal_ref, 3) for k, v in timed.items()
+        }
+        if ideal_ref
+        else {},
         "uniform_params_M": round(count_cost(models[f"{key} uniform"])["params"] / 1e6, 2),
     }
     log(json.dumps(doc["extras"]))

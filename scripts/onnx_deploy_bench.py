@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="dense model dir (default: the dev-bench's pretrained ViT)")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.25], help="whole-model parameter keep ratios")
+    p.add_argument(
+        "--keep", type=float, nargs="+", default=[0.5, 0.25], help="whole-model parameter keep ratios"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
@@ -47,10 +49,17 @@ def main(argv: list[str] | None = None) -> int:
             plan = random_plan(dense.config, keep, "p3b", a.seed)
             pruned = apply_width_plan(dense, plan, provenance={"base_model_name_or_path": model})
             save_model_dir(pruned, model_dir, image_processor=processor, plan=plan)
-        report = run_onnx_bench(load_model(str(model_dir)).eval(), dense, batch_sizes=a.batch_sizes,
-                                repeats=a.repeats, threads=a.threads, variants=ONNX_VARIANTS,
-                                pruned_variants=a.pruned_variants, sources={"pruned": str(model_dir), "dense": model},
-                                seed=a.seed)
+        report = run_onnx_bench(
+            load_model(str(model_dir)).eval(),
+            dense,
+            batch_sizes=a.batch_sizes,
+            repeats=a.repeats,
+            threads=a.threads,
+            variants=ONNX_VARIANTS,
+            pruned_variants=a.pruned_variants,
+            sources={"pruned": str(model_dir), "dense": model},
+            seed=a.seed,
+        )
         print(format_onnx_table(report))
         (out / f"bench_onnx_keep{keep:g}.json").write_text(json.dumps(report, indent=1))
     return 0

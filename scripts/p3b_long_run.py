@@ -35,37 +35,58 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=4.0)
     p.add_argument("--max-train-samples", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--floors", type=float, nargs="+", default=[1e-6, 0.0],
-                   help="--mask-floor values to run (1e-6 = the default, 0 = no floor)")
+    p.add_argument(
+        "--floors",
+        type=float,
+        nargs="+",
+        default=[1e-6, 0.0],
+        help="--mask-floor values to run (1e-6 = the default, 0 = no floor)",
+    )
     p.add_argument("--out", default=None, help="JSON result (default: OUTPUT/p3b_long_run.json)")
     a = p.parse_args(argv)
     out = Path(a.output_dir)
-    data, train = recipe(data_dir(a.bench, out), epochs=a.epochs, batch_size=a.batch_size, gpu=False,
-                         logging_steps=1000)
+    data, train = recipe(
+        data_dir(a.bench, out), epochs=a.epochs, batch_size=a.batch_size, gpu=False, logging_steps=1000
+    )
     data.max_train_samples, data.max_eval_samples = a.max_train_samples, 500
     runs = {}
     for floor in a.floors:
-        job = PruneJob(prune=PruneOptions(model=source_model(a.bench), method="p3b", prune_ratio=0.5), data=data,
-                       output=OutputOptions(output_dir=str(out / f"floor_{floor:g}"), overwrite=True), train=train,
-                       method_options=P3BConfig(mask_floor=floor))
+        job = PruneJob(
+            prune=PruneOptions(model=source_model(a.bench), method="p3b", prune_ratio=0.5),
+            data=data,
+            output=OutputOptions(output_dir=str(out / f"floor_{floor:g}"), overwrite=True),
+            train=train,
+            method_options=P3BConfig(mask_floor=floor),
+        )
         print(f"P3B run with mask_floor={floor:g} ...", flush=True)
         t0 = time.time()
         report = prune(job).report
-        runs[f"mask_floor={floor:g}"] = {"wall_s": time.time() - t0,
-                                         "step_time": report.get("history", {}).get("step_time"),
-                                         "accuracy": report.get("eval", {}).get("accuracy"),
-                                         "param_reduction": report.get("achieved_param_reduction")}
-    result = {"what": "P3B step time, last 10 % vs first 10 % of one run (p3b-hf prune, dev-bench)",
-              "device": "cpu", "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-              "dtype": "float32", "batch_size": a.batch_size, "epochs": a.epochs,
-              "train_samples": a.max_train_samples, "runs": runs}
+        runs[f"mask_floor={floor:g}"] = {
+            "wall_s": time.time() - t0,
+            "step_time": report.get("history", {}).get("step_time"),
+            "accuracy": report.get("eval", {}).get("accuracy"),
+            "param_reduction": report.get("achieved_param_reduction"),
+        }
+    result = {
+        "what": "P3B step time, last 10 % vs first 10 % of one run (p3b-hf prune, dev-bench)",
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "dtype": "float32",
+        "batch_size": a.batch_size,
+        "epochs": a.epochs,
+        "train_samples": a.max_train_samples,
+        "runs": runs,
+    }
     path = Path(a.out) if a.out else out / "p3b_long_run.json"
     path.write_text(json.dumps(result, indent=1))
     for name, r in runs.items():
         st = r["step_time"] or {}
-        print(f"{name}: first 10 % {st.get('first_10pct_s', float('nan')):.3f} s/step, last 10 % "
-              f"{st.get('last_10pct_s', float('nan')):.3f} s/step, ratio {st.get('last_vs_first') or float('nan'):.2f}, "
-              f"wall {r['wall_s']:.0f} s")
+        print(
+            f"{name}: first 10 % {st.get('first_10pct_s', float('nan')):.3f} s/step, last 10 % "
+            f"{st.get('last_10pct_s', float('nan')):.3f} s/step, ratio {st.get('last_vs_first') or float('nan'):.2f}, "
+            f"wall {r['wall_s']:.0f} s"
+        )
     print(f"written {path}")
     return 0
 

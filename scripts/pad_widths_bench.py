@@ -5,6 +5,7 @@ runs/padbench.json).
 
     python -m scripts.pad_widths_bench [OUT]
 """
+
 import json
 import sys
 from pathlib import Path
@@ -31,10 +32,16 @@ for arch, keep in (("deit-small", 0.25), ("deit-small", 0.10), ("deit-base", 0.1
         res = time_round_robin(runners, x, 15, 0, 0.2, inner)
     r = {k: round(v["images_per_s"], 2) for k, v in res.items()}
     r["padded_over_pruned"] = round(r["padded"] / r["pruned"], 3)
-    r["params_M"] = (round(count_cost(pruned)["params"]/1e6, 3), round(count_cost(padded)["params"]/1e6, 3))
+    r["params_M"] = (
+        round(count_cost(pruned)["params"] / 1e6, 3),
+        round(count_cost(padded)["params"] / 1e6, 3),
+    )
     r["max_abs_logit_diff"] = d
     out[f"{arch} keep {keep}"] = r
     print(arch, keep, r, flush=True)
 out_path.parent.mkdir(parents=True, exist_ok=True)
-out_path.write_text(json.dumps({"hardware": "2 vCPU AMD EPYC, 1 thread, fp32, batch 1, eager HF module", "results": out},
-                               indent=1))
+out_path.write_text(
+    json.dumps(
+        {"hardware": "2 vCPU AMD EPYC, 1 thread, fp32, batch 1, eager HF module", "results": out}, indent=1
+    )
+)

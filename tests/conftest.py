@@ -23,8 +23,15 @@ from transformers import (  # noqa: E402
     ViTForImageClassification,
 )
 
-TINY = dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96, image_size=32,
-            patch_size=8, num_labels=7)
+TINY = dict(
+    hidden_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=96,
+    image_size=32,
+    patch_size=8,
+    num_labels=7,
+)
 
 
 def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -33,8 +40,10 @@ def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("bias") or "layernorm" in name or "token" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if "layernorm" in name and
-                                                                     name.endswith("weight") else 0.0))
+                p.copy_(
+                    torch.randn(p.shape, generator=g) * 0.5
+                    + (1.0 if "layernorm" in name and name.endswith("weight") else 0.0)
+                )
     return model.eval()
 
 
@@ -65,18 +74,31 @@ def _randomise_family(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             if "lambda" in name:
                 p.copy_(torch.rand(p.shape, generator=g) + 0.25)
             elif name.endswith("bias") or "norm" in name or "token" in name or "position" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if "norm" in name and
-                                                                     name.endswith("weight") else 0.0))
+                p.copy_(
+                    torch.randn(p.shape, generator=g) * 0.5
+                    + (1.0 if "norm" in name and name.endswith("weight") else 0.0)
+                )
     return model.eval()
 
 
 #: BEiT-B/16 layout in miniature: per-layer relative position bias, layer scale, mean pooling, no absolute
 #: positions, no mask token (microsoft/beit-base-patch16-224)
-TINY_BEIT = dict(TINY, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.1,
-                 drop_path_rate=0.1)
+TINY_BEIT = dict(
+    TINY,
+    use_relative_position_bias=True,
+    use_mean_pooling=True,
+    layer_scale_init_value=0.1,
+    drop_path_rate=0.1,
+)
 #: the other BEiT layout: shared relative position bias, absolute positions, mask token, CLS pooling
-TINY_BEIT_SHARED = dict(TINY, use_shared_relative_position_bias=True, use_absolute_position_embeddings=True,
-                        use_mask_token=True, use_mean_pooling=False, layer_scale_init_value=0.1)
+TINY_BEIT_SHARED = dict(
+    TINY,
+    use_shared_relative_position_bias=True,
+    use_absolute_position_embeddings=True,
+    use_mask_token=True,
+    use_mean_pooling=False,
+    layer_scale_init_value=0.1,
+)
 TINY_DINOV2 = dict({k: v for k, v in TINY.items() if k != "intermediate_size"}, mlp_ratio=2)
 
 

@@ -64,13 +64,16 @@ def recording(sync: Path) -> Iterator[dict[str, dict[str, Any]]]:
     from p3b_hf.trainer import P3BTrainer
 
     rec: dict[str, dict[str, Any]] = {"vbp": {}, "p3b": {"updates": [], "batches": []}}
-    saved = {(common, "calibration_loader"): common.calibration_loader,
-             (vbp, "collect_mlp_activation_stats"): vbp.collect_mlp_activation_stats,
-             (vbp, "vbp_plan_from_stats"): vbp.vbp_plan_from_stats,
-             (p3b_mod, "run"): p3b_mod.run,
-             (P3BPruner, "update"): P3BPruner.update, (P3BPruner, "finalize"): P3BPruner.finalize,
-             (P3BTrainer, "compute_loss"): P3BTrainer.compute_loss,
-             (common, "save_plan_cache"): common.save_plan_cache}
+    saved = {
+        (common, "calibration_loader"): common.calibration_loader,
+        (vbp, "collect_mlp_activation_stats"): vbp.collect_mlp_activation_stats,
+        (vbp, "vbp_plan_from_stats"): vbp.vbp_plan_from_stats,
+        (p3b_mod, "run"): p3b_mod.run,
+        (P3BPruner, "update"): P3BPruner.update,
+        (P3BPruner, "finalize"): P3BPruner.finalize,
+        (P3BTrainer, "compute_loss"): P3BTrainer.compute_loss,
+        (common, "save_plan_cache"): common.save_plan_cache,
+    }
 
     def loader(dataset: Any, *a: Any, **kw: Any) -> Any:
         file_barrier(sync, "loader")  # every rank has passed prepare_context's --output-dir check
@@ -92,16 +95,24 @@ def recording(sync: Path) -> Iterator[dict[str, dict[str, Any]]]:
         rec["vbp"]["plan"] = p.to_dict()
         return p
 
-    def p3b_run(ctx: Any, options: Any) -> Any:  # the BPI BatchNorms frozen (no batch statistics across ranks)
+    def p3b_run(
+        ctx: Any, options: Any
+    ) -> Any:  # the BPI BatchNorms frozen (no batch statistics across ranks)
         return saved[(p3b_mod, "run")](ctx, dataclasses.replace(options, bpi_frozen_bn=True))
 
     def update(self: P3BPruner, done: int, **kw: Any) -> dict[str, Any]:
         entry = saved[(P3BPruner, "update")](self, done, **kw)
         masks = torch.cat([m.detach().double().reshape(-1).cpu() for _, _, m in self.gates.named_masks()])
-        rec["p3b"]["updates"].append({"step": done, "keep_target": list(entry["keep_target"]),
-                                      "keep_achieved": list(entry["keep_achieved"]), "masks": masks,
-                                      "model_keep": entry["model_keep"],
-                                      "dpsi": (entry["dpsi_cls"], entry["dpsi_patch"])})
+        rec["p3b"]["updates"].append(
+            {
+                "step": done,
+                "keep_target": list(entry["keep_target"]),
+                "keep_achieved": list(entry["keep_achieved"]),
+                "masks": masks,
+                "model_keep": entry["model_keep"],
+                "dpsi": (entry["dpsi_cls"], entry["dpsi_patch"]),
+            }
+        )
         return entry
 
     def finalize(self: P3BPruner, done: int) -> Any:
@@ -111,14 +122,21 @@ def recording(sync: Path) -> Iterator[dict[str, dict[str, Any]]]:
 
     def loss(self: P3BTrainer, model: Any, inputs: dict[str, Any], *a: Any, **kw: Any) -> Any:
         if model.training:  # which samples this micro-batch holds: a per-image pixel sum
-            rec["p3b"]["batches"].append((self.state.global_step,
-                                          inputs["pixel_values"].double().sum((1, 2, 3)).cpu()))
+            rec["p3b"]["batches"].append(
+                (self.state.global_step, inputs["pixel_values"].double().sum((1, 2, 3)).cpu())
+            )
         return saved[(P3BTrainer, "compute_loss")](self, model, inputs, *a, **kw)
 
-    new = {(common, "calibration_loader"): loader, (vbp, "collect_mlp_activation_stats"): stats,
-           (vbp, "vbp_plan_from_stats"): plan, (p3b_mod, "run"): p3b_run,
-           (P3BPruner, "update"): update, (P3BPruner, "finalize"): finalize,
-           (P3BTrainer, "compute_loss"): loss, (common, "save_plan_cache"): plan_cache}
+    new = {
+        (common, "calibration_loader"): loader,
+        (vbp, "collect_mlp_activation_stats"): stats,
+        (vbp, "vbp_plan_from_stats"): plan,
+        (p3b_mod, "run"): p3b_run,
+        (P3BPruner, "update"): update,
+        (P3BPruner, "finalize"): finalize,
+        (P3BTrainer, "compute_loss"): loss,
+        (common, "save_plan_cache"): plan_cache,
+    }
     for (owner, name), fn in new.items():
         setattr(owner, name, fn)
     try:
@@ -132,9 +150,26 @@ def recording(sync: Path) -> Iterator[dict[str, dict[str, Any]]]:
 #: the P3B Trainer has initialised the process group, so that its statistics pass is sharded and all-reduced.
 RUNS: dict[str, list[str]] = {
     "vbp": ["--method", "vbp", "--percentage", "0.4", "--vbp-epochs", "0"],
-    "p3b": ["--method", "p3b", "--prune-ratio", "0.5", "--epochs", "4", "--prune-start-epoch", "1",
-            "--prune-sparse-epoch", "2", "--prune-finalize-epoch", "4", "--update-every", "1",
-            "--bpi-subbatch", "1", "--bpi-every", "1"],
+    "p3b": [
+        "--method",
+        "p3b",
+        "--prune-ratio",
+        "0.5",
+        "--epochs",
+        "4",
+        "--prune-start-epoch",
+        "1",
+        "--prune-sparse-epoch",
+        "2",
+        "--prune-finalize-epoch",
+        "4",
+        "--update-every",
+        "1",
+        "--bpi-subbatch",
+        "1",
+        "--bpi-every",
+        "1",
+    ],
 }
 RUNS["vbp_sharded"] = RUNS["vbp"]
 
@@ -143,9 +178,26 @@ def run_all(out: Path, data: Path, dense: Path, global_batch: int, world: int) -
     """Every run of :data:`RUNS` through ``p3b_hf.cli.main``; writes ``OUT/<run>_rank{r}.pt`` per rank."""
     from p3b_hf.cli import main
 
-    common = ["--model", str(dense), "--dataset", str(data), "--device", "cpu", "--batch-size",
-              str(global_batch // world), "--augment", "none", "--mixup", "0", "--cutmix", "0", "--seed", "0",
-              "--logging-steps", "100"]
+    common = [
+        "--model",
+        str(dense),
+        "--dataset",
+        str(data),
+        "--device",
+        "cpu",
+        "--batch-size",
+        str(global_batch // world),
+        "--augment",
+        "none",
+        "--mixup",
+        "0",
+        "--cutmix",
+        "0",
+        "--seed",
+        "0",
+        "--logging-steps",
+        "100",
+    ]
     out.mkdir(parents=True, exist_ok=True)
     for name, argv in RUNS.items():
         with recording(out.parent / f"{out.name}.sync" / name) as rec:

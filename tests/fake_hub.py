@@ -77,7 +77,9 @@ class HubStore:
             self._set_ref(repo_id, branch, sha)
             return sha
 
-    def _write_commit(self, repo_id: str, parent: str | None, adds: dict[str, bytes], deletes: list[str]) -> str:
+    def _write_commit(
+        self, repo_id: str, parent: str | None, adds: dict[str, bytes], deletes: list[str]
+    ) -> str:
         h = hashlib.sha1(f"{repo_id}|{parent}|{time.time_ns()}".encode())
         for k in sorted(adds):
             h.update(k.encode() + hashlib.sha256(adds[k]).digest())
@@ -116,8 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         self._serve(send_body=True)
 
-    def _reply(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None,
-               send_body: bool = True) -> None:
+    def _reply(
+        self, code: int, body: bytes = b"", headers: dict[str, str] | None = None, send_body: bool = True
+    ) -> None:
         self.send_response(code)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -126,8 +129,14 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body and body:
             self.wfile.write(body)
 
-    def _error(self, code: int, error_code: str, msg: str, extra: dict[str, str] | None = None,
-               send_body: bool = True) -> None:
+    def _error(
+        self,
+        code: int,
+        error_code: str,
+        msg: str,
+        extra: dict[str, str] | None = None,
+        send_body: bool = True,
+    ) -> None:
         headers = {"X-Error-Code": error_code, "X-Error-Message": msg, "Content-Type": "application/json"}
         headers.update(extra or {})
         self._reply(code, json.dumps({"error": msg}).encode(), headers, send_body)
@@ -153,8 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
         sha = store.resolve(repo_id, rev)
         if sha is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", send_body=send_body)
-        info = {"id": repo_id, "modelId": repo_id, "sha": sha, "private": False, "tags": [],
-                "siblings": [{"rfilename": f} for f in store.files(repo_id, sha)]}
+        info = {
+            "id": repo_id,
+            "modelId": repo_id,
+            "sha": sha,
+            "private": False,
+            "tags": [],
+            "siblings": [{"rfilename": f} for f in store.files(repo_id, sha)],
+        }
         self._reply(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, send_body)
 
     def _resolve(self, store: HubStore, repo_id: str, rev: str, file: str, send_body: bool) -> None:
@@ -165,15 +180,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", send_body=send_body)
         target = store.snapshot(repo_id, sha) / file
         if not target.is_file():
-            return self._error(404, "EntryNotFound", f"{file} does not exist at {rev}",
-                               {"X-Repo-Commit": sha}, send_body=send_body)
+            return self._error(
+                404,
+                "EntryNotFound",
+                f"{file} does not exist at {rev}",
+                {"X-Repo-Commit": sha},
+                send_body=send_body,
+            )
         data = target.read_bytes()
         start = 0
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes=") and rng[6:].split("-")[0].isdigit():
             start = int(rng[6:].split("-")[0])
-        headers = {"ETag": f'"{_etag(data)}"', "X-Repo-Commit": sha, "Content-Type": "application/octet-stream",
-                   "Accept-Ranges": "bytes"}
+        headers = {
+            "ETag": f'"{_etag(data)}"',
+            "X-Repo-Commit": sha,
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+        }
         self._reply(206 if start else 200, data[start:], headers, send_body)
 
 
@@ -191,8 +215,9 @@ class FakeHubServer:
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.store = store
         self._httpd.requests = []
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
         self._timer = threading.Timer(lifetime_s, self.stop)
         self._timer.daemon = True
         self._stopped = False
@@ -233,21 +258,31 @@ class RecordingHfApi(HfApi):
         self.store = store
         self.calls: list[dict[str, Any]] = []
 
-    def create_repo(self, repo_id: str, *, private: bool | None = None, exist_ok: bool = False,
-                    **kwargs: Any) -> RepoUrl:
+    def create_repo(
+        self, repo_id: str, *, private: bool | None = None, exist_ok: bool = False, **kwargs: Any
+    ) -> RepoUrl:
         if self.store.exists(repo_id) and not exist_ok:
             raise FileExistsError(repo_id)
         self.calls.append({"call": "create_repo", "repo_id": repo_id, "private": private})
         self.store.create_repo(repo_id)
         return RepoUrl(f"{self.endpoint}/{repo_id}", endpoint=self.endpoint)
 
-    def create_branch(self, repo_id: str, *, branch: str, revision: str | None = None, exist_ok: bool = False,
-                      **kwargs: Any) -> None:
+    def create_branch(
+        self, repo_id: str, *, branch: str, revision: str | None = None, exist_ok: bool = False, **kwargs: Any
+    ) -> None:
         self.calls.append({"call": "create_branch", "repo_id": repo_id, "branch": branch})
         self.store.create_branch(repo_id, branch, revision or "main")
 
-    def create_commit(self, repo_id: str, operations: Any, *, commit_message: str, revision: str | None = None,
-                      create_pr: bool | None = None, **kwargs: Any) -> CommitInfo:
+    def create_commit(
+        self,
+        repo_id: str,
+        operations: Any,
+        *,
+        commit_message: str,
+        revision: str | None = None,
+        create_pr: bool | None = None,
+        **kwargs: Any,
+    ) -> CommitInfo:
         if not self.store.exists(repo_id):
             raise FileNotFoundError(f"create_commit on missing repo {repo_id}: call create_repo first")
         adds: dict[str, bytes] = {}
@@ -262,11 +297,25 @@ class RecordingHfApi(HfApi):
                 raise TypeError(f"unsupported operation {op!r}")
         branch = revision or "main"
         sha = self.store.commit(repo_id, branch, adds, deletes)
-        self.calls.append({"call": "create_commit", "repo_id": repo_id, "revision": branch, "message": commit_message,
-                           "files": sorted(adds), "deletes": deletes, "create_pr": bool(create_pr),
-                           "contents": {k: v for k, v in adds.items() if k.endswith((".md", ".json", ".py"))}})
-        return CommitInfo(commit_url=f"{self.endpoint}/{repo_id}/commit/{sha}", commit_message=commit_message,
-                          commit_description="", oid=sha, _endpoint=self.endpoint)
+        self.calls.append(
+            {
+                "call": "create_commit",
+                "repo_id": repo_id,
+                "revision": branch,
+                "message": commit_message,
+                "files": sorted(adds),
+                "deletes": deletes,
+                "create_pr": bool(create_pr),
+                "contents": {k: v for k, v in adds.items() if k.endswith((".md", ".json", ".py"))},
+            }
+        )
+        return CommitInfo(
+            commit_url=f"{self.endpoint}/{repo_id}/commit/{sha}",
+            commit_message=commit_message,
+            commit_description="",
+            oid=sha,
+            _endpoint=self.endpoint,
+        )
 
 
 def snapshot_bytes(store: HubStore, repo_id: str, revision: str = "main") -> dict[str, bytes]:
@@ -274,8 +323,6 @@ def snapshot_bytes(store: HubStore, repo_id: str, revision: str = "main") -> dic
     assert sha is not None
     snap = store.snapshot(repo_id, sha)
     return {f: (snap / f).read_bytes() for f in store.files(repo_id, sha)}
-
-
 
 
 # ------------------------------------------------------------------ pruned model dirs and clean subprocesses
@@ -298,8 +345,15 @@ def nontrivial_plan(config: Any) -> Any:
     return plan
 
 
-def save_pruned_dir(dense: Any, out: Path, *, method: str = "p3b", dataset: str = "cifar100",
-                    accuracy: float | None = 0.5, with_report: bool = True) -> Any:
+def save_pruned_dir(
+    dense: Any,
+    out: Path,
+    *,
+    method: str = "p3b",
+    dataset: str = "cifar100",
+    accuracy: float | None = 0.5,
+    with_report: bool = True,
+) -> Any:
     """apply_width_plan + the lead's save/report/plot helpers, as `p3b-hf prune` writes a model dir."""
     from transformers import ViTImageProcessorPil
 
@@ -313,10 +367,17 @@ def save_pruned_dir(dense: Any, out: Path, *, method: str = "p3b", dataset: str 
     processor = ViTImageProcessorPil(size={"height": size, "width": size})
     save_model_dir(pruned, out, image_processor=processor, plan=plan)
     if with_report:
-        report = base_report(dense, pruned, method=method, prune_ratio=0.5, plan=plan,
-                             eval_metrics={"accuracy": accuracy} if accuracy is not None else None,
-                             dense_eval_metrics={"accuracy": 0.75}, wall_time_s=1.0,
-                             extra={"dataset": dataset, "base_model": "facebook/deit-tiny-patch16-224"})
+        report = base_report(
+            dense,
+            pruned,
+            method=method,
+            prune_ratio=0.5,
+            plan=plan,
+            eval_metrics={"accuracy": accuracy} if accuracy is not None else None,
+            dense_eval_metrics={"accuracy": 0.75},
+            wall_time_s=1.0,
+            extra={"dataset": dataset, "base_model": "facebook/deit-tiny-patch16-224"},
+        )
         write_report(out, report)
         plot_widths(pruned, out / "plots" / "widths.png", dense_config=dense.config)
     return pruned
@@ -334,24 +395,43 @@ sys.meta_path.insert(0, _BlockP3B())
 """
 
 
-def run_python(code: str, cwd: Path, env: dict[str, str], args: tuple[str, ...] = (), timeout: float = 120) -> str:
+def run_python(
+    code: str, cwd: Path, env: dict[str, str], args: tuple[str, ...] = (), timeout: float = 120
+) -> str:
     """Run ``python -I -c code *args`` (isolated: no cwd/PYTHONPATH on sys.path) from ``cwd``; return stdout."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-I", "-c", code, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
-        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc.stdout
 
 
 def clean_env(hf_home: Path, **extra: str) -> dict[str, str]:
     import os
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE", "TRANSFORMERS_",
-                                                                       "PYTHONPATH"))}
-    env.update(HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-               HF_HUB_DISABLE_XET="1", TOKENIZERS_PARALLELISM="false")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "HUGGINGFACE", "TRANSFORMERS_", "PYTHONPATH"))
+    }
+    env.update(
+        HF_HOME=str(hf_home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_HUB_DISABLE_XET="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     env.update(extra)
     return env

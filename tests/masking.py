@@ -15,8 +15,9 @@ def _mask(sub: list[int] | None, n: int) -> torch.Tensor:
     return m
 
 
-def masked_forward(model: torch.nn.Module, plan: WidthPlan, x: torch.Tensor,
-                   mlp_fill: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+def masked_forward(
+    model: torch.nn.Module, plan: WidthPlan, x: torch.Tensor, mlp_fill: dict[int, torch.Tensor] | None = None
+) -> torch.Tensor:
     """Logits of ``model`` with every channel the plan drops multiplied by zero.
 
     ``mlp_fill[i]``: replace dropped MLP activations of layer i by these values instead of zero.
@@ -28,13 +29,20 @@ def masked_forward(model: torch.nn.Module, plan: WidthPlan, x: torch.Tensor,
         return lambda mod, inp, out: out * mask
 
     for i, (lm, lp) in enumerate(zip(mods.layers, plan.layers)):
-        inner = (_mask(lp.heads, mods.num_heads)[:, None] * _mask(lp.head_dims, mods.head_dim)[None]).reshape(-1)
+        inner = (_mask(lp.heads, mods.num_heads)[:, None] * _mask(lp.head_dims, mods.head_dim)[None]).reshape(
+            -1
+        )
         for lin in (lm.q, lm.k, lm.v):
             handles.append(lin.register_forward_hook(out_hook(inner)))
         hid = _mask(lp.mlp, mods.intermediate_size)
         fill = None if mlp_fill is None else mlp_fill.get(i)
-        handles.append(lm.fc2.register_forward_pre_hook(
-            lambda mod, inp, hid=hid, fill=fill: (inp[0] * hid + (0 if fill is None else fill * (1 - hid)),)))
+        handles.append(
+            lm.fc2.register_forward_pre_hook(
+                lambda mod, inp, hid=hid, fill=fill: (
+                    inp[0] * hid + (0 if fill is None else fill * (1 - hid)),
+                )
+            )
+        )
         handles.append(lm.ln_before.register_forward_hook(out_hook(_mask(lp.attn_in, mods.hidden_size))))
         handles.append(lm.o.register_forward_hook(out_hook(_mask(lp.attn_out, mods.hidden_size))))
         handles.append(lm.ln_after.register_forward_hook(out_hook(_mask(lp.mlp_in, mods.hidden_size))))

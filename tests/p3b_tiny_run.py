@@ -14,8 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
-TINY_CFG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=32,
-                patch_size=8, num_labels=4)
+TINY_CFG = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    image_size=32,
+    patch_size=8,
+    num_labels=4,
+)
 
 
 def tiny_model(kind: str = "vit", seed: int = 0) -> torch.nn.Module:
@@ -46,10 +53,26 @@ def synthetic_dataset(n: int = 192, seed: int = 0) -> Any:
 def training_args(out: str, **kw: Any) -> Any:
     from transformers import TrainingArguments
 
-    base = dict(output_dir=out, num_train_epochs=8, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-                learning_rate=1e-3, weight_decay=0.05, lr_scheduler_type="constant", max_grad_norm=0.0,
-                report_to="none", save_strategy="no", eval_strategy="no", logging_steps=1000, use_cpu=True,
-                disable_tqdm=True, seed=0, data_seed=0, remove_unused_columns=False, dataloader_num_workers=0)
+    base = dict(
+        output_dir=out,
+        num_train_epochs=8,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=1e-3,
+        weight_decay=0.05,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1000,
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
     base.update(kw)
     return TrainingArguments(**base)
 
@@ -75,17 +98,37 @@ def _ddp_main(out: str) -> None:
             hist = trainer.pruning.state.history
             if hist and hist[-1]["step"] == state.global_step:
                 with open(os.path.join(out, f"masks_rank{rank}.txt"), "a") as f:
-                    f.write(f"{state.global_step} {mask_hash(model)} {hist[-1]['model_keep']:.6f} "
-                            f"{hist[-1]['window_forwards']} {hist[-1]['window_steps']}\n")
+                    f.write(
+                        f"{state.global_step} {mask_hash(model)} {hist[-1]['model_keep']:.6f} "
+                        f"{hist[-1]['window_forwards']} {hist[-1]['window_steps']}\n"
+                    )
 
     model = tiny_model("vit")
     ds = synthetic_dataset(128)
-    args = training_args(os.path.join(out, "run"), num_train_epochs=4, per_device_train_batch_size=16,
-                         ddp_backend="gloo", ddp_find_unused_parameters=False)
-    cfg = P3BConfig(prune_ratio=0.5, prune_start_epoch=1, prune_sparse_epoch=2, prune_finalize_epoch=4,
-                    update_every=2, bpi_every=2, save_dir=None)
-    trainer = P3BTrainer(model=model, args=args, train_dataset=ds, eval_dataset=ds.select(range(32)), p3b=cfg,
-                         callbacks=[Hashes()])
+    args = training_args(
+        os.path.join(out, "run"),
+        num_train_epochs=4,
+        per_device_train_batch_size=16,
+        ddp_backend="gloo",
+        ddp_find_unused_parameters=False,
+    )
+    cfg = P3BConfig(
+        prune_ratio=0.5,
+        prune_start_epoch=1,
+        prune_sparse_epoch=2,
+        prune_finalize_epoch=4,
+        update_every=2,
+        bpi_every=2,
+        save_dir=None,
+    )
+    trainer = P3BTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        eval_dataset=ds.select(range(32)),
+        p3b=cfg,
+        callbacks=[Hashes()],
+    )
     trainer.train()
     with open(os.path.join(out, f"final_rank{rank}.txt"), "w") as f:
         f.write(f"{mask_hash(model)} {sum(p.numel() for p in trainer.pruned_model.parameters())}\n")

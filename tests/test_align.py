@@ -90,10 +90,37 @@ def test_prune_cli_pad_to(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     data = _tiny_data(tmp_path)
     dense_dir, _ = _tiny_dense(tmp_path)
     out = tmp_path / "out"
-    base = ["prune", "--method", "p3b", "--model", str(dense_dir), "--dataset", str(data), "--prune-ratio", "0.5",
-            "--epochs", "4", "--batch-size", "8", "--max-train-samples", "16", "--prune-start-epoch", "1",
-            "--prune-sparse-epoch", "2", "--prune-finalize-epoch", "3", "--update-every", "1", "--device", "cpu",
-            "--augment", "basic", "--logging-steps", "100"]
+    base = [
+        "prune",
+        "--method",
+        "p3b",
+        "--model",
+        str(dense_dir),
+        "--dataset",
+        str(data),
+        "--prune-ratio",
+        "0.5",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--max-train-samples",
+        "16",
+        "--prune-start-epoch",
+        "1",
+        "--prune-sparse-epoch",
+        "2",
+        "--prune-finalize-epoch",
+        "3",
+        "--update-every",
+        "1",
+        "--device",
+        "cpu",
+        "--augment",
+        "basic",
+        "--logging-steps",
+        "100",
+    ]
     assert main([*base, "--output-dir", str(out), "--pad-to", "0"]) == 2  # refused before any training
     assert "--pad-to 0 is invalid" in capsys.readouterr().err
     assert not out.exists()

@@ -21,9 +21,23 @@ PKG = ROOT / "p3b_hf"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("p3b_hf.models", "p3b_hf.errors")),
     ("core", ("p3b_hf.plan", "p3b_hf.cost", "p3b_hf.options", "p3b_hf.padding", "p3b_hf.runtime")),
-    ("services", ("p3b_hf.checkpoints", "p3b_hf.loading", "p3b_hf.report", "p3b_hf.data", "p3b_hf.transforms",
-                  "p3b_hf.training", "p3b_hf.trainer_adapter", "p3b_hf.optimize", "p3b_hf.bench", "p3b_hf.hub",
-                  "p3b_hf.demo_data", "p3b_hf.export")),
+    (
+        "services",
+        (
+            "p3b_hf.checkpoints",
+            "p3b_hf.loading",
+            "p3b_hf.report",
+            "p3b_hf.data",
+            "p3b_hf.transforms",
+            "p3b_hf.training",
+            "p3b_hf.trainer_adapter",
+            "p3b_hf.optimize",
+            "p3b_hf.bench",
+            "p3b_hf.hub",
+            "p3b_hf.demo_data",
+            "p3b_hf.export",
+        ),
+    ),
     ("methods", ("p3b_hf.methods",)),
     ("run", ("p3b_hf.runner", "p3b_hf.compare", "p3b_hf.trainer")),
     ("commands", ("p3b_hf.commands", "p3b_hf.cli", "p3b_hf.__main__")),
@@ -39,7 +53,9 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in PKG.rglob("*.py")}
 
 
-def _resolve(current: str, is_pkg: bool, node: ast.ImportFrom | ast.Import, modules: dict[str, Path]) -> set[str]:
+def _resolve(
+    current: str, is_pkg: bool, node: ast.ImportFrom | ast.Import, modules: dict[str, Path]
+) -> set[str]:
     """The p3b_hf modules an import statement loads (``from . import x`` -> the submodule ``x`` if any)."""
     out: set[str] = set()
     if isinstance(node, ast.Import):
@@ -48,7 +64,11 @@ def _resolve(current: str, is_pkg: bool, node: ast.ImportFrom | ast.Import, modu
         base = current if is_pkg else current.rsplit(".", 1)[0]
         for _ in range(node.level - 1):
             base = base.rsplit(".", 1)[0]
-        prefix = (base + "." + node.module) if node.level and node.module else (base if node.level else node.module)
+        prefix = (
+            (base + "." + node.module)
+            if node.level and node.module
+            else (base if node.level else node.module)
+        )
         names = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in modules else prefix for a in node.names]
     for name in names:
         while name and name not in modules:
@@ -76,8 +96,9 @@ def _layer(module: str) -> int:
     for i, (_, prefixes) in enumerate(LAYERS):
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return i
-    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py: add it there and to "
-                         "docs/architecture.md")
+    raise AssertionError(
+        f"{module} is in no layer of tests/test_architecture.py: add it there and to docs/architecture.md"
+    )
 
 
 def test_no_import_cycles() -> None:
@@ -90,7 +111,7 @@ def test_no_import_cycles() -> None:
         stack.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                cycle = stack[stack.index(dep):] + [dep]
+                cycle = stack[stack.index(dep) :] + [dep]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if state.get(dep) is None:
                 visit(dep)
@@ -103,8 +124,13 @@ def test_no_import_cycles() -> None:
 
 
 def test_dependencies_point_one_way() -> None:
-    upward = [f"{m} ({LAYERS[_layer(m)][0]}) imports {d} ({LAYERS[_layer(d)][0]})"
-              for m, deps in _graph().items() if m != "p3b_hf" for d in deps if _layer(d) > _layer(m)]
+    upward = [
+        f"{m} ({LAYERS[_layer(m)][0]}) imports {d} ({LAYERS[_layer(d)][0]})"
+        for m, deps in _graph().items()
+        if m != "p3b_hf"
+        for d in deps
+        if _layer(d) > _layer(m)
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -114,7 +140,10 @@ def test_the_model_files_are_self_contained() -> None:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level:
-                assert (node.module or "").startswith(("configuration_p3b", "modeling_p3b")), (path.name, node.module)
+                assert (node.module or "").startswith(("configuration_p3b", "modeling_p3b")), (
+                    path.name,
+                    node.module,
+                )
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 mod = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
                 assert not mod.startswith("p3b_hf"), (path.name, mod)
@@ -141,11 +170,15 @@ def test_architecture_example_method_runs(tmp_path: Path) -> None:
     try:
         options_cls = namespace["UniformL1Options"]
         data, (dense_dir, dense) = _tiny_data(tmp_path), _tiny_dense(tmp_path)
-        result = prune(PruneJob(prune=PruneOptions(model=str(dense_dir), method="uniform-l1"),
-                                data=DataOptions(dataset=str(data), augment="none", mixup=0, cutmix=0),
-                                output=OutputOptions(output_dir=str(tmp_path / "out")),
-                                train=TrainOptions(epochs=1, batch_size=16, device="cpu"),
-                                method_options=options_cls(keep=0.5)))
+        result = prune(
+            PruneJob(
+                prune=PruneOptions(model=str(dense_dir), method="uniform-l1"),
+                data=DataOptions(dataset=str(data), augment="none", mixup=0, cutmix=0),
+                output=OutputOptions(output_dir=str(tmp_path / "out")),
+                train=TrainOptions(epochs=1, batch_size=16, device="cpu"),
+                method_options=options_cls(keep=0.5),
+            )
+        )
         widths = result.report["widths"]
         assert [w["mlp"] for w in widths] == [32] * 3  # half of every layer's 64 MLP neurons
         kept = result.report["plan_meta"]["kept_rows"]
@@ -167,7 +200,9 @@ def test_prune_help_declares_each_flag_once() -> None:
     flags = [s for a in prune._actions for s in a.option_strings]
     assert len(flags) == len(set(flags))
     titles = [g.title for g in prune._action_groups]
-    assert any(t.startswith("--method p3b") for t in titles) and any(t.startswith("--method vbp") for t in titles)
+    assert any(t.startswith("--method p3b") for t in titles) and any(
+        t.startswith("--method vbp") for t in titles
+    )
 
 
 @pytest.mark.parametrize("command", ["prune", "finetune", "compare"])
@@ -178,9 +213,11 @@ def test_generated_flags_round_trip_to_the_same_options(command: str) -> None:
     from p3b_hf.cli import build_parser
     from p3b_hf.options import DataOptions, KDOptions, TrainOptions, options_from_namespace
 
-    required = {"prune": ["--model", "m", "--dataset", "d", "--output-dir", "o"],
-                "finetune": ["--model", "m", "--dataset", "d", "--output-dir", "o"],
-                "compare": ["--model", "m", "--dataset", "d", "--output-dir", "o"]}[command]
+    required = {
+        "prune": ["--model", "m", "--dataset", "d", "--output-dir", "o"],
+        "finetune": ["--model", "m", "--dataset", "d", "--output-dir", "o"],
+        "compare": ["--model", "m", "--dataset", "d", "--output-dir", "o"],
+    }[command]
     args = build_parser(command).parse_args([command, *required])
     assert options_from_namespace(DataOptions, args) == DataOptions(dataset="d")
     train = options_from_namespace(TrainOptions, args)

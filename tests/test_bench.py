@@ -49,10 +49,21 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_deit_teacher", "tiny_deit"])
-@pytest.mark.parametrize("options", [
-    {}, {"scatter": "gather"}, {"scatter": "dense", "dense_reads": True}, {"round_to": None},
-    {"fold_norms": False, "patch_embed_as_matmul": False, "prune_last_layer_tokens": False, "round_to": 8},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"scatter": "gather"},
+        {"scatter": "dense", "dense_reads": True},
+        {"round_to": None},
+        {
+            "fold_norms": False,
+            "patch_embed_as_matmul": False,
+            "prune_last_layer_tokens": False,
+            "round_to": 8,
+        },
+    ],
+)
 def test_optimized_path_gives_the_eager_logits(fixture, options, request, images):
     model = request.getfixturevalue(fixture)
     pruned = apply_width_plan(model, _p3b_plan(model)).eval()
@@ -71,11 +82,19 @@ def test_optimized_subset_stats_and_dense_models(tiny_vit, images):
     pruned = apply_width_plan(tiny_vit, _p3b_plan(tiny_vit, 3), layernorm_mode="subset_stats").eval()
     for model in (pruned, tiny_vit):
         with torch.no_grad():
-            torch.testing.assert_close(optimize_for_inference(model, compile=False, round_to=8)(images),
-                                       _logits(model, images), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                optimize_for_inference(model, compile=False, round_to=8)(images),
+                _logits(model, images),
+                atol=1e-5,
+                rtol=1e-4,
+            )
     assert isinstance(optimize_for_inference(tiny_vit), FastViT)  # compile=None: not compiled on CPU
     # an identity plan leaves nothing to scatter
-    assert describe(optimize_for_inference(tiny_vit, compile=False))["writes"] == {"all": 6, "prefix": 0, "index": 0}
+    assert describe(optimize_for_inference(tiny_vit, compile=False))["writes"] == {
+        "all": 6,
+        "prefix": 0,
+        "index": 0,
+    }
 
 
 def test_optimized_path_captures_as_one_graph(tiny_vit, images):
@@ -98,7 +117,9 @@ def test_plain_ideal_vit_has_the_pruned_shapes(tiny_deit_teacher, images):
 
     assert linear_shapes(plain) == linear_shapes(pruned)
     assert len(linear_shapes(plain)) == 2 * 4 + 2 * 2 + 2  # q,k,v,o in 2 layers, fc1/fc2 in 2, two heads
-    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in pruned.state_dict().items()}
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {
+        k: v.shape for k, v in pruned.state_dict().items()
+    }
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in pruned.parameters())
     assert sum(p.numel() for p in plain.parameters()) == count_cost(pruned)["params"]
     # a different function (prefixes, not subsets), computed without error, also on the fast path
@@ -106,8 +127,12 @@ def test_plain_ideal_vit_has_the_pruned_shapes(tiny_deit_teacher, images):
     assert torch.isfinite(out).all() and not torch.allclose(out, _logits(pruned, images))
     with torch.no_grad():
         for round_to in (None, 8):
-            torch.testing.assert_close(optimize_for_inference(plain, compile=False, round_to=round_to)(images), out,
-                                       atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                optimize_for_inference(plain, compile=False, round_to=round_to)(images),
+                out,
+                atol=1e-5,
+                rtol=1e-4,
+            )
     assert describe(optimize_for_inference(plain, compile=False))["reads"]["index"] == 0
 
 
@@ -129,31 +154,60 @@ def test_bench_cli_json_fields(tmp_path, tiny_vit):
     pruned = apply_width_plan(tiny_vit, _p3b_plan(tiny_vit))
     pruned.save_pretrained(tmp_path / "pruned")
     out = tmp_path / "bench.json"
-    rc = _bench_cli(["--model", str(tmp_path / "pruned"), "--device", "cpu", "--repeats", "2", "--warmup", "1",
-               "--min-repeat-s", "0", "--pruned-variants", "fast+round8", "--json", str(out)])
+    rc = _bench_cli(
+        [
+            "--model",
+            str(tmp_path / "pruned"),
+            "--device",
+            "cpu",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--min-repeat-s",
+            "0",
+            "--pruned-variants",
+            "fast+round8",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     assert report["schema"] == "p3b_hf.bench/1"
     assert report["settings"]["batch_size"] == 1 and report["settings"]["dtype"] == "fp32"
     assert set(report["models"]) == {"pruned", "dense", "ideal"}
-    assert report["models"]["pruned"]["params"] == report["models"]["ideal"]["params"] \
+    assert (
+        report["models"]["pruned"]["params"]
+        == report["models"]["ideal"]["params"]
         == sum(p.numel() for p in pruned.parameters())
+    )
     assert report["models"]["dense"]["params"] == sum(p.numel() for p in tiny_vit.parameters())
     assert "random weights" in report["models"]["dense"]["source"]
     rows = {(r["model"], r["variant"]) for r in report["results"]}
-    assert rows == {(m, v) for m in ("pruned", "dense", "ideal") for v in ("eager", "fast")} | {("pruned", "fast+round8")}
+    assert rows == {(m, v) for m in ("pruned", "dense", "ideal") for v in ("eager", "fast")} | {
+        ("pruned", "fast+round8")
+    }
     for r in report["results"]:
         assert math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0 and len(r["times_ms"]) == 2
-    for key in ("pruned_vs_dense", "pruned_vs_ideal", "pruned_vs_dense_eager", "pruned_vs_ideal_paired",
-                "pruned_vs_dense_paired"):
+    for key in (
+        "pruned_vs_dense",
+        "pruned_vs_ideal",
+        "pruned_vs_dense_eager",
+        "pruned_vs_ideal_paired",
+        "pruned_vs_dense_paired",
+    ):
         assert set(report["ratios"][key]) == {"eager", "fast", "fast+round8"}
         assert all(v > 0 and math.isfinite(v) for v in report["ratios"][key].values())
 
 
 def test_bench_loads_the_dense_original_and_defaults(tmp_path, tiny_deit_teacher):
     tiny_deit_teacher.save_pretrained(tmp_path / "dense")
-    pruned = apply_width_plan(tiny_deit_teacher, _p3b_plan(tiny_deit_teacher, 2),
-                              provenance={"base_model_name_or_path": str(tmp_path / "dense")})
+    pruned = apply_width_plan(
+        tiny_deit_teacher,
+        _p3b_plan(tiny_deit_teacher, 2),
+        provenance={"base_model_name_or_path": str(tmp_path / "dense")},
+    )
     report = run_bench(pruned, device="cpu", repeats=1, warmup=1, variants=("fast",), min_repeat_s=0.0)
     assert report["models"]["dense"]["source"] == str(tmp_path / "dense")
     assert report["models"]["dense"]["class"] == "DeiTForImageClassificationWithTeacher"

@@ -28,9 +28,14 @@ from p3b_hf.options import DataOptions, KDOptions, OutputOptions, TrainOptions
 
 
 def _job(**kd) -> CompareJob:
-    return CompareJob(compare=CompareOptions(model="src"), data=DataOptions(dataset="d"),
-                      output=OutputOptions(output_dir="cmp"), train=TrainOptions(epochs=3), kd=KDOptions(**kd),
-                      method_options={"p3b": P3BConfig(update_every=7)})
+    return CompareJob(
+        compare=CompareOptions(model="src"),
+        data=DataOptions(dataset="d"),
+        output=OutputOptions(output_dir="cmp"),
+        train=TrainOptions(epochs=3),
+        kd=KDOptions(**kd),
+        method_options={"p3b": P3BConfig(update_every=7)},
+    )
 
 
 def test_method_and_ratio_parsing():
@@ -43,7 +48,9 @@ def test_method_and_ratio_parsing():
     ref = MethodSpec.parse("P3B-Reference")
     assert (ref.label, ref.method) == ("p3b-reference", "p3b")
     ref_cell = cell_job(_job(), ref, 0.5, Path("o"), None)
-    assert ref_cell.method_options.reference and ref_cell.method_options.update_every == 7  # user's options kept
+    assert (
+        ref_cell.method_options.reference and ref_cell.method_options.update_every == 7
+    )  # user's options kept
     assert isinstance(cell_job(_job(), specs[2], 0.5, Path("o"), None).method_options, GlobalOptions)
     with pytest.raises(P3BError, match="Unknown method 'global-foo'"):
         MethodSpec.parse("global-foo")
@@ -63,9 +70,18 @@ def test_cells_start_from_the_right_model():
     cell = cell_job(_job(), glob, 0.5, Path("o"), "cmp/dense")
     assert cell.kd.teacher is None and cell.prune.model == "cmp/dense"
     assert cell_job(_job(), p3b, 0.5, Path("o"), None).prune.model == "src"
-    rows = [row_of("vbp", 0.5, {"status": "unreachable", "error": "too much"}, None, start="dense (fine-tuned 3 ep)"),
-            row_of("p3b", 0.5, {"pruned": {"params": 10**6, "macs": 10**9}, "eval": {"accuracy": 0.5}}, None,
-                   epochs_total=3.0)]
+    rows = [
+        row_of(
+            "vbp", 0.5, {"status": "unreachable", "error": "too much"}, None, start="dense (fine-tuned 3 ep)"
+        ),
+        row_of(
+            "p3b",
+            0.5,
+            {"pruned": {"params": 10**6, "macs": 10**9}, "eval": {"accuracy": 0.5}},
+            None,
+            epochs_total=3.0,
+        ),
+    ]
     lines = markdown_table(rows).splitlines()
     assert len({line.count("|") for line in lines}) == 1  # every row has the header's columns
     assert "| vbp | 0.50 | dense (fine-tuned 3 ep) | – | unreachable: too much |" in lines[2]
@@ -76,10 +92,41 @@ def test_compare_end_to_end(tmp_path: Path):
     data = _tiny_data(tmp_path)
     dense_dir, dense_model = _tiny_dense(tmp_path)
     out = tmp_path / "cmp"
-    code = main(["compare", "--methods", "p3b,vbp,global-l1", "--prune-ratio", "0.3,0.6", "--model", str(dense_dir),
-                 "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--bench-device", "cpu", "--dense-baseline",
-                 "--bench-repeats", "2", "--deploy-backend", "fast", "--", "--batch-size", "16", "--augment", "none", "--device", "cpu",
-                 "--mixup", "0", "--cutmix", "0"])
+    code = main(
+        [
+            "compare",
+            "--methods",
+            "p3b,vbp,global-l1",
+            "--prune-ratio",
+            "0.3,0.6",
+            "--model",
+            str(dense_dir),
+            "--dataset",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--bench-device",
+            "cpu",
+            "--dense-baseline",
+            "--bench-repeats",
+            "2",
+            "--deploy-backend",
+            "fast",
+            "--",
+            "--batch-size",
+            "16",
+            "--augment",
+            "none",
+            "--device",
+            "cpu",
+            "--mixup",
+            "0",
+            "--cutmix",
+            "0",
+        ]
+    )
     assert code == 0
     rows = json.loads((out / "compare.json").read_text())["rows"]
     cells = {(r["method"], r["prune_ratio"]): r for r in rows}
@@ -101,15 +148,41 @@ def test_compare_end_to_end(tmp_path: Path):
     assert "global-l1" in table and "unreachable" in table
 
 
-def test_compare_vbp_starts_from_the_dense_cell_trained_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_compare_vbp_starts_from_the_dense_cell_trained_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     """Transfer task (the source model has other labels): the VBP cell prunes and distils from OUT/dense, the
     dense model fine-tuned on the task, trained once (even without --dense-baseline) and reused; rows say
     what each cell started from and its epochs in all; a finished cell made from another start is refused."""
     data, source = _tiny_data(tmp_path), _tiny_source(tmp_path)
     out = tmp_path / "cmp"
-    argv = ["compare", "--methods", "vbp,global-l1", "--prune-ratio", "0.3", "--model", str(source), "--dataset",
-            str(data), "--output-dir", str(out), "--epochs", "1", "--no-bench", "--", "--batch-size", "16",
-            "--augment", "none", "--device", "cpu", "--mixup", "0", "--cutmix", "0"]
+    argv = [
+        "compare",
+        "--methods",
+        "vbp,global-l1",
+        "--prune-ratio",
+        "0.3",
+        "--model",
+        str(source),
+        "--dataset",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "1",
+        "--no-bench",
+        "--",
+        "--batch-size",
+        "16",
+        "--augment",
+        "none",
+        "--device",
+        "cpu",
+        "--mixup",
+        "0",
+        "--cutmix",
+        "0",
+    ]
     assert main(argv) == 0
     assert "trained although --dense-baseline was not given" in capsys.readouterr().out
     rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
@@ -123,21 +196,25 @@ def test_compare_vbp_starts_from_the_dense_cell_trained_once(tmp_path: Path, cap
     assert "start,epochs_total" in (out / "compare.csv").read_text().splitlines()[0]
     assert "| vbp | 0.30 | dense (fine-tuned 1 ep) | 2 |" in (out / "compare.md").read_text()
 
-    stamps = {d: (out / d / "model.safetensors").stat().st_mtime_ns for d in ("dense", "vbp-30", "global-l1-30")}
+    stamps = {
+        d: (out / d / "model.safetensors").stat().st_mtime_ns for d in ("dense", "vbp-30", "global-l1-30")
+    }
     assert main(argv) == 0  # re-run: every cell, the dense one included, is reused
     assert stamps == {d: (out / d / "model.safetensors").stat().st_mtime_ns for d in stamps}
     assert {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]} == rows
 
     # global cells from the dense cell: the finished source-started global cell is refused before any training
-    assert main([*argv[:argv.index("--")], "--global-from", "dense", *argv[argv.index("--"):]]) == 2
+    assert main([*argv[: argv.index("--")], "--global-from", "dense", *argv[argv.index("--") :]]) == 2
     err = capsys.readouterr().err
     assert f"{out / 'global-l1-30'} holds a finished run made from {source}" in err and "delete" in err
     assert stamps == {d: (out / d / "model.safetensors").stat().st_mtime_ns for d in stamps}
     import shutil
 
     shutil.rmtree(out / "global-l1-30")
-    assert main([*argv[:argv.index("--")], "--global-from", "dense", *argv[argv.index("--"):]]) == 0
+    assert main([*argv[: argv.index("--")], "--global-from", "dense", *argv[argv.index("--") :]]) == 0
     rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
     assert (rows["global-l1"]["start"], rows["global-l1"]["epochs_total"]) == ("dense (fine-tuned 1 ep)", 2.0)
-    assert json.loads((out / "global-l1-30" / "pruning_report.json").read_text())["base_model"] == str(out / "dense")
+    assert json.loads((out / "global-l1-30" / "pruning_report.json").read_text())["base_model"] == str(
+        out / "dense"
+    )
     assert (out / "dense" / "model.safetensors").stat().st_mtime_ns == stamps["dense"]

@@ -28,16 +28,53 @@ from test_recipes import _tiny_data, _tiny_dense
 
 HERE = Path(__file__).resolve().parent
 KILL_STEP = 6  # 3 epochs of 2 steps; sparsify runs over steps [2, 10)
-WIDTH_LISTS = {"layer_num_heads", "layer_head_dims", "layer_intermediate_sizes", "layer_attn_in", "layer_attn_out",
-               "layer_mlp_in", "layer_mlp_out"}
+WIDTH_LISTS = {
+    "layer_num_heads",
+    "layer_head_dims",
+    "layer_intermediate_sizes",
+    "layer_attn_in",
+    "layer_attn_out",
+    "layer_mlp_in",
+    "layer_mlp_out",
+}
 
 
 def _prune_args(data: Path, dense: Path, out: Path) -> list[str]:
-    return ["prune", "--method", "p3b", "--model", str(dense), "--dataset", str(data), "--output-dir", str(out),
-            "--prune-ratio", "0.5", "--epochs", "8", "--batch-size", "8", "--max-train-samples", "16",
-            "--prune-start-epoch", "1", "--prune-sparse-epoch", "5", "--prune-finalize-epoch", "8",
-            "--update-every", "1", "--device", "cpu", "--augment", "basic", "--logging-steps", "100",
-            "--seed", "0"]
+    return [
+        "prune",
+        "--method",
+        "p3b",
+        "--model",
+        str(dense),
+        "--dataset",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--prune-ratio",
+        "0.5",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "8",
+        "--max-train-samples",
+        "16",
+        "--prune-start-epoch",
+        "1",
+        "--prune-sparse-epoch",
+        "5",
+        "--prune-finalize-epoch",
+        "8",
+        "--update-every",
+        "1",
+        "--device",
+        "cpu",
+        "--augment",
+        "basic",
+        "--logging-steps",
+        "100",
+        "--seed",
+        "0",
+    ]
 
 
 def _run_in_process(argv: list[str]) -> int:
@@ -63,15 +100,30 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     dense, _ = _tiny_dense(root)
     ref, out = root / "reference", root / "resumed"
     marker = root / "killed.marker"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_"))}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, str(HERE / "crash_resume_run.py"), str(KILL_STEP), str(marker), "--",
-           *_prune_args(data, dense, out)]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_"))
+    }
+    env.update(
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]),
+    )
+    cmd = [
+        sys.executable,
+        str(HERE / "crash_resume_run.py"),
+        str(KILL_STEP),
+        str(marker),
+        "--",
+        *_prune_args(data, dense, out),
+    ]
     log = root / "killed.log"  # a file, not a pipe: an unread pipe that fills up would stall the run
     with log.open("w") as sink:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     try:
         # the reference runs while the subprocess imports (2 cores)
         assert _run_in_process(_prune_args(data, dense, ref)) == 0
@@ -86,7 +138,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         proc.wait(timeout=30)
     work = out.with_name(out.name + ".work")
     after_kill = {
-        "returncode": proc.returncode, "output_exists": out.exists(),
+        "returncode": proc.returncode,
+        "output_exists": out.exists(),
         "checkpoints": sorted(p.name for p in (work / "p3b").glob("checkpoint-*")),
         "state": json.loads((work / "p3b" / f"checkpoint-{KILL_STEP}" / "p3b_state.json").read_text()),
         "staging": _staging_dirs(root, out),
@@ -94,8 +147,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     spare = root / "spare.work"  # an untouched copy for the incomplete-checkpoint test
     shutil.copytree(work, spare)
     assert _run_in_process([*_prune_args(data, dense, out), "--resume"]) == 0
-    return {"root": root, "data": data, "dense": dense, "ref": ref, "out": out, "work": work,
-            "after_kill": after_kill, "spare": spare}
+    return {
+        "root": root,
+        "data": data,
+        "dense": dense,
+        "ref": ref,
+        "out": out,
+        "work": work,
+        "after_kill": after_kill,
+        "spare": spare,
+    }
 
 
 def _widths(d: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -124,7 +185,9 @@ def test_resume_ends_exactly_like_an_uninterrupted_run(runs: dict[str, Any]) -> 
     assert out_plan["layers"] == ref_plan["layers"]  # kept head / head-dim / neuron indices, bias deltas
     assert any(n != 64 for n in ref_lists["layer_intermediate_sizes"])  # something was pruned
     a, b = load_file(ref / "model.safetensors"), load_file(out / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)  # bit-for-bit, as state.py promises
+    assert a.keys() == b.keys() and all(
+        torch.equal(a[n], b[n]) for n in a
+    )  # bit-for-bit, as state.py promises
     r_ref = json.loads((ref / "pruning_report.json").read_text())
     r_out = json.loads((out / "pruning_report.json").read_text())
     assert r_out["pruned"] == r_ref["pruned"] and r_out["eval"] == r_ref["eval"]

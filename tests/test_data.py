@@ -30,7 +30,9 @@ from p3b_hf.transforms import (
 )
 
 #: the dev-bench sits next to the checkout (../shared/dev-bench) unless $P3B_DEVBENCH says otherwise
-DEVBENCH = Path(os.environ.get("P3B_DEVBENCH") or Path(__file__).resolve().parents[1].parent / "shared" / "dev-bench")
+DEVBENCH = Path(
+    os.environ.get("P3B_DEVBENCH") or Path(__file__).resolve().parents[1].parent / "shared" / "dev-bench"
+)
 
 
 def _img(value: int, size: int = 12, mode: str = "RGB") -> Image.Image:
@@ -42,10 +44,21 @@ def _img(value: int, size: int = 12, mode: str = "RGB") -> Image.Image:
 
 def _cifar_like(n_per_class: int = 10, k: int = 3, mode: str = "RGB") -> datasets.Dataset:
     labels = [c for c in range(k) for _ in range(n_per_class)]
-    feats = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=[f"c{i}" for i in range(k)]),
-                               "coarse_label": datasets.Value("int64")})
-    return datasets.Dataset.from_dict({"img": [_img(20 * c + i, mode=mode) for i, c in enumerate(labels)],
-                                       "fine_label": labels, "coarse_label": [0] * len(labels)}, features=feats)
+    feats = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "fine_label": datasets.ClassLabel(names=[f"c{i}" for i in range(k)]),
+            "coarse_label": datasets.Value("int64"),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "img": [_img(20 * c + i, mode=mode) for i, c in enumerate(labels)],
+            "fine_label": labels,
+            "coarse_label": [0] * len(labels),
+        },
+        features=feats,
+    )
 
 
 class _Proc:
@@ -95,19 +108,24 @@ def test_parquet_int_labels_and_string_labels(tmp_path: Path) -> None:
     pqd = tmp_path / "pq"
     (pqd / "data").mkdir(parents=True)  # the Hub's parquet layout: data/<split>-00000-of-00001.parquet
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
-    datasets.Dataset.from_dict({"image": [_img(i) for i in range(6)], "label": [0, 1, 2, 0, 1, 2]},
-                               features=feats).to_parquet(str(pqd / "data" / "train-00000-of-00001.parquet"))
-    datasets.Dataset.from_dict({"image": [_img(9)], "label": [2]}, features=feats).to_parquet(str(pqd / "data" / "test-00000-of-00001.parquet"))
+    datasets.Dataset.from_dict(
+        {"image": [_img(i) for i in range(6)], "label": [0, 1, 2, 0, 1, 2]}, features=feats
+    ).to_parquet(str(pqd / "data" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_dict({"image": [_img(9)], "label": [2]}, features=feats).to_parquet(
+        str(pqd / "data" / "test-00000-of-00001.parquet")
+    )
     data = load_image_dataset(str(pqd))
     assert data.labels == ["0", "1", "2"] and data.eval_origin == "split 'test'" and len(data.train) == 6
 
     feats_s = datasets.Features({"image": datasets.Image(), "species": datasets.Value("string")})
     sdir = tmp_path / "s"
     sdir.mkdir()
-    datasets.Dataset.from_dict({"image": [_img(i) for i in range(4)], "species": ["b", "a", "b", "a"]},
-                               features=feats_s).to_parquet(str(sdir / "train.parquet"))
+    datasets.Dataset.from_dict(
+        {"image": [_img(i) for i in range(4)], "species": ["b", "a", "b", "a"]}, features=feats_s
+    ).to_parquet(str(sdir / "train.parquet"))
     datasets.Dataset.from_dict({"image": [_img(1)], "species": ["b"]}, features=feats_s).to_parquet(
-        str(sdir / "validation.parquet"))
+        str(sdir / "validation.parquet")
+    )
     data = load_image_dataset(str(sdir), label_column="species")
     assert data.labels == ["a", "b"] and data.train["species"] == [1, 0, 1, 0] and data.eval["species"] == [1]
 
@@ -131,18 +149,26 @@ def test_errors_name_problem_and_fix(tmp_path: Path) -> None:
     no_label = _write_dd(tmp_path / "b", ds.remove_columns(["fine_label", "coarse_label"]))
     with pytest.raises(DataError, match="--label-column"):
         load_image_dataset(no_label)
-    with pytest.raises(DataError, match="empty"):  # empty splits cannot be saved to disk; in memory they exist
+    with pytest.raises(
+        DataError, match="empty"
+    ):  # empty splits cannot be saved to disk; in memory they exist
         load_image_dataset(datasets.DatasetDict({"train": ds, "validation": ds.select([])}))
     with pytest.raises(DataError, match="empty"):
         load_image_dataset(datasets.DatasetDict({"train": ds.select([])}))
     ints = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
-    bad = _write_dd(tmp_path / "d", datasets.Dataset.from_dict({"image": [_img(1), _img(2)], "label": [0, 1]}, features=ints),
-                    test=datasets.Dataset.from_dict({"image": [_img(3)], "label": [-1]}, features=ints))
+    bad = _write_dd(
+        tmp_path / "d",
+        datasets.Dataset.from_dict({"image": [_img(1), _img(2)], "label": [0, 1]}, features=ints),
+        test=datasets.Dataset.from_dict({"image": [_img(3)], "label": [-1]}, features=ints),
+    )
     with pytest.raises(DataError, match="out of range"):
         load_image_dataset(bad)
     strs = datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")})
-    unk = _write_dd(tmp_path / "e", datasets.Dataset.from_dict({"image": [_img(1)], "label": ["x"]}, features=strs),
-                    validation=datasets.Dataset.from_dict({"image": [_img(3)], "label": ["y"]}, features=strs))
+    unk = _write_dd(
+        tmp_path / "e",
+        datasets.Dataset.from_dict({"image": [_img(1)], "label": ["x"]}, features=strs),
+        validation=datasets.Dataset.from_dict({"image": [_img(3)], "label": ["y"]}, features=strs),
+    )
     with pytest.raises(DataError, match="unknown label set"):
         load_image_dataset(unk)
     with pytest.raises(DataError, match="uoft-cs/cifar100.*HF_HUB_OFFLINE"):  # preset -> Hub id, offline
@@ -160,7 +186,9 @@ def test_eval_transform_resizes_and_normalises_like_the_processor(tmp_path: Path
     _, eval_ds = build_datasets(data, _Proc(), augment="deit")  # image_size from the processor (24)
     x = eval_ds[0]["pixel_values"]
     assert x.shape == (3, 24, 24)
-    expected = (torch.tensor([0.2, 0.4, 1.0]) - torch.tensor(_Proc.image_mean)) / torch.tensor(_Proc.image_std)
+    expected = (torch.tensor([0.2, 0.4, 1.0]) - torch.tensor(_Proc.image_mean)) / torch.tensor(
+        _Proc.image_std
+    )
     torch.testing.assert_close(x.mean((1, 2)), expected, atol=1e-5, rtol=0)
 
 
@@ -173,14 +201,18 @@ def test_center_crop_processor_and_train_recipes() -> None:
     pre = preprocess_from_processor(CropProc(), image_size=32)
     assert pre.image_size == 32 and pre.crop_pct == pytest.approx(224 / 256)
     ds = datasets.DatasetDict({"train": _cifar_like(4, 2), "test": _cifar_like(1, 2)})
-    data = ImageData(train=ds["train"], eval=ds["test"], image_column="img", label_column="fine_label", labels=["a", "b"])
+    data = ImageData(
+        train=ds["train"], eval=ds["test"], image_column="img", label_column="fine_label", labels=["a", "b"]
+    )
     torch.manual_seed(0)
     for augment in ("deit", "glyph", "basic"):
         train_ds, eval_ds = build_datasets(data, CropProc(), image_size=32, augment=augment)
         a, b = train_ds[0]["pixel_values"], train_ds[0]["pixel_values"]
         assert a.shape == (3, 32, 32) and torch.isfinite(a).all()
         assert not torch.equal(a, b), augment  # random per access
-        torch.testing.assert_close(eval_ds[0]["pixel_values"], eval_ds[0]["pixel_values"])  # eval deterministic
+        torch.testing.assert_close(
+            eval_ds[0]["pixel_values"], eval_ds[0]["pixel_values"]
+        )  # eval deterministic
 
 
 def test_rand_augment_and_glyph_augment_statistics() -> None:
@@ -211,7 +243,10 @@ def test_collator_mixes_train_batches_only(caplog: pytest.LogCaptureFixture) -> 
     k, b = 5, 6
     labels = torch.arange(b) % k
     # each image is constant = its label index, so the mixing weight can be read back from the pixels
-    feats = [{"pixel_values": torch.full((3, 8, 8), float(y)), "labels": int(y), TRAIN_MARKER: True} for y in labels]
+    feats = [
+        {"pixel_values": torch.full((3, 8, 8), float(y)), "labels": int(y), TRAIN_MARKER: True}
+        for y in labels
+    ]
     torch.manual_seed(0)
     col = make_collator(k, mixup=0.8, cutmix=0.0, label_smoothing=0.0)
     out = col(feats)
@@ -221,8 +256,9 @@ def test_collator_mixes_train_batches_only(caplog: pytest.LogCaptureFixture) -> 
     pix = out["pixel_values"].mean((1, 2, 3))
     torch.testing.assert_close(pix, (t * torch.arange(k).float()).sum(1))  # pixels agree with targets
     torch.manual_seed(1)
-    x, t = mix_batch(torch.stack([f["pixel_values"] for f in feats]), labels, k, mixup=0.0, cutmix=1.0,
-                     label_smoothing=0.1)
+    x, t = mix_batch(
+        torch.stack([f["pixel_values"] for f in feats]), labels, k, mixup=0.0, cutmix=1.0, label_smoothing=0.1
+    )
     torch.testing.assert_close(t.sum(1), torch.ones(b))
     assert t.min() >= 0.1 / k - 1e-6
     i, j = 1, b - 2  # image 1 (label 1) is paired with image 4 (label 4)
@@ -247,7 +283,9 @@ def test_collator_mixes_train_batches_only(caplog: pytest.LogCaptureFixture) -> 
 
 @pytest.mark.skipif(not (DEVBENCH / "scripts200_dev.npz").exists(), reason="dev-bench not present")
 def test_devbench_subset_conversion(tmp_path: Path) -> None:
-    dd = devbench_dataset_dict(DEVBENCH / "scripts200_dev.npz", DEVBENCH / "scripts200_dev.json", max_per_split=25)
+    dd = devbench_dataset_dict(
+        DEVBENCH / "scripts200_dev.npz", DEVBENCH / "scripts200_dev.json", max_per_split=25
+    )
     meta = json.loads((DEVBENCH / "scripts200_dev.json").read_text())
     assert set(dd) == {"train", "validation"} and len(dd["train"]) == 25 and len(dd["validation"]) == 25
     assert dd["train"].features["label"].names == meta["classes"]
@@ -270,4 +308,6 @@ def test_preset_pins_columns_and_prefers_its_eval_split(tmp_path: Path) -> None:
     data = load_image_dataset(path, preset="cifar100", image_column="picture")
     assert data.eval_origin == "split 'test'" and len(data.eval) == 3 and data.label_column == "fine_label"
     only_train = _write_dd(tmp_path / "q", ds)
-    assert "stratified" in load_image_dataset(only_train, preset="cifar100", image_column="picture").eval_origin
+    assert (
+        "stratified" in load_image_dataset(only_train, preset="cifar100", image_column="picture").eval_origin
+    )

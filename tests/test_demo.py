@@ -46,9 +46,28 @@ def test_short_demo_end_to_end(tmp_path: Path) -> None:
     from p3b_hf.training import evaluate_accuracy
 
     out = tmp_path / "demo"
-    argv = ["demo", "--output-dir", str(out), "--pretrain-steps", "12", "--source-renders", "1",
-            "--train-renders", "1", "--eval-renders", "1", "--epochs", "1", "--skip-dense", "--bench-iters", "1",
-            "--threads", "1", "--prune-ratio", "0.4"]
+    argv = [
+        "demo",
+        "--output-dir",
+        str(out),
+        "--pretrain-steps",
+        "12",
+        "--source-renders",
+        "1",
+        "--train-renders",
+        "1",
+        "--eval-renders",
+        "1",
+        "--epochs",
+        "1",
+        "--skip-dense",
+        "--bench-iters",
+        "1",
+        "--threads",
+        "1",
+        "--prune-ratio",
+        "0.4",
+    ]
     assert main(argv) == 0
     report = json.loads((out / "demo_report.json").read_text())
     assert report["reload"]["ok"] and report["reload"]["max_abs_logit_diff"] <= 1e-4
@@ -56,8 +75,13 @@ def test_short_demo_end_to_end(tmp_path: Path) -> None:
     assert abs(report["achieved_param_reduction"] - 0.4) < 0.02
     assert report["pruned"]["params"] < report["dense"]["params"] and report["dense"]["accuracy"] is None
     model_dir = Path(report["model_dir"])
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "width_plan.json",
-                 "pruning_report.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "width_plan.json",
+        "pruning_report.json",
+    ):
         assert (model_dir / name).exists(), name
     assert (out / "plots" / "samples.png").exists() and (model_dir / "plots" / "widths.png").exists()
     assert (out / "source_model" / "model.safetensors").exists()

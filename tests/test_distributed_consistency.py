@@ -52,15 +52,36 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("ddp")
     data = _tiny_data(root)
     dense, _ = _tiny_dense(root)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_"))}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE), env.get("PYTHONPATH", "")]))
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           str(HERE / "ddp_consistency_run.py"), str(root / "two"), str(data), str(dense), str(GLOBAL_BATCH)]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_"))
+    }
+    env.update(
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE), env.get("PYTHONPATH", "")]),
+    )
+    cmd = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(HERE / "ddp_consistency_run.py"),
+        str(root / "two"),
+        str(data),
+        str(dense),
+        str(GLOBAL_BATCH),
+    ]
     log = root / "torchrun.log"  # a file, not a pipe: nobody reads while the 1-process run goes on
     with log.open("w") as sink:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     try:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # like the ranks: the thread count can change float sums
@@ -74,8 +95,10 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, log.read_text()[-6000:]
-    rec = {run: {"one": _load(root / "one", run, 0), "two": [_load(root / "two", run, r) for r in (0, 1)]}
-           for run in RUNS}
+    rec = {
+        run: {"one": _load(root / "one", run, 0), "two": [_load(root / "two", run, r) for r in (0, 1)]}
+        for run in RUNS
+    }
     return {"root": root, "rec": rec, "runs": list(RUNS)}
 
 
@@ -88,10 +111,13 @@ def test_two_process_runs_write_one_complete_output_each(records: dict[str, Any]
 
 
 @pytest.mark.parametrize("run", ["vbp", "vbp_sharded"])
-def test_vbp_statistics_and_plan_identical_on_ranks_and_close_to_one_process(records: dict[str, Any],
-                                                                            run: str) -> None:
+def test_vbp_statistics_and_plan_identical_on_ranks_and_close_to_one_process(
+    records: dict[str, Any], run: str
+) -> None:
     one, (r0, r1) = records["rec"][run]["one"], records["rec"][run]["two"]
-    if run == "vbp_sharded":  # the process group is up: each rank reads half the images, the moments are merged
+    if (
+        run == "vbp_sharded"
+    ):  # the process group is up: each rank reads half the images, the moments are merged
         assert r0["local_samples"] == r1["local_samples"] == TRAIN_IMAGES // 2
     assert one["local_samples"] == TRAIN_IMAGES
     for (c0, m0, v0), (c1, m1, v1), (c, m, v) in zip(r0["stats"], r1["stats"], one["stats"], strict=True):
@@ -104,8 +130,9 @@ def test_vbp_statistics_and_plan_identical_on_ranks_and_close_to_one_process(rec
     assert p2["meta"]["removed_neurons"] == p1["meta"]["removed_neurons"] > 0
     for l2, l1 in zip(p2["layers"], p1["layers"], strict=True):
         assert l2["mlp"] == l1["mlp"]  # identical kept neuron indices
-        torch.testing.assert_close(torch.tensor(l2["mlp_bias_delta"]), torch.tensor(l1["mlp_bias_delta"]),
-                                   rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(
+            torch.tensor(l2["mlp_bias_delta"]), torch.tensor(l1["mlp_bias_delta"]), rtol=1e-6, atol=1e-9
+        )
 
 
 def test_vbp_statistics_pass_is_sharded_in_a_fresh_torchrun_process(records: dict[str, Any]) -> None:
@@ -116,7 +143,9 @@ def test_vbp_statistics_pass_is_sharded_in_a_fresh_torchrun_process(records: dic
 def test_p3b_ranks_identical_and_one_process_agrees_to_float_rounding(records: dict[str, Any]) -> None:
     one, (r0, r1) = records["rec"]["p3b"]["one"], records["rec"]["p3b"]["two"]
     # ranks: the same masks, keep ratios and plan at every update, bit for bit
-    assert len(r0["updates"]) == len(r1["updates"]) == len(one["updates"]) == 9  # steps 4..12 (the last at S2)
+    assert (
+        len(r0["updates"]) == len(r1["updates"]) == len(one["updates"]) == 9
+    )  # steps 4..12 (the last at S2)
     for a, b in zip(r0["updates"], r1["updates"], strict=True):
         assert a["step"] == b["step"] and torch.equal(a["masks"], b["masks"])
         assert a["keep_target"] == b["keep_target"] and a["dpsi"] == b["dpsi"]
@@ -136,7 +165,10 @@ def test_p3b_ranks_identical_and_one_process_agrees_to_float_rounding(records: d
         if not torch.equal(a["masks"], c["masks"]):
             break  # different masked models from here on (see the module docstring)
     # and both end at the budget with close block keep ratios
-    k2, k1 = torch.tensor(r0["updates"][-1]["keep_achieved"]), torch.tensor(one["updates"][-1]["keep_achieved"])
+    k2, k1 = (
+        torch.tensor(r0["updates"][-1]["keep_achieved"]),
+        torch.tensor(one["updates"][-1]["keep_achieved"]),
+    )
     torch.testing.assert_close(k2, k1, rtol=0, atol=0.05)
     for rec in (r0, one):
         assert abs(rec["updates"][-1]["model_keep"] - 0.5) < 0.01

@@ -42,7 +42,9 @@ def _dataset(path: Path, labels: list[str]) -> Path:
     def split(n: int) -> datasets.Dataset:
         imgs = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
         feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=labels)})
-        return datasets.Dataset.from_dict({"image": imgs, "label": [i % len(labels) for i in range(n)]}, features=feats)
+        return datasets.Dataset.from_dict(
+            {"image": imgs, "label": [i % len(labels) for i in range(n)]}, features=feats
+        )
 
     datasets.DatasetDict({"train": split(24), "validation": split(14)}).save_to_disk(str(path))
     return path
@@ -69,15 +71,33 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, threads) -> dict[str, Path]:
     save_pruned_dir(dense, model_dir)
     labels = [dense.config.id2label[i] for i in range(dense.config.num_labels)]
     data = _dataset(root / "data", labels)
-    code = main(["export", "--model", str(model_dir), "--quantize", "int8", "--dataset", str(data), "--speed",
-                 "--speed-repeats", "1", "--threads", "1"])
+    code = main(
+        [
+            "export",
+            "--model",
+            str(model_dir),
+            "--quantize",
+            "int8",
+            "--dataset",
+            str(data),
+            "--speed",
+            "--speed-repeats",
+            "1",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     return {"root": root, "model": model_dir, "data": data}
 
 
 def test_export_writes_verified_fp32_and_int8(tiny: dict[str, Path]) -> None:
     onnx_dir = tiny["model"] / "onnx"
-    assert sorted(p.name for p in onnx_dir.iterdir()) == ["export_report.json", "model.onnx", "model_int8.onnx"]
+    assert sorted(p.name for p in onnx_dir.iterdir()) == [
+        "export_report.json",
+        "model.onnx",
+        "model_int8.onnx",
+    ]
     assert not [p for p in tiny["model"].iterdir() if p.name.startswith(".")]  # no staging dirs left
     report = json.loads((onnx_dir / "export_report.json").read_text())
     assert report["schema"] == "p3b_hf.export/1" and report["fold"] == "all" and report["opset"] == 20
@@ -100,8 +120,8 @@ def test_export_writes_verified_fp32_and_int8(tiny: dict[str, Path]) -> None:
     fp32 = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     int8 = ort.InferenceSession(str(onnx_dir / "model_int8.onnx"), providers=["CPUExecutionProvider"])
     assert fp32.get_inputs()[0].shape == [1, 3, 32, 32]  # static batch 1 by default
-    got = np.concatenate([fp32.run(None, {"pixel_values": x[i:i + 1].numpy()})[0] for i in range(3)])
-    q = np.concatenate([int8.run(None, {"pixel_values": x[i:i + 1].numpy()})[0] for i in range(3)])
+    got = np.concatenate([fp32.run(None, {"pixel_values": x[i : i + 1].numpy()})[0] for i in range(3)])
+    q = np.concatenate([int8.run(None, {"pixel_values": x[i : i + 1].numpy()})[0] for i in range(3)])
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     assert np.abs(q - ref).max() < 0.1 * np.abs(ref).max()
     meta = {p.key: p.value for p in __import__("onnx").load(str(onnx_dir / "model.onnx")).metadata_props}
@@ -115,10 +135,15 @@ def test_readme_example_runs_without_p3b_hf(tiny: dict[str, Path], tmp_path: Pat
     section = readme.split("## Deploy: ONNX export", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert len(code.strip().splitlines()) <= 10
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "cat.jpg")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+        tmp_path / "cat.jpg"
+    )
     code = code.replace("runs/deit-s-p3b-75", str(tiny["model"]))
-    out = run_python(BLOCK_P3B + "import torch, sys\nsys.modules['torch'] = None\n" + code, cwd=tmp_path,
-                     env=clean_env(tmp_path / "hf", HF_HUB_OFFLINE="1"))
+    out = run_python(
+        BLOCK_P3B + "import torch, sys\nsys.modules['torch'] = None\n" + code,
+        cwd=tmp_path,
+        env=clean_env(tmp_path / "hf", HF_HUB_OFFLINE="1"),
+    )
     assert out.strip() in {f"LABEL_{i}" for i in range(7)}
 
 
@@ -130,8 +155,13 @@ def test_padded_model_dynamic_batch_and_static_int8(tiny: dict[str, Path], tmp_p
     padded_dir = tmp_path / "padded"  # as `p3b-hf prune --pad-to 8` saves it
     save_model_dir(pad_widths(pruned, 8), padded_dir)
     shutil.copy(tiny["model"] / "preprocessor_config.json", padded_dir)
-    res = export_model_dir(padded_dir, dynamic_batch=True, calibration_dataset=str(tiny["data"]),
-                           calibration_samples=8, log=lambda s: None)
+    res = export_model_dir(
+        padded_dir,
+        dynamic_batch=True,
+        calibration_dataset=str(tiny["data"]),
+        calibration_samples=8,
+        log=lambda s: None,
+    )
     assert res.report["int8"]["mode"] == "static" and res.report["int8"]["calibration_samples"] == 8
     assert "train split" in res.report["int8"]["calibration"]
     sess = ort.InferenceSession(str(padded_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -146,8 +176,13 @@ def test_padded_model_dynamic_batch_and_static_int8(tiny: dict[str, Path], tmp_p
 
 
 def test_unfolded_graph_exports_exactly(tiny: dict[str, Path], tmp_path: Path) -> None:
-    res = export_model_dir(tiny["model"], output_dir=tmp_path / "nofold", fold="none", opset=23, log=lambda s: None)
-    assert res.report["residual_index_ops"]["gathers"] > 0 and res.report["residual_index_ops"]["scatter_adds"] > 0
+    res = export_model_dir(
+        tiny["model"], output_dir=tmp_path / "nofold", fold="none", opset=23, log=lambda s: None
+    )
+    assert (
+        res.report["residual_index_ops"]["gathers"] > 0
+        and res.report["residual_index_ops"]["scatter_adds"] > 0
+    )
     assert res.report["verification"]["fp32_vs_torch"]["max_abs_diff"] <= 1e-4
     pruned = load_model(str(tiny["model"])).eval()
     hf = deploy_module(pruned, graph="hf")  # the HF module as is (a copy: tracing must not touch the model)
@@ -156,8 +191,9 @@ def test_unfolded_graph_exports_exactly(tiny: dict[str, Path], tmp_path: Path) -
         assert torch.equal(hf(x), pruned(pixel_values=x).logits)
 
 
-def test_failures_give_one_error_and_leave_nothing(tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture) -> None:
+def test_failures_give_one_error_and_leave_nothing(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     work = tmp_path / "m"
     shutil.copytree(tiny["model"], work)
     before = {p: (work / p).read_bytes() for p in _listing(work) if (work / p).is_file()}
@@ -167,13 +203,18 @@ def test_failures_give_one_error_and_leave_nothing(tiny: dict[str, Path], tmp_pa
         assert main(["export", *argv]) == 2
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("p3b-hf")]  # (besides progress bars)
-        assert len(lines) == 1 and lines[0].startswith("p3b-hf export: error:") and re.search(match, lines[0]), err
+        assert (
+            len(lines) == 1 and lines[0].startswith("p3b-hf export: error:") and re.search(match, lines[0])
+        ), err
         assert "Traceback" not in err
         after = {p: (work / p).read_bytes() for p in _listing(work) if (work / p).is_file()}
         assert after == before  # the previous export is untouched, no staging dir left
 
     # a tolerance failure: verification fails -> nothing written, the existing export is kept
-    fails(["--model", str(work), "--tolerance", "1e-12", "--quantize", "int8"], r"disagrees with PyTorch.*nothing was written")
+    fails(
+        ["--model", str(work), "--tolerance", "1e-12", "--quantize", "int8"],
+        r"disagrees with PyTorch.*nothing was written",
+    )
     # not a p3b_hf model dir
     dense_dir = tmp_path / "dense"
     _dense().save_pretrained(dense_dir)
@@ -202,21 +243,30 @@ def test_failures_give_one_error_and_leave_nothing(tiny: dict[str, Path], tmp_pa
     assert DeploySpeed(_dense()).backend == "fast"  # auto falls back to optimize_for_inference
 
 
-def test_push_with_onnx_uploads_the_files_and_says_so(tiny: dict[str, Path], tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_with_onnx_uploads_the_files_and_says_so(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = HubStore(tmp_path / "hub")
     apis: list[RecordingHfApi] = []
     monkeypatch.setattr(p3b_hf.hub, "HfApi", lambda: apis.append(RecordingHfApi(store)) or apis[-1])
     assert main(["push", "--model", str(tiny["model"]), "--repo-id", REPO, "--with-onnx"]) == 0
     files = set(apis[0].calls[-1]["files"])
-    assert {"onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_report.json", "model.safetensors"} <= files
+    assert {
+        "onnx/model.onnx",
+        "onnx/model_int8.onnx",
+        "onnx/export_report.json",
+        "model.safetensors",
+    } <= files
     from fake_hub import snapshot_bytes
 
     hub = snapshot_bytes(store, REPO)
     assert hub["onnx/model.onnx"] == (tiny["model"] / "onnx" / "model.onnx").read_bytes()
     card = hub["README.md"].decode()
     assert "## ONNX (deployable artefact)" in card and "`onnx/model_int8.onnx` | int8 (dynamic)" in card
-    assert "this model, deployable (onnxruntime)" in card and f'hf_hub_download("{REPO}", "onnx/model.onnx")' in card
+    assert (
+        "this model, deployable (onnxruntime)" in card
+        and f'hf_hub_download("{REPO}", "onnx/model.onnx")' in card
+    )
     # without --with-onnx nothing of onnx/ goes up; with it but no export: one error, nothing pushed
     assert main(["push", "--model", str(tiny["model"]), "--repo-id", REPO]) == 0
     assert not [f for f in apis[-1].calls[-1]["files"] if f.startswith("onnx/")]
@@ -228,20 +278,48 @@ def test_push_with_onnx_uploads_the_files_and_says_so(tiny: dict[str, Path], tmp
 
 def test_bench_onnx_structure(tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
-    assert main(["bench", "--onnx", "--model", str(tiny["model"]), "--threads", "1", "--repeats", "1", "--warmup",
-                 "1", "--min-repeat-s", "0", "--onnx-batch-sizes", "1,2", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--onnx",
+                "--model",
+                str(tiny["model"]),
+                "--threads",
+                "1",
+                "--repeats",
+                "1",
+                "--warmup",
+                "1",
+                "--min-repeat-s",
+                "0",
+                "--onnx-batch-sizes",
+                "1,2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "best deployable pruned artefact" in capsys.readouterr().out
     rep = json.loads(out.read_text())
     assert rep["schema"] == "p3b_hf.bench_onnx/1" and rep["env"]["threads"] == 1 and rep["env"]["onnxruntime"]
     rows = {(r["model"], r["variant"], r["batch_size"]) for r in rep["results"]}
-    assert rows == {(m, v, b) for m in ("pruned", "dense") for v in ("eager", "fast", "ort-fp32", "ort-int8")
-                    for b in (1, 2)}
+    assert rows == {
+        (m, v, b)
+        for m in ("pruned", "dense")
+        for v in ("eager", "fast", "ort-fp32", "ort-int8")
+        for b in (1, 2)
+    }
     assert all(r["images_per_s"] > 0 for r in rep["results"])
     for b in ("1", "2"):
         assert rep["ratios"][b]["vs_dense_eager"]["dense/eager"] == pytest.approx(1.0)
         assert set(rep["ratios"][b]["vs_dense_same"]) == {"eager", "fast", "ort-fp32", "ort-int8"}
         assert rep["ratios"][b]["best_pruned_deployable"]["vs_dense_eager"] > 0
-    assert rep["checks"]["pruned/ort-fp32"]["max_abs_diff"] < 1e-4 and rep["checks"]["dense/ort-fp32"]["max_abs_diff"] < 1e-4
+    assert (
+        rep["checks"]["pruned/ort-fp32"]["max_abs_diff"] < 1e-4
+        and rep["checks"]["dense/ort-fp32"]["max_abs_diff"] < 1e-4
+    )
     assert main(["bench", "--onnx", "--model", str(tiny["model"]), "--variants", "eager,ort-fp16"]) == 2
     assert "Unknown ONNX bench variant 'ort-fp16'" in capsys.readouterr().err
 
@@ -252,13 +330,16 @@ def test_deploy_speed_fast_backend(threads) -> None:
     dense = _dense()
     plan = WidthPlan.full(dense.config)
     plan.layers[0].mlp = list(range(40))
-    sp = DeploySpeed(dense, backend="fast", repeats=1, min_repeat_s=0.0, warmup=1).measure(apply_width_plan(dense, plan))
+    sp = DeploySpeed(dense, backend="fast", repeats=1, min_repeat_s=0.0, warmup=1).measure(
+        apply_width_plan(dense, plan)
+    )
     assert sp["backend"] == "fast" and sp["deploy_speed_vs_dense"] > 0 and sp["eager_speed_vs_dense"] > 0
 
 
 @pytest.mark.parametrize("family", ["tiny_beit", "tiny_dinov2", "swin", "convnext"])
-def test_other_families_export_their_hf_module(family: str, request: pytest.FixtureRequest, tmp_path: Path,
-                                               threads) -> None:
+def test_other_families_export_their_hf_module(
+    family: str, request: pytest.FixtureRequest, tmp_path: Path, threads
+) -> None:
     """BEiT / DINOv2 / Swin / ConvNeXt have no optimize_for_inference rewrite: the export is their pruned HF
     module, verified the same way (ragged widths; BEiT / DINOv2: residual subsets, a removed MLP, the relative
     bias / layer scale sliced; Swin: fewer heads and head dims per block, its bias table sliced)."""
@@ -286,5 +367,5 @@ def test_other_families_export_their_hf_module(family: str, request: pytest.Fixt
     sess = ort.InferenceSession(str(model_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         ref = pruned(pixel_values=x).logits.numpy()
-    got = np.concatenate([sess.run(None, {"pixel_values": x[i:i + 1].numpy()})[0] for i in range(2)])
+    got = np.concatenate([sess.run(None, {"pixel_values": x[i : i + 1].numpy()})[0] for i in range(2)])
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)

@@ -33,7 +33,9 @@ def _numel(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _random_plan(model: torch.nn.Module, seed: int, *, subsets: bool = True, removals: bool = False) -> WidthPlan:
+def _random_plan(
+    model: torch.nn.Module, seed: int, *, subsets: bool = True, removals: bool = False
+) -> WidthPlan:
     """Random kept head dims, heads, MLP neurons and (optionally) residual read/write subsets."""
     rng = random.Random(seed)
     plan = WidthPlan.full(model.config)
@@ -51,7 +53,9 @@ def _random_plan(model: torch.nn.Module, seed: int, *, subsets: bool = True, rem
 
 
 @pytest.mark.parametrize("fixture", NEW)
-def test_identity_plan_is_bit_identical(fixture: str, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
+def test_identity_plan_is_bit_identical(
+    fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
     model = request.getfixturevalue(fixture)
     pruned = apply_width_plan(model, WidthPlan.full(model.config))
     assert type(pruned) is FAMILIES[model.base_model_prefix].model_class
@@ -62,7 +66,9 @@ def test_identity_plan_is_bit_identical(fixture: str, request: pytest.FixtureReq
 
 @pytest.mark.parametrize("fixture", NEW)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_slicing_equals_masking(fixture: str, seed: int, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
+def test_slicing_equals_masking(
+    fixture: str, seed: int, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
     """Kept head dims, heads (their relative position bias columns), MLP neurons and residual read/write
     subsets (layer scale sliced with the written channels) == the dense model with the rest zero-masked."""
     model = request.getfixturevalue(fixture)
@@ -75,8 +81,9 @@ def test_slicing_equals_masking(fixture: str, seed: int, request: pytest.Fixture
 
 
 @pytest.mark.parametrize("fixture", NEW)
-def test_removed_sub_blocks_become_exact_constants(fixture: str, request: pytest.FixtureRequest,
-                                                   images: torch.Tensor) -> None:
+def test_removed_sub_blocks_become_exact_constants(
+    fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
     model = request.getfixturevalue(fixture)
     plan = WidthPlan.full(model.config)
     plan.layers[0].head_dims = []  # attention of layer 0: lambda_1 * o.bias remains
@@ -89,8 +96,12 @@ def test_removed_sub_blocks_become_exact_constants(fixture: str, request: pytest
     assert cfg.layer_head_dims[:2] == [0, 0] and cfg.layer_intermediate_sizes[1:] == [0, 0]
     assert not any(isinstance(m, torch.nn.Linear) and 0 in m.weight.shape for m in pruned.modules())
     layer0 = f"{pruned.base_model_prefix}.encoder.layer.0."
-    assert not any(k.startswith(layer0) and ("lambda_1" in k or "layer_scale1" in k) for k in pruned.state_dict())
-    torch.testing.assert_close(_logits(pruned, images), masked_forward(model, plan, images), atol=2e-5, rtol=1e-5)
+    assert not any(
+        k.startswith(layer0) and ("lambda_1" in k or "layer_scale1" in k) for k in pruned.state_dict()
+    )
+    torch.testing.assert_close(
+        _logits(pruned, images), masked_forward(model, plan, images), atol=2e-5, rtol=1e-5
+    )
     assert count_cost(pruned)["params"] == _numel(pruned)
     # the layer scale is in the constant: dropping it would change the logits
     layer0 = getattr(pruned, pruned.base_model_prefix).encoder.layer[0]
@@ -100,7 +111,9 @@ def test_removed_sub_blocks_become_exact_constants(fixture: str, request: pytest
 
 
 @pytest.mark.parametrize("fixture", NEW)
-def test_vbp_fold_equals_mean_replacement(fixture: str, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
+def test_vbp_fold_equals_mean_replacement(
+    fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
     """The mean-shift fold goes into fc2's bias, before the layer scale: lambda * (W2 h_K + b2 + W2_R mu_R)."""
     model = request.getfixturevalue(fixture)
     plan = WidthPlan.full(model.config)
@@ -120,8 +133,9 @@ def test_vbp_fold_equals_mean_replacement(fixture: str, request: pytest.FixtureR
 
 
 @pytest.mark.parametrize("fixture", NEW)
-def test_embedding_pruning_slices_every_coupled_tensor(fixture: str, request: pytest.FixtureRequest,
-                                                       images: torch.Tensor) -> None:
+def test_embedding_pruning_slices_every_coupled_tensor(
+    fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
     model = request.getfixturevalue(fixture)
     plan = WidthPlan.full(model.config)
     plan.embed = list(range(0, 48, 2))
@@ -151,7 +165,9 @@ def test_shared_relative_bias_keeps_the_union_of_kept_heads(tiny_beit_shared, im
     dense = p3b_hf.locate(model).shared_rel_bias
     assert torch.equal(table, dense[:, [0, 1, 3]])
     assert pruned.config.layer_bias_heads[:2] == [[1, 2], [0, 2]]
-    torch.testing.assert_close(_logits(pruned, images), masked_forward(model, plan, images), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        _logits(pruned, images), masked_forward(model, plan, images), atol=2e-5, rtol=1e-5
+    )
     # every layer dropping heads 2 and 3: the shared table shrinks with them
     plan.layers[2].head_dims, plan.layers[2].heads = None, [0, 1]
     plan.layers[0].heads, plan.layers[1].heads = [0, 1], [0, 1]
@@ -161,10 +177,13 @@ def test_shared_relative_bias_keeps_the_union_of_kept_heads(tiny_beit_shared, im
 
 
 @pytest.mark.parametrize("fixture", NEW)
-def test_save_reload_and_stock_checkpoint(fixture: str, request: pytest.FixtureRequest, tmp_path: Path,
-                                          images: torch.Tensor) -> None:
+def test_save_reload_and_stock_checkpoint(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path, images: torch.Tensor
+) -> None:
     model = request.getfixturevalue(fixture)
-    pruned = apply_width_plan(model, _random_plan(model, 3, removals=True), provenance={"method": "test"}).eval()
+    pruned = apply_width_plan(
+        model, _random_plan(model, 3, removals=True), provenance={"method": "test"}
+    ).eval()
     pruned.save_pretrained(tmp_path / "pruned")
     files = {p.name for p in (tmp_path / "pruned").iterdir()}
     name = model.base_model_prefix
@@ -175,7 +194,9 @@ def test_save_reload_and_stock_checkpoint(fixture: str, request: pytest.FixtureR
     # a full-width config loads the stock checkpoint's state dict (stock parameter names) unchanged
     model.save_pretrained(tmp_path / "stock")
     fam = FAMILIES[name]
-    full = fam.model_class.from_pretrained(tmp_path / "stock", config=fam.config_class.from_dense_config(model.config))
+    full = fam.model_class.from_pretrained(
+        tmp_path / "stock", config=fam.config_class.from_dense_config(model.config)
+    )
     assert torch.equal(_logits(full.eval(), images), _logits(model, images))
 
 
@@ -198,25 +219,49 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
 
     tiny = dict(num_labels=3)
     model = {
-        "clip": lambda: tf.CLIPForImageClassification(tf.CLIPConfig(
-            vision_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1),
-            text_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1),
-            projection_dim=8, **tiny)),
-        "dinov2_registers": lambda: tf.Dinov2WithRegistersForImageClassification(tf.Dinov2WithRegistersConfig(
-            hidden_size=8, num_hidden_layers=1, num_attention_heads=1, image_size=16, patch_size=8, **tiny)),
+        "clip": lambda: tf.CLIPForImageClassification(
+            tf.CLIPConfig(
+                vision_config=dict(
+                    hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1
+                ),
+                text_config=dict(
+                    hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1
+                ),
+                projection_dim=8,
+                **tiny,
+            )
+        ),
+        "dinov2_registers": lambda: tf.Dinov2WithRegistersForImageClassification(
+            tf.Dinov2WithRegistersConfig(
+                hidden_size=8, num_hidden_layers=1, num_attention_heads=1, image_size=16, patch_size=8, **tiny
+            )
+        ),
     }[builder]()
     with pytest.raises(UnsupportedModelError) as err:
         apply_width_plan(model, None)
     msg = str(err.value)
-    assert type(model).__name__ in msg and "BeitForImageClassification" in msg and "Dinov2ForImageClassification" in msg
+    assert (
+        type(model).__name__ in msg
+        and "BeitForImageClassification" in msg
+        and "Dinov2ForImageClassification" in msg
+    )
     assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
 
 
 def test_dinov2_swiglu_is_refused_naming_the_field() -> None:
     from transformers import Dinov2Config, Dinov2ForImageClassification
 
-    model = Dinov2ForImageClassification(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                                      image_size=16, patch_size=8, use_swiglu_ffn=True, num_labels=3))
+    model = Dinov2ForImageClassification(
+        Dinov2Config(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+            use_swiglu_ffn=True,
+            num_labels=3,
+        )
+    )
     with pytest.raises(UnsupportedModelError, match="use_swiglu_ffn"):
         p3b_hf.locate(model)
 
@@ -232,12 +277,27 @@ def test_standard_sizes_count_as_published() -> None:
     )
 
     cases = [  # config, class, params (1000 classes), MACs at 224 px, MACs at config.image_size
-        (BeitConfig(use_relative_position_bias=True, use_mean_pooling=True, num_labels=1000),
-         BeitForImageClassification, 86_530_984, 17_578_504_168, 17_578_504_168),
-        (Dinov2Config(hidden_size=384, num_attention_heads=6, image_size=518, num_labels=1000),
-         Dinov2ForImageClassification, 22_825_576, 6_135_087_592, 46_754_850_664),
-        (Dinov2Config(hidden_size=768, num_attention_heads=12, image_size=518, num_labels=1000),
-         Dinov2ForImageClassification, 88_117_480, 23_184_277_480, 151_689_939_688),
+        (
+            BeitConfig(use_relative_position_bias=True, use_mean_pooling=True, num_labels=1000),
+            BeitForImageClassification,
+            86_530_984,
+            17_578_504_168,
+            17_578_504_168,
+        ),
+        (
+            Dinov2Config(hidden_size=384, num_attention_heads=6, image_size=518, num_labels=1000),
+            Dinov2ForImageClassification,
+            22_825_576,
+            6_135_087_592,
+            46_754_850_664,
+        ),
+        (
+            Dinov2Config(hidden_size=768, num_attention_heads=12, image_size=518, num_labels=1000),
+            Dinov2ForImageClassification,
+            88_117_480,
+            23_184_277_480,
+            151_689_939_688,
+        ),
     ]
     for cfg, cls, params, macs224, macs_native in cases:
         with torch.device("meta"):

@@ -25,15 +25,24 @@ def test_transforms_follow_each_family_processor() -> None:
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
     dino_cfg = Dinov2Config(image_size=518, patch_size=14)
-    dino_proc = BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
-                                     image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    dino_proc = BitImageProcessorPil(
+        size={"shortest_edge": 256},
+        crop_size={"height": 224, "width": 224},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
     assert model_image_size(dino_cfg) is None
     pre = preprocess_from_processor(dino_proc, model_image_size(dino_cfg))
-    assert (pre.image_size, pre.crop_pct, pre.mean, pre.std) == (224, 224 / 256, (0.485, 0.456, 0.406),
-                                                                 (0.229, 0.224, 0.225))
+    assert (pre.image_size, pre.crop_pct, pre.mean, pre.std) == (
+        224,
+        224 / 256,
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+    )
     beit_cfg = BeitConfig(image_size=224)
-    pre = preprocess_from_processor(BeitImageProcessorPil(image_mean=[0.5] * 3, image_std=[0.5] * 3),
-                                    model_image_size(beit_cfg))
+    pre = preprocess_from_processor(
+        BeitImageProcessorPil(image_mean=[0.5] * 3, image_std=[0.5] * 3), model_image_size(beit_cfg)
+    )
     assert (pre.image_size, pre.crop_pct, pre.mean, pre.std) == (224, 1.0, (0.5,) * 3, (0.5,) * 3)
 
 
@@ -41,9 +50,13 @@ def _dense_dir(root: Path, family: str) -> Path:
     from transformers import BeitForImageClassification, Dinov2ForImageClassification, ViTImageProcessorPil
 
     torch.manual_seed(0)
-    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, **LABELS)
+    common = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, **LABELS
+    )
     if family == "beit":
-        model = BeitForImageClassification(BeitConfig(intermediate_size=64, use_relative_position_bias=True, **common))
+        model = BeitForImageClassification(
+            BeitConfig(intermediate_size=64, use_relative_position_bias=True, **common)
+        )
     else:
         model = Dinov2ForImageClassification(Dinov2Config(mlp_ratio=2, **common))
     model.save_pretrained(root / family)
@@ -51,15 +64,44 @@ def _dense_dir(root: Path, family: str) -> Path:
     return root / family
 
 
-@pytest.mark.parametrize("family, method", [("beit", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
-                                            ("dinov2", ["global", "--importance", "taylor", "--taylor-batches", "1"])])
+@pytest.mark.parametrize(
+    "family, method",
+    [
+        ("beit", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
+        ("dinov2", ["global", "--importance", "taylor", "--taylor-batches", "1"]),
+    ],
+)
 def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path: Path) -> None:
     data = _tiny_data(tmp_path)
     dense = _dense_dir(tmp_path, family)
     out = tmp_path / "out"
-    code = main(["prune", "--method", *method, "--model", str(dense), "--dataset", str(data), "--prune-ratio", "0.5",
-                 "--epochs", "1", "--batch-size", "16", "--augment", "none", "--mixup", "0", "--cutmix", "0",
-                 "--device", "cpu", "--output-dir", str(out)])
+    code = main(
+        [
+            "prune",
+            "--method",
+            *method,
+            "--model",
+            str(dense),
+            "--dataset",
+            str(data),
+            "--prune-ratio",
+            "0.5",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--augment",
+            "none",
+            "--mixup",
+            "0",
+            "--cutmix",
+            "0",
+            "--device",
+            "cpu",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "pruning_report.json").read_text())
     model = AutoModelForImageClassification.from_pretrained(out)
@@ -74,15 +116,26 @@ def test_transfer_recipes_for_dinov2_and_beit(monkeypatch: pytest.MonkeyPatch) -
     from test_recipes import RECIPES, _parsed, run
 
     files = sorted((RECIPES / "transfer").glob("*.yaml"))
-    assert [p.stem for p in files] == ["beit_base_cifar100_p50", "beit_base_cifar100_p75",
-                                       "dinov2_small_cifar100_p50", "dinov2_small_cifar100_p75"]
+    assert [p.stem for p in files] == [
+        "beit_base_cifar100_p50",
+        "beit_base_cifar100_p75",
+        "dinov2_small_cifar100_p50",
+        "dinov2_small_cifar100_p75",
+    ]
     for path in files:
         recipe = run.load_recipe(path)
         prune, ft = _parsed(recipe, "prune", 4, monkeypatch), _parsed(recipe, "finetune", 4, monkeypatch)
         assert prune.method == "p3b" and prune.dataset == "cifar100" and not prune.reference
-        assert prune.model == ("facebook/dinov2-small" if "dinov2" in path.stem else "microsoft/beit-base-patch16-224")
+        assert prune.model == (
+            "facebook/dinov2-small" if "dinov2" in path.stem else "microsoft/beit-base-patch16-224"
+        )
         assert prune.prune_ratio == int(path.stem[-2:]) / 100 and prune.batch_size * 4 == 512
-        assert (prune.lr, ft.lr, prune.epochs, ft.epochs) == (1e-4, 1e-4, 50, 300) and ft.model == prune.output_dir
+        assert (prune.lr, ft.lr, prune.epochs, ft.epochs) == (
+            1e-4,
+            1e-4,
+            50,
+            300,
+        ) and ft.model == prune.output_dir
         assert "fast, clean P3B" in path.read_text()
 
 
@@ -100,9 +153,14 @@ def test_push_uploads_the_family_code_files(tmp_path: Path, tiny_dinov2, tiny_be
         pruned.save_pretrained(d)
         store = HubStore(tmp_path / f"hub_{name}")
         result = push_pruned(d, f"me/{name}", api=RecordingHfApi(store))
-        assert {f"configuration_p3b_{name}.py", f"modeling_p3b_{name}.py", "model.safetensors"} <= set(result.files)
+        assert {f"configuration_p3b_{name}.py", f"modeling_p3b_{name}.py", "model.safetensors"} <= set(
+            result.files
+        )
         cfg = json.loads(snapshot_bytes(store, f"me/{name}")["config.json"])
-        assert cfg["auto_map"]["AutoModel"] == f"modeling_p3b_{name}.P3B{'Dinov2' if name == 'dinov2' else 'Beit'}Model"
+        assert (
+            cfg["auto_map"]["AutoModel"]
+            == f"modeling_p3b_{name}.P3B{'Dinov2' if name == 'dinov2' else 'Beit'}Model"
+        )
 
 
 @pytest.mark.parametrize("family", ["vit", "beit", "dinov2"])
@@ -115,7 +173,11 @@ def test_demo_source_model_of_each_family(family: str) -> None:
     model = build_source_model(spec, list("abc"))
     mods = locate(model)
     assert (mods.family, mods.hidden_size, mods.num_layers, mods.intermediate_size) == (
-        family, spec.hidden_size, spec.num_layers, spec.mlp_dim)
+        family,
+        spec.hidden_size,
+        spec.num_layers,
+        spec.mlp_dim,
+    )
     assert model.config.num_labels == 3
     pruned = apply_width_plan(model, WidthPlan.full(model.config))
     x = torch.randn(2, 3, spec.image_size, spec.image_size)

@@ -40,8 +40,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _batches(n: int = 2, bs: int = 6, seed: int = 11) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [{"pixel_values": torch.randn(bs, 3, 32, 32, generator=g),
-             "labels": torch.randint(0, 7, (bs,), generator=g)} for _ in range(n)]
+    return [
+        {
+            "pixel_values": torch.randn(bs, 3, 32, 32, generator=g),
+            "labels": torch.randint(0, 7, (bs,), generator=g),
+        }
+        for _ in range(n)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ P3B
@@ -52,15 +57,21 @@ def _random_hard_gates(model: torch.nn.Module, seed: int) -> GateSet:
         for _name, _layer, m in gates.named_masks():
             keep = torch.rand(m.shape, generator=g) < 0.7
             keep[0] = True
-            m.copy_(torch.where(keep, 0.5 + 0.5 * torch.rand(m.shape, generator=g),
-                                0.49 * torch.rand(m.shape, generator=g)))
+            m.copy_(
+                torch.where(
+                    keep,
+                    0.5 + 0.5 * torch.rand(m.shape, generator=g),
+                    0.49 * torch.rand(m.shape, generator=g),
+                )
+            )
     return gates
 
 
 @pytest.mark.parametrize("fixture", FAMS)
 @pytest.mark.parametrize("gate_mode", ["hooks", "fused"])
-def test_hard_gates_equal_plan_masking_and_pruned_model(fixture: str, gate_mode: str,
-                                                        request: pytest.FixtureRequest, images: torch.Tensor) -> None:
+def test_hard_gates_equal_plan_masking_and_pruned_model(
+    fixture: str, gate_mode: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
     """P3B's gates on a layer-scaled model (attn_out / mlp_out gate before the layer scale) == the plan's
     masking == the physically pruned model."""
     model = request.getfixturevalue(fixture)
@@ -92,11 +103,12 @@ def test_p3b_block_sizes_add_up_to_the_model(fixture: str, request: pytest.Fixtu
     assert total == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("fixture, expected", [("tiny_beit", "mean_patches"), ("tiny_beit_shared", "cls"),
-                                               ("tiny_dinov2", "cls")])
-def test_bpi_class_heads_read_what_the_family_classifies_from(fixture: str, expected: str,
-                                                               request: pytest.FixtureRequest,
-                                                               images: torch.Tensor) -> None:
+@pytest.mark.parametrize(
+    "fixture, expected", [("tiny_beit", "mean_patches"), ("tiny_beit_shared", "cls"), ("tiny_dinov2", "cls")]
+)
+def test_bpi_class_heads_read_what_the_family_classifies_from(
+    fixture: str, expected: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
     model = request.getfixturevalue(fixture).train()
     mods = p3b_hf.locate(model)
     bpi = BPIHeads.for_model(mods, 7)
@@ -139,21 +151,32 @@ def _tiny(kind: str) -> torch.nn.Module:
     torch.manual_seed(0)
     common = dict(TINY_CFG)
     if kind == "beit":
-        return BeitForImageClassification(BeitConfig(**common, use_relative_position_bias=True,
-                                                     layer_scale_init_value=0.1, drop_path_rate=0.0))
+        return BeitForImageClassification(
+            BeitConfig(
+                **common, use_relative_position_bias=True, layer_scale_init_value=0.1, drop_path_rate=0.0
+            )
+        )
     common.pop("intermediate_size")
     return Dinov2ForImageClassification(Dinov2Config(**common, mlp_ratio=2))
 
 
 @pytest.mark.parametrize("kind", ["dinov2"])  # BEiT: the CLI run in tests/test_families_cli.py
-def test_p3b_run_reaches_the_ratio_and_the_saved_model_equals_the_masked_one(kind: str, tmp_path: Path) -> None:
+def test_p3b_run_reaches_the_ratio_and_the_saved_model_equals_the_masked_one(
+    kind: str, tmp_path: Path
+) -> None:
     ds = synthetic_dataset(128)
     model = _tiny(kind)
     dense = sum(p.numel() for p in model.parameters())
-    phases = dict(prune_start_epoch=1, prune_sparse_epoch=3, prune_finalize_epoch=6, update_every=2, bpi_every=2)
-    trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=6),
-                         train_dataset=ds, eval_dataset=ds.select(range(32)),
-                         p3b=P3BConfig(prune_ratio=0.5, **phases))
+    phases = dict(
+        prune_start_epoch=1, prune_sparse_epoch=3, prune_finalize_epoch=6, update_every=2, bpi_every=2
+    )
+    trainer = P3BTrainer(
+        model=model,
+        args=training_args(str(tmp_path), num_train_epochs=6),
+        train_dataset=ds,
+        eval_dataset=ds.select(range(32)),
+        p3b=P3BConfig(prune_ratio=0.5, **phases),
+    )
     trainer.train()
     pruned = trainer.pruned_model
     n_pruned = sum(p.numel() for p in pruned.parameters())
@@ -165,15 +188,16 @@ def test_p3b_run_reaches_the_ratio_and_the_saved_model_equals_the_masked_one(kin
     x = ds[:16]["pixel_values"]
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(pixel_values=x).logits, model(pixel_values=x).logits, atol=1e-5,
-                                   rtol=1e-5)
+        torch.testing.assert_close(
+            reloaded(pixel_values=x).logits, model(pixel_values=x).logits, atol=1e-5, rtol=1e-5
+        )
 
 
 # ------------------------------------------------------------------------------------------------ VBP
 @pytest.mark.parametrize("fixture", ["tiny_beit", "tiny_dinov2"])
-def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(fixture: str,
-                                                                          request: pytest.FixtureRequest,
-                                                                          images: torch.Tensor) -> None:
+def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(
+    fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
     model = request.getfixturevalue(fixture)
     calib = [{"pixel_values": b["pixel_values"]} for b in _batches()]
     plan = vbp_plan(model, calib, percentage=0.6)
@@ -186,14 +210,17 @@ def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(fixtur
     ref = masked_forward(model, plan, images, mlp_fill=fills)
     torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-5)
     assert (masked_forward(model, plan, images) - ref).abs().max() > 1e-3  # the fold matters
-    assert sum(p.numel() for p in pruned.parameters()) == vbp_params(model, 0.6) == count_cost(pruned)["params"]
+    assert (
+        sum(p.numel() for p in pruned.parameters()) == vbp_params(model, 0.6) == count_cost(pruned)["params"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------ global
 @pytest.mark.parametrize("fixture", FAMS)
 @pytest.mark.parametrize("criterion", ["taylor", "hessian"])
-def test_global_param_matched_lands_within_one_percent(fixture: str, criterion: str,
-                                                       request: pytest.FixtureRequest) -> None:
+def test_global_param_matched_lands_within_one_percent(
+    fixture: str, criterion: str, request: pytest.FixtureRequest
+) -> None:
     model = request.getfixturevalue(fixture)
     scores = compute_structure_scores(model, criterion, _batches(), taylor_batches=2, hessian_samples=4)
     target = round(0.5 * count_cost(model)["params"])
@@ -218,6 +245,7 @@ def test_every_criterion_channel_ratio_on_both_families(criterion: str, tiny_bei
 
 def test_dinov2_classifier_scores_both_halves_of_its_input(tiny_dinov2) -> None:  # noqa: ANN001
     """The [CLS, mean(patches)] classifier: channel c's score reads columns c and C + c (one group member)."""
+
     def embed_sums() -> torch.Tensor:
         return structure_scores(tiny_dinov2, element_score_fn("l1"), reduction="sum", normalizer=None).embed
 
@@ -230,15 +258,25 @@ def test_dinov2_classifier_scores_both_halves_of_its_input(tiny_dinov2) -> None:
     assert torch.equal(delta[torch.arange(48) != 5], torch.zeros(47))
 
 
-def test_p3b_optimizer_keeps_bias_tables_and_tokens_out_of_weight_decay(tiny_beit_shared, tmp_path: Path) -> None:  # noqa: ANN001
+def test_p3b_optimizer_keeps_bias_tables_and_tokens_out_of_weight_decay(
+    tiny_beit_shared, tmp_path: Path
+) -> None:  # noqa: ANN001
     """As BEiT's own fine-tuning: no decay on relative position bias tables, tokens, positions, layer scales."""
-    trainer = P3BTrainer(model=tiny_beit_shared, args=training_args(str(tmp_path)), train_dataset=synthetic_dataset(8),
-                         p3b=P3BConfig(prune_ratio=0.5, handcrafted_keep=[1.0] * 6))
+    trainer = P3BTrainer(
+        model=tiny_beit_shared,
+        args=training_args(str(tmp_path)),
+        train_dataset=synthetic_dataset(8),
+        p3b=P3BConfig(prune_ratio=0.5, handcrafted_keep=[1.0] * 6),
+    )
     names = {id(p): n for n, p in tiny_beit_shared.named_parameters()}
     groups = {g["p3b_group"]: {names[id(p)] for p in g["params"]} for g in trainer._param_groups()}
     no_decay = groups["no_decay"]
     assert any("relative_position_bias_table" in n for n in no_decay)
-    assert {"beit.embeddings.mask_token", "beit.embeddings.cls_token", "beit.embeddings.position_embeddings"} <= no_decay
+    assert {
+        "beit.embeddings.mask_token",
+        "beit.embeddings.cls_token",
+        "beit.embeddings.position_embeddings",
+    } <= no_decay
     assert any("lambda_1" in n for n in no_decay)
     assert not any("relative_position_bias_table" in n or "token" in n for n in groups["decay"])
     trainer.pruner.detach()

@@ -19,8 +19,13 @@ from p3b_hf.models.locator import locate
 
 def _batches(n: int = 2, bs: int = 4) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(7)
-    return [{"pixel_values": torch.randn(bs, 3, 32, 32, generator=g),
-             "labels": torch.randint(0, 7, (bs,), generator=g)} for _ in range(n)]
+    return [
+        {
+            "pixel_values": torch.randn(bs, 3, 32, 32, generator=g),
+            "labels": torch.randint(0, 7, (bs,), generator=g),
+        }
+        for _ in range(n)
+    ]
 
 
 def _per_sample_grads(model, batches):
@@ -63,8 +68,12 @@ def test_structure_scores_follow_group_mean_and_mean_normaliser(tiny_vit):
     lm = locate(tiny_vit).layers[2]
     raw = (lm.fc1.weight.pow(2).sum(1) + lm.fc2.weight.pow(2).sum(0)).detach() / 2
     torch.testing.assert_close(s.mlp[2], raw / raw.mean())
-    inner = (lm.q.weight.pow(2).sum(1) + lm.k.weight.pow(2).sum(1) + lm.v.weight.pow(2).sum(1)
-             + lm.o.weight.pow(2).sum(0)).detach() / 4
+    inner = (
+        lm.q.weight.pow(2).sum(1)
+        + lm.k.weight.pow(2).sum(1)
+        + lm.v.weight.pow(2).sum(1)
+        + lm.o.weight.pow(2).sum(0)
+    ).detach() / 4
     torch.testing.assert_close(s.head_dims[2], (inner / inner.mean()).view(4, 12).mean(0))
     assert s.embed.shape == (48,) and math.isclose(float(s.embed.mean()), 1.0, rel_tol=1e-5)
 
@@ -138,9 +147,24 @@ def test_run_cli_end_to_end(tiny_vit, tmp_path):
 
     from p3b_hf.methods import global_pruning
 
-    ctx, opts = _cli_context(tiny_vit, tmp_path, ["--method", "global", "--importance", "taylor", "--prune-ratio",
-                                                  "0.5", "--epochs", "1", "--taylor-batches", "2",
-                                                  "--calib-batch-size", "4"])
+    ctx, opts = _cli_context(
+        tiny_vit,
+        tmp_path,
+        [
+            "--method",
+            "global",
+            "--importance",
+            "taylor",
+            "--prune-ratio",
+            "0.5",
+            "--epochs",
+            "1",
+            "--taylor-batches",
+            "2",
+            "--calib-batch-size",
+            "4",
+        ],
+    )
     result = global_pruning.run(ctx, opts)
     h = result.history
     assert h["criterion"] == "taylor" and h["selector"] == "param_matched" and h["finetune"]["epochs"] == 1

@@ -23,8 +23,13 @@ def test_script_parses(script: str) -> None:
 
 
 def test_unknown_part_is_one_clear_error(tmp_path: Path) -> None:
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_session.sh"), "everything"], capture_output=True,
-                       text=True, env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHON": "true"})
+    r = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_session.sh"), "everything"],
+        capture_output=True,
+        text=True,
+        env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHON": "true"},
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == (
-        "gpu_session: unknown part 'everything' (speed | faithfulness | smoke)")
+        "gpu_session: unknown part 'everything' (speed | faithfulness | smoke)"
+    )

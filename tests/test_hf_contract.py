@@ -35,7 +35,9 @@ def _processor(size: int, family: str):  # noqa: ANN202
     from transformers import ViTImageProcessorPil
 
     mean = (0.5, 0.5, 0.5) if family != "tiny_dinov2" else (0.485, 0.456, 0.406)
-    return ViTImageProcessorPil(size={"height": size, "width": size}, image_mean=mean, image_std=(0.5, 0.5, 0.5))
+    return ViTImageProcessorPil(
+        size={"height": size, "width": size}, image_mean=mean, image_std=(0.5, 0.5, 0.5)
+    )
 
 
 @pytest.fixture
@@ -62,9 +64,11 @@ def test_automodel_loads_the_backbone(saved, images: torch.Tensor) -> None:  # n
     ours = AutoModel.from_pretrained(pruned_dir).eval()
     assert type(ours).__name__.startswith("P3B") and type(ours).__name__.endswith("Model")
     assert sum(p.numel() for p in ours.parameters()) + sum(
-        p.numel() for n, p in pruned.named_parameters() if not n.startswith(pruned.base_model_prefix + ".")) \
-        == sum(p.numel() for p in pruned.parameters())
-    kwargs = {"add_pooling_layer": False} if _stock_base_class(stock).__name__ in ("ViTModel", "DeiTModel") else {}
+        p.numel() for n, p in pruned.named_parameters() if not n.startswith(pruned.base_model_prefix + ".")
+    ) == sum(p.numel() for p in pruned.parameters())
+    kwargs = (
+        {"add_pooling_layer": False} if _stock_base_class(stock).__name__ in ("ViTModel", "DeiTModel") else {}
+    )
     theirs = _stock_base_class(stock).from_pretrained(stock_dir, **kwargs).eval()
     with torch.no_grad():
         a, b = ours(pixel_values=images), theirs(pixel_values=images)
@@ -81,8 +85,12 @@ def test_pipelines_match_the_stock_model(saved) -> None:  # noqa: ANN001
     cls_ours = pipeline("image-classification", model=str(pruned_dir), device="cpu")(imgs, top_k=3)
     cls_theirs = pipeline("image-classification", model=str(stock_dir), device="cpu")(imgs, top_k=3)
     assert [[d["label"] for d in r] for r in cls_ours] == [[d["label"] for d in r] for r in cls_theirs]
-    np.testing.assert_allclose([[d["score"] for d in r] for r in cls_ours],
-                               [[d["score"] for d in r] for r in cls_theirs], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        [[d["score"] for d in r] for r in cls_ours],
+        [[d["score"] for d in r] for r in cls_theirs],
+        rtol=0,
+        atol=1e-6,
+    )
     feat_ours = pipeline("image-feature-extraction", model=str(pruned_dir), device="cpu")(imgs)
     feat_theirs = pipeline("image-feature-extraction", model=str(stock_dir), device="cpu")(imgs)
     assert np.array(feat_ours).shape == np.array(feat_theirs).shape
@@ -93,7 +101,9 @@ def test_pipelines_match_the_stock_model(saved) -> None:  # noqa: ANN001
 def test_hidden_states_attentions_and_tuples(saved, images: torch.Tensor) -> None:  # noqa: ANN001
     stock, stock_dir, pruned, pruned_dir = saved
     eager_stock = type(stock).from_pretrained(stock_dir, attn_implementation="eager").eval()
-    eager_ours = AutoModelForImageClassification.from_pretrained(pruned_dir, attn_implementation="eager").eval()
+    eager_ours = AutoModelForImageClassification.from_pretrained(
+        pruned_dir, attn_implementation="eager"
+    ).eval()
     assert eager_ours.config._attn_implementation == "eager"
     assert pruned.config._attn_implementation == "sdpa"
     with torch.no_grad():
@@ -109,8 +119,9 @@ def test_hidden_states_attentions_and_tuples(saved, images: torch.Tensor) -> Non
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
                 torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
         # eager and sdpa are the same function
-        torch.testing.assert_close(eager_ours(pixel_values=images).logits, pruned(pixel_values=images).logits,
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            eager_ours(pixel_values=images).logits, pruned(pixel_values=images).logits, rtol=0, atol=1e-5
+        )
         assert torch.equal(eager_ours(pixel_values=images).logits, eager_stock(pixel_values=images).logits)
         as_tuple = pruned(pixel_values=images, return_dict=False)
         assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], stock(pixel_values=images).logits)
@@ -137,7 +148,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(saved, images: torch.Te
         torch.testing.assert_close(plain[n], checkpointed[n], rtol=0, atol=1e-6)
     pruned.gradient_checkpointing_disable()
     stock.gradient_checkpointing_enable()
-    torch.testing.assert_close(grads(stock)["classifier.weight"], plain["classifier.weight"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        grads(stock)["classifier.weight"], plain["classifier.weight"], rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("saved", FAMILIES, indirect=True)
@@ -181,7 +194,9 @@ def test_torch_export(fixture: str, request: pytest.FixtureRequest, images: torc
         torch.testing.assert_close(fresh(pixel_values=images).logits, ref, rtol=0, atol=0)
 
 
-def test_pruned_backbone_equals_the_classifier_features(tiny_vit, images: torch.Tensor, tmp_path: Path) -> None:  # noqa: ANN001
+def test_pruned_backbone_equals_the_classifier_features(
+    tiny_vit, images: torch.Tensor, tmp_path: Path
+) -> None:  # noqa: ANN001
     """On a really pruned model, AutoModel gives the features the pruned classifier reads."""
     from fake_hub import nontrivial_plan
 
@@ -191,5 +206,6 @@ def test_pruned_backbone_equals_the_classifier_features(tiny_vit, images: torch.
     assert isinstance(backbone, p3b_hf.P3BViTModel)
     with torch.no_grad():
         feats = backbone(pixel_values=images).last_hidden_state
-        torch.testing.assert_close(pruned.classifier(feats[:, 0]), pruned(pixel_values=images).logits,
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            pruned.classifier(feats[:, 0]), pruned(pixel_values=images).logits, rtol=0, atol=0
+        )

@@ -25,8 +25,17 @@ from p3b_hf.errors import CheckpointError, P3BError
 from p3b_hf.hub import build_model_card, push_pruned
 
 REPO = "p3b-test/tiny-vit-p3b50"
-EXPECTED_FILES = {"README.md", "config.json", "configuration_p3b_vit.py", "modeling_p3b_vit.py", "model.safetensors",
-                  "preprocessor_config.json", "width_plan.json", "pruning_report.json", "plots/widths.png"}
+EXPECTED_FILES = {
+    "README.md",
+    "config.json",
+    "configuration_p3b_vit.py",
+    "modeling_p3b_vit.py",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "width_plan.json",
+    "pruning_report.json",
+    "plots/widths.png",
+}
 
 LOAD = """
 import json, sys, torch
@@ -58,13 +67,21 @@ def _named(requests: list[tuple[str, str]], store: HubStore) -> list[tuple[str, 
     return [(m, "/".join(names.get(p, p) for p in path.split("/"))) for m, path in requests]
 
 
-def _load(tmp: Path, env: dict[str, str], x: torch.Tensor, trust: bool, block: bool, revisions: tuple[str, ...],
-          tag: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
+def _load(
+    tmp: Path,
+    env: dict[str, str],
+    x: torch.Tensor,
+    trust: bool,
+    block: bool,
+    revisions: tuple[str, ...],
+    tag: str,
+) -> tuple[list[dict], dict[str, torch.Tensor]]:
     x_path, out_path = tmp / "x.pt", tmp / f"logits_{tag}.pt"
     torch.save(x, x_path)
     code = (BLOCK_P3B if block else "import p3b_hf\n") + LOAD
-    out = run_python(code, cwd=tmp, env=env, args=(REPO, str(x_path), str(out_path), "1" if trust else "0",
-                                                    *revisions))
+    out = run_python(
+        code, cwd=tmp, env=env, args=(REPO, str(x_path), str(out_path), "1" if trust else "0", *revisions)
+    )
     infos = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return infos, torch.load(out_path)
 
@@ -89,9 +106,11 @@ def test_push_uploads_files_and_model_card(pruned_dir: tuple[Path, torch.nn.Modu
         assert hub[name] == (model_dir / name).read_bytes(), name
     cfg = json.loads(hub["config.json"])
     assert cfg["model_type"] == "p3b_vit"
-    assert cfg["auto_map"] == {"AutoConfig": "configuration_p3b_vit.P3BViTConfig",
-                               "AutoModelForImageClassification": "modeling_p3b_vit.P3BViTForImageClassification",
-                               "AutoModel": "modeling_p3b_vit.P3BViTModel"}
+    assert cfg["auto_map"] == {
+        "AutoConfig": "configuration_p3b_vit.P3BViTConfig",
+        "AutoModelForImageClassification": "modeling_p3b_vit.P3BViTForImageClassification",
+        "AutoModel": "modeling_p3b_vit.P3BViTModel",
+    }
     assert cfg["layer_num_heads"] == pruned.config.layer_num_heads == [3, 4, 0]
     assert cfg["layer_intermediate_sizes"][1] == 0
     card = hub["README.md"].decode()
@@ -117,8 +136,9 @@ def test_model_card_without_report_uses_config(tmp_path: Path, tiny_vit: torch.n
     assert "plots/widths.png" not in card and "base_model:" not in card
 
 
-def test_push_then_pull_by_repo_id_through_local_hub(pruned_dir: tuple[Path, torch.nn.Module], tmp_path: Path,
-                                                      images: torch.Tensor) -> None:
+def test_push_then_pull_by_repo_id_through_local_hub(
+    pruned_dir: tuple[Path, torch.nn.Module], tmp_path: Path, images: torch.Tensor
+) -> None:
     """push -> HTTP resolve/etag/cache -> from_pretrained("org/name"): stock (remote code) and with p3b_hf."""
     model_dir, pruned = pruned_dir
     with torch.no_grad():
@@ -140,16 +160,23 @@ def test_push_then_pull_by_repo_id_through_local_hub(pruned_dir: tuple[Path, tor
         assert torch.equal(logits["main"], ref)
         first = _named(hub.requests, store)
         assert first[0] == ("GET", f"/api/models/{REPO}/revision/main")  # resolves main -> commit sha first
-        for name in ("config.json", "model.safetensors", "modeling_p3b_vit.py", "configuration_p3b_vit.py",
-                     "preprocessor_config.json"):
+        for name in (
+            "config.json",
+            "model.safetensors",
+            "modeling_p3b_vit.py",
+            "configuration_p3b_vit.py",
+            "preprocessor_config.json",
+        ):
             assert ("HEAD", f"/{REPO}/resolve/main/{name}") in first, (name, first)
             assert ("GET", f"/{REPO}/resolve/main/{name}") in first, (name, first)
         # (2) p3b_hf installed, no trust_remote_code, same cache: main resolves to the cached commit (no file
         #     requests); branch v2 is another commit with the same blobs: HEAD (etag) only, no download
-        infos, logits = _load(tmp_path, env, images, trust=False, block=False, revisions=("main", "v2"), tag="pkg")
+        infos, logits = _load(
+            tmp_path, env, images, trust=False, block=False, revisions=("main", "v2"), tag="pkg"
+        )
         assert {i["cls"] for i in infos} == {"p3b_hf.models.modeling_p3b_vit.P3BViTForImageClassification"}
         assert torch.equal(logits["main"], ref) and torch.equal(logits["v2"], ref)
-        second = _named(hub.requests[len(first):], store)
+        second = _named(hub.requests[len(first) :], store)
         resolves = [r for r in second if "/resolve/" in r[1]]
         assert not [r for r in resolves if r[0] == "GET"], second  # every blob came from the cache
         assert ("HEAD", f"/{REPO}/resolve/v2/model.safetensors") in second, second  # new commit: etag check
@@ -161,26 +188,45 @@ def test_push_then_pull_by_repo_id_through_local_hub(pruned_dir: tuple[Path, tor
     assert infos[0]["cls"].startswith("transformers_modules.") and torch.equal(logits["main"], ref)
 
 
-def test_push_cli(pruned_dir: tuple[Path, torch.nn.Module], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                  capsys: pytest.CaptureFixture) -> None:
+def test_push_cli(
+    pruned_dir: tuple[Path, torch.nn.Module],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
     import p3b_hf.hub
 
     store = HubStore(tmp_path / "hub")
     apis: list[RecordingHfApi] = []
     monkeypatch.setattr(p3b_hf.hub, "HfApi", lambda: apis.append(RecordingHfApi(store)) or apis[-1])
     model_dir, _ = pruned_dir
-    rc = cli_push(["--model", str(model_dir), "--repo-id", REPO, "--private", "--revision", "dev",
-                   "--license", "apache-2.0"])
+    rc = cli_push(
+        [
+            "--model",
+            str(model_dir),
+            "--repo-id",
+            REPO,
+            "--private",
+            "--revision",
+            "dev",
+            "--license",
+            "apache-2.0",
+        ]
+    )
     assert rc == 0
     calls = apis[0].calls
     assert [c["call"] for c in calls] == ["create_repo", "create_branch", "create_commit"]
     assert calls[0]["private"] is True and calls[1]["branch"] == "dev" and calls[2]["revision"] == "dev"
     assert "license: apache-2.0" in calls[2]["contents"]["README.md"].decode()
-    assert store.resolve(REPO, "dev") is not None and "model.safetensors" in snapshot_bytes(store, REPO, "dev")
+    assert store.resolve(REPO, "dev") is not None and "model.safetensors" in snapshot_bytes(
+        store, REPO, "dev"
+    )
     assert "pushed 9 files" in capsys.readouterr().out
 
 
-def test_push_resaves_code_files_when_missing(pruned_dir: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
+def test_push_resaves_code_files_when_missing(
+    pruned_dir: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
     """A dir saved without `import p3b_hf` (no auto_map, no .py files) still pushes a loadable repo."""
     model_dir, _ = pruned_dir
     cfg = json.loads((model_dir / "config.json").read_text())
@@ -193,11 +239,15 @@ def test_push_resaves_code_files_when_missing(pruned_dir: tuple[Path, torch.nn.M
     assert {"modeling_p3b_vit.py", "configuration_p3b_vit.py"} <= set(result.files)
     hub = snapshot_bytes(store, REPO)
     assert "auto_map" in json.loads(hub["config.json"])
-    assert hub["modeling_p3b_vit.py"] == (Path(__file__).parents[1] / "p3b_hf/models/modeling_p3b_vit.py").read_bytes()
+    assert (
+        hub["modeling_p3b_vit.py"]
+        == (Path(__file__).parents[1] / "p3b_hf/models/modeling_p3b_vit.py").read_bytes()
+    )
 
 
-def test_push_errors_name_the_fix(tmp_path: Path, pruned_dir: tuple[Path, torch.nn.Module],
-                                  capsys: pytest.CaptureFixture) -> None:
+def test_push_errors_name_the_fix(
+    tmp_path: Path, pruned_dir: tuple[Path, torch.nn.Module], capsys: pytest.CaptureFixture
+) -> None:
     store = HubStore(tmp_path / "hub")
     model_dir, _ = pruned_dir
     with pytest.raises(P3BError, match="user-or-org/name"):

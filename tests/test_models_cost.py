@@ -20,7 +20,9 @@ def _random_plan(config, seed: int) -> WidthPlan:
     c, d, f = config.hidden_size, config.hidden_size // config.num_attention_heads, config.intermediate_size
     for lp in plan.layers:
         lp.head_dims = sorted(rng.sample(range(d), rng.randint(0, d)))
-        lp.heads = sorted(rng.sample(range(config.num_attention_heads), rng.randint(1, config.num_attention_heads)))
+        lp.heads = sorted(
+            rng.sample(range(config.num_attention_heads), rng.randint(1, config.num_attention_heads))
+        )
         lp.mlp = sorted(rng.sample(range(f), rng.randint(0, f)))
         for name in ("attn_in", "attn_out", "mlp_in", "mlp_out"):
             if rng.random() < 0.7:
@@ -33,8 +35,9 @@ def _numel(model) -> int:
 
 
 def test_save_and_reload_gives_identical_logits(tmp_path, tiny_vit, images):
-    pruned = apply_width_plan(tiny_vit, _random_plan(tiny_vit.config, 1),
-                              provenance={"method": "test", "prune_ratio": 0.5})
+    pruned = apply_width_plan(
+        tiny_vit, _random_plan(tiny_vit.config, 1), provenance={"method": "test", "prune_ratio": 0.5}
+    )
     pruned.save_pretrained(tmp_path)
     files = {p.name for p in tmp_path.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_p3b_vit.py", "modeling_p3b_vit.py"} <= files
@@ -84,10 +87,19 @@ def test_count_cost_params_are_exact(seed, tiny_vit, tiny_deit_teacher):
 
 def test_count_cost_macs_by_hand():
     # one layer, no subsets: patch conv + qkv + attention + proj + mlp + head, biases counted as one MAC
-    cfg = ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=8,
-                    patch_size=4, num_labels=3)
+    cfg = ViTConfig(
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        image_size=8,
+        patch_size=4,
+        num_labels=3,
+    )
     n = 4 + 1
-    expect = 4 * 8 * (3 * 16 + 1) + n * 24 * 9 + 2 * 2 * n * n * 4 + n * 8 * 9 + n * 16 * 9 + n * 8 * 17 + 3 * 9
+    expect = (
+        4 * 8 * (3 * 16 + 1) + n * 24 * 9 + 2 * 2 * n * n * 4 + n * 8 * 9 + n * 16 * 9 + n * 8 * 17 + 3 * 9
+    )
     assert count_cost(cfg)["macs"] == expect
 
 
@@ -102,7 +114,9 @@ README_TABLE = {
 @pytest.mark.parametrize("name", README_TABLE)
 def test_readme_table_dense(name):
     c, h, params, macs = README_TABLE[name]
-    cost = count_cost(ViTConfig(hidden_size=c, num_attention_heads=h, intermediate_size=4 * c, num_labels=1000))
+    cost = count_cost(
+        ViTConfig(hidden_size=c, num_attention_heads=h, intermediate_size=4 * c, num_labels=1000)
+    )
     assert (cost["params"], cost["macs"]) == (params, macs)
 
 
@@ -117,9 +131,16 @@ def test_readme_table_vbp_deit_b_055():
 
 
 def test_deit_distilled_counts_two_tokens_and_heads():
-    cfg = DeiTConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=4, intermediate_size=96,
-                     image_size=32, patch_size=8, num_labels=7,
-                     architectures=["DeiTForImageClassificationWithTeacher"])
+    cfg = DeiTConfig(
+        hidden_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=96,
+        image_size=32,
+        patch_size=8,
+        num_labels=7,
+        architectures=["DeiTForImageClassificationWithTeacher"],
+    )
     single = DeiTConfig(**{**cfg.to_dict(), "architectures": ["DeiTForImageClassification"]})
     assert count_cost(cfg)["params"] - count_cost(single)["params"] == 48 * 7 + 7
 
@@ -138,6 +159,9 @@ def test_cli_help_and_cost(tmp_path, tiny_vit, capsys):
     for cmd in ("prune", "finetune", "push", "bench", "export", "compare", "demo", "cost"):
         assert cmd in help_out
     # the real process: exit status 2 and one line, no traceback
-    bad = subprocess.run([sys.executable, "-m", "p3b_hf", "cost", "--model", str(tmp_path / "nope")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "p3b_hf", "cost", "--model", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

@@ -37,8 +37,15 @@ from p3b_hf.trainer import P3BConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DEIT_S = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-                   image_size=224, patch_size=16, num_labels=100)
+DEIT_S = ViTConfig(
+    hidden_size=384,
+    num_hidden_layers=12,
+    num_attention_heads=6,
+    intermediate_size=1536,
+    image_size=224,
+    patch_size=16,
+    num_labels=100,
+)
 
 
 # ---------------------------------------------------------------------------------- docs/p3b.md numbers
@@ -55,7 +62,9 @@ def test_deit_s_counts_from_config_alone():
 
 def test_gamma_values():
     # SP(0) - SP(-s) = ln 2 - ln(1 + e^-10)
-    assert float(gamma(torch.tensor(0.0))) == pytest.approx(math.log(2) - math.log1p(math.exp(-10)), abs=1e-12)
+    assert float(gamma(torch.tensor(0.0))) == pytest.approx(
+        math.log(2) - math.log1p(math.exp(-10)), abs=1e-12
+    )
     assert float(gamma(torch.tensor(0.0))) == pytest.approx(math.log(2), abs=1e-4)
     assert float(gamma(torch.tensor(1.0))) == pytest.approx(9.98, abs=0.01)
     assert float(gamma(torch.tensor(0.5))) == pytest.approx(6.95, abs=0.01)
@@ -67,7 +76,14 @@ def test_param_per_element_is_the_drop_in_kept_linear_params():
     w = {"attn_in": 300, "attn_qkv": 50, "attn_out": 200, "mlp_in": 250, "mlp_hid": 1000, "mlp_out": 280}
     attn = lambda x: attn_linear_params(d, x["attn_in"], x["attn_qkv"], x["attn_out"])  # noqa: E731
     mlp = lambda x: mlp_linear_params(d, x["mlp_in"], x["mlp_hid"], x["mlp_out"])  # noqa: E731
-    bias_drop = {"attn_in": 0, "attn_qkv": 3 * d.heads, "attn_out": 1, "mlp_in": 0, "mlp_hid": 1, "mlp_out": 1}
+    bias_drop = {
+        "attn_in": 0,
+        "attn_qkv": 3 * d.heads,
+        "attn_out": 1,
+        "mlp_in": 0,
+        "mlp_hid": 1,
+        "mlp_out": 1,
+    }
     ln_phantom = {"attn_in": 1, "mlp_in": 1}
     for g in GATES:
         fn = attn if g.startswith("attn") else mlp
@@ -131,9 +147,11 @@ def test_soft_mask_formula():
     assert float(m[t - 1]) == 0.5  # rank t (1-based) is the threshold element, kept
     assert float(m[t - 1 + int(tau * n)]) == pytest.approx(0.9, abs=1e-6)
     assert float(m[t - 1 - int(tau * n)]) == pytest.approx(0.1, abs=1e-6)
-    assert bool((m[: t - 1] < 0.5).all()) and bool((m[t - 1:] >= 0.5).all())
+    assert bool((m[: t - 1] < 0.5).all()) and bool((m[t - 1 :] >= 0.5).all())
     hard = soft_mask_values(n, t, 0.0)
-    assert set(hard[: t - 1].tolist()) == {0.0} and float(hard[t - 1]) == 0.5 and set(hard[t:].tolist()) == {1.0}
+    assert (
+        set(hard[: t - 1].tolist()) == {0.0} and float(hard[t - 1]) == 0.5 and set(hard[t:].tolist()) == {1.0}
+    )
 
 
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
@@ -146,7 +164,9 @@ def test_threshold_search_hits_every_block_goal(ratio):
         kind, full = ("attn", fa) if b % 2 == 0 else ("mlp", fm)
         names = BLOCK_GATES[kind]
         scores = [torch.rand(d.gate_size(n), generator=g, dtype=torch.float64) for n in names]
-        masks, cut, kept = block_masks(d, kind, scores, [DEFAULT_GATE_SCALES[n] for n in names], float(kappa[b]), 0.1)
+        masks, cut, kept = block_masks(
+            d, kind, scores, [DEFAULT_GATE_SCALES[n] for n in names], float(kappa[b]), 0.1
+        )
         assert abs(kept - float(kappa[b]) * full) <= 0.005 * full, (b, kept, float(kappa[b]) * full)
         # the reported count is the hard-mask count of the masks produced
         w = [int((m >= 0.5).sum()) for m in masks]
@@ -173,7 +193,9 @@ def test_pure_threshold_is_within_half_an_element_step():
 
 def test_gate_scales_set_how_many_go_per_gate():
     d = Dims.from_config(DEIT_S)
-    scores = [torch.rand(d.gate_size(n), generator=torch.Generator().manual_seed(0)) for n in BLOCK_GATES["mlp"]]
+    scores = [
+        torch.rand(d.gate_size(n), generator=torch.Generator().manual_seed(0)) for n in BLOCK_GATES["mlp"]
+    ]
     masks, *_ = block_masks(d, "mlp", scores, [1.0, 1.5, 0.75], 0.5, 0.0)
     frac_pruned = [float((m < 0.5).float().mean()) for m in masks]  # in, out, hid
     theta = frac_pruned[0]
@@ -189,8 +211,13 @@ def _random_hard_gates(model, seed: int) -> GateSet:
         for _name, _layer, m in gates.named_masks():
             keep = torch.rand(m.shape, generator=g) < 0.7
             keep[0] = True
-            m.copy_(torch.where(keep, 0.5 + 0.5 * torch.rand(m.shape, generator=g),
-                                0.49 * torch.rand(m.shape, generator=g)))
+            m.copy_(
+                torch.where(
+                    keep,
+                    0.5 + 0.5 * torch.rand(m.shape, generator=g),
+                    0.49 * torch.rand(m.shape, generator=g),
+                )
+            )
     return gates
 
 

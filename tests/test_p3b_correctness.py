@@ -115,7 +115,10 @@ def test_taylor_window_is_reset_after_every_update():
     first, second = tiny_model(seed=0), tiny_model(seed=0)
     n = sum(m.numel() for _, _, m in _handcrafted(tiny_model()).gates.named_masks())
     g = torch.Generator().manual_seed(0)
-    old, new = torch.rand(n, generator=g, dtype=torch.float64), torch.rand(n, generator=g, dtype=torch.float64)
+    old, new = (
+        torch.rand(n, generator=g, dtype=torch.float64),
+        torch.rand(n, generator=g, dtype=torch.float64),
+    )
     a = _handcrafted(first)
     _window(a, old * 100)  # a window that favours other channels, by far
     a.update(1, rho=1.0, tau=0.05)
@@ -131,7 +134,9 @@ def test_taylor_window_is_reset_after_every_update():
 
 def test_update_uses_the_given_tau(tiny_vit):
     pr = _handcrafted(tiny_vit)
-    scores = torch.rand(pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    scores = torch.rand(
+        pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     masks = {}
     for tau in (0.1, 0.02):
         _window(pr, scores)
@@ -146,9 +151,10 @@ def test_update_uses_the_given_tau(tiny_vit):
         if layer == 0 and gname in offsets:
             offsets[gname] = pos
         pos += m.numel()
-    per_gate = [scores[offsets[gname]:offsets[gname] + n] for gname, n in zip(BLOCK_GATES["attn"], sizes)]
-    want, *_ = block_masks(pr.dims, "attn", per_gate, [pr.config.gate_scales[gname] for gname in BLOCK_GATES["attn"]],
-                           0.6, 0.02)
+    per_gate = [scores[offsets[gname] : offsets[gname] + n] for gname, n in zip(BLOCK_GATES["attn"], sizes)]
+    want, *_ = block_masks(
+        pr.dims, "attn", per_gate, [pr.config.gate_scales[gname] for gname in BLOCK_GATES["attn"]], 0.6, 0.02
+    )
     for gname, w in zip(BLOCK_GATES["attn"], want):
         torch.testing.assert_close(pr.gates.mask(gname, 0).detach().double(), w.float().double())
 
@@ -184,10 +190,17 @@ def test_finalize_merge_counts_the_previous_window_once_per_process(tiny_vit, mo
 def _gated_tensors(model: torch.nn.Module, pr: P3BPruner, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     """Every module output, every gated weight (weight x mask) and every gradient of one forward/backward."""
     seen: list[tuple[str, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: seen.append(
-        (f"act:{name}", o.detach() if isinstance(o, torch.Tensor) else o[0].detach())))
-        for name, m in model.named_modules() if name and not name.startswith("p3b_")
-        and isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.GELU))]
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, i, o, name=name: seen.append(
+                (f"act:{name}", o.detach() if isinstance(o, torch.Tensor) else o[0].detach())
+            )
+        )
+        for name, m in model.named_modules()
+        if name
+        and not name.startswith("p3b_")
+        and isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.GELU))
+    ]
     out = model(pixel_values=x).logits
     for h in hooks:
         h.remove()
@@ -215,8 +228,9 @@ def test_late_masks_produce_no_subnormal_floats(gate_mode):
         pr = P3BPruner(model, cfg)
         sched = Schedule(0, 40, 80, 2)  # the README's shape: τ falls to ~0 over sharpening
         pr.schedule = sched
-        scores = torch.rand(pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(2),
-                            dtype=torch.float64)
+        scores = torch.rand(
+            pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64
+        )
         _window(pr, scores)
         pr.update(78, rho=1.0, tau=sched.tau(78))  # the update before the last: τ = 0.1 / 20
         assert 0 < sched.tau(78) < 0.01
@@ -235,8 +249,17 @@ def test_late_masks_produce_no_subnormal_floats(gate_mode):
 def test_training_past_finalize_keeps_trained_model_equal_to_saved_pruned_model(tmp_path, gate_mode):
     ds = synthetic_dataset(64)
     model = tiny_model("vit")
-    cfg = P3BConfig(prune_ratio=0.5, prune_start_epoch=0.5, prune_sparse_epoch=1.5, prune_finalize_epoch=3,
-                    update_every=2, bpi_every=1, mask_lr=0.05, gate_mode=gate_mode, save_dir="auto")
+    cfg = P3BConfig(
+        prune_ratio=0.5,
+        prune_start_epoch=0.5,
+        prune_sparse_epoch=1.5,
+        prune_finalize_epoch=3,
+        update_every=2,
+        bpi_every=1,
+        mask_lr=0.05,
+        gate_mode=gate_mode,
+        save_dir="auto",
+    )
     args = training_args(str(tmp_path / "run"), num_train_epochs=5, per_device_train_batch_size=16)
     trainer = P3BTrainer(model=model, args=args, train_dataset=ds, eval_dataset=ds.select(range(16)), p3b=cfg)
     trainer.train()
@@ -247,10 +270,14 @@ def test_training_past_finalize_keeps_trained_model_equal_to_saved_pruned_model(
     model.eval()
     pruned = trainer.pruned_model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(pruned(pixel_values=x).logits, model(pixel_values=x).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            pruned(pixel_values=x).logits, model(pixel_values=x).logits, rtol=1e-5, atol=1e-5
+        )
     saved = type(pruned).from_pretrained(tmp_path / "run" / "pruned_model").eval()
     with torch.no_grad():
-        torch.testing.assert_close(saved(pixel_values=x).logits, model(pixel_values=x).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            saved(pixel_values=x).logits, model(pixel_values=x).logits, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_frozen_masks_stay_in_the_graph_under_ddp_but_never_move(tiny_vit, images):
@@ -282,16 +309,22 @@ def test_kd_loss_values_against_hand_formulas():
     assert float(deit) == pytest.approx((1 - alpha) * ce + alpha * kl_sum * t * t / (b * k), rel=1e-5)
     assert float(batchmean) == pytest.approx((1 - alpha) * ce + alpha * kl_sum * t * t / b, rel=1e-5)
     hard = kd_loss({"logits": s}, te, y, KDConfig(alpha=alpha, kind="hard"))
-    assert float(hard) == pytest.approx((1 - alpha) * ce + alpha * float(F.cross_entropy(s, te.argmax(-1))), rel=1e-6)
+    assert float(hard) == pytest.approx(
+        (1 - alpha) * ce + alpha * float(F.cross_entropy(s, te.argmax(-1))), rel=1e-6
+    )
     with pytest.raises(Exception, match="reduction"):
         KDConfig(reduction="mean")
 
 
 def test_p3b_dist_uses_deit_scaling_by_default(tmp_path):
     ds = synthetic_dataset(32)
-    tr = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path), num_train_epochs=1),
-                    train_dataset=ds, teacher=tiny_model("vit", seed=1),
-                    p3b=P3BConfig(prune_ratio=0.3, save_dir=None))
+    tr = P3BTrainer(
+        model=tiny_model("vit"),
+        args=training_args(str(tmp_path), num_train_epochs=1),
+        train_dataset=ds,
+        teacher=tiny_model("vit", seed=1),
+        p3b=P3BConfig(prune_ratio=0.3, save_dir=None),
+    )
     assert tr.kd.reduction == "deit"
     assert KDConfig().reduction == "batchmean"  # the generic default (VBP's) is unchanged
 
@@ -300,9 +333,14 @@ def test_p3b_dist_uses_deit_scaling_by_default(tmp_path):
 def test_clipping_acts_on_the_backbone_alone(tmp_path, caplog):
     ds = synthetic_dataset(32)
     with caplog.at_level(logging.WARNING, logger="p3b_hf.methods.p3b.trainer"):
-        tr = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path), max_grad_norm=0.5,
-                                                                      lr_scheduler_type="linear", weight_decay=0.0),
-                        train_dataset=ds, p3b=P3BConfig(prune_ratio=0.3, save_dir=None))
+        tr = P3BTrainer(
+            model=tiny_model("vit"),
+            args=training_args(
+                str(tmp_path), max_grad_norm=0.5, lr_scheduler_type="linear", weight_decay=0.0
+            ),
+            train_dataset=ds,
+            p3b=P3BConfig(prune_ratio=0.3, save_dir=None),
+        )
     text = caplog.text
     assert "depart from the reference pruning recipe" in text
     assert "lr_scheduler_type='linear'" in text and "max_grad_norm=0.5" in text and "weight_decay=0.0" in text
@@ -320,6 +358,10 @@ def test_clipping_acts_on_the_backbone_alone(tmp_path, caplog):
 
 def test_reference_recipe_gives_no_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="p3b_hf.methods.p3b.trainer"):
-        P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path)), train_dataset=synthetic_dataset(16),
-                   p3b=P3BConfig(prune_ratio=0.3, save_dir=None))
+        P3BTrainer(
+            model=tiny_model("vit"),
+            args=training_args(str(tmp_path)),
+            train_dataset=synthetic_dataset(16),
+            p3b=P3BConfig(prune_ratio=0.3, save_dir=None),
+        )
     assert "depart" not in caplog.text

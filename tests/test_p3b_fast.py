@@ -40,8 +40,8 @@ def test_grouped_heads_equal_separate_heads(frozen_bn, conv_impl):
             getattr(fast, f"bn{i}_bias").normal_()
             for b, h in enumerate(ref.patch_heads):
                 bn = h.body[1 if i == 1 else 4]
-                bn.weight.copy_(getattr(fast, f"bn{i}_weight")[b * 12:(b + 1) * 12])
-                bn.bias.copy_(getattr(fast, f"bn{i}_bias")[b * 12:(b + 1) * 12])
+                bn.weight.copy_(getattr(fast, f"bn{i}_weight")[b * 12 : (b + 1) * 12])
+                bn.bias.copy_(getattr(fast, f"bn{i}_bias")[b * 12 : (b + 1) * 12])
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     for step in range(2):  # second step: running stats from the first must agree too (eval below)
         ref.train()
@@ -55,15 +55,25 @@ def test_grouped_heads_equal_separate_heads(frozen_bn, conv_impl):
         fast.zero_grad()
         (per_head_ce(c1, labels).sum() + per_head_ce(p1, labels).sum()).backward()
         (per_head_ce(c2, labels).sum() + per_head_ce(p2, labels).sum()).backward()
-        torch.testing.assert_close(fast.conv1_weight.grad, torch.cat([h.body[0].weight.grad for h in ref.patch_heads]),
-                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            fast.conv1_weight.grad,
+            torch.cat([h.body[0].weight.grad for h in ref.patch_heads]),
+            rtol=1e-4,
+            atol=1e-6,
+        )
         torch.testing.assert_close(fast.cls_weight.grad, torch.stack([h.weight.grad for h in ref.cls_heads]))
-        torch.testing.assert_close(fast.bn2_bias.grad, torch.cat([h.body[4].bias.grad for h in ref.patch_heads]),
-                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            fast.bn2_bias.grad,
+            torch.cat([h.body[4].bias.grad for h in ref.patch_heads]),
+            rtol=1e-4,
+            atol=1e-6,
+        )
     for name, idx in (("bn1", 1), ("bn2", 4)):
         for stat in ("running_mean", "running_var"):
-            torch.testing.assert_close(getattr(fast, f"{name}_{stat}"),
-                                       torch.cat([getattr(h.body[idx], stat) for h in ref.patch_heads]))
+            torch.testing.assert_close(
+                getattr(fast, f"{name}_{stat}"),
+                torch.cat([getattr(h.body[idx], stat) for h in ref.patch_heads]),
+            )
     if not frozen_bn:  # the running stats moved: two momentum updates per step, as the reference
         assert not torch.allclose(fast.bn1_running_var, torch.ones_like(fast.bn1_running_var))
         assert int(fast.bn1_num_batches_tracked) == int(ref.patch_heads[0].body[1].num_batches_tracked) == 4
@@ -92,7 +102,9 @@ def test_patch_rows_subbatch_and_skip(conv_impl):
             torch.testing.assert_close(p2, p1, rtol=1e-5, atol=1e-5)
         else:
             assert p1 is None and p2 is None
-    torch.testing.assert_close(fast.bn1_running_mean, torch.cat([h.body[1].running_mean for h in ref.patch_heads]))
+    torch.testing.assert_close(
+        fast.bn1_running_mean, torch.cat([h.body[1].running_mean for h in ref.patch_heads])
+    )
 
 
 def test_grouped_heads_installed_give_same_logits_and_init(tiny_deit_teacher, images):
@@ -131,8 +143,12 @@ def test_fused_gates_equal_hook_gates(tiny_vit, images, hard):
         gates.zero_grad()
         out = tiny_vit(pixel_values=images).logits
         out.square().sum().backward()
-        results.append((out.detach(), [m.grad.clone() if m.grad is not None else None
-                                       for _, _, m in gates.named_masks()]))
+        results.append(
+            (
+                out.detach(),
+                [m.grad.clone() if m.grad is not None else None for _, _, m in gates.named_masks()],
+            )
+        )
         for h in handles:
             h.remove()
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-5)
@@ -147,7 +163,11 @@ def test_fused_gates_equal_hook_gates(tiny_vit, images, hard):
 def test_fast_defaults_cli_and_validation():
     fast, ref = P3BConfig().resolved(), P3BConfig(reference=True).resolved()
     assert (fast.bpi_mode, fast.gate_mode, fast.bpi_every, fast.bpi_subbatch) == (
-        "grouped", "fused", FAST_BPI_EVERY, FAST_BPI_SUBBATCH)
+        "grouped",
+        "fused",
+        FAST_BPI_EVERY,
+        FAST_BPI_SUBBATCH,
+    )
     assert FAST_BPI_EVERY >= 1 and 0 < FAST_BPI_SUBBATCH <= 1
     assert (ref.bpi_mode, ref.gate_mode, ref.bpi_every, ref.bpi_subbatch) == ("reference", "hooks", 1, 1.0)
     for bad in (dict(bpi_subbatch=0.0), dict(bpi_every=0), dict(bpi_mode="fast"), dict(gate_mode="x")):
@@ -174,11 +194,23 @@ def test_subbatch_and_every_k_dpsi_accounting(tmp_path):
     ceil(f·B) rows; the class heads score every sample of every micro-batch."""
     every, frac, batch = 3, 0.4, 16
     model = tiny_model("vit")
-    cfg = P3BConfig(prune_ratio=0.3, prune_start_step=2, prune_sparse_step=6, prune_finalize_step=12, update_every=3,
-                    bpi_every=every, bpi_subbatch=frac, save_dir=None, evaluate_pruned=False)
-    trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=3,
-                                                         per_device_train_batch_size=batch),
-                         train_dataset=synthetic_dataset(64), p3b=cfg)
+    cfg = P3BConfig(
+        prune_ratio=0.3,
+        prune_start_step=2,
+        prune_sparse_step=6,
+        prune_finalize_step=12,
+        update_every=3,
+        bpi_every=every,
+        bpi_subbatch=frac,
+        save_dir=None,
+        evaluate_pruned=False,
+    )
+    trainer = P3BTrainer(
+        model=model,
+        args=training_args(str(tmp_path), num_train_epochs=3, per_device_train_batch_size=batch),
+        train_dataset=synthetic_dataset(64),
+        p3b=cfg,
+    )
     pr = trainer.pruner
     driver = pr.estimators[0]
     seen: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
@@ -186,8 +218,13 @@ def test_subbatch_and_every_k_dpsi_accounting(tmp_path):
     shapes: list[tuple[int, int | None]] = []
 
     def record(ce_cls: torch.Tensor, ce_patch: torch.Tensor | None) -> None:
-        seen.append((trainer.state.global_step, (ce_cls[:, 0] - ce_cls[:, 1]).double(),
-                     None if ce_patch is None else (ce_patch[:, 0] - ce_patch[:, 1]).double()))
+        seen.append(
+            (
+                trainer.state.global_step,
+                (ce_cls[:, 0] - ce_cls[:, 1]).double(),
+                None if ce_patch is None else (ce_patch[:, 0] - ce_patch[:, 1]).double(),
+            )
+        )
         orig_record(ce_cls, ce_patch)
 
     def evaluate(taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -213,20 +250,34 @@ def test_subbatch_and_every_k_dpsi_accounting(tmp_path):
         assert u["window_forwards"] == len(patch) == expected
         assert u["window_forwards_cls"] == len(window) == u["step"] - max(prev, 2)
         assert u["window_steps"] == u["step"] - max(prev, 2)  # Taylor scores still every step
-        torch.testing.assert_close(torch.tensor(u["dpsi_cls"], dtype=torch.float64),
-                                   torch.stack([c for c, _ in window]).mean(0))
-        torch.testing.assert_close(torch.tensor(u["dpsi_patch"], dtype=torch.float64), torch.stack(patch).mean(0))
+        torch.testing.assert_close(
+            torch.tensor(u["dpsi_cls"], dtype=torch.float64), torch.stack([c for c, _ in window]).mean(0)
+        )
+        torch.testing.assert_close(
+            torch.tensor(u["dpsi_patch"], dtype=torch.float64), torch.stack(patch).mean(0)
+        )
         prev = u["step"]
 
 
 def test_window_without_patch_forward_keeps_the_patch_importance(tmp_path):
     """bpi_every longer than the window: the class-head importance still moves, the patch-head EMA stays."""
     model = tiny_model("vit")
-    cfg = P3BConfig(prune_ratio=0.3, prune_start_step=2, prune_sparse_step=6, prune_finalize_step=10,
-                    update_every=2, bpi_every=4, save_dir=None, evaluate_pruned=False)
-    trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=2,
-                                                         per_device_train_batch_size=16),
-                         train_dataset=synthetic_dataset(80), p3b=cfg)
+    cfg = P3BConfig(
+        prune_ratio=0.3,
+        prune_start_step=2,
+        prune_sparse_step=6,
+        prune_finalize_step=10,
+        update_every=2,
+        bpi_every=4,
+        save_dir=None,
+        evaluate_pruned=False,
+    )
+    trainer = P3BTrainer(
+        model=model,
+        args=training_args(str(tmp_path), num_train_epochs=2, per_device_train_batch_size=16),
+        train_dataset=synthetic_dataset(80),
+        p3b=cfg,
+    )
     pr = trainer.pruner
     ema_patch: list[torch.Tensor | None] = []
     orig_update = pr.update
@@ -248,20 +299,34 @@ def test_window_without_patch_forward_keeps_the_patch_importance(tmp_path):
     assert hist[0]["dpsi_patch"] is None and hist[2]["dpsi_patch"] is None and hist[2]["dpsi_cls"] is not None
     assert ema_patch[0] == (None, None)  # first update: class heads only
     torch.testing.assert_close(ema_patch[2][1], ema_patch[2][0])  # patch importance unchanged ...
-    assert hist[2]["keep_target"] != hist[1]["keep_target"]       # ... but the class heads still move κ
+    assert hist[2]["keep_target"] != hist[1]["keep_target"]  # ... but the class heads still move κ
 
 
 def test_shadow_estimators_ride_along_without_steering(tmp_path):
     """A shadow with the driver's own settings reproduces its keep targets; cheaper shadows record theirs;
     the run itself is the same with or without shadows."""
+
     def run(shadows: list[str], **kw) -> P3BTrainer:
-        cfg = P3BConfig(prune_ratio=0.4, prune_start_step=2, prune_sparse_step=8, prune_finalize_step=12,
-                        update_every=2, bpi_subbatch=1.0, bpi_every=1, bpi_shadows=shadows, save_dir=None,
-                        evaluate_pruned=False)
-        tr = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / str(len(shadows))),
-                                                                    num_train_epochs=3, per_device_train_batch_size=16,
-                                                                    **kw),
-                        train_dataset=synthetic_dataset(64), p3b=cfg)
+        cfg = P3BConfig(
+            prune_ratio=0.4,
+            prune_start_step=2,
+            prune_sparse_step=8,
+            prune_finalize_step=12,
+            update_every=2,
+            bpi_subbatch=1.0,
+            bpi_every=1,
+            bpi_shadows=shadows,
+            save_dir=None,
+            evaluate_pruned=False,
+        )
+        tr = P3BTrainer(
+            model=tiny_model("vit"),
+            args=training_args(
+                str(tmp_path / str(len(shadows))), num_train_epochs=3, per_device_train_batch_size=16, **kw
+            ),
+            train_dataset=synthetic_dataset(64),
+            p3b=cfg,
+        )
         tr.train()
         return tr
 
@@ -277,7 +342,9 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
         # same settings, same initial heads, same batches -> the same estimate as the driver
         assert b["shadows"]["1:1"]["keep_target"] == pytest.approx(b["keep_target"], abs=1e-6)
         assert b["shadows"]["1:1"]["dpsi_patch"] == pytest.approx(b["dpsi_patch"], abs=1e-6)
-        assert b["shadows"]["0.5:2"]["window_forwards"] == 1 and b["shadows"]["0.25:1"]["window_forwards"] == 2
+        assert (
+            b["shadows"]["0.5:2"]["window_forwards"] == 1 and b["shadows"]["0.25:1"]["window_forwards"] == 2
+        )
     for name in ("0.25:1", "1:1:7"):  # a real, different estimate (sub-batch / other initial heads)
         other = [u["shadows"][name]["keep_target"] for u in hs]
         assert any(c != pytest.approx(u["keep_target"], abs=1e-6) for c, u in zip(other, hs))
@@ -286,18 +353,29 @@ def test_shadow_estimators_ride_along_without_steering(tmp_path):
     for u in hs:  # every shadow's targets meet the same budget as the driver's
         for sh in u["shadows"].values():
             kept = sum(k * f for k, f in zip(sh["keep_target"], shadowed.pruner.full.tolist()))
-            assert kept == pytest.approx(sum(k * f for k, f in zip(u["keep_target"], shadowed.pruner.full.tolist())),
-                                         rel=1e-6)
+            assert kept == pytest.approx(
+                sum(k * f for k, f in zip(u["keep_target"], shadowed.pruner.full.tolist())), rel=1e-6
+            )
     # shadows stay out of the saved model and the checkpoint, and a run with shadows is not resumable
     assert not any("p3b_shadows" in k for k in shadowed.pruned_model.state_dict())
     ckpt = tmp_path / "4" / "checkpoint-6"
     assert not any("shadow" in k for k in load_file(str(ckpt / "model.safetensors")))
     assert not any("shadow" in k for k in load_file(str(ckpt / "p3b_state.safetensors")))
-    again = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / "again"), num_train_epochs=3,
-                                                                   per_device_train_batch_size=16),
-                       train_dataset=synthetic_dataset(64),
-                       p3b=P3BConfig(prune_ratio=0.4, prune_start_step=2, prune_sparse_step=8, prune_finalize_step=12,
-                                     update_every=2, bpi_shadows=["0.5:1"], save_dir=None, evaluate_pruned=False))
+    again = P3BTrainer(
+        model=tiny_model("vit"),
+        args=training_args(str(tmp_path / "again"), num_train_epochs=3, per_device_train_batch_size=16),
+        train_dataset=synthetic_dataset(64),
+        p3b=P3BConfig(
+            prune_ratio=0.4,
+            prune_start_step=2,
+            prune_sparse_step=8,
+            prune_finalize_step=12,
+            update_every=2,
+            bpi_shadows=["0.5:1"],
+            save_dir=None,
+            evaluate_pruned=False,
+        ),
+    )
     with pytest.raises(CheckpointError, match="cannot be resumed"):
         again.train(resume_from_checkpoint=str(ckpt))
 
@@ -314,7 +392,9 @@ def test_seeded_shadow_heads_come_from_the_seed_and_leave_the_rng_alone():
     state = torch.get_rng_state()
     copied = make_shadow(driver, 0, "0.5:2", 4, full, factory)
     seeded = make_shadow(driver, 1, "1:1:7", 4, full, factory)
-    assert torch.equal(torch.get_rng_state(), state)  # the driving run draws the same numbers as without shadows
+    assert torch.equal(
+        torch.get_rng_state(), state
+    )  # the driving run draws the same numbers as without shadows
     assert torch.equal(copied.heads.conv1_weight, driver.conv1_weight) and copied.heads is not driver
     torch.manual_seed(7)
     torch.testing.assert_close(seeded.heads.conv1_weight, GroupedBPIHeads.from_heads(factory()).conv1_weight)
@@ -334,10 +414,20 @@ def test_tiny_run_in_fast_mode_reaches_ratio(tmp_path):
     model = tiny_model("vit")
     dense = sum(p.numel() for n, p in model.named_parameters())
     ds = synthetic_dataset(192)
-    trainer = P3BTrainer(model=model, args=training_args(str(tmp_path), num_train_epochs=4), train_dataset=ds,
-                         eval_dataset=ds.select(range(64)),
-                         p3b=P3BConfig(prune_ratio=0.5, prune_start_epoch=1, prune_sparse_epoch=2,
-                                       prune_finalize_epoch=4, update_every=2, save_dir=None))
+    trainer = P3BTrainer(
+        model=model,
+        args=training_args(str(tmp_path), num_train_epochs=4),
+        train_dataset=ds,
+        eval_dataset=ds.select(range(64)),
+        p3b=P3BConfig(
+            prune_ratio=0.5,
+            prune_start_epoch=1,
+            prune_sparse_epoch=2,
+            prune_finalize_epoch=4,
+            update_every=2,
+            save_dir=None,
+        ),
+    )
     pr = trainer.pruner
     assert isinstance(pr.bpi, GroupedBPIHeads)
     assert all(isinstance(h, ForwardOverride) for h in pr.handles[:7])
@@ -351,5 +441,6 @@ def test_tiny_run_in_fast_mode_reaches_ratio(tmp_path):
     assert FAST_BPI_EVERY > 2 and trainer.p3b.bpi_every_auto and trainer.p3b.bpi_every == 2
     every = trainer.p3b.bpi_every  # 2-step windows starting at step 6
     assert [u["window_forwards"] for u in trainer.pruning.state.history] == [
-        sum(1 for s in range(d - 2, d) if s % every == 0) for d in range(8, 25, 2)]  # the last at S2 = 24
+        sum(1 for s in range(d - 2, d) if s % every == 0) for d in range(8, 25, 2)
+    ]  # the last at S2 = 24
     assert all(u["window_forwards_cls"] == 2 for u in trainer.pruning.state.history)

@@ -106,8 +106,11 @@ def test_solver_budget_edge_cases():
     # a negative block budget within rounding (1e-6 parameters) still prunes every block instead of raising
     assert solve_keep_ratios(imp, full, 1e-6, 0.0).tolist() == [0.0, 0.0, 0.0]
     # less than one parameter short is already an error, which names the non-block parameters
-    with pytest.raises(BudgetError, match=r"^Keep ratio 0\.0000 leaves -1 parameters for the blocks: the non-block "
-                                          r"parameters \(1\) alone exceed it\. Use a smaller prune ratio\.$"):
+    with pytest.raises(
+        BudgetError,
+        match=r"^Keep ratio 0\.0000 leaves -1 parameters for the blocks: the non-block "
+        r"parameters \(1\) alone exceed it\. Use a smaller prune ratio\.$",
+    ):
         solve_keep_ratios(imp, full, 0.75, 0.0)
     with pytest.raises(BudgetError, match="non-block parameters"):
         solve_keep_ratios(imp, full, 1e6, 0.5)
@@ -120,10 +123,10 @@ def _cascade(rounds: int, rho: float = 2.0, q: float = 1.4, budget: float = 1e9)
     x = (rho - 1) / (rho * q - 1)
     imp, full, left = [], [], budget
     for r in range(rounds):
-        imp.append(rho ** -r)
+        imp.append(rho**-r)
         full.append(x * left)
         left -= x * left
-    imp.append(rho ** -rounds / (2 * q))
+    imp.append(rho**-rounds / (2 * q))
     full.append(2 * left)
     full_t = torch.tensor(full, dtype=torch.float64)
     return torch.tensor(imp, dtype=torch.float64), full_t, budget / float(full_t.sum())
@@ -134,8 +137,11 @@ def test_solver_redistributes_for_twenty_rounds_then_gives_up():
     kappa = solve_keep_ratios(imp, full, 0.0, keep)
     assert kappa[:20].tolist() == [1.0] * 20 and float(kappa[20]) == pytest.approx(0.5, rel=1e-6)
     imp, full, keep = _cascade(21)
-    with pytest.raises(BudgetError, match=r"^The P3B budget solver did not converge in 20 rounds; report this "
-                                          r"with your config\.$"):
+    with pytest.raises(
+        BudgetError,
+        match=r"^The P3B budget solver did not converge in 20 rounds; report this "
+        r"with your config\.$",
+    ):
         solve_keep_ratios(imp, full, 0.0, keep)
 
 
@@ -154,21 +160,44 @@ def _state_with_window(seed: int) -> P3BState:
 
 def test_roll_window_keeps_each_sum_as_its_own_previous_and_zeroes_the_window():
     st = _state_with_window(0)
-    window = [t.clone() for t in (st.dpsi_cls_sum, st.dpsi_patch_sum, st.dpsi_count, st.dpsi_cls_count,
-                                  st.taylor_sum, st.taylor_count)]
+    window = [
+        t.clone()
+        for t in (
+            st.dpsi_cls_sum,
+            st.dpsi_patch_sum,
+            st.dpsi_count,
+            st.dpsi_cls_count,
+            st.taylor_sum,
+            st.taylor_count,
+        )
+    ]
     st.roll_window()
-    prev = (st.prev_dpsi_cls_sum, st.prev_dpsi_patch_sum, st.prev_dpsi_count, st.prev_dpsi_cls_count,
-            st.prev_taylor_sum, st.prev_taylor_count)
+    prev = (
+        st.prev_dpsi_cls_sum,
+        st.prev_dpsi_patch_sum,
+        st.prev_dpsi_count,
+        st.prev_dpsi_cls_count,
+        st.prev_taylor_sum,
+        st.prev_taylor_count,
+    )
     for p, w in zip(prev, window):
         torch.testing.assert_close(p, w, rtol=0, atol=0)
-    for t in (st.dpsi_cls_sum, st.dpsi_patch_sum, st.dpsi_count, st.dpsi_cls_count, st.taylor_sum, st.taylor_count):
+    for t in (
+        st.dpsi_cls_sum,
+        st.dpsi_patch_sum,
+        st.dpsi_count,
+        st.dpsi_cls_count,
+        st.taylor_sum,
+        st.taylor_count,
+    ):
         assert float(t.abs().sum()) == 0.0
     # with the local (pre-all-reduce) ΔΨ sums given, those are kept instead
     st2 = _state_with_window(1)
     local = tuple(t * 0.5 for t in st2.window_tensors())
     st2.roll_window(local)
-    for p, w in zip((st2.prev_dpsi_cls_sum, st2.prev_dpsi_patch_sum, st2.prev_dpsi_count, st2.prev_dpsi_cls_count),
-                    local):
+    for p, w in zip(
+        (st2.prev_dpsi_cls_sum, st2.prev_dpsi_patch_sum, st2.prev_dpsi_count, st2.prev_dpsi_cls_count), local
+    ):
         torch.testing.assert_close(p, w, rtol=0, atol=0)
 
 
@@ -176,10 +205,26 @@ def test_merge_previous_window_adds_every_sum_and_count():
     st = _state_with_window(0)
     st.roll_window()
     cur = _state_with_window(2)
-    for name in ("dpsi_cls_sum", "dpsi_patch_sum", "dpsi_count", "dpsi_cls_count", "taylor_sum", "taylor_count"):
+    for name in (
+        "dpsi_cls_sum",
+        "dpsi_patch_sum",
+        "dpsi_count",
+        "dpsi_cls_count",
+        "taylor_sum",
+        "taylor_count",
+    ):
         getattr(st, name).copy_(getattr(cur, name))
-    prev = {n: getattr(st, f"prev_{n}").clone() for n in ("dpsi_cls_sum", "dpsi_patch_sum", "dpsi_count",
-                                                           "dpsi_cls_count", "taylor_sum", "taylor_count")}
+    prev = {
+        n: getattr(st, f"prev_{n}").clone()
+        for n in (
+            "dpsi_cls_sum",
+            "dpsi_patch_sum",
+            "dpsi_count",
+            "dpsi_cls_count",
+            "taylor_sum",
+            "taylor_count",
+        )
+    }
     st.merge_previous_window()
     for name, p in prev.items():
         torch.testing.assert_close(getattr(st, name), getattr(cur, name) + p, rtol=0, atol=0, msg=name)
@@ -194,8 +239,12 @@ def test_merge_previous_window_adds_every_sum_and_count():
 # ---------------------------------------------------------------------------------- KD loss
 def _kd_inputs(b: int = 4, k: int = 6, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, k, generator=g), torch.randn(b, k, generator=g), torch.randn(b, k, generator=g),
-            torch.randint(0, k, (b,), generator=g))
+    return (
+        torch.randn(b, k, generator=g),
+        torch.randn(b, k, generator=g),
+        torch.randn(b, k, generator=g),
+        torch.randint(0, k, (b,), generator=g),
+    )
 
 
 def _soft_kd(s: torch.Tensor, te: torch.Tensor, t: float, per: float) -> float:
@@ -205,8 +254,9 @@ def _soft_kd(s: torch.Tensor, te: torch.Tensor, t: float, per: float) -> float:
 
 def test_kd_loss_of_a_two_headed_student_uses_cls_for_ce_and_dist_for_kd():
     cls, dist, te, y = _kd_inputs()
-    out = DeiTForImageClassificationWithTeacherOutput(logits=(cls + dist) / 2, cls_logits=cls,
-                                                      distillation_logits=dist)
+    out = DeiTForImageClassificationWithTeacherOutput(
+        logits=(cls + dist) / 2, cls_logits=cls, distillation_logits=dist
+    )
     alpha, t = 0.3, 2.0
     soft = kd_loss(out, te, y, KDConfig(alpha=alpha, temperature=t, reduction="deit"))
     want = (1 - alpha) * float(F.cross_entropy(cls, y)) + alpha * _soft_kd(dist, te, t, dist.numel())
@@ -229,14 +279,21 @@ def test_kd_loss_uses_the_given_criterion_for_the_task_term():
 def test_kd_alpha_endpoints_are_the_pure_terms():
     cls, _, te, y = _kd_inputs(seed=2)
     out = {"logits": cls}
-    assert float(kd_loss(out, te, y, KDConfig(alpha=0.0))) == pytest.approx(float(F.cross_entropy(cls, y)), rel=1e-6)
-    assert float(kd_loss(out, te, y, KDConfig(alpha=1.0, temperature=3.0, reduction="deit"))) == pytest.approx(
-        _soft_kd(cls, te, 3.0, cls.numel()), rel=1e-5)
+    assert float(kd_loss(out, te, y, KDConfig(alpha=0.0))) == pytest.approx(
+        float(F.cross_entropy(cls, y)), rel=1e-6
+    )
+    assert float(
+        kd_loss(out, te, y, KDConfig(alpha=1.0, temperature=3.0, reduction="deit"))
+    ) == pytest.approx(_soft_kd(cls, te, 3.0, cls.numel()), rel=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [dict(alpha=1.5), dict(alpha=-0.1), dict(temperature=0.0), dict(temperature=-1.0)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(alpha=1.5), dict(alpha=-0.1), dict(temperature=0.0), dict(temperature=-1.0)]
+)
 def test_kd_config_rejects_alpha_outside_0_1_and_non_positive_temperature(kwargs):
-    with pytest.raises(P3BError, match=r"^KD alpha must lie in \[0, 1\] and the temperature be > 0 \(got alpha="):
+    with pytest.raises(
+        P3BError, match=r"^KD alpha must lie in \[0, 1\] and the temperature be > 0 \(got alpha="
+    ):
         KDConfig(**kwargs)
 
 
@@ -259,8 +316,14 @@ def test_schedule_from_epochs_defaults_and_edge_cases():
     assert (s.start, s.sparse, s.finalize) == (10, 11, 50)
     s = Schedule.from_epochs(10, 1, 5, 5, update_every=2, tau_max=0.2, tau_min=0.05)
     assert (s.tau_max, s.tau_min) == (0.2, 0.05)
-    assert s.to_dict() == {"start": 10, "sparse": 50, "finalize": 50, "update_every": 2, "tau_max": 0.2,
-                           "tau_min": 0.05}
+    assert s.to_dict() == {
+        "start": 10,
+        "sparse": 50,
+        "finalize": 50,
+        "update_every": 2,
+        "tau_max": 0.2,
+        "tau_min": 0.05,
+    }
 
 
 def test_schedule_updates_tau_and_bounds():
@@ -273,15 +336,27 @@ def test_schedule_updates_tau_and_bounds():
     assert (s.tau(4), s.tau(5), s.tau(6)) == (0.1, 0.02, 0.02)
 
 
-@pytest.mark.parametrize("args,message", [
-    ((3, 3, 10, 1), "P3B phases must satisfy 0 <= start < sparse <= finalize (got 3, 3, 10 steps). Fix "
-                    "--prune-start-epoch/--prune-sparse-epoch/--prune-finalize-epoch (or train longer)."),
-    ((0, 2, 6, 0), "--update-every must be >= 1 optimizer step."),
-    ((2, 4, 6, 4), "--update-every 4 is not shorter than the pruning window (4 optimizer steps from step 2 to 6): no "
-                   "mask would ever be updated. Use --update-every <= 2, or train longer (--epochs)."),
-    ((1, 2, 4, 3), "--update-every 3 is not shorter than the pruning window (3 optimizer steps from step 1 to 4): no "
-                   "mask would ever be updated. Use --update-every <= 1, or train longer (--epochs)."),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            (3, 3, 10, 1),
+            "P3B phases must satisfy 0 <= start < sparse <= finalize (got 3, 3, 10 steps). Fix "
+            "--prune-start-epoch/--prune-sparse-epoch/--prune-finalize-epoch (or train longer).",
+        ),
+        ((0, 2, 6, 0), "--update-every must be >= 1 optimizer step."),
+        (
+            (2, 4, 6, 4),
+            "--update-every 4 is not shorter than the pruning window (4 optimizer steps from step 2 to 6): no "
+            "mask would ever be updated. Use --update-every <= 2, or train longer (--epochs).",
+        ),
+        (
+            (1, 2, 4, 3),
+            "--update-every 3 is not shorter than the pruning window (3 optimizer steps from step 1 to 4): no "
+            "mask would ever be updated. Use --update-every <= 1, or train longer (--epochs).",
+        ),
+    ],
+)
 def test_schedule_rejects_impossible_phases(args, message):
     with pytest.raises(P3BError) as e:
         Schedule(*args)
@@ -294,7 +369,9 @@ def test_schedule_accepts_the_tightest_valid_phases():
 
 
 # ---------------------------------------------------------------------------------- pruner: keep ratios
-def _np_importance(dpsi: np.ndarray, remaining: np.ndarray, s: float = 10.0, guard: bool = True) -> np.ndarray:
+def _np_importance(
+    dpsi: np.ndarray, remaining: np.ndarray, s: float = 10.0, guard: bool = True
+) -> np.ndarray:
     top = dpsi.max()
     if guard and top <= 0:
         top = np.abs(dpsi).max()
@@ -333,9 +410,11 @@ def _window(pr: P3BPruner, rng: np.random.Generator, n_cls: int, n_patch: int, m
 
 
 NO_BPI = "P3B update with no BPI forward in its window: keeping the previous block keep ratios."
-NO_PATCH = ("P3B update with no patch-head forward in its window (--bpi-every larger than the window): the "
-            "patch-head importance keeps its previous value. Use --bpi-every <= --update-every x gradient "
-            "accumulation steps.")
+NO_PATCH = (
+    "P3B update with no patch-head forward in its window (--bpi-every larger than the window): the "
+    "patch-head importance keeps its previous value. Use --bpi-every <= --update-every x gradient "
+    "accumulation steps."
+)
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -359,11 +438,17 @@ def test_keep_ratios_when_one_head_type_or_both_missed_the_window(tiny_vit, capl
         d_cls, d_patch = _window(pr, rng, n_cls, n_patch)
         entry = pr.update(step, rho=1.0, tau=0.05)
         if d_cls is not None:
-            ema_c = _np_importance(d_cls, remaining) if ema_c is None else \
-                0.3 * _np_importance(d_cls, remaining) + 0.7 * ema_c
+            ema_c = (
+                _np_importance(d_cls, remaining)
+                if ema_c is None
+                else 0.3 * _np_importance(d_cls, remaining) + 0.7 * ema_c
+            )
         if d_patch is not None:
-            ema_p = _np_importance(d_patch, remaining) if ema_p is None else \
-                0.3 * _np_importance(d_patch, remaining) + 0.7 * ema_p
+            ema_p = (
+                _np_importance(d_patch, remaining)
+                if ema_p is None
+                else 0.3 * _np_importance(d_patch, remaining) + 0.7 * ema_p
+            )
         imp = ema_c if ema_p is None else ema_p if ema_c is None else 0.7 * ema_c + 0.3 * ema_p
         np.testing.assert_allclose(entry["keep_target"], _np_solver(imp, full, pr.non_block, 0.5), rtol=1e-10)
         for key, want in (("dpsi_cls", d_cls), ("dpsi_patch", d_patch)):
@@ -411,7 +496,9 @@ def test_guards_off_normalise_by_the_signed_maximum(tiny_vit):
 
 
 # ---------------------------------------------------------------------------------- pruner: local masks
-def _expected_masks(pr: P3BPruner, scores: torch.Tensor, applied: list[float], tau: float) -> list[torch.Tensor]:
+def _expected_masks(
+    pr: P3BPruner, scores: torch.Tensor, applied: list[float], tau: float
+) -> list[torch.Tensor]:
     """Every gate's mask from the threshold search of its block, in ``named_masks`` order."""
     offsets, pos = {}, 0
     for g, layer, m in pr.gates.named_masks():
@@ -421,10 +508,17 @@ def _expected_masks(pr: P3BPruner, scores: torch.Tensor, applied: list[float], t
     for layer in range(pr.dims.layers):
         for k, kind in enumerate(("attn", "mlp")):
             names = BLOCK_GATES[kind]
-            per_gate = [scores[offsets[(g, layer)][0]:sum(offsets[(g, layer)])] for g in names]
-            masks, _, _ = block_masks(pr.dims, kind, per_gate, [pr.config.gate_scales.get(g, 1.0) for g in names],
-                                      applied[2 * layer + k], tau, exact=pr.config.exact_budget,
-                                      floor=pr.config.mask_floor)
+            per_gate = [scores[offsets[(g, layer)][0] : sum(offsets[(g, layer)])] for g in names]
+            masks, _, _ = block_masks(
+                pr.dims,
+                kind,
+                per_gate,
+                [pr.config.gate_scales.get(g, 1.0) for g in names],
+                applied[2 * layer + k],
+                tau,
+                exact=pr.config.exact_budget,
+                floor=pr.config.mask_floor,
+            )
             want.update({(g, layer): m for g, m in zip(names, masks)})
     return [want[(g, layer)] for g, layer, _ in pr.gates.named_masks()]
 
@@ -433,11 +527,14 @@ def _expected_masks(pr: P3BPruner, scores: torch.Tensor, applied: list[float], t
 def test_every_block_gets_its_own_keep_ratio_gate_scales_and_threshold_mode(tiny_vit, exact):
     keep = [0.9, 0.3, 0.7, 0.5, 0.8, 0.4]
     # a partial gate_scales dict: the gates it leaves out have scale 1
-    cfg = P3BConfig(handcrafted_keep=keep, gate_scales={"attn_out": 2.0, "mlp_hid": 0.6},
-                    exact_budget=exact).resolved()
+    cfg = P3BConfig(
+        handcrafted_keep=keep, gate_scales={"attn_out": 2.0, "mlp_hid": 0.6}, exact_budget=exact
+    ).resolved()
     pr = P3BPruner(tiny_vit, cfg)
     pr.schedule = Schedule(0, 10, 40, 1)
-    scores = torch.rand(pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    scores = torch.rand(
+        pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(8), dtype=torch.float64
+    )
     pr.state.taylor_sum.copy_(scores)
     pr.state.taylor_count.fill_(1)
     entry = pr.update(3, rho=0.5, tau=0.03)
@@ -451,7 +548,9 @@ def test_every_block_gets_its_own_keep_ratio_gate_scales_and_threshold_mode(tiny
 def test_exact_budget_changes_an_attention_block(tiny_vit):
     """The two threshold modes of the test above differ on this model, so both are pinned."""
     pr = P3BPruner(tiny_vit, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
-    scores = torch.rand(pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    scores = torch.rand(
+        pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(8), dtype=torch.float64
+    )
     applied = [0.95, 0.65, 0.85, 0.75, 0.9, 0.7]
     exact = _expected_masks(pr, scores, applied, 0.03)
     pr.config.exact_budget = False
@@ -475,13 +574,32 @@ def test_window_reduction_sums_dpsi_and_averages_taylor_over_ranks(tiny_vit, mon
     _window(pr, np.random.default_rng(9), 3, 2)
     pr.state.taylor_count.fill_(2)
     st = pr.state
-    before = [t.clone() for t in (st.dpsi_cls_sum, st.dpsi_patch_sum, st.dpsi_count, st.dpsi_cls_count,
-                                  st.taylor_sum, st.taylor_count)]
+    before = [
+        t.clone()
+        for t in (
+            st.dpsi_cls_sum,
+            st.dpsi_patch_sum,
+            st.dpsi_count,
+            st.dpsi_cls_count,
+            st.taylor_sum,
+            st.taylor_count,
+        )
+    ]
     local = pr._reduce_window()[id(st)]
     for got, want in zip(local, before[:4]):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
-    for got, want, factor in zip((st.dpsi_cls_sum, st.dpsi_patch_sum, st.dpsi_count, st.dpsi_cls_count,
-                                  st.taylor_sum, st.taylor_count), before, (2, 2, 2, 2, 1, 1)):
+    for got, want, factor in zip(
+        (
+            st.dpsi_cls_sum,
+            st.dpsi_patch_sum,
+            st.dpsi_count,
+            st.dpsi_cls_count,
+            st.taylor_sum,
+            st.taylor_count,
+        ),
+        before,
+        (2, 2, 2, 2, 1, 1),
+    ):
         torch.testing.assert_close(got, want * factor, rtol=0, atol=0)
     # the update's history reports the reduced window
     _window(pr, np.random.default_rng(9), 3, 2)
@@ -537,16 +655,34 @@ def test_kept_params_per_cut_is_exact_for_large_blocks():
     gate_of_sorted = torch.tensor([1, 2, 0, 2, 2] + [0] * 1407 + [1] * 1407 + [2] * 6141)
     kept = kept_params_per_cut(d, "mlp", gate_of_sorted, sizes)
     assert kept.dtype == torch.float64 and kept.shape == (sum(sizes) + 1,)
-    for p, (i, o, h) in {0: (1408, 1408, 6144), 1: (1408, 1407, 6144), 3: (1407, 1407, 6143),
-                         5: (1407, 1407, 6141), 8960: (0, 0, 0)}.items():
+    for p, (i, o, h) in {
+        0: (1408, 1408, 6144),
+        1: (1408, 1407, 6144),
+        3: (1407, 1407, 6143),
+        5: (1407, 1407, 6141),
+        8960: (0, 0, 0),
+    }.items():
         assert int(kept[p]) == i * h + h + h * o + o == mlp_linear_params(d, i, h, o)
-    assert int(kept[1]) > 2 ** 24 and int(kept[1]) % 2 == 1  # not a float32 number
-    attn = kept_params_per_cut(d, "attn", torch.tensor([2, 0, 1] + [0] * 1407 + [1] * 1407 + [2] * 87), [1408, 1408, 88])
-    assert int(attn[0]) == attn_linear_params(d, 1408, 88, 1408) and int(attn[3]) == attn_linear_params(d, 1407, 87, 1407)
+    assert int(kept[1]) > 2**24 and int(kept[1]) % 2 == 1  # not a float32 number
+    attn = kept_params_per_cut(
+        d, "attn", torch.tensor([2, 0, 1] + [0] * 1407 + [1] * 1407 + [2] * 87), [1408, 1408, 88]
+    )
+    assert int(attn[0]) == attn_linear_params(d, 1408, 88, 1408) and int(attn[3]) == attn_linear_params(
+        d, 1407, 87, 1407
+    )
 
 
-def _replica_block(d: Dims, kind: str, scores: list[list[float]], scales: list[float], keep: float, tau: float,
-                   exact: bool, tol: float, floor: float):
+def _replica_block(
+    d: Dims,
+    kind: str,
+    scores: list[list[float]],
+    scales: list[float],
+    keep: float,
+    tau: float,
+    exact: bool,
+    tol: float,
+    floor: float,
+):
     """Pure-Python replica of docs/p3b.md §4-§5.2 for one block: per-gate ranks, stable concatenated order, the
     cut closest to the goal (ties: fewer pruned), exact_budget's ±1 head-dim element, soft masks, mirroring."""
     sizes = [len(s) for s in scores]
@@ -561,8 +697,11 @@ def _replica_block(d: Dims, kind: str, scores: list[list[float]], scales: list[f
         counts.append(tuple(c))
         if p < len(order):
             c[gate[order[p]]] -= 1
-    fn = (lambda c: attn_linear_params(d, c[0], c[2], c[1])) if kind == "attn" else \
-        (lambda c: mlp_linear_params(d, c[0], c[2], c[1]))
+    fn = (
+        (lambda c: attn_linear_params(d, c[0], c[2], c[1]))
+        if kind == "attn"
+        else (lambda c: mlp_linear_params(d, c[0], c[2], c[1]))
+    )
     kept = [fn(c) for c in counts]
     goal = keep * kept[0]
     cut = min(range(len(kept)), key=lambda p: (abs(kept[p] - goal), p))
@@ -578,8 +717,8 @@ def _replica_block(d: Dims, kind: str, scores: list[list[float]], scales: list[f
     for r, i in enumerate(order, start=1):
         v = 1.0 / (1.0 + math.exp(-k * (r - (cut + 1)) / (n * tau + 1e-8)))
         flat[i] = 0.0 if v < floor else v
-    masks = [flat[sum(sizes[:g]):sum(sizes[:g + 1])] for g in range(3)]
-    q, ranks_q = masks[2], normed[sizes[0] + sizes[1]:]
+    masks = [flat[sum(sizes[:g]) : sum(sizes[: g + 1])] for g in range(3)]
+    q, ranks_q = masks[2], normed[sizes[0] + sizes[1] :]
     if delta > 0:  # keep the best pruned head-dim element: mirror its value across 0.5
         j = max((j for j in range(len(q)) if q[j] < 0.5), key=lambda j: (ranks_q[j], -j))
         q[j] = max(1.0 - q[j], 0.5)
@@ -599,9 +738,12 @@ def _block_case(seed: int, kind: str = "attn", ties: bool = False):
 
 
 def _check_block(kind, scores, scales, keep, tau, exact, tol=0.0025, floor=1e-6):
-    masks, cut, kept = block_masks(TINY_DIMS, kind, scores, scales, keep, tau, exact=exact, tol=tol, floor=floor)
-    want_masks, want_cut, want_kept, delta = _replica_block(TINY_DIMS, kind, [s.tolist() for s in scores], scales,
-                                                           keep, tau, exact, tol, floor)
+    masks, cut, kept = block_masks(
+        TINY_DIMS, kind, scores, scales, keep, tau, exact=exact, tol=tol, floor=floor
+    )
+    want_masks, want_cut, want_kept, delta = _replica_block(
+        TINY_DIMS, kind, [s.tolist() for s in scores], scales, keep, tau, exact, tol, floor
+    )
     assert (cut, kept) == (want_cut, want_kept), (kind, keep, tol)
     for m, w in zip(masks, want_masks):
         np.testing.assert_allclose(m.numpy(), w, rtol=1e-12, atol=0)
@@ -634,7 +776,10 @@ def test_exact_budget_takes_the_closest_of_the_threshold_and_one_head_dim_more_o
                 for tol in (miss / full * (1 + 1e-9), miss / full):
                     if tol * full >= miss:  # the pure threshold is within tolerance: nothing moves
                         at_tolerance += tol * full == miss
-                        assert _check_block("attn", scores, scales, float(keep), 0.05, exact=True, tol=tol)[0] == 0
+                        assert (
+                            _check_block("attn", scores, scales, float(keep), 0.05, exact=True, tol=tol)[0]
+                            == 0
+                        )
     assert deltas == {-1, 0, 1} and at_tolerance > 0
 
 
@@ -653,8 +798,9 @@ def test_exact_budget_prefers_the_threshold_on_a_tie_and_never_leaves_the_gate_r
     keep = 2995.5 / full
     assert keep * full == 2995.5
     assert _check_block("attn", scores, scales, keep, 0.05, exact=True, tol=0.0) == (0, 3028)
-    _, _, alt_kept, _ = _replica_block(TINY_DIMS, "attn", [s.tolist() for s in scores], scales, 2963 / full, 0.05,
-                                       True, 0.0, 0.0)
+    _, _, alt_kept, _ = _replica_block(
+        TINY_DIMS, "attn", [s.tolist() for s in scores], scales, 2963 / full, 0.05, True, 0.0, 0.0
+    )
     assert alt_kept == 2963
 
 
@@ -663,10 +809,14 @@ def test_mirrored_head_dim_element_respects_the_mask_floor():
     seen = 0
     for seed in range(6):
         for keep in np.linspace(0.1, 0.9, 9):
-            masks, _, _ = block_masks(TINY_DIMS, "attn", _block_case(seed), scales, float(keep), 0.2, floor=0.45)
+            masks, _, _ = block_masks(
+                TINY_DIMS, "attn", _block_case(seed), scales, float(keep), 0.2, floor=0.45
+            )
             values = torch.cat(masks)
             assert not bool(((values > 0) & (values < 0.45)).any())
-            delta, _ = _check_block("attn", _block_case(seed), scales, float(keep), 0.2, exact=True, floor=0.45)
+            delta, _ = _check_block(
+                "attn", _block_case(seed), scales, float(keep), 0.2, exact=True, floor=0.45
+            )
             seen += delta == -1
     assert seen > 0
 
@@ -697,15 +847,27 @@ def test_shift_gate_mirrors_the_boundary_element():
 def test_pruner_wires_the_config_into_gates_heads_and_estimators(tiny_vit, images):
     with torch.no_grad():
         dense = tiny_vit(pixel_values=images).logits
-    cfg = P3BConfig(prune_ratio=0.4, gate_mode="hooks", bpi_mode="reference", bpi_frozen_bn=True, bpi_subbatch=0.5,
-                    bpi_every=3, bpi_shadows=["0.25:2", "1:1:7"]).resolved()
+    cfg = P3BConfig(
+        prune_ratio=0.4,
+        gate_mode="hooks",
+        bpi_mode="reference",
+        bpi_frozen_bn=True,
+        bpi_subbatch=0.5,
+        bpi_every=3,
+        bpi_shadows=["0.25:2", "1:1:7"],
+    ).resolved()
     pr = P3BPruner(tiny_vit, cfg)
     lm = pruner_module.locate(tiny_vit).layers[0]
     assert "forward" not in lm.ln_before.__dict__ and lm.ln_before._forward_hooks  # hook gates, not fused
     assert type(pr.bpi) is BPIHeads and pr.bpi.frozen_bn and tiny_vit.p3b_bpi is pr.bpi
     driver = pr.estimators[0]
-    assert (driver.name, driver.heads, driver.subbatch, driver.every, driver.state) == ("driver", pr.bpi, 0.5, 3,
-                                                                                        pr.state)
+    assert (driver.name, driver.heads, driver.subbatch, driver.every, driver.state) == (
+        "driver",
+        pr.bpi,
+        0.5,
+        3,
+        pr.state,
+    )
     assert [(s.name, s.subbatch, s.every) for s in pr.shadows] == [("0.25:2", 0.25, 2), ("1:1:7", 1.0, 1)]
     assert [s.heads.output_key for s in pr.shadows] == ["p3b_shadow0", "p3b_shadow1"]  # one output per shadow
     assert list(tiny_vit.p3b_shadows) == [s.heads for s in pr.shadows]
@@ -716,52 +878,76 @@ def test_pruner_wires_the_config_into_gates_heads_and_estimators(tiny_vit, image
     grouped = GroupedBPIHeads.from_heads(pr.bpi)
     for name, w in grouped.state_dict().items():
         assert torch.equal(pr.shadows[0].heads.state_dict()[name], w), name
-    assert any(not torch.equal(pr.shadows[1].heads.state_dict()[n], w) for n, w in grouped.state_dict().items())
+    assert any(
+        not torch.equal(pr.shadows[1].heads.state_dict()[n], w) for n, w in grouped.state_dict().items()
+    )
     assert pr.state.taylor_sum.numel() == sum(m.numel() for _, _, m in pr.gates.named_masks())
     assert pr.non_block == float(non_block_params(tiny_vit))
     pr.schedule = Schedule(0, 10, 40, 1)
     tiny_vit._name_or_path = "org/tiny-vit"
     tiny_vit.config._name_or_path = "org/tiny-vit"
-    assert pr.width_plan().meta == {"method": "p3b", "prune_ratio": 0.4, "base_model_name_or_path": "org/tiny-vit"}
+    assert pr.width_plan().meta == {
+        "method": "p3b",
+        "prune_ratio": 0.4,
+        "base_model_name_or_path": "org/tiny-vit",
+    }
     # detach removes every hook and attached module: the plain model computes what it did before
     pr.detach()
     assert pr.handles == [] and not any(n.startswith("p3b_") for n in tiny_vit._modules)
-    assert not any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in tiny_vit.modules())
+    assert not any(
+        m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in tiny_vit.modules()
+    )
     with torch.no_grad():
         torch.testing.assert_close(tiny_vit(pixel_values=images).logits, dense, rtol=0, atol=0)
 
 
 def test_pruner_fused_grouped_frozen_and_block_only_variants(tiny_vit, tiny_deit_teacher):
-    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.0, block_param_only=True, bpi_shadows=["0.5:2"]).resolved())
+    pr = P3BPruner(
+        tiny_vit, P3BConfig(prune_ratio=0.0, block_param_only=True, bpi_shadows=["0.5:2"]).resolved()
+    )
     assert "forward" in pruner_module.locate(tiny_vit).layers[0].ln_before.__dict__  # fused gates
     assert isinstance(pr.bpi, GroupedBPIHeads) and not pr.bpi.frozen_bn
-    assert (pr.estimators[0].subbatch, pr.estimators[0].every) == (pr.config.bpi_subbatch, pr.config.bpi_every)
+    assert (pr.estimators[0].subbatch, pr.estimators[0].every) == (
+        pr.config.bpi_subbatch,
+        pr.config.bpi_every,
+    )
     assert pr.non_block == 0.0 and pr.plan is None
     # a grouped driver's shadow gets its own copy of the driver's weights and buffers
     shadow = pr.shadows[0].heads
     for (name, a), b in zip(pr.bpi.state_dict().items(), shadow.state_dict().values()):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
     pr.detach()
-    assert not any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in tiny_vit.modules())
+    assert not any(
+        m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in tiny_vit.modules()
+    )
     frozen = P3BPruner(tiny_deit_teacher, P3BConfig(frozen=True, reference=True).resolved())
     assert frozen.gates is None and frozen.state.taylor_sum.numel() == 0
-    assert not any(p.requires_grad for n, p in tiny_deit_teacher.named_parameters() if not n.startswith("p3b_"))
+    assert not any(
+        p.requires_grad for n, p in tiny_deit_teacher.named_parameters() if not n.startswith("p3b_")
+    )
     assert frozen.non_block == float(non_block_params(tiny_deit_teacher, reference=True))
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(prune_ratio=1.0), "prune_ratio must be in [0, 1), got 1.0."),
-    (dict(prune_ratio=-0.1), "prune_ratio must be in [0, 1), got -0.1."),
-    (dict(handcrafted_keep=[0.5] * 5), "handcrafted_keep needs 6 values (attn0, mlp0, attn1, ...), got 5."),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(prune_ratio=1.0), "prune_ratio must be in [0, 1), got 1.0."),
+        (dict(prune_ratio=-0.1), "prune_ratio must be in [0, 1), got -0.1."),
+        (
+            dict(handcrafted_keep=[0.5] * 5),
+            "handcrafted_keep needs 6 values (attn0, mlp0, attn1, ...), got 5.",
+        ),
+    ],
+)
 def test_pruner_rejects_bad_ratios(tiny_vit, kwargs, message):
     with pytest.raises(P3BError) as e:
         P3BPruner(tiny_vit, P3BConfig(**kwargs).resolved())
     assert str(e.value) == message
 
 
-def test_non_block_count_of_the_reference_leaves_out_distillation_token_and_head(tiny_vit, tiny_deit,
-                                                                                tiny_deit_teacher):
+def test_non_block_count_of_the_reference_leaves_out_distillation_token_and_head(
+    tiny_vit, tiny_deit, tiny_deit_teacher
+):
     c, k = 48, 7
     assert non_block_params(tiny_vit, reference=True) == non_block_params(tiny_vit)
     assert non_block_params(tiny_vit.config, reference=True) == non_block_params(tiny_vit.config)
@@ -776,8 +962,9 @@ def test_dims_and_counts_follow_qkv_bias():
     from transformers import ViTConfig
 
     with_bias = Dims.from_config(ViTConfig(hidden_size=48, num_attention_heads=4, intermediate_size=96))
-    no_bias = Dims.from_config(ViTConfig(hidden_size=48, num_attention_heads=4, intermediate_size=96,
-                                         qkv_bias=False))
+    no_bias = Dims.from_config(
+        ViTConfig(hidden_size=48, num_attention_heads=4, intermediate_size=96, qkv_bias=False)
+    )
     assert with_bias.qkv_bias and not no_bias.qkv_bias
     assert attn_linear_params(with_bias, 48, 12, 48) - attn_linear_params(no_bias, 48, 12, 48) == 3 * 48
     assert attn_linear_params(no_bias, 48, 12, 48) == 48 * 3 * 48 + 48 * 48 + 48
@@ -822,11 +1009,22 @@ def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path, 
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")  # nothing may depend on files in the working directory
     meta = P3BState.fresh(4, 6, _f64(10.0, 20.0, 10.0, 20.0), device="meta")
-    assert {t.device.type for t in (meta.dpsi_cls_sum, meta.dpsi_patch_sum, meta.dpsi_count, meta.dpsi_cls_count,
-                                    meta.taylor_sum, meta.taylor_count, meta.remaining)} == {"meta"}
+    assert {
+        t.device.type
+        for t in (
+            meta.dpsi_cls_sum,
+            meta.dpsi_patch_sum,
+            meta.dpsi_count,
+            meta.dpsi_cls_count,
+            meta.taylor_sum,
+            meta.taylor_count,
+            meta.remaining,
+        )
+    } == {"meta"}
     moved = _state_with_window(0).to("meta")
-    assert {getattr(moved, n).device.type for n in ("dpsi_cls_sum", "taylor_sum", "remaining", "dpsi_cls_count")} \
-        == {"meta"} and moved.ema_cls is None
+    assert {
+        getattr(moved, n).device.type for n in ("dpsi_cls_sum", "taylor_sum", "remaining", "dpsi_cls_count")
+    } == {"meta"} and moved.ema_cls is None
     st = _state_with_window(1)
     st.roll_window()
     st.ema_cls, st.kappa = _f64(1.0, 2.0, 3.0, 4.0), _f64(0.5, 0.6, 0.7, 0.8)
@@ -841,12 +1039,29 @@ def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path, 
     assert meta_json["extra"] == 1 and torch.equal(tensors["gates.x"], torch.ones(2))
     back = P3BState.fresh(4, 6, _f64(1.0, 1.0, 1.0, 1.0))
     back.load(tensors, meta_json, "cpu")
-    for name in ("prev_dpsi_cls_sum", "prev_dpsi_patch_sum", "prev_dpsi_count", "prev_dpsi_cls_count",
-                 "prev_taylor_sum", "prev_taylor_count", "ema_cls", "kappa", "remaining", "taylor_sum"):
+    for name in (
+        "prev_dpsi_cls_sum",
+        "prev_dpsi_patch_sum",
+        "prev_dpsi_count",
+        "prev_dpsi_cls_count",
+        "prev_taylor_sum",
+        "prev_taylor_count",
+        "ema_cls",
+        "kappa",
+        "remaining",
+        "taylor_sum",
+    ):
         torch.testing.assert_close(getattr(back, name), getattr(st, name), rtol=0, atol=0, msg=name)
     assert back.ema_patch is None
-    assert (back.num_updates, back.finalized, back.finalize_step, back.skipped_taylor_steps, back.last_taylor_step,
-            back.train_forwards, back.history) == (3, True, 12, 2, 11, 40, [{"step": 4}])
+    assert (
+        back.num_updates,
+        back.finalized,
+        back.finalize_step,
+        back.skipped_taylor_steps,
+        back.last_taylor_step,
+        back.train_forwards,
+        back.history,
+    ) == (3, True, 12, 2, 11, 40, [{"step": 4}])
     # a checkpoint from before the class heads had their own count uses the patch count for both
     tensors.pop("state.dpsi_cls_count")
     tensors.pop("state.prev_dpsi_cls_count")
@@ -861,8 +1076,10 @@ def test_state_lives_on_the_given_device_and_round_trips_a_checkpoint(tmp_path, 
     (tmp_path / "p3b_state.json").unlink()  # one of the two files missing is not a P3B checkpoint either
     with pytest.raises(P3BError) as e:
         P3BState.read(tmp_path)
-    assert str(e.value) == (f"{tmp_path} has no p3b_state.safetensors/p3b_state.json: it was not written by "
-                            "P3BTrainer. Resume P3B runs only from their own checkpoints.")
+    assert str(e.value) == (
+        f"{tmp_path} has no p3b_state.safetensors/p3b_state.json: it was not written by "
+        "P3BTrainer. Resume P3B runs only from their own checkpoints."
+    )
 
 
 # ---------------------------------------------------------------------------------- CLI -> P3BConfig
@@ -871,8 +1088,9 @@ def _cli(argv: list[str]):
     from p3b_hf.cli import build_parser
     from p3b_hf.commands.prune import job_from_args
 
-    args = build_parser("prune").parse_args(["prune", "--model", "m", "--dataset", "d", "--output-dir", "o",
-                                             "--method", "p3b", *argv])
+    args = build_parser("prune").parse_args(
+        ["prune", "--model", "m", "--dataset", "d", "--output-dir", "o", "--method", "p3b", *argv]
+    )
     return args, job_from_args(args)
 
 
@@ -881,25 +1099,111 @@ def _config(job) -> P3BConfig:
 
 
 def test_cli_flags_reach_the_config():
-    _, job = _cli(["--prune-ratio", "0.3", "--update-every", "7", "--prune-start-epoch", "1.5",
-                   "--prune-sparse-epoch", "4", "--prune-finalize-epoch", "9", "--bpi-lr", "0.001",
-                   "--mask-lr", "0.01", "--gate-scales", "attn_out:2, mlp_hid:0.5", "--pr-gamma", "0.3",
-                   "--pr-alpha", "0.6", "--tau-max", "0.2", "--tau-min", "0.01", "--mask-floor", "0.001",
-                   "--block-imp-scale", "8", "--block-param-only", "--reference",
-                   "--layernorm-mode", "full_stats", "--bpi-mode", "grouped", "--bpi-subbatch", "0.5",
-                   "--bpi-every", "2", "--gate-mode", "fused", "--bpi-shadow", "0.25:4", "1:1:3"])
+    _, job = _cli(
+        [
+            "--prune-ratio",
+            "0.3",
+            "--update-every",
+            "7",
+            "--prune-start-epoch",
+            "1.5",
+            "--prune-sparse-epoch",
+            "4",
+            "--prune-finalize-epoch",
+            "9",
+            "--bpi-lr",
+            "0.001",
+            "--mask-lr",
+            "0.01",
+            "--gate-scales",
+            "attn_out:2, mlp_hid:0.5",
+            "--pr-gamma",
+            "0.3",
+            "--pr-alpha",
+            "0.6",
+            "--tau-max",
+            "0.2",
+            "--tau-min",
+            "0.01",
+            "--mask-floor",
+            "0.001",
+            "--block-imp-scale",
+            "8",
+            "--block-param-only",
+            "--reference",
+            "--layernorm-mode",
+            "full_stats",
+            "--bpi-mode",
+            "grouped",
+            "--bpi-subbatch",
+            "0.5",
+            "--bpi-every",
+            "2",
+            "--gate-mode",
+            "fused",
+            "--bpi-shadow",
+            "0.25:4",
+            "1:1:3",
+        ]
+    )
     cfg = _config(job)
-    got = {k: getattr(cfg, k) for k in (
-        "prune_ratio", "update_every", "prune_start_epoch", "prune_sparse_epoch", "prune_finalize_epoch", "bpi_lr",
-        "mask_lr", "train_masks", "pr_gamma", "pr_alpha", "tau_max", "tau_min", "mask_floor", "block_imp_scale",
-        "block_param_only", "handcrafted_keep", "frozen", "reference", "layernorm_mode", "bpi_mode", "bpi_subbatch",
-        "bpi_every", "gate_mode", "bpi_shadows", "save_dir")}
-    assert got == dict(prune_ratio=0.3, update_every=7, prune_start_epoch=1.5, prune_sparse_epoch=4.0,
-                       prune_finalize_epoch=9.0, bpi_lr=0.001, mask_lr=0.01, train_masks=True, pr_gamma=0.3,
-                       pr_alpha=0.6, tau_max=0.2, tau_min=0.01, mask_floor=0.001, block_imp_scale=8.0,
-                       block_param_only=True, handcrafted_keep=None, frozen=False, reference=True,
-                       layernorm_mode="full_stats", bpi_mode="grouped", bpi_subbatch=0.5, bpi_every=2,
-                       gate_mode="fused", bpi_shadows=["0.25:4", "1:1:3"], save_dir=None)
+    got = {
+        k: getattr(cfg, k)
+        for k in (
+            "prune_ratio",
+            "update_every",
+            "prune_start_epoch",
+            "prune_sparse_epoch",
+            "prune_finalize_epoch",
+            "bpi_lr",
+            "mask_lr",
+            "train_masks",
+            "pr_gamma",
+            "pr_alpha",
+            "tau_max",
+            "tau_min",
+            "mask_floor",
+            "block_imp_scale",
+            "block_param_only",
+            "handcrafted_keep",
+            "frozen",
+            "reference",
+            "layernorm_mode",
+            "bpi_mode",
+            "bpi_subbatch",
+            "bpi_every",
+            "gate_mode",
+            "bpi_shadows",
+            "save_dir",
+        )
+    }
+    assert got == dict(
+        prune_ratio=0.3,
+        update_every=7,
+        prune_start_epoch=1.5,
+        prune_sparse_epoch=4.0,
+        prune_finalize_epoch=9.0,
+        bpi_lr=0.001,
+        mask_lr=0.01,
+        train_masks=True,
+        pr_gamma=0.3,
+        pr_alpha=0.6,
+        tau_max=0.2,
+        tau_min=0.01,
+        mask_floor=0.001,
+        block_imp_scale=8.0,
+        block_param_only=True,
+        handcrafted_keep=None,
+        frozen=False,
+        reference=True,
+        layernorm_mode="full_stats",
+        bpi_mode="grouped",
+        bpi_subbatch=0.5,
+        bpi_every=2,
+        gate_mode="fused",
+        bpi_shadows=["0.25:4", "1:1:3"],
+        save_dir=None,
+    )
     assert cfg.gate_scales == {**DEFAULT_GATE_SCALES, "attn_out": 2.0, "mlp_hid": 0.5}
     assert {type(v) for v in (cfg.bpi_lr, cfg.mask_lr, cfg.pr_gamma, cfg.tau_max, cfg.mask_floor)} == {float}
 
@@ -907,20 +1211,72 @@ def test_cli_flags_reach_the_config():
 def test_cli_defaults_and_the_other_variants():
     _, job = _cli(["--prune-ratio", "0.5"])
     cfg = _config(job)
-    assert (cfg.update_every, cfg.prune_start_epoch, cfg.bpi_lr, cfg.mask_lr, cfg.train_masks, cfg.pr_gamma,
-            cfg.pr_alpha, cfg.tau_max, cfg.tau_min, cfg.mask_floor, cfg.block_imp_scale, cfg.block_param_only,
-            cfg.reference, cfg.layernorm_mode, cfg.gate_scales, cfg.bpi_mode, cfg.bpi_subbatch, cfg.bpi_every,
-            cfg.gate_mode, cfg.exact_budget) == (
-        None, None, 5e-4, None, False, 0.2, 0.5, 0.1, 0.0, MASK_FLOOR, 10.0, False, False, "full_stats",
-        DEFAULT_GATE_SCALES, "grouped", 0.25, 4, "fused", True)
-    assert (job.kd.kd_alpha, job.kd.kd_temperature, job.kd.kd_kind, job.kd.kd_reduction) == (0.5, 1.0, "soft", None)
+    assert (
+        cfg.update_every,
+        cfg.prune_start_epoch,
+        cfg.bpi_lr,
+        cfg.mask_lr,
+        cfg.train_masks,
+        cfg.pr_gamma,
+        cfg.pr_alpha,
+        cfg.tau_max,
+        cfg.tau_min,
+        cfg.mask_floor,
+        cfg.block_imp_scale,
+        cfg.block_param_only,
+        cfg.reference,
+        cfg.layernorm_mode,
+        cfg.gate_scales,
+        cfg.bpi_mode,
+        cfg.bpi_subbatch,
+        cfg.bpi_every,
+        cfg.gate_mode,
+        cfg.exact_budget,
+    ) == (
+        None,
+        None,
+        5e-4,
+        None,
+        False,
+        0.2,
+        0.5,
+        0.1,
+        0.0,
+        MASK_FLOOR,
+        10.0,
+        False,
+        False,
+        "full_stats",
+        DEFAULT_GATE_SCALES,
+        "grouped",
+        0.25,
+        4,
+        "fused",
+        True,
+    )
+    assert (job.kd.kd_alpha, job.kd.kd_temperature, job.kd.kd_kind, job.kd.kd_reduction) == (
+        0.5,
+        1.0,
+        "soft",
+        None,
+    )
     _, job = _cli(["--handcrafted-keep", "0.5,0.25,1"])
     cfg = _config(job)
     assert (cfg.handcrafted_keep, cfg.prune_ratio) == ([0.5, 0.25, 1.0], 0.0)
     _, job = _cli(["--frozen"])
     assert _config(job).frozen
-    _, job = _cli(["--layernorm-mode", "subset_stats", "--bpi-mode", "reference", "--gate-mode", "hooks",
-                   "--prune-ratio", "0.2"])
+    _, job = _cli(
+        [
+            "--layernorm-mode",
+            "subset_stats",
+            "--bpi-mode",
+            "reference",
+            "--gate-mode",
+            "hooks",
+            "--prune-ratio",
+            "0.2",
+        ]
+    )
     cfg = _config(job)
     assert (cfg.layernorm_mode, cfg.bpi_mode, cfg.gate_mode) == ("subset_stats", "reference", "hooks")
 
@@ -929,26 +1285,47 @@ def test_cli_without_a_budget_is_refused():
     _, job = _cli([])
     with pytest.raises(P3BError) as e:
         _config(job)
-    assert str(e.value) == ("--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
-                            "--handcrafted-keep / --frozen.")
+    assert str(e.value) == (
+        "--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
+        "--handcrafted-keep / --frozen."
+    )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--handcrafted-keep", "0.5,x"], "--handcrafted-keep must be comma-separated floats: could not convert string to "
-                                      "float: 'x'."),
-    (["--prune-ratio", "0.5", "--gate-scales", "attn_out=2"], "--gate-scales item 'attn_out=2' is not 'gate:value' "
-     "with gate in ['attn_in', 'attn_out', 'attn_qkv', 'mlp_hid', 'mlp_in', 'mlp_out']."),
-    (["--prune-ratio", "0.5", "--gate-scales", "head:2"], "--gate-scales item 'head:2' is not 'gate:value' with gate "
-     "in ['attn_in', 'attn_out', 'attn_qkv', 'mlp_hid', 'mlp_in', 'mlp_out']."),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["--handcrafted-keep", "0.5,x"],
+            "--handcrafted-keep must be comma-separated floats: could not convert string to float: 'x'.",
+        ),
+        (
+            ["--prune-ratio", "0.5", "--gate-scales", "attn_out=2"],
+            "--gate-scales item 'attn_out=2' is not 'gate:value' "
+            "with gate in ['attn_in', 'attn_out', 'attn_qkv', 'mlp_hid', 'mlp_in', 'mlp_out'].",
+        ),
+        (
+            ["--prune-ratio", "0.5", "--gate-scales", "head:2"],
+            "--gate-scales item 'head:2' is not 'gate:value' with gate "
+            "in ['attn_in', 'attn_out', 'attn_qkv', 'mlp_hid', 'mlp_in', 'mlp_out'].",
+        ),
+    ],
+)
 def test_cli_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         _cli(argv)
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--gate-mode", "x"], ["--bpi-mode", "x"], ["--layernorm-mode", "x"],
-                                  ["--kd-kind", "x"], ["--kd-reduction", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--gate-mode", "x"],
+        ["--bpi-mode", "x"],
+        ["--layernorm-mode", "x"],
+        ["--kd-kind", "x"],
+        ["--kd-reduction", "x"],
+    ],
+)
 def test_cli_rejects_unknown_choices(argv, capsys):
     with pytest.raises(SystemExit):
         _cli(argv)
@@ -957,7 +1334,11 @@ def test_cli_rejects_unknown_choices(argv, capsys):
 
 def test_gate_scales_parsing():
     assert parse_gate_scales(None) == DEFAULT_GATE_SCALES and parse_gate_scales("") == DEFAULT_GATE_SCALES
-    assert parse_gate_scales(" attn_in:0.5,mlp_out:3") == {**DEFAULT_GATE_SCALES, "attn_in": 0.5, "mlp_out": 3.0}
+    assert parse_gate_scales(" attn_in:0.5,mlp_out:3") == {
+        **DEFAULT_GATE_SCALES,
+        "attn_in": 0.5,
+        "mlp_out": 3.0,
+    }
 
 
 # ---------------------------------------------------------------------------------- training helpers
@@ -974,8 +1355,15 @@ def test_teacher_label_check(tiny_vit):
     from p3b_hf.training import check_teacher_labels
 
     def model(k: int, names: list[str] | None = None) -> ViTForImageClassification:
-        cfg = ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, image_size=8,
-                        patch_size=4, num_labels=k)
+        cfg = ViTConfig(
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=8,
+            image_size=8,
+            patch_size=4,
+            num_labels=k,
+        )
         if names is not None:
             cfg.id2label = dict(enumerate(names))
         return ViTForImageClassification(cfg)
@@ -984,15 +1372,21 @@ def test_teacher_label_check(tiny_vit):
     check_teacher_labels(model(3, ["a", "b", "c"]), model(3, ["a", "b", "c"]))
     with pytest.raises(P3BError) as e:
         check_teacher_labels(model(4), model(3))
-    assert str(e.value) == ("The KD teacher predicts 4 classes but the model 3: the teacher must be fine-tuned on the "
-                            "same target data set (e.g. `p3b-hf finetune --new-head` on the dense model) before it "
-                            "can teach.")
-    for teacher, student, diff in ((["a", "x", "c"], ["a", "b", "c"], "class 1: teacher 'x', model 'b'"),
-                                   (None, ["a", "b", "c"], "class 0: teacher 'LABEL_0', model 'a'")):
+    assert str(e.value) == (
+        "The KD teacher predicts 4 classes but the model 3: the teacher must be fine-tuned on the "
+        "same target data set (e.g. `p3b-hf finetune --new-head` on the dense model) before it "
+        "can teach."
+    )
+    for teacher, student, diff in (
+        (["a", "x", "c"], ["a", "b", "c"], "class 1: teacher 'x', model 'b'"),
+        (None, ["a", "b", "c"], "class 0: teacher 'LABEL_0', model 'a'"),
+    ):
         with pytest.raises(P3BError) as e:
             check_teacher_labels(model(3, teacher), model(3, student))
-        assert str(e.value) == (f"The KD teacher's labels differ from the model's ({diff}); use a teacher fine-tuned "
-                                "on this data set with the same label order.")
+        assert str(e.value) == (
+            f"The KD teacher's labels differ from the model's ({diff}); use a teacher fine-tuned "
+            "on this data set with the same label order."
+        )
 
 
 def test_shadow_specs_parse():
@@ -1004,7 +1398,10 @@ def test_shadow_specs_parse():
     assert parse_shadow_spec("1:1:7") == (1.0, 1, 7)
     with pytest.raises(P3BError) as e:
         parse_shadow_spec("1:1:7:8")
-    assert str(e.value) == "BPI shadow '1:1:7:8' is not 'SUBBATCH:EVERY[:SEED]' (e.g. 0.0625:1, 0.25:4 or 1:1:1)."
+    assert (
+        str(e.value)
+        == "BPI shadow '1:1:7:8' is not 'SUBBATCH:EVERY[:SEED]' (e.g. 0.0625:1, 0.25:4 or 1:1:1)."
+    )
 
 
 def test_fine_tune_trainer_sets_up_teacher_kd_and_step_timer(tmp_path, tiny_vit):
@@ -1013,7 +1410,9 @@ def test_fine_tune_trainer_sets_up_teacher_kd_and_step_timer(tmp_path, tiny_vit)
     from p3b_hf.training import FineTuneTrainer, StepTimer
 
     assert StepTimer().summary() == {"steps": 0}
-    teacher = ViTForImageClassification(ViTConfig(**{**tiny_vit.config.to_dict(), "num_hidden_layers": 1})).train()
+    teacher = ViTForImageClassification(
+        ViTConfig(**{**tiny_vit.config.to_dict(), "num_hidden_layers": 1})
+    ).train()
     mine = TrainerCallback()
     args = TrainingArguments(str(tmp_path), report_to=[], use_cpu=True)
     tr = FineTuneTrainer(tiny_vit, args, teacher=teacher, callbacks=[mine])
@@ -1021,7 +1420,11 @@ def test_fine_tune_trainer_sets_up_teacher_kd_and_step_timer(tmp_path, tiny_vit)
     assert not any(p.requires_grad for p in teacher.parameters())
     assert tr._nonfinite_losses == 0 and tr.model_accepts_loss_kwargs is False
     handlers = tr.callback_handler.callbacks
-    assert tr.step_timer in handlers and mine in handlers and handlers.index(tr.step_timer) < handlers.index(mine)
+    assert (
+        tr.step_timer in handlers
+        and mine in handlers
+        and handlers.index(tr.step_timer) < handlers.index(mine)
+    )
     plain = FineTuneTrainer(tiny_vit, args)
     assert plain.kd is None and plain.teacher is None
     own = FineTuneTrainer(tiny_vit, args, teacher=teacher, kd=KDConfig(alpha=0.9))
@@ -1044,15 +1447,21 @@ def test_step_timer_summary_of_a_run(monkeypatch):
     assert timer.times == [1.0] * 15 and timer._t0 is None
     timer.times = [float(j + 1) for j in range(15)]  # step j took j + 1 seconds
     s = timer.summary()
-    assert s == {"steps": 15, "first_10pct_s": 1.0, "last_10pct_s": 15.0, "last_vs_first": 15.0,
-                 "tenths_mean_s": [1.0, 2.5, 4.0, 5.5, 7.0, 8.5, 10.0, 11.5, 13.0, 14.5],
-                 "rss_mib_tenths": [100.0, 102.0, 103.0, 105.0, 106.0, 108.0, 109.0, 111.0, 112.0, 114.0]}
+    assert s == {
+        "steps": 15,
+        "first_10pct_s": 1.0,
+        "last_10pct_s": 15.0,
+        "last_vs_first": 15.0,
+        "tenths_mean_s": [1.0, 2.5, 4.0, 5.5, 7.0, 8.5, 10.0, 11.5, 13.0, 14.5],
+        "rss_mib_tenths": [100.0, 102.0, 103.0, 105.0, 106.0, 108.0, 109.0, 111.0, 112.0, 114.0],
+    }
     timer.times = [float(j + 1) for j in range(20)]
     timer.rss = [float(j) for j in range(20)]
     s = timer.summary()
     assert (s["first_10pct_s"], s["last_10pct_s"], s["last_vs_first"]) == (1.5, 19.5, 13.0)
-    assert s["tenths_mean_s"] == [1.5 + 2 * i for i in range(10)] and s["rss_mib_tenths"] == [float(2 * i + 1)
-                                                                                             for i in range(10)]
+    assert s["tenths_mean_s"] == [1.5 + 2 * i for i in range(10)] and s["rss_mib_tenths"] == [
+        float(2 * i + 1) for i in range(10)
+    ]
     timer.times = [0.0] * 20
     assert timer.summary()["last_vs_first"] is None
 
@@ -1070,7 +1479,9 @@ def test_block_masks_report_what_their_hard_masks_keep():
         low_qkv = [scores[0] + 1.0, scores[1] + 1.0, scores[2] * 1e-3]
         for case in (scores, low_qkv):
             for keep in [*np.linspace(0.0005, 0.05, 25), *np.linspace(0.9, 1.0, 11)]:
-                masks, _, kept = block_masks(TINY_DIMS, "attn", case, scales, float(keep), 0.05, exact=True, tol=0.0)
+                masks, _, kept = block_masks(
+                    TINY_DIMS, "attn", case, scales, float(keep), 0.05, exact=True, tol=0.0
+                )
                 counts = [int((m >= 0.5).sum()) for m in masks]
                 assert all(0 <= c <= m.numel() for c, m in zip(counts, masks))
                 want = _kept(TINY_DIMS, "attn", [torch.tensor(float(c), dtype=torch.float64) for c in counts])

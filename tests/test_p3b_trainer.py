@@ -43,8 +43,13 @@ def full_run(tmp_path_factory, data):
     out = tmp_path_factory.mktemp("p3b_full")
     model = tiny_model("vit")
     dense = _params(model)
-    trainer = P3BTrainer(model=model, args=training_args(str(out)), train_dataset=data[0], eval_dataset=data[1],
-                         p3b=P3BConfig(prune_ratio=0.5, **PHASES))
+    trainer = P3BTrainer(
+        model=model,
+        args=training_args(str(out)),
+        train_dataset=data[0],
+        eval_dataset=data[1],
+        p3b=P3BConfig(prune_ratio=0.5, **PHASES),
+    )
     trainer.train()
     return trainer, model, dense, out
 
@@ -55,8 +60,14 @@ def test_quick_start_reaches_ratio_and_saves_reloadable_model(full_run, data):
     n_pruned = sum(p.numel() for p in pruned.parameters())
     assert abs((1 - n_pruned / dense) - 0.5) <= 0.01
     hist = trainer.pruning.history
-    assert hist["schedule"] == {"start": 6, "sparse": 24, "finalize": 48, "update_every": 3, "tau_max": 0.1,
-                                "tau_min": 0.0}
+    assert hist["schedule"] == {
+        "start": 6,
+        "sparse": 24,
+        "finalize": 48,
+        "update_every": 3,
+        "tau_max": 0.1,
+        "tau_min": 0.0,
+    }
     steps = [u["step"] for u in hist["updates"]]
     assert steps == list(range(9, 49, 3))  # every U steps in (S0, S2]: the last update falls on S2
     assert [u["phase"] for u in hist["updates"]][-1] == "sharpening"
@@ -73,7 +84,8 @@ def test_quick_start_reaches_ratio_and_saves_reloadable_model(full_run, data):
     x = data[1][:16]["pixel_values"]
     model.eval()
     assert trainer.pruner.gates.kept_widths() and all(
-        set(m.unique().tolist()) <= {0.0, 1.0} for _, _, m in trainer.pruner.gates.named_masks())
+        set(m.unique().tolist()) <= {0.0, 1.0} for _, _, m in trainer.pruner.gates.named_masks()
+    )
     with torch.no_grad():
         assert torch.allclose(reloaded(pixel_values=x).logits, model(pixel_values=x).logits, atol=1e-5)
     assert sum(p.numel() for p in reloaded.parameters()) == n_pruned
@@ -91,8 +103,14 @@ class _StopAt(TrainerCallback):
 def test_resume_mid_sparsify_gives_identical_widths(full_run, data, tmp_path):
     ref_trainer = full_run[0]
     args = training_args(str(tmp_path), save_strategy="steps", save_steps=15)
-    first = P3BTrainer(model=tiny_model("vit"), args=args, train_dataset=data[0], eval_dataset=data[1],
-                       p3b=P3BConfig(prune_ratio=0.5, save_dir=None, **PHASES), callbacks=[_StopAt(15)])
+    first = P3BTrainer(
+        model=tiny_model("vit"),
+        args=args,
+        train_dataset=data[0],
+        eval_dataset=data[1],
+        p3b=P3BConfig(prune_ratio=0.5, save_dir=None, **PHASES),
+        callbacks=[_StopAt(15)],
+    )
     first.train()
     ckpt = tmp_path / "checkpoint-15"
     assert (ckpt / STATE_TENSORS).exists() and (ckpt / STATE_JSON).exists()
@@ -102,12 +120,18 @@ def test_resume_mid_sparsify_gives_identical_widths(full_run, data, tmp_path):
 
     with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
         assert not any(k.startswith("p3b") for k in f.keys())
-    resumed = P3BTrainer(model=tiny_model("vit", seed=123), args=args, train_dataset=data[0],
-                         eval_dataset=data[1], p3b=P3BConfig(prune_ratio=0.5, save_dir=None, **PHASES))
+    resumed = P3BTrainer(
+        model=tiny_model("vit", seed=123),
+        args=args,
+        train_dataset=data[0],
+        eval_dataset=data[1],
+        p3b=P3BConfig(prune_ratio=0.5, save_dir=None, **PHASES),
+    )
     resumed.train(resume_from_checkpoint=str(ckpt))
     assert _widths(resumed) == _widths(ref_trainer)
     assert [u["keep_achieved"] for u in resumed.pruning.history["updates"]] == [
-        u["keep_achieved"] for u in ref_trainer.pruning.history["updates"]]
+        u["keep_achieved"] for u in ref_trainer.pruning.history["updates"]
+    ]
 
 
 def test_distilled_deit_with_teacher_and_reference_quirks(data, tmp_path):
@@ -115,12 +139,21 @@ def test_distilled_deit_with_teacher_and_reference_quirks(data, tmp_path):
     teacher = tiny_model("vit", seed=5)
     model = tiny_model("deit")
     dense = _params(model)
-    cfg = P3BConfig(prune_ratio=0.4, reference=True, prune_start_epoch=0.5, prune_sparse_epoch=1.5,
-                    prune_finalize_epoch=3, update_every=2, save_dir=None)
-    args = training_args(str(tmp_path), num_train_epochs=3, per_device_train_batch_size=16,
-                         gradient_accumulation_steps=2)
-    trainer = P3BTrainer(model=model, args=args, train_dataset=data[0], eval_dataset=data[1], p3b=cfg,
-                         teacher=teacher)
+    cfg = P3BConfig(
+        prune_ratio=0.4,
+        reference=True,
+        prune_start_epoch=0.5,
+        prune_sparse_epoch=1.5,
+        prune_finalize_epoch=3,
+        update_every=2,
+        save_dir=None,
+    )
+    args = training_args(
+        str(tmp_path), num_train_epochs=3, per_device_train_batch_size=16, gradient_accumulation_steps=2
+    )
+    trainer = P3BTrainer(
+        model=model, args=args, train_dataset=data[0], eval_dataset=data[1], p3b=cfg, teacher=teacher
+    )
     assert trainer.p3b.train_masks and trainer.p3b.layernorm_mode == "subset_stats"
     groups = {g["p3b_group"]: g for g in trainer.create_optimizer().param_groups}
     assert set(groups) == {"decay", "no_decay", "bpi_decay", "bpi_no_decay", "masks"}
@@ -138,20 +171,39 @@ def test_distilled_deit_with_teacher_and_reference_quirks(data, tmp_path):
 
 def test_handcrafted_and_frozen_variants(data, tmp_path):
     keep = [0.5, 0.25, 1.0, 0.5]
-    t = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path / "h"), num_train_epochs=2),
-                   train_dataset=data[0], p3b=P3BConfig(handcrafted_keep=keep, prune_start_epoch=0.5,
-                                                        prune_sparse_epoch=1, prune_finalize_epoch=2,
-                                                        update_every=2, save_dir=None))
+    t = P3BTrainer(
+        model=tiny_model("vit"),
+        args=training_args(str(tmp_path / "h"), num_train_epochs=2),
+        train_dataset=data[0],
+        p3b=P3BConfig(
+            handcrafted_keep=keep,
+            prune_start_epoch=0.5,
+            prune_sparse_epoch=1,
+            prune_finalize_epoch=2,
+            update_every=2,
+            save_dir=None,
+        ),
+    )
     assert t.pruner.bpi is None
     t.train()
     achieved = t.pruning.history["updates"][-1]["keep_achieved"]
     assert achieved == pytest.approx([k * x for k, x in zip(keep, [1, 1, 1, 1])], abs=0.02)
     model = tiny_model("vit")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    f = P3BTrainer(model=model, args=training_args(str(tmp_path / "f"), num_train_epochs=2),
-                   train_dataset=data[0], p3b=P3BConfig(frozen=True, prune_start_epoch=0.5, prune_sparse_epoch=1,
-                                                        prune_finalize_epoch=2, update_every=2, bpi_every=2,
-                                                        save_dir=None))
+    f = P3BTrainer(
+        model=model,
+        args=training_args(str(tmp_path / "f"), num_train_epochs=2),
+        train_dataset=data[0],
+        p3b=P3BConfig(
+            frozen=True,
+            prune_start_epoch=0.5,
+            prune_sparse_epoch=1,
+            prune_finalize_epoch=2,
+            update_every=2,
+            bpi_every=2,
+            save_dir=None,
+        ),
+    )
     f.train()
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters() if not n.startswith("p3b"))
     updates = f.pruning.history["updates"]
@@ -161,19 +213,37 @@ def test_handcrafted_and_frozen_variants(data, tmp_path):
 
 def test_explicit_callback_and_cli_flags(tmp_path, capsys):
     cb = PruningCallback(P3BConfig(prune_ratio=0.3))
-    t = P3BTrainer(model=tiny_model("vit"), args=training_args(str(tmp_path)), callbacks=[cb],
-                   train_dataset=synthetic_dataset(32))
+    t = P3BTrainer(
+        model=tiny_model("vit"),
+        args=training_args(str(tmp_path)),
+        callbacks=[cb],
+        train_dataset=synthetic_dataset(32),
+    )
     assert t.pruning is cb and hasattr(t.model, "p3b_gates")
     from transformers import Trainer
 
-    plain = Trainer(model=tiny_model("vit"), args=training_args(str(tmp_path / "plain"), max_steps=1),
-                    train_dataset=synthetic_dataset(32), callbacks=[PruningCallback(P3BConfig())])
+    plain = Trainer(
+        model=tiny_model("vit"),
+        args=training_args(str(tmp_path / "plain"), max_steps=1),
+        train_dataset=synthetic_dataset(32),
+        callbacks=[PruningCallback(P3BConfig())],
+    )
     with pytest.raises(p3b_hf.P3BError, match="P3BTrainer"):
         plain.train()
     parser = argparse.ArgumentParser()
     add_options(parser, P3BConfig)
-    args = parser.parse_args(["--gate-scales", "mlp_hid:0.5", "--mask-lr", "1e-4", "--update-every", "7",
-                              "--layernorm-mode", "subset_stats"])
+    args = parser.parse_args(
+        [
+            "--gate-scales",
+            "mlp_hid:0.5",
+            "--mask-lr",
+            "1e-4",
+            "--update-every",
+            "7",
+            "--layernorm-mode",
+            "subset_stats",
+        ]
+    )
     cfg = options_from_namespace(P3BConfig, args, prune_ratio=0.5).resolved()
     assert cfg.gate_scales["mlp_hid"] == 0.5 and cfg.gate_scales["attn_out"] == 1.5
     assert cfg.train_masks and cfg.mask_lr == 1e-4 and cfg.update_every == 7
@@ -199,30 +269,75 @@ def test_run_cli_through_the_prune_parser(tmp_path):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    job = job_from_args(parser.parse_args([
-        "--model", "x", "--dataset", "y", "--output-dir", str(tmp_path / "out"), "--device", "cpu",
-        "--batch-size", "16", "--epochs", "2", "--prune-ratio", "0.4", "--prune-start-epoch", "0.5",
-        "--prune-sparse-epoch", "1", "--update-every", "1", "--lr", "1e-3", "--bpi-shadow", "0.5:1"]))
+    job = job_from_args(
+        parser.parse_args(
+            [
+                "--model",
+                "x",
+                "--dataset",
+                "y",
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+                "--batch-size",
+                "16",
+                "--epochs",
+                "2",
+                "--prune-ratio",
+                "0.4",
+                "--prune-start-epoch",
+                "0.5",
+                "--prune-sparse-epoch",
+                "1",
+                "--update-every",
+                "1",
+                "--lr",
+                "1e-3",
+                "--bpi-shadow",
+                "0.5:1",
+            ]
+        )
+    )
     assert isinstance(job.method_options, P3BConfig) and job.method_options.update_every == 1
     ds = synthetic_dataset(64)
     items = [{"pixel_values": ds[i]["pixel_values"], "labels": int(ds[i]["labels"])} for i in range(64)]
     model = tiny_model("vit")
     dense = copy.deepcopy(model)
     staging = make_staging_dir(tmp_path / "out")
-    ctx = RunContext(model=model, image_processor=None, data=None, train_ds=items[:48], eval_ds=items[48:],
-                     collator=make_collator(4, mixup=0.8, cutmix=1.0, label_smoothing=0.1), train=job.train,
-                     work_dir=tmp_path / "work", artifacts_dir=staging, prune_ratio=job.prune.prune_ratio)
+    ctx = RunContext(
+        model=model,
+        image_processor=None,
+        data=None,
+        train_ds=items[:48],
+        eval_ds=items[48:],
+        collator=make_collator(4, mixup=0.8, cutmix=1.0, label_smoothing=0.1),
+        train=job.train,
+        work_dir=tmp_path / "work",
+        artifacts_dir=staging,
+        prune_ratio=job.prune.prune_ratio,
+    )
     result = p3b.run(ctx, job.method_options)
     h = result.history
     assert h["schedule"]["start"] == 2 and h["schedule"]["finalize"] == 6 and len(h["updates"]) == 4  # 3..6
-    assert set(h["plots"]) == {"p3b_dpsi.png", "p3b_keep_history.png", "p3b_keep_final.png", "p3b_shadows.png"}
+    assert set(h["plots"]) == {
+        "p3b_dpsi.png",
+        "p3b_keep_history.png",
+        "p3b_keep_final.png",
+        "p3b_shadows.png",
+    }
     assert all((staging / "plots" / p).stat().st_size > 0 for p in h["plots"])
-    assert all(set(u["shadows"]) == {"0.5:1"} and len(u["shadows"]["0.5:1"]["keep_target"]) == 4 for u in h["updates"])
+    assert all(
+        set(u["shadows"]) == {"0.5:1"} and len(u["shadows"]["0.5:1"]["keep_target"]) == 4
+        for u in h["updates"]
+    )
     assert set(result.eval_metrics) >= {"accuracy", "loss"}
     assert not hasattr(model, "p3b_gates") and not hasattr(model, "p3b_shadows")  # a clean HF model again
     report = finish_prune(job, ctx, result, dense, staging).report
     assert abs(report["achieved_param_reduction"] - 0.4) <= 0.01 and report["plan_meta"]["method"] == "p3b"
     saved = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
-    assert sum(p.numel() for p in saved.parameters()) == sum(p.numel() for p in result.pruned_model.parameters())
+    assert sum(p.numel() for p in saved.parameters()) == sum(
+        p.numel() for p in result.pruned_model.parameters()
+    )
     assert abs(1 - sum(p.numel() for p in saved.parameters()) / _params(dense) - 0.4) <= 0.01
     assert json.loads((tmp_path / "out" / "pruning_report.json").read_text())["history"]["updates"]

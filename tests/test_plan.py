@@ -87,7 +87,9 @@ def test_removed_sub_blocks_become_exact_constants(tiny_vit, images):
     plan.layers[2].mlp = []
     pruned = apply_width_plan(tiny_vit, plan)
     cfg = pruned.config
-    assert cfg.layer_head_dims[0] == 0 and cfg.layer_intermediate_sizes[1] == 0 and cfg.layer_head_dims[1] == 0
+    assert (
+        cfg.layer_head_dims[0] == 0 and cfg.layer_intermediate_sizes[1] == 0 and cfg.layer_head_dims[1] == 0
+    )
     assert not any(isinstance(m, torch.nn.Linear) and 0 in m.weight.shape for m in pruned.modules())
     ref = masked_forward(tiny_vit, plan, images)
     torch.testing.assert_close(_logits(pruned, images), ref, atol=1e-5, rtol=1e-5)
@@ -112,8 +114,8 @@ def test_rescale_attention_changes_scale_only_when_asked(tiny_vit):
     plan.layers[0].head_dims = [0, 1, 2]
     kept = apply_width_plan(tiny_vit, plan)
     rescaled = apply_width_plan(tiny_vit, plan, rescale_attention=True)
-    assert kept.config.layer_attention_scales[0] == pytest.approx(12 ** -0.5)
-    assert rescaled.config.layer_attention_scales[0] == pytest.approx(3 ** -0.5)
+    assert kept.config.layer_attention_scales[0] == pytest.approx(12**-0.5)
+    assert rescaled.config.layer_attention_scales[0] == pytest.approx(3**-0.5)
 
 
 def test_json_round_trip(tmp_path, tiny_vit):
@@ -125,15 +127,21 @@ def test_json_round_trip(tmp_path, tiny_vit):
     assert again == plan
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda p: setattr(p.layers[0], "mlp", [5, 3]), "not sorted"),
-    (lambda p: setattr(p.layers[0], "mlp", [3, 3]), "twice"),
-    (lambda p: setattr(p.layers[0], "mlp", [96]), "out of range"),
-    (lambda p: setattr(p.layers[0], "head_dims", [-1]), "out of range"),
-    (lambda p: setattr(p.layers[2], "attn_in", [1.5]), "must be ints"),
-    (lambda p: setattr(p.layers[0], "mlp_bias_delta", [0.0]), "hidden_size=48"),
-    (lambda p: (setattr(p, "embed", [0, 1]), setattr(p.layers[0], "attn_in", [2])), "subset of plan.embed"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: setattr(p.layers[0], "mlp", [5, 3]), "not sorted"),
+        (lambda p: setattr(p.layers[0], "mlp", [3, 3]), "twice"),
+        (lambda p: setattr(p.layers[0], "mlp", [96]), "out of range"),
+        (lambda p: setattr(p.layers[0], "head_dims", [-1]), "out of range"),
+        (lambda p: setattr(p.layers[2], "attn_in", [1.5]), "must be ints"),
+        (lambda p: setattr(p.layers[0], "mlp_bias_delta", [0.0]), "hidden_size=48"),
+        (
+            lambda p: (setattr(p, "embed", [0, 1]), setattr(p.layers[0], "attn_in", [2])),
+            "subset of plan.embed",
+        ),
+    ],
+)
 def test_bad_plans_raise_one_clear_error(tiny_vit, mutate, message):
     plan = WidthPlan.full(tiny_vit.config)
     mutate(plan)
@@ -144,8 +152,9 @@ def test_bad_plans_raise_one_clear_error(tiny_vit, mutate, message):
 def test_plan_for_another_model_is_rejected(tiny_vit):
     from transformers import ViTConfig
 
-    other = WidthPlan.full(ViTConfig(hidden_size=64, num_attention_heads=4, intermediate_size=96,
-                                     num_hidden_layers=3))
+    other = WidthPlan.full(
+        ViTConfig(hidden_size=64, num_attention_heads=4, intermediate_size=96, num_hidden_layers=3)
+    )
     with pytest.raises(PlanError, match="made for another model"):
         apply_width_plan(tiny_vit, other)
 
@@ -179,5 +188,5 @@ def test_embedding_narrower_than_the_head_count(tiny_vit, images):
     plan.embed = [5, 17, 30]  # 3 channels, 4 heads
     pruned = apply_width_plan(tiny_vit, plan)
     assert pruned.config.hidden_size == 3 and pruned.config.layer_head_dims == [12, 12, 12]
-    assert pruned.config.layer_attention_scales == [pytest.approx(12 ** -0.5)] * 3
+    assert pruned.config.layer_attention_scales == [pytest.approx(12**-0.5)] * 3
     assert _logits(pruned, images).shape == (3, 7)

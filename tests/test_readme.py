@@ -21,8 +21,11 @@ from test_recipes import _tiny_data, _tiny_dense
 ROOT = Path(__file__).resolve().parents[1]
 #: the ONNX inference example runs in tests/test_export.py::test_readme_example_runs_without_p3b_hf instead,
 #: on a real export and with torch and p3b_hf blocked (what it claims)
-BLOCKS = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-          if "onnxruntime" not in b]
+BLOCKS = [
+    b
+    for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    if "onnxruntime" not in b
+]
 HUB_IDS = ("me/deit-s-p3b", "me/deit-s-c100-p3b50")
 
 
@@ -55,9 +58,17 @@ def names(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data_dir = _tiny_data(root)
     model_dir, _ = _tiny_dense(root)
     ds = synthetic_dataset(64)
-    return {"model": model, "train": ds, "val": ds.select(range(16)), "data_dir": str(data_dir),
-            "training_args": training_args(str(root / "trainer"), num_train_epochs=4, per_device_train_batch_size=16),
-            "pixel_values": torch.randn(2, 3, 32, 32), "model_dir": str(model_dir)}
+    return {
+        "model": model,
+        "train": ds,
+        "val": ds.select(range(16)),
+        "data_dir": str(data_dir),
+        "training_args": training_args(
+            str(root / "trainer"), num_train_epochs=4, per_device_train_batch_size=16
+        ),
+        "pixel_values": torch.randn(2, 3, 32, 32),
+        "model_dir": str(model_dir),
+    }
 
 
 def test_readme_has_python_blocks() -> None:

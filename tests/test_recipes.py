@@ -59,14 +59,25 @@ def test_every_recipe_builds_valid_commands(monkeypatch: pytest.MonkeyPatch) -> 
             assert "{" not in args.output_dir and "{" not in args.model, (path, stage)
 
 
-def test_each_paper_recipe_says_which_p3b_and_has_a_reference_sibling(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_paper_recipe_says_which_p3b_and_has_a_reference_sibling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for path in PAPER:
         assert "fast, clean P3B" in path.read_text() and f"{path.stem}_reference.yaml" in path.read_text()
         fast = _parsed(run.load_recipe(path), "prune", 4, monkeypatch)
         ref = _parsed(run.load_recipe(path.with_name(path.stem + "_reference.yaml")), "prune", 4, monkeypatch)
         assert not fast.reference and ref.reference
         assert ref.output_dir != fast.output_dir and ref.output_dir.endswith("_reference/pruned")
-        same = ("model", "dataset", "prune_ratio", "epochs", "lr", "update_every", "prune_start_epoch", "batch_size")
+        same = (
+            "model",
+            "dataset",
+            "prune_ratio",
+            "epochs",
+            "lr",
+            "update_every",
+            "prune_start_epoch",
+            "batch_size",
+        )
         assert all(getattr(ref, k) == getattr(fast, k) for k in same), path
 
 
@@ -91,8 +102,10 @@ def test_p3b_recipes_follow_the_paper(world_size: int, monkeypatch: pytest.Monke
 
 
 def test_precision_device_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    recipe = run.apply_overrides(run.load_recipe(PAPER[0]), ["prune.epochs=3", "vars.dataset=/data/x",
-                                                             "stages.finetune.args.bf16=true"])
+    recipe = run.apply_overrides(
+        run.load_recipe(PAPER[0]),
+        ["prune.epochs=3", "vars.dataset=/data/x", "stages.finetune.args.bf16=true"],
+    )
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
     prune = _parsed(recipe, "prune", 2, monkeypatch)
@@ -107,13 +120,24 @@ def test_precision_device_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_accelerate_configs() -> None:
     configs = {p.stem: yaml.safe_load(p.read_text()) for p in (RECIPES / "accelerate").glob("*.yaml")}
-    assert {"1gpu_bf16", "1gpu_fp16", "2gpu_bf16", "4gpu_bf16", "4gpu_fp16", "8gpu_bf16", "cpu_2proc_gloo"} <= set(configs)
+    assert {
+        "1gpu_bf16",
+        "1gpu_fp16",
+        "2gpu_bf16",
+        "4gpu_bf16",
+        "4gpu_fp16",
+        "8gpu_bf16",
+        "cpu_2proc_gloo",
+    } <= set(configs)
     for name, cfg in configs.items():
         if name.startswith(("1gpu", "2gpu", "4gpu", "8gpu")):
             n, prec = int(name[0]), name.split("_")[1]
             assert cfg["num_processes"] == n and cfg["mixed_precision"] == prec
             assert cfg["distributed_type"] == ("NO" if n == 1 else "MULTI_GPU")
-    assert configs["cpu_2proc_gloo"]["num_processes"] == 2 and configs["cpu_2proc_gloo"]["mixed_precision"] == "no"
+    assert (
+        configs["cpu_2proc_gloo"]["num_processes"] == 2
+        and configs["cpu_2proc_gloo"]["mixed_precision"] == "no"
+    )
 
 
 # ------------------------------------------------------------------------------------------- real runs
@@ -124,12 +148,17 @@ def _tiny_data(root: Path) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    imgs = [Image.fromarray((rng.random((32, 32, 3)) * 60 + (i % 4) * 50).astype(np.uint8)) for i in range(64)]
+    imgs = [
+        Image.fromarray((rng.random((32, 32, 3)) * 60 + (i % 4) * 50).astype(np.uint8)) for i in range(64)
+    ]
     labels = [i % 4 for i in range(64)]
-    feats = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=list("abcd"))})
+    feats = datasets.Features(
+        {"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=list("abcd"))}
+    )
     dd = datasets.DatasetDict(
         train=datasets.Dataset.from_dict({"img": imgs[:48], "fine_label": labels[:48]}, features=feats),
-        test=datasets.Dataset.from_dict({"img": imgs[48:], "fine_label": labels[48:]}, features=feats))
+        test=datasets.Dataset.from_dict({"img": imgs[48:], "fine_label": labels[48:]}, features=feats),
+    )
     dd.save_to_disk(root / "data")
     return root / "data"
 
@@ -138,16 +167,26 @@ def _tiny_dense(root: Path) -> tuple[Path, torch.nn.Module]:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
     torch.manual_seed(0)
-    cfg = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, image_size=32,
-                    patch_size=8, num_labels=4, id2label=dict(enumerate("abcd")), label2id={c: i for i, c in
-                                                                                      enumerate("abcd")})
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=4,
+        id2label=dict(enumerate("abcd")),
+        label2id={c: i for i, c in enumerate("abcd")},
+    )
     model = ViTForImageClassification(cfg).eval()
     model.save_pretrained(root / "dense")
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(root / "dense")
     return root / "dense", model
 
 
-def test_recipe_finetune_with_kd_then_push_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recipe_finetune_with_kd_then_push_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The recipe's fine-tune stage on a pruned dir (with a KD teacher) followed by ``push_to_hub: true``."""
     import p3b_hf.hub
 
@@ -159,10 +198,27 @@ def test_recipe_finetune_with_kd_then_push_in_process(tmp_path: Path, monkeypatc
     monkeypatch.setattr(p3b_hf.hub, "HfApi", lambda: RecordingHfApi(store))
     for k in ("WORLD_SIZE", "RANK", "ACCELERATE_MIXED_PRECISION"):
         monkeypatch.delenv(k, raising=False)
-    rc = run.main([str(RECIPES / "smoke/p3b_tiny_cpu.yaml"), "--stages", "finetune", "--set", f"vars.model={dense_dir}",
-                   "--set", f"vars.dataset={data}", "--set", f"vars.output_root={out}", "--set", "push_to_hub=true",
-                   "--set", "hub_repo_id=me/tiny-p3b", "--set", f"finetune.teacher={dense_dir}",
-                   "--fingerprint-dir", str(tmp_path / "fp")])
+    rc = run.main(
+        [
+            str(RECIPES / "smoke/p3b_tiny_cpu.yaml"),
+            "--stages",
+            "finetune",
+            "--set",
+            f"vars.model={dense_dir}",
+            "--set",
+            f"vars.dataset={data}",
+            "--set",
+            f"vars.output_root={out}",
+            "--set",
+            "push_to_hub=true",
+            "--set",
+            "hub_repo_id=me/tiny-p3b",
+            "--set",
+            f"finetune.teacher={dense_dir}",
+            "--fingerprint-dir",
+            str(tmp_path / "fp"),
+        ]
+    )
     assert rc == 0
     pruned_report = json.loads((out / "pruned/pruning_report.json").read_text())
     final = json.loads((out / "finetuned/pruning_report.json").read_text())
@@ -194,10 +250,15 @@ def test_finetune_rejects_bad_input(tmp_path: Path, tiny_vit: torch.nn.Module) -
     from p3b_hf.runner import finetune as run_finetune
 
     with pytest.raises(DataError, match="--new-head"):
-        run_finetune(finetune.job_from_args(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base])))
+        run_finetune(
+            finetune.job_from_args(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base]))
+        )
     with pytest.raises(P3BError, match="at most one of --bf16 / --fp16"):
-        run_finetune(finetune.job_from_args(parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base,
-                                                               "--bf16", "--fp16"])))
+        run_finetune(
+            finetune.job_from_args(
+                parser.parse_args(["--model", str(tmp_path / "seven_labels"), *base, "--bf16", "--fp16"])
+            )
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -220,15 +281,33 @@ def test_two_process_gloo_p3b_recipe_ranks_agree(tmp_path: Path) -> None:
     data = _tiny_data(tmp_path)
     dense_dir, _ = _tiny_dense(tmp_path)
     out = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_"))
+    }
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
-    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
-           str(RECIPES / "accelerate/cpu_2proc_gloo.yaml"), "--main_process_port", str(_free_port()),
-           str(RECIPES / "run.py"), str(RECIPES / "smoke/p3b_tiny_cpu.yaml"), "--set", f"vars.model={dense_dir}",
-           "--set", f"vars.dataset={data}", "--set", f"vars.output_root={out}",
-           "--fingerprint-dir", str(tmp_path / "fp")]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-                          stdin=subprocess.DEVNULL)
+    cmd = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--config_file",
+        str(RECIPES / "accelerate/cpu_2proc_gloo.yaml"),
+        "--main_process_port",
+        str(_free_port()),
+        str(RECIPES / "run.py"),
+        str(RECIPES / "smoke/p3b_tiny_cpu.yaml"),
+        "--set",
+        f"vars.model={dense_dir}",
+        "--set",
+        f"vars.dataset={data}",
+        "--set",
+        f"vars.output_root={out}",
+        "--fingerprint-dir",
+        str(tmp_path / "fp"),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     assert "[rank 0/2] recipe" in proc.stdout and "[rank 1/2] recipe" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["finetuned", "pruned"]  # no staging/work/old dirs left

@@ -47,7 +47,9 @@ def test_config_widths_disagree_with_tensors(saved):
     cfg = json.loads((saved / "config.json").read_text())
     cfg["layer_intermediate_sizes"][0] = 50
     (saved / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"intermediate.dense.weight: config implies \(50, 48\), file has \(40, 48\)"):
+    with pytest.raises(
+        CheckpointError, match=r"intermediate.dense.weight: config implies \(50, 48\), file has \(40, 48\)"
+    ):
         load_model(str(saved))
 
 
@@ -77,8 +79,12 @@ def test_non_vit_model_is_refused():
     from transformers import ResNetConfig, ResNetForImageClassification
 
     with pytest.raises(UnsupportedModelError, match="cannot prune a ResNetForImageClassification"):
-        apply_width_plan(ResNetForImageClassification(ResNetConfig()), WidthPlan.full(ResNetConfig(
-            hidden_size=8, num_attention_heads=1, intermediate_size=8, num_hidden_layers=1)))
+        apply_width_plan(
+            ResNetForImageClassification(ResNetConfig()),
+            WidthPlan.full(
+                ResNetConfig(hidden_size=8, num_attention_heads=1, intermediate_size=8, num_hidden_layers=1)
+            ),
+        )
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5])
@@ -121,15 +127,32 @@ def test_teacher_with_another_label_set(tiny_vit):
 
     from p3b_hf.training import check_teacher_labels
 
-    other = ViTForImageClassification(ViTConfig(**{**tiny_vit.config.to_dict(), "num_labels": 5,
-                                                   "id2label": None, "label2id": None}))
+    other = ViTForImageClassification(
+        ViTConfig(**{**tiny_vit.config.to_dict(), "num_labels": 5, "id2label": None, "label2id": None})
+    )
     with pytest.raises(P3BError, match="teacher predicts 5 classes but the model 7"):
         check_teacher_labels(other, tiny_vit)
-    renamed = ViTForImageClassification(ViTConfig(**{**tiny_vit.config.to_dict(), "id2label": {
-        i: f"class{i}" for i in range(7)}, "label2id": {f"class{i}": i for i in range(7)}}))
-    named = ViTForImageClassification(ViTConfig(**{**tiny_vit.config.to_dict(), "id2label": {
-        i: f"kind{i}" for i in range(7)}, "label2id": {f"kind{i}": i for i in range(7)}}))
-    with pytest.raises(P3BError, match="labels differ from the model's \\(class 0: teacher 'class0', model 'kind0'\\)"):
+    renamed = ViTForImageClassification(
+        ViTConfig(
+            **{
+                **tiny_vit.config.to_dict(),
+                "id2label": {i: f"class{i}" for i in range(7)},
+                "label2id": {f"class{i}": i for i in range(7)},
+            }
+        )
+    )
+    named = ViTForImageClassification(
+        ViTConfig(
+            **{
+                **tiny_vit.config.to_dict(),
+                "id2label": {i: f"kind{i}" for i in range(7)},
+                "label2id": {f"kind{i}": i for i in range(7)},
+            }
+        )
+    )
+    with pytest.raises(
+        P3BError, match="labels differ from the model's \\(class 0: teacher 'class0', model 'kind0'\\)"
+    ):
         check_teacher_labels(renamed, named)
     check_teacher_labels(tiny_vit, tiny_vit)
 
@@ -144,9 +167,17 @@ def test_nan_loss_stops_the_run_with_a_clear_error(tmp_path, tiny_vit):
     x[0, 0, 0, 0] = float("nan")  # one poisoned image per batch of 16 -> every loss is NaN
     ds = datasets.Dataset.from_dict({"pixel_values": x.numpy(), "labels": [i % 7 for i in range(16)]})
     ds.set_format("torch")
-    args = TrainingArguments(output_dir=str(tmp_path / "work"), per_device_train_batch_size=16, num_train_epochs=10,
-                             use_cpu=True, report_to="none", save_strategy="no", logging_strategy="no",
-                             remove_unused_columns=False, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "work"),
+        per_device_train_batch_size=16,
+        num_train_epochs=10,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
     trainer = FineTuneTrainer(model=tiny_vit.train(), args=args, train_dataset=ds)
     with pytest.raises(NonFiniteLossError, match="NaN/inf for 3 steps in a row.*Lower the learning rate"):
         trainer.train()

@@ -60,31 +60,62 @@ def _with_embed(plan):  # noqa: ANN001, ANN202
     return plan
 
 
-def test_pruned_models_of_every_family_load_without_p3b_hf(tmp_path: Path, tiny_vit, tiny_deit_teacher,  # noqa: ANN001
-                                                           tiny_deit, tiny_beit, tiny_beit_shared, tiny_dinov2,  # noqa: ANN001
-                                                           images: torch.Tensor) -> None:
-    extra = {"beit": apply_width_plan(tiny_beit, nontrivial_plan(tiny_beit.config)),
-             "beit_shared": apply_width_plan(tiny_beit_shared, _with_embed(nontrivial_plan(tiny_beit_shared.config))),
-             "dinov2": apply_width_plan(tiny_dinov2, _with_embed(nontrivial_plan(tiny_dinov2.config)))}
+def test_pruned_models_of_every_family_load_without_p3b_hf(
+    tmp_path: Path,
+    tiny_vit,
+    tiny_deit_teacher,  # noqa: ANN001
+    tiny_deit,
+    tiny_beit,
+    tiny_beit_shared,
+    tiny_dinov2,  # noqa: ANN001
+    images: torch.Tensor,
+) -> None:
+    extra = {
+        "beit": apply_width_plan(tiny_beit, nontrivial_plan(tiny_beit.config)),
+        "beit_shared": apply_width_plan(
+            tiny_beit_shared, _with_embed(nontrivial_plan(tiny_beit_shared.config))
+        ),
+        "dinov2": apply_width_plan(tiny_dinov2, _with_embed(nontrivial_plan(tiny_dinov2.config))),
+    }
     _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=None, extra=extra)
 
 
-@pytest.mark.skipif(not os.environ.get("P3B_HF_COMPAT_SITE"),
-                    reason="set P3B_HF_COMPAT_SITE to a `pip install --target` dir holding another transformers")
-def test_remote_code_loads_on_another_transformers(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit,  # noqa: ANN001
-                                                   images: torch.Tensor) -> None:
+@pytest.mark.skipif(
+    not os.environ.get("P3B_HF_COMPAT_SITE"),
+    reason="set P3B_HF_COMPAT_SITE to a `pip install --target` dir holding another transformers",
+)
+def test_remote_code_loads_on_another_transformers(
+    tmp_path: Path,
+    tiny_vit,
+    tiny_deit_teacher,
+    tiny_deit,  # noqa: ANN001
+    images: torch.Tensor,
+) -> None:
     """Version matrix (hf notes 2.4: remote code rots): checkpoints saved here load on e.g. transformers 4.57.
     ``pip install --target /tmp/tf457 "transformers==4.57.6" "huggingface_hub<1.0" && rm -rf /tmp/tf457/numpy*``
     then ``P3B_HF_COMPAT_SITE=/tmp/tf457 pytest tests/test_remote_code.py``."""
-    _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=os.environ["P3B_HF_COMPAT_SITE"])
+    _check_stock_load(
+        tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=os.environ["P3B_HF_COMPAT_SITE"]
+    )
 
 
-def _check_stock_load(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit, images: torch.Tensor,  # noqa: ANN001
-                      site: str | None, extra: dict[str, torch.nn.Module] | None = None) -> None:
+def _check_stock_load(
+    tmp_path: Path,
+    tiny_vit,
+    tiny_deit_teacher,
+    tiny_deit,
+    images: torch.Tensor,  # noqa: ANN001
+    site: str | None,
+    extra: dict[str, torch.nn.Module] | None = None,
+) -> None:
     cases = {
         "vit": apply_width_plan(tiny_vit, nontrivial_plan(tiny_vit.config)),
-        "deit_distilled": apply_width_plan(tiny_deit_teacher, _with_embed(nontrivial_plan(tiny_deit_teacher.config)),
-                                           rescale_attention=True, layernorm_mode="subset_stats"),
+        "deit_distilled": apply_width_plan(
+            tiny_deit_teacher,
+            _with_embed(nontrivial_plan(tiny_deit_teacher.config)),
+            rescale_attention=True,
+            layernorm_mode="subset_stats",
+        ),
         "deit": apply_width_plan(tiny_deit, nontrivial_plan(tiny_deit.config)),
         **(extra or {}),
     }
@@ -93,19 +124,29 @@ def _check_stock_load(tmp_path: Path, tiny_vit, tiny_deit_teacher, tiny_deit, im
         model.eval().save_pretrained(tmp_path / name)
         code = f"modeling_p3b_{model.config.model_type.removeprefix('p3b_').replace('deit', 'vit')}.py"
         assert (tmp_path / name / code).read_bytes() == (
-            Path(__file__).parents[1] / "p3b_hf/models" / code).read_bytes()
+            Path(__file__).parents[1] / "p3b_hf/models" / code
+        ).read_bytes()
         with torch.no_grad():
             out = model(pixel_values=images)
         refs[name] = out
-    assert cases["deit_distilled"].config.distillation_head and cases["deit_distilled"].config.hidden_size < 48
-    assert cases["vit"].config.layer_num_heads == [3, 4, 0] and cases["vit"].config.layer_intermediate_sizes[1] == 0
+    assert (
+        cases["deit_distilled"].config.distillation_head and cases["deit_distilled"].config.hidden_size < 48
+    )
+    assert (
+        cases["vit"].config.layer_num_heads == [3, 4, 0]
+        and cases["vit"].config.layer_intermediate_sizes[1] == 0
+    )
 
     outside = tmp_path / "elsewhere"  # cwd outside the repo; -I keeps cwd and PYTHONPATH off sys.path
     outside.mkdir()
     torch.save(images, tmp_path / "x.pt")
     prefix = f"import sys; sys.path.insert(0, {site!r})\n" if site else ""
-    out = run_python(prefix + BLOCK_P3B + LOAD, cwd=outside, env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
-                     args=(str(tmp_path / "x.pt"), str(tmp_path / "out.pt"), *(str(tmp_path / n) for n in cases)))
+    out = run_python(
+        prefix + BLOCK_P3B + LOAD,
+        cwd=outside,
+        env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
+        args=(str(tmp_path / "x.pt"), str(tmp_path / "out.pt"), *(str(tmp_path / n) for n in cases)),
+    )
     info = json.loads(out.rsplit("RESULT ", 1)[1])
     res = torch.load(tmp_path / "out.pt")
     assert info["p3b_imported"] is False

@@ -50,11 +50,34 @@ def tiny(family: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     labels = dict(num_labels=5)
     if family == "swin":  # 32 px, patch 2: stages at 16x16 (window 4, shifted) and 8x8
-        return _randomise(SwinForImageClassification(SwinConfig(
-            image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4,
-            drop_path_rate=0.0, **labels)), seed)
-    return _randomise(ConvNextForImageClassification(ConvNextConfig(
-        hidden_sizes=[8, 16], depths=[2, 2], num_stages=2, image_size=32, layer_scale_init_value=0.5, **labels)), seed)
+        return _randomise(
+            SwinForImageClassification(
+                SwinConfig(
+                    image_size=32,
+                    patch_size=2,
+                    embed_dim=16,
+                    depths=[2, 2],
+                    num_heads=[2, 4],
+                    window_size=4,
+                    drop_path_rate=0.0,
+                    **labels,
+                )
+            ),
+            seed,
+        )
+    return _randomise(
+        ConvNextForImageClassification(
+            ConvNextConfig(
+                hidden_sizes=[8, 16],
+                depths=[2, 2],
+                num_stages=2,
+                image_size=32,
+                layer_scale_init_value=0.5,
+                **labels,
+            )
+        ),
+        seed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +87,13 @@ def images() -> torch.Tensor:
 
 def _batches(n: int = 2, bs: int = 4, seed: int = 11) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [{"pixel_values": torch.randn(bs, 3, 32, 32, generator=g), "labels": torch.randint(0, 5, (bs,), generator=g)}
-            for _ in range(n)]
+    return [
+        {
+            "pixel_values": torch.randn(bs, 3, 32, 32, generator=g),
+            "labels": torch.randint(0, 5, (bs,), generator=g),
+        }
+        for _ in range(n)
+    ]
 
 
 def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +105,9 @@ def _numel(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _replaced(model: torch.nn.Module, x: torch.Tensor, values: dict[int, tuple[torch.Tensor, torch.Tensor]]
-              ) -> torch.Tensor:
+def _replaced(
+    model: torch.nn.Module, x: torch.Tensor, values: dict[int, tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
     """Dense logits with, in block i, the post-activation units ``idx`` replaced by ``val`` (fc2's input)."""
     blocks = locate_mlps(model).blocks
 
@@ -89,6 +118,7 @@ def _replaced(model: torch.nn.Module, x: torch.Tensor, values: dict[int, tuple[t
             h = inp[0].clone()
             h[..., idx] = val.to(h.dtype)
             return (h,)
+
         return pre
 
     handles = [blocks[i].fc2.register_forward_pre_hook(hook(i)) for i in values]
@@ -159,26 +189,36 @@ def test_sliced_model_equals_dense_with_removed_structures_zeroed(family: str, i
     pruned = apply_width_plan(model, plan)
     ref = _masked(model, images, plan)
     torch.testing.assert_close(_logits(pruned, images), ref, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(ref, _logits(model, images), atol=1e-3)  # the plan removes something that matters
+    assert not torch.allclose(
+        ref, _logits(model, images), atol=1e-3
+    )  # the plan removes something that matters
     kept = [plan.kept(i) for i in range(plan.num_layers)]
     assert [f for stage in pruned.config.block_intermediate_sizes for f in stage] == [k["mlp"] for k in kept]
     n = _numel(pruned)
     assert count_cost(pruned)["params"] == plan_cost(model, plan)["params"] == n
     # every removed MLP unit costs 2C+1; a removed (head, dim) pair 4C+3 in Swin (q/k/v rows + biases, o column)
     # and a removed head its bias table column ((2w-1)^2 rows)
-    mlp = sum((f - k["mlp"]) * (2 * c + 1) for c, f, k in zip(plan.block_dims, plan.block_intermediate_sizes, kept))
-    attn = sum((h * d - k["heads"] * k["head_dim"]) * (4 * c + 3) + (h - k["heads"]) * 49
-               for c, h, d, k in zip(plan.block_dims, plan.block_num_heads, plan.block_head_dims, kept))
+    mlp = sum(
+        (f - k["mlp"]) * (2 * c + 1) for c, f, k in zip(plan.block_dims, plan.block_intermediate_sizes, kept)
+    )
+    attn = sum(
+        (h * d - k["heads"] * k["head_dim"]) * (4 * c + 3) + (h - k["heads"]) * 49
+        for c, h, d, k in zip(plan.block_dims, plan.block_num_heads, plan.block_head_dims, kept)
+    )
     assert n == _numel(model) - mlp - attn
     if family == "swin":
-        assert attn > 0 and pruned.config.block_num_heads == [[k["heads"] for k in kept[:2]],
-                                                              [k["heads"] for k in kept[2:]]]
+        assert attn > 0 and pruned.config.block_num_heads == [
+            [k["heads"] for k in kept[:2]],
+            [k["heads"] for k in kept[2:]],
+        ]
         a = pruned.swin.encoder.layers[1].blocks[0].attention
         dense_a = model.swin.encoder.layers[1].blocks[0].attention
         assert a.scaling == dense_a.scaling  # the softmax scale stays dense: removing dims == masking them
         heads = plan.layers[2].heads
-        assert torch.equal(a.relative_position_bias.relative_position_bias_table,
-                           dense_a.relative_position_bias.relative_position_bias_table[:, heads])
+        assert torch.equal(
+            a.relative_position_bias.relative_position_bias_table,
+            dense_a.relative_position_bias.relative_position_bias_table[:, heads],
+        )
 
 
 @pytest.mark.parametrize("family", FAMS)
@@ -188,8 +228,10 @@ def test_pruned_model_keeps_the_hf_contract(family: str, images: torch.Tensor) -
     pruned = apply_width_plan(model, _random_plan(model, 5))
     labels = torch.tensor([0, 1, 2])
     with torch.no_grad():
-        out, ref = pruned(pixel_values=images, labels=labels, output_hidden_states=True), model(
-            pixel_values=images, output_hidden_states=True)
+        out, ref = (
+            pruned(pixel_values=images, labels=labels, output_hidden_states=True),
+            model(pixel_values=images, output_hidden_states=True),
+        )
         tup = pruned(pixel_values=images, return_dict=False)
     assert [h.shape for h in out.hidden_states] == [h.shape for h in ref.hidden_states]
     assert len(out.hidden_states) == 3  # the stem and both stages
@@ -234,7 +276,9 @@ def test_save_reload_and_stock_checkpoint(family: str, tmp_path: Path, images: t
     # a full-width config loads the stock checkpoint's state dict (stock parameter names) unchanged
     model.save_pretrained(tmp_path / "stock")
     fam = STAGE_FAMILIES[family]
-    full = fam.model_class.from_pretrained(tmp_path / "stock", config=fam.config_class.from_dense_config(model.config))
+    full = fam.model_class.from_pretrained(
+        tmp_path / "stock", config=fam.config_class.from_dense_config(model.config)
+    )
     assert torch.equal(_logits(full.eval(), images), _logits(model, images))
     assert set(full.state_dict()) == set(model.state_dict())
 
@@ -255,15 +299,21 @@ print("\nRESULT " + json.dumps(info))
 """
 
 
-def test_pruned_swin_and_convnext_load_as_remote_code_without_p3b_hf(tmp_path: Path, images: torch.Tensor) -> None:
+def test_pruned_swin_and_convnext_load_as_remote_code_without_p3b_hf(
+    tmp_path: Path, images: torch.Tensor
+) -> None:
     cases = {f: apply_width_plan(tiny(f), _random_plan(tiny(f), 4)).eval() for f in FAMS}
     for f, model in cases.items():
         model.save_pretrained(tmp_path / f)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     torch.save(images, tmp_path / "x.pt")
-    out = run_python(BLOCK_P3B + LOAD, cwd=outside, env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
-                     args=(str(tmp_path / "x.pt"), str(tmp_path / "out.pt"), *(str(tmp_path / f) for f in FAMS)))
+    out = run_python(
+        BLOCK_P3B + LOAD,
+        cwd=outside,
+        env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
+        args=(str(tmp_path / "x.pt"), str(tmp_path / "out.pt"), *(str(tmp_path / f) for f in FAMS)),
+    )
     info = json.loads(out.rsplit("RESULT ", 1)[1])
     res = torch.load(tmp_path / "out.pt")
     for f, model in cases.items():
@@ -278,7 +328,9 @@ def test_pruned_swin_and_convnext_load_as_remote_code_without_p3b_hf(tmp_path: P
 
 # ------------------------------------------------------------------------------------------- VBP
 @pytest.mark.parametrize("family", FAMS)
-def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(family: str, images: torch.Tensor) -> None:
+def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(
+    family: str, images: torch.Tensor
+) -> None:
     model = tiny(family)
     stats = collect_mlp_activation_stats(model, _batches())
     plan = vbp_plan_from_stats(model, stats, percentage=0.5)
@@ -286,8 +338,12 @@ def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(family
     assert plan.meta["removed_neurons"] == n_total // 2
     # one global ranking: the removed neurons are exactly the lowest-variance half (ties aside) of all blocks
     var = torch.cat([s.variance() for s in stats])
-    removed = torch.cat([torch.tensor([j not in set(lp.mlp or range(f)) for j in range(f)])
-                         for lp, f in zip(plan.layers, plan.block_intermediate_sizes)])
+    removed = torch.cat(
+        [
+            torch.tensor([j not in set(lp.mlp or range(f)) for j in range(f)])
+            for lp, f in zip(plan.layers, plan.block_intermediate_sizes)
+        ]
+    )
     assert var[removed].max() <= var[~removed].min()
     assert len({len(lp.mlp or ()) for lp in plan.layers}) > 1  # not a uniform per-block cut
     pruned = apply_width_plan(model, plan)
@@ -338,7 +394,9 @@ def test_global_pruning_every_criterion(family: str, criterion: str, images: tor
     n_kept = sum(k["mlp"] + (k["head_dim"] if h else 0) for k, h in zip(kept, plan.block_num_heads))
     total = sum(plan.block_intermediate_sizes) + sum(plan.block_head_dims)
     assert abs(n_kept - total / 2) <= 1 and min(k["mlp"] for k in kept) >= 1
-    assert all(k["heads"] == h for k, h in zip(kept, plan.block_num_heads))  # heads themselves are kept (as ViT)
+    assert all(
+        k["heads"] == h for k, h in zip(kept, plan.block_num_heads)
+    )  # heads themselves are kept (as ViT)
     target = int(0.75 * count_cost(model)["params"])
     matched = global_plan(model, _batches(1), criterion, target_params=target, **kw)
     params = plan_cost(model, matched)["params"]
@@ -356,8 +414,12 @@ def test_global_l1_keeps_the_largest_weight_units() -> None:
         s = (b.fc1.weight.abs().sum(1) + b.fc2.weight.abs().sum(0)) / 2
         scores.append(s / s.mean())
     flat = torch.cat(scores)
-    removed = torch.cat([torch.tensor([j not in set(lp.mlp or range(len(s))) for j in range(len(s))])
-                         for lp, s in zip(plan.layers, scores)])
+    removed = torch.cat(
+        [
+            torch.tensor([j not in set(lp.mlp or range(len(s))) for j in range(len(s))])
+            for lp, s in zip(plan.layers, scores)
+        ]
+    )
     assert removed.sum() == len(flat) - int(len(flat) * 0.75)
     assert flat[removed].max() <= flat[~removed].min()
 
@@ -368,14 +430,31 @@ def test_standard_sizes_count_as_published() -> None:
     (papers: Swin-T 28.3 M / 4.5 G, ConvNeXt-T 28.6 M / 4.5 G)."""
     cases = [
         (SwinConfig(num_labels=1000), SwinForImageClassification, 28_288_354, 4_503_738_856),
-        (SwinConfig(depths=[2, 2, 18, 2], num_labels=1000), SwinForImageClassification, 49_606_258, 8_762_175_976),
-        (SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], num_labels=1000),
-         SwinForImageClassification, 87_768_224, 15_459_347_432),
+        (
+            SwinConfig(depths=[2, 2, 18, 2], num_labels=1000),
+            SwinForImageClassification,
+            49_606_258,
+            8_762_175_976,
+        ),
+        (
+            SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], num_labels=1000),
+            SwinForImageClassification,
+            87_768_224,
+            15_459_347_432,
+        ),
         (ConvNextConfig(num_labels=1000), ConvNextForImageClassification, 28_589_128, 4_468_966_888),
-        (ConvNextConfig(depths=[3, 3, 27, 3], num_labels=1000), ConvNextForImageClassification, 50_223_688,
-         8_705_276_392),
-        (ConvNextConfig(hidden_sizes=[128, 256, 512, 1024], depths=[3, 3, 27, 3], num_labels=1000),
-         ConvNextForImageClassification, 88_591_464, 15_383_481_320),
+        (
+            ConvNextConfig(depths=[3, 3, 27, 3], num_labels=1000),
+            ConvNextForImageClassification,
+            50_223_688,
+            8_705_276_392,
+        ),
+        (
+            ConvNextConfig(hidden_sizes=[128, 256, 512, 1024], depths=[3, 3, 27, 3], num_labels=1000),
+            ConvNextForImageClassification,
+            88_591_464,
+            15_383_481_320,
+        ),
     ]
     for cfg, cls, params, macs in cases:
         with torch.device("meta"):

@@ -17,8 +17,20 @@ from p3b_hf.loading import validate_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = dict(num_labels=4, id2label=dict(enumerate("abcd")), label2id={c: i for i, c in enumerate("abcd")})
-COMMON = ["--epochs", "1", "--batch-size", "16", "--augment", "none", "--mixup", "0", "--cutmix", "0",
-          "--device", "cpu"]
+COMMON = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--augment",
+    "none",
+    "--mixup",
+    "0",
+    "--cutmix",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 def _dense_dir(root: Path, family: str) -> Path:
@@ -33,24 +45,53 @@ def _dense_dir(root: Path, family: str) -> Path:
 
     torch.manual_seed(0)
     if family == "swin":
-        model = SwinForImageClassification(SwinConfig(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2],
-                                                      num_heads=[2, 4], window_size=4, **LABELS))
+        model = SwinForImageClassification(
+            SwinConfig(
+                image_size=32,
+                patch_size=2,
+                embed_dim=16,
+                depths=[2, 2],
+                num_heads=[2, 4],
+                window_size=4,
+                **LABELS,
+            )
+        )
     else:
-        model = ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16], depths=[2, 2], num_stages=2,
-                                                              image_size=32, **LABELS))
+        model = ConvNextForImageClassification(
+            ConvNextConfig(hidden_sizes=[8, 16], depths=[2, 2], num_stages=2, image_size=32, **LABELS)
+        )
     model.save_pretrained(root / family)
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(root / family)
     return root / family
 
 
-@pytest.mark.parametrize("family, method", [("swin", ["vbp", "--vbp-epochs", "1"]),
-                                            ("convnext", ["global", "--importance", "taylor", "--taylor-batches", "1"])])
+@pytest.mark.parametrize(
+    "family, method",
+    [
+        ("swin", ["vbp", "--vbp-epochs", "1"]),
+        ("convnext", ["global", "--importance", "taylor", "--taylor-batches", "1"]),
+    ],
+)
 def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path) -> None:
     data = _tiny_data(tmp_path)
     dense = _dense_dir(tmp_path, family)
     out = tmp_path / "out"
-    code = main(["prune", "--method", *method, "--model", str(dense), "--dataset", str(data), "--prune-ratio", "0.3",
-                 *COMMON, "--output-dir", str(out)])
+    code = main(
+        [
+            "prune",
+            "--method",
+            *method,
+            "--model",
+            str(dense),
+            "--dataset",
+            str(data),
+            "--prune-ratio",
+            "0.3",
+            *COMMON,
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads((out / "pruning_report.json").read_text())
     model = AutoModelForImageClassification.from_pretrained(out)
@@ -64,42 +105,101 @@ def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path
     assert (out / "plots" / "widths.png").exists()
     assert main(["cost", "--model", str(out)]) == 0
     validate_checkpoint(out)  # the saved layout (Swin: the Hub's legacy key names) matches the config
-    assert main(["finetune", "--model", str(out), "--dataset", str(data), *COMMON, "--output-dir",
-                 str(tmp_path / "ft")]) == 0  # a pruned dir fine-tunes like any other
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(out),
+                "--dataset",
+                str(data),
+                *COMMON,
+                "--output-dir",
+                str(tmp_path / "ft"),
+            ]
+        )
+        == 0
+    )  # a pruned dir fine-tunes like any other
     from fake_hub import HubStore, RecordingHfApi, snapshot_bytes
 
     from p3b_hf.hub import push_pruned
 
     store = HubStore(tmp_path / "hub")
     result = push_pruned(out, f"me/{family}", api=RecordingHfApi(store))
-    assert {f"configuration_p3b_{family}.py", f"modeling_p3b_{family}.py", "model.safetensors"} <= set(result.files)
+    assert {f"configuration_p3b_{family}.py", f"modeling_p3b_{family}.py", "model.safetensors"} <= set(
+        result.files
+    )
     files = snapshot_bytes(store, f"me/{family}")
     cls = "Swin" if family == "swin" else "ConvNext"
     assert json.loads(files["config.json"])["auto_map"]["AutoModel"] == f"modeling_p3b_{family}.P3B{cls}Model"
     card = files["README.md"].decode()
-    assert "| stage | block | width | MLP |" in card and f"| 1 | 1 | {widths[-1]['dim']} | {widths[-1]['mlp']} |" in card
+    assert (
+        "| stage | block | width | MLP |" in card
+        and f"| 1 | 1 | {widths[-1]['dim']} | {widths[-1]['mlp']} |" in card
+    )
 
 
-def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = _tiny_data(tmp_path)
     dense = _dense_dir(tmp_path, "swin")
-    code = main(["prune", "--method", "p3b", "--model", str(dense), "--dataset", str(data), "--prune-ratio", "0.3",
-                 *COMMON, "--output-dir", str(tmp_path / "p3b")])
+    code = main(
+        [
+            "prune",
+            "--method",
+            "p3b",
+            "--model",
+            str(dense),
+            "--dataset",
+            str(data),
+            "--prune-ratio",
+            "0.3",
+            *COMMON,
+            "--output-dir",
+            str(tmp_path / "p3b"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0
     assert "P3B is defined for plain ViT blocks" in err and "--method vbp or --method global" in err
     assert not (tmp_path / "p3b").exists()
     out = tmp_path / "cmp"
-    code = main(["compare", "--methods", "p3b,vbp,global-l1", "--prune-ratio", "0.3", "--model", str(dense),
-                 "--dataset", str(data), "--output-dir", str(out), "--epochs", "1", "--bench-device", "cpu",
-                 "--bench-repeats", "2", "--deploy-backend", "none", "--", *COMMON[2:]])
+    code = main(
+        [
+            "compare",
+            "--methods",
+            "p3b,vbp,global-l1",
+            "--prune-ratio",
+            "0.3",
+            "--model",
+            str(dense),
+            "--dataset",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--bench-device",
+            "cpu",
+            "--bench-repeats",
+            "2",
+            "--deploy-backend",
+            "none",
+            "--",
+            *COMMON[2:],
+        ]
+    )
     assert code == 0
     rows = {r["method"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
     assert rows["p3b"]["status"] == "unsupported" and "--method vbp" in rows["p3b"]["error"]
     assert rows["global-l1"]["status"] == "ok" and abs(rows["global-l1"]["param_reduction"] - 0.3) < 0.02
     assert rows["global-l1"]["throughput_vs_dense"] > 0  # the eager speed column works for Swin
-    assert rows["global-l1"]["deploy_speed_vs_dense"] is None  # --deploy-backend none (tests/test_compare.py times it)
+    assert (
+        rows["global-l1"]["deploy_speed_vs_dense"] is None
+    )  # --deploy-backend none (tests/test_compare.py times it)
     assert rows["dense"]["status"] == "ok"  # VBP starts from the dense cell (fine-tuned with a new head) ...
-    assert rows["vbp"]["status"] == "ok" and 0.3 <= rows["vbp"]["param_reduction"] < 0.32  # ... and distils from it
+    assert (
+        rows["vbp"]["status"] == "ok" and 0.3 <= rows["vbp"]["param_reduction"] < 0.32
+    )  # ... and distils from it
     assert "unsupported" in (out / "compare.md").read_text()

@@ -44,12 +44,18 @@ RATIO = 0.4
 
 def _batches(n: int = 2, bs: int = 6, classes: int = 7) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(11)
-    return [{"pixel_values": torch.randn(bs, 3, 32, 32, generator=g),
-             "labels": torch.randint(0, classes, (bs,), generator=g)} for _ in range(n)]
+    return [
+        {
+            "pixel_values": torch.randn(bs, 3, 32, 32, generator=g),
+            "labels": torch.randint(0, classes, (bs,), generator=g),
+        }
+        for _ in range(n)
+    ]
 
 
-def _tp_prune(model: torch.nn.Module, importance: str, batches: list[dict[str, torch.Tensor]]
-              ) -> tuple[torch.nn.Module, dict[str, list[int]]]:
+def _tp_prune(
+    model: torch.nn.Module, importance: str, batches: list[dict[str, torch.Tensor]]
+) -> tuple[torch.nn.Module, dict[str, list[int]]]:
     """Prune a copy of ``model`` with Torch-Pruning; return it and the kept indices per group."""
     model = copy.deepcopy(model).eval()
     mods = locate(model)
@@ -68,9 +74,18 @@ def _tp_prune(model: torch.nn.Module, importance: str, batches: list[dict[str, t
     else:
         imp = tp.importance.GroupMagnitudeImportance(p=1)
     pruner = tp.pruner.BasePruner(
-        model, batches[0]["pixel_values"][:1], importance=imp, pruning_ratio=RATIO, global_pruning=True,
-        ignored_layers=[model.classifier], num_heads=num_heads, prune_head_dims=True, prune_num_heads=False,
-        output_transform=lambda out: out.logits.sum(), unwrapped_parameters=scales or None)
+        model,
+        batches[0]["pixel_values"][:1],
+        importance=imp,
+        pruning_ratio=RATIO,
+        global_pruning=True,
+        ignored_layers=[model.classifier],
+        num_heads=num_heads,
+        prune_head_dims=True,
+        prune_num_heads=False,
+        output_transform=lambda out: out.logits.sum(),
+        unwrapped_parameters=scales or None,
+    )
     hidden, hd, inter = model.config.hidden_size, model.config.hidden_size // heads, mods.intermediate_size
     kept = {"embed": list(range(hidden))}
     for i in range(len(layers)):
@@ -124,8 +139,9 @@ def test_kept_sets_and_logits_match_torch_pruning(tiny_vit, importance):
     pruned = apply_width_plan(tiny_vit, plan)
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        torch.testing.assert_close(pruned(pixel_values=x).logits, tp_model(pixel_values=x).logits,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            pruned(pixel_values=x).logits, tp_model(pixel_values=x).logits, rtol=1e-4, atol=1e-5
+        )
     assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in tp_model.parameters())
 
 
@@ -148,7 +164,7 @@ def test_beit_and_dinov2_kept_sets_match_torch_pruning(family, importance):
     model = _randomise_family(model, 0)
     if family == "dinov2":  # Torch-Pruning reads only the CLS half of the classifier input
         with torch.no_grad():
-            model.classifier.weight[:, model.config.hidden_size:] = 0
+            model.classifier.weight[:, model.config.hidden_size :] = 0
     batches = _batches()
     plan = global_plan(model, batches, importance, ratio=RATIO, taylor_batches=len(batches))
     ours = _our_kept(plan)
@@ -159,6 +175,7 @@ def test_beit_and_dinov2_kept_sets_match_torch_pruning(family, importance):
         pruned = apply_width_plan(model, plan)
         x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
         with torch.no_grad():
-            torch.testing.assert_close(pruned(pixel_values=x).logits, tp_model(pixel_values=x).logits,
-                                       rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                pruned(pixel_values=x).logits, tp_model(pixel_values=x).logits, rtol=1e-4, atol=1e-5
+            )
         assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in tp_model.parameters())

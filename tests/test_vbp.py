@@ -51,16 +51,19 @@ def test_running_moments_equal_float64_reference_and_merge_across_ranks():
     np.testing.assert_allclose(merged.mean.numpy(), mean_ref, rtol=1e-9)
     np.testing.assert_allclose(merged.variance().numpy(), var_ref, rtol=1e-6)
     assert merged.mean.dtype == torch.float64
-    np.testing.assert_allclose(merged.variance(unbiased=False).numpy(), full.astype(np.float64).reshape(-1, 20)
-                               .var(0), rtol=1e-6)
+    np.testing.assert_allclose(
+        merged.variance(unbiased=False).numpy(), full.astype(np.float64).reshape(-1, 20).var(0), rtol=1e-6
+    )
 
 
 def test_collected_stats_cover_every_token_post_gelu(tiny_deit_teacher, images):
     model = tiny_deit_teacher
     mods = locate(model)
     captured = {i: [] for i in range(mods.num_layers)}
-    hooks = [lm.fc2.register_forward_pre_hook(lambda _m, inp, i=i: captured[i].append(inp[0].detach().clone()))
-             for i, lm in enumerate(mods.layers)]
+    hooks = [
+        lm.fc2.register_forward_pre_hook(lambda _m, inp, i=i: captured[i].append(inp[0].detach().clone()))
+        for i, lm in enumerate(mods.layers)
+    ]
     with torch.no_grad():
         model(pixel_values=images)
     for h in hooks:
@@ -101,7 +104,9 @@ def test_folded_model_equals_dense_with_removed_activations_replaced_by_means(fi
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     no_fold = masked_forward(model, plan, images)  # zero-filled: the fold must matter
     assert (no_fold - ref).abs().max() > 1e-3
-    assert sum(p.numel() for p in pruned.parameters()) == vbp_params(model, 0.6) == count_cost(pruned)["params"]
+    assert (
+        sum(p.numel() for p in pruned.parameters()) == vbp_params(model, 0.6) == count_cost(pruned)["params"]
+    )
 
 
 def test_keeps_at_least_one_neuron_per_layer(tiny_vit):
@@ -153,20 +158,47 @@ def _cli_context(model, tmp_path, argv):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    job = job_from_args(parser.parse_args(["--model", "x", "--dataset", "y", "--output-dir", str(tmp_path / "out"),
-                                           "--device", "cpu", "--batch-size", "4", *argv]))
+    job = job_from_args(
+        parser.parse_args(
+            [
+                "--model",
+                "x",
+                "--dataset",
+                "y",
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+                "--batch-size",
+                "4",
+                *argv,
+            ]
+        )
+    )
     g = torch.Generator().manual_seed(9)
     items = [{"pixel_values": torch.randn(3, 32, 32, generator=g), "labels": i % 7} for i in range(16)]
-    ctx = RunContext(model=model, image_processor=None, data=None, train_ds=items[:12], eval_ds=items[12:],
-                     collator=make_collator(7, enabled=False), train=job.train, work_dir=tmp_path / "work",
-                     artifacts_dir=tmp_path / "staging", prune_ratio=job.prune.prune_ratio, kd=job.kd)
+    ctx = RunContext(
+        model=model,
+        image_processor=None,
+        data=None,
+        train_ds=items[:12],
+        eval_ds=items[12:],
+        collator=make_collator(7, enabled=False),
+        train=job.train,
+        work_dir=tmp_path / "work",
+        artifacts_dir=tmp_path / "staging",
+        prune_ratio=job.prune.prune_ratio,
+        kd=job.kd,
+    )
     return ctx, job.method_options
 
 
 def test_run_cli_end_to_end(tiny_vit, tmp_path):
     from p3b_hf.methods import vbp
 
-    ctx, opts = _cli_context(tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.3", "--vbp-epochs", "1"])
+    ctx, opts = _cli_context(
+        tiny_vit, tmp_path, ["--method", "vbp", "--prune-ratio", "0.3", "--vbp-epochs", "1"]
+    )
     result = vbp.run(ctx, opts)
     h = result.history
     assert h["method"] == "vbp" and len(h["kept_mlp"]) == 3 and h["finetune"]["epochs"] == 1
@@ -185,16 +217,38 @@ def _tiny_source(root):
     from transformers import ViTForImageClassification, ViTImageProcessorPil
 
     torch.manual_seed(1)
-    cfg = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, image_size=32,
-                    patch_size=8, num_labels=6, id2label=dict(enumerate("uvwxyz")),
-                    label2id={c: i for i, c in enumerate("uvwxyz")})
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=6,
+        id2label=dict(enumerate("uvwxyz")),
+        label2id={c: i for i, c in enumerate("uvwxyz")},
+    )
     ViTForImageClassification(cfg).save_pretrained(root / "source")
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(root / "source")
     return root / "source"
 
 
-_TINY_PRUNE = ["--prune-ratio", "0.3", "--vbp-epochs", "1", "--batch-size", "16", "--augment", "none",
-               "--device", "cpu", "--mixup", "0", "--cutmix", "0"]
+_TINY_PRUNE = [
+    "--prune-ratio",
+    "0.3",
+    "--vbp-epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--augment",
+    "none",
+    "--device",
+    "cpu",
+    "--mixup",
+    "0",
+    "--cutmix",
+    "0",
+]
 
 
 def test_prune_vbp_refuses_a_fresh_head_unless_a_teacher_is_given(tmp_path, capsys):
@@ -208,15 +262,47 @@ def test_prune_vbp_refuses_a_fresh_head_unless_a_teacher_is_given(tmp_path, caps
 
     data, source = _tiny_data(tmp_path), _tiny_source(tmp_path)
     out = tmp_path / "runs" / "vbp"
-    assert main(["prune", "--method", "vbp", "--model", str(source), "--dataset", str(data),
-                 "--output-dir", str(out), *_TINY_PRUNE]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                "--method",
+                "vbp",
+                "--model",
+                str(source),
+                "--dataset",
+                str(data),
+                "--output-dir",
+                str(out),
+                *_TINY_PRUNE,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"p3b-hf prune: error: {VBP_NEEDS_TASK_MODEL}"
     assert "`p3b-hf finetune`" in VBP_NEEDS_TASK_MODEL and "`--teacher`" in VBP_NEEDS_TASK_MODEL
     assert list((tmp_path / "runs").iterdir()) == []  # no output dir, no .work dir, no staging dir
 
     teacher, _ = _tiny_dense(tmp_path)  # stands in for the dense model fine-tuned on a..d
-    assert main(["prune", "--method", "vbp", "--model", str(source), "--dataset", str(data),
-                 "--output-dir", str(out), "--teacher", str(teacher), *_TINY_PRUNE]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--method",
+                "vbp",
+                "--model",
+                str(source),
+                "--dataset",
+                str(data),
+                "--output-dir",
+                str(out),
+                "--teacher",
+                str(teacher),
+                *_TINY_PRUNE,
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "pruning_report.json").read_text())
     assert report["history"]["kd"]["teacher"] == str(teacher) and report["num_labels"] == 4

@@ -10,40 +10,73 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="pruned model dir or Hub id (its dense original comes from "
-                                     "config.base_model_name_or_path if that loads, else random weights)")
-    src.add_argument("--random-arch", choices=("deit-tiny", "deit-small", "deit-base"),
-                     help="benchmark a random-weight pruned model of this DeiT shape instead of --model")
-    parser.add_argument("--keep", type=float, default=0.25,
-                        help="--random-arch: fraction of whole-model parameters kept (default 0.25 = 75%% pruned)")
-    parser.add_argument("--plan-style", choices=("p3b", "uniform"), default="p3b",
-                        help="--random-arch: P3B-like residual in/out subsets (default) or uniform slimming")
-    parser.add_argument("--plan-round-to", type=int, default=None,
-                        help="--random-arch: round every kept width of the random plan to a multiple of this")
+    src.add_argument(
+        "--model",
+        help="pruned model dir or Hub id (its dense original comes from "
+        "config.base_model_name_or_path if that loads, else random weights)",
+    )
+    src.add_argument(
+        "--random-arch",
+        choices=("deit-tiny", "deit-small", "deit-base"),
+        help="benchmark a random-weight pruned model of this DeiT shape instead of --model",
+    )
+    parser.add_argument(
+        "--keep",
+        type=float,
+        default=0.25,
+        help="--random-arch: fraction of whole-model parameters kept (default 0.25 = 75%% pruned)",
+    )
+    parser.add_argument(
+        "--plan-style",
+        choices=("p3b", "uniform"),
+        default="p3b",
+        help="--random-arch: P3B-like residual in/out subsets (default) or uniform slimming",
+    )
+    parser.add_argument(
+        "--plan-round-to",
+        type=int,
+        default=None,
+        help="--random-arch: round every kept width of the random plan to a multiple of this",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
-                        help="default: bf16 on cuda, fp32 on cpu")
+    parser.add_argument(
+        "--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 on cuda, fp32 on cpu"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="default: 1024 on cuda, 1 on cpu (P3B)")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats; the median is reported")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also time the optimised path under torch.compile")
-    parser.add_argument("--variants", default=None,
-                        help="comma list for all three models: eager, fast, compiled[+round8|+gather|+index_add|"
-                             "+dense|+conv|+nofold|+alltokens] (default eager,fast; with --onnx "
-                             "eager,fast,ort-fp32,ort-int8)")
-    parser.add_argument("--pruned-variants", default="",
-                        help="extra variants timed for the pruned model only, e.g. fast+round8,compiled+round8")
-    parser.add_argument("--min-repeat-s", type=float, default=None,
-                        help="repeat forward passes until one timed repeat lasts this long (default 0.2 s on "
-                             "cpu, 0 on cuda)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time the optimised path under torch.compile"
+    )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma list for all three models: eager, fast, compiled[+round8|+gather|+index_add|"
+        "+dense|+conv|+nofold|+alltokens] (default eager,fast; with --onnx "
+        "eager,fast,ort-fp32,ort-int8)",
+    )
+    parser.add_argument(
+        "--pruned-variants",
+        default="",
+        help="extra variants timed for the pruned model only, e.g. fast+round8,compiled+round8",
+    )
+    parser.add_argument(
+        "--min-repeat-s",
+        type=float,
+        default=None,
+        help="repeat forward passes until one timed repeat lasts this long (default 0.2 s on cpu, 0 on cuda)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", dest="json_out", default=None, help="write the full report (JSON) here")
-    parser.add_argument("--onnx", action="store_true",
-                        help="CPU deployment table instead: dense and pruned in PyTorch eager, fast "
-                             "(optimize_for_inference) and ONNX Runtime fp32 / int8, per --onnx-batch-sizes "
-                             "(needs p3b_hf[onnx]; --variants / --pruned-variants then take eager, fast, ort-fp32, "
-                             "ort-int8[+nofold|+readfold|+hf|+static|+opsetN])")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="CPU deployment table instead: dense and pruned in PyTorch eager, fast "
+        "(optimize_for_inference) and ONNX Runtime fp32 / int8, per --onnx-batch-sizes "
+        "(needs p3b_hf[onnx]; --variants / --pruned-variants then take eager, fast, ort-fp32, "
+        "ort-int8[+nofold|+readfold|+hf|+static|+opsetN])",
+    )
     parser.add_argument("--onnx-batch-sizes", default="1,32", help="--onnx: batch sizes timed (default 1,32)")
     parser.add_argument("--opset", type=int, default=None, help="--onnx: ONNX opset (default 20)")
 
@@ -70,22 +103,38 @@ def run(args: argparse.Namespace) -> int:
         raise P3BError("--batch-size and --repeats must be positive.")
     sources: dict[str, str] = {}
     if args.random_arch:
-        dense, pruned = random_models(args.random_arch, args.keep, args.plan_style, args.seed, args.plan_round_to)
-        sources = {"pruned": f"random {args.plan_style} plan, keep {args.keep} of {args.random_arch}",
-                   "dense": f"random-weight {args.random_arch}"}
+        dense, pruned = random_models(
+            args.random_arch, args.keep, args.plan_style, args.seed, args.plan_round_to
+        )
+        sources = {
+            "pruned": f"random {args.plan_style} plan, keep {args.keep} of {args.random_arch}",
+            "dense": f"random-weight {args.random_arch}",
+        }
     else:
         pruned = load_model(args.model)
         if not hasattr(pruned.config, "layer_num_heads"):
-            raise P3BError(f"{args.model} is not a p3b_hf pruned model (model_type {pruned.config.model_type}); "
-                           "give the output directory of `p3b-hf prune`, or use --random-arch.")
+            raise P3BError(
+                f"{args.model} is not a p3b_hf pruned model (model_type {pruned.config.model_type}); "
+                "give the output directory of `p3b-hf prune`, or use --random-arch."
+            )
         dense = None
         sources = {"pruned": args.model}
     if args.onnx:
         return _run_onnx(args, pruned, dense, sources)
-    report = run_bench(pruned, dense, device=device, dtype=args.dtype, batch_size=args.batch_size,
-                       repeats=args.repeats, warmup=args.warmup, variants=variants,
-                       pruned_variants=_split(args.pruned_variants), min_repeat_s=args.min_repeat_s,
-                       sources=sources, seed=args.seed)
+    report = run_bench(
+        pruned,
+        dense,
+        device=device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        variants=variants,
+        pruned_variants=_split(args.pruned_variants),
+        min_repeat_s=args.min_repeat_s,
+        sources=sources,
+        seed=args.seed,
+    )
     print(format_table(report))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1))
@@ -102,12 +151,24 @@ def _run_onnx(args: argparse.Namespace, pruned, dense, sources: dict[str, str]) 
     try:
         batch_sizes = tuple(int(b) for b in _split(args.onnx_batch_sizes))
     except ValueError as e:
-        raise P3BError(f"--onnx-batch-sizes {args.onnx_batch_sizes!r} must be a comma list of integers.") from e
+        raise P3BError(
+            f"--onnx-batch-sizes {args.onnx_batch_sizes!r} must be a comma list of integers."
+        ) from e
     variants = _split(args.variants) if args.variants else ONNX_VARIANTS
-    report = run_onnx_bench(pruned, dense, batch_sizes=batch_sizes, repeats=args.repeats, warmup=args.warmup,
-                            min_repeat_s=0.2 if args.min_repeat_s is None else args.min_repeat_s,
-                            threads=args.threads, variants=variants, pruned_variants=_split(args.pruned_variants),
-                            opset=args.opset, sources=sources, seed=args.seed)
+    report = run_onnx_bench(
+        pruned,
+        dense,
+        batch_sizes=batch_sizes,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        min_repeat_s=0.2 if args.min_repeat_s is None else args.min_repeat_s,
+        threads=args.threads,
+        variants=variants,
+        pruned_variants=_split(args.pruned_variants),
+        opset=args.opset,
+        sources=sources,
+        seed=args.seed,
+    )
     print(format_onnx_table(report))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1))

@@ -18,7 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_options(parser, CompareOptions, title="compare")
     add_options(parser, DataOptions, title="data")
-    add_options(parser, TrainOptions, title="training (every cell: P3B's pruning run, VBP's/global's fine-tune, dense)")
+    add_options(
+        parser,
+        TrainOptions,
+        title="training (every cell: P3B's pruning run, VBP's/global's fine-tune, dense)",
+    )
     add_options(parser, OutputOptions, title="output")
     add_options(parser, KDOptions, title="knowledge distillation")
     for name in METHODS:
@@ -42,9 +46,14 @@ def run(args: argparse.Namespace) -> int:
             method_options[name] = options_from_namespace(get_method(name).options, args)
         except ImportError:
             continue
-    job = CompareJob(compare=options_from_namespace(CompareOptions, args), data=options_from_namespace(DataOptions, args),
-                     output=options_from_namespace(OutputOptions, args), train=options_from_namespace(TrainOptions, args),
-                     kd=options_from_namespace(KDOptions, args), method_options=method_options)
+    job = CompareJob(
+        compare=options_from_namespace(CompareOptions, args),
+        data=options_from_namespace(DataOptions, args),
+        output=options_from_namespace(OutputOptions, args),
+        train=options_from_namespace(TrainOptions, args),
+        kd=options_from_namespace(KDOptions, args),
+        method_options=method_options,
+    )
     rows = run_compare(job)
     out = Path(job.output.output_dir)
     print(markdown_table(rows))

@@ -28,25 +28,49 @@ import torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", default="outputs/demo", help="where everything goes (default outputs/demo)")
-    parser.add_argument("--prune-ratio", type=float, default=0.5, help="fraction of parameters to remove (0.5)")
+    parser.add_argument(
+        "--output-dir", default="outputs/demo", help="where everything goes (default outputs/demo)"
+    )
+    parser.add_argument(
+        "--prune-ratio", type=float, default=0.5, help="fraction of parameters to remove (0.5)"
+    )
     parser.add_argument("--epochs", type=float, default=6.0, help="target fine-tune / P3B epochs (6)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="target fine-tune lr (AdamW, constant; 1e-3)")
-    parser.add_argument("--augment", choices=["glyph", "basic", "none"], default="glyph",
-                        help="target training augmentation (default: the dev-bench glyph recipe)")
+    parser.add_argument(
+        "--augment",
+        choices=["glyph", "basic", "none"],
+        default="glyph",
+        help="target training augmentation (default: the dev-bench glyph recipe)",
+    )
     parser.add_argument("--pretrain-steps", type=int, default=450, help="source pretraining steps (batch 64)")
-    parser.add_argument("--source-renders", type=int, default=4, help="renders per (font, class) on the source")
-    parser.add_argument("--train-renders", type=int, default=3, help="renders per (font, class), target train")
+    parser.add_argument(
+        "--source-renders", type=int, default=4, help="renders per (font, class) on the source"
+    )
+    parser.add_argument(
+        "--train-renders", type=int, default=3, help="renders per (font, class), target train"
+    )
     parser.add_argument("--eval-renders", type=int, default=2, help="renders per (font, class), target eval")
     parser.add_argument("--skip-dense", action="store_true", help="skip the dense fine-tune baseline")
-    parser.add_argument("--bench-iters", type=int, default=7,
-                        help="timed repeats per model and variant for images/s (round-robin, median)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: the idle cores by load average, at least 1)")
+    parser.add_argument(
+        "--bench-iters",
+        type=int,
+        default=7,
+        help="timed repeats per model and variant for images/s (round-robin, median)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: the idle cores by load average, at least 1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", choices=("vit", "beit", "dinov2"), default="vit",
-                        help="source model family (BEiT/DINOv2: no fast inference path, eager speed only)")
+    parser.add_argument(
+        "--family",
+        choices=("vit", "beit", "dinov2"),
+        default="vit",
+        help="source model family (BEiT/DINOv2: no fast inference path, eager speed only)",
+    )
 
 
 def _auto_threads() -> int:
@@ -66,17 +90,33 @@ def _jobs(args: argparse.Namespace, model_dir: Path, data_dir: Path, out: Path) 
     from ..options import DataOptions, FinetuneOptions, OutputOptions, PruneOptions, TrainOptions
     from ..runner import FinetuneJob, PruneJob
 
-    data = DataOptions(dataset=str(data_dir), augment=args.augment, mixup=0.0, cutmix=0.0, label_smoothing=0.1)
-    train = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=0.05, device="cpu",
-                         seed=args.seed, logging_steps=20)
-    dense = FinetuneJob(finetune=FinetuneOptions(model=str(model_dir), new_head=True, schedule="constant"), data=data,
-                        output=OutputOptions(output_dir=str(out / "dense_model"), overwrite=True),
-                        train=dataclasses.replace(train, save_strategy="no"))
+    data = DataOptions(
+        dataset=str(data_dir), augment=args.augment, mixup=0.0, cutmix=0.0, label_smoothing=0.1
+    )
+    train = TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=0.05,
+        device="cpu",
+        seed=args.seed,
+        logging_steps=20,
+    )
+    dense = FinetuneJob(
+        finetune=FinetuneOptions(model=str(model_dir), new_head=True, schedule="constant"),
+        data=data,
+        output=OutputOptions(output_dir=str(out / "dense_model"), overwrite=True),
+        train=dataclasses.replace(train, save_strategy="no"),
+    )
     # a short run updates the masks every step: score ΔΨ on every full batch (the fast defaults, every 2nd
     # batch on a quarter of it, leave half the updates without a fresh ΔΨ)
-    p3b = PruneJob(prune=PruneOptions(model=str(model_dir), method="p3b", prune_ratio=args.prune_ratio), data=data,
-                   output=OutputOptions(output_dir=str(out / "pruned_model"), overwrite=True), train=train,
-                   method_options=P3BConfig(bpi_every=1, bpi_subbatch=1.0))
+    p3b = PruneJob(
+        prune=PruneOptions(model=str(model_dir), method="p3b", prune_ratio=args.prune_ratio),
+        data=data,
+        output=OutputOptions(output_dir=str(out / "pruned_model"), overwrite=True),
+        train=train,
+        method_options=P3BConfig(bpi_every=1, bpi_subbatch=1.0),
+    )
     return dense, p3b
 
 
@@ -100,8 +140,13 @@ def _reload_check(model_dir: Path, pruned: torch.nn.Module, eval_ds: Any) -> dic
         b = reloaded(pixel_values=x).logits
     diff = float((a - b).abs().max())
     acc = evaluate_accuracy(reloaded, eval_ds, device="cpu", desc="eval reloaded")["accuracy"]
-    return {"class": type(reloaded).__name__, "max_abs_logit_diff": diff, "accuracy": acc,
-            "params": sum(p.numel() for p in reloaded.parameters()), "ok": diff <= 1e-4}
+    return {
+        "class": type(reloaded).__name__,
+        "max_abs_logit_diff": diff,
+        "accuracy": acc,
+        "params": sum(p.numel() for p in reloaded.parameters()),
+        "ok": diff <= 1e-4,
+    }
 
 
 def _sample_grid(datasets_: list[Any], path: Path, per_row: int = 16) -> Path:
@@ -157,8 +202,9 @@ def _run(args: argparse.Namespace) -> int:
 
     # 1. source domain + pretraining (cached)
     t = time.time()
-    spec = demo_data.SourceModelSpec(steps=args.pretrain_steps, renders_per_font=args.source_renders,
-                                     seed=args.seed, family=args.family)
+    spec = demo_data.SourceModelSpec(
+        steps=args.pretrain_steps, renders_per_font=args.source_renders, seed=args.seed, family=args.family
+    )
     source_dir, source_info = demo_data.pretrain_source_model(out / "source_model", spec)
     times["pretrain_s"] = time.time() - t
 
@@ -170,11 +216,19 @@ def _run(args: argparse.Namespace) -> int:
         shutil.rmtree(data_dir)
     target.save_to_disk(str(data_dir))
     times["target_data_s"] = time.time() - t
-    print(f"[demo] target: {target['train'].features['label'].num_classes} classes (Greek + Cyrillic), "
-          f"{len(target['train'])} train images ({len(set(target['train']['font']))} fonts) / "
-          f"{len(target['validation'])} eval images ({len(set(target['validation']['font']))} unseen fonts)")
-    _sample_grid([("source (pretraining)", _source_preview()), ("target train", target["train"]),
-                  ("target eval (unseen fonts)", target["validation"])], out / "plots" / "samples.png")
+    print(
+        f"[demo] target: {target['train'].features['label'].num_classes} classes (Greek + Cyrillic), "
+        f"{len(target['train'])} train images ({len(set(target['train']['font']))} fonts) / "
+        f"{len(target['validation'])} eval images ({len(set(target['validation']['font']))} unseen fonts)"
+    )
+    _sample_grid(
+        [
+            ("source (pretraining)", _source_preview()),
+            ("target train", target["train"]),
+            ("target eval (unseen fonts)", target["validation"]),
+        ],
+        out / "plots" / "samples.png",
+    )
 
     # 3. dense baseline, 4. P3B: the runner's fine-tune and pruning runs (what the CLI commands run)
     dense_job, p3b_job = _jobs(args, source_dir, data_dir, out)
@@ -199,39 +253,65 @@ def _run(args: argparse.Namespace) -> int:
 
     adapt_classifier(dense_init, ctx.data.labels)  # the dense original of the cost table (fresh head)
     dense_model = dense_model if dense_model is not None else dense_init
-    argv = "p3b-hf prune " + command_line(p3b_job.prune, p3b_job.data, p3b_job.train, p3b_job.output,
-                                          p3b_job.method_options)
+    argv = "p3b-hf prune " + command_line(
+        p3b_job.prune, p3b_job.data, p3b_job.train, p3b_job.output, p3b_job.method_options
+    )
 
     # 5. speed (p3b_hf.bench: round-robin timing of dense / pruned / ideal plain ViT, eager and the
     #    exact fast inference path), reload check, report
     t = time.time()
-    bench = run_bench(copy.deepcopy(pruned), copy.deepcopy(dense_model), device="cpu", dtype="fp32",
-                      batch_size=64, repeats=args.bench_iters, warmup=2,
-                      variants=("eager", "fast") if args.family == "vit" else ("eager",),
-                      min_repeat_s=0.1)
+    bench = run_bench(
+        copy.deepcopy(pruned),
+        copy.deepcopy(dense_model),
+        device="cpu",
+        dtype="fp32",
+        batch_size=64,
+        repeats=args.bench_iters,
+        warmup=2,
+        variants=("eager", "fast") if args.family == "vit" else ("eager",),
+        min_repeat_s=0.1,
+    )
     times["bench_s"] = time.time() - t
     ips = {(r["model"], r["variant"]): r["images_per_s"] for r in bench["results"]}
-    speed = {"threads": threads, "batch_size": 64, "dtype": "float32", "bench_table": format_table(bench),
-             "dense_images_per_s": ips[("dense", "eager")], "pruned_images_per_s": ips[("pruned", "eager")],
-             "pruned_fast_images_per_s": ips.get(("pruned", "fast")),
-             "speedup": _ratio(bench, "eager"),
-             "speedup_fast": _ratio(bench, "fast") if ("pruned", "fast") in ips else None, "bench": bench,
-             "deploy": _deploy_speed(pruned, dense_model, args.bench_iters)}
+    speed = {
+        "threads": threads,
+        "batch_size": 64,
+        "dtype": "float32",
+        "bench_table": format_table(bench),
+        "dense_images_per_s": ips[("dense", "eager")],
+        "pruned_images_per_s": ips[("pruned", "eager")],
+        "pruned_fast_images_per_s": ips.get(("pruned", "fast")),
+        "speedup": _ratio(bench, "eager"),
+        "speedup_fast": _ratio(bench, "fast") if ("pruned", "fast") in ips else None,
+        "bench": bench,
+        "deploy": _deploy_speed(pruned, dense_model, args.bench_iters),
+    }
     times["deploy_speed_s"] = time.time() - t - times["bench_s"]
     reload = _reload_check(model_dir, pruned, ctx.eval_ds)
     times["total_s"] = time.time() - t_start
     dense_cost, pruned_cost = count_cost(dense_init), count_cost(pruned)
     report = {
-        "source": {k: source_info[k] for k in ("spec", "source_eval_accuracy", "source_classes", "source_fonts")},
-        "target": {"classes": ctx.data.labels, "train_images": len(target["train"]),
-                   "eval_images": len(target["validation"]), "eval_origin": ctx.data.eval_origin},
+        "source": {
+            k: source_info[k] for k in ("spec", "source_eval_accuracy", "source_classes", "source_fonts")
+        },
+        "target": {
+            "classes": ctx.data.labels,
+            "train_images": len(target["train"]),
+            "eval_images": len(target["validation"]),
+            "eval_origin": ctx.data.eval_origin,
+        },
         "dense": {"accuracy": (dense_metrics or {}).get("accuracy"), **dense_cost},
         "pruned": {"accuracy": p3b_run.metrics.get("accuracy"), **pruned_cost},
         "prune_ratio": args.prune_ratio,
         "achieved_param_reduction": prune_report.get("achieved_param_reduction"),
-        "cpu_speed": speed, "reload": reload, "times": times,
-        "model_dir": str(model_dir), "pruning_report": str(model_dir / "pruning_report.json"),
-        "plots": sorted(str(p) for p in [*(model_dir / "plots").glob("*.png"), *(out / "plots").glob("*.png")]),
+        "cpu_speed": speed,
+        "reload": reload,
+        "times": times,
+        "model_dir": str(model_dir),
+        "pruning_report": str(model_dir / "pruning_report.json"),
+        "plots": sorted(
+            str(p) for p in [*(model_dir / "plots").glob("*.png"), *(out / "plots").glob("*.png")]
+        ),
         "command": argv,
     }
     (out / "demo_report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -251,8 +331,13 @@ def _deploy_speed(pruned: torch.nn.Module, dense: torch.nn.Module, repeats: int)
     from ..export import deploy_speed_ratio
 
     try:
-        return deploy_speed_ratio(copy.deepcopy(pruned).cpu(), copy.deepcopy(dense).cpu(), batch_size=1,
-                                  repeats=max(1, repeats), min_repeat_s=0.1)
+        return deploy_speed_ratio(
+            copy.deepcopy(pruned).cpu(),
+            copy.deepcopy(dense).cpu(),
+            batch_size=1,
+            repeats=max(1, repeats),
+            min_repeat_s=0.1,
+        )
     except Exception as e:  # reported in the summary: the demo's main result stands
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
 
@@ -287,15 +372,19 @@ def _summary(report: dict[str, Any], prune_report: dict[str, Any], summarize: An
         f"MACs / image         {d['macs'] / 1e6:.2f} M -> {p['macs'] / 1e6:.2f} M",
         f"CPU images/s         dense {s['dense_images_per_s']:.0f} -> pruned {s['pruned_images_per_s']:.0f} "
         f"(x{s['speedup']:.2f}; "
-        + (f"fast path {s['pruned_fast_images_per_s']:.0f}, x{s['speedup_fast']:.2f} vs dense fast; "
-           if s["speedup_fast"] is not None else "")
+        + (
+            f"fast path {s['pruned_fast_images_per_s']:.0f}, x{s['speedup_fast']:.2f} vs dense fast; "
+            if s["speedup_fast"] is not None
+            else ""
+        )
         + f"fp32, batch {s['batch_size']}, {s['threads']} thread(s))",
         _deploy_line(s.get("deploy") or {}),
         f"reload check         AutoModelForImageClassification -> {report['reload']['class']}, max |logit diff| "
         f"{report['reload']['max_abs_logit_diff']:.2e}, accuracy {pct(report['reload']['accuracy'])}"
         f" -> {'OK' if report['reload']['ok'] else 'MISMATCH'}",
         f"time                 {report['times']['total_s']:.0f} s total ("
-        + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in report["times"].items() if k != "total_s") + ")",
+        + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in report["times"].items() if k != "total_s")
+        + ")",
         f"model dir            {report['model_dir']}",
         f"report               {report['pruning_report']}",
         "plots                " + "\n                     ".join(report["plots"]),
@@ -313,6 +402,8 @@ def _deploy_line(d: dict[str, Any]) -> str:
     if "error" in d or not d:
         return f"deployable speed     not measured ({d.get('error', 'skipped')})"
     ips = d["images_per_s"]
-    return (f"deployable speed     {d['path']}, batch 1: dense {ips['dense/deploy']:.0f} -> pruned "
-            f"{ips['pruned/deploy']:.0f} images/s (x{d['deploy_speed_vs_dense']:.2f}; eager at batch 1: "
-            f"x{d['eager_speed_vs_dense']:.2f}; x{d['deploy_vs_dense_eager']:.2f} the dense eager model)")
+    return (
+        f"deployable speed     {d['path']}, batch 1: dense {ips['dense/deploy']:.0f} -> pruned "
+        f"{ips['pruned/deploy']:.0f} images/s (x{d['deploy_speed_vs_dense']:.2f}; eager at batch 1: "
+        f"x{d['eager_speed_vs_dense']:.2f}; x{d['deploy_vs_dense_eager']:.2f} the dense eager model)"
+    )

@@ -20,6 +20,10 @@ def run(args: argparse.Namespace) -> int:
 
     result = export(options_from_namespace(ExportOptions, args))
     sizes = {f["file"]: f["bytes"] for f in result.report["files"].values()}
-    print(f"wrote {result.output_dir}: " + ", ".join(
-        f"{name} ({sizes[name] / 1e6:.2f} MB)" if name in sizes else name for name in result.files))
+    print(
+        f"wrote {result.output_dir}: "
+        + ", ".join(
+            f"{name} ({sizes[name] / 1e6:.2f} MB)" if name in sizes else name for name in result.files
+        )
+    )
     return 0

@@ -31,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_options(parser, FinetuneOptions, title="model and schedule")
     add_options(parser, DataOptions, title="data")
-    add_options(parser, TrainOptions, title="training (defaults: the P3B reference fine-tune)", defaults=FINETUNE_DEFAULTS)
+    add_options(
+        parser,
+        TrainOptions,
+        title="training (defaults: the P3B reference fine-tune)",
+        defaults=FINETUNE_DEFAULTS,
+    )
     add_options(parser, OutputOptions, title="output")
     add_options(parser, KDOptions, title="knowledge distillation", defaults=FINETUNE_DEFAULTS)
 
@@ -48,9 +53,13 @@ def job_from_args(args: argparse.Namespace) -> object:
     )
     from ..runner import FinetuneJob
 
-    return FinetuneJob(finetune=options_from_namespace(FinetuneOptions, args),
-                       data=options_from_namespace(DataOptions, args), output=options_from_namespace(OutputOptions, args),
-                       train=options_from_namespace(TrainOptions, args), kd=options_from_namespace(KDOptions, args))
+    return FinetuneJob(
+        finetune=options_from_namespace(FinetuneOptions, args),
+        data=options_from_namespace(DataOptions, args),
+        output=options_from_namespace(OutputOptions, args),
+        train=options_from_namespace(TrainOptions, args),
+        kd=options_from_namespace(KDOptions, args),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
 
     result = finetune(job_from_args(args))
     acc = result.metrics.get("accuracy")
-    print(f"fine-tuned {args.model} for {args.epochs:g} epochs"
-          + (f": eval accuracy {100 * acc:.2f} %" if acc is not None else ""))
+    print(
+        f"fine-tuned {args.model} for {args.epochs:g} epochs"
+        + (f": eval accuracy {100 * acc:.2f} %" if acc is not None else "")
+    )
     from ..report import eval_set_lines
 
     ft = result.report.get("finetune") or {}

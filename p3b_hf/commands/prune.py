@@ -43,10 +43,14 @@ def job_from_args(args: argparse.Namespace) -> object:
     from ..runner import PruneJob
 
     method = get_method(args.method)
-    return PruneJob(prune=options_from_namespace(PruneOptions, args), data=options_from_namespace(DataOptions, args),
-                    output=options_from_namespace(OutputOptions, args), train=options_from_namespace(TrainOptions, args),
-                    kd=options_from_namespace(KDOptions, args),
-                    method_options=options_from_namespace(method.options, args))
+    return PruneJob(
+        prune=options_from_namespace(PruneOptions, args),
+        data=options_from_namespace(DataOptions, args),
+        output=options_from_namespace(OutputOptions, args),
+        train=options_from_namespace(TrainOptions, args),
+        kd=options_from_namespace(KDOptions, args),
+        method_options=options_from_namespace(method.options, args),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,8 +38,9 @@ class Method:
     description: str = ""
 
 
-def register_method(name: str, options: type, run: Callable[[RunContext, Any], MethodResult],
-                    description: str = "") -> Method:
+def register_method(
+    name: str, options: type, run: Callable[[RunContext, Any], MethodResult], description: str = ""
+) -> Method:
     """Make ``name`` available to ``p3b-hf prune --method`` / ``compare`` / recipes / :func:`p3b_hf.runner.prune`."""
     method = Method(name, options, run, description)
     METHODS[name] = method

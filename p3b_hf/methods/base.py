@@ -88,10 +88,15 @@ class RunContext:
         batch = self.train.eval_batch_size or self.train.batch_size
         return evaluate_accuracy(model, self.eval_ds, batch_size=batch, device=self.device, desc=desc)
 
-    def evaluate_sets(self, model: nn.Module, skip: tuple[str, ...] = (), desc: str = "eval") -> dict[str, dict[str, float]]:
+    def evaluate_sets(
+        self, model: nn.Module, skip: tuple[str, ...] = (), desc: str = "eval"
+    ) -> dict[str, dict[str, float]]:
         """:meth:`evaluate` on every eval set but those in ``skip``: ``{name: {accuracy, loss, samples}}``."""
         from ..training import evaluate_accuracy
 
         batch = self.train.eval_batch_size or self.train.batch_size
-        return {name: evaluate_accuracy(model, ds, batch_size=batch, device=self.device, desc=f"{desc} {name}")
-                for name, ds in self.eval_sets.items() if name not in skip}
+        return {
+            name: evaluate_accuracy(model, ds, batch_size=batch, device=self.device, desc=f"{desc} {name}")
+            for name, ds in self.eval_sets.items()
+            if name not in skip
+        }

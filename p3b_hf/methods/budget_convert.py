@@ -27,9 +27,11 @@ _EPS = 1e-9
 def _dims(model_or_config: Any) -> tuple[int, int, int]:
     config = getattr(model_or_config, "config", model_or_config)
     if stage_family_of_config(config) is not None:
-        raise P3BError("A Swin / ConvNeXt MLP neuron's parameter cost depends on its stage, so VBP's --prune-ratio "
-                       "-> --percentage conversion needs the variance ranking: use vbp_plan(model, loader, "
-                       "prune_ratio=...) (neurons_for_prune_ratio) instead of this closed form.")
+        raise P3BError(
+            "A Swin / ConvNeXt MLP neuron's parameter cost depends on its stage, so VBP's --prune-ratio "
+            "-> --percentage conversion needs the variance ranking: use vbp_plan(model, loader, "
+            "prune_ratio=...) (neurons_for_prune_ratio) instead of this closed form."
+        )
     return int(config.hidden_size), int(config.num_hidden_layers), dense_intermediate_size(config)
 
 
@@ -54,16 +56,20 @@ def neurons_for_prune_ratio(config: Any, prune_ratio: float, costs_in_removal_or
         removed += cost
         if removed >= target - _EPS:
             return n
-    raise BudgetError(f"--prune-ratio {prune_ratio} is unreachable with VBP: removing every candidate neuron cuts "
-                      f"{removed:,} of the {count_cost(config)['params']:,} parameters; give a smaller --prune-ratio.")
+    raise BudgetError(
+        f"--prune-ratio {prune_ratio} is unreachable with VBP: removing every candidate neuron cuts "
+        f"{removed:,} of the {count_cost(config)['params']:,} parameters; give a smaller --prune-ratio."
+    )
 
 
 def neurons_for_percentage(config: Any, percentage: float) -> int:
     """Number of MLP neurons VBP removes at ``percentage`` (floor, as ``int(p * total)``; total = all blocks)."""
     total = sum(mlp_layout(config)[1])
     if not 0.0 <= percentage < 1.0:
-        raise BudgetError(f"VBP --percentage {percentage} is impossible: give the fraction of MLP neurons to "
-                          "remove in [0, 1), e.g. 0.5.")
+        raise BudgetError(
+            f"VBP --percentage {percentage} is impossible: give the fraction of MLP neurons to "
+            "remove in [0, 1), e.g. 0.5."
+        )
     return int(math.floor(percentage * total + _EPS))
 
 
@@ -82,8 +88,10 @@ def vbp_max_prune_ratio(config: Any, min_keep: int = 1) -> float:
 def check_vbp_prune_ratio(config: Any, prune_ratio: float, min_keep: int = 1) -> None:
     """:class:`BudgetError` unless VBP can remove ``prune_ratio`` of the whole model (any family, config only)."""
     if not 0.0 < prune_ratio < 1.0:
-        raise BudgetError(f"--prune-ratio {prune_ratio} is impossible: give the fraction of whole-model "
-                          "parameters to remove, strictly between 0 and 1.")
+        raise BudgetError(
+            f"--prune-ratio {prune_ratio} is impossible: give the fraction of whole-model "
+            "parameters to remove, strictly between 0 and 1."
+        )
     top = vbp_max_prune_ratio(config, min_keep)
     if prune_ratio > top + _EPS:
         dims, widths = mlp_layout(config)
@@ -93,14 +101,17 @@ def check_vbp_prune_ratio(config: Any, prune_ratio: float, min_keep: int = 1) ->
             f"--prune-ratio {prune_ratio} is unreachable with VBP: it prunes MLP neurons only, which hold "
             f"{100 * mlp / dense:.1f} % of this model's {dense:,} parameters, so at most {100 * top:.1f} % can be "
             f"removed (keeping {min_keep} neuron per layer). Use --prune-ratio <= {math.floor(top * 1000) / 1000} "
-            "with --method vbp, or --method global / p3b for larger cuts.")
+            "with --method vbp, or --method global / p3b for larger cuts."
+        )
 
 
 def percentage_for_prune_ratio(config: Any, prune_ratio: float, min_keep: int = 1) -> float:
     """Smallest VBP ``p`` that removes at least ``prune_ratio`` of the whole model's parameters."""
     if not 0.0 < prune_ratio < 1.0:
-        raise BudgetError(f"--prune-ratio {prune_ratio} is impossible: give the fraction of whole-model "
-                          "parameters to remove, strictly between 0 and 1.")
+        raise BudgetError(
+            f"--prune-ratio {prune_ratio} is impossible: give the fraction of whole-model "
+            "parameters to remove, strictly between 0 and 1."
+        )
     c, n_layers, f = _dims(config)
     dense = count_cost(config)["params"]
     neurons = math.ceil(prune_ratio * dense / (2 * c + 1) - _EPS)
@@ -110,13 +121,16 @@ def percentage_for_prune_ratio(config: Any, prune_ratio: float, min_keep: int = 
             f"--prune-ratio {prune_ratio} is unreachable with VBP: it prunes MLP neurons only, which hold "
             f"{100 * n_layers * f * (2 * c + 1) / dense:.1f} % of this model's {dense:,} parameters, so at most "
             f"{100 * top:.1f} % can be removed (keeping {min_keep} neuron per layer). Use --prune-ratio <= "
-            f"{math.floor(top * 1000) / 1000} with --method vbp, or --method global / p3b for larger cuts.")
+            f"{math.floor(top * 1000) / 1000} with --method vbp, or --method global / p3b for larger cuts."
+        )
     return neurons / (n_layers * f)
 
 
 def target_params_for_prune_ratio(model_or_config: Any, prune_ratio: float) -> int:
     """Whole-model parameter target of ``--prune-ratio`` (fraction of whole-model params to remove)."""
     if not 0.0 < prune_ratio < 1.0:
-        raise BudgetError(f"--prune-ratio {prune_ratio} is impossible: give the fraction of whole-model "
-                          "parameters to remove, strictly between 0 and 1.")
+        raise BudgetError(
+            f"--prune-ratio {prune_ratio} is impossible: give the fraction of whole-model "
+            "parameters to remove, strictly between 0 and 1."
+        )
     return int(round((1.0 - prune_ratio) * count_cost(model_or_config)["params"]))

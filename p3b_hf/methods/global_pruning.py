@@ -34,10 +34,20 @@ from .selectors import global_channel_plan, kept_counts, param_matched_plan
 
 
 # ====================================================================== plain API
-def global_plan(model: nn.Module, dataloader: Iterable[Any] | None, importance: str = "taylor", *,
-                ratio: float | None = None, target_params: int | None = None, prune_ratio: float | None = None,
-                round_to: int | None = None, taylor_batches: int = 10, hessian_samples: int = 640,
-                seed: int = 0, scores: StructureScores | None = None) -> WidthPlan:
+def global_plan(
+    model: nn.Module,
+    dataloader: Iterable[Any] | None,
+    importance: str = "taylor",
+    *,
+    ratio: float | None = None,
+    target_params: int | None = None,
+    prune_ratio: float | None = None,
+    round_to: int | None = None,
+    taylor_batches: int = 10,
+    hessian_samples: int = 640,
+    seed: int = 0,
+    scores: StructureScores | None = None,
+) -> WidthPlan:
     """Score every structure of ``model`` with ``importance`` and select globally.
 
     Exactly one budget: ``ratio`` (channel ratio, Torch-Pruning semantics), ``target_params``
@@ -46,11 +56,19 @@ def global_plan(model: nn.Module, dataloader: Iterable[Any] | None, importance: 
     """
     given = [b is not None for b in (ratio, target_params, prune_ratio)]
     if sum(given) != 1:
-        raise P3BError("Give exactly one budget: ratio (channel ratio, e.g. 0.5), target_params, or "
-                       "prune_ratio (fraction of whole-model parameters to remove).")
+        raise P3BError(
+            "Give exactly one budget: ratio (channel ratio, e.g. 0.5), target_params, or "
+            "prune_ratio (fraction of whole-model parameters to remove)."
+        )
     if scores is None:
-        scores = compute_structure_scores(model, importance, dataloader, taylor_batches=taylor_batches,
-                                          hessian_samples=hessian_samples, seed=seed)
+        scores = compute_structure_scores(
+            model,
+            importance,
+            dataloader,
+            taylor_batches=taylor_batches,
+            hessian_samples=hessian_samples,
+            seed=seed,
+        )
     if ratio is not None:
         plan = global_channel_plan(model, scores, ratio, round_to=round_to)
     else:
@@ -70,12 +88,17 @@ class GlobalOptions:
     ``target_params``; the fine-tune uses the common ``--epochs/--lr/--weight-decay``)."""
 
     importance: str = option("taylor", choices=CRITERIA, help="global: structure importance criterion")
-    ratio: float | None = option(None, help="global: Torch-Pruning CHANNEL ratio (as in arXiv 2504.04196: "
-                                            "0.5/0.75/0.95); alternative to the param-matched --prune-ratio")
+    ratio: float | None = option(
+        None,
+        help="global: Torch-Pruning CHANNEL ratio (as in arXiv 2504.04196: "
+        "0.5/0.75/0.95); alternative to the param-matched --prune-ratio",
+    )
     target_params: int | None = option(None, help="global: whole-model parameter target (alternative budget)")
     round_to: int | None = option(None, help="global: round kept widths to a multiple (e.g. 8)")
     taylor_batches: int = option(10, help="global/taylor: gradient batches (TP: 10)")
-    hessian_samples: int = option(640, help="global/hessian: samples for the per-sample squared gradients (TP: 10 x 64)")
+    hessian_samples: int = option(
+        640, help="global/hessian: samples for the per-sample squared gradients (TP: 10 x 64)"
+    )
     calib_batch_size: int = option(64, help="global: calibration batch size (TP: 64)")
 
 
@@ -97,8 +120,10 @@ def run(ctx: RunContext, options: GlobalOptions | None = None) -> MethodResult:
     opts = options or GlobalOptions()
     ratio, target, prune_ratio = opts.ratio, opts.target_params, ctx.prune_ratio
     if sum(v is not None for v in (ratio, target, prune_ratio)) != 1:
-        raise P3BError("--method global needs exactly one budget: --ratio (Torch-Pruning channel ratio, e.g. "
-                       "0.5), --prune-ratio (fraction of whole-model params, e.g. 0.5) or --target-params.")
+        raise P3BError(
+            "--method global needs exactly one budget: --ratio (Torch-Pruning channel ratio, e.g. "
+            "0.5), --prune-ratio (fraction of whole-model params, e.g. 0.5) or --target-params."
+        )
     model = ctx.model.to(ctx.device)
     dense_eval = ctx.evaluate(model, "dense eval")
     timings: dict[str, float] = {}
@@ -106,28 +131,56 @@ def run(ctx: RunContext, options: GlobalOptions | None = None) -> MethodResult:
     plan = cached_plan(ctx, "global")
     if plan is None:
         t0 = time.time()
-        loader = calibration_loader(calibration_dataset(ctx), opts.calib_batch_size, shuffle=True, seed=seed,
-                                    num_workers=ctx.train.num_workers)
-        plan = global_plan(model, loader, opts.importance, ratio=ratio, target_params=target,
-                           prune_ratio=prune_ratio, round_to=opts.round_to, taylor_batches=opts.taylor_batches,
-                           hessian_samples=opts.hessian_samples, seed=seed)
+        loader = calibration_loader(
+            calibration_dataset(ctx),
+            opts.calib_batch_size,
+            shuffle=True,
+            seed=seed,
+            num_workers=ctx.train.num_workers,
+        )
+        plan = global_plan(
+            model,
+            loader,
+            opts.importance,
+            ratio=ratio,
+            target_params=target,
+            prune_ratio=prune_ratio,
+            round_to=opts.round_to,
+            taylor_batches=opts.taylor_batches,
+            hessian_samples=opts.hessian_samples,
+            seed=seed,
+        )
         timings["scoring_s"] = time.time() - t0
         plan = broadcast_plan(plan)
         save_plan_cache(ctx, "global", plan)
     pruned = apply_width_plan(model, plan, provenance={"method": "global"})
     before_ft = ctx.evaluate(pruned, "pruned eval (before fine-tune)")
-    train = finetune(ctx, pruned, phase="global_ft", epochs=ctx.train.epochs, lr=ctx.train.lr,
-                     weight_decay=ctx.train.weight_decay)
+    train = finetune(
+        ctx,
+        pruned,
+        phase="global_ft",
+        epochs=ctx.train.epochs,
+        lr=ctx.train.lr,
+        weight_decay=ctx.train.weight_decay,
+    )
     final = ctx.evaluate(pruned, "pruned eval")
     dense_acc = dense_eval.get("accuracy")
     history = {
-        "method": "global", "criterion": opts.importance, "channel_ratio": plan.meta.get("channel_ratio"),
-        "selector": plan.meta.get("selector"), "target_params": plan.meta.get("target_params"),
-        "prune_ratio": prune_ratio, "round_to": opts.round_to, "kept": kept_counts(plan),
+        "method": "global",
+        "criterion": opts.importance,
+        "channel_ratio": plan.meta.get("channel_ratio"),
+        "selector": plan.meta.get("selector"),
+        "target_params": plan.meta.get("target_params"),
+        "prune_ratio": prune_ratio,
+        "round_to": opts.round_to,
+        "kept": kept_counts(plan),
         "params_after_pruning": plan_cost(model, plan)["params"],
         "accuracy_before_finetune": before_ft.get("accuracy"),
         "retained_accuracy_before_finetune": (before_ft["accuracy"] / dense_acc) if dense_acc else None,
-        "eval_before_finetune": before_ft, "finetune": train, "timings": timings,
+        "eval_before_finetune": before_ft,
+        "finetune": train,
+        "timings": timings,
     }
-    return MethodResult(pruned_model=pruned, plan=plan, eval_metrics=final, dense_eval_metrics=dense_eval,
-                        history=history)
+    return MethodResult(
+        pruned_model=pruned, plan=plan, eval_metrics=final, dense_eval_metrics=dense_eval, history=history
+    )

@@ -40,8 +40,12 @@ class StructureScores:
 ElementScore = Callable[[str, torch.Tensor], torch.Tensor]
 
 
-def element_score_fn(criterion: str, *, grads: dict[str, torch.Tensor] | None = None,
-                     sq_grads: dict[str, torch.Tensor] | None = None) -> ElementScore:
+def element_score_fn(
+    criterion: str,
+    *,
+    grads: dict[str, torch.Tensor] | None = None,
+    sq_grads: dict[str, torch.Tensor] | None = None,
+) -> ElementScore:
     """Torch-Pruning's per-weight terms: l1 ``|w|``, l2 ``w^2``, taylor ``|w*g|``, hessian ``w^2*E[g^2]``."""
     if criterion == "l1":
         return lambda _n, w: w.abs()
@@ -53,16 +57,20 @@ def element_score_fn(criterion: str, *, grads: dict[str, torch.Tensor] | None = 
         return lambda n, w: (w * _get(grads, n)).abs()
     if criterion == "hessian":
         if sq_grads is None:
-            raise P3BError("The hessian criterion needs per-sample squared gradients "
-                           "(mean_squared_per_sample_gradients).")
+            raise P3BError(
+                "The hessian criterion needs per-sample squared gradients "
+                "(mean_squared_per_sample_gradients)."
+            )
         return lambda n, w: w.pow(2) * _get(sq_grads, n)
     raise P3BError(f"Unknown importance {criterion!r}; choose one of {', '.join(CRITERIA)}.")
 
 
 def _get(d: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     if name not in d:
-        raise P3BError(f"No gradient statistics for parameter {name}; it received no gradient. Make sure the "
-                       "calibration batches run through the whole model.")
+        raise P3BError(
+            f"No gradient statistics for parameter {name}; it received no gradient. Make sure the "
+            "calibration batches run through the whole model."
+        )
     return d[name]
 
 
@@ -92,8 +100,14 @@ def _normalize(scores: torch.Tensor, normalizer: str | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def structure_scores(model: nn.Module, element: ElementScore, *, reduction: str = "mean",
-                     normalizer: str | None = "mean", criterion: str = "") -> StructureScores:
+def structure_scores(
+    model: nn.Module,
+    element: ElementScore,
+    *,
+    reduction: str = "mean",
+    normalizer: str | None = "mean",
+    criterion: str = "",
+) -> StructureScores:
     """Grouped per-structure scores from per-weight scores (Torch-Pruning semantics, see module doc).
 
     Members of the embedding group: the patch projection (out-channel rows), every LayerNorm gamma,
@@ -126,20 +140,33 @@ def structure_scores(model: nn.Module, element: ElementScore, *, reduction: str 
     embed = [rows(mods.patch_projection)]
     head_dims, mlp = [], []
     for lm in mods.layers:
-        embed += [s(lm.ln_before.weight), cols(lm.q), cols(lm.k), cols(lm.v), rows(lm.o),
-                  s(lm.ln_after.weight), cols(lm.fc1), rows(lm.fc2)]
-        inner = _normalize(_reduce_group([rows(lm.q), rows(lm.k), rows(lm.v), cols(lm.o)], reduction), normalizer)
+        embed += [
+            s(lm.ln_before.weight),
+            cols(lm.q),
+            cols(lm.k),
+            cols(lm.v),
+            rows(lm.o),
+            s(lm.ln_after.weight),
+            cols(lm.fc1),
+            rows(lm.fc2),
+        ]
+        inner = _normalize(
+            _reduce_group([rows(lm.q), rows(lm.k), rows(lm.v), cols(lm.o)], reduction), normalizer
+        )
         head_dims.append(inner.view(mods.num_heads, mods.head_dim).mean(0))
         mlp.append(_normalize(_reduce_group([rows(lm.fc1), cols(lm.fc2)], reduction), normalizer))
     embed += [s(norm.weight) for norm in (mods.final_norm, mods.pool_norm) if norm is not None]
     c = mods.hidden_size
-    for h in mods.heads.values():  # DINOv2's head reads [CLS, mean]: one member, both halves of a channel summed
+    for (
+        h
+    ) in mods.heads.values():  # DINOv2's head reads [CLS, mean]: one member, both halves of a channel summed
         embed.append(cols(h).view(mods.classifier_copies, c).sum(0))
     return StructureScores(_normalize(_reduce_group(embed, reduction), normalizer), head_dims, mlp, criterion)
 
 
-def _block_scores(model: nn.Module, element: ElementScore, reduction: str, normalizer: str | None,
-                     criterion: str) -> StructureScores:
+def _block_scores(
+    model: nn.Module, element: ElementScore, reduction: str, normalizer: str | None, criterion: str
+) -> StructureScores:
     """Swin / ConvNeXt: scores of every block's MLP hidden units (fc1 rows, fc2 columns) and Swin's head dims."""
     view = locate_mlps(model)
     names = {id(p): n for n, p in view.model.named_parameters()}
@@ -147,16 +174,25 @@ def _block_scores(model: nn.Module, element: ElementScore, reduction: str, norma
     def s(p: torch.Tensor) -> torch.Tensor:
         return element(names[id(p)], p.detach()).float()
 
-    mlp = [_normalize(_reduce_group([s(b.fc1.weight).sum(1), s(b.fc2.weight).sum(0)], reduction), normalizer)
-           for b in view.blocks]
+    mlp = [
+        _normalize(_reduce_group([s(b.fc1.weight).sum(1), s(b.fc2.weight).sum(0)], reduction), normalizer)
+        for b in view.blocks
+    ]
     head_dims = []
     for b in view.blocks:  # Swin: q/k/v rows and o columns of each (head, dim), then averaged over the heads
         if b.attn is None:
             head_dims.append(torch.empty(0))
             continue
         a = b.attn
-        inner = _reduce_group([s(a.q_proj.weight).sum(1), s(a.k_proj.weight).sum(1), s(a.v_proj.weight).sum(1),
-                               s(a.o_proj.weight).sum(0)], reduction)
+        inner = _reduce_group(
+            [
+                s(a.q_proj.weight).sum(1),
+                s(a.k_proj.weight).sum(1),
+                s(a.v_proj.weight).sum(1),
+                s(a.o_proj.weight).sum(0),
+            ],
+            reduction,
+        )
         head_dims.append(_normalize(inner, normalizer).view(a.num_attention_heads, a.head_dim).mean(0))
     return StructureScores(torch.empty(0), head_dims, mlp, criterion)
 
@@ -166,8 +202,12 @@ def random_structure_scores(model: nn.Module, seed: int = 0) -> StructureScores:
     if stage_family_of(model) is not None:
         g = torch.Generator().manual_seed(seed)
         blocks = locate_mlps(model).blocks
-        head_dims = [torch.rand(b.attn.num_attention_heads, b.attn.head_dim, generator=g).mean(0)
-                     if b.attn is not None else torch.empty(0) for b in blocks]
+        head_dims = [
+            torch.rand(b.attn.num_attention_heads, b.attn.head_dim, generator=g).mean(0)
+            if b.attn is not None
+            else torch.empty(0)
+            for b in blocks
+        ]
         mlp = [torch.rand(b.width, generator=g) for b in blocks]
         return StructureScores(torch.empty(0), head_dims, mlp, "random")
     mods = locate(model)
@@ -175,13 +215,23 @@ def random_structure_scores(model: nn.Module, seed: int = 0) -> StructureScores:
     return StructureScores(
         torch.rand(mods.hidden_size, generator=g),
         [torch.rand(mods.num_heads, mods.head_dim, generator=g).mean(0) for _ in mods.layers],
-        [torch.rand(mods.intermediate_size, generator=g) for _ in mods.layers], "random")
+        [torch.rand(mods.intermediate_size, generator=g) for _ in mods.layers],
+        "random",
+    )
 
 
-def compute_structure_scores(model: nn.Module, criterion: str, batches: Iterable[Any] | None = None, *,
-                             taylor_batches: int = 10, hessian_samples: int = 256, chunk: int = 8,
-                             reduction: str = "mean", normalizer: str | None = "mean", seed: int = 0
-                             ) -> StructureScores:
+def compute_structure_scores(
+    model: nn.Module,
+    criterion: str,
+    batches: Iterable[Any] | None = None,
+    *,
+    taylor_batches: int = 10,
+    hessian_samples: int = 256,
+    chunk: int = 8,
+    reduction: str = "mean",
+    normalizer: str | None = "mean",
+    seed: int = 0,
+) -> StructureScores:
     """Collect what ``criterion`` needs from ``batches`` and return grouped structure scores."""
     if criterion not in CRITERIA:
         raise P3BError(f"Unknown importance {criterion!r}; choose one of {', '.join(CRITERIA)}.")
@@ -194,5 +244,10 @@ def compute_structure_scores(model: nn.Module, criterion: str, batches: Iterable
         grads = accumulate_gradients(model, batches, max_batches=taylor_batches)
     elif criterion == "hessian":
         sq = mean_squared_per_sample_gradients(model, batches, max_samples=hessian_samples, chunk=chunk)
-    return structure_scores(model, element_score_fn(criterion, grads=grads, sq_grads=sq), reduction=reduction,
-                            normalizer=normalizer, criterion=criterion)
+    return structure_scores(
+        model,
+        element_score_fn(criterion, grads=grads, sq_grads=sq),
+        reduction=reduction,
+        normalizer=normalizer,
+        criterion=criterion,
+    )

@@ -38,7 +38,11 @@ class _Flat:
 
     @classmethod
     def of(cls, s: StructureScores) -> _Flat:
-        scores = [s.embed.float().cpu(), *[h.float().cpu() for h in s.head_dims], *[m.float().cpu() for m in s.mlp]]
+        scores = [
+            s.embed.float().cpu(),
+            *[h.float().cpu() for h in s.head_dims],
+            *[m.float().cpu() for m in s.mlp],
+        ]
         sizes = [len(x) for x in scores]
         group = torch.cat([torch.full((n,), g, dtype=torch.long) for g, n in enumerate(sizes)])
         return cls(torch.cat(scores), group, sizes, scores)
@@ -51,7 +55,9 @@ class _Flat:
         return self.group > self.num_layers
 
 
-def _keep_group(scores: torch.Tensor, removed: torch.Tensor, round_to: int | None, min_keep: int) -> list[int]:
+def _keep_group(
+    scores: torch.Tensor, removed: torch.Tensor, round_to: int | None, min_keep: int
+) -> list[int]:
     """Kept indices of one group: not removed, at least ``min_keep``, count rounded down to ``round_to``."""
     n = len(scores)
     k = int((~removed).sum())
@@ -65,15 +71,16 @@ def _keep_group(scores: torch.Tensor, removed: torch.Tensor, round_to: int | Non
     return sorted(int(i) for i in keep)
 
 
-def _plan_from_removed(model: nn.Module, flat: _Flat, removed: torch.Tensor, round_to: int | None,
-                       min_keep: int = 1) -> WidthPlan:
+def _plan_from_removed(
+    model: nn.Module, flat: _Flat, removed: torch.Tensor, round_to: int | None, min_keep: int = 1
+) -> WidthPlan:
     plan = WidthPlan.full(model.config)
     keeps = []
     start = 0
     for g, n in enumerate(flat.sizes):
         # P3BViTConfig derives the dense head size as hidden_size // num_attention_heads: keep >= H channels
         floor = max(min_keep, plan.num_attention_heads) if g == 0 else min_keep
-        keeps.append(_keep_group(flat.scores[g], removed[start:start + n], round_to, floor))
+        keeps.append(_keep_group(flat.scores[g], removed[start : start + n], round_to, floor))
         start += n
     L = flat.num_layers
 
@@ -81,8 +88,12 @@ def _plan_from_removed(model: nn.Module, flat: _Flat, removed: torch.Tensor, rou
         return None if len(keep) == n else keep
 
     plan.embed = opt(keeps[0], flat.sizes[0])
-    plan.layers = [LayerPlan(head_dims=opt(keeps[1 + i], flat.sizes[1 + i]),
-                             mlp=opt(keeps[1 + L + i], flat.sizes[1 + L + i])) for i in range(L)]
+    plan.layers = [
+        LayerPlan(
+            head_dims=opt(keeps[1 + i], flat.sizes[1 + i]), mlp=opt(keeps[1 + L + i], flat.sizes[1 + L + i])
+        )
+        for i in range(L)
+    ]
     plan.validate()
     return plan
 
@@ -93,8 +104,9 @@ def _check_round_to(round_to: int | None) -> None:
 
 
 # ====================================================================== selectors
-def global_channel_plan(model: nn.Module, scores: StructureScores, ratio: float, *,
-                        round_to: int | None = None) -> WidthPlan:
+def global_channel_plan(
+    model: nn.Module, scores: StructureScores, ratio: float, *, round_to: int | None = None
+) -> WidthPlan:
     """Torch-Pruning's global channel ratio: remove ``N - int(N * (1 - ratio))`` of all N channels.
 
     Like ``BasePruner(global_pruning=True)``: the threshold is the n-th smallest score and every
@@ -102,8 +114,9 @@ def global_channel_plan(model: nn.Module, scores: StructureScores, ratio: float,
     each group's kept count down to a multiple (never below ``round_to``).
     """
     if not 0.0 <= ratio < 1.0:
-        raise BudgetError(f"--ratio {ratio} is impossible: give the fraction of channels to remove in [0, 1), "
-                          "e.g. 0.5.")
+        raise BudgetError(
+            f"--ratio {ratio} is impossible: give the fraction of channels to remove in [0, 1), e.g. 0.5."
+        )
     _check_round_to(round_to)
     flat = _Flat.of(scores)
     n_total = len(flat.values)
@@ -117,8 +130,9 @@ def global_channel_plan(model: nn.Module, scores: StructureScores, ratio: float,
     return plan
 
 
-def param_matched_plan(model: nn.Module, scores: StructureScores, target_params: int, *,
-                       round_to: int | None = None) -> WidthPlan:
+def param_matched_plan(
+    model: nn.Module, scores: StructureScores, target_params: int, *, round_to: int | None = None
+) -> WidthPlan:
     """Global ranking pruned until the whole model has ``target_params`` parameters.
 
     Channels are removed in ascending score order (a prefix of the global ranking); bisection on
@@ -142,12 +156,16 @@ def param_matched_plan(model: nn.Module, scores: StructureScores, target_params:
         return plan_cost(model, _plan_from_removed(model, flat, removed_prefix(k), round_to))["params"]
 
     if target_params >= dense:
-        raise BudgetError(f"Target of {target_params:,} params is not below the dense model's {dense:,}; give a "
-                          "smaller --target-params or a --prune-ratio > 0.")
+        raise BudgetError(
+            f"Target of {target_params:,} params is not below the dense model's {dense:,}; give a "
+            "smaller --target-params or a --prune-ratio > 0."
+        )
     floor = params(n_total)
     if target_params < floor:
-        raise BudgetError(f"Target of {target_params:,} params is unreachable: keeping one channel per group "
-                          f"already needs {floor:,} (classifier, embeddings, norms). Give a larger target.")
+        raise BudgetError(
+            f"Target of {target_params:,} params is unreachable: keeping one channel per group "
+            f"already needs {floor:,} (classifier, embeddings, norms). Give a larger target."
+        )
     lo, hi = 0, n_total  # params(lo) > target >= params(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -164,7 +182,9 @@ def param_matched_plan(model: nn.Module, scores: StructureScores, target_params:
         plan = _plan_from_removed(model, flat, removed, None)
         # an MLP neuron costs 2C+1 (fc1 row + bias, fc2 column), C = the width its layer / block reads
         c_kept = len(plan.embed) if plan.embed is not None else plan.hidden_size
-        width = torch.tensor([plan.out_width(i) if plan.hierarchical else c_kept for i in range(plan.num_layers)])
+        width = torch.tensor(
+            [plan.out_width(i) if plan.hierarchical else c_kept for i in range(plan.num_layers)]
+        )
         rest = order[lo:]
         mlp_rest = rest[flat.is_mlp()[rest]]
         cost = 2 * width[flat.group[mlp_rest] - 1 - flat.num_layers] + 1
@@ -177,13 +197,19 @@ def param_matched_plan(model: nn.Module, scores: StructureScores, target_params:
         else:
             plan = _plan_from_removed(model, flat, removed_prefix(hi), None)
             k = hi
-    plan.meta.update(selector="param_matched", target_params=int(target_params), round_to=round_to,
-                     channel_ratio=k / n_total)
+    plan.meta.update(
+        selector="param_matched",
+        target_params=int(target_params),
+        round_to=round_to,
+        channel_ratio=k / n_total,
+    )
     return plan
 
 
 def kept_counts(plan: WidthPlan) -> dict[str, Any]:
     """Per-group kept counts, for reports: ``{"embed": C', "head_dims": [...], "mlp": [...]}``."""
-    return {"embed": len(plan.embed) if plan.embed is not None else plan.hidden_size,
-            "head_dims": [plan.kept(i)["head_dim"] for i in range(plan.num_layers)],
-            "mlp": [plan.kept(i)["mlp"] for i in range(plan.num_layers)]}
+    return {
+        "embed": len(plan.embed) if plan.embed is not None else plan.hidden_size,
+        "head_dims": [plan.kept(i)["head_dim"] for i in range(plan.num_layers)],
+        "mlp": [plan.kept(i)["mlp"] for i in range(plan.num_layers)],
+    }

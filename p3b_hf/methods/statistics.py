@@ -41,8 +41,9 @@ def _pixels_and_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     return batch, None
 
 
-def iter_batches(batches: Iterable[Any], max_batches: int | None = None) -> Iterator[tuple[torch.Tensor,
-                                                                                         torch.Tensor | None]]:
+def iter_batches(
+    batches: Iterable[Any], max_batches: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     for i, b in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             return
@@ -105,7 +106,9 @@ class RunningMoments:
     def variance(self, unbiased: bool = True) -> torch.Tensor:
         denom = self.count - 1 if unbiased else self.count
         if denom <= 0:
-            raise DataError("Activation statistics need at least two tokens; give a non-empty training split.")
+            raise DataError(
+                "Activation statistics need at least two tokens; give a non-empty training split."
+            )
         return self.m2 / denom
 
     def all_reduce(self) -> RunningMoments:
@@ -114,19 +117,23 @@ class RunningMoments:
 
         if world_size() == 1:
             return self
-        mine = torch.cat([torch.tensor([self.count], dtype=torch.float64, device=self.mean.device),
-                          self.mean, self.m2])
+        mine = torch.cat(
+            [torch.tensor([self.count], dtype=torch.float64, device=self.mean.device), self.mean, self.m2]
+        )
         f = self.mean.numel()
         merged = RunningMoments.empty(f, self.mean.device)
-        for p in all_gather_cat(mine[None]):  # rank order, same on every rank -> bit-identical results everywhere
-            merged._merge_parts(float(p[0]), p[1:1 + f], p[1 + f:])
+        for p in all_gather_cat(
+            mine[None]
+        ):  # rank order, same on every rank -> bit-identical results everywhere
+            merged._merge_parts(float(p[0]), p[1 : 1 + f], p[1 + f :])
         self.count, self.mean, self.m2 = merged.count, merged.mean, merged.m2
         return self
 
 
 @torch.no_grad()
-def collect_mlp_activation_stats(model: nn.Module, batches: Iterable[Any], *, max_batches: int | None = None,
-                                 reduce_ranks: bool = True) -> list[RunningMoments]:
+def collect_mlp_activation_stats(
+    model: nn.Module, batches: Iterable[Any], *, max_batches: int | None = None, reduce_ranks: bool = True
+) -> list[RunningMoments]:
     """Post-activation (GELU output = ``fc2`` input) moments of every MLP neuron, per layer / block.
 
     Every token (CLS and distillation token included) of every image is one sample, because the
@@ -136,8 +143,10 @@ def collect_mlp_activation_stats(model: nn.Module, batches: Iterable[Any], *, ma
     view = locate_mlps(model)
     device, dtype = _device_dtype(model)
     stats = [RunningMoments.empty(blk.width, device) for blk in view.blocks]
-    handles = [blk.fc2.register_forward_pre_hook(lambda _m, inp, s=s: s.update(inp[0]))
-               for blk, s in zip(view.blocks, stats)]
+    handles = [
+        blk.fc2.register_forward_pre_hook(lambda _m, inp, s=s: s.update(inp[0]))
+        for blk, s in zip(view.blocks, stats)
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -162,8 +171,9 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(model(pixel_values=x).logits.float(), y)
 
 
-def accumulate_gradients(model: nn.Module, batches: Iterable[Any], *, max_batches: int | None = None
-                         ) -> dict[str, torch.Tensor]:
+def accumulate_gradients(
+    model: nn.Module, batches: Iterable[Any], *, max_batches: int | None = None
+) -> dict[str, torch.Tensor]:
     """Sum over batches of the batch-mean cross-entropy gradient, per parameter name (float32)."""
     device, dtype = _device_dtype(model)
     was_training = model.training
@@ -172,7 +182,9 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[Any], *, max_batche
     try:
         for x, y in iter_batches(batches, max_batches):
             if y is None:
-                raise DataError("Gradient-based importance needs labelled batches ({'pixel_values', 'labels'}).")
+                raise DataError(
+                    "Gradient-based importance needs labelled batches ({'pixel_values', 'labels'})."
+                )
             model.zero_grad(set_to_none=True)
             _loss(model, x.to(device=device, dtype=dtype), _hard_labels(y).to(device)).backward()
             for name, p in model.named_parameters():
@@ -187,8 +199,9 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[Any], *, max_batche
     return grads
 
 
-def mean_squared_per_sample_gradients(model: nn.Module, batches: Iterable[Any], *, max_samples: int = 256,
-                                      chunk: int = 8, use_vmap: bool = True) -> dict[str, torch.Tensor]:
+def mean_squared_per_sample_gradients(
+    model: nn.Module, batches: Iterable[Any], *, max_samples: int = 256, chunk: int = 8, use_vmap: bool = True
+) -> dict[str, torch.Tensor]:
     """``E_n[(dL_n/dw)^2]`` over up to ``max_samples`` samples (empirical Fisher diagonal, float32).
 
     Per-sample gradients come from ``torch.func.vmap`` over chunks of ``chunk`` samples (memory:
@@ -220,7 +233,10 @@ def mean_squared_per_sample_gradients(model: nn.Module, batches: Iterable[Any], 
             for s in range(0, x.shape[0], chunk):
                 if count >= max_samples:
                     break
-                xs, ys = x[s:s + min(chunk, max_samples - count)], y[s:s + min(chunk, max_samples - count)]
+                xs, ys = (
+                    x[s : s + min(chunk, max_samples - count)],
+                    y[s : s + min(chunk, max_samples - count)],
+                )
                 if use_vmap:
                     try:
                         with warnings.catch_warnings():  # "no batching rule for SDPA": falls back, fine
@@ -234,7 +250,7 @@ def mean_squared_per_sample_gradients(model: nn.Module, batches: Iterable[Any], 
                         use_vmap = False
                 for i in range(xs.shape[0]):
                     model.zero_grad(set_to_none=True)
-                    _loss(model, xs[i:i + 1], ys[i:i + 1]).backward()
+                    _loss(model, xs[i : i + 1], ys[i : i + 1]).backward()
                     for n, p in model.named_parameters():
                         if p.grad is not None:
                             sums[n] += p.grad.detach().float().pow(2)

@@ -43,14 +43,21 @@ from .budget_convert import check_vbp_prune_ratio, neurons_for_percentage, neuro
 from .statistics import RunningMoments, collect_mlp_activation_stats
 
 PAPER_RECIPE = {"epochs": 10.0, "lr": 1.5e-5, "weight_decay": 0.01}
-VBP_NEEDS_TASK_MODEL = ("VBP prunes a model trained on this task: fine-tune it first with `p3b-hf finetune`, "
-                        "or pass `--teacher`")
+VBP_NEEDS_TASK_MODEL = (
+    "VBP prunes a model trained on this task: fine-tune it first with `p3b-hf finetune`, or pass `--teacher`"
+)
 
 
 # ====================================================================== plain API
 @torch.no_grad()
-def vbp_plan_from_stats(model: nn.Module, stats: list[RunningMoments], percentage: float | None = None, *,
-                        prune_ratio: float | None = None, min_keep: int = 1) -> WidthPlan:
+def vbp_plan_from_stats(
+    model: nn.Module,
+    stats: list[RunningMoments],
+    percentage: float | None = None,
+    *,
+    prune_ratio: float | None = None,
+    min_keep: int = 1,
+) -> WidthPlan:
     """WidthPlan (kept MLP neurons + mean-shift ``mlp_bias_delta``) from per-layer / per-block activation moments.
 
     One global ranking over every MLP neuron of every layer / block (Swin / ConvNeXt: all stages together, as
@@ -59,16 +66,22 @@ def vbp_plan_from_stats(model: nn.Module, stats: list[RunningMoments], percentag
     ``2 C_i + 1`` in its block; see :mod:`.budget_convert`).
     """
     if (percentage is None) == (prune_ratio is None):
-        raise P3BError("Give exactly one of percentage (fraction of MLP neurons) or prune_ratio (fraction of "
-                       "whole-model parameters) to vbp_plan_from_stats.")
+        raise P3BError(
+            "Give exactly one of percentage (fraction of MLP neurons) or prune_ratio (fraction of "
+            "whole-model parameters) to vbp_plan_from_stats."
+        )
     view = locate_mlps(model)
     widths = [b.width for b in view.blocks]
     if len(stats) != len(widths) or any(s.mean.numel() != f for s, f in zip(stats, widths)):
-        raise P3BError(f"VBP statistics do not match the model ({len(widths)} layers / blocks with {widths} "
-                       "neurons); collect them with collect_mlp_activation_stats(model, ...) on this model.")
+        raise P3BError(
+            f"VBP statistics do not match the model ({len(widths)} layers / blocks with {widths} "
+            "neurons); collect them with collect_mlp_activation_stats(model, ...) on this model."
+        )
     var = [s.variance().cpu() for s in stats]  # float64
     # the min_keep highest-variance neurons of every layer / block are never candidates
-    ranked = torch.cat([v.scatter(0, torch.topk(v, min(min_keep, len(v))).indices, float("inf")) for v in var])
+    ranked = torch.cat(
+        [v.scatter(0, torch.topk(v, min(min_keep, len(v))).indices, float("inf")) for v in var]
+    )
     order = torch.argsort(ranked, stable=True)
     n_candidates = sum(f - min(min_keep, f) for f in widths)
     if prune_ratio is not None:
@@ -78,22 +91,25 @@ def vbp_plan_from_stats(model: nn.Module, stats: list[RunningMoments], percentag
     else:
         n_remove = neurons_for_percentage(model.config, percentage)
     if n_remove > n_candidates:
-        raise BudgetError(f"VBP --percentage {percentage} would remove {n_remove} of {sum(widths)} MLP neurons, "
-                          f"but {min_keep} per layer must stay; use --percentage <= "
-                          f"{n_candidates / sum(widths):.4f}.")
+        raise BudgetError(
+            f"VBP --percentage {percentage} would remove {n_remove} of {sum(widths)} MLP neurons, "
+            f"but {min_keep} per layer must stay; use --percentage <= "
+            f"{n_candidates / sum(widths):.4f}."
+        )
     removed = torch.zeros(len(ranked), dtype=torch.bool)
     removed[order[:n_remove]] = True
 
     plan = WidthPlan.full(model.config)
     layers, kept, start = [], [], 0
     for blk, s, f in zip(view.blocks, stats, widths):
-        gone = removed[start:start + f]
+        gone = removed[start : start + f]
         start += f
         r = gone.nonzero().flatten()
         delta = blk.fc2.weight.detach().double().cpu()[:, r] @ s.mean.detach().double().cpu()[r]
         keep = (~gone).nonzero().flatten().tolist()
-        layers.append(LayerPlan(mlp=keep if len(keep) < f else None,
-                                mlp_bias_delta=delta.tolist() if len(r) else None))
+        layers.append(
+            LayerPlan(mlp=keep if len(keep) < f else None, mlp_bias_delta=delta.tolist() if len(r) else None)
+        )
         kept.append(len(keep))
     plan.layers = layers
     plan.meta.update(method="vbp", percentage=float(percentage), removed_neurons=int(n_remove), kept_mlp=kept)
@@ -101,16 +117,25 @@ def vbp_plan_from_stats(model: nn.Module, stats: list[RunningMoments], percentag
     return plan
 
 
-def vbp_plan(model: nn.Module, dataloader: Iterable[Any], percentage: float | None = None, *,
-             prune_ratio: float | None = None, max_batches: int | None = None, min_keep: int = 1) -> WidthPlan:
+def vbp_plan(
+    model: nn.Module,
+    dataloader: Iterable[Any],
+    percentage: float | None = None,
+    *,
+    prune_ratio: float | None = None,
+    max_batches: int | None = None,
+    min_keep: int = 1,
+) -> WidthPlan:
     """Collect statistics over ``dataloader`` and return VBP's WidthPlan.
 
     Give either ``percentage`` (fraction of all MLP neurons, the paper's knob) or ``prune_ratio``
     (fraction of whole-model parameters; converted exactly, :class:`BudgetError` if unreachable).
     """
     if (percentage is None) == (prune_ratio is None):
-        raise P3BError("Give exactly one of percentage (fraction of MLP neurons) or prune_ratio (fraction of "
-                       "whole-model parameters) to vbp_plan.")
+        raise P3BError(
+            "Give exactly one of percentage (fraction of MLP neurons) or prune_ratio (fraction of "
+            "whole-model parameters) to vbp_plan."
+        )
     if percentage is None:
         check_vbp_prune_ratio(model.config, prune_ratio, min_keep)  # BudgetError before the statistics pass
     stats = collect_mlp_activation_stats(model, dataloader, max_batches=max_batches)
@@ -123,14 +148,19 @@ class VBPOptions:
     """VBP's own options (the budget is the common ``--prune-ratio`` unless ``percentage`` is given; the KD
     teacher and weights are the common distillation options)."""
 
-    percentage: float | None = option(None, help="VBP: fraction of ALL MLP neurons to remove (the paper's knob); "
-                                                 "alternative to --prune-ratio")
-    vbp_epochs: float = option(PAPER_RECIPE["epochs"], help="VBP: KD fine-tune epochs (paper: 10; the common "
-                                                            "--epochs is not used by VBP)")
+    percentage: float | None = option(
+        None,
+        help="VBP: fraction of ALL MLP neurons to remove (the paper's knob); alternative to --prune-ratio",
+    )
+    vbp_epochs: float = option(
+        PAPER_RECIPE["epochs"],
+        help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is not used by VBP)",
+    )
     vbp_lr: float = option(PAPER_RECIPE["lr"], help="VBP: AdamW lr of the KD fine-tune (paper: 1.5e-5)")
     vbp_weight_decay: float = option(PAPER_RECIPE["weight_decay"], help="VBP: weight decay (paper: 0.01)")
-    stats_batches: int | None = option(None, help="VBP: limit the statistics pass to N batches (default: the whole "
-                                                  "training split)")
+    stats_batches: int | None = option(
+        None, help="VBP: limit the statistics pass to N batches (default: the whole training split)"
+    )
 
 
 Options = VBPOptions
@@ -156,11 +186,15 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
         raise P3BError(VBP_NEEDS_TASK_MODEL)
     percentage, prune_ratio = opts.percentage, ctx.prune_ratio
     if percentage is not None and prune_ratio is not None:
-        raise P3BError("Give either --percentage (fraction of MLP neurons) or --prune-ratio (fraction of "
-                       "whole-model params) for --method vbp, not both.")
+        raise P3BError(
+            "Give either --percentage (fraction of MLP neurons) or --prune-ratio (fraction of "
+            "whole-model params) for --method vbp, not both."
+        )
     if percentage is None and prune_ratio is None:
-        raise P3BError("--method vbp needs --prune-ratio (fraction of whole-model params, e.g. 0.5) or "
-                       "--percentage (fraction of MLP neurons, the paper's knob, e.g. 0.55).")
+        raise P3BError(
+            "--method vbp needs --prune-ratio (fraction of whole-model params, e.g. 0.5) or "
+            "--percentage (fraction of MLP neurons, the paper's knob, e.g. 0.55)."
+        )
     model = ctx.model.to(ctx.device)
     if percentage is None:
         check_vbp_prune_ratio(model.config, prune_ratio)  # BudgetError before any work
@@ -170,8 +204,9 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
     plan = cached_plan(ctx, "vbp")
     if plan is None:
         t0 = time.time()
-        loader = calibration_loader(calibration_dataset(ctx), ctx.train.batch_size, num_workers=ctx.train.num_workers,
-                                    shard=True)
+        loader = calibration_loader(
+            calibration_dataset(ctx), ctx.train.batch_size, num_workers=ctx.train.num_workers, shard=True
+        )
         stats = collect_mlp_activation_stats(model, loader, max_batches=opts.stats_batches)
         timings["statistics_s"] = time.time() - t0
         plan = broadcast_plan(vbp_plan_from_stats(model, stats, percentage, prune_ratio=prune_ratio))
@@ -181,24 +216,41 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
     pruned = apply_width_plan(model, plan, provenance={"method": "vbp"})
     before_ft = ctx.evaluate(pruned, "pruned eval (before fine-tune)")
     teacher = _load_teacher(ctx.kd.teacher, model)
-    kd = KDConfig(alpha=ctx.kd.kd_alpha, temperature=ctx.kd.kd_temperature,
-                  reduction=ctx.kd.kd_reduction or "batchmean")
-    train = finetune(ctx, pruned, phase="vbp_kd", epochs=opts.vbp_epochs, lr=opts.vbp_lr,
-                     weight_decay=opts.vbp_weight_decay, teacher=teacher, kd=kd)
+    kd = KDConfig(
+        alpha=ctx.kd.kd_alpha, temperature=ctx.kd.kd_temperature, reduction=ctx.kd.kd_reduction or "batchmean"
+    )
+    train = finetune(
+        ctx,
+        pruned,
+        phase="vbp_kd",
+        epochs=opts.vbp_epochs,
+        lr=opts.vbp_lr,
+        weight_decay=opts.vbp_weight_decay,
+        teacher=teacher,
+        kd=kd,
+    )
     final = ctx.evaluate(pruned, "pruned eval")
     dense_acc = dense_eval.get("accuracy")
     history = {
-        "method": "vbp", "percentage": float(plan.meta["percentage"]), "prune_ratio": prune_ratio,
-        "removed_neurons": plan.meta["removed_neurons"], "kept_mlp": plan.meta["kept_mlp"],
+        "method": "vbp",
+        "percentage": float(plan.meta["percentage"]),
+        "prune_ratio": prune_ratio,
+        "removed_neurons": plan.meta["removed_neurons"],
+        "kept_mlp": plan.meta["kept_mlp"],
         "accuracy_before_finetune": before_ft.get("accuracy"),
         "retained_accuracy_before_finetune": (before_ft["accuracy"] / dense_acc) if dense_acc else None,
-        "eval_before_finetune": before_ft, "finetune": train, "timings": timings,
-        "kd": {"loss": f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*T^2*KL(teacher||student), T={kd.temperature:g}, "
-                       f"reduction={kd.reduction}",
-               "teacher": ctx.kd.teacher or "dense input model"},
+        "eval_before_finetune": before_ft,
+        "finetune": train,
+        "timings": timings,
+        "kd": {
+            "loss": f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*T^2*KL(teacher||student), T={kd.temperature:g}, "
+            f"reduction={kd.reduction}",
+            "teacher": ctx.kd.teacher or "dense input model",
+        },
     }
-    return MethodResult(pruned_model=pruned, plan=plan, eval_metrics=final, dense_eval_metrics=dense_eval,
-                        history=history)
+    return MethodResult(
+        pruned_model=pruned, plan=plan, eval_metrics=final, dense_eval_metrics=dense_eval, history=history
+    )
 
 
 def _load_teacher(path: str | None, dense: nn.Module) -> nn.Module:
@@ -208,6 +260,8 @@ def _load_teacher(path: str | None, dense: nn.Module) -> nn.Module:
 
     teacher = load_model(path)
     if teacher.config.num_labels != dense.config.num_labels:
-        raise P3BError(f"--teacher {path} has {teacher.config.num_labels} classes but the target data has "
-                       f"{dense.config.num_labels}; give the dense model fine-tuned on this data set.")
+        raise P3BError(
+            f"--teacher {path} has {teacher.config.num_labels} classes but the target data has "
+            f"{dense.config.num_labels}; give the dense model fine-tuned on this data set."
+        )
     return teacher.eval()

@@ -26,8 +26,10 @@ def _per_layer(value: Any, default: Any, n: int, name: str) -> list:
         return [default] * n
     value = list(value)
     if len(value) != n:
-        raise ValueError(f"P3BBeitConfig.{name} has {len(value)} entries but num_hidden_layers={n}; "
-                         f"give one entry per layer.")
+        raise ValueError(
+            f"P3BBeitConfig.{name} has {len(value)} entries but num_hidden_layers={n}; "
+            f"give one entry per layer."
+        )
     return value
 
 
@@ -106,16 +108,24 @@ class P3BBeitConfig(PretrainedConfig):
         self.use_mean_pooling = bool(use_mean_pooling)
         n = self.num_hidden_layers
         dense_head_dim = self.hidden_size // max(self.num_attention_heads, 1)
-        self.layer_num_heads = [int(v) for v in _per_layer(layer_num_heads, self.num_attention_heads, n,
-                                                           "layer_num_heads")]
-        self.layer_head_dims = [int(v) for v in _per_layer(layer_head_dims, dense_head_dim, n, "layer_head_dims")]
-        self.layer_intermediate_sizes = [int(v) for v in _per_layer(
-            layer_intermediate_sizes, self.intermediate_size, n, "layer_intermediate_sizes")]
+        self.layer_num_heads = [
+            int(v) for v in _per_layer(layer_num_heads, self.num_attention_heads, n, "layer_num_heads")
+        ]
+        self.layer_head_dims = [
+            int(v) for v in _per_layer(layer_head_dims, dense_head_dim, n, "layer_head_dims")
+        ]
+        self.layer_intermediate_sizes = [
+            int(v)
+            for v in _per_layer(
+                layer_intermediate_sizes, self.intermediate_size, n, "layer_intermediate_sizes"
+            )
+        ]
         for name, value in zip(_SUBSETS, (layer_attn_in, layer_attn_out, layer_mlp_in, layer_mlp_out)):
             setattr(self, name, _per_layer(value, None, n, name))
-        default_scale = dense_head_dim ** -0.5 if dense_head_dim > 0 else 1.0
-        self.layer_attention_scales = [float(v) for v in _per_layer(
-            layer_attention_scales, default_scale, n, "layer_attention_scales")]
+        default_scale = dense_head_dim**-0.5 if dense_head_dim > 0 else 1.0
+        self.layer_attention_scales = [
+            float(v) for v in _per_layer(layer_attention_scales, default_scale, n, "layer_attention_scales")
+        ]
         self.layer_bias_heads = _per_layer(layer_bias_heads, None, n, "layer_bias_heads")
         # columns of the (sliced) shared relative position bias table; None = num_attention_heads
         self.shared_bias_num_heads = None if shared_bias_num_heads is None else int(shared_bias_num_heads)
@@ -134,11 +144,27 @@ class P3BBeitConfig(PretrainedConfig):
     @classmethod
     def from_dense_config(cls, dense: PretrainedConfig, **overrides: Any) -> P3BBeitConfig:
         """Full-width config equivalent to a stock ``BeitConfig``."""
-        keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-                "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
-                "image_size", "patch_size", "num_channels", "use_mask_token", "use_absolute_position_embeddings",
-                "use_relative_position_bias", "use_shared_relative_position_bias", "layer_scale_init_value",
-                "drop_path_rate", "use_mean_pooling")
+        keys = (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "hidden_act",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "initializer_range",
+            "layer_norm_eps",
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "use_mask_token",
+            "use_absolute_position_embeddings",
+            "use_relative_position_bias",
+            "use_shared_relative_position_bias",
+            "layer_scale_init_value",
+            "drop_path_rate",
+            "use_mean_pooling",
+        )
         kwargs: dict[str, Any] = {k: getattr(dense, k) for k in keys if hasattr(dense, k)}
         kwargs["id2label"] = dict(dense.id2label)
         kwargs["label2id"] = dict(dense.label2id)

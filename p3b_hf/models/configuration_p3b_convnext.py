@@ -44,19 +44,31 @@ class P3BConvNextConfig(ConvNextConfig):
             self.block_intermediate_sizes = dense
         widths = [[int(f) for f in stage] for stage in self.block_intermediate_sizes]
         if [len(s) for s in widths] != [len(s) for s in dense]:
-            raise ValueError(f"P3BConvNextConfig.block_intermediate_sizes has {[len(s) for s in widths]} blocks "
-                             f"per stage but depths={list(self.depths)}; give one width per block of every stage.")
+            raise ValueError(
+                f"P3BConvNextConfig.block_intermediate_sizes has {[len(s) for s in widths]} blocks "
+                f"per stage but depths={list(self.depths)}; give one width per block of every stage."
+            )
         if any(f < 1 for stage in widths for f in stage):
-            raise ValueError("P3BConvNextConfig.block_intermediate_sizes holds a width < 1; every block keeps at "
-                             "least one MLP hidden unit (prune with keep >= 1 per block).")
+            raise ValueError(
+                "P3BConvNextConfig.block_intermediate_sizes holds a width < 1; every block keeps at "
+                "least one MLP hidden unit (prune with keep >= 1 per block)."
+            )
         self.block_intermediate_sizes = widths
 
     @classmethod
     def from_dense_config(cls, dense: ConvNextConfig, **overrides: Any) -> P3BConvNextConfig:
         """Full-width config equivalent to a stock ``ConvNextConfig`` (labels and all architecture fields kept)."""
         kwargs = dense.to_dict()
-        for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path",
-                    "stage_names", "out_features", "out_indices"):
+        for key in (
+            "model_type",
+            "transformers_version",
+            "architectures",
+            "auto_map",
+            "_name_or_path",
+            "stage_names",
+            "out_features",
+            "out_indices",
+        ):
             kwargs.pop(key, None)
         kwargs.setdefault("base_model_name_or_path", getattr(dense, "_name_or_path", None) or None)
         kwargs.update(overrides)

@@ -27,8 +27,10 @@ def _per_layer(value: Any, default: Any, n: int, name: str) -> list:
         return [default] * n
     value = list(value)
     if len(value) != n:
-        raise ValueError(f"P3BDinov2Config.{name} has {len(value)} entries but num_hidden_layers={n}; "
-                         f"give one entry per layer.")
+        raise ValueError(
+            f"P3BDinov2Config.{name} has {len(value)} entries but num_hidden_layers={n}; "
+            f"give one entry per layer."
+        )
     return value
 
 
@@ -97,24 +99,36 @@ class P3BDinov2Config(PretrainedConfig):
         self.layerscale_value = float(layerscale_value)
         self.drop_path_rate = float(drop_path_rate)
         if use_swiglu_ffn:
-            raise ValueError("P3BDinov2Config does not support use_swiglu_ffn=True (the SwiGLU MLP of DINOv2-giant); "
-                             "p3b_hf prunes the GELU-MLP DINOv2 models (small, base, large).")
+            raise ValueError(
+                "P3BDinov2Config does not support use_swiglu_ffn=True (the SwiGLU MLP of DINOv2-giant); "
+                "p3b_hf prunes the GELU-MLP DINOv2 models (small, base, large)."
+            )
         self.use_swiglu_ffn = False
         self.use_mask_token = bool(use_mask_token)
         # informational (the MLP width is intermediate_size); kept so the config reads like a Dinov2Config
-        self.mlp_ratio = mlp_ratio if mlp_ratio is not None else self.intermediate_size / max(self.hidden_size, 1)
+        self.mlp_ratio = (
+            mlp_ratio if mlp_ratio is not None else self.intermediate_size / max(self.hidden_size, 1)
+        )
         n = self.num_hidden_layers
         dense_head_dim = self.hidden_size // max(self.num_attention_heads, 1)
-        self.layer_num_heads = [int(v) for v in _per_layer(layer_num_heads, self.num_attention_heads, n,
-                                                           "layer_num_heads")]
-        self.layer_head_dims = [int(v) for v in _per_layer(layer_head_dims, dense_head_dim, n, "layer_head_dims")]
-        self.layer_intermediate_sizes = [int(v) for v in _per_layer(
-            layer_intermediate_sizes, self.intermediate_size, n, "layer_intermediate_sizes")]
+        self.layer_num_heads = [
+            int(v) for v in _per_layer(layer_num_heads, self.num_attention_heads, n, "layer_num_heads")
+        ]
+        self.layer_head_dims = [
+            int(v) for v in _per_layer(layer_head_dims, dense_head_dim, n, "layer_head_dims")
+        ]
+        self.layer_intermediate_sizes = [
+            int(v)
+            for v in _per_layer(
+                layer_intermediate_sizes, self.intermediate_size, n, "layer_intermediate_sizes"
+            )
+        ]
         for name, value in zip(_SUBSETS, (layer_attn_in, layer_attn_out, layer_mlp_in, layer_mlp_out)):
             setattr(self, name, _per_layer(value, None, n, name))
-        default_scale = dense_head_dim ** -0.5 if dense_head_dim > 0 else 1.0
-        self.layer_attention_scales = [float(v) for v in _per_layer(
-            layer_attention_scales, default_scale, n, "layer_attention_scales")]
+        default_scale = dense_head_dim**-0.5 if dense_head_dim > 0 else 1.0
+        self.layer_attention_scales = [
+            float(v) for v in _per_layer(layer_attention_scales, default_scale, n, "layer_attention_scales")
+        ]
         if layernorm_mode not in LAYERNORM_MODES:
             raise ValueError(f"layernorm_mode={layernorm_mode!r} is not one of {LAYERNORM_MODES}.")
         self.layernorm_mode = layernorm_mode
@@ -130,13 +144,29 @@ class P3BDinov2Config(PretrainedConfig):
     @classmethod
     def from_dense_config(cls, dense: PretrainedConfig, **overrides: Any) -> P3BDinov2Config:
         """Full-width config equivalent to a stock ``Dinov2Config`` (MLP width ``int(hidden_size * mlp_ratio)``)."""
-        keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "hidden_act", "hidden_dropout_prob",
-                "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps", "image_size", "patch_size",
-                "num_channels", "qkv_bias", "layerscale_value", "drop_path_rate", "use_swiglu_ffn", "use_mask_token",
-                "mlp_ratio")
+        keys = (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "hidden_act",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "initializer_range",
+            "layer_norm_eps",
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "qkv_bias",
+            "layerscale_value",
+            "drop_path_rate",
+            "use_swiglu_ffn",
+            "use_mask_token",
+            "mlp_ratio",
+        )
         kwargs: dict[str, Any] = {k: getattr(dense, k) for k in keys if hasattr(dense, k)}
         kwargs["intermediate_size"] = getattr(dense, "intermediate_size", None) or int(
-            dense.hidden_size * dense.mlp_ratio)
+            dense.hidden_size * dense.mlp_ratio
+        )
         kwargs["id2label"] = dict(dense.id2label)
         kwargs["label2id"] = dict(dense.label2id)
         kwargs["problem_type"] = getattr(dense, "problem_type", None)

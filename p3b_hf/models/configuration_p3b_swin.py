@@ -21,24 +21,33 @@ from transformers import SwinConfig
 
 def dense_swin_mlp_widths(config: Any) -> list[list[int]]:
     """The stock MLP width of every block: ``int(mlp_ratio * embed_dim * 2**s)`` per stage ``s``."""
-    return [[int(config.mlp_ratio * int(config.embed_dim * 2 ** s))] * int(d) for s, d in enumerate(config.depths)]
+    return [
+        [int(config.mlp_ratio * int(config.embed_dim * 2**s))] * int(d) for s, d in enumerate(config.depths)
+    ]
 
 
 def dense_swin_heads(config: Any) -> tuple[list[list[int]], list[list[int]]]:
     """The stock heads and head dimension of every block."""
     heads = [[int(config.num_heads[s])] * int(d) for s, d in enumerate(config.depths)]
-    dims = [[int(config.embed_dim * 2 ** s) // int(config.num_heads[s])] * int(d) for s, d in enumerate(config.depths)]
+    dims = [
+        [int(config.embed_dim * 2**s) // int(config.num_heads[s])] * int(d)
+        for s, d in enumerate(config.depths)
+    ]
     return heads, dims
 
 
 def _per_block(value: Any, dense: list[list[int]], name: str) -> list[list[int]]:
     widths = [[int(f) for f in stage] for stage in (dense if value is None else value)]
     if [len(s) for s in widths] != [len(s) for s in dense]:
-        raise ValueError(f"P3BSwinConfig.{name} has {[len(s) for s in widths]} blocks per stage but the depths "
-                         f"need {[len(s) for s in dense]}; give one value per block of every stage.")
+        raise ValueError(
+            f"P3BSwinConfig.{name} has {[len(s) for s in widths]} blocks per stage but the depths "
+            f"need {[len(s) for s in dense]}; give one value per block of every stage."
+        )
     if any(f < 1 for stage in widths for f in stage):
-        raise ValueError(f"P3BSwinConfig.{name} holds a value < 1; every block keeps at least one (MLP hidden "
-                         "unit, head, head dimension).")
+        raise ValueError(
+            f"P3BSwinConfig.{name} holds a value < 1; every block keeps at least one (MLP hidden "
+            "unit, head, head dimension)."
+        )
     return widths
 
 
@@ -63,8 +72,9 @@ class P3BSwinConfig(SwinConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        self.block_intermediate_sizes = _per_block(self.block_intermediate_sizes, dense_swin_mlp_widths(self),
-                                                   "block_intermediate_sizes")
+        self.block_intermediate_sizes = _per_block(
+            self.block_intermediate_sizes, dense_swin_mlp_widths(self), "block_intermediate_sizes"
+        )
         heads, dims = dense_swin_heads(self)
         self.block_num_heads = _per_block(self.block_num_heads, heads, "block_num_heads")
         self.block_head_dims = _per_block(self.block_head_dims, dims, "block_head_dims")
@@ -73,8 +83,18 @@ class P3BSwinConfig(SwinConfig):
     def from_dense_config(cls, dense: SwinConfig, **overrides: Any) -> P3BSwinConfig:
         """Full-width config equivalent to a stock ``SwinConfig`` (labels and all architecture fields kept)."""
         kwargs = dense.to_dict()
-        for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path",
-                    "hidden_size", "num_layers", "stage_names", "out_features", "out_indices"):
+        for key in (
+            "model_type",
+            "transformers_version",
+            "architectures",
+            "auto_map",
+            "_name_or_path",
+            "hidden_size",
+            "num_layers",
+            "stage_names",
+            "out_features",
+            "out_indices",
+        ):
             kwargs.pop(key, None)
         kwargs.setdefault("base_model_name_or_path", getattr(dense, "_name_or_path", None) or None)
         kwargs.update(overrides)

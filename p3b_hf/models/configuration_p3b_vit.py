@@ -23,8 +23,10 @@ def _per_layer(value: Any, default: Any, n: int, name: str) -> list:
         return [default] * n
     value = list(value)
     if len(value) != n:
-        raise ValueError(f"P3BViTConfig.{name} has {len(value)} entries but num_hidden_layers={n}; "
-                         f"give one entry per layer.")
+        raise ValueError(
+            f"P3BViTConfig.{name} has {len(value)} entries but num_hidden_layers={n}; "
+            f"give one entry per layer."
+        )
     return value
 
 
@@ -98,20 +100,27 @@ class P3BViTConfig(PretrainedConfig):
         self.qkv_bias = qkv_bias
         n = self.num_hidden_layers
         dense_head_dim = self.hidden_size // max(self.num_attention_heads, 1)
-        self.layer_num_heads = [int(v) for v in _per_layer(layer_num_heads, self.num_attention_heads, n,
-                                                           "layer_num_heads")]
-        self.layer_head_dims = [int(v) for v in _per_layer(layer_head_dims, dense_head_dim, n,
-                                                           "layer_head_dims")]
-        self.layer_intermediate_sizes = [int(v) for v in _per_layer(
-            layer_intermediate_sizes, self.intermediate_size, n, "layer_intermediate_sizes")]
+        self.layer_num_heads = [
+            int(v) for v in _per_layer(layer_num_heads, self.num_attention_heads, n, "layer_num_heads")
+        ]
+        self.layer_head_dims = [
+            int(v) for v in _per_layer(layer_head_dims, dense_head_dim, n, "layer_head_dims")
+        ]
+        self.layer_intermediate_sizes = [
+            int(v)
+            for v in _per_layer(
+                layer_intermediate_sizes, self.intermediate_size, n, "layer_intermediate_sizes"
+            )
+        ]
         self.layer_attn_in = _per_layer(layer_attn_in, None, n, "layer_attn_in")
         self.layer_attn_out = _per_layer(layer_attn_out, None, n, "layer_attn_out")
         self.layer_mlp_in = _per_layer(layer_mlp_in, None, n, "layer_mlp_in")
         self.layer_mlp_out = _per_layer(layer_mlp_out, None, n, "layer_mlp_out")
         # (a pruned embedding may be narrower than the head count: the default scale then never applies)
-        default_scale = dense_head_dim ** -0.5 if dense_head_dim > 0 else 1.0
-        self.layer_attention_scales = [float(v) for v in _per_layer(
-            layer_attention_scales, default_scale, n, "layer_attention_scales")]
+        default_scale = dense_head_dim**-0.5 if dense_head_dim > 0 else 1.0
+        self.layer_attention_scales = [
+            float(v) for v in _per_layer(layer_attention_scales, default_scale, n, "layer_attention_scales")
+        ]
         if layernorm_mode not in LAYERNORM_MODES:
             raise ValueError(f"layernorm_mode={layernorm_mode!r} is not one of {LAYERNORM_MODES}.")
         self.layernorm_mode = layernorm_mode
@@ -129,9 +138,21 @@ class P3BViTConfig(PretrainedConfig):
     @classmethod
     def from_dense_config(cls, dense: PretrainedConfig, **overrides: Any) -> P3BViTConfig:
         """Full-width config equivalent to a stock ``ViTConfig`` / ``DeiTConfig``."""
-        keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range",
-                "layer_norm_eps", "image_size", "patch_size", "num_channels", "qkv_bias")
+        keys = (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "hidden_act",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "initializer_range",
+            "layer_norm_eps",
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "qkv_bias",
+        )
         kwargs: dict[str, Any] = {k: getattr(dense, k) for k in keys if hasattr(dense, k)}
         kwargs["id2label"] = dict(dense.id2label)
         kwargs["label2id"] = dict(dense.label2id)

@@ -76,13 +76,31 @@ class LayerKeys:
     rel_bias: str | None = None  # per-layer relative position bias table [R, heads]
 
 
-VIT_KEYS = LayerKeys("layernorm_before", "attention.attention.query", "attention.attention.key",
-                     "attention.attention.value", "attention.output.dense", "layernorm_after", "intermediate.dense",
-                     "output.dense")
-BEIT_KEYS = replace(VIT_KEYS, ls1="lambda_1", ls2="lambda_2",
-                    rel_bias="attention.attention.relative_position_bias.relative_position_bias_table")
-DINOV2_KEYS = replace(VIT_KEYS, ln_before="norm1", ln_after="norm2", fc1="mlp.fc1", fc2="mlp.fc2",
-                      ls1="layer_scale1.lambda1", ls2="layer_scale2.lambda1")
+VIT_KEYS = LayerKeys(
+    "layernorm_before",
+    "attention.attention.query",
+    "attention.attention.key",
+    "attention.attention.value",
+    "attention.output.dense",
+    "layernorm_after",
+    "intermediate.dense",
+    "output.dense",
+)
+BEIT_KEYS = replace(
+    VIT_KEYS,
+    ls1="lambda_1",
+    ls2="lambda_2",
+    rel_bias="attention.attention.relative_position_bias.relative_position_bias_table",
+)
+DINOV2_KEYS = replace(
+    VIT_KEYS,
+    ln_before="norm1",
+    ln_after="norm2",
+    fc1="mlp.fc1",
+    fc2="mlp.fc2",
+    ls1="layer_scale1.lambda1",
+    ls2="layer_scale2.lambda1",
+)
 
 
 @dataclass(frozen=True)
@@ -100,14 +118,42 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "vit": Family("vit", ("ViTForImageClassification",), VIT_KEYS, P3BViTConfig, P3BViTForImageClassification,
-                  P3BViTModel, ("P3BViTForImageClassification",)),
-    "deit": Family("deit", ("DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"), VIT_KEYS,
-                   P3BDeiTConfig, P3BDeiTForImageClassification, P3BDeiTModel, ("P3BDeiTForImageClassification",)),
-    "beit": Family("beit", ("BeitForImageClassification",), BEIT_KEYS, P3BBeitConfig, P3BBeitForImageClassification,
-                   P3BBeitModel, ("P3BBeitForImageClassification",)),
-    "dinov2": Family("dinov2", ("Dinov2ForImageClassification",), DINOV2_KEYS, P3BDinov2Config,
-                     P3BDinov2ForImageClassification, P3BDinov2Model, ("P3BDinov2ForImageClassification",)),
+    "vit": Family(
+        "vit",
+        ("ViTForImageClassification",),
+        VIT_KEYS,
+        P3BViTConfig,
+        P3BViTForImageClassification,
+        P3BViTModel,
+        ("P3BViTForImageClassification",),
+    ),
+    "deit": Family(
+        "deit",
+        ("DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"),
+        VIT_KEYS,
+        P3BDeiTConfig,
+        P3BDeiTForImageClassification,
+        P3BDeiTModel,
+        ("P3BDeiTForImageClassification",),
+    ),
+    "beit": Family(
+        "beit",
+        ("BeitForImageClassification",),
+        BEIT_KEYS,
+        P3BBeitConfig,
+        P3BBeitForImageClassification,
+        P3BBeitModel,
+        ("P3BBeitForImageClassification",),
+    ),
+    "dinov2": Family(
+        "dinov2",
+        ("Dinov2ForImageClassification",),
+        DINOV2_KEYS,
+        P3BDinov2Config,
+        P3BDinov2ForImageClassification,
+        P3BDinov2Model,
+        ("P3BDinov2ForImageClassification",),
+    ),
 }
 
 #: every pruned config class (``isinstance(cfg, P3B_CONFIGS)``: a p3b_hf pruned / full-width model)
@@ -139,22 +185,48 @@ class StageFamily:
 
 
 def _swin_dims(config: Any) -> list[int]:
-    return [int(config.embed_dim * 2 ** s) for s in range(len(config.depths))]
+    return [int(config.embed_dim * 2**s) for s in range(len(config.depths))]
 
 
 def _convnext_dims(config: Any) -> list[int]:
-    return [int(c) for c in config.hidden_sizes][:len(config.depths)]
+    return [int(c) for c in config.hidden_sizes][: len(config.depths)]
 
 
 STAGE_FAMILIES: dict[str, StageFamily] = {
-    "swin": StageFamily("swin", ("SwinForImageClassification",), P3BSwinConfig, P3BSwinForImageClassification,
-                        P3BSwinModel, ("P3BSwinForImageClassification",), "encoder.layers", "blocks", "mlp.fc1",
-                        "mlp.activation_fn", "mlp.fc2", None, dense_swin_mlp_widths, _swin_dims, "attention",
-                        dense_swin_heads),
-    "convnext": StageFamily("convnext", ("ConvNextForImageClassification",), P3BConvNextConfig,
-                            P3BConvNextForImageClassification, P3BConvNextModel,
-                            ("P3BConvNextForImageClassification",), "encoder.stages", "layers", "pwconv1", "act",
-                            "pwconv2", "layer_scale_parameter", dense_convnext_mlp_widths, _convnext_dims),
+    "swin": StageFamily(
+        "swin",
+        ("SwinForImageClassification",),
+        P3BSwinConfig,
+        P3BSwinForImageClassification,
+        P3BSwinModel,
+        ("P3BSwinForImageClassification",),
+        "encoder.layers",
+        "blocks",
+        "mlp.fc1",
+        "mlp.activation_fn",
+        "mlp.fc2",
+        None,
+        dense_swin_mlp_widths,
+        _swin_dims,
+        "attention",
+        dense_swin_heads,
+    ),
+    "convnext": StageFamily(
+        "convnext",
+        ("ConvNextForImageClassification",),
+        P3BConvNextConfig,
+        P3BConvNextForImageClassification,
+        P3BConvNextModel,
+        ("P3BConvNextForImageClassification",),
+        "encoder.stages",
+        "layers",
+        "pwconv1",
+        "act",
+        "pwconv2",
+        "layer_scale_parameter",
+        dense_convnext_mlp_widths,
+        _convnext_dims,
+    ),
 }
 
 #: pruned config classes of the hierarchical families
@@ -174,8 +246,10 @@ def family_of_config(config: Any) -> str:
     if name not in FAMILIES:
         supported = ", ".join(sorted(FAMILIES))
         if name in STAGE_FAMILIES:
-            raise ValueError(f"model_type {mt!r} is a hierarchical family: only its MLP hidden units are pruned "
-                             f"(--method vbp / global); this code path needs a plain ViT block ({supported}).")
+            raise ValueError(
+                f"model_type {mt!r} is a hierarchical family: only its MLP hidden units are pruned "
+                f"(--method vbp / global); this code path needs a plain ViT block ({supported})."
+            )
         raise ValueError(f"model_type {mt!r} is not a supported family ({supported}).")
     return name
 

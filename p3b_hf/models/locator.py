@@ -117,7 +117,8 @@ def _unsupported(model: nn.Module, reason: str | None = None) -> UnsupportedMode
         f"p3b_hf cannot prune a {type(model).__name__}{why}: supported classes are {', '.join(SUPPORTED)} (all "
         f"methods) and {', '.join(STAGE_SUPPORTED)} (MLP hidden units, --method vbp / global). Load one of these "
         "image classifiers, e.g. AutoModelForImageClassification.from_pretrained('facebook/deit-small-patch16-224'), "
-        "'microsoft/beit-base-patch16-224', 'facebook/dinov2-small' or 'microsoft/swin-tiny-patch4-window7-224'.")
+        "'microsoft/beit-base-patch16-224', 'facebook/dinov2-small' or 'microsoft/swin-tiny-patch4-window7-224'."
+    )
 
 
 def stage_family_of(model: nn.Module) -> StageFamily | None:
@@ -138,7 +139,8 @@ def require_plain_vit(model: nn.Module, what: str) -> None:
             f"{type(getattr(model, 'module', model)).__name__} is a hierarchical model (stages of windowed-attention "
             "/ convolution blocks) whose blocks' MLP hidden units (and Swin's head dims) p3b_hf prunes with "
             "--method vbp or --method global. Use one of those for this model, or load a ViT / DeiT / BEiT / "
-            "DINOv2 classifier.")
+            "DINOv2 classifier."
+        )
 
 
 def _as_int(v: int | tuple | list) -> int:
@@ -166,8 +168,11 @@ def locate(model: nn.Module) -> ViTModules:
     if isinstance(cfg, P3B_CONFIGS):
         return _locate_p3b(model, family)
     if family == "dinov2" and getattr(cfg, "use_swiglu_ffn", False):
-        raise _unsupported(model, "config.use_swiglu_ffn=True: the SwiGLU MLP of DINOv2-giant is not supported; "
-                                  "use facebook/dinov2-small, -base or -large")
+        raise _unsupported(
+            model,
+            "config.use_swiglu_ffn=True: the SwiGLU MLP of DINOv2-giant is not supported; "
+            "use facebook/dinov2-small, -base or -large",
+        )
     base = getattr(model, family)
     emb = base.embeddings
     layers = []
@@ -175,26 +180,57 @@ def locate(model: nn.Module) -> ViTModules:
     for blk in blocks:
         att = blk.attention
         if family == "dinov2":
-            lm = LayerModules(blk, blk.norm1, att.q_proj, att.k_proj, att.v_proj, att.o_proj, blk.norm2,
-                              blk.mlp.fc1, blk.mlp.fc2, blk.mlp.activation_fn,
-                              ls1=blk.layer_scale1.lambda1, ls2=blk.layer_scale2.lambda1)
+            lm = LayerModules(
+                blk,
+                blk.norm1,
+                att.q_proj,
+                att.k_proj,
+                att.v_proj,
+                att.o_proj,
+                blk.norm2,
+                blk.mlp.fc1,
+                blk.mlp.fc2,
+                blk.mlp.activation_fn,
+                ls1=blk.layer_scale1.lambda1,
+                ls2=blk.layer_scale2.lambda1,
+            )
         else:
-            lm = LayerModules(blk, blk.layernorm_before, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
-                              blk.layernorm_after, blk.mlp.fc1, blk.mlp.fc2, blk.mlp.activation_fn)
+            lm = LayerModules(
+                blk,
+                blk.layernorm_before,
+                att.q_proj,
+                att.k_proj,
+                att.v_proj,
+                att.o_proj,
+                blk.layernorm_after,
+                blk.mlp.fc1,
+                blk.mlp.fc2,
+                blk.mlp.activation_fn,
+            )
             if family == "beit":
                 lm.ls1, lm.ls2 = _param(blk.lambda_1), _param(blk.lambda_2)
                 rel = blk.relative_position_bias
                 lm.rel_bias = rel.relative_position_bias_table if rel is not None else None
         layers.append(lm)
     mods = ViTModules(
-        family=family, model=model, cls_token=emb.cls_token,
+        family=family,
+        model=model,
+        cls_token=emb.cls_token,
         dist_token=getattr(emb, "distillation_token", None),
-        position_embeddings=emb.position_embeddings, patch_projection=emb.patch_embeddings.projection,
-        layers=layers, final_norm=base.layernorm if isinstance(base.layernorm, nn.LayerNorm) else None,
-        heads=_heads(model), hidden_size=cfg.hidden_size, num_heads=cfg.num_attention_heads,
-        head_dim=cfg.hidden_size // cfg.num_attention_heads, intermediate_size=dense_intermediate_size(cfg),
-        image_size=_as_int(cfg.image_size), patch_size=_as_int(cfg.patch_size),
-        mask_token=getattr(emb, "mask_token", None), layer_norm_eps=float(cfg.layer_norm_eps))
+        position_embeddings=emb.position_embeddings,
+        patch_projection=emb.patch_embeddings.projection,
+        layers=layers,
+        final_norm=base.layernorm if isinstance(base.layernorm, nn.LayerNorm) else None,
+        heads=_heads(model),
+        hidden_size=cfg.hidden_size,
+        num_heads=cfg.num_attention_heads,
+        head_dim=cfg.hidden_size // cfg.num_attention_heads,
+        intermediate_size=dense_intermediate_size(cfg),
+        image_size=_as_int(cfg.image_size),
+        patch_size=_as_int(cfg.patch_size),
+        mask_token=getattr(emb, "mask_token", None),
+        layer_norm_eps=float(cfg.layer_norm_eps),
+    )
     _family_extras(mods, base, cfg)
     return mods
 
@@ -205,7 +241,9 @@ def _family_extras(mods: ViTModules, base: nn.Module, cfg: object) -> None:
         pool_norm = getattr(getattr(base, "pooler", None), "layernorm", None)
         if getattr(cfg, "use_mean_pooling", False):
             mods.pooling, mods.pool_norm = "mean", pool_norm
-        shared = getattr(base, "shared_position_bias", None)  # stock name; P3B: encoder.relative_position_bias
+        shared = getattr(
+            base, "shared_position_bias", None
+        )  # stock name; P3B: encoder.relative_position_bias
         if shared is None:
             shared = getattr(getattr(base, "encoder", None), "relative_position_bias", None)
         mods.shared_rel_bias = shared.relative_position_bias_table if shared is not None else None
@@ -215,20 +253,27 @@ def _family_extras(mods: ViTModules, base: nn.Module, cfg: object) -> None:
 
 def _heads(model: nn.Module) -> dict[str, nn.Linear]:
     """Classifier head(s) by legacy name (two for distilled DeiT with teacher)."""
-    names = ("cls_classifier", "distillation_classifier") if hasattr(model, "cls_classifier") else ("classifier",)
+    names = (
+        ("cls_classifier", "distillation_classifier") if hasattr(model, "cls_classifier") else ("classifier",)
+    )
     return {n: getattr(model, n) for n in names if isinstance(getattr(model, n), nn.Linear)}
 
 
 def is_full_width(config) -> bool:
     """True if a P3B config has every width of its dense original (and no channel subsets)."""
     d = config.hidden_size // config.num_attention_heads
-    return (all(h == config.num_attention_heads for h in config.layer_num_heads)
-            and all(x == d for x in config.layer_head_dims)
-            and all(x == config.intermediate_size for x in config.layer_intermediate_sizes)
-            and all(s is None for key in ("layer_attn_in", "layer_attn_out", "layer_mlp_in", "layer_mlp_out")
-                    for s in getattr(config, key))
-            and all(s is None for s in getattr(config, "layer_bias_heads", []) or [])
-            and getattr(config, "shared_bias_num_heads", None) in (None, config.num_attention_heads))
+    return (
+        all(h == config.num_attention_heads for h in config.layer_num_heads)
+        and all(x == d for x in config.layer_head_dims)
+        and all(x == config.intermediate_size for x in config.layer_intermediate_sizes)
+        and all(
+            s is None
+            for key in ("layer_attn_in", "layer_attn_out", "layer_mlp_in", "layer_mlp_out")
+            for s in getattr(config, key)
+        )
+        and all(s is None for s in getattr(config, "layer_bias_heads", []) or [])
+        and getattr(config, "shared_bias_num_heads", None) in (None, config.num_attention_heads)
+    )
 
 
 def _locate_p3b(model: nn.Module, family: str) -> ViTModules:
@@ -237,34 +282,66 @@ def _locate_p3b(model: nn.Module, family: str) -> ViTModules:
         raise UnsupportedModelError(
             "This P3B model is already pruned; WidthPlans index the *dense* tensors. Prune the dense "
             "original instead (config.base_model_name_or_path="
-            f"{getattr(cfg, 'base_model_name_or_path', None)!r}).")
+            f"{getattr(cfg, 'base_model_name_or_path', None)!r})."
+        )
     base = getattr(model, family)
     emb = base.embeddings
     layers = []
     for blk in base.encoder.layer:
         sa = blk.attention.attention
         if family == "dinov2":
-            lm = LayerModules(blk, blk.norm1, sa.query, sa.key, sa.value, blk.attention.output.dense, blk.norm2,
-                              blk.mlp.fc1, blk.mlp.fc2, blk.mlp.activation_fn, ls1=blk.layer_scale1.lambda1,
-                              ls2=blk.layer_scale2.lambda1)
+            lm = LayerModules(
+                blk,
+                blk.norm1,
+                sa.query,
+                sa.key,
+                sa.value,
+                blk.attention.output.dense,
+                blk.norm2,
+                blk.mlp.fc1,
+                blk.mlp.fc2,
+                blk.mlp.activation_fn,
+                ls1=blk.layer_scale1.lambda1,
+                ls2=blk.layer_scale2.lambda1,
+            )
         else:
-            lm = LayerModules(blk, blk.layernorm_before, sa.query, sa.key, sa.value, blk.attention.output.dense,
-                              blk.layernorm_after, blk.intermediate.dense, blk.output.dense,
-                              blk.intermediate.intermediate_act_fn, ls1=getattr(blk, "lambda_1", None),
-                              ls2=getattr(blk, "lambda_2", None))
+            lm = LayerModules(
+                blk,
+                blk.layernorm_before,
+                sa.query,
+                sa.key,
+                sa.value,
+                blk.attention.output.dense,
+                blk.layernorm_after,
+                blk.intermediate.dense,
+                blk.output.dense,
+                blk.intermediate.intermediate_act_fn,
+                ls1=getattr(blk, "lambda_1", None),
+                ls2=getattr(blk, "lambda_2", None),
+            )
             rel = getattr(sa, "relative_position_bias", None)
             lm.rel_bias = rel.relative_position_bias_table if rel is not None else None
         layers.append(lm)
     final_norm = getattr(base, "layernorm", None)
     mods = ViTModules(
-        family=family, model=model, cls_token=emb.cls_token, dist_token=getattr(emb, "distillation_token", None),
+        family=family,
+        model=model,
+        cls_token=emb.cls_token,
+        dist_token=getattr(emb, "distillation_token", None),
         position_embeddings=getattr(emb, "position_embeddings", None),
-        patch_projection=emb.patch_embeddings.projection, layers=layers,
-        final_norm=final_norm if isinstance(final_norm, nn.LayerNorm) else None, heads=_heads(model),
-        hidden_size=cfg.hidden_size, num_heads=cfg.num_attention_heads,
-        head_dim=cfg.hidden_size // cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-        image_size=_as_int(cfg.image_size), patch_size=_as_int(cfg.patch_size),
-        mask_token=getattr(emb, "mask_token", None), layer_norm_eps=float(cfg.layer_norm_eps))
+        patch_projection=emb.patch_embeddings.projection,
+        layers=layers,
+        final_norm=final_norm if isinstance(final_norm, nn.LayerNorm) else None,
+        heads=_heads(model),
+        hidden_size=cfg.hidden_size,
+        num_heads=cfg.num_attention_heads,
+        head_dim=cfg.hidden_size // cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        image_size=_as_int(cfg.image_size),
+        patch_size=_as_int(cfg.patch_size),
+        mask_token=getattr(emb, "mask_token", None),
+        layer_norm_eps=float(cfg.layer_norm_eps),
+    )
     _family_extras(mods, base, cfg)
     return mods
 
@@ -324,20 +401,29 @@ def locate_mlps(model: nn.Module) -> MLPView:
         return MLPView(mods.family, model, [MLPBlock(lm.fc1, lm.act, lm.fc2, lm.ls2) for lm in mods.layers])
     cfg = model.config
     dense_heads = fam.dense_heads(cfg) if fam.dense_heads is not None else None
-    if isinstance(cfg, fam.config_class) and (cfg.block_intermediate_sizes != fam.dense_widths(cfg) or (
-            dense_heads is not None and (cfg.block_num_heads, cfg.block_head_dims) != dense_heads)):
+    if isinstance(cfg, fam.config_class) and (
+        cfg.block_intermediate_sizes != fam.dense_widths(cfg)
+        or (dense_heads is not None and (cfg.block_num_heads, cfg.block_head_dims) != dense_heads)
+    ):
         raise UnsupportedModelError(
             "This P3B model is already pruned; WidthPlans index the *dense* tensors. Prune the dense original "
-            f"instead (config.base_model_name_or_path={getattr(cfg, 'base_model_name_or_path', None)!r}).")
+            f"instead (config.base_model_name_or_path={getattr(cfg, 'base_model_name_or_path', None)!r})."
+        )
     blocks, depths = [], []
     for stage in _get_path(getattr(model, fam.name), fam.stages):
         stage_blocks = list(_get_path(stage, fam.blocks))
         depths.append(len(stage_blocks))
         for blk in stage_blocks:
             ls = _get_path(blk, fam.layer_scale) if fam.layer_scale else None
-            blocks.append(MLPBlock(_get_path(blk, fam.fc1), _get_path(blk, fam.act), _get_path(blk, fam.fc2),
-                                   ls if isinstance(ls, torch.Tensor) else None,
-                                   _get_path(blk, fam.attention) if fam.attention else None))
+            blocks.append(
+                MLPBlock(
+                    _get_path(blk, fam.fc1),
+                    _get_path(blk, fam.act),
+                    _get_path(blk, fam.fc2),
+                    ls if isinstance(ls, torch.Tensor) else None,
+                    _get_path(blk, fam.attention) if fam.attention else None,
+                )
+            )
     return MLPView(fam.name, model, blocks, depths)
 
 

@@ -134,8 +134,17 @@ def _width(subset: list[int] | None, full: int) -> int:
     return full if subset is None else len(subset)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, bias: torch.Tensor | None,
-               dropout: float, training: bool, eager: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    bias: torch.Tensor | None,
+    dropout: float,
+    training: bool,
+    eager: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-head attention on ``[B, H, N, d]`` tensors -> (``[B, N, H*d]``, weights or ``None``).
 
     ``eager`` spells the softmax out (the stock eager path, float32 softmax) and returns the attention
@@ -150,15 +159,17 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: floa
         weights = F.dropout(weights, p=dropout, training=training)
         out = torch.matmul(weights, v)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0,
-                                             scale=scale)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0, scale=scale
+        )
         weights = None
     b, h, n, d = out.shape
     return out.transpose(1, 2).reshape(b, n, h * d), weights
 
 
-def _interpolate_positions(pos: torch.Tensor, num_special: int, height: int, width: int, patch: int,
-                           fp32: bool = False) -> torch.Tensor:
+def _interpolate_positions(
+    pos: torch.Tensor, num_special: int, height: int, width: int, patch: int, fp32: bool = False
+) -> torch.Tensor:
     """Bicubic resize of the patch part of ``pos`` ``[1, S+P, C]`` to an ``height x width`` image (stock
     ``interpolate_pos_encoding``; ``fp32`` interpolates in float32 as DINOv2 does). Returns ``pos`` itself
     when the grid already matches."""
@@ -166,12 +177,13 @@ def _interpolate_positions(pos: torch.Tensor, num_special: int, height: int, wid
     new_h, new_w = height // patch, width // patch
     if not torch.jit.is_tracing() and new_h * new_w == num_positions and height == width:
         return pos
-    side = int(num_positions ** 0.5)
+    side = int(num_positions**0.5)
     dim = pos.shape[-1]
     grid = pos[:, num_special:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
     dtype = grid.dtype
-    grid = F.interpolate(grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic",
-                         align_corners=False).to(dtype)
+    grid = F.interpolate(
+        grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic", align_corners=False
+    ).to(dtype)
     return torch.cat((pos[:, :num_special], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
 
 
@@ -202,8 +214,9 @@ class _P3BEncoderMixin:
 
     gradient_checkpointing = False
 
-    def _run_layers(self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, **kw: Any
-                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def _run_layers(
+        self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, **kw: Any
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         states, weights = ([x] if hidden else []), []
         for layer in layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -215,6 +228,8 @@ class _P3BEncoderMixin:
             if attentions:
                 weights.append(w)
         return x, states, weights
+
+
 # ---- end of shared core ----
 
 
@@ -231,8 +246,10 @@ def _relative_position_index(window: tuple[int, int]) -> torch.Tensor:
         return cached
     num_relative_distance = (2 * window[0] - 1) * (2 * window[1] - 1) + 3
     area = window[0] * window[1]
-    coords = torch.flatten(torch.stack(torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]),
-                                                      indexing="ij")), start_dim=1)
+    coords = torch.flatten(
+        torch.stack(torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")),
+        start_dim=1,
+    )
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
     rel[:, :, 0] += window[0] - 1
     rel[:, :, 1] += window[1] - 1
@@ -257,8 +274,12 @@ class P3BBeitRelativePositionBias(nn.Module):
         self.num_relative_distance = (2 * self.window_size[0] - 1) * (2 * self.window_size[1] - 1) + 3
         self.relative_position_bias_table = nn.Parameter(torch.zeros(self.num_relative_distance, num_heads))
 
-    def forward(self, window_size: tuple[int, int], interpolate_pos_encoding: bool = False,
-                dim_size: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        window_size: tuple[int, int],
+        interpolate_pos_encoding: bool = False,
+        dim_size: int | None = None,
+    ) -> torch.Tensor:
         old_h, old_w = 2 * self.window_size[0] - 1, 2 * self.window_size[1] - 1
         new_h, new_w = 2 * window_size[0] - 1, 2 * window_size[1] - 1
         table = self.relative_position_bias_table
@@ -266,14 +287,15 @@ class P3BBeitRelativePositionBias(nn.Module):
         sub = table[: old_n - 3].reshape(1, old_w, old_h, -1).permute(0, 3, 1, 2)
         sub = F.interpolate(sub, size=(int(new_h), int(new_w)), mode="bilinear")
         sub = sub.permute(0, 2, 3, 1).reshape(new_n - 3, -1)
-        table = torch.cat([sub, table[old_n - 3:]])
+        table = torch.cat([sub, table[old_n - 3 :]])
         index = _relative_position_index(tuple(int(w) for w in window_size)).to(table.device)
         bias = table[index.view(-1)]
         n = window_size[0] * window_size[1] + 1
         bias = bias.view(n, n, -1).permute(2, 0, 1).contiguous()
         if interpolate_pos_encoding:
-            bias = F.interpolate(bias.unsqueeze(1), size=(dim_size, dim_size), mode="bilinear",
-                                 align_corners=False).squeeze(1)
+            bias = F.interpolate(
+                bias.unsqueeze(1), size=(dim_size, dim_size), mode="bilinear", align_corners=False
+            ).squeeze(1)
         return bias.unsqueeze(0)
 
 
@@ -283,8 +305,9 @@ class P3BBeitPatchEmbeddings(nn.Module):
         self.image_size = config.image_size
         self.patch_size = config.patch_size
         self.num_patches = (self.image_size // self.patch_size) ** 2
-        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=self.patch_size,
-                                    stride=self.patch_size)
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
+        )
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(self.projection.weight.dtype)
@@ -303,7 +326,9 @@ class P3BBeitEmbeddings(nn.Module):
             self.position_embeddings = nn.Parameter(torch.zeros(1, self.patch_embeddings.num_patches + 1, c))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
         x = self.patch_embeddings(pixel_values)
         b, n, _ = x.shape
@@ -313,7 +338,9 @@ class P3BBeitEmbeddings(nn.Module):
             x = x * (1 - mask) + mask_tokens * mask
         x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
         if hasattr(self, "position_embeddings"):  # BEiT resizes absolute positions for any input size
-            x = x + _interpolate_positions(self.position_embeddings, 1, height, width, self.patch_embeddings.patch_size)
+            x = x + _interpolate_positions(
+                self.position_embeddings, 1, height, width, self.patch_embeddings.patch_size
+            )
         return self.dropout(x)
 
 
@@ -334,15 +361,24 @@ class P3BBeitSelfAttention(nn.Module):
         if config.use_relative_position_bias:
             self.relative_position_bias = P3BBeitRelativePositionBias(config, self.num_heads)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, _ = x.shape
         shape = (b, n, self.num_heads, self.head_dim)
         q = self.query(x).view(shape).transpose(1, 2)
         k = self.key(x).view(shape).transpose(1, 2)
         v = self.value(x).view(shape).transpose(1, 2)
-        return _attention(q, k, v, scale=self.scale, bias=bias, dropout=self.dropout, training=self.training,
-                          eager=_eager(self.config, output_attentions))
+        return _attention(
+            q,
+            k,
+            v,
+            scale=self.scale,
+            bias=bias,
+            dropout=self.dropout,
+            training=self.training,
+            eager=_eager(self.config, output_attentions),
+        )
 
 
 class P3BBeitSelfOutput(nn.Module):
@@ -358,10 +394,13 @@ class P3BBeitAttention(nn.Module):
     def __init__(self, config: P3BBeitConfig, layer: int, in_width: int, out_width: int) -> None:
         super().__init__()
         self.attention = P3BBeitSelfAttention(config, layer, in_width)
-        self.output = P3BBeitSelfOutput(config.layer_num_heads[layer] * config.layer_head_dims[layer], out_width)
+        self.output = P3BBeitSelfOutput(
+            config.layer_num_heads[layer] * config.layer_head_dims[layer], out_width
+        )
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         out, weights = self.attention(x, bias, output_attentions)
         return self.output(out), weights
 
@@ -419,14 +458,17 @@ class P3BBeitLayer(nn.Module):
                 self.output = _Removed(m_out_w)
         else:
             self.layernorm_after = P3BLayerNorm(m_in, c, config.layer_norm_eps, full_stats)
-            self.intermediate = P3BBeitIntermediate(config, _width(m_in, c), config.layer_intermediate_sizes[layer])
+            self.intermediate = P3BBeitIntermediate(
+                config, _width(m_in, c), config.layer_intermediate_sizes[layer]
+            )
             self.output = P3BBeitOutput(config.layer_intermediate_sizes[layer], m_out_w)
             if scaled:
                 self.lambda_2 = nn.Parameter(torch.ones(m_out_w))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def _bias(self, shared: torch.Tensor | None, resolution: tuple[int, int], interpolate: bool, n: int
-              ) -> torch.Tensor | None:
+    def _bias(
+        self, shared: torch.Tensor | None, resolution: tuple[int, int], interpolate: bool, n: int
+    ) -> torch.Tensor | None:
         """The attention bias of this layer's kept heads: its own table plus its columns of the shared one."""
         if shared is not None:
             idx = self.bias_heads.get(shared.device)
@@ -439,9 +481,14 @@ class P3BBeitLayer(nn.Module):
         own = rel(window, interpolate, dim_size=n)
         return own + shared if shared is not None else own
 
-    def forward(self, x: torch.Tensor, output_attentions: bool = False, shared_bias: torch.Tensor | None = None,
-                resolution: tuple[int, int] = (0, 0), interpolate_pos_encoding: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        output_attentions: bool = False,
+        shared_bias: torch.Tensor | None = None,
+        resolution: tuple[int, int] = (0, 0),
+        interpolate_pos_encoding: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         weights = None
         if self.attn_active:
             if self.attn_removed:
@@ -473,19 +520,32 @@ class P3BBeitEncoder(_P3BEncoderMixin, nn.Module):
         if config.use_shared_relative_position_bias:
             heads = config.shared_bias_num_heads
             self.relative_position_bias = P3BBeitRelativePositionBias(
-                config, config.num_attention_heads if heads is None else heads)
+                config, config.num_attention_heads if heads is None else heads
+            )
         self.layer = nn.ModuleList([P3BBeitLayer(config, i) for i in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
 
-    def forward(self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False,
-                resolution: tuple[int, int] = (0, 0), interpolate_pos_encoding: bool = False
-                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        resolution: tuple[int, int] = (0, 0),
+        interpolate_pos_encoding: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         shared = None
         if hasattr(self, "relative_position_bias"):
             window = (resolution[0] // self.patch_size, resolution[1] // self.patch_size)
             shared = self.relative_position_bias(window, interpolate_pos_encoding, dim_size=x.shape[1])
-        return self._run_layers(self.layer, x, output_hidden_states, output_attentions, shared_bias=shared,
-                                resolution=resolution, interpolate_pos_encoding=interpolate_pos_encoding)
+        return self._run_layers(
+            self.layer,
+            x,
+            output_hidden_states,
+            output_attentions,
+            shared_bias=shared,
+            resolution=resolution,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+        )
 
 
 class P3BBeitPooler(nn.Module):
@@ -560,21 +620,31 @@ class P3BBeitModel(P3BBeitPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
 
-    def forward(self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, interpolate_pos_encoding: bool | None = None,
-                return_dict: bool | None = None, bool_masked_pos: torch.Tensor | None = None,
-                **kwargs: Any) -> BaseModelOutputWithPooling | tuple:
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
         hidden = _flag(output_hidden_states, self.config, "output_hidden_states")
         attentions = _flag(output_attentions, self.config, "output_attentions")
         x = self.embeddings(pixel_values, bool_masked_pos)
-        x, states, weights = self.encoder(x, hidden, attentions, tuple(pixel_values.shape[2:]),
-                                          bool(interpolate_pos_encoding))
+        x, states, weights = self.encoder(
+            x, hidden, attentions, tuple(pixel_values.shape[2:]), bool(interpolate_pos_encoding)
+        )
         seq = self.layernorm(x) if hasattr(self, "layernorm") else x
-        out = BaseModelOutputWithPooling(last_hidden_state=seq, pooler_output=self.pooler(seq),
-                                         hidden_states=tuple(states) if hidden else None,
-                                         attentions=tuple(weights) if attentions else None)
+        out = BaseModelOutputWithPooling(
+            last_hidden_state=seq,
+            pooler_output=self.pooler(seq),
+            hidden_states=tuple(states) if hidden else None,
+            attentions=tuple(weights) if attentions else None,
+        )
         return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 
@@ -587,19 +657,29 @@ class P3BBeitForImageClassification(P3BBeitPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.beit = P3BBeitModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = (
+            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
-                interpolate_pos_encoding: bool | None = None, return_dict: bool | None = None,
-                **kwargs: Any) -> ImageClassifierOutput | tuple:
-        base = self.beit(pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding,
-                         return_dict=True)
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassifierOutput | tuple:
+        base = self.beit(
+            pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
+        )
         logits = self.classifier(base.pooler_output)
         loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
-        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
-                                    attentions=base.attentions)
+        out = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=base.hidden_states, attentions=base.attentions
+        )
         return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 

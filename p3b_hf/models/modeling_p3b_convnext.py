@@ -34,7 +34,6 @@ def _narrow_mlps(convnext: nn.Module, config: P3BConvNextConfig) -> None:
             block.pwconv2 = nn.Linear(width, dim, **kw)
 
 
-
 def _register_stock_key_mapping() -> None:
     """Read (and write) the stock Hub checkpoint layout: transformers 5 renames legacy ConvNeXt checkpoint keys
     (e.g. ``attention.self.query`` -> ``attention.q_proj``) for ``model_type="convnext"`` only; give
@@ -52,6 +51,7 @@ def _register_stock_key_mapping() -> None:
 
 
 _register_stock_key_mapping()
+
 
 class P3BConvNextModel(ConvNextModel):
     """``ConvNextModel`` (``AutoModel``, feature extraction) with per-block MLP widths."""
@@ -81,7 +81,9 @@ class P3BConvNextForImageClassification(ConvNextForImageClassification):
         """Also name the backbone class in ``auto_map`` when the code files are saved (``AutoModel``)."""
         if type(self)._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.setdefault("AutoModel", f"{type(self).__module__.split('.')[-1]}.{self._backbone_class_name}")
+            auto_map.setdefault(
+                "AutoModel", f"{type(self).__module__.split('.')[-1]}.{self._backbone_class_name}"
+            )
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 

@@ -132,8 +132,17 @@ def _width(subset: list[int] | None, full: int) -> int:
     return full if subset is None else len(subset)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, bias: torch.Tensor | None,
-               dropout: float, training: bool, eager: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    bias: torch.Tensor | None,
+    dropout: float,
+    training: bool,
+    eager: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-head attention on ``[B, H, N, d]`` tensors -> (``[B, N, H*d]``, weights or ``None``).
 
     ``eager`` spells the softmax out (the stock eager path, float32 softmax) and returns the attention
@@ -148,15 +157,17 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: floa
         weights = F.dropout(weights, p=dropout, training=training)
         out = torch.matmul(weights, v)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0,
-                                             scale=scale)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0, scale=scale
+        )
         weights = None
     b, h, n, d = out.shape
     return out.transpose(1, 2).reshape(b, n, h * d), weights
 
 
-def _interpolate_positions(pos: torch.Tensor, num_special: int, height: int, width: int, patch: int,
-                           fp32: bool = False) -> torch.Tensor:
+def _interpolate_positions(
+    pos: torch.Tensor, num_special: int, height: int, width: int, patch: int, fp32: bool = False
+) -> torch.Tensor:
     """Bicubic resize of the patch part of ``pos`` ``[1, S+P, C]`` to an ``height x width`` image (stock
     ``interpolate_pos_encoding``; ``fp32`` interpolates in float32 as DINOv2 does). Returns ``pos`` itself
     when the grid already matches."""
@@ -164,12 +175,13 @@ def _interpolate_positions(pos: torch.Tensor, num_special: int, height: int, wid
     new_h, new_w = height // patch, width // patch
     if not torch.jit.is_tracing() and new_h * new_w == num_positions and height == width:
         return pos
-    side = int(num_positions ** 0.5)
+    side = int(num_positions**0.5)
     dim = pos.shape[-1]
     grid = pos[:, num_special:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
     dtype = grid.dtype
-    grid = F.interpolate(grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic",
-                         align_corners=False).to(dtype)
+    grid = F.interpolate(
+        grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic", align_corners=False
+    ).to(dtype)
     return torch.cat((pos[:, :num_special], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
 
 
@@ -200,8 +212,9 @@ class _P3BEncoderMixin:
 
     gradient_checkpointing = False
 
-    def _run_layers(self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, **kw: Any
-                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def _run_layers(
+        self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, **kw: Any
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         states, weights = ([x] if hidden else []), []
         for layer in layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -213,6 +226,8 @@ class _P3BEncoderMixin:
             if attentions:
                 weights.append(w)
         return x, states, weights
+
+
 # ---- end of shared core ----
 
 
@@ -222,8 +237,9 @@ class P3BDinov2PatchEmbeddings(nn.Module):
         self.image_size = config.image_size
         self.patch_size = config.patch_size
         self.num_patches = (self.image_size // self.patch_size) ** 2
-        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=self.patch_size,
-                                    stride=self.patch_size)
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
+        )
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(self.projection.weight.dtype)
@@ -241,7 +257,9 @@ class P3BDinov2Embeddings(nn.Module):
         self.position_embeddings = nn.Parameter(torch.zeros(1, self.patch_embeddings.num_patches + 1, c))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
         x = self.patch_embeddings(pixel_values)
         b, n, _ = x.shape
@@ -250,8 +268,9 @@ class P3BDinov2Embeddings(nn.Module):
             mask = bool_masked_pos.unsqueeze(-1).type_as(mask_tokens)
             x = x * (1 - mask) + mask_tokens * mask
         x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
-        pos = _interpolate_positions(self.position_embeddings, 1, height, width, self.patch_embeddings.patch_size,
-                                     fp32=True)
+        pos = _interpolate_positions(
+            self.position_embeddings, 1, height, width, self.patch_embeddings.patch_size, fp32=True
+        )
         return self.dropout(x + pos)
 
 
@@ -268,14 +287,24 @@ class P3BDinov2SelfAttention(nn.Module):
         self.key = nn.Linear(in_width, inner, bias=config.qkv_bias)
         self.value = nn.Linear(in_width, inner, bias=config.qkv_bias)
 
-    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, _ = x.shape
         shape = (b, n, self.num_heads, self.head_dim)
         q = self.query(x).view(shape).transpose(1, 2)
         k = self.key(x).view(shape).transpose(1, 2)
         v = self.value(x).view(shape).transpose(1, 2)
-        return _attention(q, k, v, scale=self.scale, bias=None, dropout=self.dropout, training=self.training,
-                          eager=_eager(self.config, output_attentions))
+        return _attention(
+            q,
+            k,
+            v,
+            scale=self.scale,
+            bias=None,
+            dropout=self.dropout,
+            training=self.training,
+            eager=_eager(self.config, output_attentions),
+        )
 
 
 class P3BDinov2SelfOutput(nn.Module):
@@ -291,9 +320,13 @@ class P3BDinov2Attention(nn.Module):
     def __init__(self, config: P3BDinov2Config, layer: int, in_width: int, out_width: int) -> None:
         super().__init__()
         self.attention = P3BDinov2SelfAttention(config, layer, in_width)
-        self.output = P3BDinov2SelfOutput(config.layer_num_heads[layer] * config.layer_head_dims[layer], out_width)
+        self.output = P3BDinov2SelfOutput(
+            config.layer_num_heads[layer] * config.layer_head_dims[layer], out_width
+        )
 
-    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         out, weights = self.attention(x, output_attentions)
         return self.output(out), weights
 
@@ -351,7 +384,9 @@ class P3BDinov2Layer(nn.Module):
             self.mlp = P3BDinov2MLP(config, _width(m_in, c), config.layer_intermediate_sizes[layer], m_out_w)
             self.layer_scale2 = P3BDinov2LayerScale(m_out_w)
 
-    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         weights = None
         if self.attn_active:
             if self.attn_removed:
@@ -377,8 +412,9 @@ class P3BDinov2Encoder(_P3BEncoderMixin, nn.Module):
         self.layer = nn.ModuleList([P3BDinov2Layer(config, i) for i in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
 
-    def forward(self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         return self._run_layers(self.layer, x, output_hidden_states, output_attentions)
 
 
@@ -435,10 +471,16 @@ class P3BDinov2Model(P3BDinov2PreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
 
-    def forward(self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, interpolate_pos_encoding: bool | None = None,
-                return_dict: bool | None = None, bool_masked_pos: torch.Tensor | None = None,
-                **kwargs: Any) -> BaseModelOutputWithPooling | tuple:
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple:
         """``interpolate_pos_encoding`` is accepted for symmetry with ViT; DINOv2 always interpolates."""
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
@@ -446,9 +488,12 @@ class P3BDinov2Model(P3BDinov2PreTrainedModel):
         attentions = _flag(output_attentions, self.config, "output_attentions")
         x, states, weights = self.encoder(self.embeddings(pixel_values, bool_masked_pos), hidden, attentions)
         seq = self.layernorm(x)
-        out = BaseModelOutputWithPooling(last_hidden_state=seq, pooler_output=seq[:, 0, :],
-                                         hidden_states=tuple(states) if hidden else None,
-                                         attentions=tuple(weights) if attentions else None)
+        out = BaseModelOutputWithPooling(
+            last_hidden_state=seq,
+            pooler_output=seq[:, 0, :],
+            hidden_states=tuple(states) if hidden else None,
+            attentions=tuple(weights) if attentions else None,
+        )
         return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 
@@ -461,20 +506,28 @@ class P3BDinov2ForImageClassification(P3BDinov2PreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.dinov2 = P3BDinov2Model(config)
-        self.classifier = (nn.Linear(2 * config.hidden_size, config.num_labels) if config.num_labels > 0
-                           else nn.Identity())
+        self.classifier = (
+            nn.Linear(2 * config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
-                interpolate_pos_encoding: bool | None = None, return_dict: bool | None = None,
-                **kwargs: Any) -> ImageClassifierOutput | tuple:
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassifierOutput | tuple:
         base = self.dinov2(pixel_values, output_hidden_states, output_attentions, return_dict=True)
         seq = base.last_hidden_state
         logits = self.classifier(torch.cat([seq[:, 0], seq[:, 1:].mean(dim=1)], dim=1))
         loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
-        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
-                                    attentions=base.attentions)
+        out = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=base.hidden_states, attentions=base.attentions
+        )
         return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 

@@ -36,7 +36,8 @@ def _narrow_attention(attn: nn.Module, heads: int, head_dim: int) -> None:
     attn.o_proj = nn.Linear(inner, dim, **kw)
     table = attn.relative_position_bias.relative_position_bias_table
     attn.relative_position_bias.relative_position_bias_table = nn.Parameter(
-        torch.zeros(table.shape[0], heads, device=table.device, dtype=table.dtype))
+        torch.zeros(table.shape[0], heads, device=table.device, dtype=table.dtype)
+    )
     attn.num_attention_heads, attn.head_dim = heads, head_dim
 
 
@@ -74,13 +75,16 @@ def _register_stock_key_mapping() -> None:
 
 _register_stock_key_mapping()
 
+
 class P3BSwinModel(SwinModel):
     """``SwinModel`` (``AutoModel``, feature extraction) with per-block MLP widths."""
 
     config_class = P3BSwinConfig
     config: P3BSwinConfig
 
-    def __init__(self, config: P3BSwinConfig, add_pooling_layer: bool = True, use_mask_token: bool = False) -> None:
+    def __init__(
+        self, config: P3BSwinConfig, add_pooling_layer: bool = True, use_mask_token: bool = False
+    ) -> None:
         super().__init__(config, add_pooling_layer=add_pooling_layer, use_mask_token=use_mask_token)
         _narrow_blocks(self, config)
         self.post_init()
@@ -102,7 +106,9 @@ class P3BSwinForImageClassification(SwinForImageClassification):
         """Also name the backbone class in ``auto_map`` when the code files are saved (``AutoModel``)."""
         if type(self)._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.setdefault("AutoModel", f"{type(self).__module__.split('.')[-1]}.{self._backbone_class_name}")
+            auto_map.setdefault(
+                "AutoModel", f"{type(self).__module__.split('.')[-1]}.{self._backbone_class_name}"
+            )
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 

@@ -136,8 +136,17 @@ def _width(subset: list[int] | None, full: int) -> int:
     return full if subset is None else len(subset)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, bias: torch.Tensor | None,
-               dropout: float, training: bool, eager: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    bias: torch.Tensor | None,
+    dropout: float,
+    training: bool,
+    eager: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-head attention on ``[B, H, N, d]`` tensors -> (``[B, N, H*d]``, weights or ``None``).
 
     ``eager`` spells the softmax out (the stock eager path, float32 softmax) and returns the attention
@@ -152,15 +161,17 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: floa
         weights = F.dropout(weights, p=dropout, training=training)
         out = torch.matmul(weights, v)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0,
-                                             scale=scale)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0, scale=scale
+        )
         weights = None
     b, h, n, d = out.shape
     return out.transpose(1, 2).reshape(b, n, h * d), weights
 
 
-def _interpolate_positions(pos: torch.Tensor, num_special: int, height: int, width: int, patch: int,
-                           fp32: bool = False) -> torch.Tensor:
+def _interpolate_positions(
+    pos: torch.Tensor, num_special: int, height: int, width: int, patch: int, fp32: bool = False
+) -> torch.Tensor:
     """Bicubic resize of the patch part of ``pos`` ``[1, S+P, C]`` to an ``height x width`` image (stock
     ``interpolate_pos_encoding``; ``fp32`` interpolates in float32 as DINOv2 does). Returns ``pos`` itself
     when the grid already matches."""
@@ -168,12 +179,13 @@ def _interpolate_positions(pos: torch.Tensor, num_special: int, height: int, wid
     new_h, new_w = height // patch, width // patch
     if not torch.jit.is_tracing() and new_h * new_w == num_positions and height == width:
         return pos
-    side = int(num_positions ** 0.5)
+    side = int(num_positions**0.5)
     dim = pos.shape[-1]
     grid = pos[:, num_special:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
     dtype = grid.dtype
-    grid = F.interpolate(grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic",
-                         align_corners=False).to(dtype)
+    grid = F.interpolate(
+        grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic", align_corners=False
+    ).to(dtype)
     return torch.cat((pos[:, :num_special], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
 
 
@@ -204,8 +216,9 @@ class _P3BEncoderMixin:
 
     gradient_checkpointing = False
 
-    def _run_layers(self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, **kw: Any
-                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def _run_layers(
+        self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, **kw: Any
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         states, weights = ([x] if hidden else []), []
         for layer in layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -217,6 +230,8 @@ class _P3BEncoderMixin:
             if attentions:
                 weights.append(w)
         return x, states, weights
+
+
 # ---- end of shared core ----
 
 
@@ -226,14 +241,17 @@ class P3BViTPatchEmbeddings(nn.Module):
         self.image_size = int(config.image_size)
         self.patch_size = int(config.patch_size)
         self.num_patches = (self.image_size // self.patch_size) ** 2
-        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=self.patch_size,
-                                    stride=self.patch_size)
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
+        )
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         h, w = pixel_values.shape[-2:]
         if not interpolate_pos_encoding and (h != self.image_size or w != self.image_size):
-            raise ValueError(f"Input image size ({h}*{w}) doesn't match model ({self.image_size}*{self.image_size}). "
-                             "Pass interpolate_pos_encoding=True to run at another resolution.")
+            raise ValueError(
+                f"Input image size ({h}*{w}) doesn't match model ({self.image_size}*{self.image_size}). "
+                "Pass interpolate_pos_encoding=True to run at another resolution."
+            )
         pixel_values = pixel_values.to(self.projection.weight.dtype)
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
 
@@ -278,14 +296,24 @@ class P3BViTSelfAttention(nn.Module):
         self.key = nn.Linear(in_width, inner, bias=config.qkv_bias)
         self.value = nn.Linear(in_width, inner, bias=config.qkv_bias)
 
-    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, n, _ = x.shape
         shape = (b, n, self.num_heads, self.head_dim)
         q = self.query(x).view(shape).transpose(1, 2)
         k = self.key(x).view(shape).transpose(1, 2)
         v = self.value(x).view(shape).transpose(1, 2)
-        return _attention(q, k, v, scale=self.scale, bias=None, dropout=self.dropout, training=self.training,
-                          eager=_eager(self.config, output_attentions))
+        return _attention(
+            q,
+            k,
+            v,
+            scale=self.scale,
+            bias=None,
+            dropout=self.dropout,
+            training=self.training,
+            eager=_eager(self.config, output_attentions),
+        )
 
 
 class P3BViTSelfOutput(nn.Module):
@@ -304,7 +332,9 @@ class P3BViTAttention(nn.Module):
         inner = config.layer_num_heads[layer] * config.layer_head_dims[layer]
         self.output = P3BViTSelfOutput(inner, out_width)
 
-    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         out, weights = self.attention(x, output_attentions)
         return self.output(out), weights
 
@@ -358,11 +388,15 @@ class P3BViTLayer(nn.Module):
                 self.output = _Removed(m_out_w)
         else:
             self.layernorm_after = P3BLayerNorm(m_in, c, config.layer_norm_eps, full_stats)
-            self.intermediate = P3BViTIntermediate(config, _width(m_in, c), config.layer_intermediate_sizes[layer])
+            self.intermediate = P3BViTIntermediate(
+                config, _width(m_in, c), config.layer_intermediate_sizes[layer]
+            )
             self.output = P3BViTOutput(config.layer_intermediate_sizes[layer], m_out_w)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         weights = None
         if self.attn_active:
             if self.attn_removed:
@@ -388,8 +422,9 @@ class P3BViTEncoder(_P3BEncoderMixin, nn.Module):
         self.layer = nn.ModuleList([P3BViTLayer(config, i) for i in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
 
-    def forward(self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         return self._run_layers(self.layer, x, output_hidden_states, output_attentions)
 
 
@@ -453,18 +488,27 @@ class P3BViTModel(P3BViTPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
 
-    def forward(self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, interpolate_pos_encoding: bool | None = None,
-                return_dict: bool | None = None, **kwargs: Any) -> BaseModelOutputWithPooling | tuple:
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
         hidden = _flag(output_hidden_states, self.config, "output_hidden_states")
         attentions = _flag(output_attentions, self.config, "output_attentions")
         x = self.embeddings(pixel_values, bool(interpolate_pos_encoding))
         x, states, weights = self.encoder(x, hidden, attentions)
-        out = BaseModelOutputWithPooling(last_hidden_state=self.layernorm(x), pooler_output=None,
-                                         hidden_states=tuple(states) if hidden else None,
-                                         attentions=tuple(weights) if attentions else None)
+        out = BaseModelOutputWithPooling(
+            last_hidden_state=self.layernorm(x),
+            pooler_output=None,
+            hidden_states=tuple(states) if hidden else None,
+            attentions=tuple(weights) if attentions else None,
+        )
         return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 
@@ -477,19 +521,29 @@ class P3BViTForImageClassification(P3BViTPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vit = P3BViTModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = (
+            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
-                interpolate_pos_encoding: bool | None = None, return_dict: bool | None = None,
-                **kwargs: Any) -> ImageClassifierOutput | tuple:
-        base = self.vit(pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding,
-                        return_dict=True)
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassifierOutput | tuple:
+        base = self.vit(
+            pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
+        )
         logits = self.classifier(base.last_hidden_state[:, 0, :])
         loss = self._loss(labels, logits, **kwargs)
-        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states,
-                                    attentions=base.attentions)
+        out = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=base.hidden_states, attentions=base.attentions
+        )
         return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 
@@ -532,12 +586,19 @@ class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
             self.classifier = nn.Linear(c, k) if k > 0 else nn.Identity()
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
-                interpolate_pos_encoding: bool | None = None, return_dict: bool | None = None,
-                **kwargs: Any) -> P3BDeiTForImageClassificationOutput | tuple:
-        base = self.deit(pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding,
-                         return_dict=True)
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> P3BDeiTForImageClassificationOutput | tuple:
+        base = self.deit(
+            pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
+        )
         seq = base.last_hidden_state
         cls_logits = dist_logits = None
         if self.config.distillation_head:
@@ -548,10 +609,20 @@ class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
             logits = self.classifier(seq[:, 0, :])
         loss = self._loss(labels, logits, **kwargs)
         out = P3BDeiTForImageClassificationOutput(
-            loss=loss, logits=logits, cls_logits=cls_logits, distillation_logits=dist_logits,
-            hidden_states=base.hidden_states, attentions=base.attentions)
+            loss=loss,
+            logits=logits,
+            cls_logits=cls_logits,
+            distillation_logits=dist_logits,
+            hidden_states=base.hidden_states,
+            attentions=base.attentions,
+        )
         return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
 
 
-__all__ = ["P3BViTForImageClassification", "P3BDeiTForImageClassification", "P3BViTModel", "P3BDeiTModel",
-           "P3BViTPreTrainedModel"]
+__all__ = [
+    "P3BViTForImageClassification",
+    "P3BDeiTForImageClassification",
+    "P3BViTModel",
+    "P3BDeiTModel",
+    "P3BViTPreTrainedModel",
+]

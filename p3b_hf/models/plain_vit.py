@@ -77,7 +77,8 @@ def build_plain_vit(config: P3BViTConfig) -> nn.Module:
     model = cls(config)
     base = getattr(model, model.base_model_prefix)
     base.encoder.layer = nn.ModuleList(
-        PlainViTLayer(layer, config, i) for i, layer in enumerate(base.encoder.layer))
+        PlainViTLayer(layer, config, i) for i, layer in enumerate(base.encoder.layer)
+    )
     return model.eval()
 
 

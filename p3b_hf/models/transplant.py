@@ -28,17 +28,28 @@ from ..errors import UnsupportedModelError
 
 def _check(vit: nn.Module) -> Any:
     if type(vit).__name__ != "ViTForImageClassification":
-        raise UnsupportedModelError(f"transplant needs a stock ViTForImageClassification, got {type(vit).__name__}.")
+        raise UnsupportedModelError(
+            f"transplant needs a stock ViTForImageClassification, got {type(vit).__name__}."
+        )
     return vit.config
 
 
 def _common(cfg: Any) -> dict[str, Any]:
-    return dict(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-                num_attention_heads=cfg.num_attention_heads, hidden_act=cfg.hidden_act,
-                layer_norm_eps=cfg.layer_norm_eps, image_size=cfg.image_size, patch_size=cfg.patch_size,
-                num_channels=cfg.num_channels, num_labels=cfg.num_labels, id2label=dict(cfg.id2label),
-                label2id=dict(cfg.label2id), hidden_dropout_prob=cfg.hidden_dropout_prob,
-                attention_probs_dropout_prob=cfg.attention_probs_dropout_prob)
+    return dict(
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        hidden_act=cfg.hidden_act,
+        layer_norm_eps=cfg.layer_norm_eps,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        num_channels=cfg.num_channels,
+        num_labels=cfg.num_labels,
+        id2label=dict(cfg.id2label),
+        label2id=dict(cfg.label2id),
+        hidden_dropout_prob=cfg.hidden_dropout_prob,
+        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
+    )
 
 
 def _copy_attention(dst_attn: nn.Module, src: nn.Module) -> None:
@@ -55,16 +66,26 @@ def vit_to_dinov2(vit: nn.Module) -> Dinov2ForImageClassification:
     """A ``Dinov2ForImageClassification`` whose logits equal ``vit``'s (see the module docstring)."""
     cfg = _check(vit)
     if cfg.intermediate_size % cfg.hidden_size:
-        raise UnsupportedModelError(f"DINOv2's MLP width is an integer mlp_ratio x hidden_size; this ViT has "
-                                    f"{cfg.intermediate_size} / {cfg.hidden_size}.")
-    out = Dinov2ForImageClassification(Dinov2Config(**_common(cfg), mlp_ratio=cfg.intermediate_size // cfg.hidden_size,
-                                                    qkv_bias=cfg.qkv_bias, layerscale_value=1.0,
-                                                    drop_path_rate=0.0))
+        raise UnsupportedModelError(
+            f"DINOv2's MLP width is an integer mlp_ratio x hidden_size; this ViT has "
+            f"{cfg.intermediate_size} / {cfg.hidden_size}."
+        )
+    out = Dinov2ForImageClassification(
+        Dinov2Config(
+            **_common(cfg),
+            mlp_ratio=cfg.intermediate_size // cfg.hidden_size,
+            qkv_bias=cfg.qkv_bias,
+            layerscale_value=1.0,
+            drop_path_rate=0.0,
+        )
+    )
     src, dst = vit.vit, out.dinov2
     for name in ("cls_token", "position_embeddings"):
         getattr(dst.embeddings, name).copy_(getattr(src.embeddings, name))
     dst.embeddings.mask_token.zero_()
-    dst.embeddings.patch_embeddings.projection.load_state_dict(src.embeddings.patch_embeddings.projection.state_dict())
+    dst.embeddings.patch_embeddings.projection.load_state_dict(
+        src.embeddings.patch_embeddings.projection.state_dict()
+    )
     for s, d in zip(src.layers, dst.encoder.layer):
         d.norm1.load_state_dict(s.layernorm_before.state_dict())
         d.norm2.load_state_dict(s.layernorm_after.state_dict())
@@ -84,14 +105,25 @@ def vit_to_dinov2(vit: nn.Module) -> Dinov2ForImageClassification:
 def vit_to_beit(vit: nn.Module) -> BeitForImageClassification:
     """A mean-pooling ``BeitForImageClassification`` with every layer output equal to ``vit``'s."""
     cfg = _check(vit)
-    out = BeitForImageClassification(BeitConfig(
-        **_common(cfg), intermediate_size=cfg.intermediate_size, use_absolute_position_embeddings=True,
-        use_relative_position_bias=True, use_shared_relative_position_bias=False, layer_scale_init_value=1.0,
-        use_mean_pooling=True, use_mask_token=False, drop_path_rate=0.0))
+    out = BeitForImageClassification(
+        BeitConfig(
+            **_common(cfg),
+            intermediate_size=cfg.intermediate_size,
+            use_absolute_position_embeddings=True,
+            use_relative_position_bias=True,
+            use_shared_relative_position_bias=False,
+            layer_scale_init_value=1.0,
+            use_mean_pooling=True,
+            use_mask_token=False,
+            drop_path_rate=0.0,
+        )
+    )
     src, dst = vit.vit, out.beit
     for name in ("cls_token", "position_embeddings"):
         getattr(dst.embeddings, name).copy_(getattr(src.embeddings, name))
-    dst.embeddings.patch_embeddings.projection.load_state_dict(src.embeddings.patch_embeddings.projection.state_dict())
+    dst.embeddings.patch_embeddings.projection.load_state_dict(
+        src.embeddings.patch_embeddings.projection.state_dict()
+    )
     for s, d in zip(src.layers, dst.layers):
         d.layernorm_before.load_state_dict(s.layernorm_before.state_dict())
         d.layernorm_after.load_state_dict(s.layernorm_after.state_dict())

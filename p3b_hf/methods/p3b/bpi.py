@@ -41,8 +41,12 @@ class PatchHead(nn.Module):
     def __init__(self, hidden: int, num_labels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
         )
         self.fc = nn.Linear(hidden, num_labels)
 
@@ -63,8 +67,14 @@ class BPITaps(nn.Module):
     ``{key}_patch``), so several estimators can ride along one forward (see :mod:`.estimator`).
     """
 
-    def __init__(self, num_blocks: int, grid: int, special_tokens: int, frozen_bn: bool = False,
-                 class_input: str = "cls") -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        grid: int,
+        special_tokens: int,
+        frozen_bn: bool = False,
+        class_input: str = "cls",
+    ) -> None:
         super().__init__()
         if class_input not in CLASS_INPUTS:
             raise ValueError(f"class_input must be one of {CLASS_INPUTS}, got {class_input!r}.")
@@ -91,8 +101,9 @@ class BPITaps(nn.Module):
         handles = [base_embeddings.register_forward_hook(lambda m, i, o: self._start(o))]
         for lm in mods.layers:
             handles.append(lm.ln_after.register_forward_pre_hook(lambda m, i: self._tap(i[0])))
-            handles.append(lm.block.register_forward_hook(
-                lambda m, i, o: self._tap(o[0] if isinstance(o, tuple) else o)))
+            handles.append(
+                lm.block.register_forward_hook(lambda m, i, o: self._tap(o[0] if isinstance(o, tuple) else o))
+            )
         handles.append(model.register_forward_hook(self._attach))
         return handles
 
@@ -105,8 +116,10 @@ class BPITaps(nn.Module):
             return out
         taps, self._taps = self._taps, []
         if len(taps) != self.num_blocks + 1:
-            raise RuntimeError(f"BPI expected {self.num_blocks + 1} residual taps, got {len(taps)}; "
-                               "was the model called twice inside one forward?")
+            raise RuntimeError(
+                f"BPI expected {self.num_blocks + 1} residual taps, got {len(taps)}; "
+                "was the model called twice inside one forward?"
+            )
         cls_logits, patch_logits = self.evaluate(taps)
         out[f"{self.output_key}_cls"] = cls_logits
         if patch_logits is not None:
@@ -120,12 +133,12 @@ class BPITaps(nn.Module):
     def _class_tokens(self, taps: list[torch.Tensor]) -> torch.Tensor:
         """What the class heads read of every tap, fp32 ``[2L+1, B, C]``: token 0, or the mean patch token."""
         if self.class_input == "mean_patches":
-            return torch.stack([x[:, self.special_tokens:].float().mean(1) for x in taps])
+            return torch.stack([x[:, self.special_tokens :].float().mean(1) for x in taps])
         return torch.stack([x[:, 0] for x in taps]).float()
 
     def _patch_tokens(self, taps: list[torch.Tensor], rows: int) -> torch.Tensor:
         """The patch tokens (special tokens dropped) of the first ``rows`` samples, fp32: ``[2L+1, R, P, C]``."""
-        p = torch.stack([x[:rows, self.special_tokens:] for x in taps]).float()
+        p = torch.stack([x[:rows, self.special_tokens :] for x in taps]).float()
         _grid_of(p)  # square grid check
         return p
 
@@ -138,16 +151,31 @@ class BPITaps(nn.Module):
 class BPIHeads(BPITaps):
     """2L class heads and 2L patch heads (separate modules, the reference layout) plus the tap hooks."""
 
-    def __init__(self, hidden: int, num_labels: int, num_blocks: int, grid: int, special_tokens: int,
-                 frozen_bn: bool = False, class_input: str = "cls") -> None:
+    def __init__(
+        self,
+        hidden: int,
+        num_labels: int,
+        num_blocks: int,
+        grid: int,
+        special_tokens: int,
+        frozen_bn: bool = False,
+        class_input: str = "cls",
+    ) -> None:
         super().__init__(num_blocks, grid, special_tokens, frozen_bn, class_input)
         self.cls_heads = nn.ModuleList([nn.Linear(hidden, num_labels) for _ in range(num_blocks)])
         self.patch_heads = nn.ModuleList([PatchHead(hidden, num_labels) for _ in range(num_blocks)])
 
     @classmethod
     def for_model(cls, mods: ViTModules, num_labels: int, frozen_bn: bool = False) -> BPIHeads:
-        return cls(mods.hidden_size, num_labels, 2 * mods.num_layers, mods.image_size // mods.patch_size,
-                   mods.num_special_tokens, frozen_bn, mods.bpi_class_input)
+        return cls(
+            mods.hidden_size,
+            num_labels,
+            2 * mods.num_layers,
+            mods.image_size // mods.patch_size,
+            mods.num_special_tokens,
+            frozen_bn,
+            mods.bpi_class_input,
+        )
 
     def train(self, mode: bool = True) -> BPIHeads:
         super().train(mode)
@@ -160,14 +188,18 @@ class BPIHeads(BPITaps):
     # ------------------------------------------------------------------ heads
     def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         cls_tok = self._class_tokens(taps)
-        cls = torch.stack([torch.stack([h(cls_tok[b]), h(cls_tok[b + 1])]) for b, h in enumerate(self.cls_heads)])
+        cls = torch.stack(
+            [torch.stack([h(cls_tok[b]), h(cls_tok[b + 1])]) for b, h in enumerate(self.cls_heads)]
+        )
         rows = self._rows(cls_tok.shape[1])
         if rows == 0:
             return cls, None
         p = self._patch_tokens(taps, rows)
         g = _grid_of(p)
         grid = p.transpose(2, 3).reshape(p.shape[0], rows, p.shape[3], g, g)
-        patch = torch.stack([torch.stack([h(grid[b]), h(grid[b + 1])]) for b, h in enumerate(self.patch_heads)])
+        patch = torch.stack(
+            [torch.stack([h(grid[b]), h(grid[b + 1])]) for b, h in enumerate(self.patch_heads)]
+        )
         return cls, patch
 
 
@@ -176,7 +208,9 @@ def _grid_of(patches: torch.Tensor) -> int:
     n = patches.shape[-2]
     g = math.isqrt(n)
     if g * g != n:
-        raise RuntimeError(f"BPI patch heads need a square patch grid, got {n} patch tokens; feed square images.")
+        raise RuntimeError(
+            f"BPI patch heads need a square patch grid, got {n} patch tokens; feed square images."
+        )
     return g
 
 

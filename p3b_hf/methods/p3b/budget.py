@@ -26,8 +26,9 @@ def gamma(x: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
     return F.softplus(SOFTPLUS_FACTOR * scale * x) - F.softplus(SOFTPLUS_FACTOR * scale * x - scale)
 
 
-def block_importance(dpsi: torch.Tensor, remaining: torch.Tensor, scale: float = 10.0,
-                     guard: bool = True) -> torch.Tensor:
+def block_importance(
+    dpsi: torch.Tensor, remaining: torch.Tensor, scale: float = 10.0, guard: bool = True
+) -> torch.Tensor:
     """Importance per remaining parameter, mean-normalised: ``I = γ(ΔΨ/max ΔΨ) / |w_b|``, ``I /= mean I``.
 
     ``guard`` (clean default): if ``max ΔΨ <= 0`` (no block helps, or no data yet) the benefits are
@@ -50,8 +51,9 @@ def ema(new: torch.Tensor, prev: torch.Tensor | None, weight_new: float) -> torc
     return new if prev is None else weight_new * new + (1.0 - weight_new) * prev
 
 
-def solve_keep_ratios(importance: torch.Tensor, full: torch.Tensor, non_block: float, keep_ratio: float,
-                      guard: bool = True) -> torch.Tensor:
+def solve_keep_ratios(
+    importance: torch.Tensor, full: torch.Tensor, non_block: float, keep_ratio: float, guard: bool = True
+) -> torch.Tensor:
     """Per-block keep ratios κ ∈ [0, 1] with ``Σ κ_b |W_b| + P_nb = keep_ratio · (Σ |W_b| + P_nb)``.
 
     κ ∝ importance, scaled proportionally; blocks pushed above 1 become dense (κ=1), blocks at or below 0
@@ -61,8 +63,10 @@ def solve_keep_ratios(importance: torch.Tensor, full: torch.Tensor, non_block: f
     imp, full = importance.double(), full.double()
     target = keep_ratio * (float(full.sum()) + non_block) - non_block
     if target < -1e-6:
-        raise BudgetError(f"Keep ratio {keep_ratio:.4f} leaves {target:.0f} parameters for the blocks: the "
-                          f"non-block parameters ({non_block:.0f}) alone exceed it. Use a smaller prune ratio.")
+        raise BudgetError(
+            f"Keep ratio {keep_ratio:.4f} leaves {target:.0f} parameters for the blocks: the "
+            f"non-block parameters ({non_block:.0f}) alone exceed it. Use a smaller prune ratio."
+        )
     kappa = imp.clone()
     dense = torch.zeros_like(kappa, dtype=torch.bool)
     dead = kappa <= 0
@@ -79,7 +83,9 @@ def solve_keep_ratios(importance: torch.Tensor, full: torch.Tensor, non_block: f
         dense |= kappa >= 1
         dead |= kappa <= 0
     else:
-        raise BudgetError("The P3B budget solver did not converge in 20 rounds; report this with your config.")
+        raise BudgetError(
+            "The P3B budget solver did not converge in 20 rounds; report this with your config."
+        )
     return kappa.clamp(0.0, 1.0)
 
 

@@ -98,70 +98,114 @@ class P3BConfig:
     (:mod:`p3b_hf.methods.p3b.estimator`). Costs the shadows' heads; not resumable.
     """
 
-    prune_ratio: float = option(0.5, cli=False, help="fraction of whole-model parameters to remove (set from the "
-                                                     "common --prune-ratio)")
-    prune_start_epoch: float | None = option(None, help="end of warm-up (default 3/50 of --epochs, the paper's "
-                                                        "proportion)")
-    prune_sparse_epoch: float | None = option(None, help="end of the sparsify ramp (default 25/50 of --epochs)")
-    prune_finalize_epoch: float | None = option(None, help="hard masks + physical pruning (default: --epochs)")
+    prune_ratio: float = option(
+        0.5,
+        cli=False,
+        help="fraction of whole-model parameters to remove (set from the common --prune-ratio)",
+    )
+    prune_start_epoch: float | None = option(
+        None, help="end of warm-up (default 3/50 of --epochs, the paper's proportion)"
+    )
+    prune_sparse_epoch: float | None = option(
+        None, help="end of the sparsify ramp (default 25/50 of --epochs)"
+    )
+    prune_finalize_epoch: float | None = option(
+        None, help="hard masks + physical pruning (default: --epochs)"
+    )
     prune_start_step: int | None = None
     prune_sparse_step: int | None = None
     prune_finalize_step: int | None = None
-    update_every: int | None = option(None, help="optimizer steps between mask updates (default: ~78 updates over "
-                                                 "the pruning window)")
+    update_every: int | None = option(
+        None, help="optimizer steps between mask updates (default: ~78 updates over the pruning window)"
+    )
     bpi_lr: float = option(5e-4, help="constant lr of the BPI heads")
     bpi_weight_decay: float = 0.05
-    mask_lr: float | None = option(None, help="train the masks with AdamW at this lr between updates (reference "
-                                              "behaviour; default: masks are only set at updates)")
-    gate_scales: dict[str, float] = option(default_factory=lambda: dict(DEFAULT_GATE_SCALES), parse=parse_gate_scales,
-                                           help="per-gate rank scales, e.g. 'attn_out:1.5,mlp_hid:0.75,mlp_out:1.5' "
-                                                "(the default)")
+    mask_lr: float | None = option(
+        None,
+        help="train the masks with AdamW at this lr between updates (reference "
+        "behaviour; default: masks are only set at updates)",
+    )
+    gate_scales: dict[str, float] = option(
+        default_factory=lambda: dict(DEFAULT_GATE_SCALES),
+        parse=parse_gate_scales,
+        help="per-gate rank scales, e.g. 'attn_out:1.5,mlp_hid:0.75,mlp_out:1.5' (the default)",
+    )
     pr_gamma: float = option(0.2, help="EMA weight of the new block importance")
     pr_alpha: float = option(0.5, help="weight of the class-head ΔΨ vs the patch head's")
     tau_max: float = option(0.1, help="soft-mask width while sparsifying")
     tau_min: float = option(0.0, help="soft-mask width at the end of sharpening")
-    mask_floor: float = option(MASK_FLOOR, help="soft-mask values below this become exactly 0, so no weight x mask "
-                                                "product is a slow subnormal float (0 = the plain sigmoid)")
+    mask_floor: float = option(
+        MASK_FLOOR,
+        help="soft-mask values below this become exactly 0, so no weight x mask "
+        "product is a slow subnormal float (0 = the plain sigmoid)",
+    )
     block_imp_scale: float = option(10.0, help="softplus scale s of γ")
-    block_param_only: bool = option(False, help="the ratio counts block parameters only (default: the whole model)")
-    handcrafted_keep: list[float] | None = option(None, parse=parse_floats, metavar="K1,K2,...",
-                                                  help="fixed keep ratios, one per sub-block 'attn0,mlp0,attn1,...' "
-                                                       "(no BPI)")
+    block_param_only: bool = option(
+        False, help="the ratio counts block parameters only (default: the whole model)"
+    )
+    handcrafted_keep: list[float] | None = option(
+        None,
+        parse=parse_floats,
+        metavar="K1,K2,...",
+        help="fixed keep ratios, one per sub-block 'attn0,mlp0,attn1,...' (no BPI)",
+    )
     frozen: bool = option(False, help="study: freeze the backbone, train only the BPI heads, prune nothing")
     guards: bool = True
-    reference: bool = option(False, help="switch on every reference-code quirk (trained masks, reference BPI on "
-                                         "every sample, frozen BPI BN, hook gates, subset LayerNorm stats, "
-                                         "finalize re-selection, pure rank threshold)")
+    reference: bool = option(
+        False,
+        help="switch on every reference-code quirk (trained masks, reference BPI on "
+        "every sample, frozen BPI BN, hook gates, subset LayerNorm stats, "
+        "finalize re-selection, pure rank threshold)",
+    )
     train_masks: bool | None = None
     bpi_frozen_bn: bool | None = None
     finalize_reselect: bool | None = None
-    layernorm_mode: str | None = option(None, choices=("full_stats", "subset_stats"),
-                                        help="pruned LayerNorms keep full statistics (default, exact) or normalise "
-                                             "the kept subset (reference)")
+    layernorm_mode: str | None = option(
+        None,
+        choices=("full_stats", "subset_stats"),
+        help="pruned LayerNorms keep full statistics (default, exact) or normalise "
+        "the kept subset (reference)",
+    )
     reference_non_block: bool | None = None
     exact_budget: bool | None = None
-    bpi_mode: str | None = option(None, choices=BPI_MODES,
-                                  help="BPI heads as one grouped computation (default) or 2L separate stacks "
-                                       "(reference); same logits")
-    bpi_subbatch: float | None = option(None, help="fraction of each batch the BPI patch heads score (default 0.25; "
-                                                   "1.0 with --reference); the class heads always score all")
-    bpi_every: int | None = option(None, help="run the BPI patch heads on every k-th micro-batch (default 4, at most "
-                                              "one update window; 1 with --reference; 1 = most faithful)")
+    bpi_mode: str | None = option(
+        None,
+        choices=BPI_MODES,
+        help="BPI heads as one grouped computation (default) or 2L separate stacks (reference); same logits",
+    )
+    bpi_subbatch: float | None = option(
+        None,
+        help="fraction of each batch the BPI patch heads score (default 0.25; "
+        "1.0 with --reference); the class heads always score all",
+    )
+    bpi_every: int | None = option(
+        None,
+        help="run the BPI patch heads on every k-th micro-batch (default 4, at most "
+        "one update window; 1 with --reference; 1 = most faithful)",
+    )
     bpi_every_auto: bool = False  # set by resolved(): bpi_every came from the fast default (may be lowered)
-    gate_mode: str | None = option(None, choices=GATE_MODES,
-                                   help="masks folded into LN/Linear weights (default) or activation hooks "
-                                        "(reference)")
-    bpi_shadows: list[str] = option(default_factory=list, flag="--bpi-shadow", metavar="SUBBATCH:EVERY[:SEED]",
-                                    help="measurement: extra BPI estimators riding along the run without steering "
-                                         "it, e.g. '0.0625:1 0.25:4' (a SEED gives other initial heads: '1:1:1' = "
-                                         "the noise floor)")
+    gate_mode: str | None = option(
+        None,
+        choices=GATE_MODES,
+        help="masks folded into LN/Linear weights (default) or activation hooks (reference)",
+    )
+    bpi_shadows: list[str] = option(
+        default_factory=list,
+        flag="--bpi-shadow",
+        metavar="SUBBATCH:EVERY[:SEED]",
+        help="measurement: extra BPI estimators riding along the run without steering "
+        "it, e.g. '0.0625:1 0.25:4' (a SEED gives other initial heads: '1:1:1' = "
+        "the noise floor)",
+    )
     evaluate_pruned: bool = True
     save_dir: str | None = "auto"
 
     def resolved(self) -> P3BConfig:
         """A copy with every ``None`` quirk flag set from ``reference``."""
         r = self.reference
-        c = dataclasses.replace(self, gate_scales=dict(self.gate_scales), bpi_shadows=[str(x) for x in self.bpi_shadows])
+        c = dataclasses.replace(
+            self, gate_scales=dict(self.gate_scales), bpi_shadows=[str(x) for x in self.bpi_shadows]
+        )
         c.bpi_every_auto = self.bpi_every_auto or (self.bpi_every is None and not r)
         for name in ("bpi_frozen_bn", "finalize_reselect", "reference_non_block"):
             if getattr(c, name) is None:
@@ -172,9 +216,12 @@ class P3BConfig:
             c.train_masks = r or c.mask_lr is not None
         if c.layernorm_mode is None:
             c.layernorm_mode = "subset_stats" if r else "full_stats"
-        for name, ref_value, fast_value in (("bpi_mode", "reference", "grouped"),
-                                            ("bpi_subbatch", 1.0, FAST_BPI_SUBBATCH),
-                                            ("bpi_every", 1, FAST_BPI_EVERY), ("gate_mode", "hooks", "fused")):
+        for name, ref_value, fast_value in (
+            ("bpi_mode", "reference", "grouped"),
+            ("bpi_subbatch", 1.0, FAST_BPI_SUBBATCH),
+            ("bpi_every", 1, FAST_BPI_EVERY),
+            ("gate_mode", "hooks", "fused"),
+        ):
             if getattr(c, name) is None:
                 setattr(c, name, ref_value if r else fast_value)
         if c.bpi_mode not in BPI_MODES:
@@ -191,10 +238,16 @@ class P3BConfig:
         if c.bpi_shadows and c.handcrafted_keep is not None:
             raise P3BError("bpi_shadows need the BPI heads: they cannot be combined with handcrafted_keep.")
         if c.layernorm_mode not in ("full_stats", "subset_stats"):
-            raise P3BError(f"layernorm_mode must be 'full_stats' or 'subset_stats', got {c.layernorm_mode!r}.")
+            raise P3BError(
+                f"layernorm_mode must be 'full_stats' or 'subset_stats', got {c.layernorm_mode!r}."
+            )
         if not 0.0 <= c.mask_floor < 0.5:
-            raise P3BError(f"mask_floor must be in [0, 0.5) (mask values below it become 0), got {c.mask_floor}.")
+            raise P3BError(
+                f"mask_floor must be in [0, 0.5) (mask values below it become 0), got {c.mask_floor}."
+            )
         unknown = set(c.gate_scales) - set(DEFAULT_GATE_SCALES)
         if unknown:
-            raise P3BError(f"Unknown gate(s) in gate_scales: {sorted(unknown)}; use {sorted(DEFAULT_GATE_SCALES)}.")
+            raise P3BError(
+                f"Unknown gate(s) in gate_scales: {sorted(unknown)}; use {sorted(DEFAULT_GATE_SCALES)}."
+            )
         return c

@@ -42,7 +42,9 @@ def parse_shadow_spec(spec: str) -> tuple[float, int, int | None]:
         k = int(parts[1]) if len(parts) > 1 and parts[1] else 1
         seed = int(parts[2]) if len(parts) > 2 else None
     except ValueError as e:
-        raise P3BError(f"BPI shadow {spec!r} is not 'SUBBATCH:EVERY[:SEED]' (e.g. 0.0625:1, 0.25:4 or 1:1:1).") from e
+        raise P3BError(
+            f"BPI shadow {spec!r} is not 'SUBBATCH:EVERY[:SEED]' (e.g. 0.0625:1, 0.25:4 or 1:1:1)."
+        ) from e
     if not 0.0 < f <= 1.0 or k < 1:
         raise P3BError(f"BPI shadow {spec!r}: the sub-batch must be in (0, 1] and EVERY an integer >= 1.")
     return f, k, seed
@@ -77,17 +79,29 @@ class BPIEstimator:
             st.dpsi_count += 1
 
 
-def make_shadow(driver: BPITaps, index: int, spec: str, num_blocks: int, full: torch.Tensor,
-                new_heads: Callable[[], BPITaps] | None = None) -> BPIEstimator:
+def make_shadow(
+    driver: BPITaps,
+    index: int,
+    spec: str,
+    num_blocks: int,
+    full: torch.Tensor,
+    new_heads: Callable[[], BPITaps] | None = None,
+) -> BPIEstimator:
     """A shadow estimator whose heads start from exactly the driver's current (initial) weights, or --
     with a seed in ``spec`` -- from ``new_heads()`` called under ``torch.manual_seed(seed)`` (the global
     RNG state is restored afterwards, so the driving run is unchanged)."""
     subbatch, every, seed = parse_shadow_spec(spec)
     if seed is None:
-        heads = copy.deepcopy(driver) if isinstance(driver, GroupedBPIHeads) else GroupedBPIHeads.from_heads(driver)
+        heads = (
+            copy.deepcopy(driver)
+            if isinstance(driver, GroupedBPIHeads)
+            else GroupedBPIHeads.from_heads(driver)
+        )
     else:
         if new_heads is None:
-            raise P3BError(f"BPI shadow {spec!r} asks for new heads (seed {seed}) but no head factory was given.")
+            raise P3BError(
+                f"BPI shadow {spec!r} asks for new heads (seed {seed}) but no head factory was given."
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             fresh = new_heads()
@@ -101,11 +115,16 @@ def make_shadow(driver: BPITaps, index: int, spec: str, num_blocks: int, full: t
 
 def shadow_abs_diffs(updates: list[dict[str, Any]], name: str) -> list[tuple[int, list[float]]]:
     """``(step, |κ_shadow - κ_driver| per block)`` of shadow ``name`` at every mask update that recorded it."""
-    return [(u["step"], [abs(a - b) for a, b in zip(u["shadows"][name]["keep_target"], u["keep_target"])])
-            for u in updates if name in (u.get("shadows") or {}) and u.get("phase") != "finalize_reselect"]
+    return [
+        (u["step"], [abs(a - b) for a, b in zip(u["shadows"][name]["keep_target"], u["keep_target"])])
+        for u in updates
+        if name in (u.get("shadows") or {}) and u.get("phase") != "finalize_reselect"
+    ]
 
 
-def shadow_summary(updates: list[dict[str, Any]], sharpening_from: int | None = None) -> dict[str, dict[str, Any]]:
+def shadow_summary(
+    updates: list[dict[str, Any]], sharpening_from: int | None = None
+) -> dict[str, dict[str, Any]]:
     """Per shadow: ``|κ_shadow - κ_driver|`` per block at the last mask update (``final_*``) and the worst
     such difference over the updates from step ``sharpening_from`` on (the full-ratio phase; None = all).
     ``updates``: ``history["updates"]`` of a run with ``bpi_shadows``."""
@@ -117,9 +136,12 @@ def shadow_summary(updates: list[dict[str, Any]], sharpening_from: int | None = 
         per_update = shadow_abs_diffs(rows, name)
         diffs = [d for _, d in per_update]
         late = [d for step, d in per_update if sharpening_from is None or step >= sharpening_from] or diffs
-        out[name] = {"final_abs_diff": diffs[-1], "final_max_abs_diff": max(diffs[-1]),
-                     "final_mean_abs_diff": sum(diffs[-1]) / len(diffs[-1]),
-                     "max_abs_diff_after_sparse": max(max(d) for d in late),
-                     "final_keep_target": rows[-1]["shadows"][name]["keep_target"],
-                     "updates": len(diffs)}
+        out[name] = {
+            "final_abs_diff": diffs[-1],
+            "final_max_abs_diff": max(diffs[-1]),
+            "final_mean_abs_diff": sum(diffs[-1]) / len(diffs[-1]),
+            "max_abs_diff_after_sparse": max(max(d) for d in late),
+            "final_keep_target": rows[-1]["shadows"][name]["keep_target"],
+            "updates": len(diffs),
+        }
     return out

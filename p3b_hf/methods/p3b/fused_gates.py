@@ -43,22 +43,28 @@ def _layernorm(ln: nn.LayerNorm, gates: GateSet, gate: str, layer: int) -> Calla
         w = m if ln.weight is None else ln.weight * m
         b = None if ln.bias is None else ln.bias * m
         return F.layer_norm(x, ln.normalized_shape, w, b, ln.eps)
+
     return forward
 
 
 def _head_linear(lin: nn.Linear, gates: GateSet, layer: int, heads: int) -> Callable:
     """q/k/v: the head-dim mask broadcast over the H heads (head-major rows) -- no tiled copy."""
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         m = gates.effective("attn_qkv", layer)
         d = m.numel()
         w = (lin.weight.view(heads, d, -1) * m.view(1, d, 1)).view_as(lin.weight)
         b = None if lin.bias is None else (lin.bias.view(heads, d) * m).view(-1)
         return F.linear(x, w, b)
+
     return forward
 
 
-def _out_linear(lin: nn.Linear, gates: GateSet, layer: int, gate_out: str, gate_in: str | None = None) -> Callable:
+def _out_linear(
+    lin: nn.Linear, gates: GateSet, layer: int, gate_out: str, gate_in: str | None = None
+) -> Callable:
     """A Linear whose output (rows + bias) and optionally input (columns) are gated."""
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         m_out = gates.effective(gate_out, layer)
         if gate_in is None:
@@ -67,6 +73,7 @@ def _out_linear(lin: nn.Linear, gates: GateSet, layer: int, gate_out: str, gate_
             w = lin.weight * torch.outer(m_out, gates.effective(gate_in, layer))
         b = None if lin.bias is None else lin.bias * m_out
         return F.linear(x, w, b)
+
     return forward
 
 
@@ -86,6 +93,8 @@ def install_fused_gates(model: nn.Module, gates: GateSet, mods: ViTModules | Non
             (lm.fc2, _out_linear(lm.fc2, gates, layer, "mlp_out", gate_in="mlp_hid")),
         ):
             if "forward" in mod.__dict__:
-                raise RuntimeError(f"{type(mod).__name__} already has an instance forward (gates installed twice?)")
+                raise RuntimeError(
+                    f"{type(mod).__name__} already has an instance forward (gates installed twice?)"
+                )
             handles.append(ForwardOverride(mod, fwd))
     return handles

@@ -62,21 +62,38 @@ class Dims:
         h = int(config.num_attention_heads)
         c = int(config.hidden_size)
         family = family_of_config(config)
-        layer_scale = family == "dinov2" or (family == "beit" and float(getattr(config, "layer_scale_init_value",
-                                                                                0.1)) > 0)
+        layer_scale = family == "dinov2" or (
+            family == "beit" and float(getattr(config, "layer_scale_init_value", 0.1)) > 0
+        )
         rel = 0
         if family == "beit" and getattr(config, "use_relative_position_bias", False):
-            patch = config.patch_size[0] if isinstance(config.patch_size, (list, tuple)) else config.patch_size
+            patch = (
+                config.patch_size[0] if isinstance(config.patch_size, (list, tuple)) else config.patch_size
+            )
             size = config.image_size[0] if isinstance(config.image_size, (list, tuple)) else config.image_size
             rel = ((2 * (int(size) // int(patch)) - 1) ** 2 + 3) * h
         ls = c if layer_scale else 0
-        return cls(c, h, c // h, dense_intermediate_size(config), int(config.num_hidden_layers),
-                   bool(getattr(config, "qkv_bias", True)), k_bias=family != "beit", attn_extra=ls + rel,
-                   mlp_extra=ls)
+        return cls(
+            c,
+            h,
+            c // h,
+            dense_intermediate_size(config),
+            int(config.num_hidden_layers),
+            bool(getattr(config, "qkv_bias", True)),
+            k_bias=family != "beit",
+            attn_extra=ls + rel,
+            mlp_extra=ls,
+        )
 
     def gate_size(self, gate: str) -> int:
-        return {"attn_in": self.hidden, "attn_qkv": self.head_dim, "attn_out": self.hidden,
-                "mlp_in": self.hidden, "mlp_hid": self.mlp, "mlp_out": self.hidden}[gate]
+        return {
+            "attn_in": self.hidden,
+            "attn_qkv": self.head_dim,
+            "attn_out": self.hidden,
+            "mlp_in": self.hidden,
+            "mlp_hid": self.mlp,
+            "mlp_out": self.hidden,
+        }[gate]
 
     @property
     def num_blocks(self) -> int:
@@ -101,8 +118,10 @@ def mlp_linear_params(d: Dims, i: Any, h: Any, o: Any) -> Any:
 
 def full_linear_params(d: Dims) -> tuple[int, int]:
     """Unpruned Linear counts of one (attn, mlp) pair: what the threshold search's goal is relative to."""
-    return (int(attn_linear_params(d, d.hidden, d.head_dim, d.hidden)),
-            int(mlp_linear_params(d, d.hidden, d.mlp, d.hidden)))
+    return (
+        int(attn_linear_params(d, d.hidden, d.head_dim, d.hidden)),
+        int(mlp_linear_params(d, d.hidden, d.mlp, d.hidden)),
+    )
 
 
 def block_params(d: Dims, widths: list[dict[str, int]] | None = None) -> torch.Tensor:
@@ -137,8 +156,9 @@ def non_block_params(model_or_config: Any, reference: bool = False) -> int:
         distilled = (getattr(cfg, "model_type", "") == "deit") or bool(getattr(cfg, "distilled", False))
         if distilled:
             n -= c  # distillation token
-        if (model is not None and hasattr(model, "distillation_classifier")) or getattr(cfg, "distillation_head",
-                                                                                         False):
+        if (model is not None and hasattr(model, "distillation_classifier")) or getattr(
+            cfg, "distillation_head", False
+        ):
             n -= c * k + k
     return int(n)
 
@@ -169,8 +189,11 @@ class GateSet(nn.Module):
         super().__init__()
         self.dims = dims
         for g in GATES:
-            setattr(self, g, nn.ParameterList([nn.Parameter(torch.ones(dims.gate_size(g)))
-                                               for _ in range(dims.layers)]))
+            setattr(
+                self,
+                g,
+                nn.ParameterList([nn.Parameter(torch.ones(dims.gate_size(g))) for _ in range(dims.layers)]),
+            )
         self.hard = False
         self.keep_in_graph = False  # see freeze()
 
@@ -191,8 +214,10 @@ class GateSet(nn.Module):
     @torch.no_grad()
     def kept_widths(self) -> list[dict[str, int]]:
         """Hard kept count per gate and layer (M >= 0.5)."""
-        return [{g: int((self.mask(g, layer) >= HARD_THRESHOLD).sum()) for g in GATES}
-                for layer in range(self.dims.layers)]
+        return [
+            {g: int((self.mask(g, layer) >= HARD_THRESHOLD).sum()) for g in GATES}
+            for layer in range(self.dims.layers)
+        ]
 
     @torch.no_grad()
     def kept_indices(self, gate: str, layer: int) -> list[int] | None:
@@ -237,6 +262,7 @@ def _mul_out(gates: GateSet, gate: str, layer: int, tile: int = 1) -> Callable:
         if tile > 1:
             m = m.repeat(tile)
         return out * m.to(out.dtype)
+
     return hook
 
 
@@ -244,6 +270,7 @@ def _mul_in(gates: GateSet, gate: str, layer: int) -> Callable:
     def hook(_mod: nn.Module, inp: tuple) -> tuple:
         m = gates.effective(gate, layer)
         return (inp[0] * m.to(inp[0].dtype), *inp[1:])
+
     return hook
 
 

@@ -42,9 +42,19 @@ CONV_IMPLS = ("auto", "grouped", "per_head")
 class GroupedBPIHeads(BPITaps):
     """Same function and initialisation as :class:`BPIHeads`, stored stacked and evaluated grouped."""
 
-    def __init__(self, hidden: int, num_labels: int, num_blocks: int, grid: int, special_tokens: int,
-                 frozen_bn: bool = False, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
-                 conv_impl: str = "auto", class_input: str = "cls") -> None:
+    def __init__(
+        self,
+        hidden: int,
+        num_labels: int,
+        num_blocks: int,
+        grid: int,
+        special_tokens: int,
+        frozen_bn: bool = False,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        conv_impl: str = "auto",
+        class_input: str = "cls",
+    ) -> None:
         super().__init__(num_blocks, grid, special_tokens, frozen_bn, class_input)
         if conv_impl not in CONV_IMPLS:
             raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}.")
@@ -77,8 +87,17 @@ class GroupedBPIHeads(BPITaps):
         c = ref.cls_heads[0].in_features
         k = ref.cls_heads[0].out_features
         bn = ref.patch_heads[0].body[1]
-        out = cls(c, k, ref.num_blocks, ref.grid, ref.special_tokens, ref.frozen_bn, bn.eps,
-                  bn.momentum if bn.momentum is not None else 0.1, class_input=ref.class_input)
+        out = cls(
+            c,
+            k,
+            ref.num_blocks,
+            ref.grid,
+            ref.special_tokens,
+            ref.frozen_bn,
+            bn.eps,
+            bn.momentum if bn.momentum is not None else 0.1,
+            class_input=ref.class_input,
+        )
         out.cls_weight.copy_(torch.stack([h.weight for h in ref.cls_heads]))
         out.cls_bias.copy_(torch.cat([h.bias for h in ref.cls_heads]))
         for i, (conv_idx, bn_idx) in ((1, (0, 1)), (2, (3, 4))):
@@ -96,14 +115,16 @@ class GroupedBPIHeads(BPITaps):
     def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         n, k = self.num_blocks, self.num_labels
         # class heads on every sample: [n, 2B, C] (input rows then output rows of each block) @ [n, C, K]
-        t = self._class_tokens(taps)               # [n+1, B, C]
+        t = self._class_tokens(taps)  # [n+1, B, C]
         b, c = t.shape[1:]
         cls_in = torch.stack((t[:-1], t[1:]), dim=1).reshape(n, 2 * b, c)
-        cls = torch.baddbmm(self.cls_bias.view(n, 1, k), cls_in, self.cls_weight.transpose(1, 2)).view(n, 2, b, k)
+        cls = torch.baddbmm(self.cls_bias.view(n, 1, k), cls_in, self.cls_weight.transpose(1, 2)).view(
+            n, 2, b, k
+        )
         rows = self._rows(b)
         if rows == 0:
             return cls, None
-        p = self._patch_tokens(taps, rows)         # [n+1, R, P, C]
+        p = self._patch_tokens(taps, rows)  # [n+1, R, P, C]
         impl = self.conv_impl if self.conv_impl != "auto" else ("grouped" if p.is_cuda else "per_head")
         pooled = self._patch_grouped(p) if impl == "grouped" else self._patch_per_head(p)  # [n, 2R, C]
         patch = torch.baddbmm(self.fc_bias.view(n, 1, k), pooled, self.fc_weight.transpose(1, 2))

@@ -26,8 +26,14 @@ from .gates import Dims, attn_linear_params, mlp_linear_params
 M_REF = 0.9
 #: soft-mask values below this are set to exactly 0 (no subnormal products; see the module docstring)
 MASK_FLOOR = 1e-6
-DEFAULT_GATE_SCALES: dict[str, float] = {"attn_in": 1.0, "attn_qkv": 1.0, "attn_out": 1.5,
-                                         "mlp_in": 1.0, "mlp_hid": 0.75, "mlp_out": 1.5}
+DEFAULT_GATE_SCALES: dict[str, float] = {
+    "attn_in": 1.0,
+    "attn_qkv": 1.0,
+    "attn_out": 1.5,
+    "mlp_in": 1.0,
+    "mlp_hid": 0.75,
+    "mlp_out": 1.5,
+}
 
 
 def taylor_score(mask: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -44,8 +50,14 @@ def rank_normalise(scores: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return scale * ranks / n
 
 
-def soft_mask_values(n: int, threshold_rank: float, tau: float, device: torch.device | None = None,
-                     m_ref: float = M_REF, floor: float = 0.0) -> torch.Tensor:
+def soft_mask_values(
+    n: int,
+    threshold_rank: float,
+    tau: float,
+    device: torch.device | None = None,
+    m_ref: float = M_REF,
+    floor: float = 0.0,
+) -> torch.Tensor:
     """Mask value of sorted ranks 1..n (ascending importance) for a threshold rank ``t``; values below
     ``floor`` are exactly 0."""
     r = torch.arange(1, n + 1, dtype=torch.float64, device=device)
@@ -71,7 +83,9 @@ def _kept(d: Dims, kind: str, c: Sequence[torch.Tensor]) -> torch.Tensor:
     return mlp_linear_params(d, c[0], c[2], c[1])  # order: in, out, hid
 
 
-def kept_params_per_cut(d: Dims, kind: str, gate_of_sorted: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+def kept_params_per_cut(
+    d: Dims, kind: str, gate_of_sorted: torch.Tensor, sizes: Sequence[int]
+) -> torch.Tensor:
     """Hard kept Linear parameters for every cut ``p = 0..n`` (elements at sorted positions < p pruned).
 
     ``gate_of_sorted[k]`` is the gate index (0..2 in :data:`BLOCK_GATES` order) of sorted element k.
@@ -84,9 +98,17 @@ def best_cut(kept: torch.Tensor, goal: float) -> int:
     return int(torch.argmin((kept - goal).abs()).item())
 
 
-def block_masks(d: Dims, kind: str, scores: Sequence[torch.Tensor], scales: Sequence[float], keep: float,
-                tau: float, exact: bool = True, tol: float = 0.0025, floor: float = MASK_FLOOR
-                ) -> tuple[list[torch.Tensor], int, float]:
+def block_masks(
+    d: Dims,
+    kind: str,
+    scores: Sequence[torch.Tensor],
+    scales: Sequence[float],
+    keep: float,
+    tau: float,
+    exact: bool = True,
+    tol: float = 0.0025,
+    floor: float = MASK_FLOOR,
+) -> tuple[list[torch.Tensor], int, float]:
     """New soft masks of one sub-block's three gates (in :data:`BLOCK_GATES` order).
 
     ``scores``: mean Taylor scores per gate; ``keep``: applied keep ratio of the block's Linear parameters.
@@ -99,7 +121,9 @@ def block_masks(d: Dims, kind: str, scores: Sequence[torch.Tensor], scales: Sequ
     """
     sizes = [s.numel() for s in scores]
     normed = torch.cat([rank_normalise(s, sc) for s, sc in zip(scores, scales)])
-    gate_id = torch.cat([torch.full((n,), g, dtype=torch.long, device=normed.device) for g, n in enumerate(sizes)])
+    gate_id = torch.cat(
+        [torch.full((n,), g, dtype=torch.long, device=normed.device) for g, n in enumerate(sizes)]
+    )
     order = torch.sort(normed, stable=True).indices
     counts = _gate_counts(gate_id[order], sizes)
     kept = _kept(d, kind, counts)
@@ -110,7 +134,9 @@ def block_masks(d: Dims, kind: str, scores: Sequence[torch.Tensor], scales: Sequ
         for dq in (-1, 1):
             q = counts[2] + dq
             ok = (q >= 0) & (q <= sizes[2])
-            alt = torch.where(ok, _kept(d, kind, [counts[0], counts[1], q]), torch.full_like(kept, float("inf")))
+            alt = torch.where(
+                ok, _kept(d, kind, [counts[0], counts[1], q]), torch.full_like(kept, float("inf"))
+            )
             p = best_cut(alt, goal)
             if abs(float(alt[p]) - goal) < abs(kept_cut - goal):
                 cut, delta, kept_cut = p, dq, float(alt[p])
@@ -119,7 +145,7 @@ def block_masks(d: Dims, kind: str, scores: Sequence[torch.Tensor], scales: Sequ
     flat[order] = values
     masks = list(torch.split(flat, sizes))
     if delta:
-        _shift_gate(masks[2], scores_rank=normed[sum(sizes[:2]):], delta=delta, floor=floor)
+        _shift_gate(masks[2], scores_rank=normed[sum(sizes[:2]) :], delta=delta, floor=floor)
     return masks, cut, kept_cut
 
 

@@ -42,14 +42,17 @@ def check_reachable(model: object, cfg: P3BConfig) -> None:
             f"the {outside:,.0f} parameters outside them (patch/position embeddings, tokens, final norm, "
             f"classifier) are {100 * outside / total:.1f} % of its {total:,.0f}, more than the {100 * (1 - r):.1f} % "
             f"a {r:g} cut keeps. Use --prune-ratio < {1 - outside / total:.3f} with --method p3b, or --method "
-            "global (it also prunes the embedding channels) for larger cuts.")
+            "global (it also prunes the embedding channels) for larger cuts."
+        )
 
 
 def resolve_config(options: P3BConfig, prune_ratio: float | None) -> P3BConfig:
     """The run's config: ``options`` with the common ``--prune-ratio`` and every reference/fast default set."""
     if prune_ratio is None and options.handcrafted_keep is None and not options.frozen:
-        raise P3BError("--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
-                       "--handcrafted-keep / --frozen.")
+        raise P3BError(
+            "--method p3b needs --prune-ratio (fraction of whole-model parameters, e.g. 0.5), or "
+            "--handcrafted-keep / --frozen."
+        )
     return dataclasses.replace(options, prune_ratio=prune_ratio or 0.0, save_dir=None).resolved()
 
 
@@ -67,9 +70,17 @@ def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
     teacher = load_model(ctx.kd.teacher) if ctx.kd.teacher else None
     kd = kd_config(ctx.kd, default_reduction="deit")
     targs = ctx.training_arguments("p3b", lr_scheduler_type="constant", max_grad_norm=0.0)
-    trainer = P3BTrainer(model=ctx.model, args=targs, train_dataset=ctx.train_ds, eval_dataset=ctx.eval_ds,
-                         data_collator=ctx.collator, processing_class=ctx.image_processor, p3b=cfg,
-                         teacher=teacher, kd=kd)
+    trainer = P3BTrainer(
+        model=ctx.model,
+        args=targs,
+        train_dataset=ctx.train_ds,
+        eval_dataset=ctx.eval_ds,
+        data_collator=ctx.collator,
+        processing_class=ctx.image_processor,
+        p3b=cfg,
+        teacher=teacher,
+        kd=kd,
+    )
     trainer.train(resume_from_checkpoint=ctx.resume_checkpoint(targs.output_dir))
     pruned = trainer.pruned_model
     history = trainer.pruning.history
@@ -80,5 +91,9 @@ def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
     plots = plot_history(history, ctx.artifacts_dir / "plots")
     history["plots"] = [str(p.name) for p in plots]
     trainer.pruner.detach()
-    return MethodResult(pruned_model=pruned.cpu(), plan=trainer.pruner.plan,
-                        eval_metrics=dict(metrics.get("pruned", {})), history=history)
+    return MethodResult(
+        pruned_model=pruned.cpu(),
+        plan=trainer.pruner.plan,
+        eval_metrics=dict(metrics.get("pruned", {})),
+        history=history,
+    )

@@ -33,8 +33,14 @@ def _lines(ax: Any, steps: list[int], rows: list[list[float]], title: str, ylabe
 
     n = len(rows[0])
     for b in range(n):
-        ax.plot(steps, [r[b] for r in rows], ls="-" if b % 2 == 0 else "--", color=cm.viridis(b / max(n - 1, 1)),
-                label=_block_label(b), lw=1.2)
+        ax.plot(
+            steps,
+            [r[b] for r in rows],
+            ls="-" if b % 2 == 0 else "--",
+            color=cm.viridis(b / max(n - 1, 1)),
+            label=_block_label(b),
+            lw=1.2,
+        )
     ax.set_title(title)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
@@ -104,7 +110,9 @@ def plot_history(history: dict[str, Any], out_dir: str | os.PathLike) -> list[Pa
     return written
 
 
-def _plot_shadows(plt: Any, updates: list[dict[str, Any]], schedule: dict[str, Any] | None, path: Path) -> Path:
+def _plot_shadows(
+    plt: Any, updates: list[dict[str, Any]], schedule: dict[str, Any] | None, path: Path
+) -> Path:
     """Left: final target κ per block, driving BPI vs each shadow. Right: max |Δκ| over blocks per update."""
     rows = [u for u in updates if u.get("shadows")]
     names = list(rows[-1]["shadows"])
@@ -113,7 +121,9 @@ def _plot_shadows(plt: Any, updates: list[dict[str, Any]], schedule: dict[str, A
     xs = list(range(n))
     axes[0].plot(xs, rows[-1]["keep_target"], "k-o", ms=4, lw=1.5, label="driving BPI")
     for name in names:
-        axes[0].plot(xs, rows[-1]["shadows"][name]["keep_target"], "-", marker=".", lw=1, label=f"shadow {name}")
+        axes[0].plot(
+            xs, rows[-1]["shadows"][name]["keep_target"], "-", marker=".", lw=1, label=f"shadow {name}"
+        )
         diffs = shadow_abs_diffs(rows, name)
         axes[1].plot([s for s, _ in diffs], [max(d) for _, d in diffs], lw=1.2, label=f"shadow {name}")
     axes[0].set_xticks(xs, [_block_label(b) for b in xs], rotation=90, fontsize=7)

@@ -41,11 +41,16 @@ class P3BPruner:
         self.dims = Dims.from_config(model.config)
         self.num_blocks = self.dims.num_blocks
         self.full = block_params(self.dims)
-        self.non_block = 0.0 if config.block_param_only else float(
-            non_block_params(model, reference=config.reference_non_block))
+        self.non_block = (
+            0.0
+            if config.block_param_only
+            else float(non_block_params(model, reference=config.reference_non_block))
+        )
         if config.handcrafted_keep is not None and len(config.handcrafted_keep) != self.num_blocks:
-            raise P3BError(f"handcrafted_keep needs {self.num_blocks} values (attn0, mlp0, attn1, ...), got "
-                           f"{len(config.handcrafted_keep)}.")
+            raise P3BError(
+                f"handcrafted_keep needs {self.num_blocks} values (attn0, mlp0, attn1, ...), got "
+                f"{len(config.handcrafted_keep)}."
+            )
         if not 0.0 <= config.prune_ratio < 1.0:
             raise P3BError(f"prune_ratio must be in [0, 1), got {config.prune_ratio}.")
         self.gates: GateSet | None = None
@@ -58,7 +63,9 @@ class P3BPruner:
         else:
             self.gates = GateSet(self.dims)
             model.p3b_gates = self.gates
-            install = install_fused_gates if getattr(config, "gate_mode", "hooks") == "fused" else install_gates
+            install = (
+                install_fused_gates if getattr(config, "gate_mode", "hooks") == "fused" else install_gates
+            )
             self.handles += install(model, self.gates, mods)
         if config.handcrafted_keep is None:
             heads = GroupedBPIHeads if getattr(config, "bpi_mode", "reference") == "grouped" else BPIHeads
@@ -68,14 +75,23 @@ class P3BPruner:
         n_mask = sum(m.numel() for _, _, m in self.gates.named_masks()) if self.gates is not None else 0
         self.state = P3BState.fresh(self.num_blocks, n_mask, self.full)
         if self.bpi is not None:
-            self.estimators.append(BPIEstimator("driver", self.bpi, float(getattr(config, "bpi_subbatch", 1.0)),
-                                                int(getattr(config, "bpi_every", 1)), self.state))
+            self.estimators.append(
+                BPIEstimator(
+                    "driver",
+                    self.bpi,
+                    float(getattr(config, "bpi_subbatch", 1.0)),
+                    int(getattr(config, "bpi_every", 1)),
+                    self.state,
+                )
+            )
 
             def new_heads() -> BPITaps:  # a seeded shadow's fresh heads (same recipe as the driver's)
                 return BPIHeads.for_model(mods, int(model.config.num_labels), frozen_bn=config.bpi_frozen_bn)
 
-            shadows = [make_shadow(self.bpi, i, spec, self.num_blocks, self.full, new_heads)
-                       for i, spec in enumerate(getattr(config, "bpi_shadows", None) or [])]
+            shadows = [
+                make_shadow(self.bpi, i, spec, self.num_blocks, self.full, new_heads)
+                for i, spec in enumerate(getattr(config, "bpi_shadows", None) or [])
+            ]
             if shadows:
                 model.p3b_shadows = nn.ModuleList([s.heads for s in shadows])
                 for sh in shadows:
@@ -154,38 +170,54 @@ class P3BPruner:
     def _block_keep_ratios(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         cfg, st = self.config, self.state
         if cfg.handcrafted_keep is not None:
-            return torch.tensor(cfg.handcrafted_keep, dtype=torch.float64, device=st.remaining.device), None, None
+            return (
+                torch.tensor(cfg.handcrafted_keep, dtype=torch.float64, device=st.remaining.device),
+                None,
+                None,
+            )
         return self._keep_from_window(st, st.remaining)
 
-    def _keep_from_window(self, st: P3BState, remaining: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _keep_from_window(
+        self, st: P3BState, remaining: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Block keep ratios from one estimator's finished window (docs/p3b.md §3): ΔΨ means -> importance per
         remaining parameter -> EMA (state in ``st``) -> α-merge -> budget solver. Returns (κ, ΔΨᶜ, ΔΨᵖ);
         a ΔΨ is None when no micro-batch of the window ran those heads (its EMA then stays as it was)."""
         cfg = self.config
         n_cls, n_patch = float(st.dpsi_cls_count.item()), float(st.dpsi_count.item())
         if n_cls == 0 and n_patch == 0:
-            logger.warning("P3B update with no BPI forward in its window: keeping the previous block keep ratios.")
+            logger.warning(
+                "P3B update with no BPI forward in its window: keeping the previous block keep ratios."
+            )
             if st.kappa is not None:
                 return st.kappa, None, None
         d_cls = st.dpsi_cls_sum / max(n_cls, 1.0) if n_cls > 0 or n_patch == 0 else None
         d_patch = st.dpsi_patch_sum / max(n_patch, 1.0) if n_patch > 0 or n_cls == 0 else None
         if d_patch is None and st is self.state:
-            logger.warning("P3B update with no patch-head forward in its window (--bpi-every larger than the "
-                           "window): the patch-head importance keeps its previous value. Use --bpi-every <= "
-                           "--update-every x gradient accumulation steps.")
+            logger.warning(
+                "P3B update with no patch-head forward in its window (--bpi-every larger than the "
+                "window): the patch-head importance keeps its previous value. Use --bpi-every <= "
+                "--update-every x gradient accumulation steps."
+            )
         if d_cls is not None:
-            st.ema_cls = ema(block_importance(d_cls, remaining, cfg.block_imp_scale, guard=cfg.guards),
-                             st.ema_cls, cfg.pr_gamma)
+            st.ema_cls = ema(
+                block_importance(d_cls, remaining, cfg.block_imp_scale, guard=cfg.guards),
+                st.ema_cls,
+                cfg.pr_gamma,
+            )
         if d_patch is not None:
-            st.ema_patch = ema(block_importance(d_patch, remaining, cfg.block_imp_scale, guard=cfg.guards),
-                               st.ema_patch, cfg.pr_gamma)
+            st.ema_patch = ema(
+                block_importance(d_patch, remaining, cfg.block_imp_scale, guard=cfg.guards),
+                st.ema_patch,
+                cfg.pr_gamma,
+            )
         if st.ema_cls is not None and st.ema_patch is not None:
             imp = cfg.pr_alpha * st.ema_cls + (1 - cfg.pr_alpha) * st.ema_patch
         else:  # one head type has not run yet at the first update
             imp = st.ema_cls if st.ema_cls is not None else st.ema_patch
-        kappa = solve_keep_ratios(imp, self.full.to(imp.device), self.non_block, 1.0 - cfg.prune_ratio,
-                                  guard=cfg.guards)
+        kappa = solve_keep_ratios(
+            imp, self.full.to(imp.device), self.non_block, 1.0 - cfg.prune_ratio, guard=cfg.guards
+        )
         return kappa, d_cls, d_patch
 
     @torch.no_grad()
@@ -200,9 +232,12 @@ class P3BPruner:
         for est in self.shadows:  # what each shadow would choose, with the driver's remaining counts
             sk, sc, sp = self._keep_from_window(est.state, st.remaining)
             est.state.kappa = sk
-            shadows[est.name] = {"keep_target": sk.tolist(), "dpsi_cls": None if sc is None else sc.tolist(),
-                                 "dpsi_patch": None if sp is None else sp.tolist(),
-                                 "window_forwards": int(est.state.dpsi_count.item())}
+            shadows[est.name] = {
+                "keep_target": sk.tolist(),
+                "dpsi_cls": None if sc is None else sc.tolist(),
+                "dpsi_patch": None if sp is None else sp.tolist(),
+                "window_forwards": int(est.state.dpsi_count.item()),
+            }
             est.state.roll_window(local.get(id(est.state)))
         rho = self.schedule.rho(done) if rho is None else rho
         tau = self.schedule.tau(done) if tau is None else tau
@@ -213,14 +248,18 @@ class P3BPruner:
         full = self.full.to(st.remaining.device)
         entry = {
             # the last update falls on S2 itself: it ends sharpening, finalisation follows
-            "step": int(done), "phase": self.schedule.phase(min(done, self.schedule.finalize - 1)),
-            "rho": float(rho), "tau": float(tau),
-            "keep_target": kappa.tolist(), "keep_applied": applied.tolist(),
+            "step": int(done),
+            "phase": self.schedule.phase(min(done, self.schedule.finalize - 1)),
+            "rho": float(rho),
+            "tau": float(tau),
+            "keep_target": kappa.tolist(),
+            "keep_applied": applied.tolist(),
             "keep_achieved": (st.remaining / full).tolist(),
             "model_keep": float((st.remaining.sum() + self.non_block) / (full.sum() + self.non_block)),
             "dpsi_cls": None if d_cls is None else d_cls.tolist(),
             "dpsi_patch": None if d_patch is None else d_patch.tolist(),
-            "window_forwards": int(st.dpsi_count.item()), "window_forwards_cls": int(st.dpsi_cls_count.item()),
+            "window_forwards": int(st.dpsi_count.item()),
+            "window_forwards_cls": int(st.dpsi_cls_count.item()),
             "window_steps": int(st.taylor_count.item()),
         }
         if shadows:
@@ -241,10 +280,17 @@ class P3BPruner:
         for layer in range(self.dims.layers):
             for k, kind in enumerate(("attn", "mlp")):
                 names = BLOCK_GATES[kind]
-                scores = [mean[offsets[(g, layer)][0]:sum(offsets[(g, layer)])] for g in names]
-                masks, _, _ = block_masks(self.dims, kind, scores, [scales.get(g, 1.0) for g in names],
-                                          float(applied[2 * layer + k]), tau, exact=self.config.exact_budget,
-                                          floor=self.config.mask_floor)
+                scores = [mean[offsets[(g, layer)][0] : sum(offsets[(g, layer)])] for g in names]
+                masks, _, _ = block_masks(
+                    self.dims,
+                    kind,
+                    scores,
+                    [scales.get(g, 1.0) for g in names],
+                    float(applied[2 * layer + k]),
+                    tau,
+                    exact=self.config.exact_budget,
+                    floor=self.config.mask_floor,
+                )
                 for g, new in zip(names, masks):
                     gates.mask(g, layer).data.copy_(new.to(gates.mask(g, layer).dtype))
 
@@ -260,8 +306,10 @@ class P3BPruner:
                 entry = self.update(done, rho=1.0, tau=self.config.tau_max)
                 entry["phase"] = "finalize_reselect"
             if st.num_updates == 0 and self.config.prune_ratio > 0:
-                logger.warning("P3B finalised before any mask update: nothing was pruned. Train longer or "
-                               "lower --prune-start-epoch / --update-every.")
+                logger.warning(
+                    "P3B finalised before any mask update: nothing was pruned. Train longer or "
+                    "lower --prune-start-epoch / --update-every."
+                )
             # hard and frozen from here on: training past finalisation must not move them (the reference
             # deletes its gates); under DDP they stay in the graph so the reducer sees every parameter
             self.gates.freeze(keep_in_graph=world_size() > 1)
@@ -277,11 +325,19 @@ class P3BPruner:
         if self.gates is not None:
             for layer in range(plan.num_layers):
                 kept = {g: self.gates.kept_indices(g, layer) for g in GATES}
-                plan.layers[layer] = LayerPlan(head_dims=kept["attn_qkv"], mlp=kept["mlp_hid"],
-                                               attn_in=kept["attn_in"], attn_out=kept["attn_out"],
-                                               mlp_in=kept["mlp_in"], mlp_out=kept["mlp_out"])
-        plan.meta = {"method": "p3b", "prune_ratio": self.config.prune_ratio,
-                     "base_model_name_or_path": getattr(self.model.config, "_name_or_path", None) or None}
+                plan.layers[layer] = LayerPlan(
+                    head_dims=kept["attn_qkv"],
+                    mlp=kept["mlp_hid"],
+                    attn_in=kept["attn_in"],
+                    attn_out=kept["attn_out"],
+                    mlp_in=kept["mlp_in"],
+                    mlp_out=kept["mlp_out"],
+                )
+        plan.meta = {
+            "method": "p3b",
+            "prune_ratio": self.config.prune_ratio,
+            "base_model_name_or_path": getattr(self.model.config, "_name_or_path", None) or None,
+        }
         return plan
 
     # ------------------------------------------------------------------ checkpoints

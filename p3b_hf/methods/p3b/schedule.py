@@ -25,29 +25,40 @@ def default_phase_epochs(epochs: float) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class Schedule:
-    start: int       # S0: first step that accumulates scores
-    sparse: int      # S1: ratio fully reached
-    finalize: int    # S2: hard masks + physical pruning
+    start: int  # S0: first step that accumulates scores
+    sparse: int  # S1: ratio fully reached
+    finalize: int  # S2: hard masks + physical pruning
     update_every: int
     tau_max: float = 0.1
     tau_min: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.sparse <= self.finalize:
-            raise P3BError(f"P3B phases must satisfy 0 <= start < sparse <= finalize (got {self.start}, "
-                           f"{self.sparse}, {self.finalize} steps). Fix --prune-start-epoch/--prune-sparse-epoch/"
-                           "--prune-finalize-epoch (or train longer).")
+            raise P3BError(
+                f"P3B phases must satisfy 0 <= start < sparse <= finalize (got {self.start}, "
+                f"{self.sparse}, {self.finalize} steps). Fix --prune-start-epoch/--prune-sparse-epoch/"
+                "--prune-finalize-epoch (or train longer)."
+            )
         if self.update_every < 1:
             raise P3BError("--update-every must be >= 1 optimizer step.")
         if self.update_every >= self.finalize - self.start:
             raise P3BError(
                 f"--update-every {self.update_every} is not shorter than the pruning window ({self.finalize - self.start} "
                 f"optimizer steps from step {self.start} to {self.finalize}): no mask would ever be updated. Use "
-                f"--update-every <= {max(1, (self.finalize - self.start) // 2)}, or train longer (--epochs).")
+                f"--update-every <= {max(1, (self.finalize - self.start) // 2)}, or train longer (--epochs)."
+            )
 
     @classmethod
-    def from_epochs(cls, steps_per_epoch: int, start_epoch: float, sparse_epoch: float, finalize_epoch: float,
-                    update_every: int | None, tau_max: float = 0.1, tau_min: float = 0.0) -> Schedule:
+    def from_epochs(
+        cls,
+        steps_per_epoch: int,
+        start_epoch: float,
+        sparse_epoch: float,
+        finalize_epoch: float,
+        update_every: int | None,
+        tau_max: float = 0.1,
+        tau_min: float = 0.0,
+    ) -> Schedule:
         s0 = int(round(start_epoch * steps_per_epoch))
         s1 = max(s0 + 1, int(round(sparse_epoch * steps_per_epoch)))
         s2 = max(s1, int(round(finalize_epoch * steps_per_epoch)))

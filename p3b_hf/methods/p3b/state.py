@@ -21,9 +21,24 @@ from ...errors import CheckpointError
 
 STATE_TENSORS = "p3b_state.safetensors"
 STATE_JSON = "p3b_state.json"
-_TENSOR_FIELDS = ("dpsi_cls_sum", "dpsi_patch_sum", "dpsi_count", "dpsi_cls_count", "taylor_sum", "taylor_count",
-                  "prev_dpsi_cls_sum", "prev_dpsi_patch_sum", "prev_dpsi_count", "prev_dpsi_cls_count",
-                  "prev_taylor_sum", "prev_taylor_count", "ema_cls", "ema_patch", "remaining", "kappa")
+_TENSOR_FIELDS = (
+    "dpsi_cls_sum",
+    "dpsi_patch_sum",
+    "dpsi_count",
+    "dpsi_cls_count",
+    "taylor_sum",
+    "taylor_count",
+    "prev_dpsi_cls_sum",
+    "prev_dpsi_patch_sum",
+    "prev_dpsi_count",
+    "prev_dpsi_cls_count",
+    "prev_taylor_sum",
+    "prev_taylor_count",
+    "ema_cls",
+    "ema_patch",
+    "remaining",
+    "kappa",
+)
 
 
 @dataclass
@@ -59,11 +74,19 @@ class P3BState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def fresh(cls, num_blocks: int, num_mask_elements: int, full: torch.Tensor,
-              device: torch.device | str = "cpu") -> P3BState:
+    def fresh(
+        cls, num_blocks: int, num_mask_elements: int, full: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> P3BState:
         z = lambda n: torch.zeros(n, dtype=torch.float64, device=device)  # noqa: E731
-        return cls(z(num_blocks), z(num_blocks), z(1), z(num_mask_elements), z(1),
-                   full.double().to(device).clone(), dpsi_cls_count=z(1))
+        return cls(
+            z(num_blocks),
+            z(num_blocks),
+            z(1),
+            z(num_mask_elements),
+            z(1),
+            full.double().to(device).clone(),
+            dpsi_cls_count=z(1),
+        )
 
     def to(self, device: torch.device | str) -> P3BState:
         for name in _TENSOR_FIELDS:
@@ -102,16 +125,30 @@ class P3BState:
         self.taylor_count += self.prev_taylor_count
 
     # ------------------------------------------------------------------ checkpoint IO
-    def save(self, output_dir: str | os.PathLike, extra_tensors: dict[str, torch.Tensor],
-             extra_json: dict[str, Any]) -> None:
+    def save(
+        self,
+        output_dir: str | os.PathLike,
+        extra_tensors: dict[str, torch.Tensor],
+        extra_json: dict[str, Any],
+    ) -> None:
         out = Path(output_dir)
-        tensors = {f"state.{k}": getattr(self, k).detach().cpu().contiguous() for k in _TENSOR_FIELDS
-                   if getattr(self, k) is not None}
+        tensors = {
+            f"state.{k}": getattr(self, k).detach().cpu().contiguous()
+            for k in _TENSOR_FIELDS
+            if getattr(self, k) is not None
+        }
         tensors.update({k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()})
         save_file(tensors, str(out / STATE_TENSORS), metadata={"format": "pt"})
-        meta = {"num_updates": self.num_updates, "finalized": self.finalized, "finalize_step": self.finalize_step,
-                "skipped_taylor_steps": self.skipped_taylor_steps, "last_taylor_step": self.last_taylor_step,
-                "train_forwards": self.train_forwards, "history": self.history, **extra_json}
+        meta = {
+            "num_updates": self.num_updates,
+            "finalized": self.finalized,
+            "finalize_step": self.finalize_step,
+            "skipped_taylor_steps": self.skipped_taylor_steps,
+            "last_taylor_step": self.last_taylor_step,
+            "train_forwards": self.train_forwards,
+            "history": self.history,
+            **extra_json,
+        }
         tmp = out / (STATE_JSON + ".tmp")
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, out / STATE_JSON)
@@ -120,19 +157,32 @@ class P3BState:
     def read(checkpoint: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         ckpt = Path(checkpoint)
         if not (ckpt / STATE_TENSORS).exists() or not (ckpt / STATE_JSON).exists():
-            raise CheckpointError(f"{ckpt} has no {STATE_TENSORS}/{STATE_JSON}: it was not written by P3BTrainer. "
-                                  "Resume P3B runs only from their own checkpoints.")
+            raise CheckpointError(
+                f"{ckpt} has no {STATE_TENSORS}/{STATE_JSON}: it was not written by P3BTrainer. "
+                "Resume P3B runs only from their own checkpoints."
+            )
         return load_file(str(ckpt / STATE_TENSORS)), json.loads((ckpt / STATE_JSON).read_text())
 
-    def load(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device | str) -> None:
+    def load(
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], device: torch.device | str
+    ) -> None:
         for k in _TENSOR_FIELDS:
             key = f"state.{k}"
             setattr(self, k, tensors[key].to(device) if key in tensors else None)
         # checkpoints written before the class heads ran on every forward have one count for both heads
-        for cls_count, count in (("dpsi_cls_count", "dpsi_count"), ("prev_dpsi_cls_count", "prev_dpsi_count")):
+        for cls_count, count in (
+            ("dpsi_cls_count", "dpsi_count"),
+            ("prev_dpsi_cls_count", "prev_dpsi_count"),
+        ):
             if getattr(self, cls_count) is None and getattr(self, count) is not None:
                 setattr(self, cls_count, getattr(self, count).clone())
-        for k in ("num_updates", "finalized", "finalize_step", "skipped_taylor_steps", "last_taylor_step",
-                  "history"):
+        for k in (
+            "num_updates",
+            "finalized",
+            "finalize_step",
+            "skipped_taylor_steps",
+            "last_taylor_step",
+            "history",
+        ):
             setattr(self, k, meta[k])
         self.train_forwards = int(meta.get("train_forwards", 0))  # absent in checkpoints before bpi_every

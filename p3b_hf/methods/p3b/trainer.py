@@ -42,7 +42,13 @@ from .state import P3BState
 
 logger = logging.getLogger(__name__)
 
-_NO_DECAY_NAMES = ("position_embeddings", "cls_token", "distillation_token", "mask_token", "relative_position_bias_table")
+_NO_DECAY_NAMES = (
+    "position_embeddings",
+    "cls_token",
+    "distillation_token",
+    "mask_token",
+    "relative_position_bias_table",
+)
 
 
 class PruningCallback(TrainerCallback):
@@ -75,9 +81,14 @@ class PruningCallback(TrainerCallback):
     def history(self) -> dict[str, Any]:
         """Per-update keep ratios / ΔΨ, phase boundaries and finalisation results (JSON-able)."""
         sched = self.pruner.schedule
-        return {"updates": self.state.history, "schedule": sched.to_dict() if sched else None,
-                "finalize": self.finalize_metrics, "skipped_taylor_steps": self.state.skipped_taylor_steps,
-                "non_block_params": self.pruner.non_block, "block_params_full": self.pruner.full.tolist()}
+        return {
+            "updates": self.state.history,
+            "schedule": sched.to_dict() if sched else None,
+            "finalize": self.finalize_metrics,
+            "skipped_taylor_steps": self.state.skipped_taylor_steps,
+            "non_block_params": self.pruner.non_block,
+            "block_params_full": self.pruner.full.tolist(),
+        }
 
     def _make_schedule(self, args: TrainingArguments, state: TrainerState, steps_per_epoch: int) -> Schedule:
         c = self.config
@@ -94,17 +105,28 @@ class PruningCallback(TrainerCallback):
             u = c.update_every or max(1, (s2 - s0) // 78)
             s = Schedule(s0, s1, s2, u, c.tau_max, c.tau_min)
         if s.finalize > state.max_steps:
-            logger.warning("P3B finalize step %d is after the last training step %d: the model will be "
-                           "finalised at the end of training with the masks reached by then.", s.finalize,
-                           state.max_steps)
+            logger.warning(
+                "P3B finalize step %d is after the last training step %d: the model will be "
+                "finalised at the end of training with the masks reached by then.",
+                s.finalize,
+                state.max_steps,
+            )
         return s
 
     # ------------------------------------------------------------------ events
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       train_dataloader: Any = None, **kwargs: Any) -> None:
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        train_dataloader: Any = None,
+        **kwargs: Any,
+    ) -> None:
         if self.pruner is None or self.trainer is None:
-            raise P3BError("PruningCallback only works inside a P3BTrainer (it needs the BPI loss and the "
-                           "mask-gradient hooks): use P3BTrainer(..., callbacks=[PruningCallback(cfg)]).")
+            raise P3BError(
+                "PruningCallback only works inside a P3BTrainer (it needs the BPI loss and the "
+                "mask-gradient hooks): use P3BTrainer(..., callbacks=[PruningCallback(cfg)])."
+            )
         self._t0 = time.perf_counter()
         ga = args.gradient_accumulation_steps
         n = len(train_dataloader) if train_dataloader is not None else None
@@ -119,18 +141,24 @@ class PruningCallback(TrainerCallback):
         runs the patch heads at least once (an explicit ``--bpi-every`` is left as given: it warns)."""
         c = self.config
         if c.bpi_every_auto and c.bpi_every > window_forwards and self.pruner.estimators:
-            logger.info("P3B: bpi_every %d -> %d (one update window is %d micro-batches).", c.bpi_every,
-                        max(1, window_forwards), window_forwards)
+            logger.info(
+                "P3B: bpi_every %d -> %d (one update window is %d micro-batches).",
+                c.bpi_every,
+                max(1, window_forwards),
+                window_forwards,
+            )
             c.bpi_every = max(1, window_forwards)
             self.pruner.estimators[0].every = c.bpi_every
 
-    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                              **kwargs: Any) -> None:
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.trainer is not None:
             self.trainer._p3b_taylor()
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         pr = self.pruner
         done = state.global_step
         if pr.state.finalized or pr.schedule is None:
@@ -139,17 +167,21 @@ class PruningCallback(TrainerCallback):
             t0 = time.perf_counter()
             entry = pr.update(done)
             entry["update_s"] = time.perf_counter() - t0
-            logger.info("P3B update at step %d (%s): model keep %.4f", done, entry["phase"], entry["model_keep"])
+            logger.info(
+                "P3B update at step %d (%s): model keep %.4f", done, entry["phase"], entry["model_keep"]
+            )
             # on EVERY rank: Trainer.log runs the on_log callbacks, which reset control.should_log; logging on
             # rank 0 only made rank 1 alone enter the loss all_gather of a coinciding logging step (DDP hang)
             if self.trainer is not None:
-                self.trainer.log({"p3b_model_keep": entry["model_keep"], "p3b_rho": entry["rho"],
-                                  "p3b_tau": entry["tau"]})
+                self.trainer.log(
+                    {"p3b_model_keep": entry["model_keep"], "p3b_rho": entry["rho"], "p3b_tau": entry["tau"]}
+                )
         if done >= pr.schedule.finalize:
             self.finalize(done)
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         pr = self.pruner
         if not pr.state.finalized:
             self.finalize(state.global_step)
@@ -167,12 +199,18 @@ class PruningCallback(TrainerCallback):
     def _build_and_save(self, plan: Any, stage: str) -> nn.Module:
         tr, c = self.trainer, self.config
         model = self.pruner.model
-        pruned = apply_width_plan(model, plan, layernorm_mode=c.layernorm_mode,
-                                  provenance={"method": "p3b", "prune_ratio": c.prune_ratio})
+        pruned = apply_width_plan(
+            model,
+            plan,
+            layernorm_mode=c.layernorm_mode,
+            provenance={"method": "p3b", "prune_ratio": c.prune_ratio},
+        )
         pruned.eval()
         self.pruned_model = pruned
-        metrics: dict[str, Any] = {"step": int(tr.state.global_step) if tr else None,
-                                   "params": sum(p.numel() for p in pruned.parameters())}
+        metrics: dict[str, Any] = {
+            "step": int(tr.state.global_step) if tr else None,
+            "params": sum(p.numel() for p in pruned.parameters()),
+        }
         if tr is not None and c.evaluate_pruned and tr.eval_dataset is not None:
             metrics["pruned"] = tr.evaluate_model(pruned)
             if self.pruner.gates is not None:
@@ -192,9 +230,16 @@ class P3BTrainer(FineTuneTrainer):
     ``trainer.pruned_model`` holds the physically pruned model after training.
     """
 
-    def __init__(self, model: nn.Module | None = None, args: TrainingArguments | None = None, *,
-                 p3b: P3BConfig | None = None, callbacks: list[TrainerCallback] | None = None,
-                 compute_metrics: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        *,
+        p3b: P3BConfig | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        compute_metrics: Any = None,
+        **kwargs: Any,
+    ) -> None:
         callbacks = list(callbacks or [])
         cb = next((c for c in callbacks if isinstance(c, PruningCallback)), None)
         if cb is None:
@@ -211,14 +256,22 @@ class P3BTrainer(FineTuneTrainer):
             args.label_names = ["labels"]  # DeiT-with-teacher forwards have no `labels` argument
         if kwargs.get("teacher") is not None and kwargs.get("kd") is None:
             kwargs["kd"] = KDConfig(reduction="deit")  # P3B-Dist distils as DeiT's DistillationLoss does
-        super().__init__(model=model, args=args, callbacks=callbacks,
-                         compute_metrics=compute_metrics or compute_accuracy, **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            callbacks=callbacks,
+            compute_metrics=compute_metrics or compute_accuracy,
+            **kwargs,
+        )
         cb.bind(self)
         departures = recipe_departures(self.args)
         if departures:
-            logger.warning("P3BTrainer: these TrainingArguments depart from the reference pruning recipe: %s. "
-                           "Pass lr_scheduler_type='constant', max_grad_norm=0.0, weight_decay=0.05 to follow "
-                           "it (the p3b-hf CLI does).", "; ".join(departures))
+            logger.warning(
+                "P3BTrainer: these TrainingArguments depart from the reference pruning recipe: %s. "
+                "Pass lr_scheduler_type='constant', max_grad_norm=0.0, weight_decay=0.05 to follow "
+                "it (the p3b-hf CLI does).",
+                "; ".join(departures),
+            )
 
     @property
     def pruned_model(self) -> nn.Module | None:
@@ -229,8 +282,13 @@ class P3BTrainer(FineTuneTrainer):
         return self.pruning.pruner
 
     # ------------------------------------------------------------------ loss
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
         pr = self.pruner
         bpi_phase = model.training and bool(pr.estimators) and not pr.state.finalized
         if bpi_phase:
@@ -240,8 +298,9 @@ class P3BTrainer(FineTuneTrainer):
             for est in pr.estimators:
                 est.heads.active, est.heads.patch_rows = True, est.patch_rows(batch, forward_index)
         try:
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
+            loss, outputs = super().compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
         finally:
             for est in pr.estimators:
                 est.heads.active, est.heads.patch_rows = False, None
@@ -260,7 +319,7 @@ class P3BTrainer(FineTuneTrainer):
             key = est.heads.output_key
             ce_cls = per_head_ce(outputs[f"{key}_cls"], labels)
             patch = outputs.get(f"{key}_patch")
-            ce_patch = None if patch is None else per_head_ce(patch, labels[:patch.shape[2]])
+            ce_patch = None if patch is None else per_head_ce(patch, labels[: patch.shape[2]])
             total = total + ce_cls.sum() + (0.0 if ce_patch is None else ce_patch.sum())
             skipped |= ce_patch is None
             if accumulating:
@@ -286,22 +345,35 @@ class P3BTrainer(FineTuneTrainer):
             prefix = "bpi_" if n.startswith(("p3b_bpi.", "p3b_shadows.")) else ""
             groups[prefix + ("no_decay" if no_decay else "decay")].append(p)
         lr, wd = self.args.learning_rate, self.args.weight_decay
-        spec = {"decay": (lr, wd), "no_decay": (lr, 0.0), "bpi_decay": (c.bpi_lr, c.bpi_weight_decay),
-                "bpi_no_decay": (c.bpi_lr, 0.0), "masks": (c.mask_lr if c.mask_lr is not None else lr, 0.0)}
-        return [{"params": ps, "lr": spec[k][0], "weight_decay": spec[k][1], "p3b_group": k}
-                for k, ps in groups.items() if ps]
+        spec = {
+            "decay": (lr, wd),
+            "no_decay": (lr, 0.0),
+            "bpi_decay": (c.bpi_lr, c.bpi_weight_decay),
+            "bpi_no_decay": (c.bpi_lr, 0.0),
+            "masks": (c.mask_lr if c.mask_lr is not None else lr, 0.0),
+        }
+        return [
+            {"params": ps, "lr": spec[k][0], "weight_decay": spec[k][1], "p3b_group": k}
+            for k, ps in groups.items()
+            if ps
+        ]
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Backbone decay / no-decay at the model lr, BPI decay / no-decay at ``bpi_lr`` (constant), and
         the masks (no decay, ``mask_lr``) only with ``train_masks``."""
         if self.optimizer is None:
-            cls, kw = (self.optimizer_cls_and_kwargs if self.optimizer_cls_and_kwargs is not None
-                       else self.get_optimizer_cls_and_kwargs(self.args, self.model))
+            cls, kw = (
+                self.optimizer_cls_and_kwargs
+                if self.optimizer_cls_and_kwargs is not None
+                else self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            )
             kw = {k: v for k, v in kw.items() if k not in ("params", "lr")}
             self.optimizer = cls(self._param_groups(), lr=self.args.learning_rate, **kw)
         return self.optimizer
 
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> Any:
         """The args' schedule for the backbone; BPI heads keep their constant lr (as in the reference)."""
         sched = super().create_scheduler(num_training_steps, optimizer)
         lambdas = getattr(sched, "lr_lambdas", None)
@@ -343,26 +415,43 @@ class P3BTrainer(FineTuneTrainer):
         hard-masked model), with the run's precision; DDP ranks each score a shard and sum."""
         a = self.args
         dtype = torch.bfloat16 if a.bf16 else torch.float16 if a.fp16 else None
-        return evaluate_accuracy(model, self.eval_dataset, batch_size=a.per_device_eval_batch_size,
-                                 device=str(a.device), autocast_dtype=dtype, desc="eval pruned")
+        return evaluate_accuracy(
+            model,
+            self.eval_dataset,
+            batch_size=a.per_device_eval_batch_size,
+            device=str(a.device),
+            autocast_dtype=dtype,
+            desc="eval pruned",
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Model weights without the P3B modules, so the checkpoint is a plain HF model."""
-        return {k: v for k, v in state_dict.items() if not k.startswith(("p3b_gates.", "p3b_bpi.", "p3b_shadows."))}
+        return {
+            k: v
+            for k, v in state_dict.items()
+            if not k.startswith(("p3b_gates.", "p3b_bpi.", "p3b_shadows."))
+        }
 
     def save_extra_state(self, output_dir: str) -> None:
         """``p3b_state.safetensors`` / ``p3b_state.json``: masks, BPI heads, windows, EMA, history."""
         pr = self.pruner
-        pr.state.save(output_dir, pr.state_tensors(),
-                      {"schedule": pr.schedule.to_dict() if pr.schedule else None,
-                       "config": _jsonable(dataclasses.asdict(self.p3b))})
+        pr.state.save(
+            output_dir,
+            pr.state_tensors(),
+            {
+                "schedule": pr.schedule.to_dict() if pr.schedule else None,
+                "config": _jsonable(dataclasses.asdict(self.p3b)),
+            },
+        )
 
     def load_extra_state(self, checkpoint_dir: str) -> None:
         if self.pruner.shadows:
-            raise CheckpointError("A P3B run with BPI shadows (bpi_shadows / --bpi-shadow) cannot be resumed: the "
-                                  "shadow heads and windows are a measurement aid and are not checkpointed. Start "
-                                  "the run again, or resume without shadows.")
+            raise CheckpointError(
+                "A P3B run with BPI shadows (bpi_shadows / --bpi-shadow) cannot be resumed: the "
+                "shadow heads and windows are a measurement aid and are not checkpointed. Start "
+                "the run again, or resume without shadows."
+            )
         tensors, meta = P3BState.read(checkpoint_dir)
         pr = self.pruner
         pr.load_state_tensors(tensors)
@@ -387,7 +476,9 @@ def recipe_departures(args: TrainingArguments) -> list[str]:
     if sched not in ("constant", "constant_with_warmup"):
         out.append(f"lr_scheduler_type={sched!r} (reference: a constant lr while pruning)")
     if args.max_grad_norm and args.max_grad_norm > 0:
-        out.append(f"max_grad_norm={args.max_grad_norm} (reference: no clipping; here the backbone alone is clipped)")
+        out.append(
+            f"max_grad_norm={args.max_grad_norm} (reference: no clipping; here the backbone alone is clipped)"
+        )
     if args.weight_decay != REFERENCE_RECIPE["weight_decay"]:
         out.append(f"weight_decay={args.weight_decay} (reference: 0.05)")
     return out
