@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from p3b_hf.errors import P3BError
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "p3b_hf"
 
@@ -187,6 +189,16 @@ def test_architecture_example_method_runs(tmp_path: Path) -> None:
         fc1 = locate(dense).layers[0].fc1.weight.detach().abs().sum(1)
         assert kept[0] == sorted(fc1.topk(32).indices.tolist())  # the largest L1 rows of layer 0
         assert (tmp_path / "out" / "model.safetensors").exists()
+        # A second registration under a taken name is refused (built-in names included), unless meant.
+        with pytest.raises(P3BError, match="already registered"):
+            methods.register_method("uniform-l1", options_cls, namespace["run"])
+        with pytest.raises(P3BError, match="already registered"):
+            methods.register_method("vbp", options_cls, namespace["run"])
+        assert (
+            methods.register_method("uniform-l1", options_cls, namespace["run"], replace=True).run
+            is namespace["run"]
+        )
+        assert methods.METHODS["vbp"] == "p3b_hf.methods.vbp"
     finally:
         methods.METHODS.pop("uniform-l1", None)
 

@@ -39,9 +39,22 @@ class Method:
 
 
 def register_method(
-    name: str, options: type, run: Callable[[RunContext, Any], MethodResult], description: str = ""
+    name: str,
+    options: type,
+    run: Callable[[RunContext, Any], MethodResult],
+    description: str = "",
+    *,
+    replace: bool = False,
 ) -> Method:
-    """Make ``name`` available to ``p3b-hf prune --method`` / ``compare`` / recipes / :func:`p3b_hf.runner.prune`."""
+    """Make ``name`` available to ``p3b-hf prune --method`` / ``compare`` / recipes / :func:`p3b_hf.runner.prune`.
+
+    A name already taken is refused (a silent overwrite would run another method under a known name);
+    ``replace=True`` says the overwrite is meant, e.g. when a notebook re-registers its own method."""
+    if name in METHODS and not replace:
+        raise P3BError(
+            f"A method named {name!r} is already registered; choose another name, or pass replace=True to "
+            "register_method if you mean to replace it."
+        )
     method = Method(name, options, run, description)
     METHODS[name] = method
     return method
