@@ -14,8 +14,8 @@ Adding a method: one options dataclass, one ``run`` function, one registry line 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import P3BError
@@ -30,19 +30,35 @@ METHODS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its options dataclass, its run function and a one-line description."""
+    """A registered method: its options dataclass, its run function and a one-line description.
+
+    ``unused_options``: the common options (fields of ``TrainOptions`` / ``KDOptions`` / ...) the method does
+    not read, each with what to use instead (a module's ``UNUSED_OPTIONS``); the command line and recipes
+    refuse them (:func:`p3b_hf.runner.check_given_options`). Every other common option is read.
+    ``kd_needs_teacher``: the KD options act only with ``--teacher`` (a module's ``KD_NEEDS_TEACHER``, P3B);
+    VBP distils from the dense input model without one."""
 
     name: str
     options: type
     run: Callable[[RunContext, Any], MethodResult]
     description: str = ""
+    unused_options: Mapping[str, str] = field(default_factory=dict)
+    kd_needs_teacher: bool = False
 
 
 def register_method(
-    name: str, options: type, run: Callable[[RunContext, Any], MethodResult], description: str = ""
+    name: str,
+    options: type,
+    run: Callable[[RunContext, Any], MethodResult],
+    description: str = "",
+    *,
+    unused_options: Mapping[str, str] | None = None,
+    kd_needs_teacher: bool = False,
 ) -> Method:
-    """Make ``name`` available to ``p3b-hf prune --method`` / ``compare`` / recipes / :func:`p3b_hf.runner.prune`."""
-    method = Method(name, options, run, description)
+    """Make ``name`` available to ``p3b-hf prune --method`` / ``compare`` / recipes / :func:`p3b_hf.runner.prune`.
+    ``unused_options``: common options the method does not read -> what to use instead (refused on the
+    command line and in recipes)."""
+    method = Method(name, options, run, description, dict(unused_options or {}), kd_needs_teacher)
     METHODS[name] = method
     return method
 
@@ -55,7 +71,14 @@ def get_method(name: str) -> Method:
     if isinstance(entry, Method):
         return entry
     module = importlib.import_module(entry)
-    return Method(name, module.Options, module.run, getattr(module, "DESCRIPTION", ""))
+    return Method(
+        name,
+        module.Options,
+        module.run,
+        getattr(module, "DESCRIPTION", ""),
+        dict(getattr(module, "UNUSED_OPTIONS", {})),
+        bool(getattr(module, "KD_NEEDS_TEACHER", False)),
+    )
 
 
 __all__ = ["METHODS", "Method", "MethodResult", "RunContext", "get_method", "register_method"]
