@@ -165,7 +165,7 @@ class VBPOptions:
     )
     vbp_epochs: float = option(
         PAPER_RECIPE["epochs"],
-        help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is not used by VBP)",
+        help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is refused with --method vbp)",
     )
     vbp_lr: float = option(PAPER_RECIPE["lr"], help="VBP: AdamW lr of the KD fine-tune (paper: 1.5e-5)")
     vbp_weight_decay: float = option(PAPER_RECIPE["weight_decay"], help="VBP: weight decay (paper: 0.01)")
