@@ -376,8 +376,8 @@ class KDOptions:
         None,
         choices=("deit", "batchmean"),
         help="soft KD scale: 'deit' = KL summed / (batch x classes) as DeiT's "
-        "DistillationLoss (P3B-Dist, finetune default); 'batchmean' = / batch, "
-        "K times larger (VBP default)",
+        "DistillationLoss; 'batchmean' = / batch, K times larger (default: the "
+        "method's own -- deit for P3B-Dist and finetune, batchmean for VBP)",
     )
 
 
@@ -435,7 +435,8 @@ class FinetuneOptions:
 
 
 #: the fine-tune command's defaults where they differ from a pruning run's (the P3B reference fine-tune)
-FINETUNE_DEFAULTS = {"epochs": 300.0, "batch_size": 128, "lr": None, "kd_reduction": "deit"}
+#: (the KD scaling is not here: unset, the trainer applies its method's, DeiT's for the fine-tune)
+FINETUNE_DEFAULTS = {"epochs": 300.0, "batch_size": 128, "lr": None}
 
 
 def command_line(*parts: Any) -> str:

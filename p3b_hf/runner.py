@@ -80,7 +80,7 @@ class FinetuneJob:
     data: DataOptions
     output: OutputOptions
     train: TrainOptions = field(default_factory=finetune_train_options)
-    kd: KDOptions = field(default_factory=lambda: KDOptions(kd_reduction="deit"))
+    kd: KDOptions = field(default_factory=KDOptions)  # an unset --kd-reduction: FineTuneTrainer's, DeiT's
 
 
 @dataclass

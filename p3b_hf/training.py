@@ -291,7 +291,7 @@ class FineTuneTrainer(TrainerAdapter):
     * ``trainer.step_timer``: the time and memory of every optimizer step (:class:`StepTimer`).
 
     ``kd_reduction``: the soft-KD scaling used when ``kd.reduction`` is unset (default: the class's
-    :attr:`default_kd_reduction`, DeiT's, as ``p3b-hf finetune``; VBP passes "batchmean").
+    :attr:`default_kd_reduction`, DeiT's, as ``p3b-hf finetune``; VBP resolves its own "batchmean" first).
     """
 
     #: soft-KD scaling of an unset ``KDConfig.reduction`` (``p3b-hf finetune`` and P3B-Dist: DeiT's)
