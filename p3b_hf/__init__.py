@@ -13,7 +13,15 @@ __version__ = "0.1.0"
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .cost import count_cost
-from .errors import BudgetError, CheckpointError, DataError, P3BError, PlanError, UnsupportedModelError
+from .errors import (
+    BudgetError,
+    CheckpointError,
+    DataError,
+    OptionsError,
+    P3BError,
+    PlanError,
+    UnsupportedModelError,
+)
 from .models import (
     FAMILIES,
     STAGE_FAMILIES,
@@ -81,4 +89,5 @@ __all__ = [
     "BudgetError",
     "DataError",
     "CheckpointError",
+    "OptionsError",
 ]

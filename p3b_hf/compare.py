@@ -97,6 +97,20 @@ class MethodSpec:
         return START_SOURCE
 
 
+#: method options a compare sets itself in every cell, and why a user's value cannot act
+COMPARE_SETS = {"vbp_epochs": "every cell trains --epochs (VBP's KD fine-tune too)"}
+
+
+def check_given(given: Any) -> None:
+    """Refuse, as one :class:`~p3b_hf.errors.OptionsError`, an option given to ``compare`` that the compare
+    overrides in every cell (``--vbp-epochs``: the cells train ``--epochs``)."""
+    from .errors import OptionsError
+
+    for name, why in COMPARE_SETS.items():
+        if name in {str(g).replace("-", "_") for g in given}:
+            raise OptionsError(f"--{name.replace('_', '-')} is not used by compare: {why}.")
+
+
 def parse_methods(text: str) -> list[MethodSpec]:
     specs = [MethodSpec.parse(t) for t in text.split(",") if t.strip()]
     if not specs:
@@ -645,6 +659,10 @@ def cell_job(job: CompareJob, spec: MethodSpec, ratio: float, cell: Path, start_
     method = get_method(spec.method)
     base = job.method_options.get(spec.method) or method.options()
     kd = job.kd
+    if (
+        "teacher" in method.unused_options
+    ):  # a method that does not distil (global): the KD options are others'
+        kd = KDOptions()
     if spec.method == "vbp" and start_model is not None and not kd.teacher:
         kd = dataclasses.replace(kd, teacher=start_model)
     options = spec.options(base, job.train.epochs)

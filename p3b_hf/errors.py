@@ -31,3 +31,8 @@ class CheckpointError(P3BError):
 
 class NonFiniteLossError(P3BError):
     """Training diverged (the loss stayed NaN/inf)."""
+
+
+class OptionsError(P3BError):
+    """An option the chosen method / command does not read (it would be silently ignored): the message names
+    the option that does the job."""

@@ -11,6 +11,10 @@ Field metadata (see :func:`option`): ``help``; ``flag`` (default ``--field-name`
 ``--eval-split a,b``); ``cli=False`` keeps a field out of the command line (set by code, e.g. a budget
 shared by all methods). A field without a default is a required flag.
 
+Which flags the user actually gave is recorded while parsing (:func:`given_options`), so that a flag the
+chosen method does not read can be refused (:func:`p3b_hf.runner.check_given_options`) -- never by
+comparing a value with its default.
+
 This module imports nothing from the rest of p3b_hf except the error type, so every layer may use it.
 """
 
@@ -140,8 +144,34 @@ def add_options(
                 kw["required"] = True
             else:
                 kw["default"] = default
+        kw["action"] = _recording(group, kw.get("action"))
         group.add_argument(flag_of(f), **kw)
     return group
+
+
+#: the Namespace attribute holding the dests of the flags given on the command line (see given_options)
+GIVEN = "_given_options"
+
+
+def _recording(container: Any, action: Any) -> type:
+    """``action`` (an argparse action name or class; ``None`` = store) as a class that also records its dest
+    in the namespace when the flag is on the command line. argparse only calls an action for a flag that
+    was given; defaults are set without it, so this is exact (a flag given with its default value counts as
+    given). The set travels from a subcommand's namespace to the parent's with the other attributes."""
+    base = container._registry_get("action", action, action)
+
+    class Recorded(base):  # type: ignore[misc, valid-type]
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+            super().__call__(parser, namespace, values, option_string)
+            setattr(namespace, GIVEN, frozenset(getattr(namespace, GIVEN, frozenset())) | {self.dest})
+
+    Recorded.__name__ = f"Recorded{base.__name__}"
+    return Recorded
+
+
+def given_options(ns: argparse.Namespace) -> frozenset[str]:
+    """The field names of the options given on the command line that produced ``ns`` (not the defaults)."""
+    return frozenset(getattr(ns, GIVEN, frozenset()))
 
 
 def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -346,8 +376,8 @@ class KDOptions:
         None,
         choices=("deit", "batchmean"),
         help="soft KD scale: 'deit' = KL summed / (batch x classes) as DeiT's "
-        "DistillationLoss (P3B-Dist, finetune default); 'batchmean' = / batch, "
-        "K times larger (VBP default)",
+        "DistillationLoss; 'batchmean' = / batch, K times larger (default: the "
+        "method's own -- deit for P3B-Dist and finetune, batchmean for VBP)",
     )
 
 
@@ -405,7 +435,8 @@ class FinetuneOptions:
 
 
 #: the fine-tune command's defaults where they differ from a pruning run's (the P3B reference fine-tune)
-FINETUNE_DEFAULTS = {"epochs": 300.0, "batch_size": 128, "lr": None, "kd_reduction": "deit"}
+#: (the KD scaling is not here: unset, the trainer applies its method's, DeiT's for the fine-tune)
+FINETUNE_DEFAULTS = {"epochs": 300.0, "batch_size": 128, "lr": None}
 
 
 def command_line(*parts: Any) -> str:

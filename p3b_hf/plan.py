@@ -373,14 +373,9 @@ def apply_width_plan(
     keys = FAMILIES[mods.family].keys
     c, hd = mods.hidden_size, mods.head_dim
     e_idx = _idx(plan.embed, c)
-    c_kept = len(e_idx)
-    dense_scale = hd**-0.5
     sd: dict[str, torch.Tensor] = {}
     prefix = mods.family
-    lay: dict[str, list] = {
-        k: []
-        for k in ("heads", "hd", "mlp", "attn_in", "attn_out", "mlp_in", "mlp_out", "scale", "kept_heads")
-    }
+    kept_heads: list[list[int]] = []  # per layer, the heads its attention still uses (BEiT's shared bias)
 
     sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
     if mods.dist_token is not None:
@@ -425,11 +420,7 @@ def apply_width_plan(
                 const = const * lm.ls1.double()
             if len(a_out):
                 sd[f"{pre}.{keys.o}.bias"] = const[a_out].to(o_bias.dtype)
-            lay["heads"].append(0)
-            lay["hd"].append(0)
-            lay["attn_in"].append([])
-            lay["attn_out"].append(_remap(lp.attn_out, plan.embed))
-            lay["kept_heads"].append([])
+            kept_heads.append([])
         else:
             sd[f"{pre}.{keys.ln_before}.weight"] = lm.ln_before.weight[a_in]
             sd[f"{pre}.{keys.ln_before}.bias"] = lm.ln_before.bias[a_in]
@@ -443,12 +434,7 @@ def apply_width_plan(
                 sd[f"{pre}.{keys.ls1}"] = lm.ls1[a_out]
             if lm.rel_bias is not None:
                 sd[f"{pre}.{keys.rel_bias}"] = lm.rel_bias[:, heads]
-            lay["heads"].append(len(heads))
-            lay["hd"].append(len(dims))
-            lay["attn_in"].append(_remap(lp.attn_in, plan.embed))
-            lay["attn_out"].append(_remap(lp.attn_out, plan.embed))
-            lay["kept_heads"].append(heads.tolist())
-        lay["scale"].append(dense_scale if not rescale_attention or len(dims) == 0 else len(dims) ** -0.5)
+            kept_heads.append(heads.tolist())
         # ---- MLP
         hid = _idx(lp.mlp, mods.intermediate_size)
         m_in = _idx(lp.mlp_in, c) if lp.mlp_in is not None else e_idx
@@ -466,9 +452,6 @@ def apply_width_plan(
                 const = const * lm.ls2.double()
             if len(m_out):
                 sd[f"{pre}.{keys.fc2}.bias"] = const[m_out].to(b2.dtype)
-            lay["mlp"].append(0)
-            lay["mlp_in"].append([])
-            lay["mlp_out"].append(_remap(lp.mlp_out, plan.embed))
         else:
             sd[f"{pre}.{keys.ln_after}.weight"] = lm.ln_after.weight[m_in]
             sd[f"{pre}.{keys.ln_after}.bias"] = lm.ln_after.bias[m_in]
@@ -478,12 +461,17 @@ def apply_width_plan(
             sd[f"{pre}.{keys.fc2}.bias"] = b2[m_out]
             if lm.ls2 is not None:
                 sd[f"{pre}.{keys.ls2}"] = lm.ls2[m_out]
-            lay["mlp"].append(len(hid))
-            lay["mlp_in"].append(_remap(lp.mlp_in, plan.embed))
-            lay["mlp_out"].append(_remap(lp.mlp_out, plan.embed))
 
-    extra = _shared_bias(mods, lay["kept_heads"], sd, prefix)
-    config = _pruned_config(model, mods, plan, lay, c_kept, layernorm_mode, provenance, extra)
+    _slice_shared_bias(mods, kept_heads, sd, prefix)
+    # the widths come from THE plan -> config function (cost estimates and random plans use it too)
+    config = pruned_config(
+        model.config,
+        plan,
+        distillation_head="cls_classifier" in mods.heads if mods.family == "deit" else None,
+        rescale_attention=rescale_attention,
+        layernorm_mode=layernorm_mode,
+    )
+    _set_provenance(config, plan, provenance)
     cls = FAMILIES[mods.family].model_class
     dtype = mods.patch_projection.weight.dtype
     with torch.device("meta"):
@@ -496,6 +484,13 @@ def apply_width_plan(
     )
     pruned.train(model.training)
     return pruned.to(mods.patch_projection.weight.device)
+
+
+def _set_provenance(config: Any, plan: WidthPlan, provenance: dict[str, Any] | None) -> None:
+    """Write the provenance fields (method, ratio, base model, p3b_hf version) into a pruned ``config``: all
+    that :func:`apply_width_plan`'s config adds to :func:`pruned_config`'s."""
+    for key, value in _provenance_fields(plan, provenance).items():
+        setattr(config, key, value)
 
 
 def _provenance_fields(plan: WidthPlan, provenance: dict[str, Any] | None) -> dict[str, Any]:
@@ -536,7 +531,6 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
     plan.check_matches_mlps(view)
     names = {id(m): n for n, m in model.named_modules()}
     sd = dict(model.state_dict())
-    widths, heads_kept, dims_kept = [], [], []
     for blk, lp in zip(view.blocks, plan.layers):
         if (
             blk.attn is not None
@@ -553,8 +547,6 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
             sd[f"{names[id(a.relative_position_bias)]}.relative_position_bias_table"] = table[
                 :, heads.to(table.device)
             ]
-            heads_kept.append(len(heads))
-            dims_kept.append(len(dims))
         hid = _idx(lp.mlp, blk.width).to(blk.fc1.weight.device)
         b2 = blk.fc2.bias
         if lp.mlp_bias_delta is not None:
@@ -562,19 +554,8 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
         fc1, fc2 = names[id(blk.fc1)], names[id(blk.fc2)]
         sd[f"{fc1}.weight"], sd[f"{fc1}.bias"] = blk.fc1.weight[hid], blk.fc1.bias[hid]
         sd[f"{fc2}.weight"], sd[f"{fc2}.bias"] = blk.fc2.weight[:, hid], b2
-        widths.append(len(hid))
-    extra: dict[str, Any] = {}
-    if fam.dense_heads is not None:
-        extra.update(
-            block_num_heads=_per_stage(heads_kept, view.stage_depths),
-            block_head_dims=_per_stage(dims_kept, view.stage_depths),
-        )
-    config = fam.config_class.from_dense_config(
-        model.config,
-        block_intermediate_sizes=_per_stage(widths, view.stage_depths),
-        **extra,
-        **_provenance_fields(plan, provenance),
-    )
+    config = pruned_config(model.config, plan)  # the widths: THE plan -> config function
+    _set_provenance(config, plan, provenance)
     dtype = blk.fc1.weight.dtype
     with torch.device("meta"):
         pruned = fam.model_class(config)
@@ -600,15 +581,21 @@ def _apply_block_mlp_plan(model: nn.Module, plan: WidthPlan, provenance: dict[st
     return pruned.to(blk.fc1.weight.device)
 
 
-def _shared_bias(
+def _slice_shared_bias(
     mods: ViTModules, kept_heads: list[list[int]], sd: dict[str, torch.Tensor], prefix: str
-) -> dict[str, Any]:
-    """BEiT's shared relative position bias: keep the columns of every head some layer still uses (the union),
-    and record per layer which of those columns its kept heads read (``layer_bias_heads``)."""
-    if mods.family != "beit":
-        return {}
-    if mods.shared_rel_bias is None:
-        return {"layer_bias_heads": None, "shared_bias_num_heads": None}
+) -> None:
+    """BEiT's shared relative position bias: keep the columns of every head some layer still uses (the union;
+    :func:`_shared_bias_fields` records which of them each layer reads)."""
+    union = sorted({h for heads in kept_heads for h in heads})
+    if mods.family == "beit" and mods.shared_rel_bias is not None and union:
+        table = mods.shared_rel_bias[:, union]
+        sd[f"{prefix}.encoder.relative_position_bias.relative_position_bias_table"] = table
+
+
+def _shared_bias_fields(kept_heads: list[list[int]], num_heads: int) -> dict[str, Any]:
+    """BEiT config fields of a shared relative position bias table sliced to the union of the heads the layers
+    still use (``kept_heads``, ``[]`` for a removed attention): per layer which columns it reads
+    (``layer_bias_heads``), the table's width, and no table at all when no layer attends."""
     union = sorted({h for heads in kept_heads for h in heads})
     if not union:  # no layer attends any more: the table is dead
         return {
@@ -616,72 +603,38 @@ def _shared_bias(
             "layer_bias_heads": None,
             "shared_bias_num_heads": None,
         }
-    sd[f"{prefix}.encoder.relative_position_bias.relative_position_bias_table"] = mods.shared_rel_bias[
-        :, union
-    ]
     pos = {h: j for j, h in enumerate(union)}
-    per_layer = [None if heads == union or not heads else [pos[h] for h in heads] for heads in kept_heads]
     return {
-        "layer_bias_heads": per_layer,
-        "shared_bias_num_heads": None if len(union) == mods.num_heads else len(union),
+        "layer_bias_heads": [
+            None if heads == union or not heads else [pos[h] for h in heads] for heads in kept_heads
+        ],
+        "shared_bias_num_heads": None if len(union) == num_heads else len(union),
     }
 
 
-def _pruned_config(
-    model: nn.Module,
-    mods: ViTModules,
+def pruned_config(
+    dense_config: Any,
     plan: WidthPlan,
-    lay: dict[str, list],
-    c_kept: int,
-    layernorm_mode: str,
-    provenance: dict[str, Any] | None,
-    extra_fields: dict[str, Any],
+    *,
+    distillation_head: bool | None = None,
+    rescale_attention: bool = False,
+    layernorm_mode: str = "full_stats",
 ) -> Any:
-    dense_cfg = model.config
-    cfg_cls = FAMILIES[mods.family].config_class
-    extra: dict[str, Any] = {}
-    if mods.family == "deit":
-        extra["distillation_head"] = "cls_classifier" in mods.heads
-    base = cfg_cls.from_dense_config(dense_cfg, **extra) if not isinstance(dense_cfg, P3B_CONFIGS) else None
-    kwargs = base.to_dict() if base is not None else dense_cfg.to_dict()
-    for k in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
-        kwargs.pop(k, None)
-    kwargs.update(
-        hidden_size=c_kept,
-        layer_num_heads=lay["heads"],
-        layer_head_dims=lay["hd"],
-        layer_intermediate_sizes=lay["mlp"],
-        layer_attn_in=lay["attn_in"],
-        layer_attn_out=lay["attn_out"],
-        layer_mlp_in=lay["mlp_in"],
-        layer_mlp_out=lay["mlp_out"],
-        layer_attention_scales=lay["scale"],
-        layernorm_mode=layernorm_mode,
-        **extra_fields,
-    )
-    meta = dict(plan.meta)
-    meta.update(provenance or {})
-    if "method" in meta:
-        kwargs["pruning_method"] = meta["method"]
-    if "prune_ratio" in meta:
-        kwargs["prune_ratio"] = meta["prune_ratio"]
-    if meta.get("base_model_name_or_path"):
-        kwargs["base_model_name_or_path"] = meta["base_model_name_or_path"]
-    from . import __version__
-
-    kwargs["p3b_hf_version"] = __version__
-    return cfg_cls(**kwargs)
-
-
-def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool | None = None) -> Any:
-    """The config ``apply_width_plan(model, plan)`` produces (widths only; no weights touched), of the dense
-    config's family (``P3BViTConfig``, ``P3BDeiTConfig``, ``P3BBeitConfig``, ``P3BDinov2Config``): THE way
-    from a plan to a pruned config, for cost estimates (:func:`p3b_hf.cost.plan_cost`) and random plans.
+    """The config ``apply_width_plan(model, plan)`` produces, widths and all (no weights touched), of the dense
+    config's family (``P3BViTConfig``, ``P3BDeiTConfig``, ``P3BBeitConfig``, ``P3BDinov2Config``,
+    ``P3BSwinConfig``, ``P3BConvNextConfig``): THE way from a plan to a pruned config -- ``apply_width_plan``
+    builds its model from it (adding only the provenance fields), cost estimates
+    (:func:`p3b_hf.cost.plan_cost`) and random plans read it.
 
     ``distillation_head``: two-headed DeiT (default: read from ``dense_config.architectures``).
+    ``rescale_attention`` / ``layernorm_mode``: as :func:`apply_width_plan`'s.
+
+    A sub-block that keeps no inner width, reads nothing or writes nothing is removed (0 heads / head dims
+    / neurons, an empty read subset); residual subsets are recorded as positions inside the kept embedding
+    channels (the pruned model's stream).
     """
     fam = stage_family_of_config(dense_config)
-    if fam is not None:  # Swin / ConvNeXt: per-block MLP widths
+    if fam is not None:  # Swin / ConvNeXt: per-block MLP widths (Swin: heads / head dims)
         depths = [int(d) for d in dense_config.depths]
         kept = [plan.kept(i) for i in range(plan.num_layers)]
         extra = (
@@ -708,16 +661,24 @@ def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool
                 )
             extra["distillation_head"] = bool(distillation_head)
         base = cls.from_dense_config(dense_config, **extra)
-    heads, dims, mlp, kept_heads = [], [], [], set()
-    for i in range(plan.num_layers):
+    dense_scale = plan.head_dim**-0.5
+    heads, dims, mlp, scales, kept_heads = [], [], [], [], []
+    subsets: dict[str, list[list[int] | None]] = {name: [] for name in SUBSETS}
+    for i, lp in enumerate(plan.layers):
         k = plan.kept(i)
-        attn_on = k["heads"] > 0 and k["head_dim"] > 0
+        attn_on = bool(k["heads"] and k["head_dim"] and k["attn_in"] and k["attn_out"])
         heads.append(k["heads"] if attn_on else 0)
         dims.append(k["head_dim"] if attn_on else 0)
-        mlp.append(k["mlp"])
-        if attn_on and k["attn_in"] and k["attn_out"]:  # what apply_width_plan keeps a bias column for
-            lp = plan.layers[i]
-            kept_heads.update(range(plan.num_attention_heads) if lp.heads is None else lp.heads)
+        subsets["attn_in"].append(_remap(lp.attn_in, plan.embed) if attn_on else [])
+        subsets["attn_out"].append(_remap(lp.attn_out, plan.embed))
+        kept_heads.append(
+            (list(range(plan.num_attention_heads)) if lp.heads is None else list(lp.heads)) if attn_on else []
+        )
+        scales.append(dense_scale if not rescale_attention or k["head_dim"] == 0 else k["head_dim"] ** -0.5)
+        mlp_on = bool(k["mlp"] and k["mlp_in"] and k["mlp_out"])
+        mlp.append(k["mlp"] if mlp_on else 0)
+        subsets["mlp_in"].append(_remap(lp.mlp_in, plan.embed) if mlp_on else [])
+        subsets["mlp_out"].append(_remap(lp.mlp_out, plan.embed))
     kwargs = base.to_dict()
     for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
         kwargs.pop(key, None)
@@ -727,16 +688,13 @@ def pruned_config(dense_config: Any, plan: WidthPlan, *, distillation_head: bool
         layer_num_heads=heads,
         layer_head_dims=dims,
         layer_intermediate_sizes=mlp,
-        **{
-            f"layer_{n}": [getattr(lp, n) for lp in plan.layers]
-            for n in ("attn_in", "attn_out", "mlp_in", "mlp_out")
-        },
+        layer_attention_scales=scales,
+        layernorm_mode=layernorm_mode,
+        **{f"layer_{name}": values for name, values in subsets.items()},
     )
-    if family == "beit" and kwargs.get("use_shared_relative_position_bias"):
-        # the shared bias table keeps the union of the heads still attending (see _shared_bias)
-        if not kept_heads:
-            kwargs["use_shared_relative_position_bias"] = False
-        kwargs["shared_bias_num_heads"] = (
-            len(kept_heads) if 0 < len(kept_heads) < plan.num_attention_heads else None
-        )
+    if family == "beit":
+        if kwargs.get("use_shared_relative_position_bias"):
+            kwargs.update(_shared_bias_fields(kept_heads, plan.num_attention_heads))
+        else:
+            kwargs.update(layer_bias_heads=None, shared_bias_num_heads=None)
     return cls(**kwargs)

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from .checkpoints import PLAN_NAME, make_staging_dir, publish, remove_if_empty, write_model_files
-from .errors import DataError, P3BError
-from .methods import get_method
+from .errors import DataError, OptionsError, P3BError
+from .methods import METHODS, get_method
 from .methods.base import MethodResult, RunContext
 from .models.locator import classifier_heads
 from .options import (
@@ -45,6 +45,8 @@ from .options import (
     OutputOptions,
     PruneOptions,
     TrainOptions,
+    cli_fields,
+    flag_of,
 )
 from .report import REPORT_NAME, base_report, domain_gap, layer_widths, plot_widths, write_report
 from .runtime import init_distributed, is_main_process, resolve_device, world_size
@@ -78,7 +80,7 @@ class FinetuneJob:
     data: DataOptions
     output: OutputOptions
     train: TrainOptions = field(default_factory=finetune_train_options)
-    kd: KDOptions = field(default_factory=lambda: KDOptions(kd_reduction="deit"))
+    kd: KDOptions = field(default_factory=KDOptions)  # an unset --kd-reduction: FineTuneTrainer's, DeiT's
 
 
 @dataclass
@@ -90,6 +92,69 @@ class RunResult:
     model: nn.Module
     metrics: dict[str, float] = field(default_factory=dict)
     context: RunContext | None = None  # prune: what the method ran on (data, datasets, processor)
+
+
+# ------------------------------------------------------------------------------------------- given options
+#: the KD options that tune a distillation (``--teacher`` names it)
+KD_TUNING = ("kd_alpha", "kd_temperature", "kd_kind", "kd_reduction")
+COMMON_OPTIONS = (PruneOptions, DataOptions, TrainOptions, OutputOptions, KDOptions, FinetuneOptions)
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of the common option field ``name``."""
+    for cls in COMMON_OPTIONS:
+        for f in cli_fields(cls):
+            if f.name == name:
+                return flag_of(f)
+    return "--" + name.replace("_", "-")
+
+
+def check_given_kd(given: set[str] | frozenset[str], kd: KDOptions, who: str, needs_teacher: bool) -> None:
+    """KD options that would do nothing: tuning flags without ``--teacher`` where distillation needs one
+    (``needs_teacher``: P3B, ``p3b-hf finetune``), ``--kd-reduction`` with ``--kd-kind hard``."""
+    if needs_teacher and not kd.teacher:
+        for name in KD_TUNING:
+            if name in given:
+                raise OptionsError(
+                    f"{_flag(name)} has no effect without --teacher: {who} distils only from a --teacher DIR "
+                    "(the dense model fine-tuned on this data set); add --teacher or drop it."
+                )
+    if kd.kd_kind == "hard" and "kd_reduction" in given:
+        raise OptionsError(
+            "--kd-reduction scales the soft KL only: with --kd-kind hard (DeiT's hard distillation, a "
+            "batch-mean CE to the teacher's argmax) drop it."
+        )
+
+
+def check_given_options(
+    method_name: str, given: set[str] | frozenset[str], kd: KDOptions | None = None
+) -> None:
+    """Refuse, in one :class:`~p3b_hf.errors.OptionsError` naming the right flag, an option the user gave
+    (``given``: field names; the CLI's :func:`~p3b_hf.options.given_options`, a recipe stage's keys) that
+    ``--method method_name`` would silently ignore: another method's option (``--importance`` with VBP), a
+    common option the method declares unused (``--epochs`` with VBP: ``--vbp-epochs``; KD with global), or
+    a KD option that cannot act (:func:`check_given_kd`)."""
+    method = get_method(method_name)
+    given = {str(g).replace("-", "_") for g in given}
+    own = {f.name for f in cli_fields(method.options)}
+    for name in METHODS:
+        if name == method.name:
+            continue
+        try:
+            other = get_method(name)
+        except ImportError:  # a method whose optional dependencies are not installed
+            continue
+        for f in cli_fields(other.options):
+            if f.name in given and f.name not in own:
+                raise OptionsError(
+                    f"{flag_of(f)} is an option of --method {name}, not of --method {method.name}: drop it, or "
+                    f"run --method {name}."
+                )
+    for name, instead in method.unused_options.items():
+        if name in given:
+            raise OptionsError(f"{_flag(name)} is not used by --method {method.name}: {instead}.")
+    if kd is not None:
+        check_given_kd(given, kd, f"--method {method.name}", method.kd_needs_teacher)
 
 
 # ------------------------------------------------------------------------------------------- shared steps
@@ -423,7 +488,7 @@ def finetune(job: FinetuneJob) -> RunResult:
     if job.kd.teacher:
         teacher = load_model(job.kd.teacher)
         check_labels(teacher.config, raw.labels, "--teacher")
-    kd = kd_config(job.kd, default_reduction="deit")
+    kd = kd_config(job.kd)  # an unset --kd-reduction: FineTuneTrainer applies DeiT's scale
     work_dir = _work_dir(output_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     staging = make_staging_dir(output_dir)
@@ -513,7 +578,7 @@ def finetune(job: FinetuneJob) -> RunResult:
         "label_smoothing": job.data.label_smoothing,
         "augment": job.data.augment,
         "teacher": job.kd.teacher,
-        "kd": dataclasses.asdict(kd) if kd else None,
+        "kd": dataclasses.asdict(trainer.kd) if trainer.kd else None,
         "eval": metrics,
         "train_loss": float(train_out.training_loss),
         "train_time_s": train_time,

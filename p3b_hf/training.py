@@ -7,6 +7,7 @@ fine-tune of a pruned model) is a :class:`FineTuneTrainer` run; P3B's trainer su
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ class KDConfig:
       ``DistillationLoss`` (``kl_div(..., reduction="sum") * T^2 / outputs.numel()``), which P3B-Dist uses;
     * ``reduction="batchmean"``: divided by ``B`` only (the textbook KL per sample; VBP's choice). It is
       ``K`` times the DeiT term, so at ``K = 1000`` classes the teacher term dominates the CE.
+    * ``reduction=None`` (the default, "unset"): the convention of the trainer / method that trains with it,
+      set by :func:`resolve_kd` -- the one place that fills it: ``FineTuneTrainer`` / ``P3BTrainer`` /
+      ``p3b-hf finetune`` / P3B-Dist "deit", VBP "batchmean" (:data:`p3b_hf.methods.vbp.KD_REDUCTION`). So
+      ``P3BTrainer(teacher=t, kd=KDConfig(alpha=0.3))`` distils at DeiT's scale, as ``--method p3b`` does.
 
     ``kind="hard"`` uses DeiT's hard distillation ``CE(s_dist, argmax t)`` instead of the KL term (no
     reduction choice: a batch mean). For two-headed (distilled DeiT) students the KD term is applied to
@@ -47,12 +52,12 @@ class KDConfig:
     alpha: float = 0.5
     temperature: float = 1.0
     kind: str = "soft"
-    reduction: str = "batchmean"
+    reduction: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("soft", "hard"):
             raise P3BError(f"KD kind must be 'soft' or 'hard', got {self.kind!r}.")
-        if self.reduction not in KD_REDUCTIONS:
+        if self.reduction is not None and self.reduction not in KD_REDUCTIONS:
             raise P3BError(f"KD reduction must be one of {KD_REDUCTIONS}, got {self.reduction!r}.")
         if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
             raise P3BError(
@@ -140,17 +145,26 @@ def evaluate_accuracy(
     return {"accuracy": float(sums[0]) / n, "loss": float(sums[1]) / n, "samples": int(sums[2])}
 
 
-def kd_config(kd: KDOptions, default_reduction: str) -> KDConfig | None:
-    """The :class:`KDConfig` of the distillation options (``None`` without a teacher); a method's own default
-    scaling applies unless ``kd.kd_reduction`` is given (P3B-Dist / fine-tune: "deit", VBP: "batchmean")."""
-    if not kd.teacher:
+def kd_config(kd: KDOptions, *, always: bool = False) -> KDConfig | None:
+    """The :class:`KDConfig` of the distillation options (``None`` without a teacher unless ``always``: VBP
+    distils from the dense input model by default). ``reduction`` stays unset unless ``--kd-reduction`` was
+    given: the trainer fills in its method's convention (:func:`resolve_kd`)."""
+    if not kd.teacher and not always:
         return None
     return KDConfig(
-        alpha=kd.kd_alpha,
-        temperature=kd.kd_temperature,
-        kind=kd.kd_kind,
-        reduction=kd.kd_reduction or default_reduction,
+        alpha=kd.kd_alpha, temperature=kd.kd_temperature, kind=kd.kd_kind, reduction=kd.kd_reduction
     )
+
+
+def resolve_kd(kd: KDConfig | None, convention: str) -> KDConfig | None:
+    """``kd`` with an unset ``reduction`` set to ``convention`` (the scaling of the method that distils: "deit"
+    for P3B-Dist and the plain fine-tune, "batchmean" for VBP). The only place an unset reduction is filled;
+    a reduction the user gave is kept."""
+    if kd is None or kd.reduction is not None:
+        return kd
+    if convention not in KD_REDUCTIONS:
+        raise P3BError(f"KD convention must be one of {KD_REDUCTIONS}, got {convention!r}.")
+    return dataclasses.replace(kd, reduction=convention)
 
 
 def logits_of(outputs: Any) -> torch.Tensor:
@@ -181,6 +195,11 @@ def kd_loss(
             reduction="sum",
             log_target=True,
         ) * (t * t)
+        if cfg.reduction is None:
+            raise P3BError(
+                "KDConfig.reduction is unset: give 'deit' or 'batchmean', or let the trainer resolve it "
+                "(resolve_kd(kd, convention); FineTuneTrainer / P3BTrainer do)."
+            )
         distill = total / (dist_logits.numel() if cfg.reduction == "deit" else dist_logits.shape[0])
     return (1 - cfg.alpha) * base + cfg.alpha * distill
 
@@ -270,13 +289,23 @@ class FineTuneTrainer(TrainerAdapter):
     * dense (mixup/cutmix) targets in ``labels`` are handled by a soft-target cross-entropy.
     * a diverged run stops with :class:`~p3b_hf.errors.NonFiniteLossError` instead of training on NaNs.
     * ``trainer.step_timer``: the time and memory of every optimizer step (:class:`StepTimer`).
+
+    ``kd_reduction``: the soft-KD scaling used when ``kd.reduction`` is unset (default: the class's
+    :attr:`default_kd_reduction`, DeiT's, as ``p3b-hf finetune``; VBP resolves its own "batchmean" first).
     """
 
+    #: soft-KD scaling of an unset ``KDConfig.reduction`` (``p3b-hf finetune`` and P3B-Dist: DeiT's)
+    default_kd_reduction: str = "deit"
     #: consecutive optimizer-step losses that may be NaN/inf before the run is stopped
     max_nonfinite_losses: int = 3
 
     def __init__(
-        self, *args: Any, teacher: nn.Module | None = None, kd: KDConfig | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        teacher: nn.Module | None = None,
+        kd: KDConfig | None = None,
+        kd_reduction: str | None = None,
+        **kwargs: Any,
     ) -> None:
         self.step_timer = StepTimer()
         # first, so that its on_step_end times the training step alone (not a P3B mask update or a
@@ -287,7 +316,9 @@ class FineTuneTrainer(TrainerAdapter):
             check_teacher_labels(teacher, self.model)
         self._nonfinite_losses = 0
         self.teacher = teacher
-        self.kd = kd or (KDConfig() if teacher is not None else None)
+        self.kd = resolve_kd(
+            kd or (KDConfig() if teacher is not None else None), kd_reduction or self.default_kd_reduction
+        )
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
             self.teacher.to(self.args.device)

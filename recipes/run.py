@@ -26,6 +26,7 @@ final weights) for stages whose command returns its model -- the DDP consistency
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -125,7 +126,7 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
         TrainOptions,
         options_from_mapping,
     )
-    from p3b_hf.runner import FinetuneJob, PruneJob
+    from p3b_hf.runner import FinetuneJob, PruneJob, check_given_kd, check_given_options
 
     command = stage.get("command", name)
     if command not in COMMANDS:
@@ -155,6 +156,8 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
     what = f"recipe stage {name!r} ({command})"
     if command == "finetune":
         o = options_from_mapping([FinetuneOptions, *common], args, what, defaults=defaults)
+        with _named(what):
+            check_given_kd(set(args), o[KDOptions], "p3b-hf finetune", needs_teacher=True)
         return command, FinetuneJob(
             finetune=o[FinetuneOptions],
             data=o[DataOptions],
@@ -163,10 +166,12 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
             kd=o[KDOptions],
         )
     if command == "compare":
-        from p3b_hf.compare import CompareJob, CompareOptions
+        from p3b_hf.compare import CompareJob, CompareOptions, check_given
 
         methods = {name: get_method(name).options for name in METHODS}
         o = options_from_mapping([CompareOptions, *common, *methods.values()], args, what)
+        with _named(what):
+            check_given(args)  # vbp_epochs: every cell trains `epochs`
         return command, CompareJob(
             compare=o[CompareOptions],
             data=o[DataOptions],
@@ -176,7 +181,11 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
             method_options={name: o[cls] for name, cls in methods.items()},
         )
     method = get_method(str(args.get("method", "p3b")))
-    o = options_from_mapping([PruneOptions, *common, method.options], args, what)
+    # every method's keys are known, so another method's option is refused by name, not as "unknown"
+    others = [get_method(n).options for n in METHODS if n != method.name]
+    o = options_from_mapping([PruneOptions, *common, method.options, *others], args, what)
+    with _named(what):
+        check_given_options(method.name, set(args), o[KDOptions])
     return command, PruneJob(
         prune=o[PruneOptions],
         data=o[DataOptions],
@@ -185,6 +194,17 @@ def stage_job(stage: dict[str, Any], variables: dict[str, Any], name: str = "sta
         kd=o[KDOptions],
         method_options=o[method.options],
     )
+
+
+@contextlib.contextmanager
+def _named(what: str) -> Any:
+    """Prefix an option error with the recipe stage it comes from."""
+    from p3b_hf.errors import OptionsError
+
+    try:
+        yield
+    except OptionsError as e:
+        raise OptionsError(f"{what}: {e}") from e
 
 
 def describe(command: str, job: Any) -> str:

@@ -172,3 +172,22 @@ def test_run_cli_end_to_end(tiny_vit, tmp_path):
     assert params == h["params_after_pruning"]
     assert abs(params - 0.5 * count_cost(tiny_vit)["params"]) < 0.01 * params
     assert set(h["kept"]) == {"embed", "head_dims", "mlp"} and "accuracy" in result.eval_metrics
+
+
+def test_run_refuses_a_teacher_it_would_not_use(tiny_vit, tmp_path):
+    """Global pruning's fine-tune does not distil (Torch-Pruning / arXiv 2504.04196): a teacher given through
+    the Python API is refused in one line before any scoring, as ``--method global --teacher`` is on the CLI."""
+    import dataclasses
+
+    from test_vbp import _cli_context
+
+    from p3b_hf.errors import OptionsError
+    from p3b_hf.methods import global_pruning
+
+    ctx, opts = _cli_context(tiny_vit, tmp_path, ["--method", "global", "--prune-ratio", "0.5"])
+    ctx.kd = dataclasses.replace(ctx.kd, teacher="dense")
+    with pytest.raises(OptionsError) as e:
+        global_pruning.run(ctx, opts)
+    assert str(e.value).startswith("--teacher is not used by --method global: its fine-tune does not distil")
+    assert "`p3b-hf finetune --model OUT --teacher DIR`" in str(e.value)
+    assert not (tmp_path / "work").exists()  # refused before the plan cache or any scoring

@@ -326,7 +326,7 @@ def test_p3b_dist_uses_deit_scaling_by_default(tmp_path):
         p3b=P3BConfig(prune_ratio=0.3, save_dir=None),
     )
     assert tr.kd.reduction == "deit"
-    assert KDConfig().reduction == "batchmean"  # the generic default (VBP's) is unchanged
+    assert KDConfig().reduction is None  # unset: each trainer fills in its method's convention (resolve_kd)
 
 
 # ---------------------------------------------------------------------------------- clipping, recipe warning

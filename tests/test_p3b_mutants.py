@@ -279,7 +279,7 @@ def test_kd_loss_uses_the_given_criterion_for_the_task_term():
 def test_kd_alpha_endpoints_are_the_pure_terms():
     cls, _, te, y = _kd_inputs(seed=2)
     out = {"logits": cls}
-    assert float(kd_loss(out, te, y, KDConfig(alpha=0.0))) == pytest.approx(
+    assert float(kd_loss(out, te, y, KDConfig(alpha=0.0, reduction="deit"))) == pytest.approx(
         float(F.cross_entropy(cls, y)), rel=1e-6
     )
     assert float(
@@ -1416,7 +1416,12 @@ def test_fine_tune_trainer_sets_up_teacher_kd_and_step_timer(tmp_path, tiny_vit)
     mine = TrainerCallback()
     args = TrainingArguments(str(tmp_path), report_to=[], use_cpu=True)
     tr = FineTuneTrainer(tiny_vit, args, teacher=teacher, callbacks=[mine])
-    assert tr.args is args and tr.kd == KDConfig() and tr.teacher is teacher and not teacher.training
+    assert (
+        tr.args is args
+        and tr.kd == KDConfig(reduction="deit")
+        and tr.teacher is teacher
+        and not teacher.training
+    )
     assert not any(p.requires_grad for p in teacher.parameters())
     assert tr._nonfinite_losses == 0 and tr.model_accepts_loss_kwargs is False
     handlers = tr.callback_handler.callbacks

@@ -190,3 +190,94 @@ def test_embedding_narrower_than_the_head_count(tiny_vit, images):
     assert pruned.config.hidden_size == 3 and pruned.config.layer_head_dims == [12, 12, 12]
     assert pruned.config.layer_attention_scales == [pytest.approx(12**-0.5)] * 3
     assert _logits(pruned, images).shape == (3, 7)
+
+
+#: what apply_width_plan's config adds to pruned_config's: provenance (and the serialiser's own keys)
+_PROVENANCE = (
+    "pruning_method",
+    "prune_ratio",
+    "base_model_name_or_path",
+    "p3b_hf_version",
+    "transformers_version",
+)
+
+
+def _widths_dict(config) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in _PROVENANCE}
+
+
+def _embedding_and_removal_plan(model) -> WidthPlan:
+    """Prunes the embedding (40 of 48 channels) and removes sub-blocks every way a plan can: an attention that
+    reads nothing while its heads are kept, an MLP with no neurons, an attention with no heads, an MLP that
+    writes nothing; plus residual subsets inside the embedding, head / head-dim / neuron subsets."""
+    plan = WidthPlan.full(model.config)
+    embed = [c for c in range(48) if c % 6 != 5]
+    plan.embed = embed
+    l0, l1, l2 = plan.layers
+    l0.attn_in = []  # removed (reads nothing) -- its 4 heads are still in the plan
+    l0.mlp_in = embed[::2]
+    l1.heads, l1.head_dims, l1.attn_out = [0, 2, 3], [1, 4, 5, 9], embed[1::3]
+    l1.mlp = []  # removed (no neurons)
+    l2.heads = []  # removed (no heads)
+    l2.mlp, l2.mlp_out = list(range(0, 96, 3)), []  # removed (writes nothing)
+    return plan
+
+
+@pytest.mark.parametrize(
+    "fixture", ["tiny_vit", "tiny_deit", "tiny_deit_teacher", "tiny_beit", "tiny_beit_shared", "tiny_dinov2"]
+)
+@pytest.mark.parametrize("rescale, layernorm_mode", [(False, "full_stats"), (True, "subset_stats")])
+def test_pruned_config_equals_the_config_apply_width_plan_builds(fixture, rescale, layernorm_mode, request):
+    """pruned_config(plan) is apply_width_plan(...).config, every field (not only the parameter count), with
+    the embedding pruned and sub-blocks removed (issue 24: layer_attn_in and the heads of a removed attention
+    used to differ)."""
+    from p3b_hf.plan import pruned_config
+
+    model = request.getfixturevalue(fixture)
+    plan = _embedding_and_removal_plan(model)
+    built = apply_width_plan(model, plan, rescale_attention=rescale, layernorm_mode=layernorm_mode).config
+    alone = pruned_config(
+        model.config,
+        plan,
+        distillation_head=fixture == "tiny_deit_teacher",  # (an in-memory config has no `architectures`)
+        rescale_attention=rescale,
+        layernorm_mode=layernorm_mode,
+    )
+    assert type(alone) is type(built) and _widths_dict(alone) == _widths_dict(built)
+    pos = {c: p for p, c in enumerate(plan.embed)}
+    assert alone.hidden_size == 40
+    assert (alone.layer_num_heads, alone.layer_head_dims, alone.layer_intermediate_sizes) == (
+        [0, 3, 0],
+        [0, 4, 0],
+        [96, 0, 0],
+    )
+    assert alone.layer_attn_in == [[], None, []]
+    assert alone.layer_mlp_in == [[pos[c] for c in plan.embed[::2]], [], []]
+    assert alone.layer_attn_out[1] == [pos[c] for c in plan.layers[1].attn_out] == list(range(1, 40, 3))
+    scales = [12**-0.5, 4**-0.5 if rescale else 12**-0.5, 12**-0.5]
+    assert alone.layer_attention_scales == [pytest.approx(v) for v in scales]
+    assert alone.layernorm_mode == layernorm_mode
+    if fixture == "tiny_beit_shared":  # the shared bias table keeps the heads layer 1 still uses
+        assert (alone.shared_bias_num_heads, alone.layer_bias_heads) == (3, [None, None, None])
+    assert p3b_hf.count_cost(alone)["params"] == p3b_hf.count_cost(built)["params"]
+
+
+@pytest.mark.parametrize("family", ["swin", "convnext"])
+def test_pruned_config_equals_apply_width_plan_config_on_stage_families(family):
+    from test_stage_families import tiny
+
+    from p3b_hf.plan import pruned_config
+
+    model = tiny(family)
+    plan = WidthPlan.full(model.config)
+    for i, lp in enumerate(plan.layers):
+        lp.mlp = list(range(0, plan.mlp_size(i), 2 + i % 2))
+        if family == "swin":
+            lp.heads = list(range(plan.num_heads(i) - 1)) or None
+            lp.head_dims = list(range(1, plan.dense_head_dim(i)))
+    built = apply_width_plan(model, plan).config
+    alone = pruned_config(model.config, plan)
+    assert type(alone) is type(built) and _widths_dict(alone) == _widths_dict(built)
+    assert (
+        alone.block_intermediate_sizes == [[32, 22], [64, 43]] if family == "swin" else [[16, 11], [32, 22]]
+    )

@@ -69,7 +69,7 @@ def _dense_dir(root: Path, family: str) -> Path:
     "family, method",
     [
         ("swin", ["vbp", "--vbp-epochs", "1"]),
-        ("convnext", ["global", "--importance", "taylor", "--taylor-batches", "1"]),
+        ("convnext", ["global", "--importance", "taylor", "--taylor-batches", "1", "--epochs", "1"]),
     ],
 )
 def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path
             str(data),
             "--prune-ratio",
             "0.3",
-            *COMMON,
+            *COMMON[2:],  # without --epochs: VBP's fine-tune length is --vbp-epochs (--epochs is refused)
             "--output-dir",
             str(out),
         ]

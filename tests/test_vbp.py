@@ -306,3 +306,40 @@ def test_prune_vbp_refuses_a_fresh_head_unless_a_teacher_is_given(tmp_path, caps
     )
     report = json.loads((out / "pruning_report.json").read_text())
     assert report["history"]["kd"]["teacher"] == str(teacher) and report["num_labels"] == 4
+
+
+@pytest.mark.parametrize("kind", ["soft", "hard"])
+def test_vbp_fine_tune_distils_with_the_kd_kind_given(kind, tiny_vit, tmp_path, monkeypatch):
+    """``--kd-kind hard`` runs DeiT's hard distillation ``(1-a) CE(s, y) + a CE(s, argmax t)``; ``soft`` (the
+    default) the per-sample KL ``(1-a) CE + a T^2 KL_sum / B`` (issue 24: VBP used to run soft KL for both)."""
+    import torch.nn.functional as F
+
+    from p3b_hf.methods import calibration, vbp
+    from p3b_hf.training import kd_loss
+
+    seen = {}
+
+    def fake_finetune(ctx, model, **kw):  # the KD fine-tune VBP asks for, without training
+        seen.update(kw)
+        return {"epochs": kw["epochs"]}
+
+    monkeypatch.setattr(calibration, "finetune", fake_finetune)
+    argv = ["--method", "vbp", "--prune-ratio", "0.3", "--kd-alpha", "0.25", "--kd-temperature", "2"]
+    ctx, opts = _cli_context(tiny_vit, tmp_path, [*argv, "--kd-kind", kind])
+    result = vbp.run(ctx, opts)
+    kd = seen["kd"]
+    assert (kd.kind, kd.alpha, kd.temperature) == (kind, 0.25, 2.0) and seen["teacher"] is not None
+    g = torch.Generator().manual_seed(3)
+    s, te, y = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g), torch.tensor([0, 3, 6, 1])
+    ce = float(F.cross_entropy(s, y))
+    if kind == "hard":
+        want = 0.75 * ce + 0.25 * float(F.cross_entropy(s, te.argmax(-1)))
+        assert (
+            result.history["kd"]["loss"]
+            == "0.75*CE + 0.25*CE(student, argmax teacher) (DeiT hard distillation)"
+        )
+    else:
+        ps, pt = F.softmax(s / 2, -1).double(), F.softmax(te / 2, -1).double()
+        want = 0.75 * ce + 0.25 * 4 * float((pt * (pt.log() - ps.log())).sum()) / 4  # batchmean: / B
+        assert result.history["kd"]["loss"].endswith("T=2, reduction=batchmean")
+    assert float(kd_loss({"logits": s}, te, y, kd)) == pytest.approx(want, rel=1e-5)

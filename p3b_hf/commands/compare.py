@@ -36,10 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..compare import CompareJob, CompareOptions, markdown_table, run_compare
+    from ..compare import CompareJob, CompareOptions, check_given, markdown_table, run_compare
     from ..methods import METHODS, get_method
-    from ..options import DataOptions, KDOptions, OutputOptions, TrainOptions, options_from_namespace
+    from ..options import (
+        DataOptions,
+        KDOptions,
+        OutputOptions,
+        TrainOptions,
+        given_options,
+        options_from_namespace,
+    )
 
+    check_given(given_options(args))  # --vbp-epochs: every cell trains --epochs
     method_options = {}
     for name in METHODS:
         try:

@@ -42,23 +42,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def job_from_args(args: argparse.Namespace) -> object:
-    """The :class:`~p3b_hf.runner.FinetuneJob` the parsed flags describe."""
+    """The :class:`~p3b_hf.runner.FinetuneJob` the parsed flags describe (KD flags that cannot act -- no
+    ``--teacher`` -- are refused, :func:`~p3b_hf.runner.check_given_kd`)."""
     from ..options import (
         DataOptions,
         FinetuneOptions,
         KDOptions,
         OutputOptions,
         TrainOptions,
+        given_options,
         options_from_namespace,
     )
-    from ..runner import FinetuneJob
+    from ..runner import FinetuneJob, check_given_kd
 
+    kd = options_from_namespace(KDOptions, args)
+    check_given_kd(given_options(args), kd, "p3b-hf finetune", needs_teacher=True)
     return FinetuneJob(
         finetune=options_from_namespace(FinetuneOptions, args),
         data=options_from_namespace(DataOptions, args),
         output=options_from_namespace(OutputOptions, args),
         train=options_from_namespace(TrainOptions, args),
-        kd=options_from_namespace(KDOptions, args),
+        kd=kd,
     )
 
 

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def job_from_args(args: argparse.Namespace) -> object:
-    """The :class:`~p3b_hf.runner.PruneJob` the parsed flags describe."""
+    """The :class:`~p3b_hf.runner.PruneJob` the parsed flags describe; a flag the chosen method would not
+    read is one :class:`~p3b_hf.errors.OptionsError` naming the right one
+    (:func:`~p3b_hf.runner.check_given_options`)."""
     from ..methods import get_method
     from ..options import (
         DataOptions,
@@ -38,11 +40,13 @@ def job_from_args(args: argparse.Namespace) -> object:
         OutputOptions,
         PruneOptions,
         TrainOptions,
+        given_options,
         options_from_namespace,
     )
-    from ..runner import PruneJob
+    from ..runner import PruneJob, check_given_options
 
     method = get_method(args.method)
+    check_given_options(method.name, given_options(args), options_from_namespace(KDOptions, args))
     return PruneJob(
         prune=options_from_namespace(PruneOptions, args),
         data=options_from_namespace(DataOptions, args),

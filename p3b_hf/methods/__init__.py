@@ -14,8 +14,8 @@ Adding a method: one options dataclass, one ``run`` function, one registry line 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import P3BError
@@ -30,12 +30,20 @@ METHODS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its options dataclass, its run function and a one-line description."""
+    """A registered method: its options dataclass, its run function and a one-line description.
+
+    ``unused_options``: the common options (fields of ``TrainOptions`` / ``KDOptions`` / ...) the method does
+    not read, each with what to use instead (a module's ``UNUSED_OPTIONS``); the command line and recipes
+    refuse them (:func:`p3b_hf.runner.check_given_options`). Every other common option is read.
+    ``kd_needs_teacher``: the KD options act only with ``--teacher`` (a module's ``KD_NEEDS_TEACHER``, P3B);
+    VBP distils from the dense input model without one."""
 
     name: str
     options: type
     run: Callable[[RunContext, Any], MethodResult]
     description: str = ""
+    unused_options: Mapping[str, str] = field(default_factory=dict)
+    kd_needs_teacher: bool = False
 
 
 def register_method(
@@ -44,18 +52,22 @@ def register_method(
     run: Callable[[RunContext, Any], MethodResult],
     description: str = "",
     *,
+    unused_options: Mapping[str, str] | None = None,
+    kd_needs_teacher: bool = False,
     replace: bool = False,
 ) -> Method:
     """Make ``name`` available to ``p3b-hf prune --method`` / ``compare`` / recipes / :func:`p3b_hf.runner.prune`.
 
-    A name already taken is refused (a silent overwrite would run another method under a known name);
-    ``replace=True`` says the overwrite is meant, e.g. when a notebook re-registers its own method."""
+    ``unused_options``: common options the method does not read -> what to use instead (refused on the
+    command line and in recipes). A name already taken is refused (a silent overwrite would run another
+    method under a known name); ``replace=True`` says the overwrite is meant, e.g. when a notebook
+    re-registers its own method."""
     if name in METHODS and not replace:
         raise P3BError(
             f"A method named {name!r} is already registered; choose another name, or pass replace=True to "
             "register_method if you mean to replace it."
         )
-    method = Method(name, options, run, description)
+    method = Method(name, options, run, description, dict(unused_options or {}), kd_needs_teacher)
     METHODS[name] = method
     return method
 
@@ -68,7 +80,14 @@ def get_method(name: str) -> Method:
     if isinstance(entry, Method):
         return entry
     module = importlib.import_module(entry)
-    return Method(name, module.Options, module.run, getattr(module, "DESCRIPTION", ""))
+    return Method(
+        name,
+        module.Options,
+        module.run,
+        getattr(module, "DESCRIPTION", ""),
+        dict(getattr(module, "UNUSED_OPTIONS", {})),
+        bool(getattr(module, "KD_NEEDS_TEACHER", False)),
+    )
 
 
 __all__ = ["METHODS", "Method", "MethodResult", "RunContext", "get_method", "register_method"]

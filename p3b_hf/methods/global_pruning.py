@@ -11,7 +11,10 @@ averaged over all samples), ``taylor`` (``sum |w * g|``, g = sum of batch-mean g
 
 Budget: ``--ratio`` is Torch-Pruning's *channel* ratio (the paper's 50/75/95 %); ``--prune-ratio``
 (whole-model params to remove) or ``--target-params`` selects a parameter-matched plan instead.
-Then the standard fine-tune (common ``--epochs/--lr/--weight-decay``, :class:`FineTuneTrainer`).
+Then the standard fine-tune (common ``--epochs/--lr/--weight-decay``, :class:`FineTuneTrainer`), without
+knowledge distillation: neither Torch-Pruning's ViT recipe nor arXiv 2504.04196 distils, so ``--teacher`` and
+the other KD options are refused with ``--method global`` (:data:`UNUSED_OPTIONS`); distil the pruned model
+afterwards with ``p3b-hf finetune --teacher DIR``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 from torch import nn
 
 from ..cost import plan_cost
-from ..errors import P3BError
+from ..errors import OptionsError, P3BError
 from ..options import option
 from ..plan import WidthPlan, apply_width_plan
 from .base import MethodResult, RunContext
@@ -82,6 +85,16 @@ def global_plan(
 
 
 # ====================================================================== run-layer method
+_NO_KD = (
+    "its fine-tune does not distil (Torch-Pruning's ViT recipe and arXiv 2504.04196 do not); distil the "
+    "pruned model afterwards with `p3b-hf finetune --model OUT --teacher DIR`"
+)
+#: common options grouped global pruning does not read (the CLI / recipes refuse them in one line)
+UNUSED_OPTIONS = {
+    name: _NO_KD for name in ("teacher", "kd_alpha", "kd_temperature", "kd_kind", "kd_reduction")
+}
+
+
 @dataclass
 class GlobalOptions:
     """Grouped global pruning's options (budget: the common ``--prune-ratio``, or ``ratio`` /
@@ -118,6 +131,8 @@ def run(ctx: RunContext, options: GlobalOptions | None = None) -> MethodResult:
     )
 
     opts = options or GlobalOptions()
+    if ctx.kd.teacher:  # the Python API's form of `--method global --teacher` (the CLI refuses it earlier)
+        raise OptionsError(f"--teacher is not used by --method global: {_NO_KD}.")
     ratio, target, prune_ratio = opts.ratio, opts.target_params, ctx.prune_ratio
     if sum(v is not None for v in (ratio, target, prune_ratio)) != 1:
         raise P3BError(

@@ -14,8 +14,11 @@
    activation replaced by its mean. Only :func:`~p3b_hf.plan.apply_width_plan` slices weights.
 4. Fine-tune with knowledge distillation from the dense (target-fine-tuned) model: 10 epochs,
    AdamW 1.5e-5, cosine, wd 0.01 by default. The paper does not state its KD loss; we use
-   ``0.5 * CE(student, y) + 0.5 * KL(softmax(t) || softmax(s))`` at T = 1 (:class:`KDConfig`
-   defaults; for two-headed DeiT students the KL acts on the distillation head).
+   ``0.5 * CE(student, y) + 0.5 * KL(softmax(t) || softmax(s))`` at T = 1, the KL per sample
+   (:data:`KD_REDUCTION` "batchmean"; for two-headed DeiT students the KL acts on the distillation head).
+   ``--kd-alpha`` / ``--kd-temperature`` / ``--kd-kind`` (``hard``: DeiT's ``CE(s, argmax t)``) /
+   ``--kd-reduction`` change it (:func:`vbp_kd`). The common ``--epochs / --lr / --weight-decay`` are not
+   read (:data:`UNUSED_OPTIONS`: the CLI refuses them, naming ``--vbp-*``).
 
 VBP is a *post-training* method: its input must already be trained on the target task. A model whose
 classifier ``p3b-hf prune`` had to re-initialise for the data set's labels is refused unless ``--teacher``
@@ -35,14 +38,22 @@ from torch import nn
 
 from ..errors import BudgetError, P3BError
 from ..models.locator import locate_mlps
-from ..options import option
+from ..options import KDOptions, option
 from ..plan import LayerPlan, WidthPlan, apply_width_plan
-from ..training import KDConfig
+from ..training import KDConfig, kd_config, resolve_kd
 from .base import MethodResult, RunContext
 from .budget_convert import check_vbp_prune_ratio, neurons_for_percentage, neurons_for_prune_ratio
 from .statistics import RunningMoments, collect_mlp_activation_stats
 
 PAPER_RECIPE = {"epochs": 10.0, "lr": 1.5e-5, "weight_decay": 0.01}
+#: VBP's soft-KD scaling when --kd-reduction is not given: the KL per sample (``KDConfig`` "batchmean")
+KD_REDUCTION = "batchmean"
+#: common options VBP does not read, and what it reads instead (the CLI / recipes refuse them in one line)
+UNUSED_OPTIONS = {
+    "epochs": "its fine-tune length is --vbp-epochs (paper: 10)",
+    "lr": "its fine-tune learning rate is --vbp-lr (paper: 1.5e-5)",
+    "weight_decay": "its fine-tune weight decay is --vbp-weight-decay (paper: 0.01)",
+}
 VBP_NEEDS_TASK_MODEL = (
     "VBP prunes a model trained on this task: fine-tune it first with `p3b-hf finetune`, or pass `--teacher`"
 )
@@ -154,7 +165,7 @@ class VBPOptions:
     )
     vbp_epochs: float = option(
         PAPER_RECIPE["epochs"],
-        help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is not used by VBP)",
+        help="VBP: KD fine-tune epochs (paper: 10; the common --epochs is refused with --method vbp)",
     )
     vbp_lr: float = option(PAPER_RECIPE["lr"], help="VBP: AdamW lr of the KD fine-tune (paper: 1.5e-5)")
     vbp_weight_decay: float = option(PAPER_RECIPE["weight_decay"], help="VBP: weight decay (paper: 0.01)")
@@ -216,9 +227,7 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
     pruned = apply_width_plan(model, plan, provenance={"method": "vbp"})
     before_ft = ctx.evaluate(pruned, "pruned eval (before fine-tune)")
     teacher = _load_teacher(ctx.kd.teacher, model)
-    kd = KDConfig(
-        alpha=ctx.kd.kd_alpha, temperature=ctx.kd.kd_temperature, reduction=ctx.kd.kd_reduction or "batchmean"
-    )
+    kd = vbp_kd(ctx.kd)
     train = finetune(
         ctx,
         pruned,
@@ -242,14 +251,27 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
         "eval_before_finetune": before_ft,
         "finetune": train,
         "timings": timings,
-        "kd": {
-            "loss": f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*T^2*KL(teacher||student), T={kd.temperature:g}, "
-            f"reduction={kd.reduction}",
-            "teacher": ctx.kd.teacher or "dense input model",
-        },
+        "kd": {"loss": describe_kd(kd), "teacher": ctx.kd.teacher or "dense input model"},
     }
     return MethodResult(
         pruned_model=pruned, plan=plan, eval_metrics=final, dense_eval_metrics=dense_eval, history=history
+    )
+
+
+def vbp_kd(kd: KDOptions) -> KDConfig:
+    """VBP's distillation from the common KD options: VBP always distils (from ``--teacher``, else the dense
+    input model); ``--kd-kind`` / ``--kd-alpha`` / ``--kd-temperature`` act, an unset ``--kd-reduction`` is
+    :data:`KD_REDUCTION`."""
+    return resolve_kd(kd_config(kd, always=True), KD_REDUCTION)
+
+
+def describe_kd(kd: KDConfig) -> str:
+    """The loss a :class:`KDConfig` trains with, for the report."""
+    if kd.kind == "hard":
+        return f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*CE(student, argmax teacher) (DeiT hard distillation)"
+    return (
+        f"{1 - kd.alpha:g}*CE + {kd.alpha:g}*T^2*KL(teacher||student), T={kd.temperature:g}, "
+        f"reduction={kd.reduction}"
     )
 
 

@@ -17,6 +17,8 @@ from .config import P3BConfig
 
 Options = P3BConfig
 DESCRIPTION = "P3B (Pruning by Block Benefit): soft masks while fine-tuning, hard pruning at the end"
+#: P3B reads every common option; the KD ones act only with --teacher (P3B-Dist)
+KD_NEEDS_TEACHER = True
 
 
 def check_supported(model: object) -> None:
@@ -68,7 +70,7 @@ def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
     cfg = resolve_config(options or P3BConfig(), ctx.prune_ratio)
     check_reachable(ctx.model, cfg)  # a BudgetError now, not at the first mask update
     teacher = load_model(ctx.kd.teacher) if ctx.kd.teacher else None
-    kd = kd_config(ctx.kd, default_reduction="deit")
+    kd = kd_config(ctx.kd)  # an unset --kd-reduction: P3BTrainer applies DeiT's scale
     targs = ctx.training_arguments("p3b", lr_scheduler_type="constant", max_grad_norm=0.0)
     trainer = P3BTrainer(
         model=ctx.model,

@@ -33,7 +33,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from ...checkpoints import save_model_dir
 from ...errors import CheckpointError, P3BError
 from ...plan import apply_width_plan
-from ...training import FineTuneTrainer, KDConfig, compute_accuracy, evaluate_accuracy
+from ...training import FineTuneTrainer, compute_accuracy, evaluate_accuracy
 from .bpi import per_head_ce
 from .config import P3BConfig
 from .pruner import P3BPruner
@@ -226,9 +226,14 @@ class PruningCallback(TrainerCallback):
 class P3BTrainer(FineTuneTrainer):
     """:class:`~p3b_hf.training.FineTuneTrainer` that prunes with P3B while it fine-tunes.
 
-    Extra keyword ``p3b``: a :class:`P3BConfig`. KD (P3B-Dist) uses the parent's ``teacher=`` / ``kd=``.
+    Extra keyword ``p3b``: a :class:`P3BConfig`. KD (P3B-Dist) uses the parent's ``teacher=`` / ``kd=``; a
+    ``KDConfig`` whose ``reduction`` is unset (e.g. ``KDConfig(alpha=0.3)``) distils at DeiT's scale, as
+    ``--method p3b --teacher`` does (:func:`~p3b_hf.training.resolve_kd`).
     ``trainer.pruned_model`` holds the physically pruned model after training.
     """
+
+    #: P3B-Dist distils as DeiT's DistillationLoss does (docs/p3b.md §6)
+    default_kd_reduction = "deit"
 
     def __init__(
         self,
@@ -254,8 +259,6 @@ class P3BTrainer(FineTuneTrainer):
         cb.setup(model)
         if args is not None and args.label_names is None:
             args.label_names = ["labels"]  # DeiT-with-teacher forwards have no `labels` argument
-        if kwargs.get("teacher") is not None and kwargs.get("kd") is None:
-            kwargs["kd"] = KDConfig(reduction="deit")  # P3B-Dist distils as DeiT's DistillationLoss does
         super().__init__(
             model=model,
             args=args,
