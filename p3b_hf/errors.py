@@ -31,3 +31,18 @@ class CheckpointError(P3BError):
 
 class NonFiniteLossError(P3BError):
     """Training diverged (the loss stayed NaN/inf)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGTERM / SIGINT. A ``KeyboardInterrupt`` (not a :class:`P3BError`), so that nothing
+    treats it as a refused input and carries on (``compare`` would go to its next cell); the CLI prints its
+    message as one line and exits with ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT), as a
+    shell reports a process killed by that signal."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
