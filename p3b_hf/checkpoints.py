@@ -303,7 +303,7 @@ def check_free_space(output_dir: str | os.PathLike, model_bytes: int, checkpoint
 def output_error(exc: BaseException, output_dir: str | os.PathLike) -> P3BError | None:
     """The one-line error for a write that failed mid-run (disk full, read-only, no permission), else None."""
     err = getattr(exc, "errno", None)
-    text = str(exc)
+    text = getattr(exc, "strerror", None) or str(exc)
     full = err == errno.ENOSPC or "No space left on device" in text
     ro = err in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only file system" in text
     if not (full or ro):
@@ -313,7 +313,7 @@ def output_error(exc: BaseException, output_dir: str | os.PathLike) -> P3BError 
     return P3BError(
         f"Writing the run's files failed: {what} ({text.splitlines()[0] if text else type(exc).__name__}). "
         f"Free space (or fix the permissions) and rerun the same command with --resume: the complete "
-        f"checkpoints in {work} are kept; --output-dir {output_dir} was not written."
+        f"checkpoints in {work} (if any) are kept; --output-dir {output_dir} was not written."
     )
 
 
