@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
+from typing import Any
 
 COMMANDS: dict[str, str] = {
     "prune": "Fine-tune and prune a ViT/DeiT (P3B, VBP or grouped global pruning) -> smaller HF model dir.",
@@ -63,11 +66,41 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    previous = _stop_on_sigterm()
     try:
         return int(args._module.run(args) or 0)
     except P3BError as e:
         print(f"p3b-hf {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # SIGINT / SIGTERM (RunInterrupted): one line, nothing half-written
+        from .errors import RunInterrupted
+
+        code = e.exit_code if isinstance(e, RunInterrupted) else 130
+        why = str(e) or "interrupted (SIGINT)"
+        print(f"p3b-hf {args.command}: {why}", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM (schedulers, ``docker stop``) outside training raises like Ctrl-C does, so the run cleans up
+    its staging dir and the CLI exits with one line (training checkpoints first: ``training.GracefulStop``).
+    Returns the previous handler (None when not in the main thread)."""
+    from .errors import RunInterrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RunInterrupted(
+            "stopped by SIGTERM; nothing was written to --output-dir (rerun the command, with --resume if "
+            "checkpoints were written)",
+            signum,
+        )
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

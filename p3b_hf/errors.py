@@ -36,3 +36,18 @@ class NonFiniteLossError(P3BError):
 class OptionsError(P3BError):
     """An option the chosen method / command does not read (it would be silently ignored): the message names
     the option that does the job."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGTERM / SIGINT. A ``KeyboardInterrupt`` (not a :class:`P3BError`), so that nothing
+    treats it as a refused input and carries on (``compare`` would go to its next cell); the CLI prints its
+    message as one line and exits with ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT), as a
+    shell reports a process killed by that signal."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -338,6 +338,12 @@ class TrainOptions:
     num_workers: int = option(0, help="data loader worker processes")
     logging_steps: int = option(50, help="log the training loss every N optimizer steps")
     save_strategy: str = option("epoch", cli=False, help="Trainer checkpoints: 'epoch' (resumable) or 'no'")
+    save_steps: int | None = option(
+        None,
+        metavar="N",
+        help="checkpoint every N optimizer steps instead of once per epoch (resumable; a SIGTERM "
+        "or Ctrl-C checkpoints at the next step anyway)",
+    )
 
     def check(self) -> None:
         if self.epochs <= 0:
@@ -346,6 +352,8 @@ class TrainOptions:
             raise P3BError(f"--batch-size {self.batch_size} must be >= 1.")
         if self.bf16 and self.fp16:
             raise P3BError("Give at most one of --bf16 / --fp16.")
+        if self.save_steps is not None and self.save_steps < 1:
+            raise P3BError(f"--save-steps {self.save_steps} must be >= 1 (or left out: once per epoch).")
 
 
 @dataclasses.dataclass

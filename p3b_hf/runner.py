@@ -25,6 +25,8 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoints import PLAN_NAME, make_staging_dir, publish, remove_if_empty, write_model_files
+from .checkpoints import (
+    PLAN_NAME,
+    check_free_space,
+    check_output_location,
+    check_run_record,
+    make_staging_dir,
+    output_error,
+    output_lock,
+    publish,
+    recover_output_dir,
+    remove_if_empty,
+    write_model_files,
+)
 from .errors import DataError, OptionsError, P3BError
 from .methods import METHODS, get_method
 from .methods.base import MethodResult, RunContext
@@ -243,6 +257,82 @@ def _work_dir(output_dir: Path) -> Path:
     return output_dir.with_name(output_dir.name + ".work")
 
 
+@contextmanager
+def _own_output(output_dir: Path) -> Iterator[None]:
+    """Check where the run will write (before any work), lock ``output_dir`` for the run (one run per output
+    dir: a second is refused in one line) and repair what a run killed inside ``--overwrite``'s rename left
+    (the previous model is put back). Only the main process locks and repairs."""
+    check_output_location(output_dir)
+    if not is_main_process():
+        yield
+        return
+    with output_lock(output_dir):
+        for line in recover_output_dir(output_dir):
+            print(f"p3b-hf: {line}", file=sys.stderr)
+        yield
+
+
+@contextmanager
+def _one_line_write_errors(output_dir: Path) -> Iterator[None]:
+    """A disk that fills up (or turns read-only) mid-run: one :class:`P3BError` naming it and ``--resume``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        mapped = output_error(e, output_dir)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+#: options that do not change what a run computes (where, how fast, what is logged or kept); every other
+#: option is part of the run's identity, which ``--resume`` must not change
+NOT_IDENTITY = frozenset(
+    {
+        "device",
+        "num_workers",
+        "logging_steps",
+        "eval_batch_size",
+        "save_steps",
+        "save_strategy",
+        "max_eval_samples",
+        "pad_to",
+        "output_dir",
+        "overwrite",
+        "keep_checkpoints",
+        "resume",
+        "save_dir",
+    }
+)
+
+
+def run_identity(command: str, labels: list[str], *parts: Any, method_options: Any = None) -> dict[str, Any]:
+    """What defines a run, for ``--resume``: the command, the label set and every option that changes the
+    result (``method.*`` for the method's own)."""
+    ident: dict[str, Any] = {"command": command, "labels": [str(x) for x in labels]}
+    ident.update({k: v for k, v in _jsonable_options(*parts).items() if k not in NOT_IDENTITY})
+    if method_options is not None:
+        opts = _jsonable_options(method_options)
+        ident.update({f"method.{k}": v for k, v in opts.items() if k not in NOT_IDENTITY | {"prune_ratio"}})
+    return ident
+
+
+def _model_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _start_work_dir(
+    output_dir: Path, resume: bool, identity: dict[str, Any], model: nn.Module
+) -> tuple[Path, float]:
+    """Free space for the checkpoints, then the run record in ``OUTPUT_DIR.work`` (refusing a ``--resume``
+    with other options). Returns the work dir and the wall time the run already spent (resumed runs)."""
+    work_dir = _work_dir(output_dir)
+    if is_main_process():
+        check_free_space(output_dir, _model_bytes(model))
+    prior = check_run_record(work_dir, identity, resume, write=is_main_process())
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir, prior
+
+
 def _load(
     model_name: str, data: DataOptions, output: OutputOptions, train: TrainOptions
 ) -> tuple[nn.Module, Any, Any]:
@@ -263,8 +353,9 @@ def _finish(output_dir: Path, staging: Path, work_dir: Path, keep_checkpoints: b
         shutil.rmtree(staging, ignore_errors=True)
         return
     try:
-        write(staging)
-        publish(staging, output_dir)
+        with _one_line_write_errors(output_dir):
+            write(staging)
+            publish(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -301,12 +392,27 @@ def prune(
             f"method {method.name!r} takes {method.options.__name__}, got {type(options).__name__}."
         )
     output_dir = Path(job.output.output_dir)
+    with _own_output(output_dir):
+        return _prune(job, method, options, output_dir, dense_eval_metrics, dense_eval_sets)
+
+
+def _prune(
+    job: PruneJob,
+    method: Any,
+    options: Any,
+    output_dir: Path,
+    dense_eval_metrics: dict[str, float] | None,
+    dense_eval_sets: dict[str, dict[str, float]] | None,
+) -> RunResult:
+    started = time.time()
     model, processor, raw = _load(job.prune.model, job.data, job.output, job.train)
     head_reinitialised = adapt_classifier(model, raw.labels)
+    identity = run_identity(
+        "prune", raw.labels, job.prune, job.data, job.train, job.kd, method_options=options
+    )
+    work_dir, prior = _start_work_dir(output_dir, job.output.resume, identity, model)
     train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor, model.config)
     staging = make_staging_dir(output_dir)
-    work_dir = _work_dir(output_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(
         model=model,
         image_processor=processor,
@@ -322,20 +428,39 @@ def prune(
         resume=job.output.resume,
         head_reinitialised=head_reinitialised,
         eval_sets=eval_sets,
+        started=started - prior,  # a resumed run's wall time includes the interrupted part
     )
     dense = copy.deepcopy(model).cpu()
     try:
-        result = method.run(ctx, options)
+        with _one_line_write_errors(output_dir):
+            result = method.run(ctx, options)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        remove_if_empty(work_dir)  # a refused run leaves no empty OUT.work behind (checkpoints stay)
+        _drop_unused_work_dir(work_dir)
         raise
     dense_measured = result.dense_eval_metrics is not None
     if result.dense_eval_metrics is None and dense_eval_metrics is not None:
         result.dense_eval_metrics = dict(dense_eval_metrics)
     return finish_prune(
-        job, ctx, result, dense, staging, dense_eval_sets=dense_eval_sets, dense_measured=dense_measured
+        job,
+        ctx,
+        result,
+        dense,
+        staging,
+        dense_eval_sets=dense_eval_sets,
+        dense_measured=dense_measured,
+        method_options=options,
     )
+
+
+def _drop_unused_work_dir(work_dir: Path) -> None:
+    """A failed run keeps its checkpoints for ``--resume`` but leaves no ``OUT.work`` without any (empty
+    per-phase dirs and the run record alone are removed)."""
+    from .checkpoints import RUN_RECORD
+
+    if is_main_process() and work_dir.is_dir() and not any(work_dir.glob("**/checkpoint-*")):
+        (work_dir / RUN_RECORD).unlink(missing_ok=True)
+        remove_if_empty(work_dir)
 
 
 def score_eval_sets(
@@ -377,8 +502,10 @@ def finish_prune(
     extra: dict[str, Any] | None = None,
     dense_eval_sets: dict[str, dict[str, float]] | None = None,
     dense_measured: bool = False,
+    method_options: Any = None,
 ) -> RunResult:
-    """Score every eval set, pad, report and write a method's result (see :func:`prune`)."""
+    """Score every eval set, pad, report and write a method's result (see :func:`prune`).
+    ``method_options``: the options the method ran with (default ``job.method_options``)."""
     eval_sets, dense_sets = score_eval_sets(ctx, result, dense, dense_eval_sets, dense_measured)
     padding = _pad(result, job.prune.pad_to)
     report = base_report(
@@ -399,7 +526,9 @@ def finish_prune(
             "base_model": job.prune.model,
             "command": " ".join(sys.argv),
             "options": _jsonable_options(job.prune, job.data, job.train, job.kd),
-            "method_options": _jsonable_options(job.method_options),
+            "method_options": _method_options_report(
+                method_options if method_options is not None else job.method_options, job.prune.prune_ratio
+            ),
             "num_labels": ctx.num_labels,
             "head_reinitialised": ctx.head_reinitialised,
             **padding,
@@ -421,6 +550,15 @@ def finish_prune(
         metrics=dict(result.eval_metrics),
         context=ctx,
     )
+
+
+def _method_options_report(options: Any, prune_ratio: float | None) -> dict[str, Any]:
+    """The method's options as the run used them: a method option ``prune_ratio`` (P3B's) is the common
+    ``--prune-ratio``, not the dataclass default the method replaces."""
+    out = _jsonable_options(options)
+    if "prune_ratio" in out:
+        out["prune_ratio"] = prune_ratio
+    return out
 
 
 def _pad(result: MethodResult, pad_to: int | None) -> dict[str, Any]:
@@ -468,15 +606,21 @@ def finetune(job: FinetuneJob) -> RunResult:
     """Plain DeiT-recipe fine-tune of a (pruned) model dir, optionally with KD: P3B's second stage, and the
     dense baseline of ``compare`` (``new_head``). The output's ``pruning_report.json`` is the input's
     report plus a ``finetune`` section."""
+    job.train.check()
+    job.finetune.check()
+    if not 0.0 <= job.kd.kd_alpha <= 1.0 or job.kd.kd_temperature <= 0:
+        raise P3BError("--kd-alpha must lie in [0, 1] and --kd-temperature be > 0.")
+    output_dir = Path(job.output.output_dir)
+    with _own_output(output_dir):
+        return _finetune(job, output_dir)
+
+
+def _finetune(job: FinetuneJob, output_dir: Path) -> RunResult:
     from .loading import load_model
     from .training import FineTuneTrainer, compute_accuracy, kd_config
 
     ft, train = job.finetune, job.train
-    train.check()
-    ft.check()
-    if not 0.0 <= job.kd.kd_alpha <= 1.0 or job.kd.kd_temperature <= 0:
-        raise P3BError("--kd-alpha must lie in [0, 1] and --kd-temperature be > 0.")
-    output_dir = Path(job.output.output_dir)
+    started = time.time()
     model, processor, raw = _load(ft.model, job.data, job.output, train)
     head_reinitialised = False
     if ft.new_head:
@@ -489,8 +633,9 @@ def finetune(job: FinetuneJob) -> RunResult:
         teacher = load_model(job.kd.teacher)
         check_labels(teacher.config, raw.labels, "--teacher")
     kd = kd_config(job.kd)  # an unset --kd-reduction: FineTuneTrainer applies DeiT's scale
-    work_dir = _work_dir(output_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    identity = run_identity("finetune", raw.labels, ft, job.data, train, job.kd)
+    work_dir, prior = _start_work_dir(output_dir, job.output.resume, identity, model)
+    started -= prior  # a resumed run's wall time includes the interrupted part
     staging = make_staging_dir(output_dir)
     try:
         lr = scaled_lr(train, ft.grad_accum_steps)
@@ -530,7 +675,8 @@ def finetune(job: FinetuneJob) -> RunResult:
         from .checkpoints import last_complete_checkpoint
 
         resume = last_complete_checkpoint(targs.output_dir) if job.output.resume else None
-        train_out = trainer.train(resume_from_checkpoint=resume)
+        with _one_line_write_errors(output_dir):
+            train_out = trainer.train(resume_from_checkpoint=resume)
         train_time = time.time() - t0
         metrics = {
             k.removeprefix("eval_"): float(v)
@@ -551,7 +697,7 @@ def finetune(job: FinetuneJob) -> RunResult:
             }
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        remove_if_empty(work_dir)
+        _drop_unused_work_dir(work_dir)
         raise
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     source = Path(ft.model)
@@ -582,6 +728,7 @@ def finetune(job: FinetuneJob) -> RunResult:
         "eval": metrics,
         "train_loss": float(train_out.training_loss),
         "train_time_s": train_time,
+        "wall_time_s": time.time() - started,
         "step_time": trainer.step_timer.summary(),
         "head_reinitialised": head_reinitialised,
         "device": resolve_device(train.device),

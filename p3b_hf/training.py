@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import EvalPrediction, TrainerCallback, TrainingArguments
 
-from .errors import NonFiniteLossError, P3BError
+from .checkpoints import record_wall_time
+from .errors import NonFiniteLossError, P3BError, RunInterrupted
 from .options import KDOptions, TrainOptions
 from .runtime import all_reduce_, rank, resolve_device, world_size
 from .trainer_adapter import TrainerAdapter
@@ -84,7 +88,8 @@ def training_arguments(
         seed=train.seed,
         data_seed=train.seed,
         report_to="none",
-        save_strategy=train.save_strategy,
+        save_strategy="steps" if train.save_steps and train.save_strategy != "no" else train.save_strategy,
+        save_steps=train.save_steps or 500,
         save_total_limit=2,
         eval_strategy="no",
         logging_strategy="steps",
@@ -272,6 +277,65 @@ class StepTimer(TrainerCallback):
         }
 
 
+class GracefulStop(TrainerCallback):
+    """SIGTERM (what schedulers and ``docker stop`` send) and SIGINT (Ctrl-C) during training: finish the
+    current optimizer step, write a checkpoint, and stop with :class:`~p3b_hf.errors.RunInterrupted` -- no
+    lost epoch, no traceback, no output dir. A second signal stops at once.
+
+    Under DDP the ranks agree (an all-reduce of the flag every step), so all of them save the same step.
+    After every checkpoint the run's wall time so far goes to ``OUTPUT_DIR.work/run.json`` (a resumed run
+    reports the total)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # asked twice: stop now (a checkpoint being written is skipped on resume)
+            raise RunInterrupted(f"stopped by {signal.Signals(signum).name} (second signal)", signum)
+        self.signum = signum
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers live in the main thread only (a Trainer in a worker thread keeps defaults)
+        for s in self.SIGNALS:
+            self._previous[s] = signal.signal(s, self._handle)
+
+    def restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous.clear()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        flag = self.signum is not None
+        if world_size() > 1:
+            t = torch.tensor([float(self.signum or 0)], device=args.device)
+            all_reduce_(t)  # every rank learns of a signal any rank got (the sum is > 0)
+            flag = bool(t.item() > 0)
+            if flag and self.signum is None:
+                self.signum = int(signal.SIGTERM)
+        if flag:
+            self.stopping = True
+            control.should_save = True  # the Trainer saves right after this callback, then calls on_save
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if args.should_save:
+            record_wall_time(Path(args.output_dir).parent)
+        if self.stopping:
+            raise self.interrupted(args, state)
+
+    def interrupted(self, args: Any, state: Any) -> RunInterrupted:
+        name = signal.Signals(self.signum or signal.SIGTERM).name
+        return RunInterrupted(
+            f"stopped by {name} after step {state.global_step}; the newest checkpoint is in "
+            f"{args.output_dir}. Rerun the same command with --resume to continue.",
+            self.signum or int(signal.SIGTERM),
+        )
+
+
 def _rss_mb() -> float:
     try:
         import psutil
@@ -308,9 +372,10 @@ class FineTuneTrainer(TrainerAdapter):
         **kwargs: Any,
     ) -> None:
         self.step_timer = StepTimer()
+        self.graceful_stop = GracefulStop()
         # first, so that its on_step_end times the training step alone (not a P3B mask update or a
         # finalisation evaluation, which P3B times separately)
-        kwargs["callbacks"] = [self.step_timer, *(kwargs.get("callbacks") or [])]
+        kwargs["callbacks"] = [self.step_timer, *(kwargs.get("callbacks") or []), self.graceful_stop]
         super().__init__(*args, **kwargs)
         if teacher is not None:
             check_teacher_labels(teacher, self.model)
@@ -324,6 +389,18 @@ class FineTuneTrainer(TrainerAdapter):
             self.teacher.to(self.args.device)
         # our losses are batch means: let the Trainer handle gradient-accumulation scaling
         self.model_accepts_loss_kwargs = False
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train`` that checkpoints and stops cleanly on SIGTERM / SIGINT (:class:`GracefulStop`)."""
+        stop = self.graceful_stop
+        stop.install()
+        try:
+            out = super().train(*args, **kwargs)
+        finally:
+            stop.restore()
+        if stop.signum is not None:  # the signal came after the last step (final eval): the epoch's
+            raise stop.interrupted(self.args, self.state)  # checkpoint is the newest one
+        return out
 
     def task_loss(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
         return soft_target_ce(logits_of(outputs), labels)

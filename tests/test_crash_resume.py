@@ -93,13 +93,7 @@ def _staging_dirs(parent: Path, out: Path) -> list[str]:
     return sorted(p.name for p in parent.glob(f".{out.name}.staging-*"))
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("crash")
-    data = _tiny_data(root)
-    dense, _ = _tiny_dense(root)
-    ref, out = root / "reference", root / "resumed"
-    marker = root / "killed.marker"
+def _child_env() -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -111,6 +105,39 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         HF_HUB_OFFLINE="1",
         PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]),
     )
+    return env
+
+
+TERM_STEP = 3  # mid-epoch 2: only --save-steps 1 (or the SIGTERM itself) checkpoints it
+
+
+def _start_sigterm_run(root: Path, data: Path, dense: Path) -> tuple[subprocess.Popen, Path, Path, Path]:
+    """The same prune command in a subprocess that receives SIGTERM during optimizer step TERM_STEP."""
+    out, marker, log = root / "termed", root / "termed.marker", root / "termed.log"
+    cmd = [
+        sys.executable,
+        str(HERE / "crash_resume_run.py"),
+        "--term",
+        str(TERM_STEP),
+        str(marker),
+        "--",
+        *_prune_args(data, dense, out),
+    ]
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=_child_env(), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    return proc, out, marker, log
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("crash")
+    data = _tiny_data(root)
+    dense, _ = _tiny_dense(root)
+    ref, out = root / "reference", root / "resumed"
+    marker = root / "killed.marker"
+    env = _child_env()
     cmd = [
         sys.executable,
         str(HERE / "crash_resume_run.py"),
@@ -124,18 +151,37 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         proc = subprocess.Popen(
             cmd, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+    term_proc, term_out, term_marker, term_log = _start_sigterm_run(root, data, dense)
     try:
-        # the reference runs while the subprocess imports (2 cores)
+        # the reference runs while the subprocesses import (2 cores)
         assert _run_in_process(_prune_args(data, dense, ref)) == 0
+        deadline = time.time() + 240
+        while not term_marker.exists() and term_proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert term_marker.exists(), f"never reached step {TERM_STEP}: " + term_log.read_text()[-3000:]
+        term_proc.send_signal(signal.SIGTERM)
+        term_proc.wait(timeout=120)
+        term_work = term_out.with_name(term_out.name + ".work")
+        after_term = {
+            "returncode": term_proc.returncode,
+            "log": term_log.read_text(),
+            "output_exists": term_out.exists(),
+            "checkpoints": sorted(p.name for p in (term_work / "p3b").glob("checkpoint-*")),
+            "staging": _staging_dirs(root, term_out),
+            "lock": (root / ".termed.lock").exists(),
+            "wall_time_s": json.loads((term_work / "run.json").read_text())["wall_time_s"],
+        }
+        assert _run_in_process([*_prune_args(data, dense, term_out), "--resume"]) == 0
         deadline = time.time() + 240
         while not marker.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert marker.exists(), f"the run never reached checkpoint-{KILL_STEP}: " + log.read_text()[-3000:]
         proc.send_signal(signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+        for p in (proc, term_proc):
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)
     work = out.with_name(out.name + ".work")
     after_kill = {
         "returncode": proc.returncode,
@@ -156,6 +202,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "work": work,
         "after_kill": after_kill,
         "spare": spare,
+        "termed": term_out,
+        "after_term": after_term,
     }
 
 
@@ -218,3 +266,26 @@ def test_resume_after_a_kill_during_checkpoint_writing(runs: dict[str, Any]) -> 
         shutil.copy(done / name, torn / name)
     assert _run_in_process([*_prune_args(runs["data"], runs["dense"], out), "--resume"]) == 0
     assert _widths(out) == _widths(runs["ref"])
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(runs: dict[str, Any]) -> None:
+    """SIGTERM (a scheduler, ``docker stop``) in the middle of an epoch: the step finishes, a checkpoint of
+    it is written, the process exits 143 (128 + SIGTERM) with one line and no traceback, no output dir;
+    ``--resume`` then ends exactly like the uninterrupted run and reports the wall time of both parts."""
+    t = runs["after_term"]
+    assert t["returncode"] == 128 + signal.SIGTERM, t["log"][-3000:]
+    assert "Traceback" not in t["log"] and "KeyboardInterrupt" not in t["log"]
+    assert f"p3b-hf prune: stopped by SIGTERM after step {TERM_STEP}; the newest checkpoint is in" in t["log"]
+    assert f"checkpoint-{TERM_STEP}" in t["checkpoints"]  # mid-epoch: epoch checkpoints are at 2, 4, ...
+    assert not t["output_exists"] and t["staging"] == [] and not t["lock"]
+    assert t["wall_time_s"] > 0
+    out, ref = runs["termed"], runs["ref"]
+    report, ref_report = (json.loads((d / "pruning_report.json").read_text()) for d in (out, ref))
+    # a mid-epoch resume continues the same schedule to the same budget (the augmentation draws of the
+    # rest of that epoch differ from an uninterrupted run's: the Trainer restores RNG per checkpoint)
+    assert report["history"]["schedule"] == ref_report["history"]["schedule"]
+    assert (
+        abs(report["pruned"]["params"] - ref_report["pruned"]["params"])
+        < 0.02 * ref_report["dense"]["params"]
+    )
+    assert report["wall_time_s"] > t["wall_time_s"]  # the interrupted part counts too

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from safetensors.torch import load_file
 from p3b_hf import CheckpointError, P3BError, UnsupportedModelError, WidthPlan, apply_width_plan
 from p3b_hf.checkpoints import atomic_dir, save_model_dir
 from p3b_hf.loading import load_model, validate_checkpoint
-from p3b_hf.options import PruneOptions
+from p3b_hf.options import PruneOptions, TrainOptions
 from p3b_hf.runner import check_output_dir
 
 
@@ -182,3 +184,316 @@ def test_nan_loss_stops_the_run_with_a_clear_error(tmp_path, tiny_vit):
     with pytest.raises(NonFiniteLossError, match="NaN/inf for 3 steps in a row.*Lower the learning rate"):
         trainer.train()
     assert trainer.state.global_step == 2  # stopped on the third step, not after 10 epochs
+
+
+# ---------------------------------------------------------------------------------------- runs and their output
+def _prune_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "prune",
+        "--method",
+        "p3b",
+        "--model",
+        str(root / "dense"),
+        "--dataset",
+        str(root / "data"),
+        "--output-dir",
+        str(out),
+        "--prune-ratio",
+        "0.3",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--max-train-samples",
+        "16",
+        "--prune-start-epoch",
+        "0.5",
+        "--prune-sparse-epoch",
+        "1",
+        "--prune-finalize-epoch",
+        "2",
+        "--update-every",
+        "1",
+        "--device",
+        "cpu",
+        "--augment",
+        "basic",
+        "--logging-steps",
+        "100",
+        *extra,
+    ]
+
+
+def _messages(capsys) -> list[str]:
+    """The lines p3b-hf itself wrote to stderr (not the progress bars); there must be no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return re.findall(r"p3b-hf[ :].*", err.replace("\r", "\n"))
+
+
+def _cli(argv: list[str]) -> int:
+    from p3b_hf.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished 2-step P3B run (1 step per epoch) that kept its checkpoints (checkpoint-1, checkpoint-2)."""
+    from test_recipes import _tiny_data, _tiny_dense
+
+    root = tmp_path_factory.mktemp("runs")
+    _tiny_data(root)
+    _tiny_dense(root)
+    assert _cli(_prune_argv(root, root / "out", "--keep-checkpoints")) == 0
+    return root
+
+
+def _copy_work(root: Path, name: str) -> Path:
+    import shutil
+
+    out = root / name
+    shutil.copytree(root / "out.work", out.with_name(name + ".work"))
+    return out
+
+
+def test_report_says_the_prune_ratio_used(tiny_run):
+    report = json.loads((tiny_run / "out" / "pruning_report.json").read_text())
+    assert report["method_options"]["prune_ratio"] == 0.3  # was P3BConfig's default 0.5
+    assert report["method_options"]["update_every"] == 1
+
+
+def test_output_dir_gets_the_users_umask(tiny_run, tmp_path, tiny_vit):
+    out = tiny_run / "out"
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()  # mkdtemp made it 0700
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    old = os.umask(0o027)
+    try:
+        save_model_dir(tiny_vit, tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "m" / "config.json").stat().st_mode & 0o777 == 0o640
+
+
+def _umask() -> int:
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+def test_resume_with_other_options_is_refused(tiny_run, capsys):
+    out = _copy_work(tiny_run, "other")
+    assert _cli([*_prune_argv(tiny_run, out, "--resume"), "--prune-ratio", "0.4"]) == 2
+    err = _messages(capsys)
+    assert err == [
+        f"p3b-hf prune: error: --resume: the checkpoints in {out}.work belong to a run with other options "
+        "(prune_ratio was 0.3, now 0.4). Resume with the same options, or drop --resume to start afresh "
+        "(replacing those checkpoints)."
+    ]
+    assert _cli([*_prune_argv(tiny_run, out, "--resume"), "--update-every", "2"]) == 2
+    assert "(method.update_every was 1, now 2)" in capsys.readouterr().err
+    assert not out.exists() and (out.with_name("other.work") / "p3b" / "checkpoint-2").is_dir()
+
+
+def test_resume_without_checkpoints_says_it_starts_from_scratch(tiny_run, capsys):
+    out = tiny_run / "fresh"
+    assert _cli(_prune_argv(tiny_run, out, "--resume")) == 0
+    assert f"p3b-hf: --resume: no checkpoint in {out}.work; starting from scratch." in capsys.readouterr().err
+
+
+def test_resume_accumulates_the_wall_time(tiny_run):
+    out = _copy_work(tiny_run, "timed")
+    record = out.with_name("timed.work") / "run.json"
+    state = json.loads(record.read_text())
+    assert 0 < state["wall_time_s"] < 600  # written at every checkpoint
+    state["wall_time_s"] = 1000.0  # the interrupted part took 1000 s
+    record.write_text(json.dumps(state))
+    assert _cli(_prune_argv(tiny_run, out, "--resume")) == 0
+    assert 1000.0 < json.loads((out / "pruning_report.json").read_text())["wall_time_s"] < 1600
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tiny_run, capsys):
+    from p3b_hf.checkpoints import last_complete_checkpoint
+
+    out = _copy_work(tiny_run, "damaged")
+    phase = out.with_name("damaged.work") / "p3b"
+    opt = phase / "checkpoint-2" / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:1000])  # truncated
+    assert last_complete_checkpoint(phase) == str(phase / "checkpoint-1")
+    assert "skipped checkpoint-2 (optimizer.pt is damaged" in capsys.readouterr().err
+    assert _cli(_prune_argv(tiny_run, out, "--resume")) == 0  # resumes from checkpoint-1, no traceback
+    (tiny_run / "damaged.work").mkdir()
+    bad = tiny_run / "damaged.work" / "checkpoint-3"
+    bad.mkdir()
+    (bad / "trainer_state.json").write_text("{}")
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match=r"every checkpoint in .* is damaged \(checkpoint-3 \(model\."):
+        last_complete_checkpoint(tiny_run / "damaged.work")
+
+
+def test_failed_run_leaves_no_empty_work_dir(tiny_run, monkeypatch, capsys):
+    from p3b_hf.training import FineTuneTrainer
+
+    def boom(*a, **k):
+        raise P3BError("boom")
+
+    monkeypatch.setattr(FineTuneTrainer, "training_step", boom)
+    out = tiny_run / "failed"
+    assert _cli(_prune_argv(tiny_run, out)) == 2
+    assert "boom" in capsys.readouterr().err
+    assert sorted(p.name for p in tiny_run.iterdir() if p.name.startswith(("failed", ".failed"))) == []
+
+
+def test_disk_full_is_one_line(tiny_run, monkeypatch, capsys):
+    """Checked before the run (free space against ~12x the model per checkpoint), and a disk that fills up
+    mid-run (ENOSPC while a checkpoint is written) is one line naming --resume, not a traceback."""
+    import errno
+    import shutil
+
+    from transformers import Trainer
+
+    from p3b_hf import checkpoints
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda p: real(p)._replace(free=2**20))
+    out = tiny_run / "full"
+    assert _cli(_prune_argv(tiny_run, out)) == 2
+    err = capsys.readouterr().err
+    assert "has 1 MiB free but the run needs about" in err and "choose another --output-dir" in err
+    assert not out.with_name("full.work").exists()
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", real)
+
+    def full(self, model, trial):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", full)
+    assert _cli(_prune_argv(tiny_run, out)) == 2
+    err = _messages(capsys)
+    assert len(err) == 1 and "the disk is full (No space left on device)" in err[0] and "--resume" in err[0]
+    assert not out.exists() and not list(tiny_run.glob(".full.staging-*"))
+
+
+def test_sigint_checkpoints_and_exits_130(tiny_run, monkeypatch, capsys):
+    """Ctrl-C during training: the step finishes, a checkpoint is written, one line, exit 130 (no
+    KeyboardInterrupt traceback, no output dir, the lock released)."""
+    import signal
+
+    from p3b_hf.training import GracefulStop
+
+    original = GracefulStop.on_step_end
+
+    def interrupt_at_step_1(self, args, state, control, **kw):
+        if state.global_step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        original(self, args, state, control, **kw)
+
+    monkeypatch.setattr(GracefulStop, "on_step_end", interrupt_at_step_1)
+    out = tiny_run / "ctrl_c"
+    assert _cli([*_prune_argv(tiny_run, out), "--epochs", "4", "--prune-finalize-epoch", "4"]) == 130
+    err = _messages(capsys)
+    assert err[-1].startswith("p3b-hf prune: stopped by SIGINT after step 1; the newest checkpoint is in")
+    assert (tiny_run / "ctrl_c.work" / "p3b" / "checkpoint-1" / "trainer_state.json").is_file()
+    assert not out.exists() and not (tiny_run / ".ctrl_c.lock").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_save_steps_checkpoints_by_steps():
+    from p3b_hf.training import training_arguments
+
+    args = training_arguments(TrainOptions(save_steps=3, device="cpu"), "/tmp/unused")
+    assert (args.save_strategy, args.save_steps) == ("steps", 3)
+    assert training_arguments(TrainOptions(device="cpu"), "/tmp/unused").save_strategy == "epoch"
+    with pytest.raises(P3BError, match="--save-steps 0 must be >= 1"):
+        TrainOptions(save_steps=0).check()
+
+
+def test_second_run_on_the_same_output_dir_is_refused(tmp_path):
+    """A lock file beside --output-dir names the owner's pid: a live owner refuses the second run in one line,
+    a dead one (a killed run) is stale and taken over."""
+    import subprocess
+
+    from p3b_hf.checkpoints import output_lock
+
+    out = tmp_path / "run"
+    lock = tmp_path / ".run.lock"
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        lock.write_text(f"{sleeper.pid} {socket.gethostname()}\n")
+        with pytest.raises(
+            P3BError, match=rf"--output-dir {out} is in use by another run \(pid {sleeper.pid},"
+        ):
+            with output_lock(out):
+                pass
+        assert lock.read_text().startswith(str(sleeper.pid))  # the owner's lock is untouched
+        from p3b_hf.options import DataOptions, OutputOptions
+        from p3b_hf.runner import PruneJob, prune
+
+        job = PruneJob(
+            PruneOptions(model="nowhere", prune_ratio=0.5), DataOptions(dataset="x"), OutputOptions(str(out))
+        )
+        with pytest.raises(P3BError, match="in use by another run"):
+            prune(job)  # refused before the (missing) model is looked at
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with output_lock(out):  # the sleeper is dead: stale lock taken over
+        assert lock.read_text().split()[0] == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_recovery_after_a_kill_between_the_overwrite_renames(saved, tmp_path):
+    """``--overwrite`` without an atomic exchange moves the old model to ``.<name>.old-<pid>`` and then the
+    new one in: a kill in between left no model at all. The next run puts the old one back (or, when the
+    new one did arrive, deletes the leftover); a live owner's ``.old`` is left alone."""
+    import shutil
+    import subprocess
+
+    from p3b_hf.checkpoints import publish, recover_output_dir
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tmp_path = tmp_path / "parent"
+    tmp_path.mkdir()
+    target = tmp_path / "model"
+    shutil.copytree(saved, tmp_path / f".model.old-{dead.pid}")  # the stranded state: no target
+    assert not target.exists()
+    assert recover_output_dir(target) == [
+        f"restored {target} from .model.old-{dead.pid}, left by a run killed while replacing it"
+    ]
+    assert (target / "model.safetensors").read_bytes() == (saved / "model.safetensors").read_bytes()
+    shutil.copytree(saved, tmp_path / f".model.old-{dead.pid}")  # killed after the second rename
+    assert recover_output_dir(target)[0].startswith(f"removed .model.old-{dead.pid}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    # publish over an existing dir leaves nothing beside it (an atomic exchange where the OS has one)
+    staging = tmp_path / ".model.staging-x"
+    staging.mkdir()
+    (staging / "new.txt").write_text("new")
+    publish(staging, target)
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_output_location_is_checked_before_any_work(tmp_path, monkeypatch):
+    """``--output-dir .`` (it would be replaced as a whole), a path below a file, a read-only location."""
+    from p3b_hf.checkpoints import check_output_location
+
+    monkeypatch.chdir(tmp_path)
+    for bad in (".", str(tmp_path), str(tmp_path.parent)):
+        with pytest.raises(P3BError, match="is the current directory or one above it.*--output-dir ./pruned"):
+            check_output_location(bad)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(P3BError, match=r"afile is a file, not a directory"):
+        check_output_location("afile/sub/out")
+    with pytest.raises(P3BError, match=r"--output-dir afile is a file"):
+        check_output_location("afile")
+    with pytest.raises(P3BError, match=r"cannot write in /proc .*give a writable location"):
+        check_output_location("/proc/p3b_out")  # read-only even for root
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert check_output_location("sub/out") == tmp_path / "sub" / "out"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing created by the check
