@@ -258,6 +258,10 @@ class RecordingHfApi(HfApi):
         self.store = store
         self.calls: list[dict[str, Any]] = []
 
+    def whoami(self, token: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """The push pre-flight's token / connection check: the local store needs neither."""
+        return {"name": "p3b-test", "type": "user"}
+
     def create_repo(
         self, repo_id: str, *, private: bool | None = None, exist_ok: bool = False, **kwargs: Any
     ) -> RepoUrl:
