@@ -3,6 +3,7 @@ serves through ``HF_ENDPOINT``; loads run in subprocesses (HF_ENDPOINT / HF_HUB_
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -272,7 +273,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("case", ["offline", "no_token", "unreachable"])
+@pytest.mark.parametrize("case", ["offline", "no_token", "unreachable", "rejected_token"])
 def test_push_without_hub_access_is_one_line_before_any_work(
     case: str,
     pruned_dir: tuple[Path, torch.nn.Module],
@@ -283,8 +284,9 @@ def test_push_without_hub_access_is_one_line_before_any_work(
     """The real ``HfApi`` (no fake): ``HF_HUB_OFFLINE=1``, no token (HF_TOKEN unset, an empty HF_HOME) and an
     endpoint that refuses connections (a closed port on 127.0.0.1) used to end in tracebacks from
     huggingface_hub / httpx (``OfflineModeIsEnabled``, ``LocalTokenNotFoundError``, ``httpx.ConnectError``) after
-    the model was loaded; now each is one line (exit 2) before the model is even read. huggingface_hub reads
-    these variables at import, so the test sets both the variables and the constants they fill."""
+    the model was loaded; now each is one line (exit 2) before the model is even read. A token the Hub
+    rejects (the local fake hub answers whoami with 401) is one line too. huggingface_hub reads these
+    variables at import, so the test sets both the variables and the constants they fill."""
     from huggingface_hub import constants
 
     import p3b_hf.hub
@@ -303,20 +305,25 @@ def test_push_without_hub_access_is_one_line_before_any_work(
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", case == "offline")
     if case != "no_token":
         monkeypatch.setenv("HF_TOKEN", "hf_p3btest_not_a_real_token")  # never sent anywhere but 127.0.0.1
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    capsys.readouterr()
-    assert cli_push(["--model", str(model_dir), "--repo-id", REPO]) == 2
-    err = capsys.readouterr().err
+    with contextlib.ExitStack() as stack:
+        if case == "rejected_token":  # the local fake hub answers whoami with 401
+            endpoint = stack.enter_context(FakeHubServer(HubStore(tmp_path / "hub"), lifetime_s=60)).url
+        else:
+            endpoint = f"http://127.0.0.1:{_closed_port()}"
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        capsys.readouterr()
+        assert cli_push(["--model", str(model_dir), "--repo-id", REPO]) == 2
+        err = capsys.readouterr().err
+        with pytest.raises(HubError, match="network|token|reach"):  # the library raises the same, typed
+            push_pruned(model_dir, REPO)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("p3b-hf push: error: ")
     expected = {
         "offline": "HF_HUB_OFFLINE=1 is set (offline mode): a push needs the network. Unset it",
         "no_token": "No Hugging Face token found (HF_TOKEN is unset and no `hf auth login` token in HF_HOME)",
         "unreachable": f"Cannot reach the Hub at {endpoint} (ConnectError: ",
+        "rejected_token": f"The Hub at {endpoint} rejected the token (HTTP 401): log in again",
     }[case]
     assert expected in err, err
     assert not loaded  # refused before the model was loaded and verified
-    with pytest.raises(HubError, match="network|token|reach"):  # the library raises the same, typed
-        push_pruned(model_dir, REPO)
