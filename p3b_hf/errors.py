@@ -29,6 +29,10 @@ class CheckpointError(P3BError):
     """A saved model is unreadable, unsafe (pickle) or disagrees with its config."""
 
 
+class HubError(P3BError):
+    """The Hub cannot be used for a push: offline mode, no token, a rejected token, or no connection."""
+
+
 class NonFiniteLossError(P3BError):
     """Training diverged (the loss stayed NaN/inf)."""
 

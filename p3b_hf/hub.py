@@ -29,7 +29,7 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
-from .errors import CheckpointError, P3BError
+from .errors import CheckpointError, HubError, P3BError
 
 REPORT_NAME = "pruning_report.json"
 P3B_MODEL_TYPES = ("p3b_vit", "p3b_deit", "p3b_beit", "p3b_dinov2", "p3b_swin", "p3b_convnext")
@@ -125,6 +125,64 @@ def verify_loads(model_dir: str | os.PathLike) -> None:
         out = model(pixel_values=torch.zeros(1, cfg.num_channels, size, size))
     if not torch.isfinite(out.logits).all():
         raise CheckpointError(f"{model_dir} produces non-finite logits; not pushing it.")
+
+
+def check_hub_access(api: HfApi, token: str | None) -> str:
+    """Before any work: offline mode, the token and the connection, each as one :class:`HubError` line.
+
+    Why: the upload itself would end in a traceback from deep inside huggingface_hub / httpx
+    (``OfflineModeIsEnabled``, ``LocalTokenNotFoundError``, ``httpx.ConnectError``), after the model was
+    loaded and verified. One ``whoami`` call proves the endpoint is reachable and the token is accepted;
+    returns the account name.
+    """
+    from huggingface_hub import is_offline_mode
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    offline = (
+        "HF_HUB_OFFLINE=1 is set (offline mode): a push needs the network. Unset it "
+        "(`HF_HUB_OFFLINE=0 p3b-hf push ...`) and try again."
+    )
+    try:
+        info = api.whoami(token=token)
+    except OfflineModeIsEnabled as e:
+        raise HubError(offline) from e
+    except LocalTokenNotFoundError as e:
+        if is_offline_mode():
+            raise HubError(offline) from e
+        raise HubError(
+            "No Hugging Face token found (HF_TOKEN is unset and no `hf auth login` token in HF_HOME): "
+            "log in with `hf auth login`, set HF_TOKEN, or pass --token with a write token."
+        ) from e
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise HubError(
+                f"The Hub at {api.endpoint} rejected the token (HTTP {status}): log in again with "
+                "`hf auth login` or pass --token with a valid write token."
+            ) from e
+        raise HubError(
+            f"The Hub at {api.endpoint} answered HTTP {status} to a token check ({_first_line(e)}); "
+            "try again later or check HF_ENDPOINT."
+        ) from e
+    except Exception as e:  # httpx / requests connection errors, timeouts, DNS, proxies
+        if not _is_network_error(e):
+            raise
+        raise HubError(
+            f"Cannot reach the Hub at {api.endpoint} ({type(e).__name__}: {_first_line(e)}): check the "
+            "network, proxy settings and HF_ENDPOINT, then try again."
+        ) from e
+    return str((info or {}).get("name", ""))
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _is_network_error(e: BaseException) -> bool:
+    """A connection-level failure (httpx for huggingface_hub >= 1.0, requests before; both OSError-like)."""
+    if isinstance(e, (OSError, TimeoutError)):
+        return True
+    return type(e).__module__.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3")
 
 
 # ---------------------------------------------------------------------------------------- model card
@@ -416,13 +474,15 @@ def push_pruned(
     ``revision``: a branch (created from ``main`` if missing). ``api``: an ``HfApi`` (tests pass a
     recording subclass); the default talks to ``HF_ENDPOINT``. ``verify``: load the dir and run one
     forward pass before uploading anything. ``with_onnx``: also upload ``onnx/`` (written by
-    ``p3b-hf export``; refused if missing) and describe it in the model card.
+    ``p3b-hf export``; refused if missing) and describe it in the model card. Offline mode, a missing or
+    rejected token and an unreachable endpoint are :class:`HubError` before any work (:func:`check_hub_access`).
     """
     if not _HUB_ID.match(repo_id or ""):
         raise P3BError(f"--repo-id {repo_id!r} is not a Hub repo id; use 'user-or-org/name'.")
     d = Path(model_dir)
     config = check_model_dir(d)
     api = api if api is not None else HfApi()
+    check_hub_access(api, token)  # offline / no token / no connection: one line, before any work
     with tempfile.TemporaryDirectory(prefix="p3b_hf_push_") as tmp:
         staging = Path(tmp)
         files = collect_files(d, config, with_onnx=with_onnx)

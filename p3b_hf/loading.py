@@ -120,6 +120,10 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> 
         )
     except OSError as e:
         raise CheckpointError(f"Cannot load model {name!r}: {e}") from e
+    except ValueError as e:  # a pruned class's own check (modeling_p3b_*.py, also as remote code)
+        if type(e).__name__ == "P3BCheckpointMismatchError":
+            raise CheckpointError(str(e)) from e
+        raise
     except Exception as e:  # safetensors header errors, size mismatches
         if (
             "safetensor" in type(e).__module__

@@ -5,6 +5,7 @@
   (``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` with ``ETag``, ``X-Repo-Commit``, ``Content-Length``;
   ``GET /api/models/{repo}[/revision/{rev}]``), so ``from_pretrained("org/name")`` runs the real
   download, etag and cache code when ``HF_ENDPOINT`` points at it. Every request is recorded.
+  ``GET /api/whoami-v2`` answers 401 (no token is valid), as the Hub does for a revoked token.
   It shuts itself down after ``lifetime_s`` even if a test forgets to.
 - :class:`RecordingHfApi`: an ``HfApi`` whose ``create_repo`` / ``create_branch`` / ``create_commit``
   write into the store (the real ones need the Hub's upload/LFS protocol) and record what was sent.
@@ -146,6 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.requests.append((self.command, path))
         store = self.server.store
         parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "whoami-v2"]:  # no token is valid here: the push pre-flight's "rejected" case
+            return self._error(
+                401, "Unauthorized", "Invalid credentials in Authorization header", send_body=send_body
+            )
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
             repo_id = "/".join(parts[2:4])
             rev = parts[5] if len(parts) >= 6 and parts[4] == "revision" else "main"
@@ -257,6 +262,10 @@ class RecordingHfApi(HfApi):
         super().__init__(endpoint=endpoint, token=False)
         self.store = store
         self.calls: list[dict[str, Any]] = []
+
+    def whoami(self, token: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """The push pre-flight's token / connection check: the local store needs neither."""
+        return {"name": "p3b-test", "type": "user"}
 
     def create_repo(
         self, repo_id: str, *, private: bool | None = None, exist_ok: bool = False, **kwargs: Any

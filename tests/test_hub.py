@@ -3,6 +3,7 @@ serves through ``HF_ENDPOINT``; loads run in subprocesses (HF_ENDPOINT / HF_HUB_
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from fake_hub import (
 
 from p3b_hf import count_cost
 from p3b_hf.cli import main as cli_main
-from p3b_hf.errors import CheckpointError, P3BError
+from p3b_hf.errors import CheckpointError, HubError, P3BError
 from p3b_hf.hub import build_model_card, push_pruned
 
 REPO = "p3b-test/tiny-vit-p3b50"
@@ -260,3 +261,69 @@ def test_push_errors_name_the_fix(
     assert not store.exists(REPO)  # nothing was created on a failed push
     assert cli_push(["--model", str(tmp_path / "missing"), "--repo-id", REPO]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ push pre-flight: offline, token, connection
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound once by us, then closed): connection refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", ["offline", "no_token", "unreachable", "rejected_token"])
+def test_push_without_hub_access_is_one_line_before_any_work(
+    case: str,
+    pruned_dir: tuple[Path, torch.nn.Module],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """The real ``HfApi`` (no fake): ``HF_HUB_OFFLINE=1``, no token (HF_TOKEN unset, an empty HF_HOME) and an
+    endpoint that refuses connections (a closed port on 127.0.0.1) used to end in tracebacks from
+    huggingface_hub / httpx (``OfflineModeIsEnabled``, ``LocalTokenNotFoundError``, ``httpx.ConnectError``) after
+    the model was loaded; now each is one line (exit 2) before the model is even read. A token the Hub
+    rejects (the local fake hub answers whoami with 401) is one line too. huggingface_hub reads these
+    variables at import, so the test sets both the variables and the constants they fill."""
+    from huggingface_hub import constants
+
+    import p3b_hf.hub
+
+    model_dir, _ = pruned_dir
+    loaded: list[Path] = []
+    monkeypatch.setattr(p3b_hf.hub, "verify_loads", loaded.append)
+    home = tmp_path / "empty_hf_home"
+    home.mkdir()
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if case == "offline" else "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", case == "offline")
+    if case != "no_token":
+        monkeypatch.setenv("HF_TOKEN", "hf_p3btest_not_a_real_token")  # never sent anywhere but 127.0.0.1
+    with contextlib.ExitStack() as stack:
+        if case == "rejected_token":  # the local fake hub answers whoami with 401
+            endpoint = stack.enter_context(FakeHubServer(HubStore(tmp_path / "hub"), lifetime_s=60)).url
+        else:
+            endpoint = f"http://127.0.0.1:{_closed_port()}"
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        capsys.readouterr()
+        assert cli_push(["--model", str(model_dir), "--repo-id", REPO]) == 2
+        err = capsys.readouterr().err
+        with pytest.raises(HubError, match="network|token|reach"):  # the library raises the same, typed
+            push_pruned(model_dir, REPO)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("p3b-hf push: error: ")
+    expected = {
+        "offline": "HF_HUB_OFFLINE=1 is set (offline mode): a push needs the network. Unset it",
+        "no_token": "No Hugging Face token found (HF_TOKEN is unset and no `hf auth login` token in HF_HOME)",
+        "unreachable": f"Cannot reach the Hub at {endpoint} (ConnectError: ",
+        "rejected_token": f"The Hub at {endpoint} rejected the token (HTTP 401): log in again",
+    }[case]
+    assert expected in err, err
+    assert not loaded  # refused before the model was loaded and verified

@@ -497,3 +497,129 @@ def test_output_location_is_checked_before_any_work(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
     assert check_output_location("sub/out") == tmp_path / "sub" / "out"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing created by the check
+
+
+# ------------------------------------------------- the documented from_pretrained path checks itself (issue 25)
+STRICT_FAMILIES = ["vit", "deit_distilled", "beit", "dinov2", "swin", "convnext"]
+
+
+def _pruned_family_dir(
+    family: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Path, torch.nn.Module]:
+    """A pruned model of ``family`` saved as `p3b-hf prune` saves it (weights, config, code files)."""
+    from fake_hub import nontrivial_plan
+
+    if family in ("swin", "convnext"):
+        from test_stage_families import _random_plan, tiny
+
+        dense = tiny(family)
+        pruned = apply_width_plan(dense, _random_plan(dense, 2))
+    else:
+        dense = request.getfixturevalue({"deit_distilled": "tiny_deit_teacher"}.get(family, f"tiny_{family}"))
+        pruned = apply_width_plan(dense, nontrivial_plan(dense.config))
+    d = tmp_path / family
+    save_model_dir(pruned.eval(), d)
+    return d, pruned
+
+
+def _damaged(src: Path, dst: Path, drop: list[str] = (), widths: bool = False) -> Path:
+    """A copy of ``src`` without the tensors ``drop``, or with the first MLP one unit wider in config.json."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(src, dst)
+    weights = load_file(src / "model.safetensors")
+    save_file(
+        {k: v for k, v in weights.items() if k not in drop}, dst / "model.safetensors", {"format": "pt"}
+    )
+    if widths:
+        cfg = json.loads((dst / "config.json").read_text())
+        field = (
+            "block_intermediate_sizes" if "block_intermediate_sizes" in cfg else "layer_intermediate_sizes"
+        )
+        sizes = cfg[field][0] if field == "block_intermediate_sizes" else cfg[field]
+        sizes[0] += 1
+        (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.mark.parametrize("family", STRICT_FAMILIES)
+def test_documented_from_pretrained_refuses_what_does_not_fit(family, tmp_path, request, capfd):
+    """README: ``import p3b_hf; AutoModelForImageClassification.from_pretrained(dir)``. A missing tensor, a
+    missing head and a config wider than the tensors used to load with random weights (a log line) or end in
+    transformers' RuntimeError after a load report; now one error names the tensors and the fix, raised from
+    the safetensors header before transformers builds anything (no load report)."""
+    import sys
+
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    d, pruned = _pruned_family_dir(family, tmp_path, request)
+    error = sys.modules[type(pruned).__module__].P3BCheckpointMismatchError
+    assert issubclass(error, ValueError)
+    keys = list(load_file(d / "model.safetensors"))
+    prefix = f"{pruned.base_model_prefix}."
+    head = [k for k in keys if not k.startswith(prefix)]
+    body = next(k for k in keys if ".encoder." in k and k.endswith("weight") and "norm" not in k)
+    assert head and body
+    capfd.readouterr()
+    no_tensor = _damaged(d, tmp_path / "no_tensor", drop=[body])
+    with pytest.raises(error, match=rf"1 tensor\(s\) missing from the weights \({body}\).*re-save the model"):
+        AutoModelForImageClassification.from_pretrained(no_tensor)
+    with pytest.raises(error, match=rf"missing from the weights \({body.removeprefix(prefix)}\)"):
+        AutoModel.from_pretrained(no_tensor)  # the backbone (feature extraction) path too
+    no_head = _damaged(d, tmp_path / "no_head", drop=head)
+    with pytest.raises(error, match=rf"{len(head)} tensor\(s\) missing.*pass ignore_mismatched_sizes=True"):
+        AutoModelForImageClassification.from_pretrained(no_head)
+    wider = _damaged(d, tmp_path / "wider", widths=True)
+    first = {  # the first MLP's Linears, under the names on disk
+        "swin": "swin.encoder.layers.0.blocks.0.intermediate.dense.weight",
+        "convnext": "convnext.encoder.stages.0.layers.0.pwconv1.weight",
+        "dinov2": "dinov2.encoder.layer.0.mlp.fc1.weight",
+    }.get(family, f"{prefix}encoder.layer.0.intermediate.dense.weight")
+    with pytest.raises(
+        error, match=rf"tensor\(s\) whose shape is not the one the config implies \(.*{first}"
+    ):
+        AutoModelForImageClassification.from_pretrained(wider)
+    assert "LOAD REPORT" not in capfd.readouterr().err  # refused before transformers loaded anything
+    assert type(AutoModelForImageClassification.from_pretrained(d)) is type(pruned)  # the intact dir loads
+
+
+@pytest.mark.parametrize("family", ["vit", "swin"])
+def test_a_new_head_on_purpose_is_allowed_but_nothing_else(family, tmp_path, request, images):
+    """``ignore_mismatched_sizes=True`` (+ ``num_labels``) re-initialises the classifier only: the backbone
+    still has to fit, and a missing backbone tensor is still refused."""
+    import sys
+
+    from transformers import AutoModelForImageClassification
+
+    d, pruned = _pruned_family_dir(family, tmp_path, request)
+    error = sys.modules[type(pruned).__module__].P3BCheckpointMismatchError
+    prefix = f"{pruned.base_model_prefix}."
+    model = AutoModelForImageClassification.from_pretrained(d, num_labels=3, ignore_mismatched_sizes=True)
+    assert model(pixel_values=images).logits.shape == (3, 3)
+    ours, theirs = model.state_dict(), pruned.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs if k.startswith(prefix))
+    keys = list(load_file(d / "model.safetensors"))
+    no_head = _damaged(d, tmp_path / "no_head", drop=[k for k in keys if not k.startswith(prefix)])
+    AutoModelForImageClassification.from_pretrained(no_head, ignore_mismatched_sizes=True)  # new head: fine
+    body = next(k for k in keys if ".encoder." in k and k.endswith("weight") and "norm" not in k)
+    no_tensor = _damaged(d, tmp_path / "no_tensor", drop=[body])
+    with pytest.raises(error, match="missing from the weights"):
+        AutoModelForImageClassification.from_pretrained(no_tensor, num_labels=3, ignore_mismatched_sizes=True)
+    # the class itself with a config override: the header check is skipped, the same rule holds after loading
+    with pytest.raises(error, match="missing from the weights"):
+        type(pruned).from_pretrained(no_tensor, num_labels=3, ignore_mismatched_sizes=True)
+    with pytest.raises(error, match="whose shape is not the one the config implies"):
+        type(pruned).from_pretrained(_damaged(d, tmp_path / "wider", widths=True), output_hidden_states=False)
+
+
+def test_package_loader_reports_the_model_check_as_checkpoint_error(saved, tmp_path, monkeypatch):
+    """A Hub id is not validated up front by ``load_model``: the model class's own check is turned into
+    the package's CheckpointError (one CLI line)."""
+    import p3b_hf.loading
+
+    monkeypatch.setattr(p3b_hf.loading, "validate_checkpoint", lambda *a, **k: None)
+    body = "vit.encoder.layer.1.attention.attention.query.weight"
+    with pytest.raises(CheckpointError, match=rf"missing from the weights \({body}\)"):
+        load_model(str(_damaged(saved, tmp_path / "no_tensor", drop=[body])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,84 @@ def _check_stock_load(
     distilled = str(tmp_path / "deit_distilled")
     assert torch.equal(res[distilled]["cls_logits"], refs["deit_distilled"].cls_logits)
     assert torch.equal(res[distilled]["distillation_logits"], refs["deit_distilled"].distillation_logits)
+
+
+STRICT = r"""
+import json, sys
+try:
+    import p3b_hf  # noqa
+    raise SystemExit("p3b_hf is importable: the test would not prove anything")
+except ModuleNotFoundError:
+    pass
+from transformers import AutoModelForImageClassification
+res = {}
+for d in sys.argv[1:]:
+    kw = {"num_labels": 3, "ignore_mismatched_sizes": True} if d.endswith("new_head") else {}
+    try:
+        model = AutoModelForImageClassification.from_pretrained(d, trust_remote_code=True, **kw)
+        res[d] = {"loaded": type(model).__module__, "labels": model.config.num_labels}
+    except Exception as e:  # noqa: BLE001
+        res[d] = {"error": type(e).__name__, "value_error": isinstance(e, ValueError), "message": str(e)}
+print("\nRESULT " + json.dumps(res))
+"""
+
+
+def test_remote_code_refuses_what_does_not_fit_without_p3b_hf(tmp_path: Path, tiny_vit) -> None:  # noqa: ANN001
+    """The documented stock path (``trust_remote_code=True``, p3b_hf unimportable): a missing tensor, a missing
+    head and widths that differ from the config are refused by the pushed code itself, naming the tensors;
+    a new head on purpose (``ignore_mismatched_sizes=True``) still loads."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "vit"
+    apply_width_plan(tiny_vit, nontrivial_plan(tiny_vit.config)).eval().save_pretrained(src)
+    weights = load_file(src / "model.safetensors")
+    body = "vit.encoder.layer.0.attention.attention.query.weight"
+    cases = {}
+    for name, drop in {
+        "no_tensor": [body],
+        "no_head": ["classifier.weight", "classifier.bias"],
+        "wider": [],
+    }.items():
+        cases[name] = tmp_path / name
+        shutil.copytree(src, cases[name])
+        save_file({k: v for k, v in weights.items() if k not in drop}, cases[name] / "model.safetensors")
+    cfg = json.loads((cases["wider"] / "config.json").read_text())
+    cfg["layer_intermediate_sizes"][0] += 1
+    (cases["wider"] / "config.json").write_text(json.dumps(cfg))
+    cases["new_head"] = src.rename(tmp_path / "new_head")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    out = run_python(
+        BLOCK_P3B + STRICT,
+        cwd=outside,
+        env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
+        args=tuple(str(p) for p in cases.values()),
+    )
+    res = {Path(k).name: v for k, v in json.loads(out.rsplit("RESULT ", 1)[1]).items()}
+    assert res["new_head"] == {"loaded": res["new_head"]["loaded"], "labels": 3}
+    assert res["new_head"]["loaded"].startswith("transformers_modules.")
+    for name in ("no_tensor", "no_head", "wider"):
+        assert res[name]["error"] == "P3BCheckpointMismatchError" and res[name]["value_error"], res[name]
+    assert f"1 tensor(s) missing from the weights ({body})" in res["no_tensor"]["message"]
+    assert (
+        "2 tensor(s) missing from the weights (classifier.bias, classifier.weight)"
+        in res["no_head"]["message"]
+    )
+    assert "pass ignore_mismatched_sizes=True" in res["no_head"]["message"]
+    assert (
+        "vit.encoder.layer.0.intermediate.dense.weight: file [48, 48], config [49, 48]"
+        in res["wider"]["message"]
+    )
+
+
+def test_strict_loading_block_is_identical_in_every_modeling_file() -> None:
+    """The check ships in each self-contained modeling file; a fix in one must reach all five."""
+    root = Path(__file__).parents[1] / "p3b_hf" / "models"
+    blocks = {}
+    for path in sorted(root.glob("modeling_p3b_*.py")):
+        m = re.search(r"# ---- strict loading.*?# ---- end of strict loading ----", path.read_text(), re.S)
+        assert m, path.name
+        blocks[path.name] = m.group(0)
+    assert len(blocks) == 5 and len(set(blocks.values())) == 1, sorted(blocks)

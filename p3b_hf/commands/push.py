@@ -1,5 +1,6 @@
 """``p3b-hf push``: upload a pruned model dir (weights, per-layer-width config, remote code, image
-processor, report, plots and a generated model card) to the Hub in one commit."""
+processor, report, plots and a generated model card) to the Hub in one commit, after a pre-flight check of
+offline mode, the token and the connection (:func:`p3b_hf.hub.check_hub_access`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--create-pr", action="store_true", help="open a pull request instead of pushing to a branch"
     )
     parser.add_argument("--commit-message", default=None)
-    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN / `hf auth login`)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="Hub token (default: HF_TOKEN / `hf auth login`); it and the connection are checked before the "
+        "model is read (offline mode, no token, a rejected token, no connection: one line, exit 2)",
+    )
     parser.add_argument(
         "--dataset-name",
         default=None,
