@@ -31,3 +31,7 @@ class CheckpointError(P3BError):
 
 class NonFiniteLossError(P3BError):
     """Training diverged (the loss stayed NaN/inf)."""
+
+
+class OptionsError(P3BError):
+    """A run option is out of its valid range (names the flag and the range)."""

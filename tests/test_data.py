@@ -180,7 +180,9 @@ def test_errors_name_problem_and_fix(tmp_path: Path) -> None:
 
 
 def test_eval_transform_resizes_and_normalises_like_the_processor(tmp_path: Path) -> None:
-    ds = datasets.Dataset.from_dict({"img": [Image.new("RGB", (8, 8), (51, 102, 255))], "fine_label": [0]})
+    ds = datasets.Dataset.from_dict(
+        {"img": [Image.new("RGB", (8, 8), (51, 102, 255))] * 2, "fine_label": [0, 1]}  # two classes
+    )
     _write_dd(tmp_path / "f", ds, test=ds)
     data = load_image_dataset(str(tmp_path / "f"))
     _, eval_ds = build_datasets(data, _Proc(), augment="deit")  # image_size from the processor (24)
@@ -296,9 +298,15 @@ def test_devbench_subset_conversion(tmp_path: Path) -> None:
     arr = np.asarray(im)
     assert np.array_equal(arr[..., 0], 255 - cov) and np.array_equal(arr[..., 2], 255 - cov)
     assert dd["validation"][3]["label"] == lab
+    # the first 25 training images are all of class 0: an eval split with other classes is refused (never
+    # learnt, always wrong), so keep the validation images of the trained class
+    with pytest.raises(DataError, match="'validation'.*no image in the training set"):
+        load_image_dataset(dd)
+    trained = set(dd["train"]["label"])
+    dd["validation"] = dd["validation"].filter(lambda r: r["label"] in trained)
     dd.save_to_disk(str(tmp_path / "db"))
     data = load_image_dataset(str(tmp_path / "db"))
-    assert data.num_labels == 200 and data.eval_origin == "split 'validation'"
+    assert data.num_labels == 200 and data.eval_origin == "split 'validation'" and len(data.eval) == 7
 
 
 def test_preset_pins_columns_and_prefers_its_eval_split(tmp_path: Path) -> None:
