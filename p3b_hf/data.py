@@ -487,7 +487,6 @@ def _check_every_class_is_trained(
     name: str,
     how: str,
     train_split: str,
-    splits: Sequence[str],
 ) -> None:
     """Refuse a class the model would never learn (checked on the training set after domain selection and
     carve-outs, before ``--max-train-samples``): one that an eval set holds (its images are always
@@ -500,12 +499,6 @@ def _check_every_class_is_trained(
     untrained = set(np.flatnonzero(counts == 0).tolist())
     if not untrained:
         return
-    if how == "imagefolder" and set(names) <= {s.lower() for s in splits} | set(EVAL_SPLITS) | {"train"}:
-        raise DataError(
-            f"{name!r}: the image folder's class names {names} are split names, so the images sit "
-            "directly in <dir>/<split>/ without class folders. Put them into one folder per class: "
-            "<dir>/<split>/<class>/<image>."
-        )
     fix = "Add training images of every class, or remove the class from the data set."
     for set_name, evald, origin in evals_raw:
         seen = set(_labels_array(evald, lab_col).astype(np.int64).tolist()) & untrained
@@ -650,6 +643,17 @@ def load_image_dataset(
     lab_col = _detect(
         cols, train.features, label_column, LABEL_COLUMNS, "Label", "--label-column", datasets.ClassLabel
     )
+    lab_feat = train.features[lab_col]
+    if (
+        how == "imagefolder"
+        and isinstance(lab_feat, datasets.ClassLabel)
+        and set(lab_feat.names) <= {*splits, *EVAL_SPLITS, "train"}
+    ):
+        raise DataError(
+            f"{name!r}: the image folder's class names {lab_feat.names} are split names, so the images sit "
+            "directly in <dir>/<split>/ without class folders. Put them into one folder per class: "
+            "<dir>/<split>/<class>/<image>."
+        )
     eval_names = split_names(eval_split)
     if by_domain:
         if domain_column is None:
@@ -751,6 +755,13 @@ def load_image_dataset(
         )
 
     def check_range(lab: np.ndarray, what: str) -> None:
+        missing = int(np.isnan(lab).sum()) if lab.dtype.kind == "f" else 0
+        missing += sum(v is None for v in lab) if lab.dtype.kind == "O" else 0
+        if missing:
+            raise DataError(
+                f"{what}: {missing} image(s) have no label. Label every image, or pass the right "
+                "--label-column."
+            )
         if lab.size and (lab.min() < 0 or lab.max() >= k):
             bad = lab[(lab < 0) | (lab >= k)]
             raise DataError(
@@ -779,7 +790,7 @@ def load_image_dataset(
         if len(evald) == 0:
             raise DataError(f"Cannot carve an eval set from {len(train)} train images; give an eval split.")
         evals_raw = [("held_out", evald, f"stratified {eval_fraction:.0%} of {train_split!r} (seed {seed})")]
-    _check_every_class_is_trained(train, evals_raw, lab_col, names, name, how, train_split, splits)
+    _check_every_class_is_trained(train, evals_raw, lab_col, names, name, how, train_split)
     train = _subsample(train, max_train_samples, seed)
     evals = {n: _subsample(e, max_eval_samples, seed) for n, e, _ in evals_raw}
     origins = {n: o for n, _, o in evals_raw}
