@@ -1047,6 +1047,10 @@ def check_images(
         if positions:
             drop = set(positions)
             out[k] = out[k].select([i for i in range(len(out[k])) if i not in drop])
+            if len(out[k]) == 0:
+                raise DataError(
+                    f"Every image of {sets[k][0]} is unreadable ({shown}{more}). Replace these files."
+                )
     return out, {"checked": checked, "dropped": len(bad), "names": listed}
 
 
@@ -1200,6 +1204,10 @@ def make_collator(
     """
     if num_classes < 1:
         raise DataError(f"num_classes must be >= 1, got {num_classes}.")
+    if not 0.0 <= label_smoothing < 1.0:  # NaN fails too
+        raise DataError(f"label_smoothing={label_smoothing} must lie in [0, 1) (e.g. 0.1; 0 = off).")
+    if not (mixup >= 0.0 and cutmix >= 0.0):
+        raise DataError(f"mixup={mixup} / cutmix={cutmix} must be alphas >= 0 (0 = off).")
     return MixCollator(num_classes, mixup, cutmix, label_smoothing, enabled, mix_unmarked)
 
 

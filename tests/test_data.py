@@ -409,6 +409,11 @@ def test_bad_embedded_image_is_named_by_its_split_row(tmp_path: Path) -> None:
         load_image_dataset(path)
     with pytest.raises(DataError, match=r"1 of the 18 images .*: split 'train' row 13: truncated"):
         load_image_dataset(path, max_train_samples=16, seed=1)  # held out 2 + 16 of 18 (13 among them)
+    broken = datasets.Dataset.from_dict(
+        {"image": [{"bytes": _truncated_png(), "path": None}] * 2, "label": [0, 1]}, features=feats
+    )
+    with pytest.raises(DataError, match="Every image of eval set 'test' is unreadable"):
+        load_image_dataset(datasets.DatasetDict(train=ds.select(range(12)), test=broken), max_bad_images=2)
 
 
 def test_16_bit_png_is_scaled_not_clipped_to_white(tmp_path: Path) -> None:
@@ -534,6 +539,10 @@ def test_option_ranges_are_one_error_naming_the_flag() -> None:
         TrainOptions(lr=None, epochs=0.5).epochs == 0.5 and DataOptions(dataset="d", label_smoothing=0).mixing
     )
     assert issubclass(OptionsError, P3BError)
+    with pytest.raises(DataError, match=r"label_smoothing=2.0 must lie in \[0, 1\)"):
+        make_collator(3, label_smoothing=2.0)  # the library path checks too
+    with pytest.raises(DataError, match="alphas >= 0"):
+        make_collator(3, mixup=float("nan"))
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path: Path, tiny_vit, capsys: pytest.CaptureFixture) -> None:
