@@ -548,8 +548,10 @@ def list_domains(
     domain_column: str | None = None,
     train_split: str = "train",
     preset: str | None = None,
+    eval_split: str | Sequence[str] | None = None,
 ) -> list[str]:
-    """The domains of a data set's train split (sorted), as ``--test-domains`` accepts them."""
+    """The domains of a data set's train split and of ``eval_split`` if given (sorted), as
+    ``--test-domains`` accepts them: with an eval split a test domain may exist only there."""
     source, pre, _ = _resolve_source(source, preset)
     column = domain_column or (pre.domain_column if pre is not None else None)
     dd, how = _load_raw(source)
@@ -564,7 +566,11 @@ def list_domains(
             f"{what}; the data set has columns {train.column_names}. Name the column that holds "
             "each image's domain with --domain-column."
         )
-    return sorted(set(_domain_values(train, column).tolist()))
+    found = set(_domain_values(train, column).tolist())
+    for split in split_names(eval_split):
+        if split in dd and column in dd[split].column_names:
+            found |= set(_domain_values(dd[split], column).tolist())
+    return sorted(found)
 
 
 def load_image_dataset(

@@ -24,7 +24,7 @@ from p3b_hf.compare import (
     parse_ratios,
     run_compare,
 )
-from p3b_hf.data import PRESETS, build_eval_sets, load_image_dataset
+from p3b_hf.data import PRESETS, build_eval_sets, list_domains, load_image_dataset
 from p3b_hf.errors import BudgetError, DataError, P3BError
 from p3b_hf.hub import build_model_card
 from p3b_hf.options import DataOptions, FinetuneOptions, OutputOptions, PruneOptions, TrainOptions
@@ -195,6 +195,9 @@ def test_test_domain_only_in_the_eval_split() -> None:
         load_image_dataset(dd, domain_column="domain", train_domains="sketch", eval_split="test")
     with pytest.raises(DataError, match=r"unknown domain 'symbola'.*\['art', 'photo', 'sketch'\]"):
         load_image_dataset(dd, domain_column="domain", test_domains="symbola", eval_split="test")
+    # compare --protocol lodo lists its folds the same way
+    assert list_domains(dd, domain_column="domain") == ["art", "photo"]
+    assert list_domains(dd, domain_column="domain", eval_split="test") == list(DOMAINS)
 
 
 def _glyph_data(root: Path) -> Path:
