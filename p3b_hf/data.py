@@ -12,6 +12,9 @@ and the fix) instead of a KeyError deep inside a Trainer step.
   of train (per class, seeded). Domains (``domain_column`` + ``train_domains`` / ``test_domains``): train on
   the source domains, one eval set per held-out target domain plus an in-domain ``source`` carve-out
   (leave-one-domain-out, docs/data.md "Domains").
+  Before returning it checks every image the run will read (:func:`check_images`: truncated, empty,
+  not-an-image, decompression-bomb files are named in one error, or left out up to ``max_bad_images``),
+  and refuses data that would train a wrong model with exit 0 (one class, a class without training images).
 * ``build_datasets(data, image_processor, image_size=..., augment=...)`` -- ``with_transform`` datasets
   yielding ``{"pixel_values": FloatTensor[3,S,S], "labels": int}`` (see :mod:`p3b_hf.transforms`).
   Use them with ``TrainingArguments(remove_unused_columns=False)``: the Trainer would otherwise drop the
