@@ -823,7 +823,9 @@ def lodo_folds(job: CompareJob) -> list[str]:
             "--protocol lodo holds out each domain in turn and trains on all the others; pick the "
             "held-out domains with --test-domains, not --train-domains."
         )
-    available = list_domains(d.dataset, domain_column=d.domain_column, train_split=d.train_split)
+    available = list_domains(
+        d.dataset, domain_column=d.domain_column, train_split=d.train_split, eval_split=d.eval_split
+    )
     if len(available) < 2:
         raise P3BError(f"--protocol lodo needs at least two domains; the data set has {available}.")
     folds = resolve_domains(d.test_domains, available, "--test-domains") if d.test_domains else available

@@ -12,6 +12,9 @@ and the fix) instead of a KeyError deep inside a Trainer step.
   of train (per class, seeded). Domains (``domain_column`` + ``train_domains`` / ``test_domains``): train on
   the source domains, one eval set per held-out target domain plus an in-domain ``source`` carve-out
   (leave-one-domain-out, docs/data.md "Domains").
+  Before returning it checks every image the run will read (:func:`check_images`: truncated, empty,
+  not-an-image, decompression-bomb files are named in one error, or left out up to ``max_bad_images``),
+  and refuses data that would train a wrong model with exit 0 (one class, a class without training images).
 * ``build_datasets(data, image_processor, image_size=..., augment=...)`` -- ``with_transform`` datasets
   yielding ``{"pixel_values": FloatTensor[3,S,S], "labels": int}`` (see :mod:`p3b_hf.transforms`).
   Use them with ``TrainingArguments(remove_unused_columns=False)``: the Trainer would otherwise drop the
@@ -22,9 +25,11 @@ and the fix) instead of a KeyError deep inside a Trainer step.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .options import IMAGE_CHECKS
 from .transforms import AUGMENTS, make_image_transform, mix_batch, preprocess_from_processor
 
 logger = logging.getLogger(__name__)
@@ -384,7 +390,11 @@ def _split_by_domain(
     domain, and train keeps every source row of the train split.
     """
     values = _domain_values(train, column)
-    available = sorted(set(values.tolist()))
+    in_train = sorted(set(values.tolist()))
+    # the domains of every split the run uses: with an eval split, a test domain may exist only there
+    parent_values = values if given_eval is None else _domain_values(given_eval[1], column)
+    in_eval = sorted(set(parent_values.tolist()))
+    available = sorted(set(in_train) | set(in_eval))
     tr = resolve_domains(train_domains, available, "--train-domains")
     te = resolve_domains(test_domains, available, "--test-domains")
     both = [d for d in tr if d in te]
@@ -393,8 +403,14 @@ def _split_by_domain(
             f"Domain(s) {both} are in both --train-domains and --test-domains; a held-out domain must "
             "not be trained on. Give disjoint lists."
         )
-    te = te or [d for d in available if d not in tr]
-    tr = tr or [d for d in available if d not in te]
+    absent = [d for d in tr if d not in in_train]
+    if absent:
+        raise DataError(
+            f"Train domain(s) {absent} have no images in split {train_split!r} (its domains: {in_train}). "
+            "Check --train-domains / --train-split."
+        )
+    te = te or [d for d in in_eval if d not in tr]
+    tr = tr or [d for d in in_train if d not in te]
     if not te:
         raise DataError(
             f"--train-domains lists every domain {available}; leave at least one out to test on (or "
@@ -409,7 +425,6 @@ def _split_by_domain(
     source_eval = None
     if given_eval is None:
         parent, where = train, f"split {train_split!r}"
-        parent_values = values
         if holdout > 0:
             dom_index = np.asarray([tr.index(v) for v in values[src]], dtype=np.int64)
             kept, held = _stratified_indices(
@@ -425,7 +440,6 @@ def _split_by_domain(
             train_idx = src
     else:
         _, parent, where = given_eval
-        parent_values = _domain_values(parent, column)
         train_idx = src
         rows = np.flatnonzero(np.isin(parent_values, tr))
         if len(rows):
@@ -468,6 +482,51 @@ def _split_by_domain(
     return train.select(train_idx.tolist()), evals, info
 
 
+def _check_every_class_is_trained(
+    train: Any,
+    evals_raw: Sequence[tuple[str, Any, str]],
+    lab_col: str,
+    names: list[str],
+    name: str,
+    how: str,
+    train_split: str,
+) -> None:
+    """Refuse a class the model would never learn (checked on the training set after domain selection and
+    carve-outs, before ``--max-train-samples``): one that an eval set holds (its images are always
+    wrong), or, in an image folder, any class folder without training images (the label set is every
+    split's class folders, so a class present only in ``test/`` is an extra, untrained output). Other
+    label names without images (a ``ClassLabel`` naming classes a subset lacks) are only logged."""
+    k = len(names)
+    lab = _labels_array(train, lab_col).astype(np.int64)
+    counts = np.bincount(lab[(lab >= 0) & (lab < k)], minlength=k)
+    untrained = set(np.flatnonzero(counts == 0).tolist())
+    if not untrained:
+        return
+    fix = "Add training images of every class, or remove the class from the data set."
+    for set_name, evald, origin in evals_raw:
+        seen = set(_labels_array(evald, lab_col).astype(np.int64).tolist()) & untrained
+        if seen:
+            raise DataError(
+                f"Eval set {set_name!r} ({origin}) holds class(es) {[names[i] for i in sorted(seen)][:10]} "
+                f"that have no image in the training set of {name!r} (split {train_split!r}): the model "
+                f"never learns them, so those eval images are always wrong. {fix}"
+            )
+    missing = [names[i] for i in sorted(untrained)]
+    if how == "imagefolder":
+        raise DataError(
+            f"Class folder(s) {missing[:10]} of {name!r} have no image in the train split {train_split!r} "
+            "(an image folder's classes are the class folders of every split): the model would get an "
+            f"output it never learns. {fix}"
+        )
+    logger.warning(
+        "%d of %d classes have no training image (%s%s); the model keeps an untrained output for each.",
+        len(missing),
+        k,
+        ", ".join(missing[:10]),
+        ", ..." if len(missing) > 10 else "",
+    )
+
+
 def _resolve_source(source: Any, preset: str | None) -> tuple[Any, Preset | None, str]:
     """(what to load, the preset or None, its key): a preset name stands for its Hub id."""
     if isinstance(source, os.PathLike):
@@ -492,8 +551,10 @@ def list_domains(
     domain_column: str | None = None,
     train_split: str = "train",
     preset: str | None = None,
+    eval_split: str | Sequence[str] | None = None,
 ) -> list[str]:
-    """The domains of a data set's train split (sorted), as ``--test-domains`` accepts them."""
+    """The domains of a data set's train split and of ``eval_split`` if given (sorted), as
+    ``--test-domains`` accepts them: with an eval split a test domain may exist only there."""
     source, pre, _ = _resolve_source(source, preset)
     column = domain_column or (pre.domain_column if pre is not None else None)
     dd, how = _load_raw(source)
@@ -508,7 +569,11 @@ def list_domains(
             f"{what}; the data set has columns {train.column_names}. Name the column that holds "
             "each image's domain with --domain-column."
         )
-    return sorted(set(_domain_values(train, column).tolist()))
+    found = set(_domain_values(train, column).tolist())
+    for split in split_names(eval_split):
+        if split in dd and column in dd[split].column_names:
+            found |= set(_domain_values(dd[split], column).tolist())
+    return sorted(found)
 
 
 def load_image_dataset(
@@ -527,6 +592,8 @@ def load_image_dataset(
     train_domains: Sequence[str] | str | None = None,
     test_domains: Sequence[str] | str | None = None,
     source_holdout: float = 0.1,
+    max_bad_images: int = 0,
+    image_check: str = "full",
 ) -> ImageData:
     """Load train/eval splits of an image-classification data set and validate columns and labels.
 
@@ -540,6 +607,11 @@ def load_image_dataset(
     domain): train on the source domains, evaluate on each test domain and on a ``source_holdout``
     carve-out of the sources (``ImageData.domains`` describes the split). ``max_eval_samples`` applies to
     every eval set.
+
+    Every image the run will read (train and every eval set, after carve-outs and subsets) is checked
+    first (:func:`check_images`, ``image_check`` = full / header / off): more than ``max_bad_images``
+    unreadable ones are one :class:`DataError` naming them, fewer are left out (logged, and counted in
+    ``info["bad_images"]``).
     """
     import datasets
 
@@ -567,12 +639,30 @@ def load_image_dataset(
             f"Split {train_split!r} of {name!r} is empty. Check the data set or pass another --train-split."
         )
     cols = train.column_names
+    if how == "imagefolder" and label_column is None and "label" not in cols:
+        raise DataError(
+            f"{name!r} is an image folder without class folders (or with only one): the images must sit in "
+            "one folder per class, <dir>/<class>/<image> or <dir>/<split>/<class>/<image>, with at least two "
+            f"classes (found columns {cols}). Move them into class folders, or give a metadata.csv with a "
+            "label column and --label-column."
+        )
     img_col = _detect(
         cols, train.features, image_column, IMAGE_COLUMNS, "Image", "--image-column", datasets.Image
     )
     lab_col = _detect(
         cols, train.features, label_column, LABEL_COLUMNS, "Label", "--label-column", datasets.ClassLabel
     )
+    lab_feat = train.features[lab_col]
+    if (
+        how == "imagefolder"
+        and isinstance(lab_feat, datasets.ClassLabel)
+        and set(lab_feat.names) <= {*splits, *EVAL_SPLITS, "train"}
+    ):
+        raise DataError(
+            f"{name!r}: the image folder's class names {lab_feat.names} are split names, so the images sit "
+            "directly in <dir>/<split>/ without class folders. Put them into one folder per class: "
+            "<dir>/<split>/<class>/<image>."
+        )
     eval_names = split_names(eval_split)
     if by_domain:
         if domain_column is None:
@@ -662,8 +752,25 @@ def load_image_dataset(
             "Pass the right --label-column."
         )
     k = len(names)
+    if img_col == lab_col or isinstance(feat, datasets.Image):
+        raise DataError(
+            f"Label column {lab_col!r} holds the images; pass the column of class ids or names with "
+            "--label-column."
+        )
+    if k < 2:
+        raise DataError(
+            f"{name!r} has {k} class{'' if k == 1 else 'es'} ({names}): a one-class classifier is 100 % "
+            "accurate by construction and learns nothing. Give a data set with at least two classes."
+        )
 
     def check_range(lab: np.ndarray, what: str) -> None:
+        missing = int(np.isnan(lab).sum()) if lab.dtype.kind == "f" else 0
+        missing += sum(v is None for v in lab) if lab.dtype.kind == "O" else 0
+        if missing:
+            raise DataError(
+                f"{what}: {missing} image(s) have no label. Label every image, or pass the right "
+                "--label-column."
+            )
         if lab.size and (lab.min() < 0 or lab.max() >= k):
             bad = lab[(lab < 0) | (lab >= k)]
             raise DataError(
@@ -692,9 +799,25 @@ def load_image_dataset(
         if len(evald) == 0:
             raise DataError(f"Cannot carve an eval set from {len(train)} train images; give an eval split.")
         evals_raw = [("held_out", evald, f"stratified {eval_fraction:.0%} of {train_split!r} (seed {seed})")]
+    _check_every_class_is_trained(train, evals_raw, lab_col, names, name, how, train_split)
     train = _subsample(train, max_train_samples, seed)
     evals = {n: _subsample(e, max_eval_samples, seed) for n, e, _ in evals_raw}
     origins = {n: o for n, _, o in evals_raw}
+    # the split each eval set's rows come from (for naming bad images): a carve-out or a domain's rows of
+    # the train split, the given eval split for domains with --eval-split, else the split of that name
+    if by_domain:
+        parent_split = eval_names[0] if eval_names else train_split
+        parents = {n: parent_split for n in evals}
+    else:
+        parents = {n: (train_split if n == "held_out" and n not in dd else n) for n in evals}
+    checked, bad = check_images(
+        [("the train set", train, train_split)]
+        + [(f"eval set {n!r}", e, parents[n]) for n, e in evals.items()],
+        img_col,
+        image_check,
+        max_bad_images,
+    )
+    train, evals = checked[0], dict(zip(evals, checked[1:]))
     primary = next(iter(evals))
     return ImageData(
         train=train,
@@ -704,11 +827,240 @@ def load_image_dataset(
         labels=names,
         source=name,
         eval_origin=origins[primary],
-        info={"loaded_with": how, "splits": splits},
+        info={"loaded_with": how, "splits": splits, "bad_images": bad},
         evals=evals,
         eval_origins=origins,
         domains=domains,
     )
+
+
+# -------------------------------------------------------------------------------- image checks
+#: how many bad images an error or the log lists by name (the rest are counted)
+BAD_IMAGES_LISTED = 10
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+
+
+def open_image(value: Any) -> Any:
+    """A stored image as a loaded PIL image: a PIL image, a ``{"bytes", "path"}`` dict (the ``Image``
+    feature's storage, also what parquet files written without HF metadata hold), raw encoded bytes, a
+    file path, or a pixel array."""
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        raw, path = value.get("bytes"), value.get("path")
+        if raw is None and not path:
+            raise DataError("an image entry with neither bytes nor a path")
+        value = raw if raw is not None else path
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        im = Image.open(io.BytesIO(bytes(value)))
+    elif isinstance(value, (str, os.PathLike)):
+        im = Image.open(value)
+    else:
+        return Image.fromarray(np.asarray(value))
+    im.load()
+    return im
+
+
+def _tail(raw: bytes | None, path: str | None, n: int = 64) -> bytes:
+    if raw is not None:
+        return raw[-n:]
+    with open(path or "", "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - n))
+        return f.read()
+
+
+def image_problem(value: Any, mode: str = "full") -> str | None:
+    """Why this stored image cannot be used for training (``None``: it can), without decoding it fully where
+    that is not needed.
+
+    ``mode="full"``: open, check the size against ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb is
+    refused before any pixel is decoded), then decode (JPEG at 1/8 scale via ``draft``: every byte is still
+    read, so truncation shows, at a fraction of the cost). ``"header"``: open and size check, plus the PNG /
+    JPEG end-of-file marker; only an image whose marker is missing is decoded to confirm it is truncated.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    raw, path = None, None
+    if isinstance(value, dict):
+        raw, path = value.get("bytes"), value.get("path")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+    elif isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+    elif not isinstance(value, Image.Image):
+        try:
+            open_image(value)
+        except Exception as e:
+            return f"not an image array ({type(e).__name__}: {e})"
+        return None
+    else:
+        return None
+    if raw is None and not path:
+        return "no image (neither bytes nor a path)"
+    try:
+        if (len(raw) if raw is not None else os.path.getsize(path or "")) == 0:
+            return "empty file (0 bytes)"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked explicitly below
+            im = Image.open(io.BytesIO(raw) if raw is not None else path)
+        with im:
+            w, h = im.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and w * h > limit:
+                return (
+                    f"decompression bomb: its header claims {w}x{h} = {w * h:,} pixels > "
+                    f"PIL.Image.MAX_IMAGE_PIXELS = {limit:,} (raise that limit if the image is genuine)"
+                )
+            if mode == "header":
+                end = {"PNG": _PNG_END, "JPEG": _JPEG_END}.get(im.format or "")
+                if end is None or end in _tail(raw, path):
+                    return None
+            if im.format == "JPEG":
+                im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))
+            im.load()
+    except FileNotFoundError:
+        return "file not found"
+    except UnidentifiedImageError:
+        return "not an image PIL can read (another file type, or a corrupt header)"
+    except Image.DecompressionBombError:
+        return (
+            "decompression bomb: its header claims more than twice PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels (raise that limit if the image is genuine)"
+        )
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error ... for broken data
+        text = str(e)
+        if "truncated" in text or isinstance(e, EOFError):
+            return f"truncated ({text or type(e).__name__})"
+        return f"corrupt ({type(e).__name__}: {text})"
+    return None
+
+
+def _split_rows(ds: Any) -> np.ndarray:
+    """Each row's position in the split it was selected from: ``select`` / ``shuffle`` keep an indices
+    mapping onto the split's table (datasets' ``_indices``), which names a bad row the way the user can find
+    it (``split 'train' row 17``) after carve-outs and subsets."""
+    indices = getattr(ds, "_indices", None)
+    if indices is None:
+        return np.arange(len(ds))
+    return np.asarray(indices.column(0).to_numpy())
+
+
+def _cacheable(ds: Any) -> bool:
+    """Cache the check beside the data set only inside the HF datasets cache (never in a user's
+    ``save_to_disk`` directory, which may be read-only or shared)."""
+    import datasets
+
+    root = Path(datasets.config.HF_DATASETS_CACHE).resolve()
+    files = [Path(f["filename"]).resolve() for f in ds.cache_files]
+    return bool(files) and all(root in f.parents and os.access(f.parent, os.W_OK) for f in files)
+
+
+def _problems(ds: Any, column: str, mode: str, what: str) -> list[str]:
+    """:func:`image_problem` of every row of ``ds`` ("" = fine), as one ``datasets.map`` pass (progress bar;
+    cached by the data set's fingerprint when :func:`_cacheable`, so a re-run is instant)."""
+    import datasets
+
+    view = ds.select_columns([column])
+    if isinstance(view.features[column], datasets.Image):
+        view = view.cast_column(column, datasets.Image(decode=False))
+
+    def check(batch: dict[str, list[Any]]) -> dict[str, list[str]]:
+        return {"_p3b_problem": [image_problem(v, mode) or "" for v in batch[column]]}
+
+    cache = _cacheable(view)
+    out = view.map(
+        check,
+        batched=True,
+        batch_size=64,
+        remove_columns=[column],
+        desc=f"Checking the images of {what}",
+        keep_in_memory=not cache,
+        load_from_cache_file=cache,
+    )
+    return list(out["_p3b_problem"])
+
+
+def check_images(
+    sets: Sequence[tuple[str, Any, str]], column: str, mode: str, max_bad: int
+) -> tuple[list[Any], dict[str, Any]]:
+    """Check every image the run will read -- ``sets`` = (what, dataset, split it was selected from) -- before
+    any training, so that a bad file never stops a run mid-way or at its final evaluation.
+
+    Bad images are named (file path, else ``split 'S' row R``) with the reason. More than ``max_bad``
+    (distinct) bad images: one :class:`DataError` listing them. Otherwise they are left out of every set,
+    with one log line. Returns (the sets' datasets, bad images left out; ``{"checked", "dropped",
+    "names"}``)."""
+    if mode not in IMAGE_CHECKS:
+        raise DataError(f"Unknown image check {mode!r}; choose one of {', '.join(IMAGE_CHECKS)}.")
+    out = [ds for _, ds, _ in sets]
+    if mode == "off":
+        return out, {"checked": 0, "dropped": 0, "names": []}
+    import datasets
+
+    bad: dict[tuple[str, int], str] = {}  # (split, row) -> "name: reason"
+    bad_pos: list[list[int]] = []
+    checked = 0
+    for what, ds, split in sets:
+        feat = ds.features.get(column)
+        if isinstance(feat, datasets.Value) and feat.dtype not in (
+            "binary",
+            "large_binary",
+            "string",
+            "large_string",
+        ):
+            raise DataError(
+                f"Image column {column!r} holds {feat.dtype} values, not images. Pass the image column "
+                "with --image-column."
+            )
+        problems = _problems(ds, column, mode, what)
+        checked += len(problems)
+        positions = [i for i, p in enumerate(problems) if p]
+        bad_pos.append(positions)
+        if not positions:
+            continue
+        rows = _split_rows(ds)
+        raw = ds.select_columns([column])
+        if isinstance(raw.features[column], datasets.Image):
+            raw = raw.cast_column(column, datasets.Image(decode=False))
+        for i in positions:
+            value = raw[i][column]
+            path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+            on_disk = bool(path) and (not isinstance(value, dict) or value.get("bytes") is None)
+            where = f"split {split!r} row {int(rows[i])}"
+            name = path if on_disk else where + (f" ({path})" if path else "")
+            bad.setdefault((split, int(rows[i])), f"{name}: {problems[i]}")
+    if not bad:
+        return out, {"checked": checked, "dropped": 0, "names": []}
+    listed = list(bad.values())
+    shown = "; ".join(listed[:BAD_IMAGES_LISTED])
+    more = f"; and {len(listed) - BAD_IMAGES_LISTED} more" if len(listed) > BAD_IMAGES_LISTED else ""
+    if len(bad) > max_bad:
+        limit = f" (the limit is --max-bad-images {max_bad})" if max_bad else ""
+        raise DataError(
+            f"{len(bad)} of the {checked} images this run uses cannot be read{limit}: {shown}{more}. "
+            f"Replace or delete these files, or pass --max-bad-images {len(bad)} to leave them out."
+        )
+    logger.warning(
+        "Left out %d unreadable image(s) of %d (--max-bad-images %d): %s%s",
+        len(bad),
+        checked,
+        max_bad,
+        shown,
+        more,
+    )
+    for k, positions in enumerate(bad_pos):
+        if positions:
+            drop = set(positions)
+            out[k] = out[k].select([i for i in range(len(out[k])) if i not in drop])
+            if len(out[k]) == 0:
+                raise DataError(
+                    f"Every image of {sets[k][0]} is unreadable ({shown}{more}). Replace these files."
+                )
+    return out, {"checked": checked, "dropped": len(bad), "names": listed}
 
 
 # ---------------------------------------------------------------------------------- transforms
@@ -720,9 +1072,7 @@ def _batch_transform(
     from PIL import Image
 
     def apply(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        imgs = [
-            im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in batch[img_col]
-        ]
+        imgs = [im if isinstance(im, Image.Image) else open_image(im) for im in batch[img_col]]
         out: dict[str, Any] = {
             "pixel_values": [tf(im) for im in imgs],
             "labels": [int(v) for v in batch[lab_col]],
@@ -863,6 +1213,10 @@ def make_collator(
     """
     if num_classes < 1:
         raise DataError(f"num_classes must be >= 1, got {num_classes}.")
+    if not 0.0 <= label_smoothing < 1.0:  # NaN fails too
+        raise DataError(f"label_smoothing={label_smoothing} must lie in [0, 1) (e.g. 0.1; 0 = off).")
+    if not (mixup >= 0.0 and cutmix >= 0.0):
+        raise DataError(f"mixup={mixup} / cutmix={cutmix} must be alphas >= 0 (0 = off).")
     return MixCollator(num_classes, mixup, cutmix, label_smoothing, enabled, mix_unmarked)
 
 

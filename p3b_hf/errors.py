@@ -38,8 +38,9 @@ class NonFiniteLossError(P3BError):
 
 
 class OptionsError(P3BError):
-    """An option the chosen method / command does not read (it would be silently ignored): the message names
-    the option that does the job."""
+    """An option that cannot act: out of its valid range, or one the chosen method / command does not read
+    (it would be silently ignored). The message names the flag and the valid range / the option that does
+    the job."""
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import numbers
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .errors import P3BError
+from .errors import OptionsError, P3BError
 
 AUGMENTS = ("deit", "glyph", "basic", "none")
+IMAGE_CHECKS = ("full", "header", "off")
 MISSING = dataclasses.MISSING
 
 
@@ -60,6 +63,27 @@ def option(
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def check_number(
+    flag: str,
+    value: Any,
+    valid: str,
+    ok: Callable[[Any], bool],
+    *,
+    integer: bool = False,
+    none_ok: bool = False,
+) -> None:
+    """Raise one :class:`OptionsError` naming ``flag`` and the valid range ``valid`` unless ``value`` is a
+    finite number (an integer when ``integer``) for which ``ok`` holds, or ``None`` when ``none_ok``.
+
+    Why here: a NaN epoch count or a negative worker count otherwise surfaces as a traceback deep in the
+    Trainer (or, for label smoothing >= 1, as a run that silently ends at chance accuracy)."""
+    if value is None and none_ok:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    if not (isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value) and ok(value)):
+        raise OptionsError(f"{flag} {value!r} is out of range: give {valid}.")
 
 
 def comma_list(text: str | Iterable[str]) -> list[str]:
@@ -313,7 +337,64 @@ class DataOptions:
     )
     mixup: float = option(0.8, help="Mixup alpha (0 = off)")
     cutmix: float = option(1.0, help="CutMix alpha (0 = off)")
-    label_smoothing: float = option(0.1, help="label smoothing of the training targets")
+    label_smoothing: float = option(0.1, help="label smoothing of the training targets, in [0, 1)")
+    max_bad_images: int = option(
+        0,
+        metavar="N",
+        help="unreadable images (truncated, empty, not an image, decompression bomb) found by the "
+        "check before training: with at most N of them they are left out and listed in the log, "
+        "with more the run stops naming them",
+    )
+    image_check: str = option(
+        "full",
+        choices=IMAGE_CHECKS,
+        help="the image check before training: 'full' decodes every image the run uses (JPEG at "
+        "1/8 scale), 'header' reads only format, size and the end-of-file marker (faster; a "
+        "corrupt middle is found only when training reads it), 'off'",
+    )
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """One :class:`OptionsError` per out-of-range value (also run on construction)."""
+        check_number(
+            "--source-holdout",
+            self.source_holdout,
+            "a fraction in [0, 1), e.g. 0.1 (0 = no source eval set)",
+            lambda v: 0 <= v < 1,
+        )
+        for flag, value in (
+            ("--max-train-samples", self.max_train_samples),
+            ("--max-eval-samples", self.max_eval_samples),
+        ):
+            check_number(
+                flag,
+                value,
+                "a whole number >= 1 (or leave it out: all)",
+                lambda v: v >= 1,
+                integer=True,
+                none_ok=True,
+            )
+        for flag, value in (("--mixup", self.mixup), ("--cutmix", self.cutmix)):
+            check_number(flag, value, "an alpha >= 0, e.g. 0.8 (0 = off)", lambda v: v >= 0)
+        check_number(
+            "--label-smoothing",
+            self.label_smoothing,
+            "a value in [0, 1), e.g. 0.1 (0 = off; 1 would make every target uniform: nothing to learn)",
+            lambda v: 0 <= v < 1,
+        )
+        check_number(
+            "--max-bad-images",
+            self.max_bad_images,
+            "a whole number >= 0 (0 = refuse any)",
+            lambda v: v >= 0,
+            integer=True,
+        )
+        if self.image_check not in IMAGE_CHECKS:
+            raise OptionsError(
+                f"--image-check {self.image_check!r} is invalid: give one of {', '.join(IMAGE_CHECKS)}."
+            )
 
     @property
     def mixing(self) -> bool:
@@ -345,11 +426,32 @@ class TrainOptions:
         "or Ctrl-C checkpoints at the next step anyway)",
     )
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
-        if self.epochs <= 0:
-            raise P3BError(f"--epochs {self.epochs} must be > 0.")
-        if self.batch_size < 1:
-            raise P3BError(f"--batch-size {self.batch_size} must be >= 1.")
+        """One :class:`OptionsError` per out-of-range value (also run on construction)."""
+        check_number("--epochs", self.epochs, "a finite number > 0, e.g. 50", lambda v: v > 0)
+        for flag, value, none_ok in (
+            ("--batch-size", self.batch_size, False),
+            ("--eval-batch-size", self.eval_batch_size, True),
+        ):
+            check_number(flag, value, "a whole number >= 1", lambda v: v >= 1, integer=True, none_ok=none_ok)
+        check_number("--lr", self.lr, "a finite learning rate > 0, e.g. 5e-4", lambda v: v > 0, none_ok=True)
+        check_number("--weight-decay", self.weight_decay, "a finite number >= 0, e.g. 0.05", lambda v: v >= 0)
+        check_number(
+            "--seed", self.seed, "a whole number in [0, 2**32)", lambda v: 0 <= v < 2**32, integer=True
+        )
+        check_number(
+            "--num-workers",
+            self.num_workers,
+            "a whole number >= 0 (0 = load in the main process)",
+            lambda v: v >= 0,
+            integer=True,
+        )
+        check_number(
+            "--logging-steps", self.logging_steps, "a whole number >= 1", lambda v: v >= 1, integer=True
+        )
         if self.bf16 and self.fp16:
             raise P3BError("Give at most one of --bf16 / --fp16.")
         if self.save_steps is not None and self.save_steps < 1:

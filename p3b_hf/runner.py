@@ -226,6 +226,8 @@ def load_data(data: DataOptions, seed: int) -> Any:
         train_domains=data.train_domains,
         test_domains=data.test_domains,
         source_holdout=data.source_holdout,
+        max_bad_images=data.max_bad_images,
+        image_check=data.image_check,
     )
 
 

@@ -110,9 +110,35 @@ def _randint(lo: int, hi: int) -> int:
     return int(torch.randint(lo, hi, ()))
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit RGB, scaling high-bit-depth images instead of clipping them.
+
+    Why: PIL's ``convert("RGB")`` clips 16-bit (``I;16*``) and 32-bit integer (``I``) pixels at 255, so a
+    16-bit PNG becomes an all-white image and a model trains to chance with exit 0. Here ``I;16*`` is scaled
+    by 255/65535; ``I`` likewise when its values exceed 255 (16-bit data PIL opened as ``I``), by its own
+    maximum beyond 65535; ``F`` (float) is taken as [0, 1] when its maximum is <= 1, else as [0, 255]
+    (clipped).
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if mode.startswith("I;16"):
+            scale = 255.0 / 65535.0
+        elif mode == "I":
+            scale = 1.0 if top <= 255 else 255.0 / max(65535.0, top)
+        else:
+            scale = 255.0 if top <= 1.0 else 1.0
+        gray = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    return img.convert("RGB")
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float CHW tensor in [0, 1]."""
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    """PIL image (any mode, see :func:`to_rgb`) -> RGB float CHW tensor in [0, 1]."""
+    arr = np.asarray(to_rgb(img), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -351,7 +377,7 @@ def make_image_transform(
     s = pre.image_size
 
     def eval_tf(img: Image.Image) -> torch.Tensor:
-        return normalize(to_tensor(resize_eval(img.convert("RGB"), pre)), pre)
+        return normalize(to_tensor(resize_eval(to_rgb(img), pre)), pre)
 
     if not train or augment == "none":
         return eval_tf
@@ -359,10 +385,10 @@ def make_image_transform(
         v2 = _torchvision_v2() if use_torchvision in (None, True) else None
         tv = _torchvision_deit(v2, pre) if v2 is not None else None
         if tv is not None:
-            return lambda img: tv(img.convert("RGB"))
+            return lambda img: tv(to_rgb(img))
 
         def deit_tf(img: Image.Image) -> torch.Tensor:
-            img = random_resized_crop(img.convert("RGB"), s)
+            img = random_resized_crop(to_rgb(img), s)
             if _rand() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
             img = rand_augment(img, num_ops=2, magnitude=9)
@@ -370,12 +396,12 @@ def make_image_transform(
 
         return deit_tf
     if augment == "glyph":
-        return lambda img: normalize(glyph_augment(to_tensor(resize_eval(img.convert("RGB"), pre))), pre)
+        return lambda img: normalize(glyph_augment(to_tensor(resize_eval(to_rgb(img), pre))), pre)
 
     pad = max(1, s // 8)
 
     def basic_tf(img: Image.Image) -> torch.Tensor:
-        x = to_tensor(img.convert("RGB").resize((s, s), pre.resample))
+        x = to_tensor(to_rgb(img).resize((s, s), pre.resample))
         x = F.pad(x, (pad, pad, pad, pad))
         top, left = _randint(0, 2 * pad + 1), _randint(0, 2 * pad + 1)
         x = x[:, top : top + s, left : left + s]

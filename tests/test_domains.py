@@ -24,7 +24,7 @@ from p3b_hf.compare import (
     parse_ratios,
     run_compare,
 )
-from p3b_hf.data import PRESETS, build_eval_sets, load_image_dataset
+from p3b_hf.data import PRESETS, build_eval_sets, list_domains, load_image_dataset
 from p3b_hf.errors import BudgetError, DataError, P3BError
 from p3b_hf.hub import build_model_card
 from p3b_hf.options import DataOptions, FinetuneOptions, OutputOptions, PruneOptions, TrainOptions
@@ -175,6 +175,29 @@ def test_several_eval_splits_and_domain_errors() -> None:
         PRESETS["office-home"].hub_id == "flwrlabs/office-home"
         and PRESETS["officehome"] is PRESETS["office-home"]
     )
+
+
+def test_test_domain_only_in_the_eval_split() -> None:
+    """docs/data.md's layout: the eval split holds a domain the train split lacks (issue 24: it was refused as
+    "unknown domain 'sketch'; the data set's domains are ['art', 'photo']")."""
+    dd = _domain_set(eval_split=True)
+    dd["train"] = dd["train"].filter(lambda r: r["domain"] != "sketch")
+    data = load_image_dataset(dd, domain_column="domain", test_domains="Sketch", eval_split="test")
+    assert list(data.evals) == ["sketch", "source"] and data.domains["available"] == list(DOMAINS)
+    assert _rows(data.evals["sketch"]) == {r for r in range(20, 30) if r % 2}
+    assert _rows(data.evals["source"]) == {r for r in range(20) if r % 2}
+    assert _rows(data.train) == {r for r in range(20) if r % 2 == 0}
+    assert data.domains["train"] == ["art", "photo"] and data.domains["test"] == ["sketch"]
+    # the defaults: test = the eval split's other domains, train = the train split's other domains
+    default = load_image_dataset(dd, domain_column="domain", train_domains="art", eval_split="test")
+    assert list(default.evals) == ["target", "photo", "sketch", "source"]
+    with pytest.raises(DataError, match=r"Train domain\(s\) \['sketch'\] have no images in split 'train'"):
+        load_image_dataset(dd, domain_column="domain", train_domains="sketch", eval_split="test")
+    with pytest.raises(DataError, match=r"unknown domain 'symbola'.*\['art', 'photo', 'sketch'\]"):
+        load_image_dataset(dd, domain_column="domain", test_domains="symbola", eval_split="test")
+    # compare --protocol lodo lists its folds the same way
+    assert list_domains(dd, domain_column="domain") == ["art", "photo"]
+    assert list_domains(dd, domain_column="domain", eval_split="test") == list(DOMAINS)
 
 
 def _glyph_data(root: Path) -> Path:
