@@ -1275,7 +1275,9 @@ def run_onnx_bench(
         torch.set_num_threads(prev_threads)
     report["results"] = results
     report["ratios"] = onnx_ratios(results)
-    return report
+    from .report import portable
+
+    return portable(report)
 
 
 def onnx_ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
