@@ -318,7 +318,9 @@ def test_bench_refuses_when_the_dense_original_is_missing(tmp_path, tiny_vit, ca
     lines = [line for line in err.splitlines() if line.startswith("p3b-hf")]  # (besides progress bars)
     assert len(lines) == 1 and lines[0].startswith("p3b-hf bench: error:") and "Traceback" not in err
     err = lines[0]
-    assert "Cannot load the dense original" in err and str(tmp_path / "dense") in err and "--dense-model" in err
+    assert (
+        "Cannot load the dense original" in err and str(tmp_path / "dense") in err and "--dense-model" in err
+    )
     # a pruned model that records no base at all
     save_model_dir(apply_width_plan(tiny_vit, _p3b_plan(tiny_vit)), tmp_path / "nobase")
     assert main(["bench", "--model", str(tmp_path / "nobase"), "--device", "cpu"]) == 2
@@ -328,5 +330,7 @@ def test_bench_refuses_when_the_dense_original_is_missing(tmp_path, tiny_vit, ca
     )
     assert report["models"]["dense"]["source"] == "moved"
     assert report["models"]["dense"]["measured_params"] == sum(p.numel() for p in tiny_vit.parameters())
-    report = _bench_json(["--model", str(tmp_path / "pruned"), "--dense-model", "random"], tmp_path / "r.json")
+    report = _bench_json(
+        ["--model", str(tmp_path / "pruned"), "--dense-model", "random"], tmp_path / "r.json"
+    )
     assert "random weights" in report["models"]["dense"]["source"]
