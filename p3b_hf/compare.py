@@ -38,7 +38,7 @@ from typing import Any
 
 from .errors import BudgetError, P3BError, UnsupportedModelError
 from .options import DataOptions, KDOptions, OutputOptions, PruneOptions, TrainOptions, option
-from .report import REPORT_NAME
+from .report import REPORT_NAME, portable
 
 PROTOCOLS = ("single", "lodo")
 BUDGETS = ("params", "channels")
@@ -324,7 +324,9 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str,
     if not is_main_process():
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    (out_dir / "compare.json").write_text(
+        json.dumps(portable({"settings": settings, "rows": rows}), indent=1)
+    )
     sets = eval_set_names(rows)
     fields = CSV_FIELDS + [f"accuracy[{n}]" for n in sets] + (["gap", "gap_change"] if sets else [])
     with open(out_dir / "compare.csv", "w", newline="") as fh:
@@ -909,7 +911,9 @@ def write_lodo_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(
         json.dumps(
-            {"settings": settings, "protocol": "lodo", "domains": folds, "rows": rows, "folds": fold_rows},
+            portable(
+                {"settings": settings, "protocol": "lodo", "domains": folds, "rows": rows, "folds": fold_rows}
+            ),
             indent=1,
         )
     )

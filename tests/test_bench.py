@@ -334,3 +334,22 @@ def test_bench_refuses_when_the_dense_original_is_missing(tmp_path, tiny_vit, ca
         ["--model", str(tmp_path / "pruned"), "--dense-model", "random"], tmp_path / "r.json"
     )
     assert "random weights" in report["models"]["dense"]["source"]
+
+
+def test_committed_results_and_docs_hold_no_machine_paths() -> None:
+    """Issue 24: six committed results recorded the absolute paths of the machine that ran them. Results, docs
+    and READMEs name models and data sets (``vit-tiny-cjk1000``), never ``/work/...``, ``/root/...``, ..."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    machine_path = re.compile(r"(?<![\w.~$-])/(work|root|home|tmp)/")
+    files = [p for p in (root / "benchmarks").rglob("*") if p.is_file() and p.suffix != ".png"]
+    files += [*(root / "docs").rglob("*.md"), root / "README.md", root / "BENCHMARKS.md"]
+    leaks = [
+        f"{p.relative_to(root)}:{i}"
+        for p in files
+        for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+        if machine_path.search(line)
+    ]
+    assert len(files) > 20 and not leaks, leaks
