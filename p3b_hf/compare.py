@@ -114,15 +114,26 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
-def started_from(report: dict[str, Any]) -> str | None:
-    """The model a finished cell was made from (``p3b-hf finetune`` / ``p3b-hf prune`` reports)."""
+def started_from(report: dict[str, Any], cell: Path | None = None) -> str | None:
+    """The model a finished cell was made from (``p3b-hf finetune`` / ``p3b-hf prune`` reports). Reports name
+    local models without their machine path (:func:`p3b_hf.report.portable`); a pruned cell's config.json keeps
+    the resolved ``base_model_name_or_path``, which is preferred when there is one."""
     if "finetune" in report:  # the dense cell: a finetune report (possibly on top of the input's report)
         return report["finetune"].get("source_model")
+    config = cell / "config.json" if cell is not None else None
+    if config is not None and config.exists():
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+        if base:
+            return str(base)
     return report.get("base_model")
 
 
 def _same_model(a: str, b: str) -> bool:
-    return a == b or Path(a).resolve() == Path(b).resolve()
+    """``a`` (recorded) and ``b`` are the same model: equal, the same resolved path, or ``a`` is the bare name a
+    report records for the local path ``b``."""
+    if a == b or Path(a).resolve() == Path(b).resolve():
+        return True
+    return len(Path(a).parts) == 1 and Path(b).exists() and Path(b).resolve().name == a
 
 
 def _domains_of(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -145,7 +156,7 @@ def check_reusable(cell: Path, start_model: str, data: DataOptions | None = None
     if not path.exists():
         return
     report = json.loads(path.read_text())
-    made_from = started_from(report)
+    made_from = started_from(report, cell)
     if made_from is not None and not _same_model(made_from, start_model):
         raise P3BError(
             f"{cell} holds a finished run made from {made_from}, but this compare starts that cell "

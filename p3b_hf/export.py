@@ -64,7 +64,7 @@ FOLDS = ("all", "reads", "none")
 GRAPHS = ("deploy", "hf")
 DEFAULT_OPSET = 20
 DEFAULT_TOLERANCE = 1e-3
-INSTALL_HINT = "pip install 'p3b_hf[onnx]'"
+INSTALL_HINT = 'pip install -e ".[onnx]" in your p3b_hf checkout (p3b_hf is not on PyPI)'
 #: what `p3b-hf export` accepts: the pruned format of every supported family
 P3B_MODEL_TYPES = tuple(f.config_class.model_type for f in (*FAMILIES.values(), *STAGE_FAMILIES.values()))
 QUANT_OPS = ["MatMul", "Gemm"]

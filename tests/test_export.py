@@ -246,7 +246,7 @@ def test_failures_give_one_error_and_leave_nothing(
             ro.chmod(0o755)
     # onnxruntime missing: the install hint
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    fails(["--model", str(work)], r"onnxruntime.*pip install 'p3b_hf\[onnx\]'")
+    fails(["--model", str(work)], r'onnxruntime.*pip install -e "\.\[onnx\]" in your p3b_hf checkout')
     with pytest.raises(ExportError, match="pip install"):
         DeploySpeed(_dense(), backend="onnxruntime")
     assert DeploySpeed(_dense()).backend == "fast"  # auto falls back to optimize_for_inference
