@@ -224,6 +224,9 @@ def test_failures_give_one_error_and_leave_nothing(
         ["--model", str(work), "--tolerance", "1e-12", "--quantize", "int8"],
         r"disagrees with PyTorch.*nothing was written",
     )
+    # a bad static batch; --speed without a loadable dense original: refused before any export work
+    fails(["--model", str(work), "--static-batch", "0"], r"--static-batch 0 must be >= 1")
+    fails(["--model", str(work), "--speed"], r"records no dense original.*--dense-model")
     # not a p3b_hf model dir
     dense_dir = tmp_path / "dense"
     _dense().save_pretrained(dense_dir)
