@@ -272,11 +272,8 @@ def dense_model_for(pruned: nn.Module, dense_model: str | None = None) -> tuple[
     try:
         return load_model(str(base)).eval(), str(model_ref(base))
     except Exception as e:  # noqa: BLE001 -- any failure is the same refusal, with its reason
-        reason = (
-            f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}"
-            if str(e).strip()
-            else type(e).__name__
-        )
+        first = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else ""
+        reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
         raise P3BError(
             f"Cannot load the dense original {base!r} ({flag}): {reason}. Give the dense model dir or Hub id "
             "with --dense-model."
