@@ -228,31 +228,76 @@ def dense_config_of(config: P3BViTConfig) -> ViTConfig | DeiTConfig:
     return DeiTConfig(**kwargs) if config.distilled else ViTConfig(**kwargs)
 
 
-def dense_model_for(pruned: nn.Module) -> tuple[nn.Module, str]:
-    """The dense original of a pruned model: ``config.base_model_name_or_path`` if it loads (local dir
-    or cached Hub id), else a random-weight dense model of the dense config. Returns (model, source)."""
-    from .loading import load_model
+#: ``--dense-model random``: time a random-weight dense model of the pruned config's dense shape (ViT/DeiT)
+RANDOM_DENSE = "random"
 
-    cfg: P3BViTConfig = pruned.config
-    base = cfg.base_model_name_or_path
-    if base and not str(base).startswith("random:"):
-        try:
-            return load_model(str(base)).eval(), str(base)
-        except Exception as e:  # any failure: fall back to random weights, and say so
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-    else:
-        reason = "no base_model_name_or_path"
-    if not isinstance(cfg, P3BViTConfig):
+
+def dense_model_for(pruned: nn.Module, dense_model: str | None = None) -> tuple[nn.Module, str]:
+    """The dense original of a pruned model and its recorded name: ``dense_model`` if given (a model dir or
+    Hub id; ``"random"``: random weights of the dense config, ViT/DeiT only), else
+    ``config.base_model_name_or_path`` (an absolute path for a local dir, a Hub id as given).
+
+    Never guesses: when the original cannot be loaded this raises one :class:`P3BError` naming the missing
+    base and ``--dense-model`` -- a random-weight model silently timed as "dense" made speed-ups look real
+    that were not measured against the model the user pruned. The name returned is :func:`model_ref`'s
+    (no machine paths)."""
+    from .loading import load_model
+    from .report import model_ref
+
+    cfg = pruned.config
+    if dense_model == RANDOM_DENSE:
+        if not isinstance(cfg, P3BViTConfig):
+            raise P3BError(
+                f"--dense-model random builds a random-weight ViT/DeiT only, not a dense "
+                f"{type(pruned).__name__}; give the dense model dir or Hub id with --dense-model."
+            )
+        dense_cfg = dense_config_of(cfg)
+        if cfg.distilled:
+            cls = (
+                DeiTForImageClassificationWithTeacher if cfg.distillation_head else DeiTForImageClassification
+            )
+        else:
+            cls = ViTForImageClassification
+        return cls(
+            dense_cfg
+        ).eval(), "random weights, dense config of the pruned model (--dense-model random)"
+    base = dense_model or getattr(cfg, "base_model_name_or_path", None)
+    if not base or str(base).startswith("random:"):
         raise P3BError(
-            f"Cannot load the dense original of this {type(pruned).__name__} ({reason}); pass the "
-            "dense model directory (p3b-hf bench --dense DIR)."
+            f"This pruned {type(pruned).__name__} records no dense original (config.json "
+            "base_model_name_or_path); give it with --dense-model DIR_OR_HUB_ID (or --dense-model random "
+            "for random weights of the dense shape, ViT/DeiT)."
         )
-    dense_cfg = dense_config_of(cfg)
-    if cfg.distilled:
-        cls = DeiTForImageClassificationWithTeacher if cfg.distillation_head else DeiTForImageClassification
-    else:
-        cls = ViTForImageClassification
-    return cls(dense_cfg).eval(), f"random weights, dense config of the pruned model ({reason})"
+    flag = "--dense-model" if dense_model else "config.json base_model_name_or_path"
+    try:
+        return load_model(str(base)).eval(), str(model_ref(base))
+    except Exception as e:  # noqa: BLE001 -- any failure is the same refusal, with its reason
+        first = str(e).strip().splitlines()[0].split(". ")[0][:200] if str(e).strip() else ""
+        reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        raise P3BError(
+            f"Cannot load the dense original {base!r} ({flag}): {reason}. Give the dense model dir or Hub id "
+            "with --dense-model."
+        ) from e
+
+
+def bench_image_size(config: Any, processor: Any = None) -> int:
+    """The resolution a model is timed at: ``config.image_size``, except DINOv2 (its config holds the 518 px
+    pretraining grid): the image processor's crop when there is one, else the config's grid."""
+    from .data import model_image_size
+
+    size = model_image_size(config)
+    if size is None:
+        crop = getattr(processor, "crop_size", None) or {}
+        size = crop.get("height") or config.image_size
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def default_variants(config: Any) -> tuple[str, ...]:
+    """``eager,fast`` where :func:`p3b_hf.optimize.optimize_for_inference` has a fast path (ViT/DeiT), else
+    ``eager`` (BEiT, DINOv2, Swin, ConvNeXt: their HF module is what runs)."""
+    from .optimize import has_fast_path
+
+    return ("eager", "fast") if has_fast_path(config) else ("eager",)
 
 
 # ------------------------------------------------------------------------------------- timing
@@ -359,17 +404,23 @@ def run_bench(
     batch_size: int | None = None,
     repeats: int = 10,
     warmup: int = 3,
-    variants: tuple[str, ...] = ("eager", "fast"),
+    variants: tuple[str, ...] | None = None,
     pruned_variants: tuple[str, ...] = (),
     min_repeat_s: float | None = None,
     sources: dict[str, str] | None = None,
     seed: int = 0,
+    dense_model: str | None = None,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``pruned`` vs ``dense`` vs the ideal plain ViT; return the JSON-able report.
+    """Benchmark ``pruned`` vs ``dense`` vs the ideal plain ViT (ViT/DeiT); return the JSON-able report.
 
-    ``variants`` run for all three models, ``pruned_variants`` (e.g. ``compiled+round8``) only for the
-    pruned one. ``dtype`` defaults to bf16 on CUDA, fp32 on CPU; ``batch_size`` to 1024 / 1 (P3B).
+    ``variants`` run for all models (default :func:`default_variants`: ``eager,fast`` for ViT/DeiT, ``eager``
+    for the other families), ``pruned_variants`` (e.g. ``compiled+round8``) only for the pruned one.
+    ``dense``: the dense model, else :func:`dense_model_for` (``dense_model``, then the recorded base;
+    refused when it cannot be loaded). ``dtype`` defaults to bf16 on CUDA, fp32 on CPU; ``batch_size`` to
+    1024 / 1 (P3B); ``image_size`` to :func:`bench_image_size`.
     """
+    variants = tuple(variants) if variants else default_variants(pruned.config)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise P3BError("--device cuda requested but torch sees no CUDA device; use --device cpu.")
@@ -382,24 +433,30 @@ def run_bench(
     for v in (*variants, *pruned_variants):
         parse_variant(v)  # fail before building anything
     vit_like = isinstance(pruned.config, P3BViTConfig)
-    if not vit_like:  # BEiT / DINOv2: no plain "ideal" model and no optimize_for_inference path (yet)
+    if (
+        not vit_like
+    ):  # BEiT / DINOv2 / Swin / ConvNeXt: no plain "ideal" model, no optimize_for_inference path
         fast = [v for v in (*variants, *pruned_variants) if parse_variant(v) is not None]
         if fast:
             raise P3BError(
                 f"bench variants {fast} use optimize_for_inference, which supports ViT/DeiT only; "
-                f"bench a {type(pruned).__name__} with the eager variant (--variants eager)."
+                f"bench a {type(pruned).__name__} with the eager variant (--variants eager, the default)."
             )
     sources = dict(sources or {})
     if dense is None:
-        dense, sources["dense"] = dense_model_for(pruned)
+        dense, sources["dense"] = dense_model_for(pruned, dense_model)
     models = {"pruned": pruned, "dense": dense}
     if vit_like:
         models["ideal"] = plain_like(pruned)
         sources["ideal"] = (
             "plain ViT, same Linear shapes and weights as the pruned model (prefix reads/writes)"
         )
+    from .report import model_ref, portable
+
     sources.setdefault("pruned", str(getattr(pruned.config, "_name_or_path", "") or "in-memory"))
     sources.setdefault("dense", str(getattr(dense.config, "_name_or_path", "") or "in-memory"))
+    sources = {k: str(model_ref(v)) for k, v in sources.items()}
+    size = image_size or bench_image_size(pruned.config)
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "env": environment(dev),
@@ -408,7 +465,7 @@ def run_bench(
             "batch_size": batch_size,
             "repeats": repeats,
             "warmup": warmup,
-            "image_size": int(pruned.config.image_size),
+            "image_size": size,
             "min_repeat_s": min_repeat_s,
             "variants": list(variants),
             "pruned_variants": list(pruned_variants),
@@ -417,7 +474,7 @@ def run_bench(
     }
     torch.manual_seed(seed)
     cfg = pruned.config
-    x = torch.randn(batch_size, cfg.num_channels, cfg.image_size, cfg.image_size).to(dev, DTYPES[dtype])
+    x = torch.randn(batch_size, getattr(cfg, "num_channels", 3), size, size).to(dev, DTYPES[dtype])
     runners: dict[str, Callable] = {}
     for name, model in models.items():
         model.to(dev, DTYPES[dtype]).eval()
@@ -428,7 +485,7 @@ def run_bench(
         {"model": k.split("/")[0], "variant": k.split("/")[1], **v} for k, v in timed.items()
     ]
     report["ratios"] = ratios(report["results"])
-    return report
+    return portable(report)
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -478,14 +535,19 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'vs dense':>9} {'vs ideal':>9} {'(paired)':>9}",
     ]
     r = report["ratios"]
+    has_ideal = "ideal" in report["models"]  # ViT/DeiT only
+    if not has_ideal:
+        lines[1] = lines[1].split(" vs ideal")[0].rstrip()
     for row in report["results"]:
         m, v = row["model"], row["variant"]
         cells = ""
         if m == "pruned":
-            cells = (
-                f"{r['pruned_vs_dense'].get(v, float('nan')):9.2f} {r['pruned_vs_ideal'].get(v, float('nan')):9.3f}"
-                f" {r['pruned_vs_ideal_paired'].get(v, float('nan')):9.3f}"
-            )
+            cells = f"{r['pruned_vs_dense'].get(v, float('nan')):9.2f}"
+            if has_ideal:
+                cells += (
+                    f" {r['pruned_vs_ideal'].get(v, float('nan')):9.3f}"
+                    f" {r['pruned_vs_ideal_paired'].get(v, float('nan')):9.3f}"
+                )
         lines.append(
             f"{m:8} {v:22} {report['models'][m]['params'] / 1e6:10.2f} {row['images_per_s']:12.1f} "
             f"{row['median_ms']:10.2f} {cells}".rstrip()

@@ -38,7 +38,7 @@ from typing import Any
 
 from .errors import BudgetError, P3BError, UnsupportedModelError
 from .options import DataOptions, KDOptions, OutputOptions, PruneOptions, TrainOptions, option
-from .report import REPORT_NAME
+from .report import REPORT_NAME, portable
 
 PROTOCOLS = ("single", "lodo")
 BUDGETS = ("params", "channels")
@@ -128,15 +128,26 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
-def started_from(report: dict[str, Any]) -> str | None:
-    """The model a finished cell was made from (``p3b-hf finetune`` / ``p3b-hf prune`` reports)."""
+def started_from(report: dict[str, Any], cell: Path | None = None) -> str | None:
+    """The model a finished cell was made from (``p3b-hf finetune`` / ``p3b-hf prune`` reports). Reports name
+    local models without their machine path (:func:`p3b_hf.report.portable`); a pruned cell's config.json keeps
+    the resolved ``base_model_name_or_path``, which is preferred when there is one."""
     if "finetune" in report:  # the dense cell: a finetune report (possibly on top of the input's report)
         return report["finetune"].get("source_model")
+    config = cell / "config.json" if cell is not None else None
+    if config is not None and config.exists():
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+        if base:
+            return str(base)
     return report.get("base_model")
 
 
 def _same_model(a: str, b: str) -> bool:
-    return a == b or Path(a).resolve() == Path(b).resolve()
+    """``a`` (recorded) and ``b`` are the same model: equal, the same resolved path, or ``a`` is the bare name a
+    report records for the local path ``b``."""
+    if a == b or Path(a).resolve() == Path(b).resolve():
+        return True
+    return len(Path(a).parts) == 1 and Path(b).exists() and Path(b).resolve().name == a
 
 
 def _domains_of(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -159,7 +170,7 @@ def check_reusable(cell: Path, start_model: str, data: DataOptions | None = None
     if not path.exists():
         return
     report = json.loads(path.read_text())
-    made_from = started_from(report)
+    made_from = started_from(report, cell)
     if made_from is not None and not _same_model(made_from, start_model):
         raise P3BError(
             f"{cell} holds a finished run made from {made_from}, but this compare starts that cell "
@@ -338,7 +349,9 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str,
     if not is_main_process():
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    (out_dir / "compare.json").write_text(
+        json.dumps(portable({"settings": settings, "rows": rows}), indent=1)
+    )
     sets = eval_set_names(rows)
     fields = CSV_FIELDS + [f"accuracy[{n}]" for n in sets] + (["gap", "gap_change"] if sets else [])
     with open(out_dir / "compare.csv", "w", newline="") as fh:
@@ -929,7 +942,9 @@ def write_lodo_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(
         json.dumps(
-            {"settings": settings, "protocol": "lodo", "domains": folds, "rows": rows, "folds": fold_rows},
+            portable(
+                {"settings": settings, "protocol": "lodo", "domains": folds, "rows": rows, "folds": fold_rows}
+            ),
             indent=1,
         )
     )

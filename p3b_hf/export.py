@@ -64,7 +64,7 @@ FOLDS = ("all", "reads", "none")
 GRAPHS = ("deploy", "hf")
 DEFAULT_OPSET = 20
 DEFAULT_TOLERANCE = 1e-3
-INSTALL_HINT = "pip install 'p3b_hf[onnx]'"
+INSTALL_HINT = 'pip install -e ".[onnx]" in your p3b_hf checkout (p3b_hf is not on PyPI)'
 #: what `p3b-hf export` accepts: the pruned format of every supported family
 P3B_MODEL_TYPES = tuple(f.config_class.model_type for f in (*FAMILIES.values(), *STAGE_FAMILIES.values()))
 QUANT_OPS = ["MatMul", "Gemm"]
@@ -557,8 +557,11 @@ class ExportOptions:
     eval_split: str | None = option(None, help="split --dataset is scored on (default: validation/test)")
     max_eval_samples: int | None = option(None, help="evaluate on at most this many images")
     opset: int | None = option(None, help="ONNX opset (default 20; 23 adds the Attention op)")
-    dynamic_batch: bool = option(False, help="symbolic batch dimension (default: static)")
-    batch_size: int = option(1, help="static batch size of the export")
+    static_batch: int | None = option(
+        None,
+        help="export a static batch of N images (default: a dynamic batch axis, as optimum exports; a "
+        "static graph may run slightly faster at that one batch size)",
+    )
     fold: str = option(
         "all",
         choices=FOLDS,
@@ -588,6 +591,11 @@ class ExportOptions:
         "PyTorch eager; the result goes into export_report.json and the model card",
     )
     speed_repeats: int = option(5, help="timed repeats of --speed")
+    dense_model: str | None = option(
+        None,
+        help="--speed: the dense original to time against (dir or Hub id; 'random': random weights of its "
+        "dense shape, ViT/DeiT; default: config.json base_model_name_or_path, refused if it cannot be loaded)",
+    )
     threads: int | None = option(None, help="torch and onnxruntime CPU threads")
     output_dir: str | None = option(None, help="where the ONNX files go (default MODEL/onnx)")
     seed: int = option(0, help="seed of the verification / calibration samples")
@@ -614,8 +622,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> Export
         data_kwargs=data_kwargs,
         max_eval_samples=o.max_eval_samples,
         opset=o.opset,
-        dynamic_batch=o.dynamic_batch,
-        batch_size=o.batch_size,
+        static_batch=o.static_batch,
         fold=o.fold,
         graph=o.graph,
         tolerance=o.tolerance,
@@ -623,6 +630,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> Export
         int8_min_agreement=o.int8_min_agreement,
         speed=o.speed,
         speed_repeats=o.speed_repeats,
+        dense_model=o.dense_model,
         threads=o.threads,
         seed=o.seed,
         log=log,
@@ -644,8 +652,7 @@ def export_model_dir(
     data_kwargs: dict[str, Any] | None = None,
     max_eval_samples: int | None = None,
     opset: int | None = None,
-    dynamic_batch: bool = False,
-    batch_size: int = 1,
+    static_batch: int | None = None,
     fold: str = "all",
     graph: str = "deploy",
     tolerance: float = DEFAULT_TOLERANCE,
@@ -653,6 +660,7 @@ def export_model_dir(
     int8_min_agreement: float | None = None,
     speed: bool = False,
     speed_repeats: int = 5,
+    dense_model: str | None = None,
     threads: int | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
@@ -660,13 +668,15 @@ def export_model_dir(
     """Export a p3b_hf model dir to ONNX (``DIR/onnx/`` by default), verify it, optionally int8 + accuracy.
 
     Steps: checks (onnx stack installed, a p3b_hf model dir, target writable) -> deploy module ->
-    ``model.onnx`` -> verification against the PyTorch model (``tolerance`` on max |delta logit|) ->
+    ``model.onnx`` (a dynamic batch axis unless ``static_batch``) -> verification against the PyTorch model
+    (``tolerance`` on max |delta logit|) ->
     ``model_int8.onnx`` (``quantize="int8"``: dynamic, or static with ``calibration_dataset``) ->
     accuracy of PyTorch / fp32 / int8 on the eval split (``dataset``) -> optional speed (``speed``) ->
     ``export_report.json`` -> atomic rename. Any failure raises one :class:`P3BError` and leaves
     nothing behind.
     """
     from .loading import load_config, load_image_processor, load_model
+    from .report import portable
 
     t0 = time.time()
     require_onnx()
@@ -678,6 +688,10 @@ def export_model_dir(
         raise ExportError(f"--tolerance {tolerance!r} must be a non-negative number (max |delta logit|).")
     if calibration_samples < 1 or verify_samples < 1:
         raise ExportError("--calibration-samples and --verify-samples must be >= 1.")
+    if static_batch is not None and static_batch < 1:
+        raise ExportError(
+            f"--static-batch {static_batch} must be >= 1 (or left out for a dynamic batch axis)."
+        )
     if fold not in FOLDS or graph not in GRAPHS:
         raise ExportError(f"--fold must be one of {FOLDS} and --graph one of {GRAPHS}.")
     src = Path(model_dir)
@@ -707,8 +721,8 @@ def export_model_dir(
             data_kwargs=data_kwargs or {},
             max_eval_samples=max_eval_samples,
             opset=opset,
-            dynamic_batch=dynamic_batch,
-            batch_size=batch_size,
+            dynamic_batch=static_batch is None,
+            batch_size=static_batch or 1,
             fold=fold,
             graph=graph,
             tolerance=tolerance,
@@ -716,6 +730,7 @@ def export_model_dir(
             int8_min_agreement=int8_min_agreement,
             speed=speed,
             speed_repeats=speed_repeats,
+            dense_model=dense_model,
             threads=threads,
             seed=seed,
             log=log,
@@ -723,7 +738,8 @@ def export_model_dir(
             load_image_processor=load_image_processor,
         )
         report["wall_time_s"] = time.time() - t0
-        report["output_dir"] = str(target)
+        report["output_dir"] = ONNX_DIR if output_dir is None else str(target)
+        report = portable(report)  # names, not this machine's paths: the report is pushed with --with-onnx
         (staging / REPORT_NAME).write_text(json.dumps(report, indent=1))
         files = sorted(p.name for p in staging.iterdir() if p.is_file())
         _commit(staging, target)
@@ -754,6 +770,7 @@ def _export_into(
     int8_min_agreement: float | None,
     speed: bool,
     speed_repeats: int,
+    dense_model: str | None,
     threads: int | None,
     seed: int,
     log: Callable[[str], None],
@@ -765,6 +782,11 @@ def _export_into(
     from . import __version__
 
     model = load_model(str(src)).eval()
+    dense = dense_source = None
+    if speed:  # the dense original first: a missing one is refused before any export work
+        from .bench import dense_model_for
+
+        dense, dense_source = dense_model_for(model, dense_model)
     processor = load_image_processor(str(src))
     channels, size = _image_shape(config, processor)
     eval_ds = eval_origin = None
@@ -840,7 +862,7 @@ def _export_into(
         "graph": graph,
         "fold": fold,
         "residual_index_ops": index_ops,
-        "batch": "dynamic" if dynamic_batch else batch_size,
+        "batch": "dynamic" if dynamic_batch else batch_size,  # dynamic unless --static-batch N
         "input": {
             "name": "pixel_values",
             "shape": ["batch" if dynamic_batch else batch_size, channels, size, size],
@@ -914,9 +936,6 @@ def _export_into(
             )
         )
     if speed:
-        from .bench import dense_model_for
-
-        dense, dense_source = dense_model_for(model)
         timer = DeploySpeed(
             dense,
             batch_size=1,
@@ -1275,7 +1294,9 @@ def run_onnx_bench(
         torch.set_num_threads(prev_threads)
     report["results"] = results
     report["ratios"] = onnx_ratios(results)
-    return report
+    from .report import portable
+
+    return portable(report)
 
 
 def onnx_ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1345,6 +1366,15 @@ def format_onnx_table(report: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- model card
+def _batch_text(batch: Any) -> str:
+    """How the export's batch axis reads in the card: any batch size, or the one static size it takes."""
+    if batch == "dynamic":
+        return "dynamic batch axis (any batch size)"
+    if batch is None:
+        return "batch axis not recorded"
+    return f"static batch of {batch} (exported with --static-batch)"
+
+
 def card_section(report: dict[str, Any], repo_id: str) -> list[str]:
     """Model-card lines for the ONNX files (``p3b-hf push --with-onnx``)."""
     files = report.get("files", {})
@@ -1354,7 +1384,8 @@ def card_section(report: dict[str, Any], repo_id: str) -> list[str]:
         "## ONNX (deployable artefact)",
         "",
         f"This repo also holds an ONNX export made with `p3b-hf export` (opset {report.get('opset')}, "
-        f"input `pixel_values` {report.get('input', {}).get('shape')}, output `logits`; residual gathers / "
+        f"input `pixel_values` {report.get('input', {}).get('shape')}, {_batch_text(report.get('batch'))}, "
+        "output `logits`; residual gathers / "
         f"scatter-adds folded: `{report.get('fold')}`), verified in onnxruntime against the PyTorch model "
         "before it was written:",
         "",

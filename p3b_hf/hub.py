@@ -30,6 +30,7 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
 from .errors import CheckpointError, HubError, P3BError
+from .report import model_ref, portable
 
 REPORT_NAME = "pruning_report.json"
 P3B_MODEL_TYPES = ("p3b_vit", "p3b_deit", "p3b_beit", "p3b_dinov2", "p3b_swin", "p3b_convnext")
@@ -221,11 +222,14 @@ def build_model_card(
 ) -> str:
     """Model card text (YAML metadata + markdown) from ``pruning_report.json`` and ``config.json``.
 
-    Works without a report too (then params/MACs come from the config via :func:`count_cost`).
+    Works without a report too (then params/MACs come from the config via :func:`count_cost`). Paths of the
+    machine that made the model never reach the card: the base model and data set are named by their Hub
+    id or last path component (:func:`p3b_hf.report.model_ref`), also for reports written before that rule.
     """
     d = Path(model_dir)
     config = config if config is not None else check_model_dir(d)
     report = report if report is not None else (_read_json(d / REPORT_NAME) or {})
+    config, report, dataset = portable(config), portable(report), model_ref(dataset)
     ft = report.get("finetune") or {}
     base = report.get("base_model") or config.get("base_model_name_or_path")
     data_name = dataset or ft.get("dataset") or report.get("dataset")
@@ -274,10 +278,12 @@ def build_model_card(
         eval_results=eval_results,
     )
 
+    version = config.get("p3b_hf_version") or report.get("p3b_hf_version")
+    made_with = f"p3b_hf {version}" if version else "p3b_hf"
     lines = [f"# {repo_id.split('/')[-1]}", ""]
     lines.append(
         f"A structurally pruned {config.get('model_type', 'ViT')} image classifier made with "
-        f"[p3b_hf](https://github.com/) (method **{method}**"
+        f"`{made_with}` (method **{method}**"
         + (
             f", requested prune ratio **{ratio:g}** of all parameters"
             if isinstance(ratio, (int, float))
@@ -334,7 +340,8 @@ def build_model_card(
     lines += [
         "## Usage",
         "",
-        "With `p3b_hf` installed (`pip install p3b_hf`), no remote code runs:",
+        f"With `p3b_hf` installed, no remote code runs. It is not on PyPI: install it from a checkout of its "
+        f"source repository (`pip install -e .` in the checkout; this model was made with `{made_with}`):",
         "",
         "```python",
         "import p3b_hf  # registers the pruned classes (p3b_vit, p3b_deit, p3b_beit, p3b_dinov2, p3b_swin, p3b_convnext)",
@@ -361,7 +368,7 @@ def build_model_card(
         from .export import card_section, load_export_report
 
         lines += card_section(load_export_report(d) or {}, repo_id)
-    body = "\n".join(lines)
+    body = portable("\n".join(lines))  # a last guard: no absolute path of this machine in the card
     return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}"))
 
 
@@ -419,6 +426,21 @@ def eval_set_section(report: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- push
+def _portable_config(files: dict[str, Path], staging: Path) -> None:
+    """Upload ``config.json`` with a local ``base_model_name_or_path`` reduced to its name: locally the absolute
+    path lets ``p3b-hf bench`` find the dense original from any directory, on the Hub it would only leak this
+    machine's layout (a Hub id is kept as is)."""
+    cfg = json.loads(files["config.json"].read_text())
+    base = cfg.get("base_model_name_or_path")
+    if not isinstance(base, str) or not os.path.isabs(base):
+        return
+    cfg["base_model_name_or_path"] = model_ref(base)
+    out = staging / "portable_config" / "config.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    files["config.json"] = out
+
+
 def collect_files(
     model_dir: str | os.PathLike, config: dict[str, Any], with_onnx: bool = False
 ) -> dict[str, Path]:
@@ -511,6 +533,7 @@ def push_pruned(
             )
         if verify:
             verify_loads(staging if resaved else d)
+        _portable_config(files, staging)
         card = ""
         if model_card:
             card = build_model_card(

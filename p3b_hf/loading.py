@@ -114,9 +114,12 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> 
         cfg = load_config(name)
         if getattr(cfg, "model_type", "").startswith("p3b_"):
             validate_checkpoint(p, cfg)
+    # a local dir is loaded by its absolute path, so that config._name_or_path -- which a pruned model keeps as
+    # base_model_name_or_path to find its dense original again -- resolves from any working directory
+    source = str(p.resolve()) if p.is_dir() else name
     try:
         return AutoModelForImageClassification.from_pretrained(
-            name, dtype=dtype, use_safetensors=True, **kwargs
+            source, dtype=dtype, use_safetensors=True, **kwargs
         )
     except OSError as e:
         raise CheckpointError(f"Cannot load model {name!r}: {e}") from e

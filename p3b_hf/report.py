@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,38 @@ from .models.families import dense_intermediate_size, stage_family_of_config
 from .plan import WidthPlan
 
 REPORT_NAME = "pruning_report.json"
+#: an absolute POSIX path inside a longer string (a command line, "--model=/x/y"): after the start, a blank,
+#: "=", a quote or a bracket -- not after ":" so that URLs (https://...) are left alone
+_ABS_IN_TEXT = re.compile(r"""(?:(?<=^)|(?<=[\s='"(\[,]))(/[^\s'",)\]]+)""")
+
+
+def model_ref(name: Any) -> Any:
+    """How a model / data set reference is *recorded* in anything meant to be read elsewhere (reports, the
+    model card, committed results): a Hub id or relative path as given, an absolute local path as its last
+    component -- the path of the machine that wrote it means nothing elsewhere and leaks its layout. Tools
+    that must find the model again read the resolved path from ``config.json`` instead."""
+    if not isinstance(name, (str, os.PathLike)):
+        return name
+    text = os.fspath(name)
+    if os.path.isabs(text):
+        return Path(text).name or text
+    return text
+
+
+def portable(obj: Any) -> Any:
+    """``obj`` (a JSON-able report) with every absolute path replaced by its last component
+    (:func:`model_ref`), also inside longer strings such as the recorded command line."""
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        obj = os.fspath(obj)
+    if isinstance(obj, str) and "/" in obj:
+        if os.path.isabs(obj) and not any(c.isspace() for c in obj):
+            return model_ref(obj)
+        return _ABS_IN_TEXT.sub(lambda m: Path(m.group(1)).name or m.group(1), obj)
+    return obj
 
 
 def _block_widths(cfg: Any) -> list[dict[str, int]] | None:
@@ -169,9 +202,11 @@ def _removed(model: nn.Module) -> list[str]:
 
 
 def write_report(output_dir: str | os.PathLike, report: dict[str, Any]) -> Path:
+    """Write ``pruning_report.json`` atomically, with machine paths reduced to names (:func:`portable`):
+    the report is pushed with the model and quoted in model cards."""
     path = Path(output_dir) / REPORT_NAME
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=_json_default))
+    tmp.write_text(json.dumps(portable(json.loads(json.dumps(report, default=_json_default))), indent=1))
     os.replace(tmp, path)
     return path
 

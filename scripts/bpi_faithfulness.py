@@ -32,6 +32,7 @@ import torch
 from p3b_hf.methods.p3b import P3BConfig
 from p3b_hf.methods.p3b.estimator import shadow_summary
 from p3b_hf.options import OutputOptions, PruneOptions, command_line
+from p3b_hf.report import portable
 from p3b_hf.runner import PruneJob, prune
 from scripts.devbench_common import base_parser, data_dir, recipe, source_model
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.perf_counter() - t0,
         "command": command,
     }
-    (out / "faithfulness.json").write_text(json.dumps(doc, indent=1))
+    (out / "faithfulness.json").write_text(json.dumps(portable(doc), indent=1))  # no machine paths
     plot = model_dir / "plots" / "p3b_shadows.png"
     if plot.exists():
         shutil.copy(plot, out / "p3b_shadows.png")

@@ -30,6 +30,7 @@ from p3b_hf import demo_data
 from p3b_hf.compare import CompareJob, CompareOptions, markdown_table, run_compare
 from p3b_hf.methods.p3b import P3BConfig
 from p3b_hf.options import DataOptions, OutputOptions, TrainOptions, command_line
+from p3b_hf.report import portable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows)
     print(table)
     (out / "dg_glyph_summary.json").write_text(
-        json.dumps({"times": times, "source_model": info, "rows": rows}, indent=1)
+        json.dumps(
+            portable({"times": times, "source_model": info, "rows": rows}), indent=1
+        )  # no machine paths
     )
     print(f"times: {json.dumps({k: round(v) for k, v in times.items()})}")
     return 0

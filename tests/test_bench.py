@@ -168,6 +168,8 @@ def test_bench_cli_json_fields(tmp_path, tiny_vit):
             "0",
             "--pruned-variants",
             "fast+round8",
+            "--dense-model",
+            "random",
             "--json",
             str(out),
         ]
@@ -183,7 +185,7 @@ def test_bench_cli_json_fields(tmp_path, tiny_vit):
         == sum(p.numel() for p in pruned.parameters())
     )
     assert report["models"]["dense"]["params"] == sum(p.numel() for p in tiny_vit.parameters())
-    assert "random weights" in report["models"]["dense"]["source"]
+    assert "random weights" in report["models"]["dense"]["source"]  # asked for: --dense-model random
     rows = {(r["model"], r["variant"]) for r in report["results"]}
     assert rows == {(m, v) for m in ("pruned", "dense", "ideal") for v in ("eager", "fast")} | {
         ("pruned", "fast+round8")
@@ -209,7 +211,7 @@ def test_bench_loads_the_dense_original_and_defaults(tmp_path, tiny_deit_teacher
         provenance={"base_model_name_or_path": str(tmp_path / "dense")},
     )
     report = run_bench(pruned, device="cpu", repeats=1, warmup=1, variants=("fast",), min_repeat_s=0.0)
-    assert report["models"]["dense"]["source"] == str(tmp_path / "dense")
+    assert report["models"]["dense"]["source"] == "dense"  # its name: no machine path in results
     assert report["models"]["dense"]["class"] == "DeiTForImageClassificationWithTeacher"
     assert report["settings"]["batch_size"] == 1  # P3B's CPU batch
     assert report["ratios"]["pruned_vs_ideal"]["fast"] > 0
@@ -228,3 +230,126 @@ def test_bad_variants_and_arguments_are_rejected(tiny_vit):
         dense_arch_config("deit-huge")
     with pytest.raises(P3BError, match="does not exist"):
         _bench_cli(["--model", "/nonexistent/dir"])
+
+
+# ------------------------------------------------------------------------------------------- every family
+def _tiny_dense(family: str, request: pytest.FixtureRequest) -> nn.Module:
+    import test_stage_families
+
+    if family in ("swin", "convnext"):
+        return test_stage_families.tiny(family)
+    return request.getfixturevalue(f"tiny_{family}")
+
+
+def _family_plan(family: str, model: nn.Module) -> WidthPlan:
+    import test_families
+    import test_stage_families
+
+    if family in ("swin", "convnext"):
+        return test_stage_families._random_plan(model, 3)
+    return test_families._random_plan(model, 3)
+
+
+def _bench_json(argv: list[str], out) -> dict:  # noqa: ANN001
+    from p3b_hf.cli import main
+
+    base = ["bench", "--device", "cpu", "--repeats", "1", "--warmup", "1", "--min-repeat-s", "0"]
+    assert main([*base, *argv, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("family", ["vit", "deit", "beit", "dinov2", "swin", "convnext"])
+def test_bench_every_family_with_defaults_from_another_directory(
+    family: str, request: pytest.FixtureRequest, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: `p3b-hf bench --model DIR` with no variant flags works for every family (BEiT / DINOv2 failed
+    on the default `fast`, pruned Swin / ConvNeXt dirs were refused as "not a p3b_hf pruned model"), and the
+    dense original -- typed as a *relative* path when pruning -- is found from another working directory and
+    timed with its real weights (it used to be silently replaced by random weights)."""
+    from p3b_hf.checkpoints import save_model_dir
+    from p3b_hf.loading import load_model
+
+    torch.set_num_threads(1)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    _tiny_dense(family, request).save_pretrained("dense")
+    dense = load_model("dense")  # as `p3b-hf prune --model dense` loads it: relative, as typed
+    plan = _family_plan(family, dense)
+    pruned = apply_width_plan(dense, plan)
+    save_model_dir(pruned, "pruned", plan=plan)
+    monkeypatch.chdir(tmp_path)  # bench from elsewhere
+    report = _bench_json(["--model", "work/pruned"], tmp_path / "bench.json")
+    vit_like = family in ("vit", "deit")
+    assert set(report["models"]) == ({"pruned", "dense", "ideal"} if vit_like else {"pruned", "dense"})
+    assert report["settings"]["variants"] == (["eager", "fast"] if vit_like else ["eager"])
+    assert report["models"]["dense"]["source"] == "dense"
+    assert report["models"]["dense"]["measured_params"] == sum(p.numel() for p in dense.parameters())
+    assert report["models"]["pruned"]["measured_params"] == sum(p.numel() for p in pruned.parameters())
+    assert report["models"]["pruned"]["params"] < report["models"]["dense"]["params"]
+    assert all(r["images_per_s"] > 0 and math.isfinite(r["images_per_s"]) for r in report["results"])
+    assert report["ratios"]["pruned_vs_dense"]["eager"] > 0
+    assert str(tmp_path) not in (tmp_path / "bench.json").read_text()  # names, not machine paths
+    if family == "beit":  # an explicit fast variant is still refused for a family without the fast path
+        from p3b_hf.cli import main
+
+        assert main(["bench", "--model", "work/pruned", "--device", "cpu", "--variants", "fast"]) == 2
+
+
+def test_bench_refuses_when_the_dense_original_is_missing(tmp_path, tiny_vit, capsys) -> None:
+    """No guessing: a recorded base that does not load is one line naming it and --dense-model (exit 2);
+    --dense-model DIR / random then run."""
+    import shutil
+
+    from p3b_hf.checkpoints import save_model_dir
+    from p3b_hf.cli import main
+    from p3b_hf.loading import load_model
+
+    torch.set_num_threads(1)
+    tiny_vit.save_pretrained(tmp_path / "dense")
+    pruned = apply_width_plan(load_model(str(tmp_path / "dense")), _p3b_plan(tiny_vit))
+    save_model_dir(pruned, tmp_path / "pruned")
+    assert json.loads((tmp_path / "pruned" / "config.json").read_text())["base_model_name_or_path"] == str(
+        (tmp_path / "dense").resolve()
+    )
+    shutil.move(tmp_path / "dense", tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["bench", "--model", str(tmp_path / "pruned"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("p3b-hf")]  # (besides progress bars)
+    assert len(lines) == 1 and lines[0].startswith("p3b-hf bench: error:") and "Traceback" not in err
+    err = lines[0]
+    assert (
+        "Cannot load the dense original" in err and str(tmp_path / "dense") in err and "--dense-model" in err
+    )
+    # a pruned model that records no base at all
+    save_model_dir(apply_width_plan(tiny_vit, _p3b_plan(tiny_vit)), tmp_path / "nobase")
+    assert main(["bench", "--model", str(tmp_path / "nobase"), "--device", "cpu"]) == 2
+    assert "records no dense original" in capsys.readouterr().err
+    report = _bench_json(
+        ["--model", str(tmp_path / "pruned"), "--dense-model", str(tmp_path / "moved")], tmp_path / "b.json"
+    )
+    assert report["models"]["dense"]["source"] == "moved"
+    assert report["models"]["dense"]["measured_params"] == sum(p.numel() for p in tiny_vit.parameters())
+    report = _bench_json(
+        ["--model", str(tmp_path / "pruned"), "--dense-model", "random"], tmp_path / "r.json"
+    )
+    assert "random weights" in report["models"]["dense"]["source"]
+
+
+def test_committed_results_and_docs_hold_no_machine_paths() -> None:
+    """Issue 24: six committed results recorded the absolute paths of the machine that ran them. Results, docs
+    and READMEs name models and data sets (``vit-tiny-cjk1000``), never ``/work/...``, ``/root/...``, ..."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    machine_path = re.compile(r"(?<![\w.~$-])/(work|root|home|tmp)/")
+    files = [p for p in (root / "benchmarks").rglob("*") if p.is_file() and p.suffix != ".png"]
+    files += [*(root / "docs").rglob("*.md"), root / "README.md", root / "BENCHMARKS.md"]
+    leaks = [
+        f"{p.relative_to(root)}:{i}"
+        for p in files
+        for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+        if machine_path.search(line)
+    ]
+    assert len(files) > 20 and not leaks, leaks

@@ -67,6 +67,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, threads) -> dict[str, Path]:
     """A pruned model dir (residual subsets, removed sub-blocks) exported once with int8, eval data and speed."""
     root = tmp_path_factory.mktemp("export")
     dense = _dense()
+    dense.save_pretrained(root / "dense")
     model_dir = root / "pruned"
     save_pruned_dir(dense, model_dir)
     labels = [dense.config.id2label[i] for i in range(dense.config.num_labels)]
@@ -83,6 +84,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, threads) -> dict[str, Path]:
             "--speed",
             "--speed-repeats",
             "1",
+            "--dense-model",
+            str(root / "dense"),
             "--threads",
             "1",
         ]
@@ -119,11 +122,15 @@ def test_export_writes_verified_fp32_and_int8(tiny: dict[str, Path]) -> None:
         ref = model(pixel_values=x).logits.numpy()
     fp32 = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     int8 = ort.InferenceSession(str(onnx_dir / "model_int8.onnx"), providers=["CPUExecutionProvider"])
-    assert fp32.get_inputs()[0].shape == [1, 3, 32, 32]  # static batch 1 by default
+    # a dynamic batch axis by default (as optimum exports): batch 1 and batch 3 run and match PyTorch
+    assert report["batch"] == "dynamic" and report["input"]["shape"][0] == "batch"
+    assert isinstance(fp32.get_inputs()[0].shape[0], str) and isinstance(int8.get_inputs()[0].shape[0], str)
     got = np.concatenate([fp32.run(None, {"pixel_values": x[i : i + 1].numpy()})[0] for i in range(3)])
-    q = np.concatenate([int8.run(None, {"pixel_values": x[i : i + 1].numpy()})[0] for i in range(3)])
-    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
-    assert np.abs(q - ref).max() < 0.1 * np.abs(ref).max()
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)  # batch 1, three times
+    np.testing.assert_allclose(fp32.run(None, {"pixel_values": x.numpy()})[0], ref, atol=1e-4, rtol=1e-4)
+    q = int8.run(None, {"pixel_values": x.numpy()})[0]  # batch 3
+    assert q.shape == ref.shape and np.abs(q - ref).max() < 0.1 * np.abs(ref).max()
+    assert speed["dense_source"] == "dense"  # the dense original given with --dense-model, by name
     meta = {p.key: p.value for p in __import__("onnx").load(str(onnx_dir / "model.onnx")).metadata_props}
     assert meta["p3b_hf.fold"] == "all" and json.loads(meta["id2label"])["0"] == "LABEL_0"
 
@@ -157,7 +164,7 @@ def test_padded_model_dynamic_batch_and_static_int8(tiny: dict[str, Path], tmp_p
     shutil.copy(tiny["model"] / "preprocessor_config.json", padded_dir)
     res = export_model_dir(
         padded_dir,
-        dynamic_batch=True,
+        static_batch=2,
         calibration_dataset=str(tiny["data"]),
         calibration_samples=8,
         log=lambda s: None,
@@ -166,13 +173,15 @@ def test_padded_model_dynamic_batch_and_static_int8(tiny: dict[str, Path], tmp_p
     assert "train split" in res.report["int8"]["calibration"]
     sess = ort.InferenceSession(str(padded_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     q = ort.InferenceSession(str(padded_dir / "onnx" / "model_int8.onnx"), providers=["CPUExecutionProvider"])
-    assert isinstance(sess.get_inputs()[0].shape[0], str)  # symbolic batch
-    for b in (1, 3):
-        x = torch.randn(b, 3, 32, 32, generator=torch.Generator().manual_seed(b))
-        with torch.no_grad():
-            ref = pruned(pixel_values=x).logits.numpy()  # the unpadded model: padding is exact
-        np.testing.assert_allclose(sess.run(None, {"pixel_values": x.numpy()})[0], ref, atol=1e-4, rtol=1e-4)
-        assert q.run(None, {"pixel_values": x.numpy()})[0].shape == ref.shape
+    assert sess.get_inputs()[0].shape == [2, 3, 32, 32]  # --static-batch 2: that one batch size
+    assert res.report["batch"] == 2 and res.report["input"]["shape"] == [2, 3, 32, 32]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = pruned(pixel_values=x).logits.numpy()  # the unpadded model: padding is exact
+    np.testing.assert_allclose(sess.run(None, {"pixel_values": x.numpy()})[0], ref, atol=1e-4, rtol=1e-4)
+    assert q.run(None, {"pixel_values": x.numpy()})[0].shape == ref.shape
+    with pytest.raises(Exception, match="(?i)dimension|shape|index"):  # a static graph takes no other batch
+        sess.run(None, {"pixel_values": x[:1].numpy()})
 
 
 def test_unfolded_graph_exports_exactly(tiny: dict[str, Path], tmp_path: Path) -> None:
@@ -215,6 +224,9 @@ def test_failures_give_one_error_and_leave_nothing(
         ["--model", str(work), "--tolerance", "1e-12", "--quantize", "int8"],
         r"disagrees with PyTorch.*nothing was written",
     )
+    # a bad static batch; --speed without a loadable dense original: refused before any export work
+    fails(["--model", str(work), "--static-batch", "0"], r"--static-batch 0 must be >= 1")
+    fails(["--model", str(work), "--speed"], r"records no dense original.*--dense-model")
     # not a p3b_hf model dir
     dense_dir = tmp_path / "dense"
     _dense().save_pretrained(dense_dir)
@@ -237,7 +249,7 @@ def test_failures_give_one_error_and_leave_nothing(
             ro.chmod(0o755)
     # onnxruntime missing: the install hint
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    fails(["--model", str(work)], r"onnxruntime.*pip install 'p3b_hf\[onnx\]'")
+    fails(["--model", str(work)], r'onnxruntime.*pip install -e "\.\[onnx\]" in your p3b_hf checkout')
     with pytest.raises(ExportError, match="pip install"):
         DeploySpeed(_dense(), backend="onnxruntime")
     assert DeploySpeed(_dense()).backend == "fast"  # auto falls back to optimize_for_inference
@@ -263,6 +275,7 @@ def test_push_with_onnx_uploads_the_files_and_says_so(
     assert hub["onnx/model.onnx"] == (tiny["model"] / "onnx" / "model.onnx").read_bytes()
     card = hub["README.md"].decode()
     assert "## ONNX (deployable artefact)" in card and "`onnx/model_int8.onnx` | int8 (dynamic)" in card
+    assert "dynamic batch axis (any batch size)" in card
     assert (
         "this model, deployable (onnxruntime)" in card
         and f'hf_hub_download("{REPO}", "onnx/model.onnx")' in card
@@ -295,6 +308,8 @@ def test_bench_onnx_structure(tiny: dict[str, Path], tmp_path: Path, capsys: pyt
                 "0",
                 "--onnx-batch-sizes",
                 "1,2",
+                "--dense-model",
+                str(tiny["root"] / "dense"),
                 "--json",
                 str(out),
             ]
@@ -320,7 +335,10 @@ def test_bench_onnx_structure(tiny: dict[str, Path], tmp_path: Path, capsys: pyt
         rep["checks"]["pruned/ort-fp32"]["max_abs_diff"] < 1e-4
         and rep["checks"]["dense/ort-fp32"]["max_abs_diff"] < 1e-4
     )
-    assert main(["bench", "--onnx", "--model", str(tiny["model"]), "--variants", "eager,ort-fp16"]) == 2
+    dense = ["--dense-model", str(tiny["root"] / "dense")]
+    assert (
+        main(["bench", "--onnx", "--model", str(tiny["model"]), *dense, "--variants", "eager,ort-fp16"]) == 2
+    )
     assert "Unknown ONNX bench variant 'ort-fp16'" in capsys.readouterr().err
 
 
@@ -368,4 +386,5 @@ def test_other_families_export_their_hf_module(
     with torch.no_grad():
         ref = pruned(pixel_values=x).logits.numpy()
     got = np.concatenate([sess.run(None, {"pixel_values": x[i : i + 1].numpy()})[0] for i in range(2)])
-    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)  # batch 1
+    np.testing.assert_allclose(sess.run(None, {"pixel_values": x.numpy()})[0], ref, atol=1e-4, rtol=1e-4)

@@ -327,3 +327,81 @@ def test_push_without_hub_access_is_one_line_before_any_work(
     }[case]
     assert expected in err, err
     assert not loaded  # refused before the model was loaded and verified
+
+
+def test_model_card_names_a_real_install_and_no_placeholder_link(
+    pruned_dir: tuple[Path, torch.nn.Module],
+) -> None:
+    """Issue 24: the card linked a placeholder ``https://github.com/`` and told users to ``pip install p3b_hf``,
+    a package that is not published; it now names the version that made the model and how to install it."""
+    import p3b_hf
+
+    model_dir, _ = pruned_dir
+    card = build_model_card(model_dir, REPO)
+    assert "https://github.com/" not in card and "](https://github.com" not in card
+    assert "pip install p3b_hf" not in card
+    assert "pip install -e ." in card and "not on PyPI" in card
+    assert f"`p3b_hf {p3b_hf.__version__}`" in card
+
+
+def test_run_outputs_hold_no_machine_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prune -> export -> bench -> push run on absolute tmp paths: pruning_report.json, export_report.json, the
+    bench JSON, the model card and the uploaded config.json name models and data sets, never ``tmp_path``; the
+    local config.json alone keeps the resolved dense path, so that bench finds the original from anywhere."""
+    import sys
+
+    from test_recipes import _tiny_data, _tiny_dense
+
+    torch.set_num_threads(1)
+    data, (dense_dir, _) = _tiny_data(tmp_path), _tiny_dense(tmp_path)
+    out = tmp_path / "runs" / "pruned"
+    argv = [
+        "prune",
+        "--method",
+        "global",
+        "--importance",
+        "l1",
+        "--prune-ratio",
+        "0.5",
+        "--model",
+        str(dense_dir),
+    ]
+    argv += [
+        "--dataset",
+        str(data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--augment",
+        "none",
+        "--mixup",
+        "0",
+    ]
+    argv += ["--cutmix", "0", "--device", "cpu", "--output-dir", str(out)]
+    monkeypatch.setattr(sys, "argv", ["p3b-hf", *argv])  # the report records the command line
+    assert cli_main(argv) == 0
+    assert cli_main(["export", "--model", str(out), "--dataset", str(data), "--threads", "1"]) == 0
+    bench = tmp_path / "bench.json"
+    base = ["bench", "--model", str(out), "--device", "cpu", "--repeats", "1", "--warmup", "1"]
+    assert cli_main([*base, "--min-repeat-s", "0", "--json", str(bench)]) == 0
+    store = HubStore(tmp_path / "hub")
+    result = push_pruned(out, REPO, api=RecordingHfApi(store), with_onnx=True)
+    hub = snapshot_bytes(store, REPO)
+    texts = {
+        "pruning_report.json": (out / "pruning_report.json").read_text(),
+        "export_report.json": (out / "onnx" / "export_report.json").read_text(),
+        "bench.json": bench.read_text(),
+        "README.md (card)": result.model_card,
+        "config.json on the Hub": hub["config.json"].decode(),
+    }
+    for name, text in texts.items():
+        assert str(tmp_path) not in text, name
+    report = json.loads(texts["pruning_report.json"])
+    assert report["base_model"] == "dense" and report["dataset"] == "data"
+    assert "--model dense" in report["command"] and "--output-dir pruned" in report["command"]
+    assert "| base model | dense |" in result.model_card
+    assert json.loads(texts["bench.json"])["models"]["dense"]["source"] == "dense"
+    assert json.loads(texts["config.json on the Hub"])["base_model_name_or_path"] == "dense"
+    local = json.loads((out / "config.json").read_text())  # what tools read on this machine
+    assert local["base_model_name_or_path"] == str(dense_dir.resolve())

@@ -12,13 +12,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--model",
-        help="pruned model dir or Hub id (its dense original comes from "
-        "config.base_model_name_or_path if that loads, else random weights)",
+        help="pruned model dir or Hub id of any family (ViT, DeiT, BEiT, DINOv2, Swin, ConvNeXt); its dense "
+        "original is --dense-model, else config.json base_model_name_or_path (refused if it cannot be loaded)",
     )
     src.add_argument(
         "--random-arch",
         choices=("deit-tiny", "deit-small", "deit-base"),
         help="benchmark a random-weight pruned model of this DeiT shape instead of --model",
+    )
+    parser.add_argument(
+        "--dense-model",
+        default=None,
+        help="--model: the dense original to time against (dir or Hub id; default: config.json "
+        "base_model_name_or_path); 'random': random weights of the dense shape (ViT/DeiT)",
     )
     parser.add_argument(
         "--keep",
@@ -52,9 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         default=None,
-        help="comma list for all three models: eager, fast, compiled[+round8|+gather|+index_add|"
-        "+dense|+conv|+nofold|+alltokens] (default eager,fast; with --onnx "
-        "eager,fast,ort-fp32,ort-int8)",
+        help="comma list for all models: eager, fast, compiled[+round8|+gather|+index_add|"
+        "+dense|+conv|+nofold|+alltokens] (default eager,fast for ViT/DeiT, eager for BEiT / DINOv2 / "
+        "Swin / ConvNeXt, which have no fast path; with --onnx eager,fast,ort-fp32,ort-int8)",
     )
     parser.add_argument(
         "--pruned-variants",
@@ -88,21 +94,29 @@ def _split(text: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench import format_table, random_models, run_bench
+    from ..bench import (
+        bench_image_size,
+        default_variants,
+        dense_model_for,
+        format_table,
+        random_models,
+        run_bench,
+    )
     from ..errors import P3BError
-    from ..loading import load_model
+    from ..export import P3B_MODEL_TYPES
+    from ..loading import load_image_processor, load_model
     from ..runtime import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    variants = _split(args.variants or "eager,fast")
-    if args.compile and "compiled" not in variants:
-        variants = (*variants, "compiled")
     if args.batch_size is not None and args.batch_size < 1 or args.repeats < 1:
         raise P3BError("--batch-size and --repeats must be positive.")
     sources: dict[str, str] = {}
+    image_size = None
     if args.random_arch:
+        if args.dense_model:
+            raise P3BError("--dense-model goes with --model; --random-arch builds its own dense model.")
         dense, pruned = random_models(
             args.random_arch, args.keep, args.plan_style, args.seed, args.plan_round_to
         )
@@ -112,13 +126,18 @@ def run(args: argparse.Namespace) -> int:
         }
     else:
         pruned = load_model(args.model)
-        if not hasattr(pruned.config, "layer_num_heads"):
+        if pruned.config.model_type not in P3B_MODEL_TYPES:
             raise P3BError(
                 f"{args.model} is not a p3b_hf pruned model (model_type {pruned.config.model_type}); "
-                "give the output directory of `p3b-hf prune`, or use --random-arch."
+                "give the output directory of `p3b-hf prune` / `p3b-hf finetune`, or use --random-arch."
             )
-        dense = None
         sources = {"pruned": args.model}
+        # the dense original before anything is timed: refused in one line when it cannot be found
+        dense, sources["dense"] = dense_model_for(pruned, args.dense_model)
+        image_size = bench_image_size(pruned.config, load_image_processor(args.model))
+    variants = _split(args.variants) if args.variants else default_variants(pruned.config)
+    if args.compile and "compiled" not in variants:
+        variants = (*variants, "compiled")
     if args.onnx:
         return _run_onnx(args, pruned, dense, sources)
     report = run_bench(
@@ -134,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         min_repeat_s=args.min_repeat_s,
         sources=sources,
         seed=args.seed,
+        image_size=image_size,
     )
     print(format_table(report))
     if args.json_out:
