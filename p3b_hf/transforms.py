@@ -10,7 +10,7 @@ Three training recipes, all ending in the model's own normalisation (mean/std of
 * ``"basic"`` -- resize, zero-pad by 1/8 and random-crop back, horizontal flip (the CIFAR recipe).
 * ``"none"``  -- the eval transform (resize [+ centre crop, when the processor does one] + normalise).
 
-torchvision is optional (extra ``p3b_hf[vision]``; PyPI torchvision does not import beside CPU-only
+torchvision is optional (extra ``vision``: ``pip install -e ".[vision]"``; PyPI torchvision does not import beside CPU-only
 torch). When it imports, the DeiT recipe uses ``torchvision.transforms.v2``; otherwise the PIL/torch
 implementations below, which follow torchvision's algorithms (same op set, magnitude bins, sampling
 rules), are used. All randomness comes from torch's global RNG, so ``transformers.set_seed`` /
