@@ -1579,3 +1579,46 @@ def test_frozen_masks_under_ddp_drop_their_gradients_before_every_step(tiny_vit,
     opt.step()
     for (g, layer, m), h in zip(pr.gates.named_masks(), hard):
         assert torch.equal(m.detach(), h), f"{g} {layer} moved after finalisation"
+
+
+def test_per_step_hook_averages_head_grads_once_then_reads_taylor(tiny_vit, tmp_path, monkeypatch):
+    """The trainer's once-per-optimizer-step hook (before clipping): average the BPI heads' gradients over the
+    ranks exactly once per step (DDP's reducer ignores the heads), then sync their BN buffers, then add the
+    step's Taylor scores; after finalisation neither the heads nor the window are touched."""
+    from p3b_tiny_run import synthetic_dataset, training_args
+
+    from p3b_hf.methods.p3b import trainer as trainer_module
+    from p3b_hf.trainer import P3BTrainer
+
+    trainer = P3BTrainer(
+        model=tiny_vit,
+        args=training_args(str(tmp_path), per_device_train_batch_size=4),
+        train_dataset=synthetic_dataset(8),
+        p3b=P3BConfig(prune_ratio=0.5, save_dir=None),
+    )
+    pr = trainer.pruner
+    pr.schedule = Schedule(1, 4, 8, 1)
+    reduced, synced = [], []
+    monkeypatch.setattr(trainer_module, "all_reduce_grads_", lambda ps: reduced.append(list(ps)) or len(ps))
+    monkeypatch.setattr(pr, "sync_heads", lambda buffers_only=False: synced.append(buffers_only))
+    tiny_vit.train()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tiny_vit(pixel_values=x).logits.square().mean().backward()
+    grads = torch.cat([m.grad.reshape(-1) for _, _, m in pr.gates.named_masks()]).double()
+    masks = torch.cat([m.detach().reshape(-1) for _, _, m in pr.gates.named_masks()]).double()
+    trainer.state.global_step = 0  # before S0: heads averaged, no Taylor score
+    trainer.before_clip()
+    trainer.before_clip()  # the same step again (on_pre_optimizer_step): nothing twice
+    assert len(reduced) == 1 and synced == [True]
+    assert [id(p) for p in reduced[0]] == [id(p) for p in pr.head_parameters()] and reduced[0]
+    assert int(pr.state.taylor_count.item()) == 0
+    trainer.state.global_step = 2  # accumulating
+    trainer.before_clip()
+    trainer.before_clip()
+    assert len(reduced) == 2 and synced == [True, True]
+    assert int(pr.state.taylor_count.item()) == 1
+    torch.testing.assert_close(pr.state.taylor_sum, (masks * grads) ** 2, rtol=1e-12, atol=0)
+    pr.finalize(3)
+    trainer.state.global_step = 3
+    trainer.before_clip()
+    assert len(reduced) == 2 and int(pr.state.taylor_count.item()) == 1
