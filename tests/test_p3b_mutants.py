@@ -1612,13 +1612,42 @@ def test_per_step_hook_averages_head_grads_once_then_reads_taylor(tiny_vit, tmp_
     assert len(reduced) == 1 and synced == [True]
     assert [id(p) for p in reduced[0]] == [id(p) for p in pr.head_parameters()] and reduced[0]
     assert int(pr.state.taylor_count.item()) == 0
-    trainer.state.global_step = 2  # accumulating
+    trainer.state.global_step = 2  # accumulating, under an fp16 loss scale of 4 (divided out)
+
+    class Scaler:
+        def get_scale(self) -> float:
+            return 4.0
+
+        def is_enabled(self) -> bool:
+            return True
+
+    monkeypatch.setattr(trainer.accelerator, "scaler", Scaler(), raising=False)
     trainer.before_clip()
     trainer.before_clip()
     assert len(reduced) == 2 and synced == [True, True]
-    assert int(pr.state.taylor_count.item()) == 1
-    torch.testing.assert_close(pr.state.taylor_sum, (masks * grads) ** 2, rtol=1e-12, atol=0)
+    assert int(pr.state.taylor_count.item()) == 1 and pr.state.last_taylor_step == 2
+    torch.testing.assert_close(pr.state.taylor_sum, (masks * grads / 4) ** 2, rtol=1e-12, atol=0)
     pr.finalize(3)
     trainer.state.global_step = 3
     trainer.before_clip()
     assert len(reduced) == 2 and int(pr.state.taylor_count.item()) == 1
+
+
+def test_bpi_heads_are_named_for_ddp_to_ignore_and_released_by_detach(tiny_vit):
+    """Every BPI (and shadow) head parameter and buffer -- and nothing else -- is in the model's
+    ``_ddp_params_and_buffers_to_ignore`` (what ``DistributedDataParallel`` reads when the Trainer wraps the
+    model), after names the user put there; ``detach`` leaves only the user's."""
+    tiny_vit._ddp_params_and_buffers_to_ignore = ["classifier.bias"]
+    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.5, bpi_shadows=["1:1"]).resolved())
+    heads = [
+        n
+        for n, _ in [*tiny_vit.named_parameters(), *tiny_vit.named_buffers()]
+        if n.startswith(("p3b_bpi.", "p3b_shadows."))
+    ]
+    assert any(n.startswith("p3b_shadows.") for n in heads) and any("running_mean" in n for n in heads)
+    assert tiny_vit._ddp_params_and_buffers_to_ignore == ["classifier.bias", *heads]
+    assert len(pr.head_parameters()) == sum(1 for e in pr.estimators for _ in e.heads.parameters())
+    pr._keep_heads_out_of_ddp()  # attaching again does not duplicate names
+    assert tiny_vit._ddp_params_and_buffers_to_ignore == ["classifier.bias", *heads]
+    pr.detach()
+    assert tiny_vit._ddp_params_and_buffers_to_ignore == ["classifier.bias"]
