@@ -1612,6 +1612,10 @@ def test_per_step_hook_averages_head_grads_once_then_reads_taylor(tiny_vit, tmp_
     assert len(reduced) == 1 and synced == [True]
     assert [id(p) for p in reduced[0]] == [id(p) for p in pr.head_parameters()] and reduced[0]
     assert int(pr.state.taylor_count.item()) == 0
+    trainer.state.global_step = 1  # accumulating, no loss scale
+    trainer.before_clip()
+    assert int(pr.state.taylor_count.item()) == 1 and pr.state.last_taylor_step == 1
+    torch.testing.assert_close(pr.state.taylor_sum, (masks * grads) ** 2, rtol=1e-12, atol=0)
     trainer.state.global_step = 2  # accumulating, under an fp16 loss scale of 4 (divided out)
 
     class Scaler:
@@ -1624,13 +1628,30 @@ def test_per_step_hook_averages_head_grads_once_then_reads_taylor(tiny_vit, tmp_
     monkeypatch.setattr(trainer.accelerator, "scaler", Scaler(), raising=False)
     trainer.before_clip()
     trainer.before_clip()
-    assert len(reduced) == 2 and synced == [True, True]
-    assert int(pr.state.taylor_count.item()) == 1 and pr.state.last_taylor_step == 2
-    torch.testing.assert_close(pr.state.taylor_sum, (masks * grads / 4) ** 2, rtol=1e-12, atol=0)
+    assert len(reduced) == 3 and synced == [True] * 3
+    assert int(pr.state.taylor_count.item()) == 2 and pr.state.last_taylor_step == 2
+    want = (masks * grads) ** 2 + (masks * grads / 4) ** 2
+    torch.testing.assert_close(pr.state.taylor_sum, want, rtol=1e-12, atol=0)
     pr.finalize(3)
     trainer.state.global_step = 3
     trainer.before_clip()
-    assert len(reduced) == 2 and int(pr.state.taylor_count.item()) == 1
+    assert len(reduced) == 3 and int(pr.state.taylor_count.item()) == 2
+
+
+def test_bpi_logits_errors_name_the_cause(tiny_vit):
+    """Asking for logits no active forward produced, or a forward that tapped the residual stream the wrong
+    number of times, fail with a message that says so (not with a shape error later)."""
+    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.5).resolved())
+    with pytest.raises(
+        RuntimeError, match=r"^No BPI logits: the heads were not active during the last forward"
+    ):
+        pr.bpi.pop_logits()
+    pr.bpi.active = True
+    pr.bpi._taps = [torch.zeros(2, 17, 64)] * 3
+    with pytest.raises(
+        RuntimeError, match=r"^BPI expected 7 residual taps, got 3; was the model called twice"
+    ):
+        pr.bpi._attach(tiny_vit, (), {})
 
 
 def test_bpi_heads_are_named_for_ddp_to_ignore_and_released_by_detach(tiny_vit):
