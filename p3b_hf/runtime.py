@@ -58,6 +58,67 @@ def all_reduce_(t: torch.Tensor, mean: bool = False) -> torch.Tensor:
     return t
 
 
+def broadcast_tensors_(tensors: list[torch.Tensor], src: int = 0) -> None:
+    """Overwrite ``tensors`` in place with rank ``src``'s values, one flat collective per dtype (a no-op
+    single-process)."""
+    if not (_group() and dist.get_world_size() > 1):
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    with torch.no_grad():
+        for group in by_dtype.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            dist.broadcast(flat, src=src)
+            pos = 0
+            for t in group:
+                t.copy_(flat[pos : pos + t.numel()].view_as(t))
+                pos += t.numel()
+
+
+#: gradients are averaged in flat buckets of at most this many elements (one collective each)
+GRAD_BUCKET_NUMEL = 2**24
+
+
+def all_reduce_grads_(params: list[torch.Tensor]) -> int:
+    """Average the gradients of ``params`` over the ranks in place, as DDP would for parameters its reducer
+    does not own (used for P3B's BPI heads, which DDP ignores). A gradient that is ``None`` on some rank
+    counts as zeros; one that is ``None`` on every rank stays ``None`` (the optimizer then skips the
+    parameter, as in a single-process run). One small collective agrees on which gradients exist, then
+    flat same-dtype buckets are summed. Returns how many gradients were averaged (0 single-process)."""
+    if not (_group() and dist.get_world_size() > 1) or not params:
+        return 0
+    world = dist.get_world_size()
+    dev = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=dev)
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    live = [p for p, h in zip(params, has.tolist()) if h]
+    for p in live:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in live:
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for g in grads + [None]:  # type: ignore[list-item]
+            if g is not None and (size + g.numel() <= GRAD_BUCKET_NUMEL or not bucket):
+                bucket.append(g)
+                size += g.numel()
+                continue
+            flat = torch.cat([b.reshape(-1) for b in bucket])
+            dist.all_reduce(flat)
+            flat /= world
+            pos = 0
+            for b in bucket:
+                b.copy_(flat[pos : pos + b.numel()].view_as(b))
+                pos += b.numel()
+            if g is not None:
+                bucket, size = [g], g.numel()
+    return len(live)
+
+
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     """The ranks' tensors concatenated along dim 0 in rank order (``t`` itself when single-process)."""
     if not _group() or dist.get_world_size() == 1:

@@ -120,9 +120,10 @@ def test_bpi_class_heads_read_what_the_family_classifies_from(
         out = model(pixel_values=images, output_hidden_states=True)
     x2 = out.hidden_states[1]  # output of layer 0 = X_2: the output of block 1, the input of block 2
     feature = x2[:, 1:].mean(1) if expected == "mean_patches" else x2[:, 0]
-    torch.testing.assert_close(bpi.cls_heads[1](feature), out["p3b_bpi_cls"][1, 1], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(bpi.cls_heads[2](feature), out["p3b_bpi_cls"][2, 0], atol=1e-5, rtol=1e-5)
-    assert out["p3b_bpi_patch"].shape == (6, 2, 3, 7)
+    cls_logits, patch_logits = bpi.pop_logits()
+    torch.testing.assert_close(bpi.cls_heads[1](feature), cls_logits[1, 1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bpi.cls_heads[2](feature), cls_logits[2, 0], atol=1e-5, rtol=1e-5)
+    assert patch_logits.shape == (6, 2, 3, 7)
     for h in handles:
         h.remove()
 
@@ -140,7 +141,8 @@ def test_bpi_patch_grid_follows_the_input_resolution(tiny_dinov2: torch.nn.Modul
         handles = heads.install(model, mods)
         heads.active = True
         with torch.no_grad():
-            outs.append(model(pixel_values=big)["p3b_bpi_patch"])
+            model(pixel_values=big)
+            outs.append(heads.pop_logits()[1])
         for h in handles:
             h.remove()
     assert outs[0].shape == (6, 2, 2, 7)

@@ -266,12 +266,16 @@ def test_bpi_heads_taps_and_detach(fixture, special, request, images):
     handles = bpi.install(model, mods)
     bpi.active = True
     out = model(pixel_values=images)
-    assert out["p3b_bpi_cls"].shape == (6, 2, 3, 7) and out["p3b_bpi_patch"].shape == (6, 2, 3, 7)
+    assert not any(k.startswith("p3b") for k in out.keys())  # BPI logits stay out of the ModelOutput (§9.5)
+    cls_logits, patch_logits = bpi.pop_logits()
+    assert cls_logits.shape == (6, 2, 3, 7) and patch_logits.shape == (6, 2, 3, 7)
+    with pytest.raises(RuntimeError, match="not active"):
+        bpi.pop_logits()  # handed over once
     labels = torch.tensor([0, 3, 6])
-    ce = per_head_ce(out["p3b_bpi_cls"], labels)
-    manual = torch.nn.functional.cross_entropy(out["p3b_bpi_cls"][2, 1], labels)
+    ce = per_head_ce(cls_logits, labels)
+    manual = torch.nn.functional.cross_entropy(cls_logits[2, 1], labels)
     assert float(ce[2, 1].detach()) == pytest.approx(float(manual.detach()), rel=1e-5)
-    (ce.sum() + per_head_ce(out["p3b_bpi_patch"], labels).sum()).backward()
+    (ce.sum() + per_head_ce(patch_logits, labels).sum()).backward()
     backbone = [p for n, p in model.named_parameters() if not n.startswith("p3b")]
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in backbone)  # detached taps
     assert all(p.grad is not None for p in bpi.parameters())
@@ -280,8 +284,9 @@ def test_bpi_heads_taps_and_detach(fixture, special, request, images):
         bpi.active = True
         hs = model(pixel_values=images, output_hidden_states=True)
     x2 = hs.hidden_states[1]  # output of layer 0 = X_2
-    assert torch.allclose(bpi.cls_heads[1](x2[:, 0]), hs["p3b_bpi_cls"][1, 1], atol=1e-5)
-    assert torch.allclose(bpi.cls_heads[2](x2[:, 0]), hs["p3b_bpi_cls"][2, 0], atol=1e-5)
+    cls_logits = bpi.pop_logits()[0]
+    assert torch.allclose(bpi.cls_heads[1](x2[:, 0]), cls_logits[1, 1], atol=1e-5)
+    assert torch.allclose(bpi.cls_heads[2](x2[:, 0]), cls_logits[2, 0], atol=1e-5)
     for h in handles:
         h.remove()
 

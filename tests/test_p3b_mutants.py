@@ -1491,3 +1491,189 @@ def test_block_masks_report_what_their_hard_masks_keep():
                 assert all(0 <= c <= m.numel() for c, m in zip(counts, masks))
                 want = _kept(TINY_DIMS, "attn", [torch.tensor(float(c), dtype=torch.float64) for c in counts])
                 assert kept == float(want), (seed, keep, counts)
+
+
+# ---------------------------------------------------------------------------------- issue 24 §3: three survivors
+def _scored_pruner(model: torch.nn.Module, **kw) -> P3BPruner:
+    """A handcrafted-keep pruner (no heads) with one Taylor window of random scores."""
+    pr = P3BPruner(model, P3BConfig(handcrafted_keep=[0.5, 0.3, 0.7, 0.4, 0.6, 0.5], **kw).resolved())
+    scores = torch.rand(
+        pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
+    pr.state.taylor_sum.copy_(scores)
+    pr.state.taylor_count.fill_(1)
+    return pr
+
+
+def test_scheduled_updates_use_the_schedules_tau_not_tau_max(tiny_vit):
+    """An update without explicit τ takes τ from the schedule: τ_max while sparsifying, then linearly down to
+    τ_min at S2 (docs/p3b.md §5.3). With τ_max everywhere (a surviving mutant) masks stay soft at S2 and the
+    logits jump at finalisation."""
+    pr = _scored_pruner(tiny_vit)
+    pr.schedule = Schedule(0, 4, 12, 1, tau_max=0.1, tau_min=0.0)
+    scores = pr.state.taylor_sum.clone()
+    entry = pr.update(8)  # halfway through sharpening: τ = 0.05, ρ = 1
+    assert entry["tau"] == pytest.approx(0.05, abs=1e-15) and entry["rho"] == 1.0
+    want = _expected_masks(pr, scores, [float(k) for k in entry["keep_applied"]], 0.05)
+    soft_max = _expected_masks(pr, scores, [float(k) for k in entry["keep_applied"]], 0.1)
+    assert any(not torch.equal(a, b) for a, b in zip(want, soft_max))  # τ matters on these scores
+    for (g, layer, m), w in zip(pr.gates.named_masks(), want):
+        torch.testing.assert_close(m.detach(), w.float(), rtol=0, atol=0, msg=f"{g} {layer}")
+    pr.state.taylor_sum.copy_(scores)
+    pr.state.taylor_count.fill_(1)
+    last = pr.update(12)  # S2: τ = τ_min = 0 -> a step function: 0 / 1, the element at the cut 0.5
+    assert last["tau"] == 0.0
+    values = torch.cat([m.detach().reshape(-1) for _, _, m in pr.gates.named_masks()])
+    assert bool(((values == 0) | (values == 1) | (values == 0.5)).all()), "soft masks left at S2"
+
+
+def test_harden_keeps_a_mask_of_exactly_one_half(tiny_vit):
+    """``harden`` uses the same ``m >= 0.5`` as the hard forward, the kept widths and the plan: the element
+    at the threshold (exactly 0.5, the sigmoid at the cut) is kept. ``>`` dropped one element per block."""
+    pr = _scored_pruner(tiny_vit)
+    gates = pr.gates
+    m = gates.mask("mlp_hid", 1)
+    with torch.no_grad():
+        m.fill_(0.2)
+        m[:5] = torch.tensor([0.5, 0.4999, 0.75, 1.0, 0.0])
+    widths = gates.kept_widths()
+    assert widths[1]["mlp_hid"] == 3 and gates.kept_indices("mlp_hid", 1) == [0, 2, 3]
+    gates.harden()
+    assert m.detach()[:5].tolist() == [1.0, 0.0, 1.0, 1.0, 0.0] and float(m.detach()[5:].sum()) == 0.0
+    assert gates.kept_widths() == widths
+    # and on masks an update really makes: hardening changes no kept width
+    pr.schedule = Schedule(0, 4, 12, 1)
+    pr.update(8)
+    before = gates.kept_widths()
+    at_half = sum(int((m.detach() == 0.5).sum()) for _, _, m in gates.named_masks())
+    assert at_half > 0  # the threshold element sits at exactly 0.5
+    gates.harden()
+    assert gates.kept_widths() == before
+
+
+def test_frozen_masks_under_ddp_drop_their_gradients_before_every_step(tiny_vit, tmp_path, monkeypatch):
+    """After finalisation under DDP the frozen masks stay in the graph (``keep_in_graph``), so a backward gives
+    them gradients; the trainer's per-step hook must drop them, or an optimizer holding the masks
+    (``train_masks``) moves the hard masks after S2."""
+    from p3b_tiny_run import synthetic_dataset, training_args
+
+    from p3b_hf.trainer import P3BTrainer
+
+    monkeypatch.setattr(pruner_module, "world_size", lambda: 2)  # finalize as on 2 ranks (no process group)
+    trainer = P3BTrainer(
+        model=tiny_vit,
+        args=training_args(str(tmp_path), per_device_train_batch_size=4),
+        train_dataset=synthetic_dataset(8),
+        p3b=P3BConfig(prune_ratio=0.5, train_masks=True, mask_lr=0.1, save_dir=None),
+    )
+    pr = trainer.pruner
+    with torch.no_grad():
+        for _, _, m in pr.gates.named_masks():
+            m.copy_(torch.rand(m.shape, generator=torch.Generator().manual_seed(m.numel())))
+    pr.finalize(5)
+    assert pr.gates.keep_in_graph and pr.gates.hard
+    hard = [m.detach().clone() for _, _, m in pr.gates.named_masks()]
+    opt = trainer.create_optimizer()
+    assert any(g["p3b_group"] == "masks" for g in opt.param_groups)
+    tiny_vit.train()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tiny_vit(pixel_values=x).logits.square().mean().backward()
+    assert all(m.grad is not None for _, _, m in pr.gates.named_masks())  # in the graph, as DDP needs
+    trainer.before_clip()
+    assert all(m.grad is None for _, _, m in pr.gates.named_masks())
+    opt.step()
+    for (g, layer, m), h in zip(pr.gates.named_masks(), hard):
+        assert torch.equal(m.detach(), h), f"{g} {layer} moved after finalisation"
+
+
+def test_per_step_hook_averages_head_grads_once_then_reads_taylor(tiny_vit, tmp_path, monkeypatch):
+    """The trainer's once-per-optimizer-step hook (before clipping): average the BPI heads' gradients over the
+    ranks exactly once per step (DDP's reducer ignores the heads), then sync their BN buffers, then add the
+    step's Taylor scores; after finalisation neither the heads nor the window are touched."""
+    from p3b_tiny_run import synthetic_dataset, training_args
+
+    from p3b_hf.methods.p3b import trainer as trainer_module
+    from p3b_hf.trainer import P3BTrainer
+
+    trainer = P3BTrainer(
+        model=tiny_vit,
+        args=training_args(str(tmp_path), per_device_train_batch_size=4),
+        train_dataset=synthetic_dataset(8),
+        p3b=P3BConfig(prune_ratio=0.5, save_dir=None),
+    )
+    pr = trainer.pruner
+    pr.schedule = Schedule(1, 4, 8, 1)
+    reduced, synced = [], []
+    monkeypatch.setattr(trainer_module, "all_reduce_grads_", lambda ps: reduced.append(list(ps)) or len(ps))
+    monkeypatch.setattr(pr, "sync_heads", lambda buffers_only=False: synced.append(buffers_only))
+    tiny_vit.train()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tiny_vit(pixel_values=x).logits.square().mean().backward()
+    grads = torch.cat([m.grad.reshape(-1) for _, _, m in pr.gates.named_masks()]).double()
+    masks = torch.cat([m.detach().reshape(-1) for _, _, m in pr.gates.named_masks()]).double()
+    trainer.state.global_step = 0  # before S0: heads averaged, no Taylor score
+    trainer.before_clip()
+    trainer.before_clip()  # the same step again (on_pre_optimizer_step): nothing twice
+    assert len(reduced) == 1 and synced == [True]
+    assert [id(p) for p in reduced[0]] == [id(p) for p in pr.head_parameters()] and reduced[0]
+    assert int(pr.state.taylor_count.item()) == 0
+    trainer.state.global_step = 1  # accumulating, no loss scale
+    trainer.before_clip()
+    assert int(pr.state.taylor_count.item()) == 1 and pr.state.last_taylor_step == 1
+    torch.testing.assert_close(pr.state.taylor_sum, (masks * grads) ** 2, rtol=1e-12, atol=0)
+    trainer.state.global_step = 2  # accumulating, under an fp16 loss scale of 4 (divided out)
+
+    class Scaler:
+        def get_scale(self) -> float:
+            return 4.0
+
+        def is_enabled(self) -> bool:
+            return True
+
+    monkeypatch.setattr(trainer.accelerator, "scaler", Scaler(), raising=False)
+    trainer.before_clip()
+    trainer.before_clip()
+    assert len(reduced) == 3 and synced == [True] * 3
+    assert int(pr.state.taylor_count.item()) == 2 and pr.state.last_taylor_step == 2
+    want = (masks * grads) ** 2 + (masks * grads / 4) ** 2
+    torch.testing.assert_close(pr.state.taylor_sum, want, rtol=1e-12, atol=0)
+    pr.finalize(3)
+    trainer.state.global_step = 3
+    trainer.before_clip()
+    assert len(reduced) == 3 and int(pr.state.taylor_count.item()) == 2
+
+
+def test_bpi_logits_errors_name_the_cause(tiny_vit):
+    """Asking for logits no active forward produced, or a forward that tapped the residual stream the wrong
+    number of times, fail with a message that says so (not with a shape error later)."""
+    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.5).resolved())
+    with pytest.raises(
+        RuntimeError, match=r"^No BPI logits: the heads were not active during the last forward"
+    ):
+        pr.bpi.pop_logits()
+    pr.bpi.active = True
+    pr.bpi._taps = [torch.zeros(2, 17, 64)] * 3
+    with pytest.raises(
+        RuntimeError, match=r"^BPI expected 7 residual taps, got 3; was the model called twice"
+    ):
+        pr.bpi._attach(tiny_vit, (), {})
+
+
+def test_bpi_heads_are_named_for_ddp_to_ignore_and_released_by_detach(tiny_vit):
+    """Every BPI (and shadow) head parameter and buffer -- and nothing else -- is in the model's
+    ``_ddp_params_and_buffers_to_ignore`` (what ``DistributedDataParallel`` reads when the Trainer wraps the
+    model), after names the user put there; ``detach`` leaves only the user's."""
+    tiny_vit._ddp_params_and_buffers_to_ignore = ["classifier.bias"]
+    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.5, bpi_shadows=["1:1"]).resolved())
+    heads = [
+        n
+        for n, _ in [*tiny_vit.named_parameters(), *tiny_vit.named_buffers()]
+        if n.startswith(("p3b_bpi.", "p3b_shadows."))
+    ]
+    assert any(n.startswith("p3b_shadows.") for n in heads) and any("running_mean" in n for n in heads)
+    assert tiny_vit._ddp_params_and_buffers_to_ignore == ["classifier.bias", *heads]
+    assert len(pr.head_parameters()) == sum(1 for e in pr.estimators for _ in e.heads.parameters())
+    pr._keep_heads_out_of_ddp()  # attaching again does not duplicate names
+    assert tiny_vit._ddp_params_and_buffers_to_ignore == ["classifier.bias", *heads]
+    pr.detach()
+    assert tiny_vit._ddp_params_and_buffers_to_ignore == ["classifier.bias"]

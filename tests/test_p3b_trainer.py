@@ -341,3 +341,45 @@ def test_run_cli_through_the_prune_parser(tmp_path):
     )
     assert abs(1 - sum(p.numel() for p in saved.parameters()) / _params(dense) - 0.4) <= 0.01
     assert json.loads((tmp_path / "out" / "pruning_report.json").read_text())["history"]["updates"]
+
+
+def test_logged_task_loss_is_the_ce_of_the_model_on_that_batch(tmp_path):
+    """``loss`` is what P3B optimises (task CE + 4·2L BPI CEs); ``task_loss`` is the CE alone and ``bpi_loss`` the
+    rest. One step on one batch (the whole data set, so the loader's order cannot change the batch mean)."""
+    import copy
+
+    ds = synthetic_dataset(16)
+    model = tiny_model("vit")
+    dense = copy.deepcopy(model).eval()
+    seen: list[dict] = []
+
+    class Logs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001, ANN003
+            if "loss" in (logs or {}):
+                seen.append(dict(logs))
+
+    trainer = P3BTrainer(
+        model=model,
+        args=training_args(str(tmp_path), max_steps=1, per_device_train_batch_size=16, logging_steps=1),
+        train_dataset=ds,
+        p3b=P3BConfig(
+            prune_ratio=0.5,
+            prune_start_epoch=0,
+            prune_sparse_epoch=4,
+            prune_finalize_epoch=8,  # after the one step: no update, a plain BPI step
+            update_every=2,
+            save_dir=None,
+            evaluate_pruned=False,
+        ),
+        callbacks=[Logs()],
+    )
+    trainer.train()
+    with torch.no_grad():
+        batch = ds[:]
+        ce = torch.nn.functional.cross_entropy(
+            dense(pixel_values=batch["pixel_values"]).logits, batch["labels"]
+        )
+    (log,) = seen
+    assert log["task_loss"] == pytest.approx(float(ce), abs=2e-4)
+    assert log["bpi_loss"] > 10 * log["task_loss"]  # 4·2L = 16 CEs of random heads, each about ln 4
+    assert log["loss"] == pytest.approx(log["task_loss"] + log["bpi_loss"], abs=2e-3)

@@ -1,10 +1,17 @@
 """Block Performance Indicator (docs/p3b.md §2): one class head and one patch head per sub-block, scoring the
 detached residual stream before and after the block; ΔΨ = CE(before) - CE(after), averaged per window.
 
-The heads are attached to the HF model as ``model.p3b_bpi`` and evaluated inside the model's forward
-(a forward hook on the top-level model adds their logits to the output). Being part of the forward
-keeps them visible to DDP (their gradients are averaged; ``find_unused_parameters`` works) while their
-inputs are ``detach()``-ed, so BPI losses never reach the backbone or the masks.
+The heads are attached to the HF model as ``model.p3b_bpi`` (so the Trainer moves them with the model and
+they are in its optimizer) and evaluated inside the model's forward: a forward hook on the top-level model
+stores their logits on the heads (:meth:`BPITaps.pop_logits`), **not** in the ``ModelOutput``. Their inputs
+are ``detach()``-ed, so BPI losses never reach the backbone or the masks.
+
+DDP: the heads are left out of DDP's reducer (``_ddp_params_and_buffers_to_ignore``, set by the pruner) and
+their gradients are averaged by the trainer once per optimizer step (:func:`~p3b_hf.runtime.all_reduce_grads_`).
+Why: a ``ModelOutput`` with extra keys cannot be rebuilt by DDP's output pytree (``find_unused_parameters=
+True``, HF's default: ``TypeError`` at step 1), and heads inside the reducer that stop being used after
+finalisation break ``find_unused_parameters=False`` at the first step after it. Out of the reducer, the
+heads are simply idle after finalisation, with either setting and any world size (docs/p3b.md §9.5).
 
 What the class heads read is the token the family classifies from (``ViTModules.bpi_class_input``):
 token 0 (CLS) for ViT, DeiT and DINOv2, the mean of the patch tokens for BEiT with mean pooling (its
@@ -63,8 +70,9 @@ class BPITaps(nn.Module):
     so its BNs act as affine layers with their initial running stats). ``patch_rows`` (set per forward
     by the trainer) restricts the patch heads to the first ``patch_rows`` samples of the batch (BPI
     sub-batch; ``None`` = all, ``0`` = skip the patch heads this forward); the class heads always see
-    the whole batch. ``output_key`` names the logits in the model output (``{key}_cls``,
-    ``{key}_patch``), so several estimators can ride along one forward (see :mod:`.estimator`).
+    the whole batch. Each heads object keeps the logits of its last active forward until
+    :meth:`pop_logits`, so several estimators can ride along one forward (see :mod:`.estimator`);
+    ``output_key`` names the estimator in logs.
     """
 
     def __init__(
@@ -87,6 +95,7 @@ class BPITaps(nn.Module):
         self.patch_rows: int | None = None  # patch heads score the first ``patch_rows`` samples (None = all)
         self.output_key = "p3b_bpi"
         self._taps: list[torch.Tensor] = []
+        self._logits: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     # ------------------------------------------------------------------ taps
     def _tap(self, x: torch.Tensor) -> None:
@@ -109,9 +118,25 @@ class BPITaps(nn.Module):
 
     def _start(self, x0: torch.Tensor) -> None:
         self._taps = []
+        self._logits = None
         self._tap(x0)
 
+    def pop_logits(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logits of the last active forward -- class heads ``[2L, 2, B, K]``, patch heads ``[2L, 2, R, K]``
+        or ``None`` when skipped -- handed over once (error if no active forward produced any)."""
+        if self._logits is None:
+            raise RuntimeError(
+                "No BPI logits: the heads were not active during the last forward (set heads.active)."
+            )
+        logits, self._logits = self._logits, None
+        return logits
+
+    def clear(self) -> None:
+        """Drop logits and taps nobody consumed (e.g. after an error), so they hold no graph."""
+        self._taps, self._logits = [], None
+
     def _attach(self, _model: nn.Module, _inp: Any, out: Any) -> Any:
+        """Evaluate the heads on the taps of this forward; the model output is returned unchanged."""
         if not self.active:
             return out
         taps, self._taps = self._taps, []
@@ -120,10 +145,7 @@ class BPITaps(nn.Module):
                 f"BPI expected {self.num_blocks + 1} residual taps, got {len(taps)}; "
                 "was the model called twice inside one forward?"
             )
-        cls_logits, patch_logits = self.evaluate(taps)
-        out[f"{self.output_key}_cls"] = cls_logits
-        if patch_logits is not None:
-            out[f"{self.output_key}_patch"] = patch_logits
+        self._logits = self.evaluate(taps)
         return out
 
     def _rows(self, batch: int) -> int:

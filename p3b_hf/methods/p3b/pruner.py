@@ -16,7 +16,7 @@ from torch import nn
 from ...errors import P3BError
 from ...models.locator import locate
 from ...plan import LayerPlan, WidthPlan
-from ...runtime import all_reduce_, world_size
+from ...runtime import all_reduce_, broadcast_tensors_, world_size
 from .bpi import BPIHeads, BPITaps
 from .budget import block_importance, ema, ramp, solve_keep_ratios
 from .config import P3BConfig
@@ -97,6 +97,7 @@ class P3BPruner:
                 for sh in shadows:
                     self.handles += sh.heads.install(model, mods)
             self.estimators += shadows
+        self._ddp_ignored = self._keep_heads_out_of_ddp()
         self.schedule: Schedule | None = None
         self.plan: WidthPlan | None = None
 
@@ -110,6 +111,38 @@ class P3BPruner:
         src = self.gates if self.gates is not None else self.bpi
         return next(src.parameters()).device
 
+    def _keep_heads_out_of_ddp(self) -> list[str]:
+        """Name every BPI head parameter and buffer in the model's ``_ddp_params_and_buffers_to_ignore`` (read by
+        ``DistributedDataParallel`` when the Trainer wraps the model): the reducer then never waits for
+        them, so they may go unused after finalisation, and their logits need not be in the model output.
+        The trainer averages their gradients itself (:meth:`head_parameters`)."""
+        names = [
+            n
+            for n, _ in [*self.model.named_parameters(), *self.model.named_buffers()]
+            if n.startswith(("p3b_bpi.", "p3b_shadows."))
+        ]
+        if names:
+            prior = list(getattr(self.model, "_ddp_params_and_buffers_to_ignore", []))
+            self.model._ddp_params_and_buffers_to_ignore = prior + [n for n in names if n not in prior]
+        return names
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of every estimator's heads (driver first): outside DDP's reducer."""
+        return [p for est in self.estimators for p in est.heads.parameters() if p.requires_grad]
+
+    def sync_heads(self, buffers_only: bool = False) -> None:
+        """Give every rank rank 0's head weights and BN buffers: DDP does this for what it wraps (weights at
+        construction, buffers before every forward: ``broadcast_buffers``), not for what it ignores. The
+        trainer syncs the buffers (BN running statistics, updated from each rank's own batch) once per
+        optimizer step, so the ranks' checkpointable state stays identical."""
+        broadcast_tensors_(
+            [
+                t
+                for est in self.estimators
+                for t in [*([] if buffers_only else est.heads.parameters()), *est.heads.buffers()]
+            ]
+        )
+
     def sync_device(self) -> None:
         for st in [self.state] + [e.state for e in self.shadows]:
             st.to(self.device)
@@ -122,6 +155,14 @@ class P3BPruner:
         for name in ("p3b_gates", "p3b_bpi", "p3b_shadows"):
             if name in self.model._modules:
                 del self.model._modules[name]
+        ignored = getattr(self.model, "_ddp_params_and_buffers_to_ignore", None)
+        if ignored is not None and self._ddp_ignored:
+            rest = [n for n in ignored if n not in set(self._ddp_ignored)]
+            if rest:
+                self.model._ddp_params_and_buffers_to_ignore = rest
+            else:
+                del self.model._ddp_params_and_buffers_to_ignore
+        self._ddp_ignored = []
 
     # ------------------------------------------------------------------ accumulation
     @torch.no_grad()

@@ -33,6 +33,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from ...checkpoints import save_model_dir
 from ...errors import CheckpointError, P3BError
 from ...plan import apply_width_plan
+from ...runtime import all_reduce_, all_reduce_grads_
 from ...training import FineTuneTrainer, compute_accuracy, evaluate_accuracy
 from .bpi import per_head_ce
 from .config import P3BConfig
@@ -134,6 +135,7 @@ class PruningCallback(TrainerCallback):
         self.pruner.schedule = self._make_schedule(args, state, steps_per_epoch)
         self._fit_bpi_every(self.pruner.schedule.update_every * ga)
         self.pruner.sync_device()
+        self.pruner.sync_heads()  # outside DDP's reducer: DDP did not broadcast them
         logger.info("P3B schedule (optimizer steps): %s", self.pruner.schedule)
 
     def _fit_bpi_every(self, window_forwards: int) -> None:
@@ -154,7 +156,7 @@ class PruningCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         if self.trainer is not None:
-            self.trainer._p3b_taylor()
+            self.trainer._p3b_before_step()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -256,6 +258,9 @@ class P3BTrainer(FineTuneTrainer):
             raise ValueError("P3BTrainer needs a model (a HF ViT/DeiT image classifier).")
         self.pruning = cb
         self.p3b = cb.config
+        self._loss_parts: torch.Tensor | None = None  # task / BPI loss sums since the last log
+        self._loss_parts_n = 0
+        self._heads_synced_step: int | None = None
         cb.setup(model)
         if args is not None and args.label_names is None:
             args.label_names = ["labels"]  # DeiT-with-teacher forwards have no `labels` argument
@@ -304,34 +309,57 @@ class P3BTrainer(FineTuneTrainer):
             loss, outputs = super().compute_loss(
                 model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
             )
+            task_loss, bpi_loss = loss, None
+            if bpi_phase:
+                bpi_loss = self._bpi_loss(inputs["labels"])
+                loss = bpi_loss if self.p3b.frozen else loss + bpi_loss
+            if model.training:
+                self._log_parts(task_loss, bpi_loss)
         finally:
             for est in pr.estimators:
                 est.heads.active, est.heads.patch_rows = False, None
-        if bpi_phase:
-            bpi_loss = self._bpi_loss(outputs, inputs["labels"])
-            loss = bpi_loss if self.p3b.frozen else loss + bpi_loss
+                est.heads.clear()
         return (loss, outputs) if return_outputs else loss
 
-    def _bpi_loss(self, outputs: Any, labels: torch.Tensor) -> torch.Tensor:
+    def _bpi_loss(self, labels: torch.Tensor) -> torch.Tensor:
         """The 4·2L BPI cross-entropies of every estimator (class heads on the whole batch, patch heads on
-        their sub-batch), recorded as ΔΨ inside the scoring window."""
+        their sub-batch), recorded as ΔΨ inside the scoring window. The logits come from the heads
+        themselves (:meth:`~.bpi.BPITaps.pop_logits`), not from the model output."""
         pr = self.pruner
         accumulating = pr.schedule is not None and pr.schedule.accumulating(self.state.global_step)
-        total, skipped = 0.0, False
+        total = 0.0
         for est in pr.estimators:
-            key = est.heads.output_key
-            ce_cls = per_head_ce(outputs[f"{key}_cls"], labels)
-            patch = outputs.get(f"{key}_patch")
+            cls_logits, patch = est.heads.pop_logits()
+            ce_cls = per_head_ce(cls_logits, labels)
             ce_patch = None if patch is None else per_head_ce(patch, labels[: patch.shape[2]])
             total = total + ce_cls.sum() + (0.0 if ce_patch is None else ce_patch.sum())
-            skipped |= ce_patch is None
             if accumulating:
                 est.record(ce_cls.detach(), None if ce_patch is None else ce_patch.detach())
-        if skipped and self.args.world_size > 1:
-            # patch heads skipped (bpi_every): a zero-valued term keeps them in the graph, so DDP without
-            # find_unused_parameters sees every gradient
-            total = total + sum(p.sum() for est in pr.estimators for p in est.heads.parameters()) * 0.0
         return total
+
+    # ------------------------------------------------------------------ logging
+    def _log_parts(self, task_loss: torch.Tensor, bpi_loss: torch.Tensor | None) -> None:
+        """Sum the task loss and the BPI loss (0 once finalised) of each training micro-batch until the next
+        ``loss`` log (device tensors: no host sync per step)."""
+        t = task_loss.detach().float().reshape(())
+        parts = torch.stack(
+            [t, t.new_zeros(()) if bpi_loss is None else bpi_loss.detach().float().reshape(())]
+        )
+        self._loss_parts = parts if self._loss_parts is None else self._loss_parts + parts
+        self._loss_parts_n += 1
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Training logs get ``task_loss`` (what the fine-tune alone would optimise: the CE, or the KD loss
+        with a teacher) and ``bpi_loss`` (the sum of the 4·2L BPI cross-entropies) next to ``loss`` (what is
+        optimised: their sum, or ``bpi_loss`` alone when ``frozen``), each the mean over the micro-batches
+        since the last log and over the ranks. Runs on every rank, like the Trainer's own loss gather."""
+        if "loss" in logs and self._loss_parts is not None:
+            sums = torch.cat([self._loss_parts, self._loss_parts.new_tensor([self._loss_parts_n])])
+            all_reduce_(sums)
+            logs["task_loss"] = round(float(sums[0] / sums[2]), 4)
+            logs["bpi_loss"] = round(float(sums[1] / sums[2]), 4)
+            self._loss_parts, self._loss_parts_n = None, 0
+        super().log(logs, *args, **kwargs)
 
     # ------------------------------------------------------------------ optimizer / scheduler
     def _param_groups(self) -> list[dict[str, Any]]:
@@ -388,6 +416,16 @@ class P3BTrainer(FineTuneTrainer):
         return sched
 
     # ------------------------------------------------------------------ Taylor scores
+    def _p3b_before_step(self) -> None:
+        """Once per optimizer step, before clipping / AMP unscaling: average the BPI heads' gradients over
+        the ranks (DDP's reducer ignores the heads, see :mod:`.bpi`), then read the Taylor scores."""
+        pr, step = self.pruner, self.state.global_step
+        if self._heads_synced_step != step:
+            self._heads_synced_step = step
+            if not pr.state.finalized and all_reduce_grads_(pr.head_parameters()):
+                pr.sync_heads(buffers_only=True)  # same on every rank: after finalisation the heads are idle
+        self._p3b_taylor()
+
     def _p3b_taylor(self) -> None:
         """Read the mask gradients once per optimizer step, *before* clipping / AMP unscaling (after
         finalisation: drop them, the frozen masks must not move)."""
@@ -405,7 +443,7 @@ class P3BTrainer(FineTuneTrainer):
         pr.record_taylor(step, grad_scale=scale)
 
     def before_clip(self) -> None:
-        self._p3b_taylor()
+        self._p3b_before_step()
 
     def clip_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """The backbone alone: the masks and the BPI heads (whose gradients are about twice the backbone's)
