@@ -705,9 +705,12 @@ def run_compare(job: CompareJob) -> list[dict[str, Any]]:
     """Every method x ratio cell (and the dense cell when needed): rows, written as ``compare.json`` /
     ``.csv`` / ``.md`` and ``accuracy_vs_params.png`` into ``job.output.output_dir`` after every cell.
     ``--protocol lodo``: :func:`run_lodo`."""
+    from .loading import load_config, load_model
+    from .models.locator import require_supported_config
+
+    require_supported_config(load_config(job.compare.model))  # before any cell runs or any file is written
     if job.compare.protocol == "lodo":
         return run_lodo(job)
-    from .loading import load_model
     from .runtime import resolve_device
 
     c = job.compare

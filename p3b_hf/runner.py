@@ -36,7 +36,7 @@ from .checkpoints import PLAN_NAME, make_staging_dir, publish, remove_if_empty, 
 from .errors import DataError, P3BError
 from .methods import get_method
 from .methods.base import MethodResult, RunContext
-from .models.locator import classifier_heads
+from .models.locator import classifier_heads, require_supported_config
 from .options import (
     FINETUNE_DEFAULTS,
     DataOptions,
@@ -182,10 +182,11 @@ def _load(
     model_name: str, data: DataOptions, output: OutputOptions, train: TrainOptions
 ) -> tuple[nn.Module, Any, Any]:
     """Check the output dir, join DDP, seed, and load model (fp32), image processor and data."""
-    from .loading import load_image_processor, load_model
+    from .loading import load_config, load_image_processor, load_model
 
     init_distributed(train.device)
     check_output_dir(Path(output.output_dir), output.overwrite)
+    require_supported_config(load_config(model_name))  # one clear error before weights or data are read
     torch.manual_seed(train.seed)
     model = load_model(model_name)
     return model, load_image_processor(model_name), load_data(data, train.seed)

@@ -182,3 +182,68 @@ def test_nan_loss_stops_the_run_with_a_clear_error(tmp_path, tiny_vit):
     with pytest.raises(NonFiniteLossError, match="NaN/inf for 3 steps in a row.*Lower the learning rate"):
         trainer.train()
     assert trainer.state.global_step == 2  # stopped on the third step, not after 10 epochs
+
+
+# ---------------------------------------------------------------------------------------- unsupported models
+def _tiny_unsupported(kind: str, root: Path) -> Path:
+    """A tiny stock ResNet or DINOv2-with-registers classifier (built from a config) saved to ``root/kind``."""
+    import transformers as tf
+
+    if kind == "resnet":
+        model = tf.ResNetForImageClassification(
+            tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+        )
+    else:
+        model = tf.Dinov2WithRegistersForImageClassification(
+            tf.Dinov2WithRegistersConfig(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                mlp_ratio=2,
+                image_size=16,
+                patch_size=8,
+                num_register_tokens=2,
+                num_labels=3,
+            )
+        )
+    model.save_pretrained(root / kind)
+    tf.ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(root / kind)
+    return root / kind
+
+
+@pytest.mark.parametrize("kind", ["resnet", "dinov2_registers"])
+def test_unsupported_model_is_one_clear_error_at_every_entry_point(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """prune, finetune, compare, cost, bench and export refuse a model of an unsupported family with the same
+    UnsupportedModelError naming every supported class (generated from the family registries), exit 2, no
+    traceback, nothing written."""
+    from p3b_hf.cli import main
+    from p3b_hf.models.families import FAMILIES, STAGE_FAMILIES
+
+    model = str(_tiny_unsupported(kind, tmp_path / "models"))
+    work = tmp_path / "work"
+    work.mkdir()
+    capsys.readouterr()  # the save's progress bar
+    data = ["--dataset", str(tmp_path / "nowhere"), "--output-dir", str(work / "out")]
+    commands = {
+        "prune": ["prune", "--model", model, "--method", "vbp", *data],
+        "finetune": ["finetune", "--model", model, *data],
+        "compare": ["compare", "--model", model, "--methods", "vbp", *data],
+        "cost": ["cost", "--model", model],
+        "bench": ["bench", "--model", model],
+        "export": ["export", "--model", model, "--output-dir", str(work / "onnx")],
+    }
+    cls = "ResNetForImageClassification" if kind == "resnet" else "Dinov2WithRegistersForImageClassification"
+    supported = [c for f in (*FAMILIES.values(), *STAGE_FAMILIES.values()) for c in f.stock_classes]
+    assert "SwinForImageClassification" in supported and "ConvNextForImageClassification" in supported
+    for name, argv in commands.items():
+        if name == "export":
+            pytest.importorskip("onnxruntime")
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"p3b-hf {name}: error: p3b_hf cannot prune a {cls} (model_type "), err
+        assert "Traceback" not in err and len(err.splitlines()) == 1
+        for c in supported:
+            assert c in err, (name, c)
+        assert list(work.iterdir()) == [], name

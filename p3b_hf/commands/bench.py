@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
             "dense": f"random-weight {args.random_arch}",
         }
     else:
+        from ..loading import load_config
+        from ..models.locator import require_supported_config
+
+        require_supported_config(load_config(args.model))  # ResNet, CLIP, ...: the one clear error
         pruned = load_model(args.model)
         if not hasattr(pruned.config, "layer_num_heads"):
             raise P3BError(
