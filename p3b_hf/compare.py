@@ -708,7 +708,11 @@ def run_compare(job: CompareJob) -> list[dict[str, Any]]:
     from .loading import load_config, load_model
     from .models.locator import require_supported_config
 
-    require_supported_config(load_config(job.compare.model))  # before any cell runs or any file is written
+    config = load_config(job.compare.model)
+    require_supported_config(config)  # before any cell runs or any file is written
+    from .padding import check_pad_to
+
+    check_pad_to(config, job.compare.pad_to)
     if job.compare.protocol == "lodo":
         return run_lodo(job)
     from .runtime import resolve_device

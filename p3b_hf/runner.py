@@ -46,6 +46,7 @@ from .options import (
     PruneOptions,
     TrainOptions,
 )
+from .padding import check_pad_to
 from .report import REPORT_NAME, base_report, domain_gap, layer_widths, plot_widths, write_report
 from .runtime import init_distributed, is_main_process, resolve_device, world_size
 
@@ -238,6 +239,7 @@ def prune(
         )
     output_dir = Path(job.output.output_dir)
     model, processor, raw = _load(job.prune.model, job.data, job.output, job.train)
+    check_pad_to(model.config, job.prune.pad_to)  # refused before any training or file (not after it)
     head_reinitialised = adapt_classifier(model, raw.labels)
     train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor, model.config)
     staging = make_staging_dir(output_dir)
@@ -314,9 +316,15 @@ def finish_prune(
     dense_eval_sets: dict[str, dict[str, float]] | None = None,
     dense_measured: bool = False,
 ) -> RunResult:
-    """Score every eval set, pad, report and write a method's result (see :func:`prune`)."""
-    eval_sets, dense_sets = score_eval_sets(ctx, result, dense, dense_eval_sets, dense_measured)
-    padding = _pad(result, job.prune.pad_to)
+    """Score every eval set, pad, report and write a method's result (see :func:`prune`). On any error the
+    staging dir is removed (and the work dir if empty; a trained run's checkpoints stay for ``--resume``)."""
+    try:
+        eval_sets, dense_sets = score_eval_sets(ctx, result, dense, dense_eval_sets, dense_measured)
+        padding = _pad(result, job.prune.pad_to)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        remove_if_empty(ctx.work_dir)
+        raise
     report = base_report(
         dense,
         result.pruned_model,

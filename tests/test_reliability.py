@@ -247,3 +247,49 @@ def test_unsupported_model_is_one_clear_error_at_every_entry_point(
         for c in supported:
             assert c in err, (name, c)
         assert list(work.iterdir()) == [], name
+
+
+# ---------------------------------------------------------------------------------------- --pad-to
+@pytest.mark.parametrize("family", ["beit", "dinov2", "swin", "convnext"])
+def test_pad_to_on_a_family_it_cannot_pad_is_refused_before_any_work(
+    family: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--pad-to 8`` on BEiT / DINOv2 / Swin / ConvNeXt: refused (prune and compare) before any training,
+    the output dir's parent holds nothing new afterwards (no ``.staging-*``, no ``.work``)."""
+    from test_recipes import _tiny_data
+    from test_stage_families import tiny
+    from transformers import ViTImageProcessorPil
+
+    from p3b_hf.cli import main
+    from p3b_hf.runner import adapt_classifier
+
+    model = request.getfixturevalue(f"tiny_{family}") if family in ("beit", "dinov2") else tiny(family)
+    adapt_classifier(model, list("abcd"))  # the task's labels: VBP would start at once
+    model.save_pretrained(tmp_path / "model")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "model")
+    data = _tiny_data(tmp_path)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    common = ["--model", str(tmp_path / "model"), "--dataset", str(data), "--pad-to", "8", "--device", "cpu"]
+    common += [
+        "--prune-ratio",
+        "0.2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-train-samples",
+        "16",
+        "--max-eval-samples",
+        "8",
+    ]
+    capsys.readouterr()
+    for argv in (
+        ["prune", "--method", "vbp", "--output-dir", str(runs / "out"), *common],
+        ["compare", "--methods", "vbp", "--output-dir", str(runs / "cmp"), *common],
+    ):
+        assert main(argv) == 2, argv[0]
+        err = capsys.readouterr().err
+        assert f"p3b-hf {argv[0]}: error: --pad-to (pad_widths) supports ViT/DeiT models only" in err, err
+        assert f"model_type '{family}'" in err
+        assert sorted(p.name for p in runs.iterdir()) == [], argv[0]
