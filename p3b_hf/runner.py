@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import shutil
 import sys
 import time
@@ -49,6 +50,8 @@ from .options import (
 from .padding import check_pad_to
 from .report import REPORT_NAME, base_report, domain_gap, layer_widths, plot_widths, write_report
 from .runtime import init_distributed, is_main_process, resolve_device, world_size
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,14 +113,24 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
 def adapt_classifier(model: nn.Module, labels: list[str]) -> bool:
     """Give ``model`` a freshly initialised head for ``labels`` unless it already has exactly that label set.
 
-    Transfer pruning fine-tunes on a *new* task, so the source head is usually useless. Returns True
-    if the head was replaced.
+    ``prune`` and ``finetune`` both do this (one behaviour, logged as one WARNING line naming the old and new
+    label count): transformers' ``from_pretrained(..., ignore_mismatched_sizes=True)`` convention, which its
+    image-classification example uses for transfer. Transfer pruning fine-tunes on a *new* task, so the
+    source head is useless there. Returns True if the head was replaced.
     """
     cfg = model.config
     current = [cfg.id2label[i] for i in range(cfg.num_labels)] if cfg.num_labels else []
     if [str(x) for x in current] == [str(x) for x in labels]:
         return False
     k = len(labels)
+    same = " (same count, other label names)" if len(current) == k else ""
+    logger.warning(
+        "p3b_hf: classifier head replaced, %d -> %d labels%s: the model's labels differ from the data set's, "
+        "so a freshly initialised head is trained (transformers' ignore_mismatched_sizes=True convention)",
+        len(current),
+        k,
+        same,
+    )
     owner = getattr(model, "module", model)
     for name, old in classifier_heads(model).items():  # every supported family (Swin / ConvNeXt too)
         new = nn.Linear(old.in_features, k, dtype=old.weight.dtype, device=old.weight.device)
@@ -397,7 +410,7 @@ def _labels_of(config: Any) -> list[str]:
 
 
 def check_labels(config: Any, labels: list[str], what: str) -> None:
-    """A fine-tune continues the task the model was trained/pruned for: same label list, same order."""
+    """A teacher (or any model that must not get a new head) predicts the data set's labels, in order."""
     theirs = [str(x) for x in labels]
     if _labels_of(config) == theirs:
         return
@@ -422,11 +435,8 @@ def finetune(job: FinetuneJob) -> RunResult:
         raise P3BError("--kd-alpha must lie in [0, 1] and --kd-temperature be > 0.")
     output_dir = Path(job.output.output_dir)
     model, processor, raw = _load(ft.model, job.data, job.output, train)
-    head_reinitialised = False
-    if ft.new_head:
-        head_reinitialised = adapt_classifier(model, raw.labels)
-    else:
-        check_labels(model.config, raw.labels, "--model")
+    # labels that differ from the data set's: a fresh head, logged -- as in prune (``--new-head``: the same)
+    head_reinitialised = adapt_classifier(model, raw.labels)
     train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor, model.config)
     teacher = None
     if job.kd.teacher:

@@ -293,3 +293,63 @@ def test_pad_to_on_a_family_it_cannot_pad_is_refused_before_any_work(
         assert f"p3b-hf {argv[0]}: error: --pad-to (pad_widths) supports ViT/DeiT models only" in err, err
         assert f"model_type '{family}'" in err
         assert sorted(p.name for p in runs.iterdir()) == [], argv[0]
+
+
+# ---------------------------------------------------------------------------------------- labels differ
+def test_prune_and_finetune_replace_a_head_of_other_labels_alike(
+    tiny_vit, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model whose labels differ from the data set's (7 vs 4): prune and finetune both give it a fresh head
+    (no flag needed, ``--new-head`` changes nothing), each with one WARNING line naming 7 -> 4 labels, and
+    record ``head_reinitialised`` in the report."""
+    import logging
+
+    from test_recipes import _tiny_data
+    from transformers import ViTImageProcessorPil
+
+    from p3b_hf.cli import main
+
+    tiny_vit.save_pretrained(tmp_path / "seven")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "seven")
+    data = _tiny_data(tmp_path)
+    common = [
+        "--model",
+        str(tmp_path / "seven"),
+        "--dataset",
+        str(data),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+    ]
+    common += [
+        "--max-train-samples",
+        "16",
+        "--max-eval-samples",
+        "8",
+        "--augment",
+        "basic",
+        "--mixup",
+        "0",
+        "--cutmix",
+        "0",
+    ]
+    prune = ["prune", "--method", "p3b", "--prune-ratio", "0.3", "--epochs", "2", "--update-every", "1"]
+    prune += ["--prune-start-epoch", "0.5", "--prune-sparse-epoch", "1", "--prune-finalize-epoch", "1.5"]
+    runs = {
+        "prune": [*prune, *common, "--output-dir", str(tmp_path / "pruned")],
+        "finetune": ["finetune", *common, "--epochs", "1", "--output-dir", str(tmp_path / "tuned")],
+    }
+    for name, argv in runs.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="p3b_hf.runner"):
+            assert main(argv) == 0, name
+        lines = [r.getMessage() for r in caplog.records if "classifier head replaced" in r.getMessage()]
+        assert len(lines) == 1 and "7 -> 4 labels" in lines[0], (name, lines)
+        out = tmp_path / ("pruned" if name == "prune" else "tuned")
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["num_labels"] == 4 if "num_labels" in cfg else len(cfg["id2label"]) == 4
+        assert cfg["id2label"] == {"0": "a", "1": "b", "2": "c", "3": "d"}
+        report = json.loads((out / "pruning_report.json").read_text())
+        section = report if name == "prune" else report["finetune"]
+        assert section["head_reinitialised"] is True, name
