@@ -302,3 +302,32 @@ def test_peft_lora_on_a_model_with_removed_sub_blocks(
         assert not torch.allclose(tuned, ref)
         merged = lora.merge_and_unload()
         torch.testing.assert_close(merged(pixel_values=images).logits, tuned, rtol=1e-5, atol=1e-5)
+
+
+def test_the_contract_table_is_true(tmp_path: Path) -> None:
+    """The cheap rows of docs/hf_contract.md's table, re-run on a tiny pruned and stock model of every family by
+    scripts/hf_contract_matrix.py (the script builds the whole table), equal the documented cells."""
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "hf_contract_matrix", root / "scripts" / "hf_contract_matrix.py"
+    )
+    matrix = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = matrix  # (its dataclass looks the module up)
+    spec.loader.exec_module(matrix)
+    documented = {}
+    for line in (root / "docs" / "hf_contract.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 1 + len(matrix.FAMILIES):
+            documented[cells[0]] = cells[1:]
+    assert documented.pop("entry point") == list(matrix.FAMILIES)
+    assert set(documented) == {title for title, _ in matrix.CHECKS.values()}
+    cheap = ["attentions", "attentions-eager", "hidden-states", "checkpointing-reentrant", "bf16"]
+    for family in matrix.FAMILIES:
+        cases = matrix.build(tmp_path, family)
+        for key in cheap:
+            title, fn = matrix.CHECKS[key]
+            got = matrix.cell(*(matrix.run_check(fn, cases[v])[0] for v in ("pruned", "stock")))
+            assert got == documented[title][matrix.FAMILIES.index(family)], (family, key)
