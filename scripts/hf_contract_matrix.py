@@ -6,8 +6,8 @@ removed MLP sub-block; Swin: fewer MLP units, heads and head dims; ConvNeXt: few
 an image processor, and each check below runs on both (loaded back with ``AutoModelForImageClassification``).
 A check passes when the entry point runs and gives what it promises (documented per check); the first line
 of any exception is kept. The script prints the markdown table of docs/hf_contract.md (``--json`` also
-writes every cell with its reason). Run from the repository root (CPU, about a minute; torch.compile is
-most of it)::
+writes every cell with its reason). Run from the repository root (CPU: 20 s without the ``compile`` row, a few
+minutes with it)::
 
     python -m scripts.hf_contract_matrix [--families vit,swin] [--checks export,peft] [--json out.json]
 
