@@ -736,9 +736,16 @@ def run_compare(job: CompareJob) -> list[dict[str, Any]]:
     """Every method x ratio cell (and the dense cell when needed): rows, written as ``compare.json`` /
     ``.csv`` / ``.md`` and ``accuracy_vs_params.png`` into ``job.output.output_dir`` after every cell.
     ``--protocol lodo``: :func:`run_lodo`."""
+    from .loading import load_config, load_model
+    from .models.locator import require_supported_config
+
+    config = load_config(job.compare.model)
+    require_supported_config(config)  # before any cell runs or any file is written
+    from .padding import check_pad_to
+
+    check_pad_to(config, job.compare.pad_to)
     if job.compare.protocol == "lodo":
         return run_lodo(job)
-    from .loading import load_model
     from .runtime import resolve_device
 
     c = job.compare

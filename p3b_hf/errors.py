@@ -10,7 +10,8 @@ class P3BError(ValueError):
 
 
 class UnsupportedModelError(P3BError):
-    """The model is not a ViT/DeiT image classifier p3b_hf can prune."""
+    """The model is not of a family p3b_hf handles (the message names every supported class, generated from
+    ``p3b_hf.models.families``), or this method / tool is not defined for its family."""
 
 
 class PlanError(P3BError):

@@ -676,6 +676,7 @@ def export_model_dir(
     nothing behind.
     """
     from .loading import load_config, load_image_processor, load_model
+    from .models.locator import require_supported_config
     from .report import portable
 
     t0 = time.time()
@@ -696,6 +697,7 @@ def export_model_dir(
         raise ExportError(f"--fold must be one of {FOLDS} and --graph one of {GRAPHS}.")
     src = Path(model_dir)
     config = load_config(str(src))  # one CheckpointError for missing / non-model dirs
+    require_supported_config(config)  # ResNet, CLIP, ...: the one clear error naming every supported class
     if getattr(config, "model_type", None) not in P3B_MODEL_TYPES:
         raise ExportError(
             f"{src} is not a p3b_hf pruned model (model_type {getattr(config, 'model_type', None)!r}); "

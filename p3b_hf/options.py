@@ -536,7 +536,9 @@ class FinetuneOptions:
     )
     eval_each_epoch: bool = option(False, help="evaluate after every epoch (logged)")
     new_head: bool = option(
-        False, help="replace the classifier when its labels differ from the data set's (dense models only)"
+        False,
+        help="kept for compatibility: a classifier whose labels differ from the data set's is always replaced "
+        "by a fresh head, as in prune (logged: old -> new label count)",
     )
 
     def check(self) -> None:

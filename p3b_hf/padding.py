@@ -82,6 +82,32 @@ def _embed(
     return out
 
 
+PADDABLE_FAMILIES = ("vit", "deit")  # model_type of the dense model (or p3b_<it> of the pruned one)
+
+
+def check_pad_to(config: object, multiple: int | None) -> None:
+    """Refuse ``--pad-to multiple`` for a model of ``config`` (dense or pruned) that :func:`pad_widths` could not
+    pad, from the config alone -- so ``p3b-hf prune`` / ``compare`` refuse it before any training, leaving
+    nothing behind. ``multiple`` None/0: no padding asked, nothing to check."""
+    if not multiple:
+        return
+    if not isinstance(multiple, int) or multiple < 1:
+        raise P3BError(f"--pad-to {multiple!r} is invalid; give a positive channel multiple such as 8.")
+    family = str(getattr(config, "model_type", "")).removeprefix("p3b_")
+    if family not in PADDABLE_FAMILIES:
+        raise P3BError(
+            f"--pad-to (pad_widths) supports ViT/DeiT models only, not model_type "
+            f"{getattr(config, 'model_type', None)!r} yet; prune the BEiT/DINOv2/Swin/ConvNeXt model without "
+            "--pad-to (bench / export pad at inference time: optimize_for_inference(round_to=...))."
+        )
+    act = getattr(config, "hidden_act", None)
+    if act not in _ZERO_AT_ZERO:
+        raise P3BError(
+            f"pad_widths: activation {act!r} is not known to map 0 to 0, so padded MLP "
+            "neurons would not be exact zeros; use optimize_for_inference(round_to=...) instead."
+        )
+
+
 @torch.no_grad()
 def pad_widths(model: nn.Module, multiple: int = 8) -> nn.Module:
     """Return a copy of a p3b_hf pruned model whose widths are multiples of ``multiple``, computing
@@ -90,21 +116,14 @@ def pad_widths(model: nn.Module, multiple: int = 8) -> nn.Module:
     if not isinstance(cfg, P3BViTConfig):
         family = str(getattr(cfg, "model_type", "")).removeprefix("p3b_")
         if family in ("beit", "dinov2", "swin", "convnext"):
-            raise P3BError(
-                f"pad_widths (--pad-to) supports pruned ViT/DeiT models only, not {type(model).__name__} "
-                "yet; save the BEiT/DINOv2/Swin/ConvNeXt model unpadded (drop --pad-to)."
-            )
+            check_pad_to(cfg, multiple or 8)  # the family's error
         raise P3BError(
             f"pad_widths needs a p3b_hf pruned model (P3BViT/P3BDeiT config), got "
             f"{type(model).__name__}; prune it first (p3b-hf prune) or use optimize_for_inference."
         )
     if not isinstance(multiple, int) or multiple < 1:
         raise P3BError(f"--pad-to {multiple!r} is invalid; give a positive channel multiple such as 8.")
-    if cfg.hidden_act not in _ZERO_AT_ZERO:
-        raise P3BError(
-            f"pad_widths: activation {cfg.hidden_act!r} is not known to map 0 to 0, so padded MLP "
-            "neurons would not be exact zeros; use optimize_for_inference(round_to=...) instead."
-        )
+    check_pad_to(cfg, multiple)
     c = cfg.hidden_size
     full_stats = cfg.layernorm_mode == "full_stats"
     new_cfg = copy.deepcopy(cfg)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import shutil
 import sys
 import time
@@ -50,7 +51,7 @@ from .checkpoints import (
 from .errors import DataError, OptionsError, P3BError
 from .methods import METHODS, get_method
 from .methods.base import MethodResult, RunContext
-from .models.locator import classifier_heads
+from .models.locator import classifier_heads, require_supported_config
 from .options import (
     FINETUNE_DEFAULTS,
     DataOptions,
@@ -62,8 +63,11 @@ from .options import (
     cli_fields,
     flag_of,
 )
+from .padding import check_pad_to
 from .report import REPORT_NAME, base_report, domain_gap, layer_widths, plot_widths, write_report
 from .runtime import init_distributed, is_main_process, resolve_device, world_size
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -188,14 +192,24 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
 def adapt_classifier(model: nn.Module, labels: list[str]) -> bool:
     """Give ``model`` a freshly initialised head for ``labels`` unless it already has exactly that label set.
 
-    Transfer pruning fine-tunes on a *new* task, so the source head is usually useless. Returns True
-    if the head was replaced.
+    ``prune`` and ``finetune`` both do this (one behaviour, logged as one WARNING line naming the old and new
+    label count): transformers' ``from_pretrained(..., ignore_mismatched_sizes=True)`` convention, which its
+    image-classification example uses for transfer. Transfer pruning fine-tunes on a *new* task, so the
+    source head is useless there. Returns True if the head was replaced.
     """
     cfg = model.config
     current = [cfg.id2label[i] for i in range(cfg.num_labels)] if cfg.num_labels else []
     if [str(x) for x in current] == [str(x) for x in labels]:
         return False
     k = len(labels)
+    same = " (same count, other label names)" if len(current) == k else ""
+    logger.warning(
+        "p3b_hf: classifier head replaced, %d -> %d labels%s: the model's labels differ from the data set's, "
+        "so a freshly initialised head is trained (transformers' ignore_mismatched_sizes=True convention)",
+        len(current),
+        k,
+        same,
+    )
     owner = getattr(model, "module", model)
     for name, old in classifier_heads(model).items():  # every supported family (Swin / ConvNeXt too)
         new = nn.Linear(old.in_features, k, dtype=old.weight.dtype, device=old.weight.device)
@@ -339,10 +353,11 @@ def _load(
     model_name: str, data: DataOptions, output: OutputOptions, train: TrainOptions
 ) -> tuple[nn.Module, Any, Any]:
     """Check the output dir, join DDP, seed, and load model (fp32), image processor and data."""
-    from .loading import load_image_processor, load_model
+    from .loading import load_config, load_image_processor, load_model
 
     init_distributed(train.device)
     check_output_dir(Path(output.output_dir), output.overwrite)
+    require_supported_config(load_config(model_name))  # one clear error before weights or data are read
     torch.manual_seed(train.seed)
     model = load_model(model_name)
     return model, load_image_processor(model_name), load_data(data, train.seed)
@@ -408,6 +423,7 @@ def _prune(
 ) -> RunResult:
     started = time.time()
     model, processor, raw = _load(job.prune.model, job.data, job.output, job.train)
+    check_pad_to(model.config, job.prune.pad_to)  # refused before any training or file (not after it)
     head_reinitialised = adapt_classifier(model, raw.labels)
     identity = run_identity(
         "prune", raw.labels, job.prune, job.data, job.train, job.kd, method_options=options
@@ -507,9 +523,15 @@ def finish_prune(
     method_options: Any = None,
 ) -> RunResult:
     """Score every eval set, pad, report and write a method's result (see :func:`prune`).
-    ``method_options``: the options the method ran with (default ``job.method_options``)."""
-    eval_sets, dense_sets = score_eval_sets(ctx, result, dense, dense_eval_sets, dense_measured)
-    padding = _pad(result, job.prune.pad_to)
+    ``method_options``: the options the method ran with (default ``job.method_options``). On any error the
+    staging dir is removed (and the work dir if empty; a trained run's checkpoints stay for ``--resume``)."""
+    try:
+        eval_sets, dense_sets = score_eval_sets(ctx, result, dense, dense_eval_sets, dense_measured)
+        padding = _pad(result, job.prune.pad_to)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        remove_if_empty(ctx.work_dir)
+        raise
     report = base_report(
         dense,
         result.pruned_model,
@@ -593,14 +615,13 @@ def _labels_of(config: Any) -> list[str]:
 
 
 def check_labels(config: Any, labels: list[str], what: str) -> None:
-    """A fine-tune continues the task the model was trained/pruned for: same label list, same order."""
+    """A teacher (or any model that must not get a new head) predicts the data set's labels, in order."""
     theirs = [str(x) for x in labels]
     if _labels_of(config) == theirs:
         return
     raise DataError(
         f"{what} predicts {config.num_labels} labels ({_labels_of(config)[:4]}...) but the data "
-        f"set has {len(theirs)} ({theirs[:4]}...). Fine-tune on the data set the model was pruned on"
-        + (", or pass --new-head to start a fresh classifier." if what == "--model" else ".")
+        f"set has {len(theirs)} ({theirs[:4]}...). Give a {what} trained on this data set's labels."
     )
 
 
@@ -624,11 +645,8 @@ def _finetune(job: FinetuneJob, output_dir: Path) -> RunResult:
     ft, train = job.finetune, job.train
     started = time.time()
     model, processor, raw = _load(ft.model, job.data, job.output, train)
-    head_reinitialised = False
-    if ft.new_head:
-        head_reinitialised = adapt_classifier(model, raw.labels)
-    else:
-        check_labels(model.config, raw.labels, "--model")
+    # labels that differ from the data set's: a fresh head, logged -- as in prune (``--new-head``: the same)
+    head_reinitialised = adapt_classifier(model, raw.labels)
     train_ds, eval_ds, collator, eval_sets = _datasets(raw, job.data, processor, model.config)
     teacher = None
     if job.kd.teacher:

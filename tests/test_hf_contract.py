@@ -209,3 +209,125 @@ def test_pruned_backbone_equals_the_classifier_features(
         torch.testing.assert_close(
             pruned.classifier(feats[:, 0]), pruned(pixel_values=images).logits, rtol=0, atol=0
         )
+
+
+def _grads(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Parameter gradients of one training step (dropout / drop path seeded)."""
+    model.train()
+    model.zero_grad()
+    torch.manual_seed(0)
+    model(pixel_values=images, labels=torch.tensor([0, 1, 2])).loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_reentrant_gradient_checkpointing_on_a_pruned_model(
+    fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
+    """``gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})`` (the torch
+    checkpoint that takes positional arguments only) on a really pruned model (a removed attention and a
+    removed MLP sub-block included) gives the gradients of the plain forward -- every parameter's, BEiT's shared
+    relative position bias table's too -- and so does the default (non-reentrant) checkpointing."""
+    from fake_hub import nontrivial_plan
+
+    model = request.getfixturevalue(fixture)
+    pruned = apply_width_plan(model, nontrivial_plan(model.config))
+    plain = _grads(pruned, images)
+    assert len(plain) > 10
+    if fixture == "tiny_beit_shared":
+        assert plain["beit.encoder.relative_position_bias.relative_position_bias_table"].abs().sum() > 0
+    for reentrant in (True, False):
+        pruned.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+        checkpointed = _grads(pruned, images)
+        pruned.gradient_checkpointing_disable()
+        assert checkpointed.keys() == plain.keys(), reentrant
+        for n in plain:
+            torch.testing.assert_close(checkpointed[n], plain[n], rtol=0, atol=1e-6, msg=f"{n} {reentrant}")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2"])  # DeiT: the ViT code
+def test_attention_maps_of_a_pruned_model(
+    fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
+    """``output_attentions=True`` gives one tensor per layer, ``[batch, kept heads, tokens, tokens]``; a layer
+    whose attention sub-block was removed kept 0 heads: ``[batch, 0, tokens, tokens]`` (docs/hf_contract.md)."""
+    from fake_hub import nontrivial_plan
+
+    model = request.getfixturevalue(fixture)
+    pruned = apply_width_plan(model, nontrivial_plan(model.config)).eval()
+    with torch.no_grad():
+        out = pruned(pixel_values=images, output_attentions=True)
+        as_tuple = pruned(pixel_values=images, output_attentions=True, return_dict=False)
+    n = 17  # 16 patches + CLS
+    heads = pruned.config.layer_num_heads
+    assert heads == [3, 4, 0]  # layer 2: attention removed
+    assert len(out.attentions) == pruned.config.num_hidden_layers
+    for kept, a in zip(heads, out.attentions):
+        assert isinstance(a, torch.Tensor) and a.shape == (3, kept, n, n) and a.dtype == torch.float32
+        if kept:
+            torch.testing.assert_close(a.sum(-1), torch.ones(3, kept, n))
+    assert [tuple(a.shape) for a in as_tuple[-1]] == [tuple(a.shape) for a in out.attentions]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2"])
+def test_peft_lora_on_a_model_with_removed_sub_blocks(
+    fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
+) -> None:
+    """peft LoRA with ``target_modules`` naming the Linears of the family (``dense``; DINOv2's MLP: ``fc1``,
+    ``fc2``) wraps every match -- the constant left of a removed sub-block too (an ``nn.Linear`` with 0 inputs,
+    whose adapter adds exactly 0) -- trains, and merges back to the same function."""
+    peft = pytest.importorskip("peft")
+    from fake_hub import nontrivial_plan
+
+    model = request.getfixturevalue(fixture)
+    pruned = apply_width_plan(model, nontrivial_plan(model.config)).eval()
+    with torch.no_grad():
+        ref = pruned(pixel_values=images).logits
+    targets = ["dense", "fc1", "fc2"] if fixture == "tiny_dinov2" else ["dense"]
+    lora = peft.get_peft_model(pruned, peft.LoraConfig(r=4, target_modules=targets, init_lora_weights=True))
+    wrapped = [n for n, m in lora.named_modules() if isinstance(m, peft.tuners.lora.Linear)]
+    removed = "encoder.layer.2.attention.output.dense"  # the removed attention's constant
+    assert any(n.endswith(removed) for n in wrapped), wrapped
+    with torch.no_grad():  # B = 0 at init: the adapted model is the pruned one
+        torch.testing.assert_close(lora(pixel_values=images).logits, ref, rtol=0, atol=1e-6)
+    lora.train()
+    opt = torch.optim.SGD([p for p in lora.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        lora(pixel_values=images, labels=torch.tensor([0, 1, 2])).loss.backward()
+        opt.step()
+    lora.eval()
+    with torch.no_grad():
+        tuned = lora(pixel_values=images).logits
+        assert not torch.allclose(tuned, ref)
+        merged = lora.merge_and_unload()
+        torch.testing.assert_close(merged(pixel_values=images).logits, tuned, rtol=1e-5, atol=1e-5)
+
+
+def test_the_contract_table_is_true(tmp_path: Path) -> None:
+    """The cheap rows of docs/hf_contract.md's table, re-run on a tiny pruned and stock model of every family by
+    scripts/hf_contract_matrix.py (the script builds the whole table), equal the documented cells."""
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "hf_contract_matrix", root / "scripts" / "hf_contract_matrix.py"
+    )
+    matrix = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = matrix  # (its dataclass looks the module up)
+    spec.loader.exec_module(matrix)
+    documented = {}
+    for line in (root / "docs" / "hf_contract.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 1 + len(matrix.FAMILIES):
+            documented[cells[0]] = cells[1:]
+    assert documented.pop("entry point") == list(matrix.FAMILIES)
+    assert set(documented) == {title for title, _ in matrix.CHECKS.values()}
+    cheap = ["attentions", "attentions-eager", "hidden-states", "checkpointing-reentrant", "bf16"]
+    for family in matrix.FAMILIES:
+        cases = matrix.build(tmp_path, family)
+        for key in cheap:
+            title, fn = matrix.CHECKS[key]
+            got = matrix.cell(*(matrix.run_check(fn, cases[v])[0] for v in ("pruned", "stock")))
+            assert got == documented[title][matrix.FAMILIES.index(family)], (family, key)

@@ -623,3 +623,174 @@ def test_package_loader_reports_the_model_check_as_checkpoint_error(saved, tmp_p
     body = "vit.encoder.layer.1.attention.attention.query.weight"
     with pytest.raises(CheckpointError, match=rf"missing from the weights \({body}\)"):
         load_model(str(_damaged(saved, tmp_path / "no_tensor", drop=[body])))
+
+
+# ---------------------------------------------------------------------------------------- unsupported models
+def _tiny_unsupported(kind: str, root: Path) -> Path:
+    """A tiny stock ResNet or DINOv2-with-registers classifier (built from a config) saved to ``root/kind``."""
+    import transformers as tf
+
+    if kind == "resnet":
+        model = tf.ResNetForImageClassification(
+            tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+        )
+    else:
+        model = tf.Dinov2WithRegistersForImageClassification(
+            tf.Dinov2WithRegistersConfig(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                mlp_ratio=2,
+                image_size=16,
+                patch_size=8,
+                num_register_tokens=2,
+                num_labels=3,
+            )
+        )
+    model.save_pretrained(root / kind)
+    tf.ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(root / kind)
+    return root / kind
+
+
+@pytest.mark.parametrize("kind", ["resnet", "dinov2_registers"])
+def test_unsupported_model_is_one_clear_error_at_every_entry_point(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """prune, finetune, compare, cost, bench and export refuse a model of an unsupported family with the same
+    UnsupportedModelError naming every supported class (generated from the family registries), exit 2, no
+    traceback, nothing written."""
+    from p3b_hf.cli import main
+    from p3b_hf.models.families import FAMILIES, STAGE_FAMILIES
+
+    model = str(_tiny_unsupported(kind, tmp_path / "models"))
+    work = tmp_path / "work"
+    work.mkdir()
+    capsys.readouterr()  # the save's progress bar
+    data = ["--dataset", str(tmp_path / "nowhere"), "--output-dir", str(work / "out")]
+    commands = {
+        "prune": ["prune", "--model", model, "--method", "vbp", *data],
+        "finetune": ["finetune", "--model", model, *data],
+        "compare": ["compare", "--model", model, "--methods", "vbp", *data],
+        "cost": ["cost", "--model", model],
+        "bench": ["bench", "--model", model],
+        "export": ["export", "--model", model, "--output-dir", str(work / "onnx")],
+    }
+    cls = "ResNetForImageClassification" if kind == "resnet" else "Dinov2WithRegistersForImageClassification"
+    supported = [c for f in (*FAMILIES.values(), *STAGE_FAMILIES.values()) for c in f.stock_classes]
+    assert "SwinForImageClassification" in supported and "ConvNextForImageClassification" in supported
+    for name, argv in commands.items():
+        if name == "export":
+            pytest.importorskip("onnxruntime")
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"p3b-hf {name}: error: p3b_hf cannot prune a {cls} (model_type "), err
+        assert "Traceback" not in err and len(err.splitlines()) == 1
+        for c in supported:
+            assert c in err, (name, c)
+        assert list(work.iterdir()) == [], name
+
+
+# ---------------------------------------------------------------------------------------- --pad-to
+@pytest.mark.parametrize("family", ["beit", "dinov2", "swin", "convnext"])
+def test_pad_to_on_a_family_it_cannot_pad_is_refused_before_any_work(
+    family: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--pad-to 8`` on BEiT / DINOv2 / Swin / ConvNeXt: refused (prune and compare) before any training,
+    the output dir's parent holds nothing new afterwards (no ``.staging-*``, no ``.work``)."""
+    from test_recipes import _tiny_data
+    from test_stage_families import tiny
+    from transformers import ViTImageProcessorPil
+
+    from p3b_hf.cli import main
+    from p3b_hf.runner import adapt_classifier
+
+    model = request.getfixturevalue(f"tiny_{family}") if family in ("beit", "dinov2") else tiny(family)
+    adapt_classifier(model, list("abcd"))  # the task's labels: VBP would start at once
+    model.save_pretrained(tmp_path / "model")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "model")
+    data = _tiny_data(tmp_path)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    common = ["--model", str(tmp_path / "model"), "--dataset", str(data), "--pad-to", "8", "--device", "cpu"]
+    common += [
+        "--prune-ratio",
+        "0.2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-train-samples",
+        "16",
+        "--max-eval-samples",
+        "8",
+    ]
+    capsys.readouterr()
+    for argv in (
+        ["prune", "--method", "vbp", "--output-dir", str(runs / "out"), *common],
+        ["compare", "--methods", "vbp", "--output-dir", str(runs / "cmp"), *common],
+    ):
+        assert main(argv) == 2, argv[0]
+        err = capsys.readouterr().err
+        assert f"p3b-hf {argv[0]}: error: --pad-to (pad_widths) supports ViT/DeiT models only" in err, err
+        assert f"model_type '{family}'" in err
+        assert sorted(p.name for p in runs.iterdir()) == [], argv[0]
+
+
+# ---------------------------------------------------------------------------------------- labels differ
+def test_prune_and_finetune_replace_a_head_of_other_labels_alike(
+    tiny_vit, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model whose labels differ from the data set's (7 vs 4): prune and finetune both give it a fresh head
+    (no flag needed, ``--new-head`` changes nothing), each with one WARNING line naming 7 -> 4 labels, and
+    record ``head_reinitialised`` in the report."""
+    import logging
+
+    from test_recipes import _tiny_data
+    from transformers import ViTImageProcessorPil
+
+    from p3b_hf.cli import main
+
+    tiny_vit.save_pretrained(tmp_path / "seven")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "seven")
+    data = _tiny_data(tmp_path)
+    common = [
+        "--model",
+        str(tmp_path / "seven"),
+        "--dataset",
+        str(data),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+    ]
+    common += [
+        "--max-train-samples",
+        "16",
+        "--max-eval-samples",
+        "8",
+        "--augment",
+        "basic",
+        "--mixup",
+        "0",
+        "--cutmix",
+        "0",
+    ]
+    prune = ["prune", "--method", "p3b", "--prune-ratio", "0.3", "--epochs", "2", "--update-every", "1"]
+    prune += ["--prune-start-epoch", "0.5", "--prune-sparse-epoch", "1", "--prune-finalize-epoch", "1.5"]
+    runs = {
+        "prune": [*prune, *common, "--output-dir", str(tmp_path / "pruned")],
+        "finetune": ["finetune", *common, "--epochs", "1", "--output-dir", str(tmp_path / "tuned")],
+    }
+    for name, argv in runs.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="p3b_hf.runner"):
+            assert main(argv) == 0, name
+        lines = [r.getMessage() for r in caplog.records if "classifier head replaced" in r.getMessage()]
+        assert len(lines) == 1 and "7 -> 4 labels" in lines[0], (name, lines)
+        out = tmp_path / ("pruned" if name == "prune" else "tuned")
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["num_labels"] == 4 if "num_labels" in cfg else len(cfg["id2label"]) == 4
+        assert cfg["id2label"] == {"0": "a", "1": "b", "2": "c", "3": "d"}
+        report = json.loads((out / "pruning_report.json").read_text())
+        section = report if name == "prune" else report["finetune"]
+        assert section["head_reinitialised"] is True, name

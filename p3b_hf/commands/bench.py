@@ -125,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
             "dense": f"random-weight {args.random_arch}",
         }
     else:
+        from ..loading import load_config
+        from ..models.locator import require_supported_config
+
+        require_supported_config(load_config(args.model))  # ResNet, CLIP, ...: the one clear error
         pruned = load_model(args.model)
         if pruned.config.model_type not in P3B_MODEL_TYPES:
             raise P3BError(

@@ -6,9 +6,9 @@ the DeiT augmentations -- with no masks. The defaults are the reference fine-tun
 (docs/p3b.md §7, §8): 300 epochs, lr 5e-4 for a global batch of 512 (scaled linearly with the global
 batch unless ``--lr`` is given), weight decay 0.05, no warm-up, min lr 1e-5.
 
-Works on any ``AutoModelForImageClassification`` dir (pruned P3B or stock ViT/DeiT). The model's
-classifier must already match the data set's labels (``p3b-hf prune`` output does), unless
-``--new-head``. ``--teacher DIR`` adds knowledge distillation. The run is :func:`p3b_hf.runner.finetune`;
+Works on any ``AutoModelForImageClassification`` dir of a supported family (pruned or stock). A classifier
+whose labels differ from the data set's is replaced by a fresh head, as ``p3b-hf prune`` does (one WARNING
+line: old -> new label count; ``--new-head`` is kept for compatibility). ``--teacher DIR`` adds knowledge distillation. The run is :func:`p3b_hf.runner.finetune`;
 its output's ``pruning_report.json`` is the input's report plus a ``finetune`` section, so
 ``p3b-hf push`` shows both accuracies. Runs under ``accelerate launch`` / ``torchrun`` unchanged.
 """

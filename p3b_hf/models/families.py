@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..errors import UnsupportedModelError
 from .configuration_p3b_beit import P3BBeitConfig
 from .configuration_p3b_convnext import P3BConvNextConfig, dense_convnext_mlp_widths
 from .configuration_p3b_dinov2 import P3BDinov2Config
@@ -239,6 +240,42 @@ def stage_family_of_config(config: Any) -> StageFamily | None:
     return STAGE_FAMILIES.get(mt[4:] if mt.startswith("p3b_") else mt)
 
 
+def supported_classes_text() -> str:
+    """Every supported classifier class, generated from :data:`FAMILIES` and :data:`STAGE_FAMILIES` (so a new
+    family is named in every error without editing it)."""
+    plain = [c for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)]
+    stage = [c for f in STAGE_FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)]
+    return (
+        f"{', '.join(plain)} (all methods) and {', '.join(stage)} (MLP hidden units, --method vbp / global)"
+    )
+
+
+def unsupported_model_error(subject: str, reason: str | None = None) -> UnsupportedModelError:
+    """The one error for a model p3b_hf does not handle (every entry point raises it): ``subject`` names the
+    model (its class, or its ``model_type`` when only the config was read), ``reason`` why, if known."""
+    why = f" ({reason})" if reason else ""
+    return UnsupportedModelError(
+        f"p3b_hf cannot prune a {subject}{why}: supported classes are {supported_classes_text()}. Load one of "
+        "these image classifiers, e.g. AutoModelForImageClassification.from_pretrained("
+        "'facebook/deit-small-patch16-224'), 'microsoft/beit-base-patch16-224', 'facebook/dinov2-small' or "
+        "'microsoft/swin-tiny-patch4-window7-224'."
+    )
+
+
+def config_subject(config: Any) -> str:
+    """How an error names the model of a config: its class (``architectures``) and ``model_type``."""
+    mt = str(getattr(config, "model_type", "") or "")
+    arch = getattr(config, "architectures", None) or []
+    return f"{arch[0]} (model_type {mt!r})" if arch else f"model of model_type {mt!r}"
+
+
+def is_supported_config(config: Any) -> bool:
+    """Whether a stock or pruned config belongs to a supported family (``model_type`` only)."""
+    mt = str(getattr(config, "model_type", "") or "")
+    name = mt[4:] if mt.startswith("p3b_") else mt
+    return name in FAMILIES or name in STAGE_FAMILIES
+
+
 def family_of_config(config: Any) -> str:
     """The family of a stock or pruned config (``model_type``: vit, deit, beit, dinov2, p3b_*)."""
     mt = str(getattr(config, "model_type", "") or "")
@@ -246,11 +283,11 @@ def family_of_config(config: Any) -> str:
     if name not in FAMILIES:
         supported = ", ".join(sorted(FAMILIES))
         if name in STAGE_FAMILIES:
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"model_type {mt!r} is a hierarchical family: only its MLP hidden units are pruned "
                 f"(--method vbp / global); this code path needs a plain ViT block ({supported})."
             )
-        raise ValueError(f"model_type {mt!r} is not a supported family ({supported}).")
+        raise unsupported_model_error(config_subject(config))
     return name
 
 

@@ -21,7 +21,16 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, StageFamily, dense_intermediate_size
+from .families import (
+    FAMILIES,
+    P3B_CONFIGS,
+    STAGE_FAMILIES,
+    StageFamily,
+    config_subject,
+    dense_intermediate_size,
+    is_supported_config,
+    unsupported_model_error,
+)
 
 SUPPORTED = tuple(c for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes))
 _FAMILY_OF_CLASS = {c: f.name for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)}
@@ -112,13 +121,15 @@ class ViTModules:
 
 
 def _unsupported(model: nn.Module, reason: str | None = None) -> UnsupportedModelError:
-    why = f" ({reason})" if reason else ""
-    return UnsupportedModelError(
-        f"p3b_hf cannot prune a {type(model).__name__}{why}: supported classes are {', '.join(SUPPORTED)} (all "
-        f"methods) and {', '.join(STAGE_SUPPORTED)} (MLP hidden units, --method vbp / global). Load one of these "
-        "image classifiers, e.g. AutoModelForImageClassification.from_pretrained('facebook/deit-small-patch16-224'), "
-        "'microsoft/beit-base-patch16-224', 'facebook/dinov2-small' or 'microsoft/swin-tiny-patch4-window7-224'."
-    )
+    return unsupported_model_error(type(model).__name__, reason)
+
+
+def require_supported_config(config: object) -> None:
+    """Raise the one :class:`UnsupportedModelError` (naming every supported class) unless ``config`` is of a
+    supported family. Every entry point (prune, finetune, compare, cost, bench, export) calls it on the
+    config alone, before loading weights or writing anything."""
+    if not is_supported_config(config):
+        raise unsupported_model_error(config_subject(config))
 
 
 def stage_family_of(model: nn.Module) -> StageFamily | None:

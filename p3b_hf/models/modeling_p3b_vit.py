@@ -104,12 +104,25 @@ class P3BLayerNorm(nn.Module):
         return _take(F.layer_norm(x, (c,), weight, bias, self.eps), idx)
 
 
-class P3BConstantOutput(nn.Module):
-    """What is left of a removed sub-block: a constant added to its output channels."""
+class P3BConstantOutput(nn.Linear):
+    """What is left of a removed sub-block: its output Linear with zero inputs, i.e. the constant ``bias``
+    added to its output channels.
+
+    It *is* an ``nn.Linear`` (``in_features=0``) so that tools matching Linears by name -- ``peft``'s
+    ``target_modules=["dense"]``, quantizers -- meet the Linear type they expect instead of failing on a
+    foreign module: a LoRA adapter on it has a ``[r, 0]`` A matrix and adds exactly zero. The ``[out, 0]``
+    weight is not a parameter (checkpoints hold only ``bias``, the legacy key); it is made on access.
+    The input only gives the output's leading shape (callers pass ``x[..., :0]``).
+    """
 
     def __init__(self, width: int) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = 0, width
         self.bias = nn.Parameter(torch.zeros(width))
+
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        return self.bias.new_zeros(self.out_features, 0)
 
     def forward(self, reference: torch.Tensor) -> torch.Tensor:
         return self.bias.to(reference.dtype).expand(*reference.shape[:-1], -1)
@@ -124,7 +137,7 @@ class _Removed(nn.Module):
         self.add_module(attr, P3BConstantOutput(out_width))
 
     def forward(self, reference: torch.Tensor) -> torch.Tensor:
-        return getattr(self, self.attr)(reference)
+        return getattr(self, self.attr)(reference[..., :0])
 
 
 def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache) -> torch.Tensor:
@@ -222,14 +235,17 @@ class _P3BEncoderMixin:
     gradient_checkpointing = False
 
     def _run_layers(
-        self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, **kw: Any
+        self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, *extra: Any
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        # ``extra``: the layer's further arguments, positional -- reentrant checkpointing
+        # (``use_reentrant=True``) takes no keyword arguments and only gives gradients to tensor arguments
+        # passed positionally (BEiT's shared relative position bias).
         states, weights = ([x] if hidden else []), []
         for layer in layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, w = self._gradient_checkpointing_func(layer.__call__, x, attentions, **kw)
+                x, w = self._gradient_checkpointing_func(layer.__call__, x, attentions, *extra)
             else:
-                x, w = layer(x, attentions, **kw)
+                x, w = layer(x, attentions, *extra)
             if hidden:
                 states.append(x)
             if attentions:
@@ -566,7 +582,7 @@ class P3BViTLayer(nn.Module):
         weights = None
         if self.attn_active:
             if self.attn_removed:
-                update = self.attention.output(x[..., :1])
+                update = self.attention.output(x)
             else:
                 update, weights = self.attention(self.layernorm_before(x), output_attentions)
                 update = self.dropout(update)
@@ -575,7 +591,7 @@ class P3BViTLayer(nn.Module):
             weights = x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1])
         if self.mlp_active:
             if self.mlp_removed:
-                update = self.output(x[..., :1])
+                update = self.output(x)
             else:
                 update = self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
             x = _add_into(x, update, self.mlp_out_index)
@@ -606,14 +622,14 @@ class P3BViTPreTrainedModel(_P3BStrictLoading, PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, P3BConstantOutput):  # an nn.Linear with no inputs: only its bias
+            _init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
             _init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 _init.zeros_(module.bias)
         elif isinstance(module, (nn.LayerNorm, P3BLayerNorm)):
             _init.ones_(module.weight)
-            _init.zeros_(module.bias)
-        elif isinstance(module, P3BConstantOutput):
             _init.zeros_(module.bias)
         elif isinstance(module, P3BViTEmbeddings):
             _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
