@@ -317,7 +317,7 @@ def warm_up(
     to choose how many calls one timed repeat makes (at least ``min_repeat_s`` long). The seconds of
     that call are stored in ``call_s`` if given."""
     inner: dict[str, int] = {}
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: its tensors poison caches (BEiT's position index)
         for name, fn in runners.items():
             for _ in range(max(1, warmup)):
                 fn(x)
@@ -345,7 +345,7 @@ def time_round_robin(
     if inner is None:
         inner = warm_up(runners, x, warmup, min_repeat_s)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: its tensors poison caches (BEiT's position index)
         for _ in range(repeats):
             for name, fn in runners.items():
                 _sync(x.device)

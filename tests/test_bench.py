@@ -297,6 +297,11 @@ def test_bench_every_family_with_defaults_from_another_directory(
         from p3b_hf.cli import main
 
         assert main(["bench", "--model", "work/pruned", "--device", "cpu", "--variants", "fast"]) == 2
+    # Timing leaves nothing behind that breaks training in the same process: transformers caches BEiT's
+    # relative-position index per window size, and an index made under torch.inference_mode() cannot be
+    # saved for backward (a later BEiT training step in the same process died on it).
+    size = dense.config.image_size
+    dense.train()(pixel_values=torch.randn(2, 3, size, size)).logits.sum().backward()
 
 
 def test_bench_refuses_when_the_dense_original_is_missing(tmp_path, tiny_vit, capsys) -> None:
