@@ -715,8 +715,6 @@ def test_pad_to_on_a_family_it_cannot_pad_is_refused_before_any_work(
     common += [
         "--prune-ratio",
         "0.2",
-        "--epochs",
-        "1",
         "--batch-size",
         "8",
         "--max-train-samples",
@@ -726,8 +724,8 @@ def test_pad_to_on_a_family_it_cannot_pad_is_refused_before_any_work(
     ]
     capsys.readouterr()
     for argv in (
-        ["prune", "--method", "vbp", "--output-dir", str(runs / "out"), *common],
-        ["compare", "--methods", "vbp", "--output-dir", str(runs / "cmp"), *common],
+        ["prune", "--method", "vbp", "--vbp-epochs", "1", "--output-dir", str(runs / "out"), *common],
+        ["compare", "--methods", "vbp", "--epochs", "1", "--output-dir", str(runs / "cmp"), *common],
     ):
         assert main(argv) == 2, argv[0]
         err = capsys.readouterr().err
