@@ -22,7 +22,17 @@ PKG = ROOT / "p3b_hf"
 #: higher layers may import lower ones, never the other way (docs/architecture.md)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("p3b_hf.models", "p3b_hf.errors")),
-    ("core", ("p3b_hf.plan", "p3b_hf.cost", "p3b_hf.options", "p3b_hf.padding", "p3b_hf.runtime")),
+    (
+        "core",
+        (
+            "p3b_hf.plan",
+            "p3b_hf.slicing",
+            "p3b_hf.cost",
+            "p3b_hf.options",
+            "p3b_hf.padding",
+            "p3b_hf.runtime",
+        ),
+    ),
     (
         "services",
         (
