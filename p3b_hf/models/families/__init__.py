@@ -50,6 +50,7 @@ from .registry import (
     stage_family_of_config,
     staged_family_of,
     supported_classes_text,
+    unregister_family,
     unsupported_model_error,
 )
 
@@ -101,5 +102,6 @@ __all__ = [
     "stage_family_of_config",
     "staged_family_of",
     "supported_classes_text",
+    "unregister_family",
     "unsupported_model_error",
 ]

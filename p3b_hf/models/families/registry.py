@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import UnsupportedModelError
+from ...errors import P3BError, UnsupportedModelError
 from .record import PLAIN, STAGED, Family
 
 #: stock model_type -> record, in registration order
@@ -15,14 +15,32 @@ _BY_MODEL_TYPE: dict[str, Family] = {}
 _BY_CLASS: dict[str, Family] = {}
 
 
-def register_family(family: Family, *, auto_classes: bool = True, remote_code: bool = True) -> Family:
+def register_family(
+    family: Family, *, auto_classes: bool = True, remote_code: bool = True, replace: bool = False
+) -> Family:
     """Add ``family`` to the registry (keyed by its stock and pruned ``model_type`` and its class names).
 
     ``auto_classes``: register the pruned config / classifier / backbone with ``AutoConfig``,
     ``AutoModelForImageClassification`` and ``AutoModel``, so pruned checkpoints load without
     ``trust_remote_code``. ``remote_code``: also write ``auto_map`` and the code files on ``save_pretrained``
     (the built-in families' self-contained model files); a family defined elsewhere (a test, a plug-in) says
-    ``False``."""
+    ``False``. A ``model_type`` or class already registered by another family is refused unless
+    ``replace=True`` says the replacement is meant."""
+    taken = [k for k in (family.name, family.pruned_model_type) if k in _BY_MODEL_TYPE]
+    taken += [c for c in family.classes if c in _BY_CLASS]
+    if (
+        taken
+        and not replace
+        and any((_BY_MODEL_TYPE.get(k) or _BY_CLASS.get(k)) is not family for k in taken)
+    ):
+        raise P3BError(
+            f"family {family.name!r}: {', '.join(taken)} already registered; choose other model_types / class "
+            "names, or pass register_family(..., replace=True) to replace the registered family."
+        )
+    for key in taken if replace else ():
+        old = _BY_MODEL_TYPE.get(key) or _BY_CLASS.get(key)
+        if old is not None and old is not family:
+            unregister_family(old.name)
     if family.kind not in (PLAIN, STAGED):
         raise ValueError(f"Family.kind must be {PLAIN!r} or {STAGED!r}, got {family.kind!r}")
     if family.plain and (family.stock_layout is None or family.pruned_layout is None):
@@ -50,6 +68,18 @@ def register_family(family: Family, *, auto_classes: bool = True, remote_code: b
         else:  # a subclass of a built-in pruned class must not inherit its auto_map
             for c in (cfg, model, backbone):
                 c._auto_class = None
+    return family
+
+
+def unregister_family(name: str) -> Family | None:
+    """Remove the family registered under stock ``model_type`` ``name`` (a plug-in's or a test's; the Auto
+    class mappings stay, as transformers has no way to remove them). Returns the record, if there was one."""
+    family = REGISTRY.pop(name, None)
+    if family is not None:
+        for key in (family.name, family.pruned_model_type):
+            _BY_MODEL_TYPE.pop(key, None)
+        for cls in family.classes:
+            _BY_CLASS.pop(cls, None)
     return family
 
 
