@@ -91,11 +91,11 @@ def check_pad_to(config: object, multiple: int | None) -> None:
     if not isinstance(multiple, int) or multiple < 1:
         raise P3BError(f"--pad-to {multiple!r} is invalid; give a positive channel multiple such as 8.")
     fam = family_of(config)
-    if fam is None or not fam.paddable:
+    if fam is None or not fam.paddable:  # the record says which families pad_widths pads
         raise P3BError(
-            f"--pad-to (pad_widths) supports ViT/DeiT models only (families with Family.paddable), not "
-            f"model_type {getattr(config, 'model_type', None)!r} yet; prune the BEiT/DINOv2/Swin/ConvNeXt model "
-            "without --pad-to (bench / export pad at inference time: optimize_for_inference(round_to=...))."
+            f"--pad-to (pad_widths) supports ViT/DeiT models only, not model_type "
+            f"{getattr(config, 'model_type', None)!r} yet; prune the BEiT/DINOv2/Swin/ConvNeXt model without "
+            "--pad-to (bench / export pad at inference time: optimize_for_inference(round_to=...))."
         )
     act = getattr(config, "hidden_act", None)
     if act not in _ZERO_AT_ZERO:
