@@ -176,33 +176,48 @@ class WidthPlan:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise :class:`PlanError` on out-of-range, duplicate or unsorted indices."""
-        c, h, d, f = self.hidden_size, self.num_attention_heads, self.head_dim, self.intermediate_size
-        if self.hierarchical:
-            self._validate_blocks()
-            return
-        _check_indices(self.embed, c, "embed")
+        """Raise :class:`PlanError` on out-of-range, duplicate or unsorted indices, or on a field the plan's kind
+        does not prune. One loop for every kind: each layer / block is checked against its own dense widths
+        (``num_heads(i)``, ``dense_head_dim(i)``, ``mlp_size(i)``, ``out_width(i)``); a staged plan (Swin /
+        ConvNeXt) additionally keeps the residual stream whole and at least one of each pruned width."""
+        staged = self.hierarchical
+        if staged:
+            self._validate_block_fields()
+        else:
+            _check_indices(self.embed, self.hidden_size, "embed")
         for i, lp in enumerate(self.layers):
-            _check_indices(lp.head_dims, d, f"layers[{i}].head_dims")
-            _check_indices(lp.heads, h, f"layers[{i}].heads")
-            _check_indices(lp.mlp, f, f"layers[{i}].mlp")
-            for name in SUBSETS:
+            if staged:
+                self._validate_block_layer(i, lp)
+            _check_indices(lp.head_dims, self.dense_head_dim(i), f"layers[{i}].head_dims")
+            _check_indices(lp.heads, self.num_heads(i), f"layers[{i}].heads")
+            _check_indices(lp.mlp, self.mlp_size(i), f"layers[{i}].mlp")
+            for name in SUBSETS if not staged else ():
                 sub = getattr(lp, name)
-                _check_indices(sub, c, f"layers[{i}].{name}")
+                _check_indices(sub, self.hidden_size, f"layers[{i}].{name}")
                 if sub is not None and self.embed is not None and not set(sub) <= set(self.embed):
                     raise PlanError(
                         f"layers[{i}].{name} reads/writes residual channels that plan.embed removes; "
                         "make every layer subset a subset of plan.embed."
                     )
+            for name in ("mlp", "heads", "head_dims") if staged else ():
+                if getattr(lp, name) is not None and not getattr(lp, name):
+                    raise PlanError(
+                        f"layers[{i}].{name} is empty; a Swin / ConvNeXt block keeps at least one (MLP "
+                        "hidden unit, head, head dimension): its pruned format has no removed-sub-block "
+                        "constant."
+                    )
             for name in ("attn_bias_delta", "mlp_bias_delta"):
                 delta = getattr(lp, name)
-                if delta is not None and len(delta) != c:
-                    raise PlanError(
-                        f"layers[{i}].{name} has {len(delta)} values; it must have hidden_size={c}."
+                if delta is not None and len(delta) != self.out_width(i):
+                    must = (
+                        f"the block's width {self.out_width(i)}"
+                        if staged
+                        else f"hidden_size={self.hidden_size}"
                     )
+                    raise PlanError(f"layers[{i}].{name} has {len(delta)} values; it must have {must}.")
 
-    def _validate_blocks(self) -> None:
-        """A Swin / ConvNeXt plan: per-block MLP subsets and (Swin) heads / head dims (>= 1 kept), fold deltas."""
+    def _validate_block_fields(self) -> None:
+        """A staged plan: one entry per block in every per-block list, no ``embed``."""
         n = len(self.layers)
         per_block = (
             self.block_dims,
@@ -221,31 +236,19 @@ class WidthPlan:
                 "plan.embed is set, but Swin / ConvNeXt plans prune MLP hidden units only; leave "
                 "plan.embed None."
             )
-        for i, lp in enumerate(self.layers):
-            others = [k for k in (*SUBSETS, "attn_bias_delta") if getattr(lp, k) is not None]
-            if self.block_num_heads[i] == 0:
-                others = [k for k in ("heads", "head_dims") if getattr(lp, k) is not None] + others
-            if others:
-                raise PlanError(
-                    f"layers[{i}].{others[0]} is set, but Swin / ConvNeXt plans prune MLP hidden units "
-                    "and Swin's heads / head dims only (residual channels are kept; ConvNeXt has no "
-                    "attention); leave it None."
-                )
-            _check_indices(lp.mlp, self.block_intermediate_sizes[i], f"layers[{i}].mlp")
-            _check_indices(lp.heads, self.block_num_heads[i], f"layers[{i}].heads")
-            _check_indices(lp.head_dims, self.block_head_dims[i], f"layers[{i}].head_dims")
-            for name in ("mlp", "heads", "head_dims"):
-                if getattr(lp, name) is not None and not getattr(lp, name):
-                    raise PlanError(
-                        f"layers[{i}].{name} is empty; a Swin / ConvNeXt block keeps at least one (MLP "
-                        "hidden unit, head, head dimension): its pruned format has no removed-sub-block "
-                        "constant."
-                    )
-            if lp.mlp_bias_delta is not None and len(lp.mlp_bias_delta) != self.block_dims[i]:
-                raise PlanError(
-                    f"layers[{i}].mlp_bias_delta has {len(lp.mlp_bias_delta)} values; it must have "
-                    f"the block's width {self.block_dims[i]}."
-                )
+
+    def _validate_block_layer(self, i: int, lp: LayerPlan) -> None:
+        """A staged plan's block keeps its residual channels (no subsets, no attention bias fold) and, without
+        attention, sets no heads / head dims."""
+        others = [k for k in (*SUBSETS, "attn_bias_delta") if getattr(lp, k) is not None]
+        if self.block_num_heads[i] == 0:
+            others = [k for k in ("heads", "head_dims") if getattr(lp, k) is not None] + others
+        if others:
+            raise PlanError(
+                f"layers[{i}].{others[0]} is set, but Swin / ConvNeXt plans prune MLP hidden units "
+                "and Swin's heads / head dims only (residual channels are kept; ConvNeXt has no "
+                "attention); leave it None."
+            )
 
     def check_matches_mlps(self, view: MLPView) -> None:
         """Raise :class:`PlanError` unless this hierarchical plan was made for ``view``'s model."""
