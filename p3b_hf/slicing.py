@@ -265,11 +265,10 @@ def _slice_staged(model: nn.Module, plan: WidthPlan) -> tuple[dict[str, torch.Te
     plan.validate()
     plan.check_matches_mlps(view)
     names = {id(m): n for n, m in model.named_modules()}
+    params = {id(p): n for n, p in model.named_parameters()}
     sd = dict(model.state_dict())
     for blk, lp in zip(view.blocks, plan.layers):
-        if (
-            blk.attn is not None
-        ):  # Swin: q/k/v rows, o columns of the kept (head, dim) pairs; bias table columns
+        if blk.attn is not None:  # q/k/v rows, o columns of the kept (head, dim) pairs; bias table columns
             a = blk.attn
             heads, dims = _idx(lp.heads, a.num_attention_heads), _idx(lp.head_dims, a.head_dim)
             inner = (heads[:, None] * a.head_dim + dims[None, :]).reshape(-1).to(a.q_proj.weight.device)
@@ -278,10 +277,8 @@ def _slice_staged(model: nn.Module, plan: WidthPlan) -> tuple[dict[str, torch.Te
                 if lin.bias is not None:
                     sd[f"{names[id(lin)]}.bias"] = lin.bias[inner]
             sd[f"{names[id(a.o_proj)]}.weight"] = a.o_proj.weight[:, inner]
-            table = a.relative_position_bias.relative_position_bias_table
-            sd[f"{names[id(a.relative_position_bias)]}.relative_position_bias_table"] = table[
-                :, heads.to(table.device)
-            ]
+            if a.rel_bias is not None:
+                sd[params[id(a.rel_bias)]] = a.rel_bias[:, heads.to(a.rel_bias.device)]
         hid = _idx(lp.mlp, blk.width).to(blk.fc1.weight.device)
         b2 = blk.fc2.bias
         if lp.mlp_bias_delta is not None:

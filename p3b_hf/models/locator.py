@@ -26,6 +26,7 @@ from .families import (
     PLAIN,
     Family,
     LayerPaths,
+    StagePaths,
     as_int,
     config_subject,
     dense_intermediate_size,
@@ -251,6 +252,37 @@ def is_full_width(config) -> bool:
 
 # ============================================================================ MLP view (every family)
 @dataclass
+class WindowAttention:
+    """A staged block's window attention, found by the record's :class:`~.families.StagePaths`: the q/k/v/o
+    Linears, the relative position bias table ``[rows, heads]`` (``None`` without), heads and head dimension."""
+
+    module: nn.Module
+    q_proj: nn.Linear
+    k_proj: nn.Linear
+    v_proj: nn.Linear
+    o_proj: nn.Linear
+    rel_bias: nn.Parameter | None
+    num_attention_heads: int
+    head_dim: int
+
+
+def _window_attention(blk: nn.Module, paths: StagePaths) -> WindowAttention | None:
+    module = get_path(blk, paths.attention)
+    if module is None:
+        return None
+    return WindowAttention(
+        module,
+        get_path(module, paths.attn_q),
+        get_path(module, paths.attn_k),
+        get_path(module, paths.attn_v),
+        get_path(module, paths.attn_o),
+        get_path(module, paths.attn_rel_bias),
+        int(get_path(module, paths.attn_num_heads)),
+        int(get_path(module, paths.attn_head_dim)),
+    )
+
+
+@dataclass
 class MLPBlock:
     """One block's MLP: ``fc2(act(fc1(x)))``, then (ConvNeXt, BEiT, DINOv2) a per-channel layer scale ``ls2``
     on fc2's outputs *after* its bias (so a bias correction of fc2 is scaled with it, as the dense output is)."""
@@ -259,9 +291,8 @@ class MLPBlock:
     act: nn.Module
     fc2: nn.Linear
     ls2: torch.Tensor | None = None
-    #: Swin: the block's window attention (``q_proj``/``k_proj``/``v_proj``/``o_proj``, ``num_attention_heads``,
-    #: ``head_dim``, ``relative_position_bias.relative_position_bias_table``); None without attention
-    attn: nn.Module | None = None
+    #: the block's window attention (Swin); None without attention
+    attn: WindowAttention | None = None
 
     @property
     def dim(self) -> int:
@@ -319,7 +350,7 @@ def locate_mlps(model: nn.Module) -> MLPView:
                     get_path(blk, paths.act),
                     get_path(blk, paths.fc2),
                     ls if isinstance(ls, torch.Tensor) else None,
-                    get_path(blk, paths.attention),
+                    _window_attention(blk, paths),
                 )
             )
     return MLPView(fam.name, model, blocks, depths)

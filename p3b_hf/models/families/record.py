@@ -103,7 +103,9 @@ PRUNED_VIT_LAYOUT = LayerPaths(
 class StagePaths:
     """Where a staged family's pieces live (attribute paths): ``stages`` from the backbone, ``blocks`` from a
     stage, the rest from a block; ``layer_scale`` scales fc2's output after its bias; ``attention`` is the
-    block's window attention (``q_proj`` / ``k_proj`` / ``v_proj`` / ``o_proj``, ``relative_position_bias``)."""
+    block's window attention (``None``: none), and ``attn_*`` are relative to it: the q/k/v/o Linears, the
+    relative position bias table ``[rows, heads]`` (its columns are sliced with the kept heads) and the
+    attributes holding the head count and head dimension."""
 
     stages: str
     blocks: str
@@ -112,6 +114,13 @@ class StagePaths:
     fc2: str
     layer_scale: str | None = None
     attention: str | None = None
+    attn_q: str = "q_proj"
+    attn_k: str = "k_proj"
+    attn_v: str = "v_proj"
+    attn_o: str = "o_proj"
+    attn_rel_bias: str | None = "relative_position_bias.relative_position_bias_table"
+    attn_num_heads: str = "num_attention_heads"
+    attn_head_dim: str = "head_dim"
 
 
 @dataclass(frozen=True)
