@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PlanError
-from .models.families import dense_intermediate_size, require_family
+from .models.families import dense_intermediate_size, family_of
 from .models.locator import MLPView, ViTModules
 
 SUBSETS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
@@ -83,8 +83,8 @@ class WidthPlan:
     @classmethod
     def full(cls, config: Any) -> WidthPlan:
         """A plan that keeps everything of a model with this (dense) config."""
-        fam = require_family(config)
-        if fam.staged:  # one LayerPlan per block: MLP widths (window attention: heads / head dims)
+        fam = family_of(config)  # unknown: the plain layout (apply_width_plan refuses the model itself)
+        if fam is not None and fam.staged:  # one LayerPlan per block: MLP widths (window attention: heads / head dims)
             dims = [d for d, depth in zip(fam.stage_dims(config), config.depths) for _ in range(int(depth))]
             widths = [f for stage in fam.dense_widths(config) for f in stage]
             heads, hds = (
