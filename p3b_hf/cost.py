@@ -100,7 +100,7 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
         patch_in=int(cfg.num_channels) * patch * patch,
         labels=k,
         n_heads_out=2 if with_teacher else 1,
-        head_in=c * (2 if fam.pooling(cfg) == "cls+mean" else 1),
+        head_in=c * fam.classifier_copies(cfg),
         qkv_biases=(3 if qkv_bias else 0) if fam.k_bias else 2,
         layer_scale=fam.layer_scale(cfg),
         rel_rows=rel_rows if per_layer else 0,

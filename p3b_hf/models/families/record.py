@@ -206,6 +206,10 @@ class Family:
     def staged(self) -> bool:
         return self.kind == STAGED
 
+    def classifier_copies(self, config: Any) -> int:
+        """How many copies of the residual stream a classifier head reads (2 for ``[CLS, mean]``)."""
+        return 2 if self.pooling(config) == "cls+mean" else 1
+
     @property
     def pruned_model_type(self) -> str:
         return str(self.config_class.model_type)
