@@ -84,7 +84,9 @@ class WidthPlan:
     def full(cls, config: Any) -> WidthPlan:
         """A plan that keeps everything of a model with this (dense) config."""
         fam = family_of(config)  # unknown: the plain layout (apply_width_plan refuses the model itself)
-        if fam is not None and fam.staged:  # one LayerPlan per block: MLP widths (window attention: heads / head dims)
+        if (
+            fam is not None and fam.staged
+        ):  # one LayerPlan per block: MLP widths (window attention: heads / head dims)
             dims = [d for d, depth in zip(fam.stage_dims(config), config.depths) for _ in range(int(depth))]
             widths = [f for stage in fam.dense_widths(config) for f in stage]
             heads, hds = (
