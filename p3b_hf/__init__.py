@@ -2,15 +2,13 @@
 global pruning as baselines on the same WidthPlan -> slice path (these two also prune the MLP hidden units of
 Swin and ConvNeXt).
 
-Importing the package registers ``p3b_vit`` / ``p3b_deit`` / ``p3b_beit`` / ``p3b_dinov2`` / ``p3b_swin`` /
-``p3b_convnext`` with ``AutoConfig``, ``AutoModel`` (the
-backbone, for feature extraction) and ``AutoModelForImageClassification``, so pruned checkpoints load
-without ``trust_remote_code``.
+Importing the package registers every family's pruned ``model_type`` (the records in
+:mod:`p3b_hf.models.families`, :func:`~p3b_hf.models.families.register_family`) with ``AutoConfig``,
+``AutoModel`` (the backbone, for feature extraction) and ``AutoModelForImageClassification``, so pruned
+checkpoints load without ``trust_remote_code``.
 """
 
 __version__ = "0.1.0"
-
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
 from .cost import count_cost
 from .errors import (
@@ -23,8 +21,6 @@ from .errors import (
     UnsupportedModelError,
 )
 from .models import (
-    FAMILIES,
-    STAGE_FAMILIES,
     P3BBeitConfig,
     P3BBeitForImageClassification,
     P3BBeitModel,
@@ -45,18 +41,10 @@ from .models import (
     P3BViTModel,
     locate,
 )
-from .plan import LayerPlan, WidthPlan, apply_width_plan
+from .plan import LayerPlan, WidthPlan
+from .slicing import apply_width_plan
 
-# model_type -> config, classifier, backbone; save_pretrained / push_to_hub then write the two code files
-# and ``auto_map`` (AutoConfig, AutoModelForImageClassification, AutoModel) for stock transformers
-for _fam in (*FAMILIES.values(), *STAGE_FAMILIES.values()):
-    AutoConfig.register(_fam.config_class.model_type, _fam.config_class, exist_ok=True)
-    AutoModelForImageClassification.register(_fam.config_class, _fam.model_class, exist_ok=True)
-    AutoModel.register(_fam.config_class, _fam.backbone_class, exist_ok=True)
-    _fam.config_class.register_for_auto_class()
-    _fam.model_class.register_for_auto_class("AutoModelForImageClassification")
-    _fam.backbone_class.register_for_auto_class("AutoModel")
-del _fam
+# (the families' pruned classes are registered with the Auto classes by models.families.register_family)
 
 __all__ = [
     "__version__",

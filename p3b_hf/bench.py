@@ -40,7 +40,7 @@ from transformers import (
 
 from .cost import count_cost
 from .errors import P3BError
-from .models.configuration_p3b_vit import P3BViTConfig
+from .models import P3BViTConfig
 from .models.plain_vit import plain_like
 from .optimize import optimize_for_inference
 from .plan import WidthPlan, apply_width_plan, pruned_config

@@ -20,11 +20,11 @@ Hierarchical families, same convention (Linear / Conv ``out * (in + 1)`` MACs pe
 bias, ``out * in`` without; norms, activations, layer scale, bias adds, pooling and the window
 shifts / partitions not counted):
 
-* Swin (:func:`_swin_cost`): patch embedding conv; per block q/k/v/o over the tokens of its (padded)
+* Swin (``models/families/swin.py``, ``cost``): patch embedding conv; per block q/k/v/o over the tokens of its (padded)
   windows, window attention ``2 * N_tokens * w^2 * heads * head_dim`` (``QK^T`` and ``AV`` in every ``w x w`` window,
   ``w`` clamped to the stage resolution as transformers does), the MLP over every token; patch merging
   ``tokens/4 * 4C * 2C`` (no bias). Swin's own ``flops()`` also counts the norms -- 0.3 % of Swin-T.
-* ConvNeXt (:func:`_convnext_cost`): stem conv, per block the 7x7 depthwise conv (``49 + 1`` MACs per
+* ConvNeXt (``models/families/convnext.py``, ``cost``): stem conv, per block the 7x7 depthwise conv (``49 + 1`` MACs per
   channel and position) and the two pointwise Linears, the 2x2 stride-2 downsampling convs. fvcore (the
   ConvNeXt paper's counter) counts no bias adds.
 """
@@ -36,7 +36,7 @@ from typing import Any
 
 from torch import nn
 
-from .models.families import P3B_CONFIGS, dense_intermediate_size, family_of_config, stage_family_of_config
+from .models.families import PLAIN, as_int, dense_intermediate_size, is_pruned_config, require_family
 
 
 @dataclass
@@ -66,31 +66,28 @@ class _Arch:
     mlp_out: list[int]
 
 
-def _as_int(v: Any) -> int:
-    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
-
-
 def _arch(obj: Any, image_size: int | None) -> _Arch:
     model = obj if isinstance(obj, nn.Module) else None
     cfg = obj.config if model is not None else obj
-    family = family_of_config(cfg)
-    patch = _as_int(cfg.patch_size)
-    grid = _as_int(cfg.image_size) // patch
-    img = image_size or _as_int(cfg.image_size)
+    fam = require_family(cfg, PLAIN)
+    patch = as_int(cfg.patch_size)
+    grid = as_int(cfg.image_size) // patch
+    img = image_size or as_int(cfg.image_size)
     c, n = int(cfg.hidden_size), int(cfg.num_hidden_layers)
     k = int(cfg.num_labels)
     qkv_bias = bool(getattr(cfg, "qkv_bias", True))
-    beit, dinov2 = family == "beit", family == "dinov2"
-    special = 2 if (family == "deit" or getattr(cfg, "distilled", False)) else 1
-    if isinstance(cfg, P3B_CONFIGS):
+    special = fam.special_tokens(cfg)
+    if is_pruned_config(cfg):
         with_teacher = bool(getattr(cfg, "distillation_head", False))
     else:
         archs = list(getattr(cfg, "architectures", None) or [])
         with_teacher = (model is not None and hasattr(model, "distillation_classifier")) or (
             model is None and any("WithTeacher" in a for a in archs)
         )
-    rel_rows = (2 * grid - 1) ** 2 + 3
-    shared = beit and bool(getattr(cfg, "use_shared_relative_position_bias", False))
+    rel = fam.rel_bias
+    rel_rows = rel.rows(cfg) if rel is not None else 0
+    per_layer = rel is not None and rel.per_layer(cfg)
+    shared = rel is not None and rel.shared(cfg)
     shared_heads = (
         (getattr(cfg, "shared_bias_num_heads", None) or int(cfg.num_attention_heads)) if shared else 0
     )
@@ -99,17 +96,15 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
         layers=n,
         special=special,
         patches=(img // patch) ** 2,
-        positions=(grid * grid + special)
-        if (not beit or getattr(cfg, "use_absolute_position_embeddings", False))
-        else 0,
+        positions=(grid * grid + special) if fam.absolute_positions(cfg) else 0,
         patch_in=int(cfg.num_channels) * patch * patch,
         labels=k,
         n_heads_out=2 if with_teacher else 1,
-        head_in=2 * c if dinov2 else c,
-        qkv_biases=2 if beit else (3 if qkv_bias else 0),
-        layer_scale=dinov2 or (beit and float(getattr(cfg, "layer_scale_init_value", 0.1)) > 0),
-        rel_rows=rel_rows if (beit and getattr(cfg, "use_relative_position_bias", False)) else 0,
-        rel_per_layer=beit and bool(getattr(cfg, "use_relative_position_bias", False)),
+        head_in=c * fam.classifier_copies(cfg),
+        qkv_biases=(3 if qkv_bias else 0) if fam.k_bias else 2,
+        layer_scale=fam.layer_scale(cfg),
+        rel_rows=rel_rows if per_layer else 0,
+        rel_per_layer=per_layer,
         shared_rel_heads=shared_heads * rel_rows,
         mask_token=c if getattr(cfg, "use_mask_token", False) else 0,
         norms=2 * c,  # one final LayerNorm (BEiT with mean pooling: the pooler's LN instead)
@@ -121,7 +116,7 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
         mlp_in=[],
         mlp_out=[],
     )
-    if isinstance(cfg, P3B_CONFIGS):
+    if is_pruned_config(cfg):
 
         def w(s: list[int] | None) -> int:
             return c if s is None else len(s)
@@ -146,10 +141,10 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
     relative position tables included, as the P3B budget does); ``non_block_params`` the embeddings
     (tokens, positions, patch projection), a shared relative position table, final / pooling norm and head(s).
     """
-    stage_family = stage_family_of_config(getattr(model_or_config, "config", model_or_config))
-    if stage_family is not None:
-        cfg = getattr(model_or_config, "config", model_or_config)
-        return (_swin_cost if stage_family.name == "swin" else _convnext_cost)(cfg, image_size)
+    cfg = getattr(model_or_config, "config", model_or_config)
+    fam = require_family(cfg)
+    if fam.cost is not None:  # a family with its own count (the staged ones: Family.cost)
+        return fam.cost(cfg, image_size)
     a = _arch(model_or_config, image_size)
     n_tok = a.patches + a.special
     non_block = (
@@ -185,82 +180,12 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
     return {"params": block + non_block, "macs": macs, "block_params": block, "non_block_params": non_block}
 
 
-def _mlp_widths(cfg: Any) -> list[list[int]]:
-    """Per-block MLP widths of a stock or pruned Swin / ConvNeXt config."""
-    widths = getattr(cfg, "block_intermediate_sizes", None)
-    return widths if widths is not None else stage_family_of_config(cfg).dense_widths(cfg)
-
-
-def _result(block: int, non_block: int, macs: int) -> dict[str, int]:
-    return {"params": block + non_block, "macs": macs, "block_params": block, "non_block_params": non_block}
-
-
-def _swin_cost(cfg: Any, image_size: int | None) -> dict[str, int]:
-    """Swin: ``block_params`` = the Transformer blocks (norms, q/k/v/o, relative position bias table, MLP);
-    ``non_block_params`` = patch embedding (+ its norm, absolute positions), patch merging, final norm, head."""
-    p, ch, k = _as_int(cfg.patch_size), int(cfg.num_channels), int(cfg.num_labels)
-    grid = -(-_as_int(cfg.image_size) // p)
-    side = -(-(image_size or _as_int(cfg.image_size)) // p)
-    c0, w, qkv_b = int(cfg.embed_dim), int(cfg.window_size), 1 if cfg.qkv_bias else 0
-    non_block = c0 * ch * p * p + c0 + 2 * c0 + (grid * grid * c0 if cfg.use_absolute_embeddings else 0)
-    macs = side * side * c0 * (ch * p * p + 1)
-    block = 0
-    widths = _mlp_widths(cfg)
-    heads, head_dims = stage_family_of_config(cfg).dense_heads(cfg)
-    heads = getattr(cfg, "block_num_heads", None) or heads
-    head_dims = getattr(cfg, "block_head_dims", None) or head_dims
-    n_stages = len(cfg.depths)
-    for s in range(n_stages):
-        c = int(c0 * 2**s)
-        win = min(side, w) if side <= w else w  # transformers clamps the window to a small stage resolution
-        padded = (-(-side // win) * win) ** 2
-        for f, h, d in zip(widths[s], heads[s], head_dims[s]):
-            inner = h * d
-            block += 4 * c + 3 * (c * inner + qkv_b * inner) + inner * c + c + (2 * w - 1) ** 2 * h
-            block += c * f + f + f * c + c
-            macs += padded * (3 * inner * (c + qkv_b) + c * (inner + 1)) + 2 * padded * win * win * inner
-            macs += side * side * (f * (c + 1) + c * (f + 1))
-        if s < n_stages - 1:  # patch merging: LayerNorm(4C), Linear(4C -> 2C, no bias)
-            non_block += 8 * c + 8 * c * c
-            side = -(-side // 2)
-            macs += side * side * 8 * c * c
-    c_last = int(c0 * 2 ** (n_stages - 1))
-    non_block += 2 * c_last + (c_last * k + k if k > 0 else 0)
-    macs += k * (c_last + 1) if k > 0 else 0
-    return _result(block, non_block, macs)
-
-
-def _convnext_cost(cfg: Any, image_size: int | None) -> dict[str, int]:
-    """ConvNeXt: ``block_params`` = the blocks (depthwise conv, norm, pwconv1/2, layer scale);
-    ``non_block_params`` = stem, downsampling layers, final norm, head."""
-    p, ch, k = _as_int(cfg.patch_size), int(cfg.num_channels), int(cfg.num_labels)
-    dims = [int(c) for c in cfg.hidden_sizes][: len(cfg.depths)]
-    side = (image_size or _as_int(cfg.image_size)) // p
-    ls = 1 if float(cfg.layer_scale_init_value) > 0 else 0
-    non_block = dims[0] * ch * p * p + dims[0] + 2 * dims[0]
-    macs = side * side * dims[0] * (ch * p * p + 1)
-    block = 0
-    for s, widths in enumerate(_mlp_widths(cfg)):
-        c = dims[s]
-        if s > 0:  # LayerNorm(C_prev) + Conv2d(C_prev -> C, 2x2, stride 2)
-            prev = dims[s - 1]
-            non_block += 2 * prev + 4 * prev * c + c
-            side //= 2
-            macs += side * side * c * (4 * prev + 1)
-        for f in widths:
-            block += 49 * c + c + 2 * c + c * f + f + f * c + c + ls * c
-            macs += side * side * (c * 50 + f * (c + 1) + c * (f + 1))
-    non_block += 2 * dims[-1] + (dims[-1] * k + k if k > 0 else 0)
-    macs += k * (dims[-1] + 1) if k > 0 else 0
-    return _result(block, non_block, macs)
-
-
 def plan_cost(model: Any, plan: Any) -> dict[str, int]:
     """:func:`count_cost` of the model ``plan`` would make from the dense ``model`` (no weights touched)."""
     from .models.locator import locate
-    from .plan import pruned_config
+    from .slicing import pruned_config
 
-    if stage_family_of_config(model.config) is not None:
+    if require_family(model.config).staged:
         return count_cost(pruned_config(model.config, plan))
     mods = locate(model)
     return count_cost(

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .models.families import family_of
 from .options import IMAGE_CHECKS
 from .transforms import AUGMENTS, make_image_transform, mix_batch, preprocess_from_processor
 
@@ -1092,7 +1093,8 @@ def model_image_size(config: Any) -> int | None:
     input: its ``config.image_size`` (518 for the Hub checkpoints) is the pretraining grid, while its image
     processor resizes the short side to 256 and centre-crops 224 -- the resolution it is fine-tuned at.
     """
-    if str(getattr(config, "model_type", "")).removeprefix("p3b_") == "dinov2":
+    fam = family_of(config)
+    if fam is not None and not fam.feeds_config_image_size:  # the record: Family.feeds_config_image_size
         return None
     size = config.image_size
     return int(size[0] if isinstance(size, (list, tuple)) else size)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
+from .models.families import DEFAULT_DEMO_FAMILY
 from .transforms import glyph_batch_augment
 
 SOURCE_CLASSES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -332,19 +333,22 @@ class SourceModelSpec:
     weight_decay: float = 0.05
     colour_augment: bool = False  # plain black-on-white learns much faster in a one-minute budget
     seed: int = 0
-    family: str = "vit"  # "vit", "beit" (relative position bias, layer scale, mean pooling) or "dinov2"
+    #: a family with a demo source model (:func:`demo_families`): ViT, BEiT (relative position bias, layer
+    #: scale, mean pooling) or DINOv2
+    family: str = DEFAULT_DEMO_FAMILY
+
+
+def demo_families() -> tuple[str, ...]:
+    """The families the demo can build a source model of (records with a ``demo_model``)."""
+    from .models.families import families
+
+    return tuple(f.name for f in families() if f.demo_model is not None)
 
 
 def build_source_model(spec: SourceModelSpec, classes: Sequence[str]) -> Any:
-    """A randomly initialised source classifier of ``spec.family`` with the spec's widths."""
-    from transformers import (
-        BeitConfig,
-        BeitForImageClassification,
-        Dinov2Config,
-        Dinov2ForImageClassification,
-        ViTConfig,
-        ViTForImageClassification,
-    )
+    """A randomly initialised source classifier of ``spec.family`` with the spec's widths (the family record's
+    ``demo_model``)."""
+    from .models.families import REGISTRY
 
     common = dict(
         hidden_size=spec.hidden_size,
@@ -358,29 +362,11 @@ def build_source_model(spec: SourceModelSpec, classes: Sequence[str]) -> Any:
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
+    fam = REGISTRY.get(spec.family)
+    if fam is None or fam.demo_model is None:
+        raise ValueError(f"Unknown demo family {spec.family!r}; choose {', '.join(demo_families())}.")
     torch.manual_seed(spec.seed)
-    if spec.family == "vit":
-        return ViTForImageClassification(ViTConfig(intermediate_size=spec.mlp_dim, **common))
-    if spec.family == "beit":  # the microsoft/beit-base-patch16-224 layout, no stochastic depth
-        return BeitForImageClassification(
-            BeitConfig(
-                intermediate_size=spec.mlp_dim,
-                use_relative_position_bias=True,
-                use_mean_pooling=True,
-                layer_scale_init_value=0.1,
-                drop_path_rate=0.0,
-                **common,
-            )
-        )
-    if spec.family == "dinov2":
-        if spec.mlp_dim % spec.hidden_size:
-            raise ValueError(
-                f"DINOv2 needs an integer MLP ratio; mlp_dim {spec.mlp_dim} / hidden {spec.hidden_size}."
-            )
-        return Dinov2ForImageClassification(
-            Dinov2Config(mlp_ratio=spec.mlp_dim // spec.hidden_size, **common)
-        )
-    raise ValueError(f"Unknown demo family {spec.family!r}; choose vit, beit or dinov2.")
+    return fam.demo_model(common, spec.mlp_dim)
 
 
 def demo_image_processor(image_size: int) -> Any:

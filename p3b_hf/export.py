@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from .errors import DataError, P3BError
-from .models.families import FAMILIES, STAGE_FAMILIES
+from .models.families import pruned_model_types
 from .options import option
 
 SCHEMA = "p3b_hf.export/1"
@@ -66,7 +66,7 @@ DEFAULT_OPSET = 20
 DEFAULT_TOLERANCE = 1e-3
 INSTALL_HINT = 'pip install -e ".[onnx]" in your p3b_hf checkout (p3b_hf is not on PyPI)'
 #: what `p3b-hf export` accepts: the pruned format of every supported family
-P3B_MODEL_TYPES = tuple(f.config_class.model_type for f in (*FAMILIES.values(), *STAGE_FAMILIES.values()))
+P3B_MODEL_TYPES = pruned_model_types()
 QUANT_OPS = ["MatMul", "Gemm"]
 
 

@@ -6,8 +6,8 @@ explicit list of files from a model dir written by ``p3b-hf prune`` / ``p3b-hf f
 
 - ``model.safetensors`` (or its shards + index) and ``config.json`` with the per-layer widths and
   ``auto_map``;
-- the two self-contained code files named in ``auto_map`` (``configuration_p3b_vit.py``,
-  ``modeling_p3b_vit.py``; ``…_beit.py`` / ``…_dinov2.py`` for those families), so stock transformers loads the repo with ``trust_remote_code=True``
+- the two self-contained code files of the model's family named in ``auto_map`` (``configuration_….py``,
+  ``modeling_….py``), so stock transformers loads the repo with ``trust_remote_code=True``
   (with ``p3b_hf`` installed the locally registered classes are used and no remote code runs);
 - ``preprocessor_config.json``, ``width_plan.json``, ``pruning_report.json``, ``plots/*.png``;
 - a ``README.md`` model card built from ``pruning_report.json`` (base model, data set, method,
@@ -30,10 +30,10 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
 from .errors import CheckpointError, HubError, P3BError
+from .models.families import pruned_model_types
 from .report import model_ref, portable
 
 REPORT_NAME = "pruning_report.json"
-P3B_MODEL_TYPES = ("p3b_vit", "p3b_deit", "p3b_beit", "p3b_dinov2", "p3b_swin", "p3b_convnext")
 #: files uploaded when present (besides the weights, the auto_map code files and plots/*.png)
 EXTRA_FILES = ("preprocessor_config.json", "width_plan.json", REPORT_NAME)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -92,7 +92,7 @@ def _weight_files(d: Path) -> list[str]:
 
 
 def _code_files(config: dict[str, Any]) -> list[str]:
-    """The ``.py`` files named by ``auto_map`` (``"modeling_p3b_vit.P3BViTForImageClassification"``)."""
+    """The ``.py`` files named by ``auto_map`` (e.g. ``"modeling_x.XForImageClassification"``)."""
     files = []
     for ref in (config.get("auto_map") or {}).values():
         ref = ref[0] if isinstance(ref, (list, tuple)) else ref
@@ -344,7 +344,7 @@ def build_model_card(
         f"source repository (`pip install -e .` in the checkout; this model was made with `{made_with}`):",
         "",
         "```python",
-        "import p3b_hf  # registers the pruned classes (p3b_vit, p3b_deit, p3b_beit, p3b_dinov2, p3b_swin, p3b_convnext)",
+        f"import p3b_hf  # registers the pruned classes ({', '.join(pruned_model_types())})",
         "from transformers import AutoImageProcessor, AutoModelForImageClassification",
         f'model = AutoModelForImageClassification.from_pretrained("{repo_id}")',
         f'processor = AutoImageProcessor.from_pretrained("{repo_id}")',
@@ -508,7 +508,7 @@ def push_pruned(
     with tempfile.TemporaryDirectory(prefix="p3b_hf_push_") as tmp:
         staging = Path(tmp)
         files = collect_files(d, config, with_onnx=with_onnx)
-        is_p3b = config.get("model_type") in P3B_MODEL_TYPES
+        is_p3b = config.get("model_type") in pruned_model_types()
         missing_code = [n for n in _code_files(config) if not (d / n).exists()]
         resaved = is_p3b and (not config.get("auto_map") or bool(missing_code))
         if resaved:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .errors import P3BError
-from .models.configuration_p3b_vit import P3BViTConfig
+from .models.families import family_of
 
 _ZERO_AT_ZERO = {"gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish"}
 
@@ -82,9 +82,6 @@ def _embed(
     return out
 
 
-PADDABLE_FAMILIES = ("vit", "deit")  # model_type of the dense model (or p3b_<it> of the pruned one)
-
-
 def check_pad_to(config: object, multiple: int | None) -> None:
     """Refuse ``--pad-to multiple`` for a model of ``config`` (dense or pruned) that :func:`pad_widths` could not
     pad, from the config alone -- so ``p3b-hf prune`` / ``compare`` refuse it before any training, leaving
@@ -93,8 +90,8 @@ def check_pad_to(config: object, multiple: int | None) -> None:
         return
     if not isinstance(multiple, int) or multiple < 1:
         raise P3BError(f"--pad-to {multiple!r} is invalid; give a positive channel multiple such as 8.")
-    family = str(getattr(config, "model_type", "")).removeprefix("p3b_")
-    if family not in PADDABLE_FAMILIES:
+    fam = family_of(config)
+    if fam is None or not fam.paddable:  # the record says which families pad_widths pads
         raise P3BError(
             f"--pad-to (pad_widths) supports ViT/DeiT models only, not model_type "
             f"{getattr(config, 'model_type', None)!r} yet; prune the BEiT/DINOv2/Swin/ConvNeXt model without "
@@ -113,10 +110,10 @@ def pad_widths(model: nn.Module, multiple: int = 8) -> nn.Module:
     """Return a copy of a p3b_hf pruned model whose widths are multiples of ``multiple``, computing
     exactly the same function (see the module docstring). The input model is not modified."""
     cfg = getattr(model, "config", None)
-    if not isinstance(cfg, P3BViTConfig):
-        family = str(getattr(cfg, "model_type", "")).removeprefix("p3b_")
-        if family in ("beit", "dinov2", "swin", "convnext"):
-            check_pad_to(cfg, multiple or 8)  # the family's error
+    fam = family_of(cfg) if cfg is not None else None
+    if fam is not None and not fam.paddable:
+        check_pad_to(cfg, multiple or 8)  # the family's error
+    if fam is None or not isinstance(cfg, fam.config_class):  # not a pruned model
         raise P3BError(
             f"pad_widths needs a p3b_hf pruned model (P3BViT/P3BDeiT config), got "
             f"{type(model).__name__}; prune it first (p3b-hf prune) or use optimize_for_inference."

@@ -22,7 +22,17 @@ PKG = ROOT / "p3b_hf"
 #: higher layers may import lower ones, never the other way (docs/architecture.md)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("p3b_hf.models", "p3b_hf.errors")),
-    ("core", ("p3b_hf.plan", "p3b_hf.cost", "p3b_hf.options", "p3b_hf.padding", "p3b_hf.runtime")),
+    (
+        "core",
+        (
+            "p3b_hf.plan",
+            "p3b_hf.slicing",
+            "p3b_hf.cost",
+            "p3b_hf.options",
+            "p3b_hf.padding",
+            "p3b_hf.runtime",
+        ),
+    ),
     (
         "services",
         (
@@ -239,3 +249,34 @@ def test_generated_flags_round_trip_to_the_same_options(command: str) -> None:
     else:
         assert train == TrainOptions()
         assert dataclasses.asdict(options_from_namespace(KDOptions, args)) == dataclasses.asdict(KDOptions())
+
+
+#: family names as string literals, model_type comparisons, the pruned classes' module names
+_FAMILY_NAMES = re.compile(
+    r'"(vit|deit|beit|dinov2|swin|convnext)"|model_type ==|model_type in|p3b_(vit|deit|beit|dinov2|swin|convnext)'
+)
+#: "deit" that is not the family: DeiT's augmentation recipe (--augment deit) and KD loss scaling (--kd-reduction)
+_RECIPE_DEIT = {
+    "p3b_hf/transforms.py",
+    "p3b_hf/training.py",
+    "p3b_hf/options.py",
+    "p3b_hf/data.py",
+    "p3b_hf/methods/p3b/trainer.py",
+}
+
+
+def test_no_generic_module_names_a_family() -> None:
+    """Family knowledge lives in the family records (p3b_hf/models/families/, docs/architecture.md "Add a model
+    family"): outside p3b_hf/models/ no module compares against a family name or imports a family's model file
+    (the one exception: the name of DeiT's augmentation / KD recipe)."""
+    hits = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("p3b_hf/models/"):
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in _FAMILY_NAMES.finditer(line):
+                if m.group(0) == '"deit"' and rel in _RECIPE_DEIT:
+                    continue
+                hits.append(f"{rel}:{n}: {line.strip()}")
+    assert hits == [], "\n".join(hits)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.families import DEFAULT_DEMO_FAMILY, families, family_by_name
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -67,9 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--family",
-        choices=("vit", "beit", "dinov2"),
-        default="vit",
-        help="source model family (BEiT/DINOv2: no fast inference path, eager speed only)",
+        choices=tuple(f.name for f in families() if f.demo_model is not None),
+        default=DEFAULT_DEMO_FAMILY,
+        help="source model family (families without a fast inference path, e.g. BEiT/DINOv2: eager speed only)",
     )
 
 
@@ -268,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=64,
         repeats=args.bench_iters,
         warmup=2,
-        variants=("eager", "fast") if args.family == "vit" else ("eager",),
+        variants=("eager", "fast") if family_by_name(args.family).fast_path else ("eager",),
         min_repeat_s=0.1,
     )
     times["bench_s"] = time.time() - t

@@ -1,12 +1,12 @@
-"""Pruned ViT/DeiT/BEiT/DINOv2/Swin/ConvNeXt config + model classes, the per-family description and the module
-locator."""
+"""Pruned ViT/DeiT/BEiT/DINOv2/Swin/ConvNeXt config + model classes, the family records (``families/``: one
+record per family, one registry) and the module locator."""
 
 from .configuration_p3b_beit import P3BBeitConfig
 from .configuration_p3b_convnext import P3BConvNextConfig
 from .configuration_p3b_dinov2 import P3BDinov2Config
 from .configuration_p3b_swin import P3BSwinConfig
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
-from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, Family, StageFamily
+from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, Family, StageFamily, family_of, register_family
 from .locator import LayerModules, MLPView, ViTModules, locate, locate_mlps
 from .modeling_p3b_beit import P3BBeitForImageClassification, P3BBeitModel
 from .modeling_p3b_convnext import P3BConvNextForImageClassification, P3BConvNextModel
@@ -35,6 +35,8 @@ __all__ = [
     "FAMILIES",
     "P3B_CONFIGS",
     "Family",
+    "family_of",
+    "register_family",
     "LayerModules",
     "ViTModules",
     "locate",

@@ -6,7 +6,8 @@ post-attention LayerNorm, fc1 and fc2 (+ the layer scales and relative position 
 family has them), plus embeddings, final norm / pooling norm and classifier head(s) and what the
 classifier reads. It understands the transformers 5.x module names (``vit.layers[i].attention.q_proj``,
 ``beit.layers[i].lambda_1``, ``dinov2.encoder.layer[i].layer_scale1`` ...) and p3b_hf's own full-width
-``P3B*`` models (legacy names). See :mod:`.families` for the per-family differences.
+``P3B*`` models (legacy names). Where each piece lives is the family record's data
+(:class:`~.families.LayerPaths` / :class:`~.families.StagePaths`); this module names no family.
 
 Hierarchical Swin / ConvNeXt classifiers have no such layer: :func:`locate` refuses them with one clear
 error, and :func:`locate_mlps` -- what VBP and grouped global pruning use -- returns every block's MLP
@@ -22,21 +23,21 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from .families import (
-    FAMILIES,
-    P3B_CONFIGS,
-    STAGE_FAMILIES,
-    StageFamily,
+    PLAIN,
+    Family,
+    LayerPaths,
+    StagePaths,
+    as_int,
     config_subject,
     dense_intermediate_size,
+    families,
+    family_of,
+    get_path,
+    is_pruned_config,
     is_supported_config,
+    staged_family_of,
     unsupported_model_error,
 )
-
-SUPPORTED = tuple(c for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes))
-_FAMILY_OF_CLASS = {c: f.name for f in FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)}
-#: hierarchical classifiers whose MLP hidden units VBP / grouped global pruning prune
-STAGE_SUPPORTED = tuple(c for f in STAGE_FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes))
-_STAGE_OF_CLASS = {c: f for f in STAGE_FAMILIES.values() for c in (*f.stock_classes, *f.pruned_classes)}
 
 
 @dataclass
@@ -70,7 +71,7 @@ class ViTModules:
     concatenation, so each head has ``2 * hidden_size`` inputs).
     """
 
-    family: str  # "vit", "deit", "beit" or "dinov2" (= base_model_prefix of the legacy checkpoint)
+    family: str  # the record's name (stock model_type)
     model: nn.Module
     cls_token: nn.Parameter
     dist_token: nn.Parameter | None
@@ -132,21 +133,18 @@ def require_supported_config(config: object) -> None:
         raise unsupported_model_error(config_subject(config))
 
 
-def stage_family_of(model: nn.Module) -> StageFamily | None:
-    """The :class:`~.families.StageFamily` of a Swin / ConvNeXt classifier (stock or pruned), else ``None``."""
-    model = getattr(model, "module", model)
-    for cls in type(model).__mro__:
-        if cls.__name__ in _STAGE_OF_CLASS:
-            return _STAGE_OF_CLASS[cls.__name__]
-    return None
+def stage_family_of(model: nn.Module) -> Family | None:
+    """The record of a staged (Swin / ConvNeXt) classifier (stock or pruned), else ``None``."""
+    return staged_family_of(getattr(model, "module", model))
 
 
 def require_plain_vit(model: nn.Module, what: str) -> None:
-    """Raise the one clear error when ``what`` (a method or tool defined on plain ViT blocks) meets a Swin /
-    ConvNeXt model; every other unsupported model gets :func:`locate`'s error."""
+    """Raise the one clear error when ``what`` (a method or tool defined on plain ViT blocks) meets a model of
+    a staged family; every other unsupported model gets :func:`locate`'s error."""
     if stage_family_of(model) is not None:
+        plain = ", ".join(c for f in families(PLAIN) for c in f.classes)
         raise UnsupportedModelError(
-            f"{what} is defined for plain ViT blocks (supported: {', '.join(SUPPORTED)}), but "
+            f"{what} is defined for plain ViT blocks (supported: {plain}), but "
             f"{type(getattr(model, 'module', model)).__name__} is a hierarchical model (stages of windowed-attention "
             "/ convolution blocks) whose blocks' MLP hidden units (and Swin's head dims) p3b_hf prunes with "
             "--method vbp or --method global. Use one of those for this model, or load a ViT / DeiT / BEiT / "
@@ -154,112 +152,77 @@ def require_plain_vit(model: nn.Module, what: str) -> None:
         )
 
 
-def _as_int(v: int | tuple | list) -> int:
-    return int(v[0]) if isinstance(v, (tuple, list)) else int(v)
-
-
-def _family_of(model: nn.Module) -> str:
-    for cls in type(model).__mro__:
-        if cls.__name__ in _FAMILY_OF_CLASS:
-            return _FAMILY_OF_CLASS[cls.__name__]
-    raise _unsupported(model)
-
-
 def _param(x: object) -> nn.Parameter | None:
     """A layer-scale attribute: a Parameter, or a plain float 1.0 when the family's layer scale is off."""
     return x if isinstance(x, torch.Tensor) else None
+
+
+def _layer(blk: nn.Module, paths: LayerPaths) -> LayerModules:
+    """One layer's pieces, found by the record's attribute paths."""
+    return LayerModules(
+        blk,
+        get_path(blk, paths.ln_before),
+        get_path(blk, paths.q),
+        get_path(blk, paths.k),
+        get_path(blk, paths.v),
+        get_path(blk, paths.o),
+        get_path(blk, paths.ln_after),
+        get_path(blk, paths.fc1),
+        get_path(blk, paths.fc2),
+        get_path(blk, paths.act),
+        ls1=_param(get_path(blk, paths.ls1)),
+        ls2=_param(get_path(blk, paths.ls2)),
+        rel_bias=_param(get_path(blk, paths.rel_bias)),
+    )
 
 
 def locate(model: nn.Module) -> ViTModules:
     """Return the :class:`ViTModules` of ``model`` or raise :class:`UnsupportedModelError`."""
     model = getattr(model, "module", model)  # DDP / accelerate wrappers
     require_plain_vit(model, "This code path (P3B's gates, layer-wise ViT plans, optimize_for_inference)")
-    family = _family_of(model)
+    fam = family_of(model)
+    if fam is None:
+        raise _unsupported(model)
     cfg = model.config
-    if isinstance(cfg, P3B_CONFIGS):
-        return _locate_p3b(model, family)
-    if family == "dinov2" and getattr(cfg, "use_swiglu_ffn", False):
-        raise _unsupported(
-            model,
-            "config.use_swiglu_ffn=True: the SwiGLU MLP of DINOv2-giant is not supported; "
-            "use facebook/dinov2-small, -base or -large",
+    pruned = is_pruned_config(cfg)
+    if pruned and not is_full_width(cfg):
+        raise UnsupportedModelError(
+            "This P3B model is already pruned; WidthPlans index the *dense* tensors. Prune the dense "
+            "original instead (config.base_model_name_or_path="
+            f"{getattr(cfg, 'base_model_name_or_path', None)!r})."
         )
-    base = getattr(model, family)
+    if not pruned:
+        reason = fam.refuse(cfg)
+        if reason:
+            raise _unsupported(model, reason)
+    paths = fam.pruned_layout if pruned else fam.stock_layout
+    base = getattr(model, fam.prefix)
     emb = base.embeddings
-    layers = []
-    blocks = base.encoder.layer if family == "dinov2" else base.layers
-    for blk in blocks:
-        att = blk.attention
-        if family == "dinov2":
-            lm = LayerModules(
-                blk,
-                blk.norm1,
-                att.q_proj,
-                att.k_proj,
-                att.v_proj,
-                att.o_proj,
-                blk.norm2,
-                blk.mlp.fc1,
-                blk.mlp.fc2,
-                blk.mlp.activation_fn,
-                ls1=blk.layer_scale1.lambda1,
-                ls2=blk.layer_scale2.lambda1,
-            )
-        else:
-            lm = LayerModules(
-                blk,
-                blk.layernorm_before,
-                att.q_proj,
-                att.k_proj,
-                att.v_proj,
-                att.o_proj,
-                blk.layernorm_after,
-                blk.mlp.fc1,
-                blk.mlp.fc2,
-                blk.mlp.activation_fn,
-            )
-            if family == "beit":
-                lm.ls1, lm.ls2 = _param(blk.lambda_1), _param(blk.lambda_2)
-                rel = blk.relative_position_bias
-                lm.rel_bias = rel.relative_position_bias_table if rel is not None else None
-        layers.append(lm)
-    mods = ViTModules(
-        family=family,
+    final_norm = get_path(base, paths.final_norm)
+    pooling = fam.pooling(cfg)
+    shared = get_path(base, paths.shared_rel_bias)
+    return ViTModules(
+        family=fam.name,
         model=model,
         cls_token=emb.cls_token,
         dist_token=getattr(emb, "distillation_token", None),
-        position_embeddings=emb.position_embeddings,
+        position_embeddings=getattr(emb, "position_embeddings", None),
         patch_projection=emb.patch_embeddings.projection,
-        layers=layers,
-        final_norm=base.layernorm if isinstance(base.layernorm, nn.LayerNorm) else None,
+        layers=[_layer(blk, paths) for blk in get_path(base, paths.blocks)],
+        final_norm=final_norm if isinstance(final_norm, nn.LayerNorm) else None,
         heads=_heads(model),
         hidden_size=cfg.hidden_size,
         num_heads=cfg.num_attention_heads,
         head_dim=cfg.hidden_size // cfg.num_attention_heads,
         intermediate_size=dense_intermediate_size(cfg),
-        image_size=_as_int(cfg.image_size),
-        patch_size=_as_int(cfg.patch_size),
+        image_size=as_int(cfg.image_size),
+        patch_size=as_int(cfg.patch_size),
         mask_token=getattr(emb, "mask_token", None),
+        shared_rel_bias=_param(shared),
+        pool_norm=get_path(base, paths.pool_norm) if pooling == "mean" else None,
+        pooling=pooling,
         layer_norm_eps=float(cfg.layer_norm_eps),
     )
-    _family_extras(mods, base, cfg)
-    return mods
-
-
-def _family_extras(mods: ViTModules, base: nn.Module, cfg: object) -> None:
-    """Pooling, pooling norm and shared relative position bias (stock and P3B models alike)."""
-    if mods.family == "beit":
-        pool_norm = getattr(getattr(base, "pooler", None), "layernorm", None)
-        if getattr(cfg, "use_mean_pooling", False):
-            mods.pooling, mods.pool_norm = "mean", pool_norm
-        shared = getattr(
-            base, "shared_position_bias", None
-        )  # stock name; P3B: encoder.relative_position_bias
-        if shared is None:
-            shared = getattr(getattr(base, "encoder", None), "relative_position_bias", None)
-        mods.shared_rel_bias = shared.relative_position_bias_table if shared is not None else None
-    elif mods.family == "dinov2":
-        mods.pooling = "cls+mean"
 
 
 def _heads(model: nn.Module) -> dict[str, nn.Linear]:
@@ -287,77 +250,38 @@ def is_full_width(config) -> bool:
     )
 
 
-def _locate_p3b(model: nn.Module, family: str) -> ViTModules:
-    cfg = model.config
-    if not is_full_width(cfg):
-        raise UnsupportedModelError(
-            "This P3B model is already pruned; WidthPlans index the *dense* tensors. Prune the dense "
-            "original instead (config.base_model_name_or_path="
-            f"{getattr(cfg, 'base_model_name_or_path', None)!r})."
-        )
-    base = getattr(model, family)
-    emb = base.embeddings
-    layers = []
-    for blk in base.encoder.layer:
-        sa = blk.attention.attention
-        if family == "dinov2":
-            lm = LayerModules(
-                blk,
-                blk.norm1,
-                sa.query,
-                sa.key,
-                sa.value,
-                blk.attention.output.dense,
-                blk.norm2,
-                blk.mlp.fc1,
-                blk.mlp.fc2,
-                blk.mlp.activation_fn,
-                ls1=blk.layer_scale1.lambda1,
-                ls2=blk.layer_scale2.lambda1,
-            )
-        else:
-            lm = LayerModules(
-                blk,
-                blk.layernorm_before,
-                sa.query,
-                sa.key,
-                sa.value,
-                blk.attention.output.dense,
-                blk.layernorm_after,
-                blk.intermediate.dense,
-                blk.output.dense,
-                blk.intermediate.intermediate_act_fn,
-                ls1=getattr(blk, "lambda_1", None),
-                ls2=getattr(blk, "lambda_2", None),
-            )
-            rel = getattr(sa, "relative_position_bias", None)
-            lm.rel_bias = rel.relative_position_bias_table if rel is not None else None
-        layers.append(lm)
-    final_norm = getattr(base, "layernorm", None)
-    mods = ViTModules(
-        family=family,
-        model=model,
-        cls_token=emb.cls_token,
-        dist_token=getattr(emb, "distillation_token", None),
-        position_embeddings=getattr(emb, "position_embeddings", None),
-        patch_projection=emb.patch_embeddings.projection,
-        layers=layers,
-        final_norm=final_norm if isinstance(final_norm, nn.LayerNorm) else None,
-        heads=_heads(model),
-        hidden_size=cfg.hidden_size,
-        num_heads=cfg.num_attention_heads,
-        head_dim=cfg.hidden_size // cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size,
-        image_size=_as_int(cfg.image_size),
-        patch_size=_as_int(cfg.patch_size),
-        mask_token=getattr(emb, "mask_token", None),
-        layer_norm_eps=float(cfg.layer_norm_eps),
-    )
-    _family_extras(mods, base, cfg)
-    return mods
-
-
 # ============================================================================ MLP view (every family)
+@dataclass
+class WindowAttention:
+    """A staged block's window attention, found by the record's :class:`~.families.StagePaths`: the q/k/v/o
+    Linears, the relative position bias table ``[rows, heads]`` (``None`` without), heads and head dimension."""
+
+    module: nn.Module
+    q_proj: nn.Linear
+    k_proj: nn.Linear
+    v_proj: nn.Linear
+    o_proj: nn.Linear
+    rel_bias: nn.Parameter | None
+    num_attention_heads: int
+    head_dim: int
+
+
+def _window_attention(blk: nn.Module, paths: StagePaths) -> WindowAttention | None:
+    module = get_path(blk, paths.attention)
+    if module is None:
+        return None
+    return WindowAttention(
+        module,
+        get_path(module, paths.attn_q),
+        get_path(module, paths.attn_k),
+        get_path(module, paths.attn_v),
+        get_path(module, paths.attn_o),
+        get_path(module, paths.attn_rel_bias),
+        int(get_path(module, paths.attn_num_heads)),
+        int(get_path(module, paths.attn_head_dim)),
+    )
+
+
 @dataclass
 class MLPBlock:
     """One block's MLP: ``fc2(act(fc1(x)))``, then (ConvNeXt, BEiT, DINOv2) a per-channel layer scale ``ls2``
@@ -367,9 +291,8 @@ class MLPBlock:
     act: nn.Module
     fc2: nn.Linear
     ls2: torch.Tensor | None = None
-    #: Swin: the block's window attention (``q_proj``/``k_proj``/``v_proj``/``o_proj``, ``num_attention_heads``,
-    #: ``head_dim``, ``relative_position_bias.relative_position_bias_table``); None without attention
-    attn: nn.Module | None = None
+    #: the block's window attention (Swin); None without attention
+    attn: WindowAttention | None = None
 
     @property
     def dim(self) -> int:
@@ -397,12 +320,6 @@ class MLPView:
         return len(self.blocks)
 
 
-def _get_path(obj: object, path: str) -> object:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def locate_mlps(model: nn.Module) -> MLPView:
     """The :class:`MLPView` of any supported classifier (plain-ViT families via :func:`locate`)."""
     model = getattr(model, "module", model)
@@ -421,18 +338,19 @@ def locate_mlps(model: nn.Module) -> MLPView:
             f"instead (config.base_model_name_or_path={getattr(cfg, 'base_model_name_or_path', None)!r})."
         )
     blocks, depths = [], []
-    for stage in _get_path(getattr(model, fam.name), fam.stages):
-        stage_blocks = list(_get_path(stage, fam.blocks))
+    paths = fam.stage_paths
+    for stage in get_path(getattr(model, fam.prefix), paths.stages):
+        stage_blocks = list(get_path(stage, paths.blocks))
         depths.append(len(stage_blocks))
         for blk in stage_blocks:
-            ls = _get_path(blk, fam.layer_scale) if fam.layer_scale else None
+            ls = get_path(blk, paths.layer_scale)
             blocks.append(
                 MLPBlock(
-                    _get_path(blk, fam.fc1),
-                    _get_path(blk, fam.act),
-                    _get_path(blk, fam.fc2),
+                    get_path(blk, paths.fc1),
+                    get_path(blk, paths.act),
+                    get_path(blk, paths.fc2),
                     ls if isinstance(ls, torch.Tensor) else None,
-                    _get_path(blk, fam.attention) if fam.attention else None,
+                    _window_attention(blk, paths),
                 )
             )
     return MLPView(fam.name, model, blocks, depths)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...cost import count_cost
-from ...models.families import dense_intermediate_size, family_of_config
+from ...models.families import PLAIN, dense_intermediate_size, require_family
 from ...models.locator import ViTModules, locate
 
 #: gate name -> (sub-block, what it multiplies in the HF forward)
@@ -61,17 +61,11 @@ class Dims:
     def from_config(cls, config: Any) -> Dims:
         h = int(config.num_attention_heads)
         c = int(config.hidden_size)
-        family = family_of_config(config)
-        layer_scale = family == "dinov2" or (
-            family == "beit" and float(getattr(config, "layer_scale_init_value", 0.1)) > 0
-        )
+        fam = require_family(config, PLAIN)
+        layer_scale = fam.layer_scale(config)
         rel = 0
-        if family == "beit" and getattr(config, "use_relative_position_bias", False):
-            patch = (
-                config.patch_size[0] if isinstance(config.patch_size, (list, tuple)) else config.patch_size
-            )
-            size = config.image_size[0] if isinstance(config.image_size, (list, tuple)) else config.image_size
-            rel = ((2 * (int(size) // int(patch)) - 1) ** 2 + 3) * h
+        if fam.rel_bias is not None and fam.rel_bias.per_layer(config):
+            rel = fam.rel_bias.rows(config) * h
         ls = c if layer_scale else 0
         return cls(
             c,
@@ -80,7 +74,7 @@ class Dims:
             dense_intermediate_size(config),
             int(config.num_hidden_layers),
             bool(getattr(config, "qkv_bias", True)),
-            k_bias=family != "beit",
+            k_bias=fam.k_bias,
             attn_extra=ls + rel,
             mlp_extra=ls,
         )
@@ -153,8 +147,7 @@ def non_block_params(model_or_config: Any, reference: bool = False) -> int:
         cfg = getattr(model_or_config, "config", model_or_config)
         c, k = int(cfg.hidden_size), int(cfg.num_labels)
         model = model_or_config if isinstance(model_or_config, nn.Module) else None
-        distilled = (getattr(cfg, "model_type", "") == "deit") or bool(getattr(cfg, "distilled", False))
-        if distilled:
+        if require_family(cfg, PLAIN).special_tokens(cfg) == 2:
             n -= c  # distillation token
         if (model is not None and hasattr(model, "distillation_classifier")) or getattr(
             cfg, "distillation_head", False
