@@ -45,7 +45,7 @@ from torch import nn
 
 from .errors import UnsupportedModelError
 from .models.configuration_p3b_vit import P3BViTConfig
-from .models.modeling_p3b_vit import _take
+from .models.modeling_p3b_layers import _take
 from .models.plain_vit import is_plain_vit
 from .padding import grow_subset, round_up
 

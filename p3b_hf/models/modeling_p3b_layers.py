@@ -1,0 +1,231 @@
+# Remote code: shipped next to pruned checkpoints as a relative import of modeling_p3b_vit.py /
+# modeling_p3b_beit.py / modeling_p3b_dinov2.py (``save_pretrained`` copies a code file's relative imports,
+# ``from_pretrained(trust_remote_code=True)`` fetches them), so it imports only torch / transformers.
+"""The pruned building blocks the plain-ViT families share (ViT/DeiT, BEiT, DINOv2), written once.
+
+A layer of any of those families keeps the full-width residual stream and lets every sub-block read a channel
+subset (:class:`P3BLayerNorm`), write a channel subset (:func:`_add_into`), or be removed down to its constant
+output (:class:`P3BConstantOutput`); attention, position-embedding interpolation, stochastic depth and the
+layer loop with gradient checkpointing are the same code in all three. The family files hold only what
+differs (their parameter names, embeddings, layer scale, relative position bias).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# (each file must stand alone on the Hub; tests/test_families.py checks the copies are identical) ----
+class _IndexCache:
+    """Holds a channel subset as a Python list and hands out device tensors lazily.
+
+    Index tensors are *not* buffers: transformers 5 builds models on the meta device and would
+    leave buffers created in ``__init__`` uninitialised; the indices live in the config anyway.
+    """
+
+    def __init__(self, indices: list[int] | None) -> None:
+        self.indices = None if indices is None else [int(i) for i in indices]
+        self._cache: dict[torch.device, torch.Tensor] = {}
+
+    def get(self, device: torch.device) -> torch.Tensor | None:
+        if self.indices is None:
+            return None
+        t = self._cache.get(device)
+        if t is None:
+            t = torch.tensor(self.indices, dtype=torch.long, device=device)
+            if type(t) is torch.Tensor:  # never keep a tracer's fake tensor (torch.export, compile)
+                self._cache[device] = t
+        return t
+
+
+def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[..., idx]``: on CPU ``index_select`` on dim 1 of the 2-D view (1.6-1.8x faster than
+    ``torch.gather`` on the last dim), elsewhere ``torch.gather`` (coalesced on CUDA)."""
+    if x.device.type == "cpu" and x.is_contiguous():
+        return x.view(-1, x.shape[-1]).index_select(1, idx).view(*x.shape[:-1], idx.numel())
+    return torch.gather(x, -1, idx.expand(*x.shape[:-1], -1))
+
+
+class P3BLayerNorm(nn.Module):
+    """LayerNorm whose affine part (and output) covers a subset of the residual channels.
+
+    ``full_stats=True``: statistics over all input channels, then only the kept channels are
+    produced -- identical to ``LayerNorm(C)`` followed by a gather, but with ``2*len(subset)``
+    parameters. ``full_stats=False``: an ordinary LayerNorm over the gathered subset.
+    """
+
+    def __init__(self, subset: list[int] | None, width: int, eps: float, full_stats: bool = True) -> None:
+        super().__init__()
+        self.subset = _IndexCache(subset)
+        n = width if subset is None else len(subset)
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.eps = eps
+        self.full_stats = full_stats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = self.subset.get(x.device)
+        if idx is None:
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        if not self.full_stats:
+            sub = _take(x, idx)
+            return F.layer_norm(sub, (sub.shape[-1],), self.weight, self.bias, self.eps)
+        # LayerNorm(C) with the affine scattered to full width, then the gather: one normalisation
+        # pass and one gather (not gather + scale + shift passes over the subset).
+        c = x.shape[-1]
+        weight = self.weight.new_zeros(c).index_copy(0, idx, self.weight)
+        bias = self.bias.new_zeros(c).index_copy(0, idx, self.bias)
+        return _take(F.layer_norm(x, (c,), weight, bias, self.eps), idx)
+
+
+class P3BConstantOutput(nn.Linear):
+    """What is left of a removed sub-block: its output Linear with zero inputs, i.e. the constant ``bias``
+    added to its output channels.
+
+    It *is* an ``nn.Linear`` (``in_features=0``) so that tools matching Linears by name -- ``peft``'s
+    ``target_modules=["dense"]``, quantizers -- meet the Linear type they expect instead of failing on a
+    foreign module: a LoRA adapter on it has a ``[r, 0]`` A matrix and adds exactly zero. The ``[out, 0]``
+    weight is not a parameter (checkpoints hold only ``bias``, the legacy key); it is made on access.
+    The input only gives the output's leading shape (callers pass ``x[..., :0]``).
+    """
+
+    def __init__(self, width: int) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = 0, width
+        self.bias = nn.Parameter(torch.zeros(width))
+
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        return self.bias.new_zeros(self.out_features, 0)
+
+    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+        return self.bias.to(reference.dtype).expand(*reference.shape[:-1], -1)
+
+
+class _Removed(nn.Module):
+    """Container keeping the legacy key path ``<...>.<attr>.bias`` of a removed sub-block's output Linear."""
+
+    def __init__(self, out_width: int, attr: str = "dense") -> None:
+        super().__init__()
+        self.attr = attr
+        self.add_module(attr, P3BConstantOutput(out_width))
+
+    def forward(self, reference: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.attr)(reference[..., :0])
+
+
+def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache) -> torch.Tensor:
+    # Out of place on purpose: hooks may hold the residual (an in-place index_add_ would save one
+    # copy, but silently change tensors captured under no_grad). p3b_hf.optimize owns its stream
+    # and does it in place.
+    idx = out_index.get(residual.device)
+    if idx is None:
+        return residual + update
+    return residual.index_add(-1, idx, update.to(residual.dtype))
+
+
+def _width(subset: list[int] | None, full: int) -> int:
+    return full if subset is None else len(subset)
+
+
+def _attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    bias: torch.Tensor | None,
+    dropout: float,
+    training: bool,
+    eager: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention on ``[B, H, N, d]`` tensors -> (``[B, N, H*d]``, weights or ``None``).
+
+    ``eager`` spells the softmax out (the stock eager path, float32 softmax) and returns the attention
+    weights; otherwise one ``scaled_dot_product_attention`` call with the same arguments as the stock
+    sdpa path (so a full-width model equals the stock model bit for bit).
+    """
+    if eager:
+        weights = torch.matmul(q, k.transpose(2, 3)) * scale
+        if bias is not None:
+            weights = weights + bias
+        weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
+        weights = F.dropout(weights, p=dropout, training=training)
+        out = torch.matmul(weights, v)
+    else:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout if training else 0.0, scale=scale
+        )
+        weights = None
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d), weights
+
+
+def _interpolate_positions(
+    pos: torch.Tensor, num_special: int, height: int, width: int, patch: int, fp32: bool = False
+) -> torch.Tensor:
+    """Bicubic resize of the patch part of ``pos`` ``[1, S+P, C]`` to an ``height x width`` image (stock
+    ``interpolate_pos_encoding``; ``fp32`` interpolates in float32 as DINOv2 does). Returns ``pos`` itself
+    when the grid already matches."""
+    num_positions = pos.shape[1] - num_special
+    new_h, new_w = height // patch, width // patch
+    if not torch.jit.is_tracing() and new_h * new_w == num_positions and height == width:
+        return pos
+    side = int(num_positions**0.5)
+    dim = pos.shape[-1]
+    grid = pos[:, num_special:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    dtype = grid.dtype
+    grid = F.interpolate(
+        grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic", align_corners=False
+    ).to(dtype)
+    return torch.cat((pos[:, :num_special], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
+
+
+def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per sample (identity at p = 0 or in eval), as the stock ``DropPath``."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1 - p
+    mask = torch.floor(torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device) + keep)
+    return x.div(keep) * mask
+
+
+def _flag(value: bool | None, config: Any, name: str, default: bool = False) -> bool:
+    """A forward flag, defaulting to the config's value like the stock models."""
+    return bool(getattr(config, name, default)) if value is None else bool(value)
+
+
+def _eager(config: Any, output_attentions: bool) -> bool:
+    """Eager attention when asked for weights or when the config selects it (``attn_implementation``)."""
+    return output_attentions or getattr(config, "_attn_implementation", None) == "eager"
+
+
+class _P3BEncoderMixin:
+    """Runs the layers with optional gradient checkpointing, collecting hidden states and attentions.
+
+    ``gradient_checkpointing`` / ``_gradient_checkpointing_func`` are set by
+    ``PreTrainedModel.gradient_checkpointing_enable`` (the transformers >= 4.35 protocol)."""
+
+    gradient_checkpointing = False
+
+    def _run_layers(
+        self, layers: nn.ModuleList, x: torch.Tensor, hidden: bool, attentions: bool, *extra: Any
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        # ``extra``: the layer's further arguments, positional -- reentrant checkpointing
+        # (``use_reentrant=True``) takes no keyword arguments and only gives gradients to tensor arguments
+        # passed positionally (BEiT's shared relative position bias).
+        states, weights = ([x] if hidden else []), []
+        for layer in layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, w = self._gradient_checkpointing_func(layer.__call__, x, attentions, *extra)
+            else:
+                x, w = layer(x, attentions, *extra)
+            if hidden:
+                states.append(x)
+            if attentions:
+                weights.append(w)
+        return x, states, weights
