@@ -31,6 +31,8 @@ EXPECTED_FILES = {
     "config.json",
     "configuration_p3b_vit.py",
     "modeling_p3b_vit.py",
+    "modeling_p3b_layers.py",
+    "modeling_p3b_checkpoint.py",
     "model.safetensors",
     "preprocessor_config.json",
     "width_plan.json",
@@ -165,6 +167,8 @@ def test_push_then_pull_by_repo_id_through_local_hub(
             "config.json",
             "model.safetensors",
             "modeling_p3b_vit.py",
+            "modeling_p3b_layers.py",  # the shared modules it imports relatively are fetched too
+            "modeling_p3b_checkpoint.py",
             "configuration_p3b_vit.py",
             "preprocessor_config.json",
         ):
@@ -222,7 +226,7 @@ def test_push_cli(
     assert store.resolve(REPO, "dev") is not None and "model.safetensors" in snapshot_bytes(
         store, REPO, "dev"
     )
-    assert "pushed 9 files" in capsys.readouterr().out
+    assert "pushed 11 files" in capsys.readouterr().out
 
 
 def test_push_resaves_code_files_when_missing(
@@ -237,7 +241,8 @@ def test_push_resaves_code_files_when_missing(
         f.unlink()
     store = HubStore(tmp_path / "hub")
     result = push_pruned(model_dir, REPO, api=RecordingHfApi(store))
-    assert {"modeling_p3b_vit.py", "configuration_p3b_vit.py"} <= set(result.files)
+    code = {"modeling_p3b_vit.py", "configuration_p3b_vit.py", "modeling_p3b_layers.py", "modeling_p3b_checkpoint.py"}
+    assert code <= set(result.files)
     hub = snapshot_bytes(store, REPO)
     assert "auto_map" in json.loads(hub["config.json"])
     assert (
