@@ -29,16 +29,15 @@ from .modeling_p3b_checkpoint import (
     _P3BStrictLoading,
 )
 from .modeling_p3b_layers import (
-    P3BConstantOutput,
-    P3BLayerNorm,
-    _add_into,
-    _attention,
-    _drop_path,
-    _eager,
+    P3BAttention,
+    P3BLinear,
+    P3BSelfAttention,
     _flag,
-    _IndexCache,
     _interpolate_positions,
+    _layernorm,
     _P3BEncoderMixin,
+    _P3BLayerMixin,
+    _P3BPreTrainedMixin,
     _Removed,
     _width,
 )
@@ -87,61 +86,17 @@ class P3BDinov2Embeddings(nn.Module):
         return self.dropout(x + pos)
 
 
-class P3BDinov2SelfAttention(nn.Module):
-    def __init__(self, config: P3BDinov2Config, layer: int, in_width: int) -> None:
-        super().__init__()
-        self.config = config
-        self.num_heads = config.layer_num_heads[layer]
-        self.head_dim = config.layer_head_dims[layer]
-        self.scale = config.layer_attention_scales[layer]
-        self.dropout = config.attention_probs_dropout_prob
-        inner = self.num_heads * self.head_dim
-        self.query = nn.Linear(in_width, inner, bias=config.qkv_bias)
-        self.key = nn.Linear(in_width, inner, bias=config.qkv_bias)
-        self.value = nn.Linear(in_width, inner, bias=config.qkv_bias)
-
-    def forward(
-        self, x: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, n, _ = x.shape
-        shape = (b, n, self.num_heads, self.head_dim)
-        q = self.query(x).view(shape).transpose(1, 2)
-        k = self.key(x).view(shape).transpose(1, 2)
-        v = self.value(x).view(shape).transpose(1, 2)
-        return _attention(
-            q,
-            k,
-            v,
-            scale=self.scale,
-            bias=None,
-            dropout=self.dropout,
-            training=self.training,
-            eager=_eager(self.config, output_attentions),
-        )
+class P3BDinov2SelfAttention(P3BSelfAttention):
+    """q/k/v of the kept heads x head dims (``qkv_bias`` from the config)."""
 
 
-class P3BDinov2SelfOutput(nn.Module):
-    def __init__(self, in_width: int, out_width: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(in_width, out_width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(x)
+class P3BDinov2SelfOutput(P3BLinear):
+    """The attention's output projection (``attention.output.dense``)."""
 
 
-class P3BDinov2Attention(nn.Module):
-    def __init__(self, config: P3BDinov2Config, layer: int, in_width: int, out_width: int) -> None:
-        super().__init__()
-        self.attention = P3BDinov2SelfAttention(config, layer, in_width)
-        self.output = P3BDinov2SelfOutput(
-            config.layer_num_heads[layer] * config.layer_head_dims[layer], out_width
-        )
-
-    def forward(
-        self, x: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out, weights = self.attention(x, output_attentions)
-        return self.output(out), weights
+class P3BDinov2Attention(P3BAttention):
+    self_attention_class = P3BDinov2SelfAttention
+    output_class = P3BDinov2SelfOutput
 
 
 class P3BDinov2LayerScale(nn.Module):
@@ -164,59 +119,35 @@ class P3BDinov2MLP(nn.Module):
         return self.fc2(self.activation_fn(self.fc1(x)))
 
 
-class P3BDinov2Layer(nn.Module):
+class P3BDinov2Layer(_P3BLayerMixin, nn.Module):
     """One DINOv2 layer with per-sub-block read/write subsets; ``layer_scale1/2`` scale the written
     channels. A removed sub-block adds its constant (layer scale already folded in)."""
 
+    removed_mlp_attr = "mlp"
+
     def __init__(self, config: P3BDinov2Config, layer: int) -> None:
         super().__init__()
-        c = config.hidden_size
-        full_stats = config.layernorm_mode == "full_stats"
-        a_in, a_out = config.layer_attn_in[layer], config.layer_attn_out[layer]
-        m_in, m_out = config.layer_mlp_in[layer], config.layer_mlp_out[layer]
-        self.attn_out_index = _IndexCache(a_out)
-        self.mlp_out_index = _IndexCache(m_out)
-        self.attn_removed = config.layer_num_heads[layer] * config.layer_head_dims[layer] == 0
-        self.mlp_removed = config.layer_intermediate_sizes[layer] == 0
-        a_out_w, m_out_w = _width(a_out, c), _width(m_out, c)
-        self.attn_active, self.mlp_active = a_out_w > 0, m_out_w > 0
+        a_in, m_in, a_out_w, m_out_w = self._setup_widths(config, layer)
+        c, hidden = config.hidden_size, config.layer_intermediate_sizes[layer]
         self.drop_path_rate = config.drop_path_rate
-        if self.attn_removed:
-            if self.attn_active:
-                self.attention = nn.Module()
-                self.attention.output = _Removed(a_out_w)
-        else:
-            self.norm1 = P3BLayerNorm(a_in, c, config.layer_norm_eps, full_stats)
+        if not self.attn_removed:
+            self.norm1 = _layernorm(config, a_in)
             self.attention = P3BDinov2Attention(config, layer, _width(a_in, c), a_out_w)
             self.layer_scale1 = P3BDinov2LayerScale(a_out_w)
         if self.mlp_removed:
             if self.mlp_active:
                 self.mlp = _Removed(m_out_w, attr="fc2")
         else:
-            self.norm2 = P3BLayerNorm(m_in, c, config.layer_norm_eps, full_stats)
-            self.mlp = P3BDinov2MLP(config, _width(m_in, c), config.layer_intermediate_sizes[layer], m_out_w)
+            self.norm2 = _layernorm(config, m_in)
+            self.mlp = P3BDinov2MLP(config, _width(m_in, c), hidden, m_out_w)
             self.layer_scale2 = P3BDinov2LayerScale(m_out_w)
 
-    def forward(
-        self, x: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        weights = None
-        if self.attn_active:
-            if self.attn_removed:
-                update = self.attention.output(x)
-            else:
-                update, weights = self.attention(self.norm1(x), output_attentions)
-                update = self.layer_scale1(update)
-            x = _add_into(x, _drop_path(update, self.drop_path_rate, self.training), self.attn_out_index)
-        if output_attentions and weights is None:  # removed attention: zero heads
-            weights = x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1])
-        if self.mlp_active:
-            if self.mlp_removed:
-                update = self.mlp(x)
-            else:
-                update = self.layer_scale2(self.mlp(self.norm2(x)))
-            x = _add_into(x, _drop_path(update, self.drop_path_rate, self.training), self.mlp_out_index)
-        return x, weights
+    def _attend(self, x: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        update, weights = self.attention(self.norm1(x), output_attentions)
+        return self.layer_scale1(update), weights
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_scale2(self.mlp(self.norm2(x)))
 
 
 class P3BDinov2Encoder(_P3BEncoderMixin, nn.Module):
@@ -231,28 +162,13 @@ class P3BDinov2Encoder(_P3BEncoderMixin, nn.Module):
         return self._run_layers(self.layer, x, output_hidden_states, output_attentions)
 
 
-class P3BDinov2PreTrainedModel(_P3BStrictLoading, PreTrainedModel):
+class P3BDinov2PreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedModel):
     config_class = P3BDinov2Config
     base_model_prefix = "dinov2"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     _no_split_modules = ["P3BDinov2Embeddings", "P3BDinov2Layer"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, P3BConstantOutput):  # an nn.Linear with no inputs: only its bias
-            _init.zeros_(module.bias)
-        elif isinstance(module, (nn.Linear, nn.Conv2d)):
-            _init.trunc_normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                _init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, P3BLayerNorm)):
-            _init.ones_(module.weight)
-            _init.zeros_(module.bias)
-        elif isinstance(module, P3BDinov2LayerScale):
+    def _init_family_weights(self, module: nn.Module, std: float) -> None:
+        if isinstance(module, P3BDinov2LayerScale):
             _init.constant_(module.lambda1, self.config.layerscale_value)
         elif isinstance(module, P3BDinov2Embeddings):
             _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
@@ -288,17 +204,13 @@ class P3BDinov2Model(P3BDinov2PreTrainedModel):
         """``interpolate_pos_encoding`` is accepted for symmetry with ViT; DINOv2 always interpolates."""
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
-        hidden = _flag(output_hidden_states, self.config, "output_hidden_states")
-        attentions = _flag(output_attentions, self.config, "output_attentions")
-        x, states, weights = self.encoder(self.embeddings(pixel_values, bool_masked_pos), hidden, attentions)
-        seq = self.layernorm(x)
-        out = BaseModelOutputWithPooling(
-            last_hidden_state=seq,
-            pooler_output=seq[:, 0, :],
-            hidden_states=tuple(states) if hidden else None,
-            attentions=tuple(weights) if attentions else None,
+        flags = (
+            _flag(output_hidden_states, self.config, "output_hidden_states"),
+            _flag(output_attentions, self.config, "output_attentions"),
         )
-        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+        encoded = self.encoder(self.embeddings(pixel_values, bool_masked_pos), *flags)
+        seq = self.layernorm(encoded[0])
+        return self._backbone_output(seq, seq[:, 0, :], encoded, flags, return_dict)
 
 
 class P3BDinov2ForImageClassification(P3BDinov2PreTrainedModel):
@@ -328,11 +240,7 @@ class P3BDinov2ForImageClassification(P3BDinov2PreTrainedModel):
         base = self.dinov2(pixel_values, output_hidden_states, output_attentions, return_dict=True)
         seq = base.last_hidden_state
         logits = self.classifier(torch.cat([seq[:, 0], seq[:, 1:].mean(dim=1)], dim=1))
-        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
-        out = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=base.hidden_states, attentions=base.attentions
-        )
-        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+        return self._classifier_output(logits, labels, base, return_dict, **kwargs)
 
 
 __all__ = ["P3BDinov2ForImageClassification", "P3BDinov2Model", "P3BDinov2PreTrainedModel"]

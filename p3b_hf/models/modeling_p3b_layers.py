@@ -17,6 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as _init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 
 # (each file must stand alone on the Hub; tests/test_families.py checks the copies are identical) ----
@@ -229,3 +232,192 @@ class _P3BEncoderMixin:
             if attentions:
                 weights.append(w)
         return x, states, weights
+
+
+def _layernorm(config: Any, subset: list[int] | None) -> P3BLayerNorm:
+    """The LayerNorm in front of a sub-block that reads ``subset`` (``config.layernorm_mode`` decides the stats)."""
+    return P3BLayerNorm(
+        subset, config.hidden_size, config.layer_norm_eps, config.layernorm_mode == "full_stats"
+    )
+
+
+class P3BSelfAttention(nn.Module):
+    """q/k/v of the kept heads x head dims under the legacy names ``query`` / ``key`` / ``value``, then
+    :func:`_attention` with the config's per-layer softmax scale. ``key_bias``: ``None`` follows
+    ``config.qkv_bias`` like query and value (ViT, DINOv2); BEiT's key has none."""
+
+    key_bias: bool | None = None
+
+    def __init__(self, config: Any, layer: int, in_width: int) -> None:
+        super().__init__()
+        self.config = config
+        self.num_heads = config.layer_num_heads[layer]
+        self.head_dim = config.layer_head_dims[layer]
+        self.scale = config.layer_attention_scales[layer]
+        self.dropout = config.attention_probs_dropout_prob
+        inner = self.num_heads * self.head_dim
+        qv_bias = bool(getattr(config, "qkv_bias", True))
+        self.query = nn.Linear(in_width, inner, bias=qv_bias)
+        self.key = nn.Linear(in_width, inner, bias=qv_bias if self.key_bias is None else self.key_bias)
+        self.value = nn.Linear(in_width, inner, bias=qv_bias)
+
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, n, _ = x.shape
+        shape = (b, n, self.num_heads, self.head_dim)
+        q = self.query(x).view(shape).transpose(1, 2)
+        k = self.key(x).view(shape).transpose(1, 2)
+        v = self.value(x).view(shape).transpose(1, 2)
+        eager = _eager(self.config, output_attentions)
+        return _attention(
+            q, k, v, scale=self.scale, bias=bias, dropout=self.dropout, training=self.training, eager=eager
+        )
+
+
+class P3BLinear(nn.Module):
+    """A sub-block's output Linear under the legacy name ``dense`` (the stock ``SelfOutput`` / ``Output``)."""
+
+    def __init__(self, in_width: int, out_width: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_width, out_width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(x)
+
+
+class P3BIntermediate(nn.Module):
+    """The MLP's first Linear (``dense``, kept neurons only) and activation (the stock ``Intermediate``)."""
+
+    def __init__(self, config: Any, in_width: int, hidden: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_width, hidden)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(x))
+
+
+class P3BAttention(nn.Module):
+    """``attention`` (q/k/v, :attr:`self_attention_class`) + ``output`` (the kept heads -> written channels)."""
+
+    self_attention_class: type = P3BSelfAttention
+    output_class: type = P3BLinear
+
+    def __init__(self, config: Any, layer: int, in_width: int, out_width: int) -> None:
+        super().__init__()
+        self.attention = self.self_attention_class(config, layer, in_width)
+        self.output = self.output_class(
+            config.layer_num_heads[layer] * config.layer_head_dims[layer], out_width
+        )
+
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, weights = self.attention(x, output_attentions, bias)
+        return self.output(out), weights
+
+
+class _P3BLayerMixin:
+    """The residual step of every plain-ViT layer: each sub-block reads its ``in`` channels and adds its update
+    into its ``out`` channels of the full-width stream (stochastic depth per sub-block); a removed sub-block only
+    adds its constant output, and one that writes no channel adds nothing. The family supplies ``_attend``
+    (normalise, attend, scale) and ``_feed_forward`` (the MLP) and names where a removed MLP's constant lives
+    (``removed_mlp_attr``)."""
+
+    drop_path_rate = 0.0
+    removed_mlp_attr = "output"
+
+    def _setup_widths(self, config: Any, layer: int) -> tuple[list[int] | None, list[int] | None, int, int]:
+        """Set the index caches and removed / active flags; return ``(attn_in, mlp_in, attn_out_w, mlp_out_w)``.
+        A removed attention becomes ``attention.output`` = its constant (the legacy key path)."""
+        c = config.hidden_size
+        a_in, a_out = config.layer_attn_in[layer], config.layer_attn_out[layer]
+        m_in, m_out = config.layer_mlp_in[layer], config.layer_mlp_out[layer]
+        self.attn_out_index = _IndexCache(a_out)
+        self.mlp_out_index = _IndexCache(m_out)
+        self.attn_removed = config.layer_num_heads[layer] * config.layer_head_dims[layer] == 0
+        self.mlp_removed = config.layer_intermediate_sizes[layer] == 0
+        a_out_w, m_out_w = _width(a_out, c), _width(m_out, c)
+        self.attn_active, self.mlp_active = a_out_w > 0, m_out_w > 0
+        if self.attn_removed and self.attn_active:
+            self.attention = nn.Module()
+            self.attention.output = _Removed(a_out_w)
+        return a_in, m_in, a_out_w, m_out_w
+
+    def forward(
+        self, x: torch.Tensor, output_attentions: bool = False, *extra: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weights = None
+        if self.attn_active:
+            if self.attn_removed:
+                update = self.attention.output(x)
+            else:
+                update, weights = self._attend(x, output_attentions, *extra)
+            x = _add_into(x, _drop_path(update, self.drop_path_rate, self.training), self.attn_out_index)
+        if output_attentions and weights is None:  # removed attention: zero heads
+            weights = x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1])
+        if self.mlp_active:
+            update = getattr(self, self.removed_mlp_attr)(x) if self.mlp_removed else self._feed_forward(x)
+            x = _add_into(x, _drop_path(update, self.drop_path_rate, self.training), self.mlp_out_index)
+        return x, weights
+
+
+class _P3BPreTrainedMixin:
+    """What the plain-ViT families' ``PreTrainedModel`` classes share: the HF class attributes, the initialisation
+    of the shared modules (the family initialises its own in ``_init_family_weights``) and the output assembly."""
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _supports_sdpa = True
+    supports_gradient_checkpointing = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, P3BConstantOutput):  # an nn.Linear with no inputs: only its bias
+            _init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            _init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                _init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, P3BLayerNorm)):
+            _init.ones_(module.weight)
+            _init.zeros_(module.bias)
+        else:
+            self._init_family_weights(module, std)
+
+    def _init_family_weights(self, module: nn.Module, std: float) -> None:
+        pass
+
+    def _backbone_output(
+        self,
+        seq: torch.Tensor,
+        pooled: torch.Tensor | None,
+        encoded: tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]],
+        flags: tuple[bool, bool],
+        return_dict: bool | None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """``encoded``: the encoder's ``(x, states, weights)``; ``flags``: ``(hidden, attentions)``."""
+        (_, states, weights), (hidden, attentions) = encoded, flags
+        out = BaseModelOutputWithPooling(
+            last_hidden_state=seq,
+            pooler_output=pooled,
+            hidden_states=tuple(states) if hidden else None,
+            attentions=tuple(weights) if attentions else None,
+        )
+        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+
+    def _classifier_output(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        base: Any,
+        return_dict: bool | None,
+        **kwargs: Any,
+    ) -> ImageClassifierOutput | tuple:
+        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
+        out = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=base.hidden_states, attentions=base.attentions
+        )
+        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()

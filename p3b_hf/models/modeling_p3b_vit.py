@@ -23,7 +23,6 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as _init
-from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -33,15 +32,16 @@ from .modeling_p3b_checkpoint import (
     _P3BStrictLoading,
 )
 from .modeling_p3b_layers import (
-    P3BConstantOutput,
-    P3BLayerNorm,
-    _add_into,
-    _attention,
-    _eager,
+    P3BAttention,
+    P3BIntermediate,
+    P3BLinear,
+    P3BSelfAttention,
     _flag,
-    _IndexCache,
     _interpolate_positions,
+    _layernorm,
     _P3BEncoderMixin,
+    _P3BLayerMixin,
+    _P3BPreTrainedMixin,
     _Removed,
     _width,
 )
@@ -95,137 +95,53 @@ class P3BViTEmbeddings(nn.Module):
         return self.dropout(x)
 
 
-class P3BViTSelfAttention(nn.Module):
-    def __init__(self, config: P3BViTConfig, layer: int, in_width: int) -> None:
-        super().__init__()
-        self.config = config
-        self.num_heads = config.layer_num_heads[layer]
-        self.head_dim = config.layer_head_dims[layer]
-        self.scale = config.layer_attention_scales[layer]
-        self.dropout = config.attention_probs_dropout_prob
-        inner = self.num_heads * self.head_dim
-        self.query = nn.Linear(in_width, inner, bias=config.qkv_bias)
-        self.key = nn.Linear(in_width, inner, bias=config.qkv_bias)
-        self.value = nn.Linear(in_width, inner, bias=config.qkv_bias)
-
-    def forward(
-        self, x: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, n, _ = x.shape
-        shape = (b, n, self.num_heads, self.head_dim)
-        q = self.query(x).view(shape).transpose(1, 2)
-        k = self.key(x).view(shape).transpose(1, 2)
-        v = self.value(x).view(shape).transpose(1, 2)
-        return _attention(
-            q,
-            k,
-            v,
-            scale=self.scale,
-            bias=None,
-            dropout=self.dropout,
-            training=self.training,
-            eager=_eager(self.config, output_attentions),
-        )
+class P3BViTSelfAttention(P3BSelfAttention):
+    """q/k/v of the kept heads x head dims (``qkv_bias`` from the config)."""
 
 
-class P3BViTSelfOutput(nn.Module):
-    def __init__(self, in_width: int, out_width: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(in_width, out_width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(x)
+class P3BViTSelfOutput(P3BLinear):
+    """The attention's output projection (``attention.output.dense``)."""
 
 
-class P3BViTAttention(nn.Module):
-    def __init__(self, config: P3BViTConfig, layer: int, in_width: int, out_width: int) -> None:
-        super().__init__()
-        self.attention = P3BViTSelfAttention(config, layer, in_width)
-        inner = config.layer_num_heads[layer] * config.layer_head_dims[layer]
-        self.output = P3BViTSelfOutput(inner, out_width)
-
-    def forward(
-        self, x: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out, weights = self.attention(x, output_attentions)
-        return self.output(out), weights
+class P3BViTAttention(P3BAttention):
+    self_attention_class = P3BViTSelfAttention
+    output_class = P3BViTSelfOutput
 
 
-class P3BViTIntermediate(nn.Module):
-    def __init__(self, config: P3BViTConfig, in_width: int, hidden: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(in_width, hidden)
-        self.intermediate_act_fn = ACT2FN[config.hidden_act]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.intermediate_act_fn(self.dense(x))
+class P3BViTIntermediate(P3BIntermediate):
+    """The MLP's first Linear + activation (``intermediate.dense``)."""
 
 
-class P3BViTOutput(nn.Module):
-    def __init__(self, hidden: int, out_width: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(hidden, out_width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(x)
+class P3BViTOutput(P3BLinear):
+    """The MLP's second Linear (``output.dense``)."""
 
 
-class P3BViTLayer(nn.Module):
+class P3BViTLayer(_P3BLayerMixin, nn.Module):
     """One encoder layer. Each sub-block reads ``in`` channels and writes ``out`` channels of
     the full-width residual stream; a removed sub-block only adds its constant output."""
 
     def __init__(self, config: P3BViTConfig, layer: int) -> None:
         super().__init__()
-        c = config.hidden_size
-        full_stats = config.layernorm_mode == "full_stats"
-        a_in, a_out = config.layer_attn_in[layer], config.layer_attn_out[layer]
-        m_in, m_out = config.layer_mlp_in[layer], config.layer_mlp_out[layer]
-        self.attn_out_index = _IndexCache(a_out)
-        self.mlp_out_index = _IndexCache(m_out)
-        self.attn_removed = config.layer_num_heads[layer] * config.layer_head_dims[layer] == 0
-        self.mlp_removed = config.layer_intermediate_sizes[layer] == 0
-        a_out_w, m_out_w = _width(a_out, c), _width(m_out, c)
-        # a removed sub-block that writes no channel contributes nothing at all
-        self.attn_active = a_out_w > 0
-        self.mlp_active = m_out_w > 0
-        if self.attn_removed:
-            if self.attn_active:
-                self.attention = nn.Module()
-                self.attention.output = _Removed(a_out_w)
-        else:
-            self.layernorm_before = P3BLayerNorm(a_in, c, config.layer_norm_eps, full_stats)
+        a_in, m_in, a_out_w, m_out_w = self._setup_widths(config, layer)
+        c, hidden = config.hidden_size, config.layer_intermediate_sizes[layer]
+        if not self.attn_removed:
+            self.layernorm_before = _layernorm(config, a_in)
             self.attention = P3BViTAttention(config, layer, _width(a_in, c), a_out_w)
         if self.mlp_removed:
             if self.mlp_active:
                 self.output = _Removed(m_out_w)
         else:
-            self.layernorm_after = P3BLayerNorm(m_in, c, config.layer_norm_eps, full_stats)
-            self.intermediate = P3BViTIntermediate(
-                config, _width(m_in, c), config.layer_intermediate_sizes[layer]
-            )
-            self.output = P3BViTOutput(config.layer_intermediate_sizes[layer], m_out_w)
+            self.layernorm_after = _layernorm(config, m_in)
+            self.intermediate = P3BViTIntermediate(config, _width(m_in, c), hidden)
+            self.output = P3BViTOutput(hidden, m_out_w)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(
-        self, x: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        weights = None
-        if self.attn_active:
-            if self.attn_removed:
-                update = self.attention.output(x)
-            else:
-                update, weights = self.attention(self.layernorm_before(x), output_attentions)
-                update = self.dropout(update)
-            x = _add_into(x, update, self.attn_out_index)
-        if output_attentions and weights is None:  # removed attention: zero heads
-            weights = x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1])
-        if self.mlp_active:
-            if self.mlp_removed:
-                update = self.output(x)
-            else:
-                update = self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
-            x = _add_into(x, update, self.mlp_out_index)
-        return x, weights
+    def _attend(self, x: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        update, weights = self.attention(self.layernorm_before(x), output_attentions)
+        return self.dropout(update), weights
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
 
 
 class P3BViTEncoder(_P3BEncoderMixin, nn.Module):
@@ -240,37 +156,17 @@ class P3BViTEncoder(_P3BEncoderMixin, nn.Module):
         return self._run_layers(self.layer, x, output_hidden_states, output_attentions)
 
 
-class P3BViTPreTrainedModel(_P3BStrictLoading, PreTrainedModel):
+class P3BViTPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedModel):
     config_class = P3BViTConfig
     base_model_prefix = "vit"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     _no_split_modules = ["P3BViTEmbeddings", "P3BViTLayer"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, P3BConstantOutput):  # an nn.Linear with no inputs: only its bias
-            _init.zeros_(module.bias)
-        elif isinstance(module, (nn.Linear, nn.Conv2d)):
-            _init.trunc_normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                _init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, P3BLayerNorm)):
-            _init.ones_(module.weight)
-            _init.zeros_(module.bias)
-        elif isinstance(module, P3BViTEmbeddings):
+    def _init_family_weights(self, module: nn.Module, std: float) -> None:
+        if isinstance(module, P3BViTEmbeddings):
             _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
             if hasattr(module, "distillation_token"):
                 _init.trunc_normal_(module.distillation_token, mean=0.0, std=std)
-
-    def _loss(self, labels: torch.Tensor | None, logits: torch.Tensor, **kwargs: Any) -> torch.Tensor | None:
-        if labels is None:
-            return None
-        return self.loss_function(labels, logits, self.config, **kwargs)
 
 
 class P3BViTModel(P3BViTPreTrainedModel):
@@ -301,17 +197,12 @@ class P3BViTModel(P3BViTPreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
-        hidden = _flag(output_hidden_states, self.config, "output_hidden_states")
-        attentions = _flag(output_attentions, self.config, "output_attentions")
-        x = self.embeddings(pixel_values, bool(interpolate_pos_encoding))
-        x, states, weights = self.encoder(x, hidden, attentions)
-        out = BaseModelOutputWithPooling(
-            last_hidden_state=self.layernorm(x),
-            pooler_output=None,
-            hidden_states=tuple(states) if hidden else None,
-            attentions=tuple(weights) if attentions else None,
+        flags = (
+            _flag(output_hidden_states, self.config, "output_hidden_states"),
+            _flag(output_attentions, self.config, "output_attentions"),
         )
-        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+        encoded = self.encoder(self.embeddings(pixel_values, bool(interpolate_pos_encoding)), *flags)
+        return self._backbone_output(self.layernorm(encoded[0]), None, encoded, flags, return_dict)
 
 
 class P3BViTForImageClassification(P3BViTPreTrainedModel):
@@ -342,11 +233,7 @@ class P3BViTForImageClassification(P3BViTPreTrainedModel):
             pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
         )
         logits = self.classifier(base.last_hidden_state[:, 0, :])
-        loss = self._loss(labels, logits, **kwargs)
-        out = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=base.hidden_states, attentions=base.attentions
-        )
-        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+        return self._classifier_output(logits, labels, base, return_dict, **kwargs)
 
 
 @dataclass
@@ -409,7 +296,7 @@ class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
             logits = (cls_logits + dist_logits) / 2
         else:
             logits = self.classifier(seq[:, 0, :])
-        loss = self._loss(labels, logits, **kwargs)
+        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
         out = P3BDeiTForImageClassificationOutput(
             loss=loss,
             logits=logits,
