@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as _init
-from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from .configuration_p3b_beit import P3BBeitConfig
@@ -32,16 +31,17 @@ from .modeling_p3b_checkpoint import (
     _P3BStrictLoading,
 )
 from .modeling_p3b_layers import (
-    P3BConstantOutput,
-    P3BLayerNorm,
-    _add_into,
-    _attention,
-    _drop_path,
-    _eager,
+    P3BAttention,
+    P3BIntermediate,
+    P3BLinear,
+    P3BSelfAttention,
     _flag,
     _IndexCache,
     _interpolate_positions,
+    _layernorm,
     _P3BEncoderMixin,
+    _P3BLayerMixin,
+    _P3BPreTrainedMixin,
     _Removed,
     _width,
 )
@@ -157,112 +157,49 @@ class P3BBeitEmbeddings(nn.Module):
         return self.dropout(x)
 
 
-class P3BBeitSelfAttention(nn.Module):
-    """q/k/v of the kept heads x head dims; the key has no bias (as in BEiT)."""
+class P3BBeitSelfAttention(P3BSelfAttention):
+    """q/k/v of the kept heads x head dims; the key has no bias (as in BEiT); optionally this layer's own
+    relative position bias table (one column per kept head)."""
+
+    key_bias = False
 
     def __init__(self, config: P3BBeitConfig, layer: int, in_width: int) -> None:
-        super().__init__()
-        self.config = config
-        self.num_heads = config.layer_num_heads[layer]
-        self.head_dim = config.layer_head_dims[layer]
-        self.scale = config.layer_attention_scales[layer]
-        self.dropout = config.attention_probs_dropout_prob
-        inner = self.num_heads * self.head_dim
-        self.query = nn.Linear(in_width, inner)
-        self.key = nn.Linear(in_width, inner, bias=False)
-        self.value = nn.Linear(in_width, inner)
+        super().__init__(config, layer, in_width)
         if config.use_relative_position_bias:
             self.relative_position_bias = P3BBeitRelativePositionBias(config, self.num_heads)
 
-    def forward(
-        self, x: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b, n, _ = x.shape
-        shape = (b, n, self.num_heads, self.head_dim)
-        q = self.query(x).view(shape).transpose(1, 2)
-        k = self.key(x).view(shape).transpose(1, 2)
-        v = self.value(x).view(shape).transpose(1, 2)
-        return _attention(
-            q,
-            k,
-            v,
-            scale=self.scale,
-            bias=bias,
-            dropout=self.dropout,
-            training=self.training,
-            eager=_eager(self.config, output_attentions),
-        )
+
+class P3BBeitSelfOutput(P3BLinear):
+    """The attention's output projection (``attention.output.dense``)."""
 
 
-class P3BBeitSelfOutput(nn.Module):
-    def __init__(self, in_width: int, out_width: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(in_width, out_width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(x)
+class P3BBeitAttention(P3BAttention):
+    self_attention_class = P3BBeitSelfAttention
+    output_class = P3BBeitSelfOutput
 
 
-class P3BBeitAttention(nn.Module):
-    def __init__(self, config: P3BBeitConfig, layer: int, in_width: int, out_width: int) -> None:
-        super().__init__()
-        self.attention = P3BBeitSelfAttention(config, layer, in_width)
-        self.output = P3BBeitSelfOutput(
-            config.layer_num_heads[layer] * config.layer_head_dims[layer], out_width
-        )
-
-    def forward(
-        self, x: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        out, weights = self.attention(x, bias, output_attentions)
-        return self.output(out), weights
+class P3BBeitIntermediate(P3BIntermediate):
+    """The MLP's first Linear + activation (``intermediate.dense``)."""
 
 
-class P3BBeitIntermediate(nn.Module):
-    def __init__(self, config: P3BBeitConfig, in_width: int, hidden: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(in_width, hidden)
-        self.intermediate_act_fn = ACT2FN[config.hidden_act]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.intermediate_act_fn(self.dense(x))
+class P3BBeitOutput(P3BLinear):
+    """The MLP's second Linear (``output.dense``)."""
 
 
-class P3BBeitOutput(nn.Module):
-    def __init__(self, hidden: int, out_width: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(hidden, out_width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(x)
-
-
-class P3BBeitLayer(nn.Module):
+class P3BBeitLayer(_P3BLayerMixin, nn.Module):
     """One BEiT layer with per-sub-block read/write subsets; ``lambda_1`` / ``lambda_2`` scale the written
     channels. A removed sub-block adds its constant (layer scale already folded in)."""
 
     def __init__(self, config: P3BBeitConfig, layer: int) -> None:
         super().__init__()
-        c = config.hidden_size
-        full_stats = config.layernorm_mode == "full_stats"
-        a_in, a_out = config.layer_attn_in[layer], config.layer_attn_out[layer]
-        m_in, m_out = config.layer_mlp_in[layer], config.layer_mlp_out[layer]
+        a_in, m_in, a_out_w, m_out_w = self._setup_widths(config, layer)
+        c, hidden = config.hidden_size, config.layer_intermediate_sizes[layer]
         self.patch_size = config.patch_size
-        self.attn_out_index = _IndexCache(a_out)
-        self.mlp_out_index = _IndexCache(m_out)
-        self.attn_removed = config.layer_num_heads[layer] * config.layer_head_dims[layer] == 0
-        self.mlp_removed = config.layer_intermediate_sizes[layer] == 0
-        a_out_w, m_out_w = _width(a_out, c), _width(m_out, c)
-        self.attn_active, self.mlp_active = a_out_w > 0, m_out_w > 0
         scaled = config.layer_scale_init_value > 0
         self.bias_heads = _IndexCache(config.layer_bias_heads[layer])
         self.drop_path_rate = config.drop_path_rate * layer / max(config.num_hidden_layers - 1, 1)
-        if self.attn_removed:
-            if self.attn_active:
-                self.attention = nn.Module()
-                self.attention.output = _Removed(a_out_w)
-        else:
-            self.layernorm_before = P3BLayerNorm(a_in, c, config.layer_norm_eps, full_stats)
+        if not self.attn_removed:
+            self.layernorm_before = _layernorm(config, a_in)
             self.attention = P3BBeitAttention(config, layer, _width(a_in, c), a_out_w)
             if scaled:
                 self.lambda_1 = nn.Parameter(torch.ones(a_out_w))
@@ -270,11 +207,9 @@ class P3BBeitLayer(nn.Module):
             if self.mlp_active:
                 self.output = _Removed(m_out_w)
         else:
-            self.layernorm_after = P3BLayerNorm(m_in, c, config.layer_norm_eps, full_stats)
-            self.intermediate = P3BBeitIntermediate(
-                config, _width(m_in, c), config.layer_intermediate_sizes[layer]
-            )
-            self.output = P3BBeitOutput(config.layer_intermediate_sizes[layer], m_out_w)
+            self.layernorm_after = _layernorm(config, m_in)
+            self.intermediate = P3BBeitIntermediate(config, _width(m_in, c), hidden)
+            self.output = P3BBeitOutput(hidden, m_out_w)
             if scaled:
                 self.lambda_2 = nn.Parameter(torch.ones(m_out_w))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -294,36 +229,24 @@ class P3BBeitLayer(nn.Module):
         own = rel(window, interpolate, dim_size=n)
         return own + shared if shared is not None else own
 
-    def forward(
+    def _attend(
         self,
         x: torch.Tensor,
-        output_attentions: bool = False,
+        output_attentions: bool,
         shared_bias: torch.Tensor | None = None,
         resolution: tuple[int, int] = (0, 0),
         interpolate_pos_encoding: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        weights = None
-        if self.attn_active:
-            if self.attn_removed:
-                update = self.attention.output(x)
-            else:
-                bias = self._bias(shared_bias, resolution, interpolate_pos_encoding, x.shape[1])
-                update, weights = self.attention(self.layernorm_before(x), bias, output_attentions)
-                update = self.dropout(update)
-                if hasattr(self, "lambda_1"):
-                    update = self.lambda_1 * update
-            x = _add_into(x, _drop_path(update, self.drop_path_rate, self.training), self.attn_out_index)
-        if output_attentions and weights is None:  # removed attention: zero heads
-            weights = x.new_zeros(x.shape[0], 0, x.shape[1], x.shape[1])
-        if self.mlp_active:
-            if self.mlp_removed:
-                update = self.output(x)
-            else:
-                update = self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
-                if hasattr(self, "lambda_2"):
-                    update = self.lambda_2 * update
-            x = _add_into(x, _drop_path(update, self.drop_path_rate, self.training), self.mlp_out_index)
-        return x, weights
+        """``shared_bias``, ``resolution``, ``interpolate_pos_encoding``: the encoder's further arguments to
+        ``forward`` (positional, for reentrant checkpointing)."""
+        bias = self._bias(shared_bias, resolution, interpolate_pos_encoding, x.shape[1])
+        update, weights = self.attention(self.layernorm_before(x), output_attentions, bias)
+        update = self.dropout(update)
+        return (self.lambda_1 * update if hasattr(self, "lambda_1") else update), weights
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
+        return self.lambda_2 * update if hasattr(self, "lambda_2") else update
 
 
 class P3BBeitEncoder(_P3BEncoderMixin, nn.Module):
@@ -373,29 +296,14 @@ class P3BBeitPooler(nn.Module):
         return self.layernorm(x[:, 1:, :].mean(1)) if hasattr(self, "layernorm") else x[:, 0]
 
 
-class P3BBeitPreTrainedModel(_P3BStrictLoading, PreTrainedModel):
+class P3BBeitPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedModel):
     config_class = P3BBeitConfig
     base_model_prefix = "beit"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
     _no_split_modules = ["P3BBeitLayer"]
-    _supports_sdpa = True
-    supports_gradient_checkpointing = True
     _keys_to_ignore_on_load_unexpected = [r".*relative_position_index.*"]
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, P3BConstantOutput):  # an nn.Linear with no inputs: only its bias
-            _init.zeros_(module.bias)
-        elif isinstance(module, (nn.Linear, nn.Conv2d)):
-            _init.trunc_normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                _init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, P3BLayerNorm)):
-            _init.ones_(module.weight)
-            _init.zeros_(module.bias)
-        elif isinstance(module, P3BBeitRelativePositionBias):
+    def _init_family_weights(self, module: nn.Module, std: float) -> None:
+        if isinstance(module, P3BBeitRelativePositionBias):
             _init.zeros_(module.relative_position_bias_table)
         elif isinstance(module, P3BBeitEmbeddings):
             _init.zeros_(module.cls_token)
@@ -436,20 +344,14 @@ class P3BBeitModel(P3BBeitPreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
-        hidden = _flag(output_hidden_states, self.config, "output_hidden_states")
-        attentions = _flag(output_attentions, self.config, "output_attentions")
+        flags = (
+            _flag(output_hidden_states, self.config, "output_hidden_states"),
+            _flag(output_attentions, self.config, "output_attentions"),
+        )
         x = self.embeddings(pixel_values, bool_masked_pos)
-        x, states, weights = self.encoder(
-            x, hidden, attentions, tuple(pixel_values.shape[2:]), bool(interpolate_pos_encoding)
-        )
-        seq = self.layernorm(x) if hasattr(self, "layernorm") else x
-        out = BaseModelOutputWithPooling(
-            last_hidden_state=seq,
-            pooler_output=self.pooler(seq),
-            hidden_states=tuple(states) if hidden else None,
-            attentions=tuple(weights) if attentions else None,
-        )
-        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+        encoded = self.encoder(x, *flags, tuple(pixel_values.shape[2:]), bool(interpolate_pos_encoding))
+        seq = self.layernorm(encoded[0]) if hasattr(self, "layernorm") else encoded[0]
+        return self._backbone_output(seq, self.pooler(seq), encoded, flags, return_dict)
 
 
 class P3BBeitForImageClassification(P3BBeitPreTrainedModel):
@@ -480,11 +382,7 @@ class P3BBeitForImageClassification(P3BBeitPreTrainedModel):
             pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
         )
         logits = self.classifier(base.pooler_output)
-        loss = None if labels is None else self.loss_function(labels, logits, self.config, **kwargs)
-        out = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=base.hidden_states, attentions=base.attentions
-        )
-        return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+        return self._classifier_output(logits, labels, base, return_dict, **kwargs)
 
 
 __all__ = ["P3BBeitForImageClassification", "P3BBeitModel", "P3BBeitPreTrainedModel"]
