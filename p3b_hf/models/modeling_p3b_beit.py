@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as _init
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_p3b_beit import P3BBeitConfig
 from .modeling_p3b_checkpoint import (
@@ -34,11 +34,13 @@ from .modeling_p3b_layers import (
     P3BAttention,
     P3BIntermediate,
     P3BLinear,
+    P3BPatchEmbeddings,
     P3BSelfAttention,
     _flag,
     _IndexCache,
     _interpolate_positions,
     _layernorm,
+    _P3BClassifierMixin,
     _P3BEncoderMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
@@ -112,19 +114,8 @@ class P3BBeitRelativePositionBias(nn.Module):
         return bias.unsqueeze(0)
 
 
-class P3BBeitPatchEmbeddings(nn.Module):
-    def __init__(self, config: P3BBeitConfig) -> None:
-        super().__init__()
-        self.image_size = config.image_size
-        self.patch_size = config.patch_size
-        self.num_patches = (self.image_size // self.patch_size) ** 2
-        self.projection = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
-        )
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pixel_values = pixel_values.to(self.projection.weight.dtype)
-        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+class P3BBeitPatchEmbeddings(P3BPatchEmbeddings):
+    """Any input size: the positions are resized to it."""
 
 
 class P3BBeitEmbeddings(nn.Module):
@@ -354,35 +345,17 @@ class P3BBeitModel(P3BBeitPreTrainedModel):
         return self._backbone_output(seq, self.pooler(seq), encoded, flags, return_dict)
 
 
-class P3BBeitForImageClassification(P3BBeitPreTrainedModel):
+class P3BBeitForImageClassification(_P3BClassifierMixin, P3BBeitPreTrainedModel):
     """Pruned (or full-width) ``BeitForImageClassification`` with legacy parameter names."""
 
     _backbone_class_name = "P3BBeitModel"
 
     def __init__(self, config: P3BBeitConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.beit = P3BBeitModel(config)
-        self.classifier = (
-            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
-        )
-        self.post_init()
+        self._init_head(config, P3BBeitModel(config), config.hidden_size)
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> ImageClassifierOutput | tuple:
-        base = self.beit(
-            pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
-        )
-        logits = self.classifier(base.pooler_output)
-        return self._classifier_output(logits, labels, base, return_dict, **kwargs)
+    def _features(self, base: BaseModelOutputWithPooling) -> torch.Tensor:
+        return base.pooler_output
 
 
 __all__ = ["P3BBeitForImageClassification", "P3BBeitModel", "P3BBeitPreTrainedModel"]

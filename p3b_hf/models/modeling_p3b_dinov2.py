@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as _init
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_p3b_dinov2 import P3BDinov2Config
 from .modeling_p3b_checkpoint import (
@@ -31,10 +31,12 @@ from .modeling_p3b_checkpoint import (
 from .modeling_p3b_layers import (
     P3BAttention,
     P3BLinear,
+    P3BPatchEmbeddings,
     P3BSelfAttention,
     _flag,
     _interpolate_positions,
     _layernorm,
+    _P3BClassifierMixin,
     _P3BEncoderMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
@@ -43,19 +45,8 @@ from .modeling_p3b_layers import (
 )
 
 
-class P3BDinov2PatchEmbeddings(nn.Module):
-    def __init__(self, config: P3BDinov2Config) -> None:
-        super().__init__()
-        self.image_size = config.image_size
-        self.patch_size = config.patch_size
-        self.num_patches = (self.image_size // self.patch_size) ** 2
-        self.projection = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
-        )
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pixel_values = pixel_values.to(self.projection.weight.dtype)
-        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+class P3BDinov2PatchEmbeddings(P3BPatchEmbeddings):
+    """Any input size: the positions are resized to it."""
 
 
 class P3BDinov2Embeddings(nn.Module):
@@ -213,34 +204,18 @@ class P3BDinov2Model(P3BDinov2PreTrainedModel):
         return self._backbone_output(seq, seq[:, 0, :], encoded, flags, return_dict)
 
 
-class P3BDinov2ForImageClassification(P3BDinov2PreTrainedModel):
+class P3BDinov2ForImageClassification(_P3BClassifierMixin, P3BDinov2PreTrainedModel):
     """Pruned (or full-width) ``Dinov2ForImageClassification``: the classifier reads ``[CLS, mean(patches)]``."""
 
     _backbone_class_name = "P3BDinov2Model"
 
     def __init__(self, config: P3BDinov2Config) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.dinov2 = P3BDinov2Model(config)
-        self.classifier = (
-            nn.Linear(2 * config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
-        )
-        self.post_init()
+        self._init_head(config, P3BDinov2Model(config), 2 * config.hidden_size)
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> ImageClassifierOutput | tuple:
-        base = self.dinov2(pixel_values, output_hidden_states, output_attentions, return_dict=True)
+    def _features(self, base: BaseModelOutputWithPooling) -> torch.Tensor:
         seq = base.last_hidden_state
-        logits = self.classifier(torch.cat([seq[:, 0], seq[:, 1:].mean(dim=1)], dim=1))
-        return self._classifier_output(logits, labels, base, return_dict, **kwargs)
+        return torch.cat([seq[:, 0], seq[:, 1:].mean(dim=1)], dim=1)
 
 
 __all__ = ["P3BDinov2ForImageClassification", "P3BDinov2Model", "P3BDinov2PreTrainedModel"]

@@ -241,6 +241,36 @@ def _layernorm(config: Any, subset: list[int] | None) -> P3BLayerNorm:
     )
 
 
+class P3BPatchEmbeddings(nn.Module):
+    """The patch projection (``projection``, a strided Conv2d) -> ``[B, patches, C]``. ``fixed_size``: refuse
+    another input size unless ``interpolate_pos_encoding`` (ViT/DeiT; BEiT and DINOv2 resize their positions)."""
+
+    fixed_size = False
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.image_size = int(config.image_size)
+        self.patch_size = int(config.patch_size)
+        self.num_patches = (self.image_size // self.patch_size) ** 2
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
+        )
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        h, w = pixel_values.shape[-2:]
+        if (
+            self.fixed_size
+            and not interpolate_pos_encoding
+            and (h != self.image_size or w != self.image_size)
+        ):
+            raise ValueError(
+                f"Input image size ({h}*{w}) doesn't match model ({self.image_size}*{self.image_size}). "
+                "Pass interpolate_pos_encoding=True to run at another resolution."
+            )
+        pixel_values = pixel_values.to(self.projection.weight.dtype)
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
 class P3BSelfAttention(nn.Module):
     """q/k/v of the kept heads x head dims under the legacy names ``query`` / ``key`` / ``value``, then
     :func:`_attention` with the config's per-layer softmax scale. ``key_bias``: ``None`` follows
@@ -421,3 +451,34 @@ class _P3BPreTrainedMixin:
             loss=loss, logits=logits, hidden_states=base.hidden_states, attentions=base.attentions
         )
         return out if _flag(return_dict, self.config, "return_dict", True) else out.to_tuple()
+
+
+class _P3BClassifierMixin:
+    """The image classifier of a plain-ViT family: the backbone under ``base_model_prefix`` and a ``classifier``
+    Linear (``Identity`` without labels) on the family's features (``_features``)."""
+
+    def _init_head(self, config: Any, backbone: nn.Module, in_features: int) -> None:
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, backbone)
+        k = config.num_labels
+        self.classifier = nn.Linear(in_features, k) if k > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassifierOutput | tuple:
+        base = getattr(self, self.base_model_prefix)(
+            pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
+        )
+        return self._head(base, labels, return_dict, **kwargs)
+
+    def _head(self, base: Any, labels: torch.Tensor | None, return_dict: bool | None, **kwargs: Any) -> Any:
+        logits = self.classifier(self._features(base))
+        return self._classifier_output(logits, labels, base, return_dict, **kwargs)

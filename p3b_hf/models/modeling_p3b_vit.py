@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as _init
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
@@ -35,10 +35,12 @@ from .modeling_p3b_layers import (
     P3BAttention,
     P3BIntermediate,
     P3BLinear,
+    P3BPatchEmbeddings,
     P3BSelfAttention,
     _flag,
     _interpolate_positions,
     _layernorm,
+    _P3BClassifierMixin,
     _P3BEncoderMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
@@ -47,25 +49,10 @@ from .modeling_p3b_layers import (
 )
 
 
-class P3BViTPatchEmbeddings(nn.Module):
-    def __init__(self, config: P3BViTConfig) -> None:
-        super().__init__()
-        self.image_size = int(config.image_size)
-        self.patch_size = int(config.patch_size)
-        self.num_patches = (self.image_size // self.patch_size) ** 2
-        self.projection = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
-        )
+class P3BViTPatchEmbeddings(P3BPatchEmbeddings):
+    """ViT/DeiT positions are for ``image_size``: another size needs ``interpolate_pos_encoding=True``."""
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        h, w = pixel_values.shape[-2:]
-        if not interpolate_pos_encoding and (h != self.image_size or w != self.image_size):
-            raise ValueError(
-                f"Input image size ({h}*{w}) doesn't match model ({self.image_size}*{self.image_size}). "
-                "Pass interpolate_pos_encoding=True to run at another resolution."
-            )
-        pixel_values = pixel_values.to(self.projection.weight.dtype)
-        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+    fixed_size = True
 
 
 class P3BViTEmbeddings(nn.Module):
@@ -205,35 +192,17 @@ class P3BViTModel(P3BViTPreTrainedModel):
         return self._backbone_output(self.layernorm(encoded[0]), None, encoded, flags, return_dict)
 
 
-class P3BViTForImageClassification(P3BViTPreTrainedModel):
+class P3BViTForImageClassification(_P3BClassifierMixin, P3BViTPreTrainedModel):
     """Pruned (or full-width) ``ViTForImageClassification`` with legacy parameter names."""
 
     _backbone_class_name = "P3BViTModel"
 
     def __init__(self, config: P3BViTConfig) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.vit = P3BViTModel(config)
-        self.classifier = (
-            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
-        )
-        self.post_init()
+        self._init_head(config, P3BViTModel(config), config.hidden_size)
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> ImageClassifierOutput | tuple:
-        base = self.vit(
-            pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
-        )
-        logits = self.classifier(base.last_hidden_state[:, 0, :])
-        return self._classifier_output(logits, labels, base, return_dict, **kwargs)
+    def _features(self, base: BaseModelOutputWithPooling) -> torch.Tensor:
+        return base.last_hidden_state[:, 0, :]
 
 
 @dataclass
@@ -253,7 +222,7 @@ class P3BDeiTModel(P3BViTModel):
     base_model_prefix = "deit"
 
 
-class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
+class P3BDeiTForImageClassification(_P3BClassifierMixin, P3BViTPreTrainedModel):
     """Pruned DeiT (distillation token). With ``config.distillation_head`` it mirrors
     ``DeiTForImageClassificationWithTeacher``: ``logits = (cls_logits + distillation_logits) / 2``;
     unlike the stock class it accepts ``labels`` and then returns the cross-entropy of ``logits``."""
@@ -275,19 +244,13 @@ class P3BDeiTForImageClassification(P3BViTPreTrainedModel):
             self.classifier = nn.Linear(c, k) if k > 0 else nn.Identity()
         self.post_init()
 
-    def forward(
+    def _head(
         self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
+        base: BaseModelOutputWithPooling,
+        labels: torch.Tensor | None,
+        return_dict: bool | None,
         **kwargs: Any,
     ) -> P3BDeiTForImageClassificationOutput | tuple:
-        base = self.deit(
-            pixel_values, output_hidden_states, output_attentions, interpolate_pos_encoding, return_dict=True
-        )
         seq = base.last_hidden_state
         cls_logits = dist_logits = None
         if self.config.distillation_head:
