@@ -32,16 +32,15 @@ from .modeling_p3b_checkpoint import (
 )
 from .modeling_p3b_layers import (
     P3BAttention,
+    P3BEncoder,
     P3BIntermediate,
     P3BLinear,
     P3BPatchEmbeddings,
     P3BSelfAttention,
-    _flag,
     _IndexCache,
     _interpolate_positions,
     _layernorm,
     _P3BClassifierMixin,
-    _P3BEncoderMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
     _Removed,
@@ -240,17 +239,19 @@ class P3BBeitLayer(_P3BLayerMixin, nn.Module):
         return self.lambda_2 * update if hasattr(self, "lambda_2") else update
 
 
-class P3BBeitEncoder(_P3BEncoderMixin, nn.Module):
+class P3BBeitEncoder(P3BEncoder):
+    """The layers, and the relative position bias table all layers share (``use_shared_relative_position_bias``)."""
+
+    layer_class = P3BBeitLayer
+
     def __init__(self, config: P3BBeitConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         self.patch_size = config.patch_size
         if config.use_shared_relative_position_bias:
             heads = config.shared_bias_num_heads
             self.relative_position_bias = P3BBeitRelativePositionBias(
                 config, config.num_attention_heads if heads is None else heads
             )
-        self.layer = nn.ModuleList([P3BBeitLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.gradient_checkpointing = False
 
     def forward(
         self,
@@ -320,9 +321,6 @@ class P3BBeitModel(P3BBeitPreTrainedModel):
         self.pooler = P3BBeitPooler(config)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embeddings
-
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -333,12 +331,7 @@ class P3BBeitModel(P3BBeitPreTrainedModel):
         bool_masked_pos: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPooling | tuple:
-        if pixel_values is None:
-            raise ValueError("You have to specify pixel_values")
-        flags = (
-            _flag(output_hidden_states, self.config, "output_hidden_states"),
-            _flag(output_attentions, self.config, "output_attentions"),
-        )
+        flags = self._flags(pixel_values, output_hidden_states, output_attentions)
         x = self.embeddings(pixel_values, bool_masked_pos)
         encoded = self.encoder(x, *flags, tuple(pixel_values.shape[2:]), bool(interpolate_pos_encoding))
         seq = self.layernorm(encoded[0]) if hasattr(self, "layernorm") else encoded[0]

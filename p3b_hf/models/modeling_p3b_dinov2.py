@@ -30,14 +30,13 @@ from .modeling_p3b_checkpoint import (
 )
 from .modeling_p3b_layers import (
     P3BAttention,
+    P3BEncoder,
     P3BLinear,
     P3BPatchEmbeddings,
     P3BSelfAttention,
-    _flag,
     _interpolate_positions,
     _layernorm,
     _P3BClassifierMixin,
-    _P3BEncoderMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
     _Removed,
@@ -141,16 +140,8 @@ class P3BDinov2Layer(_P3BLayerMixin, nn.Module):
         return self.layer_scale2(self.mlp(self.norm2(x)))
 
 
-class P3BDinov2Encoder(_P3BEncoderMixin, nn.Module):
-    def __init__(self, config: P3BDinov2Config) -> None:
-        super().__init__()
-        self.layer = nn.ModuleList([P3BDinov2Layer(config, i) for i in range(config.num_hidden_layers)])
-        self.gradient_checkpointing = False
-
-    def forward(
-        self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        return self._run_layers(self.layer, x, output_hidden_states, output_attentions)
+class P3BDinov2Encoder(P3BEncoder):
+    layer_class = P3BDinov2Layer
 
 
 class P3BDinov2PreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedModel):
@@ -179,9 +170,6 @@ class P3BDinov2Model(P3BDinov2PreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embeddings
-
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -193,12 +181,7 @@ class P3BDinov2Model(P3BDinov2PreTrainedModel):
         **kwargs: Any,
     ) -> BaseModelOutputWithPooling | tuple:
         """``interpolate_pos_encoding`` is accepted for symmetry with ViT; DINOv2 always interpolates."""
-        if pixel_values is None:
-            raise ValueError("You have to specify pixel_values")
-        flags = (
-            _flag(output_hidden_states, self.config, "output_hidden_states"),
-            _flag(output_attentions, self.config, "output_attentions"),
-        )
+        flags = self._flags(pixel_values, output_hidden_states, output_attentions)
         encoded = self.encoder(self.embeddings(pixel_values, bool_masked_pos), *flags)
         seq = self.layernorm(encoded[0])
         return self._backbone_output(seq, seq[:, 0, :], encoded, flags, return_dict)

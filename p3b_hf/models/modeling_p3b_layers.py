@@ -420,6 +420,23 @@ class _P3BPreTrainedMixin:
     def _init_family_weights(self, module: nn.Module, std: float) -> None:
         pass
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    def _flags(
+        self,
+        pixel_values: torch.Tensor | None,
+        output_hidden_states: bool | None,
+        output_attentions: bool | None,
+    ) -> tuple[bool, bool]:
+        """``(hidden, attentions)`` of a backbone forward, defaulting to the config like the stock models."""
+        if pixel_values is None:
+            raise ValueError("You have to specify pixel_values")
+        return (
+            _flag(output_hidden_states, self.config, "output_hidden_states"),
+            _flag(output_attentions, self.config, "output_attentions"),
+        )
+
     def _backbone_output(
         self,
         seq: torch.Tensor,
@@ -482,3 +499,19 @@ class _P3BClassifierMixin:
     def _head(self, base: Any, labels: torch.Tensor | None, return_dict: bool | None, **kwargs: Any) -> Any:
         logits = self.classifier(self._features(base))
         return self._classifier_output(logits, labels, base, return_dict, **kwargs)
+
+
+class P3BEncoder(_P3BEncoderMixin, nn.Module):
+    """``layer``: one :attr:`layer_class` per config layer, run by :meth:`_P3BEncoderMixin._run_layers`."""
+
+    layer_class: type = nn.Module
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList([self.layer_class(config, i) for i in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def forward(
+        self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        return self._run_layers(self.layer, x, output_hidden_states, output_attentions)

@@ -33,6 +33,7 @@ from .modeling_p3b_checkpoint import (
 )
 from .modeling_p3b_layers import (
     P3BAttention,
+    P3BEncoder,
     P3BIntermediate,
     P3BLinear,
     P3BPatchEmbeddings,
@@ -41,7 +42,6 @@ from .modeling_p3b_layers import (
     _interpolate_positions,
     _layernorm,
     _P3BClassifierMixin,
-    _P3BEncoderMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
     _Removed,
@@ -131,16 +131,8 @@ class P3BViTLayer(_P3BLayerMixin, nn.Module):
         return self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
 
 
-class P3BViTEncoder(_P3BEncoderMixin, nn.Module):
-    def __init__(self, config: P3BViTConfig) -> None:
-        super().__init__()
-        self.layer = nn.ModuleList([P3BViTLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.gradient_checkpointing = False
-
-    def forward(
-        self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        return self._run_layers(self.layer, x, output_hidden_states, output_attentions)
+class P3BViTEncoder(P3BEncoder):
+    layer_class = P3BViTLayer
 
 
 class P3BViTPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedModel):
@@ -170,9 +162,6 @@ class P3BViTModel(P3BViTPreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embeddings
-
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -182,12 +171,7 @@ class P3BViTModel(P3BViTPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPooling | tuple:
-        if pixel_values is None:
-            raise ValueError("You have to specify pixel_values")
-        flags = (
-            _flag(output_hidden_states, self.config, "output_hidden_states"),
-            _flag(output_attentions, self.config, "output_attentions"),
-        )
+        flags = self._flags(pixel_values, output_hidden_states, output_attentions)
         encoded = self.encoder(self.embeddings(pixel_values, bool(interpolate_pos_encoding)), *flags)
         return self._backbone_output(self.layernorm(encoded[0]), None, encoded, flags, return_dict)
 
