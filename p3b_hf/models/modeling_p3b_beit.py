@@ -16,8 +16,6 @@ model bit for bit; it honours the same HF contract as ``modeling_p3b_vit.py``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +38,7 @@ from .modeling_p3b_layers import (
     _IndexCache,
     _interpolate_positions,
     _layernorm,
+    _P3BBackboneMixin,
     _P3BClassifierMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
@@ -159,21 +158,12 @@ class P3BBeitSelfAttention(P3BSelfAttention):
             self.relative_position_bias = P3BBeitRelativePositionBias(config, self.num_heads)
 
 
-class P3BBeitSelfOutput(P3BLinear):
-    """The attention's output projection (``attention.output.dense``)."""
-
-
 class P3BBeitAttention(P3BAttention):
     self_attention_class = P3BBeitSelfAttention
-    output_class = P3BBeitSelfOutput
 
 
-class P3BBeitIntermediate(P3BIntermediate):
-    """The MLP's first Linear + activation (``intermediate.dense``)."""
-
-
-class P3BBeitOutput(P3BLinear):
-    """The MLP's second Linear (``output.dense``)."""
+# the stock module names, for the shared classes (``dense`` Linears)
+P3BBeitSelfOutput, P3BBeitIntermediate, P3BBeitOutput = P3BLinear, P3BIntermediate, P3BLinear
 
 
 class P3BBeitLayer(_P3BLayerMixin, nn.Module):
@@ -308,7 +298,7 @@ class P3BBeitPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedM
                     _init.constant_(getattr(module, name), self.config.layer_scale_init_value)
 
 
-class P3BBeitModel(P3BBeitPreTrainedModel):
+class P3BBeitModel(_P3BBackboneMixin, P3BBeitPreTrainedModel):
     """The pruned BEiT backbone with its pooler, like ``BeitModel`` (``AutoModel``, feature extraction):
     ``pooler_output`` is the LayerNorm of the mean patch token (``use_mean_pooling``) or the CLS token."""
 
@@ -321,21 +311,17 @@ class P3BBeitModel(P3BBeitPreTrainedModel):
         self.pooler = P3BBeitPooler(config)
         self.post_init()
 
-    def forward(
+    def _encode(
         self,
-        pixel_values: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
-        bool_masked_pos: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutputWithPooling | tuple:
-        flags = self._flags(pixel_values, output_hidden_states, output_attentions)
-        x = self.embeddings(pixel_values, bool_masked_pos)
-        encoded = self.encoder(x, *flags, tuple(pixel_values.shape[2:]), bool(interpolate_pos_encoding))
+        pixel_values: torch.Tensor,
+        flags: tuple[bool, bool],
+        interpolate: bool,
+        masked: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        x = self.embeddings(pixel_values, masked)
+        encoded = self.encoder(x, *flags, tuple(pixel_values.shape[2:]), interpolate)
         seq = self.layernorm(encoded[0]) if hasattr(self, "layernorm") else encoded[0]
-        return self._backbone_output(seq, self.pooler(seq), encoded, flags, return_dict)
+        return seq, self.pooler(seq), encoded
 
 
 class P3BBeitForImageClassification(_P3BClassifierMixin, P3BBeitPreTrainedModel):

@@ -14,8 +14,6 @@ equals the stock model bit for bit. Same HF contract as ``modeling_p3b_vit.py``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -36,6 +34,7 @@ from .modeling_p3b_layers import (
     P3BSelfAttention,
     _interpolate_positions,
     _layernorm,
+    _P3BBackboneMixin,
     _P3BClassifierMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
@@ -76,17 +75,8 @@ class P3BDinov2Embeddings(nn.Module):
         return self.dropout(x + pos)
 
 
-class P3BDinov2SelfAttention(P3BSelfAttention):
-    """q/k/v of the kept heads x head dims (``qkv_bias`` from the config)."""
-
-
-class P3BDinov2SelfOutput(P3BLinear):
-    """The attention's output projection (``attention.output.dense``)."""
-
-
-class P3BDinov2Attention(P3BAttention):
-    self_attention_class = P3BDinov2SelfAttention
-    output_class = P3BDinov2SelfOutput
+# the stock module names, for the shared classes (q/k/v with ``qkv_bias`` from the config; ``dense`` Linears)
+P3BDinov2SelfAttention, P3BDinov2Attention, P3BDinov2SelfOutput = P3BSelfAttention, P3BAttention, P3BLinear
 
 
 class P3BDinov2LayerScale(nn.Module):
@@ -159,7 +149,7 @@ class P3BDinov2PreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTraine
                 _init.zeros_(module.mask_token)
 
 
-class P3BDinov2Model(P3BDinov2PreTrainedModel):
+class P3BDinov2Model(_P3BBackboneMixin, P3BDinov2PreTrainedModel):
     """The pruned DINOv2 backbone, like ``Dinov2Model`` (``AutoModel``, feature extraction):
     ``pooler_output`` is the normalised CLS token."""
 
@@ -170,21 +160,17 @@ class P3BDinov2Model(P3BDinov2PreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def forward(
+    def _encode(
         self,
-        pixel_values: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
-        bool_masked_pos: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutputWithPooling | tuple:
-        """``interpolate_pos_encoding`` is accepted for symmetry with ViT; DINOv2 always interpolates."""
-        flags = self._flags(pixel_values, output_hidden_states, output_attentions)
-        encoded = self.encoder(self.embeddings(pixel_values, bool_masked_pos), *flags)
+        pixel_values: torch.Tensor,
+        flags: tuple[bool, bool],
+        interpolate: bool,
+        masked: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """``interpolate`` is accepted for symmetry with ViT; DINOv2 always interpolates."""
+        encoded = self.encoder(self.embeddings(pixel_values, masked), *flags)
         seq = self.layernorm(encoded[0])
-        return self._backbone_output(seq, seq[:, 0, :], encoded, flags, return_dict)
+        return seq, seq[:, 0, :], encoded
 
 
 class P3BDinov2ForImageClassification(_P3BClassifierMixin, P3BDinov2PreTrainedModel):

@@ -515,3 +515,24 @@ class P3BEncoder(_P3BEncoderMixin, nn.Module):
         self, x: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         return self._run_layers(self.layer, x, output_hidden_states, output_attentions)
+
+
+class _P3BBackboneMixin:
+    """The backbone ``forward`` of the plain-ViT families (the stock signature and outputs); the family encodes
+    in ``_encode(pixel_values, flags, interpolate_pos_encoding, bool_masked_pos) -> (seq, pooled, encoded)``."""
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple:
+        flags = self._flags(pixel_values, output_hidden_states, output_attentions)
+        seq, pooled, encoded = self._encode(
+            pixel_values, flags, bool(interpolate_pos_encoding), bool_masked_pos
+        )
+        return self._backbone_output(seq, pooled, encoded, flags, return_dict)

@@ -41,6 +41,7 @@ from .modeling_p3b_layers import (
     _flag,
     _interpolate_positions,
     _layernorm,
+    _P3BBackboneMixin,
     _P3BClassifierMixin,
     _P3BLayerMixin,
     _P3BPreTrainedMixin,
@@ -82,25 +83,9 @@ class P3BViTEmbeddings(nn.Module):
         return self.dropout(x)
 
 
-class P3BViTSelfAttention(P3BSelfAttention):
-    """q/k/v of the kept heads x head dims (``qkv_bias`` from the config)."""
-
-
-class P3BViTSelfOutput(P3BLinear):
-    """The attention's output projection (``attention.output.dense``)."""
-
-
-class P3BViTAttention(P3BAttention):
-    self_attention_class = P3BViTSelfAttention
-    output_class = P3BViTSelfOutput
-
-
-class P3BViTIntermediate(P3BIntermediate):
-    """The MLP's first Linear + activation (``intermediate.dense``)."""
-
-
-class P3BViTOutput(P3BLinear):
-    """The MLP's second Linear (``output.dense``)."""
+# the stock module names, for the shared classes (q/k/v with ``qkv_bias`` from the config; ``dense`` Linears)
+P3BViTSelfAttention, P3BViTAttention, P3BViTSelfOutput = P3BSelfAttention, P3BAttention, P3BLinear
+P3BViTIntermediate, P3BViTOutput = P3BIntermediate, P3BLinear
 
 
 class P3BViTLayer(_P3BLayerMixin, nn.Module):
@@ -148,7 +133,7 @@ class P3BViTPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedMo
                 _init.trunc_normal_(module.distillation_token, mean=0.0, std=std)
 
 
-class P3BViTModel(P3BViTPreTrainedModel):
+class P3BViTModel(_P3BBackboneMixin, P3BViTPreTrainedModel):
     """The pruned (or full-width) backbone without its head, like ``ViTModel(add_pooling_layer=False)``:
     ``AutoModel.from_pretrained(pruned_dir)`` and ``pipeline("image-feature-extraction")`` load it.
 
@@ -162,18 +147,15 @@ class P3BViTModel(P3BViTPreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def forward(
+    def _encode(
         self,
-        pixel_values: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutputWithPooling | tuple:
-        flags = self._flags(pixel_values, output_hidden_states, output_attentions)
-        encoded = self.encoder(self.embeddings(pixel_values, bool(interpolate_pos_encoding)), *flags)
-        return self._backbone_output(self.layernorm(encoded[0]), None, encoded, flags, return_dict)
+        pixel_values: torch.Tensor,
+        flags: tuple[bool, bool],
+        interpolate: bool,
+        masked: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, None, tuple]:
+        encoded = self.encoder(self.embeddings(pixel_values, interpolate), *flags)
+        return self.layernorm(encoded[0]), None, encoded
 
 
 class P3BViTForImageClassification(_P3BClassifierMixin, P3BViTPreTrainedModel):
