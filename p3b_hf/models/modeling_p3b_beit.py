@@ -16,6 +16,8 @@ model bit for bit; it honours the same HF contract as ``modeling_p3b_vit.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +37,7 @@ from .modeling_p3b_layers import (
     P3BLinear,
     P3BPatchEmbeddings,
     P3BSelfAttention,
+    _cls_and_patches,
     _IndexCache,
     _interpolate_positions,
     _layernorm,
@@ -132,13 +135,7 @@ class P3BBeitEmbeddings(nn.Module):
         self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None
     ) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
-        x = self.patch_embeddings(pixel_values)
-        b, n, _ = x.shape
-        if bool_masked_pos is not None:
-            mask_tokens = self.mask_token.expand(b, n, -1)
-            mask = bool_masked_pos.unsqueeze(-1).type_as(mask_tokens)
-            x = x * (1 - mask) + mask_tokens * mask
-        x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
+        x = _cls_and_patches(self, pixel_values, bool_masked_pos)
         if hasattr(self, "position_embeddings"):  # BEiT resizes absolute positions for any input size
             x = x + _interpolate_positions(
                 self.position_embeddings, 1, height, width, self.patch_embeddings.patch_size
@@ -311,13 +308,7 @@ class P3BBeitModel(_P3BBackboneMixin, P3BBeitPreTrainedModel):
         self.pooler = P3BBeitPooler(config)
         self.post_init()
 
-    def _encode(
-        self,
-        pixel_values: torch.Tensor,
-        flags: tuple[bool, bool],
-        interpolate: bool,
-        masked: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    def _encode(self, pixel_values: torch.Tensor, flags: Any, interpolate: bool, masked: Any) -> tuple:
         x = self.embeddings(pixel_values, masked)
         encoded = self.encoder(x, *flags, tuple(pixel_values.shape[2:]), interpolate)
         seq = self.layernorm(encoded[0]) if hasattr(self, "layernorm") else encoded[0]

@@ -14,6 +14,8 @@ equals the stock model bit for bit. Same HF contract as ``modeling_p3b_vit.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -32,6 +34,7 @@ from .modeling_p3b_layers import (
     P3BLinear,
     P3BPatchEmbeddings,
     P3BSelfAttention,
+    _cls_and_patches,
     _interpolate_positions,
     _layernorm,
     _P3BBackboneMixin,
@@ -62,13 +65,7 @@ class P3BDinov2Embeddings(nn.Module):
         self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None
     ) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
-        x = self.patch_embeddings(pixel_values)
-        b, n, _ = x.shape
-        if bool_masked_pos is not None:
-            mask_tokens = self.mask_token.expand(b, n, -1)
-            mask = bool_masked_pos.unsqueeze(-1).type_as(mask_tokens)
-            x = x * (1 - mask) + mask_tokens * mask
-        x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
+        x = _cls_and_patches(self, pixel_values, bool_masked_pos)
         pos = _interpolate_positions(
             self.position_embeddings, 1, height, width, self.patch_embeddings.patch_size, fp32=True
         )
@@ -160,13 +157,7 @@ class P3BDinov2Model(_P3BBackboneMixin, P3BDinov2PreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def _encode(
-        self,
-        pixel_values: torch.Tensor,
-        flags: tuple[bool, bool],
-        interpolate: bool,
-        masked: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    def _encode(self, pixel_values: torch.Tensor, flags: Any, interpolate: bool, masked: Any) -> tuple:
         """``interpolate`` is accepted for symmetry with ViT; DINOv2 always interpolates."""
         encoded = self.encoder(self.embeddings(pixel_values, masked), *flags)
         seq = self.layernorm(encoded[0])

@@ -271,6 +271,20 @@ class P3BPatchEmbeddings(nn.Module):
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
 
 
+def _cls_and_patches(
+    embeddings: nn.Module, pixel_values: torch.Tensor, masked: torch.Tensor | None
+) -> torch.Tensor:
+    """CLS token + patch tokens, the ``masked`` ones (``bool_masked_pos``) replaced by ``embeddings.mask_token``
+    (BEiT / DINOv2 masked image modelling)."""
+    x = embeddings.patch_embeddings(pixel_values)
+    b, n, _ = x.shape
+    if masked is not None:
+        mask_tokens = embeddings.mask_token.expand(b, n, -1)
+        mask = masked.unsqueeze(-1).type_as(mask_tokens)
+        x = x * (1 - mask) + mask_tokens * mask
+    return torch.cat((embeddings.cls_token.expand(b, -1, -1), x), dim=1)
+
+
 class P3BSelfAttention(nn.Module):
     """q/k/v of the kept heads x head dims under the legacy names ``query`` / ``key`` / ``value``, then
     :func:`_attention` with the config's per-layer softmax scale. ``key_bias``: ``None`` follows

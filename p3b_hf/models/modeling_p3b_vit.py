@@ -147,13 +147,7 @@ class P3BViTModel(_P3BBackboneMixin, P3BViTPreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def _encode(
-        self,
-        pixel_values: torch.Tensor,
-        flags: tuple[bool, bool],
-        interpolate: bool,
-        masked: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, None, tuple]:
+    def _encode(self, pixel_values: torch.Tensor, flags: Any, interpolate: bool, masked: Any) -> tuple:
         encoded = self.encoder(self.embeddings(pixel_values, interpolate), *flags)
         return self.layernorm(encoded[0]), None, encoded
 
