@@ -157,9 +157,9 @@ def _check_before_loading(cls: Any, source: Any, kwargs: dict[str, Any], ignore:
 
 
 class _P3BStrictLoading:
-    """The first base of every pruned model class. ``from_pretrained`` refuses a checkpoint with missing tensors
-    or other widths than its config (see :class:`P3BCheckpointMismatchError`), with p3b_hf installed and as remote
-    code alike."""
+    """A base of every pruned model class (before ``PreTrainedModel``). ``from_pretrained`` refuses a checkpoint
+    with missing tensors or other widths than its config (see :class:`P3BCheckpointMismatchError`), with p3b_hf
+    installed and as remote code alike."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
