@@ -321,8 +321,9 @@ def output_error(exc: BaseException, output_dir: str | os.PathLike) -> P3BError 
 def write_model_files(
     model: nn.Module, directory: str | os.PathLike, image_processor: Any = None, plan: WidthPlan | None = None
 ) -> Path:
-    """A model directory's files: safetensors + config (per-layer widths) + the ``auto_map`` code files, the
-    image processor and ``width_plan.json``. Loadable with ``AutoModelForImageClassification``."""
+    """A model directory's files: safetensors + config (per-layer widths) + the ``auto_map`` code files and the
+    shared modules they import relatively (``save_pretrained`` copies both), the image processor and
+    ``width_plan.json``. Loadable with ``AutoModelForImageClassification``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)

@@ -6,8 +6,9 @@ explicit list of files from a model dir written by ``p3b-hf prune`` / ``p3b-hf f
 
 - ``model.safetensors`` (or its shards + index) and ``config.json`` with the per-layer widths and
   ``auto_map``;
-- the two self-contained code files of the model's family named in ``auto_map`` (``configuration_….py``,
-  ``modeling_….py``), so stock transformers loads the repo with ``trust_remote_code=True``
+- the code files named in ``auto_map`` (``configuration_p3b_vit.py``, ``modeling_p3b_vit.py``; the other
+  families likewise) and the shared ones they import relatively (``modeling_p3b_layers.py``,
+  ``modeling_p3b_checkpoint.py``), so stock transformers loads the repo with ``trust_remote_code=True``
   (with ``p3b_hf`` installed the locally registered classes are used and no remote code runs);
 - ``preprocessor_config.json``, ``width_plan.json``, ``pruning_report.json``, ``plots/*.png``;
 - a ``README.md`` model card built from ``pruning_report.json`` (base model, data set, method,
@@ -91,15 +92,26 @@ def _weight_files(d: Path) -> list[str]:
     return names
 
 
-def _code_files(config: dict[str, Any]) -> list[str]:
-    """The ``.py`` files named by ``auto_map`` (e.g. ``"modeling_x.XForImageClassification"``)."""
-    files = []
+def _code_files(config: dict[str, Any], directory: Path | None = None) -> list[str]:
+    """The ``.py`` files named by ``auto_map`` (``"modeling_p3b_vit.P3BViTForImageClassification"``) and, read
+    from the copies in ``directory``, the files they import relatively (``from .modeling_p3b_layers import``),
+    recursively: what ``from_pretrained(trust_remote_code=True)`` fetches, found by transformers' own parser."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    files = set()
     for ref in (config.get("auto_map") or {}).values():
         ref = ref[0] if isinstance(ref, (list, tuple)) else ref
         if not ref or "--" in ref:  # code hosted in another repo: nothing to upload from here
             continue
-        files.append(ref.rsplit(".", 1)[0] + ".py")
-    return sorted(set(files))
+        files.add(ref.rsplit(".", 1)[0] + ".py")
+    todo = sorted(files) if directory is not None else []
+    while todo:
+        path = Path(directory) / todo.pop()  # type: ignore[arg-type]
+        for module in get_relative_imports(path) if path.is_file() else []:
+            if f"{module}.py" not in files:
+                files.add(f"{module}.py")
+                todo.append(f"{module}.py")
+    return sorted(files)
 
 
 def _resave_with_code(model_dir: Path, staging: Path) -> list[str]:
@@ -464,7 +476,7 @@ def collect_files(
         onnx_files = {}
     files: dict[str, Path] = {name: d / name for name in _weight_files(d)}
     files["config.json"] = d / "config.json"
-    for name in _code_files(config):
+    for name in _code_files(config, d):
         files[name] = d / name
     for name in EXTRA_FILES:
         if (d / name).exists():
@@ -509,7 +521,7 @@ def push_pruned(
         staging = Path(tmp)
         files = collect_files(d, config, with_onnx=with_onnx)
         is_p3b = config.get("model_type") in pruned_model_types()
-        missing_code = [n for n in _code_files(config) if not (d / n).exists()]
+        missing_code = [n for n in _code_files(config, d) if not (d / n).exists()]
         resaved = is_p3b and (not config.get("auto_map") or bool(missing_code))
         if resaved:
             # saved without `import p3b_hf` (no register_for_auto_class) or the .py files were lost:
@@ -517,7 +529,9 @@ def push_pruned(
             for name in _resave_with_code(d, staging):
                 files[name] = staging / name
             config = json.loads((staging / "config.json").read_text())
-            files = {k: v for k, v in files.items() if not k.endswith(".py") or k in _code_files(config)}
+            files = {
+                k: v for k, v in files.items() if not k.endswith(".py") or k in _code_files(config, staging)
+            }
         if is_p3b and not _code_files(config):
             raise CheckpointError(
                 f"{d}/config.json has no auto_map even after re-saving; import p3b_hf before "

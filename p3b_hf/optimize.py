@@ -46,18 +46,9 @@ from torch import nn
 from .errors import UnsupportedModelError
 from .models import P3BViTConfig
 from .models.families import family_of
+from .models.modeling_p3b_layers import _take
 from .models.plain_vit import is_plain_vit
 from .padding import grow_subset, round_up
-
-
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x[..., idx]``: on CPU ``index_select`` on dim 1 of the 2-D view (1.6-1.8x faster than
-    ``torch.gather`` on the last dim), elsewhere ``torch.gather`` (coalesced on CUDA). The same helper as the
-    pruned ViT modeling file's (that file is self-contained remote code, so it cannot be shared)."""
-    if x.device.type == "cpu" and x.is_contiguous():
-        return x.view(-1, x.shape[-1]).index_select(1, idx).view(*x.shape[:-1], idx.numel())
-    return torch.gather(x, -1, idx.expand(*x.shape[:-1], -1))
-
 
 SCATTER_MODES = ("auto", "index_add", "gather", "dense")
 

@@ -8,7 +8,6 @@ scale, bias table, norm and token randomised so a wrongly sliced tensor changes 
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 
 import pytest
@@ -205,16 +204,68 @@ def test_save_reload_and_stock_checkpoint(
     assert torch.equal(_logits(full.eval(), images), _logits(model, images))
 
 
-def test_shared_core_is_identical_in_every_modeling_file() -> None:
-    """The self-contained modeling files repeat the same helpers; a fix in one must reach all."""
+#: what each family's remote code imports relatively (what ``save_pretrained`` copies next to a checkpoint)
+SHARED_IMPORTS = {
+    "modeling_p3b_vit.py": {"configuration_p3b_vit", "configuration_p3b_widths", "modeling_p3b_layers"},
+    "modeling_p3b_beit.py": {"configuration_p3b_beit", "configuration_p3b_widths", "modeling_p3b_layers"},
+    "modeling_p3b_dinov2.py": {"configuration_p3b_dinov2", "configuration_p3b_widths", "modeling_p3b_layers"},
+    "modeling_p3b_swin.py": {"configuration_p3b_swin"},
+    "modeling_p3b_convnext.py": {"configuration_p3b_convnext"},
+}
+SHARED_MODULES = ("modeling_p3b_layers.py", "modeling_p3b_checkpoint.py", "configuration_p3b_widths.py")
+
+
+def test_every_modeling_file_imports_the_shared_code_and_copies_none_of_it() -> None:
+    """The pruned code is written once: every family file imports the shared modules (found by transformers' own
+    relative-import parser, i.e. what ``save_pretrained`` copies and ``trust_remote_code`` fetches) and defines
+    none of their names again; the loaded classes are the shared ones."""
+    import ast
+    import importlib
+
+    from transformers import PreTrainedModel
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    from p3b_hf.models import modeling_p3b_checkpoint, modeling_p3b_layers
+
     root = Path(p3b_hf.__file__).parent / "models"
-    cores = {}
-    for name in ("vit", "beit", "dinov2"):
-        text = (root / f"modeling_p3b_{name}.py").read_text()
-        m = re.search(r"# ---- shared core.*?# ---- end of shared core ----", text, re.S)
-        assert m, name
-        cores[name] = m.group(0)
-    assert cores["vit"] == cores["beit"] == cores["dinov2"]
+    shared_names = {
+        node.name
+        for name in SHARED_MODULES
+        for node in ast.parse((root / name).read_text()).body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    }
+    assert {
+        "P3BLayerNorm",
+        "_IndexCache",
+        "_P3BStrictLoading",
+        "_refuse_misfit",
+        "P3BLayerWidths",
+    } <= shared_names
+    assert sorted(p.name for p in root.glob("modeling_p3b_*.py")) == sorted(
+        [*SHARED_IMPORTS, *SHARED_MODULES[:2]]
+    )
+    for name, family_imports in SHARED_IMPORTS.items():
+        imported = {Path(f).stem for f in get_relative_import_files(root / name)}
+        assert imported == family_imports | {"modeling_p3b_checkpoint"}, name
+        defined = {
+            node.name
+            for node in ast.parse((root / name).read_text()).body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+        }
+        assert not defined & shared_names, (name, defined & shared_names)
+    models = []
+    for name in SHARED_IMPORTS:
+        mod = importlib.import_module(f"p3b_hf.models.{Path(name).stem}")
+        models += [c for c in vars(mod).values() if isinstance(c, type) and c.__module__ == mod.__name__]
+        if "modeling_p3b_layers" in SHARED_IMPORTS[name]:  # the layer step and attention are the shared ones
+            fam = {"vit": "ViT", "beit": "Beit", "dinov2": "Dinov2"}[name.removesuffix(".py").split("_")[-1]]
+            assert issubclass(getattr(mod, f"P3B{fam}Layer"), modeling_p3b_layers._P3BLayerMixin)
+            assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
+            assert getattr(mod, f"P3B{fam}Layer").forward is modeling_p3b_layers._P3BLayerMixin.forward
+    models = [c for c in models if issubclass(c, PreTrainedModel)]
+    assert len(models) == 15, models  # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 2 Swin, 2 ConvNeXt
+    for cls in models:
+        assert issubclass(cls, modeling_p3b_checkpoint._P3BStrictLoading), cls
 
 
 @pytest.mark.parametrize("builder", ["clip", "dinov2_registers"])

@@ -31,6 +31,9 @@ EXPECTED_FILES = {
     "config.json",
     "configuration_p3b_vit.py",
     "modeling_p3b_vit.py",
+    "modeling_p3b_layers.py",
+    "modeling_p3b_checkpoint.py",
+    "configuration_p3b_widths.py",
     "model.safetensors",
     "preprocessor_config.json",
     "width_plan.json",
@@ -165,7 +168,10 @@ def test_push_then_pull_by_repo_id_through_local_hub(
             "config.json",
             "model.safetensors",
             "modeling_p3b_vit.py",
+            "modeling_p3b_layers.py",  # the shared modules it imports relatively are fetched too
+            "modeling_p3b_checkpoint.py",
             "configuration_p3b_vit.py",
+            "configuration_p3b_widths.py",
             "preprocessor_config.json",
         ):
             assert ("HEAD", f"/{REPO}/resolve/main/{name}") in first, (name, first)
@@ -222,7 +228,7 @@ def test_push_cli(
     assert store.resolve(REPO, "dev") is not None and "model.safetensors" in snapshot_bytes(
         store, REPO, "dev"
     )
-    assert "pushed 9 files" in capsys.readouterr().out
+    assert "pushed 12 files" in capsys.readouterr().out
 
 
 def test_push_resaves_code_files_when_missing(
@@ -237,12 +243,35 @@ def test_push_resaves_code_files_when_missing(
         f.unlink()
     store = HubStore(tmp_path / "hub")
     result = push_pruned(model_dir, REPO, api=RecordingHfApi(store))
-    assert {"modeling_p3b_vit.py", "configuration_p3b_vit.py"} <= set(result.files)
+    code = {
+        "modeling_p3b_vit.py",
+        "configuration_p3b_vit.py",
+        "modeling_p3b_layers.py",
+        "modeling_p3b_checkpoint.py",
+    }
+    code.add("configuration_p3b_widths.py")
+    assert code <= set(result.files)
     hub = snapshot_bytes(store, REPO)
     assert "auto_map" in json.loads(hub["config.json"])
     assert (
         hub["modeling_p3b_vit.py"]
         == (Path(__file__).parents[1] / "p3b_hf/models/modeling_p3b_vit.py").read_bytes()
+    )
+
+
+def test_push_resaves_when_a_shared_code_file_is_lost(
+    pruned_dir: tuple[Path, torch.nn.Module], tmp_path: Path
+) -> None:
+    """auto_map names only the family's files; the shared ones they import relatively are found in the copies
+    (transformers' parser) -- one lost is re-written, never pushed missing (the repo would not load)."""
+    model_dir, _ = pruned_dir
+    (model_dir / "modeling_p3b_layers.py").unlink()
+    store = HubStore(tmp_path / "hub")
+    result = push_pruned(model_dir, REPO, api=RecordingHfApi(store))
+    assert "modeling_p3b_layers.py" in result.files
+    assert (
+        snapshot_bytes(store, REPO)["modeling_p3b_layers.py"]
+        == (Path(__file__).parents[1] / "p3b_hf/models/modeling_p3b_layers.py").read_bytes()
     )
 
 

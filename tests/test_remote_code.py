@@ -4,8 +4,6 @@ cannot be imported, and give exactly the logits of the in-memory pruned model.""
 from __future__ import annotations
 
 import json
-import os
-import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,10 @@ import transformers
 from fake_hub import BLOCK_P3B, clean_env, nontrivial_plan, run_python
 
 from p3b_hf import apply_width_plan
+
+MODELS = Path(__file__).parents[1] / "p3b_hf" / "models"
+#: the shared code a plain-ViT family's modeling file imports relatively (copied by save_pretrained)
+SHARED_CODE = ("modeling_p3b_layers.py", "modeling_p3b_checkpoint.py", "configuration_p3b_widths.py")
 
 LOAD = r"""
 import json, sys, torch
@@ -78,26 +80,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
         ),
         "dinov2": apply_width_plan(tiny_dinov2, _with_embed(nontrivial_plan(tiny_dinov2.config))),
     }
-    _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=None, extra=extra)
-
-
-@pytest.mark.skipif(
-    not os.environ.get("P3B_HF_COMPAT_SITE"),
-    reason="set P3B_HF_COMPAT_SITE to a `pip install --target` dir holding another transformers",
-)
-def test_remote_code_loads_on_another_transformers(
-    tmp_path: Path,
-    tiny_vit,
-    tiny_deit_teacher,
-    tiny_deit,  # noqa: ANN001
-    images: torch.Tensor,
-) -> None:
-    """Version matrix (hf notes 2.4: remote code rots): checkpoints saved here load on e.g. transformers 4.57.
-    ``pip install --target /tmp/tf457 "transformers==4.57.6" "huggingface_hub<1.0" && rm -rf /tmp/tf457/numpy*``
-    then ``P3B_HF_COMPAT_SITE=/tmp/tf457 pytest tests/test_remote_code.py``."""
-    _check_stock_load(
-        tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, site=os.environ["P3B_HF_COMPAT_SITE"]
-    )
+    _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, extra=extra)
 
 
 def _check_stock_load(
@@ -106,7 +89,6 @@ def _check_stock_load(
     tiny_deit_teacher,
     tiny_deit,
     images: torch.Tensor,  # noqa: ANN001
-    site: str | None,
     extra: dict[str, torch.nn.Module] | None = None,
 ) -> None:
     cases = {
@@ -123,10 +105,11 @@ def _check_stock_load(
     refs = {}
     for name, model in cases.items():
         model.eval().save_pretrained(tmp_path / name)
-        code = f"modeling_p3b_{model.config.model_type.removeprefix('p3b_').replace('deit', 'vit')}.py"
-        assert (tmp_path / name / code).read_bytes() == (
-            Path(__file__).parents[1] / "p3b_hf/models" / code
-        ).read_bytes()
+        family = model.config.model_type.removeprefix("p3b_").replace("deit", "vit")
+        code = {f"modeling_p3b_{family}.py", f"configuration_p3b_{family}.py", *SHARED_CODE}
+        assert {f.name for f in (tmp_path / name).glob("*.py")} == code  # the relative imports are copied too
+        for f in code:
+            assert (tmp_path / name / f).read_bytes() == (MODELS / f).read_bytes(), f
         with torch.no_grad():
             out = model(pixel_values=images)
         refs[name] = out
@@ -141,9 +124,8 @@ def _check_stock_load(
     outside = tmp_path / "elsewhere"  # cwd outside the repo; -I keeps cwd and PYTHONPATH off sys.path
     outside.mkdir()
     torch.save(images, tmp_path / "x.pt")
-    prefix = f"import sys; sys.path.insert(0, {site!r})\n" if site else ""
     out = run_python(
-        prefix + BLOCK_P3B + LOAD,
+        BLOCK_P3B + LOAD,
         cwd=outside,
         env=clean_env(tmp_path / "hf_home", HF_HUB_OFFLINE="1"),
         args=(str(tmp_path / "x.pt"), str(tmp_path / "out.pt"), *(str(tmp_path / n) for n in cases)),
@@ -151,7 +133,7 @@ def _check_stock_load(
     info = json.loads(out.rsplit("RESULT ", 1)[1])
     res = torch.load(tmp_path / "out.pt")
     assert info["p3b_imported"] is False
-    assert (info["transformers"] == transformers.__version__) == (site is None), info["transformers"]
+    assert info["transformers"] == transformers.__version__
     for name, model in cases.items():
         d = str(tmp_path / name)
         assert info[d]["cls"].startswith("transformers_modules."), info[d]
@@ -240,12 +222,201 @@ def test_remote_code_refuses_what_does_not_fit_without_p3b_hf(tmp_path: Path, ti
     )
 
 
-def test_strict_loading_block_is_identical_in_every_modeling_file() -> None:
-    """The check ships in each self-contained modeling file; a fix in one must reach all five."""
-    root = Path(__file__).parents[1] / "p3b_hf" / "models"
-    blocks = {}
-    for path in sorted(root.glob("modeling_p3b_*.py")):
-        m = re.search(r"# ---- strict loading.*?# ---- end of strict loading ----", path.read_text(), re.S)
-        assert m, path.name
-        blocks[path.name] = m.group(0)
-    assert len(blocks) == 5 and len(set(blocks.values())) == 1, sorted(blocks)
+HUB_LOAD = r"""
+import json, sys, torch
+try:
+    import p3b_hf  # noqa
+    raise SystemExit("p3b_hf is importable: the test would not prove anything")
+except ModuleNotFoundError:
+    pass
+from transformers import AutoModel, AutoModelForImageClassification
+x = torch.load(sys.argv[1]); res, info = {}, {}
+for repo in sys.argv[3:]:
+    model = AutoModelForImageClassification.from_pretrained(repo, trust_remote_code=True).eval()
+    backbone = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+    with torch.no_grad():
+        res[repo] = {"logits": model(pixel_values=x).logits, "backbone": backbone(pixel_values=x).last_hidden_state}
+    info[repo] = {"cls": type(model).__module__ + "." + type(model).__name__,
+                  "backbone_cls": type(backbone).__module__ + "." + type(backbone).__name__}
+info["p3b_imported"] = any(m == "p3b_hf" or m.startswith("p3b_hf.") for m in sys.modules)
+torch.save(res, sys.argv[2])
+print("\nRESULT " + json.dumps(info))
+"""
+
+
+@pytest.mark.filterwarnings("ignore:.*has no preprocessor_config.json")
+def test_every_family_loads_from_the_hub_without_p3b_hf(
+    tmp_path: Path,
+    tiny_vit,
+    tiny_deit,
+    tiny_beit,
+    tiny_dinov2,  # noqa: ANN001
+    images: torch.Tensor,
+) -> None:
+    """Pushed with ``p3b-hf push`` to the fake Hub, pulled by repo id with ``trust_remote_code=True`` where p3b_hf
+    cannot be imported: the shared code files (relative imports of the family's modeling file) are uploaded and
+    fetched, and every family gives exactly the logits and features of the in-memory pruned model."""
+    from fake_hub import FakeHubServer, HubStore, RecordingHfApi
+    from test_stage_families import _random_plan, tiny
+
+    from p3b_hf.hub import push_pruned
+
+    cases = {
+        name: apply_width_plan(model, nontrivial_plan(model.config)).eval()
+        for name, model in {
+            "vit": tiny_vit,
+            "deit": tiny_deit,
+            "beit": tiny_beit,
+            "dinov2": tiny_dinov2,
+        }.items()
+    }
+    cases.update(
+        {f: apply_width_plan(tiny(f), _random_plan(tiny(f), 4)).eval() for f in ("swin", "convnext")}
+    )
+    store = HubStore(tmp_path / "hub")
+    for name, model in cases.items():
+        model.save_pretrained(tmp_path / name)
+        pushed = push_pruned(
+            tmp_path / name, f"p3b-test/{name}", api=RecordingHfApi(store), verify=False, model_card=False
+        ).files
+        family = "vit" if name == "deit" else name
+        code = {f"modeling_p3b_{family}.py", f"configuration_p3b_{family}.py", "modeling_p3b_checkpoint.py"}
+        if name not in ("swin", "convnext"):
+            code |= {"modeling_p3b_layers.py", "configuration_p3b_widths.py"}
+        assert {f for f in pushed if f.endswith(".py")} == code, name
+    torch.save(images, tmp_path / "x.pt")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    with FakeHubServer(store, lifetime_s=180) as hub:
+        out = run_python(
+            BLOCK_P3B + HUB_LOAD,
+            cwd=outside,
+            env=clean_env(tmp_path / "hf_home", HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0"),
+            args=(str(tmp_path / "x.pt"), str(tmp_path / "out.pt"), *(f"p3b-test/{n}" for n in cases)),
+            timeout=240,
+        )
+    info = json.loads(out.rsplit("RESULT ", 1)[1])
+    res = torch.load(tmp_path / "out.pt")
+    assert info.pop("p3b_imported") is False
+    for name, model in cases.items():
+        repo = f"p3b-test/{name}"
+        base = getattr(model, model.base_model_prefix)
+        assert info[repo]["cls"].startswith("transformers_modules.") and info[repo]["cls"].endswith(
+            type(model).__name__
+        )
+        assert info[repo]["backbone_cls"].endswith(type(base).__name__), info[repo]
+        with torch.no_grad():
+            assert torch.equal(res[repo]["logits"], model(pixel_values=images).logits), name
+            assert torch.equal(res[repo]["backbone"], base(pixel_values=images).last_hidden_state), name
+
+
+#: the config.json keys p3b_hf wrote before the pruned configs subclassed the stock ones (then: PretrainedConfig)
+OLD_KEYS = {
+    "common": (
+        "architectures",
+        "attention_probs_dropout_prob",
+        "auto_map",
+        "base_model_name_or_path",
+        "dtype",
+        "hidden_act",
+        "hidden_dropout_prob",
+        "hidden_size",
+        "id2label",
+        "image_size",
+        "initializer_range",
+        "intermediate_size",
+        "label2id",
+        "layer_attention_scales",
+        "layer_attn_in",
+        "layer_attn_out",
+        "layer_head_dims",
+        "layer_intermediate_sizes",
+        "layer_mlp_in",
+        "layer_mlp_out",
+        "layer_norm_eps",
+        "layer_num_heads",
+        "layernorm_mode",
+        "model_type",
+        "num_attention_heads",
+        "num_channels",
+        "num_hidden_layers",
+        "p3b_hf_version",
+        "patch_size",
+        "prune_ratio",
+        "pruning_method",
+        "transformers_version",
+    ),
+    "vit": (
+        "distillation_head",
+        "distilled",
+        "qkv_bias",
+    ),
+    "beit": (
+        "drop_path_rate",
+        "layer_bias_heads",
+        "layer_scale_init_value",
+        "shared_bias_num_heads",
+        "use_absolute_position_embeddings",
+        "use_mask_token",
+        "use_mean_pooling",
+        "use_relative_position_bias",
+        "use_shared_relative_position_bias",
+    ),
+    "dinov2": (
+        "drop_path_rate",
+        "layerscale_value",
+        "mlp_ratio",
+        "qkv_bias",
+        "use_mask_token",
+        "use_swiglu_ffn",
+    ),
+}
+
+
+def test_configs_written_before_the_stock_subclasses_still_load(
+    tmp_path: Path,
+    tiny_deit_teacher,
+    tiny_beit_shared,
+    tiny_dinov2,  # noqa: ANN001
+    images: torch.Tensor,
+) -> None:
+    """A pruned dir saved in the earlier format (its config.json holds only the keys listed above; DINOv2's
+    ``mlp_ratio`` a float, which the stock ``Dinov2Config`` refuses) loads into the same model: same widths,
+    bit-identical logits. The new format writes every old key (it only adds stock ones)."""
+    from transformers import AutoModelForImageClassification
+
+    cases = {
+        "vit": apply_width_plan(
+            tiny_deit_teacher,
+            _with_embed(nontrivial_plan(tiny_deit_teacher.config)),
+            layernorm_mode="subset_stats",
+        ),
+        "beit": apply_width_plan(tiny_beit_shared, _with_embed(nontrivial_plan(tiny_beit_shared.config))),
+        "dinov2": apply_width_plan(tiny_dinov2, nontrivial_plan(tiny_dinov2.config)),
+    }
+    for family, model in cases.items():
+        d = tmp_path / family
+        model.eval().save_pretrained(d)
+        cfg = json.loads((d / "config.json").read_text())
+        keys = {*OLD_KEYS["common"], *OLD_KEYS[family]}
+        assert keys <= set(cfg), (family, keys - set(cfg))
+        old = {k: cfg[k] for k in keys if k != "auto_map"}  # the earlier dirs held the earlier code files
+        if family == "dinov2":
+            old["mlp_ratio"] = float(old["mlp_ratio"])
+        for f in d.glob("*.py"):
+            f.unlink()
+        (d / "config.json").write_text(json.dumps(old))
+        again = AutoModelForImageClassification.from_pretrained(d).eval()
+        assert type(again) is type(model) and again.config.model_type == model.config.model_type
+        for key in (
+            "layer_num_heads",
+            "layer_head_dims",
+            "layer_intermediate_sizes",
+            "layer_attn_in",
+            "layer_mlp_out",
+        ):
+            assert getattr(again.config, key) == getattr(model.config, key), (family, key)
+        assert again.config.layernorm_mode == model.config.layernorm_mode
+        with torch.no_grad():
+            assert torch.equal(again(pixel_values=images).logits, model(pixel_values=images).logits), family
+    assert cases["vit"].config.distillation_head and cases["beit"].config.use_shared_relative_position_bias

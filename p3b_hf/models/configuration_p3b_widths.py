@@ -1,0 +1,119 @@
+# Remote code: shipped next to pruned checkpoints as a relative import of configuration_p3b_vit.py /
+# configuration_p3b_beit.py / configuration_p3b_dinov2.py (``save_pretrained`` copies a code file's relative
+# imports, ``from_pretrained(trust_remote_code=True)`` fetches them), so it imports only transformers.
+"""The per-layer widths the plain-ViT families' pruned configs share (ViT/DeiT, BEiT, DINOv2), written once.
+
+A pruned model keeps the residual stream at ``hidden_size`` channels, but every sub-block may read from a subset
+of them (``layer_attn_in`` / ``layer_mlp_in``), write to a subset (``layer_attn_out`` / ``layer_mlp_out``), keep
+fewer head dimensions or heads, and fewer MLP neurons. ``None`` for a subset means "all channels". A sub-block
+whose inner width is zero is *removed*: only its constant output (a bias of ``len(out)`` values) survives.
+
+:class:`P3BLayerWidths` is a dataclass mixin placed before the stock config
+(``class P3BViTConfig(P3BLayerWidths, ViTConfig)``): transformers 5 configs are dataclasses, so its fields join
+the stock ones and its ``__post_init__`` fills and checks the per-layer lists after the stock one has run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+LAYERNORM_MODES = ("full_stats", "subset_stats")
+_SUBSETS = ("layer_attn_in", "layer_attn_out", "layer_mlp_in", "layer_mlp_out")
+#: the stock fields a full-width pruned config copies from the dense one (those the family's config has)
+_DENSE_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "initializer_range",
+    "layer_norm_eps",
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "qkv_bias",
+)
+
+
+@dataclass(kw_only=True, repr=False)
+class P3BLayerWidths:
+    r"""Per-layer widths and provenance (the fields beyond the stock config's).
+
+    Args:
+        layer_num_heads: kept attention heads per layer (0 = attention removed).
+        layer_head_dims: kept head dimension per layer, shared by q/k/v and all heads (0 = removed).
+        layer_intermediate_sizes: kept MLP neurons per layer (0 = MLP removed).
+        layer_attn_in, layer_attn_out, layer_mlp_in, layer_mlp_out: residual channel subsets
+            (sorted index lists into ``range(hidden_size)``) or ``None`` for all channels.
+        layer_attention_scales: softmax scale per layer; defaults to the dense ``head_dim**-0.5``
+            so that removing head dimensions is function preserving.
+        layernorm_mode: how a sub-block that reads a channel subset normalises it.
+            ``"full_stats"`` (default): mean/variance over the full residual stream, affine on the
+            subset -- exactly equal to "LayerNorm then gather", i.e. to the masked training model.
+            ``"subset_stats"``: LayerNorm over the kept subset only (the P3B reference code).
+        base_model_name_or_path, pruning_method, prune_ratio, p3b_hf_version: provenance, shown in model cards.
+    """
+
+    layer_num_heads: list[int] | None = None
+    layer_head_dims: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
+    layer_attn_in: list[list[int] | None] | None = None
+    layer_attn_out: list[list[int] | None] | None = None
+    layer_mlp_in: list[list[int] | None] | None = None
+    layer_mlp_out: list[list[int] | None] | None = None
+    layer_attention_scales: list[float] | None = None
+    layernorm_mode: str = "full_stats"
+    base_model_name_or_path: str | None = None
+    pruning_method: str | None = None
+    prune_ratio: float | None = None
+    p3b_hf_version: str | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)  # type: ignore[misc]  (the stock config's)
+        self.hidden_size = int(self.hidden_size)
+        self.num_hidden_layers = int(self.num_hidden_layers)
+        self.num_attention_heads = int(self.num_attention_heads)
+        self.intermediate_size = int(self.intermediate_size)
+        dense_head_dim = self.hidden_size // max(self.num_attention_heads, 1)
+        self.layer_num_heads = [int(v) for v in self._per_layer("layer_num_heads", self.num_attention_heads)]
+        self.layer_head_dims = [int(v) for v in self._per_layer("layer_head_dims", dense_head_dim)]
+        self.layer_intermediate_sizes = [
+            int(v) for v in self._per_layer("layer_intermediate_sizes", self.intermediate_size)
+        ]
+        for name in _SUBSETS:
+            setattr(self, name, self._per_layer(name, None))
+        # (a pruned embedding may be narrower than the head count: the default scale then never applies)
+        default_scale = dense_head_dim**-0.5 if dense_head_dim > 0 else 1.0
+        self.layer_attention_scales = [
+            float(v) for v in self._per_layer("layer_attention_scales", default_scale)
+        ]
+        if self.layernorm_mode not in LAYERNORM_MODES:
+            raise ValueError(f"layernorm_mode={self.layernorm_mode!r} is not one of {LAYERNORM_MODES}.")
+
+    def _per_layer(self, name: str, default: Any) -> list:
+        """``getattr(self, name)`` as one entry per layer (``None``: ``default`` everywhere)."""
+        value, n = getattr(self, name), self.num_hidden_layers
+        if value is None:
+            return [default] * n
+        value = list(value)
+        if len(value) != n:
+            raise ValueError(
+                f"{type(self).__name__}.{name} has {len(value)} entries but num_hidden_layers={n}; "
+                f"give one entry per layer."
+            )
+        return value
+
+    @classmethod
+    def from_dense_config(cls, dense: Any, **overrides: Any) -> Any:
+        """Full-width config equivalent to the stock ``dense`` config (its architecture fields and labels)."""
+        keys = (*_DENSE_KEYS, *getattr(cls, "_family_dense_keys", ()))
+        kwargs: dict[str, Any] = {k: getattr(dense, k) for k in keys if hasattr(dense, k)}
+        kwargs["id2label"] = dict(dense.id2label)
+        kwargs["label2id"] = dict(dense.label2id)
+        kwargs["problem_type"] = getattr(dense, "problem_type", None)
+        kwargs["base_model_name_or_path"] = getattr(dense, "_name_or_path", None) or None
+        kwargs.update(overrides)
+        return cls(**kwargs)
