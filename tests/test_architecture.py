@@ -280,3 +280,22 @@ def test_no_generic_module_names_a_family() -> None:
                     continue
                 hits.append(f"{rel}:{n}: {line.strip()}")
     assert hits == [], "\n".join(hits)
+
+
+def test_no_merge_conflict_markers_in_tracked_files() -> None:
+    """A merge that committed ``<<<<<<<`` / ``>>>>>>>`` lines (it happened once, in docs/architecture.md) would
+    ship broken docs or code; every tracked text file is checked."""
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    marker = re.compile(r"^(<{7} |>{7} |={7}$)", re.M)
+    bad = []
+    for name in files:
+        path = ROOT / name
+        if path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".sh", ".json", ".cfg"}:
+            continue
+        if path.is_file() and marker.search(path.read_text(errors="replace")):
+            bad.append(name)
+    assert bad == []
