@@ -6,7 +6,7 @@ explicit list of files from a model dir written by ``p3b-hf prune`` / ``p3b-hf f
 
 - ``model.safetensors`` (or its shards + index) and ``config.json`` with the per-layer widths and
   ``auto_map``;
-- the code files named in ``auto_map`` (``configuration_p3b_vit.py``, ``modeling_p3b_vit.py``; the other
+- the code files named in ``auto_map`` (each family's ``configuration_….py`` and ``modeling_….py``; the other
   families likewise) and the shared ones they import relatively (``modeling_p3b_layers.py``,
   ``modeling_p3b_checkpoint.py``), so stock transformers loads the repo with ``trust_remote_code=True``
   (with ``p3b_hf`` installed the locally registered classes are used and no remote code runs);
@@ -93,7 +93,7 @@ def _weight_files(d: Path) -> list[str]:
 
 
 def _code_files(config: dict[str, Any], directory: Path | None = None) -> list[str]:
-    """The ``.py`` files named by ``auto_map`` (``"modeling_p3b_vit.P3BViTForImageClassification"``) and, read
+    """The ``.py`` files named by ``auto_map`` (``"modeling_x.XForImageClassification"``) and, read
     from the copies in ``directory``, the files they import relatively (``from .modeling_p3b_layers import``),
     recursively: what ``from_pretrained(trust_remote_code=True)`` fetches, found by transformers' own parser."""
     from transformers.dynamic_module_utils import get_relative_imports
