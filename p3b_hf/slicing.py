@@ -134,6 +134,8 @@ def _slice_plain(
     sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
     if mods.dist_token is not None:
         sd[f"{prefix}.embeddings.distillation_token"] = mods.dist_token[..., e_idx]
+    if mods.register_tokens is not None:
+        sd[f"{prefix}.embeddings.register_tokens"] = mods.register_tokens[..., e_idx]
     if mods.mask_token is not None:
         sd[f"{prefix}.embeddings.mask_token"] = mods.mask_token[..., e_idx]
     if mods.position_embeddings is not None:
