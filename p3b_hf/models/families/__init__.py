@@ -22,8 +22,7 @@ record and one :func:`register_family` call (docs/architecture.md, "Add a model 
 
 from __future__ import annotations
 
-from . import beit, convnext, deit, dinov2, swin, vit
-from . import dinov2_with_registers
+from . import beit, convnext, deit, dinov2, dinov2_with_registers, swin, vit
 from .record import (
     PLAIN,
     PRUNED_VIT_LAYOUT,
