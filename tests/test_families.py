@@ -309,11 +309,13 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
     assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
 
 
-def test_dinov2_swiglu_is_refused_naming_the_field() -> None:
-    from transformers import Dinov2Config, Dinov2ForImageClassification
+@pytest.mark.parametrize("registers", [False, True])
+def test_dinov2_swiglu_is_refused_naming_the_field(registers: bool) -> None:
+    import transformers as tf
 
-    model = Dinov2ForImageClassification(
-        Dinov2Config(
+    name = "Dinov2WithRegisters" if registers else "Dinov2"
+    model = getattr(tf, f"{name}ForImageClassification")(
+        getattr(tf, f"{name}Config")(
             hidden_size=16,
             num_hidden_layers=1,
             num_attention_heads=2,

@@ -126,6 +126,8 @@ def test_transfer_recipes_for_dinov2_and_beit(monkeypatch: pytest.MonkeyPatch) -
     assert [p.stem for p in files] == [
         "beit_base_cifar100_p50",
         "beit_base_cifar100_p75",
+        "dinov2_registers_small_cifar100_p50",
+        "dinov2_registers_small_cifar100_p75",
         "dinov2_small_cifar100_p50",
         "dinov2_small_cifar100_p75",
     ]
@@ -134,7 +136,11 @@ def test_transfer_recipes_for_dinov2_and_beit(monkeypatch: pytest.MonkeyPatch) -
         prune, ft = _parsed(recipe, "prune", 4, monkeypatch), _parsed(recipe, "finetune", 4, monkeypatch)
         assert prune.method == "p3b" and prune.dataset == "cifar100" and not prune.reference
         assert prune.model == (
-            "facebook/dinov2-small" if "dinov2" in path.stem else "microsoft/beit-base-patch16-224"
+            "facebook/dinov2-with-registers-small"
+            if "registers" in path.stem
+            else "facebook/dinov2-small"
+            if "dinov2" in path.stem
+            else "microsoft/beit-base-patch16-224"
         )
         assert prune.prune_ratio == int(path.stem[-2:]) / 100 and prune.batch_size * 4 == 512
         assert (prune.lr, ft.lr, prune.epochs, ft.epochs) == (
