@@ -44,6 +44,7 @@ class _Arch:
     c: int
     layers: int
     special: int
+    registers: int  # register tokens (no position embedding)
     patches: int  # at the MAC resolution
     positions: int  # rows of the absolute position embedding (0: none)
     patch_in: int  # channels * patch^2
@@ -95,6 +96,7 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
         c=c,
         layers=n,
         special=special,
+        registers=fam.register_tokens(cfg),
         patches=(img // patch) ** 2,
         positions=(grid * grid + special) if fam.absolute_positions(cfg) else 0,
         patch_in=int(cfg.num_channels) * patch * patch,
@@ -106,7 +108,7 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
         rel_rows=rel_rows if per_layer else 0,
         rel_per_layer=per_layer,
         shared_rel_heads=shared_heads * rel_rows,
-        mask_token=c if getattr(cfg, "use_mask_token", False) else 0,
+        mask_token=c if fam.mask_token(cfg) else 0,
         norms=2 * c,  # one final LayerNorm (BEiT with mean pooling: the pooler's LN instead)
         num_heads=[],
         head_dims=[],
@@ -146,10 +148,10 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
     if fam.cost is not None:  # a family with its own count (the staged ones: Family.cost)
         return fam.cost(cfg, image_size)
     a = _arch(model_or_config, image_size)
-    n_tok = a.patches + a.special
+    n_tok = a.patches + a.special + a.registers
     non_block = (
         (a.c * a.patch_in + a.c)
-        + a.special * a.c
+        + (a.special + a.registers) * a.c
         + a.mask_token
         + a.positions * a.c
         + a.norms

@@ -8,7 +8,7 @@ the slicing extras -- layer scale (``ls1`` / ``ls2``) is sliced with the written
 (``attn_out`` / ``mlp_out``); relative position bias tables (``Family.rel_bias``) keep the columns of the kept
 heads (a shared table keeps the union over layers, each layer indexing its columns); a teacher head
 (``Family.teacher_head``) is recorded in the config; a removed sub-block's constant includes its layer scale.
-With ``plan.embed`` the cls / distillation / mask tokens, position embeddings, patch projection, every
+With ``plan.embed`` the cls / distillation / register / mask tokens, position embeddings, patch projection, every
 LayerNorm, the layer scales, the pooling norm and the classifier inputs (every copy of the stream a head reads,
 e.g. DINOv2's ``[CLS, mean]``) are sliced with the residual stream.
 
@@ -134,6 +134,8 @@ def _slice_plain(
     sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
     if mods.dist_token is not None:
         sd[f"{prefix}.embeddings.distillation_token"] = mods.dist_token[..., e_idx]
+    if mods.register_tokens is not None:
+        sd[f"{prefix}.embeddings.register_tokens"] = mods.register_tokens[..., e_idx]
     if mods.mask_token is not None:
         sd[f"{prefix}.embeddings.mask_token"] = mods.mask_token[..., e_idx]
     if mods.position_embeddings is not None:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-FAMILIES = ("vit", "deit", "beit", "dinov2", "swin", "convnext")
+FAMILIES = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "dinov2_with_registers")
 TINY = dict(
     hidden_size=48,
     num_hidden_layers=3,
@@ -71,6 +71,11 @@ def stock_model(family: str) -> torch.nn.Module:
     if family == "dinov2":
         cfg = {k: v for k, v in TINY.items() if k != "intermediate_size"}
         return tf.Dinov2ForImageClassification(tf.Dinov2Config(**cfg, mlp_ratio=2))
+    if family == "dinov2_with_registers":  # facebook/dinov2-with-registers-*: 4 registers there, 2 here
+        cfg = {k: v for k, v in TINY.items() if k != "intermediate_size"}
+        return tf.Dinov2WithRegistersForImageClassification(
+            tf.Dinov2WithRegistersConfig(**cfg, mlp_ratio=2, num_register_tokens=2)
+        )
     if family == "swin":
         return tf.SwinForImageClassification(
             tf.SwinConfig(

@@ -19,6 +19,8 @@ from transformers import (  # noqa: E402
     DeiTForImageClassificationWithTeacher,
     Dinov2Config,
     Dinov2ForImageClassification,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -100,6 +102,8 @@ TINY_BEIT_SHARED = dict(
     layer_scale_init_value=0.1,
 )
 TINY_DINOV2 = dict({k: v for k, v in TINY.items() if k != "intermediate_size"}, mlp_ratio=2)
+#: DINOv2 with 2 register tokens (between CLS and the patches; the classifier's patch mean skips them)
+TINY_DINOV2_REGISTERS = dict(TINY_DINOV2, num_register_tokens=2)
 
 
 @pytest.fixture
@@ -118,6 +122,13 @@ def tiny_beit_shared() -> BeitForImageClassification:
 def tiny_dinov2() -> Dinov2ForImageClassification:
     torch.manual_seed(5)
     return _randomise_family(Dinov2ForImageClassification(Dinov2Config(**TINY_DINOV2)), 5)
+
+
+@pytest.fixture
+def tiny_dinov2_registers() -> Dinov2WithRegistersForImageClassification:
+    torch.manual_seed(6)
+    model = Dinov2WithRegistersForImageClassification(Dinov2WithRegistersConfig(**TINY_DINOV2_REGISTERS))
+    return _randomise_family(model, 6)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import p3b_hf
 from p3b_hf import UnsupportedModelError, WidthPlan, apply_width_plan, count_cost
 from p3b_hf.models.families import FAMILIES
 
-NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2"]
+NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -150,9 +150,10 @@ def test_embedding_pruning_slices_every_coupled_tensor(
     for k, v in sd.items():
         if "lambda" in k or "layernorm" in k or "norm1" in k or "token" in k or "position_embeddings" in k:
             assert v.shape[-1] in (24, 12), k  # layer 0's attention writes 12 channels
-    expected_in = 48 if fixture == "tiny_dinov2" else 24  # DINOv2 reads [CLS, mean]: both halves sliced
+    dino = fixture.startswith("tiny_dinov2")
+    expected_in = 48 if dino else 24  # DINOv2 reads [CLS, mean]: both halves sliced
     assert pruned.classifier.weight.shape == (7, expected_in)
-    if fixture == "tiny_dinov2":
+    if dino:
         torch.testing.assert_close(pruned.classifier.weight[:, 24:], model.classifier.weight[:, 48:][:, ::2])
     assert _logits(pruned, images).shape == (3, 7)
     assert count_cost(pruned)["params"] == _numel(pruned)
@@ -209,6 +210,13 @@ SHARED_IMPORTS = {
     "modeling_p3b_vit.py": {"configuration_p3b_vit", "configuration_p3b_widths", "modeling_p3b_layers"},
     "modeling_p3b_beit.py": {"configuration_p3b_beit", "configuration_p3b_widths", "modeling_p3b_layers"},
     "modeling_p3b_dinov2.py": {"configuration_p3b_dinov2", "configuration_p3b_widths", "modeling_p3b_layers"},
+    "modeling_p3b_dinov2_with_registers.py": {
+        "configuration_p3b_dinov2_with_registers",
+        "modeling_p3b_dinov2",
+        "configuration_p3b_dinov2",
+        "configuration_p3b_widths",
+        "modeling_p3b_layers",
+    },
     "modeling_p3b_swin.py": {"configuration_p3b_swin"},
     "modeling_p3b_convnext.py": {"configuration_p3b_convnext"},
 }
@@ -258,17 +266,19 @@ def test_every_modeling_file_imports_the_shared_code_and_copies_none_of_it() -> 
         mod = importlib.import_module(f"p3b_hf.models.{Path(name).stem}")
         models += [c for c in vars(mod).values() if isinstance(c, type) and c.__module__ == mod.__name__]
         if "modeling_p3b_layers" in SHARED_IMPORTS[name]:  # the layer step and attention are the shared ones
-            fam = {"vit": "ViT", "beit": "Beit", "dinov2": "Dinov2"}[name.removesuffix(".py").split("_")[-1]]
+            fam = {"vit": "ViT", "beit": "Beit", "dinov2": "Dinov2", "registers": "Dinov2WithRegisters"}[
+                name.removesuffix(".py").split("_")[-1]
+            ]
             assert issubclass(getattr(mod, f"P3B{fam}Layer"), modeling_p3b_layers._P3BLayerMixin)
             assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
             assert getattr(mod, f"P3B{fam}Layer").forward is modeling_p3b_layers._P3BLayerMixin.forward
     models = [c for c in models if issubclass(c, PreTrainedModel)]
-    assert len(models) == 15, models  # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 2 Swin, 2 ConvNeXt
+    assert len(models) == 18, models  # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 3 DINOv2+reg, 2 Swin, 2 ConvNeXt
     for cls in models:
         assert issubclass(cls, modeling_p3b_checkpoint._P3BStrictLoading), cls
 
 
-@pytest.mark.parametrize("builder", ["clip", "dinov2_registers"])
+@pytest.mark.parametrize("builder", ["clip"])
 def test_unsupported_families_get_one_clear_error(builder: str) -> None:
     """(Swin and ConvNeXt are supported by VBP / global since issue 17: tests/test_stage_families.py.)"""
     import transformers as tf
@@ -287,11 +297,6 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
                 **tiny,
             )
         ),
-        "dinov2_registers": lambda: tf.Dinov2WithRegistersForImageClassification(
-            tf.Dinov2WithRegistersConfig(
-                hidden_size=8, num_hidden_layers=1, num_attention_heads=1, image_size=16, patch_size=8, **tiny
-            )
-        ),
     }[builder]()
     with pytest.raises(UnsupportedModelError) as err:
         apply_width_plan(model, None)
@@ -304,11 +309,13 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
     assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
 
 
-def test_dinov2_swiglu_is_refused_naming_the_field() -> None:
-    from transformers import Dinov2Config, Dinov2ForImageClassification
+@pytest.mark.parametrize("registers", [False, True])
+def test_dinov2_swiglu_is_refused_naming_the_field(registers: bool) -> None:
+    import transformers as tf
 
-    model = Dinov2ForImageClassification(
-        Dinov2Config(
+    name = "Dinov2WithRegisters" if registers else "Dinov2"
+    model = getattr(tf, f"{name}ForImageClassification")(
+        getattr(tf, f"{name}Config")(
             hidden_size=16,
             num_hidden_layers=1,
             num_attention_heads=2,

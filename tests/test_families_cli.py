@@ -57,6 +57,11 @@ def _dense_dir(root: Path, family: str) -> Path:
         model = BeitForImageClassification(
             BeitConfig(intermediate_size=64, use_relative_position_bias=True, **common)
         )
+    elif family == "dinov2_with_registers":
+        from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersForImageClassification
+
+        cfg = Dinov2WithRegistersConfig(mlp_ratio=2, num_register_tokens=2, **common)
+        model = Dinov2WithRegistersForImageClassification(cfg)
     else:
         model = Dinov2ForImageClassification(Dinov2Config(mlp_ratio=2, **common))
     model.save_pretrained(root / family)
@@ -69,6 +74,7 @@ def _dense_dir(root: Path, family: str) -> Path:
     [
         ("beit", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
         ("dinov2", ["global", "--importance", "taylor", "--taylor-batches", "1"]),
+        ("dinov2_with_registers", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
     ],
 )
 def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path: Path) -> None:
@@ -105,7 +111,8 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
     assert code == 0
     report = json.loads((out / "pruning_report.json").read_text())
     model = AutoModelForImageClassification.from_pretrained(out)
-    assert type(model).__name__ == f"P3B{'Beit' if family == 'beit' else 'Dinov2'}ForImageClassification"
+    cls = {"beit": "Beit", "dinov2": "Dinov2", "dinov2_with_registers": "Dinov2WithRegisters"}[family]
+    assert type(model).__name__ == f"P3B{cls}ForImageClassification"
     n = sum(p.numel() for p in model.parameters())
     assert report["pruned"]["params"] == n
     assert abs(1 - n / report["dense"]["params"] - 0.5) < 0.05
@@ -119,6 +126,8 @@ def test_transfer_recipes_for_dinov2_and_beit(monkeypatch: pytest.MonkeyPatch) -
     assert [p.stem for p in files] == [
         "beit_base_cifar100_p50",
         "beit_base_cifar100_p75",
+        "dinov2_registers_small_cifar100_p50",
+        "dinov2_registers_small_cifar100_p75",
         "dinov2_small_cifar100_p50",
         "dinov2_small_cifar100_p75",
     ]
@@ -127,7 +136,11 @@ def test_transfer_recipes_for_dinov2_and_beit(monkeypatch: pytest.MonkeyPatch) -
         prune, ft = _parsed(recipe, "prune", 4, monkeypatch), _parsed(recipe, "finetune", 4, monkeypatch)
         assert prune.method == "p3b" and prune.dataset == "cifar100" and not prune.reference
         assert prune.model == (
-            "facebook/dinov2-small" if "dinov2" in path.stem else "microsoft/beit-base-patch16-224"
+            "facebook/dinov2-with-registers-small"
+            if "registers" in path.stem
+            else "facebook/dinov2-small"
+            if "dinov2" in path.stem
+            else "microsoft/beit-base-patch16-224"
         )
         assert prune.prune_ratio == int(path.stem[-2:]) / 100 and prune.batch_size * 4 == 512
         assert (prune.lr, ft.lr, prune.epochs, ft.epochs) == (

@@ -20,9 +20,9 @@ from transformers import AutoModel, AutoModelForImageClassification, pipeline
 import p3b_hf
 from p3b_hf import WidthPlan, apply_width_plan
 
-FAMILIES = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_beit_shared", "tiny_dinov2"]
+FAMILIES = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers"]
 #: entry points that do not depend on BEiT's bias layout run on one BEiT variant only (CI time)
-MAIN = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_dinov2"]
+MAIN = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_dinov2", "tiny_dinov2_registers"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -160,7 +160,7 @@ def test_other_resolution_with_interpolate_pos_encoding(saved) -> None:  # noqa:
     with torch.no_grad():
         ours = pruned(pixel_values=big, interpolate_pos_encoding=True)
         # stock DINOv2 always interpolates (no flag); ours accepts the flag for every family
-        flag = {} if stock.base_model_prefix == "dinov2" else {"interpolate_pos_encoding": True}
+        flag = {} if stock.base_model_prefix.startswith("dinov2") else {"interpolate_pos_encoding": True}
         theirs = stock(pixel_values=big, **flag)
     torch.testing.assert_close(ours.logits, theirs.logits, rtol=0, atol=1e-5)
     assert not torch.equal(ours.logits[0], ours.logits[1])

@@ -71,6 +71,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
     tiny_beit,
     tiny_beit_shared,
     tiny_dinov2,  # noqa: ANN001
+    tiny_dinov2_registers,  # noqa: ANN001
     images: torch.Tensor,
 ) -> None:
     extra = {
@@ -79,8 +80,15 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
             tiny_beit_shared, _with_embed(nontrivial_plan(tiny_beit_shared.config))
         ),
         "dinov2": apply_width_plan(tiny_dinov2, _with_embed(nontrivial_plan(tiny_dinov2.config))),
+        "dinov2_with_registers": apply_width_plan(
+            tiny_dinov2_registers, _with_embed(nontrivial_plan(tiny_dinov2_registers.config))
+        ),
     }
     _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, extra=extra)
+
+
+#: code files a family's modeling file imports beyond the shared ones (the family it builds on)
+FAMILY_CODE = {"dinov2_with_registers": {"modeling_p3b_dinov2.py", "configuration_p3b_dinov2.py"}}
 
 
 def _check_stock_load(
@@ -107,6 +115,7 @@ def _check_stock_load(
         model.eval().save_pretrained(tmp_path / name)
         family = model.config.model_type.removeprefix("p3b_").replace("deit", "vit")
         code = {f"modeling_p3b_{family}.py", f"configuration_p3b_{family}.py", *SHARED_CODE}
+        code |= FAMILY_CODE.get(family, set())
         assert {f.name for f in (tmp_path / name).glob("*.py")} == code  # the relative imports are copied too
         for f in code:
             assert (tmp_path / name / f).read_bytes() == (MODELS / f).read_bytes(), f
@@ -251,6 +260,7 @@ def test_every_family_loads_from_the_hub_without_p3b_hf(
     tiny_deit,
     tiny_beit,
     tiny_dinov2,  # noqa: ANN001
+    tiny_dinov2_registers,  # noqa: ANN001
     images: torch.Tensor,
 ) -> None:
     """Pushed with ``p3b-hf push`` to the fake Hub, pulled by repo id with ``trust_remote_code=True`` where p3b_hf
@@ -268,6 +278,7 @@ def test_every_family_loads_from_the_hub_without_p3b_hf(
             "deit": tiny_deit,
             "beit": tiny_beit,
             "dinov2": tiny_dinov2,
+            "dinov2_with_registers": tiny_dinov2_registers,
         }.items()
     }
     cases.update(
@@ -283,6 +294,7 @@ def test_every_family_loads_from_the_hub_without_p3b_hf(
         code = {f"modeling_p3b_{family}.py", f"configuration_p3b_{family}.py", "modeling_p3b_checkpoint.py"}
         if name not in ("swin", "convnext"):
             code |= {"modeling_p3b_layers.py", "configuration_p3b_widths.py"}
+        code |= FAMILY_CODE.get(family, set())
         assert {f for f in pushed if f.endswith(".py")} == code, name
     torch.save(images, tmp_path / "x.pt")
     outside = tmp_path / "elsewhere"

@@ -91,14 +91,21 @@ class ViTModules:
     pool_norm: nn.LayerNorm | None = None
     pooling: str = "cls"
     layer_norm_eps: float = 1e-12
+    #: register tokens ``[1, R, C]`` between the special tokens and the patches (no position embedding)
+    register_tokens: nn.Parameter | None = None
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
 
     @property
+    def num_registers(self) -> int:
+        return 0 if self.register_tokens is None else int(self.register_tokens.shape[1])
+
+    @property
     def num_special_tokens(self) -> int:
-        return 2 if self.dist_token is not None else 1
+        """Tokens before the patches in the sequence: CLS [+ distillation] + registers."""
+        return (2 if self.dist_token is not None else 1) + self.num_registers
 
     @property
     def num_patches(self) -> int:
@@ -222,6 +229,7 @@ def locate(model: nn.Module) -> ViTModules:
         pool_norm=get_path(base, paths.pool_norm) if pooling == "mean" else None,
         pooling=pooling,
         layer_norm_eps=float(cfg.layer_norm_eps),
+        register_tokens=getattr(emb, "register_tokens", None),
     )
 
 

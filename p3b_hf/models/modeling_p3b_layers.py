@@ -169,11 +169,17 @@ def _attention(
 
 
 def _interpolate_positions(
-    pos: torch.Tensor, num_special: int, height: int, width: int, patch: int, fp32: bool = False
+    pos: torch.Tensor,
+    num_special: int,
+    height: int,
+    width: int,
+    patch: int,
+    fp32: bool = False,
+    antialias: bool = False,
 ) -> torch.Tensor:
     """Bicubic resize of the patch part of ``pos`` ``[1, S+P, C]`` to an ``height x width`` image (stock
-    ``interpolate_pos_encoding``; ``fp32`` interpolates in float32 as DINOv2 does). Returns ``pos`` itself
-    when the grid already matches."""
+    ``interpolate_pos_encoding``; ``fp32`` interpolates in float32 as DINOv2 does, ``antialias`` as the
+    DINOv2-with-registers code does). Returns ``pos`` itself when the grid already matches."""
     num_positions = pos.shape[1] - num_special
     new_h, new_w = height // patch, width // patch
     if not torch.jit.is_tracing() and new_h * new_w == num_positions and height == width:
@@ -183,7 +189,11 @@ def _interpolate_positions(
     grid = pos[:, num_special:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
     dtype = grid.dtype
     grid = F.interpolate(
-        grid.to(torch.float32) if fp32 else grid, size=(new_h, new_w), mode="bicubic", align_corners=False
+        grid.to(torch.float32) if fp32 else grid,
+        size=(new_h, new_w),
+        mode="bicubic",
+        align_corners=False,
+        antialias=antialias,
     ).to(dtype)
     return torch.cat((pos[:, :num_special], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
 

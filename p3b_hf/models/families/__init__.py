@@ -8,6 +8,8 @@ DeiT         plain   --                     --              CLS (+ distillation 
 BEiT         plain   ``lambda_1/2``         per layer and/  LN(mean of patches) or CLS      none
                                             or shared
 DINOv2       plain   ``layer_scale1/2``     --              [CLS, mean of patches] (2C)     ``qkv_bias``
+DINOv2+reg   plain   ``layer_scale1/2``     --              [CLS, mean of patches] (2C,     ``qkv_bias``
+                                                            registers left out)
 Swin         staged  --                     per block       LN(mean of tokens)              ``qkv_bias``
 ConvNeXt     staged  ``gamma``              --              LN(mean of positions)           --
 ===========  ======  =====================  ==============  ==============================  ==========
@@ -20,7 +22,7 @@ record and one :func:`register_family` call (docs/architecture.md, "Add a model 
 
 from __future__ import annotations
 
-from . import beit, convnext, deit, dinov2, swin, vit
+from . import beit, convnext, deit, dinov2, dinov2_with_registers, swin, vit
 from .record import (
     PLAIN,
     PRUNED_VIT_LAYOUT,
@@ -55,7 +57,7 @@ from .registry import (
 )
 
 # THE registry of the built-in families (order: the order errors and tables list them in)
-for _module in (vit, deit, beit, dinov2, swin, convnext):
+for _module in (vit, deit, beit, dinov2, swin, convnext, dinov2_with_registers):
     register_family(_module.FAMILY)
 del _module
 

@@ -145,6 +145,14 @@ def _cls(_config: Any) -> str:
     return "cls"
 
 
+def _no_registers(_config: Any) -> int:
+    return 0
+
+
+def _use_mask_token(config: Any) -> bool:
+    return bool(getattr(config, "use_mask_token", False))
+
+
 def _special_tokens(config: Any) -> int:
     return 2 if getattr(config, "distilled", False) else 1
 
@@ -168,6 +176,11 @@ class Family:
     pooling: Callable[[Any], str] = _cls
     #: config -> special tokens before the patches (CLS [+ distillation])
     special_tokens: Callable[[Any], int] = _special_tokens
+    #: config -> register tokens after the special tokens (``embeddings.register_tokens``): no position
+    #: embedding, never pruned as tokens, sliced with the embedding; the classifier's patch mean skips them
+    register_tokens: Callable[[Any], int] = _no_registers
+    #: config -> the embeddings carry a mask token (``embeddings.mask_token``, counted by the cost model)
+    mask_token: Callable[[Any], bool] = _use_mask_token
     #: the stock model may carry a second (distillation) classifier; the pruned config records it
     teacher_head: bool = False
     #: whether the key projection has a bias (BEiT's has none: q and v only)
