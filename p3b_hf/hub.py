@@ -6,8 +6,8 @@ explicit list of files from a model dir written by ``p3b-hf prune`` / ``p3b-hf f
 
 - ``model.safetensors`` (or its shards + index) and ``config.json`` with the per-layer widths and
   ``auto_map``;
-- the code files named in ``auto_map`` (each family's ``configuration_….py`` and ``modeling_….py``; the other
-  families likewise) and the shared ones they import relatively (``modeling_p3b_layers.py``,
+- the code files named in ``auto_map`` (each family's ``configuration_….py`` and ``modeling_….py``)
+  and the shared ones they import relatively (``modeling_p3b_layers.py``,
   ``modeling_p3b_checkpoint.py``), so stock transformers loads the repo with ``trust_remote_code=True``
   (with ``p3b_hf`` installed the locally registered classes are used and no remote code runs);
 - ``preprocessor_config.json``, ``width_plan.json``, ``pruning_report.json``, ``plots/*.png``;
