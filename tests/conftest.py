@@ -19,6 +19,8 @@ from transformers import (  # noqa: E402
     DeiTForImageClassificationWithTeacher,
     Dinov2Config,
     Dinov2ForImageClassification,
+    IJepaConfig,
+    IJepaForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -118,6 +120,13 @@ def tiny_beit_shared() -> BeitForImageClassification:
 def tiny_dinov2() -> Dinov2ForImageClassification:
     torch.manual_seed(5)
     return _randomise_family(Dinov2ForImageClassification(Dinov2Config(**TINY_DINOV2)), 5)
+
+
+@pytest.fixture
+def tiny_ijepa() -> IJepaForImageClassification:
+    """I-JEPA: no CLS token, the classifier reads the mean of the normalised patch tokens."""
+    torch.manual_seed(6)
+    return _randomise_family(IJepaForImageClassification(IJepaConfig(**TINY)), 6)
 
 
 @pytest.fixture

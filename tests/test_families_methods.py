@@ -34,7 +34,7 @@ from p3b_hf.methods.statistics import collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan
 from p3b_hf.trainer import P3BConfig, P3BTrainer
 
-FAMS = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2"]
+FAMS = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_ijepa"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -98,13 +98,19 @@ def test_p3b_block_sizes_add_up_to_the_model(fixture: str, request: pytest.Fixtu
     """|W_b| (Linears + LayerNorm + layer scale + per-layer bias table) + non-block params = all params."""
     model = request.getfixturevalue(fixture)
     dims = Dims.from_config(model.config)
-    assert dims.k_bias == (fixture == "tiny_dinov2")
+    assert dims.k_bias == (fixture in ("tiny_dinov2", "tiny_ijepa"))
     total = float(block_params(dims).sum()) + count_cost(model)["non_block_params"]
     assert total == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize(
-    "fixture, expected", [("tiny_beit", "mean_patches"), ("tiny_beit_shared", "cls"), ("tiny_dinov2", "cls")]
+    "fixture, expected",
+    [
+        ("tiny_beit", "mean_patches"),
+        ("tiny_beit_shared", "cls"),
+        ("tiny_dinov2", "cls"),
+        ("tiny_ijepa", "mean_patches"),  # no CLS token: the mean of all tokens
+    ],
 )
 def test_bpi_class_heads_read_what_the_family_classifies_from(
     fixture: str, expected: str, request: pytest.FixtureRequest, images: torch.Tensor
@@ -112,14 +118,15 @@ def test_bpi_class_heads_read_what_the_family_classifies_from(
     model = request.getfixturevalue(fixture).train()
     mods = p3b_hf.locate(model)
     bpi = BPIHeads.for_model(mods, 7)
-    assert bpi.class_input == expected and bpi.special_tokens == 1
+    special = 0 if fixture == "tiny_ijepa" else 1
+    assert bpi.class_input == expected and bpi.special_tokens == special
     handles = bpi.install(model, mods)
     bpi.active = True
     model.eval()  # no drop path: the taps equal the hidden states
     with torch.no_grad():
         out = model(pixel_values=images, output_hidden_states=True)
     x2 = out.hidden_states[1]  # output of layer 0 = X_2: the output of block 1, the input of block 2
-    feature = x2[:, 1:].mean(1) if expected == "mean_patches" else x2[:, 0]
+    feature = x2[:, special:].mean(1) if expected == "mean_patches" else x2[:, 0]
     cls_logits, patch_logits = bpi.pop_logits()
     torch.testing.assert_close(bpi.cls_heads[1](feature), cls_logits[1, 1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(bpi.cls_heads[2](feature), cls_logits[2, 0], atol=1e-5, rtol=1e-5)
@@ -196,7 +203,7 @@ def test_p3b_run_reaches_the_ratio_and_the_saved_model_equals_the_masked_one(
 
 
 # ------------------------------------------------------------------------------------------------ VBP
-@pytest.mark.parametrize("fixture", ["tiny_beit", "tiny_dinov2"])
+@pytest.mark.parametrize("fixture", ["tiny_beit", "tiny_dinov2", "tiny_ijepa"])
 def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:
@@ -235,8 +242,8 @@ def test_global_param_matched_lands_within_one_percent(
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
-def test_every_criterion_channel_ratio_on_both_families(criterion: str, tiny_beit, tiny_dinov2) -> None:  # noqa: ANN001
-    for model in (tiny_beit, tiny_dinov2):
+def test_every_criterion_channel_ratio_on_both_families(criterion: str, tiny_beit, tiny_dinov2, tiny_ijepa) -> None:  # noqa: ANN001
+    for model in (tiny_beit, tiny_dinov2, tiny_ijepa):
         plan = global_plan(model, _batches(), criterion, ratio=0.5, taylor_batches=2, hessian_samples=4)
         kept = plan.meta["kept"]
         n = 48 + 3 * 12 + 3 * 96

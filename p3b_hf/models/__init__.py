@@ -4,6 +4,7 @@ record per family, one registry) and the module locator."""
 from .configuration_p3b_beit import P3BBeitConfig
 from .configuration_p3b_convnext import P3BConvNextConfig
 from .configuration_p3b_dinov2 import P3BDinov2Config
+from .configuration_p3b_ijepa import P3BIJepaConfig
 from .configuration_p3b_swin import P3BSwinConfig
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
 from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, Family, StageFamily, family_of, register_family
@@ -11,6 +12,7 @@ from .locator import LayerModules, MLPView, ViTModules, locate, locate_mlps
 from .modeling_p3b_beit import P3BBeitForImageClassification, P3BBeitModel
 from .modeling_p3b_convnext import P3BConvNextForImageClassification, P3BConvNextModel
 from .modeling_p3b_dinov2 import P3BDinov2ForImageClassification, P3BDinov2Model
+from .modeling_p3b_ijepa import P3BIJepaForImageClassification, P3BIJepaModel
 from .modeling_p3b_swin import P3BSwinForImageClassification, P3BSwinModel
 from .modeling_p3b_vit import (
     P3BDeiTForImageClassification,
@@ -50,4 +52,7 @@ __all__ = [
     "StageFamily",
     "MLPView",
     "locate_mlps",
+    "P3BIJepaConfig",
+    "P3BIJepaForImageClassification",
+    "P3BIJepaModel",
 ]

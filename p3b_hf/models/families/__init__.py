@@ -10,6 +10,7 @@ BEiT         plain   ``lambda_1/2``         per layer and/  LN(mean of patches) 
 DINOv2       plain   ``layer_scale1/2``     --              [CLS, mean of patches] (2C)     ``qkv_bias``
 Swin         staged  --                     per block       LN(mean of tokens)              ``qkv_bias``
 ConvNeXt     staged  ``gamma``              --              LN(mean of positions)           --
+I-JEPA       plain   --                     --              mean of LN(patches), no CLS     ``qkv_bias``
 ===========  ======  =====================  ==============  ==============================  ==========
 
 Plain families prune every piece of a pre-LN block (heads, head dims, MLP, residual subsets, the embedding);
@@ -21,6 +22,7 @@ record and one :func:`register_family` call (docs/architecture.md, "Add a model 
 from __future__ import annotations
 
 from . import beit, convnext, deit, dinov2, swin, vit
+from . import ijepa
 from .record import (
     PLAIN,
     PRUNED_VIT_LAYOUT,
@@ -57,6 +59,7 @@ from .registry import (
 # THE registry of the built-in families (order: the order errors and tables list them in)
 for _module in (vit, deit, beit, dinov2, swin, convnext):
     register_family(_module.FAMILY)
+register_family(ijepa.FAMILY)
 del _module
 
 #: read-only views of the registry by kind (compatibility: the names of the two former registries)
