@@ -269,7 +269,9 @@ def test_every_modeling_file_imports_the_shared_code_and_copies_none_of_it() -> 
         mod = importlib.import_module(f"p3b_hf.models.{Path(name).stem}")
         models += [c for c in vars(mod).values() if isinstance(c, type) and c.__module__ == mod.__name__]
         if "modeling_p3b_layers" in SHARED_IMPORTS[name]:  # the layer step and attention are the shared ones
-            fam = {"vit": "ViT", "beit": "Beit", "dinov2": "Dinov2", "ijepa": "IJepa"}[name.removesuffix(".py").split("_")[-1]]
+            fam = {"vit": "ViT", "beit": "Beit", "dinov2": "Dinov2", "ijepa": "IJepa"}[
+                name.removesuffix(".py").split("_")[-1]
+            ]
             assert issubclass(getattr(mod, f"P3B{fam}Layer"), modeling_p3b_layers._P3BLayerMixin)
             assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
             assert getattr(mod, f"P3B{fam}Layer").forward is modeling_p3b_layers._P3BLayerMixin.forward

@@ -242,7 +242,9 @@ def test_global_param_matched_lands_within_one_percent(
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
-def test_every_criterion_channel_ratio_on_both_families(criterion: str, tiny_beit, tiny_dinov2, tiny_ijepa) -> None:  # noqa: ANN001
+def test_every_criterion_channel_ratio_on_both_families(
+    criterion: str, tiny_beit, tiny_dinov2, tiny_ijepa
+) -> None:  # noqa: ANN001
     for model in (tiny_beit, tiny_dinov2, tiny_ijepa):
         plan = global_plan(model, _batches(), criterion, ratio=0.5, taylor_batches=2, hessian_samples=4)
         kept = plan.meta["kept"]

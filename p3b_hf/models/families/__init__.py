@@ -21,8 +21,7 @@ record and one :func:`register_family` call (docs/architecture.md, "Add a model 
 
 from __future__ import annotations
 
-from . import beit, convnext, deit, dinov2, swin, vit
-from . import ijepa
+from . import beit, convnext, deit, dinov2, ijepa, swin, vit
 from .record import (
     PLAIN,
     PRUNED_VIT_LAYOUT,
