@@ -57,6 +57,10 @@ def _dense_dir(root: Path, family: str) -> Path:
         model = BeitForImageClassification(
             BeitConfig(intermediate_size=64, use_relative_position_bias=True, **common)
         )
+    elif family == "ijepa":
+        from transformers import IJepaConfig, IJepaForImageClassification
+
+        model = IJepaForImageClassification(IJepaConfig(intermediate_size=64, **common))
     else:
         model = Dinov2ForImageClassification(Dinov2Config(mlp_ratio=2, **common))
     model.save_pretrained(root / family)
@@ -69,6 +73,7 @@ def _dense_dir(root: Path, family: str) -> Path:
     [
         ("beit", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
         ("dinov2", ["global", "--importance", "taylor", "--taylor-batches", "1"]),
+        ("ijepa", ["p3b", "--update-every", "1", "--bpi-every", "1"]),  # BPI reads the patch mean (no CLS)
     ],
 )
 def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path: Path) -> None:
@@ -105,7 +110,8 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
     assert code == 0
     report = json.loads((out / "pruning_report.json").read_text())
     model = AutoModelForImageClassification.from_pretrained(out)
-    assert type(model).__name__ == f"P3B{'Beit' if family == 'beit' else 'Dinov2'}ForImageClassification"
+    name = {"beit": "Beit", "dinov2": "Dinov2", "ijepa": "IJepa"}[family]
+    assert type(model).__name__ == f"P3B{name}ForImageClassification"
     n = sum(p.numel() for p in model.parameters())
     assert report["pruned"]["params"] == n
     assert abs(1 - n / report["dense"]["params"] - 0.5) < 0.05
@@ -163,7 +169,7 @@ def test_push_uploads_the_family_code_files(tmp_path: Path, tiny_dinov2, tiny_be
         )
 
 
-@pytest.mark.parametrize("family", ["vit", "beit", "dinov2"])
+@pytest.mark.parametrize("family", ["vit", "beit", "dinov2", "ijepa"])
 def test_demo_source_model_of_each_family(family: str) -> None:
     """``p3b-hf demo --family``: the source model has the spec's widths in the chosen family (and prunes)."""
     from p3b_hf import WidthPlan, apply_width_plan, locate
