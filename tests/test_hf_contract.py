@@ -178,7 +178,9 @@ def test_bf16_loading(saved, images: torch.Tensor) -> None:  # noqa: ANN001
     torch.testing.assert_close(logits.float(), pruned(pixel_values=images).logits, rtol=0.05, atol=0.1)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2", "tiny_ijepa"])  # DeiT: the ViT code
+@pytest.mark.parametrize(
+    "fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2", "tiny_ijepa"]
+)  # DeiT: the ViT code
 def test_torch_export(fixture: str, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
     from fake_hub import nontrivial_plan
 
@@ -246,7 +248,9 @@ def test_reentrant_gradient_checkpointing_on_a_pruned_model(
             torch.testing.assert_close(checkpointed[n], plain[n], rtol=0, atol=1e-6, msg=f"{n} {reentrant}")
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2", "tiny_ijepa"])  # DeiT: the ViT code
+@pytest.mark.parametrize(
+    "fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2", "tiny_ijepa"]
+)  # DeiT: the ViT code
 def test_attention_maps_of_a_pruned_model(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:

@@ -71,6 +71,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
     tiny_beit,
     tiny_beit_shared,
     tiny_dinov2,  # noqa: ANN001
+    tiny_ijepa,  # noqa: ANN001
     images: torch.Tensor,
 ) -> None:
     extra = {
@@ -79,6 +80,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
             tiny_beit_shared, _with_embed(nontrivial_plan(tiny_beit_shared.config))
         ),
         "dinov2": apply_width_plan(tiny_dinov2, _with_embed(nontrivial_plan(tiny_dinov2.config))),
+        "ijepa": apply_width_plan(tiny_ijepa, _with_embed(nontrivial_plan(tiny_ijepa.config))),
     }
     _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, extra=extra)
 
@@ -107,6 +109,8 @@ def _check_stock_load(
         model.eval().save_pretrained(tmp_path / name)
         family = model.config.model_type.removeprefix("p3b_").replace("deit", "vit")
         code = {f"modeling_p3b_{family}.py", f"configuration_p3b_{family}.py", *SHARED_CODE}
+        if family == "ijepa":  # its layers are ViT's: the ViT files are relative imports of its code
+            code |= {"modeling_p3b_vit.py", "configuration_p3b_vit.py"}
         assert {f.name for f in (tmp_path / name).glob("*.py")} == code  # the relative imports are copied too
         for f in code:
             assert (tmp_path / name / f).read_bytes() == (MODELS / f).read_bytes(), f
