@@ -315,6 +315,7 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
         and "Dinov2ForImageClassification" in msg
     )
     assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
+    assert "IJepaForImageClassification" in msg  # the list is generated from the registry
 
 
 def test_dinov2_swiglu_is_refused_naming_the_field() -> None:
