@@ -131,7 +131,8 @@ def _slice_plain(
     prefix = fam.prefix
     kept_heads: list[list[int]] = []  # per layer, the heads its attention still uses (a shared bias table)
 
-    sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
+    if mods.cls_token is not None:
+        sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
     if mods.dist_token is not None:
         sd[f"{prefix}.embeddings.distillation_token"] = mods.dist_token[..., e_idx]
     if mods.register_tokens is not None:

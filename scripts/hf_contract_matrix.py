@@ -1,6 +1,6 @@
 """Which HF entry points hold for a pruned model of each family, next to its stock model: docs/hf_contract.md.
 
-For every family (ViT, DeiT, BEiT, DINOv2, Swin, ConvNeXt) a tiny random-init stock classifier and a really
+For every family (ViT, DeiT, BEiT, DINOv2, Swin, ConvNeXt, I-JEPA) a tiny random-init stock classifier and a really
 pruned copy of it (plain families: fewer heads and head dims, residual subsets, a removed attention and a
 removed MLP sub-block; Swin: fewer MLP units, heads and head dims; ConvNeXt: fewer MLP units) are saved with
 an image processor, and each check below runs on both (loaded back with ``AutoModelForImageClassification``).
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-FAMILIES = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "dinov2_with_registers")
+FAMILIES = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "dinov2_with_registers", "ijepa")
 TINY = dict(
     hidden_size=48,
     num_hidden_layers=3,
@@ -76,6 +76,8 @@ def stock_model(family: str) -> torch.nn.Module:
         return tf.Dinov2WithRegistersForImageClassification(
             tf.Dinov2WithRegistersConfig(**cfg, mlp_ratio=2, num_register_tokens=2)
         )
+    if family == "ijepa":  # facebook/ijepa_*: no CLS token, the classifier reads the patch mean
+        return tf.IJepaForImageClassification(tf.IJepaConfig(**TINY))
     if family == "swin":
         return tf.SwinForImageClassification(
             tf.SwinConfig(

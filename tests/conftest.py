@@ -21,6 +21,8 @@ from transformers import (  # noqa: E402
     Dinov2ForImageClassification,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersForImageClassification,
+    IJepaConfig,
+    IJepaForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -129,6 +131,13 @@ def tiny_dinov2_registers() -> Dinov2WithRegistersForImageClassification:
     torch.manual_seed(6)
     model = Dinov2WithRegistersForImageClassification(Dinov2WithRegistersConfig(**TINY_DINOV2_REGISTERS))
     return _randomise_family(model, 6)
+
+
+@pytest.fixture
+def tiny_ijepa() -> IJepaForImageClassification:
+    """I-JEPA: no CLS token, the classifier reads the mean of the normalised patch tokens."""
+    torch.manual_seed(6)
+    return _randomise_family(IJepaForImageClassification(IJepaConfig(**TINY)), 6)
 
 
 @pytest.fixture

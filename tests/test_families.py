@@ -19,7 +19,7 @@ import p3b_hf
 from p3b_hf import UnsupportedModelError, WidthPlan, apply_width_plan, count_cost
 from p3b_hf.models.families import FAMILIES
 
-NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers"]
+NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -60,7 +60,10 @@ def test_identity_plan_is_bit_identical(
     assert type(pruned) is FAMILIES[model.base_model_prefix].model_class
     assert torch.equal(_logits(pruned, images), _logits(model, images))
     assert _numel(pruned) == _numel(model) == count_cost(model)["params"] == count_cost(pruned)["params"]
-    assert any("lambda" in k for k in pruned.state_dict())  # layer scales kept under their stock names
+    # layer scales kept under their stock names (the families that have them)
+    assert any("lambda" in k for k in pruned.state_dict()) == FAMILIES[model.base_model_prefix].layer_scale(
+        model.config
+    )
 
 
 @pytest.mark.parametrize("fixture", NEW)
@@ -111,7 +114,8 @@ def test_removed_sub_blocks_become_exact_constants(
     layer0 = getattr(pruned, pruned.base_model_prefix).encoder.layer[0]
     const = layer0.attention.output.dense.bias
     mods = p3b_hf.locate(model)
-    torch.testing.assert_close(const, (mods.layers[0].o.bias * mods.layers[0].ls1).detach())
+    scale = 1.0 if mods.layers[0].ls1 is None else mods.layers[0].ls1  # (I-JEPA: no layer scale)
+    torch.testing.assert_close(const, (mods.layers[0].o.bias * scale).detach())
 
 
 @pytest.mark.parametrize("fixture", NEW)
@@ -219,6 +223,13 @@ SHARED_IMPORTS = {
     },
     "modeling_p3b_swin.py": {"configuration_p3b_swin"},
     "modeling_p3b_convnext.py": {"configuration_p3b_convnext"},
+    "modeling_p3b_ijepa.py": {
+        "configuration_p3b_ijepa",
+        "configuration_p3b_vit",
+        "configuration_p3b_widths",
+        "modeling_p3b_layers",
+        "modeling_p3b_vit",
+    },
 }
 SHARED_MODULES = ("modeling_p3b_layers.py", "modeling_p3b_checkpoint.py", "configuration_p3b_widths.py")
 
@@ -266,14 +277,20 @@ def test_every_modeling_file_imports_the_shared_code_and_copies_none_of_it() -> 
         mod = importlib.import_module(f"p3b_hf.models.{Path(name).stem}")
         models += [c for c in vars(mod).values() if isinstance(c, type) and c.__module__ == mod.__name__]
         if "modeling_p3b_layers" in SHARED_IMPORTS[name]:  # the layer step and attention are the shared ones
-            fam = {"vit": "ViT", "beit": "Beit", "dinov2": "Dinov2", "registers": "Dinov2WithRegisters"}[
-                name.removesuffix(".py").split("_")[-1]
-            ]
+            fam = {
+                "vit": "ViT",
+                "beit": "Beit",
+                "dinov2": "Dinov2",
+                "registers": "Dinov2WithRegisters",
+                "ijepa": "IJepa",
+            }[name.removesuffix(".py").split("_")[-1]]
             assert issubclass(getattr(mod, f"P3B{fam}Layer"), modeling_p3b_layers._P3BLayerMixin)
             assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
             assert getattr(mod, f"P3B{fam}Layer").forward is modeling_p3b_layers._P3BLayerMixin.forward
     models = [c for c in models if issubclass(c, PreTrainedModel)]
-    assert len(models) == 18, models  # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 3 DINOv2+reg, 2 Swin, 2 ConvNeXt
+    assert len(models) == 21, (
+        models
+    )  # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 3 DINOv2+reg, 2 Swin, 2 ConvNeXt, 3 I-JEPA
     for cls in models:
         assert issubclass(cls, modeling_p3b_checkpoint._P3BStrictLoading), cls
 
@@ -307,6 +324,7 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
         and "Dinov2ForImageClassification" in msg
     )
     assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
+    assert "IJepaForImageClassification" in msg  # the list is generated from the registry
 
 
 @pytest.mark.parametrize("registers", [False, True])

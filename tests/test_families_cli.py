@@ -62,6 +62,10 @@ def _dense_dir(root: Path, family: str) -> Path:
 
         cfg = Dinov2WithRegistersConfig(mlp_ratio=2, num_register_tokens=2, **common)
         model = Dinov2WithRegistersForImageClassification(cfg)
+    elif family == "ijepa":
+        from transformers import IJepaConfig, IJepaForImageClassification
+
+        model = IJepaForImageClassification(IJepaConfig(intermediate_size=64, **common))
     else:
         model = Dinov2ForImageClassification(Dinov2Config(mlp_ratio=2, **common))
     model.save_pretrained(root / family)
@@ -75,6 +79,7 @@ def _dense_dir(root: Path, family: str) -> Path:
         ("beit", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
         ("dinov2", ["global", "--importance", "taylor", "--taylor-batches", "1"]),
         ("dinov2_with_registers", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
+        ("ijepa", ["p3b", "--update-every", "1", "--bpi-every", "1"]),  # BPI reads the patch mean (no CLS)
     ],
 )
 def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path: Path) -> None:
@@ -111,7 +116,12 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
     assert code == 0
     report = json.loads((out / "pruning_report.json").read_text())
     model = AutoModelForImageClassification.from_pretrained(out)
-    cls = {"beit": "Beit", "dinov2": "Dinov2", "dinov2_with_registers": "Dinov2WithRegisters"}[family]
+    cls = {
+        "beit": "Beit",
+        "dinov2": "Dinov2",
+        "dinov2_with_registers": "Dinov2WithRegisters",
+        "ijepa": "IJepa",
+    }[family]
     assert type(model).__name__ == f"P3B{cls}ForImageClassification"
     n = sum(p.numel() for p in model.parameters())
     assert report["pruned"]["params"] == n
@@ -176,7 +186,7 @@ def test_push_uploads_the_family_code_files(tmp_path: Path, tiny_dinov2, tiny_be
         )
 
 
-@pytest.mark.parametrize("family", ["vit", "beit", "dinov2"])
+@pytest.mark.parametrize("family", ["vit", "beit", "dinov2", "ijepa"])
 def test_demo_source_model_of_each_family(family: str) -> None:
     """``p3b-hf demo --family``: the source model has the spec's widths in the chosen family (and prunes)."""
     from p3b_hf import WidthPlan, apply_width_plan, locate

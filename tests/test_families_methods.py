@@ -34,7 +34,7 @@ from p3b_hf.methods.statistics import collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan
 from p3b_hf.trainer import P3BConfig, P3BTrainer
 
-FAMS = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers"]
+FAMS = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -98,7 +98,7 @@ def test_p3b_block_sizes_add_up_to_the_model(fixture: str, request: pytest.Fixtu
     """|W_b| (Linears + LayerNorm + layer scale + per-layer bias table) + non-block params = all params."""
     model = request.getfixturevalue(fixture)
     dims = Dims.from_config(model.config)
-    assert dims.k_bias == fixture.startswith("tiny_dinov2")
+    assert dims.k_bias == (fixture in ("tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"))
     total = float(block_params(dims).sum()) + count_cost(model)["non_block_params"]
     assert total == sum(p.numel() for p in model.parameters())
 
@@ -110,6 +110,7 @@ def test_p3b_block_sizes_add_up_to_the_model(fixture: str, request: pytest.Fixtu
         ("tiny_beit_shared", "cls"),
         ("tiny_dinov2", "cls"),
         ("tiny_dinov2_registers", "cls"),
+        ("tiny_ijepa", "mean_patches"),  # no CLS token: the mean of all tokens
     ],
 )
 def test_bpi_class_heads_read_what_the_family_classifies_from(
@@ -119,14 +120,15 @@ def test_bpi_class_heads_read_what_the_family_classifies_from(
     mods = p3b_hf.locate(model)
     bpi = BPIHeads.for_model(mods, 7)
     registers = getattr(model.config, "num_register_tokens", 0)  # BPI's patch heads skip the registers too
-    assert bpi.class_input == expected and bpi.special_tokens == 1 + registers
+    special = 0 if fixture == "tiny_ijepa" else 1
+    assert bpi.class_input == expected and bpi.special_tokens == special + registers
     handles = bpi.install(model, mods)
     bpi.active = True
     model.eval()  # no drop path: the taps equal the hidden states
     with torch.no_grad():
         out = model(pixel_values=images, output_hidden_states=True)
     x2 = out.hidden_states[1]  # output of layer 0 = X_2: the output of block 1, the input of block 2
-    feature = x2[:, 1:].mean(1) if expected == "mean_patches" else x2[:, 0]
+    feature = x2[:, special:].mean(1) if expected == "mean_patches" else x2[:, 0]
     cls_logits, patch_logits = bpi.pop_logits()
     torch.testing.assert_close(bpi.cls_heads[1](feature), cls_logits[1, 1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(bpi.cls_heads[2](feature), cls_logits[2, 0], atol=1e-5, rtol=1e-5)
@@ -205,7 +207,7 @@ def test_p3b_run_reaches_the_ratio_and_the_saved_model_equals_the_masked_one(
 
 
 # ------------------------------------------------------------------------------------------------ VBP
-@pytest.mark.parametrize("fixture", ["tiny_beit", "tiny_dinov2", "tiny_dinov2_registers"])
+@pytest.mark.parametrize("fixture", ["tiny_beit", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"])
 def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:
@@ -249,8 +251,9 @@ def test_every_criterion_channel_ratio_on_both_families(
     tiny_beit,  # noqa: ANN001
     tiny_dinov2,  # noqa: ANN001
     tiny_dinov2_registers,  # noqa: ANN001
+    tiny_ijepa,  # noqa: ANN001
 ) -> None:
-    for model in (tiny_beit, tiny_dinov2, tiny_dinov2_registers):
+    for model in (tiny_beit, tiny_dinov2, tiny_dinov2_registers, tiny_ijepa):
         plan = global_plan(model, _batches(), criterion, ratio=0.5, taylor_batches=2, hessian_samples=4)
         kept = plan.meta["kept"]
         n = 48 + 3 * 12 + 3 * 96

@@ -20,9 +20,17 @@ from transformers import AutoModel, AutoModelForImageClassification, pipeline
 import p3b_hf
 from p3b_hf import WidthPlan, apply_width_plan
 
-FAMILIES = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers"]
+FAMILIES = [
+    "tiny_vit",
+    "tiny_deit",
+    "tiny_beit",
+    "tiny_beit_shared",
+    "tiny_dinov2",
+    "tiny_dinov2_registers",
+    "tiny_ijepa",
+]
 #: entry points that do not depend on BEiT's bias layout run on one BEiT variant only (CI time)
-MAIN = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_dinov2", "tiny_dinov2_registers"]
+MAIN = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -75,7 +83,8 @@ def test_automodel_loads_the_backbone(saved, images: torch.Tensor) -> None:  # n
     assert torch.equal(a.last_hidden_state, b.last_hidden_state)
     if b.pooler_output is not None and a.pooler_output is not None:  # BEiT mean pooling, DINOv2 CLS
         assert torch.equal(a.pooler_output, b.pooler_output)
-    assert (a.pooler_output is None) == (type(stock).__name__.startswith(("ViT", "DeiT")))
+    # no trained pooler in a ViT / DeiT / I-JEPA classifier checkpoint
+    assert (a.pooler_output is None) == (type(stock).__name__.startswith(("ViT", "DeiT", "IJepa")))
 
 
 @pytest.mark.parametrize("saved", MAIN, indirect=True)
@@ -177,7 +186,9 @@ def test_bf16_loading(saved, images: torch.Tensor) -> None:  # noqa: ANN001
     torch.testing.assert_close(logits.float(), pruned(pixel_values=images).logits, rtol=0.05, atol=0.1)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2"])  # DeiT: the ViT code
+@pytest.mark.parametrize(
+    "fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2", "tiny_ijepa"]
+)  # DeiT: the ViT code
 def test_torch_export(fixture: str, request: pytest.FixtureRequest, images: torch.Tensor) -> None:
     from fake_hub import nontrivial_plan
 
@@ -245,7 +256,9 @@ def test_reentrant_gradient_checkpointing_on_a_pruned_model(
             torch.testing.assert_close(checkpointed[n], plain[n], rtol=0, atol=1e-6, msg=f"{n} {reentrant}")
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2"])  # DeiT: the ViT code
+@pytest.mark.parametrize(
+    "fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2", "tiny_ijepa"]
+)  # DeiT: the ViT code
 def test_attention_maps_of_a_pruned_model(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:
@@ -258,7 +271,7 @@ def test_attention_maps_of_a_pruned_model(
     with torch.no_grad():
         out = pruned(pixel_values=images, output_attentions=True)
         as_tuple = pruned(pixel_values=images, output_attentions=True, return_dict=False)
-    n = 17  # 16 patches + CLS
+    n = 16 + p3b_hf.locate(model).num_special_tokens  # 16 patches + CLS (I-JEPA: none)
     heads = pruned.config.layer_num_heads
     assert heads == [3, 4, 0]  # layer 2: attention removed
     assert len(out.attentions) == pruned.config.num_hidden_layers
@@ -269,7 +282,7 @@ def test_attention_maps_of_a_pruned_model(
     assert [tuple(a.shape) for a in as_tuple[-1]] == [tuple(a.shape) for a in out.attentions]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2"])
+@pytest.mark.parametrize("fixture", ["tiny_vit", "tiny_beit", "tiny_dinov2", "tiny_ijepa"])
 def test_peft_lora_on_a_model_with_removed_sub_blocks(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:

@@ -72,6 +72,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
     tiny_beit_shared,
     tiny_dinov2,  # noqa: ANN001
     tiny_dinov2_registers,  # noqa: ANN001
+    tiny_ijepa,  # noqa: ANN001
     images: torch.Tensor,
 ) -> None:
     extra = {
@@ -83,12 +84,17 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
         "dinov2_with_registers": apply_width_plan(
             tiny_dinov2_registers, _with_embed(nontrivial_plan(tiny_dinov2_registers.config))
         ),
+        "ijepa": apply_width_plan(tiny_ijepa, _with_embed(nontrivial_plan(tiny_ijepa.config))),
     }
     _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, extra=extra)
 
 
 #: code files a family's modeling file imports beyond the shared ones (the family it builds on)
-FAMILY_CODE = {"dinov2_with_registers": {"modeling_p3b_dinov2.py", "configuration_p3b_dinov2.py"}}
+FAMILY_CODE = {
+    "dinov2_with_registers": {"modeling_p3b_dinov2.py", "configuration_p3b_dinov2.py"},
+    # its layers are ViT's: the ViT files are relative imports of its code
+    "ijepa": {"modeling_p3b_vit.py", "configuration_p3b_vit.py"},
+}
 
 
 def _check_stock_load(

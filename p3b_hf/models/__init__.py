@@ -5,6 +5,7 @@ from .configuration_p3b_beit import P3BBeitConfig
 from .configuration_p3b_convnext import P3BConvNextConfig
 from .configuration_p3b_dinov2 import P3BDinov2Config
 from .configuration_p3b_dinov2_with_registers import P3BDinov2WithRegistersConfig
+from .configuration_p3b_ijepa import P3BIJepaConfig
 from .configuration_p3b_swin import P3BSwinConfig
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
 from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, Family, StageFamily, family_of, register_family
@@ -16,6 +17,7 @@ from .modeling_p3b_dinov2_with_registers import (
     P3BDinov2WithRegistersForImageClassification,
     P3BDinov2WithRegistersModel,
 )
+from .modeling_p3b_ijepa import P3BIJepaForImageClassification, P3BIJepaModel
 from .modeling_p3b_swin import P3BSwinForImageClassification, P3BSwinModel
 from .modeling_p3b_vit import (
     P3BDeiTForImageClassification,
@@ -58,4 +60,7 @@ __all__ = [
     "P3BDinov2WithRegistersConfig",
     "P3BDinov2WithRegistersForImageClassification",
     "P3BDinov2WithRegistersModel",
+    "P3BIJepaConfig",
+    "P3BIJepaForImageClassification",
+    "P3BIJepaModel",
 ]

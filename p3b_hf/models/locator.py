@@ -67,13 +67,14 @@ class ViTModules:
     """Uniform view of a supported classifier. ``heads`` maps legacy head names to Linears.
 
     ``pooling`` says what the classifier reads: ``"cls"`` (ViT, DeiT, BEiT without mean pooling),
-    ``"mean"`` (BEiT: LayerNorm ``pool_norm`` of the mean patch token) or ``"cls+mean"`` (DINOv2: the
-    concatenation, so each head has ``2 * hidden_size`` inputs).
+    ``"mean"`` (BEiT: LayerNorm ``pool_norm`` of the mean patch token), ``"cls+mean"`` (DINOv2: the
+    concatenation, so each head has ``2 * hidden_size`` inputs) or ``"patch_mean"`` (a family without a CLS
+    token -- ``cls_token`` is ``None`` -- whose classifier reads the mean of the final-normalised tokens).
     """
 
     family: str  # the record's name (stock model_type)
     model: nn.Module
-    cls_token: nn.Parameter
+    cls_token: nn.Parameter | None
     dist_token: nn.Parameter | None
     position_embeddings: nn.Parameter | None
     patch_projection: nn.Conv2d
@@ -93,6 +94,7 @@ class ViTModules:
     layer_norm_eps: float = 1e-12
     #: register tokens ``[1, R, C]`` between the special tokens and the patches (no position embedding)
     register_tokens: nn.Parameter | None = None
+    special_tokens: int = 1  # tokens before the patches (the record's ``special_tokens``)
 
     @property
     def num_layers(self) -> int:
@@ -104,8 +106,9 @@ class ViTModules:
 
     @property
     def num_special_tokens(self) -> int:
-        """Tokens before the patches in the sequence: CLS [+ distillation] + registers."""
-        return (2 if self.dist_token is not None else 1) + self.num_registers
+        """Tokens before the patches in the sequence: the record's special tokens (CLS [+ distillation]; none
+        for a family without CLS) + registers."""
+        return self.special_tokens + self.num_registers
 
     @property
     def num_patches(self) -> int:
@@ -120,12 +123,13 @@ class ViTModules:
     def bpi_class_input(self) -> str:
         """What P3B's BPI class heads score (docs/p3b.md §2): the token the family classifies from.
 
-        ``"mean_patches"`` for BEiT with mean pooling (its CLS token is never read by its classifier);
+        ``"mean_patches"`` for BEiT with mean pooling (its CLS token is never read by its classifier) and for
+        the families without a CLS token (``"patch_mean"``);
         ``"cls"`` otherwise -- for DINOv2 too: its CLS token is the DINO-trained global descriptor and the
         first half of the classifier input, while the patch mean (the other half) is what the BPI patch
         head's global average pool already sees.
         """
-        return "mean_patches" if self.pooling == "mean" else "cls"
+        return "mean_patches" if self.pooling in ("mean", "patch_mean") else "cls"
 
 
 def _unsupported(model: nn.Module, reason: str | None = None) -> UnsupportedModelError:
@@ -211,7 +215,7 @@ def locate(model: nn.Module) -> ViTModules:
     return ViTModules(
         family=fam.name,
         model=model,
-        cls_token=emb.cls_token,
+        cls_token=getattr(emb, "cls_token", None),
         dist_token=getattr(emb, "distillation_token", None),
         position_embeddings=getattr(emb, "position_embeddings", None),
         patch_projection=emb.patch_embeddings.projection,
@@ -230,6 +234,7 @@ def locate(model: nn.Module) -> ViTModules:
         pooling=pooling,
         layer_norm_eps=float(cfg.layer_norm_eps),
         register_tokens=getattr(emb, "register_tokens", None),
+        special_tokens=fam.special_tokens(cfg),
     )
 
 

@@ -12,6 +12,7 @@ DINOv2+reg   plain   ``layer_scale1/2``     --              [CLS, mean of patche
                                                             registers left out)
 Swin         staged  --                     per block       LN(mean of tokens)              ``qkv_bias``
 ConvNeXt     staged  ``gamma``              --              LN(mean of positions)           --
+I-JEPA       plain   --                     --              mean of LN(patches), no CLS     ``qkv_bias``
 ===========  ======  =====================  ==============  ==============================  ==========
 
 Plain families prune every piece of a pre-LN block (heads, head dims, MLP, residual subsets, the embedding);
@@ -22,7 +23,7 @@ record and one :func:`register_family` call (docs/architecture.md, "Add a model 
 
 from __future__ import annotations
 
-from . import beit, convnext, deit, dinov2, dinov2_with_registers, swin, vit
+from . import beit, convnext, deit, dinov2, dinov2_with_registers, ijepa, swin, vit
 from .record import (
     PLAIN,
     PRUNED_VIT_LAYOUT,
@@ -59,6 +60,7 @@ from .registry import (
 # THE registry of the built-in families (order: the order errors and tables list them in)
 for _module in (vit, deit, beit, dinov2, swin, convnext, dinov2_with_registers):
     register_family(_module.FAMILY)
+register_family(ijepa.FAMILY)
 del _module
 
 #: read-only views of the registry by kind (compatibility: the names of the two former registries)

@@ -172,7 +172,9 @@ class Family:
     # ------------------------------------------------------------ plain families
     stock_layout: LayerPaths | None = None
     pruned_layout: LayerPaths | None = None
-    #: config -> what the classifier reads: "cls", "mean" (LN of the patch mean) or "cls+mean" (concatenated)
+    #: config -> what the classifier reads: "cls", "mean" (LN of the patch mean), "cls+mean" (concatenated) or
+    #: "patch_mean" (the mean of the final-normalised tokens after the special ones, no pooling LN: a family
+    #: without a CLS token, whose ``special_tokens`` is then 0)
     pooling: Callable[[Any], str] = _cls
     #: config -> special tokens before the patches (CLS [+ distillation])
     special_tokens: Callable[[Any], int] = _special_tokens
