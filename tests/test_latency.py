@@ -128,3 +128,103 @@ def test_budget_target_and_unreachable(small_vit, tmp_path):
         LatencyOptions(target_speedup=2, target_latency_ms=1).check()
     with pytest.raises(BudgetError, match="> 1"):
         LatencyOptions(target_speedup=0.8).check()
+
+
+# ---------------------------------------------------------------------------------- the methods' budget steps
+# The fake device's dense model: rest 0.5 ms, attention 0.05 + 0.01 * ceil16(d) = 0.37 ms per layer, MLP
+# 0.02 + 0.002 * ceil32(f) + 0.01 = 0.286 ms per layer: 0.5 + 2 * 0.37 + 2 * 0.286 = 1.812 ms.
+@pytest.fixture
+def budget_of(small_vit, tmp_path):
+    model = calibrate(small_vit, FakeClock(), _key(small_vit), directory=tmp_path)
+    assert model.dense_ms == pytest.approx(1.812)
+
+    def make(speedup: float) -> LatencyBudget:
+        return LatencyBudget.of(model, small_vit.config, target_speedup=speedup)
+
+    return make
+
+
+def test_p3b_budget_step_spends_latency(small_vit, budget_of):
+    from p3b_hf.methods.latency_budget import P3BLatencyCost
+    from p3b_hf.methods.p3b import P3BConfig, P3BPruner, solve_keep_ratios
+    from p3b_hf.methods.p3b.gates import Dims
+
+    cost = P3BLatencyCost(budget_of(1.4), Dims.from_config(small_vit.config))
+    assert cost.full.tolist() == pytest.approx([0.37, 0.286, 0.37, 0.286])
+    assert cost.non_block == pytest.approx(0.5) and cost.keep == pytest.approx(1 / 1.4)
+    # equal importance: the blocks keep (1.812 / 1.4 - 0.5) / 1.312 = 0.6054 of their latency each
+    kappa = solve_keep_ratios(torch.ones(4, dtype=torch.float64), cost.full, cost.non_block, cost.keep)
+    assert kappa.tolist() == pytest.approx([0.60540] * 4, abs=1e-5)
+    # attention 0.224 ms -> head dim 16 (0.21 ms; 17..32 cost 0.37); MLP 0.1731 ms -> 64 neurons (0.158 ms)
+    assert cost.widths(kappa) == [16, 64, 16, 64]
+    # as P3B parameter keep ratios (reads / writes full): attn 8,480 / 16,768, MLP 8,448 / 16,704
+    assert cost.param_keep(kappa).tolist() == pytest.approx([8480 / 16768, 8448 / 16704] * 2)
+    assert cost.remaining([{"attn_qkv": 16, "mlp_hid": 64}] * 2).tolist() == pytest.approx([0.21, 0.158] * 2)
+
+    # the pruner's budget step: ΔΨ = 1 everywhere -> importance per remaining *ms* -> every block gets the same
+    # 0.79429 / 4 = 0.19857 ms: attention can not stay under it (16 dims cost 0.21) and goes, MLPs keep 64
+    pr = P3BPruner(small_vit, P3BConfig(prune_ratio=0.3).resolved())
+    pr.latency = cost
+    st = pr.state
+    st.dpsi_cls_sum = torch.ones(4, dtype=torch.float64)
+    st.dpsi_cls_count = torch.tensor(1.0)
+    st.dpsi_count = torch.tensor(0.0)
+    keep, _, _ = pr._keep_from_window(st, st.remaining)
+    assert keep.tolist() == pytest.approx([0.0, 8448 / 16704, 0.0, 8448 / 16704])
+    pr.latency = None  # the parameter budget is untouched: keep ratios of a 0.3 parameter cut
+    keep_params, _, _ = pr._keep_from_window(st, st.remaining)
+    total = float(pr.full.sum()) + pr.non_block
+    assert float((keep_params * pr.full).sum()) + pr.non_block == pytest.approx(0.7 * total)
+    pr.detach()
+
+
+def test_global_ranks_importance_per_latency(small_vit, budget_of):
+    from p3b_hf.methods.importance import StructureScores
+    from p3b_hf.methods.latency_budget import channel_costs, latency_matched_plan
+
+    j = torch.arange(128, dtype=torch.float32)
+    scores = StructureScores(
+        embed=torch.full((64,), 100.0),
+        head_dims=[torch.ones(32), torch.ones(32)],
+        mlp=[0.1005 + 0.001 * j, torch.full((128,), 0.5)],
+    )
+    budget = budget_of(1.4)  # 1.29429 ms
+    # ms per channel: head dim 0.01, MLP neuron 0.002, embedding (2 * 0.32 + 2 * 0.266) / 64
+    assert channel_costs(budget, [64, 32, 32, 128, 128]) == pytest.approx(
+        [(2 * 0.32 + 2 * 0.266) / 64, 0.01, 0.01, 0.002, 0.002]
+    )
+    plan = latency_matched_plan(small_vit, scores, budget)
+    # per ms: MLP0 50.25..113.75, head dims 100, MLP1 250. The shortest prefix meeting 1.29429 ms ends with
+    # 32 MLP1 neurons (1.30 -> 1.236 ms); head dims and MLP0 were cut past their last step, so each gets
+    # back its best channels up to the step for free: 16 head dims, MLP0's top 32.
+    assert [lp.head_dims for lp in plan.layers] == [list(range(16))] * 2
+    assert plan.layers[0].mlp == list(range(96, 128))
+    assert plan.layers[1].mlp == list(range(32, 128))
+    assert plan.embed is None
+    assert plan.meta["predicted_ms"] == pytest.approx(0.5 + 2 * 0.21 + 0.094 + 0.222)
+    assert plan.meta["predicted_ms"] <= budget.target_ms
+
+
+def test_vbp_ranks_variance_under_the_latency_budget(small_vit, budget_of):
+    from p3b_hf.methods.statistics import RunningMoments
+    from p3b_hf.methods.vbp import vbp_plan_from_stats
+
+    j = torch.arange(128, dtype=torch.float64)
+    stats = [
+        RunningMoments(2.0, torch.zeros(128, dtype=torch.float64), v)
+        for v in (0.1 + 1e-3 * j, 1.0 + 1e-3 * j)
+    ]
+    budget = budget_of(1.2)  # 1.51 ms
+    plan = vbp_plan_from_stats(small_vit, stats, latency=budget)
+    # lowest variance first: all of block 0 (one stays) saves 0.192 ms -> 1.62; block 1 to 64 neurons -> 1.492.
+    # Block 0 then gets back its 31 highest-variance neurons (32 = its step, free).
+    assert plan.layers[0].mlp == list(range(96, 128))
+    assert plan.layers[1].mlp == list(range(64, 128))
+    assert budget.predict(pruned_config_of(small_vit, plan)) == pytest.approx(0.5 + 0.74 + 0.094 + 0.158)
+    assert plan.meta["removed_neurons"] == 96 + 64
+
+
+def pruned_config_of(model, plan):
+    from p3b_hf.plan import pruned_config
+
+    return pruned_config(model.config, plan)
