@@ -47,7 +47,10 @@ class FakeClock:
 
     def time_model(self, model) -> float:
         self.models += 1
-        return 0.5 + sum(truth(s.kind, s.width, s.c, s.c_full) for s in structures(model.config))
+        dense = ViTConfig(**CFG)  # widths and the residual stream relative to the dense model
+        return 0.5 + sum(
+            truth(s.kind, s.width, s.c, s.c_full) for s in structures(model.config, dense_config=dense)
+        )
 
 
 class NoClock:
@@ -228,3 +231,112 @@ def pruned_config_of(model, plan):
     from p3b_hf.plan import pruned_config
 
     return pruned_config(model.config, plan)
+
+
+# ---------------------------------------------------------------------------------- verification and reports
+class _ClosingFake(FakeClock):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+
+    def close(self) -> None:
+        pass
+
+
+def _fake_measure(opts, dense, pruned, clock=None):
+    fake = FakeClock()
+    return {"dense_ms": fake.time_model(dense), "pruned_ms": fake.time_model(pruned)}
+
+
+def test_prune_reports_target_predicted_and_achieved(tmp_path, monkeypatch, one_thread):
+    """A real global-pruning run with --target-speedup 1.4 on the fake device: the report, the summary and the
+    model card carry target, prediction and the measured speed-up; the latency model's plot is saved."""
+    from transformers import ViTImageProcessorPil
+
+    import p3b_hf.latency.timing as timing
+    import p3b_hf.latency.verify as verify_mod
+    from p3b_hf.demo_data import domain_glyph_dataset
+    from p3b_hf.hub import build_model_card
+    from p3b_hf.methods.global_pruning import GlobalOptions
+    from p3b_hf.options import DataOptions, OutputOptions, PruneOptions, TrainOptions
+    from p3b_hf.report import summarize
+    from p3b_hf.runner import PruneJob, prune
+
+    monkeypatch.setattr(timing, "BackendClock", _ClosingFake)
+    monkeypatch.setattr(verify_mod, "measure", _fake_measure)
+    domain_glyph_dataset(classes="αβγδ", renders_per_font=1, domains=["ink", "outline"]).save_to_disk(
+        str(tmp_path / "glyphs")
+    )
+    labels = list("αβγδ")
+    torch.manual_seed(0)
+    cfg = ViTConfig(
+        **{**CFG, "num_labels": 4},
+        id2label=dict(enumerate(labels)),
+        label2id={c: i for i, c in enumerate(labels)},
+    )
+    ViTForImageClassification(cfg).save_pretrained(tmp_path / "m")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "m")
+    job = PruneJob(
+        prune=PruneOptions(model=str(tmp_path / "m"), method="global"),
+        data=DataOptions(
+            dataset=str(tmp_path / "glyphs"), augment="none", mixup=0.0, cutmix=0.0, label_smoothing=0.0
+        ),
+        output=OutputOptions(output_dir=str(tmp_path / "out")),
+        train=TrainOptions(epochs=1, batch_size=16, device="cpu"),
+        method_options=GlobalOptions(importance="l1"),
+        latency=LatencyOptions(target_speedup=1.4, threads=1, latency_cache=str(tmp_path / "cache")),
+    )
+    res = prune(job)
+    lat = json.loads((tmp_path / "out" / "pruning_report.json").read_text())["latency"]
+    assert lat["target_speedup"] == pytest.approx(1.4)
+    assert lat["predicted_speedup"] >= 1.4  # the selector meets the target by the model
+    assert lat["achieved_speedup"] == pytest.approx(lat["predicted_speedup"])  # the fake device is the model
+    assert lat["met"] and "warning" not in lat
+    assert lat["backend"] == "onnxruntime" and lat["device"] == "cpu" and lat["batch_size"] == 1
+    assert lat["latency_model"]["steps"] == {
+        "attn:c64:n17:g1:h2:w32": 16,
+        "mlp:c64:n17:g1:w128": 32,
+    }
+    assert (tmp_path / "out" / "plots" / "latency_model.png").stat().st_size > 1000
+    assert "speed-up          target 1.40×, predicted" in summarize(res.report)
+    card = build_model_card(tmp_path / "out", "me/pruned")
+    assert "| latency budget | 1.40× speed-up on onnxruntime fp32, cpu, batch 1, 1 threads |" in card
+    assert (
+        f"| speed-up measured (deployed artefact vs dense, same run) | {lat['achieved_speedup']:.2f}× |"
+        in card
+    )
+
+    # one budget only
+    from p3b_hf.errors import BudgetError
+
+    job.prune = PruneOptions(model=str(tmp_path / "m"), method="global", prune_ratio=0.5)
+    job.output = OutputOptions(output_dir=str(tmp_path / "out2"))
+    with pytest.raises(BudgetError, match="one budget"):
+        prune(job)
+
+
+def test_a_missed_target_is_reported_loudly(small_vit, budget_of):
+    from p3b_hf.latency.report import card_lines, summary_lines
+    from p3b_hf.latency.verify import verify
+    from p3b_hf.plan import LayerPlan, WidthPlan, apply_width_plan
+
+    class SlowPruned(FakeClock):
+        def time_model(self, model):
+            return 1.812 if model is small_vit else 1.7  # the deployed pruned model barely gains
+
+    plan = WidthPlan.full(small_vit.config)
+    plan.layers = [LayerPlan(head_dims=list(range(16)), mlp=list(range(64))) for _ in range(2)]
+    pruned = apply_width_plan(small_vit, plan)
+    warned = []
+    section = verify(
+        budget_of(1.4),
+        LatencyOptions(target_speedup=1.4, threads=1),
+        small_vit,
+        pruned,
+        clock=SlowPruned(),
+        warn=warned.append,
+    )
+    assert section["predicted_speedup"] == pytest.approx(1.812 / (0.5 + 2 * 0.21 + 2 * 0.158))
+    assert section["achieved_speedup"] == pytest.approx(1.812 / 1.7)
+    assert not section["met"] and warned and "LATENCY TARGET MISSED" in warned[0]
+    assert any(line.startswith("WARNING") for line in summary_lines(section))
+    assert "| latency target met | **no** (achieved < 0.9 × target) |" in card_lines(section)

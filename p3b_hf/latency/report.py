@@ -1,0 +1,43 @@
+"""How a run's ``latency`` section (:func:`p3b_hf.latency.verify.verify`) reads in the summary, the model
+card and the compare table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _x(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}×"
+
+
+def summary_lines(section: dict[str, Any] | None) -> list[str]:
+    """``p3b-hf prune``'s summary: target vs predicted vs achieved, and the miss warning."""
+    if not section:
+        return []
+    lines = [
+        f"speed-up          target {_x(section.get('target_speedup'))}, predicted "
+        f"{_x(section.get('predicted_speedup'))}, achieved {_x(section.get('achieved_speedup'))} "
+        f"({section.get('backend')}/{section.get('device')}, batch {section.get('batch_size')}, "
+        f"{section.get('threads')} threads; dense {section.get('measured_dense_ms', 0):.2f} ms -> pruned "
+        f"{section.get('measured_pruned_ms', 0):.2f} ms)"
+    ]
+    if section.get("warning"):
+        lines.append(f"WARNING           {section['warning']}")
+    return lines
+
+
+def card_lines(section: dict[str, Any] | None) -> list[str]:
+    """Model card table rows (``| key | value |``)."""
+    if not section:
+        return []
+    where = (
+        f"{section.get('backend')} fp32, {section.get('device')}, batch {section.get('batch_size')}, "
+        f"{section.get('threads')} threads"
+    )
+    met = "yes" if section.get("met") else "**no** (achieved < 0.9 × target)"
+    return [
+        f"| latency budget | {_x(section.get('target_speedup'))} speed-up on {where} |",
+        f"| speed-up predicted by the latency model | {_x(section.get('predicted_speedup'))} |",
+        f"| speed-up measured (deployed artefact vs dense, same run) | {_x(section.get('achieved_speedup'))} |",
+        f"| latency target met | {met} |",
+    ]
