@@ -340,3 +340,72 @@ def test_a_missed_target_is_reported_loudly(small_vit, budget_of):
     assert not section["met"] and warned and "LATENCY TARGET MISSED" in warned[0]
     assert any(line.startswith("WARNING") for line in summary_lines(section))
     assert "| latency target met | **no** (achieved < 0.9 × target) |" in card_lines(section)
+
+
+def test_cli_flags_and_compare_latency_budget(tmp_path, monkeypatch, one_thread):
+    """``prune`` / ``compare`` parse the latency flags; ``compare --budget latency`` runs a cell per speed-up
+    target and its table shows target, predicted and achieved."""
+    from transformers import ViTImageProcessorPil
+
+    import p3b_hf.latency.timing as timing
+    import p3b_hf.latency.verify as verify_mod
+    from p3b_hf.cli import build_parser
+    from p3b_hf.commands.prune import job_from_args
+    from p3b_hf.compare import CompareJob, CompareOptions, markdown_table, run_compare
+    from p3b_hf.demo_data import domain_glyph_dataset
+    from p3b_hf.methods.global_pruning import GlobalOptions
+    from p3b_hf.options import DataOptions, OutputOptions, TrainOptions
+
+    args = build_parser("prune").parse_args(
+        "prune --model m --dataset d --output-dir o --method vbp --target-speedup 2 --speed-backend torch "
+        "--speed-batch-size 4 --threads 1".split()
+    )
+    job = job_from_args(args)
+    assert job.latency == LatencyOptions(
+        target_speedup=2.0, speed_backend="torch", speed_batch_size=4, threads=1
+    )
+    assert job.prune.prune_ratio is None
+    args = build_parser("compare").parse_args(
+        "compare --model m --dataset d --output-dir o --budget latency --target-speedups 2,3".split()
+    )
+    assert args.budget == "latency" and args.target_speedups == "2,3" and args.speed_backend == "onnxruntime"
+
+    monkeypatch.setattr(timing, "BackendClock", _ClosingFake)
+    monkeypatch.setattr(verify_mod, "measure", _fake_measure)
+    domain_glyph_dataset(classes="αβγδ", renders_per_font=1, domains=["ink"]).save_to_disk(
+        str(tmp_path / "g")
+    )
+    labels = list("αβγδ")
+    torch.manual_seed(0)
+    cfg = ViTConfig(
+        **{**CFG, "num_labels": 4},
+        id2label=dict(enumerate(labels)),
+        label2id={c: i for i, c in enumerate(labels)},
+    )
+    ViTForImageClassification(cfg).save_pretrained(tmp_path / "m")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "m")
+    rows = run_compare(
+        CompareJob(
+            compare=CompareOptions(
+                model=str(tmp_path / "m"),
+                methods="global-l1",
+                budget="latency",
+                target_speedups="1.4",
+                no_bench=True,
+            ),
+            data=DataOptions(
+                dataset=str(tmp_path / "g"), augment="none", mixup=0.0, cutmix=0.0, label_smoothing=0.0
+            ),
+            output=OutputOptions(output_dir=str(tmp_path / "cmp")),
+            train=TrainOptions(epochs=1, batch_size=16, device="cpu"),
+            method_options={"global": GlobalOptions(importance="l1")},
+            latency=LatencyOptions(threads=1, latency_cache=str(tmp_path / "cache")),
+        )
+    )
+    (row,) = rows
+    assert row["status"] == "ok" and row["target_speedup"] == 1.4 and row["prune_ratio"] is None
+    assert row["achieved_speedup"] == pytest.approx(row["predicted_speedup"]) and row["latency_met"]
+    assert (tmp_path / "cmp" / "global-l1-x1.4" / "pruning_report.json").exists()
+    table = markdown_table(rows)
+    assert "| target speed-up | predicted | achieved (deployed, measured) |" in table
+    assert f"| 1.40× | {row['predicted_speedup']:.2f}× | {row['achieved_speedup']:.2f}× |" in table

@@ -41,3 +41,30 @@ def card_lines(section: dict[str, Any] | None) -> list[str]:
         f"| speed-up measured (deployed artefact vs dense, same run) | {_x(section.get('achieved_speedup'))} |",
         f"| latency target met | {met} |",
     ]
+
+
+#: compare rows / CSV columns of ``--budget latency``
+ROW_FIELDS = ["target_speedup", "predicted_speedup", "achieved_speedup", "latency_met"]
+TABLE_HEADS = ["target speed-up", "predicted", "achieved (deployed, measured)"]
+
+
+def row_fields(target: float, section: dict[str, Any] | None) -> dict[str, Any]:
+    """A compare cell's latency columns (``None`` where the cell did not run)."""
+    section = section or {}
+    return {
+        "target_speedup": target,
+        "predicted_speedup": section.get("predicted_speedup"),
+        "achieved_speedup": section.get("achieved_speedup"),
+        "latency_met": section.get("met"),
+    }
+
+
+def table_cells(row: dict[str, Any]) -> str:
+    """The compare table's latency cells of one row (a miss is marked ``(miss)``)."""
+    if "target_speedup" not in row:
+        return " – | – | – |"
+    miss = " (miss)" if row.get("latency_met") is False else ""
+    return (
+        f" {_x(row.get('target_speedup'))} | {_x(row.get('predicted_speedup'))} | "
+        f"{_x(row.get('achieved_speedup'))}{miss} |"
+    )
