@@ -149,7 +149,7 @@ def budget_of(small_vit, tmp_path):
 
 def test_p3b_budget_step_spends_latency(small_vit, budget_of):
     from p3b_hf.methods.latency_budget import P3BLatencyCost
-    from p3b_hf.methods.p3b import P3BConfig, P3BPruner, solve_keep_ratios
+    from p3b_hf.methods.p3b import P3BConfig, P3BPruner, block_importance, solve_keep_ratios
     from p3b_hf.methods.p3b.gates import Dims
 
     cost = P3BLatencyCost(budget_of(1.4), Dims.from_config(small_vit.config))
@@ -175,9 +175,12 @@ def test_p3b_budget_step_spends_latency(small_vit, budget_of):
     keep, _, _ = pr._keep_from_window(st, st.remaining)
     assert keep.tolist() == pytest.approx([0.0, 8448 / 16704, 0.0, 8448 / 16704])
     pr.latency = None  # the parameter budget is untouched: keep ratios of a 0.3 parameter cut
+    st.ema_cls = None
     keep_params, _, _ = pr._keep_from_window(st, st.remaining)
     total = float(pr.full.sum()) + pr.non_block
     assert float((keep_params * pr.full).sum()) + pr.non_block == pytest.approx(0.7 * total)
+    imp = block_importance(torch.ones(4, dtype=torch.float64), st.remaining)  # bit for bit the params path
+    assert torch.equal(keep_params, solve_keep_ratios(imp, pr.full, pr.non_block, 0.7))
     pr.detach()
 
 
@@ -409,3 +412,10 @@ def test_cli_flags_and_compare_latency_budget(tmp_path, monkeypatch, one_thread)
     table = markdown_table(rows)
     assert "| target speed-up | predicted | achieved (deployed, measured) |" in table
     assert f"| 1.40× | {row['predicted_speedup']:.2f}× | {row['achieved_speedup']:.2f}× |" in table
+
+
+def test_onnxruntime_on_cuda_is_refused():
+    from p3b_hf.errors import P3BError
+
+    with pytest.raises(P3BError, match="CPU execution provider only"):
+        LatencyOptions(target_speedup=2, speed_backend="onnxruntime", speed_device="cuda").check()
