@@ -419,3 +419,20 @@ def test_onnxruntime_on_cuda_is_refused():
 
     with pytest.raises(P3BError, match="CPU execution provider only"):
         LatencyOptions(target_speedup=2, speed_backend="onnxruntime", speed_device="cuda").check()
+
+
+def test_real_clock_times_probes_and_deployed_models(small_vit, one_thread):
+    """The real clock on the PyTorch backend (fast settings): positive times for probes and whole models."""
+    from p3b_hf.latency.model import anchor_model
+    from p3b_hf.latency.timing import BackendClock
+
+    clock = BackendClock("torch", "cpu", 1, 1, repeats=1, warmup=1, min_repeat_s=0.001)
+    try:
+        ms = clock.time_probes([Probe("attn", 8, 2, 64, 17, 1), Probe("mlp", 40, 0, 64, 17, 1)])
+        assert len(ms) == 2 and all(m > 0 for m in ms)
+        timed = clock.time_models(
+            {"x1": small_vit, "x0.5": anchor_model(small_vit, 0.5)}, small_vit.config, repeats=1
+        )
+        assert set(timed) == {"x1", "x0.5"} and all(m > 0 for m in timed.values())
+    finally:
+        clock.close()

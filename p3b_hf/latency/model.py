@@ -64,7 +64,8 @@ class Probe:
 
 class Clock(Protocol):
     """What calibration times with: the real one (:class:`~p3b_hf.latency.timing.BackendClock`) or a fake
-    one in tests. Milliseconds per batch."""
+    one in tests. Milliseconds per batch. A clock that also has ``time_models({name: model}, config) ->
+    {name: ms}`` times the whole-model anchors together, round-robin."""
 
     def time_probes(self, probes: list[Probe]) -> list[float]: ...
 
@@ -370,13 +371,16 @@ def calibrate(
             log(f"latency: timing {len(probes)} grid points of {name}")
         ms = clock.time_probes(probes)
         curves[name] = fit_curve([(p.width, p.c, m) for p, m in zip(probes, ms)], s.c_full, deploy_round)
-    sums, times = [], []
-    for frac in ANCHORS:
-        anchor = dense if frac == 1.0 else anchor_model(dense, frac)
-        sums.append(
-            sum(curves[s.curve].ms(s.width, s.c) for s in structures(anchor.config, image_size, config))
-        )
-        times.append(float(clock.time_model(anchor)))
+    anchors = {f"x{frac:g}": dense if frac == 1.0 else anchor_model(dense, frac) for frac in ANCHORS}
+    sums = [
+        sum(curves[s.curve].ms(s.width, s.c) for s in structures(a.config, image_size, config))
+        for a in anchors.values()
+    ]
+    if hasattr(clock, "time_models"):  # one round-robin run: load drift hits every anchor alike
+        timed = clock.time_models(anchors, config)
+        times = [float(timed[name]) for name in anchors]
+    else:
+        times = [float(clock.time_model(a)) for a in anchors.values()]
     scale, rest = _anchor_fit(sums, times)
     model = LatencyModel(
         key=key,

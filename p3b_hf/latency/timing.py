@@ -145,14 +145,15 @@ class BackendClock:
     def time_models(
         self, models: dict[str, nn.Module], config: Any, repeats: int | None = None
     ) -> dict[str, float]:
-        """ms per batch of each deployed model, timed round-robin together (paired: load drift hits all)."""
+        """ms per batch of each deployed model, timed round-robin together (paired: load drift hits all).
+        Default: at least 5 repeats of >= 0.2 s each (whole models anchor the fit, so they get more time than
+        the probes); ``repeats`` given: that many, of the clock's own ``min_repeat_s``."""
         from ..bench import time_round_robin
 
         runners = {name: self.deployed_runner(m, name) for name, m in models.items()}
+        n, min_s = (max(5, self.repeats), 0.2) if repeats is None else (repeats, self.min_repeat_s)
         with _threads(self.threads):
-            timed = time_round_robin(
-                runners, self.example(config), repeats or max(5, self.repeats), self.warmup, 0.2
-            )
+            timed = time_round_robin(runners, self.example(config), n, self.warmup, min_s)
         return {name: t["median_ms"] for name, t in timed.items()}
 
     def time_model(self, model: nn.Module) -> float:
