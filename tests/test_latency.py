@@ -207,6 +207,7 @@ def test_global_ranks_importance_per_latency(small_vit, budget_of):
     assert plan.layers[0].mlp == list(range(96, 128))
     assert plan.layers[1].mlp == list(range(32, 128))
     assert plan.embed is None
+    assert plan.meta["residual_floor"] == 16  # never below the smallest residual width timed (64 / 4)
     assert plan.meta["predicted_ms"] == pytest.approx(0.5 + 2 * 0.21 + 0.094 + 0.222)
     assert plan.meta["predicted_ms"] <= budget.target_ms
 

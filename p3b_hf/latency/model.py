@@ -39,7 +39,7 @@ from .structures import Structure, structures
 STEPS = (1, 2, 4, 8, 16, 32, 64)
 #: a larger step must explain the grid this much better than a smaller one to be chosen (noise guard)
 STEP_TOLERANCE = 1.05
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class LatencyError(P3BError):
@@ -147,9 +147,17 @@ def width_grid(full: int) -> list[int]:
 
 
 def residual_grid(c_full: int, kind_of_family: str) -> list[int]:
-    """Residual widths timed: the dense one, and half of it for plain ViTs (global pruning cuts the residual
-    stream; Swin / ConvNeXt keep theirs)."""
-    return [c_full] if kind_of_family == "stage" else [c_full, max(8, 8 * round(c_full / 16))]
+    """Residual widths timed: the dense one, and for plain ViTs also ½ and ¼ of it (global pruning cuts the
+    residual stream; Swin / ConvNeXt keep theirs). A latency budget never cuts below the smallest of them
+    (:func:`min_residual`), so the fit is not extrapolated."""
+    if kind_of_family == "stage":
+        return [c_full]
+    return sorted({c_full, max(8, 8 * round(c_full / 16)), max(8, 8 * round(c_full / 32))}, reverse=True)
+
+
+def min_residual(model: LatencyModel) -> int:
+    """The smallest residual width the latency model was calibrated at."""
+    return min((int(p[1]) for c in model.curves.values() for p in c.points), default=0)
 
 
 @dataclass

@@ -132,16 +132,23 @@ def latency_matched_plan(model: nn.Module, scores: Any, budget: LatencyBudget) -
     """Global pruning under a latency budget: rank every channel by score / latency cost (HALP), take the
     shortest prefix of that ranking whose plan's predicted latency meets ``budget.target_ms``, then give
     every group back its best removed channels up to the kernel step (free by the latency model)."""
+    from ..latency.model import min_residual
     from .selectors import _Flat, _plan_from_removed
 
     flat = _Flat.of(scores)
     costs = torch.tensor(channel_costs(budget, flat.sizes), dtype=torch.float64)
     per_latency = flat.values.double() / costs[flat.group]
     order = torch.argsort(per_latency, stable=True)
+    # the residual stream is never cut below the smallest width the model was timed at (no extrapolation):
+    # its best-scored channels are not candidates
+    c_floor = min(flat.sizes[0], min_residual(budget.model)) if flat.sizes[0] else 0
+    if c_floor:
+        protected = torch.argsort(-flat.scores[0], stable=True)[:c_floor]
+        order = order[~torch.isin(order, protected)]
     n_total = len(order)
 
     def removed_prefix(k: int) -> torch.Tensor:
-        r = torch.zeros(n_total, dtype=torch.bool)
+        r = torch.zeros(len(flat.values), dtype=torch.bool)
         r[order[:k]] = True
         return r
 
@@ -188,7 +195,8 @@ def latency_matched_plan(model: nn.Module, scores: Any, budget: LatencyBudget) -
         target_speedup=budget.target_speedup,
         predicted_ms=predicted,
         predicted_speedup=budget.dense_ms / predicted,
-        channel_ratio=int(removed.sum()) / n_total,
+        channel_ratio=int(removed.sum()) / len(flat.values),
+        residual_floor=c_floor,
     )
     return plan
 
