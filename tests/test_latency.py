@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -437,3 +438,72 @@ def test_real_clock_times_probes_and_deployed_models(small_vit, one_thread):
         assert set(timed) == {"x1", "x0.5"} and all(m > 0 for m in timed.values())
     finally:
         clock.close()
+
+
+class StageClock:
+    """A fake device for any family: every block linear in its width (+ step 8), rest 0.2 ms."""
+
+    def time_probes(self, probes):
+        return [0.01 + 1e-4 * round_up(p.width, 8) * p.c * p.tokens * p.groups / 64 for p in probes]
+
+    def time_model(self, model):
+        return 0.2 + sum(
+            0.01 + 1e-4 * round_up(s.width, 8) * s.c * s.tokens * s.groups / 64 if s.width else 0.0
+            for s in structures(model.config)
+        )
+
+
+@pytest.mark.parametrize("family", ["swin", "convnext"])
+def test_stage_families_spend_a_latency_budget(family, tmp_path):
+    """Swin / ConvNeXt: per-stage curves (windows for Swin attention), VBP and global meet the target by the
+    model, and the pruned architecture's prediction matches the fake device."""
+    from transformers import (
+        ConvNextConfig,
+        ConvNextForImageClassification,
+        SwinConfig,
+        SwinForImageClassification,
+    )
+
+    from p3b_hf.methods.importance import compute_structure_scores
+    from p3b_hf.methods.latency_budget import latency_matched_plan
+    from p3b_hf.methods.statistics import RunningMoments
+    from p3b_hf.methods.vbp import vbp_plan_from_stats
+    from p3b_hf.plan import pruned_config
+
+    torch.manual_seed(0)
+    if family == "swin":
+        model = SwinForImageClassification(
+            SwinConfig(
+                image_size=32,
+                patch_size=2,
+                embed_dim=16,
+                depths=[2, 2],
+                num_heads=[2, 4],
+                window_size=4,
+                num_labels=3,
+            )
+        ).eval()
+    else:
+        model = ConvNextForImageClassification(
+            ConvNextConfig(hidden_sizes=[8, 16], depths=[2, 2], num_stages=2, image_size=32, num_labels=3)
+        ).eval()
+    structs = structures(model.config)
+    kinds = [s.kind for s in structs]
+    assert kinds == (["attn", "mlp"] * 4 if family == "swin" else ["mlp"] * 4)
+    if family == "swin":
+        assert structs[0].tokens == 16 and structs[0].groups == 16  # 4x4 windows of a 16x16 grid
+    lat = calibrate(model, StageClock(), _key(model), directory=tmp_path)
+    assert lat.dense_ms == pytest.approx(StageClock().time_model(model))
+    budget = LatencyBudget.of(lat, model.config, target_speedup=1.25)
+    widths = [f for f in (s.full for s in structs if s.kind == "mlp")]
+    stats = [
+        RunningMoments(2.0, torch.zeros(f, dtype=torch.float64), torch.rand(f, dtype=torch.float64))
+        for f in widths
+    ]
+    plan = vbp_plan_from_stats(model, stats, latency=budget)
+    cfg = pruned_config(model.config, plan)
+    assert budget.predict(cfg) <= budget.target_ms
+    assert budget.predict(cfg) == pytest.approx(StageClock().time_model(SimpleNamespace(config=cfg)))
+    scores = compute_structure_scores(model, "l1", None)
+    gplan = latency_matched_plan(model, scores, budget)
+    assert gplan.meta["predicted_ms"] <= budget.target_ms
