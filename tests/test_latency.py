@@ -164,6 +164,9 @@ def test_p3b_budget_step_spends_latency(small_vit, budget_of):
     # as P3B parameter keep ratios (reads / writes full): attn 8,480 / 16,768, MLP 8,448 / 16,704
     assert cost.param_keep(kappa).tolist() == pytest.approx([8480 / 16768, 8448 / 16704] * 2)
     assert cost.remaining([{"attn_qkv": 16, "mlp_hid": 64}] * 2).tolist() == pytest.approx([0.21, 0.158] * 2)
+    # closed loop: a block whose masks kept twice the latency per parameter is asked for half the parameters
+    corrected = cost.param_keep(kappa, torch.tensor([2.0, 1.0, 0.5, 1.0], dtype=torch.float64))
+    assert corrected.tolist() == pytest.approx([8480 / 16768 / 2, 8448 / 16704, 1.0, 8448 / 16704])
 
     # the pruner's budget step: ΔΨ = 1 everywhere -> importance per remaining *ms* -> every block gets the same
     # 0.79429 / 4 = 0.19857 ms: attention can not stay under it (16 dims cost 0.21) and goes, MLPs keep 64

@@ -76,8 +76,13 @@ class P3BLatencyCost:
             out.append(w)
         return out
 
-    def param_keep(self, kappa: torch.Tensor) -> torch.Tensor:
-        """Latency keep ratios -> P3B's parameter keep ratios (residual reads / writes counted full)."""
+    def param_keep(self, kappa: torch.Tensor, latency_per_param: torch.Tensor | None = None) -> torch.Tensor:
+        """Latency keep ratios -> P3B's parameter keep ratios (residual reads / writes counted full).
+
+        ``latency_per_param``: per block, the latency keep the current masks give divided by their parameter
+        keep. P3B's local step also cuts residual reads / writes, which the deployed module does not skip, so a
+        block keeps more latency than parameters (> 1); the next parameter target is divided by it (clamped
+        to [0.5, 2]), closing the loop on what the masks actually deliver."""
         from .p3b.gates import attn_linear_params, mlp_linear_params
 
         d = self.dims
@@ -91,7 +96,10 @@ class P3BLatencyCost:
                 full = mlp_linear_params(d, d.hidden, d.mlp, d.hidden) + ln + d.mlp_extra
                 kept = mlp_linear_params(d, d.hidden, w, d.hidden) + ln + d.mlp_extra if w else 0
             out.append(float(kept) / float(full))
-        return torch.tensor(out, dtype=torch.float64, device=kappa.device)
+        keep = torch.tensor(out, dtype=torch.float64, device=kappa.device)
+        if latency_per_param is not None:
+            keep = (keep / latency_per_param.to(keep).clamp(0.5, 2.0)).clamp(0.0, 1.0)
+        return keep
 
 
 # ====================================================================== global pruning

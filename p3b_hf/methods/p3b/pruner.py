@@ -223,7 +223,12 @@ class P3BPruner:
         if self.latency is not None:  # κ over block latencies, then the widest block fitting each
             lat = self.latency
             kappa = solve_keep_ratios(imp, lat.full.to(imp.device), lat.non_block, lat.keep, guard=cfg.guards)
-            return lat.param_keep(kappa), d_cls, d_patch
+            per_param = None
+            if self.gates is not None:  # what the current masks deliver: latency keep per parameter keep
+                par = block_params(self.dims, self.gates.kept_widths()) / self.full
+                lat_keep = remaining.cpu() / lat.full
+                per_param = torch.where(par > 0, lat_keep / par.clamp_min(1e-12), torch.ones_like(par))
+            return lat.param_keep(kappa, per_param), d_cls, d_patch
         kappa = solve_keep_ratios(
             imp, self.full.to(imp.device), self.non_block, 1.0 - cfg.prune_ratio, guard=cfg.guards
         )
