@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BudgetError, P3BError, UnsupportedModelError
+from .latency.options import LatencyOptions
 from .options import DataOptions, KDOptions, OutputOptions, PruneOptions, TrainOptions, option
 from .report import REPORT_NAME, portable
 
 PROTOCOLS = ("single", "lodo")
-BUDGETS = ("params", "channels")
+BUDGETS = ("params", "channels", "latency")
 
 GLOBAL_CRITERIA = ("hessian", "taylor", "l1", "l2", "random")
 START_SOURCE, START_DENSE = "source", "dense"  # what a cell prunes: the --model, or the dense cell OUT/dense
@@ -226,6 +227,9 @@ def run_cell(job: Any) -> dict[str, Any]:
         else getattr(job.method_options, "ratio", None)
     )
     what = f"{job.prune.method} at --prune-ratio {ratio}"
+    latency = getattr(job, "latency", None)
+    if latency is not None and latency.active:
+        what = f"{job.prune.method} at --target-speedup {latency.target_speedup}"
     try:
         report = prune(job).report
         barrier()  # under DDP the main process writes the cell: the others wait until it is there
@@ -354,6 +358,10 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str,
     )
     sets = eval_set_names(rows)
     fields = CSV_FIELDS + [f"accuracy[{n}]" for n in sets] + (["gap", "gap_change"] if sets else [])
+    if any("target_speedup" in r for r in rows):
+        from .latency.report import ROW_FIELDS
+
+        fields += ROW_FIELDS
     with open(out_dir / "compare.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -398,6 +406,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         "deployable speed vs dense",
         "wall (s)",
     ]
+    latency = any("target_speedup" in r for r in rows)
+    if latency:
+        from .latency.report import TABLE_HEADS, table_cells
+
+        heads += TABLE_HEADS
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         head = (
@@ -421,7 +434,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{head} {' | '.join(accs)} | "
             f"{r['params'] / 1e6:.3f} | {_fmt(red, '.1f')} % | {r['macs'] / 1e9:.3f} | "
             f"{_fmt(r['throughput_vs_dense'], '.2f')}× | {_fmt(r.get('deploy_speed_vs_dense'), '.2f')}× | "
-            f"{_fmt(r['wall_time_s'], '.0f')} |"
+            f"{_fmt(r['wall_time_s'], '.0f')} |" + (table_cells(r) if latency else "")
         )
     return "\n".join(lines)
 
@@ -646,7 +659,13 @@ class CompareOptions:
         choices=BUDGETS,
         help="what --prune-ratio means: params (fraction of whole-model parameters, every method) "
         "or channels (Torch-Pruning's channel ratio, as arXiv 2504.04196 reports its "
-        "50/75/95 %%; global-* cells only)",
+        "50/75/95 %%; global-* cells only); latency: cells at the --target-speedups instead "
+        "(measured on --speed-backend / --speed-device; docs/latency.md)",
+    )
+    target_speedups: str | None = option(
+        None,
+        help="--budget latency: comma list of speed-up targets of the deployed model, e.g. 2,3 "
+        "(default: --target-speedup)",
     )
 
 
@@ -661,6 +680,30 @@ class CompareJob:
     train: TrainOptions = dataclasses.field(default_factory=TrainOptions)
     kd: KDOptions = dataclasses.field(default_factory=KDOptions)
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    latency: LatencyOptions = dataclasses.field(default_factory=LatencyOptions)
+
+
+def latency_targets(job: CompareJob) -> list[float]:
+    """``--budget latency``: the speed-up of every cell (``--target-speedups``, else ``--target-speedup``)."""
+    c = job.compare
+    if c.target_speedups:
+        try:
+            values = [float(t) for t in str(c.target_speedups).split(",") if t.strip()]
+        except ValueError as e:
+            raise P3BError(
+                f"--target-speedups {c.target_speedups!r} must be comma-separated numbers, e.g. 2,3"
+            ) from e
+    elif job.latency.target_speedup is not None:
+        values = [float(job.latency.target_speedup)]
+    else:
+        raise P3BError("--budget latency needs --target-speedups (e.g. 2,3) or --target-speedup.")
+    for v in values:
+        dataclasses.replace(job.latency, target_speedup=v, target_latency_ms=None).check()
+    if c.protocol == "lodo":
+        raise P3BError(
+            "--budget latency runs with --protocol single only; run one compare per held-out domain."
+        )
+    return values
 
 
 def cell_job(job: CompareJob, spec: MethodSpec, ratio: float, cell: Path, start_model: str | None) -> Any:
@@ -685,6 +728,10 @@ def cell_job(job: CompareJob, spec: MethodSpec, ratio: float, cell: Path, start_
     ):  # Torch-Pruning's channel ratio (global cells; checked in run_compare)
         options = dataclasses.replace(options, ratio=ratio, target_params=None)
         prune_ratio = None
+    latency = LatencyOptions()
+    if job.compare.budget == "latency":  # ``ratio`` is the cell's speed-up target
+        latency = dataclasses.replace(job.latency, target_speedup=ratio, target_latency_ms=None)
+        prune_ratio = None
     return PruneJob(
         prune=PruneOptions(
             model=start_model or job.compare.model,
@@ -697,6 +744,7 @@ def cell_job(job: CompareJob, spec: MethodSpec, ratio: float, cell: Path, start_
         train=job.train,
         kd=kd,
         method_options=options,
+        latency=latency,
     )
 
 
@@ -705,7 +753,8 @@ def _cells(job: CompareJob) -> tuple[list[tuple[float, MethodSpec, str, Path]], 
     refuses bad options and finished cells that describe another experiment (before any training)."""
     c = job.compare
     specs = parse_methods(c.methods)
-    ratios = parse_ratios(c.prune_ratio)
+    latency = c.budget == "latency"
+    ratios = latency_targets(job) if latency else parse_ratios(c.prune_ratio)
     if c.budget == "channels":
         other = [s.label for s in specs if s.method != "global"]
         if other:
@@ -716,7 +765,12 @@ def _cells(job: CompareJob) -> tuple[list[tuple[float, MethodSpec, str, Path]], 
     out_dir = Path(job.output.output_dir)
     dense_dir = out_dir / "dense"
     cells = [
-        (ratio, spec, spec.start(c.global_from), out_dir / f"{spec.label}-{round(100 * ratio)}")
+        (
+            ratio,
+            spec,
+            spec.start(c.global_from),
+            out_dir / (f"{spec.label}-x{ratio:g}" if latency else f"{spec.label}-{round(100 * ratio)}"),
+        )
         for ratio in ratios
         for spec in specs
     ]
@@ -804,6 +858,10 @@ def run_compare(job: CompareJob) -> list[dict[str, Any]]:
         )
         if speed is not None and deploy is not None:
             rows[-1]["deploy_speed_vs_dense"] = deploy_ratio(deploy, cell)
+        if c.budget == "latency":
+            from .latency.report import row_fields
+
+            rows[-1].update(prune_ratio=None, **row_fields(ratio, report.get("latency")))
         add_gap_change(rows)
         write_outputs(out_dir, rows, settings)  # partial results survive a crash
     add_gap_change(rows)

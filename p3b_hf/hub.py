@@ -326,6 +326,9 @@ def build_model_card(
             + (", KD" if ft.get("teacher") else "")
             + f") | {_pct(ft_acc)} |"
         )
+    from .latency.report import card_lines
+
+    lines += card_lines(report.get("latency"))
     removed = report.get("removed_sub_blocks") or []
     if removed:
         lines.append(f"| removed sub-blocks | {', '.join(removed)} |")

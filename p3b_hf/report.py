@@ -288,6 +288,9 @@ def summarize(report: dict[str, Any]) -> str:
             f"{100 * acc:.2f} %"
         )
     lines += eval_set_lines(report.get("eval_sets"), report.get("dense_eval_sets"), report.get("domain_gap"))
+    from .latency.report import summary_lines
+
+    lines += summary_lines(report.get("latency"))
     if report.get("wall_time_s") is not None:
         lines.append(f"wall time         {report['wall_time_s']:.1f} s")
     return "\n".join(lines)

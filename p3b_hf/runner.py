@@ -49,6 +49,7 @@ from .checkpoints import (
     write_model_files,
 )
 from .errors import DataError, OptionsError, P3BError
+from .latency.options import LatencyOptions
 from .methods import METHODS, get_method
 from .methods.base import MethodResult, RunContext
 from .models.locator import classifier_heads, require_supported_config
@@ -81,6 +82,7 @@ class PruneJob:
     train: TrainOptions = field(default_factory=TrainOptions)
     kd: KDOptions = field(default_factory=KDOptions)
     method_options: Any = None
+    latency: LatencyOptions = field(default_factory=LatencyOptions)  # --target-speedup etc. (docs/latency.md)
 
 
 def finetune_train_options(**overrides: Any) -> TrainOptions:
@@ -402,6 +404,7 @@ def prune(
     likewise per eval set (``{name: {accuracy, ...}}``), for the gap's change against the dense model."""
     job.prune.check()
     job.train.check()
+    _check_latency(job)
     method = get_method(job.prune.method)
     options = job.method_options if job.method_options is not None else method.options()
     if not isinstance(options, method.options):
@@ -449,6 +452,15 @@ def _prune(
         started=started - prior,  # a resumed run's wall time includes the interrupted part
     )
     dense = copy.deepcopy(model).cpu()
+    if job.latency.active:  # calibrate (or load) the latency model of the dense model as deployed
+        from .latency.verify import prepare
+
+        try:
+            ctx.latency = prepare(job.latency, copy.deepcopy(dense), log=print)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            remove_if_empty(work_dir)
+            raise
     try:
         with _one_line_write_errors(output_dir):
             result = method.run(ctx, options)
@@ -528,6 +540,7 @@ def finish_prune(
     try:
         eval_sets, dense_sets = score_eval_sets(ctx, result, dense, dense_eval_sets, dense_measured)
         padding = _pad(result, job.prune.pad_to)
+        latency = _verify_latency(job, ctx, result, dense)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         remove_if_empty(ctx.work_dir)
@@ -556,6 +569,7 @@ def finish_prune(
             "num_labels": ctx.num_labels,
             "head_reinitialised": ctx.head_reinitialised,
             **padding,
+            **latency,
             **(extra or {}),
         },
     )
@@ -563,6 +577,10 @@ def finish_prune(
     def write(directory: Path) -> None:
         write_model_files(result.pruned_model, directory, ctx.image_processor, result.plan)
         plot_widths(result.pruned_model, directory / "plots" / "widths.png", dense_config=dense.config)
+        if ctx.latency is not None:
+            from .latency.plot import plot_latency_model
+
+            plot_latency_model(ctx.latency.model, directory / "plots" / "latency_model.png")
         write_report(directory, report)
 
     output_dir = Path(job.output.output_dir)
@@ -583,6 +601,31 @@ def _method_options_report(options: Any, prune_ratio: float | None) -> dict[str,
     if "prune_ratio" in out:
         out["prune_ratio"] = prune_ratio
     return out
+
+
+def _check_latency(job: PruneJob) -> None:
+    """One budget: a latency target replaces --prune-ratio (checked before anything is loaded)."""
+    latency = getattr(job, "latency", None)
+    if latency is None or not latency.active:
+        return
+    latency.check()
+    if job.prune.prune_ratio is not None:
+        from .errors import BudgetError
+
+        raise BudgetError(
+            "Give one budget: --prune-ratio (parameters) or --target-speedup / --target-latency-ms (latency), "
+            "not both."
+        )
+
+
+def _verify_latency(job: PruneJob, ctx: RunContext, result: MethodResult, dense: nn.Module) -> dict[str, Any]:
+    """The report's ``latency`` section: target, prediction and the speed-up measured on the artefact that
+    is saved (after ``--pad-to``), dense deployed and timed the same way in the same run (main process)."""
+    if ctx.latency is None or not is_main_process():
+        return {}
+    from .latency.verify import verify
+
+    return {"latency": verify(ctx.latency, job.latency, dense, result.pruned_model)}
 
 
 def _pad(result: MethodResult, pad_to: int | None) -> dict[str, Any]:

@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "p3b_hf.hub",
             "p3b_hf.demo_data",
             "p3b_hf.export",
+            "p3b_hf.latency",
         ),
     ),
     ("methods", ("p3b_hf.methods",)),

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_options(parser, OutputOptions, title="output")
     add_options(parser, KDOptions, title="knowledge distillation")
+    from ..latency.options import LatencyOptions
+
+    add_options(parser, LatencyOptions, title="latency budget (--budget latency; docs/latency.md)")
     for name in METHODS:
         try:
             method = get_method(name)
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..compare import CompareJob, CompareOptions, check_given, markdown_table, run_compare
+    from ..latency.options import LatencyOptions
     from ..methods import METHODS, get_method
     from ..options import (
         DataOptions,
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         train=options_from_namespace(TrainOptions, args),
         kd=options_from_namespace(KDOptions, args),
         method_options=method_options,
+        latency=options_from_namespace(LatencyOptions, args),
     )
     rows = run_compare(job)
     out = Path(job.output.output_dir)

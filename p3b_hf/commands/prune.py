@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, TrainOptions, title="training")
     add_options(parser, OutputOptions, title="output")
     add_options(parser, KDOptions, title="knowledge distillation (P3B-Dist, VBP)")
+    from ..latency.options import LatencyOptions
+
+    add_options(parser, LatencyOptions, title="latency budget (instead of --prune-ratio; docs/latency.md)")
     for name in METHODS:
         try:
             method = get_method(name)
@@ -33,6 +36,7 @@ def job_from_args(args: argparse.Namespace) -> object:
     """The :class:`~p3b_hf.runner.PruneJob` the parsed flags describe; a flag the chosen method would not
     read is one :class:`~p3b_hf.errors.OptionsError` naming the right one
     (:func:`~p3b_hf.runner.check_given_options`)."""
+    from ..latency.options import LatencyOptions
     from ..methods import get_method
     from ..options import (
         DataOptions,
@@ -54,6 +58,7 @@ def job_from_args(args: argparse.Namespace) -> object:
         train=options_from_namespace(TrainOptions, args),
         kd=options_from_namespace(KDOptions, args),
         method_options=options_from_namespace(method.options, args),
+        latency=options_from_namespace(LatencyOptions, args),
     )
 
 

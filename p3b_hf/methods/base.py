@@ -62,6 +62,8 @@ class RunContext:
     head_reinitialised: bool = False
     started: float = field(default_factory=time.time)
     eval_sets: dict[str, Any] = field(default_factory=dict)
+    #: a latency budget (:class:`p3b_hf.latency.LatencyBudget`) instead of ``prune_ratio``: docs/latency.md
+    latency: Any = None
 
     @property
     def num_labels(self) -> int:

@@ -50,18 +50,20 @@ def global_plan(
     hessian_samples: int = 640,
     seed: int = 0,
     scores: StructureScores | None = None,
+    latency: Any = None,
 ) -> WidthPlan:
     """Score every structure of ``model`` with ``importance`` and select globally.
 
     Exactly one budget: ``ratio`` (channel ratio, Torch-Pruning semantics), ``target_params``
     (whole-model parameter count) or ``prune_ratio`` (fraction of whole-model params to remove).
     ``dataloader`` yields ``{"pixel_values", "labels"}`` batches (only taylor/hessian use it).
+    ``latency``: a :class:`~p3b_hf.latency.LatencyBudget` instead (importance per unit latency, as HALP).
     """
-    given = [b is not None for b in (ratio, target_params, prune_ratio)]
+    given = [b is not None for b in (ratio, target_params, prune_ratio, latency)]
     if sum(given) != 1:
         raise P3BError(
-            "Give exactly one budget: ratio (channel ratio, e.g. 0.5), target_params, or "
-            "prune_ratio (fraction of whole-model parameters to remove)."
+            "Give exactly one budget: ratio (channel ratio, e.g. 0.5), target_params, "
+            "prune_ratio (fraction of whole-model parameters to remove) or a latency budget."
         )
     if scores is None:
         scores = compute_structure_scores(
@@ -72,7 +74,11 @@ def global_plan(
             hessian_samples=hessian_samples,
             seed=seed,
         )
-    if ratio is not None:
+    if latency is not None:
+        from .latency_budget import latency_matched_plan
+
+        plan = latency_matched_plan(model, scores, latency)
+    elif ratio is not None:
         plan = global_channel_plan(model, scores, ratio, round_to=round_to)
     else:
         if target_params is None:
@@ -134,10 +140,12 @@ def run(ctx: RunContext, options: GlobalOptions | None = None) -> MethodResult:
     if ctx.kd.teacher:  # the Python API's form of `--method global --teacher` (the CLI refuses it earlier)
         raise OptionsError(f"--teacher is not used by --method global: {_NO_KD}.")
     ratio, target, prune_ratio = opts.ratio, opts.target_params, ctx.prune_ratio
-    if sum(v is not None for v in (ratio, target, prune_ratio)) != 1:
+    latency = getattr(ctx, "latency", None)
+    if sum(v is not None for v in (ratio, target, prune_ratio, latency)) != 1:
         raise P3BError(
             "--method global needs exactly one budget: --ratio (Torch-Pruning channel ratio, e.g. "
-            "0.5), --prune-ratio (fraction of whole-model params, e.g. 0.5) or --target-params."
+            "0.5), --prune-ratio (fraction of whole-model params, e.g. 0.5), --target-params or "
+            "--target-speedup / --target-latency-ms."
         )
     model = ctx.model.to(ctx.device)
     dense_eval = ctx.evaluate(model, "dense eval")
@@ -161,6 +169,7 @@ def run(ctx: RunContext, options: GlobalOptions | None = None) -> MethodResult:
             target_params=target,
             prune_ratio=prune_ratio,
             round_to=opts.round_to,
+            latency=latency,
             taylor_batches=opts.taylor_batches,
             hessian_samples=opts.hessian_samples,
             seed=seed,

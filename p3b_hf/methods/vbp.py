@@ -68,14 +68,18 @@ def vbp_plan_from_stats(
     *,
     prune_ratio: float | None = None,
     min_keep: int = 1,
+    latency: Any = None,
 ) -> WidthPlan:
     """WidthPlan (kept MLP neurons + mean-shift ``mlp_bias_delta``) from per-layer / per-block activation moments.
 
     One global ranking over every MLP neuron of every layer / block (Swin / ConvNeXt: all stages together, as
     the paper). Budget: ``percentage`` (fraction of all MLP neurons) or ``prune_ratio`` (fraction of
     whole-model parameters: the fewest lowest-variance neurons whose removal reaches it, each costing
-    ``2 C_i + 1`` in its block; see :mod:`.budget_convert`).
+    ``2 C_i + 1`` in its block; see :mod:`.budget_convert`) or ``latency`` (a
+    :class:`~p3b_hf.latency.LatencyBudget`: the fewest lowest-variance neurons meeting its target).
     """
+    if latency is not None and percentage is None and prune_ratio is None:
+        percentage = 0.0  # replaced below by the latency selection
     if (percentage is None) == (prune_ratio is None):
         raise P3BError(
             "Give exactly one of percentage (fraction of MLP neurons) or prune_ratio (fraction of "
@@ -109,6 +113,12 @@ def vbp_plan_from_stats(
         )
     removed = torch.zeros(len(ranked), dtype=torch.bool)
     removed[order[:n_remove]] = True
+    if latency is not None:
+        from .latency_budget import vbp_latency_removed
+
+        removed = vbp_latency_removed(latency, widths, order, n_candidates, var)
+        n_remove = int(removed.sum())
+        percentage = n_remove / sum(widths)
 
     plan = WidthPlan.full(model.config)
     layers, kept, start = [], [], 0
@@ -196,18 +206,23 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
         # from random logits. Refuse before any statistics work.
         raise P3BError(VBP_NEEDS_TASK_MODEL)
     percentage, prune_ratio = opts.percentage, ctx.prune_ratio
+    latency = getattr(ctx, "latency", None)
+    if latency is not None and (percentage is not None or prune_ratio is not None):
+        raise P3BError(
+            "Give one budget for --method vbp: --target-speedup / --target-latency-ms, or a parameter one."
+        )
     if percentage is not None and prune_ratio is not None:
         raise P3BError(
             "Give either --percentage (fraction of MLP neurons) or --prune-ratio (fraction of "
             "whole-model params) for --method vbp, not both."
         )
-    if percentage is None and prune_ratio is None:
+    if percentage is None and prune_ratio is None and latency is None:
         raise P3BError(
             "--method vbp needs --prune-ratio (fraction of whole-model params, e.g. 0.5) or "
             "--percentage (fraction of MLP neurons, the paper's knob, e.g. 0.55)."
         )
     model = ctx.model.to(ctx.device)
-    if percentage is None:
+    if percentage is None and latency is None:
         check_vbp_prune_ratio(model.config, prune_ratio)  # BudgetError before any work
     timings: dict[str, float] = {}
     dense_eval = ctx.evaluate(model, "dense eval")
@@ -220,7 +235,9 @@ def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:
         )
         stats = collect_mlp_activation_stats(model, loader, max_batches=opts.stats_batches)
         timings["statistics_s"] = time.time() - t0
-        plan = broadcast_plan(vbp_plan_from_stats(model, stats, percentage, prune_ratio=prune_ratio))
+        plan = broadcast_plan(
+            vbp_plan_from_stats(model, stats, percentage, prune_ratio=prune_ratio, latency=latency)
+        )
         save_plan_cache(ctx, "vbp", plan)
     plan.meta.update(method="vbp", prune_ratio=prune_ratio)
 

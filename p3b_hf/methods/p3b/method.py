@@ -67,8 +67,16 @@ def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
     from .trainer import P3BTrainer
 
     check_supported(ctx.model)  # before any training: Swin / ConvNeXt -> --method vbp / global
-    cfg = resolve_config(options or P3BConfig(), ctx.prune_ratio)
-    check_reachable(ctx.model, cfg)  # a BudgetError now, not at the first mask update
+    latency = getattr(ctx, "latency", None)
+    if latency is not None and ctx.prune_ratio is not None:
+        raise P3BError(
+            "Give one budget for --method p3b: --target-speedup / --target-latency-ms or --prune-ratio."
+        )
+    # a latency budget: the nominal ratio 1 - 1/speed-up is only a label, the pruner spends milliseconds
+    nominal = 1.0 - 1.0 / latency.target_speedup if latency is not None else ctx.prune_ratio
+    cfg = resolve_config(options or P3BConfig(), nominal)
+    if latency is None:
+        check_reachable(ctx.model, cfg)  # a BudgetError now, not at the first mask update
     teacher = load_model(ctx.kd.teacher) if ctx.kd.teacher else None
     kd = kd_config(ctx.kd)  # an unset --kd-reduction: P3BTrainer applies DeiT's scale
     targs = ctx.training_arguments("p3b", lr_scheduler_type="constant", max_grad_norm=0.0)
@@ -83,6 +91,10 @@ def run(ctx: RunContext, options: P3BConfig | None = None) -> MethodResult:
         teacher=teacher,
         kd=kd,
     )
+    if latency is not None:
+        from ..latency_budget import P3BLatencyCost
+
+        trainer.pruner.latency = P3BLatencyCost(latency, trainer.pruner.dims)
     trainer.train(resume_from_checkpoint=ctx.resume_checkpoint(targs.output_dir))
     pruned = trainer.pruned_model
     history = trainer.pruning.history

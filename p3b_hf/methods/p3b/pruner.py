@@ -46,6 +46,9 @@ class P3BPruner:
             if config.block_param_only
             else float(non_block_params(model, reference=config.reference_non_block))
         )
+        #: a latency budget (docs/latency.md; :class:`~p3b_hf.methods.latency_budget.P3BLatencyCost`), set by
+        #: the method before training: the budget step then weighs remaining block *latency*
+        self.latency: Any = None
         if config.handcrafted_keep is not None and len(config.handcrafted_keep) != self.num_blocks:
             raise P3BError(
                 f"handcrafted_keep needs {self.num_blocks} values (attn0, mlp0, attn1, ...), got "
@@ -225,6 +228,8 @@ class P3BPruner:
         remaining parameter -> EMA (state in ``st``) -> α-merge -> budget solver. Returns (κ, ΔΨᶜ, ΔΨᵖ);
         a ΔΨ is None when no micro-batch of the window ran those heads (its EMA then stays as it was)."""
         cfg = self.config
+        if self.latency is not None and self.gates is not None:
+            remaining = self.latency.remaining(self.gates.kept_widths()).to(remaining.device)
         n_cls, n_patch = float(st.dpsi_cls_count.item()), float(st.dpsi_count.item())
         if n_cls == 0 and n_patch == 0:
             logger.warning(
@@ -256,6 +261,15 @@ class P3BPruner:
             imp = cfg.pr_alpha * st.ema_cls + (1 - cfg.pr_alpha) * st.ema_patch
         else:  # one head type has not run yet at the first update
             imp = st.ema_cls if st.ema_cls is not None else st.ema_patch
+        if self.latency is not None:  # κ over block latencies, then the widest block fitting each
+            lat = self.latency
+            kappa = solve_keep_ratios(imp, lat.full.to(imp.device), lat.non_block, lat.keep, guard=cfg.guards)
+            per_param = None
+            if self.gates is not None:  # what the current masks deliver: latency keep per parameter keep
+                par = block_params(self.dims, self.gates.kept_widths()) / self.full
+                lat_keep = remaining.cpu() / lat.full
+                per_param = torch.where(par > 0, lat_keep / par.clamp_min(1e-12), torch.ones_like(par))
+            return lat.param_keep(kappa, per_param), d_cls, d_patch
         kappa = solve_keep_ratios(
             imp, self.full.to(imp.device), self.non_block, 1.0 - cfg.prune_ratio, guard=cfg.guards
         )

@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Latency budgets on the dev-bench (BENCHMARKS.md §8): every method at ``--targets`` speed-ups of the deployed
+model (ONNX Runtime fp32, CPU, batch 1 by default), then the same methods at the *parameter* budget those cells
+ended at (the param twin), measured the same way -- what a parameter budget buys at equal parameters.
+
+    python -m scripts.devbench_latency --epochs 1 --max-train-samples 2000 --targets 2 3 \\
+        --methods global-taylor,vbp,p3b --threads 1 --output-dir runs/devbench_latency
+
+Cells are :func:`p3b_hf.compare.run_compare` cells (``--budget latency`` / ``params``), so finished ones are
+reused on a re-run; ``latency.json`` holds both tables' rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from p3b_hf.compare import CompareJob, CompareOptions, markdown_table, run_compare
+from p3b_hf.latency.options import LatencyOptions
+from p3b_hf.options import OutputOptions
+from scripts.devbench_common import base_parser, data_dir, recipe, source_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser(__doc__)
+    p.add_argument("--methods", default="global-taylor,vbp,p3b")
+    p.add_argument("--targets", type=float, nargs="+", default=[2.0, 3.0])
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-train-samples", type=int, default=None)
+    p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--speed-backend", default="onnxruntime", choices=("onnxruntime", "torch"))
+    p.add_argument("--speed-device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--output-dir", required=True)
+    a = p.parse_args(argv)
+    out = Path(a.output_dir)
+    data, train = recipe(data_dir(a.bench, out), epochs=a.epochs)
+    data = dataclasses.replace(
+        data, max_train_samples=a.max_train_samples, max_eval_samples=a.max_eval_samples
+    )
+    latency = LatencyOptions(
+        speed_backend=a.speed_backend,
+        speed_device=a.speed_device,
+        threads=a.threads,
+        latency_cache=str(out / "cache"),
+    )
+    common = dict(model=source_model(a.bench), methods=a.methods, dense_baseline=True, bench_device="cpu")
+    rows = run_compare(
+        CompareJob(
+            compare=CompareOptions(
+                **common,
+                budget="latency",
+                target_speedups=",".join(f"{t:g}" for t in a.targets),
+                no_bench=True,
+            ),
+            data=data,
+            output=OutputOptions(output_dir=str(out / "latency")),
+            train=train,
+            latency=latency,
+        )
+    )
+    print(markdown_table(rows))
+    twins = []
+    for r in rows:
+        if r["status"] != "ok" or r["method"] == "dense" or r.get("param_reduction") is None:
+            continue
+        ratio = round(float(r["param_reduction"]), 3)
+        twin = run_compare(
+            CompareJob(
+                compare=CompareOptions(
+                    **{**common, "methods": r["method"]},
+                    prune_ratio=str(ratio),
+                    deploy_backend="onnxruntime" if a.speed_backend == "onnxruntime" else "fast",
+                ),
+                data=data,
+                output=OutputOptions(output_dir=str(out / "params")),
+                train=train,
+            )
+        )
+        twins += [dict(t, twin_of=r["target_speedup"]) for t in twin if t["method"] == r["method"]]
+        (out / "latency.json").write_text(json.dumps({"latency": rows, "param_twins": twins}, indent=1))
+    print(markdown_table(twins))
+    (out / "latency.json").write_text(json.dumps({"latency": rows, "param_twins": twins}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
