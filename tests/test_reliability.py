@@ -627,23 +627,19 @@ def test_package_loader_reports_the_model_check_as_checkpoint_error(saved, tmp_p
 
 # ---------------------------------------------------------------------------------------- unsupported models
 def _tiny_unsupported(kind: str, root: Path) -> Path:
-    """A tiny stock ResNet or DINOv2-with-registers classifier (built from a config) saved to ``root/kind``."""
+    """A tiny stock ResNet or SigLIP classifier (built from a config) saved to ``root/kind``."""
     import transformers as tf
 
     if kind == "resnet":
         model = tf.ResNetForImageClassification(
             tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
         )
-    else:
-        model = tf.Dinov2WithRegistersForImageClassification(
-            tf.Dinov2WithRegistersConfig(
-                hidden_size=16,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                mlp_ratio=2,
-                image_size=16,
-                patch_size=8,
-                num_register_tokens=2,
+    else:  # SigLIP (not supported yet: its classifier's sizes live in a nested vision_config)
+        vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+        model = tf.SiglipForImageClassification(
+            tf.SiglipConfig(
+                vision_config=dict(vision, image_size=16, patch_size=8),
+                text_config=dict(vision, vocab_size=10),
                 num_labels=3,
             )
         )
@@ -652,7 +648,7 @@ def _tiny_unsupported(kind: str, root: Path) -> Path:
     return root / kind
 
 
-@pytest.mark.parametrize("kind", ["resnet", "dinov2_registers"])
+@pytest.mark.parametrize("kind", ["resnet", "siglip"])
 def test_unsupported_model_is_one_clear_error_at_every_entry_point(
     kind: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -675,7 +671,7 @@ def test_unsupported_model_is_one_clear_error_at_every_entry_point(
         "bench": ["bench", "--model", model],
         "export": ["export", "--model", model, "--output-dir", str(work / "onnx")],
     }
-    cls = "ResNetForImageClassification" if kind == "resnet" else "Dinov2WithRegistersForImageClassification"
+    cls = "ResNetForImageClassification" if kind == "resnet" else "SiglipForImageClassification"
     supported = [c for f in (*FAMILIES.values(), *STAGE_FAMILIES.values()) for c in f.stock_classes]
     assert "SwinForImageClassification" in supported and "ConvNextForImageClassification" in supported
     for name, argv in commands.items():

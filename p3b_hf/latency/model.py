@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import P3BError
+from ..models.families import stage_family_of_config
 from .structures import Structure, structures
 
 STEPS = (1, 2, 4, 8, 16, 32, 64)
@@ -357,13 +358,8 @@ def calibrate(
     t0 = time.perf_counter()
     config = dense.config
     structs = structures(config, image_size)
-    family = (
-        "stage"
-        if any(s.groups > 1 for s in structs)
-        or "swin" in key["model_type"]
-        or ("convnext" in key["model_type"])
-        else "plain"
-    )
+    staged = stage_family_of_config(config) is not None
+    family = "stage" if staged or any(s.groups > 1 for s in structs) else "plain"
     deploy_round = 8 if has_fast_path(config) else 1
     reps: dict[str, Structure] = {}
     for s in structs:

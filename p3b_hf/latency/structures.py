@@ -71,7 +71,7 @@ def _stage_structures(config: Any, dense_config: Any, image_size: int | None) ->
     widths = getattr(config, "block_intermediate_sizes", None) or dense_widths
     dims = fam.stage_dims(config)
     out: list[Structure] = []
-    if fam.name == "convnext":
+    if fam.stage_paths.attention is None:  # MLP-only stages (e.g. ConvNeXt: its depthwise conv stays whole)
         side = (image_size or _as_int(config.image_size)) // p
         for s, (ws, dws) in enumerate(zip(widths, dense_widths)):
             side = side // 2 if s > 0 else side
