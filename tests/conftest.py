@@ -121,6 +121,17 @@ def tiny_dinov2() -> Dinov2ForImageClassification:
 
 
 @pytest.fixture
+def tiny_clip() -> torch.nn.Module:
+    """Stock ``CLIPForImageClassification`` (nested ``CLIPConfig``; quick-GELU, pre-LN on the embeddings)."""
+    from transformers import CLIPConfig, CLIPForImageClassification
+
+    torch.manual_seed(6)
+    vision = {k: v for k, v in TINY.items() if k != "num_labels"}
+    model = CLIPForImageClassification(CLIPConfig(vision_config=vision, num_labels=TINY["num_labels"]))
+    return _randomise_family(model, 6)
+
+
+@pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 

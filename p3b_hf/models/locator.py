@@ -35,6 +35,7 @@ from .families import (
     get_path,
     is_pruned_config,
     is_supported_config,
+    prunable,
     staged_family_of,
     unsupported_model_error,
 )
@@ -89,6 +90,7 @@ class ViTModules:
     mask_token: nn.Parameter | None = None
     shared_rel_bias: nn.Parameter | None = None  # BEiT's shared relative position bias table [R, heads]
     pool_norm: nn.LayerNorm | None = None
+    embed_norm: nn.LayerNorm | None = None  # a LayerNorm on the embeddings (CLIP's pre_layrnorm)
     pooling: str = "cls"
     layer_norm_eps: float = 1e-12
 
@@ -178,7 +180,7 @@ def _layer(blk: nn.Module, paths: LayerPaths) -> LayerModules:
 
 def locate(model: nn.Module) -> ViTModules:
     """Return the :class:`ViTModules` of ``model`` or raise :class:`UnsupportedModelError`."""
-    model = getattr(model, "module", model)  # DDP / accelerate wrappers
+    model = prunable(getattr(model, "module", model))  # DDP / accelerate wrappers; nested stock configs
     require_plain_vit(model, "This code path (P3B's gates, layer-wise ViT plans, optimize_for_inference)")
     fam = family_of(model)
     if fam is None:
@@ -220,6 +222,7 @@ def locate(model: nn.Module) -> ViTModules:
         mask_token=getattr(emb, "mask_token", None),
         shared_rel_bias=_param(shared),
         pool_norm=get_path(base, paths.pool_norm) if pooling == "mean" else None,
+        embed_norm=get_path(base, paths.embed_norm),
         pooling=pooling,
         layer_norm_eps=float(cfg.layer_norm_eps),
     )

@@ -8,6 +8,7 @@ DeiT         plain   --                     --              CLS (+ distillation 
 BEiT         plain   ``lambda_1/2``         per layer and/  LN(mean of patches) or CLS      none
                                             or shared
 DINOv2       plain   ``layer_scale1/2``     --              [CLS, mean of patches] (2C)     ``qkv_bias``
+CLIP         plain   --                     --              mean of patches (no norm)       yes
 Swin         staged  --                     per block       LN(mean of tokens)              ``qkv_bias``
 ConvNeXt     staged  ``gamma``              --              LN(mean of positions)           --
 ===========  ======  =====================  ==============  ==============================  ==========
@@ -20,7 +21,7 @@ record and one :func:`register_family` call (docs/architecture.md, "Add a model 
 
 from __future__ import annotations
 
-from . import beit, convnext, deit, dinov2, swin, vit
+from . import beit, clip, convnext, deit, dinov2, swin, vit
 from .record import (
     PLAIN,
     PRUNED_VIT_LAYOUT,
@@ -39,12 +40,14 @@ from .registry import (
     dense_intermediate_size,
     families,
     family_by_name,
+    flat_config,
     family_of,
     family_of_config,
     is_pruned_config,
     is_supported_config,
     pruned_configs,
     pruned_model_types,
+    prunable,
     register_family,
     require_family,
     stage_family_of_config,
@@ -58,6 +61,7 @@ from .registry import (
 for _module in (vit, deit, beit, dinov2, swin, convnext):
     register_family(_module.FAMILY)
 del _module
+register_family(clip.FAMILY)
 
 #: read-only views of the registry by kind (compatibility: the names of the two former registries)
 FAMILIES: dict[str, Family] = {f.name: f for f in families(PLAIN)}
@@ -91,12 +95,14 @@ __all__ = [
     "dense_intermediate_size",
     "families",
     "family_by_name",
+    "flat_config",
     "family_of",
     "family_of_config",
     "is_pruned_config",
     "is_supported_config",
     "pruned_configs",
     "pruned_model_types",
+    "prunable",
     "register_family",
     "require_family",
     "stage_family_of_config",

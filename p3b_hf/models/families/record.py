@@ -69,6 +69,8 @@ class LayerPaths:
     final_norm: str = "layernorm"
     pool_norm: str | None = None
     shared_rel_bias: str | None = None
+    #: a LayerNorm on the embeddings before the first layer (CLIP's ``pre_layrnorm``), relative to the backbone
+    embed_norm: str | None = None
 
 
 #: transformers 5.x ViT-style layer (``vit.layers[i].attention.q_proj``)
@@ -164,7 +166,8 @@ class Family:
     # ------------------------------------------------------------ plain families
     stock_layout: LayerPaths | None = None
     pruned_layout: LayerPaths | None = None
-    #: config -> what the classifier reads: "cls", "mean" (LN of the patch mean) or "cls+mean" (concatenated)
+    #: config -> what the classifier reads: "cls", "mean" (the patch mean, through ``pool_norm`` where the layout
+    #: has one) or "cls+mean" (concatenated)
     pooling: Callable[[Any], str] = _cls
     #: config -> special tokens before the patches (CLS [+ distillation])
     special_tokens: Callable[[Any], int] = _special_tokens
@@ -179,6 +182,12 @@ class Family:
     rel_bias: RelativePositionBias | None = None
     #: config -> why p3b_hf refuses this model (None: it does not)
     refuse: Callable[[Any], str | None] = lambda _config: None
+    #: whether the patch projection has a bias (CLIP's Conv has none)
+    patch_bias: bool = True
+    #: stock classifier -> the same function in the family's full-width pruned format, for a stock model whose
+    #: layout generic code cannot read as is (CLIP: a nested ``CLIPConfig``, the ``vision_config`` holds the
+    #: widths); ``None``: generic code reads the stock model directly. Applied by :func:`~.registry.prunable`.
+    from_stock: Callable[[Any], Any] | None = None
     # ------------------------------------------------------------ staged families
     stage_paths: StagePaths | None = None
     dense_widths: Callable[[Any], list[list[int]]] | None = None  # config -> MLP width per stage and block
