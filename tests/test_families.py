@@ -216,6 +216,7 @@ SHARED_IMPORTS = {
     "modeling_p3b_dinov2.py": {"configuration_p3b_dinov2", "configuration_p3b_widths", "modeling_p3b_layers"},
     "modeling_p3b_swin.py": {"configuration_p3b_swin"},
     "modeling_p3b_convnext.py": {"configuration_p3b_convnext"},
+    "modeling_p3b_clip.py": {"configuration_p3b_clip", "configuration_p3b_widths", "modeling_p3b_layers"},
 }
 SHARED_MODULES = ("modeling_p3b_layers.py", "modeling_p3b_checkpoint.py", "configuration_p3b_widths.py")
 
@@ -263,12 +264,15 @@ def test_every_modeling_file_imports_the_shared_code_and_copies_none_of_it() -> 
         mod = importlib.import_module(f"p3b_hf.models.{Path(name).stem}")
         models += [c for c in vars(mod).values() if isinstance(c, type) and c.__module__ == mod.__name__]
         if "modeling_p3b_layers" in SHARED_IMPORTS[name]:  # the layer step and attention are the shared ones
-            fam = {"vit": "ViT", "beit": "Beit", "dinov2": "Dinov2"}[name.removesuffix(".py").split("_")[-1]]
+            fam = {"vit": "ViT", "beit": "Beit", "dinov2": "Dinov2", "clip": "CLIP"}[
+                name.removesuffix(".py").split("_")[-1]
+            ]
             assert issubclass(getattr(mod, f"P3B{fam}Layer"), modeling_p3b_layers._P3BLayerMixin)
-            assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
+            if fam != "CLIP":  # (CLIP uses P3BAttention itself, under no alias)
+                assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
             assert getattr(mod, f"P3B{fam}Layer").forward is modeling_p3b_layers._P3BLayerMixin.forward
     models = [c for c in models if issubclass(c, PreTrainedModel)]
-    assert len(models) == 15, models  # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 2 Swin, 2 ConvNeXt
+    assert len(models) == 18, models  # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 2 Swin, 2 ConvNeXt, 3 CLIP
     for cls in models:
         assert issubclass(cls, modeling_p3b_checkpoint._P3BStrictLoading), cls
 
