@@ -80,6 +80,7 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
     cfg = model.config if model is not None else obj
     cfg = flat_config(cfg)  # a nested stock config (CLIP): the flat full-width one
     fam = require_family(cfg, PLAIN)
+    lay = fam.pruned_layout
     patch = as_int(cfg.patch_size)
     grid = as_int(cfg.image_size) // patch
     img = image_size or as_int(cfg.image_size)
@@ -118,7 +119,7 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
         shared_rel_heads=shared_heads * rel_rows,
         mask_token=c if getattr(cfg, "use_mask_token", False) else 0,
         # one final LayerNorm (BEiT with mean pooling: the pooler's LN instead), + one on the embeddings (CLIP)
-        norms=2 * c * (2 if fam.pruned_layout.embed_norm else 1),
+        norms=2 * c * sum(1 for p in (lay.final_norm or lay.pool_norm, lay.embed_norm, lay.pooler_norm) if p),
         patch_bias=fam.patch_bias,
         num_heads=[],
         head_dims=[],

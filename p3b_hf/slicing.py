@@ -145,6 +145,7 @@ def _slice_plain(
         (keys.final_norm, mods.final_norm),
         (keys.pool_norm, mods.pool_norm),
         (keys.embed_norm, mods.embed_norm),
+        (keys.pooler_norm, mods.pooler_norm),
     )
     for key, norm in norms:
         if norm is not None:

@@ -132,6 +132,14 @@ def tiny_clip() -> torch.nn.Module:
 
 
 @pytest.fixture
+def tiny_clip_full(tiny_clip: torch.nn.Module) -> torch.nn.Module:
+    """``tiny_clip`` in its full-width pruned format (what load_model / the CLI hand to the methods)."""
+    from p3b_hf.models.families import prunable
+
+    return prunable(tiny_clip)
+
+
+@pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 

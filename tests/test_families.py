@@ -17,7 +17,7 @@ from transformers import AutoModelForImageClassification
 
 import p3b_hf
 from p3b_hf import UnsupportedModelError, WidthPlan, apply_width_plan, count_cost
-from p3b_hf.models.families import FAMILIES
+from p3b_hf.models.families import FAMILIES, prunable
 
 NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_clip"]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,7 +84,7 @@ def test_slicing_equals_masking(
 def test_removed_sub_blocks_become_exact_constants(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:
-    model = request.getfixturevalue(fixture)
+    model = prunable(request.getfixturevalue(fixture))  # (CLIP: its full-width twin, which locate reads)
     plan = WidthPlan.full(model.config)
     plan.layers[0].head_dims = []  # attention of layer 0: lambda_1 * o.bias remains
     plan.layers[1].mlp_in = []  # MLP of layer 1 reads nothing: lambda_2 * (fc2(gelu(b1)) + b2)
@@ -121,7 +121,7 @@ def test_vbp_fold_equals_mean_replacement(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:
     """The mean-shift fold goes into fc2's bias, before the layer scale: lambda * (W2 h_K + b2 + W2_R mu_R)."""
-    model = request.getfixturevalue(fixture)
+    model = prunable(request.getfixturevalue(fixture))  # (CLIP: its full-width twin, which locate reads)
     plan = WidthPlan.full(model.config)
     mods = p3b_hf.locate(model)
     f = mods.intermediate_size

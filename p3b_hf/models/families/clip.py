@@ -97,10 +97,14 @@ FAMILY = Family(
         fc1="mlp.fc1",
         act="mlp.activation_fn",
         fc2="mlp.fc2",
-        final_norm="post_layernorm",
+        final_norm=None,
         embed_norm="pre_layrnorm",
+        pooler_norm="post_layernorm",
     ),
-    pruned_layout=replace(PRUNED_VIT_LAYOUT, final_norm="post_layernorm", embed_norm="pre_layrnorm"),
+    # the classifier reads the raw encoder output: no final norm; ``post_layernorm`` feeds pooler_output only
+    pruned_layout=replace(
+        PRUNED_VIT_LAYOUT, final_norm=None, embed_norm="pre_layrnorm", pooler_norm="post_layernorm"
+    ),
     pooling=lambda _config: "mean",
     patch_bias=False,
     from_stock=from_stock,

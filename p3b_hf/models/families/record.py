@@ -50,8 +50,8 @@ def get_path(obj: Any, path: str | None) -> Any:
 class LayerPaths:
     """Where a plain family's pieces live: ``blocks`` from the backbone to its list of layers, the rest relative
     to one layer (``ls1`` / ``ls2``: layer scales; ``rel_bias``: the layer's relative position bias table;
-    ``None`` where the family has none), ``final_norm`` / ``pool_norm`` / ``shared_rel_bias`` relative to the
-    backbone. For the pruned format the paths are also the state-dict keys the slicer writes."""
+    ``None`` where the family has none), ``final_norm`` / ``pool_norm`` / ``shared_rel_bias`` / ``embed_norm`` / ``pooler_norm``
+    relative to the backbone (``None``: the family has none). For the pruned format the paths are also the state-dict keys the slicer writes."""
 
     blocks: str
     ln_before: str
@@ -66,11 +66,14 @@ class LayerPaths:
     ls1: str | None = None
     ls2: str | None = None
     rel_bias: str | None = None
-    final_norm: str = "layernorm"
+    final_norm: str | None = "layernorm"
     pool_norm: str | None = None
     shared_rel_bias: str | None = None
     #: a LayerNorm on the embeddings before the first layer (CLIP's ``pre_layrnorm``), relative to the backbone
     embed_norm: str | None = None
+    #: a LayerNorm only the backbone's ``pooler_output`` reads, not the classifier (CLIP's ``post_layernorm`` of
+    #: the CLS token): sliced with the embedding, never scored; relative to the backbone
+    pooler_norm: str | None = None
 
 
 #: transformers 5.x ViT-style layer (``vit.layers[i].attention.q_proj``)
