@@ -71,6 +71,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
     tiny_beit,
     tiny_beit_shared,
     tiny_dinov2,  # noqa: ANN001
+    tiny_clip,  # noqa: ANN001
     images: torch.Tensor,
 ) -> None:
     extra = {
@@ -79,6 +80,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
             tiny_beit_shared, _with_embed(nontrivial_plan(tiny_beit_shared.config))
         ),
         "dinov2": apply_width_plan(tiny_dinov2, _with_embed(nontrivial_plan(tiny_dinov2.config))),
+        "clip": apply_width_plan(tiny_clip, _with_embed(nontrivial_plan(tiny_clip.config))),
     }
     _check_stock_load(tmp_path, tiny_vit, tiny_deit_teacher, tiny_deit, images, extra=extra)
 

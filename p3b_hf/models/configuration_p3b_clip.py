@@ -27,6 +27,17 @@ class P3BCLIPConfig(P3BLayerWidths, CLIPVisionConfig):
 
     model_type = "p3b_clip"
     _family_dense_keys = ("attention_dropout", "initializer_factor", "projection_dim")
+    # a pruned residual stream need not be a multiple of the head count (heads keep their own per-layer widths),
+    # so the stock ``hidden_size % num_attention_heads`` check is left out
+    __class_validators__ = [
+        v for v in CLIPVisionConfig.__class_validators__ if v.__name__ != "validate_architecture"
+    ]
+
+    def validate(self) -> None:
+        """The stock class validators but ``validate_architecture`` (the stock ``validate`` reads the stock
+        class's list, so it is replaced here)."""
+        for validator in self.__class_validators__:
+            validator(self)
 
     @property
     def attention_probs_dropout_prob(self) -> float:
