@@ -354,7 +354,7 @@ def test_deploy_speed_fast_backend(threads) -> None:
     assert sp["backend"] == "fast" and sp["deploy_speed_vs_dense"] > 0 and sp["eager_speed_vs_dense"] > 0
 
 
-@pytest.mark.parametrize("family", ["tiny_beit", "tiny_dinov2", "swin", "convnext"])
+@pytest.mark.parametrize("family", ["tiny_beit", "tiny_dinov2", "swin", "convnext", "tiny_clip"])
 def test_other_families_export_their_hf_module(
     family: str, request: pytest.FixtureRequest, tmp_path: Path, threads
 ) -> None:

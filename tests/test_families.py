@@ -403,3 +403,20 @@ def test_vit_only_tools_refuse_the_new_families_clearly(tiny_beit, tiny_dinov2) 
             optimize_for_inference(pruned)
         with pytest.raises(P3BError, match="--pad-to"):
             pad_widths(pruned, 8)
+
+
+def test_unconverted_stock_clip_is_refused_where_modules_are_handed_out(
+    tiny_clip, images: torch.Tensor
+) -> None:  # noqa: ANN001
+    """CLIP's nested ``CLIPConfig`` is read through its full-width twin (``prunable``): read-only entry points
+    convert it themselves, but ``locate`` / ``locate_mlps`` (whose modules callers hook, gate and train) refuse
+    the stock model with the fix, instead of handing out modules of a copy that the caller's forward never runs."""
+    from p3b_hf.models import locate_mlps
+
+    for fn in (p3b_hf.locate, locate_mlps):
+        with pytest.raises(UnsupportedModelError, match=r"prunable\(model\)"):
+            fn(tiny_clip)
+    full = prunable(tiny_clip)
+    assert p3b_hf.locate(full).pooling == "mean" and p3b_hf.locate(full).final_norm is None
+    assert torch.equal(_logits(full, images), _logits(tiny_clip, images))
+    assert count_cost(tiny_clip.config) == count_cost(tiny_clip) == count_cost(full)
