@@ -71,9 +71,13 @@ def stock_model(family: str) -> torch.nn.Module:
     if family == "dinov2":
         cfg = {k: v for k, v in TINY.items() if k != "intermediate_size"}
         return tf.Dinov2ForImageClassification(tf.Dinov2Config(**cfg, mlp_ratio=2))
-    if family == "clip":  # openai/clip-vit-base-patch16 as a classifier: nested CLIPConfig, quick-GELU, pre-LN
+    if (
+        family == "clip"
+    ):  # openai/clip-vit-base-patch16 as a classifier: nested CLIPConfig, quick-GELU, pre-LN
         vision = {k: v for k, v in TINY.items() if k != "num_labels"}
-        return tf.CLIPForImageClassification(tf.CLIPConfig(vision_config=vision, num_labels=TINY["num_labels"]))
+        return tf.CLIPForImageClassification(
+            tf.CLIPConfig(vision_config=vision, num_labels=TINY["num_labels"])
+        )
     if family == "swin":
         return tf.SwinForImageClassification(
             tf.SwinConfig(
