@@ -56,25 +56,6 @@ def from_stock(model: Any) -> P3BCLIPForImageClassification:
     return pruned.to(ref.device).train(model.training)
 
 
-def demo_model(common: dict[str, Any], mlp_dim: int) -> Any:
-    """A random CLIP vision classifier with the demo's widths."""
-    from transformers import CLIPConfig, CLIPForImageClassification
-
-    keys = (
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "image_size",
-        "patch_size",
-        "num_channels",
-    )
-    vision = {k: common[k] for k in keys if k in common}
-    labels = {k: common[k] for k in ("num_labels", "id2label", "label2id") if k in common}
-    return CLIPForImageClassification(
-        CLIPConfig(vision_config=dict(vision, intermediate_size=mlp_dim), **labels)
-    )
-
-
 FAMILY = Family(
     name="clip",
     kind=PLAIN,
@@ -108,5 +89,4 @@ FAMILY = Family(
     pooling=lambda _config: "mean",
     patch_bias=False,
     from_stock=from_stock,
-    demo_model=demo_model,
 )
