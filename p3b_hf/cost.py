@@ -36,7 +36,15 @@ from typing import Any
 
 from torch import nn
 
-from .models.families import PLAIN, as_int, dense_intermediate_size, is_pruned_config, require_family
+from .models.families import (
+    PLAIN,
+    as_int,
+    dense_intermediate_size,
+    flat_config,
+    is_pruned_config,
+    prunable,
+    require_family,
+)
 
 
 @dataclass
@@ -58,6 +66,7 @@ class _Arch:
     shared_rel_heads: int  # columns of the shared relative position bias table (0: none)
     mask_token: int
     norms: int  # final LayerNorm and/or pooling LayerNorm (each 2C)
+    patch_bias: bool  # the patch projection has a bias
     num_heads: list[int]
     head_dims: list[int]
     mlp: list[int]
@@ -68,9 +77,11 @@ class _Arch:
 
 
 def _arch(obj: Any, image_size: int | None) -> _Arch:
-    model = obj if isinstance(obj, nn.Module) else None
-    cfg = obj.config if model is not None else obj
+    model = prunable(obj) if isinstance(obj, nn.Module) else None
+    cfg = model.config if model is not None else obj
+    cfg = flat_config(cfg)  # a nested stock config (CLIP): the flat full-width one
     fam = require_family(cfg, PLAIN)
+    lay = fam.pruned_layout
     patch = as_int(cfg.patch_size)
     grid = as_int(cfg.image_size) // patch
     img = image_size or as_int(cfg.image_size)
@@ -109,7 +120,9 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
         rel_per_layer=per_layer,
         shared_rel_heads=shared_heads * rel_rows,
         mask_token=c if fam.mask_token(cfg) else 0,
-        norms=2 * c,  # one final LayerNorm (BEiT with mean pooling: the pooler's LN instead)
+        # one final LayerNorm (BEiT with mean pooling: the pooler's LN instead), + one on the embeddings (CLIP)
+        norms=2 * c * sum(1 for p in (lay.final_norm or lay.pool_norm, lay.embed_norm, lay.pooler_norm) if p),
+        patch_bias=fam.patch_bias,
         num_heads=[],
         head_dims=[],
         mlp=[],
@@ -150,7 +163,7 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
     a = _arch(model_or_config, image_size)
     n_tok = a.patches + a.special + a.registers
     non_block = (
-        (a.c * a.patch_in + a.c)
+        (a.c * a.patch_in + (a.c if a.patch_bias else 0))
         + (a.special + a.registers) * a.c
         + a.mask_token
         + a.positions * a.c
@@ -158,7 +171,7 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
         + a.shared_rel_heads
         + a.n_heads_out * (a.head_in * a.labels + a.labels)
     )
-    macs = a.patches * a.c * (a.patch_in + 1) + a.n_heads_out * a.labels * (a.head_in + 1)
+    macs = a.patches * a.c * (a.patch_in + int(a.patch_bias)) + a.n_heads_out * a.labels * (a.head_in + 1)
     block = 0
     ls = 1 if a.layer_scale else 0
     for i in range(a.layers):

@@ -118,8 +118,12 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> 
     # base_model_name_or_path to find its dense original again -- resolves from any working directory
     source = str(p.resolve()) if p.is_dir() else name
     try:
-        return AutoModelForImageClassification.from_pretrained(
-            source, dtype=dtype, use_safetensors=True, **kwargs
+        from .models.families import prunable  # a nested stock config (CLIP) -> the full-width pruned format
+
+        return prunable(
+            AutoModelForImageClassification.from_pretrained(
+                source, dtype=dtype, use_safetensors=True, **kwargs
+            )
         )
     except OSError as e:
         raise CheckpointError(f"Cannot load model {name!r}: {e}") from e

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PlanError
-from .models.families import dense_intermediate_size, family_of
+from .models.families import dense_intermediate_size, family_of, flat_config
 from .models.locator import MLPView, ViTModules
 
 SUBSETS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
@@ -105,6 +105,7 @@ class WidthPlan:
                 block_num_heads=[h for stage in heads for h in stage],
                 block_head_dims=[d for stage in hds for d in stage],
             )
+        config = flat_config(config)  # a nested stock config (CLIP): the flat full-width one
         heads = int(config.num_attention_heads)
         return cls(
             hidden_size=int(config.hidden_size),

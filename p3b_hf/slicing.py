@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import PlanError
-from .models.families import Family, family_of, is_pruned_config, require_family
+from .models.families import Family, family_of, is_pruned_config, prunable, require_family
 from .models.locator import ViTModules, locate, locate_mlps
 from .plan import SUBSETS, WidthPlan
 
@@ -63,7 +63,7 @@ def apply_width_plan(
     ``kept_head_dim**-0.5`` as Isomorphic Pruning does (plain families). ``layernorm_mode`` is recorded in the
     config (plain families).
     """
-    model = getattr(model, "module", model)
+    model = prunable(getattr(model, "module", model))
     fam = family_of(model)
     if fam is None:
         locate(model)  # the one UnsupportedModelError
@@ -142,8 +142,15 @@ def _slice_plain(
     if mods.position_embeddings is not None:
         sd[f"{prefix}.embeddings.position_embeddings"] = mods.position_embeddings[..., e_idx]
     sd[f"{prefix}.embeddings.patch_embeddings.projection.weight"] = mods.patch_projection.weight[e_idx]
-    sd[f"{prefix}.embeddings.patch_embeddings.projection.bias"] = mods.patch_projection.bias[e_idx]
-    for key, norm in ((keys.final_norm, mods.final_norm), (keys.pool_norm, mods.pool_norm)):
+    if mods.patch_projection.bias is not None:
+        sd[f"{prefix}.embeddings.patch_embeddings.projection.bias"] = mods.patch_projection.bias[e_idx]
+    norms = (
+        (keys.final_norm, mods.final_norm),
+        (keys.pool_norm, mods.pool_norm),
+        (keys.embed_norm, mods.embed_norm),
+        (keys.pooler_norm, mods.pooler_norm),
+    )
+    for key, norm in norms:
         if norm is not None:
             sd[f"{prefix}.{key}.weight"] = norm.weight[e_idx]
             sd[f"{prefix}.{key}.bias"] = norm.bias[e_idx]

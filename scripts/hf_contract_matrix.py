@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-FAMILIES = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "dinov2_with_registers", "ijepa")
+FAMILIES = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "dinov2_with_registers", "ijepa", "clip")
 TINY = dict(
     hidden_size=48,
     num_hidden_layers=3,
@@ -78,6 +78,13 @@ def stock_model(family: str) -> torch.nn.Module:
         )
     if family == "ijepa":  # facebook/ijepa_*: no CLS token, the classifier reads the patch mean
         return tf.IJepaForImageClassification(tf.IJepaConfig(**TINY))
+    if (
+        family == "clip"
+    ):  # openai/clip-vit-base-patch16 as a classifier: nested CLIPConfig, quick-GELU, pre-LN
+        vision = {k: v for k, v in TINY.items() if k != "num_labels"}
+        return tf.CLIPForImageClassification(
+            tf.CLIPConfig(vision_config=vision, num_labels=TINY["num_labels"])
+        )
     if family == "swin":
         return tf.SwinForImageClassification(
             tf.SwinConfig(
@@ -167,6 +174,9 @@ def check_pipeline_features(case: Case) -> None:
 
 def _num_maps(config: Any) -> int:
     """Attention maps per forward: one per layer; Swin: one per stage (its last block's, stock convention)."""
+    from p3b_hf.models.families import flat_config
+
+    config = flat_config(config)  # a nested stock config (CLIP): the flat one
     return len(config.depths) if hasattr(config, "depths") else int(config.num_hidden_layers)
 
 
@@ -197,7 +207,9 @@ def check_hidden_states(case: Case) -> None:
     model = case.load()
     with torch.no_grad():
         out = model(pixel_values=case.images, output_hidden_states=True)
-    cfg = model.config
+    from p3b_hf.models.families import flat_config
+
+    cfg = flat_config(model.config)  # a nested stock config (CLIP): the flat one
     expected = (len(cfg.depths) if hasattr(cfg, "depths") else cfg.num_hidden_layers) + 1
     hs = out.hidden_states
     assert hs is not None and len(hs) == expected, f"hidden states: {None if hs is None else len(hs)}"

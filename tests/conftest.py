@@ -134,10 +134,29 @@ def tiny_dinov2_registers() -> Dinov2WithRegistersForImageClassification:
 
 
 @pytest.fixture
+def tiny_clip() -> torch.nn.Module:
+    """Stock ``CLIPForImageClassification`` (nested ``CLIPConfig``; quick-GELU, pre-LN on the embeddings)."""
+    from transformers import CLIPConfig, CLIPForImageClassification
+
+    torch.manual_seed(6)
+    vision = {k: v for k, v in TINY.items() if k != "num_labels"}
+    model = CLIPForImageClassification(CLIPConfig(vision_config=vision, num_labels=TINY["num_labels"]))
+    return _randomise_family(model, 6)
+
+
+@pytest.fixture
 def tiny_ijepa() -> IJepaForImageClassification:
     """I-JEPA: no CLS token, the classifier reads the mean of the normalised patch tokens."""
     torch.manual_seed(6)
     return _randomise_family(IJepaForImageClassification(IJepaConfig(**TINY)), 6)
+
+
+@pytest.fixture
+def tiny_clip_full(tiny_clip: torch.nn.Module) -> torch.nn.Module:
+    """``tiny_clip`` in its full-width pruned format (what load_model / the CLI hand to the methods)."""
+    from p3b_hf.models.families import prunable
+
+    return prunable(tiny_clip)
 
 
 @pytest.fixture

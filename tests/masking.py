@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from p3b_hf.models.families import prunable
 from p3b_hf.models.locator import locate
 from p3b_hf.plan import WidthPlan
 
@@ -22,6 +23,7 @@ def masked_forward(
 
     ``mlp_fill[i]``: replace dropped MLP activations of layer i by these values instead of zero.
     """
+    model = prunable(model)  # a nested stock config (CLIP): its full-width pruned twin, the same function
     mods = locate(model)
     handles = []
 

@@ -254,7 +254,7 @@ def test_generated_flags_round_trip_to_the_same_options(command: str) -> None:
 
 #: family names as string literals, model_type comparisons, the pruned classes' module names
 _FAMILY_NAMES = re.compile(
-    r'"(vit|deit|beit|dinov2|swin|convnext)"|model_type ==|model_type in|p3b_(vit|deit|beit|dinov2|swin|convnext)'
+    r'"(vit|deit|beit|dinov2|swin|convnext|clip)"|model_type ==|model_type in|p3b_(vit|deit|beit|dinov2|swin|convnext|clip)'
 )
 #: "deit" that is not the family: DeiT's augmentation recipe (--augment deit) and KD loss scaling (--kd-reduction)
 _RECIPE_DEIT = {

@@ -17,9 +17,9 @@ from transformers import AutoModelForImageClassification
 
 import p3b_hf
 from p3b_hf import UnsupportedModelError, WidthPlan, apply_width_plan, count_cost
-from p3b_hf.models.families import FAMILIES
+from p3b_hf.models.families import FAMILIES, prunable
 
-NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"]
+NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "tiny_clip"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -86,7 +86,7 @@ def test_slicing_equals_masking(
 def test_removed_sub_blocks_become_exact_constants(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:
-    model = request.getfixturevalue(fixture)
+    model = prunable(request.getfixturevalue(fixture))  # (CLIP: its full-width twin, which locate reads)
     plan = WidthPlan.full(model.config)
     plan.layers[0].head_dims = []  # attention of layer 0: lambda_1 * o.bias remains
     plan.layers[1].mlp_in = []  # MLP of layer 1 reads nothing: lambda_2 * (fc2(gelu(b1)) + b2)
@@ -123,7 +123,7 @@ def test_vbp_fold_equals_mean_replacement(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:
     """The mean-shift fold goes into fc2's bias, before the layer scale: lambda * (W2 h_K + b2 + W2_R mu_R)."""
-    model = request.getfixturevalue(fixture)
+    model = prunable(request.getfixturevalue(fixture))  # (CLIP: its full-width twin, which locate reads)
     plan = WidthPlan.full(model.config)
     mods = p3b_hf.locate(model)
     f = mods.intermediate_size
@@ -195,7 +195,7 @@ def test_save_reload_and_stock_checkpoint(
     ).eval()
     pruned.save_pretrained(tmp_path / "pruned")
     files = {p.name for p in (tmp_path / "pruned").iterdir()}
-    name = model.base_model_prefix
+    name = p3b_hf.models.family_of(model).name
     assert {f"configuration_p3b_{name}.py", f"modeling_p3b_{name}.py", "model.safetensors"} <= files
     again = AutoModelForImageClassification.from_pretrained(tmp_path / "pruned")
     assert type(again) is type(pruned) and again.config.pruning_method == "test"
@@ -203,9 +203,12 @@ def test_save_reload_and_stock_checkpoint(
     # a full-width config loads the stock checkpoint's state dict (stock parameter names) unchanged
     model.save_pretrained(tmp_path / "stock")
     fam = FAMILIES[name]
-    full = fam.model_class.from_pretrained(
-        tmp_path / "stock", config=fam.config_class.from_dense_config(model.config)
-    )
+    if fam.from_stock is not None:  # a nested stock config (CLIP): converted, not loaded under its own keys
+        full = fam.from_stock(AutoModelForImageClassification.from_pretrained(tmp_path / "stock"))
+    else:
+        full = fam.model_class.from_pretrained(
+            tmp_path / "stock", config=fam.config_class.from_dense_config(model.config)
+        )
     assert torch.equal(_logits(full.eval(), images), _logits(model, images))
 
 
@@ -230,6 +233,7 @@ SHARED_IMPORTS = {
         "modeling_p3b_layers",
         "modeling_p3b_vit",
     },
+    "modeling_p3b_clip.py": {"configuration_p3b_clip", "configuration_p3b_widths", "modeling_p3b_layers"},
 }
 SHARED_MODULES = ("modeling_p3b_layers.py", "modeling_p3b_checkpoint.py", "configuration_p3b_widths.py")
 
@@ -283,36 +287,29 @@ def test_every_modeling_file_imports_the_shared_code_and_copies_none_of_it() -> 
                 "dinov2": "Dinov2",
                 "registers": "Dinov2WithRegisters",
                 "ijepa": "IJepa",
+                "clip": "CLIP",
             }[name.removesuffix(".py").split("_")[-1]]
             assert issubclass(getattr(mod, f"P3B{fam}Layer"), modeling_p3b_layers._P3BLayerMixin)
-            assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
+            if fam != "CLIP":  # (CLIP uses P3BAttention itself, under no alias)
+                assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
             assert getattr(mod, f"P3B{fam}Layer").forward is modeling_p3b_layers._P3BLayerMixin.forward
     models = [c for c in models if issubclass(c, PreTrainedModel)]
-    assert len(models) == 21, (
-        models
-    )  # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 3 DINOv2+reg, 2 Swin, 2 ConvNeXt, 3 I-JEPA
+    # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 3 DINOv2+reg, 2 Swin, 2 ConvNeXt, 3 I-JEPA, 3 CLIP
+    assert len(models) == 24, models
     for cls in models:
         assert issubclass(cls, modeling_p3b_checkpoint._P3BStrictLoading), cls
 
 
-@pytest.mark.parametrize("builder", ["clip"])
+@pytest.mark.parametrize("builder", ["siglip"])
 def test_unsupported_families_get_one_clear_error(builder: str) -> None:
-    """(Swin and ConvNeXt are supported by VBP / global since issue 17: tests/test_stage_families.py.)"""
+    """(Swin and ConvNeXt are supported by VBP / global since issue 17: tests/test_stage_families.py; CLIP,
+    DINOv2 with registers and I-JEPA since issue 27.)"""
     import transformers as tf
 
-    tiny = dict(num_labels=3)
+    tiny = dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1)
     model = {
-        "clip": lambda: tf.CLIPForImageClassification(
-            tf.CLIPConfig(
-                vision_config=dict(
-                    hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1
-                ),
-                text_config=dict(
-                    hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1
-                ),
-                projection_dim=8,
-                **tiny,
-            )
+        "siglip": lambda: tf.SiglipForImageClassification(
+            tf.SiglipConfig(vision_config=tiny, text_config=dict(tiny, vocab_size=10), num_labels=3)
         ),
     }[builder]()
     with pytest.raises(UnsupportedModelError) as err:
@@ -324,7 +321,7 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
         and "Dinov2ForImageClassification" in msg
     )
     assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
-    assert "IJepaForImageClassification" in msg  # the list is generated from the registry
+    assert "IJepaForImageClassification" in msg and "CLIPForImageClassification" in msg  # from the registry
 
 
 @pytest.mark.parametrize("registers", [False, True])
@@ -419,3 +416,20 @@ def test_vit_only_tools_refuse_the_new_families_clearly(tiny_beit, tiny_dinov2) 
             optimize_for_inference(pruned)
         with pytest.raises(P3BError, match="--pad-to"):
             pad_widths(pruned, 8)
+
+
+def test_unconverted_stock_clip_is_refused_where_modules_are_handed_out(
+    tiny_clip, images: torch.Tensor
+) -> None:  # noqa: ANN001
+    """CLIP's nested ``CLIPConfig`` is read through its full-width twin (``prunable``): read-only entry points
+    convert it themselves, but ``locate`` / ``locate_mlps`` (whose modules callers hook, gate and train) refuse
+    the stock model with the fix, instead of handing out modules of a copy that the caller's forward never runs."""
+    from p3b_hf.models import locate_mlps
+
+    for fn in (p3b_hf.locate, locate_mlps):
+        with pytest.raises(UnsupportedModelError, match=r"prunable\(model\)"):
+            fn(tiny_clip)
+    full = prunable(tiny_clip)
+    assert p3b_hf.locate(full).pooling == "mean" and p3b_hf.locate(full).final_norm is None
+    assert torch.equal(_logits(full, images), _logits(tiny_clip, images))
+    assert count_cost(tiny_clip.config) == count_cost(tiny_clip) == count_cost(full)

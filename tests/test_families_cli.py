@@ -53,7 +53,14 @@ def _dense_dir(root: Path, family: str) -> Path:
     common = dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, **LABELS
     )
-    if family == "beit":
+    if family == "clip":  # the nested stock CLIPConfig (what openai/clip-vit-base-patch16 loads as)
+        from transformers import CLIPConfig, CLIPForImageClassification
+
+        vision = {k: v for k, v in common.items() if k not in LABELS}
+        model = CLIPForImageClassification(
+            CLIPConfig(vision_config=dict(vision, intermediate_size=64), **LABELS)
+        )
+    elif family == "beit":
         model = BeitForImageClassification(
             BeitConfig(intermediate_size=64, use_relative_position_bias=True, **common)
         )
@@ -80,6 +87,7 @@ def _dense_dir(root: Path, family: str) -> Path:
         ("dinov2", ["global", "--importance", "taylor", "--taylor-batches", "1"]),
         ("dinov2_with_registers", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
         ("ijepa", ["p3b", "--update-every", "1", "--bpi-every", "1"]),  # BPI reads the patch mean (no CLS)
+        ("clip", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
     ],
 )
 def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path: Path) -> None:
@@ -121,6 +129,7 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
         "dinov2": "Dinov2",
         "dinov2_with_registers": "Dinov2WithRegisters",
         "ijepa": "IJepa",
+        "clip": "CLIP",
     }[family]
     assert type(model).__name__ == f"P3B{cls}ForImageClassification"
     n = sum(p.numel() for p in model.parameters())

@@ -34,7 +34,14 @@ from p3b_hf.methods.statistics import collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan
 from p3b_hf.trainer import P3BConfig, P3BTrainer
 
-FAMS = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"]
+FAMS = [
+    "tiny_beit",
+    "tiny_beit_shared",
+    "tiny_dinov2",
+    "tiny_dinov2_registers",
+    "tiny_ijepa",
+    "tiny_clip_full",
+]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -98,7 +105,9 @@ def test_p3b_block_sizes_add_up_to_the_model(fixture: str, request: pytest.Fixtu
     """|W_b| (Linears + LayerNorm + layer scale + per-layer bias table) + non-block params = all params."""
     model = request.getfixturevalue(fixture)
     dims = Dims.from_config(model.config)
-    assert dims.k_bias == (fixture in ("tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"))
+    assert dims.k_bias == (
+        fixture in ("tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "tiny_clip_full")
+    )
     total = float(block_params(dims).sum()) + count_cost(model)["non_block_params"]
     assert total == sum(p.numel() for p in model.parameters())
 
@@ -111,6 +120,7 @@ def test_p3b_block_sizes_add_up_to_the_model(fixture: str, request: pytest.Fixtu
         ("tiny_dinov2", "cls"),
         ("tiny_dinov2_registers", "cls"),
         ("tiny_ijepa", "mean_patches"),  # no CLS token: the mean of all tokens
+        ("tiny_clip_full", "mean_patches"),  # CLIP's classifier reads the mean of the patch tokens
     ],
 )
 def test_bpi_class_heads_read_what_the_family_classifies_from(
@@ -207,7 +217,9 @@ def test_p3b_run_reaches_the_ratio_and_the_saved_model_equals_the_masked_one(
 
 
 # ------------------------------------------------------------------------------------------------ VBP
-@pytest.mark.parametrize("fixture", ["tiny_beit", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"])
+@pytest.mark.parametrize(
+    "fixture", ["tiny_beit", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "tiny_clip_full"]
+)
 def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
 ) -> None:
@@ -252,8 +264,9 @@ def test_every_criterion_channel_ratio_on_both_families(
     tiny_dinov2,  # noqa: ANN001
     tiny_dinov2_registers,  # noqa: ANN001
     tiny_ijepa,  # noqa: ANN001
+    tiny_clip_full,  # noqa: ANN001
 ) -> None:
-    for model in (tiny_beit, tiny_dinov2, tiny_dinov2_registers, tiny_ijepa):
+    for model in (tiny_beit, tiny_dinov2, tiny_dinov2_registers, tiny_ijepa, tiny_clip_full):
         plan = global_plan(model, _batches(), criterion, ratio=0.5, taylor_batches=2, hessian_samples=4)
         kept = plan.meta["kept"]
         n = 48 + 3 * 12 + 3 * 96

@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoModelForImageClassification, pipeline
 
 import p3b_hf
 from p3b_hf import WidthPlan, apply_width_plan
+from p3b_hf.models.families import family_of, flat_config
 
 FAMILIES = [
     "tiny_vit",
@@ -28,6 +29,7 @@ FAMILIES = [
     "tiny_dinov2",
     "tiny_dinov2_registers",
     "tiny_ijepa",
+    "tiny_clip",
 ]
 #: entry points that do not depend on BEiT's bias layout run on one BEiT variant only (CI time)
 MAIN = ["tiny_vit", "tiny_deit", "tiny_beit", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa"]
@@ -36,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _stock_base_class(model: torch.nn.Module) -> type:
     """The stock backbone class of a stock classifier (what ``AutoModel`` loads from its checkpoint)."""
-    return type(getattr(model, model.base_model_prefix))
+    return type(getattr(model, family_of(model).prefix))
 
 
 def _processor(size: int, family: str):  # noqa: ANN202
@@ -53,7 +55,7 @@ def saved(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     """(stock model, stock dir, full-width pruned model, pruned dir), both dirs with an image processor."""
     stock = request.getfixturevalue(request.param).eval()
     pruned = apply_width_plan(stock, WidthPlan.full(stock.config)).eval()
-    proc = _processor(int(stock.config.image_size), request.param)
+    proc = _processor(int(flat_config(stock.config).image_size), request.param)
     stock_dir, pruned_dir = tmp_path / "stock", tmp_path / "pruned"
     for model, d in ((stock, stock_dir), (pruned, pruned_dir)):
         model.save_pretrained(d)
@@ -119,8 +121,9 @@ def test_hidden_states_attentions_and_tuples(saved, images: torch.Tensor) -> Non
         ref = eager_stock(pixel_values=images, output_hidden_states=True, output_attentions=True)
         for model in (eager_ours, pruned):  # sdpa models compute the weights eagerly when asked for them
             out = model(pixel_values=images, output_hidden_states=True, output_attentions=True)
-            assert len(out.hidden_states) == len(ref.hidden_states) == stock.config.num_hidden_layers + 1
-            assert len(out.attentions) == len(ref.attentions) == stock.config.num_hidden_layers
+            n = flat_config(stock.config).num_hidden_layers  # (CLIP: the nested config's vision tower)
+            assert len(out.hidden_states) == len(ref.hidden_states) == n + 1
+            assert len(out.attentions) == len(ref.attentions) == n
             for a, b in zip(out.hidden_states, ref.hidden_states):
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
             for a, b in zip(out.attentions, ref.attentions):

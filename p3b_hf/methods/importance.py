@@ -155,7 +155,9 @@ def structure_scores(
         )
         head_dims.append(inner.view(mods.num_heads, mods.head_dim).mean(0))
         mlp.append(_normalize(_reduce_group([rows(lm.fc1), cols(lm.fc2)], reduction), normalizer))
-    embed += [s(norm.weight) for norm in (mods.final_norm, mods.pool_norm) if norm is not None]
+    embed += [
+        s(norm.weight) for norm in (mods.final_norm, mods.pool_norm, mods.embed_norm) if norm is not None
+    ]
     c = mods.hidden_size
     for (
         h

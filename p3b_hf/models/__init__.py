@@ -2,6 +2,7 @@
 record per family, one registry) and the module locator."""
 
 from .configuration_p3b_beit import P3BBeitConfig
+from .configuration_p3b_clip import P3BCLIPConfig
 from .configuration_p3b_convnext import P3BConvNextConfig
 from .configuration_p3b_dinov2 import P3BDinov2Config
 from .configuration_p3b_dinov2_with_registers import P3BDinov2WithRegistersConfig
@@ -11,6 +12,7 @@ from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
 from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, Family, StageFamily, family_of, register_family
 from .locator import LayerModules, MLPView, ViTModules, locate, locate_mlps
 from .modeling_p3b_beit import P3BBeitForImageClassification, P3BBeitModel
+from .modeling_p3b_clip import P3BCLIPForImageClassification, P3BCLIPModel
 from .modeling_p3b_convnext import P3BConvNextForImageClassification, P3BConvNextModel
 from .modeling_p3b_dinov2 import P3BDinov2ForImageClassification, P3BDinov2Model
 from .modeling_p3b_dinov2_with_registers import (
@@ -57,6 +59,9 @@ __all__ = [
     "StageFamily",
     "MLPView",
     "locate_mlps",
+    "P3BCLIPConfig",
+    "P3BCLIPForImageClassification",
+    "P3BCLIPModel",
     "P3BDinov2WithRegistersConfig",
     "P3BDinov2WithRegistersForImageClassification",
     "P3BDinov2WithRegistersModel",

@@ -35,6 +35,7 @@ from .families import (
     get_path,
     is_pruned_config,
     is_supported_config,
+    needs_conversion,
     staged_family_of,
     unsupported_model_error,
 )
@@ -90,6 +91,8 @@ class ViTModules:
     mask_token: nn.Parameter | None = None
     shared_rel_bias: nn.Parameter | None = None  # BEiT's shared relative position bias table [R, heads]
     pool_norm: nn.LayerNorm | None = None
+    embed_norm: nn.LayerNorm | None = None  # a LayerNorm on the embeddings (CLIP's pre_layrnorm)
+    pooler_norm: nn.LayerNorm | None = None  # read by pooler_output only, not by the classifier
     pooling: str = "cls"
     layer_norm_eps: float = 1e-12
     #: register tokens ``[1, R, C]`` between the special tokens and the patches (no position embedding)
@@ -163,6 +166,17 @@ def require_plain_vit(model: nn.Module, what: str) -> None:
         )
 
 
+def _refuse_unconverted(model: nn.Module) -> None:
+    """A stock classifier whose record converts it first (CLIP: nested ``CLIPConfig``) is refused here, not
+    converted: the modules handed out must be the ones the caller runs (hooks, gates, gradients)."""
+    if needs_conversion(model):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is read in its full-width pruned format: convert it once with "
+            "model = p3b_hf.models.families.prunable(model) (the same function, bit for bit; p3b_hf.load_model "
+            "and the CLI do this on load), then prune, score or train that model."
+        )
+
+
 def _param(x: object) -> nn.Parameter | None:
     """A layer-scale attribute: a Parameter, or a plain float 1.0 when the family's layer scale is off."""
     return x if isinstance(x, torch.Tensor) else None
@@ -190,6 +204,7 @@ def _layer(blk: nn.Module, paths: LayerPaths) -> LayerModules:
 def locate(model: nn.Module) -> ViTModules:
     """Return the :class:`ViTModules` of ``model`` or raise :class:`UnsupportedModelError`."""
     model = getattr(model, "module", model)  # DDP / accelerate wrappers
+    _refuse_unconverted(model)
     require_plain_vit(model, "This code path (P3B's gates, layer-wise ViT plans, optimize_for_inference)")
     fam = family_of(model)
     if fam is None:
@@ -231,6 +246,8 @@ def locate(model: nn.Module) -> ViTModules:
         mask_token=getattr(emb, "mask_token", None),
         shared_rel_bias=_param(shared),
         pool_norm=get_path(base, paths.pool_norm) if pooling == "mean" else None,
+        embed_norm=get_path(base, paths.embed_norm),
+        pooler_norm=get_path(base, paths.pooler_norm),
         pooling=pooling,
         layer_norm_eps=float(cfg.layer_norm_eps),
         register_tokens=getattr(emb, "register_tokens", None),
@@ -336,6 +353,7 @@ class MLPView:
 def locate_mlps(model: nn.Module) -> MLPView:
     """The :class:`MLPView` of any supported classifier (plain-ViT families via :func:`locate`)."""
     model = getattr(model, "module", model)
+    _refuse_unconverted(model)
     fam = stage_family_of(model)
     if fam is None:
         mods = locate(model)

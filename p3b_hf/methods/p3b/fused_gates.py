@@ -42,7 +42,8 @@ def _layernorm(ln: nn.LayerNorm, gates: GateSet, gate: str, layer: int) -> Calla
         m = gates.effective(gate, layer)
         w = m if ln.weight is None else ln.weight * m
         b = None if ln.bias is None else ln.bias * m
-        return F.layer_norm(x, ln.normalized_shape, w, b, ln.eps)
+        # (a full-width pruned-format model's P3BLayerNorm normalises its whole input, like nn.LayerNorm)
+        return F.layer_norm(x, getattr(ln, "normalized_shape", (x.shape[-1],)), w, b, ln.eps)
 
     return forward
 

@@ -10,6 +10,7 @@ BEiT         plain   ``lambda_1/2``         per layer and/  LN(mean of patches) 
 DINOv2       plain   ``layer_scale1/2``     --              [CLS, mean of patches] (2C)     ``qkv_bias``
 DINOv2+reg   plain   ``layer_scale1/2``     --              [CLS, mean of patches] (2C,     ``qkv_bias``
                                                             registers left out)
+CLIP         plain   --                     --              mean of patches (no norm)       yes
 Swin         staged  --                     per block       LN(mean of tokens)              ``qkv_bias``
 ConvNeXt     staged  ``gamma``              --              LN(mean of positions)           --
 I-JEPA       plain   --                     --              mean of LN(patches), no CLS     ``qkv_bias``
@@ -23,7 +24,7 @@ record and one :func:`register_family` call (docs/architecture.md, "Add a model 
 
 from __future__ import annotations
 
-from . import beit, convnext, deit, dinov2, dinov2_with_registers, ijepa, swin, vit
+from . import beit, clip, convnext, deit, dinov2, dinov2_with_registers, ijepa, swin, vit
 from .record import (
     PLAIN,
     PRUNED_VIT_LAYOUT,
@@ -44,8 +45,11 @@ from .registry import (
     family_by_name,
     family_of,
     family_of_config,
+    flat_config,
     is_pruned_config,
     is_supported_config,
+    needs_conversion,
+    prunable,
     pruned_configs,
     pruned_model_types,
     register_family,
@@ -62,6 +66,7 @@ for _module in (vit, deit, beit, dinov2, swin, convnext, dinov2_with_registers):
     register_family(_module.FAMILY)
 register_family(ijepa.FAMILY)
 del _module
+register_family(clip.FAMILY)
 
 #: read-only views of the registry by kind (compatibility: the names of the two former registries)
 FAMILIES: dict[str, Family] = {f.name: f for f in families(PLAIN)}
@@ -95,12 +100,15 @@ __all__ = [
     "dense_intermediate_size",
     "families",
     "family_by_name",
+    "flat_config",
     "family_of",
     "family_of_config",
     "is_pruned_config",
     "is_supported_config",
+    "needs_conversion",
     "pruned_configs",
     "pruned_model_types",
+    "prunable",
     "register_family",
     "require_family",
     "stage_family_of_config",

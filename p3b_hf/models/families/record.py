@@ -50,8 +50,8 @@ def get_path(obj: Any, path: str | None) -> Any:
 class LayerPaths:
     """Where a plain family's pieces live: ``blocks`` from the backbone to its list of layers, the rest relative
     to one layer (``ls1`` / ``ls2``: layer scales; ``rel_bias``: the layer's relative position bias table;
-    ``None`` where the family has none), ``final_norm`` / ``pool_norm`` / ``shared_rel_bias`` relative to the
-    backbone. For the pruned format the paths are also the state-dict keys the slicer writes."""
+    ``None`` where the family has none), ``final_norm`` / ``pool_norm`` / ``shared_rel_bias`` / ``embed_norm`` / ``pooler_norm``
+    relative to the backbone (``None``: the family has none). For the pruned format the paths are also the state-dict keys the slicer writes."""
 
     blocks: str
     ln_before: str
@@ -66,9 +66,14 @@ class LayerPaths:
     ls1: str | None = None
     ls2: str | None = None
     rel_bias: str | None = None
-    final_norm: str = "layernorm"
+    final_norm: str | None = "layernorm"
     pool_norm: str | None = None
     shared_rel_bias: str | None = None
+    #: a LayerNorm on the embeddings before the first layer (CLIP's ``pre_layrnorm``), relative to the backbone
+    embed_norm: str | None = None
+    #: a LayerNorm only the backbone's ``pooler_output`` reads, not the classifier (CLIP's ``post_layernorm`` of
+    #: the CLS token): sliced with the embedding, never scored; relative to the backbone
+    pooler_norm: str | None = None
 
 
 #: transformers 5.x ViT-style layer (``vit.layers[i].attention.q_proj``)
@@ -172,9 +177,9 @@ class Family:
     # ------------------------------------------------------------ plain families
     stock_layout: LayerPaths | None = None
     pruned_layout: LayerPaths | None = None
-    #: config -> what the classifier reads: "cls", "mean" (LN of the patch mean), "cls+mean" (concatenated) or
-    #: "patch_mean" (the mean of the final-normalised tokens after the special ones, no pooling LN: a family
-    #: without a CLS token, whose ``special_tokens`` is then 0)
+    #: config -> what the classifier reads: "cls", "mean" (the patch mean, through ``pool_norm`` where the layout
+    #: has one), "cls+mean" (concatenated) or "patch_mean" (the mean of the final-normalised tokens after the
+    #: special ones, no pooling LN: a family without a CLS token, whose ``special_tokens`` is then 0)
     pooling: Callable[[Any], str] = _cls
     #: config -> special tokens before the patches (CLS [+ distillation])
     special_tokens: Callable[[Any], int] = _special_tokens
@@ -194,6 +199,12 @@ class Family:
     rel_bias: RelativePositionBias | None = None
     #: config -> why p3b_hf refuses this model (None: it does not)
     refuse: Callable[[Any], str | None] = lambda _config: None
+    #: whether the patch projection has a bias (CLIP's Conv has none)
+    patch_bias: bool = True
+    #: stock classifier -> the same function in the family's full-width pruned format, for a stock model whose
+    #: layout generic code cannot read as is (CLIP: a nested ``CLIPConfig``, the ``vision_config`` holds the
+    #: widths); ``None``: generic code reads the stock model directly. Applied by :func:`~.registry.prunable`.
+    from_stock: Callable[[Any], Any] | None = None
     # ------------------------------------------------------------ staged families
     stage_paths: StagePaths | None = None
     dense_widths: Callable[[Any], list[list[int]]] | None = None  # config -> MLP width per stage and block

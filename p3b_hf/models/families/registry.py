@@ -119,6 +119,31 @@ def family_of(obj: Any) -> Family | None:
     return _BY_MODEL_TYPE.get(_model_type(obj))
 
 
+def needs_conversion(model: Any) -> bool:
+    """Whether ``model`` is a stock classifier that generic code reads only after its record's ``from_stock``
+    hook converted it (:func:`prunable`)."""
+    inner = getattr(model, "module", model)
+    fam = family_of(inner) if hasattr(inner, "config") else None
+    return fam is not None and fam.from_stock is not None and not is_pruned_config(inner.config)
+
+
+def prunable(model: Any) -> Any:
+    """``model`` itself, or -- for a stock classifier whose record has a ``from_stock`` hook -- the same function
+    in the family's full-width pruned format (bit for bit), which every generic code path reads. Models of
+    other families, pruned models and non-models pass through unchanged."""
+    inner = getattr(model, "module", model)
+    return family_of(inner).from_stock(inner) if needs_conversion(inner) else model
+
+
+def flat_config(config: Any) -> Any:
+    """``config`` itself, or -- for a stock config of a family with a ``from_stock`` hook (CLIP's nested
+    ``CLIPConfig``) -- the equivalent full-width pruned config, whose fields generic code reads."""
+    fam = family_of(config)
+    if fam is None or fam.from_stock is None or is_pruned_config(config):
+        return config
+    return fam.config_class.from_dense_config(config)
+
+
 def family_by_name(name: str) -> Family:
     """The record registered under stock ``model_type`` ``name`` (KeyError naming the registered ones)."""
     try:
