@@ -261,7 +261,7 @@ _RECIPE_DEIT = {
     "p3b_hf/transforms.py",
     "p3b_hf/training.py",
     "p3b_hf/options.py",
-    "p3b_hf/data.py",
+    "p3b_hf/data/transformed.py",
     "p3b_hf/methods/p3b/trainer.py",
 }
 

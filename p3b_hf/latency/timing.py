@@ -91,7 +91,8 @@ class BackendClock:
         if self.backend == "torch":
             module = module.to(self.device)
             return lambda x: module(x)
-        from ..export import _quiet, session
+        from ..export import session
+        from ..export.stack import _quiet
 
         self._n += 1
         path = Path(self._tmp.name) / f"probe{self._n}.onnx"
@@ -125,7 +126,8 @@ class BackendClock:
     def deployed_runner(self, model: nn.Module, name: str) -> Callable[[torch.Tensor], Any]:
         """The model as deployed: :func:`p3b_hf.export.deploy_module` (residual ops folded), exported to ONNX
         and run in onnxruntime, or run in PyTorch on the device."""
-        from ..export import _ort_runner, deploy_module, export_onnx, session
+        from ..export import deploy_module, export_onnx, session
+        from ..export.speed import _ort_runner
 
         module = deploy_module(model.cpu().float().eval())
         if self.backend == "torch":
@@ -136,7 +138,7 @@ class BackendClock:
         return _ort_runner(session(path, self.threads))
 
     def example(self, config: Any) -> torch.Tensor:
-        from ..export import _image_shape
+        from ..export.deploy import _image_shape
 
         channels, size = _image_shape(config)
         x = torch.randn(self.batch, channels, size, size, generator=torch.Generator().manual_seed(0))
