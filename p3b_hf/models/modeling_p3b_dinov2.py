@@ -29,6 +29,7 @@ from .configuration_p3b_dinov2 import P3BDinov2Config
 from .modeling_p3b_checkpoint import (
     P3BCheckpointMismatchError,  # noqa: F401 (re-exported)
     _P3BStrictLoading,
+    _register_stock_mlp_key_mapping,
 )
 from .modeling_p3b_layers import (
     P3BAttention,
@@ -132,6 +133,10 @@ class P3BDinov2Layer(_P3BLayerMixin, nn.Module):
 
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer_scale2(self.mlp(self.norm2(x)))
+
+
+# the SwiGLU MLP's Hub layout (fused ``mlp.weights_in``, ``mlp.weights_out``): split / renamed on load as for stock
+_register_stock_mlp_key_mapping("Dinov2Model", "p3b_dinov2")
 
 
 class P3BDinov2Encoder(P3BEncoder):
