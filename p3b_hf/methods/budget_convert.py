@@ -39,6 +39,7 @@ def neuron_params(config: Any, c: Any) -> Any:
     """Parameters of one MLP hidden unit reading and writing ``c`` channels: an fc1 row + bias and an fc2 column
     (``2c + 1``); a gated MLP (the record's ``Family.gated_mlp``) adds the up row + bias (``3c + 2``). ``c`` may
     be a tensor (elementwise)."""
+    config = getattr(config, "config", config)
     fam = family_of(config)
     reads = 2 if fam is not None and fam.is_gated(config) else 1
     return reads * (c + 1) + c
