@@ -206,7 +206,9 @@ def _slice_plain(
         if len(hid) == 0 or len(m_in) == 0 or len(m_out) == 0:
             const = b2.double()
             if len(hid) and len(m_in) == 0:
-                const = const + lm.fc2.weight.double()[:, hid] @ mlp_hidden_of_bias(lm.fc1, lm.act, lm.up, hid)
+                const = const + lm.fc2.weight.double()[:, hid] @ mlp_hidden_of_bias(
+                    lm.fc1, lm.act, lm.up, hid
+                )
             if lm.ls2 is not None:
                 const = const * lm.ls2.double()
             if len(m_out):

@@ -19,7 +19,14 @@ import p3b_hf
 from p3b_hf import UnsupportedModelError, WidthPlan, apply_width_plan, count_cost
 from p3b_hf.models.families import FAMILIES
 
-NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "tiny_dinov2_swiglu"]
+NEW = [
+    "tiny_beit",
+    "tiny_beit_shared",
+    "tiny_dinov2",
+    "tiny_dinov2_registers",
+    "tiny_ijepa",
+    "tiny_dinov2_swiglu",
+]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -34,7 +34,14 @@ from p3b_hf.methods.statistics import collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan
 from p3b_hf.trainer import P3BConfig, P3BTrainer
 
-FAMS = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "tiny_dinov2_swiglu"]
+FAMS = [
+    "tiny_beit",
+    "tiny_beit_shared",
+    "tiny_dinov2",
+    "tiny_dinov2_registers",
+    "tiny_ijepa",
+    "tiny_dinov2_swiglu",
+]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -277,7 +284,9 @@ def test_gated_mlp_unit_is_scored_as_gate_up_and_down(tiny_dinov2_swiglu) -> Non
     torch.testing.assert_close(got.mlp[1], w["gate"].sum(1) + w["up"].sum(1) + w["down"].sum(0))
     with torch.no_grad():
         lm.up.weight[:, 7] *= 10.0  # residual channel 7 read by the up projection only
-    delta = structure_scores(model, element_score_fn("l1"), reduction="sum", normalizer=None).embed - got.embed
+    delta = (
+        structure_scores(model, element_score_fn("l1"), reduction="sum", normalizer=None).embed - got.embed
+    )
     torch.testing.assert_close(delta[7], 9 * w["up"][:, 7].sum(), rtol=1e-5, atol=1e-5)
 
 

@@ -86,14 +86,19 @@ def neurons_for_percentage(config: Any, percentage: float) -> int:
 def vbp_params(config: Any, percentage: float) -> int:
     """Whole-model parameters after VBP at ``percentage`` (stock config or model of any supported family)."""
     c, _, _ = _dims(config)
-    return count_cost(config)["params"] - neurons_for_percentage(config, percentage) * neuron_params(config, c)
+    return count_cost(config)["params"] - neurons_for_percentage(config, percentage) * neuron_params(
+        config, c
+    )
 
 
 def vbp_max_prune_ratio(config: Any, min_keep: int = 1) -> float:
     """Largest fraction of whole-model params VBP can remove (keeping ``min_keep`` neurons per layer / block)."""
     dims, widths = mlp_layout(config)
     config = getattr(config, "config", config)
-    return sum((f - min_keep) * neuron_params(config, c) for c, f in zip(dims, widths)) / count_cost(config)["params"]
+    return (
+        sum((f - min_keep) * neuron_params(config, c) for c, f in zip(dims, widths))
+        / count_cost(config)["params"]
+    )
 
 
 def check_vbp_prune_ratio(config: Any, prune_ratio: float, min_keep: int = 1) -> None:

@@ -64,7 +64,9 @@ class LayerModules:
     up: nn.Linear | None = None
 
 
-def mlp_hidden_of_bias(fc1: nn.Linear, act: nn.Module, up: nn.Linear | None, hid: torch.Tensor) -> torch.Tensor:
+def mlp_hidden_of_bias(
+    fc1: nn.Linear, act: nn.Module, up: nn.Linear | None, hid: torch.Tensor
+) -> torch.Tensor:
     """The hidden units ``hid`` of an MLP that reads nothing (a zero input): ``act(fc1.b)``, times ``up.b`` for a
     gated MLP, in float64 -- what a removed MLP's constant folds through its fc2 / down columns."""
     h = act(fc1.bias.double()[hid])
@@ -354,7 +356,9 @@ def locate_mlps(model: nn.Module) -> MLPView:
     fam = stage_family_of(model)
     if fam is None:
         mods = locate(model)
-        return MLPView(mods.family, model, [MLPBlock(lm.fc1, lm.act, lm.fc2, lm.ls2, up=lm.up) for lm in mods.layers])
+        return MLPView(
+            mods.family, model, [MLPBlock(lm.fc1, lm.act, lm.fc2, lm.ls2, up=lm.up) for lm in mods.layers]
+        )
     cfg = model.config
     dense_heads = fam.dense_heads(cfg) if fam.dense_heads is not None else None
     if isinstance(cfg, fam.config_class) and (
