@@ -74,6 +74,8 @@ class _Arch:
     attn_out: list[int]
     mlp_in: list[int]
     mlp_out: list[int]
+    #: Linears reading the MLP input per hidden unit: 1 (fc1), 2 for a gated MLP (gate and up)
+    mlp_reads: int = 1
 
 
 def _arch(obj: Any, image_size: int | None) -> _Arch:
@@ -130,6 +132,7 @@ def _arch(obj: Any, image_size: int | None) -> _Arch:
         attn_out=[],
         mlp_in=[],
         mlp_out=[],
+        mlp_reads=2 if fam.is_gated(cfg) else 1,
     )
     if is_pruned_config(cfg):
 
@@ -188,8 +191,9 @@ def count_cost(model_or_config: Any, image_size: int | None = None) -> dict[str,
         else:
             block += ao  # constant output of a removed sub-block (layer scale folded in)
         if h and mi and mo:
-            block += 2 * mi + mi * h + h + h * mo + mo + ls * mo
-            macs += n_tok * h * (mi + 1) + n_tok * mo * (h + 1)
+            # one hidden unit: fc1 row + bias (gated: gate and up rows + biases) and an fc2 / down column
+            block += 2 * mi + a.mlp_reads * (mi * h + h) + h * mo + mo + ls * mo
+            macs += a.mlp_reads * n_tok * h * (mi + 1) + n_tok * mo * (h + 1)
         else:
             block += mo
     return {"params": block + non_block, "macs": macs, "block_params": block, "non_block_params": non_block}

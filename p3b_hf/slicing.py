@@ -7,7 +7,9 @@ live and the pruned format's state-dict keys (``pruned_layout``), the backbone p
 the slicing extras -- layer scale (``ls1`` / ``ls2``) is sliced with the written subset it multiplies
 (``attn_out`` / ``mlp_out``); relative position bias tables (``Family.rel_bias``) keep the columns of the kept
 heads (a shared table keeps the union over layers, each layer indexing its columns); a teacher head
-(``Family.teacher_head``) is recorded in the config; a removed sub-block's constant includes its layer scale.
+(``Family.teacher_head``) is recorded in the config; a removed sub-block's constant includes its layer scale; a gated MLP (``LayerPaths.up``) keeps the up rows of
+the kept hidden units with the gate (``fc1``) rows, and a removed one that reads nothing folds
+``act(gate.b) * up.b`` through its down columns.
 With ``plan.embed`` the cls / distillation / register / mask tokens, position embeddings, patch projection, every
 LayerNorm, the layer scales, the pooling norm and the classifier inputs (every copy of the stream a head reads,
 e.g. DINOv2's ``[CLS, mean]``) are sliced with the residual stream.
@@ -25,7 +27,7 @@ from torch import nn
 
 from .errors import PlanError
 from .models.families import Family, family_of, is_pruned_config, prunable, require_family
-from .models.locator import ViTModules, locate, locate_mlps
+from .models.locator import ViTModules, locate, locate_mlps, mlp_hidden_of_bias
 from .plan import SUBSETS, WidthPlan
 
 
@@ -124,7 +126,7 @@ def _slice_plain(
     mods = locate(model)
     plan.validate()
     plan.check_matches(mods)
-    keys = fam.pruned_layout
+    keys = fam.layout(model.config, pruned=True)
     c, hd = mods.hidden_size, mods.head_dim
     e_idx = _idx(plan.embed, c)
     sd: dict[str, torch.Tensor] = {}
@@ -211,7 +213,9 @@ def _slice_plain(
         if len(hid) == 0 or len(m_in) == 0 or len(m_out) == 0:
             const = b2.double()
             if len(hid) and len(m_in) == 0:
-                const = const + lm.fc2.weight.double()[:, hid] @ lm.act(lm.fc1.bias.double()[hid])
+                const = const + lm.fc2.weight.double()[:, hid] @ mlp_hidden_of_bias(
+                    lm.fc1, lm.act, lm.up, hid
+                )
             if lm.ls2 is not None:
                 const = const * lm.ls2.double()
             if len(m_out):
@@ -221,6 +225,9 @@ def _slice_plain(
             sd[f"{pre}.{keys.ln_after}.bias"] = lm.ln_after.bias[m_in]
             sd[f"{pre}.{keys.fc1}.weight"] = lm.fc1.weight[hid][:, m_in]
             sd[f"{pre}.{keys.fc1}.bias"] = lm.fc1.bias[hid]
+            if lm.up is not None:  # a gated MLP: the up rows go with the gate rows (one hidden unit)
+                sd[f"{pre}.{keys.up}.weight"] = lm.up.weight[hid][:, m_in]
+                sd[f"{pre}.{keys.up}.bias"] = lm.up.bias[hid]
             sd[f"{pre}.{keys.fc2}.weight"] = lm.fc2.weight[m_out][:, hid]
             sd[f"{pre}.{keys.fc2}.bias"] = b2[m_out]
             if lm.ls2 is not None:
@@ -295,6 +302,9 @@ def _slice_staged(model: nn.Module, plan: WidthPlan) -> tuple[dict[str, torch.Te
             b2 = b2 + torch.tensor(lp.mlp_bias_delta, dtype=torch.float64, device=b2.device).to(b2.dtype)
         fc1, fc2 = names[id(blk.fc1)], names[id(blk.fc2)]
         sd[f"{fc1}.weight"], sd[f"{fc1}.bias"] = blk.fc1.weight[hid], blk.fc1.bias[hid]
+        if blk.up is not None:  # a gated MLP: up rows with the gate rows
+            up = names[id(blk.up)]
+            sd[f"{up}.weight"], sd[f"{up}.bias"] = blk.up.weight[hid], blk.up.bias[hid]
         sd[f"{fc2}.weight"], sd[f"{fc2}.bias"] = blk.fc2.weight[:, hid], b2
     config = pruned_config(model.config, plan)  # the widths: THE plan -> config function
     return sd, config, blk.fc1.weight

@@ -106,6 +106,8 @@ TINY_BEIT_SHARED = dict(
 TINY_DINOV2 = dict({k: v for k, v in TINY.items() if k != "intermediate_size"}, mlp_ratio=2)
 #: DINOv2 with 2 register tokens (between CLS and the patches; the classifier's patch mean skips them)
 TINY_DINOV2_REGISTERS = dict(TINY_DINOV2, num_register_tokens=2)
+#: DINOv2-giant's SwiGLU MLP in miniature (gate / up / down, (int(48*2*2/3)+7)//8*8 = 64 hidden units)
+TINY_DINOV2_SWIGLU = dict(TINY_DINOV2, use_swiglu_ffn=True)
 
 
 @pytest.fixture
@@ -124,6 +126,13 @@ def tiny_beit_shared() -> BeitForImageClassification:
 def tiny_dinov2() -> Dinov2ForImageClassification:
     torch.manual_seed(5)
     return _randomise_family(Dinov2ForImageClassification(Dinov2Config(**TINY_DINOV2)), 5)
+
+
+@pytest.fixture
+def tiny_dinov2_swiglu() -> Dinov2ForImageClassification:
+    """A gated (SwiGLU) MLP: one hidden unit is a (gate row, up row, down column) triple."""
+    torch.manual_seed(7)
+    return _randomise_family(Dinov2ForImageClassification(Dinov2Config(**TINY_DINOV2_SWIGLU)), 7)
 
 
 @pytest.fixture

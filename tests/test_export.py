@@ -356,7 +356,16 @@ def test_deploy_speed_fast_backend(threads) -> None:
 
 @pytest.mark.parametrize(
     "family",
-    ["tiny_beit", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "swin", "convnext", "tiny_clip"],
+    [
+        "tiny_beit",
+        "tiny_dinov2",
+        "tiny_dinov2_registers",
+        "tiny_ijepa",
+        "tiny_dinov2_swiglu",
+        "swin",
+        "convnext",
+        "tiny_clip",
+    ],
 )
 def test_other_families_export_their_hf_module(
     family: str, request: pytest.FixtureRequest, tmp_path: Path, threads

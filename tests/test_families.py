@@ -19,7 +19,15 @@ import p3b_hf
 from p3b_hf import UnsupportedModelError, WidthPlan, apply_width_plan, count_cost
 from p3b_hf.models.families import FAMILIES, prunable
 
-NEW = ["tiny_beit", "tiny_beit_shared", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "tiny_clip"]
+NEW = [
+    "tiny_beit",
+    "tiny_beit_shared",
+    "tiny_dinov2",
+    "tiny_dinov2_registers",
+    "tiny_ijepa",
+    "tiny_dinov2_swiglu",
+    "tiny_clip",
+]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -325,23 +333,39 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
 
 
 @pytest.mark.parametrize("registers", [False, True])
-def test_dinov2_swiglu_is_refused_naming_the_field(registers: bool) -> None:
+def test_dinov2_swiglu_is_a_gated_mlp(registers: bool, tmp_path: Path, images: torch.Tensor) -> None:
+    """use_swiglu_ffn=True (DINOv2-giant) is pruned, not refused: a hidden unit is a (gate row, up row, down
+    column) triple; the pruned model equals the masked dense one, saves in the Hub layout (fused
+    ``mlp.weights_in``) and reloads; cost == numel."""
     import transformers as tf
+    from safetensors import safe_open
 
     name = "Dinov2WithRegisters" if registers else "Dinov2"
-    model = getattr(tf, f"{name}ForImageClassification")(
-        getattr(tf, f"{name}Config")(
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=16,
-            patch_size=8,
-            use_swiglu_ffn=True,
-            num_labels=3,
-        )
+    torch.manual_seed(11)
+    cfg = getattr(tf, f"{name}Config")(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+        use_swiglu_ffn=True, num_labels=3, mlp_ratio=4,
+    )  # fmt: skip
+    model = getattr(tf, f"{name}ForImageClassification")(cfg).eval()
+    lm = p3b_hf.locate(model).layers[0]
+    assert lm.up is model.base_model.encoder.layer[0].mlp.up_proj and lm.fc1.out_features == 48  # (42+7)//8*8
+    plan = WidthPlan.full(model.config)
+    plan.layers[0].mlp, plan.layers[1].mlp = [0, 5, 7, 40], []
+    pruned = apply_width_plan(model, plan).eval()
+    mlp = pruned.base_model.encoder.layer[0].mlp
+    assert (mlp.gate_proj.out_features, mlp.up_proj.out_features, mlp.down_proj.in_features) == (4, 4, 4)
+    torch.testing.assert_close(mlp.up_proj.weight, lm.up.weight[[0, 5, 7, 40]])
+    torch.testing.assert_close(
+        _logits(pruned, images), masked_forward(model, plan, images), atol=2e-5, rtol=1e-5
     )
-    with pytest.raises(UnsupportedModelError, match="use_swiglu_ffn"):
-        p3b_hf.locate(model)
+    assert count_cost(pruned)["params"] == _numel(pruned) and count_cost(model)["params"] == _numel(model)
+    pruned.save_pretrained(tmp_path / "pruned")
+    with safe_open(str(tmp_path / "pruned" / "model.safetensors"), "pt") as fh:
+        keys = set(fh.keys())
+    prefix = model.base_model_prefix
+    assert f"{prefix}.encoder.layer.0.mlp.weights_in.weight" in keys  # the Hub layout (gate; up fused)
+    again = AutoModelForImageClassification.from_pretrained(tmp_path / "pruned")
+    assert torch.equal(_logits(again, images), _logits(pruned, images))
 
 
 def test_standard_sizes_count_as_published() -> None:

@@ -73,6 +73,8 @@ def _dense_dir(root: Path, family: str) -> Path:
         from transformers import IJepaConfig, IJepaForImageClassification
 
         model = IJepaForImageClassification(IJepaConfig(intermediate_size=64, **common))
+    elif family == "dinov2_swiglu":  # DINOv2-giant's SwiGLU MLP (gate / up / down, 88 hidden units)
+        model = Dinov2ForImageClassification(Dinov2Config(mlp_ratio=4, use_swiglu_ffn=True, **common))
     else:
         model = Dinov2ForImageClassification(Dinov2Config(mlp_ratio=2, **common))
     model.save_pretrained(root / family)
@@ -88,6 +90,7 @@ def _dense_dir(root: Path, family: str) -> Path:
         ("dinov2_with_registers", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
         ("ijepa", ["p3b", "--update-every", "1", "--bpi-every", "1"]),  # BPI reads the patch mean (no CLS)
         ("clip", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
+        ("dinov2_swiglu", ["p3b", "--update-every", "1", "--bpi-every", "1"]),  # gates mask act(gate) * up
     ],
 )
 def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path: Path) -> None:
@@ -130,6 +133,7 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
         "dinov2_with_registers": "Dinov2WithRegisters",
         "ijepa": "IJepa",
         "clip": "CLIP",
+        "dinov2_swiglu": "Dinov2",
     }[family]
     assert type(model).__name__ == f"P3B{cls}ForImageClassification"
     n = sum(p.numel() for p in model.parameters())

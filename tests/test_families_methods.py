@@ -41,6 +41,7 @@ FAMS = [
     "tiny_dinov2_registers",
     "tiny_ijepa",
     "tiny_clip_full",
+    "tiny_dinov2_swiglu",
 ]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,9 +106,8 @@ def test_p3b_block_sizes_add_up_to_the_model(fixture: str, request: pytest.Fixtu
     """|W_b| (Linears + LayerNorm + layer scale + per-layer bias table) + non-block params = all params."""
     model = request.getfixturevalue(fixture)
     dims = Dims.from_config(model.config)
-    assert dims.k_bias == (
-        fixture in ("tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "tiny_clip_full")
-    )
+    assert dims.k_bias == (not fixture.startswith("tiny_beit"))
+    assert dims.mlp_reads == (2 if fixture == "tiny_dinov2_swiglu" else 1)  # gate + up read the stream
     total = float(block_params(dims).sum()) + count_cost(model)["non_block_params"]
     assert total == sum(p.numel() for p in model.parameters())
 
@@ -218,7 +218,15 @@ def test_p3b_run_reaches_the_ratio_and_the_saved_model_equals_the_masked_one(
 
 # ------------------------------------------------------------------------------------------------ VBP
 @pytest.mark.parametrize(
-    "fixture", ["tiny_beit", "tiny_dinov2", "tiny_dinov2_registers", "tiny_ijepa", "tiny_clip_full"]
+    "fixture",
+    [
+        "tiny_beit",
+        "tiny_dinov2",
+        "tiny_dinov2_registers",
+        "tiny_ijepa",
+        "tiny_clip_full",
+        "tiny_dinov2_swiglu",
+    ],
 )
 def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(
     fixture: str, request: pytest.FixtureRequest, images: torch.Tensor
@@ -227,7 +235,8 @@ def test_vbp_fold_equals_dense_with_removed_activations_replaced_by_means(
     calib = [{"pixel_values": b["pixel_values"]} for b in _batches()]
     plan = vbp_plan(model, calib, percentage=0.6)
     stats = collect_mlp_activation_stats(model, calib)
-    assert sum(96 - k for k in plan.meta["kept_mlp"]) == int(0.6 * 3 * 96)
+    f = plan.intermediate_size  # 96; 64 for the SwiGLU MLP, whose moments are of act(gate) * up
+    assert sum(f - k for k in plan.meta["kept_mlp"]) == int(0.6 * 3 * f)
     pruned = apply_width_plan(model, plan)
     fills = {i: s.mean.float() for i, s in enumerate(stats)}
     with torch.no_grad():
@@ -265,14 +274,38 @@ def test_every_criterion_channel_ratio_on_both_families(
     tiny_dinov2_registers,  # noqa: ANN001
     tiny_ijepa,  # noqa: ANN001
     tiny_clip_full,  # noqa: ANN001
+    tiny_dinov2_swiglu,  # noqa: ANN001
 ) -> None:
-    for model in (tiny_beit, tiny_dinov2, tiny_dinov2_registers, tiny_ijepa, tiny_clip_full):
+    for model in (
+        tiny_beit,
+        tiny_dinov2,
+        tiny_dinov2_registers,
+        tiny_ijepa,
+        tiny_clip_full,
+        tiny_dinov2_swiglu,
+    ):
         plan = global_plan(model, _batches(), criterion, ratio=0.5, taylor_batches=2, hessian_samples=4)
         kept = plan.meta["kept"]
-        n = 48 + 3 * 12 + 3 * 96
+        n = 48 + 3 * 12 + 3 * plan.intermediate_size
         assert kept["embed"] + sum(kept["head_dims"]) + sum(kept["mlp"]) in range(n // 2 - 6, n // 2 + 7)
         pruned = apply_width_plan(model, plan)
         assert count_cost(pruned)["params"] == sum(p.numel() for p in pruned.parameters())
+
+
+def test_gated_mlp_unit_is_scored_as_gate_up_and_down(tiny_dinov2_swiglu) -> None:  # noqa: ANN001
+    """A SwiGLU hidden unit's group: the gate row, the up row and the down column (L1, summed); the up columns
+    join the embedding group."""
+    model = tiny_dinov2_swiglu
+    lm = p3b_hf.locate(model).layers[1]
+    got = structure_scores(model, element_score_fn("l1"), reduction="sum", normalizer=None)
+    w = {n: lin.weight.detach().abs() for n, lin in (("gate", lm.fc1), ("up", lm.up), ("down", lm.fc2))}
+    torch.testing.assert_close(got.mlp[1], w["gate"].sum(1) + w["up"].sum(1) + w["down"].sum(0))
+    with torch.no_grad():
+        lm.up.weight[:, 7] *= 10.0  # residual channel 7 read by the up projection only
+    delta = (
+        structure_scores(model, element_score_fn("l1"), reduction="sum", normalizer=None).embed - got.embed
+    )
+    torch.testing.assert_close(delta[7], 9 * w["up"][:, 7].sum(), rtol=1e-5, atol=1e-5)
 
 
 def test_dinov2_classifier_scores_both_halves_of_its_input(tiny_dinov2) -> None:  # noqa: ANN001

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..cost import count_cost
 from ..errors import BudgetError, P3BError
-from ..models.families import dense_intermediate_size, stage_family_of_config
+from ..models.families import dense_intermediate_size, family_of, stage_family_of_config
 
 _EPS = 1e-9
 
@@ -33,6 +33,16 @@ def _dims(model_or_config: Any) -> tuple[int, int, int]:
             "prune_ratio=...) (neurons_for_prune_ratio) instead of this closed form."
         )
     return int(config.hidden_size), int(config.num_hidden_layers), dense_intermediate_size(config)
+
+
+def neuron_params(config: Any, c: Any) -> Any:
+    """Parameters of one MLP hidden unit reading and writing ``c`` channels: an fc1 row + bias and an fc2 column
+    (``2c + 1``); a gated MLP (the record's ``Family.gated_mlp``) adds the up row + bias (``3c + 2``). ``c`` may
+    be a tensor (elementwise)."""
+    config = getattr(config, "config", config)
+    fam = family_of(config)
+    reads = 2 if fam is not None and fam.is_gated(config) else 1
+    return reads * (c + 1) + c
 
 
 def mlp_layout(model_or_config: Any) -> tuple[list[int], list[int]]:
@@ -76,13 +86,19 @@ def neurons_for_percentage(config: Any, percentage: float) -> int:
 def vbp_params(config: Any, percentage: float) -> int:
     """Whole-model parameters after VBP at ``percentage`` (stock config or model of any supported family)."""
     c, _, _ = _dims(config)
-    return count_cost(config)["params"] - neurons_for_percentage(config, percentage) * (2 * c + 1)
+    return count_cost(config)["params"] - neurons_for_percentage(config, percentage) * neuron_params(
+        config, c
+    )
 
 
 def vbp_max_prune_ratio(config: Any, min_keep: int = 1) -> float:
     """Largest fraction of whole-model params VBP can remove (keeping ``min_keep`` neurons per layer / block)."""
     dims, widths = mlp_layout(config)
-    return sum((f - min_keep) * (2 * c + 1) for c, f in zip(dims, widths)) / count_cost(config)["params"]
+    config = getattr(config, "config", config)
+    return (
+        sum((f - min_keep) * neuron_params(config, c) for c, f in zip(dims, widths))
+        / count_cost(config)["params"]
+    )
 
 
 def check_vbp_prune_ratio(config: Any, prune_ratio: float, min_keep: int = 1) -> None:
@@ -96,7 +112,7 @@ def check_vbp_prune_ratio(config: Any, prune_ratio: float, min_keep: int = 1) ->
     if prune_ratio > top + _EPS:
         dims, widths = mlp_layout(config)
         dense = count_cost(config)["params"]
-        mlp = sum(f * (2 * c + 1) for c, f in zip(dims, widths))
+        mlp = sum(f * neuron_params(config, c) for c, f in zip(dims, widths))
         raise BudgetError(
             f"--prune-ratio {prune_ratio} is unreachable with VBP: it prunes MLP neurons only, which hold "
             f"{100 * mlp / dense:.1f} % of this model's {dense:,} parameters, so at most {100 * top:.1f} % can be "
@@ -114,12 +130,14 @@ def percentage_for_prune_ratio(config: Any, prune_ratio: float, min_keep: int = 
         )
     c, n_layers, f = _dims(config)
     dense = count_cost(config)["params"]
-    neurons = math.ceil(prune_ratio * dense / (2 * c + 1) - _EPS)
+    config = getattr(config, "config", config)
+    unit = neuron_params(config, c)
+    neurons = math.ceil(prune_ratio * dense / unit - _EPS)
     if neurons > n_layers * (f - min_keep):
         top = vbp_max_prune_ratio(config, min_keep)
         raise BudgetError(
             f"--prune-ratio {prune_ratio} is unreachable with VBP: it prunes MLP neurons only, which hold "
-            f"{100 * n_layers * f * (2 * c + 1) / dense:.1f} % of this model's {dense:,} parameters, so at most "
+            f"{100 * n_layers * f * unit / dense:.1f} % of this model's {dense:,} parameters, so at most "
             f"{100 * top:.1f} % can be removed (keeping {min_keep} neuron per layer). Use --prune-ratio <= "
             f"{math.floor(top * 1000) / 1000} with --method vbp, or --method global / p3b for larger cuts."
         )

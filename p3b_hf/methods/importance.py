@@ -117,7 +117,8 @@ def structure_scores(
     and ``C + c``, as Torch-Pruning's concat index mapping scatters both into ``c``). Bare parameters --
     tokens, position embeddings, layer scales -- are pruned with the group but not scored (not in
     Torch-Pruning's target types). Head-dim group: q/k/v rows and the attention-output columns of the
-    ``heads*head_dim`` inner channels. MLP group: fc1 rows and fc2 columns.
+    ``heads*head_dim`` inner channels. MLP group: fc1 rows and fc2 columns (a gated MLP: + the up rows, one
+    hidden unit being a (gate, up, down) triple; the up columns join the embedding group).
 
     Swin / ConvNeXt: the MLP groups and (Swin) the head-dim group of every block's window attention, as for
     ViT; ``embed`` is empty (their residual channels, which change width at every stage, are not pruned) and
@@ -149,12 +150,15 @@ def structure_scores(
             s(lm.ln_after.weight),
             cols(lm.fc1),
             rows(lm.fc2),
+            *([cols(lm.up)] if lm.up is not None else []),  # a gated MLP's up projection reads the stream too
         ]
         inner = _normalize(
             _reduce_group([rows(lm.q), rows(lm.k), rows(lm.v), cols(lm.o)], reduction), normalizer
         )
         head_dims.append(inner.view(mods.num_heads, mods.head_dim).mean(0))
-        mlp.append(_normalize(_reduce_group([rows(lm.fc1), cols(lm.fc2)], reduction), normalizer))
+        # one hidden unit: the fc1 (gate) row, a gated MLP's up row, the fc2 (down) column
+        unit = [rows(lm.fc1), cols(lm.fc2), *([rows(lm.up)] if lm.up is not None else [])]
+        mlp.append(_normalize(_reduce_group(unit, reduction), normalizer))
     embed += [
         s(norm.weight) for norm in (mods.final_norm, mods.pool_norm, mods.embed_norm) if norm is not None
     ]
@@ -177,7 +181,17 @@ def _block_scores(
         return element(names[id(p)], p.detach()).float()
 
     mlp = [
-        _normalize(_reduce_group([s(b.fc1.weight).sum(1), s(b.fc2.weight).sum(0)], reduction), normalizer)
+        _normalize(
+            _reduce_group(
+                [
+                    s(b.fc1.weight).sum(1),
+                    s(b.fc2.weight).sum(0),
+                    *([s(b.up.weight).sum(1)] if b.up is not None else []),
+                ],
+                reduction,
+            ),
+            normalizer,
+        )
         for b in view.blocks
     ]
     head_dims = []

@@ -23,6 +23,7 @@ from torch import nn
 from ..cost import plan_cost
 from ..errors import BudgetError, P3BError
 from ..plan import LayerPlan, WidthPlan
+from .budget_convert import neuron_params
 from .importance import StructureScores
 
 
@@ -180,14 +181,16 @@ def param_matched_plan(
         k = lo
         removed = removed_prefix(lo)
         plan = _plan_from_removed(model, flat, removed, None)
-        # an MLP neuron costs 2C+1 (fc1 row + bias, fc2 column), C = the width its layer / block reads
+        # an MLP neuron costs 2C+1 (fc1 row + bias, fc2 column), C = the width its layer / block reads; a gated
+        # MLP's (gate row + bias, up row + bias, down column) 3C+2
         c_kept = len(plan.embed) if plan.embed is not None else plan.hidden_size
         width = torch.tensor(
             [plan.out_width(i) if plan.hierarchical else c_kept for i in range(plan.num_layers)]
         )
         rest = order[lo:]
         mlp_rest = rest[flat.is_mlp()[rest]]
-        cost = 2 * width[flat.group[mlp_rest] - 1 - flat.num_layers] + 1
+        w = width[flat.group[mlp_rest] - 1 - flat.num_layers]
+        cost = neuron_params(model.config, w)
         excess = plan_cost(model, plan)["params"] - target_params
         need = int(torch.searchsorted(cost.cumsum(0), torch.tensor(excess))) + 1 if excess > 0 else 0
         removed[mlp_rest[:need]] = True

@@ -100,7 +100,11 @@ def vbp_plan_from_stats(
     order = torch.argsort(ranked, stable=True)
     n_candidates = sum(f - min(min_keep, f) for f in widths)
     if prune_ratio is not None:
-        cost = torch.cat([torch.full((f,), 2 * b.dim + 1) for b, f in zip(view.blocks, widths)])
+        # one hidden unit: fc1 row + bias and fc2 column (a gated MLP: + the up row and bias)
+        reads = [2 if b.up is not None else 1 for b in view.blocks]
+        cost = torch.cat(
+            [torch.full((f,), r * (b.dim + 1) + b.dim) for b, f, r in zip(view.blocks, widths, reads)]
+        )
         n_remove = neurons_for_prune_ratio(model.config, prune_ratio, cost[order[:n_candidates]].tolist())
         percentage = n_remove / sum(widths)
     else:

@@ -7,8 +7,8 @@ The stock ``Dinov2Config`` plus the per-layer widths of :class:`~configuration_p
 semantics as ViT's). DINOv2 adds layer scale (``layer_scale1/2.lambda1``, sliced with the written subsets), a
 mask token, position embeddings for ``image_size`` that are interpolated to any input resolution, and a
 classifier that reads ``[CLS, mean(patch tokens)]`` (``2 * hidden_size`` inputs). The MLP width is stored
-as ``intermediate_size`` (stock: ``hidden_size * mlp_ratio``); the SwiGLU MLP (``use_swiglu_ffn``, the giant
-model) is not supported.
+as ``intermediate_size`` (stock: ``hidden_size * mlp_ratio``); with the SwiGLU MLP (``use_swiglu_ffn``, the giant
+model) it is the gate / up / down width (stock: two thirds of that, rounded up to a multiple of 8).
 """
 
 from __future__ import annotations
@@ -46,11 +46,6 @@ class P3BDinov2Config(P3BLayerWidths, Dinov2Config):
     __validators__ = {k: v for k, v in Dinov2Config.__validators__.items() if k != "mlp_ratio"}
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if self.use_swiglu_ffn:
-            raise ValueError(
-                "P3BDinov2Config does not support use_swiglu_ffn=True (the SwiGLU MLP of DINOv2-giant); "
-                "p3b_hf prunes the GELU-MLP DINOv2 models (small, base, large)."
-            )
         super().__post_init__(**kwargs)
         self.mlp_ratio = self.intermediate_size / max(self.hidden_size, 1)
 
@@ -62,4 +57,7 @@ class P3BDinov2Config(P3BLayerWidths, Dinov2Config):
     def from_dense_config(cls, dense: Any, **overrides: Any) -> P3BDinov2Config:
         """Full-width config equivalent to a stock ``Dinov2Config`` (MLP width ``int(hidden_size * mlp_ratio)``)."""
         width = getattr(dense, "intermediate_size", None) or int(dense.hidden_size * dense.mlp_ratio)
+        if getattr(dense, "use_swiglu_ffn", False) and getattr(dense, "intermediate_size", None) is None:
+            # the stock SwiGLU MLP keeps two thirds of that, rounded up to a multiple of 8 (gate/up/down)
+            width = (int(width * 2 / 3) + 7) // 8 * 8
         return super().from_dense_config(dense, **{"intermediate_size": width, **overrides})

@@ -7,7 +7,8 @@ The stock ``Dinov2WithRegistersConfig`` plus the per-layer widths of
 :class:`~configuration_p3b_widths.P3BLayerWidths` (same semantics as ViT's). Beyond DINOv2 it has
 ``num_register_tokens`` register tokens between CLS and the patches (no position embedding; never pruned as
 tokens, their channels sliced with the embedding) and always a mask token. The MLP width is stored as
-``intermediate_size`` (stock: ``hidden_size * mlp_ratio``); the SwiGLU MLP (``use_swiglu_ffn``) is refused.
+``intermediate_size`` (stock: ``hidden_size * mlp_ratio``); with the SwiGLU MLP (``use_swiglu_ffn``) it is the
+gate / up / down width.
 """
 
 from __future__ import annotations
@@ -43,11 +44,6 @@ class P3BDinov2WithRegistersConfig(P3BLayerWidths, Dinov2WithRegistersConfig):
     __validators__ = {k: v for k, v in Dinov2WithRegistersConfig.__validators__.items() if k != "mlp_ratio"}
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if self.use_swiglu_ffn:
-            raise ValueError(
-                "P3BDinov2WithRegistersConfig does not support use_swiglu_ffn=True (a SwiGLU MLP); "
-                "p3b_hf prunes the GELU-MLP DINOv2-with-registers models (small, base, large)."
-            )
         super().__post_init__(**kwargs)
         self.mlp_ratio = self.intermediate_size / max(self.hidden_size, 1)
 
@@ -60,4 +56,7 @@ class P3BDinov2WithRegistersConfig(P3BLayerWidths, Dinov2WithRegistersConfig):
         """Full-width config equivalent to a stock ``Dinov2WithRegistersConfig`` (MLP width
         ``int(hidden_size * mlp_ratio)``)."""
         width = getattr(dense, "intermediate_size", None) or int(dense.hidden_size * dense.mlp_ratio)
+        if getattr(dense, "use_swiglu_ffn", False) and getattr(dense, "intermediate_size", None) is None:
+            # the stock SwiGLU MLP keeps two thirds of that, rounded up to a multiple of 8 (gate/up/down)
+            width = (int(width * 2 / 3) + 7) // 8 * 8
         return super().from_dense_config(dense, **{"intermediate_size": width, **overrides})

@@ -61,6 +61,17 @@ class LayerModules:
     ls1: nn.Parameter | None = None
     ls2: nn.Parameter | None = None
     rel_bias: nn.Parameter | None = None
+    #: a gated MLP's up projection (``fc2(act(fc1(x)) * up(x))``, ``fc1`` the gate); ``None``: ungated
+    up: nn.Linear | None = None
+
+
+def mlp_hidden_of_bias(
+    fc1: nn.Linear, act: nn.Module, up: nn.Linear | None, hid: torch.Tensor
+) -> torch.Tensor:
+    """The hidden units ``hid`` of an MLP that reads nothing (a zero input): ``act(fc1.b)``, times ``up.b`` for a
+    gated MLP, in float64 -- what a removed MLP's constant folds through its fc2 / down columns."""
+    h = act(fc1.bias.double()[hid])
+    return h if up is None else h * up.bias.double()[hid]
 
 
 @dataclass
@@ -198,6 +209,7 @@ def _layer(blk: nn.Module, paths: LayerPaths) -> LayerModules:
         ls1=_param(get_path(blk, paths.ls1)),
         ls2=_param(get_path(blk, paths.ls2)),
         rel_bias=_param(get_path(blk, paths.rel_bias)),
+        up=get_path(blk, paths.up),
     )
 
 
@@ -221,7 +233,7 @@ def locate(model: nn.Module) -> ViTModules:
         reason = fam.refuse(cfg)
         if reason:
             raise _unsupported(model, reason)
-    paths = fam.pruned_layout if pruned else fam.stock_layout
+    paths = fam.layout(cfg, pruned)
     base = getattr(model, fam.prefix)
     emb = base.embeddings
     final_norm = get_path(base, paths.final_norm)
@@ -314,8 +326,11 @@ def _window_attention(blk: nn.Module, paths: StagePaths) -> WindowAttention | No
 
 @dataclass
 class MLPBlock:
-    """One block's MLP: ``fc2(act(fc1(x)))``, then (ConvNeXt, BEiT, DINOv2) a per-channel layer scale ``ls2``
-    on fc2's outputs *after* its bias (so a bias correction of fc2 is scaled with it, as the dense output is)."""
+    """One block's MLP: ``fc2(act(fc1(x)))`` -- gated: ``fc2(act(fc1(x)) * up(x))`` with ``fc1`` the gate and
+    ``fc2`` the down projection, one hidden unit being a (gate row, up row, down column) triple -- then
+    (ConvNeXt, BEiT, DINOv2) a per-channel layer scale ``ls2`` on fc2's outputs *after* its bias (so a bias
+    correction of fc2 is scaled with it, as the dense output is). fc2's input is the hidden units in both cases
+    (VBP's moments and P3B's MLP gates read / mask it there)."""
 
     fc1: nn.Linear
     act: nn.Module
@@ -323,6 +338,8 @@ class MLPBlock:
     ls2: torch.Tensor | None = None
     #: the block's window attention (Swin); None without attention
     attn: WindowAttention | None = None
+    #: a gated MLP's up projection; None: ungated
+    up: nn.Linear | None = None
 
     @property
     def dim(self) -> int:
@@ -357,7 +374,9 @@ def locate_mlps(model: nn.Module) -> MLPView:
     fam = stage_family_of(model)
     if fam is None:
         mods = locate(model)
-        return MLPView(mods.family, model, [MLPBlock(lm.fc1, lm.act, lm.fc2, lm.ls2) for lm in mods.layers])
+        return MLPView(
+            mods.family, model, [MLPBlock(lm.fc1, lm.act, lm.fc2, lm.ls2, up=lm.up) for lm in mods.layers]
+        )
     cfg = model.config
     dense_heads = fam.dense_heads(cfg) if fam.dense_heads is not None else None
     if isinstance(cfg, fam.config_class) and (

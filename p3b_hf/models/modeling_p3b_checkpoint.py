@@ -204,3 +204,20 @@ def _register_stock_key_mapping(stock_type: str, p3b_type: str) -> None:
     stock = get_checkpoint_conversion_mapping(stock_type)
     if stock and get_checkpoint_conversion_mapping(p3b_type) is None:
         register_checkpoint_conversion_mapping(p3b_type, stock)
+
+
+def _register_stock_mlp_key_mapping(stock_name: str, p3b_type: str) -> None:
+    """Read (and write) the stock Hub layout of a gated MLP: transformers 5 splits a legacy fused
+    ``mlp.weights_in`` into ``gate_proj`` / ``up_proj`` and renames ``mlp.weights_out`` to ``down_proj`` on load
+    for the stock model only (DINOv2-giant's SwiGLU); give ``p3b_type`` those MLP entries of ``stock_name``'s
+    mapping (not its other renamings: the pruned format keeps the legacy attention names), so a Hub checkpoint
+    loads into a full-width config unchanged and a pruned one is saved in the same layout."""
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
+
+    stock = get_checkpoint_conversion_mapping(stock_name) or []
+    mlp = [t for t in stock if any("mlp.weights_" in str(p) for p in t.source_patterns)]
+    if mlp and get_checkpoint_conversion_mapping(p3b_type) is None:
+        register_checkpoint_conversion_mapping(p3b_type, mlp)

@@ -5,7 +5,9 @@
 
 Parameter names are those of the legacy HF DINOv2 checkpoints (``dinov2.encoder.layer.{i}.norm1``,
 ``...attention.attention.query``, ``...attention.output.dense``, ``...layer_scale1.lambda1``, ``...mlp.fc1``),
-so a full-width config loads a stock checkpoint (facebook/dinov2-small, -base, -large) unchanged. Layer
+so a full-width config loads a stock checkpoint (facebook/dinov2-small, -base, -large) unchanged. With
+``use_swiglu_ffn`` (the giant model) the MLP is the shared ``P3BGatedMLP`` (``mlp.gate_proj`` / ``up_proj`` /
+``down_proj``, as transformers 5.x names them). Layer
 scale holds the written residual channels only; a removed sub-block keeps its constant output with the
 layer scale folded in. As in ``modeling_dinov2.py`` the position embeddings are interpolated (bicubic, in
 float32) to any input resolution, and the classifier reads ``[CLS, mean(patch tokens)]``; a full-width model
@@ -27,10 +29,12 @@ from .configuration_p3b_dinov2 import P3BDinov2Config
 from .modeling_p3b_checkpoint import (
     P3BCheckpointMismatchError,  # noqa: F401 (re-exported)
     _P3BStrictLoading,
+    _register_stock_mlp_key_mapping,
 )
 from .modeling_p3b_layers import (
     P3BAttention,
     P3BEncoder,
+    P3BGatedMLP,
     P3BLinear,
     P3BPatchEmbeddings,
     P3BSelfAttention,
@@ -111,12 +115,16 @@ class P3BDinov2Layer(_P3BLayerMixin, nn.Module):
             self.norm1 = _layernorm(config, a_in)
             self.attention = P3BDinov2Attention(config, layer, _width(a_in, c), a_out_w)
             self.layer_scale1 = P3BDinov2LayerScale(a_out_w)
+        gated = bool(getattr(config, "use_swiglu_ffn", False))  # the SwiGLU MLP (gate / up / down)
         if self.mlp_removed:
             if self.mlp_active:
-                self.mlp = _Removed(m_out_w, attr="fc2")
+                self.mlp = _Removed(m_out_w, attr=P3BGatedMLP.out_attr if gated else "fc2")
         else:
             self.norm2 = _layernorm(config, m_in)
-            self.mlp = P3BDinov2MLP(config, _width(m_in, c), hidden, m_out_w)
+            if gated:
+                self.mlp = P3BGatedMLP(_width(m_in, c), hidden, m_out_w, act="silu")
+            else:
+                self.mlp = P3BDinov2MLP(config, _width(m_in, c), hidden, m_out_w)
             self.layer_scale2 = P3BDinov2LayerScale(m_out_w)
 
     def _attend(self, x: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -125,6 +133,10 @@ class P3BDinov2Layer(_P3BLayerMixin, nn.Module):
 
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer_scale2(self.mlp(self.norm2(x)))
+
+
+# the SwiGLU MLP's Hub layout (fused ``mlp.weights_in``, ``mlp.weights_out``): split / renamed on load as for stock
+_register_stock_mlp_key_mapping("Dinov2Model", "p3b_dinov2")
 
 
 class P3BDinov2Encoder(P3BEncoder):

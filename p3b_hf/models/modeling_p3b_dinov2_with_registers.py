@@ -26,6 +26,7 @@ from .configuration_p3b_dinov2_with_registers import P3BDinov2WithRegistersConfi
 from .modeling_p3b_checkpoint import (
     P3BCheckpointMismatchError,  # noqa: F401 (re-exported)
     _P3BStrictLoading,
+    _register_stock_mlp_key_mapping,
 )
 from .modeling_p3b_dinov2 import (
     P3BDinov2Attention,
@@ -44,6 +45,8 @@ from .modeling_p3b_layers import (
 
 # DINOv2's layers unchanged (the stock registers model's blocks are DINOv2's)
 P3BDinov2WithRegistersLayer, P3BDinov2WithRegistersAttention = P3BDinov2Layer, P3BDinov2Attention
+# the SwiGLU MLP's Hub layout (fused ``mlp.weights_in``, ``mlp.weights_out``), as for DINOv2
+_register_stock_mlp_key_mapping("Dinov2WithRegistersModel", "p3b_dinov2_with_registers")
 P3BDinov2WithRegistersEncoder = P3BDinov2Encoder
 
 

@@ -121,6 +121,25 @@ class _Removed(nn.Module):
         return getattr(self, self.attr)(reference[..., :0])
 
 
+class P3BGatedMLP(nn.Module):
+    """A gated MLP at per-layer widths, ``down_proj(act_fn(gate_proj(x)) * up_proj(x))`` (SwiGLU with
+    ``act="silu"``; the transformers 5.x module names). One hidden unit is a (``gate_proj`` row, ``up_proj`` row,
+    ``down_proj`` column) triple, so a pruned layer is this module at the kept width; a removed one is
+    ``_Removed(out_width, attr=P3BGatedMLP.out_attr)``. Any family whose config says its MLP is gated builds it."""
+
+    out_attr = "down_proj"
+
+    def __init__(self, in_width: int, hidden: int, out_width: int, act: str = "silu") -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(in_width, hidden)
+        self.up_proj = nn.Linear(in_width, hidden)
+        self.down_proj = nn.Linear(hidden, out_width)
+        self.act_fn = ACT2FN[act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
 def _add_into(residual: torch.Tensor, update: torch.Tensor, out_index: _IndexCache) -> torch.Tensor:
     # Out of place on purpose: hooks may hold the residual (an in-place index_add_ would save one
     # copy, but silently change tensors captured under no_grad). p3b_hf.optimize owns its stream

@@ -56,6 +56,9 @@ class Dims:
     k_bias: bool = True
     attn_extra: int = 0
     mlp_extra: int = 0
+    #: Linears reading the MLP input per hidden unit: 1 (fc1), 2 for a gated MLP (gate + up, the record's
+    #: ``Family.gated_mlp``): a hidden unit then costs two rows and a column
+    mlp_reads: int = 1
 
     @classmethod
     def from_config(cls, config: Any) -> Dims:
@@ -77,6 +80,7 @@ class Dims:
             k_bias=fam.k_bias,
             attn_extra=ls + rel,
             mlp_extra=ls,
+            mlp_reads=2 if fam.is_gated(config) else 1,
         )
 
     def gate_size(self, gate: str) -> int:
@@ -106,8 +110,9 @@ def attn_linear_params(d: Dims, a: Any, q: Any, o: Any) -> Any:
 
 
 def mlp_linear_params(d: Dims, i: Any, h: Any, o: Any) -> Any:
-    """Kept parameters of fc1 + fc2 with ``i`` read channels, ``h`` hidden neurons, ``o`` written channels."""
-    return i * h + h + h * o + o
+    """Kept parameters of fc1 + fc2 (gated: gate + up + down) with ``i`` read channels, ``h`` hidden neurons,
+    ``o`` written channels."""
+    return d.mlp_reads * (i * h + h) + h * o + o
 
 
 def full_linear_params(d: Dims) -> tuple[int, int]:
@@ -164,8 +169,8 @@ def param_per_element(d: Dims, gate: str, w: dict[str, int]) -> int:
         "attn_in": 1 + 3 * h * w["attn_qkv"],
         "attn_qkv": 3 * h * w["attn_in"] + h * w["attn_out"],
         "attn_out": h * w["attn_qkv"],
-        "mlp_in": 1 + w["mlp_hid"],
-        "mlp_hid": w["mlp_in"] + w["mlp_out"],
+        "mlp_in": 1 + d.mlp_reads * w["mlp_hid"],
+        "mlp_hid": d.mlp_reads * w["mlp_in"] + w["mlp_out"],
         "mlp_out": w["mlp_hid"],
     }[gate]
 

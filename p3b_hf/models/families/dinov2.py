@@ -1,7 +1,8 @@
 """DINOv2: layer scale (``layer_scale1/2``), ``mlp_ratio`` instead of ``intermediate_size``, a classifier that
 reads ``[CLS, mean of patches]`` (2C inputs), and a 518 px pretraining grid while its processor feeds 224 px
 (position embeddings are interpolated), so the processor decides the input resolution. The SwiGLU MLP of
-DINOv2-giant is refused."""
+DINOv2-giant (``use_swiglu_ffn=True``: ``down(silu(gate(x)) * up(x))``) is a :class:`~.record.GatedMLP`: one
+hidden unit is a (gate row, up row, down column) triple, pruned together by every method."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ from typing import Any
 
 from ..configuration_p3b_dinov2 import P3BDinov2Config
 from ..modeling_p3b_dinov2 import P3BDinov2ForImageClassification, P3BDinov2Model
-from .record import PLAIN, PRUNED_VIT_LAYOUT, STOCK_VIT_LAYOUT, Family
+from .record import PLAIN, PRUNED_VIT_LAYOUT, STOCK_VIT_LAYOUT, Family, GatedMLP
 
 
-def _refuse(config: Any) -> str | None:
-    if getattr(config, "use_swiglu_ffn", False):
-        return (
-            "config.use_swiglu_ffn=True: the SwiGLU MLP of DINOv2-giant is not supported; "
-            "use facebook/dinov2-small, -base or -large"
-        )
-    return None
+def swiglu_width(config: Any) -> int:
+    """The stock SwiGLU hidden size: two thirds of ``hidden_size * mlp_ratio``, rounded up to a multiple of 8."""
+    return (int(int(config.hidden_size * config.mlp_ratio) * 2 / 3) + 7) // 8 * 8
+
+
+#: DINOv2's SwiGLU MLP (stock and pruned format use the transformers 5.x module names)
+_SWIGLU_NAMES = dict(fc1="mlp.gate_proj", up="mlp.up_proj", act="mlp.act_fn", fc2="mlp.down_proj")
+SWIGLU = GatedMLP(
+    applies=lambda config: bool(getattr(config, "use_swiglu_ffn", False)),
+    stock=_SWIGLU_NAMES,
+    pruned=_SWIGLU_NAMES,
+    width=swiglu_width,
+)
 
 
 def demo_model(common: dict[str, Any], mlp_dim: int) -> Any:
@@ -56,7 +63,7 @@ FAMILY = Family(
     pruned_layout=replace(PRUNED_VIT_LAYOUT, **_NAMES),
     pooling=lambda _config: "cls+mean",
     layer_scale=lambda _config: True,
-    refuse=_refuse,
+    gated_mlp=SWIGLU,
     feeds_config_image_size=False,
     demo_model=demo_model,
 )

@@ -1,7 +1,8 @@
 """DINOv2 with registers: DINOv2's layers (layer scale, ``mlp_ratio``, ``[CLS, mean of patches]`` classifier, a
 processor that decides the resolution) plus ``num_register_tokens`` register tokens between CLS and the patches
 (no position embedding, always a mask token). The registers are never pruned as tokens; their channels are
-sliced with the embedding, and neither the classifier's patch mean nor BPI's patch heads read them."""
+sliced with the embedding, and neither the classifier's patch mean nor BPI's patch heads read them. The SwiGLU
+MLP (``use_swiglu_ffn``) is DINOv2's :class:`~.record.GatedMLP`."""
 
 from __future__ import annotations
 
@@ -15,12 +16,6 @@ from ..modeling_p3b_dinov2_with_registers import (
 )
 from . import dinov2
 from .record import PLAIN, Family
-
-
-def _refuse(config: Any) -> str | None:
-    if getattr(config, "use_swiglu_ffn", False):
-        return "config.use_swiglu_ffn=True: a SwiGLU MLP is not supported; use a GELU-MLP checkpoint"
-    return None
 
 
 def demo_model(common: dict[str, Any], mlp_dim: int) -> Any:
@@ -50,7 +45,7 @@ FAMILY = Family(
     layer_scale=lambda _config: True,
     register_tokens=lambda config: int(getattr(config, "num_register_tokens", 0)),
     mask_token=lambda _config: True,
-    refuse=_refuse,
+    gated_mlp=dinov2.SWIGLU,
     feeds_config_image_size=False,
     demo_model=demo_model,
 )

@@ -21,7 +21,7 @@ This module imports nothing of p3b_hf but :mod:`p3b_hf.errors`: records never de
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: a family of one stage of equal pre-LN transformer blocks (the full WidthPlan: heads, dims, MLP, residual)
@@ -74,6 +74,10 @@ class LayerPaths:
     #: a LayerNorm only the backbone's ``pooler_output`` reads, not the classifier (CLIP's ``post_layernorm`` of
     #: the CLS token): sliced with the embedding, never scored; relative to the backbone
     pooler_norm: str | None = None
+    #: a gated (GLU / SwiGLU) MLP's up projection: the hidden units are ``act(fc1(x)) * up(x)`` with ``fc1``
+    #: the gate and ``fc2`` the down projection; one hidden unit is a (gate row, up row, down column) triple,
+    #: pruned together. ``None``: an ungated MLP ``fc2(act(fc1(x)))``
+    up: str | None = None
 
 
 #: transformers 5.x ViT-style layer (``vit.layers[i].attention.q_proj``)
@@ -126,6 +130,21 @@ class StagePaths:
     attn_rel_bias: str | None = "relative_position_bias.relative_position_bias_table"
     attn_num_heads: str = "num_attention_heads"
     attn_head_dim: str = "head_dim"
+
+
+@dataclass(frozen=True)
+class GatedMLP:
+    """A family whose MLP may be gated (``fc2(act(fc1(x)) * up(x))``: SwiGLU / GeGLU), e.g. DINOv2's
+    ``use_swiglu_ffn``. ``applies`` says from the config whether this model's MLP is gated; ``stock`` / ``pruned``
+    override the plain layouts' MLP paths for such a model (``fc1`` = the gate, ``up``, ``act``, ``fc2`` = the
+    down projection; see :class:`LayerPaths`); ``width`` is the stock config's hidden-unit count (``None``: the
+    family's ungated rule). Generic code reads the layout from :meth:`Family.layout` and never branches on the
+    family."""
+
+    applies: Callable[[Any], bool]
+    stock: dict[str, str]
+    pruned: dict[str, str]
+    width: Callable[[Any], int] | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +216,8 @@ class Family:
     #: config -> an absolute position embedding (rows: patches + special tokens)
     absolute_positions: Callable[[Any], bool] = _true
     rel_bias: RelativePositionBias | None = None
+    #: a gated MLP (some configs of the family): see :class:`GatedMLP` and :meth:`layout`
+    gated_mlp: GatedMLP | None = None
     #: config -> why p3b_hf refuses this model (None: it does not)
     refuse: Callable[[Any], str | None] = lambda _config: None
     #: whether the patch projection has a bias (CLIP's Conv has none)
@@ -244,6 +265,19 @@ class Family:
     def classes(self) -> tuple[str, ...]:
         """Every classifier class name of the family, stock and pruned."""
         return (*self.stock_classes, *self.pruned_classes)
+
+    def is_gated(self, config: Any) -> bool:
+        """Whether ``config``'s MLP is gated (hidden units ``act(gate x) * up x``)."""
+        return self.gated_mlp is not None and bool(self.gated_mlp.applies(config))
+
+    def layout(self, config: Any, pruned: bool) -> LayerPaths | None:
+        """The plain layout of a model of ``config`` (``pruned``: the pruned format's, also its state-dict keys),
+        with the gated MLP's paths where :meth:`is_gated`."""
+        base = self.pruned_layout if pruned else self.stock_layout
+        if base is None or not self.is_gated(config):
+            return base
+        gated = self.gated_mlp
+        return replace(base, **(gated.pruned if pruned else gated.stock))
 
     # legacy name of the pruned layout (the state-dict keys apply_width_plan writes)
     @property

@@ -226,5 +226,8 @@ def dense_intermediate_size(config: Any) -> int:
     """MLP width of a stock or pruned plain config (some store ``mlp_ratio`` instead of ``intermediate_size``)."""
     f = getattr(config, "intermediate_size", None)
     if f is None:
+        fam = family_of(config)
+        if fam is not None and fam.is_gated(config) and fam.gated_mlp.width is not None:
+            return int(fam.gated_mlp.width(config))
         f = int(int(config.hidden_size) * config.mlp_ratio)
     return int(f)
