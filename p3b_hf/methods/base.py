@@ -173,12 +173,12 @@ class MethodTraits:
         object.__setattr__(self, "families", frozenset(self.families))
         object.__setattr__(self, "unused_options", dict(self.unused_options))
 
-
-def kind_text(kind: str) -> str:
-    """How an error names a family kind."""
-    return _KIND_TEXT.get(kind, f"{kind} families")
-
     @property
     def kd_needs_teacher(self) -> bool:
         """The KD options act only with ``--teacher``."""
         return self.kd == "teacher"
+
+
+def kind_text(kind: str) -> str:
+    """How an error names a family kind."""
+    return _KIND_TEXT.get(kind, f"{kind} families")
