@@ -424,3 +424,133 @@ def test_method_traits_drive_compare_and_the_errors(tmp_path: Path) -> None:
             methods.MethodTraits(budgets={"flops"})
     finally:
         methods.METHODS.pop("late-l1", None)
+
+
+def test_a_budget_the_method_does_not_declare_is_refused_before_loading(tmp_path: Path) -> None:
+    """``--target-speedup`` with a method whose traits lack ``latency`` is one OptionsError naming the methods
+    that take one, raised before the (here nonexistent) model is read."""
+    from dataclasses import dataclass
+
+    from p3b_hf import methods
+    from p3b_hf.errors import OptionsError
+    from p3b_hf.latency.options import LatencyOptions
+    from p3b_hf.options import DataOptions, OutputOptions, PruneOptions
+    from p3b_hf.runner import PruneJob, prune
+
+    @dataclass
+    class Opts:
+        keep: float = 0.5
+
+    try:
+        methods.register_method("params-only", Opts, lambda ctx, o: None)
+        job = PruneJob(
+            prune=PruneOptions(model=str(tmp_path / "missing"), method="params-only", prune_ratio=None),
+            data=DataOptions(dataset="d"),
+            output=OutputOptions(output_dir=str(tmp_path / "out")),
+            latency=LatencyOptions(target_speedup=2.0),
+        )
+        with pytest.raises(OptionsError) as err:
+            prune(job)
+        assert str(err.value) == (
+            "--method params-only takes no latency budget (--target-speedup / --target-latency-ms); use "
+            "--prune-ratio, or one of --method p3b, --method vbp, --method global."
+        )
+        assert not (tmp_path / "out").exists()
+    finally:
+        methods.METHODS.pop("params-only", None)
+
+
+#: every flag (and its default) of the tool commands before their flags were generated from dataclasses
+_TOOL_FLAGS = {
+    "cost": (["--model", "m"], {"--image-size": None, "--json": False}),
+    "push": (
+        ["--model", "m", "--repo-id", "me/x"],
+        {
+            "--private": False,
+            "--revision": None,
+            "--create-pr": False,
+            "--commit-message": None,
+            "--token": None,
+            "--dataset-name": None,
+            "--license": None,
+            "--no-model-card": False,
+            "--no-verify": False,
+            "--with-onnx": False,
+        },
+    ),
+    "bench": (
+        ["--model", "m"],
+        {
+            "--random-arch": None,
+            "--dense-model": None,
+            "--keep": 0.25,
+            "--plan-style": "p3b",
+            "--plan-round-to": None,
+            "--seed": 0,
+            "--device": None,
+            "--dtype": None,
+            "--batch-size": None,
+            "--repeats": 10,
+            "--warmup": 3,
+            "--compile": False,
+            "--variants": None,
+            "--pruned-variants": "",
+            "--min-repeat-s": None,
+            "--threads": None,
+            "--json": None,
+            "--onnx": False,
+            "--onnx-batch-sizes": "1,32",
+            "--opset": None,
+        },
+    ),
+    "demo": (
+        [],
+        {
+            "--output-dir": "outputs/demo",
+            "--prune-ratio": 0.5,
+            "--epochs": 6.0,
+            "--batch-size": 64,
+            "--lr": 1e-3,
+            "--augment": "glyph",
+            "--pretrain-steps": 450,
+            "--source-renders": 4,
+            "--train-renders": 3,
+            "--eval-renders": 2,
+            "--skip-dense": False,
+            "--bench-iters": 7,
+            "--threads": None,
+            "--seed": 0,
+            "--family": "vit",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("command", sorted(_TOOL_FLAGS))
+def test_tool_commands_build_their_typed_options(command: str) -> None:
+    """``cost`` / ``push`` / ``bench`` / ``demo`` flags are generated from one options dataclass each (the
+    library call takes it); every earlier flag keeps its name and default, and the parsed flags equal the
+    dataclass defaults (the CLI adds nothing)."""
+    import dataclasses
+
+    from p3b_hf.cli import build_parser
+    from p3b_hf.commands.demo import DemoOptions
+    from p3b_hf.options import BenchOptions, CostOptions, PushOptions, flag_of, options_from_namespace
+
+    cls = {"cost": CostOptions, "push": PushOptions, "bench": BenchOptions, "demo": DemoOptions}[command]
+    required, flags = _TOOL_FLAGS[command]
+    parser = build_parser(command)
+    sub = parser._subparsers._group_actions[0].choices[command]
+    by_flag = {s: a for a in sub._actions for s in a.option_strings}
+    assert {flag: by_flag[flag].default for flag in flags} == flags
+    assert {flag_of(f) for f in dataclasses.fields(cls)} <= set(by_flag)
+    opts = options_from_namespace(cls, parser.parse_args([command, *required]))
+    given = dict(zip(required[::2], required[1::2], strict=True))
+    assert opts == cls(**{f.name: given[flag_of(f)] for f in dataclasses.fields(cls) if flag_of(f) in given})
+    if command == "bench":  # exactly one of --model / --random-arch
+        for argv in ([], ["--model", "m", "--random-arch", "deit-tiny"]):
+            with pytest.raises(SystemExit):
+                parser.parse_args([command, *argv])
+        assert options_from_namespace(cls, parser.parse_args([command, "--random-arch", "deit-tiny"])) == (
+            BenchOptions(random_arch="deit-tiny")
+        )
