@@ -173,6 +173,13 @@ def check_given_options(
     for name, instead in method.unused_options.items():
         if name in given:
             raise OptionsError(f"{_flag(name)} is not used by --method {method.name}: {instead}.")
+    if method.traits.kd == "none":  # a method that declares it does not distil: every KD option is unused
+        for name in ("teacher", *KD_TUNING):
+            if name in given:
+                raise OptionsError(
+                    f"{_flag(name)} is not used by --method {method.name}: it does not distil; distil the pruned "
+                    "model afterwards with `p3b-hf finetune --model OUT --teacher DIR`."
+                )
     if kd is not None:
         check_given_kd(given, kd, f"--method {method.name}", method.kd_needs_teacher)
 

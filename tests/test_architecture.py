@@ -200,6 +200,28 @@ def test_architecture_example_method_runs(tmp_path: Path) -> None:
         fc1 = locate(dense).layers[0].fc1.weight.detach().abs().sum(1)
         assert kept[0] == sorted(fc1.topk(32).indices.tolist())  # the largest L1 rows of layer 0
         assert (tmp_path / "out" / "model.safetensors").exists()
+        # its traits: plain families only, no distillation, parameter budgets only
+        from transformers import SwinConfig
+
+        from p3b_hf.errors import OptionsError, UnsupportedModelError
+        from p3b_hf.runner import check_given_options
+
+        method = methods.get_method("uniform-l1")
+        assert (method.traits.families, method.traits.kd, method.traits.budgets) == (
+            {"plain"},
+            "none",
+            {"params"},
+        )
+        with pytest.raises(
+            UnsupportedModelError,
+            match=r"^--method uniform-l1 is defined for plain ViT blocks .*"
+            r"which p3b_hf prunes with --method vbp or --method global\.",
+        ):
+            methods.require_family_kind(method, SwinConfig())
+        with pytest.raises(
+            OptionsError, match="^--teacher is not used by --method uniform-l1: it does not distil"
+        ):
+            check_given_options("uniform-l1", {"teacher"})
         # A second registration under a taken name is refused (built-in names included), unless meant.
         with pytest.raises(P3BError, match="already registered"):
             methods.register_method("uniform-l1", options_cls, namespace["run"])
