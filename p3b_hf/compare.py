@@ -51,10 +51,12 @@ BUDGET_TEXT = {
 }
 
 
-def _traits(method: str) -> Any:
-    from .methods import get_method
-
-    return get_method(method).traits
+def _labels_text(method: Any) -> str:
+    """A method's ``--methods`` labels in an error: ``global-*`` when all of them are ``NAME-<variant>``."""
+    labels = list(method.compare_labels())
+    if len(labels) > 1 and all(label.startswith(f"{method.name}-") for label in labels):
+        return f"{method.name}-*"
+    return ", ".join(labels)
 
 
 GLOBAL_CRITERIA = ("hessian", "taylor", "l1", "l2", "random")
@@ -794,9 +796,11 @@ def _cells(job: CompareJob) -> tuple[list[tuple[float, MethodSpec, str, Path]], 
     ratios = latency_targets(job) if latency else parse_ratios(c.prune_ratio)
     other = [s.label for s in specs if c.budget not in s.traits.budgets]
     if other:
-        able = [label for label, (m, _) in compare_labels().items() if c.budget in _traits(m).budgets]
+        from .methods import all_methods
+
+        able = [_labels_text(m) for m in all_methods() if c.budget in m.traits.budgets]
         raise P3BError(
-            f"--budget {c.budget} ({BUDGET_TEXT[c.budget]}) applies to {', '.join(able) or 'no method'} only, "
+            f"--budget {c.budget} ({BUDGET_TEXT[c.budget]}) applies to {', '.join(able) or 'no'} cells only, "
             f"not {', '.join(other)}; compare those at whole-model parameter budgets (--budget params)."
         )
     out_dir = Path(job.output.output_dir)

@@ -426,7 +426,9 @@ def test_method_traits_drive_compare_and_the_errors(tmp_path: Path) -> None:
             data=DataOptions(dataset="d"),
             output=OutputOptions(output_dir=str(tmp_path / "x")),
         )
-        with pytest.raises(P3BError, match=r"applies to .*global-taylor.*late-l1.* only, not vbp;"):
+        with pytest.raises(
+            P3BError, match=r"applies to global-\*, late-l1, late-l1-strong cells only, not vbp;"
+        ):
             _cells(bad)
         # P3B (plain only) on a staged config, the plug-in (staged only) on a plain one
         from transformers import SwinConfig, ViTConfig
