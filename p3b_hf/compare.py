@@ -43,16 +43,40 @@ from .report import REPORT_NAME, portable
 
 PROTOCOLS = ("single", "lodo")
 BUDGETS = ("params", "channels", "latency")
+#: how the budget refusal names each budget
+BUDGET_TEXT = {
+    "params": "whole-model parameter fractions",
+    "channels": "Torch-Pruning channel ratios",
+    "latency": "speed-up targets",
+}
+
+
+def _labels_text(method: Any) -> str:
+    """A method's ``--methods`` labels in an error: ``global-*`` when all of them are ``NAME-<variant>``."""
+    labels = list(method.compare_labels())
+    if len(labels) > 1 and all(label.startswith(f"{method.name}-") for label in labels):
+        return f"{method.name}-*"
+    return ", ".join(labels)
+
 
 GLOBAL_CRITERIA = ("hessian", "taylor", "l1", "l2", "random")
 START_SOURCE, START_DENSE = "source", "dense"  # what a cell prunes: the --model, or the dense cell OUT/dense
 
 
+def compare_labels() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every ``--methods`` entry -> (registered method, option overrides of its cells), from the methods'
+    declared ``compare_labels`` (:class:`~p3b_hf.methods.MethodTraits`): ``p3b``, ``p3b-reference``,
+    ``vbp``, ``global-<criterion>``, and each plug-in's own name."""
+    from .methods import all_methods
+
+    return {label: (m.name, over) for m in all_methods() for label, over in m.compare_labels().items()}
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """One entry of ``--methods``: a registered method (``p3b``, ``vbp``, ``global`` or one added with
-    :func:`~p3b_hf.methods.register_method`), ``p3b-reference`` (P3B with ``reference=True``) or
-    ``global-<criterion>``. ``overrides`` are set on the method's options for this cell."""
+    """One entry of ``--methods``: a label a registered method declares (``p3b``, ``p3b-reference`` = P3B with
+    ``reference=True``, ``vbp``, ``global-<criterion>``, or the name of one added with
+    :func:`~p3b_hf.methods.register_method`). ``overrides`` are set on the method's options for this cell."""
 
     label: str
     method: str
@@ -60,46 +84,56 @@ class MethodSpec:
 
     @classmethod
     def parse(cls, text: str) -> MethodSpec:
-        from .methods import METHODS
-
         name = text.strip().lower()
-        if (
-            name == "p3b-reference"
-        ):  # the reference BPI/gate path: its cost and accuracy next to the fast default
-            return cls(name, "p3b", (("reference", True),))
-        if name.startswith("global-") and name.split("-", 1)[1] in GLOBAL_CRITERIA:
-            return cls(name, "global", (("importance", name.split("-", 1)[1]),))
-        if name in METHODS and name != "global":
-            return cls(name, name)
+        labels = compare_labels()
+        if name in labels:
+            method, over = labels[name]
+            return cls(name, method, tuple(over.items()))
         raise P3BError(
-            f"Unknown method {text!r} in --methods; use p3b, p3b-reference, vbp, global-<criterion> "
-            f"with criterion in {', '.join(GLOBAL_CRITERIA)} (e.g. p3b,vbp,global-taylor), or a "
-            f"registered method ({', '.join(m for m in METHODS if m != 'global')})."
+            f"Unknown method {text!r} in --methods; use one of {', '.join(labels)} (e.g. p3b,vbp,global-taylor)."
         )
+
+    @property
+    def traits(self) -> Any:
+        from .methods import get_method
+
+        return get_method(self.method).traits
 
     def options(self, base: Any, epochs: float) -> Any:
         """The cell's method options: ``base`` (what the user set for this method) with the spec's overrides;
-        VBP's KD fine-tune gets the compare's epochs."""
+        a method's own fine-tune length (its ``epochs_option``, VBP's ``vbp_epochs``) gets the compare's
+        epochs."""
         extra = dict(self.overrides)
-        if self.method == "vbp":
-            extra["vbp_epochs"] = epochs
+        if self.traits.epochs_option:
+            extra[self.traits.epochs_option] = epochs
         return dataclasses.replace(base, **extra) if extra else base
 
     def start(self, global_from: str = START_SOURCE) -> str:
         """The model this method's cells prune: ``"dense"`` (the dense cell, fine-tuned on the task) or
         ``"source"`` (``--model``, whose head ``p3b-hf prune`` replaces for the target labels).
 
-        VBP always starts from the dense cell: it is a post-training method, and from the source model it
-        would distil from a random head. P3B prunes during fine-tuning, so it starts from the source.
-        Global pruning follows ``--global-from``.
+        A post-training method (VBP) always starts from the dense cell: from the source model it would distil
+        from a random head. One that prunes during fine-tuning (P3B) starts from the source. One whose start
+        is optional (global pruning) follows ``--global-from``.
         """
-        if self.method == "vbp" or (self.method == "global" and global_from == START_DENSE):
+        traits = self.traits
+        if traits.post_training or (traits.dense_start_optional and global_from == START_DENSE):
             return START_DENSE
         return START_SOURCE
 
 
-#: method options a compare sets itself in every cell, and why a user's value cannot act
-COMPARE_SETS = {"vbp_epochs": "every cell trains --epochs (VBP's KD fine-tune too)"}
+def compare_sets() -> dict[str, str]:
+    """Method options a compare sets itself in every cell, and why a user's value cannot act (each method's
+    ``epochs_option``: ``--vbp-epochs``)."""
+    from .methods import all_methods
+
+    return {
+        m.traits.epochs_option: (
+            f"every cell trains --epochs ({m.display}'s {'' if m.traits.kd == 'none' else 'KD '}fine-tune too)"
+        )
+        for m in all_methods()
+        if m.traits.epochs_option
+    }
 
 
 def check_given(given: Any) -> None:
@@ -107,8 +141,9 @@ def check_given(given: Any) -> None:
     overrides in every cell (``--vbp-epochs``: the cells train ``--epochs``)."""
     from .errors import OptionsError
 
-    for name, why in COMPARE_SETS.items():
-        if name in {str(g).replace("-", "_") for g in given}:
+    given = {str(g).replace("-", "_") for g in given}
+    for name, why in compare_sets().items():
+        if name in given:
             raise OptionsError(f"--{name.replace('_', '-')} is not used by compare: {why}.")
 
 
@@ -708,19 +743,23 @@ def latency_targets(job: CompareJob) -> list[float]:
 
 def cell_job(job: CompareJob, spec: MethodSpec, ratio: float, cell: Path, start_model: str | None) -> Any:
     """The :class:`~p3b_hf.runner.PruneJob` of one cell. ``start_model``: prune that model instead of the
-    source (the dense cell); VBP then also distils from it unless the user gave a teacher."""
+    source (the dense cell); a post-training method that distils from its input (VBP) then also distils from it
+    unless the user gave a teacher."""
     from .methods import get_method
     from .runner import PruneJob
 
     method = get_method(spec.method)
     base = job.method_options.get(spec.method) or method.options()
     kd = job.kd
-    if (
-        "teacher" in method.unused_options
-    ):  # a method that does not distil (global): the KD options are others'
+    if method.traits.kd == "none":  # a method that does not distil (global): the KD options are others'
         kd = KDOptions()
-    if spec.method == "vbp" and start_model is not None and not kd.teacher:
-        kd = dataclasses.replace(kd, teacher=start_model)
+    if (
+        method.traits.post_training
+        and method.traits.kd == "input"
+        and start_model is not None
+        and not kd.teacher
+    ):
+        kd = dataclasses.replace(kd, teacher=start_model)  # VBP distils from the dense cell it prunes
     options = spec.options(base, job.train.epochs)
     prune_ratio: float | None = ratio
     if (
@@ -755,13 +794,15 @@ def _cells(job: CompareJob) -> tuple[list[tuple[float, MethodSpec, str, Path]], 
     specs = parse_methods(c.methods)
     latency = c.budget == "latency"
     ratios = latency_targets(job) if latency else parse_ratios(c.prune_ratio)
-    if c.budget == "channels":
-        other = [s.label for s in specs if s.method != "global"]
-        if other:
-            raise P3BError(
-                f"--budget channels (Torch-Pruning channel ratios) applies to global-* cells only, not "
-                f"{', '.join(other)}; compare those at whole-model parameter budgets (--budget params)."
-            )
+    other = [s.label for s in specs if c.budget not in s.traits.budgets]
+    if other:
+        from .methods import all_methods
+
+        able = [_labels_text(m) for m in all_methods() if c.budget in m.traits.budgets]
+        raise P3BError(
+            f"--budget {c.budget} ({BUDGET_TEXT[c.budget]}) applies to {', '.join(able) or 'no'} cells only, "
+            f"not {', '.join(other)}; compare those at whole-model parameter budgets (--budget params)."
+        )
     out_dir = Path(job.output.output_dir)
     dense_dir = out_dir / "dense"
     cells = [

@@ -32,6 +32,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 
 from .errors import CheckpointError, HubError, P3BError
 from .models.families import pruned_model_types
+from .options import PushOptions
 from .report import model_ref, portable
 
 REPORT_NAME = "pruning_report.json"
@@ -488,6 +489,25 @@ def collect_files(
         files[f"plots/{png.name}"] = png
     files.update(onnx_files)
     return files
+
+
+def push(opts: PushOptions, *, api: HfApi | None = None) -> PushResult:
+    """``p3b-hf push``: :func:`push_pruned` with the command's typed options."""
+    return push_pruned(
+        opts.model,
+        opts.repo_id,
+        private=True if opts.private else None,
+        revision=opts.revision,
+        commit_message=opts.commit_message,
+        token=opts.token,
+        create_pr=opts.create_pr,
+        dataset=opts.dataset_name,
+        license=opts.license,
+        model_card=not opts.no_model_card,
+        verify=not opts.no_verify,
+        api=api,
+        with_onnx=opts.with_onnx,
+    )
 
 
 def push_pruned(

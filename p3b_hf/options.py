@@ -132,11 +132,15 @@ def add_options(
     defaults: Mapping[str, Any] | None = None,
     title: str | None = None,
     choices: Mapping[str, Iterable[Any]] | None = None,
+    one_of: Iterable[str] = (),
 ) -> Any:
     """Declare ``cls``'s options on ``parser`` (in an argument group ``title``; ``defaults`` override the
     dataclass defaults for this command, e.g. 300 fine-tune epochs; ``choices`` set a field's choices known
-    only at run time, e.g. the registered methods). Returns the group."""
+    only at run time, e.g. the registered methods; ``one_of``: fields of which exactly one must be given, in
+    one required mutually exclusive group -- ``bench --model | --random-arch``). Returns the group."""
     group = parser.add_argument_group(title) if title else parser
+    one_of = tuple(one_of)
+    exclusive = group.add_mutually_exclusive_group(required=True) if one_of else None
     hints = typing.get_type_hints(cls)
     for f in cli_fields(cls):
         meta = f.metadata
@@ -168,8 +172,11 @@ def add_options(
                 kw["required"] = True
             else:
                 kw["default"] = default
-        kw["action"] = _recording(group, kw.get("action"))
-        group.add_argument(flag_of(f), **kw)
+        target = exclusive if f.name in one_of else group
+        if target is exclusive:
+            kw.pop("required", None)  # the group is required, its members are not
+        kw["action"] = _recording(target, kw.get("action"))
+        target.add_argument(flag_of(f), **kw)
     return group
 
 
@@ -575,3 +582,114 @@ def command_line(*parts: Any) -> str:
             elif value is not None:
                 out += [flag, str(value)]
     return " ".join(out)
+
+
+# ------------------------------------------------------------------------------------- tool commands
+@dataclasses.dataclass
+class CostOptions:
+    """``p3b-hf cost``: analytic params / MACs from a config alone."""
+
+    model: str = option(help="model dir or Hub id (only config.json is read)")
+    image_size: int | None = option(None, help="count at another input resolution")
+    json: bool = option(False, help="print JSON instead of a table")
+
+
+@dataclasses.dataclass
+class PushOptions:
+    """``p3b-hf push``: upload a pruned model dir to the Hub (:func:`p3b_hf.hub.push`)."""
+
+    model: str = option(help="model dir written by `p3b-hf prune` or `p3b-hf finetune`")
+    repo_id: str = option(help="target Hub repo, e.g. me/deit-small-cifar100-p3b50")
+    private: bool = option(False, help="create the repo as private (if it is new)")
+    revision: str | None = option(None, help="branch to push to (created from main if missing)")
+    create_pr: bool = option(False, help="open a pull request instead of pushing to a branch")
+    commit_message: str | None = option(None, help="the commit message (default: generated)")
+    token: str | None = option(
+        None,
+        help="Hub token (default: HF_TOKEN / `hf auth login`); it and the connection are checked before the "
+        "model is read (offline mode, no token, a rejected token, no connection: one line, exit 2)",
+    )
+    dataset_name: str | None = option(
+        None, help="Hub data set id for the model card (default: the one in pruning_report.json)"
+    )
+    license: str | None = option(None, help="license tag for the model card, e.g. apache-2.0")
+    no_model_card: bool = option(
+        False, help="do not generate README.md (an existing README.md in the dir is uploaded instead)"
+    )
+    no_verify: bool = option(False, help="skip the load + forward check before uploading")
+    with_onnx: bool = option(
+        False,
+        help="also upload onnx/ (model.onnx, model_int8.onnx, export_report.json from `p3b-hf export`) "
+        "and describe it in the model card",
+    )
+
+
+#: ``bench --random-arch`` shapes and ``--plan-style`` values (random plans shaped like P3B's output, or uniform)
+RANDOM_ARCHS = ("deit-tiny", "deit-small", "deit-base")
+BENCH_PLAN_STYLES = ("p3b", "uniform")
+
+
+@dataclasses.dataclass
+class BenchOptions:
+    """``p3b-hf bench``: images/s of a pruned model vs its dense original (``--model``) or of a random plan
+    (``--random-arch``; exactly one of the two)."""
+
+    model: str | None = option(
+        None,
+        help="pruned model dir or Hub id of any family (ViT, DeiT, BEiT, DINOv2, Swin, ConvNeXt); its dense "
+        "original is --dense-model, else config.json base_model_name_or_path (refused if it cannot be loaded)",
+    )
+    random_arch: str | None = option(
+        None,
+        choices=RANDOM_ARCHS,
+        help="benchmark a random-weight pruned model of this DeiT shape instead of --model",
+    )
+    dense_model: str | None = option(
+        None,
+        help="--model: the dense original to time against (dir or Hub id; default: config.json "
+        "base_model_name_or_path); 'random': random weights of the dense shape (ViT/DeiT)",
+    )
+    keep: float = option(
+        0.25, help="--random-arch: fraction of whole-model parameters kept (default 0.25 = 75%% pruned)"
+    )
+    plan_style: str = option(
+        "p3b",
+        choices=BENCH_PLAN_STYLES,
+        help="--random-arch: P3B-like residual in/out subsets (default) or uniform slimming",
+    )
+    plan_round_to: int | None = option(
+        None, help="--random-arch: round every kept width of the random plan to a multiple of this"
+    )
+    seed: int = option(0, help="seed of the random plan and of the timed images")
+    device: str | None = option(None, choices=("cpu", "cuda"), help="default: cuda if available")
+    dtype: str | None = option(
+        None, choices=("bf16", "fp16", "fp32"), help="default: bf16 on cuda, fp32 on cpu"
+    )
+    batch_size: int | None = option(None, help="default: 1024 on cuda, 1 on cpu (P3B)")
+    repeats: int = option(10, help="timed repeats; the median is reported")
+    warmup: int = option(3, help="untimed warm-up passes")
+    compile: bool = option(False, help="also time the optimised path under torch.compile")
+    variants: str | None = option(
+        None,
+        help="comma list for all models: eager, fast, compiled[+round8|+gather|+index_add|"
+        "+dense|+conv|+nofold|+alltokens] (default eager,fast for ViT/DeiT, eager for BEiT / DINOv2 / "
+        "Swin / ConvNeXt, which have no fast path; with --onnx eager,fast,ort-fp32,ort-int8)",
+    )
+    pruned_variants: str = option(
+        "", help="extra variants timed for the pruned model only, e.g. fast+round8,compiled+round8"
+    )
+    min_repeat_s: float | None = option(
+        None,
+        help="repeat forward passes until one timed repeat lasts this long (default 0.2 s on cpu, 0 on cuda)",
+    )
+    threads: int | None = option(None, help="torch CPU threads (default: torch's)")
+    json_out: str | None = option(None, flag="--json", help="write the full report (JSON) here")
+    onnx: bool = option(
+        False,
+        help="CPU deployment table instead: dense and pruned in PyTorch eager, fast "
+        "(optimize_for_inference) and ONNX Runtime fp32 / int8, per --onnx-batch-sizes "
+        "(needs p3b_hf[onnx]; --variants / --pruned-variants then take eager, fast, ort-fp32, "
+        "ort-int8[+nofold|+readfold|+hf|+static|+opsetN])",
+    )
+    onnx_batch_sizes: str = option("1,32", help="--onnx: batch sizes timed (default 1,32)")
+    opset: int | None = option(None, help="--onnx: ONNX opset (default 20)")

@@ -50,7 +50,7 @@ from .checkpoints import (
 )
 from .errors import DataError, OptionsError, P3BError
 from .latency.options import LatencyOptions
-from .methods import METHODS, get_method
+from .methods import METHODS, Method, all_methods, get_method, require_family_kind
 from .methods.base import MethodResult, RunContext
 from .models.locator import classifier_heads, require_supported_config
 from .options import (
@@ -173,6 +173,13 @@ def check_given_options(
     for name, instead in method.unused_options.items():
         if name in given:
             raise OptionsError(f"{_flag(name)} is not used by --method {method.name}: {instead}.")
+    if method.traits.kd == "none":  # a method that declares it does not distil: every KD option is unused
+        for name in ("teacher", *KD_TUNING):
+            if name in given:
+                raise OptionsError(
+                    f"{_flag(name)} is not used by --method {method.name}: it does not distil; distil the pruned "
+                    "model afterwards with `p3b-hf finetune --model OUT --teacher DIR`."
+                )
     if kd is not None:
         check_given_kd(given, kd, f"--method {method.name}", method.kd_needs_teacher)
 
@@ -406,6 +413,7 @@ def prune(
     job.train.check()
     _check_latency(job)
     method = get_method(job.prune.method)
+    _check_budget(job, method)
     options = job.method_options if job.method_options is not None else method.options()
     if not isinstance(options, method.options):
         raise P3BError(
@@ -426,6 +434,7 @@ def _prune(
 ) -> RunResult:
     started = time.time()
     model, processor, raw = _load(job.prune.model, job.data, job.output, job.train)
+    require_family_kind(method, model)  # P3B on Swin: one error generated from the traits, nothing written
     check_pad_to(model.config, job.prune.pad_to)  # refused before any training or file (not after it)
     head_reinitialised = adapt_classifier(model, raw.labels)
     identity = run_identity(
@@ -615,6 +624,19 @@ def _check_latency(job: PruneJob) -> None:
         raise BudgetError(
             "Give one budget: --prune-ratio (parameters) or --target-speedup / --target-latency-ms (latency), "
             "not both."
+        )
+
+
+def _check_budget(job: PruneJob, method: Method) -> None:
+    """Refuse a budget the method does not declare (:class:`~p3b_hf.methods.MethodTraits` ``budgets``) before
+    anything is loaded: a method that ignores ``--target-speedup`` would silently prune to another target."""
+    latency = getattr(job, "latency", None)
+    budget = "latency" if latency is not None and latency.active else "params"
+    if budget == "latency" and budget not in method.traits.budgets:
+        able = [m.name for m in all_methods() if budget in m.traits.budgets]
+        raise OptionsError(
+            f"--method {method.name} takes no latency budget (--target-speedup / --target-latency-ms); use "
+            f"--prune-ratio, or one of {', '.join('--method ' + n for n in able)}."
         )
 
 

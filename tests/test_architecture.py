@@ -200,6 +200,28 @@ def test_architecture_example_method_runs(tmp_path: Path) -> None:
         fc1 = locate(dense).layers[0].fc1.weight.detach().abs().sum(1)
         assert kept[0] == sorted(fc1.topk(32).indices.tolist())  # the largest L1 rows of layer 0
         assert (tmp_path / "out" / "model.safetensors").exists()
+        # its traits: plain families only, no distillation, parameter budgets only
+        from transformers import SwinConfig
+
+        from p3b_hf.errors import OptionsError, UnsupportedModelError
+        from p3b_hf.runner import check_given_options
+
+        method = methods.get_method("uniform-l1")
+        assert (method.traits.families, method.traits.kd, method.traits.budgets) == (
+            {"plain"},
+            "none",
+            {"params"},
+        )
+        with pytest.raises(
+            UnsupportedModelError,
+            match=r"^--method uniform-l1 is defined for plain ViT blocks .*"
+            r"which p3b_hf prunes with --method vbp or --method global\.",
+        ):
+            methods.require_family_kind(method, SwinConfig())
+        with pytest.raises(
+            OptionsError, match="^--teacher is not used by --method uniform-l1: it does not distil"
+        ):
+            check_given_options("uniform-l1", {"teacher"})
         # A second registration under a taken name is refused (built-in names included), unless meant.
         with pytest.raises(P3BError, match="already registered"):
             methods.register_method("uniform-l1", options_cls, namespace["run"])
@@ -300,3 +322,259 @@ def test_no_merge_conflict_markers_in_tracked_files() -> None:
         if path.is_file() and marker.search(path.read_text(errors="replace")):
             bad.append(name)
     assert bad == []
+
+
+#: string literals outside p3b_hf/methods/ that equal a method name but dispatch on nothing: ``bench``'s random
+#: plan style "p3b" (a plan shaped like P3B's output: every head, per-layer head dims and MLP widths)
+_METHOD_NAME_ALLOWED = {("p3b_hf/bench.py", "p3b"), ("p3b_hf/commands/bench.py", "p3b")}
+
+
+def _method_labels() -> set[str]:
+    from p3b_hf.methods import all_methods
+
+    return {label for m in all_methods() for label in (m.name, *m.compare_labels())}
+
+
+def _str_constants(node: ast.AST) -> list[str]:
+    """The string constants of a comparison operand (a literal, or a tuple / list / set / dict of them)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [v for e in node.elts for v in _str_constants(e)]
+    if isinstance(node, ast.Dict):
+        return [v for k in node.keys if k is not None for v in _str_constants(k)]
+    return []
+
+
+def test_no_module_outside_the_methods_compares_a_method_name() -> None:
+    """What a method is (post-training? KD? budgets? family kinds? its compare labels) is its declared
+    ``MethodTraits`` (docs/architecture.md "Adding a pruning method"): outside p3b_hf/methods/ no module compares
+    against a method name (``== "vbp"``, ``in ("p3b", ...)``, ``.startswith("global-")``, ``match``), so a
+    plug-in method is compared, refused and reported like a built-in one. Default values (``method="p3b"``)
+    and prose are not comparisons."""
+    labels = _method_labels()
+    prefixes = {label.split("-", 1)[0] + "-" for label in labels if "-" in label}
+    hits = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("p3b_hf/methods/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            found: list[str] = []
+            if isinstance(node, ast.Compare):
+                for operand in (node.left, *node.comparators):
+                    found += [v for v in _str_constants(operand) if v.lower() in labels]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in {"startswith", "endswith", "removeprefix"}:
+                    found += [v for a in node.args for v in _str_constants(a) if v in labels | prefixes]
+            elif isinstance(node, ast.MatchValue):
+                found += [v for v in _str_constants(node.value) if v in labels]
+            hits += [f"{rel}:{node.lineno}: {v!r}" for v in found if (rel, v) not in _METHOD_NAME_ALLOWED]
+    assert hits == [], "a method name outside p3b_hf/methods/ (declare a trait instead):\n" + "\n".join(hits)
+
+
+def test_method_traits_drive_compare_and_the_errors(tmp_path: Path) -> None:
+    """A plug-in's traits act like a built-in's: a post-training plug-in starts from the dense cell and gets it
+    as its KD teacher, its own compare labels parse, a budget it does not declare is refused, a family kind it
+    does not prune is one UnsupportedModelError generated from the traits (naming the methods that do)."""
+    from dataclasses import dataclass
+
+    from p3b_hf import methods
+    from p3b_hf.compare import CompareJob, CompareOptions, MethodSpec, cell_job, parse_methods
+    from p3b_hf.errors import UnsupportedModelError
+    from p3b_hf.options import DataOptions, OutputOptions
+
+    @dataclass
+    class Opts:
+        keep: float = 0.5
+        strength: int = 1
+        my_epochs: float = 1.0
+
+    def run(ctx, opts):  # never reached here
+        raise AssertionError
+
+    try:
+        m = methods.register_method(
+            "late-l1",
+            Opts,
+            run,
+            post_training=True,
+            budgets={"params", "channels"},
+            families={"staged"},
+            epochs_option="my_epochs",
+            compare_labels={"late-l1": {}, "late-l1-strong": {"strength": 3}},
+        )
+        assert m.traits.kd == "input" and m.traits.budgets == frozenset({"params", "channels"})
+        spec = MethodSpec.parse("late-l1-strong")
+        assert (spec.method, spec.overrides, spec.start()) == ("late-l1", (("strength", 3),), "dense")
+        job = CompareJob(
+            compare=CompareOptions(model="src"),
+            data=DataOptions(dataset="d"),
+            output=OutputOptions(output_dir=str(tmp_path)),
+        )
+        cell = cell_job(job, spec, 0.5, tmp_path / "c", "cmp/dense")
+        assert cell.kd.teacher == "cmp/dense" and cell.method_options == Opts(
+            strength=3, my_epochs=job.train.epochs
+        )
+        with pytest.raises(P3BError, match="Unknown method 'late-l1-weak'.*late-l1-strong"):
+            parse_methods("late-l1-weak")
+        # --budget channels: global-* and the plug-in, not p3b / vbp (their traits lack it)
+        from p3b_hf.compare import _cells
+
+        bad = CompareJob(
+            compare=CompareOptions(model="src", methods="late-l1,vbp", budget="channels"),
+            data=DataOptions(dataset="d"),
+            output=OutputOptions(output_dir=str(tmp_path / "x")),
+        )
+        with pytest.raises(
+            P3BError, match=r"applies to global-\*, late-l1, late-l1-strong cells only, not vbp;"
+        ):
+            _cells(bad)
+        # P3B (plain only) on a staged config, the plug-in (staged only) on a plain one
+        from transformers import SwinConfig, ViTConfig
+
+        with pytest.raises(UnsupportedModelError) as err:
+            methods.require_family_kind(methods.get_method("p3b"), SwinConfig())
+        assert "P3B is defined for plain ViT blocks" in str(err.value)
+        assert "--method vbp or --method global or --method late-l1" in str(err.value)
+        with pytest.raises(
+            UnsupportedModelError,
+            match=r"--method late-l1 is defined for hierarchical .* "
+            r"--method p3b or --method vbp or --method global\.",
+        ):
+            methods.require_family_kind(m, ViTConfig())
+        methods.require_family_kind(methods.get_method("vbp"), SwinConfig())  # both kinds: no error
+        with pytest.raises(P3BError, match="unknown budgets"):
+            methods.MethodTraits(budgets={"flops"})
+    finally:
+        methods.METHODS.pop("late-l1", None)
+
+
+def test_a_budget_the_method_does_not_declare_is_refused_before_loading(tmp_path: Path) -> None:
+    """``--target-speedup`` with a method whose traits lack ``latency`` is one OptionsError naming the methods
+    that take one, raised before the (here nonexistent) model is read."""
+    from dataclasses import dataclass
+
+    from p3b_hf import methods
+    from p3b_hf.errors import OptionsError
+    from p3b_hf.latency.options import LatencyOptions
+    from p3b_hf.options import DataOptions, OutputOptions, PruneOptions
+    from p3b_hf.runner import PruneJob, prune
+
+    @dataclass
+    class Opts:
+        keep: float = 0.5
+
+    try:
+        methods.register_method("params-only", Opts, lambda ctx, o: None)
+        job = PruneJob(
+            prune=PruneOptions(model=str(tmp_path / "missing"), method="params-only", prune_ratio=None),
+            data=DataOptions(dataset="d"),
+            output=OutputOptions(output_dir=str(tmp_path / "out")),
+            latency=LatencyOptions(target_speedup=2.0),
+        )
+        with pytest.raises(OptionsError) as err:
+            prune(job)
+        assert str(err.value) == (
+            "--method params-only takes no latency budget (--target-speedup / --target-latency-ms); use "
+            "--prune-ratio, or one of --method p3b, --method vbp, --method global."
+        )
+        assert not (tmp_path / "out").exists()
+    finally:
+        methods.METHODS.pop("params-only", None)
+
+
+#: every flag (and its default) of the tool commands before their flags were generated from dataclasses
+_TOOL_FLAGS = {
+    "cost": (["--model", "m"], {"--image-size": None, "--json": False}),
+    "push": (
+        ["--model", "m", "--repo-id", "me/x"],
+        {
+            "--private": False,
+            "--revision": None,
+            "--create-pr": False,
+            "--commit-message": None,
+            "--token": None,
+            "--dataset-name": None,
+            "--license": None,
+            "--no-model-card": False,
+            "--no-verify": False,
+            "--with-onnx": False,
+        },
+    ),
+    "bench": (
+        ["--model", "m"],
+        {
+            "--random-arch": None,
+            "--dense-model": None,
+            "--keep": 0.25,
+            "--plan-style": "p3b",
+            "--plan-round-to": None,
+            "--seed": 0,
+            "--device": None,
+            "--dtype": None,
+            "--batch-size": None,
+            "--repeats": 10,
+            "--warmup": 3,
+            "--compile": False,
+            "--variants": None,
+            "--pruned-variants": "",
+            "--min-repeat-s": None,
+            "--threads": None,
+            "--json": None,
+            "--onnx": False,
+            "--onnx-batch-sizes": "1,32",
+            "--opset": None,
+        },
+    ),
+    "demo": (
+        [],
+        {
+            "--output-dir": "outputs/demo",
+            "--prune-ratio": 0.5,
+            "--epochs": 6.0,
+            "--batch-size": 64,
+            "--lr": 1e-3,
+            "--augment": "glyph",
+            "--pretrain-steps": 450,
+            "--source-renders": 4,
+            "--train-renders": 3,
+            "--eval-renders": 2,
+            "--skip-dense": False,
+            "--bench-iters": 7,
+            "--threads": None,
+            "--seed": 0,
+            "--family": "vit",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("command", sorted(_TOOL_FLAGS))
+def test_tool_commands_build_their_typed_options(command: str) -> None:
+    """``cost`` / ``push`` / ``bench`` / ``demo`` flags are generated from one options dataclass each (the
+    library call takes it); every earlier flag keeps its name and default, and the parsed flags equal the
+    dataclass defaults (the CLI adds nothing)."""
+    import dataclasses
+
+    from p3b_hf.cli import build_parser
+    from p3b_hf.commands.demo import DemoOptions
+    from p3b_hf.options import BenchOptions, CostOptions, PushOptions, flag_of, options_from_namespace
+
+    cls = {"cost": CostOptions, "push": PushOptions, "bench": BenchOptions, "demo": DemoOptions}[command]
+    required, flags = _TOOL_FLAGS[command]
+    parser = build_parser(command)
+    sub = parser._subparsers._group_actions[0].choices[command]
+    by_flag = {s: a for a in sub._actions for s in a.option_strings}
+    assert {flag: by_flag[flag].default for flag in flags} == flags
+    assert {flag_of(f) for f in dataclasses.fields(cls)} <= set(by_flag)
+    opts = options_from_namespace(cls, parser.parse_args([command, *required]))
+    given = dict(zip(required[::2], required[1::2], strict=True))
+    assert opts == cls(**{f.name: given[flag_of(f)] for f in dataclasses.fields(cls) if flag_of(f) in given})
+    if command == "bench":  # exactly one of --model / --random-arch
+        for argv in ([], ["--model", "m", "--random-arch", "deit-tiny"]):
+            with pytest.raises(SystemExit):
+                parser.parse_args([command, *argv])
+        assert options_from_namespace(cls, parser.parse_args([command, "--random-arch", "deit-tiny"])) == (
+            BenchOptions(random_arch="deit-tiny")
+        )

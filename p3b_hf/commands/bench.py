@@ -1,90 +1,22 @@
 """``p3b-hf bench``: images/s of a pruned model vs its dense original vs the ideal plain ViT of equal
-shapes, measured in one run (see :mod:`p3b_hf.bench`)."""
+shapes, measured in one run (see :mod:`p3b_hf.bench`). The flags are generated from
+:class:`p3b_hf.options.BenchOptions`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..options import BenchOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--model",
-        help="pruned model dir or Hub id of any family (ViT, DeiT, BEiT, DINOv2, Swin, ConvNeXt); its dense "
-        "original is --dense-model, else config.json base_model_name_or_path (refused if it cannot be loaded)",
-    )
-    src.add_argument(
-        "--random-arch",
-        choices=("deit-tiny", "deit-small", "deit-base"),
-        help="benchmark a random-weight pruned model of this DeiT shape instead of --model",
-    )
-    parser.add_argument(
-        "--dense-model",
-        default=None,
-        help="--model: the dense original to time against (dir or Hub id; default: config.json "
-        "base_model_name_or_path); 'random': random weights of the dense shape (ViT/DeiT)",
-    )
-    parser.add_argument(
-        "--keep",
-        type=float,
-        default=0.25,
-        help="--random-arch: fraction of whole-model parameters kept (default 0.25 = 75%% pruned)",
-    )
-    parser.add_argument(
-        "--plan-style",
-        choices=("p3b", "uniform"),
-        default="p3b",
-        help="--random-arch: P3B-like residual in/out subsets (default) or uniform slimming",
-    )
-    parser.add_argument(
-        "--plan-round-to",
-        type=int,
-        default=None,
-        help="--random-arch: round every kept width of the random plan to a multiple of this",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    parser.add_argument(
-        "--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default: bf16 on cuda, fp32 on cpu"
-    )
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 1024 on cuda, 1 on cpu (P3B)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed repeats; the median is reported")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument(
-        "--compile", action="store_true", help="also time the optimised path under torch.compile"
-    )
-    parser.add_argument(
-        "--variants",
-        default=None,
-        help="comma list for all models: eager, fast, compiled[+round8|+gather|+index_add|"
-        "+dense|+conv|+nofold|+alltokens] (default eager,fast for ViT/DeiT, eager for BEiT / DINOv2 / "
-        "Swin / ConvNeXt, which have no fast path; with --onnx eager,fast,ort-fp32,ort-int8)",
-    )
-    parser.add_argument(
-        "--pruned-variants",
-        default="",
-        help="extra variants timed for the pruned model only, e.g. fast+round8,compiled+round8",
-    )
-    parser.add_argument(
-        "--min-repeat-s",
-        type=float,
-        default=None,
-        help="repeat forward passes until one timed repeat lasts this long (default 0.2 s on cpu, 0 on cuda)",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--json", dest="json_out", default=None, help="write the full report (JSON) here")
-    parser.add_argument(
-        "--onnx",
-        action="store_true",
-        help="CPU deployment table instead: dense and pruned in PyTorch eager, fast "
-        "(optimize_for_inference) and ONNX Runtime fp32 / int8, per --onnx-batch-sizes "
-        "(needs p3b_hf[onnx]; --variants / --pruned-variants then take eager, fast, ort-fp32, "
-        "ort-int8[+nofold|+readfold|+hf|+static|+opsetN])",
-    )
-    parser.add_argument("--onnx-batch-sizes", default="1,32", help="--onnx: batch sizes timed (default 1,32)")
-    parser.add_argument("--opset", type=int, default=None, help="--onnx: ONNX opset (default 20)")
+    from ..options import BenchOptions, add_options
+
+    add_options(parser, BenchOptions, one_of=("model", "random_arch"))
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -92,6 +24,14 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..options import BenchOptions, options_from_namespace
+
+    return bench(options_from_namespace(BenchOptions, args))
+
+
+def bench(args: BenchOptions) -> int:
+    """Time what ``args`` names and print the table (``--onnx``: the CPU deployment table); the library
+    calls are :func:`p3b_hf.bench.run_bench` / :func:`p3b_hf.export.run_onnx_bench`."""
     import torch
 
     from ..bench import (
@@ -166,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_onnx(args: argparse.Namespace, pruned, dense, sources: dict[str, str]) -> int:
+def _run_onnx(args: BenchOptions, pruned, dense, sources: dict[str, str]) -> int:
     from ..errors import P3BError
     from ..export import ONNX_VARIANTS, format_onnx_table, run_onnx_bench
 

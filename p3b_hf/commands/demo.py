@@ -27,51 +27,46 @@ import numpy as np
 import torch
 
 from ..models.families import DEFAULT_DEMO_FAMILY, families, family_by_name
+from ..options import option
+
+
+@dataclasses.dataclass
+class DemoOptions:
+    """``p3b-hf demo``'s options (the flags are generated from these fields, :mod:`p3b_hf.options`)."""
+
+    output_dir: str = option("outputs/demo", help="where everything goes")
+    prune_ratio: float = option(0.5, help="fraction of parameters to remove")
+    epochs: float = option(6.0, help="target fine-tune / P3B epochs")
+    batch_size: int = option(64, help="training batch size")
+    lr: float = option(1e-3, help="target fine-tune lr (AdamW, constant)")
+    augment: str = option(
+        "glyph",
+        choices=("glyph", "basic", "none"),
+        help="target training augmentation (default: the dev-bench glyph recipe)",
+    )
+    pretrain_steps: int = option(450, help="source pretraining steps (batch 64)")
+    source_renders: int = option(4, help="renders per (font, class) on the source")
+    train_renders: int = option(3, help="renders per (font, class), target train")
+    eval_renders: int = option(2, help="renders per (font, class), target eval")
+    skip_dense: bool = option(False, help="skip the dense fine-tune baseline")
+    bench_iters: int = option(
+        7, help="timed repeats per model and variant for images/s (round-robin, median)"
+    )
+    threads: int | None = option(
+        None, help="torch CPU threads (default: the idle cores by load average, at least 1)"
+    )
+    seed: int = option(0, help="seed of the data, the pretraining and the runs")
+    family: str = option(
+        DEFAULT_DEMO_FAMILY,
+        help="source model family (families without a fast inference path, e.g. BEiT/DINOv2: eager speed only)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--output-dir", default="outputs/demo", help="where everything goes (default outputs/demo)"
-    )
-    parser.add_argument(
-        "--prune-ratio", type=float, default=0.5, help="fraction of parameters to remove (0.5)"
-    )
-    parser.add_argument("--epochs", type=float, default=6.0, help="target fine-tune / P3B epochs (6)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3, help="target fine-tune lr (AdamW, constant; 1e-3)")
-    parser.add_argument(
-        "--augment",
-        choices=["glyph", "basic", "none"],
-        default="glyph",
-        help="target training augmentation (default: the dev-bench glyph recipe)",
-    )
-    parser.add_argument("--pretrain-steps", type=int, default=450, help="source pretraining steps (batch 64)")
-    parser.add_argument(
-        "--source-renders", type=int, default=4, help="renders per (font, class) on the source"
-    )
-    parser.add_argument(
-        "--train-renders", type=int, default=3, help="renders per (font, class), target train"
-    )
-    parser.add_argument("--eval-renders", type=int, default=2, help="renders per (font, class), target eval")
-    parser.add_argument("--skip-dense", action="store_true", help="skip the dense fine-tune baseline")
-    parser.add_argument(
-        "--bench-iters",
-        type=int,
-        default=7,
-        help="timed repeats per model and variant for images/s (round-robin, median)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: the idle cores by load average, at least 1)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--family",
-        choices=tuple(f.name for f in families() if f.demo_model is not None),
-        default=DEFAULT_DEMO_FAMILY,
-        help="source model family (families without a fast inference path, e.g. BEiT/DINOv2: eager speed only)",
+    from ..options import add_options
+
+    add_options(
+        parser, DemoOptions, choices={"family": tuple(f.name for f in families() if f.demo_model is not None)}
     )
 
 
@@ -86,7 +81,7 @@ def _auto_threads() -> int:
     return max(1, min(cores, int(cores - load + 0.5)))
 
 
-def _jobs(args: argparse.Namespace, model_dir: Path, data_dir: Path, out: Path) -> tuple[Any, Any]:
+def _jobs(args: DemoOptions, model_dir: Path, data_dir: Path, out: Path) -> tuple[Any, Any]:
     """The dense baseline's fine-tune job and the P3B pruning job (same data, recipe and seed)."""
     from ..methods.p3b import P3BConfig
     from ..options import DataOptions, FinetuneOptions, OutputOptions, PruneOptions, TrainOptions
@@ -175,6 +170,13 @@ def _sample_grid(datasets_: list[Any], path: Path, per_row: int = 16) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..options import options_from_namespace
+
+    return demo(options_from_namespace(DemoOptions, args))
+
+
+def demo(args: DemoOptions) -> int:
+    """The whole demo (steps 1-5 above) with ``args``; prints the summary, writes ``DIR/demo_report.json``."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or _auto_threads())
     try:
@@ -183,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(previous_threads)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: DemoOptions) -> int:
     from .. import demo_data
     from ..bench import format_table, run_bench
     from ..cost import count_cost

@@ -30,7 +30,7 @@ from ..cost import plan_cost
 from ..errors import OptionsError, P3BError
 from ..options import option
 from ..plan import WidthPlan, apply_width_plan
-from .base import MethodResult, RunContext
+from .base import MethodResult, MethodTraits, RunContext
 from .budget_convert import target_params_for_prune_ratio
 from .importance import CRITERIA, StructureScores, compute_structure_scores
 from .selectors import global_channel_plan, kept_counts, param_matched_plan
@@ -123,6 +123,18 @@ class GlobalOptions:
 
 Options = GlobalOptions
 DESCRIPTION = "grouped structural global pruning (Hessian / Taylor / L1 / L2 / Random), then fine-tune"
+#: global pruning starts from the source model or, with ``compare --global-from dense``, the dense cell; it
+#: does not distil; every budget (``ratio`` is Torch-Pruning's channel ratio); any family kind. In compare it
+#: is named by its criterion (``global-taylor``), never bare
+TRAITS = MethodTraits(
+    display="grouped global pruning",
+    dense_start_optional=True,
+    kd="none",
+    budgets=frozenset({"params", "channels", "latency"}),
+    families=frozenset({"plain", "staged"}),
+    unused_options=UNUSED_OPTIONS,
+    compare_labels={f"global-{c}": {"importance": c} for c in CRITERIA},
+)
 
 
 def run(ctx: RunContext, options: GlobalOptions | None = None) -> MethodResult:

@@ -41,7 +41,7 @@ from ..models.locator import locate_mlps
 from ..options import KDOptions, option
 from ..plan import LayerPlan, WidthPlan, apply_width_plan
 from ..training import KDConfig, kd_config, resolve_kd
-from .base import MethodResult, RunContext
+from .base import MethodResult, MethodTraits, RunContext
 from .budget_convert import check_vbp_prune_ratio, neurons_for_percentage, neurons_for_prune_ratio
 from .statistics import RunningMoments, collect_mlp_activation_stats
 
@@ -190,6 +190,17 @@ class VBPOptions:
 
 Options = VBPOptions
 DESCRIPTION = "VBP: MLP neurons by activation variance, mean-shift fold, KD fine-tune (post-training)"
+#: VBP is post-training (compare starts it from the dense cell and distils from it), its fine-tune length is
+#: --vbp-epochs (compare sets it to --epochs), any family kind (it prunes MLP neurons only)
+TRAITS = MethodTraits(
+    display="VBP",
+    post_training=True,
+    kd="input",
+    budgets=frozenset({"params", "latency"}),
+    families=frozenset({"plain", "staged"}),
+    unused_options=UNUSED_OPTIONS,
+    epochs_option="vbp_epochs",
+)
 
 
 def run(ctx: RunContext, options: VBPOptions | None = None) -> MethodResult:

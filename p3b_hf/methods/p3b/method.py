@@ -12,13 +12,21 @@ import dataclasses
 
 from ...errors import BudgetError, P3BError
 from ...models.locator import require_plain_vit
-from ..base import MethodResult, RunContext
+from ..base import MethodResult, MethodTraits, RunContext
 from .config import P3BConfig
 
 Options = P3BConfig
 DESCRIPTION = "P3B (Pruning by Block Benefit): soft masks while fine-tuning, hard pruning at the end"
-#: P3B reads every common option; the KD ones act only with --teacher (P3B-Dist)
-KD_NEEDS_TEACHER = True
+#: P3B prunes while it fine-tunes (from the source model), reads every common option, distils only from a
+#: --teacher (P3B-Dist), spends a parameter or a latency budget, and is defined on plain ViT blocks;
+#: ``compare --methods p3b-reference`` is P3B on its reference BPI / gate path
+TRAITS = MethodTraits(
+    display="P3B",
+    kd="teacher",
+    budgets=frozenset({"params", "latency"}),
+    families=frozenset({"plain"}),
+    compare_labels={"p3b": {}, "p3b-reference": {"reference": True}},
+)
 
 
 def check_supported(model: object) -> None:
