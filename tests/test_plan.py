@@ -224,12 +224,24 @@ def _embedding_and_removal_plan(model) -> WidthPlan:
     l1.heads, l1.head_dims, l1.attn_out = [0, 2, 3], [1, 4, 5, 9], embed[1::3]
     l1.mlp = []  # removed (no neurons)
     l2.heads = []  # removed (no heads)
-    l2.mlp, l2.mlp_out = list(range(0, 96, 3)), []  # removed (writes nothing)
+    l2.mlp, l2.mlp_out = list(range(0, len(l2.mlp), 3)), []  # removed (writes nothing)
     return plan
 
 
 @pytest.mark.parametrize(
-    "fixture", ["tiny_vit", "tiny_deit", "tiny_deit_teacher", "tiny_beit", "tiny_beit_shared", "tiny_dinov2"]
+    "fixture",
+    [
+        "tiny_vit",
+        "tiny_deit",
+        "tiny_deit_teacher",
+        "tiny_beit",
+        "tiny_beit_shared",
+        "tiny_dinov2",
+        "tiny_dinov2_registers",
+        "tiny_dinov2_swiglu",
+        "tiny_ijepa",
+        "tiny_clip_full",
+    ],
 )
 @pytest.mark.parametrize("rescale, layernorm_mode", [(False, "full_stats"), (True, "subset_stats")])
 def test_pruned_config_equals_the_config_apply_width_plan_builds(fixture, rescale, layernorm_mode, request):
@@ -251,10 +263,11 @@ def test_pruned_config_equals_the_config_apply_width_plan_builds(fixture, rescal
     assert type(alone) is type(built) and _widths_dict(alone) == _widths_dict(built)
     pos = {c: p for p, c in enumerate(plan.embed)}
     assert alone.hidden_size == 40
+    full_mlp = len(WidthPlan.full(model.config).layers[0].mlp)  # 96; a gated MLP: 64 (gate, up) units
     assert (alone.layer_num_heads, alone.layer_head_dims, alone.layer_intermediate_sizes) == (
         [0, 3, 0],
         [0, 4, 0],
-        [96, 0, 0],
+        [full_mlp, 0, 0],
     )
     assert alone.layer_attn_in == [[], None, []]
     assert alone.layer_mlp_in == [[pos[c] for c in plan.embed[::2]], [], []]
