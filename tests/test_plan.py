@@ -9,7 +9,7 @@ import torch
 from masking import masked_forward
 
 import p3b_hf
-from p3b_hf import LayerPlan, PlanError, UnsupportedModelError, WidthPlan, apply_width_plan
+from p3b_hf import LayerPlan, PlanError, UnsupportedModelError, WidthPlan, apply_width_plan, locate
 
 
 def _logits(model, x):
@@ -224,7 +224,8 @@ def _embedding_and_removal_plan(model) -> WidthPlan:
     l1.heads, l1.head_dims, l1.attn_out = [0, 2, 3], [1, 4, 5, 9], embed[1::3]
     l1.mlp = []  # removed (no neurons)
     l2.heads = []  # removed (no heads)
-    l2.mlp, l2.mlp_out = list(range(0, len(l2.mlp), 3)), []  # removed (writes nothing)
+    n_mlp = locate(model).intermediate_size  # 96; a gated MLP: 64 (gate, up) units
+    l2.mlp, l2.mlp_out = list(range(0, n_mlp, 3)), []  # removed (writes nothing)
     return plan
 
 
@@ -263,7 +264,7 @@ def test_pruned_config_equals_the_config_apply_width_plan_builds(fixture, rescal
     assert type(alone) is type(built) and _widths_dict(alone) == _widths_dict(built)
     pos = {c: p for p, c in enumerate(plan.embed)}
     assert alone.hidden_size == 40
-    full_mlp = len(WidthPlan.full(model.config).layers[0].mlp)  # 96; a gated MLP: 64 (gate, up) units
+    full_mlp = locate(model).intermediate_size
     assert (alone.layer_num_heads, alone.layer_head_dims, alone.layer_intermediate_sizes) == (
         [0, 3, 0],
         [0, 4, 0],
