@@ -4,7 +4,9 @@ Every method (P3B, VBP, grouped global pruning) ends by producing a :class:`Widt
 differ only in how they choose indices. A plan is pure data: sorted index lists into the
 *original dense* tensors, JSON round-trippable, validated with clear errors. The slicer that turns a plan
 into a smaller model is :mod:`p3b_hf.slicing` (:func:`~p3b_hf.slicing.apply_width_plan`,
-:func:`~p3b_hf.slicing.pruned_config`; both are also importable from here and from ``p3b_hf``).
+:func:`~p3b_hf.slicing.pruned_config`). The dependency points one way: the slicer imports this module,
+this module imports nothing of the slicer (import ``apply_width_plan`` from ``p3b_hf`` or
+``p3b_hf.slicing``; tests/test_architecture.py checks it).
 
 Per layer ``i`` (``plan.layers[i]``):
 
@@ -321,13 +323,3 @@ def _check_indices(sub: list[int] | None, size: int, name: str) -> None:
         if v < prev:
             raise PlanError(f"{name} is not sorted ({prev} before {v}); sort the kept indices.")
         prev = v
-
-
-def __getattr__(name: str) -> Any:
-    """``from p3b_hf.plan import apply_width_plan`` (and ``pruned_config``) keep working: the slicer lives in
-    :mod:`p3b_hf.slicing`, which imports this module, so it is loaded on first use rather than imported."""
-    if name in ("apply_width_plan", "pruned_config"):
-        import importlib
-
-        return getattr(importlib.import_module("p3b_hf.slicing"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -236,7 +236,7 @@ def test_pruned_config_equals_the_config_apply_width_plan_builds(fixture, rescal
     """pruned_config(plan) is apply_width_plan(...).config, every field (not only the parameter count), with
     the embedding pruned and sub-blocks removed (issue 24: layer_attn_in and the heads of a removed attention
     used to differ)."""
-    from p3b_hf.plan import pruned_config
+    from p3b_hf.slicing import pruned_config
 
     model = request.getfixturevalue(fixture)
     plan = _embedding_and_removal_plan(model)
@@ -271,7 +271,7 @@ def test_pruned_config_equals_the_config_apply_width_plan_builds(fixture, rescal
 def test_pruned_config_equals_apply_width_plan_config_on_stage_families(family):
     from test_stage_families import tiny
 
-    from p3b_hf.plan import pruned_config
+    from p3b_hf.slicing import pruned_config
 
     model = tiny(family)
     plan = WidthPlan.full(model.config)
@@ -286,3 +286,22 @@ def test_pruned_config_equals_apply_width_plan_config_on_stage_families(family):
     assert (
         alone.block_intermediate_sizes == [[32, 22], [64, 43]] if family == "swin" else [[16, 11], [32, 22]]
     )
+
+
+def test_plan_is_pure_data_and_the_slicer_depends_on_it_one_way():
+    """plan.py holds the data; the slicer imports it, never the reverse -- not even a lazy re-export (a module
+    ``__getattr__`` loading p3b_hf.slicing is an edge the import-cycle test cannot see)."""
+    import ast
+    import inspect
+
+    import p3b_hf.plan as plan_mod
+    import p3b_hf.slicing as slicing_mod
+
+    assert not hasattr(plan_mod, "__getattr__") and not hasattr(plan_mod, "apply_width_plan")
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(inspect.getsource(plan_mod)))
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert "slicing" not in imported and slicing_mod.WidthPlan is plan_mod.WidthPlan
+    assert p3b_hf.apply_width_plan is slicing_mod.apply_width_plan
