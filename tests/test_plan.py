@@ -305,3 +305,21 @@ def test_plan_is_pure_data_and_the_slicer_depends_on_it_one_way():
     }
     assert "slicing" not in imported and slicing_mod.WidthPlan is plan_mod.WidthPlan
     assert p3b_hf.apply_width_plan is slicing_mod.apply_width_plan
+
+
+def test_one_check_matches_for_every_kind(tiny_vit):
+    """One validation method compares per-block dense shapes for plain and staged plans alike; a plan of the other
+    kind or of another block layout is refused with the one message naming where they differ."""
+    from test_stage_families import tiny
+
+    swin = tiny("swin")
+    vit_plan, swin_plan = WidthPlan.full(tiny_vit.config), WidthPlan.full(swin.config)
+    assert vit_plan.block_shapes() == [(48, 96, 4, 12)] * 3
+    assert swin_plan.kind() == "staged" and swin_plan.block_shapes()[0] == (16, 64, 2, 8)
+    with pytest.raises(PlanError, match=r"plan: a staged model of 4 blocks, model: a plain model of 3"):
+        apply_width_plan(tiny_vit, swin_plan)
+    with pytest.raises(PlanError, match=r"plan: a plain model of 3 blocks, model: a staged model of 4"):
+        apply_width_plan(swin, vit_plan)
+    swin_plan.block_intermediate_sizes[2] += 1
+    with pytest.raises(PlanError, match=r"block 2 \(residual width, MLP width, heads, head dim\): plan"):
+        apply_width_plan(swin, swin_plan)
