@@ -323,3 +323,37 @@ def test_one_check_matches_for_every_kind(tiny_vit):
     swin_plan.block_intermediate_sizes[2] += 1
     with pytest.raises(PlanError, match=r"block 2 \(residual width, MLP width, heads, head dim\): plan"):
         apply_width_plan(swin, swin_plan)
+
+
+#: a plain plan as WidthPlan.to_json wrote it before the schema work (version 1, scalar dense widths, no per-block
+#: lists set): plans saved by earlier releases must keep loading whatever the schema becomes
+_PLAIN_PLAN_V1 = (
+    '{"hidden_size":8,"num_attention_heads":2,"head_dim":4,"intermediate_size":6,"layers":[{"head_dims":null,'
+    '"heads":[1],"mlp":[0,5],"attn_in":null,"attn_out":[0,1,2],"mlp_in":null,"mlp_out":null,'
+    '"attn_bias_delta":null,"mlp_bias_delta":[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]},{"head_dims":null,"heads":null,'
+    '"mlp":null,"attn_in":null,"attn_out":null,"mlp_in":null,"mlp_out":null,"attn_bias_delta":null,'
+    '"mlp_bias_delta":null}],"embed":null,"meta":{"method":"vbp"},"block_dims":null,'
+    '"block_intermediate_sizes":null,"block_num_heads":null,"block_head_dims":null,"version":1}'
+)
+
+
+@pytest.mark.parametrize("without_block_fields", [False, True])
+def test_a_plain_plan_written_by_earlier_code_loads(tmp_path, without_block_fields):
+    import json
+
+    data = json.loads(_PLAIN_PLAN_V1)
+    if without_block_fields:  # written before staged families existed
+        data = {k: v for k, v in data.items() if not k.startswith("block_")}
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    plan = WidthPlan.from_json(tmp_path / "plan.json")
+    assert plan.kind() == "plain" and plan.block_shapes() == [(8, 6, 2, 4)] * 2
+    assert plan.kept(0) == {
+        "heads": 1,
+        "head_dim": 4,
+        "mlp": 2,
+        "attn_in": 8,
+        "attn_out": 3,
+        "mlp_in": 8,
+        "mlp_out": 8,
+    }
+    assert plan.layers[0].mlp_bias_delta == [0.5] * 8 and plan.meta == {"method": "vbp"}
