@@ -43,7 +43,8 @@ from .errors import P3BError
 from .models import P3BViTConfig
 from .models.plain_vit import plain_like
 from .optimize import optimize_for_inference
-from .plan import WidthPlan, apply_width_plan, pruned_config
+from .plan import WidthPlan
+from .slicing import apply_width_plan, pruned_config
 
 SCHEMA = "p3b_hf.bench/1"
 ARCHS: dict[str, dict[str, int]] = {  # timm/HF DeiT shapes (the non-distilled DeiT is a plain ViT)

@@ -308,7 +308,8 @@ def _as_p3b(model: nn.Module) -> nn.Module:
             f"optimize_for_inference supports ViT/DeiT (pruned or stock) only, not "
             f"{type(model).__name__} yet; run the model itself (eager or torch.compile)."
         )
-    from .plan import WidthPlan, apply_width_plan  # stock HF ViT/DeiT -> full-width P3B model
+    from .plan import WidthPlan
+    from .slicing import apply_width_plan  # stock HF ViT/DeiT -> full-width P3B model
 
     try:
         return apply_width_plan(model, WidthPlan.full(model.config))

@@ -4,7 +4,9 @@ Every method (P3B, VBP, grouped global pruning) ends by producing a :class:`Widt
 differ only in how they choose indices. A plan is pure data: sorted index lists into the
 *original dense* tensors, JSON round-trippable, validated with clear errors. The slicer that turns a plan
 into a smaller model is :mod:`p3b_hf.slicing` (:func:`~p3b_hf.slicing.apply_width_plan`,
-:func:`~p3b_hf.slicing.pruned_config`; both are also importable from here and from ``p3b_hf``).
+:func:`~p3b_hf.slicing.pruned_config`). The dependency points one way: the slicer imports this module,
+this module imports nothing of the slicer (import ``apply_width_plan`` from ``p3b_hf`` or
+``p3b_hf.slicing``; tests/test_architecture.py checks it).
 
 Per layer ``i`` (``plan.layers[i]``):
 
@@ -43,7 +45,6 @@ from typing import Any
 
 from .errors import PlanError
 from .models.families import dense_intermediate_size, family_of, flat_config
-from .models.locator import MLPView, ViTModules
 
 SUBSETS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
 PLAN_VERSION = 1
@@ -253,41 +254,35 @@ class WidthPlan:
                 "attention); leave it None."
             )
 
-    def check_matches_mlps(self, view: MLPView) -> None:
-        """Raise :class:`PlanError` unless this hierarchical plan was made for ``view``'s model."""
-        mine = (self.block_dims, self.block_intermediate_sizes, self.block_num_heads, self.block_head_dims)
-        theirs = (
-            [b.dim for b in view.blocks],
-            [b.width for b in view.blocks],
-            [b.attn.num_attention_heads if b.attn is not None else 0 for b in view.blocks],
-            [b.attn.head_dim if b.attn is not None else 0 for b in view.blocks],
-        )
-        if not self.hierarchical or mine != theirs:
-            raise PlanError(
-                f"This WidthPlan was made for another model: plan (block widths, MLP widths, heads, head dims) = "
-                f"{mine}, model = "
-                f"{theirs}. Build the plan from this model's config (WidthPlan.full(model.config))."
-            )
+    def kind(self) -> str:
+        """``"staged"`` (Swin / ConvNeXt: per-block widths) or ``"plain"`` (one stage of equal blocks)."""
+        return "staged" if self.hierarchical else "plain"
 
-    def check_matches(self, mods: ViTModules) -> None:
-        if self.hierarchical:
-            raise PlanError(
-                "This WidthPlan was made for a Swin / ConvNeXt model (per-block widths), not for this "
-                f"{mods.family} model. Build the plan from this model's config (WidthPlan.full(model.config))."
+    def block_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Per layer / block its dense (residual width, MLP width, heads, head dim), for every kind."""
+        return [
+            (self.out_width(i), self.mlp_size(i), self.num_heads(i), self.dense_head_dim(i))
+            for i in range(self.num_layers)
+        ]
+
+    def check_matches(self, kind: str, shapes: list[tuple[int, int, int, int]]) -> None:
+        """Raise :class:`PlanError` unless this plan was made for a model of this ``kind`` whose blocks have these
+        dense ``shapes`` (residual width, MLP width, heads, head dim; what the slicer located). One check for
+        every kind: the plan's side is :meth:`block_shapes`."""
+        mine = self.block_shapes()
+        if (self.kind(), mine) == (kind, list(shapes)):
+            return
+        if self.kind() != kind or len(mine) != len(shapes):
+            where = (
+                f"plan: a {self.kind()} model of {len(mine)} blocks, model: a {kind} model of {len(shapes)}"
             )
-        mine = (
-            self.hidden_size,
-            self.num_attention_heads,
-            self.head_dim,
-            self.intermediate_size,
-            self.num_layers,
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(mine, shapes)) if a != b)
+            where = f"block {i} (residual width, MLP width, heads, head dim): plan {mine[i]}, model {tuple(shapes[i])}"
+        raise PlanError(
+            f"This WidthPlan was made for another model ({where}). Build the plan from this model's config "
+            "(WidthPlan.full(model.config))."
         )
-        theirs = (mods.hidden_size, mods.num_heads, mods.head_dim, mods.intermediate_size, mods.num_layers)
-        if mine != theirs:
-            raise PlanError(
-                "This WidthPlan was made for another model: plan (hidden, heads, head_dim, mlp, layers) = "
-                f"{mine}, model = {theirs}. Build the plan from this model's config (WidthPlan.full(model.config))."
-            )
 
     # ------------------------------------------------------------------ summaries
     def kept(self, i: int) -> dict[str, int]:
@@ -321,13 +316,3 @@ def _check_indices(sub: list[int] | None, size: int, name: str) -> None:
         if v < prev:
             raise PlanError(f"{name} is not sorted ({prev} before {v}); sort the kept indices.")
         prev = v
-
-
-def __getattr__(name: str) -> Any:
-    """``from p3b_hf.plan import apply_width_plan`` (and ``pruned_config``) keep working: the slicer lives in
-    :mod:`p3b_hf.slicing`, which imports this module, so it is loaded on first use rather than imported."""
-    if name in ("apply_width_plan", "pruned_config"):
-        import importlib
-
-        return getattr(importlib.import_module("p3b_hf.slicing"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,10 +16,16 @@ e.g. DINOv2's ``[CLS, mean]``) are sliced with the residual stream.
 
 Staged families (Swin, ConvNeXt) keep their stock module names: the pruned model is the stock model with
 narrower fc1 / fc2 (and, with window attention, q/k/v/o and bias-table columns of the kept heads / dims).
+
+One state-dict builder for both kinds: the record's kind picks only how the model is located (plain: the
+pruned layout's keys and the residual stream's tensors; staged: the stock keys and the stock state dict, its
+stream kept whole); every block is then sliced by the same :func:`_slice_block`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,8 +33,8 @@ from torch import nn
 
 from .errors import PlanError
 from .models.families import Family, family_of, is_pruned_config, prunable, require_family
-from .models.locator import ViTModules, locate, locate_mlps, mlp_hidden_of_bias
-from .plan import SUBSETS, WidthPlan
+from .models.locator import locate, locate_mlps, mlp_hidden_of_bias
+from .plan import SUBSETS, LayerPlan, WidthPlan
 
 
 def _idx(sub: list[int] | None, full: int) -> torch.Tensor:
@@ -43,6 +49,49 @@ def _remap(sub: list[int] | None, embed: list[int] | None) -> list[int] | None:
     if sub is None:
         return None
     return [pos[c] for c in sub]
+
+
+@dataclass
+class _Block:
+    """One block as :func:`_slice_block` slices it, for every kind: the dense pieces, the block's dense ``shape``
+    (residual width, MLP width, heads, head dim: what the plan must match) and ``keys``, the pruned state-dict
+    key of each piece (a module path; for ``ls1`` / ``ls2`` / ``rel_bias`` the tensor's own key). A piece that is
+    ``None`` is not written: for a staged block (the residual stream whole, validated) the LayerNorms and the
+    attention's layer scale stay as the stock state dict holds them; ConvNeXt has no attention (``q`` None)."""
+
+    shape: tuple[int, int, int, int]
+    keys: dict[str, str]
+    fc1: nn.Linear
+    act: nn.Module
+    fc2: nn.Linear
+    up: nn.Linear | None = None
+    ls2: torch.Tensor | None = None
+    ln_after: nn.LayerNorm | None = None
+    q: nn.Linear | None = None
+    k: nn.Linear | None = None
+    v: nn.Linear | None = None
+    o: nn.Linear | None = None
+    rel_bias: torch.Tensor | None = None
+    ls1: torch.Tensor | None = None
+    ln_before: nn.LayerNorm | None = None
+
+
+@dataclass
+class _Located:
+    """What the one builder needs of a model, found per kind (:func:`_locate_plain` / :func:`_locate_staged`):
+    the blocks; ``base(plan)``, the state dict the blocks are written into (plain: the residual stream's
+    tensors -- tokens, embeddings, norms, heads -- sliced to ``plan.embed`` under the pruned names; staged: the
+    stock state dict, whose names the pruned model keeps); a reference tensor (dtype / device); the dense
+    non-persistent buffers to copy (staged) and the extra :func:`pruned_config` arguments (plain)."""
+
+    kind: str
+    blocks: list[_Block]
+    base: Callable[[WidthPlan], dict[str, torch.Tensor]]
+    ref: torch.Tensor
+    dense_buffers: dict[str, torch.Tensor] | None = None
+    config_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: a shared relative position bias table (BEiT's) and its pruned key
+    shared_rel_bias: tuple[torch.Tensor, str] | None = None
 
 
 @torch.no_grad()
@@ -64,6 +113,10 @@ def apply_width_plan(
     preserving: removing head dims equals zero-masking them); ``rescale_attention=True`` uses
     ``kept_head_dim**-0.5`` as Isomorphic Pruning does (plain families). ``layernorm_mode`` is recorded in the
     config (plain families).
+
+    One builder for every kind: the record's kind picks only how the model is located (:class:`_Located`);
+    validation (:meth:`WidthPlan.check_matches`), the per-block slicing (:func:`_slice_block`), the config
+    (:func:`pruned_config`) and the model (:func:`_build`) are shared.
     """
     model = prunable(getattr(model, "module", model))
     fam = family_of(model)
@@ -74,14 +127,229 @@ def apply_width_plan(
             f"apply_width_plan needs a WidthPlan, got {type(plan).__name__}; build one with "
             "WidthPlan.full(model.config)."
         )
-    if fam.staged:
-        sd, config, ref = _slice_staged(model, plan)
-        dense_buffers = dict(model.named_buffers())
-    else:
-        sd, config, ref = _slice_plain(model, fam, plan, rescale_attention, layernorm_mode)
-        dense_buffers = None
+    found = _locate_staged(model) if fam.staged else _locate_plain(model, fam)  # the one dispatch on the kind
+    plan.validate()
+    plan.check_matches(found.kind, [b.shape for b in found.blocks])
+    sd = found.base(plan)
+    kept_heads = [_slice_block(b, lp, plan.embed, sd) for b, lp in zip(found.blocks, plan.layers)]
+    if found.shared_rel_bias is not None:
+        _slice_shared_bias(*found.shared_rel_bias, kept_heads, sd)
+    # the widths come from THE plan -> config function (cost estimates and random plans use it too)
+    config = pruned_config(
+        model.config,
+        plan,
+        rescale_attention=rescale_attention,
+        layernorm_mode=layernorm_mode,
+        **found.config_kwargs,
+    )
     _set_provenance(config, plan, provenance)
-    return _build(fam, config, sd, ref, model.training, dense_buffers)
+    return _build(fam, config, sd, found.ref, model.training, found.dense_buffers)
+
+
+def _locate_plain(model: nn.Module, fam: Family) -> _Located:
+    """A plain family: its layers under the record's pruned layout names (``pruned_layout``), and the residual
+    stream's tensors as the base (cls / distillation / register / mask tokens, position embeddings, patch
+    projection, every LayerNorm outside the blocks, the classifier inputs -- every copy of the stream a head
+    reads, e.g. DINOv2's ``[CLS, mean]``)."""
+    mods = locate(model)
+    keys = fam.layout(model.config, pruned=True)
+    prefix = fam.prefix
+    pieces = ("q", "k", "v", "o", "ln_before", "ln_after", "fc1", "fc2", "up", "ls1", "ls2", "rel_bias")
+    shape = (mods.hidden_size, mods.intermediate_size, mods.num_heads, mods.head_dim)
+    blocks = [
+        _Block(
+            shape=shape,
+            keys={p: f"{prefix}.{keys.blocks}.{i}.{getattr(keys, p)}" for p in pieces if getattr(keys, p)},
+            fc1=lm.fc1,
+            act=lm.act,
+            fc2=lm.fc2,
+            up=lm.up,
+            ls2=lm.ls2,
+            ln_after=lm.ln_after,
+            q=lm.q,
+            k=lm.k,
+            v=lm.v,
+            o=lm.o,
+            rel_bias=lm.rel_bias,
+            ls1=lm.ls1,
+            ln_before=lm.ln_before,
+        )
+        for i, lm in enumerate(mods.layers)
+    ]
+
+    def base(plan: WidthPlan) -> dict[str, torch.Tensor]:
+        c = mods.hidden_size
+        e_idx = _idx(plan.embed, c)
+        sd: dict[str, torch.Tensor] = {}
+        tokens = (
+            ("cls_token", mods.cls_token),
+            ("distillation_token", mods.dist_token),
+            ("register_tokens", mods.register_tokens),
+            ("mask_token", mods.mask_token),
+            ("position_embeddings", mods.position_embeddings),
+        )
+        for name, tensor in tokens:
+            if tensor is not None:
+                sd[f"{prefix}.embeddings.{name}"] = tensor[..., e_idx]
+        proj = mods.patch_projection
+        sd[f"{prefix}.embeddings.patch_embeddings.projection.weight"] = proj.weight[e_idx]
+        if proj.bias is not None:
+            sd[f"{prefix}.embeddings.patch_embeddings.projection.bias"] = proj.bias[e_idx]
+        norms = (
+            (keys.final_norm, mods.final_norm),
+            (keys.pool_norm, mods.pool_norm),
+            (keys.embed_norm, mods.embed_norm),
+            (keys.pooler_norm, mods.pooler_norm),
+        )
+        for key, norm in norms:
+            if norm is not None:
+                sd[f"{prefix}.{key}.weight"] = norm.weight[e_idx]
+                sd[f"{prefix}.{key}.bias"] = norm.bias[e_idx]
+        # a head reads `classifier_copies` concatenated copies of the stream (DINOv2: [CLS, mean of patches])
+        head_cols = torch.cat([e_idx + j * c for j in range(mods.classifier_copies)])
+        for name, head in mods.heads.items():
+            sd[f"{name}.weight"] = head.weight[:, head_cols]
+            sd[f"{name}.bias"] = head.bias
+        return sd
+
+    shared = None
+    if keys.shared_rel_bias is not None and mods.shared_rel_bias is not None:
+        shared = (mods.shared_rel_bias, f"{prefix}.{keys.shared_rel_bias}")
+    return _Located(
+        kind="plain",
+        blocks=blocks,
+        base=base,
+        ref=mods.patch_projection.weight,
+        config_kwargs={"distillation_head": "cls_classifier" in mods.heads if fam.teacher_head else None},
+        shared_rel_bias=shared,
+    )
+
+
+def _locate_staged(model: nn.Module) -> _Located:
+    """A staged family (Swin, ConvNeXt): every block's MLP (and window attention) under its stock names -- the
+    pruned model is the stock model with narrower Linears -- and the stock state dict as the base (the
+    residual stream is kept whole)."""
+    view = locate_mlps(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    params = {id(p): n for n, p in model.named_parameters()}
+    blocks = []
+    for blk in view.blocks:
+        a = blk.attn
+        mods = {"fc1": blk.fc1, "fc2": blk.fc2, "up": blk.up}
+        if a is not None:
+            mods.update(q=a.q_proj, k=a.k_proj, v=a.v_proj, o=a.o_proj)
+        keys = {p: names[id(m)] for p, m in mods.items() if m is not None}
+        for p, t in (("ls2", blk.ls2), ("rel_bias", a.rel_bias if a is not None else None)):
+            if t is not None and id(t) in params:
+                keys[p] = params[id(t)]
+        blocks.append(
+            _Block(
+                shape=(blk.dim, blk.width, a.num_attention_heads if a else 0, a.head_dim if a else 0),
+                keys=keys,
+                fc1=blk.fc1,
+                act=blk.act,
+                fc2=blk.fc2,
+                up=blk.up,
+                ls2=blk.ls2,
+                q=a.q_proj if a else None,
+                k=a.k_proj if a else None,
+                v=a.v_proj if a else None,
+                o=a.o_proj if a else None,
+                rel_bias=a.rel_bias if a else None,
+            )
+        )
+    return _Located(
+        kind="staged",
+        blocks=blocks,
+        base=lambda plan: dict(model.state_dict()),
+        ref=view.blocks[0].fc1.weight,
+        dense_buffers=dict(model.named_buffers()),
+    )
+
+
+def _slice_block(b: _Block, lp: LayerPlan, embed: list[int] | None, sd: dict[str, torch.Tensor]) -> list[int]:
+    """Write block ``b``'s pruned tensors into ``sd`` (every kind): q/k/v rows and o columns of the kept (head,
+    head dim) pairs, the relative position bias columns of the kept heads, fc1 / up rows and fc2 columns of the
+    kept hidden units; read / written residual subsets (``attn_in`` ... ``mlp_out``, ``embed``) slice the
+    LayerNorms, the Linears' residual sides and the layer scales; bias folds (``attn_bias_delta`` /
+    ``mlp_bias_delta``) are added to the output bias before the layer scale. A sub-block that keeps no inner
+    width, reads nothing or writes nothing is removed: only its exact constant output is written (as the
+    output bias). Returns the heads the block's attention still uses (a shared bias table's columns)."""
+    c, _, num_heads, hd = b.shape
+    e_idx = _idx(embed, c)
+    kept_heads: list[int] = []
+    if b.q is not None:  # ---- attention
+        heads = _idx(lp.heads, num_heads)
+        inner = (heads[:, None] * hd + _idx(lp.head_dims, hd)[None, :]).reshape(-1)
+        a_in = _idx(lp.attn_in, c) if lp.attn_in is not None else e_idx
+        a_out = _idx(lp.attn_out, c) if lp.attn_out is not None else e_idx
+        o_bias = _add_delta(b.o.bias, lp.attn_bias_delta)
+        if len(inner) == 0 or len(a_in) == 0 or len(a_out) == 0:
+            # Removed: its output is constant. With an empty input every token has the same value row
+            # (the value bias), so whatever the attention weights (uniform, or BEiT's relative position
+            # bias) the constant is o(v_bias); with no inner width, o's bias. Layer scale multiplies it.
+            const = o_bias.double()
+            if len(inner) and len(a_in) == 0 and b.v.bias is not None:
+                const = const + b.o.weight.double()[:, inner] @ b.v.bias.double()[inner]
+            if b.ls1 is not None:
+                const = const * b.ls1.double()
+            if len(a_out):
+                sd[f"{b.keys['o']}.bias"] = const[a_out].to(o_bias.dtype)
+        else:
+            _put_norm(sd, b, "ln_before", a_in)
+            for name in ("q", "k", "v"):
+                lin = getattr(b, name)
+                sd[f"{b.keys[name]}.weight"] = lin.weight[inner][:, a_in]
+                if lin.bias is not None:
+                    sd[f"{b.keys[name]}.bias"] = lin.bias[inner]
+            sd[f"{b.keys['o']}.weight"] = b.o.weight[a_out][:, inner]
+            sd[f"{b.keys['o']}.bias"] = o_bias[a_out]
+            if b.ls1 is not None and "ls1" in b.keys:
+                sd[b.keys["ls1"]] = b.ls1[a_out]
+            if b.rel_bias is not None and "rel_bias" in b.keys:
+                sd[b.keys["rel_bias"]] = b.rel_bias[:, heads]
+            kept_heads = heads.tolist()
+    # ---- MLP
+    hid = _idx(lp.mlp, b.shape[1])
+    m_in = _idx(lp.mlp_in, c) if lp.mlp_in is not None else e_idx
+    m_out = _idx(lp.mlp_out, c) if lp.mlp_out is not None else e_idx
+    b2 = _add_delta(b.fc2.bias, lp.mlp_bias_delta)
+    if len(hid) == 0 or len(m_in) == 0 or len(m_out) == 0:
+        const = b2.double()
+        if len(hid) and len(m_in) == 0:
+            const = const + b.fc2.weight.double()[:, hid] @ mlp_hidden_of_bias(b.fc1, b.act, b.up, hid)
+        if b.ls2 is not None:
+            const = const * b.ls2.double()
+        if len(m_out):
+            sd[f"{b.keys['fc2']}.bias"] = const[m_out].to(b2.dtype)
+    else:
+        _put_norm(sd, b, "ln_after", m_in)
+        sd[f"{b.keys['fc1']}.weight"] = b.fc1.weight[hid][:, m_in]
+        sd[f"{b.keys['fc1']}.bias"] = b.fc1.bias[hid]
+        if b.up is not None:  # a gated MLP: the up rows go with the gate rows (one hidden unit)
+            sd[f"{b.keys['up']}.weight"] = b.up.weight[hid][:, m_in]
+            sd[f"{b.keys['up']}.bias"] = b.up.bias[hid]
+        sd[f"{b.keys['fc2']}.weight"] = b.fc2.weight[m_out][:, hid]
+        sd[f"{b.keys['fc2']}.bias"] = b2[m_out]
+        if b.ls2 is not None and "ls2" in b.keys:
+            sd[b.keys["ls2"]] = b.ls2[m_out]
+    return kept_heads
+
+
+def _add_delta(bias: torch.Tensor, delta: list[float] | None) -> torch.Tensor:
+    """``bias`` plus a plan's bias fold (``attn_bias_delta`` / ``mlp_bias_delta``; ``None``: none)."""
+    if delta is None:
+        return bias
+    return bias + torch.tensor(delta, dtype=bias.dtype, device=bias.device)
+
+
+def _put_norm(sd: dict[str, torch.Tensor], b: _Block, name: str, idx: torch.Tensor) -> None:
+    """A block's LayerNorm sliced to the residual channels its sub-block reads (skipped where the block kind
+    keeps it under its stock name: ``None``)."""
+    norm = getattr(b, name)
+    if norm is not None:
+        sd[f"{b.keys[name]}.weight"] = norm.weight[idx]
+        sd[f"{b.keys[name]}.bias"] = norm.bias[idx]
 
 
 def _build(
@@ -118,133 +386,6 @@ def _build(
     return pruned.to(ref.device)
 
 
-def _slice_plain(
-    model: nn.Module, fam: Family, plan: WidthPlan, rescale_attention: bool, layernorm_mode: str
-) -> tuple[dict[str, torch.Tensor], Any, torch.Tensor]:
-    """A plain family's pruned state dict (the record's ``pruned_layout`` names), config and reference
-    tensor (dtype / device)."""
-    mods = locate(model)
-    plan.validate()
-    plan.check_matches(mods)
-    keys = fam.layout(model.config, pruned=True)
-    c, hd = mods.hidden_size, mods.head_dim
-    e_idx = _idx(plan.embed, c)
-    sd: dict[str, torch.Tensor] = {}
-    prefix = fam.prefix
-    kept_heads: list[list[int]] = []  # per layer, the heads its attention still uses (a shared bias table)
-
-    if mods.cls_token is not None:
-        sd[f"{prefix}.embeddings.cls_token"] = mods.cls_token[..., e_idx]
-    if mods.dist_token is not None:
-        sd[f"{prefix}.embeddings.distillation_token"] = mods.dist_token[..., e_idx]
-    if mods.register_tokens is not None:
-        sd[f"{prefix}.embeddings.register_tokens"] = mods.register_tokens[..., e_idx]
-    if mods.mask_token is not None:
-        sd[f"{prefix}.embeddings.mask_token"] = mods.mask_token[..., e_idx]
-    if mods.position_embeddings is not None:
-        sd[f"{prefix}.embeddings.position_embeddings"] = mods.position_embeddings[..., e_idx]
-    sd[f"{prefix}.embeddings.patch_embeddings.projection.weight"] = mods.patch_projection.weight[e_idx]
-    if mods.patch_projection.bias is not None:
-        sd[f"{prefix}.embeddings.patch_embeddings.projection.bias"] = mods.patch_projection.bias[e_idx]
-    norms = (
-        (keys.final_norm, mods.final_norm),
-        (keys.pool_norm, mods.pool_norm),
-        (keys.embed_norm, mods.embed_norm),
-        (keys.pooler_norm, mods.pooler_norm),
-    )
-    for key, norm in norms:
-        if norm is not None:
-            sd[f"{prefix}.{key}.weight"] = norm.weight[e_idx]
-            sd[f"{prefix}.{key}.bias"] = norm.bias[e_idx]
-    # a head reads `classifier_copies` concatenated copies of the stream (DINOv2: [CLS, mean of patches])
-    head_cols = torch.cat([e_idx + j * c for j in range(mods.classifier_copies)])
-    for name, head in mods.heads.items():
-        sd[f"{name}.weight"] = head.weight[:, head_cols]
-        sd[f"{name}.bias"] = head.bias
-
-    for i, (lm, lp) in enumerate(zip(mods.layers, plan.layers)):
-        pre = f"{prefix}.{keys.blocks}.{i}"
-        # ---- attention
-        heads = _idx(lp.heads, mods.num_heads)
-        dims = _idx(lp.head_dims, hd)
-        inner = (heads[:, None] * hd + dims[None, :]).reshape(-1)
-        a_in = _idx(lp.attn_in, c) if lp.attn_in is not None else e_idx
-        a_out = _idx(lp.attn_out, c) if lp.attn_out is not None else e_idx
-        o_bias = lm.o.bias + (
-            torch.tensor(lp.attn_bias_delta, dtype=lm.o.bias.dtype, device=lm.o.bias.device)
-            if lp.attn_bias_delta is not None
-            else 0
-        )
-        if len(inner) == 0 or len(a_in) == 0 or len(a_out) == 0:
-            # Removed: its output is constant. With an empty input every token has the same value row
-            # (the value bias), so whatever the attention weights (uniform, or BEiT's relative position
-            # bias) the constant is o(v_bias); with no inner width, o's bias. Layer scale multiplies it.
-            const = o_bias.double()
-            if len(inner) and len(a_in) == 0 and lm.v.bias is not None:
-                const = const + lm.o.weight.double()[:, inner] @ lm.v.bias.double()[inner]
-            if lm.ls1 is not None:
-                const = const * lm.ls1.double()
-            if len(a_out):
-                sd[f"{pre}.{keys.o}.bias"] = const[a_out].to(o_bias.dtype)
-            kept_heads.append([])
-        else:
-            sd[f"{pre}.{keys.ln_before}.weight"] = lm.ln_before.weight[a_in]
-            sd[f"{pre}.{keys.ln_before}.bias"] = lm.ln_before.bias[a_in]
-            for key, lin in ((keys.q, lm.q), (keys.k, lm.k), (keys.v, lm.v)):
-                sd[f"{pre}.{key}.weight"] = lin.weight[inner][:, a_in]
-                if lin.bias is not None:
-                    sd[f"{pre}.{key}.bias"] = lin.bias[inner]
-            sd[f"{pre}.{keys.o}.weight"] = lm.o.weight[a_out][:, inner]
-            sd[f"{pre}.{keys.o}.bias"] = o_bias[a_out]
-            if lm.ls1 is not None:
-                sd[f"{pre}.{keys.ls1}"] = lm.ls1[a_out]
-            if lm.rel_bias is not None:
-                sd[f"{pre}.{keys.rel_bias}"] = lm.rel_bias[:, heads]
-            kept_heads.append(heads.tolist())
-        # ---- MLP
-        hid = _idx(lp.mlp, mods.intermediate_size)
-        m_in = _idx(lp.mlp_in, c) if lp.mlp_in is not None else e_idx
-        m_out = _idx(lp.mlp_out, c) if lp.mlp_out is not None else e_idx
-        b2 = lm.fc2.bias + (
-            torch.tensor(lp.mlp_bias_delta, dtype=lm.fc2.bias.dtype, device=lm.fc2.bias.device)
-            if lp.mlp_bias_delta is not None
-            else 0
-        )
-        if len(hid) == 0 or len(m_in) == 0 or len(m_out) == 0:
-            const = b2.double()
-            if len(hid) and len(m_in) == 0:
-                const = const + lm.fc2.weight.double()[:, hid] @ mlp_hidden_of_bias(
-                    lm.fc1, lm.act, lm.up, hid
-                )
-            if lm.ls2 is not None:
-                const = const * lm.ls2.double()
-            if len(m_out):
-                sd[f"{pre}.{keys.fc2}.bias"] = const[m_out].to(b2.dtype)
-        else:
-            sd[f"{pre}.{keys.ln_after}.weight"] = lm.ln_after.weight[m_in]
-            sd[f"{pre}.{keys.ln_after}.bias"] = lm.ln_after.bias[m_in]
-            sd[f"{pre}.{keys.fc1}.weight"] = lm.fc1.weight[hid][:, m_in]
-            sd[f"{pre}.{keys.fc1}.bias"] = lm.fc1.bias[hid]
-            if lm.up is not None:  # a gated MLP: the up rows go with the gate rows (one hidden unit)
-                sd[f"{pre}.{keys.up}.weight"] = lm.up.weight[hid][:, m_in]
-                sd[f"{pre}.{keys.up}.bias"] = lm.up.bias[hid]
-            sd[f"{pre}.{keys.fc2}.weight"] = lm.fc2.weight[m_out][:, hid]
-            sd[f"{pre}.{keys.fc2}.bias"] = b2[m_out]
-            if lm.ls2 is not None:
-                sd[f"{pre}.{keys.ls2}"] = lm.ls2[m_out]
-
-    _slice_shared_bias(mods, keys.shared_rel_bias, kept_heads, sd, prefix)
-    # the widths come from THE plan -> config function (cost estimates and random plans use it too)
-    config = pruned_config(
-        model.config,
-        plan,
-        distillation_head="cls_classifier" in mods.heads if fam.teacher_head else None,
-        rescale_attention=rescale_attention,
-        layernorm_mode=layernorm_mode,
-    )
-    return sd, config, mods.patch_projection.weight
-
-
 def _set_provenance(config: Any, plan: WidthPlan, provenance: dict[str, Any] | None) -> None:
     """Write the provenance fields (method, ratio, base model, p3b_hf version) into a pruned ``config``: all
     that :func:`apply_width_plan`'s config adds to :func:`pruned_config`'s."""
@@ -273,51 +414,14 @@ def _per_stage(values: list[int], depths: list[int]) -> list[list[int]]:
     return out
 
 
-def _slice_staged(model: nn.Module, plan: WidthPlan) -> tuple[dict[str, torch.Tensor], Any, torch.Tensor]:
-    """A staged family: slice every block's fc1 rows / fc2 columns to ``plan.layers[i].mlp`` and add
-    ``mlp_bias_delta`` to fc2's bias (before the layer scale, which multiplies bias and all); with a window
-    attention, q/k/v rows, o columns and bias-table columns of the kept heads / dims; everything else is
-    copied. The pruned model is the family's stock model with narrower Linears (stock parameter names)."""
-    view = locate_mlps(model)
-    plan.validate()
-    plan.check_matches_mlps(view)
-    names = {id(m): n for n, m in model.named_modules()}
-    params = {id(p): n for n, p in model.named_parameters()}
-    sd = dict(model.state_dict())
-    for blk, lp in zip(view.blocks, plan.layers):
-        if blk.attn is not None:  # q/k/v rows, o columns of the kept (head, dim) pairs; bias table columns
-            a = blk.attn
-            heads, dims = _idx(lp.heads, a.num_attention_heads), _idx(lp.head_dims, a.head_dim)
-            inner = (heads[:, None] * a.head_dim + dims[None, :]).reshape(-1).to(a.q_proj.weight.device)
-            for lin in (a.q_proj, a.k_proj, a.v_proj):
-                sd[f"{names[id(lin)]}.weight"] = lin.weight[inner]
-                if lin.bias is not None:
-                    sd[f"{names[id(lin)]}.bias"] = lin.bias[inner]
-            sd[f"{names[id(a.o_proj)]}.weight"] = a.o_proj.weight[:, inner]
-            if a.rel_bias is not None:
-                sd[params[id(a.rel_bias)]] = a.rel_bias[:, heads.to(a.rel_bias.device)]
-        hid = _idx(lp.mlp, blk.width).to(blk.fc1.weight.device)
-        b2 = blk.fc2.bias
-        if lp.mlp_bias_delta is not None:
-            b2 = b2 + torch.tensor(lp.mlp_bias_delta, dtype=torch.float64, device=b2.device).to(b2.dtype)
-        fc1, fc2 = names[id(blk.fc1)], names[id(blk.fc2)]
-        sd[f"{fc1}.weight"], sd[f"{fc1}.bias"] = blk.fc1.weight[hid], blk.fc1.bias[hid]
-        if blk.up is not None:  # a gated MLP: up rows with the gate rows
-            up = names[id(blk.up)]
-            sd[f"{up}.weight"], sd[f"{up}.bias"] = blk.up.weight[hid], blk.up.bias[hid]
-        sd[f"{fc2}.weight"], sd[f"{fc2}.bias"] = blk.fc2.weight[:, hid], b2
-    config = pruned_config(model.config, plan)  # the widths: THE plan -> config function
-    return sd, config, blk.fc1.weight
-
-
 def _slice_shared_bias(
-    mods: ViTModules, key: str | None, kept_heads: list[list[int]], sd: dict[str, torch.Tensor], prefix: str
+    table: torch.Tensor, key: str, kept_heads: list[list[int]], sd: dict[str, torch.Tensor]
 ) -> None:
     """A shared relative position bias table (BEiT's): keep the columns of every head some layer still uses (the
     union; :func:`_shared_bias_fields` records which of them each layer reads), under the pruned ``key``."""
     union = sorted({h for heads in kept_heads for h in heads})
-    if key is not None and mods.shared_rel_bias is not None and union:
-        sd[f"{prefix}.{key}"] = mods.shared_rel_bias[:, union]
+    if union:
+        sd[key] = table[:, union]
 
 
 def _shared_bias_fields(kept_heads: list[list[int]], num_heads: int) -> dict[str, Any]:

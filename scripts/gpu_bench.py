@@ -51,7 +51,7 @@ from p3b_hf.bench import (
 )
 from p3b_hf.cost import count_cost
 from p3b_hf.models.plain_vit import plain_like
-from p3b_hf.plan import apply_width_plan
+from p3b_hf.slicing import apply_width_plan
 
 # P3B appendix Table 7, RTX 3090, batch 1024 (GPU) -- FPS and speed-up over dense
 PAPER_TABLE7_GPU = {

@@ -15,7 +15,8 @@ from transformers import AutoModelForImageClassification
 from p3b_hf.cost import count_cost
 from p3b_hf.errors import P3BError
 from p3b_hf.padding import pad_widths
-from p3b_hf.plan import WidthPlan, apply_width_plan
+from p3b_hf.plan import WidthPlan
+from p3b_hf.slicing import apply_width_plan
 
 
 def _ragged_plan(model: torch.nn.Module, seed: int = 0) -> WidthPlan:

@@ -16,7 +16,7 @@ from p3b_hf.commands import bench as bench_command
 from p3b_hf.errors import P3BError
 from p3b_hf.models.plain_vit import plain_like
 from p3b_hf.optimize import FastViT, describe, optimize_for_inference
-from p3b_hf.plan import pruned_config
+from p3b_hf.slicing import pruned_config
 
 
 def _p3b_plan(model: nn.Module, seed: int = 0) -> WidthPlan:

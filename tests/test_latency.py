@@ -97,7 +97,8 @@ def test_latency_model_is_fitted_cached_and_plotted(small_vit, tmp_path):
     assert model.dense_ms == pytest.approx(dense)
     # a pruned architecture: head dim 32 -> 17 (pays 32 after the step), MLP 128 -> 40 (pays 64)
     pruned = ViTConfig(**CFG)
-    from p3b_hf.plan import LayerPlan, WidthPlan, pruned_config
+    from p3b_hf.plan import LayerPlan, WidthPlan
+    from p3b_hf.slicing import pruned_config
 
     plan = WidthPlan.full(pruned)
     plan.layers = [LayerPlan(head_dims=list(range(17)), mlp=list(range(40))) for _ in range(2)]
@@ -236,7 +237,7 @@ def test_vbp_ranks_variance_under_the_latency_budget(small_vit, budget_of):
 
 
 def pruned_config_of(model, plan):
-    from p3b_hf.plan import pruned_config
+    from p3b_hf.slicing import pruned_config
 
     return pruned_config(model.config, plan)
 
@@ -325,7 +326,8 @@ def test_prune_reports_target_predicted_and_achieved(tmp_path, monkeypatch, one_
 def test_a_missed_target_is_reported_loudly(small_vit, budget_of):
     from p3b_hf.latency.report import card_lines, summary_lines
     from p3b_hf.latency.verify import verify
-    from p3b_hf.plan import LayerPlan, WidthPlan, apply_width_plan
+    from p3b_hf.plan import LayerPlan, WidthPlan
+    from p3b_hf.slicing import apply_width_plan
 
     class SlowPruned(FakeClock):
         def time_model(self, model):
@@ -471,7 +473,7 @@ def test_stage_families_spend_a_latency_budget(family, tmp_path):
     from p3b_hf.methods.latency_budget import latency_matched_plan
     from p3b_hf.methods.statistics import RunningMoments
     from p3b_hf.methods.vbp import vbp_plan_from_stats
-    from p3b_hf.plan import pruned_config
+    from p3b_hf.slicing import pruned_config
 
     torch.manual_seed(0)
     if family == "swin":

@@ -249,7 +249,7 @@ def test_pruned_config_equals_the_config_apply_width_plan_builds(fixture, rescal
     """pruned_config(plan) is apply_width_plan(...).config, every field (not only the parameter count), with
     the embedding pruned and sub-blocks removed (issue 24: layer_attn_in and the heads of a removed attention
     used to differ)."""
-    from p3b_hf.plan import pruned_config
+    from p3b_hf.slicing import pruned_config
 
     model = request.getfixturevalue(fixture)
     plan = _embedding_and_removal_plan(model)
@@ -285,7 +285,7 @@ def test_pruned_config_equals_the_config_apply_width_plan_builds(fixture, rescal
 def test_pruned_config_equals_apply_width_plan_config_on_stage_families(family):
     from test_stage_families import tiny
 
-    from p3b_hf.plan import pruned_config
+    from p3b_hf.slicing import pruned_config
 
     model = tiny(family)
     plan = WidthPlan.full(model.config)
@@ -300,3 +300,74 @@ def test_pruned_config_equals_apply_width_plan_config_on_stage_families(family):
     assert (
         alone.block_intermediate_sizes == [[32, 22], [64, 43]] if family == "swin" else [[16, 11], [32, 22]]
     )
+
+
+def test_plan_is_pure_data_and_the_slicer_depends_on_it_one_way():
+    """plan.py holds the data; the slicer imports it, never the reverse -- not even a lazy re-export (a module
+    ``__getattr__`` loading p3b_hf.slicing is an edge the import-cycle test cannot see)."""
+    import ast
+    import inspect
+
+    import p3b_hf.plan as plan_mod
+    import p3b_hf.slicing as slicing_mod
+
+    assert not hasattr(plan_mod, "__getattr__") and not hasattr(plan_mod, "apply_width_plan")
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(inspect.getsource(plan_mod)))
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert "slicing" not in imported and slicing_mod.WidthPlan is plan_mod.WidthPlan
+    assert p3b_hf.apply_width_plan is slicing_mod.apply_width_plan
+
+
+def test_one_check_matches_for_every_kind(tiny_vit):
+    """One validation method compares per-block dense shapes for plain and staged plans alike; a plan of the other
+    kind or of another block layout is refused with the one message naming where they differ."""
+    from test_stage_families import tiny
+
+    swin = tiny("swin")
+    vit_plan, swin_plan = WidthPlan.full(tiny_vit.config), WidthPlan.full(swin.config)
+    assert vit_plan.block_shapes() == [(48, 96, 4, 12)] * 3
+    assert swin_plan.kind() == "staged" and swin_plan.block_shapes()[0] == (16, 64, 2, 8)
+    with pytest.raises(PlanError, match=r"plan: a staged model of 4 blocks, model: a plain model of 3"):
+        apply_width_plan(tiny_vit, swin_plan)
+    with pytest.raises(PlanError, match=r"plan: a plain model of 3 blocks, model: a staged model of 4"):
+        apply_width_plan(swin, vit_plan)
+    swin_plan.block_intermediate_sizes[2] += 1
+    with pytest.raises(PlanError, match=r"block 2 \(residual width, MLP width, heads, head dim\): plan"):
+        apply_width_plan(swin, swin_plan)
+
+
+#: a plain plan as WidthPlan.to_json wrote it before the schema work (version 1, scalar dense widths, no per-block
+#: lists set): plans saved by earlier releases must keep loading whatever the schema becomes
+_PLAIN_PLAN_V1 = (
+    '{"hidden_size":8,"num_attention_heads":2,"head_dim":4,"intermediate_size":6,"layers":[{"head_dims":null,'
+    '"heads":[1],"mlp":[0,5],"attn_in":null,"attn_out":[0,1,2],"mlp_in":null,"mlp_out":null,'
+    '"attn_bias_delta":null,"mlp_bias_delta":[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]},{"head_dims":null,"heads":null,'
+    '"mlp":null,"attn_in":null,"attn_out":null,"mlp_in":null,"mlp_out":null,"attn_bias_delta":null,'
+    '"mlp_bias_delta":null}],"embed":null,"meta":{"method":"vbp"},"block_dims":null,'
+    '"block_intermediate_sizes":null,"block_num_heads":null,"block_head_dims":null,"version":1}'
+)
+
+
+@pytest.mark.parametrize("without_block_fields", [False, True])
+def test_a_plain_plan_written_by_earlier_code_loads(tmp_path, without_block_fields):
+    import json
+
+    data = json.loads(_PLAIN_PLAN_V1)
+    if without_block_fields:  # written before staged families existed
+        data = {k: v for k, v in data.items() if not k.startswith("block_")}
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    plan = WidthPlan.from_json(tmp_path / "plan.json")
+    assert plan.kind() == "plain" and plan.block_shapes() == [(8, 6, 2, 4)] * 2
+    assert plan.kept(0) == {
+        "heads": 1,
+        "head_dim": 4,
+        "mlp": 2,
+        "attn_in": 8,
+        "attn_out": 3,
+        "mlp_in": 8,
+        "mlp_out": 8,
+    }
+    assert plan.layers[0].mlp_bias_delta == [0.5] * 8 and plan.meta == {"method": "vbp"}

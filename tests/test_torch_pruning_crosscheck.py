@@ -37,7 +37,7 @@ import torch_pruning as tp  # noqa: E402  (a dev dependency: a missing install m
 
 from p3b_hf.methods.global_pruning import global_plan  # noqa: E402
 from p3b_hf.models.locator import locate  # noqa: E402
-from p3b_hf.plan import apply_width_plan  # noqa: E402
+from p3b_hf.slicing import apply_width_plan  # noqa: E402
 
 RATIO = 0.4
 

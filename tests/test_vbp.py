@@ -20,7 +20,8 @@ from p3b_hf.methods.budget_convert import (
 from p3b_hf.methods.statistics import RunningMoments, collect_mlp_activation_stats
 from p3b_hf.methods.vbp import vbp_plan, vbp_plan_from_stats
 from p3b_hf.models.locator import locate
-from p3b_hf.plan import WidthPlan, pruned_config
+from p3b_hf.plan import WidthPlan
+from p3b_hf.slicing import pruned_config
 
 
 def _ref(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

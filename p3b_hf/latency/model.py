@@ -268,7 +268,8 @@ def _anchor_fit(sums: list[float], times: list[float]) -> tuple[float, float]:
 def anchor_model(dense: Any, fraction: float) -> Any:
     """A copy of ``dense`` with every attention and MLP block kept at ``fraction`` of its width (the first
     channels: anchors time shapes, not functions)."""
-    from ..plan import WidthPlan, apply_width_plan
+    from ..plan import WidthPlan
+    from ..slicing import apply_width_plan
 
     plan = WidthPlan.full(dense.config)
     for i, layer in enumerate(plan.layers):

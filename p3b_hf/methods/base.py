@@ -3,7 +3,7 @@ back (:class:`MethodResult`).
 
 A method is an options dataclass plus ``run(ctx, options) -> MethodResult`` (registered in
 :mod:`p3b_hf.methods`). It chooses channels (a :class:`~p3b_hf.plan.WidthPlan`), lets
-:func:`~p3b_hf.plan.apply_width_plan` slice, and trains what it needs through
+:func:`~p3b_hf.slicing.apply_width_plan` slice, and trains what it needs through
 :meth:`RunContext.training_arguments`; loading, the classifier head, padding, writing and reporting are
 the runner's job (:mod:`p3b_hf.runner`), so a method never touches output directories or the CLI.
 """

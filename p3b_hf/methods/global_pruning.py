@@ -29,7 +29,8 @@ from torch import nn
 from ..cost import plan_cost
 from ..errors import OptionsError, P3BError
 from ..options import option
-from ..plan import WidthPlan, apply_width_plan
+from ..plan import WidthPlan
+from ..slicing import apply_width_plan
 from .base import MethodResult, MethodTraits, RunContext
 from .budget_convert import target_params_for_prune_ratio
 from .importance import CRITERIA, StructureScores, compute_structure_scores

@@ -27,7 +27,8 @@ from torch import nn
 from ..errors import BudgetError
 from ..latency import LatencyBudget, Structure
 from ..latency.model import round_up
-from ..plan import WidthPlan, pruned_config
+from ..plan import WidthPlan
+from ..slicing import pruned_config
 
 
 def _step(budget: LatencyBudget, s: Structure) -> int:

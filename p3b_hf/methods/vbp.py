@@ -11,7 +11,7 @@
    (:func:`~p3b_hf.methods.budget_convert.neurons_for_prune_ratio`).
 3. Mean-shift fold, computed from the *dense* weights: ``b2' = b2 + W2[:, R] @ mu[R]`` (the
    plan's ``mlp_bias_delta``), so the pruned model equals the dense model with every removed
-   activation replaced by its mean. Only :func:`~p3b_hf.plan.apply_width_plan` slices weights.
+   activation replaced by its mean. Only :func:`~p3b_hf.slicing.apply_width_plan` slices weights.
 4. Fine-tune with knowledge distillation from the dense (target-fine-tuned) model: 10 epochs,
    AdamW 1.5e-5, cosine, wd 0.01 by default. The paper does not state its KD loss; we use
    ``0.5 * CE(student, y) + 0.5 * KL(softmax(t) || softmax(s))`` at T = 1, the KL per sample
@@ -39,7 +39,8 @@ from torch import nn
 from ..errors import BudgetError, P3BError
 from ..models.locator import locate_mlps
 from ..options import KDOptions, option
-from ..plan import LayerPlan, WidthPlan, apply_width_plan
+from ..plan import LayerPlan, WidthPlan
+from ..slicing import apply_width_plan
 from ..training import KDConfig, kd_config, resolve_kd
 from .base import MethodResult, MethodTraits, RunContext
 from .budget_convert import check_vbp_prune_ratio, neurons_for_percentage, neurons_for_prune_ratio

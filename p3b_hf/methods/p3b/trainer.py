@@ -32,8 +32,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from ...checkpoints import save_model_dir
 from ...errors import CheckpointError, P3BError
-from ...plan import apply_width_plan
 from ...runtime import all_reduce_, all_reduce_grads_
+from ...slicing import apply_width_plan
 from ...training import FineTuneTrainer, compute_accuracy, evaluate_accuracy
 from .bpi import per_head_ce
 from .config import P3BConfig
