@@ -99,7 +99,9 @@ def stock_model(family: str) -> torch.nn.Module:
     if family == "siglip":  # google/siglip(2)-base-patch16-224 as a classifier: nested SiglipConfig, no CLS
         vision = {k: v for k, v in TINY.items() if k != "num_labels"}
         return tf.SiglipForImageClassification(
-            tf.SiglipConfig(vision_config=vision, text_config={"vocab_size": 49408}, num_labels=TINY["num_labels"])
+            tf.SiglipConfig(
+                vision_config=vision, text_config={"vocab_size": 49408}, num_labels=TINY["num_labels"]
+            )
         )
     if family == "swin":
         return tf.SwinForImageClassification(

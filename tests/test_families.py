@@ -340,7 +340,9 @@ def test_unsupported_families_get_one_clear_error(builder: str) -> None:
         assert type(model).__name__ in msg or repr(model.config.model_type) in msg
         assert "BeitForImageClassification" in msg and "Dinov2ForImageClassification" in msg
         assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
-        assert "IJepaForImageClassification" in msg and "CLIPForImageClassification" in msg  # from the registry
+        assert (
+            "IJepaForImageClassification" in msg and "CLIPForImageClassification" in msg
+        )  # from the registry
         assert "SiglipForImageClassification" in msg
         naflex = "spatial_shapes" in msg and "'google/siglip2-base-patch16-224'" in msg
         assert naflex == (builder == "siglip2")

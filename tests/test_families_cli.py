@@ -65,7 +65,9 @@ def _dense_dir(root: Path, family: str) -> Path:
 
         vision = {k: v for k, v in common.items() if k not in LABELS}
         model = SiglipForImageClassification(
-            SiglipConfig(vision_config=dict(vision, intermediate_size=64), text_config={"vocab_size": 49408}, **LABELS)
+            SiglipConfig(
+                vision_config=dict(vision, intermediate_size=64), text_config={"vocab_size": 49408}, **LABELS
+            )
         )
     elif family == "beit":
         model = BeitForImageClassification(

@@ -39,7 +39,9 @@ class P3BSiglipConfig(P3BLayerWidths, _SiglipInit, SiglipVisionConfig):
     _family_dense_keys = ("attention_dropout",)
     # a pruned residual stream need not be a multiple of the head count (heads keep their own per-layer widths)
     __class_validators__ = [
-        v for v in getattr(SiglipVisionConfig, "__class_validators__", []) if v.__name__ != "validate_architecture"
+        v
+        for v in getattr(SiglipVisionConfig, "__class_validators__", [])
+        if v.__name__ != "validate_architecture"
     ]
 
     def validate(self) -> None:

@@ -36,8 +36,8 @@ from .families import (
     is_pruned_config,
     is_supported_config,
     needs_conversion,
-    staged_family_of,
     refusal_reason,
+    staged_family_of,
     unsupported_model_error,
 )
 

@@ -102,5 +102,8 @@ FAMILY = Family(
     from_stock=from_stock,
     # the stock parameters the classifier never reads, left out of the pruned format and of count_cost
     extras={"unread_stock_params": ("vision_model.head.",)},
-    refused_classes={"Siglip2ForImageClassification": SIGLIP2_NAFLEX_REASON, "siglip2": SIGLIP2_NAFLEX_REASON},
+    refused_classes={
+        "Siglip2ForImageClassification": SIGLIP2_NAFLEX_REASON,
+        "siglip2": SIGLIP2_NAFLEX_REASON,
+    },
 )
