@@ -1,6 +1,6 @@
 """Which HF entry points hold for a pruned model of each family, next to its stock model: docs/hf_contract.md.
 
-For every family (ViT, DeiT, BEiT, DINOv2, Swin, ConvNeXt, I-JEPA) a tiny random-init stock classifier and a really
+For every family (ViT, DeiT, BEiT, DINOv2, Swin, ConvNeXt, DINOv2+registers, I-JEPA, CLIP, SigLIP) a tiny random-init stock classifier and a really
 pruned copy of it (plain families: fewer heads and head dims, residual subsets, a removed attention and a
 removed MLP sub-block; Swin: fewer MLP units, heads and head dims; ConvNeXt: fewer MLP units) are saved with
 an image processor, and each check below runs on both (loaded back with ``AutoModelForImageClassification``).
@@ -33,7 +33,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-FAMILIES = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "dinov2_with_registers", "ijepa", "clip")
+FAMILIES = (
+    "vit",
+    "deit",
+    "beit",
+    "dinov2",
+    "swin",
+    "convnext",
+    "dinov2_with_registers",
+    "ijepa",
+    "clip",
+    "siglip",
+)
 TINY = dict(
     hidden_size=48,
     num_hidden_layers=3,
@@ -84,6 +95,13 @@ def stock_model(family: str) -> torch.nn.Module:
         vision = {k: v for k, v in TINY.items() if k != "num_labels"}
         return tf.CLIPForImageClassification(
             tf.CLIPConfig(vision_config=vision, num_labels=TINY["num_labels"])
+        )
+    if family == "siglip":  # google/siglip(2)-base-patch16-224 as a classifier: nested SiglipConfig, no CLS
+        vision = {k: v for k, v in TINY.items() if k != "num_labels"}
+        return tf.SiglipForImageClassification(
+            tf.SiglipConfig(
+                vision_config=vision, text_config={"vocab_size": 49408}, num_labels=TINY["num_labels"]
+            )
         )
     if family == "swin":
         return tf.SwinForImageClassification(

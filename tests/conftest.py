@@ -169,6 +169,29 @@ def tiny_clip_full(tiny_clip: torch.nn.Module) -> torch.nn.Module:
 
 
 @pytest.fixture
+def tiny_siglip() -> torch.nn.Module:
+    """Stock ``SiglipForImageClassification`` (nested ``SiglipConfig``; no CLS token, tanh-GELU, post-LN on every
+    token, the classifier reads the patch mean; the vision tower's MAP head is not read)."""
+    from transformers import SiglipConfig, SiglipForImageClassification
+
+    torch.manual_seed(8)
+    vision = {k: v for k, v in TINY.items() if k != "num_labels"}
+    text = {"vocab_size": 49408}  # (the text tower is never built; its default token ids fit this vocabulary)
+    model = SiglipForImageClassification(
+        SiglipConfig(vision_config=vision, text_config=text, num_labels=TINY["num_labels"])
+    )
+    return _randomise_family(model, 8)
+
+
+@pytest.fixture
+def tiny_siglip_full(tiny_siglip: torch.nn.Module) -> torch.nn.Module:
+    """``tiny_siglip`` in its full-width pruned format (what load_model / the CLI hand to the methods)."""
+    from p3b_hf.models.families import prunable
+
+    return prunable(tiny_siglip)
+
+
+@pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
 

@@ -365,6 +365,7 @@ def test_deploy_speed_fast_backend(threads) -> None:
         "swin",
         "convnext",
         "tiny_clip",
+        "tiny_siglip",
     ],
 )
 def test_other_families_export_their_hf_module(

@@ -27,6 +27,7 @@ NEW = [
     "tiny_ijepa",
     "tiny_dinov2_swiglu",
     "tiny_clip",
+    "tiny_siglip",
 ]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +38,10 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _numel(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters the classifier runs (SigLIP's stock MAP head, never read, is left out of the pruned format)."""
+    fam = p3b_hf.models.family_of(model)
+    unread = fam.extras.get("unread_stock_params", ()) if fam is not None else ()
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith(tuple(unread)))
 
 
 def _random_plan(
@@ -242,6 +246,7 @@ SHARED_IMPORTS = {
         "modeling_p3b_vit",
     },
     "modeling_p3b_clip.py": {"configuration_p3b_clip", "configuration_p3b_widths", "modeling_p3b_layers"},
+    "modeling_p3b_siglip.py": {"configuration_p3b_siglip", "configuration_p3b_widths", "modeling_p3b_layers"},
 }
 SHARED_MODULES = ("modeling_p3b_layers.py", "modeling_p3b_checkpoint.py", "configuration_p3b_widths.py")
 
@@ -296,40 +301,51 @@ def test_every_modeling_file_imports_the_shared_code_and_copies_none_of_it() -> 
                 "registers": "Dinov2WithRegisters",
                 "ijepa": "IJepa",
                 "clip": "CLIP",
+                "siglip": "Siglip",
             }[name.removesuffix(".py").split("_")[-1]]
             assert issubclass(getattr(mod, f"P3B{fam}Layer"), modeling_p3b_layers._P3BLayerMixin)
-            if fam != "CLIP":  # (CLIP uses P3BAttention itself, under no alias)
+            if fam not in ("CLIP", "Siglip"):  # (CLIP and SigLIP use P3BAttention itself, under no alias)
                 assert issubclass(getattr(mod, f"P3B{fam}Attention"), modeling_p3b_layers.P3BAttention)
             assert getattr(mod, f"P3B{fam}Layer").forward is modeling_p3b_layers._P3BLayerMixin.forward
     models = [c for c in models if issubclass(c, PreTrainedModel)]
-    # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 3 DINOv2+reg, 2 Swin, 2 ConvNeXt, 3 I-JEPA, 3 CLIP
-    assert len(models) == 24, models
+    # 5 ViT/DeiT, 3 BEiT, 3 DINOv2, 3 DINOv2+reg, 2 Swin, 2 ConvNeXt, 3 I-JEPA, 3 CLIP, 3 SigLIP
+    assert len(models) == 27, models
     for cls in models:
         assert issubclass(cls, modeling_p3b_checkpoint._P3BStrictLoading), cls
 
 
-@pytest.mark.parametrize("builder", ["siglip"])
+@pytest.mark.parametrize("builder", ["vit_msn", "siglip2"])
 def test_unsupported_families_get_one_clear_error(builder: str) -> None:
     """(Swin and ConvNeXt are supported by VBP / global since issue 17: tests/test_stage_families.py; CLIP,
-    DINOv2 with registers and I-JEPA since issue 27.)"""
+    DINOv2 with registers, I-JEPA and SigLIP since issue 27.) SigLIP2's NaFlex classifier (pre-patchified
+    pixels + ``spatial_shapes``) is refused with the reason and the fixed-resolution checkpoint to load."""
     import transformers as tf
 
     tiny = dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1)
     model = {
-        "siglip": lambda: tf.SiglipForImageClassification(
-            tf.SiglipConfig(vision_config=tiny, text_config=dict(tiny, vocab_size=10), num_labels=3)
+        "vit_msn": lambda: tf.ViTMSNForImageClassification(
+            tf.ViTMSNConfig(**tiny, image_size=16, patch_size=8, num_labels=3)
+        ),
+        "siglip2": lambda: tf.Siglip2ForImageClassification(
+            tf.Siglip2Config(
+                vision_config=dict(tiny, num_patches=4), text_config=dict(tiny, vocab_size=10), num_labels=3
+            )
         ),
     }[builder]()
-    with pytest.raises(UnsupportedModelError) as err:
-        apply_width_plan(model, None)
-    msg = str(err.value)
-    assert (
-        type(model).__name__ in msg
-        and "BeitForImageClassification" in msg
-        and "Dinov2ForImageClassification" in msg
-    )
-    assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
-    assert "IJepaForImageClassification" in msg and "CLIPForImageClassification" in msg  # from the registry
+    for call in (lambda: apply_width_plan(model, None), lambda: count_cost(model.config)):
+        with pytest.raises(UnsupportedModelError) as err:
+            call()
+        msg = str(err.value)
+        assert "\n" not in msg
+        assert type(model).__name__ in msg or repr(model.config.model_type) in msg
+        assert "BeitForImageClassification" in msg and "Dinov2ForImageClassification" in msg
+        assert "SwinForImageClassification" in msg and "ConvNextForImageClassification" in msg
+        assert (
+            "IJepaForImageClassification" in msg and "CLIPForImageClassification" in msg
+        )  # from the registry
+        assert "SiglipForImageClassification" in msg
+        naflex = "spatial_shapes" in msg and "'google/siglip2-base-patch16-224'" in msg
+        assert naflex == (builder == "siglip2")
 
 
 @pytest.mark.parametrize("registers", [False, True])

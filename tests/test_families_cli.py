@@ -60,6 +60,15 @@ def _dense_dir(root: Path, family: str) -> Path:
         model = CLIPForImageClassification(
             CLIPConfig(vision_config=dict(vision, intermediate_size=64), **LABELS)
         )
+    elif family == "siglip":  # the nested stock SiglipConfig (what google/siglip2-base-patch16-224 loads as)
+        from transformers import SiglipConfig, SiglipForImageClassification
+
+        vision = {k: v for k, v in common.items() if k not in LABELS}
+        model = SiglipForImageClassification(
+            SiglipConfig(
+                vision_config=dict(vision, intermediate_size=64), text_config={"vocab_size": 49408}, **LABELS
+            )
+        )
     elif family == "beit":
         model = BeitForImageClassification(
             BeitConfig(intermediate_size=64, use_relative_position_bias=True, **common)
@@ -90,6 +99,7 @@ def _dense_dir(root: Path, family: str) -> Path:
         ("dinov2_with_registers", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
         ("ijepa", ["p3b", "--update-every", "1", "--bpi-every", "1"]),  # BPI reads the patch mean (no CLS)
         ("clip", ["p3b", "--update-every", "1", "--bpi-every", "1"]),
+        ("siglip", ["p3b", "--update-every", "1", "--bpi-every", "1"]),  # no CLS, MAP head dropped
         ("dinov2_swiglu", ["p3b", "--update-every", "1", "--bpi-every", "1"]),  # gates mask act(gate) * up
     ],
 )
@@ -133,6 +143,7 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
         "dinov2_with_registers": "Dinov2WithRegisters",
         "ijepa": "IJepa",
         "clip": "CLIP",
+        "siglip": "Siglip",
         "dinov2_swiglu": "Dinov2",
     }[family]
     assert type(model).__name__ == f"P3B{cls}ForImageClassification"
@@ -153,13 +164,17 @@ def test_transfer_recipes_for_dinov2_and_beit(monkeypatch: pytest.MonkeyPatch) -
         "dinov2_registers_small_cifar100_p75",
         "dinov2_small_cifar100_p50",
         "dinov2_small_cifar100_p75",
+        "siglip2_base_cifar100_p50",
+        "siglip2_base_cifar100_p75",
     ]
     for path in files:
         recipe = run.load_recipe(path)
         prune, ft = _parsed(recipe, "prune", 4, monkeypatch), _parsed(recipe, "finetune", 4, monkeypatch)
         assert prune.method == "p3b" and prune.dataset == "cifar100" and not prune.reference
         assert prune.model == (
-            "facebook/dinov2-with-registers-small"
+            "google/siglip2-base-patch16-224"
+            if "siglip2" in path.stem
+            else "facebook/dinov2-with-registers-small"
             if "registers" in path.stem
             else "facebook/dinov2-small"
             if "dinov2" in path.stem

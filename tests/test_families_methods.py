@@ -41,6 +41,7 @@ FAMS = [
     "tiny_dinov2_registers",
     "tiny_ijepa",
     "tiny_clip_full",
+    "tiny_siglip_full",
     "tiny_dinov2_swiglu",
 ]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,6 +122,7 @@ def test_p3b_block_sizes_add_up_to_the_model(fixture: str, request: pytest.Fixtu
         ("tiny_dinov2_registers", "cls"),
         ("tiny_ijepa", "mean_patches"),  # no CLS token: the mean of all tokens
         ("tiny_clip_full", "mean_patches"),  # CLIP's classifier reads the mean of the patch tokens
+        ("tiny_siglip_full", "mean_patches"),  # no CLS token: the mean of the post-LN patch tokens
     ],
 )
 def test_bpi_class_heads_read_what_the_family_classifies_from(
@@ -130,7 +132,7 @@ def test_bpi_class_heads_read_what_the_family_classifies_from(
     mods = p3b_hf.locate(model)
     bpi = BPIHeads.for_model(mods, 7)
     registers = getattr(model.config, "num_register_tokens", 0)  # BPI's patch heads skip the registers too
-    special = 0 if fixture == "tiny_ijepa" else 1
+    special = 0 if fixture in ("tiny_ijepa", "tiny_siglip_full") else 1
     assert bpi.class_input == expected and bpi.special_tokens == special + registers
     handles = bpi.install(model, mods)
     bpi.active = True
@@ -225,6 +227,7 @@ def test_p3b_run_reaches_the_ratio_and_the_saved_model_equals_the_masked_one(
         "tiny_dinov2_registers",
         "tiny_ijepa",
         "tiny_clip_full",
+        "tiny_siglip_full",
         "tiny_dinov2_swiglu",
     ],
 )
@@ -274,6 +277,7 @@ def test_every_criterion_channel_ratio_on_both_families(
     tiny_dinov2_registers,  # noqa: ANN001
     tiny_ijepa,  # noqa: ANN001
     tiny_clip_full,  # noqa: ANN001
+    tiny_siglip_full,  # noqa: ANN001
     tiny_dinov2_swiglu,  # noqa: ANN001
 ) -> None:
     for model in (
@@ -282,6 +286,7 @@ def test_every_criterion_channel_ratio_on_both_families(
         tiny_dinov2_registers,
         tiny_ijepa,
         tiny_clip_full,
+        tiny_siglip_full,
         tiny_dinov2_swiglu,
     ):
         plan = global_plan(model, _batches(), criterion, ratio=0.5, taylor_batches=2, hessian_samples=4)

@@ -627,18 +627,18 @@ def test_package_loader_reports_the_model_check_as_checkpoint_error(saved, tmp_p
 
 # ---------------------------------------------------------------------------------------- unsupported models
 def _tiny_unsupported(kind: str, root: Path) -> Path:
-    """A tiny stock ResNet or SigLIP classifier (built from a config) saved to ``root/kind``."""
+    """A tiny stock ResNet or SigLIP2 NaFlex classifier (built from a config) saved to ``root/kind``."""
     import transformers as tf
 
     if kind == "resnet":
         model = tf.ResNetForImageClassification(
             tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
         )
-    else:  # SigLIP (not supported yet: its classifier's sizes live in a nested vision_config)
+    else:  # SigLIP2 NaFlex (pre-patchified pixels + spatial_shapes: refused with the fixed-resolution checkpoint)
         vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-        model = tf.SiglipForImageClassification(
-            tf.SiglipConfig(
-                vision_config=dict(vision, image_size=16, patch_size=8),
+        model = tf.Siglip2ForImageClassification(
+            tf.Siglip2Config(
+                vision_config=dict(vision, num_patches=4, patch_size=8),
                 text_config=dict(vision, vocab_size=10),
                 num_labels=3,
             )
@@ -648,13 +648,14 @@ def _tiny_unsupported(kind: str, root: Path) -> Path:
     return root / kind
 
 
-@pytest.mark.parametrize("kind", ["resnet", "siglip"])
+@pytest.mark.parametrize("kind", ["resnet", "siglip2"])
 def test_unsupported_model_is_one_clear_error_at_every_entry_point(
     kind: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """prune, finetune, compare, cost, bench and export refuse a model of an unsupported family with the same
     UnsupportedModelError naming every supported class (generated from the family registries), exit 2, no
-    traceback, nothing written."""
+    traceback, nothing written. SigLIP2 NaFlex: the error also says why and names the fixed-resolution
+    checkpoint to load instead."""
     from p3b_hf.cli import main
     from p3b_hf.models.families import FAMILIES, STAGE_FAMILIES
 
@@ -671,7 +672,7 @@ def test_unsupported_model_is_one_clear_error_at_every_entry_point(
         "bench": ["bench", "--model", model],
         "export": ["export", "--model", model, "--output-dir", str(work / "onnx")],
     }
-    cls = "ResNetForImageClassification" if kind == "resnet" else "SiglipForImageClassification"
+    cls = "ResNetForImageClassification" if kind == "resnet" else "Siglip2ForImageClassification"
     supported = [c for f in (*FAMILIES.values(), *STAGE_FAMILIES.values()) for c in f.stock_classes]
     assert "SwinForImageClassification" in supported and "ConvNextForImageClassification" in supported
     for name, argv in commands.items():
@@ -683,6 +684,8 @@ def test_unsupported_model_is_one_clear_error_at_every_entry_point(
         assert "Traceback" not in err and len(err.splitlines()) == 1
         for c in supported:
             assert c in err, (name, c)
+        naflex = "spatial_shapes" in err and "'google/siglip2-base-patch16-224'" in err
+        assert naflex == (kind == "siglip2"), (name, err)
         assert list(work.iterdir()) == [], name
 
 

@@ -74,6 +74,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
     tiny_dinov2_registers,  # noqa: ANN001
     tiny_ijepa,  # noqa: ANN001
     tiny_clip,  # noqa: ANN001
+    tiny_siglip,  # noqa: ANN001
     tiny_dinov2_swiglu,  # noqa: ANN001
     images: torch.Tensor,
 ) -> None:
@@ -88,6 +89,7 @@ def test_pruned_models_of_every_family_load_without_p3b_hf(
         ),
         "ijepa": apply_width_plan(tiny_ijepa, _with_embed(nontrivial_plan(tiny_ijepa.config))),
         "clip": apply_width_plan(tiny_clip, _with_embed(nontrivial_plan(tiny_clip.config))),
+        "siglip": apply_width_plan(tiny_siglip, _with_embed(nontrivial_plan(tiny_siglip.config))),
         # the shared gated MLP (gate / up / down) and the Hub layout of its weights, without p3b_hf
         "dinov2_swiglu": apply_width_plan(
             tiny_dinov2_swiglu, _with_embed(nontrivial_plan(tiny_dinov2_swiglu.config))

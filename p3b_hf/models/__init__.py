@@ -1,4 +1,4 @@
-"""Pruned ViT/DeiT/BEiT/DINOv2/Swin/ConvNeXt config + model classes, the family records (``families/``: one
+"""Pruned ViT/DeiT/BEiT/DINOv2/Swin/ConvNeXt/I-JEPA/CLIP/SigLIP config + model classes, the family records (``families/``: one
 record per family, one registry) and the module locator."""
 
 from .configuration_p3b_beit import P3BBeitConfig
@@ -7,6 +7,7 @@ from .configuration_p3b_convnext import P3BConvNextConfig
 from .configuration_p3b_dinov2 import P3BDinov2Config
 from .configuration_p3b_dinov2_with_registers import P3BDinov2WithRegistersConfig
 from .configuration_p3b_ijepa import P3BIJepaConfig
+from .configuration_p3b_siglip import P3BSiglipConfig
 from .configuration_p3b_swin import P3BSwinConfig
 from .configuration_p3b_vit import P3BDeiTConfig, P3BViTConfig
 from .families import FAMILIES, P3B_CONFIGS, STAGE_FAMILIES, Family, StageFamily, family_of, register_family
@@ -20,6 +21,7 @@ from .modeling_p3b_dinov2_with_registers import (
     P3BDinov2WithRegistersModel,
 )
 from .modeling_p3b_ijepa import P3BIJepaForImageClassification, P3BIJepaModel
+from .modeling_p3b_siglip import P3BSiglipForImageClassification, P3BSiglipModel
 from .modeling_p3b_swin import P3BSwinForImageClassification, P3BSwinModel
 from .modeling_p3b_vit import (
     P3BDeiTForImageClassification,
@@ -68,4 +70,7 @@ __all__ = [
     "P3BIJepaConfig",
     "P3BIJepaForImageClassification",
     "P3BIJepaModel",
+    "P3BSiglipConfig",
+    "P3BSiglipForImageClassification",
+    "P3BSiglipModel",
 ]

@@ -36,6 +36,7 @@ from .families import (
     is_pruned_config,
     is_supported_config,
     needs_conversion,
+    refusal_reason,
     staged_family_of,
     unsupported_model_error,
 )
@@ -147,7 +148,7 @@ class ViTModules:
 
 
 def _unsupported(model: nn.Module, reason: str | None = None) -> UnsupportedModelError:
-    return unsupported_model_error(type(model).__name__, reason)
+    return unsupported_model_error(type(model).__name__, reason or refusal_reason(model))
 
 
 def require_supported_config(config: object) -> None:
@@ -155,7 +156,7 @@ def require_supported_config(config: object) -> None:
     supported family. Every entry point (prune, finetune, compare, cost, bench, export) calls it on the
     config alone, before loading weights or writing anything."""
     if not is_supported_config(config):
-        raise unsupported_model_error(config_subject(config))
+        raise unsupported_model_error(config_subject(config), refusal_reason(config))
 
 
 def stage_family_of(model: nn.Module) -> Family | None:

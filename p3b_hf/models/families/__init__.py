@@ -11,6 +11,7 @@ DINOv2       plain   ``layer_scale1/2``     --              [CLS, mean of patche
 DINOv2+reg   plain   ``layer_scale1/2``     --              [CLS, mean of patches] (2C,     ``qkv_bias``
                                                             registers left out)
 CLIP         plain   --                     --              mean of patches (no norm)       yes
+SigLIP       plain   --                     --              mean of LN(patches), no CLS     yes
 Swin         staged  --                     per block       LN(mean of tokens)              ``qkv_bias``
 ConvNeXt     staged  ``gamma``              --              LN(mean of positions)           --
 I-JEPA       plain   --                     --              mean of LN(patches), no CLS     ``qkv_bias``
@@ -24,7 +25,7 @@ record and one :func:`register_family` call (docs/architecture.md, "Add a model 
 
 from __future__ import annotations
 
-from . import beit, clip, convnext, deit, dinov2, dinov2_with_registers, ijepa, swin, vit
+from . import beit, clip, convnext, deit, dinov2, dinov2_with_registers, ijepa, siglip, swin, vit
 from .record import (
     PLAIN,
     PRUNED_VIT_LAYOUT,
@@ -53,6 +54,7 @@ from .registry import (
     prunable,
     pruned_configs,
     pruned_model_types,
+    refusal_reason,
     register_family,
     require_family,
     stage_family_of_config,
@@ -68,6 +70,7 @@ for _module in (vit, deit, beit, dinov2, swin, convnext, dinov2_with_registers):
 register_family(ijepa.FAMILY)
 del _module
 register_family(clip.FAMILY)
+register_family(siglip.FAMILY)
 
 #: read-only views of the registry by kind (compatibility: the names of the two former registries)
 FAMILIES: dict[str, Family] = {f.name: f for f in families(PLAIN)}
@@ -111,6 +114,7 @@ __all__ = [
     "pruned_configs",
     "pruned_model_types",
     "prunable",
+    "refusal_reason",
     "register_family",
     "require_family",
     "stage_family_of_config",

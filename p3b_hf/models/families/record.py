@@ -226,6 +226,10 @@ class Family:
     #: layout generic code cannot read as is (CLIP: a nested ``CLIPConfig``, the ``vision_config`` holds the
     #: widths); ``None``: generic code reads the stock model directly. Applied by :func:`~.registry.prunable`.
     from_stock: Callable[[Any], Any] | None = None
+    #: stock classifier class names / ``model_type`` s of a sibling the family's code cannot run, each with why
+    #: and what to load instead (SigLIP: the NaFlex ``Siglip2ForImageClassification``); every entry point's
+    #: :class:`~p3b_hf.errors.UnsupportedModelError` for such a model carries the reason
+    refused_classes: dict[str, str] = field(default_factory=dict)
     # ------------------------------------------------------------ staged families
     stage_paths: StagePaths | None = None
     dense_widths: Callable[[Any], list[list[int]]] | None = None  # config -> MLP width per stage and block

@@ -13,6 +13,8 @@ from .record import PLAIN, STAGED, Family
 REGISTRY: dict[str, Family] = {}
 _BY_MODEL_TYPE: dict[str, Family] = {}
 _BY_CLASS: dict[str, Family] = {}
+#: class name / model_type of a model a record knows it cannot run -> why (``Family.refused_classes``)
+_REFUSED: dict[str, str] = {}
 
 
 def register_family(
@@ -54,6 +56,7 @@ def register_family(
     _BY_MODEL_TYPE[family.pruned_model_type] = family
     for cls in family.classes:
         _BY_CLASS[cls] = family
+    _REFUSED.update(family.refused_classes)
     if auto_classes:
         from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
@@ -80,6 +83,8 @@ def unregister_family(name: str) -> Family | None:
             _BY_MODEL_TYPE.pop(key, None)
         for cls in family.classes:
             _BY_CLASS.pop(cls, None)
+        for key in family.refused_classes:
+            _REFUSED.pop(key, None)
     return family
 
 
@@ -162,6 +167,16 @@ def supported_classes_text() -> str:
     )
 
 
+def refusal_reason(obj: Any) -> str | None:
+    """Why p3b_hf refuses a model or config a record names in ``refused_classes`` (by class name, then
+    ``model_type`` / ``architectures``); ``None`` for any other model."""
+    obj = getattr(obj, "module", obj)
+    names = [c.__name__ for c in type(obj).__mro__] if hasattr(obj, "config") else []
+    config = obj.config if hasattr(obj, "config") else obj
+    names += [_model_type(config), *(getattr(config, "architectures", None) or [])]
+    return next((_REFUSED[n] for n in names if n in _REFUSED), None)
+
+
 def unsupported_model_error(subject: str, reason: str | None = None) -> UnsupportedModelError:
     """The one error for a model p3b_hf does not handle (every entry point raises it): ``subject`` names the
     model (its class, or its ``model_type`` when only the config was read), ``reason`` why, if known."""
@@ -191,7 +206,7 @@ def require_family(config: Any, kind: str | None = None) -> Family:
     ``kind`` is given and the family is of the other kind."""
     fam = family_of(config)
     if fam is None:
-        raise unsupported_model_error(config_subject(config))
+        raise unsupported_model_error(config_subject(config), refusal_reason(config))
     if kind is not None and fam.kind != kind:
         supported = ", ".join(f.name for f in families(kind))
         if fam.staged:

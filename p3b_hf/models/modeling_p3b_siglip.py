@@ -1,0 +1,145 @@
+# Remote code: copied next to pruned checkpoints (``auto_map``) together with its relative imports
+# (configuration_p3b_siglip.py, modeling_p3b_layers.py, modeling_p3b_checkpoint.py): ``save_pretrained`` copies
+# them, ``from_pretrained(trust_remote_code=True)`` fetches them. It imports only torch / transformers and those.
+"""A SigLIP vision classifier whose every layer may have its own widths.
+
+The layers are the shared pre-LN layers under the ViT-style names (``vision_model.encoder.layer.{i}.attention.
+attention.query`` ...; tanh-GELU from ``config.hidden_act``). What SigLIP has: no CLS token (the sequence is the
+patch tokens plus absolute positions), a ``post_layernorm`` on every token (the backbone's
+``last_hidden_state``, as in ``SiglipVisionModel``), and a classifier that reads the mean of those normalised
+patch tokens, as ``SiglipForImageClassification`` does.
+
+The stock vision tower also carries a multihead attention-pooling head (MAP, ``vision_model.head``) whose
+output is the stock ``pooler_output``; the classifier never reads it, so the pruned format drops it and
+``pooler_output`` is ``None`` (as for a ViT / I-JEPA classifier's backbone): the features the classifier reads
+are ``last_hidden_state.mean(1)``. A full-width model converted from the stock one has bit-identical logits and
+``last_hidden_state``. Same HF contract as ``modeling_p3b_vit.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as _init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .configuration_p3b_siglip import P3BSiglipConfig
+from .modeling_p3b_checkpoint import (
+    P3BCheckpointMismatchError,  # noqa: F401 (re-exported)
+    _P3BStrictLoading,
+)
+from .modeling_p3b_layers import (
+    P3BAttention,
+    P3BEncoder,
+    P3BIntermediate,
+    P3BLinear,
+    P3BPatchEmbeddings,
+    _interpolate_positions,
+    _layernorm,
+    _P3BBackboneMixin,
+    _P3BClassifierMixin,
+    _P3BLayerMixin,
+    _P3BPreTrainedMixin,
+    _Removed,
+    _width,
+)
+
+
+class P3BSiglipPatchEmbeddings(P3BPatchEmbeddings):
+    """Positions are for ``image_size`` (another size needs ``interpolate_pos_encoding``, as in the stock model)."""
+
+    fixed_size = True
+
+
+class P3BSiglipEmbeddings(nn.Module):
+    """Patch tokens + absolute positions (no CLS token; the stock ``nn.Embedding`` rows as ``[1, P, C]``)."""
+
+    def __init__(self, config: P3BSiglipConfig) -> None:
+        super().__init__()
+        self.patch_embeddings = P3BSiglipPatchEmbeddings(config)
+        n = self.patch_embeddings.num_patches
+        self.position_embeddings = nn.Parameter(torch.zeros(1, n, config.hidden_size))
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        x = self.patch_embeddings(pixel_values, interpolate_pos_encoding)
+        pos = self.position_embeddings
+        if interpolate_pos_encoding:
+            h, w = pixel_values.shape[-2:]
+            pos = _interpolate_positions(pos, 0, h, w, self.patch_embeddings.patch_size)
+        return x + pos
+
+
+class P3BSiglipLayer(_P3BLayerMixin, nn.Module):
+    """One SigLIP encoder layer (ViT-style names): pre-LN attention and tanh-GELU MLP, no dropout on the
+    updates."""
+
+    def __init__(self, config: P3BSiglipConfig, layer: int) -> None:
+        super().__init__()
+        a_in, m_in, a_out_w, m_out_w = self._setup_widths(config, layer)
+        c, hidden = config.hidden_size, config.layer_intermediate_sizes[layer]
+        if not self.attn_removed:
+            self.layernorm_before = _layernorm(config, a_in)
+            self.attention = P3BAttention(config, layer, _width(a_in, c), a_out_w)
+        if self.mlp_removed:
+            if self.mlp_active:
+                self.output = _Removed(m_out_w)
+        else:
+            self.layernorm_after = _layernorm(config, m_in)
+            self.intermediate = P3BIntermediate(config, _width(m_in, c), hidden)
+            self.output = P3BLinear(hidden, m_out_w)
+
+    def _attend(self, x: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.attention(self.layernorm_before(x), output_attentions)
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.intermediate(self.layernorm_after(x)))
+
+
+class P3BSiglipEncoder(P3BEncoder):
+    layer_class = P3BSiglipLayer
+
+
+class P3BSiglipPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedModel):
+    config_class = P3BSiglipConfig
+    base_model_prefix = "vision_model"
+    _no_split_modules = ["P3BSiglipEmbeddings", "P3BSiglipLayer"]
+
+    def _init_family_weights(self, module: nn.Module, std: float) -> None:
+        if isinstance(module, P3BSiglipEmbeddings):
+            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+
+
+class P3BSiglipModel(_P3BBackboneMixin, P3BSiglipPreTrainedModel):
+    """The pruned SigLIP vision tower, like ``SiglipVisionModel`` without its MAP head (``AutoModel``, feature
+    extraction): ``last_hidden_state`` is ``post_layernorm`` of every token, ``pooler_output`` is ``None``."""
+
+    def __init__(self, config: P3BSiglipConfig) -> None:
+        super().__init__(config)
+        self.embeddings = P3BSiglipEmbeddings(config)
+        self.encoder = P3BSiglipEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def _encode(self, pixel_values: torch.Tensor, flags: Any, interpolate: bool, masked: Any) -> tuple:
+        encoded = self.encoder(self.embeddings(pixel_values, interpolate), *flags)
+        return self.post_layernorm(encoded[0]), None, encoded
+
+
+class P3BSiglipForImageClassification(_P3BClassifierMixin, P3BSiglipPreTrainedModel):
+    """Pruned (or full-width) ``SiglipForImageClassification``: the classifier reads the mean of the
+    normalised patch tokens."""
+
+    _backbone_class_name = "P3BSiglipModel"
+
+    def __init__(self, config: P3BSiglipConfig) -> None:
+        super().__init__(config)
+        self._init_head(config, P3BSiglipModel(config), config.hidden_size)
+
+    def _features(self, base: BaseModelOutputWithPooling) -> torch.Tensor:
+        return torch.mean(base.last_hidden_state, dim=1)
+
+
+__all__ = ["P3BSiglipForImageClassification", "P3BSiglipModel", "P3BSiglipPreTrainedModel"]
