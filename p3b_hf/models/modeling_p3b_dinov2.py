@@ -55,11 +55,17 @@ class P3BDinov2PatchEmbeddings(P3BPatchEmbeddings):
 
 
 class P3BDinov2Embeddings(nn.Module):
-    def __init__(self, config: P3BDinov2Config) -> None:
+    """CLS + patches (+ positions interpolated in float32 to the input size). DINOv2 with registers extends it
+    (:meth:`_insert_registers`, ``antialias``)."""
+
+    #: interpolate the positions with antialias (the stock DINOv2-with-registers code does)
+    antialias = False
+
+    def __init__(self, config: Any) -> None:
         super().__init__()
         c = config.hidden_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
-        if config.use_mask_token:
+        if self._has_mask_token(config):
             self.mask_token = nn.Parameter(torch.zeros(1, c))
         self.patch_embeddings = P3BDinov2PatchEmbeddings(config)
         self.position_embeddings = nn.Parameter(torch.zeros(1, self.patch_embeddings.num_patches + 1, c))
@@ -71,9 +77,23 @@ class P3BDinov2Embeddings(nn.Module):
         height, width = pixel_values.shape[-2:]
         x = _cls_and_patches(self, pixel_values, bool_masked_pos)
         pos = _interpolate_positions(
-            self.position_embeddings, 1, height, width, self.patch_embeddings.patch_size, fp32=True
+            self.position_embeddings,
+            1,
+            height,
+            width,
+            self.patch_embeddings.patch_size,
+            fp32=True,
+            antialias=self.antialias,
         )
-        return self.dropout(x + pos)
+        return self.dropout(self._insert_registers(x + pos))
+
+    @staticmethod
+    def _has_mask_token(config: Any) -> bool:
+        return bool(config.use_mask_token)
+
+    def _insert_registers(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens added after the positions (none in DINOv2)."""
+        return x
 
 
 # the stock module names, for the shared classes (q/k/v with ``qkv_bias`` from the config; ``dense`` Linears)
@@ -162,15 +182,17 @@ class P3BDinov2Model(_P3BBackboneMixin, P3BDinov2PreTrainedModel):
     """The pruned DINOv2 backbone, like ``Dinov2Model`` (``AutoModel``, feature extraction):
     ``pooler_output`` is the normalised CLS token."""
 
-    def __init__(self, config: P3BDinov2Config) -> None:
+    embeddings_class: type[nn.Module] = P3BDinov2Embeddings
+
+    def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.embeddings = P3BDinov2Embeddings(config)
+        self.embeddings = self.embeddings_class(config)
         self.encoder = P3BDinov2Encoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
     def _encode(self, pixel_values: torch.Tensor, flags: Any, interpolate: bool, masked: Any) -> tuple:
-        """``interpolate`` is accepted for symmetry with ViT; DINOv2 always interpolates."""
+        """``interpolate`` is accepted for symmetry with ViT; the positions are always interpolated."""
         encoded = self.encoder(self.embeddings(pixel_values, masked), *flags)
         seq = self.layernorm(encoded[0])
         return seq, seq[:, 0, :], encoded
@@ -180,14 +202,20 @@ class P3BDinov2ForImageClassification(_P3BClassifierMixin, P3BDinov2PreTrainedMo
     """Pruned (or full-width) ``Dinov2ForImageClassification``: the classifier reads ``[CLS, mean(patches)]``."""
 
     _backbone_class_name = "P3BDinov2Model"
+    _backbone_class: type[nn.Module] = P3BDinov2Model
 
-    def __init__(self, config: P3BDinov2Config) -> None:
+    def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self._init_head(config, P3BDinov2Model(config), 2 * config.hidden_size)
+        self._init_head(config, self._backbone_class(config), 2 * config.hidden_size)
+
+    @property
+    def _first_patch(self) -> int:
+        """Index of the first patch token in the sequence (after CLS)."""
+        return 1
 
     def _features(self, base: BaseModelOutputWithPooling) -> torch.Tensor:
         seq = base.last_hidden_state
-        return torch.cat([seq[:, 0], seq[:, 1:].mean(dim=1)], dim=1)
+        return torch.cat([seq[:, 0], seq[:, self._first_patch :].mean(dim=1)], dim=1)
 
 
 __all__ = ["P3BDinov2ForImageClassification", "P3BDinov2Model", "P3BDinov2PreTrainedModel"]
