@@ -390,10 +390,13 @@ def test_other_families_export_their_hf_module(
         plan = test_stage_families._random_plan(dense, 3)
     pruned = apply_width_plan(dense, plan)
     model_dir = save_model_dir(pruned, tmp_path / "pruned", plan=plan)
-    res = export(ExportOptions(model=str(model_dir), threads=1), log=lambda s: None)
+    res = export(ExportOptions(model=str(model_dir), threads=1, quantize="int8"), log=lambda s: None)
     report = res.report
     assert report["graph"] == "hf" and report["residual_index_ops"] == {}
     assert report["verification"]["fp32_vs_torch"]["max_abs_diff"] <= 1e-4
+    # the int8 model is written and verified too (finite, close to fp32 on these random weights)
+    q = report["verification"]["int8_vs_fp32"]
+    assert (model_dir / "onnx" / "model_int8.onnx").exists() and 0 < q["max_abs_diff"] < 0.5
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     sess = ort.InferenceSession(str(model_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
