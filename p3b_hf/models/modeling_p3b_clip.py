@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as _init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_p3b_clip import P3BCLIPConfig
@@ -79,10 +78,7 @@ class P3BCLIPPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedM
     base_model_prefix = "vision_model"
     _no_split_modules = ["P3BCLIPEmbeddings", "P3BCLIPLayer"]
 
-    def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        if isinstance(module, P3BCLIPEmbeddings):
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-            _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+    _token_embeddings = P3BCLIPEmbeddings
 
 
 class P3BCLIPModel(_P3BBackboneMixin, P3BCLIPPreTrainedModel):

@@ -497,8 +497,19 @@ class _P3BPreTrainedMixin:
         else:
             self._init_family_weights(module, std)
 
+    #: the family's embeddings class whose tokens :meth:`_init_family_weights` initialises (``None``: none)
+    _token_embeddings: type[nn.Module] | None = None
+
     def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        pass
+        """The family's own parameters. By default those of its ``_token_embeddings`` as the stock ViT-style
+        models do: positions, then the CLS and distillation tokens present, truncated normal; a mask token zero."""
+        if self._token_embeddings is not None and isinstance(module, self._token_embeddings):
+            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            for name in ("cls_token", "distillation_token"):
+                if hasattr(module, name):
+                    _init.trunc_normal_(getattr(module, name), mean=0.0, std=std)
+            if hasattr(module, "mask_token"):
+                _init.zeros_(module.mask_token)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as _init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_p3b_siglip import P3BSiglipConfig
@@ -80,9 +79,7 @@ class P3BSiglipPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTraine
     base_model_prefix = "vision_model"
     _no_split_modules = ["P3BSiglipEmbeddings", "P3BSiglipLayer"]
 
-    def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        if isinstance(module, P3BSiglipEmbeddings):
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+    _token_embeddings = P3BSiglipEmbeddings
 
 
 class P3BSiglipModel(_P3BBackboneMixin, P3BSiglipPreTrainedModel):

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as _init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
@@ -101,12 +100,7 @@ class P3BViTPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedMo
     base_model_prefix = "vit"
     _no_split_modules = ["P3BViTEmbeddings", "P3BViTLayer"]
 
-    def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        if isinstance(module, P3BViTEmbeddings):
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-            _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
-            if hasattr(module, "distillation_token"):
-                _init.trunc_normal_(module.distillation_token, mean=0.0, std=std)
+    _token_embeddings = P3BViTEmbeddings
 
 
 class P3BViTModel(_P3BBackboneMixin, P3BViTPreTrainedModel):
