@@ -77,7 +77,6 @@ class P3BCLIPPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedM
     config_class = P3BCLIPConfig
     base_model_prefix = "vision_model"
     _no_split_modules = ["P3BCLIPEmbeddings", "P3BCLIPLayer"]
-
     _token_embeddings = P3BCLIPEmbeddings
 
 

@@ -167,7 +167,6 @@ class P3BDinov2PreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTraine
     config_class = P3BDinov2Config
     base_model_prefix = "dinov2"
     _no_split_modules = ["P3BDinov2Embeddings", "P3BDinov2Layer"]
-
     _token_embeddings = P3BDinov2Embeddings
 
     def _init_family_weights(self, module: nn.Module, std: float) -> None:

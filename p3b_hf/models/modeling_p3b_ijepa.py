@@ -71,7 +71,6 @@ class P3BIJepaPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrained
     config_class = P3BIJepaConfig
     base_model_prefix = "ijepa"
     _no_split_modules = ["P3BIJepaEmbeddings", "P3BViTLayer"]
-
     _token_embeddings = P3BIJepaEmbeddings
 
 

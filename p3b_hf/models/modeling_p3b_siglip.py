@@ -78,7 +78,6 @@ class P3BSiglipPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTraine
     config_class = P3BSiglipConfig
     base_model_prefix = "vision_model"
     _no_split_modules = ["P3BSiglipEmbeddings", "P3BSiglipLayer"]
-
     _token_embeddings = P3BSiglipEmbeddings
 
 

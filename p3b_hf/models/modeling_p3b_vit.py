@@ -99,7 +99,6 @@ class P3BViTPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedMo
     config_class = P3BViTConfig
     base_model_prefix = "vit"
     _no_split_modules = ["P3BViTEmbeddings", "P3BViTLayer"]
-
     _token_embeddings = P3BViTEmbeddings
 
 
