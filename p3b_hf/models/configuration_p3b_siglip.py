@@ -15,11 +15,10 @@ checkpoints (``google/siglip2-base-patch16-224``) are stored as this same ``sigl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from transformers import SiglipVisionConfig
 
-from .configuration_p3b_widths import LAYERNORM_MODES, P3BLayerWidths
+from .configuration_p3b_widths import LAYERNORM_MODES, P3BVisionTowerWidths, without_architecture_check
 
 __all__ = ["LAYERNORM_MODES", "P3BSiglipConfig"]
 
@@ -32,44 +31,13 @@ class _SiglipInit:
     initializer_range: float = 0.02
 
 
-class P3BSiglipConfig(P3BLayerWidths, _SiglipInit, SiglipVisionConfig):
+class P3BSiglipConfig(P3BVisionTowerWidths, _SiglipInit, SiglipVisionConfig):
     r"""``SiglipVisionConfig`` + labels + per-layer widths (no special token before the patches)."""
 
     model_type = "p3b_siglip"
     _family_dense_keys = ("attention_dropout",)
-    # a pruned residual stream need not be a multiple of the head count (heads keep their own per-layer widths)
-    __class_validators__ = [
-        v
-        for v in getattr(SiglipVisionConfig, "__class_validators__", [])
-        if v.__name__ != "validate_architecture"
-    ]
-
-    def validate(self) -> None:
-        """The stock class validators but ``validate_architecture`` (the stock ``validate`` reads the stock
-        class's list, so it is replaced here)."""
-        for validator in self.__class_validators__:
-            validator(self)
-
-    @property
-    def attention_probs_dropout_prob(self) -> float:
-        """The shared attention's name for SigLIP's ``attention_dropout``."""
-        return float(self.attention_dropout)
+    __class_validators__ = without_architecture_check(SiglipVisionConfig)
 
     @property
     def num_special_tokens(self) -> int:
         return 0
-
-    @classmethod
-    def from_dense_config(cls, dense: Any, **overrides: Any) -> P3BSiglipConfig:
-        """Full-width config of a stock ``SiglipConfig`` (the fields of its ``vision_config``, its labels) or of
-        a ``SiglipVisionConfig``."""
-        vision = getattr(dense, "vision_config", None)
-        if vision is None:
-            return super().from_dense_config(dense, **overrides)
-        labels = {
-            "id2label": dict(dense.id2label),
-            "label2id": dict(dense.label2id),
-            "problem_type": getattr(dense, "problem_type", None),
-            "base_model_name_or_path": getattr(dense, "_name_or_path", None) or None,
-        }
-        return super().from_dense_config(vision, **{**labels, **overrides})

@@ -11,6 +11,8 @@ whose inner width is zero is *removed*: only its constant output (a bias of ``le
 :class:`P3BLayerWidths` is a dataclass mixin placed before the stock config
 (``class P3BViTConfig(P3BLayerWidths, ViTConfig)``): transformers 5 configs are dataclasses, so its fields join
 the stock ones and its ``__post_init__`` fills and checks the per-layer lists after the stock one has run.
+:class:`P3BVisionTowerWidths` adds what the flat vision-tower configs of the nested-config stock classifiers
+(CLIP, SigLIP) share: reading a nested stock config, the shared attention's dropout name, validation.
 """
 
 from __future__ import annotations
@@ -117,3 +119,43 @@ class P3BLayerWidths:
         kwargs["base_model_name_or_path"] = getattr(dense, "_name_or_path", None) or None
         kwargs.update(overrides)
         return cls(**kwargs)
+
+
+def without_architecture_check(stock_config: type) -> list:
+    """The stock config class's validators but ``validate_architecture``: a pruned residual stream need not be
+    a multiple of the head count (heads keep their own per-layer widths)."""
+    validators = getattr(stock_config, "__class_validators__", [])
+    return [v for v in validators if v.__name__ != "validate_architecture"]
+
+
+class P3BVisionTowerWidths(P3BLayerWidths):
+    """:class:`P3BLayerWidths` for the flat vision-tower config of a stock classifier that takes a nested config
+    (CLIP, SigLIP: text and vision towers, only the vision tower built), placed before the stock vision config
+    (``class P3BCLIPConfig(P3BVisionTowerWidths, CLIPVisionConfig)``). The family sets ``__class_validators__
+    = without_architecture_check(<stock vision config>)``."""
+
+    def validate(self) -> None:
+        """The class's ``__class_validators__`` (the stock ``validate`` reads the stock class's list, so it is
+        replaced here)."""
+        for validator in self.__class_validators__:  # type: ignore[attr-defined]
+            validator(self)
+
+    @property
+    def attention_probs_dropout_prob(self) -> float:
+        """The shared attention's name for the stock ``attention_dropout``."""
+        return float(self.attention_dropout)  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_dense_config(cls, dense: Any, **overrides: Any) -> Any:
+        """Full-width config of a stock nested config (the fields of its ``vision_config``, its labels) or of a
+        stock vision config."""
+        vision = getattr(dense, "vision_config", None)
+        if vision is None:
+            return super().from_dense_config(dense, **overrides)
+        labels = {
+            "id2label": dict(dense.id2label),
+            "label2id": dict(dense.label2id),
+            "problem_type": getattr(dense, "problem_type", None),
+            "base_model_name_or_path": getattr(dense, "_name_or_path", None) or None,
+        }
+        return super().from_dense_config(vision, **{**labels, **overrides})

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as _init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_p3b_clip import P3BCLIPConfig
@@ -28,19 +27,13 @@ from .modeling_p3b_checkpoint import (
     _P3BStrictLoading,
 )
 from .modeling_p3b_layers import (
-    P3BAttention,
     P3BEncoder,
-    P3BIntermediate,
-    P3BLinear,
     P3BPatchEmbeddings,
+    P3BPreLNLayer,
     _interpolate_positions,
-    _layernorm,
     _P3BBackboneMixin,
     _P3BClassifierMixin,
-    _P3BLayerMixin,
     _P3BPreTrainedMixin,
-    _Removed,
-    _width,
 )
 
 
@@ -72,29 +65,8 @@ class P3BCLIPEmbeddings(nn.Module):
         return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + pos
 
 
-class P3BCLIPLayer(_P3BLayerMixin, nn.Module):
+class P3BCLIPLayer(P3BPreLNLayer):
     """One CLIP encoder layer (ViT-style names): pre-LN attention and quick-GELU MLP, no dropout on the updates."""
-
-    def __init__(self, config: P3BCLIPConfig, layer: int) -> None:
-        super().__init__()
-        a_in, m_in, a_out_w, m_out_w = self._setup_widths(config, layer)
-        c, hidden = config.hidden_size, config.layer_intermediate_sizes[layer]
-        if not self.attn_removed:
-            self.layernorm_before = _layernorm(config, a_in)
-            self.attention = P3BAttention(config, layer, _width(a_in, c), a_out_w)
-        if self.mlp_removed:
-            if self.mlp_active:
-                self.output = _Removed(m_out_w)
-        else:
-            self.layernorm_after = _layernorm(config, m_in)
-            self.intermediate = P3BIntermediate(config, _width(m_in, c), hidden)
-            self.output = P3BLinear(hidden, m_out_w)
-
-    def _attend(self, x: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.attention(self.layernorm_before(x), output_attentions)
-
-    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.intermediate(self.layernorm_after(x)))
 
 
 class P3BCLIPEncoder(P3BEncoder):
@@ -105,11 +77,7 @@ class P3BCLIPPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedM
     config_class = P3BCLIPConfig
     base_model_prefix = "vision_model"
     _no_split_modules = ["P3BCLIPEmbeddings", "P3BCLIPLayer"]
-
-    def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        if isinstance(module, P3BCLIPEmbeddings):
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-            _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+    _token_embeddings = P3BCLIPEmbeddings
 
 
 class P3BCLIPModel(_P3BBackboneMixin, P3BCLIPPreTrainedModel):

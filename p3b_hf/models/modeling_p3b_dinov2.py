@@ -167,15 +167,13 @@ class P3BDinov2PreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTraine
     config_class = P3BDinov2Config
     base_model_prefix = "dinov2"
     _no_split_modules = ["P3BDinov2Embeddings", "P3BDinov2Layer"]
+    _token_embeddings = P3BDinov2Embeddings
 
     def _init_family_weights(self, module: nn.Module, std: float) -> None:
         if isinstance(module, P3BDinov2LayerScale):
             _init.constant_(module.lambda1, self.config.layerscale_value)
-        elif isinstance(module, P3BDinov2Embeddings):
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-            _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
-            if hasattr(module, "mask_token"):
-                _init.zeros_(module.mask_token)
+        else:  # CLS, positions, mask token
+            super()._init_family_weights(module, std)
 
 
 class P3BDinov2Model(_P3BBackboneMixin, P3BDinov2PreTrainedModel):

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as _init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_p3b_ijepa import P3BIJepaConfig
@@ -72,12 +71,7 @@ class P3BIJepaPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrained
     config_class = P3BIJepaConfig
     base_model_prefix = "ijepa"
     _no_split_modules = ["P3BIJepaEmbeddings", "P3BViTLayer"]
-
-    def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        if isinstance(module, P3BIJepaEmbeddings):
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-            if hasattr(module, "mask_token"):
-                _init.zeros_(module.mask_token)
+    _token_embeddings = P3BIJepaEmbeddings
 
 
 class P3BIJepaModel(_P3BBackboneMixin, P3BIJepaPreTrainedModel):

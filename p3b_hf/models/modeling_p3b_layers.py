@@ -436,6 +436,43 @@ class _P3BLayerMixin:
         return x, weights
 
 
+class P3BPreLNLayer(_P3BLayerMixin, nn.Module):
+    """The pre-LN layer under the ViT-style names (``layernorm_before`` / ``attention`` / ``layernorm_after`` /
+    ``intermediate`` / ``output``) that ViT/DeiT, I-JEPA, CLIP and SigLIP run, written once. Each sub-block reads
+    ``in`` channels and writes ``out`` channels of the full-width residual stream; a removed sub-block only adds
+    its constant output. ``update_dropout``: the updates pass through ``dropout`` (``hidden_dropout_prob``, as
+    in ViT); CLIP and SigLIP have none."""
+
+    update_dropout = False
+
+    def __init__(self, config: Any, layer: int) -> None:
+        super().__init__()
+        a_in, m_in, a_out_w, m_out_w = self._setup_widths(config, layer)
+        c, hidden = config.hidden_size, config.layer_intermediate_sizes[layer]
+        if not self.attn_removed:
+            self.layernorm_before = _layernorm(config, a_in)
+            self.attention = P3BAttention(config, layer, _width(a_in, c), a_out_w)
+        if self.mlp_removed:
+            if self.mlp_active:
+                self.output = _Removed(m_out_w)
+        else:
+            self.layernorm_after = _layernorm(config, m_in)
+            self.intermediate = P3BIntermediate(config, _width(m_in, c), hidden)
+            self.output = P3BLinear(hidden, m_out_w)
+        if self.update_dropout:
+            self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def _drop(self, update: torch.Tensor) -> torch.Tensor:
+        return self.dropout(update) if self.update_dropout else update
+
+    def _attend(self, x: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        update, weights = self.attention(self.layernorm_before(x), output_attentions)
+        return self._drop(update), weights
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._drop(self.output(self.intermediate(self.layernorm_after(x))))
+
+
 class _P3BPreTrainedMixin:
     """What the plain-ViT families' ``PreTrainedModel`` classes share: the HF class attributes, the initialisation
     of the shared modules (the family initialises its own in ``_init_family_weights``) and the output assembly."""
@@ -460,8 +497,19 @@ class _P3BPreTrainedMixin:
         else:
             self._init_family_weights(module, std)
 
+    #: the family's embeddings class whose tokens :meth:`_init_family_weights` initialises (``None``: none)
+    _token_embeddings: type[nn.Module] | None = None
+
     def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        pass
+        """The family's own parameters. By default those of its ``_token_embeddings`` as the stock ViT-style
+        models do: positions, then the CLS and distillation tokens present, truncated normal; a mask token zero."""
+        if self._token_embeddings is not None and isinstance(module, self._token_embeddings):
+            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            for name in ("cls_token", "distillation_token"):
+                if hasattr(module, name):
+                    _init.trunc_normal_(getattr(module, name), mean=0.0, std=std)
+            if hasattr(module, "mask_token"):
+                _init.zeros_(module.mask_token)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings

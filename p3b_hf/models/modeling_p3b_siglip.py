@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as _init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_p3b_siglip import P3BSiglipConfig
@@ -32,19 +31,13 @@ from .modeling_p3b_checkpoint import (
     _P3BStrictLoading,
 )
 from .modeling_p3b_layers import (
-    P3BAttention,
     P3BEncoder,
-    P3BIntermediate,
-    P3BLinear,
     P3BPatchEmbeddings,
+    P3BPreLNLayer,
     _interpolate_positions,
-    _layernorm,
     _P3BBackboneMixin,
     _P3BClassifierMixin,
-    _P3BLayerMixin,
     _P3BPreTrainedMixin,
-    _Removed,
-    _width,
 )
 
 
@@ -72,30 +65,9 @@ class P3BSiglipEmbeddings(nn.Module):
         return x + pos
 
 
-class P3BSiglipLayer(_P3BLayerMixin, nn.Module):
+class P3BSiglipLayer(P3BPreLNLayer):
     """One SigLIP encoder layer (ViT-style names): pre-LN attention and tanh-GELU MLP, no dropout on the
     updates."""
-
-    def __init__(self, config: P3BSiglipConfig, layer: int) -> None:
-        super().__init__()
-        a_in, m_in, a_out_w, m_out_w = self._setup_widths(config, layer)
-        c, hidden = config.hidden_size, config.layer_intermediate_sizes[layer]
-        if not self.attn_removed:
-            self.layernorm_before = _layernorm(config, a_in)
-            self.attention = P3BAttention(config, layer, _width(a_in, c), a_out_w)
-        if self.mlp_removed:
-            if self.mlp_active:
-                self.output = _Removed(m_out_w)
-        else:
-            self.layernorm_after = _layernorm(config, m_in)
-            self.intermediate = P3BIntermediate(config, _width(m_in, c), hidden)
-            self.output = P3BLinear(hidden, m_out_w)
-
-    def _attend(self, x: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.attention(self.layernorm_before(x), output_attentions)
-
-    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.intermediate(self.layernorm_after(x)))
 
 
 class P3BSiglipEncoder(P3BEncoder):
@@ -106,10 +78,7 @@ class P3BSiglipPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTraine
     config_class = P3BSiglipConfig
     base_model_prefix = "vision_model"
     _no_split_modules = ["P3BSiglipEmbeddings", "P3BSiglipLayer"]
-
-    def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        if isinstance(module, P3BSiglipEmbeddings):
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+    _token_embeddings = P3BSiglipEmbeddings
 
 
 class P3BSiglipModel(_P3BBackboneMixin, P3BSiglipPreTrainedModel):

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as _init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
@@ -37,16 +36,13 @@ from .modeling_p3b_layers import (
     P3BIntermediate,
     P3BLinear,
     P3BPatchEmbeddings,
+    P3BPreLNLayer,
     P3BSelfAttention,
     _flag,
     _interpolate_positions,
-    _layernorm,
     _P3BBackboneMixin,
     _P3BClassifierMixin,
-    _P3BLayerMixin,
     _P3BPreTrainedMixin,
-    _Removed,
-    _width,
 )
 
 
@@ -88,32 +84,11 @@ P3BViTSelfAttention, P3BViTAttention, P3BViTSelfOutput = P3BSelfAttention, P3BAt
 P3BViTIntermediate, P3BViTOutput = P3BIntermediate, P3BLinear
 
 
-class P3BViTLayer(_P3BLayerMixin, nn.Module):
+class P3BViTLayer(P3BPreLNLayer):
     """One encoder layer. Each sub-block reads ``in`` channels and writes ``out`` channels of
     the full-width residual stream; a removed sub-block only adds its constant output."""
 
-    def __init__(self, config: P3BViTConfig, layer: int) -> None:
-        super().__init__()
-        a_in, m_in, a_out_w, m_out_w = self._setup_widths(config, layer)
-        c, hidden = config.hidden_size, config.layer_intermediate_sizes[layer]
-        if not self.attn_removed:
-            self.layernorm_before = _layernorm(config, a_in)
-            self.attention = P3BViTAttention(config, layer, _width(a_in, c), a_out_w)
-        if self.mlp_removed:
-            if self.mlp_active:
-                self.output = _Removed(m_out_w)
-        else:
-            self.layernorm_after = _layernorm(config, m_in)
-            self.intermediate = P3BViTIntermediate(config, _width(m_in, c), hidden)
-            self.output = P3BViTOutput(hidden, m_out_w)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def _attend(self, x: torch.Tensor, output_attentions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        update, weights = self.attention(self.layernorm_before(x), output_attentions)
-        return self.dropout(update), weights
-
-    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.output(self.intermediate(self.layernorm_after(x))))
+    update_dropout = True
 
 
 class P3BViTEncoder(P3BEncoder):
@@ -124,13 +99,7 @@ class P3BViTPreTrainedModel(_P3BStrictLoading, _P3BPreTrainedMixin, PreTrainedMo
     config_class = P3BViTConfig
     base_model_prefix = "vit"
     _no_split_modules = ["P3BViTEmbeddings", "P3BViTLayer"]
-
-    def _init_family_weights(self, module: nn.Module, std: float) -> None:
-        if isinstance(module, P3BViTEmbeddings):
-            _init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
-            _init.trunc_normal_(module.cls_token, mean=0.0, std=std)
-            if hasattr(module, "distillation_token"):
-                _init.trunc_normal_(module.distillation_token, mean=0.0, std=std)
+    _token_embeddings = P3BViTEmbeddings
 
 
 class P3BViTModel(_P3BBackboneMixin, P3BViTPreTrainedModel):

@@ -11,49 +11,19 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from ..configuration_p3b_clip import P3BCLIPConfig
 from ..modeling_p3b_clip import P3BCLIPForImageClassification, P3BCLIPModel
+from .clip_style import CLIP_STYLE_STOCK_LAYOUT, CLIP_STYLE_STOCK_NAMES, from_stock_by_renaming
 from .record import PLAIN, PRUNED_VIT_LAYOUT, Family
 
-
-def _stock_key(key: str) -> str:
-    """The stock ``CLIPForImageClassification`` key of a full-width pruned key."""
-    pairs = (
-        ("embeddings.cls_token", "embeddings.class_embedding"),
-        ("embeddings.position_embeddings", "embeddings.position_embedding.weight"),
-        ("embeddings.patch_embeddings.projection.", "embeddings.patch_embedding."),
-        ("encoder.layer.", "encoder.layers."),
-        ("attention.attention.query.", "self_attn.q_proj."),
-        ("attention.attention.key.", "self_attn.k_proj."),
-        ("attention.attention.value.", "self_attn.v_proj."),
-        ("attention.output.dense.", "self_attn.out_proj."),
-        ("layernorm_before.", "layer_norm1."),
-        ("layernorm_after.", "layer_norm2."),
-        ("intermediate.dense.", "mlp.fc1."),
-        ("output.dense.", "mlp.fc2."),
-    )
-    for ours, stock in pairs:
-        key = key.replace(ours, stock)
-    return key
+#: CLIP's stock names: the shared CLIP-style ones and its class embedding (the CLS token)
+_STOCK_NAMES = (("embeddings.cls_token", "embeddings.class_embedding"), *CLIP_STYLE_STOCK_NAMES)
 
 
 def from_stock(model: Any) -> P3BCLIPForImageClassification:
     """The full-width ``P3BCLIPForImageClassification`` of a stock ``CLIPForImageClassification`` (same weights,
     same dtype / device / train mode; the logits are bit-identical)."""
-    config = P3BCLIPConfig.from_dense_config(model.config)
-    config._attn_implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
-    stock = model.state_dict()
-    ref = next(model.parameters())
-    with torch.device("meta"):
-        pruned = P3BCLIPForImageClassification(config)
-    sd = {}
-    for key, value in pruned.state_dict().items():
-        src = stock[_stock_key(key)]
-        sd[key] = src.detach().reshape(value.shape).clone()
-    pruned.load_state_dict(sd, strict=True, assign=True)
-    return pruned.to(ref.device).train(model.training)
+    return from_stock_by_renaming(model, P3BCLIPConfig, P3BCLIPForImageClassification, _STOCK_NAMES)
 
 
 FAMILY = Family(
@@ -67,20 +37,7 @@ FAMILY = Family(
     pruned_classes=("P3BCLIPForImageClassification",),
     # the stock layout is never located (``from_stock`` converts it first); recorded for the reader
     stock_layout=replace(
-        PRUNED_VIT_LAYOUT,
-        blocks="encoder.layers",
-        ln_before="layer_norm1",
-        q="self_attn.q_proj",
-        k="self_attn.k_proj",
-        v="self_attn.v_proj",
-        o="self_attn.out_proj",
-        ln_after="layer_norm2",
-        fc1="mlp.fc1",
-        act="mlp.activation_fn",
-        fc2="mlp.fc2",
-        final_norm=None,
-        embed_norm="pre_layrnorm",
-        pooler_norm="post_layernorm",
+        CLIP_STYLE_STOCK_LAYOUT, final_norm=None, embed_norm="pre_layrnorm", pooler_norm="post_layernorm"
     ),
     # the classifier reads the raw encoder output: no final norm; ``post_layernorm`` feeds pooler_output only
     pruned_layout=replace(

@@ -19,10 +19,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import torch
-
 from ..configuration_p3b_siglip import P3BSiglipConfig
 from ..modeling_p3b_siglip import P3BSiglipForImageClassification, P3BSiglipModel
+from .clip_style import CLIP_STYLE_STOCK_LAYOUT, CLIP_STYLE_STOCK_NAMES, from_stock_by_renaming
 from .record import PLAIN, PRUNED_VIT_LAYOUT, Family
 
 #: why the NaFlex SigLIP2 classifier is refused, and what to load instead (one line)
@@ -34,41 +33,12 @@ SIGLIP2_NAFLEX_REASON = (
 )
 
 
-def _stock_key(key: str) -> str:
-    """The stock ``SiglipForImageClassification`` key of a full-width pruned key."""
-    pairs = (
-        ("embeddings.position_embeddings", "embeddings.position_embedding.weight"),
-        ("embeddings.patch_embeddings.projection.", "embeddings.patch_embedding."),
-        ("encoder.layer.", "encoder.layers."),
-        ("attention.attention.query.", "self_attn.q_proj."),
-        ("attention.attention.key.", "self_attn.k_proj."),
-        ("attention.attention.value.", "self_attn.v_proj."),
-        ("attention.output.dense.", "self_attn.out_proj."),
-        ("layernorm_before.", "layer_norm1."),
-        ("layernorm_after.", "layer_norm2."),
-        ("intermediate.dense.", "mlp.fc1."),
-        ("output.dense.", "mlp.fc2."),
-    )
-    for ours, stock in pairs:
-        key = key.replace(ours, stock)
-    return key
-
-
 def from_stock(model: Any) -> P3BSiglipForImageClassification:
     """The full-width ``P3BSiglipForImageClassification`` of a stock ``SiglipForImageClassification`` (same
     weights but the unread MAP head, same dtype / device / train mode; the logits are bit-identical)."""
-    config = P3BSiglipConfig.from_dense_config(model.config)
-    config._attn_implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
-    stock = model.state_dict()
-    ref = next(model.parameters())
-    with torch.device("meta"):
-        pruned = P3BSiglipForImageClassification(config)
-    sd = {}
-    for key, value in pruned.state_dict().items():
-        src = stock[_stock_key(key)]
-        sd[key] = src.detach().reshape(value.shape).clone()
-    pruned.load_state_dict(sd, strict=True, assign=True)
-    return pruned.to(ref.device).train(model.training)
+    return from_stock_by_renaming(
+        model, P3BSiglipConfig, P3BSiglipForImageClassification, CLIP_STYLE_STOCK_NAMES
+    )
 
 
 FAMILY = Family(
@@ -81,20 +51,7 @@ FAMILY = Family(
     backbone_class=P3BSiglipModel,
     pruned_classes=("P3BSiglipForImageClassification",),
     # the stock layout is never located (``from_stock`` converts it first); recorded for the reader
-    stock_layout=replace(
-        PRUNED_VIT_LAYOUT,
-        blocks="encoder.layers",
-        ln_before="layer_norm1",
-        q="self_attn.q_proj",
-        k="self_attn.k_proj",
-        v="self_attn.v_proj",
-        o="self_attn.out_proj",
-        ln_after="layer_norm2",
-        fc1="mlp.fc1",
-        act="mlp.activation_fn",
-        fc2="mlp.fc2",
-        final_norm="post_layernorm",
-    ),
+    stock_layout=replace(CLIP_STYLE_STOCK_LAYOUT, final_norm="post_layernorm"),
     # the classifier reads the mean of the post_layernorm-ed patch tokens
     pruned_layout=replace(PRUNED_VIT_LAYOUT, final_norm="post_layernorm"),
     pooling=lambda _config: "patch_mean",
