@@ -236,8 +236,8 @@ SHARED_IMPORTS = {
         "configuration_p3b_widths",
         "modeling_p3b_layers",
     },
-    "modeling_p3b_swin.py": {"configuration_p3b_swin"},
-    "modeling_p3b_convnext.py": {"configuration_p3b_convnext"},
+    "modeling_p3b_swin.py": {"configuration_p3b_swin", "configuration_p3b_widths"},
+    "modeling_p3b_convnext.py": {"configuration_p3b_convnext", "configuration_p3b_widths"},
     "modeling_p3b_ijepa.py": {
         "configuration_p3b_ijepa",
         "configuration_p3b_vit",

@@ -306,9 +306,14 @@ def test_every_family_loads_from_the_hub_without_p3b_hf(
             tmp_path / name, f"p3b-test/{name}", api=RecordingHfApi(store), verify=False, model_card=False
         ).files
         family = "vit" if name == "deit" else name
-        code = {f"modeling_p3b_{family}.py", f"configuration_p3b_{family}.py", "modeling_p3b_checkpoint.py"}
+        code = {
+            f"modeling_p3b_{family}.py",
+            f"configuration_p3b_{family}.py",
+            "modeling_p3b_checkpoint.py",
+            "configuration_p3b_widths.py",
+        }
         if name not in ("swin", "convnext"):
-            code |= {"modeling_p3b_layers.py", "configuration_p3b_widths.py"}
+            code |= {"modeling_p3b_layers.py"}
         code |= FAMILY_CODE.get(family, set())
         assert {f for f in pushed if f.endswith(".py")} == code, name
     torch.save(images, tmp_path / "x.pt")

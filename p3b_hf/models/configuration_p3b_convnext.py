@@ -15,13 +15,15 @@ from typing import Any
 
 from transformers import ConvNextConfig
 
+from .configuration_p3b_widths import P3BStagedConfig
+
 
 def dense_convnext_mlp_widths(config: Any) -> list[list[int]]:
     """The stock MLP width of every block: ``4 * hidden_sizes[s]`` (``ConvNextLayer``'s fixed ratio)."""
     return [[4 * int(config.hidden_sizes[s])] * int(d) for s, d in enumerate(config.depths)]
 
 
-class P3BConvNextConfig(ConvNextConfig):
+class P3BConvNextConfig(P3BStagedConfig, ConvNextConfig):
     r"""``ConvNextConfig`` + per-block MLP widths and provenance.
 
     Args beyond the stock ``ConvNextConfig`` ones:
@@ -30,6 +32,7 @@ class P3BConvNextConfig(ConvNextConfig):
     """
 
     model_type = "p3b_convnext"
+    _stock_only_keys = ("stage_names", "out_features", "out_indices")
 
     block_intermediate_sizes: list[list[int]] | None = None
     base_model_name_or_path: str | None = None
@@ -54,22 +57,3 @@ class P3BConvNextConfig(ConvNextConfig):
                 "least one MLP hidden unit (prune with keep >= 1 per block)."
             )
         self.block_intermediate_sizes = widths
-
-    @classmethod
-    def from_dense_config(cls, dense: ConvNextConfig, **overrides: Any) -> P3BConvNextConfig:
-        """Full-width config equivalent to a stock ``ConvNextConfig`` (labels and all architecture fields kept)."""
-        kwargs = dense.to_dict()
-        for key in (
-            "model_type",
-            "transformers_version",
-            "architectures",
-            "auto_map",
-            "_name_or_path",
-            "stage_names",
-            "out_features",
-            "out_indices",
-        ):
-            kwargs.pop(key, None)
-        kwargs.setdefault("base_model_name_or_path", getattr(dense, "_name_or_path", None) or None)
-        kwargs.update(overrides)
-        return cls(**kwargs)

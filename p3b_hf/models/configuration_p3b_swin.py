@@ -18,6 +18,8 @@ from typing import Any
 
 from transformers import SwinConfig
 
+from .configuration_p3b_widths import P3BStagedConfig
+
 
 def dense_swin_mlp_widths(config: Any) -> list[list[int]]:
     """The stock MLP width of every block: ``int(mlp_ratio * embed_dim * 2**s)`` per stage ``s``."""
@@ -51,7 +53,7 @@ def _per_block(value: Any, dense: list[list[int]], name: str) -> list[list[int]]
     return widths
 
 
-class P3BSwinConfig(SwinConfig):
+class P3BSwinConfig(P3BStagedConfig, SwinConfig):
     r"""``SwinConfig`` + per-block MLP widths and provenance.
 
     Args beyond the stock ``SwinConfig`` ones:
@@ -61,6 +63,7 @@ class P3BSwinConfig(SwinConfig):
     """
 
     model_type = "p3b_swin"
+    _stock_only_keys = ("stage_names", "out_features", "out_indices", "hidden_size", "num_layers")
 
     block_intermediate_sizes: list[list[int]] | None = None
     block_num_heads: list[list[int]] | None = None
@@ -78,24 +81,3 @@ class P3BSwinConfig(SwinConfig):
         heads, dims = dense_swin_heads(self)
         self.block_num_heads = _per_block(self.block_num_heads, heads, "block_num_heads")
         self.block_head_dims = _per_block(self.block_head_dims, dims, "block_head_dims")
-
-    @classmethod
-    def from_dense_config(cls, dense: SwinConfig, **overrides: Any) -> P3BSwinConfig:
-        """Full-width config equivalent to a stock ``SwinConfig`` (labels and all architecture fields kept)."""
-        kwargs = dense.to_dict()
-        for key in (
-            "model_type",
-            "transformers_version",
-            "architectures",
-            "auto_map",
-            "_name_or_path",
-            "hidden_size",
-            "num_layers",
-            "stage_names",
-            "out_features",
-            "out_indices",
-        ):
-            kwargs.pop(key, None)
-        kwargs.setdefault("base_model_name_or_path", getattr(dense, "_name_or_path", None) or None)
-        kwargs.update(overrides)
-        return cls(**kwargs)

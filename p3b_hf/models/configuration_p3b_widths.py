@@ -1,6 +1,6 @@
-# Remote code: shipped next to pruned checkpoints as a relative import of configuration_p3b_vit.py /
-# configuration_p3b_beit.py / configuration_p3b_dinov2.py (``save_pretrained`` copies a code file's relative
-# imports, ``from_pretrained(trust_remote_code=True)`` fetches them), so it imports only transformers.
+# Remote code: shipped next to pruned checkpoints as a relative import of every family's configuration file
+# (``save_pretrained`` copies a code file's relative imports, ``from_pretrained(trust_remote_code=True)``
+# fetches them), so it imports only transformers.
 """The per-layer widths the plain-ViT families' pruned configs share (ViT/DeiT, BEiT, DINOv2), written once.
 
 A pruned model keeps the residual stream at ``hidden_size`` channels, but every sub-block may read from a subset
@@ -13,12 +13,14 @@ whose inner width is zero is *removed*: only its constant output (a bias of ``le
 the stock ones and its ``__post_init__`` fills and checks the per-layer lists after the stock one has run.
 :class:`P3BVisionTowerWidths` adds what the flat vision-tower configs of the nested-config stock classifiers
 (CLIP, SigLIP) share: reading a nested stock config, the shared attention's dropout name, validation.
+:class:`P3BStagedConfig` is what the staged families' pruned configs (Swin, ConvNeXt: widths per stage and
+block) share: the full-width config of a stock one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 LAYERNORM_MODES = ("full_stats", "subset_stats")
 _SUBSETS = ("layer_attn_in", "layer_attn_out", "layer_mlp_in", "layer_mlp_out")
@@ -159,3 +161,24 @@ class P3BVisionTowerWidths(P3BLayerWidths):
             "base_model_name_or_path": getattr(dense, "_name_or_path", None) or None,
         }
         return super().from_dense_config(vision, **{**labels, **overrides})
+
+
+class P3BStagedConfig:
+    """Mixin of a staged family's pruned config (``class P3BSwinConfig(P3BStagedConfig, SwinConfig)``): its
+    full-width config copies every field of the stock one but those the pruned class derives or must not
+    carry (``_stock_only_keys``, beyond the serialiser's own)."""
+
+    #: stock fields the pruned config does not take over (derived from others, or backbone-only)
+    _stock_only_keys: ClassVar[tuple[str, ...]] = ("stage_names", "out_features", "out_indices")
+
+    @classmethod
+    def from_dense_config(cls, dense: Any, **overrides: Any) -> Any:
+        """Full-width config equivalent to the stock config ``dense`` (labels and all architecture fields kept)."""
+        kwargs = dense.to_dict()
+        for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
+            kwargs.pop(key, None)
+        for key in cls._stock_only_keys:
+            kwargs.pop(key, None)
+        kwargs.setdefault("base_model_name_or_path", getattr(dense, "_name_or_path", None) or None)
+        kwargs.update(overrides)
+        return cls(**kwargs)
