@@ -35,10 +35,6 @@ class P3BConvNextConfig(P3BStagedConfig, ConvNextConfig):
     _stock_only_keys = ("stage_names", "out_features", "out_indices")
 
     block_intermediate_sizes: list[list[int]] | None = None
-    base_model_name_or_path: str | None = None
-    pruning_method: str | None = None
-    prune_ratio: float | None = None
-    p3b_hf_version: str | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)

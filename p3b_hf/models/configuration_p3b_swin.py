@@ -68,10 +68,6 @@ class P3BSwinConfig(P3BStagedConfig, SwinConfig):
     block_intermediate_sizes: list[list[int]] | None = None
     block_num_heads: list[list[int]] | None = None
     block_head_dims: list[list[int]] | None = None
-    base_model_name_or_path: str | None = None
-    pruning_method: str | None = None
-    prune_ratio: float | None = None
-    p3b_hf_version: str | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)

@@ -163,10 +163,16 @@ class P3BVisionTowerWidths(P3BLayerWidths):
         return super().from_dense_config(vision, **{**labels, **overrides})
 
 
+@dataclass(kw_only=True, repr=False)
 class P3BStagedConfig:
-    """Mixin of a staged family's pruned config (``class P3BSwinConfig(P3BStagedConfig, SwinConfig)``): its
-    full-width config copies every field of the stock one but those the pruned class derives or must not
-    carry (``_stock_only_keys``, beyond the serialiser's own)."""
+    """Mixin of a staged family's pruned config (``class P3BSwinConfig(P3BStagedConfig, SwinConfig)``): the
+    provenance fields, and a full-width config that copies every field of the stock one but those the pruned
+    class derives or must not carry (``_stock_only_keys``, beyond the serialiser's own)."""
+
+    base_model_name_or_path: str | None = None
+    pruning_method: str | None = None
+    prune_ratio: float | None = None
+    p3b_hf_version: str | None = None
 
     #: stock fields the pruned config does not take over (derived from others, or backbone-only)
     _stock_only_keys: ClassVar[tuple[str, ...]] = ("stage_names", "out_features", "out_indices")
