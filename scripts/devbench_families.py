@@ -8,6 +8,11 @@ CJK-pretrained tiny ViT (:mod:`p3b_hf.models.transplant`): same widths (hidden 1
 * BEiT: absolute positions kept, per-layer relative position bias tables at zero (trainable), key bias
   dropped (softmax-invariant), mean pooling + pooler LayerNorm -> every layer output equals the ViT's.
 
+Issue 27's families (``--families dinov2-registers ijepa clip``) are **warm starts**, not function-preserving
+(registers attend; I-JEPA has no CLS; CLIP normalises its embeddings): the script measures how far each lands
+from the ViT on 64 validation glyphs and writes it to ``OUTPUT/<family>/transplant.json``. A gated SwiGLU
+DINOv2 has no transplant: a GELU MLP is no gated one.
+
 The script checks those equalities on dev-bench images, saves the models (with the ViT's image processor)
 under ``OUTPUT/models/``, then runs the compare of every family through the library entry point
 (:func:`p3b_hf.compare.run_compare`) with the dev-bench recipe of ``scripts/devbench_compare.py`` (a fresh
