@@ -442,6 +442,63 @@ def test_transplanted_dinov2_and_beit_compute_the_vit_backbone(tiny_vit, images:
     assert not torch.allclose(beit.logits, ref.logits)  # BEiT classifies from the mean patch token
 
 
+def test_dinov2_with_registers_transplant_is_exact_but_for_the_registers(
+    tiny_vit, images: torch.Tensor
+) -> None:  # noqa: ANN001
+    """Issue 27's dev-bench evidence warm-starts DINOv2-with-registers from the ViT: without registers the
+    transplant is the ViT's function; the registers (copies of the CLS token) attend, so with them it is not."""
+    from p3b_hf.models.transplant import vit_to_dinov2_with_registers
+
+    with torch.no_grad():
+        ref = tiny_vit(pixel_values=images).logits
+        none = vit_to_dinov2_with_registers(tiny_vit, num_register_tokens=0)(pixel_values=images).logits
+        model = vit_to_dinov2_with_registers(tiny_vit, num_register_tokens=4)
+        out = model(pixel_values=images, output_hidden_states=True)
+    torch.testing.assert_close(none, ref, rtol=1e-5, atol=1e-5)
+    assert out.hidden_states[-1].shape == (3, 1 + 4 + 16, 48) and out.logits.shape == ref.shape
+    regs = model.dinov2_with_registers.embeddings.register_tokens
+    assert torch.equal(regs[0], tiny_vit.vit.embeddings.cls_token[0].expand(4, -1))
+    assert 1e-3 < float((out.logits - ref).abs().max()) < 10 * float(ref.abs().max())  # a warm start
+
+
+def test_ijepa_transplant_keeps_the_patch_tokens_and_layers(tiny_vit, images: torch.Tensor) -> None:  # noqa: ANN001
+    """I-JEPA has no CLS: the embeddings equal the ViT's patch tokens exactly, each layer is the ViT's (fed the
+    same tokens, it gives the same output), but without the CLS the outputs move: a warm start."""
+    from p3b_hf.models.transplant import vit_to_ijepa
+
+    model = vit_to_ijepa(tiny_vit)
+    with torch.no_grad():
+        ref = tiny_vit(pixel_values=images, output_hidden_states=True)
+        out = model(pixel_values=images, output_hidden_states=True)
+        tokens = ref.hidden_states[0][:, 1:]
+        torch.testing.assert_close(out.hidden_states[0], tokens, rtol=0, atol=1e-6)
+        # one layer on patch tokens only: same module weights, so the same function
+        torch.testing.assert_close(
+            model.ijepa.layers[0](tokens), tiny_vit.vit.layers[0](tokens), rtol=0, atol=1e-6
+        )
+    assert out.hidden_states[-1].shape == (3, 16, 48) and out.logits.shape == ref.logits.shape
+    assert float((out.hidden_states[-1] - ref.hidden_states[-1][:, 1:]).abs().max()) > 1e-3
+
+
+def test_clip_transplant_is_exact_but_for_the_embedding_layernorm(tiny_vit, images: torch.Tensor) -> None:  # noqa: ANN001
+    """CLIP: GELU via ``hidden_act``, the conv bias folded into the positions -- exact; with its
+    ``pre_layrnorm`` bypassed, the final normalised tokens equal the ViT's. With it, a warm start."""
+    from p3b_hf.models.transplant import vit_to_clip
+
+    model = vit_to_clip(tiny_vit)
+    assert model.config.vision_config.hidden_act == "gelu"
+    with torch.no_grad():
+        ref = tiny_vit.vit(pixel_values=images).last_hidden_state  # after the ViT's final LayerNorm
+        vm = model.vision_model
+        emb = vm.embeddings(images)
+        torch.testing.assert_close(emb, tiny_vit.vit.embeddings(images), rtol=0, atol=1e-5)
+        warm = vm.post_layernorm(vm(pixel_values=images).last_hidden_state)
+        vm.pre_layrnorm = torch.nn.Identity()
+        exact = vm.post_layernorm(vm(pixel_values=images).last_hidden_state)
+    torch.testing.assert_close(exact, ref, rtol=1e-5, atol=1e-4)
+    assert float((warm - ref).abs().max()) > 1e-3
+
+
 def test_vit_only_tools_refuse_the_new_families_clearly(tiny_beit, tiny_dinov2) -> None:  # noqa: ANN001
     """optimize_for_inference and pad_widths (--pad-to) do not know layer scale / bias tables / pooling yet."""
     from p3b_hf import P3BError

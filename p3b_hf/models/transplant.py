@@ -135,3 +135,113 @@ def vit_to_beit(vit: nn.Module) -> BeitForImageClassification:
     dst.pooler.layernorm.load_state_dict(src.layernorm.state_dict())
     out.classifier.load_state_dict(vit.classifier.state_dict())
     return out.eval()
+
+
+# --- issue 27 families: warm starts, not function-preserving ------------------------------------------------
+#
+# * DINOv2 with registers: the register tokens take part in every attention, so no choice of them leaves the
+#   ViT's function intact (a zero register still attends with the key of LayerNorm(0) = the norm's bias).
+#   They start as copies of the CLS token (without its position embedding: registers have none); everything
+#   else is the DINOv2 transplant above.
+# * I-JEPA has no CLS token and classifies from the mean of the final-LayerNorm patch tokens: the patch
+#   position embeddings and every layer are the ViT's, the classifier the ViT's (it now reads the mean patch).
+# * CLIP vision: quick-GELU is a config switch (``hidden_act`` takes the ViT's GELU) and the patch conv's
+#   missing bias folds into the patch position embeddings -- both exact; the LayerNorm CLIP applies to the
+#   embeddings (``pre_layrnorm``, weight 1, bias 0) is not, and the classifier reads the mean of the
+#   un-normalised patch tokens (the ViT's classifier is copied regardless).
+#
+# ``scripts/devbench_families.py`` measures how far each lands from the ViT (BENCHMARKS.md §7).
+
+
+@torch.no_grad()
+def vit_to_dinov2_with_registers(vit: nn.Module, num_register_tokens: int = 4) -> nn.Module:
+    """A ``Dinov2WithRegistersForImageClassification`` warm-started from ``vit`` (registers = the CLS token)."""
+    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersForImageClassification
+
+    dino = vit_to_dinov2(vit)
+    cfg = dino.config
+    out = Dinov2WithRegistersForImageClassification(
+        Dinov2WithRegistersConfig(
+            **_common(vit.config),
+            mlp_ratio=cfg.mlp_ratio,
+            qkv_bias=cfg.qkv_bias,
+            layerscale_value=1.0,
+            drop_path_rate=0.0,
+            num_register_tokens=num_register_tokens,
+        )
+    )
+    missing = out.load_state_dict(
+        {k.replace("dinov2.", "dinov2_with_registers.", 1): v for k, v in dino.state_dict().items()},
+        strict=False,
+    )
+    if missing.unexpected_keys or set(missing.missing_keys) != {
+        "dinov2_with_registers.embeddings.register_tokens"
+    }:
+        raise UnsupportedModelError(
+            f"DINOv2-with-registers transplant left {missing} (transformers changed?)"
+        )
+    out.dinov2_with_registers.embeddings.register_tokens.copy_(
+        vit.vit.embeddings.cls_token.expand(-1, num_register_tokens, -1)
+    )
+    return out.eval()
+
+
+@torch.no_grad()
+def vit_to_ijepa(vit: nn.Module) -> nn.Module:
+    """An ``IJepaForImageClassification`` warm-started from ``vit`` (no CLS: the patch tokens and every layer)."""
+    from transformers import IJepaConfig, IJepaForImageClassification
+
+    cfg = _check(vit)
+    out = IJepaForImageClassification(
+        IJepaConfig(**_common(cfg), intermediate_size=cfg.intermediate_size, qkv_bias=cfg.qkv_bias)
+    )
+    src, dst = vit.vit, out.ijepa
+    dst.embeddings.position_embeddings.copy_(src.embeddings.position_embeddings[:, 1:])
+    dst.embeddings.patch_embeddings.projection.load_state_dict(
+        src.embeddings.patch_embeddings.projection.state_dict()
+    )
+    for s, d in zip(src.layers, dst.layers):
+        d.layernorm_before.load_state_dict(s.layernorm_before.state_dict())
+        d.layernorm_after.load_state_dict(s.layernorm_after.state_dict())
+        _copy_attention(d.attention, s)
+        d.mlp.load_state_dict(s.mlp.state_dict())
+    dst.layernorm.load_state_dict(src.layernorm.state_dict())
+    out.classifier.load_state_dict(vit.classifier.state_dict())
+    return out.eval()
+
+
+@torch.no_grad()
+def vit_to_clip(vit: nn.Module) -> nn.Module:
+    """A stock ``CLIPForImageClassification`` warm-started from ``vit`` (GELU MLP; ``pre_layrnorm`` is new)."""
+    from transformers import CLIPConfig, CLIPForImageClassification
+
+    cfg = _check(vit)
+    common = _common(cfg)
+    labels = {k: common.pop(k) for k in ("num_labels", "id2label", "label2id")}
+    vision = dict(
+        common,
+        intermediate_size=cfg.intermediate_size,
+        attention_dropout=common.pop("attention_probs_dropout_prob"),
+        dropout=common.pop("hidden_dropout_prob"),
+    )
+    out = CLIPForImageClassification(CLIPConfig(vision_config=vision, **labels))
+    src, dst = vit.vit, out.vision_model
+    patch = src.embeddings.patch_embeddings.projection
+    emb = dst.embeddings
+    emb.patch_embedding.weight.copy_(patch.weight)
+    emb.class_embedding.copy_(src.embeddings.cls_token.reshape(-1))
+    pos = src.embeddings.position_embeddings[0].clone()
+    pos[1:] += patch.bias  # the conv bias CLIP lacks, added to every patch token
+    emb.position_embedding.weight.copy_(pos)
+    dst.pre_layrnorm.weight.fill_(1.0)
+    dst.pre_layrnorm.bias.zero_()
+    for s, d in zip(src.layers, dst.encoder.layers):
+        d.layer_norm1.load_state_dict(s.layernorm_before.state_dict())
+        d.layer_norm2.load_state_dict(s.layernorm_after.state_dict())
+        for name in ("q_proj", "k_proj", "v_proj"):
+            getattr(d.self_attn, name).load_state_dict(getattr(s.attention, name).state_dict())
+        d.self_attn.out_proj.load_state_dict(s.attention.o_proj.state_dict())
+        d.mlp.load_state_dict(s.mlp.state_dict())
+    dst.post_layernorm.load_state_dict(src.layernorm.state_dict())
+    out.classifier.load_state_dict(vit.classifier.state_dict())
+    return out.eval()
