@@ -170,6 +170,13 @@ def check_given_options(
                     f"{flag_of(f)} is an option of --method {name}, not of --method {method.name}: drop it, or "
                     f"run --method {name}."
                 )
+    from .latency.options import TARGETS, check_given_latency
+
+    check_given_latency(
+        frozenset(given),
+        any(t in given for t in TARGETS),
+        "add --target-speedup X (or --target-latency-ms T)",
+    )
     for name, instead in method.unused_options.items():
         if name in given:
             raise OptionsError(f"{_flag(name)} is not used by --method {method.name}: {instead}.")

@@ -67,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         method_options=method_options,
         latency=options_from_namespace(LatencyOptions, args),
     )
+    from ..latency.options import check_given_latency
+
+    check_given_latency(
+        given_options(args), job.compare.budget == "latency", "add --budget latency --target-speedups X"
+    )
     rows = run_compare(job)
     out = Path(job.output.output_dir)
     print(markdown_table(rows))

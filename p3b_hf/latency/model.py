@@ -11,10 +11,17 @@ already pads inner widths to multiples of 8 (:func:`p3b_hf.export.deploy_module`
 first. A removed block (``w = 0``) costs nothing.
 
 Blocks timed alone are not blocks inside the deployed graph (norms, layout copies, fusions and per-call
-overhead differ), so whole deployed models anchor the curves: the dense model and copies of it with every
-block at 1/2 and 1/4 of its width (random weights) are timed, and ``T = rest + scale * sum(blocks)`` is
-fitted to them. ``rest`` (embedding, norms, head, framework overhead) and ``scale`` are stored with the
-curves; the relative error at the anchors is the model's whole-model fit error.
+overhead differ, and differently for attention and MLPs), so whole deployed models anchor the curves: the
+dense model and copies of it (random weights) with every block at 1/2 and 1/4 of its width, with only the
+attention blocks or only the MLPs at 1/4, and (plain ViTs, whose residual stream global pruning cuts) with
+the residual stream at 1/2 are timed in one round-robin run, and
+
+    T = rest + sum over block kinds k of scale_k * sum(blocks of kind k)
+
+is fitted to them (least squares; ``rest`` >= 0: a negative rest is refitted as 0 -- clamping it alone would
+leave the scales fitted for the negative rest and bias every prediction up). ``rest`` (embedding, norms,
+head, framework overhead) and the per-kind scales are stored with the curves; the relative error at the
+anchors is the model's whole-model fit error.
 
 Fit error: relative RMS and max error of each curve on its own grid, stored with the model. Calibrated models
 are cached per (device, backend, dtype, threads, batch, architecture, library versions) as JSON.
@@ -40,7 +47,7 @@ from .structures import Structure, structures
 STEPS = (1, 2, 4, 8, 16, 32, 64)
 #: a larger step must explain the grid this much better than a smaller one to be chosen (noise guard)
 STEP_TOLERANCE = 1.05
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 class LatencyError(P3BError):
@@ -173,9 +180,16 @@ class LatencyModel:
     rest_clamped: bool = False
     path: str | None = None
     scale: float = 1.0
-    anchors: list[list[float]] = field(default_factory=list)  # [fraction, measured ms, predicted ms]
+    #: per block kind ("attn", "mlp", ...): in-graph time / probe time (module docstring); ``scale`` for a
+    #: kind not listed
+    scales: dict[str, float] = field(default_factory=dict)
+    anchors: list[list[Any]] = field(default_factory=list)  # [anchor name, measured ms, predicted ms]
 
     # ------------------------------------------------------------------ prediction
+    def scale_of(self, kind: str) -> float:
+        """The anchor-fitted factor from a probe's time to the same block's time inside the deployed graph."""
+        return float(self.scales.get(kind, self.scale))
+
     def block_ms(self, structs: list[Structure]) -> list[float]:
         """Predicted ms of each block."""
         out = []
@@ -186,7 +200,7 @@ class LatencyModel:
                     f"The latency model has no curve for block {s.curve}; it was calibrated for another "
                     "architecture. Re-run with --recalibrate (or a fresh --latency-cache)."
                 )
-            out.append(self.scale * curve.ms(s.width, s.c))
+            out.append(self.scale_of(s.kind) * curve.ms(s.width, s.c))
         return out
 
     def predict_structs(self, structs: list[Structure]) -> float:
@@ -214,6 +228,7 @@ class LatencyModel:
             "rest_ms": self.rest_ms,
             "rest_clamped": self.rest_clamped,
             "scale": self.scale,
+            "scales": self.scales,
             "anchors": self.anchors,
             "calibration_s": self.calibration_s,
             "fit_error": self.fit_error,
@@ -232,6 +247,7 @@ class LatencyModel:
             "calibration_s": self.calibration_s,
             "rest_clamped": self.rest_clamped,
             "scale": self.scale,
+            "scales": self.scales,
             "anchors": self.anchors,
             "fit_error": self.fit_error,
         }
@@ -247,38 +263,102 @@ class LatencyModel:
             rest_clamped=bool(data.get("rest_clamped", False)),
             path=path,
             scale=float(data.get("scale", 1.0)),
+            scales={k: float(v) for k, v in data.get("scales", {}).items()},
             anchors=[list(a) for a in data.get("anchors", [])],
         )
 
 
-#: whole-model anchors: every block at this fraction of its dense width (1.0 = the dense model itself)
-ANCHORS = (1.0, 0.5, 0.25)
+@dataclass(frozen=True)
+class Anchor:
+    """A whole deployed model timed to anchor the curves: the dense model with every attention block at
+    ``attn`` of its width, every MLP at ``mlp``, and the residual stream at ``residual`` of its width."""
+
+    name: str
+    attn: float = 1.0
+    mlp: float = 1.0
+    residual: float = 1.0
 
 
-def _anchor_fit(sums: list[float], times: list[float]) -> tuple[float, float]:
-    """Least squares ``times ~ rest + scale * sums``; scale 1 (rest from the dense anchor) if the fit is
-    degenerate or says blocks cost nothing."""
-    x = np.stack([np.ones(len(sums)), np.array(sums)], axis=1)
-    (rest, scale), *_ = np.linalg.lstsq(x, np.array(times), rcond=None)
-    if not np.isfinite(scale) or scale <= 0:
-        return 1.0, float(times[0] - sums[0])
-    return float(scale), float(rest)
+#: the anchors (module docstring); ``residual`` < 1 only where the residual stream is timed (plain ViTs)
+ANCHORS = (
+    Anchor("x1"),
+    Anchor("x0.5", 0.5, 0.5),
+    Anchor("x0.25", 0.25, 0.25),
+    Anchor("attn0.25", attn=0.25),
+    Anchor("mlp0.25", mlp=0.25),
+    Anchor("residual0.5", residual=0.5),
+)
 
 
-def anchor_model(dense: Any, fraction: float) -> Any:
-    """A copy of ``dense`` with every attention and MLP block kept at ``fraction`` of its width (the first
-    channels: anchors time shapes, not functions)."""
+def _anchor_fit(
+    kinds: list[str], sums: list[dict[str, float]], times: list[float]
+) -> tuple[dict[str, float], float, bool]:
+    """Least squares ``times ~ rest + sum_k scale_k * sums[k]`` over the anchors -> (scales, rest, clamped).
+
+    A negative rest is refitted as 0 (``clamped``), the scales refitted with it. If the anchors cannot
+    separate the kinds (a scale <= 0 or not finite), one scale for all kinds is fitted instead; if even that
+    fails, scale 1 and the rest from the dense anchor."""
+    y = np.array(times)
+
+    def solve(cols: list[list[float]], with_rest: bool) -> np.ndarray | None:
+        x = np.array(cols, dtype=float).T
+        if with_rest:
+            x = np.concatenate([np.ones((len(y), 1)), x], axis=1)
+        if np.linalg.matrix_rank(x) < x.shape[1]:
+            return None
+        sol, *_ = np.linalg.lstsq(x, y, rcond=None)
+        return sol if np.all(np.isfinite(sol)) else None
+
+    for groups in ([[k] for k in kinds], [kinds]):  # per kind, then one scale for all
+        cols = [[sum(s.get(k, 0.0) for k in g) for s in sums] for g in groups]
+        for with_rest in (True, False):
+            sol = solve(cols, with_rest)
+            if sol is None:
+                continue
+            rest, sc = (float(sol[0]), sol[1:]) if with_rest else (0.0, sol)
+            if (with_rest and rest < 0) or np.any(sc <= 0):
+                continue
+            scales = {k: float(v) for g, v in zip(groups, sc) for k in g}
+            return scales, rest, not with_rest
+    return {k: 1.0 for k in kinds}, float(times[0] - sum(sums[0].values())), True
+
+
+def anchor_model(
+    dense: Any, fraction: float = 1.0, *, mlp: float | None = None, residual: float = 1.0
+) -> Any:
+    """A copy of ``dense`` with every attention block kept at ``fraction`` of its width, every MLP at ``mlp``
+    (default: ``fraction``) and the residual stream at ``residual`` (the first channels: anchors time shapes,
+    not functions)."""
     from ..plan import WidthPlan
     from ..slicing import apply_width_plan
 
+    mlp = fraction if mlp is None else mlp
     plan = WidthPlan.full(dense.config)
     for i, layer in enumerate(plan.layers):
         f = plan.mlp_size(i)
-        layer.mlp = list(range(max(1, int(round(f * fraction)))))
+        layer.mlp = list(range(max(1, int(round(f * mlp)))))
         if plan.num_heads(i):
             hd = plan.dense_head_dim(i)
             layer.head_dims = list(range(max(1, int(round(hd * fraction)))))
+    if residual < 1.0:
+        plan.embed = list(range(max(8, 8 * int(round(plan.hidden_size * residual / 8)))))
     return apply_width_plan(dense, plan)
+
+
+def _anchors(dense: Any, family: str, image_size: int | None) -> dict[str, Any]:
+    """The anchor models of ``dense`` (:data:`ANCHORS`): the residual anchor only where residual widths were
+    timed (plain ViTs), and no two anchors of equal blocks (e.g. ``attn0.25`` of a family without attention)."""
+    out: dict[str, Any] = {}
+    seen: set[tuple] = set()
+    for a in ANCHORS:
+        if a.residual < 1.0 and family != "plain":
+            continue
+        m = dense if a == ANCHORS[0] else anchor_model(dense, a.attn, mlp=a.mlp, residual=a.residual)
+        shape = tuple(structures(m.config, image_size, dense.config))
+        if shape not in seen:
+            seen.add(shape)
+            out[a.name] = m
+    return out
 
 
 def cache_dir(explicit: str | None = None) -> Path:
@@ -376,27 +456,34 @@ def calibrate(
             log(f"latency: timing {len(probes)} grid points of {name}")
         ms = clock.time_probes(probes)
         curves[name] = fit_curve([(p.width, p.c, m) for p, m in zip(probes, ms)], s.c_full, deploy_round)
-    anchors = {f"x{frac:g}": dense if frac == 1.0 else anchor_model(dense, frac) for frac in ANCHORS}
-    sums = [
-        sum(curves[s.curve].ms(s.width, s.c) for s in structures(a.config, image_size, config))
-        for a in anchors.values()
-    ]
+    anchors = _anchors(dense, family, image_size)
+    kinds = sorted({s.kind for s in structs})
+    sums = []
+    for a in anchors.values():
+        by_kind = dict.fromkeys(kinds, 0.0)
+        for s in structures(a.config, image_size, config):
+            by_kind[s.kind] += curves[s.curve].ms(s.width, s.c)
+        sums.append(by_kind)
     if hasattr(clock, "time_models"):  # one round-robin run: load drift hits every anchor alike
         timed = clock.time_models(anchors, config)
         times = [float(timed[name]) for name in anchors]
     else:
         times = [float(clock.time_model(a)) for a in anchors.values()]
-    scale, rest = _anchor_fit(sums, times)
+    scales, rest, clamped = _anchor_fit(kinds, sums, times)
     model = LatencyModel(
         key=key,
         curves=curves,
-        rest_ms=max(0.0, rest),
+        rest_ms=rest,
         dense_ms=times[0],
         calibration_s=0.0,
-        rest_clamped=rest < 0,
-        scale=scale,
+        rest_clamped=clamped,
+        scale=float(np.mean(list(scales.values()))) if scales else 1.0,
+        scales=scales,
     )
-    model.anchors = [[f, t, model.rest_ms + scale * b] for f, t, b in zip(ANCHORS, times, sums)]
+    model.anchors = [
+        [name, t, model.rest_ms + sum(model.scale_of(k) * v for k, v in b.items())]
+        for name, t, b in zip(anchors, times, sums)
+    ]
     model.calibration_s = time.perf_counter() - t0
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,12 @@ class LatencyOptions:
         "~/.cache/p3b_hf/latency)",
     )
     recalibrate: bool = option(False, help="time the latency grid again even if a cached model matches")
+    measured_loop: bool = option(
+        True,
+        help="global / VBP: time the planned architecture against the dense one before training and re-plan "
+        "(at most twice) when it misses the target by more than 5 %% (--no-measured-loop: the latency "
+        "model's plan as is)",
+    )
 
     @property
     def active(self) -> bool:
@@ -72,3 +78,19 @@ class LatencyOptions:
                 "--speed-backend onnxruntime times the CPU execution provider only; use --speed-backend "
                 "torch with --speed-device cuda (or --speed-device cpu)."
             )
+
+
+#: the options that name the latency budget itself; every other field only says how to measure it
+TARGETS = ("target_speedup", "target_latency_ms")
+
+
+def check_given_latency(given: frozenset[str] | set[str], active: bool, how: str) -> None:
+    """Refuse a latency option given without a latency budget (``active``: the run has one; ``how``: how to
+    ask for one) -- it would be silently unused."""
+    from ..options import cli_fields, flag_of
+
+    if active:
+        return
+    for f in cli_fields(LatencyOptions):
+        if f.name in given and f.name not in TARGETS:
+            raise P3BError(f"{flag_of(f)} only applies to a latency budget: {how}, or drop it.")

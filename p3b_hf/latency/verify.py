@@ -61,12 +61,33 @@ def prepare(
     finally:
         if own:
             clock.close()
-    return LatencyBudget.of(
+    budget = LatencyBudget.of(
         model,
         dense.config,
         target_speedup=opts.target_speedup,
         target_latency_ms=opts.target_latency_ms,
     )
+    if opts.measured_loop:
+        budget.meter = lambda pruned: measured_speedup(opts, dense, pruned, clock if not own else None)
+    return budget
+
+
+def measured_speedup(
+    opts: LatencyOptions, dense: nn.Module, pruned: nn.Module, clock: Clock | None = None
+) -> float:
+    """The deployed ``pruned`` model's speed-up over ``dense`` (:func:`measure`, paired). Under
+    torch.distributed the main process measures and every rank gets its number, so that a plan chosen on
+    it is the same on every rank."""
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized()
+    value = [0.0]
+    if not distributed or dist.get_rank() == 0:
+        m = measure(opts, dense, pruned, clock)
+        value[0] = m["dense_ms"] / m["pruned_ms"]
+    if distributed:
+        dist.broadcast_object_list(value, src=0)
+    return float(value[0])
 
 
 def measure(

@@ -76,9 +76,14 @@ def global_plan(
             seed=seed,
         )
     if latency is not None:
-        from .latency_budget import latency_matched_plan
+        from ..slicing import apply_width_plan
+        from .latency_budget import latency_matched_plan, measured_loop
 
-        plan = latency_matched_plan(model, scores, latency)
+        plan, rounds = measured_loop(
+            latency, lambda b: latency_matched_plan(model, scores, b), lambda p: apply_width_plan(model, p)
+        )
+        if rounds:
+            plan.meta["latency_loop"] = rounds
     elif ratio is not None:
         plan = global_channel_plan(model, scores, ratio, round_to=round_to)
     else:

@@ -11,6 +11,12 @@
 * VBP (:func:`vbp_latency_removed`): VBP's own variance ranking, the fewest lowest-variance neurons whose
   removal meets the target.
 
+Measured closed loop (:func:`measured_loop`): global pruning and VBP fix the architecture before training, so
+the deployed artefact of their plan can be timed against the dense model right away (the budget's ``meter``).
+When it misses the target by more than :data:`LOOP_TOLERANCE`, the method plans again, asking the latency
+model for the target corrected by the plan's measured / predicted speed-up, at most :data:`LOOP_ROUNDS` times,
+and keeps the plan that measured closest. P3B's architecture emerges during training; it has no such loop.
+
 Widths: the latency model says a width just past a kernel step costs the next multiple; global and VBP
 therefore give every group back the best of its removed channels up to that multiple (free by the model),
 and P3B's block targets land on step tops. No ``--round-to`` is needed.
@@ -19,7 +25,9 @@ and P3B's block targets land on step tops. No ``--round-to`` is needed.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -29,6 +37,58 @@ from ..latency import LatencyBudget, Structure
 from ..latency.model import round_up
 from ..plan import WidthPlan
 from ..slicing import pruned_config
+
+logger = logging.getLogger(__name__)
+
+#: the closed loop accepts a plan whose measured speed-up is within this fraction of the target
+LOOP_TOLERANCE = 0.05
+#: measured re-plans after the first plan (0: open loop)
+LOOP_ROUNDS = 2
+
+T = TypeVar("T")
+
+
+def measured_loop(
+    budget: LatencyBudget, plan_for: Callable[[LatencyBudget], T], model_of: Callable[[T], nn.Module]
+) -> tuple[T, list[dict[str, float]]]:
+    """Plan at ``budget``, measure the plan's deployed model (``budget.meter``), and re-plan with the target
+    the latency model is asked for corrected by measured / predicted speed-up until the measurement is within
+    :data:`LOOP_TOLERANCE` of the target (at most :data:`LOOP_ROUNDS` re-plans). Returns the plan that
+    measured closest to the target and every round's ``{asked, predicted, achieved}``. Without a meter:
+    the open-loop plan and no rounds."""
+    if budget.meter is None or LOOP_ROUNDS <= 0:
+        return plan_for(budget), []
+    goal = budget.target_speedup
+    ask, rounds, best = budget, [], None
+    for _ in range(1 + LOOP_ROUNDS):
+        try:
+            plan = plan_for(ask)
+        except BudgetError:
+            if best is None:
+                raise
+            break  # the corrected ask is beyond what the method can reach: keep the best measured plan
+        pruned = model_of(plan)
+        predicted = budget.predicted_speedup(pruned.config)
+        achieved = float(budget.meter(pruned))
+        rounds.append({"asked": ask.target_speedup, "predicted": predicted, "achieved": achieved})
+        logger.info(
+            "latency loop: asked the model for %.3fx, predicted %.3fx, measured %.3fx (target %.3fx)",
+            ask.target_speedup,
+            predicted,
+            achieved,
+            goal,
+        )
+        if best is None or abs(achieved / goal - 1) < abs(best[1] / goal - 1):
+            best = (plan, achieved)
+        if abs(achieved / goal - 1) <= LOOP_TOLERANCE:
+            break
+        # the model's error on this plan (measured / predicted) is assumed to hold near it
+        nxt = goal * predicted / max(achieved, 1e-9)
+        nxt = min(max(nxt, goal / 1.5, 1.0 + 1e-6), goal * 1.5)
+        if abs(nxt - ask.target_speedup) < 1e-3 * goal:
+            break
+        ask = budget.at(nxt)
+    return best[0], rounds
 
 
 def _step(budget: LatencyBudget, s: Structure) -> int:
@@ -72,7 +132,7 @@ class P3BLatencyCost:
         for s, k, full in zip(self.structs, kappa.tolist(), self.full.tolist()):
             target = k * full + 1e-12
             w = s.full
-            while w > 0 and model.scale * model.curves[s.curve].ms(w, s.c) > target:
+            while w > 0 and model.scale_of(s.kind) * model.curves[s.curve].ms(w, s.c) > target:
                 w -= 1
             out.append(w)
         return out
@@ -121,19 +181,19 @@ def channel_costs(budget: LatencyBudget, sizes: list[int]) -> list[float]:
     attn = [s for s in structs if s.kind == "attn"]
     mlp = [s for s in structs if s.kind == "mlp"]
     n = (len(sizes) - 1) // 2
-    scale = budget.model.scale
+    scale = budget.model.scale_of
     costs = [0.0] * len(sizes)
     embed = 0.0
     for s in structs:
         curve = budget.curve_of(s)
-        embed += scale * max(
+        embed += scale(s.kind) * max(
             0.0, curve.coef[1] * round_up(s.width, max(curve.step, curve.deploy_round)) + curve.coef[3]
         )
     costs[0] = max(embed / max(structs[0].c_full, 1), 1e-12) if structs else 1.0
     for i in range(n):
         if sizes[1 + i] and len(attn) == n:  # one channel = one head dim of every head of the layer
-            costs[1 + i] = scale * budget.curve_of(attn[i]).slope()
-        costs[1 + n + i] = scale * budget.curve_of(mlp[i]).slope()
+            costs[1 + i] = scale(attn[i].kind) * budget.curve_of(attn[i]).slope()
+        costs[1 + n + i] = scale(mlp[i].kind) * budget.curve_of(mlp[i]).slope()
     return costs
 
 

@@ -118,27 +118,44 @@ def vbp_plan_from_stats(
         )
     removed = torch.zeros(len(ranked), dtype=torch.bool)
     removed[order[:n_remove]] = True
-    if latency is not None:
-        from .latency_budget import vbp_latency_removed
 
-        removed = vbp_latency_removed(latency, widths, order, n_candidates, var)
+    def _layers(gone_all: torch.Tensor, fold: bool = True) -> tuple[list[LayerPlan], list[int]]:
+        """Every block's kept neurons under ``gone_all`` and (``fold``) VBP's bias fold of the removed ones."""
+        layers, kept, start = [], [], 0
+        for blk, s, f in zip(view.blocks, stats, widths):
+            gone = gone_all[start : start + f]
+            start += f
+            r = gone.nonzero().flatten()
+            delta = None
+            if fold and len(r):
+                fc2 = blk.fc2.weight.detach().double().cpu()
+                delta = (fc2[:, r] @ s.mean.detach().double().cpu()[r]).tolist()
+            keep = (~gone).nonzero().flatten().tolist()
+            layers.append(LayerPlan(mlp=keep if len(keep) < f else None, mlp_bias_delta=delta))
+            kept.append(len(keep))
+        return layers, kept
+
+    rounds: list[dict[str, float]] = []
+    if latency is not None:
+        from .latency_budget import measured_loop, vbp_latency_removed
+
+        def shape_only(r: torch.Tensor) -> nn.Module:  # the architecture of a removed mask, to be timed
+            shaped = WidthPlan.full(model.config)
+            shaped.layers = _layers(r, fold=False)[0]
+            return apply_width_plan(model, shaped)
+
+        removed, rounds = measured_loop(
+            latency, lambda b: vbp_latency_removed(b, widths, order, n_candidates, var), shape_only
+        )
         n_remove = int(removed.sum())
         percentage = n_remove / sum(widths)
 
     plan = WidthPlan.full(model.config)
-    layers, kept, start = [], [], 0
-    for blk, s, f in zip(view.blocks, stats, widths):
-        gone = removed[start : start + f]
-        start += f
-        r = gone.nonzero().flatten()
-        delta = blk.fc2.weight.detach().double().cpu()[:, r] @ s.mean.detach().double().cpu()[r]
-        keep = (~gone).nonzero().flatten().tolist()
-        layers.append(
-            LayerPlan(mlp=keep if len(keep) < f else None, mlp_bias_delta=delta.tolist() if len(r) else None)
-        )
-        kept.append(len(keep))
+    layers, kept = _layers(removed)
     plan.layers = layers
     plan.meta.update(method="vbp", percentage=float(percentage), removed_neurons=int(n_remove), kept_mlp=kept)
+    if rounds:
+        plan.meta["latency_loop"] = rounds
     plan.validate()
     return plan
 

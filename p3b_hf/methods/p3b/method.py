@@ -26,6 +26,10 @@ TRAITS = MethodTraits(
     budgets=frozenset({"params", "latency"}),
     families=frozenset({"plain"}),
     compare_labels={"p3b": {}, "p3b-reference": {"reference": True}},
+    unused_options={
+        "measured_loop": "P3B's architecture emerges during training, so there is no plan to time before it; "
+        "its budget step closes the loop on what its masks deliver (docs/latency.md)"
+    },
 )
 
 
