@@ -60,7 +60,8 @@ def round_up(w: int, q: int) -> int:
 
 @dataclass(frozen=True)
 class Probe:
-    """One grid point: a block of ``kind`` at ``width`` reading / writing ``c`` channels."""
+    """One grid point: a block of ``kind`` at ``width`` reading / writing ``c`` channels (``gated``: a gated
+    MLP, timed as one: gate and up projections)."""
 
     kind: str
     width: int
@@ -68,6 +69,7 @@ class Probe:
     c: int
     tokens: int
     groups: int
+    gated: bool = False
 
 
 class Clock(Protocol):
@@ -448,7 +450,7 @@ def calibrate(
     curves: dict[str, Curve] = {}
     for name, s in reps.items():
         probes = [
-            Probe(s.kind, w, s.heads, c, s.tokens, s.groups)
+            Probe(s.kind, w, s.heads, c, s.tokens, s.groups, s.gated)
             for c in residual_grid(s.c_full, family)
             for w in width_grid(s.full)
         ]

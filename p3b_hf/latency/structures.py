@@ -8,7 +8,9 @@ a variable: the deployable module folds them into zero columns of full-width Lin
 so they cost what the full residual costs -- the measured speed says so too.
 
 ``curve`` names the calibrated timing curve a block uses: blocks of equal shape share one (every layer of
-a ViT; every block of a Swin / ConvNeXt stage).
+a ViT; every block of a Swin / ConvNeXt stage). A gated MLP (SwiGLU: ``down(act(gate(x)) * up(x))``, the family
+record's :meth:`~p3b_hf.models.families.record.Family.is_gated`) reads its input twice per hidden unit, so it
+has its own curve (``gmlp:...``) and probe: a curve timed on a plain MLP is never reused for it.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ class Structure:
     c_full: int  # dense residual width
     tokens: int  # tokens per sequence (attention: per window)
     groups: int  # sequences per image (Swin windows; 1 otherwise)
+    #: a gated MLP (hidden units ``act(gate(x)) * up(x)``): 1.5x the MACs of a plain one, its own curve
+    gated: bool = False
 
     @property
     def curve(self) -> str:
         h = f":h{self.heads}" if self.kind == "attn" else ""
-        return f"{self.kind}:c{self.c_full}:n{self.tokens}:g{self.groups}{h}:w{self.full}"
+        kind = "gmlp" if self.gated else self.kind
+        return f"{kind}:c{self.c_full}:n{self.tokens}:g{self.groups}{h}:w{self.full}"
 
 
 def _as_int(v: Any) -> int:
@@ -54,13 +59,14 @@ def structures(config: Any, image_size: int | None = None, dense_config: Any = N
 
     a, d = _arch(config, image_size), _arch(dense_config, image_size)
     n = a.patches + a.special
+    gated = d.mlp_reads > 1  # the family record's is_gated, as the cost model reads it (one home)
     out = []
     for i in range(a.layers):
         inner = a.num_heads[i] * a.head_dims[i]
         hd = inner // d.num_heads[i] if inner and a.attn_in[i] and a.attn_out[i] else 0  # heads removed: fold
         out.append(Structure("attn", hd, d.head_dims[i], d.num_heads[i], a.c, d.c, n, 1))
         mlp = a.mlp[i] if a.mlp_in[i] and a.mlp_out[i] else 0
-        out.append(Structure("mlp", mlp, d.mlp[i], 0, a.c, d.c, n, 1))
+        out.append(Structure("mlp", mlp, d.mlp[i], 0, a.c, d.c, n, 1, gated))
     return out
 
 

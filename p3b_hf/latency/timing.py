@@ -45,8 +45,25 @@ class MlpProbe(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(x)))
 
 
+class GatedMlpProbe(nn.Module):
+    """A gated MLP (SwiGLU) as deployed (:class:`p3b_hf.models.modeling_p3b_layers.P3BGatedMLP`, transformers'
+    ``Dinov2SwiGLUFFN``): ``c -> hidden`` gate and up projections, ``silu(gate) * up``, ``hidden -> c`` down
+    projection, plus the residual add -- 1.5x the MACs of :class:`MlpProbe` at the same hidden width."""
+
+    def __init__(self, c: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_proj, self.up_proj = nn.Linear(c, hidden), nn.Linear(c, hidden)
+        self.down_proj = nn.Linear(hidden, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
 def probe_module(p: Probe) -> nn.Module:
-    return (AttnProbe(p.c, p.heads, p.width) if p.kind == "attn" else MlpProbe(p.c, p.width)).eval()
+    """The module a probe times: attention, a plain MLP or a gated one."""
+    if p.kind == "attn":
+        return AttnProbe(p.c, p.heads, p.width).eval()
+    return (GatedMlpProbe(p.c, p.width) if p.gated else MlpProbe(p.c, p.width)).eval()
 
 
 @contextlib.contextmanager
