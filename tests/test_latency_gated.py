@@ -98,7 +98,7 @@ def test_calibration_times_gated_mlps_as_gated(tiny_dinov2_swiglu, tiny_dinov2, 
     assert g_curve.ms(h) / p_curve.ms(h) == pytest.approx(1.5, rel=1e-6)
     assert g_curve.ms(h, 24) / p_curve.ms(h, 24) == pytest.approx(1.5, rel=1e-6)  # at half the residual too
     # the whole-model anchors need no correction: the probes charge what the deployed gated MLP costs
-    assert gated.scale == pytest.approx(1.0, rel=1e-6)
+    assert gated.scales == pytest.approx({"attn": 1.0, "mlp": 1.0}, rel=1e-6)
     assert gated.fit_error["anchor_max_rel"] < 1e-6
     dense_ms = clock.time_model(tiny_dinov2_swiglu)
     assert gated.predict(tiny_dinov2_swiglu.config, tiny_dinov2_swiglu.config) == pytest.approx(dense_ms)

@@ -181,6 +181,9 @@ class LatencyModel:
     calibration_s: float
     rest_clamped: bool = False
     path: str | None = None
+    #: the part of the rest that scales with the residual width (patch embedding, final norm, head): the rest
+    #: of a model whose residual stream is c of C channels is ``rest_ms + rest_residual_ms * c / C``
+    rest_residual_ms: float = 0.0
     scale: float = 1.0
     #: per block kind ("attn", "mlp", ...): in-graph time / probe time (module docstring); ``scale`` for a
     #: kind not listed
@@ -205,8 +208,13 @@ class LatencyModel:
             out.append(self.scale_of(s.kind) * curve.ms(s.width, s.c))
         return out
 
+    def rest_at(self, c_fraction: float = 1.0) -> float:
+        """The non-block time of a model whose residual stream keeps ``c_fraction`` of its channels."""
+        return self.rest_ms + self.rest_residual_ms * c_fraction
+
     def predict_structs(self, structs: list[Structure]) -> float:
-        return self.rest_ms + float(sum(self.block_ms(structs)))
+        c_fraction = structs[0].c / structs[0].c_full if structs and structs[0].c_full else 1.0
+        return self.rest_at(c_fraction) + float(sum(self.block_ms(structs)))
 
     def predict(self, config: Any, dense_config: Any, image_size: int | None = None) -> float:
         """Predicted ms per batch of a (pruned) model with ``config`` deployed like the calibrated dense one."""
@@ -229,6 +237,7 @@ class LatencyModel:
             "dense_ms": self.dense_ms,
             "rest_ms": self.rest_ms,
             "rest_clamped": self.rest_clamped,
+            "rest_residual_ms": self.rest_residual_ms,
             "scale": self.scale,
             "scales": self.scales,
             "anchors": self.anchors,
@@ -248,6 +257,7 @@ class LatencyModel:
             "dense_ms": self.dense_ms,
             "calibration_s": self.calibration_s,
             "rest_clamped": self.rest_clamped,
+            "rest_residual_ms": self.rest_residual_ms,
             "scale": self.scale,
             "scales": self.scales,
             "anchors": self.anchors,
@@ -264,6 +274,7 @@ class LatencyModel:
             calibration_s=float(data["calibration_s"]),
             rest_clamped=bool(data.get("rest_clamped", False)),
             path=path,
+            rest_residual_ms=float(data.get("rest_residual_ms", 0.0)),
             scale=float(data.get("scale", 1.0)),
             scales={k: float(v) for k, v in data.get("scales", {}).items()},
             anchors=[list(a) for a in data.get("anchors", [])],
@@ -292,37 +303,50 @@ ANCHORS = (
 )
 
 
+#: the dense anchor's weight in the anchor fit relative to the others (its error shifts every speed-up)
+DENSE_ANCHOR_WEIGHT = 3.0
+
+
 def _anchor_fit(
-    kinds: list[str], sums: list[dict[str, float]], times: list[float]
-) -> tuple[dict[str, float], float, bool]:
-    """Least squares ``times ~ rest + sum_k scale_k * sums[k]`` over the anchors -> (scales, rest, clamped).
+    kinds: list[str], sums: list[dict[str, float]], times: list[float], c_fractions: list[float]
+) -> tuple[dict[str, float], float, float, bool]:
+    """Least squares ``times ~ rest + rest_residual * c/C + sum_k scale_k * sums[k]`` over the anchors ->
+    (scales, rest, rest_residual, clamped).
 
-    A negative rest is refitted as 0 (``clamped``), the scales refitted with it. If the anchors cannot
-    separate the kinds (a scale <= 0 or not finite), one scale for all kinds is fitted instead; if even that
-    fails, scale 1 and the rest from the dense anchor."""
+    Weighted by 1 / time (relative errors) and :data:`DENSE_ANCHOR_WEIGHT` for the dense anchor. Every
+    coefficient must come out >= 0 (scales > 0): fits are tried from the fullest to the simplest -- per
+    kind scales before one scale for all kinds, with a residual-dependent rest (only where the anchors vary the
+    residual width), then a constant rest, then none (``clamped``: the anchors asked for a negative rest; it is
+    refitted as 0 with the scales, not clamped alone). If nothing fits: scale 1 and the rest from the dense
+    anchor."""
     y = np.array(times)
+    varied = len({round(c, 9) for c in c_fractions}) > 1
+    # relative errors (speed-ups are ratios), the dense anchor -- every speed-up's reference -- weighted most
+    w = 1.0 / np.maximum(y, 1e-12)
+    w[0] *= DENSE_ANCHOR_WEIGHT
 
-    def solve(cols: list[list[float]], with_rest: bool) -> np.ndarray | None:
+    def solve(cols: list[list[float]]) -> np.ndarray | None:
         x = np.array(cols, dtype=float).T
-        if with_rest:
-            x = np.concatenate([np.ones((len(y), 1)), x], axis=1)
         if np.linalg.matrix_rank(x) < x.shape[1]:
             return None
-        sol, *_ = np.linalg.lstsq(x, y, rcond=None)
+        sol, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
         return sol if np.all(np.isfinite(sol)) else None
 
+    rests = [("rest", "residual"), ("rest",), ()] if varied else [("rest",), ()]
     for groups in ([[k] for k in kinds], [kinds]):  # per kind, then one scale for all
-        cols = [[sum(s.get(k, 0.0) for k in g) for s in sums] for g in groups]
-        for with_rest in (True, False):
-            sol = solve(cols, with_rest)
+        block_cols = [[sum(s.get(k, 0.0) for k in g) for s in sums] for g in groups]
+        for rest_terms in rests:
+            extra = {"rest": [1.0] * len(y), "residual": list(c_fractions)}
+            sol = solve([extra[t] for t in rest_terms] + block_cols)
             if sol is None:
                 continue
-            rest, sc = (float(sol[0]), sol[1:]) if with_rest else (0.0, sol)
-            if (with_rest and rest < 0) or np.any(sc <= 0):
+            fixed = dict(zip(rest_terms, sol[: len(rest_terms)].tolist()))
+            sc = sol[len(rest_terms) :]
+            if any(v < 0 for v in fixed.values()) or np.any(sc <= 0):
                 continue
             scales = {k: float(v) for g, v in zip(groups, sc) for k in g}
-            return scales, rest, not with_rest
-    return {k: 1.0 for k in kinds}, float(times[0] - sum(sums[0].values())), True
+            return scales, fixed.get("rest", 0.0), fixed.get("residual", 0.0), "rest" not in rest_terms
+    return {k: 1.0 for k in kinds}, float(times[0] - sum(sums[0].values())), 0.0, True
 
 
 def anchor_model(
@@ -460,18 +484,20 @@ def calibrate(
         curves[name] = fit_curve([(p.width, p.c, m) for p, m in zip(probes, ms)], s.c_full, deploy_round)
     anchors = _anchors(dense, family, image_size)
     kinds = sorted({s.kind for s in structs})
-    sums = []
+    sums, c_fractions = [], []
     for a in anchors.values():
         by_kind = dict.fromkeys(kinds, 0.0)
-        for s in structures(a.config, image_size, config):
+        blocks = structures(a.config, image_size, config)
+        for s in blocks:
             by_kind[s.kind] += curves[s.curve].ms(s.width, s.c)
         sums.append(by_kind)
+        c_fractions.append(blocks[0].c / blocks[0].c_full if blocks else 1.0)
     if hasattr(clock, "time_models"):  # one round-robin run: load drift hits every anchor alike
         timed = clock.time_models(anchors, config)
         times = [float(timed[name]) for name in anchors]
     else:
         times = [float(clock.time_model(a)) for a in anchors.values()]
-    scales, rest, clamped = _anchor_fit(kinds, sums, times)
+    scales, rest, rest_residual, clamped = _anchor_fit(kinds, sums, times, c_fractions)
     model = LatencyModel(
         key=key,
         curves=curves,
@@ -481,10 +507,11 @@ def calibrate(
         rest_clamped=clamped,
         scale=float(np.mean(list(scales.values()))) if scales else 1.0,
         scales=scales,
+        rest_residual_ms=rest_residual,
     )
     model.anchors = [
-        [name, t, model.rest_ms + sum(model.scale_of(k) * v for k, v in b.items())]
-        for name, t, b in zip(anchors, times, sums)
+        [name, t, model.rest_at(cf) + sum(model.scale_of(k) * v for k, v in b.items())]
+        for name, t, b, cf in zip(anchors, times, sums, c_fractions)
     ]
     model.calibration_s = time.perf_counter() - t0
     if path is not None:

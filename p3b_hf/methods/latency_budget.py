@@ -115,7 +115,7 @@ class P3BLatencyCost:
         if len(self.structs) != 2 * dims.layers:
             raise BudgetError("P3B's latency budget needs a plain ViT (an attention and an MLP per layer).")
         self.full = torch.tensor(budget.model.block_ms(self.structs), dtype=torch.float64)
-        self.non_block = float(budget.model.rest_ms)
+        self.non_block = float(budget.model.rest_at(1.0))  # P3B keeps the residual stream whole
         #: the fraction of the model's predicted latency (blocks + rest) the target keeps
         self.keep = budget.target_ms / (float(self.full.sum()) + self.non_block)
 
