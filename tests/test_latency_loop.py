@@ -152,14 +152,16 @@ def test_vbp_closes_the_loop_and_keeps_its_fold(small_vit, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        ("--method global --prune-ratio 0.5 --speed-backend torch", "--speed-backend only applies"),
-        ("--method vbp --prune-ratio 0.5 --no-measured-loop", "--measured-loop only applies"),
-        ("--method p3b --target-speedup 2 --no-measured-loop", "not used by --method p3b"),
+        ("prune --method global --prune-ratio 0.5 --speed-backend torch", "--speed-backend only applies"),
+        ("prune --method vbp --prune-ratio 0.5 --no-measured-loop", "--measured-loop only applies"),
+        ("prune --method p3b --target-speedup 2 --no-measured-loop", "not used by --method p3b"),
+        ("compare --methods vbp --threads 1", "add --budget latency"),
     ],
 )
 def test_latency_flags_nothing_reads_are_refused(argv, message, capsys):
     from p3b_hf.cli import main
 
-    code = main(["prune", "--model", "m", "--dataset", "d", "--output-dir", "o", *argv.split()])
+    command, *rest = argv.split()
+    code = main([command, "--model", "m", "--dataset", "d", "--output-dir", "o", *rest])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
