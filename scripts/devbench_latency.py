@@ -6,6 +6,10 @@ ended at (the param twin), measured the same way -- what a parameter budget buys
     python -m scripts.devbench_latency --epochs 1 --max-train-samples 2000 --targets 2 3 \\
         --methods global-taylor,vbp,p3b --threads 1 --output-dir runs/devbench_latency
 
+``--twin-ratios global-taylor=0.65,p3b=0.78``: the twin of a method at that parameter budget instead (one chosen
+to *measure* as fast as the latency cell, from an earlier run's ratio -> speed pairs); ``--no-twins``: latency
+cells only. Every twin row keeps the latency cell's measured speed-up (``twin_speed_target``) beside its own.
+
 Cells are :func:`p3b_hf.compare.run_compare` cells (``--budget latency`` / ``params``), so finished ones are
 reused on a re-run; ``latency.json`` holds both tables' rows.
 """
@@ -34,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-backend", default="onnxruntime", choices=("onnxruntime", "torch"))
     p.add_argument("--speed-device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--output-dir", required=True)
+    p.add_argument("--twin-ratios", default="", help="method=ratio,...: the param twin's budget per method")
+    p.add_argument("--no-twins", action="store_true", help="latency cells only")
     a = p.parse_args(argv)
+    twin_ratio = {k: float(v) for k, v in (kv.split("=") for kv in a.twin_ratios.split(",") if kv)}
     out = Path(a.output_dir)
     data, train = recipe(data_dir(a.bench, out), epochs=a.epochs)
     data = dataclasses.replace(
@@ -64,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(rows))
     twins = []
     for r in rows:
-        if r["status"] != "ok" or r["method"] == "dense" or r.get("param_reduction") is None:
+        if a.no_twins or r["status"] != "ok" or r["method"] == "dense" or r.get("param_reduction") is None:
             continue
-        ratio = round(float(r["param_reduction"]), 3)
+        ratio = twin_ratio.get(r["method"], round(float(r["param_reduction"]), 3))
         twin = run_compare(
             CompareJob(
                 compare=CompareOptions(
@@ -79,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                 train=train,
             )
         )
-        twins += [dict(t, twin_of=r["target_speedup"]) for t in twin if t["method"] == r["method"]]
+        twins += [
+            dict(t, twin_of=r["target_speedup"], twin_speed_target=r.get("achieved_speedup"))
+            for t in twin
+            if t["method"] == r["method"]
+        ]
         (out / "latency.json").write_text(json.dumps({"latency": rows, "param_twins": twins}, indent=1))
     print(markdown_table(twins))
     (out / "latency.json").write_text(json.dumps({"latency": rows, "param_twins": twins}, indent=1))
