@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    previous = _stop_on_sigterm()
+    previous = stop_on_sigterm()
     try:
         return int(args._module.run(args) or 0)
     except P3BError as e:
@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_on_sigterm() -> Any:
+def stop_on_sigterm() -> Any:
     """SIGTERM (schedulers, ``docker stop``) outside training raises like Ctrl-C does, so the run cleans up
     its staging dir and the CLI exits with one line (training checkpoints first: ``training.GracefulStop``).
-    Returns the previous handler (None when not in the main thread)."""
+    Returns the previous handler (None when not in the main thread). ``recipes/run.py`` installs it too."""
     from .errors import RunInterrupted
 
     if threading.current_thread() is not threading.main_thread():

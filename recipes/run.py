@@ -30,6 +30,7 @@ import contextlib
 import copy
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,49 @@ def push_output(
     return result
 
 
+def _run_stages(
+    opts: argparse.Namespace,
+    stages: dict[str, Any],
+    chosen: list[str],
+    variables: dict[str, Any],
+    rank: int,
+    n_proc: int,
+) -> str | None | bool:
+    """Run the chosen stages in order; the last stage's output dir (None after a compare), False on an error
+    (printed as one line)."""
+    from p3b_hf.compare import run_compare
+    from p3b_hf.errors import P3BError
+    from p3b_hf.runner import finetune, prune
+
+    last_output = None
+    for name in chosen:
+        try:
+            command, job = stage_job(stages[name], variables, name)
+        except P3BError as e:  # one line, as `p3b-hf` prints it
+            print(f"[rank {rank}] stage {name}: error: {e}", file=sys.stderr)
+            return False
+        print(f"[rank {rank}/{n_proc}] stage {name}: {describe(command, job)}", flush=True)
+        if opts.dry_run:
+            continue
+        try:
+            if command == "compare":  # its cells are prune/finetune runs; the table is its output
+                run_compare(job)
+                barrier()
+                last_output = None
+                continue
+            result = prune(job) if command == "prune" else finetune(job)
+        except P3BError as e:
+            print(f"[rank {rank}] stage {name}: error: {e}", file=sys.stderr)
+            return False
+        if opts.fingerprint_dir:
+            out = Path(opts.fingerprint_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{name}.rank{rank}.json").write_text(json.dumps(fingerprint(result.model)))
+        barrier()
+        last_output = job.output.output_dir
+    return last_output
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipe", help="recipe YAML")
@@ -266,37 +310,22 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in chosen if s not in stages]
     if unknown:
         raise SystemExit(f"stages {unknown} are not in the recipe (it has {list(stages)})")
-    from p3b_hf.compare import run_compare
-    from p3b_hf.errors import P3BError
-    from p3b_hf.runner import finetune, prune
+    from p3b_hf.cli import stop_on_sigterm
+    from p3b_hf.errors import RunInterrupted
 
     rank, n_proc = world()
-    last_output = None
-    for name in chosen:
-        try:
-            command, job = stage_job(stages[name], variables, name)
-        except P3BError as e:  # one line, as `p3b-hf` prints it
-            print(f"[rank {rank}] stage {name}: error: {e}", file=sys.stderr)
-            return 2
-        print(f"[rank {rank}/{n_proc}] stage {name}: {describe(command, job)}", flush=True)
-        if opts.dry_run:
-            continue
-        try:
-            if command == "compare":  # its cells are prune/finetune runs; the table is its output
-                run_compare(job)
-                barrier()
-                last_output = None
-                continue
-            result = prune(job) if command == "prune" else finetune(job)
-        except P3BError as e:
-            print(f"[rank {rank}] stage {name}: error: {e}", file=sys.stderr)
-            return 2
-        if opts.fingerprint_dir:
-            out = Path(opts.fingerprint_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / f"{name}.rank{rank}.json").write_text(json.dumps(fingerprint(result.model)))
-        barrier()
-        last_output = job.output.output_dir
+    previous = stop_on_sigterm()  # SIGTERM like Ctrl-C: checkpoints, staging cleaned up, one line below
+    try:
+        last_output = _run_stages(opts, stages, chosen, variables, rank, n_proc)
+    except KeyboardInterrupt as e:  # SIGINT / SIGTERM (RunInterrupted): one line, as `p3b-hf` prints it
+        code = e.exit_code if isinstance(e, RunInterrupted) else 130
+        print(f"[rank {rank}] {str(e) or 'interrupted (SIGINT)'}", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if last_output is False:
+        return 2
     if recipe.get("push_to_hub") and not opts.dry_run and rank == 0:
         push_output(recipe, last_output, variables)
     print(f"[rank {rank}/{n_proc}] recipe {opts.recipe} done", flush=True)

@@ -235,6 +235,48 @@ def test_recipe_finetune_with_kd_then_push_in_process(
     assert "| top-1 accuracy, right after pruning | 25.00 % |" in card and "| method | p3b |" in card
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_a_stopped_recipe_exits_with_one_line(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """SIGTERM during a stage (a real signal to this process) ends the recipe like ``p3b-hf``: one line, exit
+    143, the previous SIGTERM handler restored; Ctrl-C: exit 130 (was: a traceback)."""
+    import signal
+
+    import p3b_hf.runner
+
+    def stopped(job):  # noqa: ANN001, ANN202 -- stands in for a stage that is running when the signal comes
+        if how == "SIGTERM":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(p3b_hf.runner, "prune", stopped)
+    for k in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(k, raising=False)
+
+    def unhandled(signum, frame):  # noqa: ANN001, ANN202 -- what runs if the recipe runner installs nothing
+        raise AssertionError("the recipe runner did not handle SIGTERM")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        rc = run.main(
+            [
+                str(RECIPES / "smoke/p3b_tiny_cpu.yaml"),
+                "--stages",
+                "prune",
+                "--set",
+                f"vars.output_root={tmp_path / 'run'}",
+            ]
+        )
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # restored after the run
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    err = capsys.readouterr().err
+    assert rc == (143 if how == "SIGTERM" else 130)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert ("stopped by SIGTERM" if how == "SIGTERM" else "interrupted (SIGINT)") in err
+
+
 def test_finetune_rejects_bad_input(tmp_path: Path, tiny_vit: torch.nn.Module) -> None:
     """Errors name the problem and the fix (conflicting precisions; a model of other labels gets a new head:
     test_reliability.py::test_prune_and_finetune_replace_a_head_of_other_labels_alike)."""
