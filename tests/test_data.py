@@ -416,6 +416,31 @@ def test_bad_embedded_image_is_named_by_its_split_row(tmp_path: Path) -> None:
         load_image_dataset(datasets.DatasetDict(train=ds.select(range(12)), test=broken), max_bad_images=2)
 
 
+def test_images_are_checked_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``compare`` cell loads the same data: a save_to_disk set (no datasets cache) is read by the image
+    check once; the next load reuses the result by fingerprint, and still leaves the same bad image out."""
+    import p3b_hf.data.images as images
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
+    pics = [{"bytes": _png_bytes(np.full((8, 8, 3), 10 * i, np.uint8)), "path": None} for i in range(20)]
+    pics[13] = {"bytes": _truncated_png(), "path": None}
+    ds = datasets.Dataset.from_dict({"image": pics, "label": [i % 2 for i in range(20)]}, features=feats)
+    path = _write_dd(tmp_path / "d", ds)
+    calls = []
+    real = images.image_problem
+    monkeypatch.setattr(images, "image_problem", lambda v, mode: calls.append(1) or real(v, mode))
+    monkeypatch.setattr(images, "_CHECKED", {})
+    first = load_image_dataset(path, max_bad_images=1)
+    read = len(calls)
+    assert read == 20 and first.info["bad_images"]["dropped"] == 1
+    again = load_image_dataset(path, max_bad_images=1)
+    assert len(calls) == read  # not read again
+    assert again.info["bad_images"] == first.info["bad_images"]
+    assert (len(again.train), len(again.eval)) == (len(first.train), len(first.eval))
+    load_image_dataset(path, max_bad_images=1, image_check="header")  # another mode is another check
+    assert len(calls) == 2 * read
+
+
 def test_16_bit_png_is_scaled_not_clipped_to_white(tmp_path: Path) -> None:
     """An I;16 PNG (values 0..65535) must look like its 8-bit version, not all white (PIL's convert clips)."""
     ramp = (np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) * 257).astype(

@@ -143,9 +143,31 @@ def _cacheable(ds: Any) -> bool:
     return bool(files) and all(root in f.parents and os.access(f.parent, os.W_OK) for f in files)
 
 
+#: this process's finished checks: (data set fingerprint, column, mode) -> (rows, {row: problem}); every
+#: cell of a ``compare`` loads the same data, and a ``save_to_disk`` / in-memory set has no datasets cache
+_CHECKED: dict[tuple[str, str, str], tuple[int, dict[int, str]]] = {}
+_CHECKED_MAX = 64
+
+
 def _problems(ds: Any, column: str, mode: str, what: str) -> list[str]:
     """:func:`image_problem` of every row of ``ds`` ("" = fine), as one ``datasets.map`` pass (progress bar;
-    cached by the data set's fingerprint when :func:`_cacheable`, so a re-run is instant)."""
+    cached by the data set's fingerprint when :func:`_cacheable`, so a re-run is instant). A data set of a
+    fingerprint this process has checked already (the next ``compare`` cell) is not read again."""
+    fingerprint = getattr(ds, "_fingerprint", None)
+    key = (str(fingerprint), column, mode)
+    if fingerprint and key in _CHECKED and _CHECKED[key][0] == len(ds):
+        n, bad = _CHECKED[key]
+        return [bad.get(i, "") for i in range(n)]
+    problems = _map_problems(ds, column, mode, what)
+    if fingerprint:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[key] = (len(problems), {i: p for i, p in enumerate(problems) if p})
+    return problems
+
+
+def _map_problems(ds: Any, column: str, mode: str, what: str) -> list[str]:
+    """:func:`_problems` as one ``datasets.map`` pass over ``ds``."""
     import datasets
 
     view = ds.select_columns([column])
