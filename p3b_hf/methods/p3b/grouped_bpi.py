@@ -81,35 +81,35 @@ class GroupedBPIHeads(BPITaps):
         return cls.from_heads(BPIHeads.for_model(mods, num_labels, frozen_bn))
 
     @classmethod
-    @torch.no_grad()
     def from_heads(cls, ref: BPIHeads) -> GroupedBPIHeads:
         """Stack the weights and BN state of separate :class:`BPIHeads` (exactly, no re-init)."""
-        c = ref.cls_heads[0].in_features
-        k = ref.cls_heads[0].out_features
-        bn = ref.patch_heads[0].body[1]
-        out = cls(
-            c,
-            k,
-            ref.num_blocks,
-            ref.grid,
-            ref.special_tokens,
-            ref.frozen_bn,
-            bn.eps,
-            bn.momentum if bn.momentum is not None else 0.1,
-            class_input=ref.class_input,
-        )
-        out.cls_weight.copy_(torch.stack([h.weight for h in ref.cls_heads]))
-        out.cls_bias.copy_(torch.cat([h.bias for h in ref.cls_heads]))
-        for i, (conv_idx, bn_idx) in ((1, (0, 1)), (2, (3, 4))):
-            convs = [h.body[conv_idx] for h in ref.patch_heads]
-            bns = [h.body[bn_idx] for h in ref.patch_heads]
-            getattr(out, f"conv{i}_weight").copy_(torch.cat([m.weight for m in convs]))
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(out, f"bn{i}_{name}").copy_(torch.cat([getattr(m, name) for m in bns]))
-            getattr(out, f"bn{i}_num_batches_tracked").copy_(bns[0].num_batches_tracked)
-        out.fc_weight.copy_(torch.stack([h.fc.weight for h in ref.patch_heads]))
-        out.fc_bias.copy_(torch.cat([h.fc.bias for h in ref.patch_heads]))
-        return out.to(ref.cls_heads[0].weight.device)
+        with torch.no_grad():  # a block, not a decorator: mutmut skips decorated functions
+            c = ref.cls_heads[0].in_features
+            k = ref.cls_heads[0].out_features
+            bn = ref.patch_heads[0].body[1]
+            out = cls(
+                c,
+                k,
+                ref.num_blocks,
+                ref.grid,
+                ref.special_tokens,
+                ref.frozen_bn,
+                bn.eps,
+                bn.momentum if bn.momentum is not None else 0.1,
+                class_input=ref.class_input,
+            )
+            out.cls_weight.copy_(torch.stack([h.weight for h in ref.cls_heads]))
+            out.cls_bias.copy_(torch.cat([h.bias for h in ref.cls_heads]))
+            for i, (conv_idx, bn_idx) in ((1, (0, 1)), (2, (3, 4))):
+                convs = [h.body[conv_idx] for h in ref.patch_heads]
+                bns = [h.body[bn_idx] for h in ref.patch_heads]
+                getattr(out, f"conv{i}_weight").copy_(torch.cat([m.weight for m in convs]))
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(out, f"bn{i}_{name}").copy_(torch.cat([getattr(m, name) for m in bns]))
+                getattr(out, f"bn{i}_num_batches_tracked").copy_(bns[0].num_batches_tracked)
+            out.fc_weight.copy_(torch.stack([h.fc.weight for h in ref.patch_heads]))
+            out.fc_bias.copy_(torch.cat([h.fc.bias for h in ref.patch_heads]))
+            return out.to(ref.cls_heads[0].weight.device)
 
     # ------------------------------------------------------------------ heads
     def evaluate(self, taps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
