@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import TINY_EPOCH_ARGS
 from test_recipes import _tiny_data
 from transformers import AutoModelForImageClassification, BeitConfig, Dinov2Config
 
@@ -118,18 +119,7 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
             str(data),
             "--prune-ratio",
             "0.5",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--augment",
-            "none",
-            "--mixup",
-            "0",
-            "--cutmix",
-            "0",
-            "--device",
-            "cpu",
+            *TINY_EPOCH_ARGS,
             "--output-dir",
             str(out),
         ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import TINY_EPOCH_ARGS
 from fake_hub import (
     BLOCK_P3B,
     FakeHubServer,
@@ -394,20 +395,12 @@ def test_run_outputs_hold_no_machine_paths(tmp_path: Path, monkeypatch: pytest.M
         "0.5",
         "--model",
         str(dense_dir),
-    ]
-    argv += [
         "--dataset",
         str(data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--augment",
-        "none",
-        "--mixup",
-        "0",
+        *TINY_EPOCH_ARGS,
+        "--output-dir",
+        str(out),
     ]
-    argv += ["--cutmix", "0", "--device", "cpu", "--output-dir", str(out)]
     monkeypatch.setattr(sys, "argv", ["p3b-hf", *argv])  # the report records the command line
     assert cli_main(argv) == 0
     assert cli_main(["export", "--model", str(out), "--dataset", str(data), "--threads", "1"]) == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import TINY_EPOCH_ARGS, TINY_TRAIN_ARGS
 from test_recipes import _tiny_data
 from transformers import AutoModelForImageClassification
 
@@ -17,20 +18,6 @@ from p3b_hf.loading import validate_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = dict(num_labels=4, id2label=dict(enumerate("abcd")), label2id={c: i for i, c in enumerate("abcd")})
-COMMON = [
-    "--epochs",
-    "1",
-    "--batch-size",
-    "16",
-    "--augment",
-    "none",
-    "--mixup",
-    "0",
-    "--cutmix",
-    "0",
-    "--device",
-    "cpu",
-]
 
 
 def _dense_dir(root: Path, family: str) -> Path:
@@ -87,7 +74,7 @@ def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path
             str(data),
             "--prune-ratio",
             "0.3",
-            *COMMON[2:],  # without --epochs: VBP's fine-tune length is --vbp-epochs (--epochs is refused)
+            *TINY_TRAIN_ARGS,  # without --epochs: VBP's fine-tune length is --vbp-epochs (--epochs is refused)
             "--output-dir",
             str(out),
         ]
@@ -113,7 +100,7 @@ def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path
                 str(out),
                 "--dataset",
                 str(data),
-                *COMMON,
+                *TINY_EPOCH_ARGS,
                 "--output-dir",
                 str(tmp_path / "ft"),
             ]
@@ -155,7 +142,7 @@ def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(
             str(data),
             "--prune-ratio",
             "0.3",
-            *COMMON,
+            *TINY_EPOCH_ARGS,
             "--output-dir",
             str(tmp_path / "p3b"),
         ]
@@ -187,7 +174,7 @@ def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(
             "--deploy-backend",
             "none",
             "--",
-            *COMMON[2:],
+            *TINY_TRAIN_ARGS,
         ]
     )
     assert code == 0

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_args import TINY_TRAIN_ARGS
 from masking import masked_forward
 from transformers import ViTConfig
 
@@ -239,16 +240,7 @@ _TINY_PRUNE = [
     "0.3",
     "--vbp-epochs",
     "1",
-    "--batch-size",
-    "16",
-    "--augment",
-    "none",
-    "--device",
-    "cpu",
-    "--mixup",
-    "0",
-    "--cutmix",
-    "0",
+    *TINY_TRAIN_ARGS,
 ]
 
 
