@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cli_args import tiny_train_args
 
 
 def _rank() -> int:
@@ -183,16 +184,7 @@ def run_all(out: Path, data: Path, dense: Path, global_batch: int, world: int) -
         str(dense),
         "--dataset",
         str(data),
-        "--device",
-        "cpu",
-        "--batch-size",
-        str(global_batch // world),
-        "--augment",
-        "none",
-        "--mixup",
-        "0",
-        "--cutmix",
-        "0",
+        *tiny_train_args(batch_size=global_batch // world),
         "--seed",
         "0",
         "--logging-steps",

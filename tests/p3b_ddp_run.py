@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cli_args import tiny_train_args
 
 
 def _rank() -> int:
@@ -125,16 +126,7 @@ def cli_run(out: Path, data: Path, dense: Path) -> None:
             str(data),
             "--output-dir",
             str(out / "cli_pruned"),
-            "--device",
-            "cpu",
-            "--batch-size",
-            "8",
-            "--augment",
-            "none",
-            "--mixup",
-            "0",
-            "--cutmix",
-            "0",
+            *tiny_train_args(batch_size=8),
             "--seed",
             "0",
             "--logging-steps",

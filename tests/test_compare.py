@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_args import TINY_TRAIN_ARGS
 from test_recipes import _tiny_data, _tiny_dense
 from test_vbp import _tiny_source
 
@@ -115,16 +116,7 @@ def test_compare_end_to_end(tmp_path: Path):
             "--deploy-backend",
             "fast",
             "--",
-            "--batch-size",
-            "16",
-            "--augment",
-            "none",
-            "--device",
-            "cpu",
-            "--mixup",
-            "0",
-            "--cutmix",
-            "0",
+            *TINY_TRAIN_ARGS,
         ]
     )
     assert code == 0
@@ -172,16 +164,7 @@ def test_compare_vbp_starts_from_the_dense_cell_trained_once(
         "1",
         "--no-bench",
         "--",
-        "--batch-size",
-        "16",
-        "--augment",
-        "none",
-        "--device",
-        "cpu",
-        "--mixup",
-        "0",
-        "--cutmix",
-        "0",
+        *TINY_TRAIN_ARGS,
     ]
     assert main(argv) == 0
     assert "trained although --dense-baseline was not given" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from cli_args import TINY_TRAIN_ARGS
 from PIL import Image
 from test_recipes import RECIPES, _parsed, run
 
@@ -359,16 +360,7 @@ def test_compare_lodo_end_to_end_reuses_cells(tmp_path: Path, one_thread: None, 
         "--no-bench",
         "--epochs",
         "1",
-        "--batch-size",
-        "16",
-        "--augment",
-        "none",
-        "--device",
-        "cpu",
-        "--mixup",
-        "0",
-        "--cutmix",
-        "0",
+        *TINY_TRAIN_ARGS,
         "--source-holdout",
         "0.25",
     ]

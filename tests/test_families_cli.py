@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import TINY_EPOCH_ARGS, prune_argv
 from test_recipes import _tiny_data
 from transformers import AutoModelForImageClassification, BeitConfig, Dinov2Config
 
@@ -107,33 +108,7 @@ def test_prune_cli_on_the_new_families(family: str, method: list[str], tmp_path:
     data = _tiny_data(tmp_path)
     dense = _dense_dir(tmp_path, family)
     out = tmp_path / "out"
-    code = main(
-        [
-            "prune",
-            "--method",
-            *method,
-            "--model",
-            str(dense),
-            "--dataset",
-            str(data),
-            "--prune-ratio",
-            "0.5",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--augment",
-            "none",
-            "--mixup",
-            "0",
-            "--cutmix",
-            "0",
-            "--device",
-            "cpu",
-            "--output-dir",
-            str(out),
-        ]
-    )
+    code = main(prune_argv(method, dense, data, out, "--prune-ratio", "0.5", *TINY_EPOCH_ARGS))
     assert code == 0
     report = json.loads((out / "pruning_report.json").read_text())
     model = AutoModelForImageClassification.from_pretrained(out)

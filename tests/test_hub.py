@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import TINY_EPOCH_ARGS, prune_argv
 from fake_hub import (
     BLOCK_P3B,
     FakeHubServer,
@@ -384,30 +385,9 @@ def test_run_outputs_hold_no_machine_paths(tmp_path: Path, monkeypatch: pytest.M
     torch.set_num_threads(1)
     data, (dense_dir, _) = _tiny_data(tmp_path), _tiny_dense(tmp_path)
     out = tmp_path / "runs" / "pruned"
-    argv = [
-        "prune",
-        "--method",
-        "global",
-        "--importance",
-        "l1",
-        "--prune-ratio",
-        "0.5",
-        "--model",
-        str(dense_dir),
-    ]
-    argv += [
-        "--dataset",
-        str(data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--augment",
-        "none",
-        "--mixup",
-        "0",
-    ]
-    argv += ["--cutmix", "0", "--device", "cpu", "--output-dir", str(out)]
+    argv = prune_argv(
+        ["global", "--importance", "l1"], dense_dir, data, out, "--prune-ratio", "0.5", *TINY_EPOCH_ARGS
+    )
     monkeypatch.setattr(sys, "argv", ["p3b-hf", *argv])  # the report records the command line
     assert cli_main(argv) == 0
     assert cli_main(["export", "--model", str(out), "--dataset", str(data), "--threads", "1"]) == 0

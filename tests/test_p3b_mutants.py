@@ -146,6 +146,15 @@ def test_solver_redistributes_for_twenty_rounds_then_gives_up():
 
 
 # ---------------------------------------------------------------------------------- state: windows
+# the six sums and counts of one window, named out here (not via ``window_tensors``, which is under test)
+WINDOW = ("dpsi_cls_sum", "dpsi_patch_sum", "dpsi_count", "dpsi_cls_count", "taylor_sum", "taylor_count")
+
+
+def _window_of(st: P3BState, prefix: str = "") -> tuple[torch.Tensor, ...]:
+    """``st``'s window tensors in ``WINDOW`` order; ``prefix="prev_"``: the previous window kept for S2."""
+    return tuple(getattr(st, prefix + name) for name in WINDOW)
+
+
 def _state_with_window(seed: int) -> P3BState:
     g = torch.Generator().manual_seed(seed)
     st = P3BState.fresh(4, 6, _f64(10.0, 20.0, 10.0, 20.0))
@@ -160,44 +169,17 @@ def _state_with_window(seed: int) -> P3BState:
 
 def test_roll_window_keeps_each_sum_as_its_own_previous_and_zeroes_the_window():
     st = _state_with_window(0)
-    window = [
-        t.clone()
-        for t in (
-            st.dpsi_cls_sum,
-            st.dpsi_patch_sum,
-            st.dpsi_count,
-            st.dpsi_cls_count,
-            st.taylor_sum,
-            st.taylor_count,
-        )
-    ]
+    window = [t.clone() for t in _window_of(st)]
     st.roll_window()
-    prev = (
-        st.prev_dpsi_cls_sum,
-        st.prev_dpsi_patch_sum,
-        st.prev_dpsi_count,
-        st.prev_dpsi_cls_count,
-        st.prev_taylor_sum,
-        st.prev_taylor_count,
-    )
-    for p, w in zip(prev, window):
+    for p, w in zip(_window_of(st, "prev_"), window):
         torch.testing.assert_close(p, w, rtol=0, atol=0)
-    for t in (
-        st.dpsi_cls_sum,
-        st.dpsi_patch_sum,
-        st.dpsi_count,
-        st.dpsi_cls_count,
-        st.taylor_sum,
-        st.taylor_count,
-    ):
+    for t in _window_of(st):
         assert float(t.abs().sum()) == 0.0
     # with the local (pre-all-reduce) ΔΨ sums given, those are kept instead
     st2 = _state_with_window(1)
     local = tuple(t * 0.5 for t in st2.window_tensors())
     st2.roll_window(local)
-    for p, w in zip(
-        (st2.prev_dpsi_cls_sum, st2.prev_dpsi_patch_sum, st2.prev_dpsi_count, st2.prev_dpsi_cls_count), local
-    ):
+    for p, w in zip(_window_of(st2, "prev_")[:4], local):  # the four ΔΨ sums and counts
         torch.testing.assert_close(p, w, rtol=0, atol=0)
 
 
@@ -205,26 +187,9 @@ def test_merge_previous_window_adds_every_sum_and_count():
     st = _state_with_window(0)
     st.roll_window()
     cur = _state_with_window(2)
-    for name in (
-        "dpsi_cls_sum",
-        "dpsi_patch_sum",
-        "dpsi_count",
-        "dpsi_cls_count",
-        "taylor_sum",
-        "taylor_count",
-    ):
+    for name in WINDOW:
         getattr(st, name).copy_(getattr(cur, name))
-    prev = {
-        n: getattr(st, f"prev_{n}").clone()
-        for n in (
-            "dpsi_cls_sum",
-            "dpsi_patch_sum",
-            "dpsi_count",
-            "dpsi_cls_count",
-            "taylor_sum",
-            "taylor_count",
-        )
-    }
+    prev = {n: getattr(st, f"prev_{n}").clone() for n in WINDOW}
     st.merge_previous_window()
     for name, p in prev.items():
         torch.testing.assert_close(getattr(st, name), getattr(cur, name) + p, rtol=0, atol=0, msg=name)
@@ -396,6 +361,28 @@ def _np_solver(imp: np.ndarray, full: np.ndarray, non_block: float, keep: float)
     return np.clip(k, 0, 1)
 
 
+def _pruner(model: torch.nn.Module, update_every: int | None = None, **config) -> P3BPruner:
+    """A pruner of ``P3BConfig(**config)`` on ``model``. With ``update_every``: the schedule S0 = 0, S1 = 10,
+    S2 = 40 (what the Trainer derives from the epochs), so the updates these tests make fall before S1."""
+    pr = P3BPruner(model, P3BConfig(**config).resolved())
+    if update_every is not None:
+        pr.schedule = Schedule(0, 10, 40, update_every)
+    return pr
+
+
+def _random_scores(pr: P3BPruner, seed: int) -> torch.Tensor:
+    """One random float64 Taylor score per mask element of ``pr`` (seeded)."""
+    return torch.rand(
+        pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+
+
+def _taylor_window(pr: P3BPruner, scores: torch.Tensor) -> None:
+    """A window of one Taylor step that scored ``scores``."""
+    pr.state.taylor_sum.copy_(scores)
+    pr.state.taylor_count.fill_(1)
+
+
 def _window(pr: P3BPruner, rng: np.random.Generator, n_cls: int, n_patch: int, mean_cls: float = 0.3):
     """A finished window: ``n_cls`` class-head and ``n_patch`` patch-head micro-batches, and one Taylor step."""
     st = pr.state
@@ -426,9 +413,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_keep_ratios_when_one_head_type_or_both_missed_the_window(tiny_vit, caplog):
     """Windows with (class, patch) micro-batch counts (1, 0), (1, 1), (0, 1), (3, 2), (0, 0): ΔΨ means, EMAs,
     α-merge and solver against a replica; a head type that did not run keeps its EMA; an empty window keeps κ."""
-    cfg = P3BConfig(prune_ratio=0.5, pr_gamma=0.3, pr_alpha=0.7).resolved()
-    pr = P3BPruner(tiny_vit, cfg)
-    pr.schedule = Schedule(0, 10, 40, 1)
+    pr = _pruner(tiny_vit, update_every=1, prune_ratio=0.5, pr_gamma=0.3, pr_alpha=0.7)
     rng = np.random.default_rng(5)
     full = pr.full.numpy()
     ema_c = ema_p = None
@@ -468,8 +453,7 @@ def test_keep_ratios_when_one_head_type_or_both_missed_the_window(tiny_vit, capl
 
 
 def test_first_update_with_only_patch_heads_uses_the_patch_importance(tiny_vit):
-    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.4).resolved())
-    pr.schedule = Schedule(0, 10, 40, 1)
+    pr = _pruner(tiny_vit, update_every=1, prune_ratio=0.4)
     _, d_patch = _window(pr, np.random.default_rng(6), 0, 2)
     entry = pr.update(1, rho=1.0, tau=0.05)
     want = _np_solver(_np_importance(d_patch, pr.full.numpy()), pr.full.numpy(), pr.non_block, 0.6)
@@ -480,8 +464,7 @@ def test_first_update_with_only_patch_heads_uses_the_patch_importance(tiny_vit):
 def test_guards_off_normalise_by_the_signed_maximum(tiny_vit):
     """``guards=False`` (the reference's missing guard): with every ΔΨ < 0 the benefits are divided by the
     negative maximum, which flips their order."""
-    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.5, guards=False).resolved())
-    pr.schedule = Schedule(0, 10, 40, 1)
+    pr = _pruner(tiny_vit, update_every=1, prune_ratio=0.5, guards=False)
     st = pr.state
     d = -np.linspace(0.1, 0.6, pr.num_blocks)
     for s, c in ((st.dpsi_cls_sum, st.dpsi_cls_count), (st.dpsi_patch_sum, st.dpsi_count)):
@@ -527,16 +510,10 @@ def _expected_masks(
 def test_every_block_gets_its_own_keep_ratio_gate_scales_and_threshold_mode(tiny_vit, exact):
     keep = [0.9, 0.3, 0.7, 0.5, 0.8, 0.4]
     # a partial gate_scales dict: the gates it leaves out have scale 1
-    cfg = P3BConfig(
-        handcrafted_keep=keep, gate_scales={"attn_out": 2.0, "mlp_hid": 0.6}, exact_budget=exact
-    ).resolved()
-    pr = P3BPruner(tiny_vit, cfg)
-    pr.schedule = Schedule(0, 10, 40, 1)
-    scores = torch.rand(
-        pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(8), dtype=torch.float64
-    )
-    pr.state.taylor_sum.copy_(scores)
-    pr.state.taylor_count.fill_(1)
+    gate_scales = {"attn_out": 2.0, "mlp_hid": 0.6}
+    pr = _pruner(tiny_vit, update_every=1, handcrafted_keep=keep, gate_scales=gate_scales, exact_budget=exact)
+    scores = _random_scores(pr, 8)
+    _taylor_window(pr, scores)
     entry = pr.update(3, rho=0.5, tau=0.03)
     assert entry["keep_target"] == keep  # exactly the given floats
     applied = [1 - (1 - k) * 0.5 for k in keep]
@@ -547,10 +524,8 @@ def test_every_block_gets_its_own_keep_ratio_gate_scales_and_threshold_mode(tiny
 
 def test_exact_budget_changes_an_attention_block(tiny_vit):
     """The two threshold modes of the test above differ on this model, so both are pinned."""
-    pr = P3BPruner(tiny_vit, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
-    scores = torch.rand(
-        pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(8), dtype=torch.float64
-    )
+    pr = _pruner(tiny_vit, handcrafted_keep=[0.5] * 6)
+    scores = _random_scores(pr, 8)
     applied = [0.95, 0.65, 0.85, 0.75, 0.9, 0.7]
     exact = _expected_masks(pr, scores, applied, 0.03)
     pr.config.exact_budget = False
@@ -569,37 +544,15 @@ def test_window_reduction_sums_dpsi_and_averages_taylor_over_ranks(tiny_vit, mon
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: world)
     monkeypatch.setattr(dist, "all_reduce", lambda t, *a, **kw: t.mul_(world))
-    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.5).resolved())
-    pr.schedule = Schedule(0, 10, 40, 2)
+    pr = _pruner(tiny_vit, update_every=2, prune_ratio=0.5)
     _window(pr, np.random.default_rng(9), 3, 2)
     pr.state.taylor_count.fill_(2)
     st = pr.state
-    before = [
-        t.clone()
-        for t in (
-            st.dpsi_cls_sum,
-            st.dpsi_patch_sum,
-            st.dpsi_count,
-            st.dpsi_cls_count,
-            st.taylor_sum,
-            st.taylor_count,
-        )
-    ]
+    before = [t.clone() for t in _window_of(st)]
     local = pr._reduce_window()[id(st)]
     for got, want in zip(local, before[:4]):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
-    for got, want, factor in zip(
-        (
-            st.dpsi_cls_sum,
-            st.dpsi_patch_sum,
-            st.dpsi_count,
-            st.dpsi_cls_count,
-            st.taylor_sum,
-            st.taylor_count,
-        ),
-        before,
-        (2, 2, 2, 2, 1, 1),
-    ):
+    for got, want, factor in zip(_window_of(st), before, (2, 2, 2, 2, 1, 1)):
         torch.testing.assert_close(got, want * factor, rtol=0, atol=0)
     # the update's history reports the reduced window
     _window(pr, np.random.default_rng(9), 3, 2)
@@ -902,9 +855,7 @@ def test_pruner_wires_the_config_into_gates_heads_and_estimators(tiny_vit, image
 
 
 def test_pruner_fused_grouped_frozen_and_block_only_variants(tiny_vit, tiny_deit_teacher):
-    pr = P3BPruner(
-        tiny_vit, P3BConfig(prune_ratio=0.0, block_param_only=True, bpi_shadows=["0.5:2"]).resolved()
-    )
+    pr = _pruner(tiny_vit, prune_ratio=0.0, block_param_only=True, bpi_shadows=["0.5:2"])
     assert "forward" in pruner_module.locate(tiny_vit).layers[0].ln_before.__dict__  # fused gates
     assert isinstance(pr.bpi, GroupedBPIHeads) and not pr.bpi.frozen_bn
     assert (pr.estimators[0].subbatch, pr.estimators[0].every) == (
@@ -920,7 +871,7 @@ def test_pruner_fused_grouped_frozen_and_block_only_variants(tiny_vit, tiny_deit
     assert not any(
         m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in tiny_vit.modules()
     )
-    frozen = P3BPruner(tiny_deit_teacher, P3BConfig(frozen=True, reference=True).resolved())
+    frozen = _pruner(tiny_deit_teacher, frozen=True, reference=True)
     assert frozen.gates is None and frozen.state.taylor_sum.numel() == 0
     assert not any(
         p.requires_grad for n, p in tiny_deit_teacher.named_parameters() if not n.startswith("p3b_")
@@ -975,22 +926,22 @@ def test_handcrafted_pruner_has_no_heads_and_checkpoints_its_gates(tiny_vit):
     import copy
 
     twin, third = copy.deepcopy(tiny_vit), copy.deepcopy(tiny_vit)
-    pr = P3BPruner(tiny_vit, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
+    pr = _pruner(tiny_vit, handcrafted_keep=[0.5] * 6)
     assert pr.bpi is None and pr.estimators == [] and not hasattr(tiny_vit, "p3b_bpi")
     with torch.no_grad():
         pr.gates.mask("attn_qkv", 1).fill_(0.25)
     saved = pr.state_tensors()
     assert saved and all(k.startswith("gates.") for k in saved)
-    other = P3BPruner(twin, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
+    other = _pruner(twin, handcrafted_keep=[0.5] * 6)
     other.load_state_tensors(saved)
     assert float(other.gates.mask("attn_qkv", 1).detach().min()) == 0.25
-    full = P3BPruner(third, P3BConfig(prune_ratio=0.5).resolved())
+    full = _pruner(third, prune_ratio=0.5)
     keys = full.state_tensors()
     assert any(k.startswith("bpi.") for k in keys) and any(k.startswith("gates.") for k in keys)
 
 
 def test_hard_gates_keep_exactly_half_and_pass_the_straight_through_value(tiny_vit):
-    pr = P3BPruner(tiny_vit, P3BConfig(handcrafted_keep=[0.5] * 6).resolved())
+    pr = _pruner(tiny_vit, handcrafted_keep=[0.5] * 6)
     gates = pr.gates
     assert gates.hard is False and gates.keep_in_graph is False
     m = gates.mask("mlp_hid", 0)
@@ -1496,12 +1447,8 @@ def test_block_masks_report_what_their_hard_masks_keep():
 # ---------------------------------------------------------------------------------- issue 24 §3: three survivors
 def _scored_pruner(model: torch.nn.Module, **kw) -> P3BPruner:
     """A handcrafted-keep pruner (no heads) with one Taylor window of random scores."""
-    pr = P3BPruner(model, P3BConfig(handcrafted_keep=[0.5, 0.3, 0.7, 0.4, 0.6, 0.5], **kw).resolved())
-    scores = torch.rand(
-        pr.state.taylor_sum.numel(), generator=torch.Generator().manual_seed(4), dtype=torch.float64
-    )
-    pr.state.taylor_sum.copy_(scores)
-    pr.state.taylor_count.fill_(1)
+    pr = _pruner(model, handcrafted_keep=[0.5, 0.3, 0.7, 0.4, 0.6, 0.5], **kw)
+    _taylor_window(pr, _random_scores(pr, 4))
     return pr
 
 
@@ -1519,8 +1466,7 @@ def test_scheduled_updates_use_the_schedules_tau_not_tau_max(tiny_vit):
     assert any(not torch.equal(a, b) for a, b in zip(want, soft_max))  # τ matters on these scores
     for (g, layer, m), w in zip(pr.gates.named_masks(), want):
         torch.testing.assert_close(m.detach(), w.float(), rtol=0, atol=0, msg=f"{g} {layer}")
-    pr.state.taylor_sum.copy_(scores)
-    pr.state.taylor_count.fill_(1)
+    _taylor_window(pr, scores)
     last = pr.update(12)  # S2: τ = τ_min = 0 -> a step function: 0 / 1, the element at the cut 0.5
     assert last["tau"] == 0.0
     values = torch.cat([m.detach().reshape(-1) for _, _, m in pr.gates.named_masks()])
@@ -1646,7 +1592,7 @@ def test_per_step_hook_averages_head_grads_once_then_reads_taylor(tiny_vit, tmp_
 def test_bpi_logits_errors_name_the_cause(tiny_vit):
     """Asking for logits no active forward produced, or a forward that tapped the residual stream the wrong
     number of times, fail with a message that says so (not with a shape error later)."""
-    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.5).resolved())
+    pr = _pruner(tiny_vit, prune_ratio=0.5)
     with pytest.raises(
         RuntimeError, match=r"^No BPI logits: the heads were not active during the last forward"
     ):
@@ -1664,7 +1610,7 @@ def test_bpi_heads_are_named_for_ddp_to_ignore_and_released_by_detach(tiny_vit):
     ``_ddp_params_and_buffers_to_ignore`` (what ``DistributedDataParallel`` reads when the Trainer wraps the
     model), after names the user put there; ``detach`` leaves only the user's."""
     tiny_vit._ddp_params_and_buffers_to_ignore = ["classifier.bias"]
-    pr = P3BPruner(tiny_vit, P3BConfig(prune_ratio=0.5, bpi_shadows=["1:1"]).resolved())
+    pr = _pruner(tiny_vit, prune_ratio=0.5, bpi_shadows=["1:1"])
     heads = [
         n
         for n, _ in [*tiny_vit.named_parameters(), *tiny_vit.named_buffers()]

@@ -742,6 +742,7 @@ def test_prune_and_finetune_replace_a_head_of_other_labels_alike(
     record ``head_reinitialised`` in the report."""
     import logging
 
+    from cli_args import tiny_train_args
     from test_recipes import _tiny_data
     from transformers import ViTImageProcessorPil
 
@@ -755,22 +756,11 @@ def test_prune_and_finetune_replace_a_head_of_other_labels_alike(
         str(tmp_path / "seven"),
         "--dataset",
         str(data),
-        "--device",
-        "cpu",
-        "--batch-size",
-        "8",
-    ]
-    common += [
+        *tiny_train_args(batch_size=8, augment="basic"),
         "--max-train-samples",
         "16",
         "--max-eval-samples",
         "8",
-        "--augment",
-        "basic",
-        "--mixup",
-        "0",
-        "--cutmix",
-        "0",
     ]
     prune = ["prune", "--method", "p3b", "--prune-ratio", "0.3", "--epochs", "2", "--update-every", "1"]
     prune += ["--prune-start-epoch", "0.5", "--prune-sparse-epoch", "1", "--prune-finalize-epoch", "1.5"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import TINY_EPOCH_ARGS, TINY_TRAIN_ARGS, prune_argv
 from test_recipes import _tiny_data
 from transformers import AutoModelForImageClassification
 
@@ -17,20 +18,6 @@ from p3b_hf.loading import validate_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = dict(num_labels=4, id2label=dict(enumerate("abcd")), label2id={c: i for i, c in enumerate("abcd")})
-COMMON = [
-    "--epochs",
-    "1",
-    "--batch-size",
-    "16",
-    "--augment",
-    "none",
-    "--mixup",
-    "0",
-    "--cutmix",
-    "0",
-    "--device",
-    "cpu",
-]
 
 
 def _dense_dir(root: Path, family: str) -> Path:
@@ -76,22 +63,8 @@ def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path
     data = _tiny_data(tmp_path)
     dense = _dense_dir(tmp_path, family)
     out = tmp_path / "out"
-    code = main(
-        [
-            "prune",
-            "--method",
-            *method,
-            "--model",
-            str(dense),
-            "--dataset",
-            str(data),
-            "--prune-ratio",
-            "0.3",
-            *COMMON[2:],  # without --epochs: VBP's fine-tune length is --vbp-epochs (--epochs is refused)
-            "--output-dir",
-            str(out),
-        ]
-    )
+    # without --epochs: VBP's fine-tune length is --vbp-epochs (--epochs is refused)
+    code = main(prune_argv(method, dense, data, out, "--prune-ratio", "0.3", *TINY_TRAIN_ARGS))
     assert code == 0
     report = json.loads((out / "pruning_report.json").read_text())
     model = AutoModelForImageClassification.from_pretrained(out)
@@ -113,7 +86,7 @@ def test_prune_cli_vbp_and_global(family: str, method: list[str], tmp_path: Path
                 str(out),
                 "--dataset",
                 str(data),
-                *COMMON,
+                *TINY_EPOCH_ARGS,
                 "--output-dir",
                 str(tmp_path / "ft"),
             ]
@@ -144,22 +117,7 @@ def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(
 ) -> None:
     data = _tiny_data(tmp_path)
     dense = _dense_dir(tmp_path, "swin")
-    code = main(
-        [
-            "prune",
-            "--method",
-            "p3b",
-            "--model",
-            str(dense),
-            "--dataset",
-            str(data),
-            "--prune-ratio",
-            "0.3",
-            *COMMON,
-            "--output-dir",
-            str(tmp_path / "p3b"),
-        ]
-    )
+    code = main(prune_argv(["p3b"], dense, data, tmp_path / "p3b", "--prune-ratio", "0.3", *TINY_EPOCH_ARGS))
     err = capsys.readouterr().err
     assert code != 0
     assert "P3B is defined for plain ViT blocks" in err and "--method vbp or --method global" in err
@@ -187,7 +145,7 @@ def test_p3b_on_swin_is_one_clear_error_and_an_unsupported_compare_row(
             "--deploy-backend",
             "none",
             "--",
-            *COMMON[2:],
+            *TINY_TRAIN_ARGS,
         ]
     )
     assert code == 0

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_args import TINY_TRAIN_ARGS, prune_argv
 from masking import masked_forward
 from transformers import ViTConfig
 
@@ -239,16 +240,7 @@ _TINY_PRUNE = [
     "0.3",
     "--vbp-epochs",
     "1",
-    "--batch-size",
-    "16",
-    "--augment",
-    "none",
-    "--device",
-    "cpu",
-    "--mixup",
-    "0",
-    "--cutmix",
-    "0",
+    *TINY_TRAIN_ARGS,
 ]
 
 
@@ -263,48 +255,14 @@ def test_prune_vbp_refuses_a_fresh_head_unless_a_teacher_is_given(tmp_path, caps
 
     data, source = _tiny_data(tmp_path), _tiny_source(tmp_path)
     out = tmp_path / "runs" / "vbp"
-    assert (
-        main(
-            [
-                "prune",
-                "--method",
-                "vbp",
-                "--model",
-                str(source),
-                "--dataset",
-                str(data),
-                "--output-dir",
-                str(out),
-                *_TINY_PRUNE,
-            ]
-        )
-        == 2
-    )
+    assert main(prune_argv(["vbp"], source, data, out, *_TINY_PRUNE)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"p3b-hf prune: error: {VBP_NEEDS_TASK_MODEL}"
     assert "`p3b-hf finetune`" in VBP_NEEDS_TASK_MODEL and "`--teacher`" in VBP_NEEDS_TASK_MODEL
     assert list((tmp_path / "runs").iterdir()) == []  # no output dir, no .work dir, no staging dir
 
     teacher, _ = _tiny_dense(tmp_path)  # stands in for the dense model fine-tuned on a..d
-    assert (
-        main(
-            [
-                "prune",
-                "--method",
-                "vbp",
-                "--model",
-                str(source),
-                "--dataset",
-                str(data),
-                "--output-dir",
-                str(out),
-                "--teacher",
-                str(teacher),
-                *_TINY_PRUNE,
-            ]
-        )
-        == 0
-    )
+    assert main(prune_argv(["vbp"], source, data, out, "--teacher", str(teacher), *_TINY_PRUNE)) == 0
     report = json.loads((out / "pruning_report.json").read_text())
     # the report names the teacher (no machine path: reports are portable)
     assert report["history"]["kd"]["teacher"] == teacher.name and report["num_labels"] == 4
