@@ -9,6 +9,7 @@ functions, which would otherwise hide a cycle until run time.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -578,3 +579,25 @@ def test_tool_commands_build_their_typed_options(command: str) -> None:
         assert options_from_namespace(cls, parser.parse_args([command, "--random-arch", "deit-tiny"])) == (
             BenchOptions(random_arch="deit-tiny")
         )
+
+
+def test_mutation_tested_modules_have_no_decorated_no_grad() -> None:
+    """mutmut 3.8 generates no mutant for a decorated function, so the modules ``[tool.mutmut] only_mutate``
+    names use ``with torch.no_grad():`` blocks (docs/p3b.md "Mutation testing"): a decorator here would
+    silently take its function out of ``make mutants``."""
+    import fnmatch
+    import re
+
+    line = re.search(r"^only_mutate = (\[.*\])$", (ROOT / "pyproject.toml").read_text(), re.M)
+    patterns = json.loads(line.group(1))
+    files = [
+        p for p in PKG.rglob("*.py") if any(fnmatch.fnmatch(str(p.relative_to(ROOT)), g) for g in patterns)
+    ]
+    assert len(files) > 5
+    decorated = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in files
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if line.strip().startswith("@torch.no_grad")
+    ]
+    assert decorated == []
