@@ -10,6 +10,12 @@ ended at (the param twin), measured the same way -- what a parameter budget buys
 to *measure* as fast as the latency cell, from an earlier run's ratio -> speed pairs); ``--no-twins``: latency
 cells only. Every twin row keeps the latency cell's measured speed-up (``twin_speed_target``) beside its own.
 
+Every latency cell and every twin is then measured once more, together, the way the latency cells verify
+(``p3b_hf.latency.verify.measure``: the deployed artefact against the dense cell's model, paired, on
+``--speed-backend`` with ``--threads``): ``compare``'s own *deployable speed* column uses torch's default
+thread count, so only these ``speed_same_way`` figures compare a twin with its latency cell
+(``--remeasure-only``: just this step, on finished cells).
+
 Cells are :func:`p3b_hf.compare.run_compare` cells (``--budget latency`` / ``params``), so finished ones are
 reused on a re-run; ``latency.json`` holds both tables' rows.
 """
@@ -40,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--twin-ratios", default="", help="method=ratio,...: the param twin's budget per method")
     p.add_argument("--no-twins", action="store_true", help="latency cells only")
+    p.add_argument("--remeasure-only", action="store_true", help="only re-measure the finished cells")
     a = p.parse_args(argv)
     twin_ratio = {k: float(v) for k, v in (kv.split("=") for kv in a.twin_ratios.split(",") if kv)}
     out = Path(a.output_dir)
@@ -53,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         threads=a.threads,
         latency_cache=str(out / "cache"),
     )
+    if a.remeasure_only:
+        remeasure(out, latency)
+        return 0
     common = dict(model=source_model(a.bench), methods=a.methods, dense_baseline=True, bench_device="cpu")
     rows = run_compare(
         CompareJob(
@@ -94,7 +104,29 @@ def main(argv: list[str] | None = None) -> int:
         (out / "latency.json").write_text(json.dumps({"latency": rows, "param_twins": twins}, indent=1))
     print(markdown_table(twins))
     (out / "latency.json").write_text(json.dumps({"latency": rows, "param_twins": twins}, indent=1))
+    remeasure(out, latency)
     return 0
+
+
+def remeasure(out: Path, latency: LatencyOptions) -> None:
+    """``speed_same_way`` of every finished latency cell and twin in ``latency.json``: its saved model's
+    speed-up over the dense cell's model, measured as the latency cells verify (one process, one after the
+    other)."""
+    from p3b_hf.latency.verify import measured_speedup
+    from p3b_hf.loading import load_model
+
+    path = out / "latency.json"
+    data = json.loads(path.read_text())
+    dense = load_model(str(out / "latency" / "dense"))
+    for part, sub in (("latency", "latency"), ("param_twins", "params")):
+        for r in data[part]:
+            if r["method"] == "dense" or r["status"] != "ok":
+                continue
+            x, ratio = r.get("target_speedup"), r.get("prune_ratio")
+            name = f"{r['method']}-x{x:g}" if part == "latency" else f"{r['method']}-{round(100 * ratio)}"
+            r["speed_same_way"] = measured_speedup(latency, dense, load_model(str(out / sub / name)))
+            print(f"{part} {name}: {r['speed_same_way']:.3f}x (same way as the latency cells)")
+    path.write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":
