@@ -11,7 +11,7 @@ the dense one), and the run measures what they achieved (:mod:`.verify`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import BudgetError
@@ -68,15 +68,7 @@ class LatencyBudget:
     def at(self, speedup: float) -> LatencyBudget:
         """The same budget asking the latency model for ``speedup`` instead (the closed loop's corrected ask;
         the meter stays)."""
-        return LatencyBudget(
-            self.model,
-            self.dense_config,
-            self.dense_predicted_ms / speedup,
-            speedup,
-            self.image_size,
-            self.dense_predicted_ms,
-            self.meter,
-        )
+        return replace(self, target_ms=self.dense_predicted_ms / speedup, target_speedup=speedup)
 
     @property
     def dense_ms(self) -> float:

@@ -333,10 +333,10 @@ def _anchor_fit(
         return sol if np.all(np.isfinite(sol)) else None
 
     rests = [("rest", "residual"), ("rest",), ()] if varied else [("rest",), ()]
+    extra = {"rest": [1.0] * len(y), "residual": list(c_fractions)}
     for groups in ([[k] for k in kinds], [kinds]):  # per kind, then one scale for all
         block_cols = [[sum(s.get(k, 0.0) for k in g) for s in sums] for g in groups]
         for rest_terms in rests:
-            extra = {"rest": [1.0] * len(y), "residual": list(c_fractions)}
             sol = solve([extra[t] for t in rest_terms] + block_cols)
             if sol is None:
                 continue
